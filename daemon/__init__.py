@@ -1,0 +1,3 @@
+"""topslot: timed, tracked outbound marketing (email, SMS, IM)."""
+
+__version__ = "0.1.0"

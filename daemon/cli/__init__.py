@@ -1,0 +1,22 @@
+"""The ``topslot`` command line. Each submodule registers its own commands."""
+
+from __future__ import annotations
+
+import typer
+
+from daemon.cli import config_cmds, data_cmds, run_cmds
+
+app = typer.Typer(
+    name="topslot",
+    help="topslot: outbound email/SMS/IM timed for 07:30 and 17:00 in each recipient's own time zone.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+for module in (config_cmds, data_cmds, run_cmds):
+    module.register(app)
+
+
+def main() -> None:
+    app()
