@@ -10,6 +10,7 @@ import re
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Union
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -19,7 +20,10 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PlainSerializer,
+    StrictBool,
     Tag,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -39,6 +43,17 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class FieldError(ValueError):
+    """A model-level check that blames one field: ``loc`` is relative to the model that raises it.
+
+    ``daemon.config`` appends ``loc`` to pydantic's location so the message points at that key.
+    """
+
+    def __init__(self, message: str, *loc: str | int):
+        super().__init__(message)
+        self.loc = loc
+
+
 # ---------------------------------------------------------------- small value types
 
 
@@ -55,6 +70,17 @@ def parse_duration(value: Any) -> timedelta:
         raise ValueError(f"'{value}' is not a duration; write e.g. '10m', '1h30m' or '90s'")
     d, h, mi, s = (int(g) if g else 0 for g in m.groups())
     return timedelta(days=d, hours=h, minutes=mi, seconds=s)
+
+
+def format_duration(value: timedelta) -> str:
+    """timedelta → the shortest text ``parse_duration`` reads back (``"1h30m"``, ``"90s"`` → ``"1m30s"``)."""
+    seconds = int(value.total_seconds())
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts) or "0s"
 
 
 def _check_slot(value: str) -> str:
@@ -90,11 +116,39 @@ def _parse_percent(value: Any) -> float:
     return float(value)
 
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-SlotTime = Annotated[str, AfterValidator(_check_slot)]
-ZoneName = Annotated[str, AfterValidator(_check_zone)]
-CountryCode = Annotated[str, AfterValidator(_check_country)]
-Percent = Annotated[float, BeforeValidator(_parse_percent)]
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+    WithJsonSchema(
+        {"type": "string", "pattern": r"^(\d+d)?(\d+h)?(\d+m)?(\d+s)?$", "examples": ["10m", "1h30m", "90s"]}
+    ),
+]
+SlotTime = Annotated[
+    str,
+    AfterValidator(_check_slot),
+    WithJsonSchema({"type": "string", "pattern": _SLOT_RE.pattern, "examples": ["07:30", "17:00"]}),
+]
+ZoneName = Annotated[
+    str,
+    AfterValidator(_check_zone),
+    WithJsonSchema({"type": "string", "description": "IANA time zone", "examples": ["Asia/Shanghai"]}),
+]
+CountryCode = Annotated[
+    str, AfterValidator(_check_country), WithJsonSchema({"type": "string", "pattern": "^[A-Z]{2}$"})
+]
+Percent = Annotated[
+    float,
+    BeforeValidator(_parse_percent),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*%\s*$"},
+                {"type": "number", "minimum": 0, "maximum": 1},
+            ]
+        }
+    ),
+]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Scalar = Union[str, int, float, bool, date]
 
@@ -108,17 +162,17 @@ class AttributeCondition(Model):
     Exactly one operator: equals, not_equals, in, between, gte, lte, gt, lt, contains, exists.
     """
 
-    attribute: Name
-    equals: Scalar | None = None
-    not_equals: Scalar | None = None
-    in_: list[Scalar] | None = Field(default=None, alias="in", min_length=1)
-    between: tuple[Scalar, Scalar] | None = None
-    gte: Scalar | None = None
-    lte: Scalar | None = None
-    gt: Scalar | None = None
-    lt: Scalar | None = None
-    contains: str | None = None
-    exists: bool | None = None
+    attribute: Name = Field(description="Contact field (first_name, gender, age, country, ...) or imported attribute")
+    equals: Scalar | None = Field(default=None, description="Equal to this value")
+    not_equals: Scalar | None = Field(default=None, description="Different from this value (or missing)")
+    in_: list[Scalar] | None = Field(default=None, alias="in", min_length=1, description="One of these values")
+    between: tuple[Scalar, Scalar] | None = Field(default=None, description="[low, high], both included")
+    gte: Scalar | None = Field(default=None, description="Greater than or equal to")
+    lte: Scalar | None = Field(default=None, description="Less than or equal to")
+    gt: Scalar | None = Field(default=None, description="Greater than")
+    lt: Scalar | None = Field(default=None, description="Less than")
+    contains: str | None = Field(default=None, description="Text contains this (case-insensitive)")
+    exists: StrictBool | None = Field(default=None, description="true: the contact has a value; false: none")
 
     @model_validator(mode="after")
     def _one_operator(self) -> AttributeCondition:
@@ -127,7 +181,9 @@ class AttributeCondition(Model):
             allowed = ", ".join(n.rstrip("_") for n in self.operator_names())
             raise ValueError(f"give exactly one operator for attribute '{self.attribute}' ({allowed})")
         if self.between is not None and _gt(self.between[0], self.between[1]):
-            raise ValueError(f"between [{self.between[0]}, {self.between[1]}]: the low bound is above the high bound")
+            raise FieldError(
+                f"between [{self.between[0]}, {self.between[1]}]: the low bound is above the high bound", "between"
+            )
         return self
 
     @staticmethod
@@ -151,11 +207,13 @@ def _gt(a: Any, b: Any) -> bool:
 
 
 class PurchaseFilter(Model):
-    category: Name | list[Name] | None = None
-    sku: Name | list[Name] | None = None
-    within_days: int | None = Field(default=None, gt=0, le=36500)
-    min_amount: Decimal | None = Field(default=None, ge=0)
-    min_count: int = Field(default=1, ge=1)
+    """Which purchases count. Omitted keys do not filter."""
+
+    category: Name | list[Name] | None = Field(default=None, description="Product category, or a list of them")
+    sku: Name | list[Name] | None = Field(default=None, description="Product SKU, or a list of them")
+    within_days: int | None = Field(default=None, gt=0, le=36500, description="Only purchases in the last N days")
+    min_amount: Decimal | None = Field(default=None, ge=0, description="Only purchases of at least this amount")
+    min_count: int = Field(default=1, ge=1, description="At least this many matching purchases")
 
 
 class PurchasedCondition(Model):
@@ -165,8 +223,10 @@ class PurchasedCondition(Model):
 
 
 class SearchFilter(Model):
-    terms: list[Name] = Field(min_length=1)
-    within_days: int | None = Field(default=None, gt=0, le=36500)
+    """Which searches count."""
+
+    terms: list[Name] = Field(min_length=1, description="Search terms; any one matches (case-insensitive substring)")
+    within_days: int | None = Field(default=None, gt=0, le=36500, description="Only searches in the last N days")
 
 
 class SearchedCondition(Model):
@@ -194,14 +254,20 @@ class ConsentCondition(Model):
 
 
 class AllOf(Model):
+    """Every condition in the list holds."""
+
     all: list[Condition] = Field(min_length=1)
 
 
 class AnyOf(Model):
+    """At least one condition in the list holds."""
+
     any: list[Condition] = Field(min_length=1)
 
 
 class NotCondition(Model):
+    """The condition does not hold."""
+
     not_: Condition = Field(alias="not")
 
 
@@ -240,7 +306,7 @@ def condition_kind(value: Any) -> str | None:
 
 
 Condition = Annotated[
-    Union[
+    Union[  # noqa: UP007 - a union of Annotated members reads best spelled out
         Annotated[AttributeCondition, Tag("attribute")],
         Annotated[PurchasedCondition, Tag("purchased")],
         Annotated[SearchedCondition, Tag("searched")],
@@ -264,30 +330,56 @@ Condition = Annotated[
 class Audience(Model):
     """Who the campaign is for. Conditions under ``all`` must all hold; under ``any`` at least one."""
 
-    all: list[Condition] | None = Field(default=None, min_length=1)
-    any: list[Condition] | None = Field(default=None, min_length=1)
-    not_: Condition | None = Field(default=None, alias="not")
-    exclude_tags: list[Name] = Field(default_factory=list)
+    all: list[Condition] | None = Field(default=None, min_length=1, description="Every condition must hold")
+    any: list[Condition] | None = Field(default=None, min_length=1, description="At least one must hold")
+    not_: Condition | None = Field(default=None, alias="not", description="This condition must not hold")
+    exclude_tags: list[Name] = Field(default_factory=list, description="Contacts with any of these tags are left out")
 
 
 # ---------------------------------------------------------------- schedule
 
 
 class MissedSlot(Model):
-    grace: Duration = timedelta(minutes=15)
-    then: Literal["next_slot", "skip"] = "next_slot"
+    """What to do when a slot's time has passed before it was sent (daemon down, file added late)."""
+
+    grace: Duration = Field(
+        default=timedelta(minutes=15),
+        description="Still send if at most this late",
+        json_schema_extra={"default": "15m"},
+    )
+    then: Literal["next_slot", "skip"] = Field(
+        default="next_slot", description="Later than grace: move to the next eligible slot, or skip"
+    )
 
 
 class Schedule(Model):
-    start: date
-    end: date
-    slots: list[SlotTime] = Field(default_factory=lambda: ["07:30", "17:00"], min_length=1)
-    timezone: Literal["recipient"] | ZoneName = "recipient"
-    fallback_timezone: ZoneName | None = None
-    default_country: CountryCode | None = None
-    days: Literal["every_day", "workdays"] | list[Weekday] = "workdays"
-    per_recipient: Literal["once", "every_slot"] = "once"
-    arrive_within: Duration = timedelta(minutes=10)
+    """When messages arrive: each slot in each recipient's local time, on the chosen days."""
+
+    start: date = Field(description="First day (inclusive, local date), YYYY-MM-DD")
+    end: date = Field(description="Last day (inclusive, local date), YYYY-MM-DD")
+    slots: list[SlotTime] = Field(
+        default_factory=lambda: ["07:30", "17:00"], min_length=1, description='Local arrival times, quoted "HH:MM"'
+    )
+    timezone: Literal["recipient"] | ZoneName = Field(
+        default="recipient", description="'recipient' (each contact's own zone) or one IANA zone for everybody"
+    )
+    fallback_timezone: ZoneName | None = Field(
+        default=None, description="Zone for contacts whose zone cannot be found (default: the settings' zone)"
+    )
+    default_country: CountryCode | None = Field(
+        default=None, description="Holiday calendar for contacts without a country (default: the settings')"
+    )
+    days: Literal["every_day", "workdays"] | list[Weekday] = Field(
+        default="workdays", description="every_day, workdays (recipient's country's holidays) or [mon, tue, ...]"
+    )
+    per_recipient: Literal["once", "every_slot"] = Field(
+        default="once", description="once: the first eligible slot; every_slot: every eligible slot start..end"
+    )
+    arrive_within: Duration = Field(
+        default=timedelta(minutes=10),
+        description="Hand the whole slot to the channel in this window before it",
+        json_schema_extra={"default": "10m"},
+    )
     missed_slot: MissedSlot = Field(default_factory=MissedSlot)
 
     @field_validator("start", "end", mode="before")
@@ -325,7 +417,7 @@ class Schedule(Model):
     @model_validator(mode="after")
     def _ordered(self) -> Schedule:
         if self.end < self.start:
-            raise ValueError(f"end {self.end} is before start {self.start}")
+            raise FieldError(f"end {self.end} is before start {self.start}", "end")
         return self
 
 
@@ -333,15 +425,23 @@ class Schedule(Model):
 
 
 class GeneratedCoupons(Model):
-    prefix: Annotated[str, Field(pattern=r"^[A-Z0-9]{0,12}$")] = ""
-    length: int = Field(default=10, ge=6, le=32)
+    """Generate a unique random code per recipient."""
+
+    prefix: Annotated[str, Field(pattern=r"^[A-Z0-9]{0,12}$")] = Field(
+        default="", description="Uppercase letters/digits put in front of every code"
+    )
+    length: int = Field(default=10, ge=6, le=32, description="Random characters after the prefix")
 
 
 class Coupon(Model):
+    """One unique coupon code per recipient: generated, or taken from an imported pool."""
+
     generate: GeneratedCoupons | None = None
-    pool: Name | None = None
-    on_exhausted: Literal["pause", "skip", "send_without"] = "pause"
-    expires: date | None = None
+    pool: Name | None = Field(default=None, description="Name of an imported coupon pool")
+    on_exhausted: Literal["pause", "skip", "send_without"] = Field(
+        default="pause", description="When the pool runs out: pause the campaign, skip the recipient, or send without"
+    )
+    expires: date | None = Field(default=None, description="Last day the codes are valid")
 
     @model_validator(mode="after")
     def _one_source(self) -> Coupon:
@@ -351,57 +451,83 @@ class Coupon(Model):
 
 
 class LandingPage(Model):
-    url: Annotated[str, Field(pattern=r"^https?://[^\s/?#]+[^\s]*$", max_length=2000)]
+    """Where the message's main link goes; every link is rewritten into a signed tracked link."""
+
+    url: Annotated[str, Field(pattern=r"^https?://[^\s/?#]+[^\s]*$", max_length=2000)] = Field(
+        description="http(s) address of the landing page"
+    )
     utm: dict[Annotated[str, Field(pattern=r"^[a-z_]{1,40}$")], Annotated[str, Field(max_length=200)]] = Field(
-        default_factory=dict
+        default_factory=dict, description="UTM parameters added to the URL (utm_ prefix added); {channel} is replaced"
     )
 
 
 class EmailContent(Model):
-    from_: Annotated[str, Field(alias="from", min_length=3, max_length=300)]
-    reply_to: str | None = None
-    subject: Annotated[str, Field(min_length=1, max_length=500)]
-    html: Name
-    text: Name | None = None
+    """The email: sender, subject (a template string) and template files under templates/."""
+
+    from_: Annotated[str, Field(alias="from", min_length=3, max_length=300)] = Field(
+        description='Sender, e.g. "Example Shop <news@shop.example.com>"'
+    )
+    reply_to: str | None = Field(default=None, description="Reply-To address")
+    subject: Annotated[str, Field(min_length=1, max_length=500)] = Field(
+        description="Subject line; a Jinja2 template like the files"
+    )
+    html: Name = Field(description="HTML template file, relative to templates/")
+    text: Name | None = Field(default=None, description="Plain-text template file, relative to templates/")
 
 
 class SmsContent(Model):
-    body: Name
+    """The SMS text."""
+
+    body: Name = Field(description="SMS template file, relative to templates/")
 
 
 class ImContent(Model):
-    body: Name
-    provider: Name | None = None
+    """The instant message."""
+
+    body: Name = Field(description="IM template file, relative to templates/")
+    provider: Name | None = Field(default=None, description="IM provider name from the settings")
 
 
 class Content(Model):
+    """What is sent on each channel; every channel in ``channels`` needs its section."""
+
     email: EmailContent | None = None
     sms: SmsContent | None = None
     im: ImContent | None = None
 
 
 class Costs(Model):
-    email: Decimal = Field(default=Decimal(0), ge=0)
-    sms: Decimal = Field(default=Decimal(0), ge=0)
-    im: Decimal = Field(default=Decimal(0), ge=0)
-    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
-    margin: Decimal | None = Field(default=None, ge=0, le=1)
+    """Cost of one message per channel, for ROI reports."""
+
+    email: Decimal = Field(default=Decimal(0), ge=0, description="Cost of one email")
+    sms: Decimal = Field(default=Decimal(0), ge=0, description="Cost of one SMS segment")
+    im: Decimal = Field(default=Decimal(0), ge=0, description="Cost of one instant message")
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = Field(default="USD", description="ISO 4217 code")
+    margin: Decimal | None = Field(
+        default=None, ge=0, le=1, description="Gross margin (0-1) to turn revenue into profit"
+    )
 
 
 # ---------------------------------------------------------------- the campaign
 
 
 class Campaign(Model):
-    id: Annotated[str, Field(pattern=_ID_RE.pattern)]
-    name: Name
-    channels: list[Channel] = Field(min_length=1)
+    """One marketing campaign: one file in config/campaigns/."""
+
+    model_config = ConfigDict(title="topslot campaign")
+
+    id: Annotated[str, Field(pattern=_ID_RE.pattern)] = Field(
+        description="Unique id: lowercase letters, digits, - and _; never change it once sending started"
+    )
+    name: Name = Field(description="Human-readable name for plans and reports")
+    channels: list[Channel] = Field(min_length=1, description="Channels to send on: email, sms, im")
     audience: Audience
     schedule: Schedule
     coupon: Coupon | None = None
     landing_page: LandingPage
     content: Content
     costs: Costs = Field(default_factory=Costs)
-    holdout: Percent = 0.0
+    holdout: Percent = Field(default=0.0, description="Share of the audience kept out as a control group, e.g. '5%'")
 
     @field_validator("channels")
     @classmethod
@@ -414,8 +540,21 @@ class Campaign(Model):
     def _content_per_channel(self) -> Campaign:
         missing = [ch for ch in self.channels if getattr(self.content, ch) is None]
         if missing:
-            raise ValueError(f"content.{missing[0]} is required because channels lists '{missing[0]}'")
+            sections = " and ".join(f"content.{ch}" for ch in missing)
+            listed = ", ".join(missing)
+            verb = "is" if len(missing) == 1 else "are"
+            raise FieldError(f"{sections} {verb} required because channels lists {listed}", "content")
         return self
+
+    def landing_url(self, channel: str) -> str:
+        """The landing page URL with its UTM parameters (``utm_`` added, ``{channel}`` replaced)."""
+        parts = urlsplit(self.landing_page.url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        for key, value in self.landing_page.utm.items():
+            name = key if key.startswith("utm_") else f"utm_{key}"
+            query = [(k, v) for k, v in query if k != name]
+            query.append((name, value.replace("{channel}", channel)))
+        return urlunsplit(parts._replace(query=urlencode(query)))
 
     def template_names(self) -> dict[tuple[str, ...], str]:
         """Template files this campaign names, keyed by their path in the YAML."""

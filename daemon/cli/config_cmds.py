@@ -1,7 +1,64 @@
-"""Placeholder until its owner fills it in."""
+"""``topslot validate`` and ``topslot schema``: check campaign files, print the campaign JSON Schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
+from daemon.campaign import Campaign
+from daemon.config.campaigns import load_campaigns
+
+
+def campaign_schema() -> dict[str, Any]:
+    """The campaign JSON Schema, as editors (yaml-language-server) use it."""
+    schema = Campaign.model_json_schema(by_alias=True)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+def schema_text() -> str:
+    return json.dumps(campaign_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+def validate(
+    config_dir: Annotated[Path, typer.Argument(help="Configuration directory; campaigns are in its campaigns/")] = Path(
+        "config"
+    ),
+    templates: Annotated[
+        Path | None,  # noqa: UP007 - typer needs Optional here
+        typer.Option("--templates", help="Templates directory (default: templates/ next to CONFIG_DIR)"),
+    ] = None,
+) -> None:
+    """Check every campaign file; print each problem as path:line:column: message."""
+    templates_dir = templates if templates is not None else config_dir.parent / "templates"
+    campaigns_dir = config_dir / "campaigns"
+    if not campaigns_dir.is_dir():
+        typer.echo(f"error: {campaigns_dir} is not a directory (expected CONFIG_DIR/campaigns)", err=True)
+        raise typer.Exit(2)
+    result = load_campaigns(campaigns_dir, templates_dir)
+    for problem in result.problems:
+        typer.echo(str(problem))
+    valid = len(result.campaigns)
+    if result.problems:
+        files = len({p.path for p in result.problems})
+        typer.echo(
+            f"error: {len(result.problems)} problem(s) in {files} file(s); "
+            f"{valid} of {len(result.files)} campaign(s) valid",
+            err=True,
+        )
+        raise typer.Exit(1)
+    names = ", ".join(sorted(result.campaigns))
+    detail = f" ({names})" if names else f" (no files in {campaigns_dir})"
+    typer.echo(f"ok: {valid} campaign(s) valid{detail}", err=True)
+
+
+def schema() -> None:
+    """Print the campaign JSON Schema (a copy is kept in docs/campaign.schema.json)."""
+    typer.echo(schema_text(), nl=False)
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("validate")(validate)
+    app.command("schema")(schema)

@@ -1,0 +1,108 @@
+"""Load every campaign file, validate it, and report every problem with its file, line and column."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jinja2 import Environment
+from pydantic import ValidationError
+
+from daemon.campaign import Campaign
+from daemon.config.model_errors import describe, validation_problems
+from daemon.config.template_checks import check_templates
+from daemon.config.yaml_source import YamlDocument, load_yaml
+from daemon.errors import InvalidInput, Problem
+from daemon.templating import make_environment
+
+CAMPAIGN_SUFFIXES = (".yaml", ".yml")
+_REQUIRED = "id:, name:, channels:, audience:, schedule:, landing_page: and content:"
+
+
+@dataclass
+class LoadResult:
+    """Valid campaigns by id, every problem found, and which file each campaign came from."""
+
+    campaigns: dict[str, Campaign] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    sources: dict[str, Path] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def raise_for_problems(self) -> None:
+        if self.problems:
+            raise InvalidInput(self.problems)
+
+
+def campaign_files(campaigns_dir: Path) -> list[Path]:
+    """The campaign files of a directory (``*.yaml``/``*.yml``, not hidden), sorted by name."""
+    return sorted(
+        p
+        for p in Path(campaigns_dir).iterdir()
+        if p.suffix in CAMPAIGN_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    )
+
+
+def load_campaign_file(
+    path: Path | str, templates_dir: Path | str, *, env: Environment | None = None
+) -> tuple[Campaign | None, list[Problem]]:
+    """One campaign file → (the campaign if it has no problem at all, every problem)."""
+    campaign, problems, _ = _load(Path(path), Path(templates_dir), env)
+    return campaign, problems
+
+
+def load_campaigns(campaigns_dir: Path | str, templates_dir: Path | str) -> LoadResult:
+    """Every campaign file in ``campaigns_dir``; a file with any problem contributes no campaign."""
+    campaigns_dir, templates_dir = Path(campaigns_dir), Path(templates_dir)
+    result = LoadResult()
+    if not campaigns_dir.is_dir():
+        result.problems.append(Problem(str(campaigns_dir), 1, 1, "no such directory of campaign files"))
+        return result
+    env = make_environment(templates_dir)
+    owners: dict[str, Path] = {}
+    for path in campaign_files(campaigns_dir):
+        result.files.append(path)
+        campaign, problems, doc = _load(path, templates_dir, env)
+        raw_id = doc.get(("id",))
+        if isinstance(raw_id, str) and raw_id:
+            if raw_id in owners:
+                problems.append(
+                    doc.problem(doc.position_of(("id",)), f"campaign id '{raw_id}' is already used by {owners[raw_id]}")
+                )
+                campaign = None
+            else:
+                owners[raw_id] = path
+        result.problems.extend(sorted(set(problems)))
+        if campaign is not None and not problems:
+            result.campaigns[campaign.id] = campaign
+            result.sources[campaign.id] = path
+    return result
+
+
+def _load(
+    path: Path, templates_dir: Path, env: Environment | None
+) -> tuple[Campaign | None, list[Problem], YamlDocument]:
+    doc = load_yaml(path)
+    problems = list(doc.problems)
+    if doc.syntax_error:
+        return None, problems, doc
+    if doc.empty:
+        problems.append(doc.problem((1, 1), f"the file is empty; a campaign file is a mapping with {_REQUIRED}"))
+        return None, problems, doc
+    if not isinstance(doc.data, dict):
+        where = doc.positions.get((), (1, 1))
+        found = describe(doc.data)
+        message = f"expected a mapping of keys ({_REQUIRED}) at the top of the file, found {found}"
+        problems.append(doc.problem(where, message))
+        return None, problems, doc
+    campaign: Campaign | None = None
+    try:
+        campaign = Campaign.model_validate(doc.data)
+    except ValidationError as exc:
+        problems += validation_problems(exc, doc, Campaign)
+    problems += check_templates(doc, campaign, templates_dir, env)
+    problems = sorted(set(problems))
+    return (campaign if not problems else None), problems, doc

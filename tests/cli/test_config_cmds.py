@@ -1,0 +1,93 @@
+"""``topslot validate`` and ``topslot schema`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from daemon.cli import app
+from daemon.cli.config_cmds import schema_text
+
+REPO = Path(__file__).resolve().parents[2]
+BROKEN = REPO / "tests" / "config" / "broken"
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+def test_validate_shipped_config_exits_0() -> None:
+    done = run("validate", "config", cwd=REPO)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout == ""
+    assert done.stderr.strip() == "ok: 1 campaign(s) valid (mothers-day-2027)"
+
+
+def test_validate_reports_every_problem_with_relative_paths_and_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "config" / "campaigns").mkdir(parents=True)
+    shutil.copytree(REPO / "templates", tmp_path / "templates")
+    shutil.copy(REPO / "config/campaigns/mothers-day-2027.yaml", tmp_path / "config/campaigns/good.yaml")
+    shutil.copy(BROKEN / "several_errors.yaml", tmp_path / "config/campaigns/bad.yaml")
+    text = (tmp_path / "config/campaigns/bad.yaml").read_text().replace("good/", "mothers-day/")
+    (tmp_path / "config/campaigns/bad.yaml").write_text(text)
+
+    done = run("validate", "config", cwd=tmp_path)
+
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert lines == [
+        "config/campaigns/bad.yaml:8:24: channels[2]: unknown channel 'fax'; choose 'email', 'sms' or 'im'",
+        "config/campaigns/bad.yaml:16:20: schedule.slots[1]: slot '7:3' is not HH:MM"
+        " (24-hour, two digits each, e.g. '07:30')",
+        "config/campaigns/bad.yaml:17:22: schedule.fallback_timezone: 'Europe/Pariss' is not an IANA time zone"
+        " (e.g. 'Asia/Shanghai', 'America/New_York')",
+        "config/campaigns/bad.yaml:18:3: schedule: unknown key 'per_recepient'; did you mean 'per_recipient'?",
+    ]
+    assert done.stderr.strip() == "error: 4 problem(s) in 1 file(s); 1 of 2 campaign(s) valid"
+
+
+def test_validate_with_templates_option_and_missing_dir(tmp_path: Path) -> None:
+    runner = CliRunner()
+    config = tmp_path / "cfg"
+    (config / "campaigns").mkdir(parents=True)
+    shutil.copy(BROKEN.parent / "dup_ids" / "a-first.yaml", config / "campaigns")
+
+    ok = runner.invoke(app, ["validate", str(config), "--templates", str(BROKEN.parent / "templates")])
+    missing_templates = runner.invoke(app, ["validate", str(config)])
+    no_dir = runner.invoke(app, ["validate", str(tmp_path / "nope")])
+
+    assert ok.exit_code == 0, ok.output
+    assert missing_templates.exit_code == 1
+    assert "template 'good/sms.txt.j2' not found" in missing_templates.output
+    assert no_dir.exit_code == 2
+
+
+def test_schema_command_prints_the_committed_schema() -> None:
+    result = CliRunner().invoke(app, ["schema"])
+
+    assert result.exit_code == 0
+    assert result.stdout == schema_text()
+    committed = (REPO / "docs" / "campaign.schema.json").read_text(encoding="utf-8")
+    assert committed == result.stdout, "run: topslot schema > docs/campaign.schema.json"
+
+
+def test_schema_describes_the_campaign_for_editors() -> None:
+    schema = json.loads(schema_text())
+
+    assert schema["title"] == "topslot campaign"
+    assert schema["additionalProperties"] is False
+    assert set(schema["required"]) == {"id", "name", "channels", "audience", "schedule", "landing_page", "content"}
+    schedule = schema["$defs"]["Schedule"]["properties"]
+    assert schedule["arrive_within"]["default"] == "10m"
+    assert schedule["slots"]["items"]["pattern"]
+    assert "from" in schema["$defs"]["EmailContent"]["properties"]
