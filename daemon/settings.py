@@ -1,25 +1,390 @@
-"""Process settings: ``config/topslot.yaml``, overridden by ``TOPSLOT_*`` environment variables.
+"""Process settings: what the daemon needs to run (not what a campaign says).
 
-INTERFACE STUB — the runtime owner fleshes this out (YAML source, env overrides, secrets from
-env/credential files). Other modules rely only on ``load_settings`` and the attribute names below.
+Sources, highest priority first:
+
+1. keyword arguments to ``load_settings`` / ``Settings(...)``;
+2. environment variables ``TOPSLOT_<FIELD>``, nested with ``__``: ``TOPSLOT_SMTP__PRIMARY__PORT=2525``
+   (SMTP servers and IM providers are maps keyed by a name you choose, so no list indexes);
+3. secret files: one file per setting, named like its variable with or without ``TOPSLOT_``
+   (``smtp__primary__password``), in ``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential=``) or
+   ``$TOPSLOT_SECRETS_DIR``;
+4. ``<config_dir>/topslot.yaml``;
+5. the defaults below.
+
+Secrets (``SecretStr``) may come only from 1–3: a secret in ``topslot.yaml`` is an error that names
+the variable to use instead. Relative paths (and a relative SQLite database path) are resolved
+against the working directory when settings are loaded.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from daemon.errors import InvalidInput, Problem
+
+ENV_PREFIX = "TOPSLOT_"
+NESTED = "__"
+SETTINGS_FILE = "topslot.yaml"
 
 
-class Settings(BaseModel):
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SmtpServer(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=25, gt=0, lt=65536)
+    tls: Literal["none", "starttls", "tls"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    pool_size: int = Field(default=4, ge=1, le=200)
+    rate_per_second: float = Field(default=50.0, gt=0)
+    max_per_domain: int = Field(default=20, ge=1)
+
+
+class TwilioSettings(_Section):
+    account_sid: str | None = None
+    auth_token: SecretStr | None = None
+    from_number: str | None = None
+    messaging_service_sid: str | None = None
+    rate_per_second: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_sender(self) -> TwilioSettings:
+        if self.account_sid and not (self.from_number or self.messaging_service_sid):
+            raise ValueError("twilio needs from_number or messaging_service_sid")
+        return self
+
+
+class ImProvider(_Section):
+    url: str = Field(pattern=r"^https?://\S+$")
+    rate_per_second: float = Field(default=20.0, gt=0)
+
+
+class Compliance(_Section):
+    postal_address: str = ""
+    sender_identity: str = ""
+    cn_ad_prefix: str = "【广告】"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED,
+        case_sensitive=False,
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
     config_dir: Path = Path("config")
     templates_dir: Path = Path("templates")
     var_dir: Path = Path("var")
+    outbox_dir: Path | None = None  # default: <var_dir>/outbox
     database_url: str = "sqlite+aiosqlite:///var/topslot.db"
     default_timezone: str = "UTC"
-    default_country: str = "US"
-    tracking_base_url: str = "http://127.0.0.1:8080"
+    default_country: str = Field(default="US", pattern=r"^[A-Z]{2}$")
+    tracking_base_url: str = Field(default="http://127.0.0.1:8080", pattern=r"^https?://\S+$")
+    tracking_host: str = "127.0.0.1"
+    tracking_port: int = Field(default=8080, ge=0, lt=65536)
+    signing_key_id: str | None = None  # which of signing_keys signs new links (default: the first)
+    smtp: dict[str, SmtpServer] = Field(default_factory=dict)
+    twilio: TwilioSettings = Field(default_factory=TwilioSettings)
+    im: dict[str, ImProvider] = Field(default_factory=dict)
+    compliance: Compliance = Field(default_factory=Compliance)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    # secrets: environment or secret files only
+    signing_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    conversion_webhook_key: SecretStr | None = None
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"'{value}' is not an IANA time zone") from None
+        return value
+
+    @model_validator(mode="after")
+    def _resolve_paths(self) -> Settings:
+        base = Path.cwd()
+        for name in ("config_dir", "templates_dir", "var_dir"):
+            object.__setattr__(self, name, _absolute(getattr(self, name), base))
+        outbox = self.outbox_dir if self.outbox_dir is not None else self.var_dir / "outbox"
+        object.__setattr__(self, "outbox_dir", _absolute(outbox, base))
+        object.__setattr__(self, "database_url", resolve_sqlite_url(self.database_url, base))
+        if self.signing_key_id is not None and self.signing_key_id not in self.signing_keys:
+            raise ValueError(f"signing_key_id '{self.signing_key_id}' is not one of signing_keys")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_dir = getattr(init_settings, "init_kwargs", {}).get("config_dir")
+        return (
+            init_settings,
+            env_settings,
+            SecretFilesSource(settings_cls),
+            YamlFileSource(settings_cls, config_dir),
+        )
+
+    # ---- conveniences for the rest of topslot
+
+    def secret_values(self) -> list[str]:
+        """Every secret's plain value (for log redaction)."""
+        return [s.get_secret_value() for s in _secrets(self) if s.get_secret_value()]
+
+    @property
+    def campaigns_dir(self) -> Path:
+        return self.config_dir / "campaigns"
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The database file when the URL is SQLite on disk, else None."""
+        return sqlite_file(self.database_url)
 
 
-def load_settings(config_dir: Path | str = "config") -> Settings:
-    return Settings(config_dir=Path(config_dir))
+def load_settings(config_dir: Path | str | None = None, **overrides: Any) -> Settings:
+    """Read settings from every source; raise ``InvalidInput`` listing every problem found."""
+    if config_dir is not None:
+        overrides["config_dir"] = Path(config_dir)
+    directory = _config_dir_for(overrides.get("config_dir"))
+    yaml_path = directory / SETTINGS_FILE
+    _, marks, problems = read_settings_yaml(yaml_path)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        problems += [_locate(err, yaml_path, marks) for err in exc.errors()]
+        raise InvalidInput(problems) from None
+    if problems:
+        raise InvalidInput(problems)
+    return settings
+
+
+# ---------------------------------------------------------------- paths
+
+
+def _absolute(path: Path, base: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def resolve_sqlite_url(url: str, base: Path) -> str:
+    """Make a relative SQLite file path absolute (``sqlite+aiosqlite:///var/x.db`` → ``.../var/x.db``)."""
+    scheme, sep, rest = url.partition(":///")
+    if not sep or not scheme.startswith("sqlite") or rest.startswith("/") or rest in ("", ":memory:"):
+        return url
+    path, q, query = rest.partition("?")
+    return f"{scheme}:///{(base / path).resolve()}{q}{query}"
+
+
+def sqlite_file(url: str) -> Path | None:
+    scheme, sep, rest = url.partition(":///")
+    if not sep or not scheme.startswith("sqlite") or rest in ("", ":memory:"):
+        return None
+    return Path(rest.partition("?")[0])
+
+
+def _config_dir_for(explicit: Any) -> Path:
+    if explicit is not None:
+        return Path(explicit)
+    for name, value in os.environ.items():
+        if name.upper() == ENV_PREFIX + "CONFIG_DIR":
+            return Path(value)
+    return Path("config")
+
+
+# ---------------------------------------------------------------- secrets
+
+
+def secret_paths() -> list[tuple[str, ...]]:
+    """Setting paths that are secrets; ``*`` stands for any map key."""
+    return [
+        ("smtp", "*", "password"),
+        ("twilio", "auth_token"),
+        ("signing_keys",),
+        ("signing_keys", "*"),
+        ("conversion_webhook_key",),
+    ]
+
+
+def env_var_for(path: tuple[str, ...]) -> str:
+    return ENV_PREFIX + NESTED.join(p.upper() for p in path)
+
+
+def _secrets(settings: Settings) -> Iterator[SecretStr]:
+    for server in settings.smtp.values():
+        if server.password is not None:
+            yield server.password
+    if settings.twilio.auth_token is not None:
+        yield settings.twilio.auth_token
+    yield from settings.signing_keys.values()
+    if settings.conversion_webhook_key is not None:
+        yield settings.conversion_webhook_key
+
+
+def _is_secret(path: tuple[str, ...]) -> bool:
+    for pattern in secret_paths():
+        if len(pattern) == len(path) and all(p in ("*", q) for p, q in zip(pattern, path, strict=True)):
+            return True
+    return False
+
+
+class SecretFilesSource(PydanticBaseSettingsSource):
+    """One file per setting in ``$CREDENTIALS_DIRECTORY`` and/or ``$TOPSLOT_SECRETS_DIR``.
+
+    The file name is the environment variable's name, with or without ``TOPSLOT_``, any case:
+    ``smtp__primary__password`` holds ``TOPSLOT_SMTP__PRIMARY__PASSWORD``. Files whose name is not
+    a setting are ignored (a credentials directory may hold other things).
+    """
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        fields = set(self.settings_cls.model_fields)
+        for directory in secret_dirs():
+            for file in sorted(directory.iterdir()):
+                if not file.is_file():
+                    continue
+                name = file.name.lower()
+                if name.startswith(ENV_PREFIX.lower()):
+                    name = name[len(ENV_PREFIX) :]
+                path = name.split(NESTED)
+                if path[0] not in fields:
+                    continue
+                node = data
+                for part in path[:-1]:
+                    node = node.setdefault(part, {})
+                node[path[-1]] = file.read_text(encoding="utf-8").rstrip("\r\n")
+        return data
+
+
+def secret_dirs() -> list[Path]:
+    dirs = [os.environ.get("CREDENTIALS_DIRECTORY"), os.environ.get(ENV_PREFIX + "SECRETS_DIR")]
+    return [Path(d) for d in dirs if d and Path(d).is_dir()]
+
+
+# ---------------------------------------------------------------- topslot.yaml
+
+
+Marks = dict[tuple[str, ...], tuple[int, int]]
+
+
+class YamlFileSource(PydanticBaseSettingsSource):
+    """``<config_dir>/topslot.yaml`` with secrets removed (``load_settings`` reports them)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], config_dir: Any):
+        super().__init__(settings_cls)
+        self.path = _config_dir_for(config_dir) / SETTINGS_FILE
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        data, _, _ = read_settings_yaml(self.path)
+        return data
+
+
+def read_settings_yaml(path: Path) -> tuple[dict[str, Any], Marks, list[Problem]]:
+    """Parse the settings file: (data without secrets, line/column of every key, problems)."""
+    if not path.is_file():
+        return {}, {}, []
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        return {}, {}, [Problem(str(path), line, col, f"not valid YAML: {getattr(exc, 'problem', exc)}")]
+    if node is None:
+        return {}, {}, []
+    marks: Marks = {}
+    problems: list[Problem] = []
+    data = _to_data(node, (), marks, problems, str(path))
+    if not isinstance(data, dict):
+        return {}, marks, [Problem(str(path), 1, 1, "topslot.yaml must be a mapping of setting: value")]
+    return data, marks, problems
+
+
+def _to_data(node: yaml.Node, path: tuple[str, ...], marks: Marks, problems: list[Problem], file: str) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            here = (*path, key)
+            position = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            if key in out:
+                problems.append(Problem(file, *position, f"duplicate key '{key}'"))
+                continue
+            marks[here] = position
+            if _is_secret(here):
+                problems.append(
+                    Problem(
+                        file,
+                        *position,
+                        f"'{'.'.join(here)}' is a secret and must not be in topslot.yaml; "
+                        f"set {env_var_for(here)} or a credential file named {NESTED.join(here)}",
+                    )
+                )
+                continue
+            out[key] = _to_data(value_node, here, marks, problems, file)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_data(v, (*path, str(i)), marks, problems, file) for i, v in enumerate(node.value)]
+    return _scalar(node)
+
+
+def _scalar(node: yaml.ScalarNode) -> Any:
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.dispose()
+
+
+def _locate(error: Any, yaml_path: Path, marks: Marks) -> Problem:
+    loc = tuple(str(p) for p in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    for depth in range(len(loc), 0, -1):
+        if loc[:depth] in marks:
+            line, col = marks[loc[:depth]]
+            return Problem(str(yaml_path), line, col, f"{'.'.join(loc)}: {message}")
+    where = env_var_for(loc) if loc else "settings"
+    return Problem(where, 0, 0, f"{'.'.join(loc) or 'settings'}: {message}")

@@ -1,0 +1,288 @@
+"""The topslot daemon: one asyncio service, one ``AsyncExitStack`` that undoes everything it set up.
+
+start: logging → database (migrations) → campaigns (every problem logged, the valid ones run)
+→ record them → tell listeners → watch the campaign and template files → READY=1.
+Then it runs until SIGTERM/SIGINT (graceful stop) and reloads on SIGHUP or on any file change.
+
+The scheduler and dispatcher plug in as ``CampaignsListener``s: each gets the full set of active
+campaigns after start and after every reload that changed something.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Mapping, Sequence
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any, Protocol, Self, TextIO
+
+from watchfiles import DefaultFilter, awatch
+
+from daemon.campaign import Campaign
+from daemon.clock import Clock, SystemClock
+from daemon.errors import Problem
+from daemon.logs import configure_logging, get_logger
+from daemon.runtime import ports
+from daemon.runtime.notify import Notifier
+from daemon.runtime.registry import CampaignRegistry, Changes
+from daemon.settings import Settings
+
+log = get_logger("daemon.runtime")
+
+
+class CampaignsListener(Protocol):
+    """What the scheduler implements to follow the active campaigns."""
+
+    async def on_campaigns_changed(self, campaigns: Mapping[str, Campaign]) -> None:
+        """Called after start and after each reload that changed the active set (the whole set each time)."""
+        ...
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        listeners: Sequence[CampaignsListener] = (),
+        notifier: Notifier | None = None,
+        watch: bool = True,
+        watch_debounce_ms: int = 300,
+        handle_signals: bool = True,
+        configure_logs: bool = True,
+        log_stream: TextIO | None = None,
+    ):
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.listeners = list(listeners)
+        self.notifier = notifier or Notifier()
+        self.watch = watch
+        self.watch_debounce_ms = watch_debounce_ms
+        self.handle_signals = handle_signals
+        self.configure_logs = configure_logs
+        self.log_stream = log_stream
+        self.registry = CampaignRegistry()
+        self.problems: list[Problem] = []
+        self.engine: Any = None
+        self.ready = asyncio.Event()
+        self.reloads = 0
+        self._stop = asyncio.Event()
+        self._stack = AsyncExitStack()
+        self._reload_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def campaigns(self) -> Mapping[str, Campaign]:
+        return self.registry.active
+
+    def source_of(self, campaign_id: str) -> Path | None:
+        """The file an active campaign was loaded from."""
+        return self.registry.source_of(campaign_id)
+
+    def add_listener(self, listener: CampaignsListener) -> None:
+        self.listeners.append(listener)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def run(self) -> None:
+        """Start, serve until asked to stop, clean up. The whole life of ``topslot run``."""
+        async with self:
+            await self._stop.wait()
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _start(self) -> None:
+        s = self.settings
+        if self.configure_logs:
+            configure_logging(s.log_level, s.log_format, s.secret_values(), self.log_stream)
+        log.info("daemon_starting", config_dir=str(s.config_dir), database=_safe_url(s.database_url))
+        self._stack.callback(self.notifier.close)
+        self._stack.push_async_callback(self._announce_stopped)
+        self.notifier.status("opening database")
+        if (path := s.sqlite_path) is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self.engine = await ports.open_database(s.database_url)
+        self._stack.push_async_callback(self._dispose_engine)
+        log.info("database_ready", database=_safe_url(s.database_url))
+        self.notifier.status("loading campaigns")
+        await self.reload("start")
+        if self.handle_signals:
+            self._install_signal_handlers()
+        if self.watch:
+            self._spawn(self._watch_files(), "watch")
+        if self.notifier.watchdog_interval is not None:
+            self._spawn(self._watchdog(), "watchdog")
+        self._stack.push_async_callback(self._cancel_tasks)
+        self.notifier.ready(self._status())
+        self.ready.set()
+        log.info("daemon_ready", campaigns=sorted(self.campaigns), problems=len(self.problems))
+
+    def request_stop(self, reason: str = "requested") -> None:
+        if not self._stop.is_set():
+            log.info("daemon_stopping", reason=reason)
+            self.notifier.stopping()
+            self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+
+    async def close(self) -> None:
+        self.request_stop("closing")
+        await self._stack.aclose()
+
+    async def _announce_stopped(self) -> None:
+        log.info("daemon_stopped")
+
+    async def _dispose_engine(self) -> None:
+        dispose = getattr(self.engine, "dispose", None)
+        if dispose is not None:
+            await dispose()
+
+    # ---------------------------------------------------------------- campaigns
+
+    async def reload(self, reason: str) -> Changes:
+        """Reload every campaign file; keep the last good version of any file that now has problems."""
+        async with self._reload_lock:
+            if reason != "start":
+                self.notifier.reloading()
+            s = self.settings
+            loaded = await asyncio.to_thread(ports.load_campaigns, s.campaigns_dir, s.templates_dir)
+            self.problems = loaded.problems
+            for problem in loaded.problems:
+                log.warning(
+                    "campaign_problem",
+                    path=problem.path,
+                    line=problem.line,
+                    column=problem.column,
+                    message=problem.message,
+                    problem=str(problem),
+                )
+            changes = self.registry.apply(loaded.campaigns, loaded.sources, loaded.files)
+            self.reloads += 1
+            for cid in changes.loaded:
+                log.info("campaign_loaded", campaign_id=cid, source=_source(self.registry, cid))
+            for cid in changes.updated:
+                log.info("campaign_updated", campaign_id=cid, source=_source(self.registry, cid))
+            for cid in changes.kept:
+                log.warning("campaign_kept_previous", campaign_id=cid, source=_source(self.registry, cid))
+            for cid in changes.unloaded:
+                log.info("campaign_unloaded", campaign_id=cid)
+            log.info(
+                "campaigns_reloaded",
+                reason=reason,
+                active=len(self.campaigns),
+                problems=len(loaded.problems),
+                loaded=len(changes.loaded),
+                updated=len(changes.updated),
+                kept=len(changes.kept),
+                unloaded=len(changes.unloaded),
+            )
+            if changes.changed or reason == "start":
+                await self._publish()
+            if reason != "start":
+                self.notifier.ready_again(self._status())
+            return changes
+
+    async def _publish(self) -> None:
+        active = self.campaigns
+        try:
+            if await ports.record_campaigns(self.engine, active):
+                log.info("campaigns_recorded", count=len(active))
+        except Exception:
+            log.exception("campaigns_record_failed")
+        for listener in self.listeners:
+            try:
+                await listener.on_campaigns_changed(active)
+            except Exception:
+                log.exception("listener_failed", listener=type(listener).__name__)
+
+    def _status(self) -> str:
+        problems = f", {len(self.problems)} problem(s)" if self.problems else ""
+        return f"running: {len(self.campaigns)} campaign(s){problems}"
+
+    # ---------------------------------------------------------------- background tasks
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=f"topslot-{name}")
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("task_failed", task=task.get_name(), error=repr(exc))
+            self.request_stop("task_failed")
+
+    async def _cancel_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def _watch_files(self) -> None:
+        s = self.settings
+        s.campaigns_dir.mkdir(parents=True, exist_ok=True)
+        paths = [s.campaigns_dir] + ([s.templates_dir] if s.templates_dir.is_dir() else [])
+        log.info("watching_files", paths=[str(p) for p in paths])
+        async for changes in awatch(
+            *paths,
+            watch_filter=DefaultFilter(),
+            debounce=self.watch_debounce_ms,
+            step=50,
+            stop_event=self._stop,
+            recursive=True,
+        ):
+            log.info("files_changed", paths=sorted({path for _, path in changes}))
+            await self._reload_quietly("files_changed")
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval
+        assert interval is not None
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval.total_seconds())
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+            self._stack.callback(loop.remove_signal_handler, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        self._stack.callback(loop.remove_signal_handler, signal.SIGHUP)
+
+    def _on_sighup(self) -> None:
+        log.info("reload_requested", signal="SIGHUP")
+        self._spawn(self._reload_quietly("sighup"), "reload")
+
+    async def _reload_quietly(self, reason: str) -> None:
+        try:
+            await self.reload(reason)
+        except Exception:
+            log.exception("reload_failed", reason=reason)
+
+
+def _source(registry: CampaignRegistry, cid: str) -> str | None:
+    path = registry.source_of(cid)
+    return str(path) if path else None
+
+
+def _safe_url(url: str) -> str:
+    """A database URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ValueError:  # not a URL SQLAlchemy understands
+        return url.split("@")[-1]

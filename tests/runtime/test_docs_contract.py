@@ -1,0 +1,47 @@
+"""The README's two commands, CI and the operations table stay true to the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from daemon.settings import Settings, env_var_for
+
+REPO = Path(__file__).resolve().parents[2]
+README = (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def commands_in_readme() -> list[str]:
+    return re.findall(r"^(python3 -m venv .*)$", README, flags=re.MULTILINE)
+
+
+def test_readme_has_the_two_commands_and_ci_runs_the_test_one_verbatim() -> None:
+    main, tests = commands_in_readme()
+    assert main.endswith(".venv/bin/topslot demo")
+    assert tests.endswith(".venv/bin/pytest")
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert ci.startswith("#!/usr/bin/env bash") and "set -euo pipefail" in ci
+    assert "export TOPSLOT_TEST_DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/test" in ci
+    assert ci.strip().splitlines()[-1] == tests
+    assert (REPO / ".ci" / "run").stat().st_mode & 0o111
+
+
+def test_every_setting_is_documented_with_its_variable() -> None:
+    ops = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
+    for name, field in Settings.model_fields.items():
+        nested = getattr(field.annotation, "model_fields", None)
+        args = getattr(field.annotation, "__args__", ())
+        if nested is None and len(args) == 2 and hasattr(args[1], "model_fields"):
+            nested = args[1].model_fields  # dict[str, Section]: documented as <name>
+            prefix = (name, "<name>")
+        else:
+            prefix = (name,)
+        if nested:
+            for sub in nested:
+                path = (*prefix, sub)
+                assert f"`{'.'.join(path)}`" in ops, path
+                assert f"`{env_var_for(path)}`" in ops, env_var_for(path)
+        elif getattr(field.annotation, "__origin__", None) is dict:  # a map of secrets: `name.<id>`
+            assert f"`{name}.<" in ops and f"`{env_var_for((name,))}__<" in ops, name
+        else:
+            assert f"`{name}`" in ops and f"`{env_var_for((name,))}`" in ops, name
