@@ -1,0 +1,1 @@
+"""Pure parsing and validation of imported files (contacts, events). No database access here."""

@@ -1,0 +1,24 @@
+"""What an import did: counts and every problem found."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from daemon.errors import Problem
+
+
+@dataclass
+class ImportReport:
+    imported: int = 0  # new rows written
+    updated: int = 0  # existing rows changed (contacts upserted by external_id)
+    ignored: int = 0  # duplicates already stored (events re-imported)
+    rejected: int = 0  # rows refused; each has at least one problem
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.rejected == 0
+
+    def reject(self, problems: list[Problem]) -> None:
+        self.rejected += 1
+        self.problems.extend(problems)

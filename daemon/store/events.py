@@ -1,0 +1,104 @@
+"""Importing purchase and search events: unknown contacts are reported per row; re-importing the
+same file changes nothing (purchases are unique by order_id + sku, searches by contact, term, time)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from daemon.errors import Problem
+from daemon.imports.batches import event_batches
+from daemon.imports.events import EventRow, PurchaseRow, SearchRow
+from daemon.imports.report import ImportReport
+from daemon.store.db import IMMEDIATE
+from daemon.store.dialect import upsert_insert
+from daemon.store.prefetch import batches as _batches
+from daemon.store.schema import contacts, purchases, searches
+
+DEFAULT_BATCH_SIZE = 2000
+
+
+async def import_events(
+    engine: AsyncEngine, path: Path, *, batch_size: int = DEFAULT_BATCH_SIZE, parallel: bool | None = None
+) -> ImportReport:
+    """Import purchases and searches; ``parallel`` as in ``import_contacts``."""
+    report = ImportReport()
+    writer = engine.execution_options(**IMMEDIATE)
+    async for batch in _batches(event_batches, parallel, path=path, batch_size=batch_size):
+        report.rejected += batch.rejected
+        report.problems.extend(batch.problems)
+        if batch.rows:
+            await _flush(writer, batch.rows, str(path), report)
+    report.problems.sort()
+    return report
+
+
+async def _flush(engine: AsyncEngine, rows: list[EventRow], path: str, report: ImportReport) -> None:
+    async with engine.begin() as conn:
+        ids = await _contact_ids(conn, {r.contact for r in rows})
+        known: list[EventRow] = []
+        for row in rows:
+            if row.contact in ids:
+                known.append(row)
+            else:
+                report.reject([Problem(path, row.line, 1, f"contact {row.contact!r} is not known (import contacts first)")])
+        bought = [r for r in known if isinstance(r, PurchaseRow)]
+        searched = [r for r in known if isinstance(r, SearchRow)]
+        inserted = await _insert_purchases(conn, bought, ids) + await _insert_searches(conn, searched, ids)
+    report.imported += inserted
+    report.ignored += len(known) - inserted
+
+
+async def _contact_ids(conn: AsyncConnection, external_ids: set[str]) -> dict[str, int]:
+    result = await conn.execute(
+        select(contacts.c.external_id, contacts.c.id).where(contacts.c.external_id.in_(sorted(external_ids)))
+    )
+    return {external_id: contact_id for external_id, contact_id in result}
+
+
+async def _insert_purchases(conn: AsyncConnection, rows: list[PurchaseRow], ids: dict[str, int]) -> int:
+    if not rows:
+        return 0
+    stmt = upsert_insert(conn, purchases)
+    stmt = stmt.on_conflict_do_nothing(index_elements=[purchases.c.order_id, purchases.c.sku])
+    params = [
+        {
+            "contact_id": ids[r.contact],
+            "order_id": r.order_id,
+            "sku": r.sku,
+            "category": r.category,
+            "amount": r.amount,
+            "currency": r.currency,
+            "purchased_at": r.purchased_at,
+        }
+        for r in rows
+    ]
+    return await _inserted(conn, stmt, params, purchases.c.id)
+
+
+async def _insert_searches(conn: AsyncConnection, rows: list[SearchRow], ids: dict[str, int]) -> int:
+    if not rows:
+        return 0
+    stmt = upsert_insert(conn, searches)
+    stmt = stmt.on_conflict_do_nothing(index_elements=[searches.c.contact_id, searches.c.term, searches.c.searched_at])
+    params = [
+        {
+            "contact_id": ids[r.contact],
+            "term": r.term,
+            "term_folded": r.term.casefold(),
+            "searched_at": r.searched_at,
+        }
+        for r in rows
+    ]
+    return await _inserted(conn, stmt, params, searches.c.id)
+
+
+async def _inserted(conn: AsyncConnection, stmt: Any, params: list[dict[str, Any]], key: Any) -> int:
+    """Run an INSERT ... ON CONFLICT DO NOTHING for many rows; how many rows were new.
+    SQLite's executemany rowcount counts exactly the inserted rows (cheaper than RETURNING)."""
+    if conn.dialect.name == "sqlite":
+        return int((await conn.execute(stmt, params)).rowcount)
+    return len((await conn.execute(stmt.returning(key), params)).all())

@@ -1,0 +1,306 @@
+"""The database schema as SQLAlchemy Core tables, portable to SQLite and PostgreSQL.
+
+Conventions:
+- every timestamp is timezone-aware in Python; SQLite has no zone type, so ``UTCDateTime`` stores
+  UTC there and hands back aware UTC datetimes on both engines;
+- JSON columns are JSONB on PostgreSQL; an empty JSON value is stored as SQL NULL;
+- text that segments match on is stored normalised (tags and categories case-folded, searches
+  with a case-folded copy) so SQLite and PostgreSQL give identical answers;
+- email suppressions store the address lower-cased (see ``normalise_suppression_address``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import JSON, TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+DELIVERY_STATES = (
+    "planned",
+    "claimed",
+    "sending",
+    "sent",
+    "delivered",
+    "bounced",
+    "retry_wait",
+    "failed",
+    "unknown",
+    "skipped",
+)
+COUPON_STATES = ("available", "reserved", "assigned")
+CHANNEL_NAMES = ("email", "sms", "im")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware datetime in, an aware UTC datetime out; naive values are refused."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: topslot stores aware datetimes only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def Json() -> JSON:  # noqa: N802 - reads like a type
+    return JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    quoted = ", ".join(f"'{v}'" for v in values)  # constant DDL text from module constants
+    return f"{column} IN ({quoted})"
+
+
+def _now_col(name: str, nullable: bool = False) -> Column[datetime]:
+    return Column(name, UTCDateTime(), nullable=nullable)
+
+
+# ---------------------------------------------------------------- contacts and their history
+
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("external_id", String(200), nullable=False),
+    Column("email", String(320)),
+    Column("phone", String(20)),  # E.164
+    Column("first_name", String(200)),
+    Column("last_name", String(200)),
+    Column("gender", String(20)),
+    Column("birth_date", Date),
+    Column("age", Integer),  # used only when birth_date is unknown
+    Column("country", String(2)),  # ISO 3166 alpha-2
+    Column("timezone", String(64)),  # IANA
+    Column("locale", String(35)),
+    Column("im_ids", Json()),  # {"wechat": "...", "telegram": "..."}
+    Column("attributes", Json()),
+    _now_col("created_at"),
+    _now_col("updated_at"),
+    UniqueConstraint("external_id"),
+    Index(None, "email"),
+    Index(None, "phone"),
+)
+
+contact_tags = Table(
+    "contact_tags",
+    metadata,
+    Column("contact_id", Integer, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag", String(100), primary_key=True),  # case-folded
+    Index(None, "tag"),
+)
+
+consents = Table(
+    "consents",
+    metadata,
+    Column("contact_id", Integer, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    Column("channel", String(10), primary_key=True),
+    Column("granted", Boolean, nullable=False),
+    Column("source", String(200)),
+    _now_col("recorded_at"),
+    CheckConstraint(_in("channel", CHANNEL_NAMES), name="channel"),
+)
+
+purchases = Table(
+    "purchases",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("contact_id", Integer, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    Column("order_id", String(200), nullable=False),
+    Column("category", String(200)),  # case-folded
+    Column("sku", String(200), nullable=False),
+    Column("amount", Numeric(14, 2)),
+    Column("currency", String(3)),
+    _now_col("purchased_at"),
+    UniqueConstraint("order_id", "sku"),
+    Index(None, "contact_id", "category", "purchased_at"),
+    Index(None, "contact_id", "sku", "purchased_at"),
+)
+
+searches = Table(
+    "searches",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("contact_id", Integer, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    Column("term", String(500), nullable=False),
+    Column("term_folded", String(500), nullable=False),  # term.casefold(): matched by segments
+    _now_col("searched_at"),
+    UniqueConstraint("contact_id", "term", "searched_at"),  # re-import is idempotent
+    Index(None, "contact_id", "searched_at"),
+)
+
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("channel", String(10), nullable=False),
+    Column("address", String(320), nullable=False),  # email lower-cased, phone E.164, im "provider:id"
+    Column("reason", String(100), nullable=False),
+    Column("source", String(200)),
+    _now_col("created_at"),
+    UniqueConstraint("channel", "address"),
+    CheckConstraint(_in("channel", CHANNEL_NAMES), name="channel"),
+)
+
+# ---------------------------------------------------------------- campaigns and the ledger
+
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("id", String(63), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("config_hash", String(64), nullable=False),
+    _now_col("loaded_at"),
+    Column("paused", Boolean, nullable=False, server_default=text("false")),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("campaign_id", String(63), ForeignKey("campaigns.id"), nullable=False),
+    Column("contact_id", Integer, ForeignKey("contacts.id"), nullable=False),
+    Column("channel", String(10), nullable=False),
+    Column("slot_date", Date, nullable=False),  # recipient-local date
+    Column("slot", String(5), nullable=False),  # HH:MM local
+    _now_col("due_utc"),
+    _now_col("dispatch_start_utc"),
+    Column("timezone", String(64), nullable=False),
+    Column("tz_source", String(10), nullable=False),
+    Column("state", String(12), nullable=False, server_default=text("'planned'")),
+    Column("skip_reason", String(30)),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    _now_col("next_attempt_utc", nullable=True),
+    Column("lease_owner", String(100)),
+    Column("lease_epoch", BigInteger, nullable=False, server_default=text("0")),
+    _now_col("lease_expires_utc", nullable=True),
+    Column("provider_id", String(200)),
+    Column("coupon_code", String(64)),
+    Column("last_error", Text),
+    _now_col("created_at"),
+    _now_col("updated_at"),
+    UniqueConstraint("campaign_id", "contact_id", "channel", "slot_date", "slot"),
+    Index(None, "state", "dispatch_start_utc"),
+    Index(None, "campaign_id", "state"),
+    CheckConstraint(_in("state", DELIVERY_STATES), name="state"),
+    CheckConstraint(_in("channel", CHANNEL_NAMES), name="channel"),
+    CheckConstraint(_in("tz_source", ("contact", "phone", "country", "fallback")), name="tz_source"),
+)
+
+# ---------------------------------------------------------------- coupons, links, events, conversions
+
+coupon_codes = Table(
+    "coupon_codes",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("pool", String(200), nullable=False),
+    Column("code", String(64), nullable=False),
+    Column("campaign_id", String(63)),
+    Column("contact_id", Integer, ForeignKey("contacts.id")),
+    Column("state", String(10), nullable=False, server_default=text("'available'")),
+    _now_col("reserved_at", nullable=True),
+    _now_col("assigned_at", nullable=True),
+    UniqueConstraint("code"),
+    Index(None, "pool", "state"),
+    # one assigned code per (campaign, contact)
+    Index(
+        "uq_coupon_codes_assigned_campaign_contact",
+        "campaign_id",
+        "contact_id",
+        unique=True,
+        sqlite_where=text("state = 'assigned'"),
+        postgresql_where=text("state = 'assigned'"),
+    ),
+    CheckConstraint(_in("state", COUPON_STATES), name="state"),
+)
+
+links = Table(
+    "links",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("campaign_id", String(63), nullable=False),
+    Column("url", String(2000), nullable=False),
+    Column("position", Integer, nullable=False),
+    UniqueConstraint("campaign_id", "url"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("delivery_id", BigInteger, ForeignKey("deliveries.id")),
+    Column("kind", String(20), nullable=False),  # open | click | unsubscribe | bounce | ...
+    Column("link_id", Integer, ForeignKey("links.id")),
+    _now_col("occurred_at"),
+    Column("user_agent", String(500)),
+    Column("ip", String(45)),
+    Column("label", String(20)),  # human | machine_open | scanner
+    Column("reason", String(200)),
+    Index(None, "delivery_id", "kind"),
+    Index(None, "occurred_at"),
+)
+
+conversions = Table(
+    "conversions",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("order_id", String(200), nullable=False),
+    Column("coupon_code", String(64)),
+    Column("click_id", String(100)),
+    Column("contact_id", Integer),
+    Column("campaign_id", String(63)),
+    Column("channel", String(10)),
+    Column("revenue", Numeric(14, 2), nullable=False),
+    Column("discount", Numeric(14, 2), nullable=False, server_default=text("0")),
+    Column("units", Integer, nullable=False, server_default=text("0")),
+    Column("currency", String(3)),
+    Column("refund", Boolean, nullable=False, server_default=text("false")),
+    _now_col("occurred_at"),
+    UniqueConstraint("order_id", "refund"),  # a re-sent webhook is ignored; a refund is its own row
+    Index(None, "campaign_id"),
+    Index(None, "coupon_code"),
+)
+
+
+def normalise_suppression_address(channel: str, address: str) -> str:
+    """The form suppressions store and segments compare: email lower-cased, others stripped."""
+    address = address.strip()
+    return address.lower() if channel == "email" else address
