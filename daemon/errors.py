@@ -28,3 +28,34 @@ class InvalidInput(TopslotError):
     def __init__(self, problems: list[Problem]):
         self.problems = sorted(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class SendError(TopslotError):
+    """A channel could not hand a message over. Channels translate vendor errors into one of the
+    three kinds below at their edge; the dispatcher decides the ledger state from the kind alone."""
+
+    def __init__(self, message: str, *, code: int | str | None = None, provider_id: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.provider_id = provider_id
+
+
+class TransientSendError(SendError):
+    """Not accepted, safe to retry later (4xx, 429, connection refused before the body was sent)."""
+
+    def __init__(self, message: str, *, code: int | str | None = None, retry_after: float | None = None):
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class PermanentSendError(SendError):
+    """Refused for good (5xx, invalid number). ``suppress``: the address itself is dead (hard bounce
+    such as 5.1.1, Twilio 21610 STOP): add it to the suppression list."""
+
+    def __init__(self, message: str, *, code: int | str | None = None, suppress: bool = False):
+        super().__init__(message, code=code)
+        self.suppress = suppress
+
+
+class AmbiguousSendError(SendError):
+    """Accepted or not is unknown (connection lost after the body was sent): never resent automatically."""
