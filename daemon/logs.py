@@ -54,9 +54,11 @@ class Scrubber:
         if k in SECRET_KEYS and value is not None:
             return REDACTED
         if k is not None and k not in _NOT_PII and (k in PII_KEYS or k.endswith(PII_SUFFIXES)) and value:
+            # Addresses are text; a number under such a key is a count (e.g. per-channel totals).
+            if isinstance(value, str):
+                return pii_hash(value)
             if isinstance(value, list | tuple | set | frozenset):
-                return [pii_hash(v) for v in value]
-            return pii_hash(value)
+                return [pii_hash(v) if isinstance(v, str) else v for v in value]
         if isinstance(value, str):
             return self._clean_text(value)
         if isinstance(value, Mapping):
@@ -76,7 +78,7 @@ class Scrubber:
 
 
 _scrubber = Scrubber()
-QUIET_LIBRARIES = ("watchfiles",)  # logs every file change at INFO; the daemon logs files_changed
+QUIET_LIBRARIES = ("watchfiles", "apscheduler", "alembic")  # chatty at INFO; topslot logs its own events for these
 
 
 def configure_logging(

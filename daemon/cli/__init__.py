@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from daemon.cli import config_cmds, data_cmds, run_cmds
+from daemon.cli import config_cmds, data_cmds, plan_cmds, run_cmds
 
 app = typer.Typer(
     name="topslot",
@@ -14,7 +14,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (config_cmds, data_cmds, run_cmds):
+for module in (config_cmds, data_cmds, plan_cmds, run_cmds):
     module.register(app)
 
 

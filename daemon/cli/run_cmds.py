@@ -10,9 +10,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from daemon.clock import SystemClock
-from daemon.errors import InvalidInput
-from daemon.settings import Settings, load_settings
+from daemon.cli.common import settings_or_exit
+from daemon.clock import FakeClock, SystemClock
 
 ConfigOption = Annotated[
     Optional[Path],  # noqa: UP045 - typer reads the annotation
@@ -25,21 +24,11 @@ def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
 
 
-def _settings_or_exit(config: Path | None) -> Settings:
-    """Settings, or every problem on stderr (one ``path:line:column: message`` per line) and exit 2."""
-    try:
-        return load_settings(config)
-    except InvalidInput as exc:
-        for problem in exc.problems:
-            typer.echo(str(problem), err=True)
-        raise typer.Exit(2) from None
-
-
 def run(config: ConfigOption = None) -> None:
     """Run the daemon until SIGTERM/SIGINT; SIGHUP or a changed campaign file reloads campaigns."""
     from daemon.runtime import Daemon
 
-    settings = _settings_or_exit(config)
+    settings = settings_or_exit(config)
     asyncio.run(Daemon(settings).run())
 
 
@@ -55,7 +44,7 @@ def demo(
     from daemon.runtime.demo import run_demo
 
     console = Console()
-    settings = _settings_or_exit(config)
-    instant = SystemClock().now() if now is None else (now if now.tzinfo else now.replace(tzinfo=UTC))
-    code = asyncio.run(run_demo(settings, console, instant, keep_running=keep_running))
+    settings = settings_or_exit(config)
+    clock = SystemClock() if now is None else FakeClock(now if now.tzinfo else now.replace(tzinfo=UTC))
+    code = asyncio.run(run_demo(settings, console, clock, keep_running=keep_running))
     raise typer.Exit(code)

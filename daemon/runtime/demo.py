@@ -7,26 +7,30 @@ Each step is a small function so later issues can add one (sending to var/outbox
 
 from __future__ import annotations
 
-import inspect
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from daemon.campaign import Campaign
+from daemon.clock import Clock
+from daemon.config import LoadResult
+from daemon.imports.report import ImportReport
+from daemon.planning import summary_lines
 from daemon.runtime import ports
 from daemon.runtime.service import Daemon
+from daemon.scheduling.plan_run import plan_campaign
 from daemon.settings import Settings
+from daemon.store.audience import AudienceSummary, audience_summary
+from daemon.store.contacts import import_contacts
+from daemon.store.events import import_events
 
 
-async def _maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
-
-
-async def run_demo(settings: Settings, console: Console, now: datetime, keep_running: bool = False) -> int:
+async def run_demo(settings: Settings, console: Console, clock: Clock, keep_running: bool = False) -> int:
     """Run the tour; returns the exit code (0: all steps shown)."""
     console.print(
         Panel.fit(
@@ -36,6 +40,7 @@ async def run_demo(settings: Settings, console: Console, now: datetime, keep_run
             border_style="green",
         )
     )
+    now = clock.now()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     settings.outbox_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
 
@@ -63,7 +68,7 @@ async def run_demo(settings: Settings, console: Console, now: datetime, keep_run
 
     console.rule("6. daemon")
     readable = settings.model_copy(update={"log_format": "console"})  # the tour is for people
-    daemon = Daemon(readable, log_stream=console.file, handle_signals=keep_running)
+    daemon = Daemon(readable, clock=clock, log_stream=console.file, handle_signals=keep_running)
     async with daemon:
         console.print(
             f"[green]daemon ready[/green]: {len(daemon.campaigns)} campaign(s) active, "
@@ -76,7 +81,7 @@ async def run_demo(settings: Settings, console: Console, now: datetime, keep_run
     return 1 if loaded.problems or not loaded.campaigns else 0
 
 
-def show_campaigns(console: Console, loaded: ports.CampaignLoad) -> None:
+def show_campaigns(console: Console, loaded: LoadResult) -> None:
     table = Table("campaign", "channels", "dates", "slots", "days", "file")
     for cid, c in sorted(loaded.campaigns.items()):
         source = loaded.sources.get(cid)
@@ -95,79 +100,52 @@ def show_campaigns(console: Console, loaded: ports.CampaignLoad) -> None:
     console.print(f"{len(loaded.campaigns)} campaign(s) {verdict}")
 
 
-async def import_example_data(console: Console, engine: Any, settings: Settings, now: datetime) -> None:
+async def import_example_data(console: Console, engine: AsyncEngine, settings: Settings, now: datetime) -> None:
     """Import config/example/contacts.csv then events.csv (re-running is safe: contacts upsert, events dedupe)."""
     example = settings.config_dir / "example"
     contacts, events = example / "contacts.csv", example / "events.csv"
     if contacts.is_file():
-        import_contacts = ports.store_or_config_function("daemon.store", "import_contacts", ("contacts",))
         report = await import_contacts(engine, contacts, now=now, default_country=settings.default_country)
         _show_import(console, "contacts", contacts, report)
     else:
         console.print(f"[yellow]no {_rel(contacts)} — skipped[/yellow]")
     if events.is_file():
-        import_events = ports.store_or_config_function("daemon.store", "import_events", ("events",))
         _show_import(console, "events", events, await import_events(engine, events))
     else:
         console.print(f"[yellow]no {_rel(events)} — skipped[/yellow]")
 
 
-def _show_import(console: Console, kind: str, path: Path, report: Any) -> None:
-    counts = [
-        f"{getattr(report, name)} {name}"
-        for name in ("imported", "updated", "ignored", "rejected")
-        if isinstance(getattr(report, name, None), int)
-    ]
+def _show_import(console: Console, kind: str, path: Path, report: ImportReport) -> None:
+    counts = [f"{getattr(report, name)} {name}" for name in ("imported", "updated", "ignored", "rejected")]
     console.print(f"{kind}: {', '.join(counts)} from [cyan]{_rel(path)}[/cyan]")
-    for problem in getattr(report, "problems", [])[:10]:
+    for problem in report.problems[:10]:
         console.print(f"  [yellow]{problem}[/yellow]", markup=True, highlight=False)
 
 
-async def show_audience(console: Console, engine: Any, campaign: Campaign, now: datetime) -> None:
-    try:
-        audience_summary = ports.store_or_config_function("daemon.store", "audience_summary", ("audience",))
-    except ImportError:
-        console.print(f"[yellow]{campaign.id}: audience summary not available in this build[/yellow]")
-        return
-    summary = await _maybe_await(audience_summary(engine, campaign, now))
-    console.print(audience_table(campaign, summary))
+async def show_audience(console: Console, engine: AsyncEngine, campaign: Campaign, now: datetime) -> None:
+    console.print(audience_table(campaign, await audience_summary(engine, campaign, now)))
 
 
-def audience_table(campaign: Campaign, summary: Any) -> Table:
+def audience_table(campaign: Campaign, summary: AudienceSummary) -> Table:
     """Per channel: who gets it, and how many were left out and why."""
-    channels = getattr(summary, "channels", {}) or {}
-    reasons = sorted({reason for ch in channels.values() for reason in getattr(ch, "left_out", {})})
-    table = Table(title=f"{campaign.id}: {getattr(summary, 'segment', '?')} contact(s) in the segment")
+    reasons = sorted({reason for ch in summary.channels.values() for reason in ch.left_out})
+    table = Table(title=f"{campaign.id}: {summary.segment} contact(s) in the segment")
     table.add_column("channel")
     table.add_column("eligible", justify="right")
     for reason in reasons:
         table.add_column(reason.replace("_", " "), justify="right")
-    for name, ch in channels.items():
-        left_out = getattr(ch, "left_out", {})
-        table.add_row(name, str(getattr(ch, "eligible", "?")), *(str(left_out.get(r, 0)) for r in reasons))
+    for name, ch in summary.channels.items():
+        table.add_row(name, str(ch.eligible), *(str(ch.left_out.get(r, 0)) for r in reasons))
     return table
 
 
 async def show_plan_summary(
-    console: Console, engine: Any, campaign: Campaign, now: datetime, settings: Settings | None = None
+    console: Console, engine: AsyncEngine, campaign: Campaign, now: datetime, settings: Settings
 ) -> None:
-    """The plan per bucket, from ``daemon.planning.plan_summary(engine, campaign, now[, settings=])``.
-
-    Its result may be text, a list of lines or any rich renderable. Until planning offers that
-    function the step says so and the tour goes on.
-    """
-    try:
-        summarise = ports.store_or_config_function("daemon.planning", "plan_summary", ("summary", "service"))
-    except ImportError:
-        console.print(f"[yellow]{campaign.id}: plan summary not available in this build[/yellow]")
-        return
-    kwargs = {"settings": settings} if "settings" in inspect.signature(summarise).parameters else {}
-    summary = await _maybe_await(summarise(engine, campaign, now, **kwargs))
-    if isinstance(summary, list | tuple):
-        for line in summary:
-            console.print(line, markup=False, highlight=False)
-    else:
-        console.print(summary)
+    """The plan per local slot and zone (a dry run: the daemon writes the ledger itself)."""
+    outcome = await plan_campaign(engine, campaign, settings, now, write=False)
+    for line in summary_lines(outcome.summary, channels=campaign.channels):
+        console.print(line, markup=False, highlight=False)
 
 
 def show_next_steps(console: Console, settings: Settings, campaign_ids: list[str]) -> None:

@@ -24,6 +24,7 @@ from daemon.clock import Clock, SystemClock
 from daemon.errors import Problem
 from daemon.logs import configure_logging, get_logger
 from daemon.runtime import ports
+from daemon.scheduling.scheduler import BucketScheduler
 from daemon.runtime.notify import Notifier
 from daemon.runtime.registry import CampaignRegistry, Changes
 from daemon.settings import Settings
@@ -48,6 +49,7 @@ class Daemon:
         listeners: Sequence[CampaignsListener] = (),
         notifier: Notifier | None = None,
         watch: bool = True,
+        schedule: bool = True,
         watch_debounce_ms: int = 300,
         handle_signals: bool = True,
         configure_logs: bool = True,
@@ -58,6 +60,8 @@ class Daemon:
         self.listeners = list(listeners)
         self.notifier = notifier or Notifier()
         self.watch = watch
+        self.schedule = schedule
+        self.scheduler: BucketScheduler | None = None
         self.watch_debounce_ms = watch_debounce_ms
         self.handle_signals = handle_signals
         self.configure_logs = configure_logs
@@ -117,6 +121,11 @@ class Daemon:
         self.engine = await ports.open_database(s.database_url)
         self._stack.push_async_callback(self._dispose_engine)
         log.info("database_ready", database=_safe_url(s.database_url))
+        if self.schedule:
+            self.scheduler = BucketScheduler(self.engine, s, self.clock)
+            self.scheduler.start()
+            self._stack.callback(self.scheduler.shutdown)
+            self.listeners.insert(0, self.scheduler)
         self.notifier.status("loading campaigns")
         await self.reload("start")
         if self.handle_signals:
@@ -170,7 +179,7 @@ class Daemon:
                     message=problem.message,
                     problem=str(problem),
                 )
-            changes = self.registry.apply(loaded.campaigns, loaded.sources, loaded.files)
+            changes = self.registry.apply(loaded.campaigns, loaded.sources, set(loaded.files))
             self.reloads += 1
             for cid in changes.loaded:
                 log.info("campaign_loaded", campaign_id=cid, source=_source(self.registry, cid))
@@ -198,11 +207,6 @@ class Daemon:
 
     async def _publish(self) -> None:
         active = self.campaigns
-        try:
-            if await ports.record_campaigns(self.engine, active):
-                log.info("campaigns_recorded", count=len(active))
-        except Exception:
-            log.exception("campaigns_record_failed")
         for listener in self.listeners:
             try:
                 await listener.on_campaigns_changed(active)

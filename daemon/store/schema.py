@@ -57,6 +57,7 @@ DELIVERY_STATES = (
     "unknown",
     "skipped",
 )
+TZ_SOURCES = ("contact", "phone", "country", "fallback", "campaign")
 COUPON_STATES = ("available", "reserved", "assigned")
 CHANNEL_NAMES = ("email", "sms", "im")
 
@@ -215,6 +216,7 @@ deliveries = Table(
     Column("provider_id", String(200)),
     Column("coupon_code", String(64)),
     Column("last_error", Text),
+    Column("plan_run", String(32)),  # the plan run that last wrote this row (stale rows are retired)
     _now_col("created_at"),
     _now_col("updated_at"),
     UniqueConstraint("campaign_id", "contact_id", "channel", "slot_date", "slot"),
@@ -222,7 +224,7 @@ deliveries = Table(
     Index(None, "campaign_id", "state"),
     CheckConstraint(_in("state", DELIVERY_STATES), name="state"),
     CheckConstraint(_in("channel", CHANNEL_NAMES), name="channel"),
-    CheckConstraint(_in("tz_source", ("contact", "phone", "country", "fallback")), name="tz_source"),
+    CheckConstraint(_in("tz_source", TZ_SOURCES), name="tz_source"),
 )
 
 # ---------------------------------------------------------------- coupons, links, events, conversions

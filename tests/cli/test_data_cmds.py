@@ -2,35 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-import pytest
-from typer.testing import CliRunner
-
-from daemon.cli import app
-
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "config" / "example"
-
-
-@pytest.fixture
-def config_dir(tmp_path: Path) -> Path:
-    config = tmp_path / "config"
-    shutil.copytree(REPO / "config" / "campaigns", config / "campaigns")
-    db = tmp_path / "var" / "topslot.db"
-    (config / "topslot.yaml").write_text(
-        f"database_url: sqlite+aiosqlite:///{db}\ntemplates_dir: {REPO / 'templates'}\ndefault_country: US\n",
-        encoding="utf-8",
-    )
-    return config
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, list(args))
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
+from cli_support import EXAMPLE, run
 
 
 def test_import_example_then_audience(config_dir: Path) -> None:

@@ -1,0 +1,119 @@
+"""Plan one campaign against the store: stream its audience through the pure planner, and either
+write the rows into the ledger (the daemon) or only summarise them (``topslot plan``, a dry run).
+
+Memory stays flat: the audience arrives in keyset-paginated batches, each batch is planned and
+written in one transaction, and only per-bucket counters are kept.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from daemon.campaign import Campaign
+from daemon.planning import Bucket, PlanContact, Planner, PlanSummary, PlanSummaryBuilder, dispatch_windows
+from daemon.settings import Settings
+from daemon.store import ledger
+from daemon.store.audience import LEFT_OUT_REASONS, AudienceSummary, audience_summary, stream_audience
+
+# Without a transport configured for a channel, messages go to the outbox at about this rate.
+OUTBOX_RATE_PER_S = 1000.0
+
+
+def channel_rates(settings: Settings) -> dict[str, float]:
+    """Messages per second each channel's transports can take (what dispatch windows are sized by)."""
+    email = sum(s.rate_per_second for s in settings.smtp.values()) or OUTBOX_RATE_PER_S
+    sms = settings.twilio.rate_per_second if settings.twilio.account_sid else OUTBOX_RATE_PER_S
+    im = sum(p.rate_per_second for p in settings.im.values()) or OUTBOX_RATE_PER_S
+    return {"email": email, "sms": sms, "im": im}
+
+
+@dataclass
+class PlanOutcome:
+    campaign_id: str
+    now: datetime
+    audience: AudienceSummary
+    summary: PlanSummary
+    written: int = 0
+    retired: dict[str, int] = field(default_factory=dict)
+
+
+async def planned_rows(
+    engine: AsyncEngine, campaign: Campaign, planner: Planner, now: datetime, horizon: datetime | None
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Planner rows for the campaign's whole eligible audience, one list per audience batch."""
+    for channel in campaign.channels:
+        async for members in stream_audience(engine, campaign, channel, now):
+            contacts = [PlanContact(m.id, m.timezone, m.phone, m.country, (channel,)) for m in members]
+            rows = list(planner.plan_batch(contacts))
+            if horizon is not None:
+                rows = [r for r in rows if r["due_utc"] < horizon]
+            yield rows
+
+
+async def plan_campaign(
+    engine: AsyncEngine,
+    campaign: Campaign,
+    settings: Settings,
+    now: datetime,
+    *,
+    write: bool,
+    days: int | None = None,
+    rows_out: Any = None,
+) -> PlanOutcome:
+    """Plan ``campaign`` as seen at ``now``. ``write`` puts it in the ledger; otherwise nothing is
+    written. ``days`` limits the plan to slots due within that many days of ``now``. ``rows_out``,
+    if given, is called with each batch of rows (``topslot plan --json``)."""
+    audience = await audience_summary(engine, campaign, now)
+    planner = new_planner(campaign, settings, now)
+    horizon = now + timedelta(days=days) if days is not None else None
+    builder = PlanSummaryBuilder()
+    plan_run = uuid.uuid4().hex
+    written = 0
+    async for rows in planned_rows(engine, campaign, planner, now, horizon):
+        for row in rows:
+            builder.add(row)
+        if rows_out is not None:
+            rows_out(rows)
+        if write:
+            written += await ledger.write_plan_batch(
+                engine,
+                rows,
+                plan_run=plan_run,
+                arrive_within=campaign.schedule.arrive_within,
+                once=campaign.schedule.per_recipient == "once",
+                now=now,
+            )
+    left_out = Counter(planner.left_out)
+    for channel in audience.channels.values():
+        left_out.update({r: channel.left_out.get(r, 0) for r in LEFT_OUT_REASONS})
+    rates = channel_rates(settings)
+    summary = builder.build(rates, campaign.schedule.arrive_within, left_out=left_out, now=now)
+    outcome = PlanOutcome(campaign.id, now, audience, summary, written)
+    if write:
+        outcome.retired = await ledger.retire_unplanned(engine, campaign, plan_run, now)
+        await settle_dispatch_starts(engine, campaign, rates, now)
+    return outcome
+
+
+def new_planner(campaign: Campaign, settings: Settings, now: datetime) -> Planner:
+    return Planner(
+        campaign, now, default_timezone=settings.default_timezone, default_country=settings.default_country
+    )
+
+
+async def settle_dispatch_starts(
+    engine: AsyncEngine, campaign: Campaign, rates: Mapping[str, float], now: datetime
+) -> None:
+    """Size every planned bucket of the campaign from the ledger and store its dispatch start."""
+    buckets = await ledger.planned_buckets(engine, campaign.id)
+    windows = dispatch_windows(
+        (Bucket(b.due_utc, b.channel, b.count) for b in buckets), rates, campaign.schedule.arrive_within, now=now
+    )
+    await ledger.set_dispatch_starts(engine, campaign.id, ((w.channel, w.due_utc, w.start_utc) for w in windows), now)

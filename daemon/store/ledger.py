@@ -1,0 +1,367 @@
+"""The delivery ledger: writing plans idempotently, skipping rows whose contact no longer qualifies,
+bucket queries and batch claims with leases.
+
+One row per (campaign, contact, channel, slot_date, slot), enforced by a UNIQUE key, so re-planning,
+restarts and a second node can never create a second row. Only rows still ``planned`` (or
+``skipped`` by a plan) are ever rewritten; claimed and sent rows are left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, bindparam, case, exists, func, literal, not_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from daemon.campaign import CHANNELS, Campaign
+from daemon.segments import audience_filter, has_address, has_consent, is_suppressed
+from daemon.store.audience import im_provider
+from daemon.store.db import IMMEDIATE
+from daemon.store.dialect import upsert_insert
+from daemon.store.schema import campaigns, contacts, deliveries
+
+# States a plan may (re)write; anything else has been handed to a dispatcher and is left alone.
+REPLANNABLE = ("planned", "skipped")
+# Reasons a plan itself gives; a row skipped for another reason (e.g. holdout) is not revived.
+PLAN_SKIP_REASONS = ("missed_slot", "replanned", "left_segment", "no_consent", "suppressed", "no_address")
+LEDGER_KEY = ("campaign_id", "contact_id", "channel", "slot_date", "slot")
+_WRITTEN_COLUMNS = (
+    "campaign_id",
+    "contact_id",
+    "channel",
+    "slot_date",
+    "slot",
+    "due_utc",
+    "dispatch_start_utc",
+    "timezone",
+    "tz_source",
+    "state",
+    "skip_reason",
+    "plan_run",
+    "created_at",
+    "updated_at",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BucketRow:
+    """Planned rows of one campaign and channel due at one instant."""
+
+    campaign_id: str
+    channel: str
+    due_utc: datetime
+    dispatch_start_utc: datetime
+    count: int
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Claimed:
+    delivery_id: int
+    contact_id: int
+    lease_epoch: int
+
+
+# ---------------------------------------------------------------- campaigns
+
+
+async def record_campaign(engine: AsyncEngine, campaign: Campaign, config_hash: str, now: datetime) -> None:
+    """Insert or refresh the campaign's row (the ledger's foreign key points at it)."""
+    async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        stmt = upsert_insert(conn, campaigns).values(
+            id=campaign.id, name=campaign.name, config_hash=config_hash, loaded_at=now
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[campaigns.c.id],
+            set_={"name": stmt.excluded.name, "config_hash": stmt.excluded.config_hash, "loaded_at": now},
+        )
+        await conn.execute(stmt)
+
+
+# ---------------------------------------------------------------- writing a plan
+
+
+async def write_plan_batch(
+    engine: AsyncEngine,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    plan_run: str,
+    arrive_within: timedelta,
+    once: bool,
+    now: datetime,
+) -> int:
+    """Upsert one batch of planner rows in one transaction; returns how many rows were written.
+
+    ``once``: a contact × channel that already has a row in the dispatcher's hands (claimed, sent,
+    ...) gets no new row, so a re-plan after a slot has passed can never send twice.
+    """
+    if not rows:
+        return 0
+    async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        if once:
+            taken = await _handed_over(conn, rows)
+            if taken:
+                rows = [r for r in rows if (r["contact_id"], r["channel"]) not in taken]
+                if not rows:
+                    return 0
+        params = [
+            {
+                **{k: r[k] for k in LEDGER_KEY},
+                "due_utc": r["due_utc"],
+                # Provisional: ``set_dispatch_starts`` fixes it once the bucket sizes are known.
+                "dispatch_start_utc": r["due_utc"] - arrive_within,
+                "timezone": r["timezone"],
+                "tz_source": r["tz_source"],
+                "state": r["state"],
+                "skip_reason": r["skip_reason"],
+                "plan_run": plan_run,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for r in rows
+        ]
+        stmt = upsert_insert(conn, deliveries)
+        ex = stmt.excluded
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[deliveries.c[k] for k in LEDGER_KEY],
+            set_={
+                "due_utc": ex.due_utc,
+                "timezone": ex.timezone,
+                "tz_source": ex.tz_source,
+                "state": ex.state,
+                "skip_reason": ex.skip_reason,
+                "plan_run": ex.plan_run,
+                "updated_at": ex.updated_at,
+                # keep the settled start of an unchanged bucket; a moved one is recomputed later
+                "dispatch_start_utc": case(
+                    (deliveries.c.due_utc == ex.due_utc, deliveries.c.dispatch_start_utc), else_=ex.dispatch_start_utc
+                ),
+            },
+            where=_replannable(),
+        )
+        await conn.execute(stmt, params)
+    return len(rows)
+
+
+def _replannable() -> Any:
+    # Spelled as ORs, not IN: an expanding IN cannot go in an executemany's ON CONFLICT clause.
+    revivable = or_(*(deliveries.c.skip_reason == reason for reason in PLAN_SKIP_REASONS))
+    return or_(deliveries.c.state == "planned", and_(deliveries.c.state == "skipped", revivable))
+
+
+async def _handed_over(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> set[tuple[int, str]]:
+    campaign_id = rows[0]["campaign_id"]
+    ids = sorted({r["contact_id"] for r in rows})
+    query = select(deliveries.c.contact_id, deliveries.c.channel).where(
+        deliveries.c.campaign_id == campaign_id,
+        deliveries.c.contact_id.in_(ids),
+        deliveries.c.state.notin_(REPLANNABLE),
+    )
+    return {(row.contact_id, row.channel) for row in await conn.execute(query)}
+
+
+async def retire_unplanned(engine: AsyncEngine, campaign: Campaign, plan_run: str, now: datetime) -> dict[str, int]:
+    """Rows still ``planned`` that this plan run did not write become ``skipped``, with why.
+
+    Reasons: its slot passed beyond the grace period (``missed_slot``), another slot replaced it
+    (``replanned``), the contact is suppressed / lost consent / lost the address for the channel, or
+    left the segment (``left_segment``).
+    """
+    counts: dict[str, int] = {}
+    async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        for channel in CHANNELS:  # a channel dropped from the campaign retires its rows too
+            stale = and_(
+                deliveries.c.campaign_id == campaign.id,
+                deliveries.c.channel == channel,
+                deliveries.c.state == "planned",
+                or_(deliveries.c.plan_run.is_(None), deliveries.c.plan_run != plan_run),
+            )
+            sibling = deliveries.alias("sibling")
+            replaced = exists(
+                select(literal(1)).where(
+                    sibling.c.campaign_id == deliveries.c.campaign_id,
+                    sibling.c.contact_id == deliveries.c.contact_id,
+                    sibling.c.channel == deliveries.c.channel,
+                    sibling.c.plan_run == plan_run,
+                    sibling.c.state == "planned",
+                )
+            )
+            missed = deliveries.c.due_utc < now - campaign.schedule.missed_slot.grace
+            reason = case(
+                (missed, "missed_slot"),
+                (replaced, "replanned"),
+                else_=ineligibility_reason(campaign, channel, now, default="left_segment"),
+            )
+            counts.update(await _skip(conn, stale, reason, now))
+    return counts
+
+
+async def skip_ineligible(
+    conn: AsyncConnection, campaign: Campaign, channel: str, rows_where: Any, now: datetime
+) -> dict[str, int]:
+    """Skip the ``planned`` rows matching ``rows_where`` whose contact no longer qualifies."""
+    qualifies = exists(
+        select(literal(1))
+        .select_from(contacts)
+        .where(
+            contacts.c.id == deliveries.c.contact_id,
+            audience_filter(campaign.audience, now),
+            has_address(channel, im_provider(campaign)),
+            has_consent(channel),
+            not_(is_suppressed(channel, im_provider(campaign))),
+        )
+    )
+    where = and_(rows_where, deliveries.c.state == "planned", not_(qualifies))
+    return await _skip(conn, where, ineligibility_reason(campaign, channel, now, default="left_segment"), now)
+
+
+def ineligibility_reason(campaign: Campaign, channel: str, now: datetime, *, default: str) -> Any:
+    """SQL CASE naming why a row's contact cannot get ``channel`` (``default`` when it can)."""
+
+    def about_contact(test: Any) -> Any:
+        return exists(select(literal(1)).select_from(contacts).where(contacts.c.id == deliveries.c.contact_id, test))
+
+    provider = im_provider(campaign)
+    return case(
+        (about_contact(is_suppressed(channel, provider)), "suppressed"),
+        (not_(about_contact(has_consent(channel))), "no_consent"),
+        (not_(about_contact(has_address(channel, provider))), "no_address"),
+        else_=literal(default),
+    )
+
+
+async def _skip(conn: AsyncConnection, where: Any, reason: Any, now: datetime) -> dict[str, int]:
+    stmt = (
+        update(deliveries)
+        .where(where)
+        .values(state="skipped", skip_reason=reason, updated_at=now)
+        .returning(deliveries.c.skip_reason)
+    )
+    counts: dict[str, int] = {}
+    for (why,) in await conn.execute(stmt):
+        counts[why] = counts.get(why, 0) + 1
+    return counts
+
+
+# ---------------------------------------------------------------- buckets and dispatch starts
+
+
+async def planned_buckets(engine: AsyncEngine, campaign_id: str | None = None) -> list[BucketRow]:
+    """Every (campaign, channel, due instant) with planned rows, and its dispatch start."""
+    query = (
+        select(
+            deliveries.c.campaign_id,
+            deliveries.c.channel,
+            deliveries.c.due_utc,
+            func.min(deliveries.c.dispatch_start_utc).label("start"),
+            func.count().label("n"),
+        )
+        .where(deliveries.c.state == "planned")
+        .group_by(deliveries.c.campaign_id, deliveries.c.channel, deliveries.c.due_utc)
+        .order_by("start")
+    )
+    if campaign_id is not None:
+        query = query.where(deliveries.c.campaign_id == campaign_id)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [BucketRow(r.campaign_id, r.channel, _aware(r.due_utc), _aware(r.start), r.n) for r in rows]
+
+
+async def set_dispatch_starts(
+    engine: AsyncEngine, campaign_id: str, starts: Iterable[tuple[str, datetime, datetime]], now: datetime
+) -> None:
+    """``starts``: (channel, due_utc, dispatch_start_utc) per bucket."""
+    params = [{"b_channel": ch, "b_due": due, "b_start": start} for ch, due, start in starts]
+    if not params:
+        return
+    stmt = (
+        update(deliveries)
+        .where(
+            deliveries.c.campaign_id == campaign_id,
+            deliveries.c.channel == bindparam("b_channel"),
+            deliveries.c.due_utc == bindparam("b_due", type_=deliveries.c.due_utc.type),
+            deliveries.c.state == "planned",
+        )
+        .values(dispatch_start_utc=bindparam("b_start", type_=deliveries.c.dispatch_start_utc.type))
+    )
+    async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        await conn.execute(stmt, params)
+
+
+def _aware(value: datetime) -> datetime:
+    # Aggregates (MIN) bypass the column type on SQLite; re-attach UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+# ---------------------------------------------------------------- claims
+
+
+async def claim_bucket(
+    engine: AsyncEngine,
+    campaign_id: str,
+    channel: str,
+    due_utc: datetime,
+    *,
+    owner: str,
+    lease: timedelta,
+    now: datetime,
+    limit: int = 1000,
+) -> list[Claimed]:
+    """Claim up to ``limit`` planned rows of a bucket for ``owner`` with a lease; one transaction.
+
+    PostgreSQL: ``FOR UPDATE SKIP LOCKED`` lets several nodes claim the same bucket side by side.
+    """
+    # A materialised CTE, not ``id IN (subquery)``: PostgreSQL may re-run an IN subquery with
+    # LIMIT ... SKIP LOCKED and so claim more than ``limit`` rows.
+    picked = (
+        select(deliveries.c.id)
+        .where(
+            deliveries.c.campaign_id == campaign_id,
+            deliveries.c.channel == channel,
+            deliveries.c.due_utc == due_utc,
+            deliveries.c.state == "planned",
+        )
+        .order_by(deliveries.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .cte("picked")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
+    )
+    stmt = (
+        update(deliveries)
+        .where(deliveries.c.id == picked.c.id, deliveries.c.state == "planned")
+        .values(
+            state="claimed",
+            lease_owner=owner,
+            lease_epoch=deliveries.c.lease_epoch + 1,
+            lease_expires_utc=now + lease,
+            updated_at=now,
+        )
+        .returning(deliveries.c.id, deliveries.c.contact_id, deliveries.c.lease_epoch)
+    )
+    async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        rows = (await conn.execute(stmt)).all()
+    return sorted(Claimed(r.id, r.contact_id, r.lease_epoch) for r in rows)
+
+
+async def skip_ineligible_in_bucket(
+    engine: AsyncEngine, campaign: Campaign, channel: str, due_utc: datetime, now: datetime
+) -> dict[str, int]:
+    where = and_(
+        deliveries.c.campaign_id == campaign.id, deliveries.c.channel == channel, deliveries.c.due_utc == due_utc
+    )
+    async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        return await skip_ineligible(conn, campaign, channel, where, now)
+
+
+async def state_counts(engine: AsyncEngine, campaign_id: str) -> dict[tuple[str, str | None], int]:
+    """(state, skip_reason) → rows, for a campaign."""
+    query = (
+        select(deliveries.c.state, deliveries.c.skip_reason, func.count())
+        .where(deliveries.c.campaign_id == campaign_id)
+        .group_by(deliveries.c.state, deliveries.c.skip_reason)
+    )
+    async with engine.connect() as conn:
+        return {(s, r): n for s, r, n in await conn.execute(query)}
