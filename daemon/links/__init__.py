@@ -1,0 +1,12 @@
+"""Signed tracking tokens, tracked links, UTM parameters and the signing keyring.
+
+Modules (import them directly; this package imports nothing so ``daemon.campaign`` can use ``utm``):
+
+- ``keys``: the HMAC keyring (settings keys, rotation, a generated demo key);
+- ``tokens``: pure ``sign`` / ``verify`` of compact URL-safe tokens;
+- ``urls``: URL normalisation and the deterministic link key;
+- ``utm``: UTM parameters appended to landing URLs;
+- ``tracking``: the tracking base and the ``/c/``, ``/o/``, ``/u/`` URLs;
+- ``book``: ``LinkBook``, the (link key → destination) pairs a dispatch batch used;
+- ``factory``: ``CampaignLinks`` / ``DeliveryLinks``, what the renderer calls per message.
+"""
