@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     tracking_base_url: str = Field(default="http://127.0.0.1:8080", pattern=r"^https?://\S+$")
     tracking_host: str = "127.0.0.1"
     tracking_port: int = Field(default=8080, ge=0, lt=65536)
-    signing_key_id: str | None = None  # which of signing_keys signs new links (default: the first)
+    signing_key_id: str | None = None  # which of signing_keys signs new links (required when several)
     smtp: dict[str, SmtpServer] = Field(default_factory=dict)
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     im: dict[str, ImProvider] = Field(default_factory=dict)
@@ -142,8 +142,13 @@ class Settings(BaseSettings):
         outbox = self.outbox_dir if self.outbox_dir is not None else self.var_dir / "outbox"
         object.__setattr__(self, "outbox_dir", _absolute(outbox, base))
         object.__setattr__(self, "database_url", resolve_sqlite_url(self.database_url, base))
-        if self.signing_key_id is not None and self.signing_key_id not in self.signing_keys:
-            raise ValueError(f"signing_key_id '{self.signing_key_id}' is not one of signing_keys")
+        # Key ids are case-insensitive: environment variable names arrive lower-cased.
+        keys = {k.lower(): v for k, v in self.signing_keys.items()}
+        object.__setattr__(self, "signing_keys", keys)
+        if self.signing_key_id is not None:
+            object.__setattr__(self, "signing_key_id", self.signing_key_id.lower())
+            if self.signing_key_id not in keys:
+                raise ValueError(f"signing_key_id '{self.signing_key_id}' is not one of signing_keys")
         return self
 
     @classmethod
