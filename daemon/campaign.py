@@ -10,7 +10,6 @@ import re
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Union
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -27,6 +26,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from daemon.links.urls import normalise_url
+from daemon.links.utm import with_utm
 
 CHANNELS = ("email", "sms", "im")
 Channel = Literal["email", "sms", "im"]
@@ -430,7 +432,12 @@ class GeneratedCoupons(Model):
     prefix: Annotated[str, Field(pattern=r"^[A-Z0-9]{0,12}$")] = Field(
         default="", description="Uppercase letters/digits put in front of every code"
     )
-    length: int = Field(default=10, ge=6, le=32, description="Random characters after the prefix")
+    length: int = Field(
+        default=10,
+        ge=6,
+        le=32,
+        description="Characters after the prefix, the last a check character (10 tells 33 million contacts apart)",
+    )
 
 
 class Coupon(Model):
@@ -458,6 +465,21 @@ class LandingPage(Model):
     )
     utm: dict[Annotated[str, Field(pattern=r"^[a-z_]{1,40}$")], Annotated[str, Field(max_length=200)]] = Field(
         default_factory=dict, description="UTM parameters added to the URL (utm_ prefix added); {channel} is replaced"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _linkable(cls, value: str) -> str:
+        normalise_url(value)  # raises InvalidLink (a ValueError) for credentials, bad ports or hosts
+        return value
+
+
+class Tracking(Model):
+    """What is tracked. The unsubscribe link is always signed and always works, whatever this says."""
+
+    opens: StrictBool = Field(default=True, description="Add an open-tracking pixel to HTML email")
+    clicks: StrictBool = Field(
+        default=True, description="Rewrite links into signed tracked links; false: links go straight to their page"
     )
 
 
@@ -508,6 +530,16 @@ class Costs(Model):
     )
 
 
+class CampaignCompliance(Model):
+    """Legal markings topslot adds to this campaign's messages."""
+
+    cn_ad_prefix: StrictBool = Field(
+        default=True,
+        description="Start the email subject with the settings' compliance.cn_ad_prefix (e.g. 【广告】) "
+        "for recipients whose country is CN, as Chinese law asks of commercial email",
+    )
+
+
 # ---------------------------------------------------------------- the campaign
 
 
@@ -525,9 +557,11 @@ class Campaign(Model):
     schedule: Schedule
     coupon: Coupon | None = None
     landing_page: LandingPage
+    tracking: Tracking = Field(default_factory=Tracking)
     content: Content
     costs: Costs = Field(default_factory=Costs)
     holdout: Percent = Field(default=0.0, description="Share of the audience kept out as a control group, e.g. '5%'")
+    compliance: CampaignCompliance = Field(default_factory=CampaignCompliance)
 
     @field_validator("channels")
     @classmethod
@@ -547,14 +581,8 @@ class Campaign(Model):
         return self
 
     def landing_url(self, channel: str) -> str:
-        """The landing page URL with its UTM parameters (``utm_`` added, ``{channel}`` replaced)."""
-        parts = urlsplit(self.landing_page.url)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        for key, value in self.landing_page.utm.items():
-            name = key if key.startswith("utm_") else f"utm_{key}"
-            query = [(k, v) for k, v in query if k != name]
-            query.append((name, value.replace("{channel}", channel)))
-        return urlunsplit(parts._replace(query=urlencode(query)))
+        """The landing page URL with its UTM parameters (see ``daemon.links.utm.with_utm``)."""
+        return with_utm(self.landing_page.url, self.landing_page.utm, channel)
 
     def template_names(self) -> dict[tuple[str, ...], str]:
         """Template files this campaign names, keyed by their path in the YAML."""

@@ -9,15 +9,21 @@ Templates see exactly: ``contact`` (a read-only view of whitelisted fields), ``c
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
-from jinja2 import FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import FileSystemLoader, StrictUndefined, nodes, pass_eval_context, select_autoescape
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.filters import do_center, do_format, do_indent, do_replace, sync_do_join
+from jinja2.nodes import EvalContext
+from jinja2.sandbox import MAX_RANGE, ImmutableSandboxedEnvironment
 
 from daemon.campaign import Campaign
 
@@ -36,8 +42,11 @@ CONTACT_FIELDS = (
 )
 CONTEXT_NAMES = ("contact", "coupon", "campaign", "landing_url", "track", "unsubscribe_url", "slot")
 HTML_EXTENSIONS = ("html", "htm", "html.j2")
-MAX_SEQUENCE = 100_000  # longest string/list a template may build with '*'
+MAX_SEQUENCE = 100_000  # longest string/list a template may build with '*' (or pad to, with a width)
+MAX_TEXT = 1_000_000  # longest string one operation ('+', '~', join, replace, indent) may build
 MAX_EXPONENT = 100
+_TICK_EVERY = 1024  # range() items between two deadline checks
+_WIDTHS = re.compile(r"\d+")
 SAMPLE_TRACKING_BASE = "https://t.example.com"
 
 
@@ -120,10 +129,161 @@ class TemplateUndefined(StrictUndefined):
         return f"'{label}' has no attribute {name!r} (it has: {available})"
 
 
-class TemplateSandbox(SandboxedEnvironment):
-    """The Jinja2 sandbox, also refusing '*' and '**' results big enough to exhaust memory."""
+class RenderLimitError(SecurityError):
+    """A render ran past its deadline or would build more text than allowed."""
 
-    intercepted_binops = frozenset({"*", "**"})
+
+_DEADLINE: ContextVar[float | None] = ContextVar("topslot_render_deadline", default=None)
+
+
+def set_deadline(deadline: float | None) -> object:
+    """Bound the renders of this thread/task to ``time.monotonic()`` ≤ ``deadline``; returns a token
+    for ``reset_deadline``. The sandbox checks it on every call, attribute access and range step."""
+    return _DEADLINE.set(deadline)
+
+
+def reset_deadline(token: object) -> None:
+    _DEADLINE.reset(token)  # type: ignore[arg-type]
+
+
+def check_deadline() -> None:
+    deadline = _DEADLINE.get()
+    if deadline is not None and time.monotonic() > deadline:
+        raise RenderLimitError("the template took too long to render (time limit exceeded)")
+
+
+def _check_size(size: int, what: str, limit: int = MAX_TEXT) -> None:
+    if size > limit:
+        raise RenderLimitError(f"{what} would build more than {limit:,} characters")
+
+
+def _check_widths(fmt: str, what: str) -> None:
+    """Refuse a format string whose field widths/precisions could pad past MAX_SEQUENCE."""
+    if "*" in fmt and "%" in fmt:
+        raise RenderLimitError(f"{what}: '*' widths are not allowed in templates")
+    for number in _WIDTHS.findall(fmt):
+        if len(number) > 6 or int(number) > MAX_SEQUENCE:
+            raise RenderLimitError(f"{what}: a width or precision above {MAX_SEQUENCE:,}")
+
+
+def _text_len(value: Any) -> int:
+    return len(value) if isinstance(value, str) else len(str(value))
+
+
+def bounded_range(*args: int) -> Iterator[int]:
+    """``range`` for templates: at most MAX_RANGE items, and the render deadline checked as it runs,
+    so nested loops with empty bodies still stop in time."""
+    rng = range(*args)
+    if len(rng) > MAX_RANGE:
+        raise RenderLimitError(f"range() of more than {MAX_RANGE:,} items")
+    return _ticking(rng)
+
+
+def _ticking(items: Iterable[int]) -> Iterator[int]:
+    for i, item in enumerate(items):
+        if not i % _TICK_EVERY:
+            check_deadline()
+        yield item
+
+
+def bounded_center(value: Any, width: int = 80) -> str:
+    _check_size(int(width), "center()", MAX_SEQUENCE)
+    return do_center(value, width)
+
+
+def bounded_indent(s: str, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
+    pad = len(width) if isinstance(width, str) else int(width)
+    _check_size(len(s) + pad * (s.count("\n") + 1), "indent()")
+    return do_indent(s, width, first, blank)
+
+
+def bounded_format(value: str, *args: Any, **kwargs: Any) -> str:
+    _check_widths(str(value), "format()")
+    return do_format(value, *args, **kwargs)
+
+
+@pass_eval_context
+def bounded_replace(eval_ctx: EvalContext, s: str, old: str, new: str, count: int | None = None) -> str:
+    text = str(s)
+    hits = text.count(str(old)) if old else len(text) + 1
+    if count is not None:
+        hits = min(hits, max(int(count), 0))
+    _check_size(len(text) + hits * len(str(new)), "replace()")
+    return do_replace(eval_ctx, s, old, new, count)
+
+
+@pass_eval_context
+def bounded_join(eval_ctx: EvalContext, value: Iterable[Any], d: str = "", attribute: str | int | None = None) -> str:
+    items = list(value)
+    if attribute is None:
+        _check_size(sum(_text_len(x) for x in items) + len(d) * len(items), "join()")
+    result = sync_do_join(eval_ctx, items, d, attribute)
+    _check_size(len(result), "join()")
+    return result
+
+
+_PADDING_METHODS = {"center", "ljust", "rjust", "zfill"}
+
+
+def _check_str_method(method: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Size checks for the str methods that can build big strings from small inputs; returns the
+    arguments to call with (an iterable given to join() is consumed here, so a list replaces it)."""
+    name, text = method.__name__, method.__self__
+    if name in _PADDING_METHODS and args and isinstance(args[0], int):
+        _check_size(args[0], f"{name}()", MAX_SEQUENCE)
+    elif name == "expandtabs":
+        size = int(args[0]) if args else 8
+        _check_size(len(text) + text.count("\t") * size, "expandtabs()")
+    elif name == "replace" and len(args) >= 2:
+        hits = text.count(args[0]) if args[0] else len(text) + 1
+        if len(args) > 2 and isinstance(args[2], int) and args[2] >= 0:
+            hits = min(hits, args[2])
+        _check_size(len(text) + hits * len(args[1]), "replace()")
+    elif name == "join" and args:
+        items = list(args[0])
+        _check_size(sum(_text_len(x) for x in items) + len(text) * len(items), "join()")
+        return (items, *args[1:])
+    return args
+
+
+class BoundedCodeGenerator(CodeGenerator):
+    """Compiles '~' through ``environment.checked_concat`` so concatenations are size-checked."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        if frame.eval_ctx.volatile:
+            func_name = "(markup_join if context.eval_ctx.volatile else str_join)"
+        elif frame.eval_ctx.autoescape:
+            func_name = "markup_join"
+        else:
+            func_name = "str_join"
+        self.write(f"environment.checked_concat({func_name}, (")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
+class TemplateSandbox(ImmutableSandboxedEnvironment):
+    """The Jinja2 sandbox (no mutation of lists/dicts), also bounding what a template can build.
+
+    '*', '**', '+', '%' and '~' refuse results above MAX_SEQUENCE/MAX_TEXT; padding widths, replace,
+    join and indent are checked before they run; ``range`` is capped and checks the render deadline
+    (``set_deadline``), as does every call and attribute access.
+    """
+
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+    code_generator_class = BoundedCodeGenerator
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.globals["range"] = bounded_range
+        self.filters.update(
+            center=bounded_center,
+            indent=bounded_indent,
+            format=bounded_format,
+            replace=bounded_replace,
+            join=bounded_join,
+        )
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "*":
@@ -131,9 +291,36 @@ class TemplateSandbox(SandboxedEnvironment):
                 if isinstance(seq, str | list | tuple | bytes) and isinstance(times, int):
                     if len(seq) * times > MAX_SEQUENCE:
                         raise SecurityError(f"'*' would build more than {MAX_SEQUENCE} items")
-        if operator == "**" and isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
+                    if isinstance(seq, list | tuple):
+                        _check_size(sum(_text_len(x) for x in seq if isinstance(x, str)) * times, "'*'")
+        elif operator == "**" and isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
             raise SecurityError(f"exponent above {MAX_EXPONENT}")
+        elif operator == "+" and isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
+            _check_size(len(left) + len(right), "'+'")
+        elif operator == "%" and isinstance(left, str):
+            _check_widths(left, "'%' formatting")
         return super().call_binop(context, operator, left, right)
+
+    def checked_concat(self, join: Callable[[Iterable[Any]], str], parts: tuple[Any, ...]) -> str:
+        _check_size(sum(_text_len(p) for p in parts), "'~'")
+        return join(parts)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        check_deadline()
+        return super().getattr(obj, attribute)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        _check_widths(str(value.__self__), "str.format()")
+        return wrapped
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        check_deadline()
+        if isinstance(getattr(__obj, "__self__", None), str) and callable(__obj):
+            args = _check_str_method(__obj, args)
+        return super().call(__context, __obj, *args, **kwargs)
 
 
 def make_environment(templates_dir: Path | str) -> TemplateSandbox:

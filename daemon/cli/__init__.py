@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from daemon.cli import config_cmds, data_cmds, plan_cmds, run_cmds
+from daemon.cli import config_cmds, coupon_cmds, data_cmds, plan_cmds, run_cmds
+from daemon.cli import preview_cmds
 
 app = typer.Typer(
     name="topslot",
@@ -14,7 +15,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (config_cmds, data_cmds, plan_cmds, run_cmds):
+for module in (config_cmds, data_cmds, plan_cmds, run_cmds, coupon_cmds, preview_cmds):
     module.register(app)
 
 

@@ -11,6 +11,7 @@ from jinja2.exceptions import SecurityError
 from daemon.campaign import Campaign
 from daemon.config.yaml_source import YamlDocument
 from daemon.errors import Problem
+from daemon.rendering.bounds import render_checked
 from daemon.templating import make_environment, sample_context, sample_context_for, template_frame
 
 # (channel, key) of every template file a campaign can name, in content.<channel>.<key>
@@ -70,7 +71,7 @@ def _check_file(
     except TemplateSyntaxError as exc:
         return [_syntax_problem(exc, str(file))]
     try:
-        output = template.render(context)
+        output = render_checked(template, context)  # bounded: a slow or huge template fails the load
     except Exception as exc:  # noqa: BLE001 - any render failure is reported, located
         return [_render_problem(exc, fallback=(doc.display_path, where), prefix=f"{label}: ")]
     if path[1:] in OPT_OUT_KEYS and context["unsubscribe_url"] not in output:
@@ -88,7 +89,7 @@ def _check_file(
 def _check_subject(doc: YamlDocument, env: Environment, subject: str, context: dict[str, Any]) -> list[Problem]:
     where = doc.position_of(("content", "email", "subject"))
     try:
-        env.from_string(subject).render(context)
+        render_checked(env.from_string(subject), context)
     except TemplateSyntaxError as exc:
         return [doc.problem(where, f"content.email.subject: template syntax error: {exc.message}")]
     except Exception as exc:  # noqa: BLE001

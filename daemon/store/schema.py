@@ -62,6 +62,9 @@ COUPON_STATES = ("available", "reserved", "assigned")
 CHANNEL_NAMES = ("email", "sms", "im")
 
 
+_BIND_MEMO_SIZE = 4096
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """An aware datetime in, an aware UTC datetime out; naive values are refused."""
 
@@ -80,6 +83,30 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def bind_processor(self, dialect: Any) -> Any:
+        """The usual conversion, memoised: batch writes repeat a few instants (now, slot times)
+        thousands of times, and SQLite's datetime formatting is the hot spot of a ledger write."""
+        convert = super().bind_processor(dialect)
+        if convert is None:
+            return None
+        memo: dict[datetime, Any] = {}
+
+        def process(value: datetime | None) -> Any:
+            if value is None:
+                return None
+            try:
+                return memo[value]
+            except KeyError:
+                result = convert(value)
+                if len(memo) > _BIND_MEMO_SIZE:
+                    memo.clear()
+                memo[value] = result
+                return result
+            except TypeError:  # unhashable: let the conversion report it
+                return convert(value)
+
+        return process
 
 
 def Json() -> JSON:  # noqa: N802 - reads like a type
@@ -221,7 +248,7 @@ deliveries = Table(
     _now_col("updated_at"),
     UniqueConstraint("campaign_id", "contact_id", "channel", "slot_date", "slot"),
     Index(None, "state", "dispatch_start_utc"),
-    Index(None, "campaign_id", "state"),
+    Index(None, "campaign_id", "channel", "due_utc", "state"),  # buckets: sizing, claiming, per-campaign counts
     CheckConstraint(_in("state", DELIVERY_STATES), name="state"),
     CheckConstraint(_in("channel", CHANNEL_NAMES), name="channel"),
     CheckConstraint(_in("tz_source", TZ_SOURCES), name="tz_source"),
@@ -240,28 +267,41 @@ coupon_codes = Table(
     Column("state", String(10), nullable=False, server_default=text("'available'")),
     _now_col("reserved_at", nullable=True),
     _now_col("assigned_at", nullable=True),
-    UniqueConstraint("code"),
-    Index(None, "pool", "state"),
-    # one assigned code per (campaign, contact)
+    # generated codes live in pool "gen:<campaign>"; two campaigns may (rarely) generate the same text
+    UniqueConstraint("pool", "code"),
+    Index(None, "code"),  # redemptions join on the code
+    Index(None, "pool", "state", "id"),  # "next available codes" is an index range scan
+    # one code (reserved or assigned) per (campaign, contact)
     Index(
-        "uq_coupon_codes_assigned_campaign_contact",
+        "uq_coupon_codes_campaign_contact",
         "campaign_id",
         "contact_id",
         unique=True,
-        sqlite_where=text("state = 'assigned'"),
-        postgresql_where=text("state = 'assigned'"),
+        sqlite_where=text("contact_id IS NOT NULL"),
+        postgresql_where=text("contact_id IS NOT NULL"),
     ),
     CheckConstraint(_in("state", COUPON_STATES), name="state"),
 )
 
-links = Table(
+# stock counters of imported pools, kept in the same transactions that change coupon_codes
+coupon_pools = Table(
+    "coupon_pools",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("total", Integer, nullable=False, server_default=text("0")),
+    Column("available", Integer, nullable=False, server_default=text("0")),
+    _now_col("created_at"),
+    _now_col("updated_at"),
+)
+
+links = Table(  # destinations of tracked links; the token names (delivery, key), never the URL
     "links",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("campaign_id", String(63), nullable=False),
-    Column("url", String(2000), nullable=False),
-    Column("position", Integer, nullable=False),
-    UniqueConstraint("campaign_id", "url"),
+    Column("key", String(16), nullable=False),  # daemon.links.urls.link_key(url): hex of SHA-256
+    Column("url", Text, nullable=False),  # normalised (daemon.links.urls.normalise_url)
+    UniqueConstraint("campaign_id", "key"),
 )
 
 events = Table(

@@ -80,10 +80,10 @@ def upgrade() -> None:
     op.create_table('links',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('campaign_id', sa.String(length=63), nullable=False),
-    sa.Column('url', sa.String(length=2000), nullable=False),
-    sa.Column('position', sa.Integer(), nullable=False),
+    sa.Column('key', sa.String(length=16), nullable=False),
+    sa.Column('url', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_links')),
-    sa.UniqueConstraint('campaign_id', 'url', name=op.f('uq_links_campaign_id_url'))
+    sa.UniqueConstraint('campaign_id', 'key', name=op.f('uq_links_campaign_id_key'))
     )
     op.create_table('suppressions',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
@@ -125,10 +125,19 @@ def upgrade() -> None:
     sa.CheckConstraint("state IN ('available', 'reserved', 'assigned')", name=op.f('ck_coupon_codes_state')),
     sa.ForeignKeyConstraint(['contact_id'], ['contacts.id'], name=op.f('fk_coupon_codes_contact_id_contacts')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_coupon_codes')),
-    sa.UniqueConstraint('code', name=op.f('uq_coupon_codes_code'))
+    sa.UniqueConstraint('pool', 'code', name=op.f('uq_coupon_codes_pool_code'))
     )
-    op.create_index(op.f('ix_coupon_codes_pool_state'), 'coupon_codes', ['pool', 'state'], unique=False)
-    op.create_index('uq_coupon_codes_assigned_campaign_contact', 'coupon_codes', ['campaign_id', 'contact_id'], unique=True, sqlite_where=sa.text("state = 'assigned'"), postgresql_where=sa.text("state = 'assigned'"))
+    op.create_index(op.f('ix_coupon_codes_code'), 'coupon_codes', ['code'], unique=False)
+    op.create_index(op.f('ix_coupon_codes_pool_state_id'), 'coupon_codes', ['pool', 'state', 'id'], unique=False)
+    op.create_index('uq_coupon_codes_campaign_contact', 'coupon_codes', ['campaign_id', 'contact_id'], unique=True, sqlite_where=sa.text("contact_id IS NOT NULL"), postgresql_where=sa.text("contact_id IS NOT NULL"))
+    op.create_table('coupon_pools',
+    sa.Column('name', sa.String(length=200), nullable=False),
+    sa.Column('total', sa.Integer(), server_default=sa.text('0'), nullable=False),
+    sa.Column('available', sa.Integer(), server_default=sa.text('0'), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_coupon_pools'))
+    )
     op.create_table('deliveries',
     sa.Column('id', _bigint_pk(), autoincrement=True, nullable=False),
     sa.Column('campaign_id', sa.String(length=63), nullable=False),
@@ -161,7 +170,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_deliveries')),
     sa.UniqueConstraint('campaign_id', 'contact_id', 'channel', 'slot_date', 'slot', name=op.f('uq_deliveries_campaign_id_contact_id_channel_slot_date_slot'))
     )
-    op.create_index(op.f('ix_deliveries_campaign_id_state'), 'deliveries', ['campaign_id', 'state'], unique=False)
+    op.create_index(op.f('ix_deliveries_campaign_id_channel_due_utc_state'), 'deliveries', ['campaign_id', 'channel', 'due_utc', 'state'], unique=False)
     op.create_index(op.f('ix_deliveries_state_dispatch_start_utc'), 'deliveries', ['state', 'dispatch_start_utc'], unique=False)
     op.create_table('purchases',
     sa.Column('id', _bigint_pk(), autoincrement=True, nullable=False),
@@ -212,6 +221,7 @@ def downgrade() -> None:
     op.drop_table('searches')
     op.drop_table('purchases')
     op.drop_table('deliveries')
+    op.drop_table('coupon_pools')
     op.drop_table('coupon_codes')
     op.drop_table('contact_tags')
     op.drop_table('consents')

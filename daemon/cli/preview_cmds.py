@@ -1,0 +1,226 @@
+"""``topslot preview CAMPAIGN_ID CONTACT_ID``: the exact message a contact would get.
+
+Nothing is sent, no coupon is reserved and nothing is written: the coupon is a made-up code marked
+PREVIEW and every link points at the tracking server's ``preview`` token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+from datetime import UTC, date, datetime
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
+
+import typer
+from sqlalchemy import Row, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from daemon.campaign import Campaign
+from daemon.clock import SystemClock
+from daemon.config.campaigns import load_campaigns
+from daemon.errors import InvalidInput, Problem
+from daemon.rendering import MessageLinks, compile_campaign, sms_segments
+from daemon.rendering.campaign_renderer import CompiledCampaign
+from daemon.settings import Settings, load_settings
+from daemon.store.db import open_engine, upgrade
+from daemon.store.schema import contacts
+from daemon.templating import ContactView
+
+PREVIEW_DELIVERY_ID = 0
+PREVIEW_TOKEN = "preview"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("preview")(preview)
+
+
+def preview(
+    campaign_id: Annotated[str, typer.Argument(help="The campaign's id.")],
+    contact_id: Annotated[str, typer.Argument(help="The contact's external id (or numeric database id).")],
+    channel: Annotated[str, typer.Option("--channel", help="email, sms or im.", case_sensitive=False)] = "email",
+    config: Annotated[Path, typer.Option("--config", help="Configuration directory.")] = Path("config"),
+) -> None:
+    """Print the exact message CONTACT_ID would get from CAMPAIGN_ID: every header and each body
+    part, decoded. Nothing is sent and no coupon is used."""
+    channel = channel.lower()
+    if channel not in ("email", "sms", "im"):
+        _fail(f"--channel must be email, sms or im, not {channel!r}")
+    settings = _settings(config)
+    campaign = _campaign(settings, campaign_id)
+    if channel not in campaign.channels:
+        _fail(f"campaign {campaign_id!r} does not send on {channel} (its channels: {', '.join(campaign.channels)})")
+    try:
+        compiled = compile_campaign(campaign, settings.templates_dir, settings.compliance)
+    except InvalidInput as exc:
+        _problems(exc.problems)
+        raise typer.Exit(2) from None
+    now = SystemClock().now()
+    row = asyncio.run(_fetch_contact(settings, contact_id))
+    if row is None:
+        _fail(f"no contact with external id or id {contact_id!r}")
+    contact = contact_view(row, now.date())
+    links = preview_links(settings, campaign, compiled)
+    coupon = preview_coupon(campaign)
+    slot = campaign.schedule.slots[0]
+    if channel == "email":
+        typer.echo(_email_preview(compiled, contact, coupon, links, slot, now), nl=False)
+    else:
+        typer.echo(_text_preview(compiled, channel, contact, row, coupon, links, slot))  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- preview values
+
+
+def preview_coupon(campaign: Campaign) -> str:
+    """A code shaped like the campaign's, marked PREVIEW so it can never be mistaken for a real one."""
+    if campaign.coupon is None:
+        return ""
+    generate = campaign.coupon.generate
+    if generate is None:
+        return "PREVIEW-CODE"
+    body = ("PREVIEW" + "0" * generate.length)[: max(generate.length, len("PREVIEW"))]
+    return generate.prefix + body
+
+
+def preview_links(settings: Settings, campaign: Campaign, compiled: CompiledCampaign) -> MessageLinks:
+    base = settings.tracking_base_url.rstrip("/")
+
+    def track(url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"track() needs an http(s) URL, got {url!r}")
+        return f"{base}/c/{PREVIEW_TOKEN}?u={quote(url, safe='')}"
+
+    domain = compiled.assembler.sender.domain if compiled.assembler else "localhost"
+    return MessageLinks(
+        track=track,
+        unsubscribe_url=f"{base}/u/{PREVIEW_TOKEN}",
+        unsubscribe_mailto=f"mailto:unsubscribe@{domain}?subject={PREVIEW_TOKEN}",
+        open_pixel_url=f"{base}/o/{PREVIEW_TOKEN}.gif" if campaign.tracking.opens else None,
+    )
+
+
+def contact_view(row: Row[Any], today: date) -> ContactView:
+    """What templates see of a stored contact (age from the birth date when known)."""
+    values = row._mapping
+    age = values["age"]
+    birth: date | None = values["birth_date"]
+    if birth is not None:
+        age = today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+    return ContactView(
+        external_id=values["external_id"],
+        first_name=values["first_name"],
+        last_name=values["last_name"],
+        email=values["email"],
+        phone=values["phone"],
+        gender=values["gender"],
+        age=age,
+        country=values["country"],
+        locale=values["locale"],
+        timezone=values["timezone"],
+        attributes=values["attributes"] or {},
+    )
+
+
+async def _fetch_contact(settings: Settings, contact_id: str) -> Row[Any] | None:
+    engine: AsyncEngine = open_engine(settings.database_url)
+    try:
+        await upgrade(engine)
+        async with engine.connect() as conn:
+            row = (await conn.execute(select(contacts).where(contacts.c.external_id == contact_id))).first()
+            if row is None and contact_id.isdigit():
+                row = (await conn.execute(select(contacts).where(contacts.c.id == int(contact_id)))).first()
+            return row
+    finally:
+        await engine.dispose()
+
+
+# ---------------------------------------------------------------- output
+
+
+def _email_preview(
+    compiled: CompiledCampaign, contact: ContactView, coupon: str, links: MessageLinks, slot: str, now: datetime
+) -> str:
+    assert compiled.assembler is not None
+    to = contact.email  # type: ignore[attr-defined]
+    if not to:
+        _fail(f"contact {contact.external_id!r} has no email address")  # type: ignore[attr-defined]
+    rendered = compiled.render_email(contact, coupon, links, slot)
+    name = " ".join(p for p in (contact.first_name, contact.last_name) if p)  # type: ignore[attr-defined]
+    data = compiled.assembler.assemble(
+        rendered, to=to, to_name=name or None, delivery_id=PREVIEW_DELIVERY_ID, date=now.astimezone(UTC)
+    )
+    return describe_message(data)
+
+
+def describe_message(data: bytes) -> str:
+    """The header block exactly as sent, then each part's headers and decoded content."""
+    head, _, _ = data.partition(b"\r\n\r\n")
+    lines = [head.decode("ascii").replace("\r\n", "\n"), ""]
+    message = email.message_from_bytes(data, policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    lines.append(f"# Subject (decoded): {message['Subject']}")
+    lines.append(f"# To (decoded): {message['To']}")
+    lines.append(f"# message size: {len(data):,} bytes")
+    for part in message.iter_parts() if message.is_multipart() else [message]:
+        lines.append("")
+        lines.append(
+            f"----- {part.get_content_type()} ({part.get('Content-Transfer-Encoding', '7bit')}, shown decoded) -----"
+        )
+        lines.append(part.get_content().replace("\r\n", "\n").rstrip("\n"))
+    return "\n".join(lines) + "\n"
+
+
+def _text_preview(
+    compiled: CompiledCampaign,
+    channel: Literal["sms", "im"],
+    contact: ContactView,
+    row: Row[Any],
+    coupon: str,
+    links: MessageLinks,
+    slot: str,
+) -> str:
+    body = compiled.render_text(channel, contact, coupon, links, slot)
+    if channel == "sms":
+        to = contact.phone or "(no phone number)"  # type: ignore[attr-defined]
+        count = sms_segments(body)
+        facts = f"# {len(body)} characters, {count.encoding}, {count.segments} segment(s) of up to {count.per_segment}"
+    else:
+        ids = row._mapping["im_ids"] or {}
+        to = ", ".join(f"{k}:{v}" for k, v in sorted(ids.items())) or "(no IM id)"
+        facts = f"# {len(body)} characters"
+    return f"To: {to}\n{facts}\n\n{body}"
+
+
+# ---------------------------------------------------------------- plumbing
+
+
+def _settings(config_dir: Path) -> Settings:
+    try:
+        return load_settings(config_dir)
+    except InvalidInput as exc:
+        _problems(exc.problems)
+        raise typer.Exit(2) from None
+
+
+def _campaign(settings: Settings, campaign_id: str) -> Campaign:
+    result = load_campaigns(settings.campaigns_dir, settings.templates_dir)
+    campaign = result.campaigns.get(campaign_id)
+    if campaign is None:
+        _problems(result.problems)
+        known = ", ".join(sorted(result.campaigns)) or "none"
+        _fail(f"campaign {campaign_id!r} not found or invalid (valid campaigns: {known})")
+    return campaign  # type: ignore[return-value]
+
+
+def _problems(problems: list[Problem]) -> None:
+    for problem in problems:
+        typer.echo(str(problem), err=True)
+
+
+def _fail(message: str) -> None:
+    typer.echo(message, err=True)
+    raise typer.Exit(2)

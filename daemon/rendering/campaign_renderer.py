@@ -1,0 +1,294 @@
+"""A campaign's templates compiled once per load, rendered per recipient.
+
+``compile_campaign`` prepares and compiles every template of a campaign (CSS inlined, links
+tracked, text part derived when missing), checks the compliance settings, and renders each template
+once with the sample contact under the render limits, so a template that is too slow or too big
+fails the load, not the daemon. ``CompiledCampaign.render_email`` / ``render_text`` then cost one
+template render each.
+
+Coupons, tracked URLs and unsubscribe links are made elsewhere (``daemon.coupons``,
+``daemon.links``): the caller passes them in as plain values and a ``track`` callable.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from jinja2 import Template, TemplateError
+
+from daemon.campaign import Campaign
+from daemon.errors import InvalidInput, Problem
+from daemon.rendering.bounds import DEFAULT_LIMITS, BoundedTemplate, RenderLimits, render_checked
+from daemon.rendering.compliance import Footer, ad_prefixed, footer_for, insert_before_body_end, missing_settings
+from daemon.rendering.email_sources import SourceError, prepare_email_sources, prepare_text_source
+from daemon.rendering.html_text import tidy
+from daemon.rendering.link_rewrite import TRACKED_HREF_FILTER, tracked_href
+from daemon.rendering.mime import MimeAssembler, list_unsubscribe
+from daemon.settings import Compliance
+from daemon.templating import (
+    CampaignView,
+    ContactView,
+    TemplateSandbox,
+    make_environment,
+    message_context,
+    sample_contact,
+    sample_track,
+)
+
+SAMPLE_UNSUBSCRIBE = "https://t.example.com/u/sample-token"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageLinks:
+    """The per-message URLs, made by ``daemon.links`` (or preview fakes)."""
+
+    track: Callable[[str], str]  # destination URL → tracked URL
+    unsubscribe_url: str  # https one-click opt-out (RFC 8058 POST target; GET shows a page)
+    unsubscribe_mailto: str | None = None  # mailto: alternative for List-Unsubscribe
+    open_pixel_url: str | None = None  # None: no open tracking for this message
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedEmail:
+    """One recipient's email, before MIME: the parts and the per-recipient headers."""
+
+    subject: str
+    html: str
+    text: str
+    headers: tuple[tuple[str, str], ...]  # (name, value) per-recipient headers (List-Unsubscribe)
+
+
+class CompiledEmail:
+    """The email templates of one campaign, ready to render."""
+
+    def __init__(
+        self,
+        *,
+        subject: Template,
+        html: Template,
+        text: Template,
+        text_derived: bool,
+        footer: Footer,
+        ad_prefix: str | None,
+        limits: RenderLimits,
+    ):
+        self.subject = BoundedTemplate(subject, limits)
+        self.html = BoundedTemplate(html, limits)
+        self.text = BoundedTemplate(text, limits)
+        self.text_derived = text_derived
+        self.footer = footer
+        self.ad_prefix = ad_prefix
+        self.limits = limits
+
+    def render(self, context: dict[str, Any], links: MessageLinks, *, country: str | None) -> RenderedEmail:
+        parent = self.html.parent(context)
+        subject = " ".join(self.subject.render(parent).split())  # one line, single spaces
+        if self.ad_prefix and country == "CN":
+            subject = ad_prefixed(subject, self.ad_prefix)
+        body = self.html.render(parent)
+        tail = self.footer.html
+        if links.open_pixel_url:
+            pixel = html_lib.escape(links.open_pixel_url)
+            tail += f'<img src="{pixel}" width="1" height="1" alt="" style="display:block;border:0;">'
+        body = insert_before_body_end(body, tail)
+        text = self.text.render(parent)
+        if self.text_derived:
+            text = tidy(text)
+        text += self.footer.text
+        header = list_unsubscribe(links.unsubscribe_url, links.unsubscribe_mailto)
+        return RenderedEmail(subject, body, text, (("List-Unsubscribe", header),))
+
+
+class CompiledText:
+    """An SMS or IM body template, ready to render."""
+
+    def __init__(self, template: Template, limits: RenderLimits):
+        self.template = BoundedTemplate(template, limits)
+
+    def render(self, context: dict[str, Any]) -> str:
+        return self.template.render(self.template.parent(context)).strip()
+
+
+class CompiledCampaign:
+    """Everything needed to render a campaign's messages; build it with ``compile_campaign``."""
+
+    def __init__(
+        self,
+        campaign: Campaign,
+        email: CompiledEmail | None,
+        texts: dict[str, CompiledText],
+        assembler: MimeAssembler | None,
+    ):
+        self.campaign = campaign
+        self.email = email
+        self.texts = texts  # "sms" / "im" → body
+        self.assembler = assembler
+        self._view = CampaignView(campaign.id, campaign.name)
+        self._landing = {channel: campaign.landing_url(channel) for channel in campaign.channels}
+
+    def context(
+        self, contact: ContactView, coupon: str | None, links: MessageLinks, slot: str, channel: str
+    ) -> dict[str, Any]:
+        """The template context of one message (``coupon`` None: sent without one → empty text)."""
+        return message_context(
+            contact=contact,
+            coupon=coupon or "",
+            campaign=self._view,
+            landing_url=self._landing[channel],
+            track=links.track,
+            unsubscribe_url=links.unsubscribe_url,
+            slot=slot,
+        )
+
+    def render_email(self, contact: ContactView, coupon: str | None, links: MessageLinks, slot: str) -> RenderedEmail:
+        if self.email is None:
+            raise ValueError(f"campaign {self.campaign.id!r} has no email content")
+        context = self.context(contact, coupon, links, slot, "email")
+        return self.email.render(context, links, country=contact.country)  # type: ignore[attr-defined]
+
+    def render_text(
+        self, channel: str, contact: ContactView, coupon: str | None, links: MessageLinks, slot: str
+    ) -> str:
+        """The SMS or IM body for one recipient."""
+        compiled = self.texts.get(channel)
+        if compiled is None:
+            raise ValueError(f"campaign {self.campaign.id!r} has no {channel} content")
+        return compiled.render(self.context(contact, coupon, links, slot, channel))
+
+
+def sample_links() -> MessageLinks:
+    return MessageLinks(
+        track=sample_track(),
+        unsubscribe_url=SAMPLE_UNSUBSCRIBE,
+        unsubscribe_mailto="mailto:unsubscribe@t.example.com?subject=sample-token",
+    )
+
+
+def compile_campaign(
+    campaign: Campaign,
+    templates_dir: Path | str,
+    compliance: Compliance,
+    *,
+    limits: RenderLimits = DEFAULT_LIMITS,
+    inline_css: bool = True,
+) -> CompiledCampaign:
+    """Compile every template of ``campaign``; InvalidInput listing every problem found."""
+    templates_dir = Path(templates_dir)
+    env = make_environment(templates_dir)
+    env.filters[TRACKED_HREF_FILTER] = tracked_href
+    compiler = _Compiler(campaign, templates_dir, env, limits)
+    email = compiler.email(compliance, inline_css) if campaign.content.email else None
+    texts: dict[str, CompiledText] = {}
+    for channel in ("sms", "im"):
+        content = getattr(campaign.content, channel)
+        if content is not None:
+            template = compiler.text(("content", channel, "body"), content.body, channel)
+            if template is not None:
+                texts[channel] = CompiledText(template, limits)
+    if compiler.problems:
+        raise InvalidInput(compiler.problems)
+    assembler = None
+    if campaign.content.email:
+        assembler = MimeAssembler(
+            from_=campaign.content.email.from_, reply_to=campaign.content.email.reply_to, campaign_id=campaign.id
+        )
+    return CompiledCampaign(campaign, email, texts, assembler)
+
+
+class _Compiler:
+    """Collects every problem of one campaign's templates instead of stopping at the first."""
+
+    def __init__(self, campaign: Campaign, templates_dir: Path, env: TemplateSandbox, limits: RenderLimits):
+        self.campaign = campaign
+        self.templates_dir = templates_dir
+        self.env = env
+        self.limits = limits
+        self.problems: list[Problem] = []
+        self.links = sample_links()
+        self.contact = sample_contact()
+        self.compiled = CompiledCampaign(campaign, None, {}, None)
+
+    def problem(self, where: str, message: str) -> None:
+        self.problems.append(Problem(where, 1, 1, message))
+
+    def source(self, name: str) -> str | None:
+        pure = PurePosixPath(name)
+        path = self.templates_dir / name
+        if pure.is_absolute() or ".." in pure.parts or not path.is_file():
+            self.problem(str(path), f"template '{name}' not found in {self.templates_dir}")
+            return None
+        return path.read_text(encoding="utf-8")
+
+    def build(self, source: str, name: str, filename: str) -> Template | None:
+        """Compile ``source`` as template ``name`` (its extension picks autoescape) and render it
+        once with the sample contact under the limits."""
+        try:
+            return self.env.template_class.from_code(
+                self.env, self.env.compile(source, name, filename), self.env.make_globals(None), None
+            )
+        except TemplateError as exc:
+            self.problem(filename, f"template error after preparing it: {exc}")
+            return None
+
+    def sample(self, template: Template, channel: str, where: str) -> str | None:
+        context = self.compiled.context(self.contact, "SAMPLE7K2Q9X", self.links, "07:30", channel)
+        try:
+            return render_checked(template, context, self.limits)
+        except Exception as exc:  # noqa: BLE001 - every failure is reported
+            self.problem(where, f"{type(exc).__name__}: {exc}")
+            return None
+
+    def email(self, compliance: Compliance, inline_css: bool) -> CompiledEmail | None:
+        content = self.campaign.content.email
+        assert content is not None
+        for message in missing_settings(compliance):
+            self.problem("topslot.yaml", message)
+        html_source = self.source(content.html)
+        text_source = self.source(content.text) if content.text else None
+        if html_source is None or (content.text and text_source is None):
+            return None
+        html_file = str(self.templates_dir / content.html)
+        try:
+            sources = prepare_email_sources(html_source, text_source, inline_css=inline_css)
+        except SourceError as exc:
+            self.problem(html_file, str(exc))
+            return None
+        text_file = str(self.templates_dir / content.text) if content.text else html_file
+        html = self.build(sources.html, _with_suffix(content.html, ".html"), html_file)
+        text = self.build(sources.text, _with_suffix(content.text or content.html, ".txt"), text_file)
+        subject = self.build(content.subject, "subject.txt", "content.email.subject")
+        if html is None or text is None or subject is None:
+            return None
+        sample_html = self.sample(html, "email", html_file)
+        sample_text = self.sample(text, "email", text_file)
+        sample_subject = self.sample(subject, "email", "content.email.subject")
+        if sample_html is None or sample_text is None or sample_subject is None or self.problems:
+            return None
+        return CompiledEmail(
+            subject=subject,
+            html=html,
+            text=text,
+            text_derived=sources.text_derived,
+            footer=footer_for(compliance, sample_html, sample_text),
+            ad_prefix=compliance.cn_ad_prefix if self.campaign.compliance.cn_ad_prefix else None,
+            limits=self.limits,
+        )
+
+    def text(self, path: tuple[str, ...], name: str, channel: str) -> Template | None:
+        source = self.source(name)
+        if source is None:
+            return None
+        filename = str(self.templates_dir / name)
+        template = self.build(prepare_text_source(source), _with_suffix(name, ".txt"), filename)
+        if template is None or self.sample(template, channel, filename) is None:
+            return None
+        return template
+
+
+def _with_suffix(name: str, suffix: str) -> str:
+    """A template name whose extension tells the sandbox whether to autoescape."""
+    return f"{name}{suffix}" if not name.endswith(suffix) else name

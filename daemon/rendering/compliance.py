@@ -1,0 +1,68 @@
+"""What the law asks of every marketing email: the sender's identity and postal address in the
+message, and a 「广告」/AD subject prefix for recipients in China."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+from daemon.settings import Compliance
+
+SETTINGS_HINT = "set compliance.{name} in topslot.yaml (or TOPSLOT_COMPLIANCE__{env})"
+
+
+@dataclass(frozen=True, slots=True)
+class Footer:
+    """The identity/address block appended to a campaign's emails when its templates lack it."""
+
+    html: str  # inserted before </body> (or appended); empty when the HTML already shows both
+    text: str  # appended to the text part; empty when the text already shows both
+
+
+def missing_settings(compliance: Compliance) -> list[str]:
+    """Messages for each required compliance setting that is empty."""
+    return [
+        f"compliance.{name} is required to send email: " + SETTINGS_HINT.format(name=name, env=name.upper())
+        for name in ("sender_identity", "postal_address")
+        if not getattr(compliance, name).strip()
+    ]
+
+
+def footer_for(compliance: Compliance, sample_html: str, sample_text: str) -> Footer:
+    """A footer for each part whose sample rendering does not already show identity and address."""
+    identity, address = compliance.sender_identity.strip(), compliance.postal_address.strip()
+    shown = html.unescape(sample_html)  # the markup's text as a reader sees it (&#183; → ·)
+    html_shows = identity in shown and address in shown
+    text_shows = identity in sample_text and address in sample_text
+    html_footer = (
+        ""
+        if html_shows
+        else (
+            '<div style="margin:0;padding:16px;font-family:Arial,Helvetica,sans-serif;font-size:12px;'
+            'line-height:18px;color:#777777;text-align:center;">'
+            f"{html.escape(identity)} &middot; {html.escape(address)}</div>"
+        )
+    )
+    text_footer = "" if text_shows else f"\n-- \n{identity}\n{address}\n"
+    return Footer(html_footer, text_footer)
+
+
+def ad_prefixed(subject: str, prefix: str) -> str:
+    """``subject`` starting with ``prefix`` (unless it already starts with it or with "AD")."""
+    stripped = subject.lstrip()
+    already_ad = stripped[:2].upper() == "AD" and not stripped[2:3].isalpha()
+    if not prefix or stripped.startswith(prefix) or already_ad:
+        return subject
+    return prefix + subject
+
+
+def insert_before_body_end(document: str, snippet: str) -> str:
+    """``snippet`` just before the last ``</body>`` (or at the end when there is none)."""
+    if not snippet:
+        return document
+    at = document.rfind("</body>")
+    if at < 0:
+        at = document.rfind("</BODY>")
+    if at < 0:
+        return document + snippet
+    return document[:at] + snippet + document[at:]

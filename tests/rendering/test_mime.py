@@ -1,0 +1,140 @@
+"""Hand-assembled MIME parses back, with the stdlib parser, to exactly what went in."""
+
+from __future__ import annotations
+
+import email
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email import policy
+from email.message import EmailMessage
+
+import pytest
+
+from daemon.rendering.mime import HeaderValueError, MimeAssembler, encode_body, header_text, list_unsubscribe
+
+WHEN = datetime(2027, 5, 6, 7, 20, 5, tzinfo=UTC)
+UNSUBSCRIBE = list_unsubscribe("https://t.example.com/u/tok123", "mailto:unsubscribe@shop.example.com?subject=tok123")
+
+
+@dataclass
+class Parts:
+    subject: str
+    html: str
+    text: str
+    headers: tuple[tuple[str, str], ...] = (("List-Unsubscribe", UNSUBSCRIBE),)
+
+
+def parse(data: bytes) -> EmailMessage:
+    message = email.message_from_bytes(data, policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def content(message: EmailMessage, kind: str) -> str:
+    part = message.get_body((kind,))
+    assert part is not None
+    return part.get_content().replace("\r\n", "\n")
+
+
+@pytest.fixture
+def assembler() -> MimeAssembler:
+    return MimeAssembler(
+        from_="Example Shop <news@shop.example.com>", reply_to="care@shop.example.com", campaign_id="mothers-day-2027"
+    )
+
+
+def assert_wire_format(data: bytes) -> None:
+    assert b"\n" not in data.replace(b"\r\n", b"")  # CRLF only
+    assert b"\r" not in data.replace(b"\r\n", b"")
+    assert max(len(line) for line in data.split(b"\r\n")) <= 998
+
+
+@pytest.mark.parametrize(
+    ("subject", "text", "html"),
+    [
+        ("A gift for Mom, Lena", "Hi Lena,\n\nYour code: MOM123\n", "<p>Hi Lena</p>\n<p>MOM123</p>\n"),
+        (
+            "【广告】母亲节礼物，梅 — 20% 折扣" * 3,
+            "你好，梅！\n母亲节快乐。代码：MOM123\n" * 20,
+            "<p>你好，梅！</p>" * 50,
+        ),
+        ("Prix spéciaux: crème & café", "Bonjour Zoë,\nvoilà = 20 %\ttab \nend", "<p>" + "é" * 3000 + "</p>"),
+        ("x" * 120 + " " + "y" * 950, "line " * 400, "<td>" + "a" * 5000 + "</td>"),
+        ("emoji 🎁 gift", "🎁" * 10, "<b>🎁</b>"),
+    ],
+)
+def test_round_trip_through_the_stdlib_parser(assembler: MimeAssembler, subject: str, text: str, html: str) -> None:
+    data = assembler.assemble(
+        Parts(subject, html, text), to="lena@example.net", to_name="Lena Demo", delivery_id=7, date=WHEN
+    )
+
+    assert_wire_format(data)
+    message = parse(data)
+    assert message["Subject"] == subject
+    assert message["From"] == "Example Shop <news@shop.example.com>"
+    assert message["Reply-To"] == "care@shop.example.com"
+    assert message["To"] == "Lena Demo <lena@example.net>"
+    assert message["Date"].datetime == WHEN
+    assert message["Message-ID"] == "<d7.mothers-day-2027@shop.example.com>"
+    assert message["MIME-Version"] == "1.0"
+    assert message["List-Unsubscribe"] == (
+        "<https://t.example.com/u/tok123>, <mailto:unsubscribe@shop.example.com?subject=tok123>"
+    )
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
+    assert content(message, "plain") == text
+    assert content(message, "html") == html
+    assert not message.defects and all(not p.defects for p in message.iter_parts())
+
+
+def test_contact_data_cannot_inject_a_header(assembler: MimeAssembler) -> None:
+    evil = "Eve\r\nBcc: x@evil.example\r\n\r\nbody"
+    data = assembler.assemble(
+        Parts(f"Hi {evil}", "<p>x</p>", "x", (("List-Unsubscribe", UNSUBSCRIBE), ("X-Note", evil))),
+        to="eve@example.com",
+        to_name=evil,
+        delivery_id=1,
+        date=WHEN,
+    )
+
+    message = parse(data)
+    assert message["Bcc"] is None
+    assert message["Subject"] == "Hi Eve Bcc: x@evil.example body"
+    assert message["To"].addresses[0].display_name == "Eve Bcc: x@evil.example body"
+    assert message["To"].addresses[0].addr_spec == "eve@example.com"
+    assert message["X-Note"] == "Eve Bcc: x@evil.example body"
+    head = data.partition(b"\r\n\r\n")[0]
+    assert not any(line.startswith(b"Bcc") for line in head.split(b"\r\n"))
+
+
+@pytest.mark.parametrize(
+    "bad", ["eve@example.com\r\nBcc: x@evil", "eve example@x.com", "<eve@x.com>", "nobody", "é@x.com"]
+)
+def test_an_unsafe_recipient_address_is_refused(assembler: MimeAssembler, bad: str) -> None:
+    with pytest.raises(HeaderValueError):
+        assembler.assemble(Parts("s", "h", "t"), to=bad, delivery_id=1, date=WHEN)
+
+
+def test_unsafe_unsubscribe_uris_are_refused() -> None:
+    with pytest.raises(HeaderValueError):
+        list_unsubscribe("https://t.example.com/u/x>\r\nBcc: y@evil")
+
+
+def test_body_encodings() -> None:
+    assert encode_body("plain ascii\nok")[0] == b"7bit"
+    assert encode_body("a" * 1200)[0] == b"quoted-printable"  # too long a line for 7bit
+    assert encode_body("mostly ascii, one é")[0] == b"quoted-printable"
+    assert encode_body("中文内容" * 10)[0] == b"base64"
+
+
+def test_long_ascii_subjects_are_folded_and_non_ascii_encoded() -> None:
+    folded = header_text("Subject", " ".join(["word"] * 40))
+    assert "\r\n " in folded and max(len(line) for line in folded.split("\r\n")) <= 78
+    encoded = header_text("Subject", "母亲节" * 30)
+    assert all(line.strip().startswith("=?utf-8?b?") and len(line.strip()) <= 75 for line in encoded.split("\r\n"))
+
+
+def test_display_names_with_specials_are_quoted(assembler: MimeAssembler) -> None:
+    data = assembler.assemble(Parts("s", "h", "t"), to="a@b.example", to_name='O"Brien, Ann', delivery_id=2, date=WHEN)
+    assert parse(data)["To"].addresses[0].display_name == 'O"Brien, Ann'
