@@ -34,3 +34,14 @@ class EmailSender(Protocol):
     async def close(self) -> None:
         """Close connections; idempotent."""
         ...
+
+
+class TextSender(Protocol):
+    async def send(self, message: TextMessage) -> str:
+        """Hand one SMS or IM push over; return the provider's id for it. Raise TransientSendError,
+        PermanentSendError or AmbiguousSendError."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and files; idempotent."""
+        ...

@@ -1,0 +1,130 @@
+"""Outboxes: senders that write messages to files instead of a provider (the demo's transports, and
+a way to look at exactly what would have been sent).
+
+- ``MaildirOutbox``: one ``.eml`` file per email in ``<outbox_dir>/new/`` (Maildir's atomic
+  delivery: write and fsync in ``tmp/``, then link into ``new/``). The file is named from the
+  delivery id (``42.eml``); a second send of the same delivery never overwrites the first, it lands
+  beside it as ``42.2.eml`` — duplicates stay visible. The envelope is recorded the way a local
+  delivery agent does it, as ``Return-Path:`` and ``Delivered-To:`` lines on top.
+- ``JsonlTextOutbox``: one JSON line per SMS/IM in ``<outbox_dir>/sms.jsonl`` (or ``im.jsonl``),
+  appended with a single ``O_APPEND`` write, so concurrent senders never interleave lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+from pathlib import Path
+
+from daemon.channels.base import EmailEnvelope, TextMessage
+from daemon.clock import Clock, SystemClock
+from daemon.errors import TransientSendError
+
+_tmp_names = itertools.count(1)
+
+
+def _header_value(value: str) -> str:
+    return value.replace("\r", "").replace("\n", "")
+
+
+class MaildirOutbox:
+    """An ``EmailSender`` that delivers into a Maildir."""
+
+    def __init__(self, directory: Path, *, fsync: bool = True):
+        self.directory = Path(directory)
+        self.fsync = fsync
+        self._ready = False
+
+    async def send(self, message: EmailEnvelope) -> str:
+        try:
+            return await asyncio.to_thread(self._deliver, message)
+        except OSError as exc:
+            raise TransientSendError(f"outbox write failed: {exc}", code="outbox") from exc
+
+    async def close(self) -> None:
+        return None
+
+    def path_of(self, provider_id: str) -> Path:
+        """Where the message with this provider id (its file name) lies."""
+        return self.directory / "new" / provider_id
+
+    def _deliver(self, message: EmailEnvelope) -> str:
+        if not self._ready:
+            for sub in ("tmp", "new", "cur"):
+                (self.directory / sub).mkdir(parents=True, exist_ok=True)
+            self._ready = True
+        envelope = (
+            f"Return-Path: <{_header_value(message.mail_from)}>\r\nDelivered-To: {_header_value(message.rcpt_to)}\r\n"
+        ).encode()
+        tmp = self.directory / "tmp" / f"{message.delivery_id}.{os.getpid()}.{next(_tmp_names)}.eml"
+        try:
+            with open(tmp, "wb") as file:
+                file.write(envelope)
+                file.write(message.data)
+                if self.fsync:
+                    file.flush()
+                    os.fsync(file.fileno())
+            name = self._link_new(tmp, message.delivery_id)
+        finally:
+            tmp.unlink(missing_ok=True)
+        if self.fsync:
+            self._fsync_dir(self.directory / "new")
+        return name
+
+    def _link_new(self, tmp: Path, delivery_id: int) -> str:
+        for attempt in itertools.count(1):
+            name = f"{delivery_id}.eml" if attempt == 1 else f"{delivery_id}.{attempt}.eml"
+            try:
+                os.link(tmp, self.directory / "new" / name)  # atomic, and never replaces
+            except FileExistsError:
+                continue
+            return name
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _fsync_dir(directory: Path) -> None:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class JsonlTextOutbox:
+    """A ``TextSender`` that appends one JSON object per message to a ``.jsonl`` file."""
+
+    def __init__(self, path: Path, *, channel: str = "sms", clock: Clock | None = None):
+        self.path = Path(path)
+        self.channel = channel
+        self._clock = clock or SystemClock()
+        self._fd: int | None = None
+
+    async def send(self, message: TextMessage) -> str:
+        record = {
+            "delivery_id": message.delivery_id,
+            "channel": self.channel,
+            "to": message.to,
+            "body": message.body,
+            "written_at": self._clock.now().isoformat().replace("+00:00", "Z"),
+        }
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        try:
+            self._append(line)
+        except OSError as exc:
+            raise TransientSendError(f"outbox write failed: {exc}", code="outbox") from exc
+        return f"{self.path.name}:{message.delivery_id}"
+
+    async def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _append(self, line: bytes) -> None:
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        view = memoryview(line)
+        while view:
+            view = view[os.write(self._fd, view) :]

@@ -1,0 +1,117 @@
+"""Pacing for channel senders: a smooth token bucket (messages/s) and per-key concurrency limits.
+
+Both are async and never poll: a waiter sleeps exactly once, for exactly as long as its turn is away
+(token bucket), or parks on a semaphore (concurrency). The token bucket's arithmetic is pure and
+takes an injected monotonic clock, so tests check it without sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+
+class TokenBucket:
+    """``rate`` tokens per second, at most ``burst`` saved up.
+
+    ``reserve()`` takes a token now and says how long to wait before using it; tokens may go
+    negative, which queues callers in arrival order (each waits its own 1/rate share) with no loop
+    and no lock. ``burst`` defaults to 1/20 s worth of tokens (at least 1): smooth, not bursty.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ):
+        if rate <= 0:
+            raise ValueError("rate must be > 0")
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, rate / 20)
+        if self.burst < 1:
+            raise ValueError("burst must be >= 1")
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = self.burst
+        self._updated = clock()
+
+    def reserve(self, tokens: float = 1.0) -> float:
+        """Take ``tokens`` now; return the seconds to wait before the taken tokens are due (0: go)."""
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+        self._tokens -= tokens
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+    def refund(self, tokens: float = 1.0) -> None:
+        """Give back reserved tokens that were not used (a cancelled waiter)."""
+        self._tokens = min(self.burst, self._tokens + tokens)
+
+    async def acquire(self) -> None:
+        delay = self.reserve()
+        if delay <= 0:
+            return
+        try:
+            await self._sleep(delay)
+        except asyncio.CancelledError:
+            self.refund()
+            raise
+
+
+@dataclass(slots=True)
+class _Slot:
+    semaphore: asyncio.Semaphore
+    users: int = 0  # holders and waiters
+    held: int = 0
+
+
+class KeyedLimiter:
+    """At most ``limit`` holders at once per key (e.g. per receiving domain).
+
+    A key's semaphore exists only while someone holds or waits for it, so a million distinct
+    domains cost nothing once they are idle.
+    """
+
+    def __init__(self, limit: int):
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        self.limit = limit
+        self._slots: dict[str, _Slot] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = _Slot(asyncio.Semaphore(self.limit))
+        slot.users += 1
+        try:
+            async with slot.semaphore:
+                slot.held += 1
+                try:
+                    yield
+                finally:
+                    slot.held -= 1
+        finally:
+            slot.users -= 1
+            if slot.users == 0:
+                del self._slots[key]
+
+    def in_use(self, key: str) -> int:
+        """How many hold ``key`` right now (not counting waiters)."""
+        slot = self._slots.get(key)
+        return 0 if slot is None else slot.held
+
+    def __len__(self) -> int:
+        """Keys currently tracked (held or waited for)."""
+        return len(self._slots)
+
+
+def recipient_domain(address: str) -> str:
+    """The receiving domain of an address, lower-cased (the key for per-domain limits)."""
+    return address.rpartition("@")[2].strip().rstrip(".").lower()

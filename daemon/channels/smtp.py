@@ -1,0 +1,354 @@
+"""SMTP delivery: a pool of persistent aiosmtplib connections per configured server, with failover,
+a smooth rate limit per server, a concurrency limit per receiving domain, and exact error kinds.
+
+``SmtpPool.send(envelope)`` hands one pre-built message over (MAIL, RCPT, DATA with the bytes as
+they are: never a message object; see ``SmtpConnection.send_raw``) and returns the server's id for it, or raises:
+
+- ``TransientSendError``: not accepted, safe to retry (4xx; every server down or unreachable;
+  connection lost before the final dot left this process);
+- ``PermanentSendError``: refused (5xx), ``suppress=True`` for hard bounces (see smtp_replies);
+- ``AmbiguousSendError``: the final dot was sent but no reply came (drop or timeout): the server
+  may have queued it; never resend automatically.
+
+Servers are tried in their configured order. A server that cannot be connected to (refused,
+timeout, bad greeting, TLS or AUTH failure), that answers 421 or 530, or whose *fresh* connection
+drops before the body is marked down for a backoff (2 s, doubling up to 5 min, reset by a success)
+and the same message goes to the next server: nothing of it was accepted, so this cannot duplicate.
+A *reused* connection that drops before the body (the server timed it out) is replaced once.
+
+Order of waiting per message: a slot for the recipient's domain, then a rate token, then a
+connection, so a busy domain never holds connections other domains could use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from aiosmtplib import (
+    SMTPException,
+    SMTPNotSupported,
+    SMTPResponseException,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+)
+
+from daemon.channels.base import EmailEnvelope
+from daemon.channels.ratelimit import KeyedLimiter, TokenBucket, recipient_domain
+from daemon.channels.smtp_connection import SmtpConnection
+from daemon.channels.smtp_replies import (
+    Stage,
+    classify_reply,
+    is_server_problem,
+    provider_id_from_reply,
+)
+from daemon.errors import AmbiguousSendError, PermanentSendError, TransientSendError
+from daemon.logs import get_logger
+from daemon.settings import Settings, SmtpServer
+
+log = get_logger()
+
+_DROPS = (SMTPServerDisconnected, SMTPTimeoutError, ConnectionError, TimeoutError, OSError)
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpTimeouts:
+    connect: float = 30.0  # TCP + greeting + EHLO/STARTTLS/AUTH, each step
+    command: float = 60.0  # MAIL, RCPT, DATA's 354, NOOP, RSET
+    data_end: float = 600.0  # the reply to the final dot: RFC 5321 allows the server 10 minutes
+    quit: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    first: float = 2.0
+    factor: float = 2.0
+    most: float = 300.0
+
+    def after(self, failures: int) -> float:
+        return min(self.most, self.first * self.factor ** max(0, failures - 1))
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStatus:
+    name: str
+    up: bool
+    down_for: float  # seconds left in the backoff (0 when up)
+    failures: int  # consecutive
+    open_connections: int
+    idle_connections: int
+    connects: int  # connections opened so far
+
+
+class _ServerFailed(Exception):
+    """This server cannot take the message now and nothing of it was accepted: use the next one."""
+
+    def __init__(self, reason: str, code: int | str | None = None):
+        super().__init__(reason)
+        self.code = code
+
+
+class _ServerDown(Exception):
+    """The server went down while this message waited for it: try the next one."""
+
+
+class _Dropped(Exception):
+    def __init__(self, stage: Stage, cause: BaseException):
+        super().__init__(f"{stage}: {type(cause).__name__}: {cause}")
+        self.stage = stage
+
+
+class _Server:
+    """One configured server: its connections, limits and health."""
+
+    def __init__(self, name: str, config: SmtpServer, clock: Callable[[], float]):
+        self.name = name
+        self.config = config
+        self.bucket = TokenBucket(config.rate_per_second, clock=clock)
+        self.domains = KeyedLimiter(config.max_per_domain)
+        self.slots = asyncio.Semaphore(config.pool_size)
+        self.idle: list[SmtpConnection] = []  # LIFO: the warmest connection first
+        self.open = 0
+        self.connects = 0
+        self.down_until = 0.0
+        self.failures = 0
+
+
+class SmtpPool:
+    """An ``EmailSender`` over one or more SMTP servers (see the module docstring)."""
+
+    def __init__(
+        self,
+        servers: Mapping[str, SmtpServer],
+        *,
+        timeouts: SmtpTimeouts = SmtpTimeouts(),
+        backoff: Backoff = Backoff(),
+        tls_context: ssl.SSLContext | None = None,
+        local_hostname: str | None = None,
+        idle_check_after: float = 5.0,
+        idle_limit: float = 50.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if not servers:
+            raise ValueError("SmtpPool needs at least one server")
+        self.timeouts = timeouts
+        self.backoff = backoff
+        self._tls_context = tls_context
+        self._local_hostname = local_hostname
+        self._idle_check_after = idle_check_after  # NOOP a connection idle this long before reuse
+        self._idle_limit = idle_limit  # reconnect instead (servers time idle sessions out)
+        self._clock = clock
+        self._servers = [_Server(name, config, clock) for name, config in servers.items()]
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **options: object) -> SmtpPool:
+        return cls(settings.smtp, **options)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------ EmailSender
+
+    async def send(self, message: EmailEnvelope) -> str:
+        if self._closed:
+            raise TransientSendError("SMTP pool is closed", code="closed")
+        failed: _ServerFailed | None = None
+        for server in self._servers:
+            if self._clock() < server.down_until:
+                continue
+            try:
+                provider_id = await self._send_via(server, message)
+            except _ServerFailed as exc:
+                self._mark_down(server, exc)
+                failed = exc
+                continue
+            except _ServerDown:
+                continue
+            server.failures = 0
+            return provider_id
+        wait = max(0.0, min(s.down_until for s in self._servers) - self._clock())
+        reason = f"no SMTP server available: {failed}" if failed else "every SMTP server is backing off"
+        raise TransientSendError(reason, code=failed.code if failed else "servers_down", retry_after=wait)
+
+    async def close(self) -> None:
+        """QUIT and close every idle connection; connections in use close when they come back."""
+        self._closed = True
+        for server in self._servers:
+            idle, server.idle = server.idle, []
+            await asyncio.gather(*(self._quit(server, conn) for conn in idle))
+
+    def status(self) -> list[ServerStatus]:
+        now = self._clock()
+        return [
+            ServerStatus(
+                name=s.name,
+                up=now >= s.down_until,
+                down_for=max(0.0, s.down_until - now),
+                failures=s.failures,
+                open_connections=s.open,
+                idle_connections=len(s.idle),
+                connects=s.connects,
+            )
+            for s in self._servers
+        ]
+
+    # ------------------------------------------------------------ one server
+
+    async def _send_via(self, server: _Server, message: EmailEnvelope) -> str:
+        async with server.domains.hold(recipient_domain(message.rcpt_to)):
+            await server.bucket.acquire()
+            async with server.slots:
+                if self._clock() < server.down_until:
+                    raise _ServerDown
+                conn, fresh = await self._checkout(server, fresh=False)
+                try:
+                    return await self._transact(conn, message)
+                except _Dropped as dropped:
+                    if fresh:
+                        raise _ServerFailed(f"connection dropped: {dropped}", code="dropped") from None
+                finally:
+                    self._checkin(server, conn)
+                # a reused connection the server had timed out: one more try on a fresh one
+                conn, _ = await self._checkout(server, fresh=True)
+                try:
+                    return await self._transact(conn, message)
+                except _Dropped as again:
+                    raise _ServerFailed(f"connection dropped: {again}", code="dropped") from None
+                finally:
+                    self._checkin(server, conn)
+
+    async def _transact(self, conn: SmtpConnection, message: EmailEnvelope) -> str:
+        """One MAIL/RCPT/DATA transaction. Raises a SendError, _ServerFailed, or _Dropped (lost
+        before the body started: the caller may fail over)."""
+        try:
+            reply = await conn.send_raw(
+                message.mail_from,
+                message.rcpt_to,
+                message.data,
+                utf8=not (message.mail_from.isascii() and message.rcpt_to.isascii()),
+            )
+        except SMTPResponseException as exc:
+            raise self._reply_error(conn, conn.stage, exc.code, exc.message) from None
+        except SMTPNotSupported as exc:
+            raise PermanentSendError(str(exc), code="not_supported") from None
+        except ValueError as exc:  # aiosmtplib refuses an address it cannot send safely
+            raise PermanentSendError(f"unusable address: {exc}", code="invalid_address") from None
+        except _DROPS as exc:
+            conn.close()
+            raise self._drop_error(conn.stage, exc) from None
+        conn.sent += 1
+        return provider_id_from_reply(reply.message)
+
+    @staticmethod
+    def _reply_error(conn: SmtpConnection, stage: Stage, code: int, text: str) -> Exception:
+        if is_server_problem(code) or stage == "connect":  # 421/530, or EHLO refused
+            conn.close()
+            return _ServerFailed(f"{stage}: {code} {text}", code=code)
+        return classify_reply(stage, code, text)
+
+    @staticmethod
+    def _drop_error(stage: Stage, exc: BaseException) -> Exception:
+        detail = f"{type(exc).__name__}: {exc}"
+        if stage == "after_dot":
+            kind = "timeout" if isinstance(exc, TimeoutError) else "disconnect"
+            return AmbiguousSendError(
+                f"no reply after the final dot ({detail}); the server may have accepted it", code=kind
+            )
+        if stage == "body":
+            return TransientSendError(
+                f"connection lost before the final dot was sent ({detail})", code="lost_before_dot"
+            )
+        return _Dropped(stage, exc)
+
+    # ------------------------------------------------------------ connections
+
+    async def _checkout(self, server: _Server, *, fresh: bool) -> tuple[SmtpConnection, bool]:
+        while server.idle and not fresh:
+            conn = server.idle.pop()
+            if not conn.is_connected:
+                server.open -= 1
+                continue
+            idle_for = self._clock() - conn.last_used
+            if idle_for > self._idle_limit:
+                await self._quit(server, conn)
+                continue
+            if idle_for > self._idle_check_after and not await self._alive(conn):
+                server.open -= 1
+                continue
+            return conn, False
+        return await self._connect(server), True
+
+    def _checkin(self, server: _Server, conn: SmtpConnection) -> None:
+        if conn in server.idle:
+            return
+        if conn.is_connected and not self._closed:
+            conn.last_used = self._clock()
+            server.idle.append(conn)
+        else:
+            conn.close()
+            server.open -= 1
+
+    async def _connect(self, server: _Server) -> SmtpConnection:
+        config = server.config
+        conn = SmtpConnection(
+            hostname=config.host,
+            port=config.port,
+            username=config.username,
+            password=config.password.get_secret_value() if config.password else None,
+            use_tls=config.tls == "tls",
+            start_tls=config.tls == "starttls",
+            tls_context=self._tls_context,
+            local_hostname=self._local_hostname,
+            timeout=self.timeouts.connect,
+            data_timeout=self.timeouts.data_end,
+        )
+        try:
+            await conn.connect()
+            if conn.is_ehlo_or_helo_needed:
+                await conn.ehlo()
+        except SMTPResponseException as exc:
+            conn.close()
+            raise _ServerFailed(f"connect: {exc.code} {exc.message}", code=exc.code) from None
+        except (SMTPException, *_DROPS, ssl.SSLError) as exc:
+            conn.close()
+            raise _ServerFailed(f"connect: {type(exc).__name__}: {exc}", code="connect") from None
+        conn.timeout = self.timeouts.command
+        server.open += 1
+        server.connects += 1
+        log.debug("smtp_connected", server=server.name, open_connections=server.open)
+        return conn
+
+    async def _alive(self, conn: SmtpConnection) -> bool:
+        try:
+            reply = await conn.noop(timeout=self.timeouts.command)
+        except (SMTPException, *_DROPS):
+            conn.close()
+            return False
+        if reply.code != 250:
+            conn.close()
+            return False
+        return True
+
+    async def _quit(self, server: _Server, conn: SmtpConnection) -> None:
+        try:
+            if conn.is_connected:
+                await conn.quit(timeout=self.timeouts.quit)
+        except (SMTPException, *_DROPS):
+            pass
+        finally:
+            conn.close()
+            server.open -= 1
+
+    def _mark_down(self, server: _Server, failed: _ServerFailed) -> None:
+        server.failures += 1
+        seconds = self.backoff.after(server.failures)
+        server.down_until = self._clock() + seconds
+        log.warning(
+            "smtp_server_down",
+            server=server.name,
+            reason=str(failed),
+            code=failed.code,
+            backoff_s=round(seconds, 3),
+            failures=server.failures,
+        )

@@ -1,0 +1,49 @@
+"""Helpers for transport tests: envelopes, server settings, a fake monotonic clock."""
+
+from __future__ import annotations
+
+import itertools
+
+from daemon.channels.base import EmailEnvelope
+from daemon.settings import SmtpServer
+
+_ids = itertools.count(1)
+
+
+def envelope(rcpt: str, *, body: bytes | None = None, mail_from: str = "news@shop.example") -> EmailEnvelope:
+    delivery_id = next(_ids)
+    data = (
+        body
+        if body is not None
+        else (
+            f"From: Shop <{mail_from}>\r\nTo: <{rcpt}>\r\nSubject: Offer {delivery_id}\r\n"
+            f"Message-ID: <{delivery_id}@shop.example>\r\n\r\nHello {delivery_id}\r\n"
+        ).encode()
+    )
+    return EmailEnvelope(delivery_id=delivery_id, mail_from=mail_from, rcpt_to=rcpt, data=data)
+
+
+def server_config(port: int, **overrides: object) -> SmtpServer:
+    values: dict[str, object] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "tls": "none",
+        "pool_size": 4,
+        "rate_per_second": 100_000.0,
+        "max_per_domain": 100,
+    }
+    values.update(overrides)
+    return SmtpServer(**values)  # type: ignore[arg-type]
+
+
+class MonotonicFake:
+    """A monotonic clock for backoff and idle-time tests; moves only when told."""
+
+    def __init__(self, start: float = 1000.0):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
