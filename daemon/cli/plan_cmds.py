@@ -73,5 +73,9 @@ def _print_summary(outcome: PlanOutcome, channels: list[str], now: datetime, day
     for line in summary_lines(outcome.summary, channels=channels):
         style = "yellow" if line.startswith("warning:") else None
         out.print(line, markup=False, highlight=False, style=style, soft_wrap=True)
+    if outcome.coupons is not None:
+        style = None if outcome.coupons.ok else "yellow"
+        prefix = "coupons: " if outcome.coupons.ok else "warning: coupons: "
+        out.print(prefix + outcome.coupons.message, markup=False, highlight=False, style=style, soft_wrap=True)
     if not outcome.summary.buckets:
         out.print("nothing to send in this window", markup=False)

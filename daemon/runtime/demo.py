@@ -50,7 +50,7 @@ async def run_demo(settings: Settings, console: Console, clock: Clock, keep_runn
         console.print(f"schema up to date in [cyan]{_database_label(settings)}[/cyan]")
 
         console.rule("2. campaigns")
-        loaded = ports.load_campaigns(settings.campaigns_dir, settings.templates_dir)
+        loaded = ports.load_campaigns(settings.campaigns_dir, settings.templates_dir, settings.compliance)
         show_campaigns(console, loaded)
 
         console.rule("3. example data")

@@ -24,6 +24,7 @@ from daemon.clock import Clock, SystemClock
 from daemon.errors import Problem
 from daemon.logs import configure_logging, get_logger
 from daemon.runtime import ports
+from daemon.dispatch.service import DispatchService
 from daemon.scheduling.scheduler import BucketScheduler
 from daemon.runtime.notify import Notifier
 from daemon.runtime.registry import CampaignRegistry, Changes
@@ -62,6 +63,7 @@ class Daemon:
         self.watch = watch
         self.schedule = schedule
         self.scheduler: BucketScheduler | None = None
+        self.dispatch: DispatchService | None = None
         self.watch_debounce_ms = watch_debounce_ms
         self.handle_signals = handle_signals
         self.configure_logs = configure_logs
@@ -122,10 +124,15 @@ class Daemon:
         self._stack.push_async_callback(self._dispose_engine)
         log.info("database_ready", database=_safe_url(s.database_url))
         if self.schedule:
-            self.scheduler = BucketScheduler(self.engine, s, self.clock)
+            self.dispatch = DispatchService(self.engine, s, self.clock)
+            await self.dispatch.start()
+            self._stack.push_async_callback(self.dispatch.close)
+            self.scheduler = BucketScheduler(
+                self.engine, s, self.clock, owner=self.dispatch.owner, on_claimed=self.dispatch.dispatch
+            )
             self.scheduler.start()
             self._stack.callback(self.scheduler.shutdown)
-            self.listeners.insert(0, self.scheduler)
+            self.listeners[:0] = [self.dispatch, self.scheduler]  # the dispatcher knows a campaign before it fires
         self.notifier.status("loading campaigns")
         await self.reload("start")
         if self.handle_signals:
@@ -168,7 +175,7 @@ class Daemon:
             if reason != "start":
                 self.notifier.reloading()
             s = self.settings
-            loaded = await asyncio.to_thread(ports.load_campaigns, s.campaigns_dir, s.templates_dir)
+            loaded = await asyncio.to_thread(ports.load_campaigns, s.campaigns_dir, s.templates_dir, s.compliance)
             self.problems = loaded.problems
             for problem in loaded.problems:
                 log.warning(

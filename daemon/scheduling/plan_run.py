@@ -7,20 +7,26 @@ written in one transaction, and only per-bucket counters are kept.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.campaign import Campaign
+from daemon.coupons.stock import StockCheck
 from daemon.planning import Bucket, PlanContact, Planner, PlanSummary, PlanSummaryBuilder, dispatch_windows
 from daemon.settings import Settings
 from daemon.store import ledger
 from daemon.store.audience import LEFT_OUT_REASONS, AudienceSummary, audience_summary, stream_audience
+from daemon.store.coupons import coupon_check
+
+T = TypeVar("T")
 
 # Without a transport configured for a channel, messages go to the outbox at about this rate.
 OUTBOX_RATE_PER_S = 1000.0
@@ -42,6 +48,7 @@ class PlanOutcome:
     summary: PlanSummary
     written: int = 0
     retired: dict[str, int] = field(default_factory=dict)
+    coupons: StockCheck | None = None  # do the codes suffice for the recipients planned?
 
 
 async def planned_rows(
@@ -76,9 +83,15 @@ async def plan_campaign(
     builder = PlanSummaryBuilder()
     plan_run = uuid.uuid4().hex
     written = 0
-    async for rows in planned_rows(engine, campaign, planner, now, horizon):
+    # A dry run has no ledger rows to count coupons against: remember who was planned instead.
+    recipients: set[int] | None = set() if campaign.coupon is not None and not write else None
+    once = campaign.schedule.per_recipient == "once" and await ledger.has_handed_over(engine, campaign.id)
+    # Read ahead: the next batches are streamed and planned while this one is being written.
+    async for rows in read_ahead(planned_rows(engine, campaign, planner, now, horizon), depth=2):
         for row in rows:
             builder.add(row)
+        if recipients is not None:
+            recipients.update(r["contact_id"] for r in rows if r["state"] == "planned")
         if rows_out is not None:
             rows_out(rows)
         if write:
@@ -87,7 +100,7 @@ async def plan_campaign(
                 rows,
                 plan_run=plan_run,
                 arrive_within=campaign.schedule.arrive_within,
-                once=campaign.schedule.per_recipient == "once",
+                once=once,
                 now=now,
             )
     left_out = Counter(planner.left_out)
@@ -99,7 +112,36 @@ async def plan_campaign(
     if write:
         outcome.retired = await ledger.retire_unplanned(engine, campaign, plan_run, now)
         await settle_dispatch_starts(engine, campaign, rates, now)
+    outcome.coupons = await coupon_check(engine, campaign, recipients)
     return outcome
+
+
+async def read_ahead(source: AsyncIterator[T], depth: int) -> AsyncIterator[T]:
+    """Items of ``source``, produced by a separate task up to ``depth`` items ahead of the consumer."""
+    queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue(maxsize=depth)
+
+    async def produce() -> None:
+        try:
+            async for item in source:
+                await queue.put((True, item))
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            await queue.put((False, exc))
+        else:
+            await queue.put((False, None))
+
+    producer = asyncio.create_task(produce())
+    try:
+        while True:
+            more, item = await queue.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        producer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await producer
 
 
 def new_planner(campaign: Campaign, settings: Settings, now: datetime) -> Planner:

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from daemon.campaign import Campaign
 from daemon.clock import Clock
 from daemon.logs import bound, get_logger
-from daemon.scheduling.plan_run import channel_rates, plan_campaign
+from daemon.scheduling.plan_run import plan_campaign
 from daemon.settings import Settings
 from daemon.store import ledger
 

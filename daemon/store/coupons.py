@@ -21,7 +21,7 @@ still holds it. Call every function inside the caller's write transaction
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -202,25 +202,31 @@ async def pool_exists(conn: AsyncConnection, pool: str) -> bool:
     return (await conn.execute(select(coupon_pools.c.name).where(coupon_pools.c.name == pool))).first() is not None
 
 
-async def coupon_check(engine: AsyncEngine, campaign: Campaign) -> StockCheck | None:
-    """For ``plan``: do the codes suffice for the recipients planned and still without a code?"""
+async def coupon_check(
+    engine: AsyncEngine, campaign: Campaign, recipients: Collection[int] | None = None
+) -> StockCheck | None:
+    """For ``plan``: do the codes suffice for the recipients still without a code? Those are the
+    ledger's planned rows, or — for a dry run — the given contact ids."""
     if campaign.coupon is None:
         return None
-    pending = (
-        select(deliveries.c.contact_id)
-        .where(
-            deliveries.c.campaign_id == campaign.id,
-            deliveries.c.state == "planned",
-            ~exists().where(
-                coupon_codes.c.campaign_id == deliveries.c.campaign_id,
-                coupon_codes.c.contact_id == deliveries.c.contact_id,
-            ),
-        )
-        .distinct()
-        .subquery()
-    )
     async with engine.connect() as conn:
-        needed, highest = (await conn.execute(select(func.count(), func.max(pending.c.contact_id)))).one()
+        if recipients is None:
+            pending = (
+                select(deliveries.c.contact_id)
+                .where(
+                    deliveries.c.campaign_id == campaign.id,
+                    deliveries.c.state == "planned",
+                    ~exists().where(
+                        coupon_codes.c.campaign_id == deliveries.c.campaign_id,
+                        coupon_codes.c.contact_id == deliveries.c.contact_id,
+                    ),
+                )
+                .distinct()
+                .subquery()
+            )
+            needed, highest = (await conn.execute(select(func.count(), func.max(pending.c.contact_id)))).one()
+        else:
+            needed, highest = len(recipients), max(recipients, default=None)
         if campaign.coupon.generate is not None:
             length = campaign.coupon.generate.length
             return check_generated(needed, highest, generated.max_contact_id(length), length)

@@ -28,22 +28,6 @@ REPLANNABLE = ("planned", "skipped")
 # Reasons a plan itself gives; a row skipped for another reason (e.g. holdout) is not revived.
 PLAN_SKIP_REASONS = ("missed_slot", "replanned", "left_segment", "no_consent", "suppressed", "no_address")
 LEDGER_KEY = ("campaign_id", "contact_id", "channel", "slot_date", "slot")
-_WRITTEN_COLUMNS = (
-    "campaign_id",
-    "contact_id",
-    "channel",
-    "slot_date",
-    "slot",
-    "due_utc",
-    "dispatch_start_utc",
-    "timezone",
-    "tz_source",
-    "state",
-    "skip_reason",
-    "plan_run",
-    "created_at",
-    "updated_at",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +79,8 @@ async def write_plan_batch(
     """Upsert one batch of planner rows in one transaction; returns how many rows were written.
 
     ``once``: a contact × channel that already has a row in the dispatcher's hands (claimed, sent,
-    ...) gets no new row, so a re-plan after a slot has passed can never send twice.
+    ...) gets no new row, so a re-plan after a slot has passed can never send twice (callers pass
+    False when ``has_handed_over`` says no row of the campaign is, saving a query per batch).
     """
     if not rows:
         return 0
@@ -108,7 +93,11 @@ async def write_plan_batch(
                     return 0
         params = [
             {
-                **{k: r[k] for k in LEDGER_KEY},
+                "campaign_id": r["campaign_id"],
+                "contact_id": r["contact_id"],
+                "channel": r["channel"],
+                "slot_date": r["slot_date"],
+                "slot": r["slot"],
                 "due_utc": r["due_utc"],
                 # Provisional: ``set_dispatch_starts`` fixes it once the bucket sizes are known.
                 "dispatch_start_utc": r["due_utc"] - arrive_within,
@@ -149,6 +138,15 @@ def _replannable() -> Any:
     # Spelled as ORs, not IN: an expanding IN cannot go in an executemany's ON CONFLICT clause.
     revivable = or_(*(deliveries.c.skip_reason == reason for reason in PLAN_SKIP_REASONS))
     return or_(deliveries.c.state == "planned", and_(deliveries.c.state == "skipped", revivable))
+
+
+async def has_handed_over(engine: AsyncEngine, campaign_id: str) -> bool:
+    """Whether any row of the campaign has left the planner's hands (claimed, sent, ...)."""
+    query = select(
+        exists().where(deliveries.c.campaign_id == campaign_id, deliveries.c.state.notin_(REPLANNABLE))
+    )
+    async with engine.connect() as conn:
+        return bool(await conn.scalar(query))
 
 
 async def _handed_over(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> set[tuple[int, str]]:

@@ -1,0 +1,1 @@
+"""Dispatch: claimed ledger rows → rendered messages → channel senders → recorded outcomes."""

@@ -1,0 +1,236 @@
+"""The dispatcher: claimed rows → coupon → render (links, MIME) → channel sender → recorded outcome.
+
+It sees the store's functions and a sender per channel, never SQL or a vendor library. Work goes in
+chunks: one transaction marks a chunk ``sending`` (re-checking the lease), its messages go out
+concurrently over the sender's pool, one transaction records every outcome. A crash can only ever
+leave a chunk's rows ``claimed`` (re-claimed, nothing was sent) or ``sending`` (``unknown`` after
+recovery, never resent automatically): no row is lost and nothing is sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from daemon.campaign import Campaign
+from daemon.channels.base import EmailEnvelope, EmailSender, TextMessage, TextSender
+from daemon.clock import Clock
+from daemon.coupons.keys import active_coupon_key
+from daemon.coupons.stock import on_exhausted
+from daemon.dispatch import policy
+from daemon.links.book import LinkBook
+from daemon.links.factory import CampaignLinks
+from daemon.links.keys import Keyring
+from daemon.links.tracking import TrackingBase
+from daemon.logs import bound, get_logger
+from daemon.rendering import CompiledCampaign, compile_campaign
+from daemon.segments import age_on
+from daemon.settings import Settings
+from daemon.store import dispatch as store
+from daemon.store import links as link_store
+from daemon.store.ledger import Claimed
+from daemon.templating import ContactView
+
+log = get_logger("dispatch")
+
+CHUNK = 200  # rows marked sending / recorded per transaction
+
+
+@dataclass
+class Prepared:
+    """One recipient's message, ready to hand over."""
+
+    recipient: store.Recipient
+    message: EmailEnvelope | TextMessage
+
+
+class CampaignKit:
+    """What one campaign version needs per message, built once: compiled templates, link factory."""
+
+    def __init__(self, campaign: Campaign, settings: Settings, keyring: Keyring):
+        self.campaign = campaign
+        self.compiled: CompiledCampaign = compile_campaign(campaign, settings.templates_dir, settings.compliance)
+        self.book = LinkBook(campaign.id)
+        self.links = CampaignLinks(campaign, keyring, TrackingBase.parse(settings.tracking_base_url), book=self.book)
+
+
+class Dispatcher:
+    """Sends claimed rows. ``senders`` maps a channel to its transport."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        settings: Settings,
+        clock: Clock,
+        keyring: Keyring,
+        senders: Mapping[str, EmailSender | TextSender],
+        *,
+        owner: str,
+    ):
+        self.engine = engine
+        self.settings = settings
+        self.clock = clock
+        self.keyring = keyring
+        self.senders = dict(senders)
+        self.owner = owner
+        self._kits: dict[int, CampaignKit] = {}
+        self._coupon_key = active_coupon_key(keyring)
+
+    def kit(self, campaign: Campaign) -> CampaignKit:
+        """Compiled state per campaign version (the model is frozen, so identity marks a version)."""
+        kit = self._kits.get(id(campaign))
+        if kit is None or kit.campaign is not campaign:
+            kit = CampaignKit(campaign, self.settings, self.keyring)
+            self._kits = {k: v for k, v in self._kits.items() if v.campaign.id != campaign.id}
+            self._kits[id(campaign)] = kit
+        return kit
+
+    async def dispatch(self, campaign: Campaign, channel: str, due_utc: datetime, claims: Sequence[Claimed]) -> None:
+        """Send one batch of claimed rows of a bucket (the scheduler's ``on_claimed``)."""
+        with bound(campaign_id=campaign.id, channel=channel, slot=due_utc.isoformat()):
+            recipients = await store.load_recipients(self.engine, claims, self.owner)
+            recipients = await self._with_coupons(campaign, recipients)
+            kit = self.kit(campaign)
+            prepared, unrenderable = self._prepare(kit, channel, recipients)
+            await link_store.save_links(self.engine, campaign.id, kit.book.pending())
+            kit.book.mark_saved(kit.book.pending())
+            if unrenderable:
+                now = self.clock.now()
+                await store.record_outcomes(self.engine, campaign.id, unrenderable, self.owner, now, prior_state="claimed")
+            for start in range(0, len(prepared), CHUNK):
+                await self._send_chunk(campaign, channel, prepared[start : start + CHUNK])
+
+    # ------------------------------------------------------------ steps
+
+    async def _with_coupons(self, campaign: Campaign, recipients: list[store.Recipient]) -> list[store.Recipient]:
+        """Reserve a code per contact; apply ``on_exhausted`` to those left without one."""
+        if campaign.coupon is None or not recipients:
+            return recipients
+        now = self.clock.now()
+        reservation = await store.reserve_coupons(self.engine, campaign, recipients, now, self._coupon_key)
+        if not reservation.exhausted:
+            return [_with_code(r, reservation.codes[r.contact_id]) for r in recipients]
+        decision = on_exhausted(campaign.coupon.on_exhausted)
+        short = set(reservation.exhausted)
+        left_out = [r.delivery_id for r in recipients if r.contact_id in short]
+        if decision.skip_reason is not None:
+            await store.release_claims(self.engine, left_out, self.owner, now, reason=decision.skip_reason)
+        elif decision.coupon is None:  # pause: hand the rows back, to be claimed once codes exist again
+            await store.unclaim(self.engine, left_out, self.owner, now)
+        log.warning("coupons_exhausted", rows=len(left_out), action=campaign.coupon.on_exhausted)
+        return [
+            _with_code(r, reservation.codes.get(r.contact_id, decision.coupon or None))
+            for r in recipients
+            if r.contact_id not in short or decision.coupon is not None
+        ]
+
+    def _prepare(
+        self, kit: CampaignKit, channel: str, recipients: Sequence[store.Recipient]
+    ) -> tuple[list[Prepared], list[store.Outcome]]:
+        prepared: list[Prepared] = []
+        failed: list[store.Outcome] = []
+        now = self.clock.now()
+        for r in recipients:
+            try:
+                prepared.append(Prepared(r, self._render(kit, channel, r, now)))
+            except Exception as exc:  # a template or header problem: this row fails, the rest go on
+                log.error("render_failed", delivery_id=r.delivery_id, error=policy.describe(exc))
+                decision = policy.Decision("failed", error=f"render failed: {policy.describe(exc)}")
+                failed.append(store.Outcome(r.delivery_id, r.contact_id, decision, channel))
+        return prepared, failed
+
+    def _render(self, kit: CampaignKit, channel: str, r: store.Recipient, now: datetime) -> EmailEnvelope | TextMessage:
+        contact = _contact_view(r, now.date())
+        links = kit.links.for_delivery(r.delivery_id, channel)
+        if channel == "email":
+            assert r.email is not None  # the audience only holds contacts with an address
+            rendered = kit.compiled.render_email(contact, r.coupon_code, links, r.slot)
+            name = " ".join(n for n in (r.first_name, r.last_name) if n) or None
+            assembler = kit.compiled.assembler
+            data = assembler.assemble(rendered, to=r.email, to_name=name, delivery_id=r.delivery_id, date=now)
+            return EmailEnvelope(r.delivery_id, assembler.mail_from, r.email, data)
+        body = kit.compiled.render_text(channel, contact, r.coupon_code, links, r.slot)
+        return TextMessage(r.delivery_id, _text_address(channel, r, kit.campaign), body)
+
+    async def _send_chunk(self, campaign: Campaign, channel: str, chunk: Sequence[Prepared]) -> None:
+        now = self.clock.now()
+        allowed = await store.mark_sending(
+            self.engine, [(p.recipient.delivery_id, p.recipient.lease_epoch) for p in chunk], self.owner, now
+        )
+        lost = len(chunk) - len(allowed)
+        if lost:
+            log.warning("lease_lost", rows=lost)  # another node holds them now: not ours to send
+        sender = self.senders[channel]
+        go = [p for p in chunk if p.recipient.delivery_id in allowed]
+        results = await asyncio.gather(*(self._send_one(sender, p) for p in go))
+        retry_until = due_limit(campaign, go[0].recipient.due_utc) if go else now
+        now = self.clock.now()
+        outcomes = [
+            store.Outcome(
+                p.recipient.delivery_id,
+                p.recipient.contact_id,
+                policy.accepted(result) if isinstance(result, str)
+                else policy.after_error(result, attempts=p.recipient.attempts + 1, now=now, retry_until=retry_until),
+                channel,
+                _address(channel, p.recipient),
+            )
+            for p, result in zip(go, results, strict=True)
+        ]  # fmt: skip
+        await store.record_outcomes(self.engine, campaign.id, outcomes, self.owner, now)
+        counts: dict[str, int] = {}
+        for o in outcomes:
+            counts[o.decision.state] = counts.get(o.decision.state, 0) + 1
+        log.info("chunk_sent", rows=len(outcomes), outcomes=counts)
+
+    async def _send_one(self, sender: EmailSender | TextSender, prepared: Prepared) -> str | BaseException:
+        try:
+            return await sender.send(prepared.message)  # type: ignore[arg-type]
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # classified by the policy; unexpected ones become unknown
+            return exc
+
+
+def due_limit(campaign: Campaign, due_utc: datetime) -> datetime:
+    """The last instant a retry may start: the slot plus the campaign's missed-slot grace."""
+    return due_utc + campaign.schedule.missed_slot.grace
+
+
+def _with_code(r: store.Recipient, code: str | None) -> store.Recipient:
+    return replace(r, coupon_code=code)
+
+
+def _contact_view(r: store.Recipient, today: date) -> ContactView:
+    age = age_on(r.birth_date, today) if r.birth_date else r.age
+    return ContactView(
+        external_id=r.external_id,
+        first_name=r.first_name,
+        last_name=r.last_name,
+        email=r.email,
+        phone=r.phone,
+        gender=r.gender,
+        age=age,
+        country=r.country,
+        locale=r.locale,
+        timezone=r.timezone,
+        attributes=r.attributes or {},
+    )
+
+
+def _address(channel: str, r: store.Recipient) -> str | None:
+    return r.email if channel == "email" else r.phone if channel == "sms" else None
+
+
+def _text_address(channel: str, r: store.Recipient, campaign: Campaign) -> str:
+    if channel == "sms":
+        assert r.phone is not None
+        return r.phone
+    provider = campaign.content.im.provider if campaign.content.im else None
+    ids: dict[str, Any] = r.im_ids or {}
+    key = provider or next(iter(ids), "")
+    return f"{key}:{ids.get(key, '')}"

@@ -1,0 +1,65 @@
+"""What a send attempt's outcome means for its ledger row. Pure: the dispatcher applies the decision.
+
+- accepted → ``sent`` (with the provider's id);
+- TransientSendError → ``retry_wait`` with exponential backoff, as long as the retry still lands
+  within the slot's grace; otherwise ``failed`` (a 07:30 message is never sent at 14:00);
+- PermanentSendError → ``failed``; ``suppress`` adds the address to the suppression list;
+- AmbiguousSendError (or anything unexpected once the message may have left) → ``unknown``,
+  never resent automatically (``topslot deliveries retry --state unknown`` resends by hand).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from daemon.errors import AmbiguousSendError, PermanentSendError, SendError, TransientSendError
+
+BACKOFF_BASE = timedelta(seconds=30)
+BACKOFF_CAP = timedelta(minutes=10)
+MAX_ATTEMPTS = 8
+ERROR_TEXT_MAX = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    state: str  # sent | retry_wait | failed | unknown
+    provider_id: str | None = None
+    next_attempt_utc: datetime | None = None
+    error: str | None = None
+    suppress: bool = False
+
+
+def backoff(attempts: int, retry_after: float | None = None) -> timedelta:
+    """30 s, 60 s, 2 min, 4 min, 8 min, then 10 min; a server's own hint wins when longer."""
+    delay = min(BACKOFF_BASE * (2 ** max(0, attempts - 1)), BACKOFF_CAP)
+    if retry_after is not None:
+        delay = max(delay, timedelta(seconds=retry_after))
+    return delay
+
+
+def accepted(provider_id: str) -> Decision:
+    return Decision("sent", provider_id=provider_id)
+
+
+def after_error(error: BaseException, *, attempts: int, now: datetime, retry_until: datetime) -> Decision:
+    """``attempts`` counts this attempt; ``retry_until`` is the last instant a retry may start."""
+    text = describe(error)
+    if isinstance(error, TransientSendError):
+        at = now + backoff(attempts, error.retry_after)
+        if attempts >= MAX_ATTEMPTS:
+            return Decision("failed", error=f"gave up after {attempts} attempts: {text}")
+        if at > retry_until:
+            return Decision("failed", error=f"no retry before the slot's grace ends: {text}")
+        return Decision("retry_wait", next_attempt_utc=at, error=text)
+    if isinstance(error, PermanentSendError):
+        return Decision("failed", error=text, suppress=error.suppress)
+    if isinstance(error, AmbiguousSendError):
+        return Decision("unknown", error=text)
+    return Decision("unknown", error=f"unexpected {type(error).__name__}: {text}")
+
+
+def describe(error: BaseException) -> str:
+    code = getattr(error, "code", None) if isinstance(error, SendError) else None
+    text = f"{code} {error}" if code is not None else str(error) or type(error).__name__
+    return text.replace("\r", " ").replace("\n", " ")[:ERROR_TEXT_MAX]

@@ -1,0 +1,109 @@
+"""Everything that sends, put together for the daemon: the dispatcher, its senders, the recovery of
+rows whose lease was lost, and the retry poller. One node identity per process start."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections import defaultdict
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from daemon.campaign import Campaign
+from daemon.channels.base import EmailSender, TextSender
+from daemon.channels.senders import email_sender_for, text_outbox_for
+from daemon.clock import Clock
+from daemon.dispatch.dispatcher import Dispatcher
+from daemon.links.keys import load_keyring
+from daemon.logs import get_logger
+from daemon.settings import Settings
+from daemon.store import dispatch as store
+from daemon.store.ledger import Claimed
+
+log = get_logger("dispatch")
+
+RETRY_POLL = timedelta(seconds=5)
+LEASE = timedelta(minutes=15)
+
+
+def node_id() -> str:
+    """This machine's stable name; leases are ``node/boot`` so a restart recognises its own."""
+    return os.environ.get("TOPSLOT_NODE_ID") or socket.gethostname()
+
+
+class DispatchService:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        settings: Settings,
+        clock: Clock,
+        *,
+        senders: Mapping[str, EmailSender | TextSender] | None = None,
+        node: str | None = None,
+    ):
+        self.engine = engine
+        self.clock = clock
+        self.node = node or node_id()
+        self.owner = f"{self.node}/{uuid.uuid4().hex[:8]}"
+        self.keyring = load_keyring(settings)
+        self.senders = dict(senders) if senders is not None else default_senders(settings, clock)
+        self.dispatcher = Dispatcher(engine, settings, clock, self.keyring, self.senders, owner=self.owner)
+        self.campaigns: dict[str, Campaign] = {}
+        self._poller: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        counts = await store.recover(self.engine, self.node, self.owner, self.clock.now())
+        if any(counts.values()):
+            log.warning("leases_recovered", **counts)
+        self._poller = asyncio.create_task(self._poll_retries(), name="retry-poller")
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        for sender in self.senders.values():
+            await sender.close()
+
+    async def on_campaigns_changed(self, campaigns: Mapping[str, Campaign]) -> None:
+        self.campaigns = dict(campaigns)
+
+    async def dispatch(self, campaign: Campaign, channel: str, due_utc: datetime, claims: list[Claimed]) -> None:
+        await self.dispatcher.dispatch(campaign, channel, due_utc, claims)
+
+    async def retry_due(self) -> int:
+        """Claim and send every ``retry_wait`` row whose time has come; returns how many."""
+        claimed = await store.claim_retries(self.engine, self.owner, LEASE, self.clock.now())
+        groups: dict[tuple[str, str, datetime], list[Claimed]] = defaultdict(list)
+        for campaign_id, channel, due, claim in claimed:
+            groups[(campaign_id, channel, due)].append(claim)
+        for (campaign_id, channel, due), claims in groups.items():
+            campaign = self.campaigns.get(campaign_id)
+            if campaign is None:  # unloaded meanwhile: give the rows back for whoever has it
+                await store.unclaim(self.engine, [c.delivery_id for c in claims], self.owner, self.clock.now())
+                continue
+            await self.dispatch(campaign, channel, due, claims)
+        return len(claimed)
+
+    async def _poll_retries(self) -> None:
+        while True:
+            await asyncio.sleep(RETRY_POLL.total_seconds())
+            try:
+                await store.recover(self.engine, self.node, self.owner, self.clock.now())
+                await self.retry_due()
+            except Exception:
+                log.exception("retry_poll_failed")
+
+
+def default_senders(settings: Settings, clock: Clock) -> dict[str, EmailSender | TextSender]:
+    """SMTP when configured (else the Maildir outbox); SMS and IM to JSON-lines outboxes for now."""
+    return {
+        "email": email_sender_for(settings),
+        "sms": text_outbox_for(settings, "sms", clock),
+        "im": text_outbox_for(settings, "im", clock),
+    }

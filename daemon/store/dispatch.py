@@ -1,0 +1,308 @@
+"""The ledger transitions of a send: claimed → sending → sent | retry_wait | failed | unknown.
+
+Every transition is one committed statement over a whole chunk of rows (never one transaction per
+message), and every one re-checks the lease (owner, epoch, state), so a paused node can never send
+or record a row that another node has since reclaimed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, bindparam, literal, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from daemon.campaign import Campaign
+from daemon.dispatch.policy import Decision
+from daemon.store import coupons
+from daemon.store.db import IMMEDIATE
+from daemon.store.dialect import upsert_insert
+from daemon.store.coupons import Reservation
+from daemon.store.ledger import Claimed
+from daemon.store.schema import contacts, deliveries, normalise_suppression_address, suppressions
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """A claimed row with what rendering and sending need about its contact."""
+
+    delivery_id: int
+    lease_epoch: int
+    campaign_id: str
+    channel: str
+    slot: str
+    slot_date: date
+    due_utc: datetime
+    timezone: str
+    attempts: int
+    coupon_code: str | None
+    contact_id: int
+    external_id: str
+    email: str | None
+    phone: str | None
+    first_name: str | None
+    last_name: str | None
+    gender: str | None
+    birth_date: date | None
+    age: int | None
+    country: str | None
+    locale: str | None
+    im_ids: dict[str, str] | None
+    attributes: dict[str, Any] | None
+
+
+_DELIVERY_COLUMNS = [
+    deliveries.c.id.label("delivery_id"),
+    deliveries.c.lease_epoch,
+    deliveries.c.campaign_id,
+    deliveries.c.channel,
+    deliveries.c.slot,
+    deliveries.c.slot_date,
+    deliveries.c.due_utc,
+    deliveries.c.timezone,
+    deliveries.c.attempts,
+    deliveries.c.coupon_code,
+    deliveries.c.contact_id,
+]
+_CONTACT_COLUMNS = [
+    contacts.c[name]
+    for name in (
+        "external_id", "email", "phone", "first_name", "last_name", "gender", "birth_date", "age",
+        "country", "locale", "im_ids", "attributes",
+    )
+]  # fmt: skip
+
+
+async def load_recipients(engine: AsyncEngine, claims: Sequence[Claimed], owner: str) -> list[Recipient]:
+    """The claimed rows (still leased to ``owner``) joined with their contacts, in id order."""
+    if not claims:
+        return []
+    query = (
+        select(*_DELIVERY_COLUMNS, *_CONTACT_COLUMNS)
+        .join(contacts, contacts.c.id == deliveries.c.contact_id)
+        .where(
+            deliveries.c.id.in_([c.delivery_id for c in claims]),
+            deliveries.c.state == "claimed",
+            deliveries.c.lease_owner == owner,
+        )
+        .order_by(deliveries.c.id)
+    )
+    async with engine.connect() as conn:
+        return [Recipient(**row) for row in (await conn.execute(query)).mappings()]
+
+
+async def mark_sending(
+    engine: AsyncEngine, rows: Sequence[tuple[int, int]], owner: str, now: datetime
+) -> set[int]:
+    """(delivery_id, lease_epoch) pairs → the ids this node may now hand to a provider.
+
+    The lease re-check happens here, in the same statement: a row whose lease expired or moved
+    to another node is not returned, and must not be sent."""
+    if not rows:
+        return set()
+    epochs = {d: e for d, e in rows}
+    stmt = (
+        update(deliveries)
+        .where(
+            deliveries.c.id.in_(list(epochs)),
+            deliveries.c.state == "claimed",
+            deliveries.c.lease_owner == owner,
+            deliveries.c.lease_expires_utc > now,
+        )
+        .values(state="sending", attempts=deliveries.c.attempts + 1, updated_at=now)
+        .returning(deliveries.c.id, deliveries.c.lease_epoch)
+    )
+    async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        got = (await conn.execute(stmt)).all()
+    return {r.id for r in got if epochs.get(r.id) == r.lease_epoch}
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    delivery_id: int
+    contact_id: int
+    decision: Decision
+    channel: str = "email"
+    address: str | None = None  # for a suppression (hard bounce)
+
+
+async def record_outcomes(
+    engine: AsyncEngine,
+    campaign_id: str,
+    outcomes: Sequence[Outcome],
+    owner: str,
+    now: datetime,
+    *,
+    prior_state: str = "sending",
+) -> None:
+    """Write a chunk's results, its coupons' fate and any suppressions in one transaction: codes of
+    accepted messages become assigned, codes of failed ones go back (unless still held)."""
+    params = [
+        {
+            "d_id": o.delivery_id,
+            "d_state": o.decision.state,
+            "d_provider": o.decision.provider_id,
+            "d_next": o.decision.next_attempt_utc,
+            "d_error": o.decision.error,
+        }
+        for o in outcomes
+    ]
+    if not params:
+        return
+    stmt = (
+        update(deliveries)
+        .where(
+            deliveries.c.id == bindparam("d_id"),
+            deliveries.c.state == prior_state,
+            deliveries.c.lease_owner == owner,
+        )
+        .values(
+            state=bindparam("d_state"),
+            provider_id=bindparam("d_provider"),
+            next_attempt_utc=bindparam("d_next", type_=deliveries.c.next_attempt_utc.type),
+            last_error=bindparam("d_error"),
+            updated_at=now,
+        )
+    )
+    dead = [
+        {
+            "channel": o.channel,
+            "address": normalise_suppression_address(o.channel, o.address),
+            "reason": "hard_bounce",
+            "source": (o.decision.error or "")[:200],
+            "created_at": now,
+        }
+        for o in outcomes
+        if o.decision.suppress and o.address
+    ]
+    accepted = [o.contact_id for o in outcomes if o.decision.state == "sent"]
+    refused = [o.contact_id for o in outcomes if o.decision.state == "failed"]
+    async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        await conn.execute(stmt, params)
+        await coupons.commit(conn, campaign_id, accepted, now)
+        await coupons.release(conn, campaign_id, refused, now)
+        if dead:
+            insert = upsert_insert(conn, suppressions)
+            await conn.execute(insert.on_conflict_do_nothing(index_elements=["channel", "address"]), dead)
+
+
+async def recover(engine: AsyncEngine, node: str, owner: str, now: datetime) -> dict[str, int]:
+    """Rows whose lease is gone: expired, or held by an earlier run of this very node (``node/…``).
+
+    ``claimed`` rows were never handed to a provider: they go back to ``planned`` (to be claimed
+    again). ``sending`` rows may or may not have left: they become ``unknown``, never resent."""
+    lost = and_(
+        deliveries.c.lease_owner != owner,
+        or_(deliveries.c.lease_expires_utc <= now, deliveries.c.lease_owner.startswith(f"{node}/", autoescape=True)),
+    )
+    counts: dict[str, int] = {}
+    async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        for state, target, extra in (
+            ("claimed", "planned", {}),
+            ("sending", "unknown", {"last_error": literal("connection state lost: the node stopped while sending")}),
+        ):
+            result = await conn.execute(
+                update(deliveries)
+                .where(deliveries.c.state == state, lost)
+                .values(state=target, lease_owner=None, lease_expires_utc=None, updated_at=now, **extra)
+            )
+            counts[f"{state}_to_{target}"] = result.rowcount or 0
+    return counts
+
+
+async def claim_retries(
+    engine: AsyncEngine, owner: str, lease: timedelta, now: datetime, limit: int = 1000
+) -> list[tuple[str, str, datetime, Claimed]]:
+    """Claim ``retry_wait`` rows that are due again: (campaign_id, channel, due_utc, claim)."""
+    picked = (
+        select(deliveries.c.id)
+        .where(deliveries.c.state == "retry_wait", deliveries.c.next_attempt_utc <= now)
+        .order_by(deliveries.c.next_attempt_utc, deliveries.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .cte("retry_picked")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
+    )
+    stmt = (
+        update(deliveries)
+        .where(deliveries.c.id == picked.c.id, deliveries.c.state == "retry_wait")
+        .values(
+            state="claimed",
+            lease_owner=owner,
+            lease_epoch=deliveries.c.lease_epoch + 1,
+            lease_expires_utc=now + lease,
+            updated_at=now,
+        )
+        .returning(
+            deliveries.c.campaign_id, deliveries.c.channel, deliveries.c.due_utc,
+            deliveries.c.id, deliveries.c.contact_id, deliveries.c.lease_epoch,
+        )
+    )  # fmt: skip
+    async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        rows = (await conn.execute(stmt)).all()
+    return [(r.campaign_id, r.channel, r.due_utc, Claimed(r.id, r.contact_id, r.lease_epoch)) for r in rows]
+
+
+async def retry_by_hand(engine: AsyncEngine, campaign_id: str, state: str, now: datetime) -> int:
+    """``topslot deliveries retry``: rows in ``state`` (unknown or failed) become due for a retry now."""
+    if state not in ("unknown", "failed"):
+        raise ValueError("only unknown or failed deliveries can be retried by hand")
+    stmt = (
+        update(deliveries)
+        .where(deliveries.c.campaign_id == campaign_id, deliveries.c.state == state)
+        .values(state="retry_wait", next_attempt_utc=now, last_error=f"retried by hand from {state}", updated_at=now)
+    )
+    async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        return (await conn.execute(stmt)).rowcount or 0
+
+
+async def reserve_coupons(
+    engine: AsyncEngine, campaign: Campaign, recipients: Sequence[Recipient], now: datetime, coupon_key: bytes | None
+) -> Reservation:
+    """One code per recipient's contact, recorded on the ledger rows; one transaction."""
+    async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        reservation = await coupons.reserve(conn, campaign, [r.contact_id for r in recipients], now, coupon_key=coupon_key)
+        params = [
+            {"r_id": r.delivery_id, "r_code": reservation.codes[r.contact_id]}
+            for r in recipients
+            if r.contact_id in reservation.codes
+        ]
+        if params:
+            await conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == bindparam("r_id"))
+                .values(coupon_code=bindparam("r_code")),
+                params,
+            )
+    return reservation
+
+
+async def unclaim(engine: AsyncEngine, ids: Sequence[int], owner: str, now: datetime) -> None:
+    """Hand claimed rows back to ``planned`` (nothing was sent), e.g. while coupons are exhausted."""
+    if not ids:
+        return
+    stmt = (
+        update(deliveries)
+        .where(deliveries.c.id.in_(list(ids)), deliveries.c.state == "claimed", deliveries.c.lease_owner == owner)
+        .values(state="planned", lease_owner=None, lease_expires_utc=None, updated_at=now)
+    )
+    async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        await conn.execute(stmt)
+
+
+async def release_claims(engine: AsyncEngine, ids: Sequence[int], owner: str, now: datetime, *, reason: str) -> None:
+    """Claimed rows this node will not send after all (campaign paused, not renderable): skipped."""
+    if not ids:
+        return
+    stmt = (
+        update(deliveries)
+        .where(deliveries.c.id.in_(list(ids)), deliveries.c.state == "claimed", deliveries.c.lease_owner == owner)
+        .values(state="skipped", skip_reason=reason, lease_owner=None, lease_expires_utc=None, updated_at=now)
+    )
+    async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        released = (await conn.execute(stmt.returning(deliveries.c.campaign_id, deliveries.c.contact_id))).all()
+        for campaign_id in {r.campaign_id for r in released}:
+            await coupons.release(conn, campaign_id, [r.contact_id for r in released if r.campaign_id == campaign_id], now)

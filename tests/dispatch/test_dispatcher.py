@@ -1,0 +1,122 @@
+"""A bucket end to end against a real SMTP server over TCP: claim → coupon → render → send → ledger."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from email import message_from_bytes, policy
+
+from sqlalchemy import select
+
+from channels.scripted_smtp import ScriptedSmtpServer
+from daemon.clock import FakeClock
+from daemon.coupons import codes
+from daemon.coupons.keys import active_coupon_key
+from daemon.dispatch.service import DispatchService
+from daemon.links.tokens import verify
+from daemon.scheduling.scheduler import BucketScheduler
+from daemon.store.schema import coupon_codes, suppressions
+from dispatch.fixtures import DUE, NOW, campaign, import_people, ledger_by_email, settings
+
+EMAILS = [
+    "accept+1@a.example",
+    "accept+2@b.example",
+    "greylist+1@a.example",
+    "hard-bounce+1@a.example",
+    "data-451+1@b.example",
+    "data-550+1@b.example",
+    "data-spam+1@a.example",
+    "drop-after-dot+1@a.example",
+]
+
+
+async def run_bucket(engine, tmp_path, server, clock):  # noqa: ANN001, ANN201
+    s = settings(tmp_path, server.port)
+    c = campaign()
+    service = DispatchService(engine, s, clock, node="test-node")
+    scheduler = BucketScheduler(engine, s, clock, owner=service.owner, on_claimed=service.dispatch)
+    await service.on_campaigns_changed({c.id: c})
+    await scheduler.on_campaigns_changed({c.id: c})
+    clock.set(DUE - timedelta(minutes=1))
+    claimed = await scheduler.fire_bucket(c.id, "email", DUE)
+    return service, claimed
+
+
+async def test_every_reply_lands_in_its_ledger_state(engine, tmp_path) -> None:
+    async with ScriptedSmtpServer() as server:
+        await import_people(engine, tmp_path, EMAILS)
+        clock = FakeClock(NOW)
+        service, claimed = await run_bucket(engine, tmp_path, server, clock)
+        try:
+            assert claimed == len(EMAILS)
+            rows = await ledger_by_email(engine)
+            got = {email: (r["state"], r["attempts"]) for email, r in rows.items()}
+            assert got == {
+                "accept+1@a.example": ("sent", 1),
+                "accept+2@b.example": ("sent", 1),
+                "greylist+1@a.example": ("retry_wait", 1),
+                "hard-bounce+1@a.example": ("failed", 1),
+                "data-451+1@b.example": ("retry_wait", 1),
+                "data-550+1@b.example": ("failed", 1),
+                "data-spam+1@a.example": ("failed", 1),
+                "drop-after-dot+1@a.example": ("unknown", 1),
+            }
+            assert rows["accept+1@a.example"]["provider_id"].startswith("Q")
+            assert "5.1.1" in rows["hard-bounce+1@a.example"]["last_error"]
+            async with engine.connect() as conn:
+                suppressed = set((await conn.execute(select(suppressions.c.address))).scalars())
+            assert suppressed == {"hard-bounce+1@a.example", "data-550+1@b.example"}  # spam refusal is not the address's fault
+
+            # the retry poller, six minutes later: the greylisted address now takes it, 451 again for the other
+            clock.advance(timedelta(minutes=6))
+            assert await service.retry_due() == 2
+            rows = await ledger_by_email(engine)
+            assert (rows["greylist+1@a.example"]["state"], rows["greylist+1@a.example"]["attempts"]) == ("sent", 2)
+            assert rows["data-451+1@b.example"]["state"] == "retry_wait"
+            # past the slot's 15-minute grace a retry is not attempted: failed, never sent at noon
+            clock.advance(timedelta(minutes=30))
+            assert await service.retry_due() == 1
+            rows = await ledger_by_email(engine)
+            assert rows["data-451+1@b.example"]["state"] == "failed"
+            assert "grace" in rows["data-451+1@b.example"]["last_error"]
+            # nobody got the same delivery twice
+            per_rcpt = [r.rcpt_to[0] for r in server.received]
+            assert per_rcpt.count("accept+1@a.example") == 1
+            assert per_rcpt.count("drop-after-dot+1@a.example") == 1
+        finally:
+            await service.close()
+
+
+async def test_the_message_carries_its_coupon_signed_links_and_unsubscribe_headers(engine, tmp_path) -> None:
+    async with ScriptedSmtpServer() as server:
+        ids = await import_people(engine, tmp_path, ["accept+1@a.example"])
+        service, _ = await run_bucket(engine, tmp_path, server, FakeClock(NOW))
+        try:
+            row = (await ledger_by_email(engine))["accept+1@a.example"]
+            [received] = server.accepted()
+            msg = message_from_bytes(received.data, policy=policy.default)
+            assert msg["Subject"] == "An offer for Name0"
+            assert msg["To"].addresses[0].addr_spec == "accept+1@a.example"
+            assert msg["Message-ID"].startswith(f"<d{row['id']}.dispatch-test@")
+            assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+            unsubscribe = msg["List-Unsubscribe"]
+            assert "<http://127.0.0.1:8080/u/" in unsubscribe and "<mailto:unsubscribe+" in unsubscribe
+            text = msg.get_body(("plain",)).get_content()
+            html = msg.get_body(("html",)).get_content()
+            # the coupon: the one in the ledger, verifiable offline for this contact
+            code = row["coupon_code"]
+            assert code and code in text and code in html
+            verdict = codes.verify(code, active_coupon_key(service.keyring), "dispatch-test", ids["accept+1@a.example"], prefix="TS")
+            assert verdict.valid
+            async with engine.connect() as conn:
+                state = await conn.scalar(select(coupon_codes.c.state).where(coupon_codes.c.code == code))
+            assert state == "assigned"
+            # every link is a signed /c/ link for this delivery; no destination in the URL
+            assert 'href="https://shop.example.com/offer"' not in html
+            tokens = [part.split('"')[0] for part in html.split('href="http://127.0.0.1:8080/c/')[1:]]
+            assert len(tokens) == 2
+            for token in tokens:
+                claims = verify(token, service.keyring, "click")
+                assert claims.delivery_id == row["id"]
+            assert "shop.example.com" not in "".join(tokens)
+        finally:
+            await service.close()
