@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from daemon.cli.common import settings_or_exit
-from daemon.clock import FakeClock, SystemClock
+from daemon.clock import Clock, SimulatedClock, SystemClock
 
 ConfigOption = Annotated[
     Optional[Path],  # noqa: UP045 - typer reads the annotation
@@ -24,27 +24,37 @@ def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
 
 
-def run(config: ConfigOption = None) -> None:
-    """Run the daemon until SIGTERM/SIGINT; SIGHUP or a changed campaign file reloads campaigns."""
+def run(
+    config: ConfigOption = None,
+    from_: Annotated[
+        Optional[datetime],  # noqa: UP045
+        typer.Option("--from", help="Simulate: the clock starts at this instant (UTC unless an offset is given)."),
+    ] = None,
+    speed: Annotated[float, typer.Option("--speed", min=0.001, help="Simulate: the clock runs this many times faster.")] = 1.0,
+) -> None:
+    """Run the daemon until SIGTERM/SIGINT; SIGHUP or a changed campaign file reloads campaigns.
+
+    --from/--speed run it on a simulated clock (rehearsals, demos, fault tests); never in production."""
     from daemon.runtime import Daemon
 
     settings = settings_or_exit(config)
-    asyncio.run(Daemon(settings).run())
+    clock: Clock = SystemClock()
+    if from_ is not None or speed != 1.0:
+        start = SystemClock().now() if from_ is None else (from_ if from_.tzinfo else from_.replace(tzinfo=UTC))
+        clock = SimulatedClock(start, speed)
+    asyncio.run(Daemon(settings, clock=clock).run())
 
 
 def demo(
     config: ConfigOption = None,
     keep_running: Annotated[bool, typer.Option("--keep-running", help="Keep the daemon up after the tour.")] = False,
-    now: Annotated[
-        Optional[datetime],  # noqa: UP045
-        typer.Option("--now", help="Pretend it is this instant (UTC unless an offset is given)."),
-    ] = None,
+    seconds: Annotated[
+        float, typer.Option("--seconds", min=1, help="Real seconds the campaign's whole send window takes.")
+    ] = 40.0,
 ) -> None:
-    """Set up SQLite under var/, validate and import the examples, show audience and plan, start the daemon."""
+    """The tour: SQLite and an outbox under var/demo/, the example campaign validated, its contacts
+    imported, audience and plan shown, then the campaign really sent on a simulated clock."""
     from daemon.runtime.demo import run_demo
 
-    console = Console()
     settings = settings_or_exit(config)
-    clock = SystemClock() if now is None else FakeClock(now if now.tzinfo else now.replace(tzinfo=UTC))
-    code = asyncio.run(run_demo(settings, console, clock, keep_running=keep_running))
-    raise typer.Exit(code)
+    raise typer.Exit(asyncio.run(run_demo(settings, Console(), keep_running=keep_running, wall_seconds=seconds)))

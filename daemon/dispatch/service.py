@@ -9,7 +9,7 @@ import os
 import socket
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from daemon.campaign import Campaign
 from daemon.channels.base import EmailSender, TextSender
 from daemon.channels.senders import email_sender_for, text_outbox_for
-from daemon.clock import Clock
+from daemon.clock import Clock, clock_span
 from daemon.dispatch.dispatcher import Dispatcher
 from daemon.links.keys import load_keyring
 from daemon.logs import get_logger
@@ -28,7 +28,7 @@ from daemon.store.ledger import Claimed
 log = get_logger("dispatch")
 
 RETRY_POLL = timedelta(seconds=5)
-LEASE = timedelta(minutes=15)
+LEASE = timedelta(minutes=15)  # real time; longer on a simulated clock
 
 
 def node_id() -> str:
@@ -45,6 +45,7 @@ class DispatchService:
         *,
         senders: Mapping[str, EmailSender | TextSender] | None = None,
         node: str | None = None,
+        on_recovered: Callable[[], Awaitable[None]] | None = None,
     ):
         self.engine = engine
         self.clock = clock
@@ -53,13 +54,12 @@ class DispatchService:
         self.keyring = load_keyring(settings)
         self.senders = dict(senders) if senders is not None else default_senders(settings, clock)
         self.dispatcher = Dispatcher(engine, settings, clock, self.keyring, self.senders, owner=self.owner)
+        self.on_recovered = on_recovered  # rows handed back to planned need their bucket fired again
         self.campaigns: dict[str, Campaign] = {}
         self._poller: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        counts = await store.recover(self.engine, self.node, self.owner, self.clock.now())
-        if any(counts.values()):
-            log.warning("leases_recovered", **counts)
+        await self.recover()
         self._poller = asyncio.create_task(self._poll_retries(), name="retry-poller")
 
     async def close(self) -> None:
@@ -76,9 +76,18 @@ class DispatchService:
     async def dispatch(self, campaign: Campaign, channel: str, due_utc: datetime, claims: list[Claimed]) -> None:
         await self.dispatcher.dispatch(campaign, channel, due_utc, claims)
 
+    async def recover(self) -> dict[str, int]:
+        """Rows whose lease was lost: claimed → planned (refired), sending → unknown."""
+        counts = await store.recover(self.engine, self.node, self.owner, self.clock.now())
+        if any(counts.values()):
+            log.warning("leases_recovered", **counts)
+            if counts.get("claimed_to_planned") and self.on_recovered is not None:
+                await self.on_recovered()
+        return counts
+
     async def retry_due(self) -> int:
         """Claim and send every ``retry_wait`` row whose time has come; returns how many."""
-        claimed = await store.claim_retries(self.engine, self.owner, LEASE, self.clock.now())
+        claimed = await store.claim_retries(self.engine, self.owner, clock_span(self.clock, LEASE), self.clock.now())
         groups: dict[tuple[str, str, datetime], list[Claimed]] = defaultdict(list)
         for campaign_id, channel, due, claim in claimed:
             groups[(campaign_id, channel, due)].append(claim)
@@ -94,7 +103,7 @@ class DispatchService:
         while True:
             await asyncio.sleep(RETRY_POLL.total_seconds())
             try:
-                await store.recover(self.engine, self.node, self.owner, self.clock.now())
+                await self.recover()
                 await self.retry_due()
             except Exception:
                 log.exception("retry_poll_failed")

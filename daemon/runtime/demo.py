@@ -7,42 +7,73 @@ Each step is a small function so later issues can add one (sending to var/outbox
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
+import shutil
+from datetime import UTC, datetime, time, timedelta
+from email import policy
+from email.parser import BytesParser
 from pathlib import Path
 
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
-
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.campaign import Campaign
-from daemon.clock import Clock
+from daemon.clock import SimulatedClock
 from daemon.config import LoadResult
 from daemon.imports.report import ImportReport
-from daemon.planning import summary_lines
+from daemon.planning import DispatchWindow, summary_lines
 from daemon.runtime import ports
 from daemon.runtime.service import Daemon
 from daemon.scheduling.plan_run import plan_campaign
 from daemon.settings import Settings
+from daemon.store import ledger
 from daemon.store.audience import AudienceSummary, audience_summary
 from daemon.store.contacts import import_contacts
 from daemon.store.events import import_events
 
+DEMO_WALL_SECONDS = 40.0  # the campaign's whole send window plays in about this many real seconds
+DEMO_TIMEOUT_S = 240
 
-async def run_demo(settings: Settings, console: Console, clock: Clock, keep_running: bool = False) -> int:
-    """Run the tour; returns the exit code (0: all steps shown)."""
+
+def demo_settings(settings: Settings) -> Settings:
+    """The tour's own corner of var/ (database and outbox), so it never touches a real one."""
+    root = settings.var_dir / "demo"
+    return settings.model_copy(
+        update={
+            "database_url": f"sqlite+aiosqlite:///{root / 'topslot.db'}",
+            "outbox_dir": root / "outbox",
+            "log_format": "console",
+            "log_level": "warning",  # the tour prints its own progress; warnings still show
+        }
+    )
+
+
+async def run_demo(
+    settings: Settings, console: Console, *, keep_running: bool = False, wall_seconds: float = DEMO_WALL_SECONDS
+) -> int:
+    """Run the tour; returns the exit code (0: the example campaign was planned and sent)."""
+    settings = demo_settings(settings)
+    root = settings.var_dir / "demo"
+    shutil.rmtree(root, ignore_errors=True)  # a fresh tour each time
+    settings.outbox_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
     console.print(
         Panel.fit(
             "[bold]topslot demo[/bold] — every message lands just before 07:30 or 17:00 in the recipient's "
-            "own time zone.\nEverything below runs on embedded defaults: SQLite in "
-            f"[cyan]{_rel(settings.var_dir)}[/cyan], config in [cyan]{_rel(settings.config_dir)}[/cyan].",
+            "own time zone.\nEverything below runs on embedded defaults: SQLite and the outbox in "
+            f"[cyan]{_rel(root)}[/cyan], config in [cyan]{_rel(settings.config_dir)}[/cyan].",
             border_style="green",
         )
     )
-    now = clock.now()
-    settings.var_dir.mkdir(parents=True, exist_ok=True)
-    settings.outbox_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+    loaded = ports.load_campaigns(settings.campaigns_dir, settings.templates_dir, settings.compliance)
+    if not loaded.campaigns:
+        show_campaigns(console, loaded)
+        return 1
+    # The tour happens the day before the earliest campaign starts (recipients' local dates run ahead
+    # of UTC in the east, so a day earlier still catches everybody's first slot).
+    first_day = min(c.schedule.start for c in loaded.campaigns.values())
+    now = datetime.combine(first_day - timedelta(days=2), time(12, 0), tzinfo=UTC)
 
     console.rule("1. database")
     engine = await ports.open_database(settings.database_url)
@@ -50,7 +81,6 @@ async def run_demo(settings: Settings, console: Console, clock: Clock, keep_runn
         console.print(f"schema up to date in [cyan]{_database_label(settings)}[/cyan]")
 
         console.rule("2. campaigns")
-        loaded = ports.load_campaigns(settings.campaigns_dir, settings.templates_dir, settings.compliance)
         show_campaigns(console, loaded)
 
         console.rule("3. example data")
@@ -60,25 +90,75 @@ async def run_demo(settings: Settings, console: Console, clock: Clock, keep_runn
         for campaign in loaded.campaigns.values():
             await show_audience(console, engine, campaign, now)
 
-        console.rule("5. plan")
+        console.rule(f"5. plan (as of {now:%Y-%m-%d %H:%M} UTC)")
+        windows = []
         for campaign in loaded.campaigns.values():
-            await show_plan_summary(console, engine, campaign, now, settings)
+            windows += await show_plan_summary(console, engine, campaign, now, settings)
     finally:
         await engine.dispose()
+    if not windows:
+        console.print("[yellow]nothing to send[/yellow]")
+        return 1
 
-    console.rule("6. daemon")
-    readable = settings.model_copy(update={"log_format": "console"})  # the tour is for people
-    daemon = Daemon(readable, clock=clock, log_stream=console.file, handle_signals=keep_running)
+    start = min(w.start_utc for w in windows) - timedelta(minutes=2)
+    span = (max(w.due_utc for w in windows) - start).total_seconds()
+    speed = max(60.0, span / wall_seconds)
+    clock = SimulatedClock(start, speed)
+    console.rule(f"6. sending on a simulated clock: from {start:%Y-%m-%d %H:%M} UTC, {speed:,.0f}× real time")
+    console.print(
+        "The daemon plans every recipient into the ledger, wakes up for each zone's bucket and hands the\n"
+        "messages to the outbox. At this speed a millisecond of work is several simulated seconds, so\n"
+        "Date headers read a little later than in real life, where a bucket starts a minute before its slot.",
+        highlight=False,
+    )
+    daemon = Daemon(settings, clock=clock, log_stream=console.file, handle_signals=keep_running)
     async with daemon:
-        console.print(
-            f"[green]daemon ready[/green]: {len(daemon.campaigns)} campaign(s) active, "
-            f"watching [cyan]{_rel(settings.campaigns_dir)}[/cyan]"
-        )
+        await watch_sending(console, daemon, clock)
+        show_outbox(console, settings)
         if keep_running:
             console.print("running — edit a campaign file to see it reloaded; Ctrl-C to stop")
             await daemon.wait_stopped()
     show_next_steps(console, settings, sorted(loaded.campaigns))
-    return 1 if loaded.problems or not loaded.campaigns else 0
+    return 0 if not loaded.problems else 1
+
+
+async def watch_sending(console: Console, daemon: Daemon, clock: SimulatedClock) -> None:
+    """Print the ledger's progress as the simulated day passes, until nothing is left to send."""
+    shown: dict[str, int] = {}
+    deadline = asyncio.get_running_loop().time() + DEMO_TIMEOUT_S
+    while asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(1.0)
+        counts = await ledger.state_totals(daemon.engine)
+        if counts != shown:
+            shown = counts
+            parts = ", ".join(f"{state} {n}" for state, n in sorted(counts.items()))
+            console.print(f"{clock.now():%Y-%m-%d %H:%M} UTC  {parts}", markup=False, highlight=False)
+        if counts and not any(counts.get(s, 0) for s in ("planned", "claimed", "sending", "retry_wait")):
+            return
+    console.print("[yellow]stopped waiting: some deliveries are still pending[/yellow]")
+
+
+def show_outbox(console: Console, settings: Settings) -> None:
+    outbox = settings.outbox_dir
+    assert outbox is not None
+    emails = sorted((outbox / "new").glob("*")) if (outbox / "new").is_dir() else []
+    console.rule("7. outbox")
+    console.print(f"{len(emails)} email(s) in [cyan]{_rel(outbox / 'new')}[/cyan]")
+    if emails:
+        message = BytesParser(policy=policy.default).parsebytes(emails[0].read_bytes())
+        for name in ("From", "To", "Subject", "Date", "Message-ID", "List-Unsubscribe", "List-Unsubscribe-Post"):
+            console.print(f"  {name}: {message[name]}", markup=False, highlight=False)
+        body = message.get_body(("plain",))
+        if body is not None:
+            for line in body.get_content().strip().splitlines()[:12]:
+                console.print(f"  | {line}", markup=False, highlight=False)
+    for channel in ("sms", "im"):
+        path = outbox / f"{channel}.jsonl"
+        if path.is_file():
+            lines = path.read_text(encoding="utf-8").splitlines()
+            console.print(f"{len(lines)} {channel.upper()} message(s) in [cyan]{_rel(path)}[/cyan]")
+            if lines:
+                console.print("  " + lines[0], markup=False, highlight=False)
 
 
 def show_campaigns(console: Console, loaded: LoadResult) -> None:
@@ -141,11 +221,12 @@ def audience_table(campaign: Campaign, summary: AudienceSummary) -> Table:
 
 async def show_plan_summary(
     console: Console, engine: AsyncEngine, campaign: Campaign, now: datetime, settings: Settings
-) -> None:
+) -> list[DispatchWindow]:
     """The plan per local slot and zone (a dry run: the daemon writes the ledger itself)."""
     outcome = await plan_campaign(engine, campaign, settings, now, write=False)
     for line in summary_lines(outcome.summary, channels=campaign.channels):
         console.print(line, markup=False, highlight=False)
+    return outcome.summary.windows
 
 
 def show_next_steps(console: Console, settings: Settings, campaign_ids: list[str]) -> None:
@@ -153,7 +234,7 @@ def show_next_steps(console: Console, settings: Settings, campaign_ids: list[str
     example = campaign_ids[0] if campaign_ids else "CAMPAIGN_ID"
     lines = [
         f"database      [cyan]{db}[/cyan]   (open it with: sqlite3 {db})" if settings.sqlite_path else f"database      {db}",
-        f"outbox        [cyan]{_rel(settings.outbox_dir)}[/cyan]",
+        f"outbox        [cyan]{_rel(settings.outbox_dir)}[/cyan]   (.eml files: open them in any mail client)",
         f"campaigns     [cyan]{_rel(settings.campaigns_dir)}[/cyan]  (drop a YAML file here; the daemon reloads it)",
         "",
         "validate      [bold].venv/bin/topslot validate config/[/bold]",

@@ -124,12 +124,12 @@ class Daemon:
         self._stack.push_async_callback(self._dispose_engine)
         log.info("database_ready", database=_safe_url(s.database_url))
         if self.schedule:
-            self.dispatch = DispatchService(self.engine, s, self.clock)
-            await self.dispatch.start()
-            self._stack.push_async_callback(self.dispatch.close)
+            self.dispatch = DispatchService(self.engine, s, self.clock, on_recovered=self._rebuild_jobs)
             self.scheduler = BucketScheduler(
                 self.engine, s, self.clock, owner=self.dispatch.owner, on_claimed=self.dispatch.dispatch
             )
+            await self.dispatch.start()
+            self._stack.push_async_callback(self.dispatch.close)
             self.scheduler.start()
             self._stack.callback(self.scheduler.shutdown)
             self.listeners[:0] = [self.dispatch, self.scheduler]  # the dispatcher knows a campaign before it fires
@@ -219,6 +219,10 @@ class Daemon:
                 await listener.on_campaigns_changed(active)
             except Exception:
                 log.exception("listener_failed", listener=type(listener).__name__)
+
+    async def _rebuild_jobs(self) -> None:
+        if self.scheduler is not None:
+            await self.scheduler.rebuild_jobs()
 
     def _status(self) -> str:
         problems = f", {len(self.problems)} problem(s)" if self.problems else ""

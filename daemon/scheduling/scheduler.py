@@ -4,8 +4,8 @@ The ledger is the durable truth: jobs are only a wake-up list rebuilt from the p
 after every (re)plan and at start, so a restart loses nothing that is due. A bucket fired late
 (the daemon was down) is fired at once; the planner has already applied the missed-slot policy.
 
-Job times are computed on the injected ``Clock`` and translated to wall time by the clock's offset,
-so a fake or simulated clock drives real timers.
+Job times are computed on the injected ``Clock`` and translated to wall time (by the clock's offset
+and speed), so a fake or simulated clock drives real timers.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from apscheduler.triggers.date import DateTrigger
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.campaign import Campaign
-from daemon.clock import Clock
+from daemon.clock import Clock, clock_span, wall_seconds_until
 from daemon.logs import bound, get_logger
 from daemon.scheduling.plan_run import plan_campaign
 from daemon.settings import Settings
@@ -135,11 +135,12 @@ class BucketScheduler:
         for job in self._aps.get_jobs():
             if job.id.startswith(JOB_PREFIX) and job.id not in wanted:
                 job.remove()
-        offset = datetime.now(UTC) - self.clock.now()
+        wall_now = datetime.now(UTC)
         for jid, b in wanted.items():
+            run_at = wall_now + timedelta(seconds=wall_seconds_until(self.clock, b.dispatch_start_utc))
             self._aps.add_job(
                 self.fire_bucket,
-                DateTrigger(run_date=b.dispatch_start_utc + offset, timezone=UTC),
+                DateTrigger(run_date=run_at, timezone=UTC),
                 args=[b.campaign_id, b.channel, b.due_utc],
                 id=jid,
                 replace_existing=True,
@@ -174,7 +175,7 @@ class BucketScheduler:
             while True:
                 batch = await ledger.claim_bucket(
                     self.engine, campaign_id, channel, due_utc,
-                    owner=self.owner, lease=self.lease, now=self.clock.now(), limit=CLAIM_BATCH,
+                    owner=self.owner, lease=clock_span(self.clock, self.lease), now=self.clock.now(), limit=CLAIM_BATCH,
                 )
                 if not batch:
                     break

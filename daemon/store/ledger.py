@@ -363,3 +363,10 @@ async def state_counts(engine: AsyncEngine, campaign_id: str) -> dict[tuple[str,
     )
     async with engine.connect() as conn:
         return {(s, r): n for s, r, n in await conn.execute(query)}
+
+
+async def state_totals(engine: AsyncEngine) -> dict[str, int]:
+    """state → rows, over the whole ledger."""
+    query = select(deliveries.c.state, func.count()).group_by(deliveries.c.state)
+    async with engine.connect() as conn:
+        return {state: n for state, n in await conn.execute(query)}

@@ -6,9 +6,12 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from email import policy
+from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
@@ -68,25 +71,37 @@ def test_run_with_bad_settings_lists_every_problem_and_exits_2(workdir: Path) ->
     assert done.stderr.splitlines()[1].startswith(f"{path}:2:1: tracking_port:")
 
 
-def test_demo_on_the_shipped_example(tmp_path: Path) -> None:
+def test_demo_sends_the_shipped_example_to_the_outbox(tmp_path: Path) -> None:
     shutil.copytree(REPO / "config", tmp_path / "config", ignore=shutil.ignore_patterns("*.db"))
     shutil.copytree(REPO / "templates", tmp_path / "templates")
+    (tmp_path / "var" / "demo").mkdir(parents=True)
+    (tmp_path / "var" / "demo" / "leftover").write_text("from an earlier tour")
     done = subprocess.run(
-        [*TOPSLOT, "demo"],
+        [*TOPSLOT, "demo", "--seconds", "6"],
         cwd=tmp_path,
         env=child_env(COLUMNS="120"),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert (tmp_path / "var" / "topslot.db").is_file()
-    assert (tmp_path / "var" / "outbox").is_dir()
-    for step in ("1. database", "2. campaigns", "3. example data", "4. audiences", "5. plan", "6. daemon"):
+    for step in ("1. database", "2. campaigns", "3. example data", "4. audiences", "5. plan", "6. sending", "7. outbox"):
         assert step in done.stdout
-    assert "daemon_ready" in done.stdout and "what next" in done.stdout
-    assert "0 problem" not in done.stdout and "valid" in done.stdout
-    # twice in a row is fine (imports upsert, migrations are idempotent)
-    again = subprocess.run([*TOPSLOT, "demo"], cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=120, check=False)
-    assert again.returncode == 0, again.stdout + again.stderr
+    assert "what next" in done.stdout and "valid" in done.stdout
+    demo = tmp_path / "var" / "demo"
+    assert not (demo / "leftover").exists()  # every tour starts fresh
+    db = sqlite3.connect(demo / "topslot.db")
+    states = dict(db.execute("select state, count(*) from deliveries group by state").fetchall())
+    assert set(states) == {"sent"}, states
+    sent = dict(db.execute("select channel, count(*) from deliveries group by channel").fetchall())
+    emails = sorted((demo / "outbox" / "new").iterdir())
+    assert len(emails) == sent["email"] > 0
+    message = BytesParser(policy=policy.default).parsebytes(emails[0].read_bytes())
+    assert message["Subject"].startswith(("A gift for Mom", "【广告】A gift for Mom"))
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    code = db.execute("select coupon_code from deliveries where channel='email' limit 1").fetchone()[0]
+    assert code.startswith("MOM")
+    sms = (demo / "outbox" / "sms.jsonl").read_text().splitlines()
+    assert len(sms) == sent["sms"]
+    assert all(json.loads(line)["body"].endswith("Reply STOP to opt out") for line in sms)
