@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from daemon.cli import config_cmds, coupon_cmds, data_cmds, plan_cmds, run_cmds
-from daemon.cli import preview_cmds
+from daemon.cli import (
+    config_cmds,
+    coupon_cmds,
+    data_cmds,
+    delivery_cmds,
+    plan_cmds,
+    preview_cmds,
+    run_cmds,
+)
 
 app = typer.Typer(
     name="topslot",
@@ -15,7 +22,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (config_cmds, data_cmds, plan_cmds, run_cmds, coupon_cmds, preview_cmds):
+for module in (run_cmds, config_cmds, data_cmds, plan_cmds, preview_cmds, coupon_cmds, delivery_cmds):
     module.register(app)
 
 

@@ -9,7 +9,9 @@ from typing import Annotated, Any
 import typer
 
 from daemon.campaign import Campaign
-from daemon.config.campaigns import load_campaigns
+from daemon.errors import InvalidInput
+from daemon.runtime.ports import load_campaigns
+from daemon.settings import load_settings
 
 
 def campaign_schema() -> dict[str, Any]:
@@ -31,13 +33,20 @@ def validate(
         typer.Option("--templates", help="Templates directory (default: templates/ next to CONFIG_DIR)"),
     ] = None,
 ) -> None:
-    """Check every campaign file; print each problem as path:line:column: message."""
+    """Check every campaign file (and topslot.yaml); print each problem as path:line:column: message."""
     templates_dir = templates if templates is not None else config_dir.parent / "templates"
     campaigns_dir = config_dir / "campaigns"
     if not campaigns_dir.is_dir():
         typer.echo(f"error: {campaigns_dir} is not a directory (expected CONFIG_DIR/campaigns)", err=True)
         raise typer.Exit(2)
-    result = load_campaigns(campaigns_dir, templates_dir)
+    try:
+        compliance = load_settings(config_dir).compliance
+    except InvalidInput as exc:  # the process settings are checked too
+        for problem in exc.problems:
+            typer.echo(str(problem))
+        raise typer.Exit(1) from None
+    # As the daemon loads them: valid YAML and templates, and compilable for sending (CSS, links, footer).
+    result = load_campaigns(campaigns_dir, templates_dir, compliance)
     for problem in result.problems:
         typer.echo(str(problem))
     valid = len(result.campaigns)

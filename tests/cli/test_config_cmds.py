@@ -36,6 +36,7 @@ def test_validate_shipped_config_exits_0() -> None:
 def test_validate_reports_every_problem_with_relative_paths_and_exits_1(tmp_path: Path) -> None:
     (tmp_path / "config" / "campaigns").mkdir(parents=True)
     shutil.copytree(REPO / "templates", tmp_path / "templates")
+    shutil.copy(REPO / "config/topslot.yaml", tmp_path / "config/topslot.yaml")
     shutil.copy(REPO / "config/campaigns/mothers-day-2027.yaml", tmp_path / "config/campaigns/good.yaml")
     shutil.copy(BROKEN / "several_errors.yaml", tmp_path / "config/campaigns/bad.yaml")
     text = (tmp_path / "config/campaigns/bad.yaml").read_text().replace("good/", "mothers-day/")
@@ -54,6 +55,19 @@ def test_validate_reports_every_problem_with_relative_paths_and_exits_1(tmp_path
         "config/campaigns/bad.yaml:18:3: schedule: unknown key 'per_recepient'; did you mean 'per_recipient'?",
     ]
     assert done.stderr.strip() == "error: 4 problem(s) in 1 file(s); 1 of 2 campaign(s) valid"
+
+
+def test_validate_reports_what_keeps_a_campaign_from_being_sent(tmp_path: Path) -> None:
+    """No sender identity / postal address in topslot.yaml: the campaign is valid YAML but cannot go out."""
+    (tmp_path / "config" / "campaigns").mkdir(parents=True)
+    shutil.copytree(REPO / "templates", tmp_path / "templates")
+    shutil.copy(REPO / "config/campaigns/mothers-day-2027.yaml", tmp_path / "config/campaigns/good.yaml")
+
+    done = run("validate", "config", cwd=tmp_path)
+
+    assert done.returncode == 1
+    assert "compliance.postal_address is required to send email" in done.stdout
+    assert "0 of 1 campaign(s) valid" in done.stderr
 
 
 def test_validate_with_templates_option_and_missing_dir(tmp_path: Path) -> None:
