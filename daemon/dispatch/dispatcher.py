@@ -94,6 +94,9 @@ class Dispatcher:
         """Send one batch of claimed rows of a bucket (the scheduler's ``on_claimed``)."""
         with bound(campaign_id=campaign.id, channel=channel, slot=due_utc.isoformat()):
             recipients = await store.load_recipients(self.engine, claims, self.owner)
+            recipients = await store.drop_ineligible(
+                self.engine, campaign, channel, recipients, self.owner, self.clock.now()
+            )
             recipients = await self._with_coupons(campaign, recipients)
             kit = self.kit(campaign)
             prepared, unrenderable = self._prepare(kit, channel, recipients)

@@ -21,7 +21,7 @@ from daemon.store import coupons
 from daemon.store.db import IMMEDIATE
 from daemon.store.dialect import upsert_insert
 from daemon.store.coupons import Reservation
-from daemon.store.ledger import Claimed
+from daemon.store.ledger import Claimed, ineligibility_reason
 from daemon.store.schema import contacts, deliveries, normalise_suppression_address, suppressions
 
 
@@ -92,6 +92,30 @@ async def load_recipients(engine: AsyncEngine, claims: Sequence[Claimed], owner:
     )
     async with engine.connect() as conn:
         return [Recipient(**row) for row in (await conn.execute(query)).mappings()]
+
+
+async def drop_ineligible(
+    engine: AsyncEngine, campaign: Campaign, channel: str, recipients: Sequence[Recipient], owner: str, now: datetime
+) -> list[Recipient]:
+    """Skip claimed rows whose contact unsubscribed, lost consent or was suppressed since the claim
+    (an unsubscribe that arrives mid-burst is honoured); returns the recipients still to send."""
+    if not recipients:
+        return []
+    reason = ineligibility_reason(campaign, channel, now, default="")
+    stmt = (
+        update(deliveries)
+        .where(
+            deliveries.c.id.in_([r.delivery_id for r in recipients]),
+            deliveries.c.state == "claimed",
+            deliveries.c.lease_owner == owner,
+            reason != "",
+        )
+        .values(state="skipped", skip_reason=reason, lease_owner=None, lease_expires_utc=None, updated_at=now)
+        .returning(deliveries.c.id)
+    )
+    async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        dropped = set((await conn.execute(stmt)).scalars())
+    return [r for r in recipients if r.delivery_id not in dropped]
 
 
 async def mark_sending(

@@ -5,16 +5,18 @@ from __future__ import annotations
 from datetime import timedelta
 from email import message_from_bytes, policy
 
-from sqlalchemy import select
-
 from channels.scripted_smtp import ScriptedSmtpServer
+from sqlalchemy import insert, select
+
 from daemon.clock import FakeClock
 from daemon.coupons import codes
 from daemon.coupons.keys import active_coupon_key
 from daemon.dispatch.service import DispatchService
 from daemon.links.tokens import verify
 from daemon.scheduling.scheduler import BucketScheduler
-from daemon.store.schema import coupon_codes, suppressions
+from daemon.store import ledger
+from daemon.store.ledger import Claimed
+from daemon.store.schema import coupon_codes, normalise_suppression_address, suppressions
 from dispatch.fixtures import DUE, NOW, campaign, import_people, ledger_by_email, settings
 
 EMAILS = [
@@ -64,7 +66,10 @@ async def test_every_reply_lands_in_its_ledger_state(engine, tmp_path) -> None:
             assert "5.1.1" in rows["hard-bounce+1@a.example"]["last_error"]
             async with engine.connect() as conn:
                 suppressed = set((await conn.execute(select(suppressions.c.address))).scalars())
-            assert suppressed == {"hard-bounce+1@a.example", "data-550+1@b.example"}  # spam refusal is not the address's fault
+            assert suppressed == {
+                "hard-bounce+1@a.example",
+                "data-550+1@b.example",
+            }  # spam refusal is not the address's fault
 
             # the retry poller, six minutes later: the greylisted address now takes it, 451 again for the other
             clock.advance(timedelta(minutes=6))
@@ -105,7 +110,9 @@ async def test_the_message_carries_its_coupon_signed_links_and_unsubscribe_heade
             # the coupon: the one in the ledger, verifiable offline for this contact
             code = row["coupon_code"]
             assert code and code in text and code in html
-            verdict = codes.verify(code, active_coupon_key(service.keyring), "dispatch-test", ids["accept+1@a.example"], prefix="TS")
+            verdict = codes.verify(
+                code, active_coupon_key(service.keyring), "dispatch-test", ids["accept+1@a.example"], prefix="TS"
+            )
             assert verdict.valid
             async with engine.connect() as conn:
                 state = await conn.scalar(select(coupon_codes.c.state).where(coupon_codes.c.code == code))
@@ -118,5 +125,43 @@ async def test_the_message_carries_its_coupon_signed_links_and_unsubscribe_heade
                 claims = verify(token, service.keyring, "click")
                 assert claims.delivery_id == row["id"]
             assert "shop.example.com" not in "".join(tokens)
+        finally:
+            await service.close()
+
+
+async def test_an_unsubscribe_after_the_claim_is_honoured_before_sending(engine, tmp_path) -> None:
+    async with ScriptedSmtpServer() as server:
+        await import_people(engine, tmp_path, ["accept+1@a.example", "accept+2@a.example"])
+        s = settings(tmp_path, server.port)
+        c = campaign()
+        clock = FakeClock(NOW)
+        service = DispatchService(engine, s, clock, node="test-node")
+        try:
+            scheduler = BucketScheduler(engine, s, clock, owner=service.owner)  # claims only
+            await service.on_campaigns_changed({c.id: c})
+            await scheduler.on_campaigns_changed({c.id: c})
+            clock.set(DUE - timedelta(minutes=1))
+            await scheduler.fire_bucket(c.id, "email", DUE)
+            claims = await ledger.claim_bucket(
+                engine, c.id, "email", DUE, owner=service.owner, lease=timedelta(minutes=5), now=clock.now()
+            )
+            assert claims == []  # fire_bucket claimed them all already
+            rows = await ledger_by_email(engine)
+            assert {r["state"] for r in rows.values()} == {"claimed"}
+            async with engine.begin() as conn:  # the unsubscribe lands between claim and send
+                await conn.execute(
+                    insert(suppressions).values(
+                        channel="email",
+                        address=normalise_suppression_address("email", "accept+2@a.example"),
+                        reason="unsubscribed",
+                        created_at=NOW,
+                    )
+                )
+            claimed = [Claimed(r["id"], r["contact_id"], r["lease_epoch"]) for r in rows.values()]
+            await service.dispatch(c, "email", DUE, claimed)
+            rows = await ledger_by_email(engine)
+            assert (rows["accept+1@a.example"]["state"], rows["accept+2@a.example"]["state"]) == ("sent", "skipped")
+            assert rows["accept+2@a.example"]["skip_reason"] == "suppressed"
+            assert [r.rcpt_to for r in server.received] == [["accept+1@a.example"]]
         finally:
             await service.close()
