@@ -300,10 +300,6 @@ def years_before(today: date, years: int) -> date:
         return today.replace(year=year, day=28)
 
 
-def age_on(birth: date, today: date) -> int:
-    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
-
-
 def _age_at_least(years: int, today: date) -> Expr:
     born, age = contacts.c.birth_date, contacts.c.age
     return or_(

@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
+from datetime import date
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -25,6 +26,7 @@ from jinja2.filters import do_center, do_format, do_indent, do_replace, sync_do_
 from jinja2.nodes import EvalContext
 from jinja2.sandbox import MAX_RANGE, ImmutableSandboxedEnvironment
 
+from daemon.ages import age_on
 from daemon.campaign import Campaign
 
 CONTACT_FIELDS = (
@@ -91,6 +93,25 @@ class ContactView:
 
     def __repr__(self) -> str:
         return f"ContactView(external_id={self.external_id!r})"  # type: ignore[attr-defined]
+
+
+def contact_view(contact: Any, today: date) -> ContactView:
+    """What templates see of a stored contact: any object with the contact columns as attributes
+    (a database row, a dispatcher's recipient); the age comes from the birth date when known."""
+    birth: date | None = contact.birth_date
+    return ContactView(
+        external_id=contact.external_id,
+        first_name=contact.first_name,
+        last_name=contact.last_name,
+        email=contact.email,
+        phone=contact.phone,
+        gender=contact.gender,
+        age=age_on(birth, today) if birth is not None else contact.age,
+        country=contact.country,
+        locale=contact.locale,
+        timezone=contact.timezone,
+        attributes=contact.attributes or {},
+    )
 
 
 class CampaignView:

@@ -14,7 +14,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.campaign import Audience
-from daemon.segments import SegmentError, age_on, audience_filter, years_before
+from daemon.ages import age_on
+from daemon.segments import SegmentError, audience_filter, years_before
 from daemon.store.schema import contacts
 from segment_population import NOW, load_population
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -20,15 +20,15 @@ from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.campaign import Campaign
+from daemon.cli.common import load_campaign_or_exit, print_problems, say, settings_or_exit
 from daemon.clock import SystemClock
-from daemon.config.campaigns import load_campaigns
-from daemon.errors import InvalidInput, Problem
+from daemon.errors import InvalidInput
 from daemon.rendering import MessageLinks, compile_campaign, sms_segments
 from daemon.rendering.campaign_renderer import CompiledCampaign
-from daemon.settings import Settings, load_settings
+from daemon.settings import Settings
 from daemon.store.db import open_engine, upgrade
 from daemon.store.schema import contacts
-from daemon.templating import ContactView
+from daemon.templating import ContactView, contact_view
 
 PREVIEW_DELIVERY_ID = 0
 PREVIEW_TOKEN = "preview"
@@ -49,14 +49,14 @@ def preview(
     channel = channel.lower()
     if channel not in ("email", "sms", "im"):
         _fail(f"--channel must be email, sms or im, not {channel!r}")
-    settings = _settings(config)
-    campaign = _campaign(settings, campaign_id)
+    settings = settings_or_exit(config)
+    campaign = load_campaign_or_exit(settings, campaign_id)
     if channel not in campaign.channels:
         _fail(f"campaign {campaign_id!r} does not send on {channel} (its channels: {', '.join(campaign.channels)})")
     try:
         compiled = compile_campaign(campaign, settings.templates_dir, settings.compliance)
     except InvalidInput as exc:
-        _problems(exc.problems)
+        print_problems(exc.problems)
         raise typer.Exit(2) from None
     now = SystemClock().now()
     row = asyncio.run(_fetch_contact(settings, contact_id))
@@ -100,28 +100,6 @@ def preview_links(settings: Settings, campaign: Campaign, compiled: CompiledCamp
         unsubscribe_url=f"{base}/u/{PREVIEW_TOKEN}",
         unsubscribe_mailto=f"mailto:unsubscribe@{domain}?subject={PREVIEW_TOKEN}",
         open_pixel_url=f"{base}/o/{PREVIEW_TOKEN}.gif" if campaign.tracking.opens else None,
-    )
-
-
-def contact_view(row: Row[Any], today: date) -> ContactView:
-    """What templates see of a stored contact (age from the birth date when known)."""
-    values = row._mapping
-    age = values["age"]
-    birth: date | None = values["birth_date"]
-    if birth is not None:
-        age = today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
-    return ContactView(
-        external_id=values["external_id"],
-        first_name=values["first_name"],
-        last_name=values["last_name"],
-        email=values["email"],
-        phone=values["phone"],
-        gender=values["gender"],
-        age=age,
-        country=values["country"],
-        locale=values["locale"],
-        timezone=values["timezone"],
-        attributes=values["attributes"] or {},
     )
 
 
@@ -195,32 +173,6 @@ def _text_preview(
     return f"To: {to}\n{facts}\n\n{body}"
 
 
-# ---------------------------------------------------------------- plumbing
-
-
-def _settings(config_dir: Path) -> Settings:
-    try:
-        return load_settings(config_dir)
-    except InvalidInput as exc:
-        _problems(exc.problems)
-        raise typer.Exit(2) from None
-
-
-def _campaign(settings: Settings, campaign_id: str) -> Campaign:
-    result = load_campaigns(settings.campaigns_dir, settings.templates_dir)
-    campaign = result.campaigns.get(campaign_id)
-    if campaign is None:
-        _problems(result.problems)
-        known = ", ".join(sorted(result.campaigns)) or "none"
-        _fail(f"campaign {campaign_id!r} not found or invalid (valid campaigns: {known})")
-    return campaign  # type: ignore[return-value]
-
-
-def _problems(problems: list[Problem]) -> None:
-    for problem in problems:
-        typer.echo(str(problem), err=True)
-
-
 def _fail(message: str) -> None:
-    typer.echo(message, err=True)
+    say(message)
     raise typer.Exit(2)

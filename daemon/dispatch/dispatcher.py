@@ -10,9 +10,9 @@ recovery, never resent automatically): no row is lost and nothing is sent twice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -22,23 +22,23 @@ from daemon.channels.base import EmailEnvelope, EmailSender, TextMessage, TextSe
 from daemon.clock import Clock
 from daemon.coupons.keys import active_coupon_key
 from daemon.coupons.stock import on_exhausted
-from daemon.dispatch import policy
+from daemon.dispatch import failpoints, policy
 from daemon.links.book import LinkBook
 from daemon.links.factory import CampaignLinks
 from daemon.links.keys import Keyring
 from daemon.links.tracking import TrackingBase
 from daemon.logs import bound, get_logger
 from daemon.rendering import CompiledCampaign, compile_campaign
-from daemon.segments import age_on
 from daemon.settings import Settings
 from daemon.store import dispatch as store
 from daemon.store import links as link_store
 from daemon.store.ledger import Claimed
-from daemon.templating import ContactView
+from daemon.templating import contact_view
 
 log = get_logger("dispatch")
 
 CHUNK = 200  # rows marked sending / recorded per transaction
+IN_FLIGHT = 3  # chunks on the wire at once (a bucket's pipeline depth)
 
 
 @dataclass
@@ -99,14 +99,21 @@ class Dispatcher:
             )
             recipients = await self._with_coupons(campaign, recipients)
             kit = self.kit(campaign)
-            prepared, unrenderable = self._prepare(kit, channel, recipients)
-            await link_store.save_links(self.engine, campaign.id, kit.book.pending())
-            kit.book.mark_saved(kit.book.pending())
-            if unrenderable:
-                now = self.clock.now()
-                await store.record_outcomes(self.engine, campaign.id, unrenderable, self.owner, now, prior_state="claimed")
-            for start in range(0, len(prepared), CHUNK):
-                await self._send_chunk(campaign, channel, prepared[start : start + CHUNK])
+            # Pipelined: the next chunk renders while earlier ones are on the wire, so the pool
+            # never idles at a chunk boundary; each chunk still commits its own transitions.
+            async with ChunkWindow(IN_FLIGHT) as window:
+                for start in range(0, len(recipients), CHUNK):
+                    prepared, unrenderable = self._prepare(kit, channel, recipients[start : start + CHUNK])
+                    pending = kit.book.pending()
+                    await link_store.save_links(self.engine, campaign.id, pending)
+                    kit.book.mark_saved(pending)
+                    if unrenderable:
+                        now = self.clock.now()
+                        await store.record_outcomes(
+                            self.engine, campaign.id, unrenderable, self.owner, now, prior_state="claimed"
+                        )
+                    if prepared:
+                        await window.submit(lambda chunk=prepared: self._send_chunk(campaign, channel, chunk))
 
     # ------------------------------------------------------------ steps
 
@@ -148,7 +155,7 @@ class Dispatcher:
         return prepared, failed
 
     def _render(self, kit: CampaignKit, channel: str, r: store.Recipient, now: datetime) -> EmailEnvelope | TextMessage:
-        contact = _contact_view(r, now.date())
+        contact = contact_view(r, now.date())
         links = kit.links.for_delivery(r.delivery_id, channel)
         if channel == "email":
             assert r.email is not None  # the audience only holds contacts with an address
@@ -161,6 +168,7 @@ class Dispatcher:
         return TextMessage(r.delivery_id, _text_address(channel, r, kit.campaign), body)
 
     async def _send_chunk(self, campaign: Campaign, channel: str, chunk: Sequence[Prepared]) -> None:
+        failpoints.hit("after_render")  # fault tests only (TOPSLOT_FAILPOINT); a no-op otherwise
         now = self.clock.now()
         allowed = await store.mark_sending(
             self.engine, [(p.recipient.delivery_id, p.recipient.lease_epoch) for p in chunk], self.owner, now
@@ -171,6 +179,7 @@ class Dispatcher:
         sender = self.senders[channel]
         go = [p for p in chunk if p.recipient.delivery_id in allowed]
         results = await asyncio.gather(*(self._send_one(sender, p) for p in go))
+        failpoints.hit("after_reply")
         retry_until = due_limit(campaign, go[0].recipient.due_utc) if go else now
         now = self.clock.now()
         outcomes = [
@@ -185,6 +194,7 @@ class Dispatcher:
             for p, result in zip(go, results, strict=True)
         ]  # fmt: skip
         await store.record_outcomes(self.engine, campaign.id, outcomes, self.owner, now)
+        failpoints.hit("after_commit")
         counts: dict[str, int] = {}
         for o in outcomes:
             counts[o.decision.state] = counts.get(o.decision.state, 0) + 1
@@ -199,6 +209,52 @@ class Dispatcher:
             return exc
 
 
+class ChunkWindow:
+    """Runs up to ``size`` chunk sends at once. Leaving waits for every one of them and re-raises the
+    first failure; once one has failed no new chunk starts. Cancelled, it cancels the ones in flight
+    (their rows stay ``sending``: recovery makes them ``unknown``, as after a crash)."""
+
+    def __init__(self, size: int):
+        self._slots = asyncio.Semaphore(size)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._failure: BaseException | None = None
+
+    async def submit(self, start: Callable[[], Awaitable[None]]) -> None:
+        await self._slots.acquire()
+        if self._failure is not None:
+            self._slots.release()
+            raise self._failure
+        task = asyncio.create_task(start())  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()
+
+    async def __aenter__(self) -> ChunkWindow:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
+            self._cancel()
+        try:
+            while self._tasks:
+                await asyncio.wait(set(self._tasks))
+        except asyncio.CancelledError:
+            self._cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            raise
+        if exc is None and self._failure is not None:
+            raise self._failure
+
+    def _cancel(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+
 def due_limit(campaign: Campaign, due_utc: datetime) -> datetime:
     """The last instant a retry may start: the slot plus the campaign's missed-slot grace."""
     return due_utc + campaign.schedule.missed_slot.grace
@@ -206,23 +262,6 @@ def due_limit(campaign: Campaign, due_utc: datetime) -> datetime:
 
 def _with_code(r: store.Recipient, code: str | None) -> store.Recipient:
     return replace(r, coupon_code=code)
-
-
-def _contact_view(r: store.Recipient, today: date) -> ContactView:
-    age = age_on(r.birth_date, today) if r.birth_date else r.age
-    return ContactView(
-        external_id=r.external_id,
-        first_name=r.first_name,
-        last_name=r.last_name,
-        email=r.email,
-        phone=r.phone,
-        gender=r.gender,
-        age=age,
-        country=r.country,
-        locale=r.locale,
-        timezone=r.timezone,
-        attributes=r.attributes or {},
-    )
 
 
 def _address(channel: str, r: store.Recipient) -> str | None:

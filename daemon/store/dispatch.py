@@ -18,10 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from daemon.campaign import Campaign
 from daemon.dispatch.policy import Decision
 from daemon.store import coupons
+from daemon.store.coupons import Reservation
 from daemon.store.db import IMMEDIATE
 from daemon.store.dialect import upsert_insert
-from daemon.store.coupons import Reservation
-from daemon.store.ledger import Claimed, ineligibility_reason
+from daemon.store.ledger import Claimed, claim_statement, ineligibility_reason
 from daemon.store.schema import contacts, deliveries, normalise_suppression_address, suppressions
 
 
@@ -241,29 +241,17 @@ async def claim_retries(
     engine: AsyncEngine, owner: str, lease: timedelta, now: datetime, limit: int = 1000
 ) -> list[tuple[str, str, datetime, Claimed]]:
     """Claim ``retry_wait`` rows that are due again: (campaign_id, channel, due_utc, claim)."""
-    picked = (
-        select(deliveries.c.id)
-        .where(deliveries.c.state == "retry_wait", deliveries.c.next_attempt_utc <= now)
-        .order_by(deliveries.c.next_attempt_utc, deliveries.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .cte("retry_picked")
-        .prefix_with("MATERIALIZED", dialect="postgresql")
-    )
-    stmt = (
-        update(deliveries)
-        .where(deliveries.c.id == picked.c.id, deliveries.c.state == "retry_wait")
-        .values(
-            state="claimed",
-            lease_owner=owner,
-            lease_epoch=deliveries.c.lease_epoch + 1,
-            lease_expires_utc=now + lease,
-            updated_at=now,
-        )
-        .returning(
-            deliveries.c.campaign_id, deliveries.c.channel, deliveries.c.due_utc,
-            deliveries.c.id, deliveries.c.contact_id, deliveries.c.lease_epoch,
-        )
+    stmt = claim_statement(
+        deliveries.c.next_attempt_utc <= now,
+        "retry_wait",
+        order_by=(deliveries.c.next_attempt_utc, deliveries.c.id),
+        owner=owner,
+        lease=lease,
+        now=now,
+        limit=limit,
+    ).returning(
+        deliveries.c.campaign_id, deliveries.c.channel, deliveries.c.due_utc,
+        deliveries.c.id, deliveries.c.contact_id, deliveries.c.lease_epoch,
     )  # fmt: skip
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
         rows = (await conn.execute(stmt)).all()

@@ -307,29 +307,45 @@ async def claim_bucket(
     now: datetime,
     limit: int = 1000,
 ) -> list[Claimed]:
-    """Claim up to ``limit`` planned rows of a bucket for ``owner`` with a lease; one transaction.
-
-    PostgreSQL: ``FOR UPDATE SKIP LOCKED`` lets several nodes claim the same bucket side by side.
-    """
-    # A materialised CTE, not ``id IN (subquery)``: PostgreSQL may re-run an IN subquery with
-    # LIMIT ... SKIP LOCKED and so claim more than ``limit`` rows.
-    picked = (
-        select(deliveries.c.id)
-        .where(
+    """Claim up to ``limit`` planned rows of a bucket for ``owner`` with a lease; one transaction."""
+    stmt = claim_statement(
+        and_(
             deliveries.c.campaign_id == campaign_id,
             deliveries.c.channel == channel,
             deliveries.c.due_utc == due_utc,
-            deliveries.c.state == "planned",
-        )
-        .order_by(deliveries.c.id)
+        ),
+        "planned",
+        order_by=(deliveries.c.id,),
+        owner=owner,
+        lease=lease,
+        now=now,
+        limit=limit,
+    ).returning(deliveries.c.id, deliveries.c.contact_id, deliveries.c.lease_epoch)
+    async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        rows = (await conn.execute(stmt)).all()
+    return sorted(Claimed(r.id, r.contact_id, r.lease_epoch) for r in rows)
+
+
+def claim_statement(
+    where: Any, from_state: str, *, order_by: Sequence[Any], owner: str, lease: timedelta, now: datetime, limit: int
+) -> Any:
+    """UPDATE that leases up to ``limit`` rows in ``from_state`` matching ``where`` to ``owner``.
+
+    A materialised CTE, not ``id IN (subquery)``: PostgreSQL may re-run an IN subquery with
+    LIMIT ... SKIP LOCKED and so claim more than ``limit`` rows. SKIP LOCKED lets several nodes
+    claim side by side; SQLite has one writer (BEGIN IMMEDIATE) and ignores it."""
+    picked = (
+        select(deliveries.c.id)
+        .where(where, deliveries.c.state == from_state)
+        .order_by(*order_by)
         .limit(limit)
         .with_for_update(skip_locked=True)
         .cte("picked")
         .prefix_with("MATERIALIZED", dialect="postgresql")
     )
-    stmt = (
+    return (
         update(deliveries)
-        .where(deliveries.c.id == picked.c.id, deliveries.c.state == "planned")
+        .where(deliveries.c.id == picked.c.id, deliveries.c.state == from_state)
         .values(
             state="claimed",
             lease_owner=owner,
@@ -337,11 +353,7 @@ async def claim_bucket(
             lease_expires_utc=now + lease,
             updated_at=now,
         )
-        .returning(deliveries.c.id, deliveries.c.contact_id, deliveries.c.lease_epoch)
     )
-    async with engine.execution_options(**IMMEDIATE).begin() as conn:
-        rows = (await conn.execute(stmt)).all()
-    return sorted(Claimed(r.id, r.contact_id, r.lease_epoch) for r in rows)
 
 
 async def skip_ineligible_in_bucket(
