@@ -33,11 +33,13 @@ OUTBOX_RATE_PER_S = 1000.0
 
 
 def channel_rates(settings: Settings) -> dict[str, float]:
-    """Messages per second each channel's transports can take (what dispatch windows are sized by)."""
-    email = sum(s.rate_per_second for s in settings.smtp.values()) or OUTBOX_RATE_PER_S
-    sms = settings.twilio.rate_per_second if settings.twilio.account_sid else OUTBOX_RATE_PER_S
-    im = sum(p.rate_per_second for p in settings.im.values()) or OUTBOX_RATE_PER_S
-    return {"email": email, "sms": sms, "im": im}
+    """Messages per second each channel's transport takes (what dispatch windows are sized by).
+
+    Email: the first SMTP server's rate (the others are failovers, not extra capacity). SMS and IM go
+    to the outbox files until their providers are wired in, so they are sized at the outbox rate."""
+    primary = next(iter(settings.smtp.values()), None)
+    email = primary.rate_per_second if primary is not None else OUTBOX_RATE_PER_S
+    return {"email": email, "sms": OUTBOX_RATE_PER_S, "im": OUTBOX_RATE_PER_S}
 
 
 @dataclass

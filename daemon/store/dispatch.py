@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, literal, or_, select, update
+from sqlalchemy import and_, bindparam, literal, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.campaign import Campaign
@@ -127,21 +127,20 @@ async def mark_sending(
     to another node is not returned, and must not be sent."""
     if not rows:
         return set()
-    epochs = {d: e for d, e in rows}
     stmt = (
         update(deliveries)
         .where(
-            deliveries.c.id.in_(list(epochs)),
+            tuple_(deliveries.c.id, deliveries.c.lease_epoch).in_(list(rows)),  # this claim, not a later one
             deliveries.c.state == "claimed",
             deliveries.c.lease_owner == owner,
             deliveries.c.lease_expires_utc > now,
         )
         .values(state="sending", attempts=deliveries.c.attempts + 1, updated_at=now)
-        .returning(deliveries.c.id, deliveries.c.lease_epoch)
+        .returning(deliveries.c.id)
     )
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
         got = (await conn.execute(stmt)).all()
-    return {r.id for r in got if epochs.get(r.id) == r.lease_epoch}
+    return {r.id for r in got}
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,9 +217,9 @@ async def recover(engine: AsyncEngine, node: str, owner: str, now: datetime) -> 
 
     ``claimed`` rows were never handed to a provider: they go back to ``planned`` (to be claimed
     again). ``sending`` rows may or may not have left: they become ``unknown``, never resent."""
-    lost = and_(
-        deliveries.c.lease_owner != owner,
-        or_(deliveries.c.lease_expires_utc <= now, deliveries.c.lease_owner.startswith(f"{node}/", autoescape=True)),
+    lost = or_(
+        deliveries.c.lease_expires_utc <= now,  # anybody's, this process's too (a dispatch that died)
+        and_(deliveries.c.lease_owner != owner, deliveries.c.lease_owner.startswith(f"{node}/", autoescape=True)),
     )
     counts: dict[str, int] = {}
     async with engine.execution_options(**IMMEDIATE).begin() as conn:

@@ -306,13 +306,17 @@ async def claim_bucket(
     lease: timedelta,
     now: datetime,
     limit: int = 1000,
+    after_id: int = 0,
 ) -> list[Claimed]:
-    """Claim up to ``limit`` planned rows of a bucket for ``owner`` with a lease; one transaction."""
+    """Claim up to ``limit`` planned rows of a bucket (ids above ``after_id``) for ``owner`` with a
+    lease; one transaction. Walking ``after_id`` forward claims a bucket once through, even when the
+    dispatcher hands some rows back to ``planned`` (e.g. while coupons are exhausted)."""
     stmt = claim_statement(
         and_(
             deliveries.c.campaign_id == campaign_id,
             deliveries.c.channel == channel,
             deliveries.c.due_utc == due_utc,
+            deliveries.c.id > after_id,
         ),
         "planned",
         order_by=(deliveries.c.id,),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from email import message_from_bytes, policy
 
@@ -163,5 +164,26 @@ async def test_an_unsubscribe_after_the_claim_is_honoured_before_sending(engine,
             assert (rows["accept+1@a.example"]["state"], rows["accept+2@a.example"]["state"]) == ("sent", "skipped")
             assert rows["accept+2@a.example"]["skip_reason"] == "suppressed"
             assert [r.rcpt_to for r in server.received] == [["accept+1@a.example"]]
+        finally:
+            await service.close()
+
+
+async def test_pause_on_exhausted_coupons_hands_rows_back_once_and_sends_nothing(engine, tmp_path) -> None:
+    async with ScriptedSmtpServer() as server:
+        await import_people(engine, tmp_path, ["accept+1@a.example", "accept+2@a.example"])
+        s = settings(tmp_path, server.port)
+        c = campaign(coupon={"pool": "empty-pool", "on_exhausted": "pause"})
+        clock = FakeClock(NOW)
+        service = DispatchService(engine, s, clock, node="test-node")
+        try:
+            scheduler = BucketScheduler(engine, s, clock, owner=service.owner, on_claimed=service.dispatch)
+            await service.on_campaigns_changed({c.id: c})
+            await scheduler.on_campaigns_changed({c.id: c})
+            clock.set(DUE - timedelta(minutes=1))
+            claimed = await asyncio.wait_for(scheduler.fire_bucket(c.id, "email", DUE), timeout=10)
+            assert claimed == 2  # one pass through the bucket, not a loop
+            rows = await ledger_by_email(engine)
+            assert {r["state"] for r in rows.values()} == {"planned"}  # waiting for codes
+            assert server.received == []
         finally:
             await service.close()
