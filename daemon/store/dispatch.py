@@ -111,11 +111,13 @@ async def drop_ineligible(
             reason != "",
         )
         .values(state="skipped", skip_reason=reason, lease_owner=None, lease_expires_utc=None, updated_at=now)
-        .returning(deliveries.c.id)
+        .returning(deliveries.c.id, deliveries.c.contact_id)
     )
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
-        dropped = set((await conn.execute(stmt)).scalars())
-    return [r for r in recipients if r.delivery_id not in dropped]
+        dropped = (await conn.execute(stmt)).all()
+        await coupons.release(conn, campaign.id, [r.contact_id for r in dropped], now)  # a retry may hold one
+    gone = {r.id for r in dropped}
+    return [r for r in recipients if r.delivery_id not in gone]
 
 
 async def mark_sending(
