@@ -530,6 +530,23 @@ class Costs(Model):
     )
 
 
+class Attribution(Model):
+    """How conversions are credited to this campaign (coupon codes always count, whenever used)."""
+
+    click_window: Duration = Field(
+        default=timedelta(days=7),
+        description="An order counts for the campaign if placed at most this long after a click on its link",
+        json_schema_extra={"default": "7d"},
+    )
+
+    @field_validator("click_window")
+    @classmethod
+    def _window(cls, value: timedelta) -> timedelta:
+        if not timedelta(0) < value <= timedelta(days=365):
+            raise ValueError("click_window must be more than 0 and at most 365d")
+        return value
+
+
 class CampaignCompliance(Model):
     """Legal markings topslot adds to this campaign's messages."""
 
@@ -561,6 +578,7 @@ class Campaign(Model):
     content: Content
     costs: Costs = Field(default_factory=Costs)
     holdout: Percent = Field(default=0.0, description="Share of the audience kept out as a control group, e.g. '5%'")
+    attribution: Attribution = Field(default_factory=Attribution)
     compliance: CampaignCompliance = Field(default_factory=CampaignCompliance)
 
     @field_validator("channels")

@@ -6,11 +6,13 @@ import typer
 
 from daemon.cli import (
     config_cmds,
+    conversion_cmds,
     coupon_cmds,
     data_cmds,
     delivery_cmds,
     plan_cmds,
     preview_cmds,
+    report_cmds,
     run_cmds,
 )
 
@@ -22,7 +24,17 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (run_cmds, config_cmds, data_cmds, plan_cmds, preview_cmds, coupon_cmds, delivery_cmds):
+for module in (
+    run_cmds,
+    config_cmds,
+    data_cmds,
+    plan_cmds,
+    preview_cmds,
+    coupon_cmds,
+    delivery_cmds,
+    report_cmds,
+    conversion_cmds,
+):
     module.register(app)
 
 

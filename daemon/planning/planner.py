@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from daemon.attribution.holdout import in_holdout
 from daemon.campaign import Campaign
 from daemon.planning.slots import SlotPlan, plan_slots
 from daemon.planning.timezone_resolution import TzSource, resolve_timezone
@@ -53,9 +54,10 @@ class Planner:
 
     ``plan_batch`` yields ledger row dicts ``{campaign_id, contact_id, channel, slot_date, slot,
     due_utc, timezone, tz_source, local_time, country, state, skip_reason, late}`` where ``state`` is
-    ``planned`` or ``skipped`` (``skip_reason`` ``missed_slot``). Left-out counts (holiday,
-    weekend, day_not_listed, missed_slot, no_channel) accumulate in ``left_out``, per contact ×
-    channel (× slot for ``every_slot``).
+    ``planned`` or ``skipped`` (``skip_reason`` ``missed_slot``, or ``holdout`` for every row a
+    held-out contact would have had: ``daemon.attribution.holdout``). Left-out counts (holiday,
+    weekend, day_not_listed, missed_slot, no_channel, holdout) accumulate in ``left_out``, per
+    contact × channel (× slot for ``every_slot``).
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class Planner:
         self.rows_planned = 0
         self.rows_skipped = 0
         self._channels = tuple(campaign.channels)
+        self._holdout = campaign.holdout
         self._zones = available_zones()
         self._countries = supported_countries()
         self._fixed_zone = self.schedule.timezone != "recipient"
@@ -110,6 +113,9 @@ class Planner:
             for reason, count in placement.days_off:
                 left_out[reason] += count * len(channels)
             contact_id = contact.id
+            if self._holdout and in_holdout(self.campaign.id, contact_id, self._holdout):
+                yield from self._held_out(placement, contact_id, channels)
+                continue
             for base in placement.rows:
                 for channel in channels:
                     yield {**base, "contact_id": contact_id, "channel": channel}
@@ -125,6 +131,16 @@ class Planner:
         return placement.zone, placement.tz_source, placement.country
 
     # ------------------------------------------------------------ internals
+
+    def _held_out(self, placement: _Placement, contact_id: int | str, channels: tuple[str, ...]) -> Iterator[LedgerRow]:
+        """A holdout contact's rows: what would have been planned is ``skipped`` / ``holdout``."""
+        for base in placement.rows:
+            held = base["state"] == "planned"
+            row = {**base, "state": "skipped", "skip_reason": "holdout", "late": False} if held else base
+            for channel in channels:
+                yield {**row, "contact_id": contact_id, "channel": channel}
+            self.rows_skipped += len(channels)
+            self.left_out["holdout" if held else "missed_slot"] += len(channels)
 
     def _placement(self, contact: PlanContact) -> _Placement:
         tz, country = contact.timezone, contact.country

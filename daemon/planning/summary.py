@@ -90,7 +90,7 @@ class PlanSummaryBuilder:
             entry["planned"][channel] += 1
             if row.get("late"):
                 entry["late"][channel] += 1
-        else:
+        elif row.get("skip_reason", "missed_slot") == "missed_slot":  # holdout rows are counted in left_out
             entry["missed"][channel] += 1
 
     def add_all(self, rows: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:

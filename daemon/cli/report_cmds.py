@@ -1,0 +1,105 @@
+"""``topslot report``: what a campaign sent, what people did, what it earned, and whether it paid."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from daemon.attribution.windows import campaign_window
+from daemon.cli.common import ConfigOption, out, print_problems, say, settings_or_exit, with_engine
+from daemon.clock import SystemClock
+from daemon.config import load_campaigns
+from daemon.errors import InvalidInput
+from daemon.reporting.data import ReportQuery, build_report, campaign_name
+from daemon.reporting.model import DIMENSIONS, Report
+from daemon.reporting.render_csv import render_csv
+from daemon.reporting.render_html import render_html
+from daemon.reporting.render_json import render_json
+from daemon.reporting.render_table import render_table
+from daemon.reporting.segments import load_segments
+
+FORMATS = ("table", "json", "csv", "html")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report)
+
+
+def report(
+    campaign_id: Annotated[str, typer.Argument(help="The campaign's id.")],
+    by: Annotated[str, typer.Option("--by", help="Group by channel, slot, segment or timezone.")] = "channel",
+    format_: Annotated[str, typer.Option("--format", help="table, json, csv or html.")] = "table",
+    segments: Annotated[
+        Path | None,
+        typer.Option("--segments", help="YAML file of named segments (name: condition) for --by segment."),
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+    config: ConfigOption = Path("config"),
+) -> None:
+    """Deliveries, opens and clicks (people and machines), unsubscribes, sales, ROI and the lift
+    against the holdout, per channel, slot, segment or time zone. Read-only."""
+    if by not in DIMENSIONS:
+        say(f"--by: '{by}' is not one of {', '.join(DIMENSIONS)}")
+        raise typer.Exit(2)
+    if format_ not in FORMATS:
+        say(f"--format: '{format_}' is not one of {', '.join(FORMATS)}")
+        raise typer.Exit(2)
+    if segments is not None and by != "segment":
+        say("--segments only applies with --by segment")
+        raise typer.Exit(2)
+    named = None
+    if segments is not None:
+        try:
+            named = load_segments(segments)
+        except InvalidInput as exc:
+            print_problems(exc.problems)
+            raise typer.Exit(2) from None
+    settings = settings_or_exit(config)
+    campaign = load_campaigns(settings.campaigns_dir, settings.templates_dir).campaigns.get(campaign_id)
+    now = SystemClock().now()
+
+    async def work(engine: AsyncEngine) -> Report | None:
+        stored_name = await campaign_name(engine, campaign_id)
+        if campaign is None and stored_name is None:
+            return None
+        notes = []
+        if campaign is not None:
+            query = ReportQuery(campaign_id, by, named, campaign_window(campaign), campaign.costs)
+        else:
+            query = ReportQuery(campaign_id, by, named)
+            notes.append("the campaign file is not loaded: send costs count as 0 and revenue as profit")
+        built = await build_report(
+            engine, query, now, name=campaign.name if campaign else stored_name, charts=format_ == "html"
+        )
+        built.notes.extend(notes)
+        return built
+
+    built = with_engine(settings, work)
+    if built is None:
+        say(f"campaign {campaign_id!r} is neither loaded from {settings.campaigns_dir} nor in the database")
+        raise typer.Exit(1)
+    _emit(built, format_, output)
+
+
+def _emit(built: Report, format_: str, output: Path | None) -> None:
+    if format_ == "table":
+        renderable: Any = render_table(built)
+        width = max(100, 28 + 14 * (len(built.groups) + 1))
+        if output is None:
+            out.print(renderable, width=width)
+            return
+        from rich.console import Console
+
+        with output.open("w", encoding="utf-8") as handle:
+            Console(file=handle, width=width, color_system=None).print(renderable)
+    else:
+        text = {"json": render_json, "csv": render_csv, "html": render_html}[format_](built)
+        if output is None:
+            sys.stdout.write(text)
+            return
+        output.write_text(text, encoding="utf-8")
+    say(f"wrote {output}")

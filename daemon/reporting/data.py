@@ -1,0 +1,441 @@
+"""Report figures from the database in a handful of grouped queries (SQLAlchemy Core, SQLite and
+PostgreSQL alike). Each query selects the group key in a subquery and aggregates over it, so a key
+with bound parameters (segments) groups the same on both engines.
+
+Counting rules (docs/reporting.md):
+- an event is human when labelled ``human`` or not labelled; machine when ``machine_open`` or
+  ``scanner``; a delivery with a human click counts as opened by a human (images may be blocked);
+- the campaign's sales are its conversions attributed by coupon or click
+  (``daemon.attribution.rules.REVENUE_ATTRIBUTIONS``), grouped through ``conversions.delivery_id``;
+  one with no delivery falls in the group ``(none)`` (or its own channel / slot);
+- the holdout lift compares distinct contacts sent to (``rules.SENT_STATES``) with contacts held
+  out, by the orders (any attribution) they placed inside the window;
+- money sums are exact on both engines (summed as integer cents / millionths) and go through
+  ``daemon.attribution.roi.roi_figures``;
+- timing buckets count human open and click events by minutes since the delivery was handed over
+  (``deliveries.updated_at`` of a row still ``sent``; see ``HANDED_OVER``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Integer,
+    Numeric,
+    and_,
+    case,
+    cast,
+    distinct,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from daemon.attribution import roi
+from daemon.attribution.rules import HOLDOUT_REASON, REVENUE_ATTRIBUTIONS
+from daemon.attribution.rules import SENT_STATES as TREATED_STATES
+from daemon.campaign import Costs
+from daemon.reporting import money as money_maths
+from daemon.reporting.groups import group_key
+from daemon.reporting.model import (
+    NO_GROUP,
+    DeliveryCounts,
+    Engagement,
+    GroupFigures,
+    Report,
+    TimingBucket,
+)
+from daemon.reporting.sql_time import seconds_between
+from daemon.store.schema import campaigns, contacts, conversions, deliveries, events
+
+SENT_STATES = ("sent", "delivered", "bounced")
+ACCEPTED_STATES = ("sent", "delivered")
+PENDING_STATES = ("planned", "claimed", "sending", "retry_wait")
+CHARGEABLE_STATES = ("sent", "delivered", "bounced", "unknown")
+MACHINE_LABELS = ("machine_open", "scanner")
+BUCKET_EDGES = (0, 5, 10, 15, 30, 60, 120, 240, 480, 1440)  # minutes; the last bucket is open-ended
+DEFAULT_TAIL = timedelta(days=7)  # after the last slot, when the campaign is no longer loaded
+HANDED_OVER = deliveries.c.updated_at  # when the row went to ``sent`` (a later callback moves it)
+
+
+@dataclass(frozen=True)
+class ReportQuery:
+    campaign_id: str
+    by: str = "channel"
+    segments: Sequence[tuple[str, Any]] | None = None  # (name, condition); None: contact country
+    window: tuple[datetime, datetime] | None = None  # [start, end) of the holdout comparison; see ledger_window
+    costs: Costs = field(default_factory=Costs)  # the campaign's; defaults: no cost, no margin, USD
+
+
+async def campaign_name(engine: AsyncEngine, campaign_id: str) -> str | None:
+    async with engine.connect() as conn:
+        return (await conn.execute(select(campaigns.c.name).where(campaigns.c.id == campaign_id))).scalar()
+
+
+async def ledger_window(
+    engine: AsyncEngine, campaign_id: str, tail: timedelta = DEFAULT_TAIL
+) -> tuple[datetime, datetime] | None:
+    """[first due, last due + tail): the holdout window of a campaign whose file is gone."""
+    stmt = select(func.min(deliveries.c.due_utc), func.max(deliveries.c.due_utc)).where(
+        deliveries.c.campaign_id == campaign_id
+    )
+    async with engine.connect() as conn:
+        first, last = (await conn.execute(stmt)).one()
+    return (first, last + tail) if first is not None else None
+
+
+async def build_report(
+    engine: AsyncEngine, query: ReportQuery, now: datetime, *, name: str | None = None, charts: bool = False
+) -> Report:
+    """Every figure of the report. ``charts`` adds the timing histogram and ROI per channel (HTML)."""
+    if query.window is None:
+        window = await ledger_window(engine, query.campaign_id) or (now, now)
+        query = replace(query, window=window)
+    async with engine.connect() as conn:
+        groups = await _figures(conn, query, query.by, now)
+        total = (await _figures(conn, query, None, now)).get("total") or _empty("total", query)
+        timing = await _timing(conn, query.campaign_id) if charts else []
+        if charts:
+            by_channel = groups if query.by == "channel" else await _figures(conn, query, "channel", now)
+        else:
+            by_channel = {}
+    return Report(
+        campaign_id=query.campaign_id,
+        campaign_name=name or query.campaign_id,
+        by=query.by,
+        currency=query.costs.currency,
+        generated_at=now,
+        window=query.window or (now, now),
+        groups=[groups[k] for k in sorted(groups, key=_group_order)],
+        total=total,
+        timing=timing,
+        roi_by_channel=[by_channel[k] for k in sorted(by_channel, key=_group_order)],
+    )
+
+
+def _group_order(key: str) -> tuple[int, str]:
+    return (1 if key in (NO_GROUP, "other") else 0, key)
+
+
+# ---------------------------------------------------------------- one set of grouped queries
+
+
+async def _figures(conn: AsyncConnection, q: ReportQuery, by: str | None, now: datetime) -> dict[str, GroupFigures]:
+    ledger = await _ledger(conn, q, by, now)
+    engagement = await _engagement(conn, q, by, now)
+    sales = await _sales(conn, q, by, now)
+    holdout = await _holdout(conn, q, by, now)
+    keys = set(ledger) | set(engagement) | set(sales) | set(holdout)
+    out: dict[str, GroupFigures] = {}
+    for key in keys:
+        out[key] = _assemble(key, q, ledger.get(key), engagement.get(key), sales.get(key), holdout.get(key))
+    return out
+
+
+def _empty(key: str, q: ReportQuery) -> GroupFigures:
+    return _assemble(key, q, None, None, None, None)
+
+
+def _assemble(
+    key: str,
+    q: ReportQuery,
+    ledger: DeliveryCounts | None,
+    engagement: tuple[Engagement, Engagement, int] | None,
+    sales: roi.Totals | None,
+    holdout: roi.LiftCounts | None,
+) -> GroupFigures:
+    ledger = ledger or DeliveryCounts()
+    opens, clicks, unsubscribes = engagement or (Engagement(), Engagement(), 0)
+    money = money_maths.figures(
+        key, sales or roi.Totals(), ledger.chargeable_by_channel, holdout or roi.LiftCounts(), q.costs
+    )
+    return GroupFigures(
+        key=key,
+        deliveries=ledger,
+        opens=opens,
+        clicks=clicks,
+        unsubscribes=unsubscribes,
+        money=money,
+        ctr=money_maths.ratio(clicks.human_unique, ledger.accepted),
+        click_to_open=money_maths.ratio(clicks.human_unique, opens.human_unique),
+    )
+
+
+def _from_deliveries(needs_contacts: bool) -> Any:
+    if needs_contacts:
+        return deliveries.outerjoin(contacts, contacts.c.id == deliveries.c.contact_id)
+    return deliveries
+
+
+async def _ledger(conn: AsyncConnection, q: ReportQuery, by: str | None, now: datetime) -> dict[str, DeliveryCounts]:
+    key, needs_contacts = group_key(by, now, q.segments)
+    inner = (
+        select(key.label("g"), deliveries.c.channel, deliveries.c.state, deliveries.c.skip_reason)
+        .select_from(_from_deliveries(needs_contacts))
+        .where(deliveries.c.campaign_id == q.campaign_id)
+        .subquery()
+    )
+    stmt = select(inner.c.g, inner.c.channel, inner.c.state, inner.c.skip_reason, func.count().label("n")).group_by(
+        inner.c.g, inner.c.channel, inner.c.state, inner.c.skip_reason
+    )
+    tallies: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"states": defaultdict(int), "skipped": defaultdict(int), "chargeable": defaultdict(int)}
+    )
+    for g, channel, state, reason, n in await conn.execute(stmt):
+        t = tallies[g]
+        t["states"][state] += n
+        if state == "skipped":
+            t["skipped"][reason or "unspecified"] += n
+        if state in CHARGEABLE_STATES:
+            t["chargeable"][channel] += n
+    out = {}
+    for g, t in tallies.items():
+        s = t["states"]
+        out[g] = DeliveryCounts(
+            planned=sum(s.values()),
+            pending=sum(s[x] for x in PENDING_STATES),
+            sent=sum(s[x] for x in SENT_STATES),
+            accepted=sum(s[x] for x in ACCEPTED_STATES),
+            delivered=s["delivered"],
+            bounced=s["bounced"],
+            failed=s["failed"],
+            unknown=s["unknown"],
+            skipped=dict(sorted(t["skipped"].items())),
+            chargeable_by_channel=dict(sorted(t["chargeable"].items())),
+        )
+    return out
+
+
+def _count_if(condition: ColumnElement[bool]) -> Any:
+    return func.count(case((condition, 1)))
+
+
+def _unique_if(condition: ColumnElement[bool], column: Any) -> Any:
+    return func.count(distinct(case((condition, column))))
+
+
+async def _engagement(
+    conn: AsyncConnection, q: ReportQuery, by: str | None, now: datetime
+) -> dict[str, tuple[Engagement, Engagement, int]]:
+    key, needs_contacts = group_key(by, now, q.segments)
+    source = _from_deliveries(needs_contacts).join(events, events.c.delivery_id == deliveries.c.id)
+    inner = (
+        select(key.label("g"), events.c.kind, events.c.label, events.c.delivery_id)
+        .select_from(source)
+        .where(deliveries.c.campaign_id == q.campaign_id, events.c.kind.in_(("open", "click", "unsubscribe")))
+        .subquery()
+    )
+    human = or_(inner.c.label.is_(None), inner.c.label == "human")
+    machine = inner.c.label.in_(MACHINE_LABELS)
+    is_open, is_click = inner.c.kind == "open", inner.c.kind == "click"
+    d = inner.c.delivery_id
+    stmt = select(
+        inner.c.g,
+        _unique_if(and_(or_(is_open, is_click), human), d),
+        _count_if(and_(is_open, human)),
+        _unique_if(and_(is_open, machine), d),
+        _count_if(and_(is_open, machine)),
+        _unique_if(and_(is_click, human), d),
+        _count_if(and_(is_click, human)),
+        _unique_if(and_(is_click, machine), d),
+        _count_if(and_(is_click, machine)),
+        _unique_if(inner.c.kind == "unsubscribe", d),
+    ).group_by(inner.c.g)
+    out = {}
+    for g, ohu, oht, omu, omt, chu, cht, cmu, cmt, unsub in await conn.execute(stmt):
+        out[g] = (Engagement(ohu, oht, omu, omt), Engagement(chu, cht, cmu, cmt), unsub)
+    return out
+
+
+def _sum_scaled(expr: Any, scale: int) -> Any:
+    """Σ expr exactly on both engines: summed as integers of 1/scale (SQLite has no decimal type)."""
+    return func.coalesce(func.sum(cast(func.round(expr * scale), BigInteger)), 0)
+
+
+def _unscale(value: Any, scale: int) -> Decimal:
+    return Decimal(int(value)) / scale
+
+
+async def _sales(conn: AsyncConnection, q: ReportQuery, by: str | None, now: datetime) -> dict[str, roi.Totals]:
+    """Per group, the ``roi.Totals`` of the conversions credited to the campaign (see ``roi.totals``
+    for the rules this reproduces in SQL: margins, refunds, purchasers, other currencies)."""
+    channel = func.coalesce(deliveries.c.channel, conversions.c.channel)
+    key, needs_contacts = group_key(by, now, q.segments, channel=channel)
+    if by == "slot":
+        key = func.coalesce(deliveries.c.slot, conversions.c.slot, NO_GROUP)
+    elif by not in (None, "channel"):
+        key = case((deliveries.c.id.is_(None), literal(NO_GROUP)), else_=key)
+    source = conversions.outerjoin(deliveries, conversions.c.delivery_id == deliveries.c.id)
+    if needs_contacts:
+        source = source.outerjoin(contacts, contacts.c.id == deliveries.c.contact_id)
+    order = conversions.alias("ordered")
+    order_margin = (
+        select(order.c.margin)
+        .where(order.c.order_id == conversions.c.order_id, order.c.refund == false())
+        .limit(1)
+        .scalar_subquery()
+    )
+    own_margin = func.coalesce(conversions.c.margin, case((conversions.c.refund == true(), order_margin)))
+    fallback = q.costs.margin if q.costs.margin is not None else Decimal(1)
+    basis = case((own_margin.isnot(None), 1), else_=2 if q.costs.margin is not None else 3)
+    mismatch = and_(conversions.c.currency.isnot(None), conversions.c.currency != q.costs.currency)
+    inner = (
+        select(
+            key.label("g"),
+            conversions.c.order_id,
+            conversions.c.contact_id,
+            conversions.c.refund,
+            conversions.c.units,
+            conversions.c.revenue,
+            conversions.c.discount,
+            (conversions.c.revenue * func.coalesce(own_margin, literal(fallback, Numeric(5, 4)))).label("profit"),
+            basis.label("basis"),
+            case((mismatch, 1), else_=0).label("mismatch"),
+        )
+        .select_from(source)
+        .where(conversions.c.campaign_id == q.campaign_id, conversions.c.attributed_by.in_(REVENUE_ATTRIBUTIONS))
+        .subquery()
+    )
+    kept = inner.c.mismatch == 0
+    sold, refund = and_(kept, inner.c.refund == false()), and_(kept, inner.c.refund == true())
+    zero = literal(0, Integer)
+
+    def when(condition: Any, column: Any) -> Any:
+        return case((condition, column), else_=zero)
+
+    stmt = select(
+        inner.c.g,
+        _count_if(sold),
+        _count_if(refund),
+        _unique_if(sold, inner.c.contact_id),
+        _unique_if(and_(sold, inner.c.contact_id.is_(None)), inner.c.order_id),
+        func.coalesce(func.sum(when(sold, inner.c.units)), 0),
+        func.coalesce(func.sum(when(refund, inner.c.units)), 0),
+        _sum_scaled(when(sold, inner.c.revenue), 100),
+        _sum_scaled(when(refund, inner.c.revenue), 100),
+        _sum_scaled(when(sold, inner.c.discount), 100),
+        _sum_scaled(when(refund, inner.c.discount), 100),
+        _sum_scaled(when(sold, inner.c.profit), 10**6),
+        _sum_scaled(when(refund, inner.c.profit), 10**6),
+        _count_if(and_(kept, inner.c.basis == 1)),
+        _count_if(and_(kept, inner.c.basis == 2)),
+        _count_if(and_(kept, inner.c.basis == 3)),
+        _count_if(inner.c.mismatch == 1),
+    ).group_by(inner.c.g)
+    out = {}
+    for row in await conn.execute(stmt):
+        g, orders, refund_rows, buyers, anonymous, units, units_back, *sums = row
+        revenue, refunds, discount, discount_back, profit, profit_back, own, campaign, full, mismatches = sums
+        out[g] = roi.Totals(
+            orders=orders,
+            refund_rows=refund_rows,
+            purchasers=buyers + anonymous,  # an order without a known contact is its own purchaser
+            units=int(units),
+            units_refunded=int(units_back),
+            revenue=_unscale(revenue, 100),
+            refunds=_unscale(refunds, 100),
+            discount=_unscale(discount, 100),
+            discount_refunded=_unscale(discount_back, 100),
+            profit=_unscale(profit, 10**6),
+            profit_refunded=_unscale(profit_back, 10**6),
+            by_own_margin=own,
+            by_campaign_margin=campaign,
+            at_full_margin=full,
+            currency_mismatches=mismatches,
+        )
+    return out
+
+
+async def _holdout(conn: AsyncConnection, q: ReportQuery, by: str | None, now: datetime) -> dict[str, roi.LiftCounts]:
+    """Per group, distinct contacts sent to and held out, with the orders (any attribution, in the
+    campaign's currency) each placed inside the window: who bought, and their net revenue."""
+    key, needs_contacts = group_key(by, now, q.segments)
+    start, end = q.window or (now, now)
+    signed = case((conversions.c.refund == true(), -conversions.c.revenue), else_=conversions.c.revenue)
+    spent = (
+        select(
+            conversions.c.contact_id,
+            _sum_scaled(signed, 100).label("net"),
+            func.max(case((conversions.c.refund == false(), 1), else_=0)).label("bought"),
+        )
+        .where(
+            conversions.c.contact_id.isnot(None),
+            conversions.c.occurred_at >= start,
+            conversions.c.occurred_at < end,
+            or_(conversions.c.currency.is_(None), conversions.c.currency == q.costs.currency),
+        )
+        .group_by(conversions.c.contact_id)
+        .subquery()
+    )
+    treated = deliveries.c.state.in_(TREATED_STATES)
+    held = and_(deliveries.c.state == "skipped", deliveries.c.skip_reason == HOLDOUT_REASON)
+    arms = (
+        select(key.label("g"), deliveries.c.contact_id, case((treated, 1), else_=2).label("arm"))
+        .select_from(_from_deliveries(needs_contacts))
+        .where(deliveries.c.campaign_id == q.campaign_id, or_(treated, held))
+        .distinct()
+        .subquery()
+    )
+    a, b = arms.c.arm, spent.c.bought == 1
+    net = func.coalesce(spent.c.net, 0)
+    stmt = (
+        select(
+            arms.c.g,
+            _count_if(a == 1),
+            _count_if(and_(a == 1, b)),
+            func.coalesce(func.sum(case((a == 1, net), else_=0)), 0),
+            _count_if(a == 2),
+            _count_if(and_(a == 2, b)),
+            func.coalesce(func.sum(case((a == 2, net), else_=0)), 0),
+        )
+        .select_from(arms.outerjoin(spent, spent.c.contact_id == arms.c.contact_id))
+        .group_by(arms.c.g)
+    )
+    return {
+        g: roi.LiftCounts(t, tb, _unscale(tn, 100), h, hb, _unscale(hn, 100))
+        for g, t, tb, tn, h, hb, hn in await conn.execute(stmt)
+    }
+
+
+def bucket_case(seconds: ColumnElement[float]) -> ColumnElement[int]:
+    """Index into ``BUCKET_EDGES`` (anything below the second edge, negatives included, is 0)."""
+    whens = [(seconds < edge * 60, literal(i, Integer)) for i, edge in enumerate(BUCKET_EDGES[1:])]
+    return case(*whens, else_=literal(len(BUCKET_EDGES) - 1, Integer))
+
+
+async def _timing(conn: AsyncConnection, campaign_id: str) -> list[TimingBucket]:
+    human = or_(events.c.label.is_(None), events.c.label == "human")
+    inner = (
+        select(
+            deliveries.c.slot,
+            events.c.kind,
+            bucket_case(seconds_between(events.c.occurred_at, HANDED_OVER)).label("bucket"),
+        )
+        .select_from(deliveries.join(events, events.c.delivery_id == deliveries.c.id))
+        .where(deliveries.c.campaign_id == campaign_id, events.c.kind.in_(("open", "click")), human)
+        .subquery()
+    )
+    stmt = select(inner.c.slot, inner.c.bucket, _count_if(inner.c.kind == "open"), _count_if(inner.c.kind == "click"))
+    stmt = stmt.group_by(inner.c.slot, inner.c.bucket)
+    found = {(slot, bucket): (o, c) for slot, bucket, o, c in await conn.execute(stmt)}
+    planned = select(deliveries.c.slot).where(deliveries.c.campaign_id == campaign_id).distinct()
+    slots = sorted({slot for slot, _ in found} | set((await conn.execute(planned)).scalars()))
+    buckets = []
+    for slot in slots:
+        for i, low in enumerate(BUCKET_EDGES):
+            high = BUCKET_EDGES[i + 1] if i + 1 < len(BUCKET_EDGES) else None
+            o, c = found.get((slot, i), (0, 0))
+            buckets.append(TimingBucket(slot, low, high, o, c))
+    return buckets

@@ -1,0 +1,27 @@
+"""The report's ratios and its bridge to the ROI maths of ``daemon.attribution.roi`` (pure).
+
+The SQL in ``daemon.reporting.data`` sums each group's conversions into ``roi.Totals`` and its
+contacts into ``roi.LiftCounts`` (grouped queries, no per-row Python); ``roi.roi_figures`` then
+does the money: net revenue, discount cost, send cost, gross profit, ROI and the lift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+
+from daemon.attribution import roi
+from daemon.campaign import Costs
+
+
+def ratio(numerator: Decimal | int, denominator: Decimal | int) -> Decimal | None:
+    """numerator / denominator to 4 places (as ``roi.ratio`` rounds); None when the denominator is zero."""
+    if not denominator:
+        return None
+    return roi.ratio(Decimal(numerator) / Decimal(denominator))
+
+
+def figures(
+    group: str, totals: roi.Totals, sent_by_channel: Mapping[str, int], lift: roi.LiftCounts, costs: Costs
+) -> roi.RoiFigures:
+    return roi.roi_figures(group, totals, sent_by_channel, costs, lift)

@@ -1,0 +1,168 @@
+"""A report group as one flat, ordered record with stable keys (shared by JSON, CSV and the tables).
+
+Decimals stay Decimal here; each renderer decides how to print them. ``None`` means unknown."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from daemon.reporting.model import GroupFigures, Report
+
+# the ledger's skip reasons (docs/ARCHITECTURE.md), always present in CSV so its columns are stable
+KNOWN_SKIP_REASONS = (
+    "no_consent",
+    "suppressed",
+    "quiet_hours",
+    "frequency_cap",
+    "holiday",
+    "missed_slot",
+    "coupon_exhausted",
+    "holdout",
+)
+
+# (key, label) in display order; sections are for the table and HTML
+SECTIONS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    (
+        "Deliveries",
+        (
+            ("planned", "planned"),
+            ("pending", "pending"),
+            ("sent", "sent"),
+            ("accepted", "accepted"),
+            ("delivered", "delivered"),
+            ("bounced", "bounced"),
+            ("failed", "failed"),
+            ("unknown", "unknown"),
+            ("skipped", "skipped"),
+        ),
+    ),
+    (
+        "Engagement (human; machine beside)",
+        (
+            ("opens_human_unique", "opens, unique"),
+            ("opens_human_total", "opens, total"),
+            ("opens_machine_unique", "machine opens, unique"),
+            ("opens_machine_total", "machine opens, total"),
+            ("clicks_human_unique", "clicks, unique"),
+            ("clicks_human_total", "clicks, total"),
+            ("clicks_machine_unique", "machine clicks, unique"),
+            ("clicks_machine_total", "machine clicks, total"),
+            ("ctr", "CTR"),
+            ("click_to_open", "click-to-open"),
+            ("unsubscribes", "unsubscribes"),
+        ),
+    ),
+    (
+        "Sales and ROI",
+        (
+            ("purchasers", "purchasers"),
+            ("orders", "orders"),
+            ("units", "units"),
+            ("revenue", "revenue"),
+            ("refunds", "refunds"),
+            ("net_revenue", "net revenue"),
+            ("discount_cost", "discount cost"),
+            ("send_cost", "send cost"),
+            ("gross_profit", "gross profit"),
+            ("margin_basis", "margin from"),
+            ("profit_after_send", "profit after send cost"),
+            ("roi", "ROI"),
+        ),
+    ),
+    (
+        "Holdout",
+        (
+            ("treated_contacts", "contacts sent to"),
+            ("treated_buyers", "of whom bought"),
+            ("holdout_contacts", "contacts held out"),
+            ("holdout_buyers", "of whom bought"),
+            ("treated_rate", "buy rate, sent"),
+            ("holdout_rate", "buy rate, held out"),
+            ("lift", "lift vs holdout"),
+            ("incremental_buyers", "incremental buyers"),
+            ("incremental_revenue", "incremental net revenue"),
+        ),
+    ),
+)
+RATIO_KEYS = frozenset({"ctr", "click_to_open", "roi", "treated_rate", "holdout_rate", "lift"})
+MONEY_KEYS = frozenset(
+    {"revenue", "refunds", "net_revenue", "discount_cost", "send_cost", "gross_profit", "profit_after_send"}
+)
+
+
+def skip_reasons(report: Report) -> list[str]:
+    """The known reasons, then any others the ledger holds, sorted."""
+    found = {r for g in [*report.groups, report.total] for r in g.deliveries.skipped}
+    return [*KNOWN_SKIP_REASONS, *sorted(found - set(KNOWN_SKIP_REASONS))]
+
+
+def group_record(g: GroupFigures, reasons: list[str] | None = None) -> dict[str, Any]:
+    """Flat record; with ``reasons``, one ``skipped_<reason>`` key per reason after ``skipped``."""
+    d, o, c, m = g.deliveries, g.opens, g.clicks, g.money
+    lift = m.lift
+    counts = lift.counts if lift is not None else None
+    record: dict[str, Any] = {
+        "group": g.key,
+        "planned": d.planned,
+        "pending": d.pending,
+        "sent": d.sent,
+        "accepted": d.accepted,
+        "delivered": d.delivered,
+        "bounced": d.bounced,
+        "failed": d.failed,
+        "unknown": d.unknown,
+        "skipped": d.skipped_total,
+    }
+    for reason in reasons or []:
+        record[f"skipped_{reason}"] = d.skipped.get(reason, 0)
+    record.update(
+        {
+            "opens_human_unique": o.human_unique,
+            "opens_human_total": o.human_total,
+            "opens_machine_unique": o.machine_unique,
+            "opens_machine_total": o.machine_total,
+            "clicks_human_unique": c.human_unique,
+            "clicks_human_total": c.human_total,
+            "clicks_machine_unique": c.machine_unique,
+            "clicks_machine_total": c.machine_total,
+            "ctr": g.ctr,
+            "click_to_open": g.click_to_open,
+            "unsubscribes": g.unsubscribes,
+            "purchasers": m.purchasers,
+            "orders": m.orders,
+            "units": m.units,
+            "revenue": m.revenue,
+            "refunds": m.refunds,
+            "net_revenue": m.net_revenue,
+            "discount_cost": m.discount_cost,
+            "send_cost": m.send_cost,
+            "gross_profit": m.gross_profit,
+            "margin_basis": m.margin_basis,
+            "profit_after_send": m.profit_after_send,
+            "roi": m.roi,
+            "currency_mismatches": m.currency_mismatches,
+            "treated_contacts": counts.treated_contacts if counts else 0,
+            "treated_buyers": counts.treated_purchasers if counts else 0,
+            "holdout_contacts": counts.holdout_contacts if counts else 0,
+            "holdout_buyers": counts.holdout_purchasers if counts else 0,
+            "treated_rate": lift.treated_rate if lift else None,
+            "holdout_rate": lift.holdout_rate if lift else None,
+            "lift": lift.relative if lift else None,
+            "incremental_buyers": lift.incremental_purchasers if lift else None,
+            "incremental_revenue": lift.incremental_revenue if lift else None,
+        }
+    )
+    return record
+
+
+def display(key: str, value: Any) -> str:
+    """Human text for a value: ratios as percentages, money with two places, counts with commas."""
+    if value is None:
+        return "n/a"
+    if key in RATIO_KEYS:
+        return f"{float(value) * 100:,.1f}%"
+    if key in MONEY_KEYS or key in ("incremental_buyers", "incremental_revenue"):
+        return f"{value:,.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)

@@ -1,0 +1,41 @@
+"""``--format csv``: one row per group, then the campaign total (``by`` = ``all``, group ``total``).
+
+Columns are stable: every known skip reason has its ``skipped_<reason>`` column. Decimals are
+written exactly; unknown figures are empty. Cells that a spreadsheet would run as a formula
+(starting with = + - @) are prefixed with a quote (group names come from data)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from decimal import Decimal
+
+from daemon.reporting.model import Report
+from daemon.reporting.records import group_record, skip_reasons
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return str(value)
+
+
+def render_csv(report: Report) -> str:
+    reasons = skip_reasons(report)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    header: list[str] | None = None
+    rows = [(report.by, g) for g in report.groups] + [("all", report.total)]
+    for by, g in rows:
+        record = {"campaign_id": report.campaign_id, "by": by, **group_record(g, reasons), "currency": report.currency}
+        if header is None:
+            header = list(record)
+            writer.writerow(header)
+        writer.writerow([_cell(record[k]) for k in header])
+    return buffer.getvalue()

@@ -1,0 +1,106 @@
+"""``--format html``: ONE self-contained page (inline CSS and SVG, no scripts, no network at view
+time). The template is autoescaped; the charts come from ``daemon.reporting.svg``, which escapes
+every text it draws."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
+
+from daemon.reporting import svg
+from daemon.reporting.model import GroupFigures, Report, TimingBucket
+from daemon.reporting.records import SECTIONS, display, group_record
+
+TEMPLATES = Path(__file__).parent / "templates"
+_env = Environment(
+    loader=FileSystemLoader(TEMPLATES),
+    autoescape=select_autoescape(["html", "j2"], default=True),
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def timing_charts(timing: list[TimingBucket]) -> list[Markup]:
+    """One histogram per slot, sharing one y scale so the slots compare side by side."""
+    per_slot: OrderedDict[str, list[TimingBucket]] = OrderedDict()
+    for b in timing:
+        per_slot.setdefault(b.slot, []).append(b)
+    peak = max([max(b.opens, b.clicks) for b in timing] + [0])
+    charts = []
+    for slot, buckets in per_slot.items():
+        charts.append(
+            svg.histogram(
+                f"{slot} slot: human opens and clicks",
+                [b.short_label for b in buckets],
+                [
+                    ("opens", svg.OPEN_COLOUR, [b.opens for b in buckets]),
+                    ("clicks", svg.CLICK_COLOUR, [b.clicks for b in buckets]),
+                ],
+                y_max=peak,
+            )
+        )
+    return charts
+
+
+def funnel_chart(total: GroupFigures) -> Markup:
+    return svg.funnel(
+        "Funnel (people, human only)",
+        [
+            ("sent", total.deliveries.sent),
+            ("opened", total.opens.human_unique),
+            ("clicked", total.clicks.human_unique),
+            ("purchased", total.money.purchasers),
+        ],
+        show_title=False,
+    )
+
+
+def roi_chart(by_channel: list[GroupFigures]) -> Markup:
+    return svg.signed_bars("ROI per channel", [(g.key, g.money.roi) for g in by_channel], show_title=False)
+
+
+def _kpis(report: Report) -> list[tuple[str, str, str]]:
+    t = report.total
+    lift = t.money.lift
+    held = lift.counts.holdout_contacts if lift else 0
+    return [
+        ("sent", f"{t.deliveries.sent:,}", f"{t.deliveries.accepted:,} accepted"),
+        ("opened", f"{t.opens.human_unique:,}", f"+{t.opens.machine_unique:,} machine"),
+        ("clicked", f"{t.clicks.human_unique:,}", f"CTR {svg.fmt_percent(t.ctr)}"),
+        ("orders", f"{t.money.orders:,}", f"{t.money.purchasers:,} purchasers"),
+        ("net revenue", f"{t.money.net_revenue:,.2f}", report.currency),
+        ("ROI", svg.fmt_percent(t.money.roi), f"send cost {t.money.send_cost:,.2f}"),
+        ("lift vs holdout", svg.fmt_percent(lift.relative if lift else None), f"{held:,} held out"),
+    ]
+
+
+def _table(report: Report) -> dict[str, Any]:
+    columns = [*report.groups, report.total]
+    records = [group_record(g) for g in columns]
+    sections = []
+    for title, rows in SECTIONS:
+        body = [(label, [display(key, r[key]) for r in records]) for key, label in rows]
+        if title == "Deliveries":
+            for reason in sorted({r for g in columns for r in g.deliveries.skipped}):
+                body.append((f"skipped: {reason}", [f"{g.deliveries.skipped.get(reason, 0):,}" for g in columns]))
+        sections.append((title, body))
+    return {"headers": [g.key for g in report.groups], "sections": sections}
+
+
+def render_html(report: Report) -> str:
+    template = _env.get_template("report.html.j2")
+    return template.render(
+        report=report,
+        kpis=_kpis(report),
+        timing=timing_charts(report.timing),
+        funnel=funnel_chart(report.total),
+        roi=roi_chart(report.roi_by_channel),
+        table=_table(report),
+        generated=report.generated_at.strftime("%Y-%m-%d %H:%M UTC"),
+        window=" to ".join(w.strftime("%Y-%m-%d %H:%M UTC") for w in report.window),
+    )
