@@ -6,12 +6,14 @@ import asyncio
 from datetime import timedelta
 from email import message_from_bytes, policy
 
+import pytest
 from channels.scripted_smtp import ScriptedSmtpServer
 from sqlalchemy import insert, select
 
 from daemon.clock import FakeClock
 from daemon.coupons import codes
 from daemon.coupons.keys import active_coupon_key
+from daemon.dispatch.dispatcher import ChunkWindow
 from daemon.dispatch.service import DispatchService
 from daemon.links.tokens import verify
 from daemon.scheduling.scheduler import BucketScheduler
@@ -187,3 +189,36 @@ async def test_pause_on_exhausted_coupons_hands_rows_back_once_and_sends_nothing
             assert server.received == []
         finally:
             await service.close()
+
+
+async def test_the_chunk_window_keeps_at_most_its_size_in_flight_and_waits_for_all() -> None:
+    running, most, done = 0, 0, []
+
+    async def chunk(i: int) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.01 * (i % 3))
+        running -= 1
+        done.append(i)
+
+    async with ChunkWindow(3) as window:
+        for i in range(10):
+            await window.submit(lambda i=i: chunk(i))
+    assert most == 3 and sorted(done) == list(range(10))
+
+
+async def test_a_failed_chunk_stops_new_ones_and_is_raised_once_the_others_finish() -> None:
+    finished: list[int] = []
+
+    async def chunk(i: int) -> None:
+        await asyncio.sleep(0.02 if i else 0)
+        if i == 0:
+            raise RuntimeError("database gone")
+        finished.append(i)
+
+    with pytest.raises(RuntimeError, match="database gone"):
+        async with ChunkWindow(2) as window:
+            for i in range(5):
+                await window.submit(lambda i=i: chunk(i))
+    assert finished == [1]  # the chunk already on the wire was recorded; none started after the failure

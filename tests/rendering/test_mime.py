@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import binascii
 import email
+import random
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
@@ -10,7 +12,14 @@ from email.message import EmailMessage
 
 import pytest
 
-from daemon.rendering.mime import HeaderValueError, MimeAssembler, encode_body, header_text, list_unsubscribe
+from daemon.rendering.mime import (
+    HeaderValueError,
+    MimeAssembler,
+    encode_body,
+    header_text,
+    list_unsubscribe,
+    quoted_printable,
+)
 
 WHEN = datetime(2027, 5, 6, 7, 20, 5, tzinfo=UTC)
 UNSUBSCRIBE = list_unsubscribe("https://t.example.com/u/tok123", "mailto:unsubscribe@shop.example.com?subject=tok123")
@@ -138,3 +147,15 @@ def test_long_ascii_subjects_are_folded_and_non_ascii_encoded() -> None:
 def test_display_names_with_specials_are_quoted(assembler: MimeAssembler) -> None:
     data = assembler.assemble(Parts("s", "h", "t"), to="a@b.example", to_name='O"Brien, Ann', delivery_id=2, date=WHEN)
     assert parse(data)["To"].addresses[0].display_name == 'O"Brien, Ann'
+
+
+def test_quoted_printable_line_by_line_decodes_to_the_input_with_short_lines() -> None:
+    rng = random.Random(4)
+    pieces = ["ab", " ", "\t", ".", "=", "\n", " \n", "\t\n", "—", "ë", "广告", "x" * 80, "y" * 200]
+    for _ in range(3000):
+        data = "".join(rng.choice(pieces) for _ in range(rng.randrange(0, 40))).encode("utf-8")
+        for _ in range(2):  # the second time from the line cache
+            encoded = quoted_printable(data)
+            assert binascii.a2b_qp(encoded.replace(b"\r\n", b"\n")) == data
+            assert all(len(line) <= 76 for line in encoded.split(b"\r\n"))
+            assert b"\n" not in encoded.replace(b"\r\n", b"")

@@ -1,0 +1,484 @@
+"""Benchmark: the email pipeline end to end against Postfix's smtp-sink, side by side in one run.
+
+Target (issue 4): topslot ≥ 2,000 msg/s on a 2-core machine (≥ 6× the naive sender), and peak
+memory ≤ 150 MB while sending a 1,000,000-recipient campaign.
+
+One smtp-sink (C) on loopback takes every message. Measured, in one run:
+
+- ``smtp-source`` (C, 20 persistent sessions): the physical limit of this machine;
+- a naive Python sender: per recipient, Jinja2 render, ``email.message.EmailMessage``, and
+  ``aiosmtplib.send`` (a connection per message), 10 at a time;
+- topslot end to end: a bucket of planned ledger rows fired by the real ``BucketScheduler`` into
+  the real ``DispatchService`` (claim → load → coupon reservation → render with signed links →
+  link records → MIME → mark sending → SmtpPool → record outcomes), in a fresh child process;
+
+then, in a separate child process, the same topslot path on a 1,000,000-recipient campaign for its
+peak RSS (``ru_maxrss``). The ledger is seeded once (contacts, consents, planned rows; not timed)
+and copied for every run (SQLite), or re-seeded in a throwaway schema (PostgreSQL).
+
+    .venv/bin/python bench/send_pipeline.py                         # 100,000 + 1,000,000 recipients
+    .venv/bin/python bench/send_pipeline.py --recipients 20000      # quick: 20,000 + 200,000
+    .venv/bin/python bench/send_pipeline.py --pg postgresql+asyncpg://postgres@127.0.0.1:5432/test
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import insert, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from smtp_transport import ensure_postfix_tools, free_port, run_smtp_source, start_sink  # noqa: E402
+
+from daemon.campaign import Campaign  # noqa: E402
+from daemon.clock import FakeClock  # noqa: E402
+from daemon.config.yaml_source import load_yaml  # noqa: E402
+from daemon.dispatch.service import DispatchService  # noqa: E402
+from daemon.logs import configure_logging  # noqa: E402
+from daemon.scheduling.scheduler import BucketScheduler  # noqa: E402
+from daemon.settings import Settings  # noqa: E402
+from daemon.store import ledger  # noqa: E402
+from daemon.store.db import open_engine, upgrade  # noqa: E402
+from daemon.store.schema import consents, contacts, deliveries  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "config/campaigns/mothers-day-2027.yaml"
+DUE = datetime(2027, 5, 6, 7, 30, tzinfo=UTC)
+SEEDED_AT = datetime(2027, 5, 1, tzinfo=UTC)
+DOMAINS = 1000
+NAMES = ["Lena", "Noah", "Mei", "Zoë", "Ana", "Chloé", "Priya", "Hana", "Olivia", "Sofia"]
+POOL_SIZE = 20
+NAIVE_CONCURRENCY = 10
+TARGET_MSGS, TARGET_RATIO, TARGET_MB = 2000.0, 6.0, 150.0
+
+
+# ---------------------------------------------------------------- the campaign and its ledger
+
+
+def bench_campaign() -> Campaign:
+    """The example campaign (its real templates, coupon and landing page), email only, everyone in one
+    07:30 UTC bucket."""
+    data = dict(load_yaml(EXAMPLE).data)
+    data.update(
+        id="bench-send",
+        channels=["email"],
+        audience={"all": [{"consent": "email"}]},
+        schedule={
+            "start": DUE.date(), "end": DUE.date(), "slots": ["07:30"], "timezone": "UTC", "days": "every_day",
+            "missed_slot": {"grace": "12h", "then": "skip"},
+        },
+        content={"email": data["content"]["email"]},
+    )  # fmt: skip
+    data.pop("costs", None)
+    return Campaign.model_validate(data)
+
+
+def bench_settings(var_dir: Path, port: int, pool_size: int) -> Settings:
+    return Settings(
+        config_dir=REPO / "config",
+        templates_dir=REPO / "templates",
+        var_dir=var_dir,
+        default_timezone="UTC",
+        default_country="US",
+        tracking_base_url="https://t.shop.example.com",
+        compliance={
+            "postal_address": "Example Shop, 1 Example Road, Shanghai 200000",
+            "sender_identity": "Example Shop",
+        },
+        smtp={
+            "sink": {
+                "host": "127.0.0.1", "port": port, "tls": "none", "pool_size": pool_size,
+                "rate_per_second": 1_000_000, "max_per_domain": 20,
+            }
+        },
+    )  # fmt: skip
+
+
+def person(i: int) -> dict[str, Any]:
+    return {
+        "id": i + 1,
+        "external_id": f"b{i}",
+        "email": f"user{i}@d{i % DOMAINS}.example",
+        "first_name": NAMES[i % len(NAMES)],
+        "last_name": "Example",
+        "gender": "female",
+        "country": "US",
+        "timezone": "UTC",
+        "created_at": SEEDED_AT,
+        "updated_at": SEEDED_AT,
+    }
+
+
+async def seed(url: str, schema: str | None, n: int) -> None:
+    """Contacts with email consent and one planned ledger row each, all due at ``DUE``."""
+    engine = open_engine(url, schema=schema)
+    await upgrade(engine)
+    campaign = bench_campaign()
+    await ledger.record_campaign(engine, campaign, "bench", SEEDED_AT)
+    batch = 20_000
+    async with engine.begin() as conn:
+        for start in range(0, n, batch):
+            ids = range(start, min(n, start + batch))
+            await conn.execute(insert(contacts), [person(i) for i in ids])
+            await conn.execute(
+                insert(consents),
+                [{"contact_id": i + 1, "channel": "email", "granted": True, "recorded_at": SEEDED_AT} for i in ids],
+            )
+            await conn.execute(
+                insert(deliveries),
+                [
+                    {
+                        "campaign_id": campaign.id, "contact_id": i + 1, "channel": "email",
+                        "slot_date": DUE.date(), "slot": "07:30", "due_utc": DUE,
+                        "dispatch_start_utc": DUE - timedelta(minutes=10), "timezone": "UTC",
+                        "tz_source": "campaign", "state": "planned", "plan_run": "bench",
+                        "created_at": SEEDED_AT, "updated_at": SEEDED_AT,
+                    }
+                    for i in ids
+                ],
+            )  # fmt: skip
+    await engine.dispose()
+
+
+# ---------------------------------------------------------------- topslot (child process)
+
+
+async def topslot_run(url: str, schema: str | None, port: int, pool_size: int) -> dict[str, Any]:
+    """Fire the bucket through the real scheduler and dispatch service; time it; count the states."""
+    engine = open_engine(url, schema=schema)
+    campaign = bench_campaign()
+    with tempfile.TemporaryDirectory() as var_dir:
+        settings = bench_settings(Path(var_dir), port, pool_size)
+        clock = FakeClock(DUE - timedelta(minutes=5))
+        service = DispatchService(engine, settings, clock, node="bench")
+        scheduler = BucketScheduler(engine, settings, clock, owner=service.owner, on_claimed=service.dispatch)
+        await service.on_campaigns_changed({campaign.id: campaign})
+        scheduler.campaigns = {campaign.id: campaign}  # planned already (seeded): no re-plan
+        cpu_before, started = _cpu_seconds(), time.perf_counter()
+        claimed = await scheduler.fire_bucket(campaign.id, "email", DUE)
+        elapsed, cpu = time.perf_counter() - started, _cpu_seconds() - cpu_before
+        await service.close()
+    states = await ledger.state_counts(engine, campaign.id)
+    await engine.dispose()
+    return {
+        "claimed": claimed,
+        "sent": states.get(("sent", None), 0),
+        "states": {f"{s}/{r}" if r else s: n for (s, r), n in states.items()},
+        "seconds": elapsed,
+        "cpu_seconds": cpu,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def child_main(args: argparse.Namespace) -> None:
+    configure_logging("warning", "console", stream=sys.stderr)
+    for setting in args.tune:  # module.NAME=int, for A/B runs of a tuning constant
+        target, _, value = setting.partition("=")
+        module, _, name = target.rpartition(".")
+        setattr(importlib.import_module(module), name, int(value))
+    make = lambda: topslot_run(args.child, args.schema or None, args.port, args.pool_size)  # noqa: E731
+    if args.uvloop:
+        try:
+            import uvloop
+
+            print(json.dumps(uvloop.run(make())))
+            return
+        except ImportError:
+            pass
+    print(json.dumps(asyncio.run(make())))
+
+
+def run_child(
+    url: str, schema: str | None, port: int, pool_size: int, *, uvloop: bool, profile: str | None, tune: list[str]
+) -> dict[str, Any]:
+    command = [sys.executable]
+    if profile:
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        command = [spy, "record", "-o", profile, "-f", "raw", "-r", "200", "--", sys.executable]
+    command += [__file__, "--child", url, "--schema", schema or "", "--port", str(port), "--pool-size", str(pool_size)]
+    if uvloop:
+        command.append("--uvloop")
+    for setting in tune:
+        command += ["--tune", setting]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"topslot child failed:\n{done.stderr[-4000:]}")
+    return json.loads(next(line for line in reversed(done.stdout.splitlines()) if line.startswith("{")))
+
+
+# ---------------------------------------------------------------- the naive sender
+
+
+def naive_run(port: int, n: int) -> float:
+    """Per recipient: Jinja2 render of the same templates, EmailMessage, aiosmtplib.send."""
+    campaign = bench_campaign()
+    email = campaign.content.email
+    assert email is not None
+    env = Environment(loader=FileSystemLoader(REPO / "templates"), autoescape=select_autoescape(["j2"]))
+    html, plain = env.get_template(email.html), env.get_template(email.text or email.html)
+    subject = env.from_string(email.subject)
+    people = [person(i) for i in range(n)]
+    queue = iter(people)
+
+    def context(p: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "contact": {"first_name": p["first_name"], "last_name": p["last_name"]},
+            "coupon": f"MOM{p['id']:010d}",
+            "campaign": {"id": campaign.id, "name": campaign.name},
+            "landing_url": campaign.landing_page.url,
+            "track": lambda url: url,
+            "unsubscribe_url": f"https://t.shop.example.com/u/{p['id']}",
+            "slot": "07:30",
+        }
+
+    async def worker() -> None:
+        for p in queue:
+            ctx = context(p)
+            msg = EmailMessage()
+            msg["From"] = email.from_
+            msg["To"] = f"{p['first_name']} <{p['email']}>"
+            msg["Subject"] = subject.render(ctx)
+            msg.set_content(plain.render(ctx))
+            msg.add_alternative(html.render(ctx), subtype="html")
+            await aiosmtplib.send(msg, hostname="127.0.0.1", port=port)
+
+    async def main() -> float:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(NAIVE_CONCURRENCY)))
+        return n / (time.perf_counter() - started)
+
+    return asyncio.run(main())
+
+
+# ---------------------------------------------------------------- databases
+
+
+class Ledger:
+    """Seeds once, hands out a fresh copy per run: a file copy on SQLite, a new schema on PostgreSQL."""
+
+    def __init__(self, pg: str | None, n: int, workdir: Path):
+        self.pg, self.n, self.workdir = pg, n, workdir
+        self.master = workdir / f"seed-{n}.db"
+        self.schemas: list[str] = []
+        if pg is None:
+            started = time.perf_counter()
+            asyncio.run(seed(f"sqlite+aiosqlite:///{self.master}", None, n))
+            print(f"  seeded {n:,} recipients (SQLite) in {time.perf_counter() - started:.1f} s", flush=True)
+
+    def fresh(self) -> tuple[str, str | None]:
+        if self.pg is None:
+            copy = self.workdir / f"run-{uuid.uuid4().hex[:8]}.db"
+            shutil.copyfile(self.master, copy)
+            return f"sqlite+aiosqlite:///{copy}", None
+        schema = asyncio.run(pg_schema(self.pg))
+        self.schemas.append(schema)
+        asyncio.run(seed(self.pg, schema, self.n))
+        return self.pg, schema
+
+    def done(self, url: str, schema: str | None) -> None:
+        if schema is None:
+            for suffix in ("", "-wal", "-shm"):
+                Path(url.removeprefix("sqlite+aiosqlite:///") + suffix).unlink(missing_ok=True)
+        else:
+            asyncio.run(pg_schema(url, drop=schema))
+
+
+async def pg_schema(url: str, drop: str | None = None) -> str:
+    admin = open_engine(url)
+    name = drop or f"bench_{uuid.uuid4().hex[:10]}"
+    async with admin.begin() as conn:
+        if drop:
+            await conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))  # a generated name
+        else:
+            await conn.execute(text(f'CREATE SCHEMA "{name}"'))
+    await admin.dispose()
+    return name
+
+
+def message_size() -> int:
+    """The mean size the sink sees, from rendered samples (so smtp-source sends the same bytes)."""
+    from daemon.dispatch.dispatcher import CampaignKit
+    from daemon.templating import contact_view
+    from daemon.links.keys import Keyring
+
+    with tempfile.TemporaryDirectory() as var_dir:
+        kit = CampaignKit(bench_campaign(), bench_settings(Path(var_dir), 25, 1), Keyring({"k1": b"x" * 32}))
+    assembler = kit.compiled.assembler
+    assert assembler is not None
+    sizes = []
+    for i in range(20):
+        p = person(i)
+        links = kit.links.for_delivery(i + 1, "email")
+        rendered = kit.compiled.render_email(
+            contact_view(_fake_recipient(p), DUE.date()), "MOM7K2Q9XABCD", links, "07:30"
+        )
+        sizes.append(
+            len(assembler.assemble(rendered, to=p["email"], to_name=p["first_name"], delivery_id=i + 1, date=DUE))
+        )
+    return int(statistics.mean(sizes))
+
+
+def _fake_recipient(p: dict[str, Any]) -> Any:
+    from daemon.store.dispatch import Recipient
+
+    return Recipient(
+        delivery_id=p["id"], lease_epoch=1, campaign_id="bench-send", channel="email", slot="07:30",
+        slot_date=DUE.date(), due_utc=DUE, timezone="UTC", attempts=0, coupon_code=None, contact_id=p["id"],
+        external_id=p["external_id"], email=p["email"], phone=None, first_name=p["first_name"],
+        last_name=p["last_name"], gender="female", birth_date=None, age=None, country="US", locale=None,
+        im_ids=None, attributes=None,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------- main
+
+
+def median_of(runs: int, measure: Callable[[], float]) -> tuple[float, list[float]]:
+    values = [measure() for _ in range(runs)]
+    return statistics.median(values), values
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipients", type=int, default=100_000, help="throughput runs (default 100,000)")
+    parser.add_argument("--memory-recipients", type=int, help="memory run (default 10 × --recipients)")
+    parser.add_argument("--runs", type=int, default=3, help="median of this many runs each")
+    parser.add_argument("--pool-size", type=int, default=POOL_SIZE, help="SMTP connections")
+    parser.add_argument("--pg", help="use this PostgreSQL URL (throwaway schemas) instead of SQLite")
+    parser.add_argument("--no-uvloop", action="store_true", help="run topslot on asyncio's own loop")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--only-topslot", action="store_true", help="skip smtp-source and the naive sender")
+    parser.add_argument("--profile", help="record the first topslot run with py-spy into this file")
+    parser.add_argument(
+        "--tune",
+        action="append",
+        default=[],
+        metavar="MODULE.NAME=INT",
+        help="set a tuning constant in the topslot child, e.g. daemon.dispatch.dispatcher.CHUNK=500",
+    )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--schema", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--uvloop", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child_main(args)
+        return
+    configure_logging("warning", "console", stream=sys.stderr)
+    n = args.recipients
+    big = args.memory_recipients or n * 10
+    uvloop = not args.no_uvloop
+    db = "PostgreSQL" if args.pg else "SQLite"
+
+    sink, source = ensure_postfix_tools()
+    port = free_port()
+    sink_process = start_sink(sink, port)
+    results: dict[str, float] = {}
+
+    def show(label: str, value: float, values: list[float], extra: str = "") -> None:
+        results[label] = value
+        runs = ", ".join(f"{v:,.0f}" for v in values)
+        print(f"  {label:<40} {value:>8,.0f} msg/s   runs: {runs}{extra}", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="topslot-bench-") as tmp:
+        workdir = Path(tmp)
+        try:
+            print(f"email pipeline: {n:,} recipients, {db}, smtp-sink on 127.0.0.1:{port}, median of {args.runs} runs")
+            store = Ledger(args.pg, n, workdir)
+            if not args.only_topslot:
+                size = message_size()
+                print(f"  messages: ~{size:,} bytes each (example campaign: HTML + text, coupon, signed links)")
+                value, values = median_of(args.runs, lambda: run_smtp_source(source, port, 20, n, size))
+                show("smtp-source, 20 sessions (C)", value, values)
+                naive_n = max(500, n // 20)
+                value, values = median_of(args.runs, lambda: naive_run(port, naive_n))
+                show(f"naive Python ({naive_n:,} msgs)", value, values)
+
+            def topslot_once(profile: str | None = None) -> float:
+                url, schema = store.fresh()
+                try:
+                    r = run_child(url, schema, port, args.pool_size, uvloop=uvloop, profile=profile, tune=args.tune)
+                finally:
+                    store.done(url, schema)
+                if r["sent"] != n or r["claimed"] != n:
+                    sys.exit(f"topslot sent {r['sent']:,} of {n:,} (claimed {r['claimed']:,}): {r['states']}")
+                print(
+                    f"    run: {n / r['seconds']:,.0f} msg/s, {r['seconds']:.1f} s, "
+                    f"CPU {r['cpu_seconds'] / n * 1e6:,.0f} µs/msg ({r['cpu_seconds'] / r['seconds']:.0%} of a core), "
+                    f"peak RSS {r['peak_rss_mb']:.0f} MB",
+                    flush=True,
+                )
+                return n / r["seconds"]
+
+            first = topslot_once(args.profile) if args.profile else None
+            values = ([first] if first else []) + [topslot_once() for _ in range(args.runs - (1 if first else 0))]
+            loop_name = "uvloop" if uvloop else "asyncio"
+            show(f"topslot end to end ({db}, {loop_name})", statistics.median(values), values)
+
+            peak = None
+            if not args.skip_memory:
+                print(f"  memory run: {big:,} recipients…", flush=True)
+                memory = Ledger(args.pg, big, workdir)
+                url, schema = memory.fresh()
+                try:
+                    r = run_child(url, schema, port, args.pool_size, uvloop=uvloop, profile=None, tune=args.tune)
+                finally:
+                    memory.done(url, schema)
+                    if not args.pg:
+                        memory.master.unlink(missing_ok=True)
+                peak = r["peak_rss_mb"]
+                print(
+                    f"  memory run: sent {r['sent']:,} of {big:,} in {r['seconds']:.1f} s "
+                    f"({r['sent'] / r['seconds']:,.0f} msg/s), peak RSS {peak:.0f} MB",
+                    flush=True,
+                )
+        finally:
+            sink_process.terminate()
+            sink_process.wait(timeout=10)
+
+    topslot = next(v for k, v in results.items() if k.startswith("topslot"))
+    print("\nsummary")
+    if not args.only_topslot:
+        limit = results["smtp-source, 20 sessions (C)"]
+        naive = next(v for k, v in results.items() if k.startswith("naive"))
+        for label, value in results.items():
+            print(
+                f"  {label:<40} {value:>8,.0f} msg/s  {value / limit:>5.2f}× smtp-source  {value / naive:>6.2f}× naive"
+            )
+        met = topslot >= TARGET_MSGS and topslot / naive >= TARGET_RATIO
+        print(
+            f"  target: topslot ≥ {TARGET_MSGS:,.0f} msg/s and ≥ {TARGET_RATIO:.0f}× naive: "
+            f"{topslot:,.0f} msg/s, {topslot / naive:.1f}× → {'met' if met else 'NOT met'}"
+        )
+    else:
+        print(f"  topslot {topslot:,.0f} msg/s (target ≥ {TARGET_MSGS:,.0f})")
+    if peak is not None:
+        verdict = "met" if peak <= TARGET_MB else "NOT met"
+        print(f"  target: peak RSS ≤ {TARGET_MB:.0f} MB on {big:,} recipients: {peak:.0f} MB → {verdict}")
+
+
+if __name__ == "__main__":
+    main()
