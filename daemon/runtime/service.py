@@ -51,6 +51,7 @@ class Daemon:
         notifier: Notifier | None = None,
         watch: bool = True,
         schedule: bool = True,
+        track: bool = True,
         watch_debounce_ms: int = 300,
         handle_signals: bool = True,
         configure_logs: bool = True,
@@ -64,6 +65,8 @@ class Daemon:
         self.schedule = schedule
         self.scheduler: BucketScheduler | None = None
         self.dispatch: DispatchService | None = None
+        self.track = track  # serve tracking HTTP (opens, clicks, one-click unsubscribes)
+        self.tracking: Any = None  # daemon.tracking.server.TrackingServer once started
         self.watch_debounce_ms = watch_debounce_ms
         self.handle_signals = handle_signals
         self.configure_logs = configure_logs
@@ -123,6 +126,14 @@ class Daemon:
         self.engine = await ports.open_database(s.database_url)
         self._stack.push_async_callback(self._dispose_engine)
         log.info("database_ready", database=_safe_url(s.database_url))
+        if self.track:  # up before anything sends: every unsubscribe link works from the first message
+            from daemon.links.keys import load_keyring
+            from daemon.tracking.server import TrackingOptions, TrackingServer
+
+            self.notifier.status("starting the tracking server")
+            self.tracking = TrackingServer(self.engine, load_keyring(s), self.clock, TrackingOptions.from_settings(s))
+            await self.tracking.start()
+            self._stack.push_async_callback(self.tracking.close)
         if self.schedule:
             self.dispatch = DispatchService(self.engine, s, self.clock, on_recovered=self._rebuild_jobs)
             self.scheduler = BucketScheduler(

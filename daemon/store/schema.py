@@ -60,6 +60,7 @@ DELIVERY_STATES = (
 TZ_SOURCES = ("contact", "phone", "country", "fallback", "campaign")
 COUPON_STATES = ("available", "reserved", "assigned")
 CHANNEL_NAMES = ("email", "sms", "im")
+ATTRIBUTED_BY = ("coupon", "click", "contact", "none")
 
 
 _BIND_MEMO_SIZE = 4096
@@ -309,36 +310,50 @@ events = Table(
     metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("delivery_id", BigInteger, ForeignKey("deliveries.id")),
+    Column("campaign_id", String(63)),  # copied from the delivery: reports filter on it without a join
     Column("kind", String(20), nullable=False),  # open | click | unsubscribe | bounce | ...
     Column("link_id", Integer, ForeignKey("links.id")),
     _now_col("occurred_at"),
-    Column("user_agent", String(500)),
+    Column("method", String(8)),  # HTTP method of a tracking request (HEAD clicks are scanners)
+    Column("user_agent", String(500)),  # outside input: truncated, control characters replaced
+    Column("referer", String(500)),
     Column("ip", String(45)),
-    Column("label", String(20)),  # human | machine_open | scanner
+    Column("label", String(20)),  # human | machine_open | scanner (daemon.tracking.classify)
     Column("reason", String(200)),
     Index(None, "delivery_id", "kind"),
+    Index(None, "campaign_id", "kind", "occurred_at"),
     Index(None, "occurred_at"),
 )
 
-conversions = Table(
+conversions = Table(  # orders from the shop's webhook or a CSV import, with what they are attributed to
     "conversions",
     metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("order_id", String(200), nullable=False),
-    Column("coupon_code", String(64)),
-    Column("click_id", String(100)),
-    Column("contact_id", Integer),
+    Column("refund", Boolean, nullable=False, server_default=text("false")),
+    Column("coupon_code", String(64)),  # the matched code's stored form, else the typed one
+    Column("click_id", String(100)),  # the ``tsid`` click token as received
+    Column("contact_ref", String(200)),  # the shop's contact id (contacts.external_id) as received
+    Column("contact_id", Integer),  # resolved contacts.id (from the coupon, the click or contact_ref)
     Column("campaign_id", String(63)),
+    Column("delivery_id", BigInteger),
     Column("channel", String(10)),
-    Column("revenue", Numeric(14, 2), nullable=False),
+    Column("slot", String(5)),
+    Column("attributed_by", String(10), nullable=False, server_default=text("'none'")),
+    Column("revenue", Numeric(14, 2), nullable=False),  # paid by the shopper, after the discount
     Column("discount", Numeric(14, 2), nullable=False, server_default=text("0")),
     Column("units", Integer, nullable=False, server_default=text("0")),
     Column("currency", String(3)),
-    Column("refund", Boolean, nullable=False, server_default=text("false")),
+    Column("margin", Numeric(5, 4)),  # gross margin 0..1 of this order, when the shop knows it
+    Column("source", String(10), nullable=False, server_default=text("'webhook'")),
     _now_col("occurred_at"),
+    _now_col("received_at"),
     UniqueConstraint("order_id", "refund"),  # a re-sent webhook is ignored; a refund is its own row
-    Index(None, "campaign_id"),
+    Index(None, "campaign_id", "attributed_by"),
+    Index(None, "contact_id", "occurred_at"),
     Index(None, "coupon_code"),
+    CheckConstraint(_in("attributed_by", ATTRIBUTED_BY), name="attributed_by"),
+    CheckConstraint("revenue >= 0 AND discount >= 0 AND units >= 0", name="amounts"),
 )
 
 

@@ -61,21 +61,31 @@ def upgrade() -> None:
     op.create_table('conversions',
     sa.Column('id', _bigint_pk(), autoincrement=True, nullable=False),
     sa.Column('order_id', sa.String(length=200), nullable=False),
+    sa.Column('refund', sa.Boolean(), server_default=sa.text('false'), nullable=False),
     sa.Column('coupon_code', sa.String(length=64), nullable=True),
     sa.Column('click_id', sa.String(length=100), nullable=True),
+    sa.Column('contact_ref', sa.String(length=200), nullable=True),
     sa.Column('contact_id', sa.Integer(), nullable=True),
     sa.Column('campaign_id', sa.String(length=63), nullable=True),
+    sa.Column('delivery_id', sa.BigInteger(), nullable=True),
     sa.Column('channel', sa.String(length=10), nullable=True),
+    sa.Column('slot', sa.String(length=5), nullable=True),
+    sa.Column('attributed_by', sa.String(length=10), server_default=sa.text("'none'"), nullable=False),
     sa.Column('revenue', sa.Numeric(precision=14, scale=2), nullable=False),
     sa.Column('discount', sa.Numeric(precision=14, scale=2), server_default=sa.text('0'), nullable=False),
     sa.Column('units', sa.Integer(), server_default=sa.text('0'), nullable=False),
     sa.Column('currency', sa.String(length=3), nullable=True),
-    sa.Column('refund', sa.Boolean(), server_default=sa.text('false'), nullable=False),
+    sa.Column('margin', sa.Numeric(precision=5, scale=4), nullable=True),
+    sa.Column('source', sa.String(length=10), server_default=sa.text("'webhook'"), nullable=False),
     sa.Column('occurred_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("attributed_by IN ('coupon', 'click', 'contact', 'none')", name=op.f('ck_conversions_attributed_by')),
+    sa.CheckConstraint('revenue >= 0 AND discount >= 0 AND units >= 0', name=op.f('ck_conversions_amounts')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_conversions')),
     sa.UniqueConstraint('order_id', 'refund', name=op.f('uq_conversions_order_id_refund'))
     )
-    op.create_index(op.f('ix_conversions_campaign_id'), 'conversions', ['campaign_id'], unique=False)
+    op.create_index(op.f('ix_conversions_campaign_id_attributed_by'), 'conversions', ['campaign_id', 'attributed_by'], unique=False)
+    op.create_index(op.f('ix_conversions_contact_id_occurred_at'), 'conversions', ['contact_id', 'occurred_at'], unique=False)
     op.create_index(op.f('ix_conversions_coupon_code'), 'conversions', ['coupon_code'], unique=False)
     op.create_table('links',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
@@ -201,10 +211,13 @@ def upgrade() -> None:
     op.create_table('events',
     sa.Column('id', _bigint_pk(), autoincrement=True, nullable=False),
     sa.Column('delivery_id', sa.BigInteger(), nullable=True),
+    sa.Column('campaign_id', sa.String(length=63), nullable=True),
     sa.Column('kind', sa.String(length=20), nullable=False),
     sa.Column('link_id', sa.Integer(), nullable=True),
     sa.Column('occurred_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('method', sa.String(length=8), nullable=True),
     sa.Column('user_agent', sa.String(length=500), nullable=True),
+    sa.Column('referer', sa.String(length=500), nullable=True),
     sa.Column('ip', sa.String(length=45), nullable=True),
     sa.Column('label', sa.String(length=20), nullable=True),
     sa.Column('reason', sa.String(length=200), nullable=True),
@@ -213,6 +226,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_events'))
     )
     op.create_index(op.f('ix_events_delivery_id_kind'), 'events', ['delivery_id', 'kind'], unique=False)
+    op.create_index(op.f('ix_events_campaign_id_kind_occurred_at'), 'events', ['campaign_id', 'kind', 'occurred_at'], unique=False)
     op.create_index(op.f('ix_events_occurred_at'), 'events', ['occurred_at'], unique=False)
 
 

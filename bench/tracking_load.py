@@ -1,0 +1,343 @@
+"""Benchmark: the tracking server under load — open pixels and click redirects on 127.0.0.1.
+
+Target (issue 5): ≥ 3,000 requests/s with p99 ≤ 50 ms on a 2-core machine, zero events lost.
+
+The real ``TrackingServer`` (aiohttp, event buffer, batch writer with labels) runs in this process
+on a fresh SQLite database (or a throwaway PostgreSQL schema), seeded with ``--deliveries`` sent
+deliveries and two links. The load comes from another process: ``wrk`` (Debian: ``apt-get install
+-y wrk``) with a Lua script cycling through signed ``/o/…gif`` and ``/c/…`` URLs half and half,
+or, without wrk, a bounded Python client (aiohttp, ``--connections`` concurrent requests).
+
+Afterwards every hit the server accepted must be in the ``events`` table, none dropped or lost,
+and at least as many rows as responses the client counted (a few more is normal: requests in
+flight when the client stops are answered and recorded but not counted by it).
+
+    .venv/bin/python bench/tracking_load.py                      # 30 s, wrk if installed
+    .venv/bin/python bench/tracking_load.py --seconds 5 --client python
+    .venv/bin/python bench/tracking_load.py --pg postgresql+asyncpg://postgres@127.0.0.1:5432/test
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import re
+import resource
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import insert, select, text  # noqa: E402
+
+from daemon.clock import SystemClock  # noqa: E402
+from daemon.links.keys import Keyring  # noqa: E402
+from daemon.links.tokens import sign  # noqa: E402
+from daemon.links.urls import link_key, normalise_url  # noqa: E402
+from daemon.store.db import open_engine, upgrade  # noqa: E402
+from daemon.store.links import save_links  # noqa: E402
+from daemon.store.schema import campaigns, contacts, deliveries  # noqa: E402
+from daemon.store.tracking_events import event_counts  # noqa: E402
+from daemon.tracking.server import TrackingOptions, TrackingServer  # noqa: E402
+
+CAMPAIGN = "bench-tracking"
+URLS = ("https://shop.example.com/offer?utm_source=topslot", "https://shop.example.com/faq")
+USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+LUA = """
+local paths = {}
+for line in io.lines(os.getenv("TRACKING_PATHS")) do paths[#paths + 1] = line end
+local i = 0
+function setup(thread) thread:set("offset", math.random(#paths)) end
+function request()
+  i = i + 1
+  return wrk.format("GET", paths[((i + offset) % #paths) + 1], {["User-Agent"] = "{UA}"})
+end
+""".replace("{UA}", USER_AGENT)
+
+
+async def seed(engine: Any, n: int, keyring: Keyring) -> list[str]:
+    """``n`` contacts with one sent delivery each (handed over an hour ago); their tracking paths."""
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        await conn.execute(insert(campaigns).values(id=CAMPAIGN, name="Tracking bench", config_hash="x", loaded_at=now))
+        await conn.execute(
+            insert(contacts),
+            [
+                {"external_id": f"c{i}", "email": f"c{i}@example.com", "created_at": now, "updated_at": now}
+                for i in range(n)
+            ],
+        )
+        ids = (await conn.execute(select(contacts.c.id).order_by(contacts.c.id))).scalars().all()
+        await conn.execute(
+            insert(deliveries),
+            [
+                {
+                    "campaign_id": CAMPAIGN,
+                    "contact_id": cid,
+                    "channel": "email",
+                    "slot_date": date(2027, 5, 6),
+                    "slot": "07:30",
+                    "due_utc": now,
+                    "dispatch_start_utc": now,
+                    "timezone": "UTC",
+                    "tz_source": "fallback",
+                    "state": "sent",
+                    "created_at": now,
+                    "updated_at": now - timedelta(hours=1),
+                }
+                for cid in ids
+            ],
+        )
+        delivery_ids = (await conn.execute(select(deliveries.c.id).order_by(deliveries.c.id))).scalars().all()
+    pairs = {link_key(normalise_url(u)): normalise_url(u) for u in URLS}
+    await save_links(engine, CAMPAIGN, pairs)
+    keys = sorted(pairs)
+    paths = []
+    for i, d in enumerate(delivery_ids):
+        paths.append(f"/o/{sign(keyring, 'open', d)}.gif")
+        paths.append(f"/c/{sign(keyring, 'click', d, keys[i % 2])}")
+    return paths
+
+
+# ---------------------------------------------------------------- clients
+
+
+async def run_wrk(
+    url: str, paths_file: Path, seconds: float, connections: int, threads: int, workdir: Path
+) -> dict[str, Any]:
+    script = workdir / "tracking.lua"
+    script.write_text(LUA, encoding="utf-8")
+    proc = await asyncio.create_subprocess_exec(
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "TRACKING_PATHS": str(paths_file)},
+    )
+    out = (await proc.communicate())[0].decode()
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed:\n{out}")
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> dict[str, Any]:
+    def ms(label: str) -> float:
+        m = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not m:
+            raise RuntimeError(f"no {label} latency in wrk output:\n{out}")
+        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "client": "wrk",
+        "requests": total,
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": ms("50%"),
+        "p99_ms": ms("99%"),
+        "bad_status": int(bad.group(1)) if bad else 0,
+        "socket_errors": errors.group(1).strip() if errors else "none",
+    }
+
+
+def _python_client(url: str, paths: list[str], seconds: float, connections: int, out: Any) -> None:
+    """In a child process: ``connections`` workers issue requests back to back for ``seconds``."""
+    import aiohttp
+
+    async def main() -> dict[str, Any]:
+        latencies: list[float] = []
+        bad = 0
+        deadline = time.perf_counter() + seconds
+        conn = aiohttp.TCPConnector(limit=connections)
+        async with aiohttp.ClientSession(connector=conn, headers={"User-Agent": USER_AGENT}) as session:
+
+            async def worker(k: int) -> None:
+                nonlocal bad
+                i = k * 7919
+                while time.perf_counter() < deadline:
+                    i += 1
+                    start = time.perf_counter()
+                    async with session.get(url + paths[i % len(paths)], allow_redirects=False) as r:
+                        await r.read()
+                        if r.status not in (200, 302):
+                            bad += 1
+                    latencies.append(time.perf_counter() - start)
+
+            began = time.perf_counter()
+            await asyncio.gather(*(worker(k) for k in range(connections)))
+            elapsed = time.perf_counter() - began
+        latencies.sort()
+        q = statistics.quantiles(latencies, n=100)
+        return {
+            "client": "python",
+            "requests": len(latencies),
+            "rps": len(latencies) / elapsed,
+            "p50_ms": q[49] * 1000,
+            "p99_ms": q[98] * 1000,
+            "bad_status": bad,
+            "socket_errors": "none",
+        }
+
+    out.put(asyncio.run(main()))
+
+
+async def run_python(url: str, paths: list[str], seconds: float, connections: int) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_python_client, args=(url, paths, seconds, connections, queue))
+    proc.start()
+    result = await asyncio.to_thread(queue.get, True, seconds + 120)
+    await asyncio.to_thread(proc.join)
+    return result
+
+
+# ---------------------------------------------------------------- main
+
+
+async def _loop_lag(period: float = 0.005) -> tuple[float, float]:
+    """(p99, max) in ms of how late a 5 ms timer fires: the longest stretches the loop was busy."""
+    late: list[float] = []
+    try:
+        while True:
+            start = time.perf_counter()
+            await asyncio.sleep(period)
+            late.append((time.perf_counter() - start - period) * 1000)
+    except asyncio.CancelledError:
+        late.sort()
+        return (late[int(len(late) * 0.99)], late[-1]) if late else (0.0, 0.0)
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def bench(args: argparse.Namespace) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="topslot-tracking-"))
+    schema = None
+    if args.pg:
+        schema = f"bench_{uuid.uuid4().hex[:10]}"
+        admin = open_engine(args.pg)
+        async with admin.begin() as conn:
+            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))  # generated name
+        await admin.dispose()
+        engine = open_engine(args.pg, schema=schema, pool_size=5)
+    else:
+        engine = open_engine(f"sqlite+aiosqlite:///{workdir / 'bench.db'}")
+    try:
+        await upgrade(engine)
+        keyring = Keyring({"bench": secrets.token_bytes(32)})
+        paths = await seed(engine, args.deliveries, keyring)
+        paths_file = workdir / "paths.txt"
+        paths_file.write_text("\n".join(paths) + "\n", encoding="utf-8")
+        server = TrackingServer(
+            engine,
+            keyring,
+            SystemClock(),
+            TrackingOptions(port=0, flush_interval=args.flush_interval, batch_size=args.batch_size),
+        )
+        await server.start()
+        client = args.client
+        if client == "auto":
+            client = "wrk" if shutil.which("wrk") else "python"
+        print(
+            f"tracking server {server.url}, {args.deliveries:,} deliveries, {'PostgreSQL' if args.pg else 'SQLite'}; "
+            f"{client} with {args.connections} connections for {args.seconds:g} s …",
+            flush=True,
+        )
+        lag = asyncio.create_task(_loop_lag())
+        cpu_before = _cpu_seconds()
+        try:
+            if client == "wrk":
+                result = await run_wrk(server.url, paths_file, args.seconds, args.connections, args.threads, workdir)
+            else:
+                result = await run_python(server.url, paths, args.seconds, args.connections)
+            flush_started = time.perf_counter()
+            lag.cancel()
+            lags = await lag
+        finally:
+            await server.close()  # flushes every accepted hit
+        flush_s = time.perf_counter() - flush_started
+        cpu = _cpu_seconds() - cpu_before  # this process: server, flusher, database driver threads
+        stats = server.stats
+        counts = await event_counts(engine, campaign_id=CAMPAIGN)
+        stored = sum(counts.values())
+        in_flight = stored - result["requests"]
+        print(f"\n  client            {result['client']}")
+        print(
+            f"  requests          {result['requests']:,} ({result['bad_status']} not 200/302; "
+            f"socket errors: {result['socket_errors']})"
+        )
+        print(f"  requests/s        {result['rps']:,.0f}   (target ≥ 3,000)")
+        print(f"  latency p50       {result['p50_ms']:.2f} ms")
+        print(f"  latency p99       {result['p99_ms']:.2f} ms   (target ≤ 50 ms)")
+        print(
+            f"  server accepted   {stats.accepted:,}  written {stats.written:,}  dropped {stats.dropped}  "
+            f"lost {stats.lost}  unknown {stats.unknown}  failed flushes {stats.failed_flushes}"
+        )
+        print(f"  events in the DB  {stored:,}  {dict(sorted((f'{k}/{lab}', n) for (k, lab), n in counts.items()))}")
+        print(f"  final flush       {flush_s * 1000:.0f} ms after the load stopped")
+        print(f"  event-loop stalls p99 {lags[0]:.1f} ms, max {lags[1]:.1f} ms (how long the loop could not answer)")
+        per_request = cpu / max(stats.accepted, 1)
+        print(
+            f"  server CPU        {cpu:.2f} s = {per_request * 1e6:.0f} µs per request, all included "
+            f"(≈ {1 / per_request:,.0f} requests/s on one free core); load average {os.getloadavg()[0]:.1f}"
+        )
+        lost = stats.accepted - stored
+        ok_events = lost == 0 and stats.dropped == 0 and stats.lost == 0 and 0 <= in_flight <= args.connections
+        ok_events = ok_events and result["bad_status"] == 0
+        print(
+            f"\n  events lost       {lost}  ({'OK' if ok_events else 'FAIL'}: every accepted hit stored; "
+            f"{in_flight} answered after the client stopped counting)"
+        )
+        print(f"  throughput        {'OK' if result['rps'] >= 3000 else 'BELOW TARGET'}")
+        print(f"  p99 latency       {'OK' if result['p99_ms'] <= 50 else 'ABOVE TARGET'}")
+        return 0 if ok_events else 1
+    finally:
+        await engine.dispose()
+        if schema:
+            admin = open_engine(args.pg)
+            async with admin.begin() as conn:
+                await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            await admin.dispose()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--deliveries", type=int, default=2000)
+    parser.add_argument("--flush-interval", type=float, default=TrackingOptions().flush_interval, help="seconds")
+    parser.add_argument("--batch-size", type=int, default=TrackingOptions().batch_size)
+    parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument("--pg", metavar="URL", help="PostgreSQL URL (a throwaway schema is used)")
+    parser.add_argument("--uvloop", action="store_true", help="run the server on uvloop (pip install '.[bench]')")
+    args = parser.parse_args()
+    if args.uvloop:
+        import uvloop
+
+        return uvloop.run(bench(args))
+    return asyncio.run(bench(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

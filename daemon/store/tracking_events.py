@@ -1,0 +1,283 @@
+"""Tracking events in the store: what a batch of opens and clicks needs to know about its deliveries,
+writing the labelled rows, relabelling, and the one-click unsubscribe transaction.
+
+Batch functions take an open connection (the caller's transaction: one per batch);
+``delivery_campaign``, ``unsubscribe`` and ``event_counts`` take the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, exists, func, insert, literal, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from daemon.store.db import IMMEDIATE
+from daemon.store.dialect import upsert_insert
+from daemon.store.schema import (
+    consents,
+    contacts,
+    deliveries,
+    events,
+    normalise_suppression_address,
+    suppressions,
+)
+
+# A delivery in one of these states has been handed to a provider; its ``updated_at`` says when
+# (``sending``: the hand-over is under way; ``delivered``/``bounced``: the provider's callback time).
+HANDED_OVER = ("sending", "sent", "delivered", "bounced", "unknown")
+IDS_PER_QUERY = 1000
+UNSUBSCRIBE_REASON = "unsubscribe"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFacts:
+    campaign_id: str
+    channel: str
+    handed_over_at: datetime | None  # None: not handed over (yet)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    id: int
+    delivery_id: int
+    link_id: int | None
+    occurred_at: datetime
+    label: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribed:
+    campaign_id: str
+    channel: str
+    contact_id: int
+    first: bool  # False: this delivery had already unsubscribed (nothing new recorded)
+    suppressed: int  # suppression rows added now
+
+
+# ---------------------------------------------------------------- request path
+
+
+async def delivery_campaign(db: AsyncEngine | AsyncConnection, delivery_id: int) -> str | None:
+    """The campaign of a delivery (the click redirect's link lookup needs it), or None."""
+    stmt = select(deliveries.c.campaign_id).where(deliveries.c.id == delivery_id)
+    if isinstance(db, AsyncConnection):
+        return await db.scalar(stmt)
+    async with db.connect() as conn:
+        return await conn.scalar(stmt)
+
+
+async def campaigns_of_range(db: AsyncEngine, first_id: int, last_id: int) -> dict[int, str]:
+    """Delivery id → campaign id for the deliveries with ids in ``first_id..last_id``."""
+    stmt = select(deliveries.c.id, deliveries.c.campaign_id).where(deliveries.c.id.between(first_id, last_id))
+    async with db.connect() as conn:
+        return {row.id: row.campaign_id for row in await conn.execute(stmt)}
+
+
+# ---------------------------------------------------------------- batches
+
+
+async def delivery_facts(conn: AsyncConnection, delivery_ids: Iterable[int]) -> dict[int, DeliveryFacts]:
+    """Campaign, channel and hand-over time of each delivery that exists."""
+    out: dict[int, DeliveryFacts] = {}
+    for chunk in _chunks(sorted(set(delivery_ids))):
+        stmt = select(
+            deliveries.c.id, deliveries.c.campaign_id, deliveries.c.channel, deliveries.c.state, deliveries.c.updated_at
+        ).where(deliveries.c.id.in_(chunk))
+        for row in await conn.execute(stmt):
+            handed = row.updated_at if row.state in HANDED_OVER else None
+            out[row.id] = DeliveryFacts(row.campaign_id, row.channel, handed)
+    return out
+
+
+async def recent_clicks(conn: AsyncConnection, delivery_ids: Iterable[int], since: datetime) -> list[StoredEvent]:
+    """Stored clicks of these deliveries at or after ``since`` (burst detection across batches)."""
+    return await _events_of(conn, "click", delivery_ids, since)
+
+
+async def opens_of(conn: AsyncConnection, delivery_ids: Iterable[int], label: str | None = None) -> list[StoredEvent]:
+    """Stored opens of these deliveries (with that label, if given): open upgrades."""
+    return await _events_of(conn, "open", delivery_ids, None, label)
+
+
+async def with_open_labelled(conn: AsyncConnection, delivery_ids: Iterable[int], label: str) -> set[int]:
+    """Which of these deliveries have an open labelled ``label``."""
+    found: set[int] = set()
+    for chunk in _chunks(sorted(set(delivery_ids))):
+        stmt = (
+            select(events.c.delivery_id)
+            .where(events.c.delivery_id.in_(chunk), events.c.kind == "open", events.c.label == label)
+            .distinct()
+        )
+        found.update((await conn.execute(stmt)).scalars())
+    return found
+
+
+async def _events_of(
+    conn: AsyncConnection, kind: str, delivery_ids: Iterable[int], since: datetime | None, label: str | None = None
+) -> list[StoredEvent]:
+    out: list[StoredEvent] = []
+    for chunk in _chunks(sorted(set(delivery_ids))):
+        stmt = select(events.c.id, events.c.delivery_id, events.c.link_id, events.c.occurred_at, events.c.label).where(
+            events.c.delivery_id.in_(chunk), events.c.kind == kind
+        )
+        if since is not None:
+            stmt = stmt.where(events.c.occurred_at >= since)
+        if label is not None:
+            stmt = stmt.where(events.c.label == label)
+        out.extend(
+            StoredEvent(r.id, r.delivery_id, r.link_id, r.occurred_at, r.label) for r in await conn.execute(stmt)
+        )
+    return out
+
+
+EVENT_FIELDS = (
+    "delivery_id",
+    "campaign_id",
+    "kind",
+    "link_id",
+    "occurred_at",
+    "method",
+    "user_agent",
+    "referer",
+    "ip",
+    "label",
+    "reason",
+)
+
+
+async def insert_events(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert event rows (keys: ``EVENT_FIELDS``) in one statement."""
+    if rows:
+        await conn.execute(insert(events), [{k: row.get(k) for k in EVENT_FIELDS} for row in rows])
+
+
+async def set_labels(conn: AsyncConnection, changes: Sequence[tuple[int, str, str]]) -> None:
+    """(event id, label, reason) triples."""
+    if not changes:
+        return
+    stmt = (
+        update(events)
+        .where(events.c.id == bindparam("e_id"))
+        .values(label=bindparam("e_label"), reason=bindparam("e_reason"))
+    )
+    await conn.execute(stmt, [{"e_id": i, "e_label": lab, "e_reason": why} for i, lab, why in changes])
+
+
+# ---------------------------------------------------------------- one-click unsubscribe
+
+
+async def unsubscribe(
+    engine: AsyncEngine,
+    delivery_id: int,
+    now: datetime,
+    *,
+    method: str = "POST",
+    user_agent: str | None = None,
+    referer: str | None = None,
+    ip: str | None = None,
+) -> Unsubscribed | None:
+    """Suppress the delivery's channel address of its contact and withdraw that channel's consent,
+    committed before returning (the very next claim skips the contact). Idempotent: a repeat adds
+    nothing and records no second ``unsubscribe`` event. None when the delivery does not exist."""
+    query = (
+        select(
+            deliveries.c.campaign_id,
+            deliveries.c.channel,
+            deliveries.c.contact_id,
+            contacts.c.email,
+            contacts.c.phone,
+            contacts.c.im_ids,
+        )
+        .join(contacts, contacts.c.id == deliveries.c.contact_id)
+        .where(deliveries.c.id == delivery_id)
+    )
+    source = f"delivery:{delivery_id}"
+    async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        channel = row.channel
+        added = 0
+        rows = [
+            {"channel": channel, "address": address, "reason": UNSUBSCRIBE_REASON, "source": source, "created_at": now}
+            for address in suppression_addresses(channel, row.email, row.phone, row.im_ids)
+        ]
+        if rows:
+            stmt = (
+                upsert_insert(conn, suppressions)
+                .values(rows)
+                .on_conflict_do_nothing(index_elements=[suppressions.c.channel, suppressions.c.address])
+                .returning(suppressions.c.id)
+            )
+            added = len((await conn.execute(stmt)).all())
+        consent = upsert_insert(conn, consents).values(
+            contact_id=row.contact_id, channel=channel, granted=False, source=UNSUBSCRIBE_REASON, recorded_at=now
+        )
+        consent = consent.on_conflict_do_update(
+            index_elements=[consents.c.contact_id, consents.c.channel],
+            set_={"granted": False, "source": UNSUBSCRIBE_REASON, "recorded_at": now},
+            where=consents.c.granted.is_(True),  # a withdrawal keeps its first date
+        )
+        await conn.execute(consent)
+        seen = await conn.scalar(
+            select(exists().where(events.c.delivery_id == delivery_id, events.c.kind == "unsubscribe"))
+        )
+        if not seen:
+            await insert_events(
+                conn,
+                [
+                    {
+                        "delivery_id": delivery_id,
+                        "campaign_id": row.campaign_id,
+                        "kind": "unsubscribe",
+                        "occurred_at": now,
+                        "method": method,
+                        "user_agent": user_agent,
+                        "referer": referer,
+                        "ip": ip,
+                    }
+                ],
+            )
+    return Unsubscribed(row.campaign_id, channel, row.contact_id, first=not seen, suppressed=added)
+
+
+def suppression_addresses(channel: str, email: str | None, phone: str | None, im_ids: Any) -> list[str]:
+    """The suppression addresses of a contact on ``channel`` (IM: every ``provider:id`` it has)."""
+    if channel == "email":
+        found = [email] if email else []
+    elif channel == "sms":
+        found = [phone] if phone else []
+    elif channel == "im" and isinstance(im_ids, dict):
+        found = [f"{key}:{value}" for key, value in sorted(im_ids.items()) if isinstance(value, str) and value]
+    else:
+        found = []
+    return [normalise_suppression_address(channel, a) for a in found if a.strip()]
+
+
+# ---------------------------------------------------------------- reading back
+
+
+async def event_counts(
+    engine: AsyncEngine, *, campaign_id: str | None = None, since_id: int = 0
+) -> dict[tuple[str, str | None], int]:
+    """(kind, label) → events, optionally for one campaign and after an event id."""
+    stmt = select(events.c.kind, events.c.label, func.count()).where(events.c.id > since_id)
+    if campaign_id is not None:
+        stmt = stmt.where(events.c.campaign_id == campaign_id)
+    stmt = stmt.group_by(events.c.kind, events.c.label)
+    async with engine.connect() as conn:
+        return {(kind, lab): n for kind, lab, n in await conn.execute(stmt)}
+
+
+async def last_event_id(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int(await conn.scalar(select(func.coalesce(func.max(events.c.id), literal(0)))) or 0)
+
+
+def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
+    for start in range(0, len(ids), IDS_PER_QUERY):
+        yield ids[start : start + IDS_PER_QUERY]

@@ -1,0 +1,132 @@
+"""Writing one batch of hits: look up the deliveries, label every hit, insert, relabel — one transaction.
+
+Steps (``EventWriter.write``):
+
+1. campaign, channel and hand-over time of every delivery in the batch (hits whose delivery does
+   not exist are counted as ``unknown`` and left out: the token was genuine, the row is gone);
+2. labels (``daemon.tracking.classify``): each hit alone, then link bursts per delivery, looking
+   at this batch's clicks and the clicks stored in the last ``burst_window`` (a stored click that
+   turns out to be part of a burst is relabelled ``scanner``/``link_burst``);
+3. insert the rows;
+4. opens upgraded by a human click of the same delivery (``upgraded_by_click``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from daemon.store import tracking_events as store
+from daemon.store.db import IMMEDIATE
+from daemon.tracking.classify import (
+    DEFAULT_RULES,
+    HUMAN,
+    MACHINE_OPEN,
+    SCANNER,
+    UPGRADED_BY_CLICK,
+    Click,
+    Label,
+    Open,
+    Rules,
+    Seen,
+    find_bursts,
+    label,
+    opens_to_upgrade,
+)
+from daemon.tracking.hits import Hit
+
+LINK_BURST = Label(SCANNER, "link_burst")
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    written: int
+    unknown: int  # hits whose delivery does not exist
+    relabelled: int  # stored events whose label changed (bursts, upgrades)
+
+
+class EventWriter:
+    """The ``EventBuffer``'s sink: ``await writer(hits)`` stores one batch in one transaction."""
+
+    def __init__(self, engine: AsyncEngine, rules: Rules = DEFAULT_RULES):
+        self.engine = engine
+        self.rules = rules
+
+    async def __call__(self, hits: Sequence[Hit]) -> Written:
+        return await self.write(hits)
+
+    async def write(self, hits: Sequence[Hit]) -> Written:
+        if not hits:
+            return Written(0, 0, 0)
+        rules = self.rules
+        async with self.engine.execution_options(**IMMEDIATE).begin() as conn:
+            facts = await store.delivery_facts(conn, (h.delivery_id for h in hits))
+            known = [h for h in hits if h.delivery_id in facts]
+            labels = [
+                label(
+                    Seen(h.kind, h.method, h.user_agent, h.ip, h.occurred_at),
+                    facts[h.delivery_id].handed_over_at,
+                    rules,
+                )
+                for h in known
+            ]
+            relabel = await self._bursts(conn, known, labels)
+            rows = [
+                {
+                    "delivery_id": h.delivery_id,
+                    "campaign_id": h.campaign_id or facts[h.delivery_id].campaign_id,
+                    "kind": h.kind,
+                    "link_id": h.link_id,
+                    "occurred_at": h.occurred_at,
+                    "method": h.method,
+                    "user_agent": h.user_agent,
+                    "referer": h.referer,
+                    "ip": h.ip,
+                    "label": lab.label,
+                    "reason": lab.reason,
+                }
+                for h, lab in zip(known, labels, strict=True)
+            ]
+            await store.insert_events(conn, rows)
+            human_clicks: dict[int, datetime] = {}
+            for h, lab in zip(known, labels, strict=True):
+                if h.kind == "click" and lab.label == HUMAN:
+                    first = human_clicks.get(h.delivery_id)
+                    if first is None or h.occurred_at < first:
+                        human_clicks[h.delivery_id] = h.occurred_at
+            if human_clicks:  # deliveries with a human open need nothing; the others' machine opens are candidates
+                settled = await store.with_open_labelled(conn, human_clicks, HUMAN)
+                waiting = [d for d in human_clicks if d not in settled]
+                stored = await store.opens_of(conn, waiting, MACHINE_OPEN) if waiting else []
+                opens = [Open(o.id, o.delivery_id, o.occurred_at, o.label) for o in stored]
+                relabel += [(i, HUMAN, UPGRADED_BY_CLICK) for i in opens_to_upgrade(opens, human_clicks)]
+            await store.set_labels(conn, relabel)
+        return Written(len(rows), len(hits) - len(known), len(relabel))
+
+    async def _bursts(
+        self, conn: AsyncConnection, hits: Sequence[Hit], labels: list[Label]
+    ) -> list[tuple[int, str, str]]:
+        """Mark this batch's clicks that form a burst (in ``labels``); return stored clicks to relabel."""
+        clicks = [i for i, h in enumerate(hits) if h.kind == "click" and h.method != "HEAD"]
+        if not clicks:
+            return []
+        since = min(hits[i].occurred_at for i in clicks) - self.rules.burst_window
+        stored = await store.recent_clicks(conn, {hits[i].delivery_id for i in clicks}, since)
+        stored_labels = {s.id: s.label for s in stored}
+        by_delivery: dict[int, list[Click]] = {}
+        for i in clicks:
+            h = hits[i]
+            by_delivery.setdefault(h.delivery_id, []).append(Click(("new", i), h.link_id, h.occurred_at))
+        for s in stored:
+            by_delivery.setdefault(s.delivery_id, []).append(Click(("stored", s.id), s.link_id, s.occurred_at))
+        relabel: list[tuple[int, str, str]] = []
+        for group in by_delivery.values():
+            for origin, number in sorted(find_bursts(group, self.rules)):  # type: ignore[type-var]
+                if origin == "new" and labels[number].label == HUMAN:
+                    labels[number] = LINK_BURST
+                elif origin == "stored" and stored_labels[number] == HUMAN:
+                    relabel.append((number, *LINK_BURST))
+        return relabel

@@ -1,0 +1,372 @@
+"""The tracking HTTP server, in the daemon's event loop (aiohttp's low-level server, five routes).
+
+=====================  =====================================================================
+``GET|HEAD /o/T.gif``  1×1 GIF, no-cache; the open goes to the event buffer
+``GET|HEAD /c/T``      302 to the stored destination with ``tsid=T``; the click goes to the buffer
+``GET|HEAD /u/T``      a static page with a POST button; changes nothing (scanners follow GETs)
+``POST /u/T``          RFC 8058 one-click unsubscribe (body ``List-Unsubscribe=One-Click``, also
+                       what the page's form posts): committed before the 200, idempotent
+``GET /healthz``       JSON counters: events accepted / written / dropped / lost, rejected tokens
+=====================  =====================================================================
+
+Routes are served at the root and under the path of ``tracking_base_url`` (a reverse proxy may
+or may not strip it). Any token that does not verify (unknown, forged, altered, retired key, wrong
+route) gets the same static 404 page: never a redirect. The destination of a click comes only
+from the ``links`` table, so no request can choose where the redirect goes.
+
+Every response carries the security headers of ``daemon.tracking.pages`` and no cookie. Nothing
+from the request is echoed: even aiohttp's own parser errors (an oversized or malformed header)
+are answered with a static page. User-Agent, Referer and the client IP (``X-Forwarded-For`` only
+from ``TrackingOptions.trusted_proxies``) are cleaned and stored as data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from daemon.clock import Clock
+from daemon.errors import TopslotError
+from daemon.links.keys import Keyring
+from daemon.links.tokens import TokenClaims, TokenError
+from daemon.links.tracking import TrackingBase, read_tracking_path
+from daemon.logs import get_logger
+from daemon.store.links import StoredLink, find_link
+from daemon.store.tracking_events import unsubscribe
+from daemon.tracking import pages
+from daemon.tracking.buffer import BufferStats, EventBuffer
+from daemon.tracking.cache import LruCache
+from daemon.tracking.classify import DEFAULT_RULES, Rules
+from daemon.tracking.directory import CampaignDirectory
+from daemon.tracking.hits import Hit, Network, clean_header, client_ip, parse_networks
+from daemon.tracking.ingest import EventWriter
+from daemon.tracking.redirect import UnsafeDestination, with_click_id
+
+log = get_logger("daemon.tracking")
+
+ONE_CLICK_FIELD = "List-Unsubscribe"
+ONE_CLICK_VALUE = "One-Click"
+_ROUTES = {"/o/": "open", "/c/": "click", "/u/": "unsubscribe"}
+Handler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
+_READ_METHODS = ("GET", "HEAD")
+_BASE_HEADERS = {**pages.SECURITY_HEADERS, **pages.NO_CACHE}
+
+
+class TrackingServerError(TopslotError):
+    """The tracking server cannot start (address in use, bad options)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrackingOptions:
+    host: str = "127.0.0.1"
+    port: int = 8080  # 0: any free port (tests); the bound port is ``TrackingServer.port``
+    base_path: str = ""  # the path of tracking_base_url, e.g. "/t"
+    trusted_proxies: tuple[Network, ...] = ()
+    buffer_capacity: int = 100_000
+    batch_size: int = 250  # small batches keep each flush's stall of the event loop short
+    flush_interval: float = 0.2
+    warn_interval: float = 10.0
+    rules: Rules = field(default_factory=lambda: DEFAULT_RULES)
+    max_header_bytes: int = 128 * 1024  # one header field; a 100 KB User-Agent is read, stored cut
+    max_body_bytes: int = 4096  # POST /u bodies
+    delivery_cache: int = 200_000  # delivery → campaign entries (~100 bytes each)
+    link_cache: int = 20_000
+    keepalive_timeout: float = 15.0
+
+    @classmethod
+    def from_settings(cls, settings: Any, **overrides: Any) -> TrackingOptions:
+        """From process settings: bind address, base path; trusted proxies from
+        ``tracking_trusted_proxies`` when the settings have it (list of IPs / CIDR networks)."""
+        base = TrackingBase.parse(settings.tracking_base_url)
+        values: dict[str, Any] = {
+            "host": settings.tracking_host,
+            "port": settings.tracking_port,
+            "base_path": urlsplit(base.url).path.rstrip("/"),
+            "trusted_proxies": parse_networks(getattr(settings, "tracking_trusted_proxies", None) or ()),
+        }
+        values.update(overrides)
+        return cls(**values)
+
+
+class TrackingServer:
+    """``await start()`` binds and starts flushing; ``await close()`` stops serving, then flushes."""
+
+    def __init__(self, engine: AsyncEngine, keyring: Keyring, clock: Clock, options: TrackingOptions | None = None):
+        self.engine = engine
+        self.keyring = keyring
+        self.clock = clock
+        self.options = options = options or TrackingOptions()
+        self.writer = EventWriter(engine, options.rules)
+        self.buffer = EventBuffer(
+            self.writer,
+            capacity=options.buffer_capacity,
+            batch_size=options.batch_size,
+            interval=options.flush_interval,
+            warn_interval=options.warn_interval,
+        )
+        self.rejected = 0  # requests with a token that did not verify
+        self.port: int | None = None
+        self._prefix = options.base_path.rstrip("/")
+        self._trusted = options.trusted_proxies
+        self.campaigns = CampaignDirectory(engine, maxsize=options.delivery_cache)
+        self._links: LruCache[tuple[str, str], StoredLink] = LruCache(options.link_cache)
+        self._runner: web.ServerRunner | None = None
+        self._extra: dict[str, tuple[tuple[str, ...], Handler]] = {}
+
+    def add_route(self, path: str, handler: Handler, methods: tuple[str, ...] = ("POST",)) -> None:
+        """Serve another exact path (e.g. ``/conversions``) beside the tracking routes. ``handler``
+        gets aiohttp's ``BaseRequest`` and returns a response; add ``pages.SECURITY_HEADERS`` and
+        never echo the request. Other methods get the static 405 page."""
+        if not path.startswith("/") or path[:3] in _ROUTES or path == "/healthz":
+            raise ValueError(f"cannot add a route at {path!r}")
+        self._extra[path] = (tuple(m.upper() for m in methods), handler)
+
+    @property
+    def url(self) -> str:
+        """Where this server answers (its real port), e.g. ``http://127.0.0.1:41234``."""
+        host = self.options.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def stats(self) -> BufferStats:
+        return self.buffer.stats
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        o = self.options
+        server = _Server(
+            self.handle,
+            client_max_size=o.max_body_bytes,
+            access_log=None,
+            max_field_size=o.max_header_bytes,
+            keepalive_timeout=o.keepalive_timeout,
+        )
+        runner = web.ServerRunner(server, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, o.host, o.port, backlog=1024, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise TrackingServerError(
+                f"tracking server cannot listen on {o.host}:{o.port}: {exc.strerror or exc} "
+                "(set tracking_host / tracking_port)"
+            ) from None
+        self._runner = runner
+        sockets = getattr(site._server, "sockets", None) or []  # the bound port when 0 was asked
+        self.port = sockets[0].getsockname()[1] if sockets else o.port
+        self.buffer.start()
+        log.info("tracking_server_started", host=o.host, port=self.port, base_path=self._prefix or "/")
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()  # stop accepting, finish requests in flight
+        await self.buffer.close()
+        log.info("tracking_server_stopped", rejected_tokens=self.rejected, **self.buffer.stats.as_dict())
+
+    async def __aenter__(self) -> TrackingServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ---------------------------------------------------------------- requests
+
+    async def handle(self, request: BaseRequest) -> web.StreamResponse:
+        try:
+            return await self._route(request)
+        except web.HTTPException as exc:  # e.g. a POST body above client_max_size
+            return _page(exc.status)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("tracking_database_unavailable", error=type(exc).__name__)
+            return _page(503)
+        except Exception:
+            log.exception("tracking_request_failed")
+            return _page(500)
+
+    async def _route(self, request: BaseRequest) -> web.StreamResponse:
+        path = request.raw_path.partition("?")[0]
+        prefix = self._prefix
+        if prefix and path.startswith(prefix) and path[len(prefix) : len(prefix) + 1] == "/":
+            path = path[len(prefix) :]
+        if path == "/healthz":
+            return self._health() if request.method in _READ_METHODS else _page(405, allow="GET, HEAD")
+        if path[:3] not in _ROUTES:
+            extra = self._extra.get(path)
+            if extra is None:
+                return _page(404)
+            methods, handler = extra
+            if request.method not in methods:
+                return _page(405, allow=", ".join(methods))
+            return await handler(request)
+        try:
+            claims = read_tracking_path(path, self.keyring)
+        except TokenError:
+            self.rejected += 1
+            return _page(404)
+        if claims.kind == "open":
+            return self._open(request, claims)
+        if claims.kind == "click":
+            return await self._click(request, claims, path[3:])
+        return await self._unsubscribe(request, claims)
+
+    def _open(self, request: BaseRequest, claims: TokenClaims) -> web.StreamResponse:
+        if request.method not in _READ_METHODS:
+            return _page(405, allow="GET, HEAD")
+        self.buffer.add(self._hit(request, "open", claims.delivery_id))
+        return web.Response(body=pages.PIXEL_GIF, headers=_PIXEL_HEADERS)
+
+    async def _click(self, request: BaseRequest, claims: TokenClaims, token: str) -> web.StreamResponse:
+        if request.method not in _READ_METHODS:
+            return _page(405, allow="GET, HEAD")
+        delivery_id = claims.delivery_id
+        campaign_id = await self.campaigns.campaign_of(delivery_id)
+        if campaign_id is None:
+            return _page(404)
+        key = (campaign_id, claims.link_key or "")
+        link = self._links.get(key)
+        if link is None:
+            link = await find_link(self.engine, *key)
+            if link is None:
+                return _page(404)
+            self._links.put(key, link)
+        try:
+            location = with_click_id(link.url, token)
+        except UnsafeDestination:
+            log.warning("tracking_unsafe_destination", campaign_id=campaign_id, link_id=link.id)
+            return _page(404)
+        self.buffer.add(self._hit(request, "click", delivery_id, campaign_id=campaign_id, link_id=link.id))
+        return web.Response(status=302, headers={**_BASE_HEADERS, "Location": location})
+
+    async def _unsubscribe(self, request: BaseRequest, claims: TokenClaims) -> web.StreamResponse:
+        if request.method in _READ_METHODS:
+            return _html(200, pages.CONFIRM_UNSUBSCRIBE)
+        if request.method != "POST":
+            return _page(405, allow="GET, HEAD, POST")
+        length = request.content_length
+        if length is not None and length > self.options.max_body_bytes:
+            return _page(413)
+        form = await request.post()  # urlencoded or multipart; 413 beyond client_max_size
+        if form.get(ONE_CLICK_FIELD) != ONE_CLICK_VALUE:
+            return _page(400)
+        headers = request.headers
+        done = await unsubscribe(
+            self.engine,
+            claims.delivery_id,
+            self.clock.now(),
+            method="POST",
+            user_agent=clean_header(headers.get("User-Agent")),
+            referer=clean_header(headers.get("Referer")),
+            ip=self._client_ip(request),
+        )
+        if done is None:
+            return _page(404)
+        log.info(
+            "tracking_unsubscribed",
+            delivery_id=claims.delivery_id,
+            campaign_id=done.campaign_id,
+            channel=done.channel,
+            first=done.first,
+            suppressed=done.suppressed,
+        )
+        return _html(200, pages.UNSUBSCRIBED)
+
+    def _health(self) -> web.StreamResponse:
+        body = {"status": "ok", "events": self.buffer.stats.as_dict(), "rejected_tokens": self.rejected}
+        return web.Response(
+            body=json.dumps(body, sort_keys=True).encode("ascii"),
+            headers={**_BASE_HEADERS, "Content-Type": "application/json"},
+        )
+
+    def _hit(
+        self,
+        request: BaseRequest,
+        kind: str,
+        delivery_id: int,
+        *,
+        campaign_id: str | None = None,
+        link_id: int | None = None,
+    ) -> Hit:
+        headers = request.headers
+        return Hit(
+            kind=kind,
+            delivery_id=delivery_id,
+            occurred_at=self.clock.now(),
+            method=request.method,
+            user_agent=clean_header(headers.get("User-Agent")),
+            referer=clean_header(headers.get("Referer")),
+            ip=self._client_ip(request),
+            campaign_id=campaign_id,
+            link_id=link_id,
+        )
+
+    def _client_ip(self, request: BaseRequest) -> str | None:
+        forwarded = request.headers.get("X-Forwarded-For") if self._trusted else None
+        return client_ip(request.remote, forwarded, self._trusted)
+
+
+_PIXEL_HEADERS = {**_BASE_HEADERS, "Content-Type": "image/gif"}
+
+
+def _html(status: int, body: bytes, extra: Mapping[str, str] | None = None) -> web.Response:
+    headers = {**_BASE_HEADERS, "Content-Type": pages.HTML}
+    if extra:
+        headers.update(extra)
+    return web.Response(status=status, body=body, headers=headers)
+
+
+def _page(status: int, *, allow: str | None = None) -> web.Response:
+    return _html(status, pages.page_for(status), {"Allow": allow} if allow else None)
+
+
+# ---------------------------------------------------------------- aiohttp plumbing
+
+
+class _Handler(RequestHandler):
+    """aiohttp's connection handler, except that its own errors (malformed or oversized requests)
+    get a static page: aiohttp's default error text quotes the offending input."""
+
+    def handle_error(
+        self, request: BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        if status >= 500:
+            log.error("tracking_request_failed", status=status, error=type(exc).__name__ if exc else None)
+        else:
+            log.debug("tracking_bad_request", status=status, error=type(exc).__name__ if exc else None)
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started; cannot send an error page")
+        response = _page(status if status in pages.STATUS_PAGES else 500 if status >= 500 else 400)
+        response.force_close()
+        return response
+
+
+class _Server(web.Server):
+    def __init__(self, handler: Any, *, client_max_size: int, **kwargs: Any):
+        super().__init__(handler, **kwargs)
+        self._client_max_size = client_max_size
+
+    def __call__(self) -> RequestHandler:
+        return _Handler(self, loop=self._loop, **self._kwargs)
+
+    def _make_request(self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> BaseRequest:
+        return BaseRequest(message, payload, protocol, writer, task, self._loop, client_max_size=self._client_max_size)
+
+
+async def serve(engine: AsyncEngine, keyring: Keyring, clock: Clock, options: TrackingOptions) -> None:
+    """Run a tracking server until cancelled (a standalone tracking node; the daemon embeds one)."""
+    async with TrackingServer(engine, keyring, clock, options):
+        await asyncio.Event().wait()

@@ -1,0 +1,108 @@
+"""EventWriter against the real databases: labels stored, bursts across batches, upgrades, unknown deliveries."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from daemon.store.links import find_link
+from daemon.tracking.hits import Hit
+from daemon.tracking.ingest import EventWriter
+from tracking.fixtures import SENT_AT, World, make_world, stored_events
+
+LATER = SENT_AT + timedelta(hours=1)
+FIREFOX = "Mozilla/5.0 Firefox/128.0"
+
+
+@pytest.fixture
+async def world(engine: AsyncEngine, tmp_path: Path) -> World:
+    return await make_world(engine, tmp_path)
+
+
+async def link_ids(world: World) -> tuple[int, int]:
+    landing = await find_link(world.engine, world.campaign.id, world.landing_key)
+    faq = await find_link(world.engine, world.campaign.id, world.faq_key)
+    assert landing and faq
+    return landing.id, faq.id
+
+
+def click(world: World, link_id: int, at: datetime, who: str = "newyork", method: str = "GET") -> Hit:
+    return Hit("click", world.delivery[who], at, method, FIREFOX, None, "198.51.100.7", world.campaign.id, link_id)
+
+
+def open_(world: World, at: datetime, ua: str = FIREFOX, who: str = "newyork") -> Hit:
+    return Hit("open", world.delivery[who], at, "GET", ua, None, "198.51.100.7")
+
+
+async def test_a_burst_within_one_batch_is_a_scanner(world: World) -> None:
+    landing, faq = await link_ids(world)
+    writer = EventWriter(world.engine)
+    result = await writer([click(world, landing, LATER), click(world, faq, LATER + timedelta(milliseconds=400))])
+    assert (result.written, result.unknown) == (2, 0)
+    assert [(e["label"], e["reason"]) for e in await stored_events(world.engine)] == [("scanner", "link_burst")] * 2
+
+
+async def test_a_burst_across_two_batches_relabels_the_stored_click(world: World) -> None:
+    landing, faq = await link_ids(world)
+    writer = EventWriter(world.engine)
+    await writer([click(world, landing, LATER)])
+    assert (await stored_events(world.engine))[0]["label"] == "human"
+    result = await writer([click(world, faq, LATER + timedelta(seconds=1))])
+    assert result.relabelled == 1
+    assert [e["reason"] for e in await stored_events(world.engine)] == ["link_burst", "link_burst"]
+
+
+async def test_people_clicking_slowly_or_twice_stay_human(world: World) -> None:
+    landing, faq = await link_ids(world)
+    writer = EventWriter(world.engine)
+    await writer([click(world, landing, LATER), click(world, landing, LATER + timedelta(milliseconds=300))])
+    await writer([click(world, faq, LATER + timedelta(seconds=20))])
+    await writer([click(world, faq, LATER + timedelta(seconds=20, milliseconds=500), who="newyork2")])  # other delivery
+    assert {e["label"] for e in await stored_events(world.engine)} == {"human"}
+
+
+async def test_an_open_is_upgraded_when_a_human_click_follows(world: World) -> None:
+    landing, _ = await link_ids(world)
+    writer = EventWriter(world.engine)
+    await writer(
+        [
+            open_(world, SENT_AT + timedelta(seconds=3), ua="Mozilla/5.0"),
+            open_(world, SENT_AT + timedelta(seconds=3), who="newyork2"),
+        ]
+    )
+    await writer([click(world, landing, LATER)])
+    await writer([click(world, landing, LATER + timedelta(minutes=5))])  # a second human click changes nothing more
+    got = [(e["kind"], e["delivery_id"], e["label"], e["reason"]) for e in await stored_events(world.engine)]
+    ny, ny2 = world.delivery["newyork"], world.delivery["newyork2"]
+    assert got == [
+        ("open", ny, "human", "upgraded_by_click"),
+        ("open", ny2, "machine_open", "soon_after_delivery"),
+        ("click", ny, "human", "no_machine_signal"),
+        ("click", ny, "human", "no_machine_signal"),
+    ]
+
+
+async def test_scanner_clicks_do_not_upgrade_opens(world: World) -> None:
+    landing, _ = await link_ids(world)
+    writer = EventWriter(world.engine)
+    await writer([open_(world, SENT_AT + timedelta(seconds=1)), click(world, landing, LATER, method="HEAD")])
+    assert [e["label"] for e in await stored_events(world.engine)] == ["machine_open", "scanner"]
+
+
+async def test_hits_for_missing_deliveries_are_counted_not_stored(world: World) -> None:
+    writer = EventWriter(world.engine)
+    ghost = Hit("open", 987_654, LATER, "GET", FIREFOX, None, None)
+    result = await writer([ghost, open_(world, LATER)])
+    assert (result.written, result.unknown) == (1, 1)
+    [event] = await stored_events(world.engine)
+    assert event["campaign_id"] == world.campaign.id  # filled in from the ledger at flush
+    assert await writer([]) == type(result)(0, 0, 0)
+
+
+async def test_a_planned_delivery_has_no_hand_over_time(world: World) -> None:
+    writer = EventWriter(world.engine)
+    await writer([open_(world, SENT_AT, who="london")])  # never sent: the timing rule cannot apply
+    assert (await stored_events(world.engine))[0]["reason"] == "no_machine_signal"
