@@ -107,6 +107,7 @@ class Settings(BaseSettings):
     tracking_base_url: str = Field(default="http://127.0.0.1:8080", pattern=r"^https?://\S+$")
     tracking_host: str = "127.0.0.1"
     tracking_port: int = Field(default=8080, ge=0, lt=65536)
+    tracking_trusted_proxies: list[str] = Field(default_factory=list)  # IPs/CIDRs whose X-Forwarded-For is believed
     signing_key_id: str | None = None  # which of signing_keys signs new links (required when several)
     smtp: dict[str, SmtpServer] = Field(default_factory=dict)
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)

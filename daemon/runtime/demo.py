@@ -111,7 +111,8 @@ async def run_demo(
         "Date headers read a little later than in real life, where a bucket starts a minute before its slot.",
         highlight=False,
     )
-    daemon = Daemon(settings, clock=clock, log_stream=console.file, handle_signals=keep_running)
+    # No tracking server unless kept running: the tour sends and stops, and port 8080 may be taken.
+    daemon = Daemon(settings, clock=clock, log_stream=console.file, handle_signals=keep_running, track=keep_running)
     async with daemon:
         await watch_sending(console, daemon, clock)
         show_outbox(console, settings)

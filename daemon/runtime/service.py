@@ -25,7 +25,10 @@ from daemon.errors import Problem
 from daemon.logs import configure_logging, get_logger
 from daemon.runtime import ports
 from daemon.dispatch.service import DispatchService
+from daemon.links.keys import load_keyring
 from daemon.scheduling.scheduler import BucketScheduler
+from daemon.tracking.conversions_route import conversions_handler
+from daemon.tracking.server import TrackingOptions, TrackingServer
 from daemon.runtime.notify import Notifier
 from daemon.runtime.registry import CampaignRegistry, Changes
 from daemon.settings import Settings
@@ -66,7 +69,7 @@ class Daemon:
         self.scheduler: BucketScheduler | None = None
         self.dispatch: DispatchService | None = None
         self.track = track  # serve tracking HTTP (opens, clicks, one-click unsubscribes)
-        self.tracking: Any = None  # daemon.tracking.server.TrackingServer once started
+        self.tracking: TrackingServer | None = None
         self.watch_debounce_ms = watch_debounce_ms
         self.handle_signals = handle_signals
         self.configure_logs = configure_logs
@@ -127,11 +130,13 @@ class Daemon:
         self._stack.push_async_callback(self._dispose_engine)
         log.info("database_ready", database=_safe_url(s.database_url))
         if self.track:  # up before anything sends: every unsubscribe link works from the first message
-            from daemon.links.keys import load_keyring
-            from daemon.tracking.server import TrackingOptions, TrackingServer
-
             self.notifier.status("starting the tracking server")
-            self.tracking = TrackingServer(self.engine, load_keyring(s), self.clock, TrackingOptions.from_settings(s))
+            keyring = load_keyring(s)
+            self.tracking = TrackingServer(self.engine, keyring, self.clock, TrackingOptions.from_settings(s))
+            key = s.conversion_webhook_key.get_secret_value() if s.conversion_webhook_key else None
+            self.tracking.add_route(
+                "/conversions", conversions_handler(self.engine, key, keyring, self.clock, lambda: self.campaigns)
+            )
             await self.tracking.start()
             self._stack.push_async_callback(self.tracking.close)
         if self.schedule:

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.campaign import Campaign
 from daemon.clock import Clock, clock_span, wall_seconds_until
+from daemon.dispatch import failpoints
 from daemon.logs import bound, get_logger
 from daemon.scheduling.plan_run import plan_campaign
 from daemon.settings import Settings
@@ -171,15 +172,18 @@ class BucketScheduler:
                 rows=buckets[0].count if buckets else 0,
                 skipped=skipped,
             )
-            claimed = 0
+            claimed = last_id = 0
             while True:
                 batch = await ledger.claim_bucket(
                     self.engine, campaign_id, channel, due_utc,
-                    owner=self.owner, lease=clock_span(self.clock, self.lease), now=self.clock.now(), limit=CLAIM_BATCH,
-                )
+                    owner=self.owner, lease=clock_span(self.clock, self.lease), now=self.clock.now(),
+                    limit=CLAIM_BATCH, after_id=last_id,
+                )  # fmt: skip
                 if not batch:
                     break
                 claimed += len(batch)
+                last_id = batch[-1].delivery_id
+                failpoints.hit("after_claim")  # fault tests only: no-op unless TOPSLOT_FAILPOINT
                 if self.on_claimed is not None:
                     await self.on_claimed(campaign, channel, due_utc, batch)
             log.info("bucket_claimed", due_utc=due_utc.isoformat(), claimed=claimed)

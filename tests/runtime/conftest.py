@@ -52,7 +52,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "config" / "campaigns").mkdir(parents=True)
     (tmp_path / "config" / "topslot.yaml").write_text(
-        "log_format: json\ncompliance:\n  sender_identity: Example Shop\n  postal_address: 1 Example Road\n"
+        "log_format: json\ntracking_port: 0\ncompliance:\n  sender_identity: Example Shop\n  postal_address: 1 Example Road\n"
     )
     (tmp_path / "config" / "campaigns" / "spring.yaml").write_text(campaign_yaml("spring-2027"))
     (tmp_path / "templates" / "offer").mkdir(parents=True)

@@ -1,0 +1,276 @@
+"""Helpers for the SIGKILL test: a config directory for a 1,000-contact campaign, ``topslot`` as a
+child process, a SMTP server that reports each message's body as it starts to arrive, ledger reads.
+
+One recipient (``big_index``, attribute ``big``) gets a ~7 MB message: more than the loopback
+socket buffers hold (~3 MB here with the server's SO_RCVBUF kept small), so a kill while its body
+is on the wire really cuts the body short at the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+import re
+import sqlite3
+import sys
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from channels.scripted_smtp import ScriptedSmtpServer
+
+_SCRIPT = Path(sys.executable).parent / "topslot"  # the installed console script, as systemd runs it
+TOPSLOT = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "daemon"]
+
+CAMPAIGN_ID = "crash-test"
+NODE_ID = "crash-node"
+NON_TERMINAL = ("planned", "claimed", "sending", "retry_wait")
+BIG_CHARS = 900_000  # CJK characters in each part of the big message (3 bytes each, then base64)
+
+_MESSAGE_ID = re.compile(rb"^Message-ID: <d(\d+)\.", re.IGNORECASE | re.MULTILINE)
+
+CAMPAIGN = """\
+id: {campaign_id}
+name: Crash test
+channels: [email]
+audience:
+  all:
+    - {{consent: email}}
+schedule:
+  start: {day}
+  end: {day}
+  slots: ["{slot}"]
+  timezone: UTC
+  days: every_day
+  arrive_within: 10m
+  missed_slot: {{grace: 15m, then: skip}}
+coupon: {{generate: {{prefix: TS, length: 10}}}}
+landing_page:
+  url: https://shop.example.com/landing?x=1
+  utm: {{source: topslot}}
+content:
+  email:
+    from: "Example Shop <news@shop.example.com>"
+    subject: "An offer for {{{{ contact.first_name }}}}"
+    html: crash/mail.html.j2
+    text: crash/mail.txt.j2
+"""
+
+# the sandbox refuses to build a string of more than 100,000 items at once: repeat a smaller one
+PADDING = (
+    '{% if contact.attributes.get("big") %}{% for _ in range(' + str(BIG_CHARS // 90_000) + ") %}"
+    '{{ "载" * 90000 }}{% endfor %}{% endif %}'
+)
+HTML = (
+    """<html><head><style>p { color: #333; }</style></head><body>
+<p>Hello {{ contact.first_name }},</p>
+<p>Your code: <b>{{ coupon }}</b></p>
+<p><a href="https://shop.example.com/offer">See the offer</a> or <a href="{{ landing_url }}">shop now</a>.</p>
+<p>"""
+    + PADDING
+    + """</p>
+<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>
+</body></html>
+"""
+)
+TEXT = (
+    """Hello {{ contact.first_name }},
+Your code: {{ coupon }}
+Shop now: {{ landing_url }}
+"""
+    + PADDING
+    + """
+Unsubscribe: {{ unsubscribe_url }}
+"""
+)
+
+
+def email_of(index: int) -> str:
+    return f"accept+{index:04d}@example.com"
+
+
+@dataclass(frozen=True)
+class CrashSetup:
+    root: Path
+    config: Path
+    db: Path
+    contacts_csv: Path
+    due: datetime
+    big_email: str
+
+
+def write_setup(root: Path, smtp_port: int, due: datetime, *, contacts: int, big_index: int, rate: float) -> CrashSetup:
+    """config/topslot.yaml (SQLite, the SMTP server), one campaign with one slot at ``due``, its
+    templates, and a contacts CSV (consent yes, UTC) with one big-message recipient."""
+    config = root / "config"
+    (config / "campaigns").mkdir(parents=True)
+    (root / "templates" / "crash").mkdir(parents=True)
+    db = root / "var" / "topslot.db"
+    (config / "topslot.yaml").write_text(
+        f"""\
+database_url: sqlite+aiosqlite:///{db}
+templates_dir: {root / "templates"}
+var_dir: {root / "var"}
+default_timezone: UTC
+default_country: US
+log_format: json
+log_level: info
+tracking_port: 0  # any free port: never collide with another daemon
+compliance:
+  postal_address: "Example Shop, 1 Example Road, Springfield"
+  sender_identity: "Example Shop"
+smtp:
+  local: {{host: 127.0.0.1, port: {smtp_port}, tls: none, pool_size: 4, rate_per_second: {rate}}}
+""",
+        encoding="utf-8",
+    )
+    (config / "campaigns" / "crash.yaml").write_text(
+        CAMPAIGN.format(campaign_id=CAMPAIGN_ID, day=due.date().isoformat(), slot=due.strftime("%H:%M")),
+        encoding="utf-8",
+    )
+    (root / "templates" / "crash" / "mail.html.j2").write_text(HTML, encoding="utf-8")
+    (root / "templates" / "crash" / "mail.txt.j2").write_text(TEXT, encoding="utf-8")
+    contacts_csv = root / "contacts.csv"
+    with contacts_csv.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["external_id", "email", "first_name", "country", "timezone", "consent_email", "big"])
+        for i in range(contacts):
+            writer.writerow([f"c{i:04d}", email_of(i), f"Name{i}", "US", "UTC", "yes", "yes" if i == big_index else ""])
+    return CrashSetup(root, config, db, contacts_csv, due, email_of(big_index))
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("TOPSLOT_") and k != "NOTIFY_SOCKET"}
+    env.update(extra)
+    return env
+
+
+async def topslot(setup: CrashSetup, *args: str, log: Path, **env: str) -> asyncio.subprocess.Process:
+    """Start ``topslot ARGS --config ...`` with stdout and stderr going to ``log``."""
+    with log.open("ab") as out:
+        return await asyncio.create_subprocess_exec(
+            *TOPSLOT, *args, "--config", str(setup.config),
+            cwd=setup.root, env=child_env(**env), stdout=out, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def tail(log: Path, lines: int = 30) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else "(no log)"
+
+
+def sim_time(instant: datetime) -> str:
+    """``--from`` text (UTC, no offset)."""
+    return instant.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+# ---------------------------------------------------------------- the ledger, read as an operator would
+
+
+@dataclass(frozen=True)
+class Row:
+    id: int
+    state: str
+    email: str
+    coupon_code: str | None
+    attempts: int
+
+
+def ledger(db: Path) -> dict[int, Row]:
+    """Every delivery row of the campaign, by id (plain sqlite3; only reads)."""
+    con = sqlite3.connect(db, timeout=10)
+    try:
+        rows = con.execute(
+            "SELECT d.id, d.state, c.email, d.coupon_code, d.attempts FROM deliveries d "
+            "JOIN contacts c ON c.id = d.contact_id WHERE d.campaign_id = ?",
+            (CAMPAIGN_ID,),
+        ).fetchall()
+    finally:
+        con.close()
+    return {r[0]: Row(*r) for r in rows}
+
+
+def by_state(rows: dict[int, Row]) -> dict[str, set[int]]:
+    states: dict[str, set[int]] = {}
+    for row in rows.values():
+        states.setdefault(row.state, set()).add(row.id)
+    return states
+
+
+def counts(rows: dict[int, Row]) -> dict[str, int]:
+    return dict(Counter(r.state for r in rows.values()))
+
+
+# ---------------------------------------------------------------- the SMTP server
+
+
+class _BodyTap:
+    """Stands in for the session's reader during DATA: reports the Message-ID as soon as that header
+    arrives (the body is then on the wire) and notes whether the final dot came."""
+
+    def __init__(self, reader: asyncio.StreamReader, on_message_id: Callable[[int], None]):
+        self._reader = reader
+        self._on_message_id = on_message_id
+        self.delivery_id: int | None = None
+        self.ended = False
+
+    async def readline(self) -> bytes:
+        line = await self._reader.readline()
+        if self.delivery_id is None and (match := _MESSAGE_ID.match(line)):
+            self.delivery_id = int(match.group(1))
+            self._on_message_id(self.delivery_id)
+        elif line == b".\r\n":
+            self.ended = True
+        return line
+
+    async def readexactly(self, n: int) -> bytes:
+        return await self._reader.readexactly(n)
+
+
+class CrashSmtpServer(ScriptedSmtpServer):
+    """The scripted server (real TCP), plus: ``on_body(delivery_id, rcpt)`` is called as each
+    message's body starts arriving, and ``cut_short`` lists the deliveries whose body started but
+    whose connection dropped before the final dot (never received)."""
+
+    def __init__(self, *, on_body: Callable[[int, str], None] | None = None, **options: Any):
+        super().__init__(**options)
+        self.on_body = on_body
+        self.bodies_started = 0
+        self.cut_short: list[int] = []
+
+    async def _data(self, s, reader, writer, reply) -> bool:  # type: ignore[no-untyped-def, override]
+        rcpt = s.rcpt_to[0] if s.rcpt_to else ""
+
+        def started(delivery_id: int) -> None:
+            self.bodies_started += 1
+            if self.on_body is not None:
+                self.on_body(delivery_id, rcpt)
+
+        tap = _BodyTap(reader, started)
+        try:
+            return await super()._data(s, tap, writer, reply)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            if tap.delivery_id is not None and not tap.ended:
+                self.cut_short.append(tap.delivery_id)
+            raise
+
+    def received_ids(self) -> Counter[int]:
+        """Delivery id → how many times a complete message (final dot seen) carried it."""
+        found: Counter[int] = Counter()
+        for message in self.received:
+            match = _MESSAGE_ID.search(message.data[:16_384])
+            assert match, f"a received message without a topslot Message-ID: {message.data[:300]!r}"
+            found[int(match.group(1))] += 1
+        return found
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.2) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(step)
+    return True

@@ -1,0 +1,195 @@
+"""The ledger under faults: SIGKILL the daemon at each step of a delivery, restart it, check the ledger.
+
+1,000 contacts, one email slot, a real SMTP server over TCP in this process, ``topslot run`` as a
+child process on a simulated clock. The first run dies by SIGKILL at one step (a failpoint in the
+daemon, or this test's kill while one message's body is on the wire); the second run (same node id,
+no failpoint, still within the slot's grace) recovers and finishes. Then:
+
+- every row is terminal, and every send attempt was the only one (attempts == 1);
+- no delivery reached the server twice; every ``sent`` row reached it; the server got nothing the
+  ledger does not account for;
+- rows never handed over (``claimed`` at the kill) were sent after the restart, exactly once;
+- the ``unknown`` rows are exactly the rows that were ``sending`` when the daemon died. A kill before
+  anything is on the wire (after the claim, after rendering the first chunk) leaves none; a kill in
+  the ambiguous window (during DATA, after the reply) does. The dispatcher keeps up to ``IN_FLIGHT``
+  chunks on the wire at once, so a kill at any step in mid-bucket also catches the other chunks in
+  flight: those rows are ``unknown`` too, and never resent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from daemon.dispatch.dispatcher import CHUNK, IN_FLIGHT
+from dispatch.crash_support import (
+    NODE_ID,
+    NON_TERMINAL,
+    CrashSmtpServer,
+    by_state,
+    counts,
+    ledger,
+    sim_time,
+    tail,
+    topslot,
+    wait_until,
+    write_setup,
+)
+
+pytestmark = pytest.mark.slow
+
+DUE = datetime(2027, 5, 6, 7, 30, tzinfo=UTC)
+CONTACTS = 1000
+BIG_INDEX = 500  # the recipient whose ~7 MB body is on the wire when the "during DATA" kill lands
+RATE = 500  # messages/s: the bucket takes ~2 s, so kills land mid-bucket
+FIRST_FROM = DUE - timedelta(seconds=63)  # the bucket starts at due − 60 s
+RESTART_FROM = DUE + timedelta(minutes=2)  # late, but within the 15-minute grace
+DEATH_TIMEOUT_S = 60
+FINISH_TIMEOUT_S = 90
+
+CHUNKS = math.ceil(CONTACTS / CHUNK)
+MID_BUCKET = max(1, min(3, CHUNKS))  # the 3rd chunk: earlier ones are done, later ones are coming
+NEXT_WAVE = min(IN_FLIGHT + 1, CHUNKS)  # the first chunk that starts only after another one finished
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    failpoint: str | None  # None: this test kills the daemon from the SMTP server, mid-body
+    on_the_wire: bool  # at the kill, messages may have left: some rows must end unknown
+    mid_bucket: bool = False  # some rows were sent before the kill, some were not
+
+
+STEPS = [
+    Step("after_claim", "after_claim:1", on_the_wire=False),  # the first claim batch (CLAIM_BATCH rows)
+    Step("after_render", "after_render:1", on_the_wire=False),  # the first chunk, before it is marked sending
+    Step("after_render_mid_bucket", f"after_render:{NEXT_WAVE}", on_the_wire=False, mid_bucket=NEXT_WAVE > IN_FLIGHT),
+    Step("during_data", None, on_the_wire=True, mid_bucket=True),
+    Step("after_reply", f"after_reply:{MID_BUCKET}", on_the_wire=True, mid_bucket=True),
+    Step("after_commit", f"after_commit:{MID_BUCKET}", on_the_wire=False, mid_bucket=True),
+]
+
+
+def events(log: Path, name: str) -> list[dict[str, object]]:
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{") and f'"{name}"' in line:
+            record = json.loads(line)
+            if record.get("event") == name:
+                found.append(record)
+    return found
+
+
+@pytest.mark.parametrize("step", STEPS, ids=[s.name for s in STEPS])
+async def test_sigkill_at_each_step_then_restart_sends_everybody_once(tmp_path: Path, step: Step) -> None:
+    current: dict[str, int] = {}  # the running daemon's pid, for the mid-body kill
+
+    def on_body(delivery_id: int, rcpt: str) -> None:
+        if step.failpoint is None and rcpt == setup.big_email and "killed" not in current and "pid" in current:
+            os.kill(current["pid"], signal.SIGKILL)
+            current["killed"] = delivery_id
+
+    # a small SO_RCVBUF: the server cannot swallow the big body before the kill lands
+    async with CrashSmtpServer(on_body=on_body, receive_buffer=4096) as server:
+        setup = write_setup(tmp_path, server.port, DUE, contacts=CONTACTS, big_index=BIG_INDEX, rate=RATE)
+        imported = await topslot(setup, "contacts", "import", str(setup.contacts_csv), log=tmp_path / "import.log")
+        assert await imported.wait() == 0, tail(tmp_path / "import.log")
+
+        # ---- first run: dies by SIGKILL at the step
+        first_log = tmp_path / "run1.log"
+        env = {"TOPSLOT_NODE_ID": NODE_ID} | ({"TOPSLOT_FAILPOINT": step.failpoint} if step.failpoint else {})
+        started = time.monotonic()
+        proc = await topslot(setup, "run", "--from", sim_time(FIRST_FROM), log=first_log, **env)
+        current["pid"] = proc.pid
+        if not await wait_until(lambda: proc.returncode is not None, DEATH_TIMEOUT_S):
+            proc.kill()
+            await proc.wait()
+            pytest.fail(f"the daemon did not die at {step.name}: {counts(ledger(setup.db))}\n{tail(first_log)}")
+        assert await proc.wait() == -signal.SIGKILL, tail(first_log)
+        first_s = time.monotonic() - started
+        assert await wait_until(lambda: server.open_now == 0, 10)  # the server has read what reached it
+        at_death = ledger(setup.db)
+        states_at_death = by_state(at_death)
+        sending_at_death = states_at_death.get("sending", set())
+        received_at_death = server.received_ids()
+
+        # ---- second run: same node, no failpoint, within the slot's grace; recovers and finishes
+        second_log = tmp_path / "run2.log"
+        started = time.monotonic()
+        proc = await topslot(setup, "run", "--from", sim_time(RESTART_FROM), log=second_log, TOPSLOT_NODE_ID=NODE_ID)
+        current["pid"] = proc.pid
+
+        def finished() -> bool:
+            rows = ledger(setup.db)
+            return (
+                len(rows) == CONTACTS
+                and not any(r.state in NON_TERMINAL for r in rows.values())
+                and bool(events(second_log, "daemon_ready"))
+            )
+
+        await wait_until(lambda: proc.returncode is not None or finished(), FINISH_TIMEOUT_S)
+        second_s = time.monotonic() - started
+        assert proc.returncode is None, f"the restarted daemon stopped on its own\n{tail(second_log)}"
+        proc.send_signal(signal.SIGTERM)
+        code = await proc.wait()
+        assert finished(), f"rows left unfinished: {counts(ledger(setup.db))}\n{tail(second_log)}"
+        assert code == 0, tail(second_log)
+        final = ledger(setup.db)
+        received = server.received_ids()
+
+    print(
+        f"\n{step.name}: died after {first_s:.1f} s with {counts(at_death)}; "
+        f"restart finished in {second_s:.1f} s with {counts(final)}; server got {sum(received.values())} messages"
+    )
+    states = by_state(final)
+    sent, unknown = states.get("sent", set()), states.get("unknown", set())
+
+    # every row terminal; every recipient accepts, so nothing may fail
+    assert len(final) == CONTACTS
+    assert set(states) <= {"sent", "unknown"}, counts(final)
+    # nobody got the same delivery twice, and nobody was handed to the server twice
+    assert {d: n for d, n in received.items() if n > 1} == {}
+    assert max(Counter(r.rcpt_to[0] for r in server.received).values()) == 1  # one message per address
+    assert {r.attempts for r in final.values()} == {1}
+    # the server's mailbox and the ledger agree: sent ⇒ received; received ⇒ sent or unknown
+    assert sent <= set(received), sorted(sent - set(received))[:10]
+    assert set(received) <= sent | unknown, sorted(set(received) - sent - unknown)[:10]
+    # what was settled before the kill stayed settled; coupons went with every handed-over message
+    assert states_at_death.get("sent", set()) <= sent
+    assert all(final[d].coupon_code for d in sent | unknown)
+    # the ambiguous window is exactly the rows the dead daemon had marked sending
+    assert unknown == sending_at_death
+    recovered = events(second_log, "leases_recovered")
+    claimed_at_death = len(states_at_death.get("claimed", set()))
+    if claimed_at_death or sending_at_death:
+        assert recovered and recovered[0]["claimed_to_planned"] == claimed_at_death
+        assert recovered[0]["sending_to_unknown"] == len(sending_at_death)
+
+    # rows never handed over were sent after the restart
+    assert states_at_death.get("claimed", set()) | states_at_death.get("planned", set()) <= sent
+
+    if step.name in ("after_claim", "after_render"):  # nothing on the wire yet: all 1,000 sent exactly once
+        assert not sending_at_death and not unknown, counts(at_death)
+        assert sent == set(final) and set(received) == sent
+    if step.on_the_wire:
+        assert sending_at_death, f"the kill at {step.name} did not land while sending: {counts(at_death)}"
+    if step.mid_bucket:
+        assert 0 < len(states_at_death.get("sent", set())) < CONTACTS, counts(at_death)
+    if step.name == "after_reply":
+        # the failpoint's chunk had all its replies (every one a 250), yet its rows are only `unknown`
+        chunk = min(CHUNK, CONTACTS - (MID_BUCKET - 1) * CHUNK)
+        assert len(sending_at_death & set(received_at_death)) >= chunk
+    if step.name == "during_data":
+        big = next(r.id for r in final.values() if r.email == setup.big_email)
+        assert current.get("killed") == big
+        assert big in server.cut_short and big not in received  # the connection dropped mid-body
+        assert final[big].state == "unknown"
