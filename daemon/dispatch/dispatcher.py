@@ -37,8 +37,11 @@ from daemon.templating import contact_view
 
 log = get_logger("dispatch")
 
-CHUNK = 200  # rows marked sending / recorded per transaction
-IN_FLIGHT = 3  # chunks on the wire at once (a bucket's pipeline depth)
+# Rows marked ``sending`` per transaction, and chunks on the wire at once. Together they bound what
+# a crash can leave ``unknown`` (CHUNK × IN_FLIGHT rows), so keep them near what the transport has
+# in flight, not larger.
+CHUNK = 50
+IN_FLIGHT = 2
 
 
 @dataclass
@@ -80,6 +83,7 @@ class Dispatcher:
         self.owner = owner
         self._kits: dict[int, CampaignKit] = {}
         self._coupon_key = active_coupon_key(keyring)
+        self.stopping = False  # set on a graceful stop: finish what is on the wire, start nothing new
 
     def kit(self, campaign: Campaign) -> CampaignKit:
         """Compiled state per campaign version (the model is frozen, so identity marks a version)."""
@@ -94,6 +98,7 @@ class Dispatcher:
         """Send one batch of claimed rows of a bucket (the scheduler's ``on_claimed``)."""
         with bound(campaign_id=campaign.id, channel=channel, slot=due_utc.isoformat()):
             recipients = await store.load_recipients(self.engine, claims, self.owner)
+            recipients = await self._drop_too_late(campaign, channel, recipients)
             recipients = await store.drop_ineligible(
                 self.engine, campaign, channel, recipients, self.owner, self.clock.now()
             )
@@ -103,6 +108,11 @@ class Dispatcher:
             # never idles at a chunk boundary; each chunk still commits its own transitions.
             async with ChunkWindow(IN_FLIGHT) as window:
                 for start in range(0, len(recipients), CHUNK):
+                    if self.stopping:  # a graceful stop: what is not on the wire yet goes back to planned
+                        rest = [r.delivery_id for r in recipients[start:]]
+                        await store.unclaim(self.engine, rest, self.owner, self.clock.now())
+                        log.info("dispatch_stopped", handed_back=len(rest))
+                        break
                     prepared, unrenderable = self._prepare(kit, channel, recipients[start : start + CHUNK])
                     pending = kit.book.pending()
                     await link_store.save_links(self.engine, campaign.id, pending)
@@ -116,6 +126,31 @@ class Dispatcher:
                         await window.submit(lambda chunk=prepared: self._send_chunk(campaign, channel, chunk))
 
     # ------------------------------------------------------------ steps
+
+    async def _drop_too_late(
+        self, campaign: Campaign, channel: str, recipients: list[store.Recipient]
+    ) -> list[store.Recipient]:
+        """Past the slot's grace nothing is sent (a 07:30 message never goes at 14:00): a row never
+        tried is skipped as a missed slot, a retry fails."""
+        now = self.clock.now()
+        late = [r for r in recipients if now > due_limit(campaign, r.due_utc)]
+        if not late:
+            return recipients
+        never_tried = [r.delivery_id for r in late if r.attempts == 0]
+        await store.release_claims(self.engine, never_tried, self.owner, now, reason="missed_slot")
+        expired = [
+            store.Outcome(
+                r.delivery_id,
+                r.contact_id,
+                policy.Decision("failed", error="the slot's grace ended before a retry"),
+                channel,
+            )
+            for r in late
+            if r.attempts > 0
+        ]
+        await store.record_outcomes(self.engine, campaign.id, expired, self.owner, now, prior_state="claimed")
+        log.warning("too_late_to_send", rows=len(late), skipped=len(never_tried), failed=len(expired))
+        return [r for r in recipients if now <= due_limit(campaign, r.due_utc)]
 
     async def _with_coupons(self, campaign: Campaign, recipients: list[store.Recipient]) -> list[store.Recipient]:
         """Reserve a code per contact; apply ``on_exhausted`` to those left without one."""

@@ -29,6 +29,7 @@ log = get_logger("dispatch")
 
 RETRY_POLL = timedelta(seconds=5)
 LEASE = timedelta(minutes=15)  # real time; longer on a simulated clock
+DRAIN_TIMEOUT = timedelta(seconds=30)  # a graceful stop waits this long for chunks on the wire
 
 
 def node_id() -> str:
@@ -62,8 +63,15 @@ class DispatchService:
         await self.recover()
         self._poller = asyncio.create_task(self._poll_retries(), name="retry-poller")
 
+    def stop_sending(self) -> None:
+        """Graceful stop, first step: chunks on the wire finish, nothing new starts."""
+        self.dispatcher.stopping = True
+
     async def close(self) -> None:
+        self.stop_sending()
         if self._poller is not None:
+            # let a retry round that is sending finish its chunks (bounded), then stop the poller
+            await asyncio.wait({self._poller}, timeout=DRAIN_TIMEOUT.total_seconds())
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
@@ -100,8 +108,10 @@ class DispatchService:
         return len(claimed)
 
     async def _poll_retries(self) -> None:
-        while True:
+        while not self.dispatcher.stopping:
             await asyncio.sleep(RETRY_POLL.total_seconds())
+            if self.dispatcher.stopping:
+                return
             try:
                 await self.recover()
                 await self.retry_due()

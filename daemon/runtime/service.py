@@ -24,7 +24,7 @@ from daemon.clock import Clock, SystemClock
 from daemon.errors import Problem
 from daemon.logs import configure_logging, get_logger
 from daemon.runtime import ports
-from daemon.dispatch.service import DispatchService
+from daemon.dispatch.service import DRAIN_TIMEOUT, DispatchService
 from daemon.links.keys import load_keyring
 from daemon.scheduling.scheduler import BucketScheduler
 from daemon.tracking.conversions_route import conversions_handler
@@ -147,7 +147,7 @@ class Daemon:
             await self.dispatch.start()
             self._stack.push_async_callback(self.dispatch.close)
             self.scheduler.start()
-            self._stack.callback(self.scheduler.shutdown)
+            self._stack.push_async_callback(self._drain)
             self.listeners[:0] = [self.dispatch, self.scheduler]  # the dispatcher knows a campaign before it fires
         self.notifier.status("loading campaigns")
         await self.reload("start")
@@ -235,6 +235,12 @@ class Daemon:
                 await listener.on_campaigns_changed(active)
             except Exception:
                 log.exception("listener_failed", listener=type(listener).__name__)
+
+    async def _drain(self) -> None:
+        """On stop: buckets on the wire finish their chunks; the rest stays planned for the next start."""
+        assert self.scheduler is not None and self.dispatch is not None
+        self.dispatch.stop_sending()
+        await self.scheduler.drain(DRAIN_TIMEOUT.total_seconds())
 
     async def _rebuild_jobs(self) -> None:
         if self.scheduler is not None:

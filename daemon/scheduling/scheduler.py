@@ -10,11 +10,13 @@ and speed), so a fake or simulated clock drives real timers.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
@@ -76,6 +78,8 @@ class BucketScheduler:
         self.replan_every = replan_every
         self.on_claimed = on_claimed
         self.campaigns: dict[str, Campaign] = {}
+        self.stopping = False  # a graceful stop: claim nothing new
+        self._firing: set[asyncio.Task[Any]] = set()
         self._hashes: dict[str, str] = {}
         self._aps = AsyncIOScheduler(timezone=UTC)
 
@@ -90,6 +94,14 @@ class BucketScheduler:
     def shutdown(self) -> None:
         if self._aps.running:
             self._aps.shutdown(wait=False)
+
+    async def drain(self, timeout: float) -> None:
+        """Graceful stop: no new claims; buckets being sent finish their chunks on the wire (up to
+        ``timeout`` seconds), so a SIGTERM leaves rows planned or sent, not ``unknown``."""
+        self.stopping = True  # jobs that fire meanwhile return at once
+        if self._firing:
+            await asyncio.wait(set(self._firing), timeout=timeout)
+        self.shutdown()  # only now: APScheduler's executor cancels the job tasks still running
 
     def jobs(self) -> dict[str, datetime]:
         """Bucket job id → wall-clock run time."""
@@ -155,8 +167,12 @@ class BucketScheduler:
     async def fire_bucket(self, campaign_id: str, channel: str, due_utc: datetime) -> int:
         """Claim every still-eligible planned row of one bucket; returns how many were claimed."""
         campaign = self.campaigns.get(campaign_id)
-        if campaign is None:
+        if campaign is None or self.stopping:
             return 0
+        task = asyncio.current_task()
+        if task is not None:
+            self._firing.add(task)
+            task.add_done_callback(self._firing.discard)
         now = self.clock.now()
         with bound(campaign_id=campaign_id, channel=channel, slot=due_utc.isoformat()):
             buckets = [
@@ -173,7 +189,7 @@ class BucketScheduler:
                 skipped=skipped,
             )
             claimed = last_id = 0
-            while True:
+            while not self.stopping:
                 batch = await ledger.claim_bucket(
                     self.engine, campaign_id, channel, due_utc,
                     owner=self.owner, lease=clock_span(self.clock, self.lease), now=self.clock.now(),

@@ -193,3 +193,43 @@ async def test_sigkill_at_each_step_then_restart_sends_everybody_once(tmp_path: 
         assert current.get("killed") == big
         assert big in server.cut_short and big not in received  # the connection dropped mid-body
         assert final[big].state == "unknown"
+
+
+async def test_sigterm_mid_bucket_finishes_what_is_on_the_wire_and_leaves_no_unknown(tmp_path: Path) -> None:
+    """A graceful stop is not a crash: chunks on the wire finish and are recorded, the rest goes back
+    to planned, and the restart sends it — nobody is left `unknown`."""
+    current: dict[str, int] = {}
+
+    def on_body(delivery_id: int, rcpt: str) -> None:
+        if len(server.received) >= 300 and "termed" not in current and "pid" in current:
+            os.kill(current["pid"], signal.SIGTERM)
+            current["termed"] = delivery_id
+
+    async with CrashSmtpServer(on_body=on_body) as server:
+        setup = write_setup(tmp_path, server.port, DUE, contacts=CONTACTS, big_index=BIG_INDEX, rate=RATE)
+        imported = await topslot(setup, "contacts", "import", str(setup.contacts_csv), log=tmp_path / "import.log")
+        assert await imported.wait() == 0, tail(tmp_path / "import.log")
+        first_log = tmp_path / "run1.log"
+        proc = await topslot(setup, "run", "--from", sim_time(FIRST_FROM), log=first_log, TOPSLOT_NODE_ID=NODE_ID)
+        current["pid"] = proc.pid
+        assert await wait_until(lambda: proc.returncode is not None, DEATH_TIMEOUT_S), tail(first_log)
+        assert await proc.wait() == 0, tail(first_log)
+        at_stop = by_state(ledger(setup.db))
+        assert "termed" in current
+        assert not at_stop.get("sending") and not at_stop.get("claimed"), counts(ledger(setup.db))
+        assert 0 < len(at_stop.get("sent", set())) < CONTACTS
+
+        second_log = tmp_path / "run2.log"
+        proc = await topslot(setup, "run", "--from", sim_time(RESTART_FROM), log=second_log, TOPSLOT_NODE_ID=NODE_ID)
+
+        def finished() -> bool:
+            rows = ledger(setup.db)
+            return len(rows) == CONTACTS and not any(r.state in NON_TERMINAL for r in rows.values())
+
+        await wait_until(finished, FINISH_TIMEOUT_S)
+        proc.send_signal(signal.SIGTERM)
+        assert await proc.wait() == 0, tail(second_log)
+        final = ledger(setup.db)
+        received = server.received_ids()
+    assert counts(final) == {"sent": CONTACTS}, counts(final)
+    assert set(received) == set(final) and max(received.values()) == 1
