@@ -48,13 +48,11 @@ def run(
 def demo(
     config: ConfigOption = None,
     keep_running: Annotated[bool, typer.Option("--keep-running", help="Keep the daemon up after the tour.")] = False,
-    seconds: Annotated[
-        float, typer.Option("--seconds", min=1, help="Real seconds the campaign's whole send window takes.")
-    ] = 40.0,
 ) -> None:
     """The tour: SQLite and an outbox under var/demo/, the example campaign validated, its contacts
-    imported, audience and plan shown, then the campaign really sent on a simulated clock."""
+    imported, audience and plan shown, then the campaign really sent, bucket by bucket, on a clock
+    that jumps to each bucket's dispatch start."""
     from daemon.runtime.demo import run_demo
 
     settings = settings_or_exit(config)
-    raise typer.Exit(asyncio.run(run_demo(settings, Console(), keep_running=keep_running, wall_seconds=seconds)))
+    raise typer.Exit(asyncio.run(run_demo(settings, Console(), keep_running=keep_running)))

@@ -58,6 +58,7 @@ class DispatchService:
         self.on_recovered = on_recovered  # rows handed back to planned need their bucket fired again
         self.campaigns: dict[str, Campaign] = {}
         self._poller: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def start(self) -> None:
         await self.recover()
@@ -66,6 +67,7 @@ class DispatchService:
     def stop_sending(self) -> None:
         """Graceful stop, first step: chunks on the wire finish, nothing new starts."""
         self.dispatcher.stopping = True
+        self._stopping.set()
 
     async def close(self) -> None:
         self.stop_sending()
@@ -108,10 +110,12 @@ class DispatchService:
         return len(claimed)
 
     async def _poll_retries(self) -> None:
-        while not self.dispatcher.stopping:
-            await asyncio.sleep(RETRY_POLL.total_seconds())
-            if self.dispatcher.stopping:
+        while True:
+            try:  # sleep until the next round, or return at once on a stop
+                await asyncio.wait_for(self._stopping.wait(), RETRY_POLL.total_seconds())
                 return
+            except TimeoutError:
+                pass
             try:
                 await self.recover()
                 await self.retry_due()

@@ -20,7 +20,7 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.campaign import Campaign
-from daemon.clock import SimulatedClock
+from daemon.clock import FakeClock
 from daemon.config import LoadResult
 from daemon.imports.report import ImportReport
 from daemon.planning import DispatchWindow, summary_lines
@@ -33,8 +33,8 @@ from daemon.store.audience import AudienceSummary, audience_summary
 from daemon.store.contacts import import_contacts
 from daemon.store.events import import_events
 
-DEMO_WALL_SECONDS = 40.0  # the campaign's whole send window plays in about this many real seconds
-DEMO_TIMEOUT_S = 240
+BUCKET_TIMEOUT_S = 60
+PAUSE_S = 0.4  # between buckets, so the tour can be followed
 
 
 def demo_settings(settings: Settings) -> Settings:
@@ -51,7 +51,7 @@ def demo_settings(settings: Settings) -> Settings:
 
 
 async def run_demo(
-    settings: Settings, console: Console, *, keep_running: bool = False, wall_seconds: float = DEMO_WALL_SECONDS
+    settings: Settings, console: Console, *, keep_running: bool = False, pause: float = PAUSE_S
 ) -> int:
     """Run the tour; returns the exit code (0: the example campaign was planned and sent)."""
     settings = demo_settings(settings)
@@ -101,20 +101,18 @@ async def run_demo(
         return 1
 
     start = min(w.start_utc for w in windows) - timedelta(minutes=2)
-    span = (max(w.due_utc for w in windows) - start).total_seconds()
-    speed = max(60.0, span / wall_seconds)
-    clock = SimulatedClock(start, speed)
-    console.rule(f"6. sending on a simulated clock: from {start:%Y-%m-%d %H:%M} UTC, {speed:,.0f}× real time")
+    clock = FakeClock(start)
+    console.rule(f"6. sending: the clock jumps from bucket to bucket, starting {start:%Y-%m-%d %H:%M} UTC")
     console.print(
-        "The daemon plans every recipient into the ledger, wakes up for each zone's bucket and hands the\n"
-        "messages to the outbox. At this speed a millisecond of work is several simulated seconds, so\n"
-        "Date headers read a little later than in real life, where a bucket starts a minute before its slot.",
+        "The daemon plans every recipient into the ledger and sets a timer per bucket (one channel's\n"
+        "messages due at one instant). The tour moves the clock to each bucket's dispatch start, a minute\n"
+        "before its slot, and the daemon hands the messages to the outbox, just as it would on the day.",
         highlight=False,
     )
     # No tracking server unless kept running: the tour sends and stops, and port 8080 may be taken.
     daemon = Daemon(settings, clock=clock, log_stream=console.file, handle_signals=keep_running, track=keep_running)
     async with daemon:
-        await watch_sending(console, daemon, clock)
+        await play_buckets(console, daemon, clock, pause)
         show_outbox(console, settings)
         if keep_running:
             console.print("running — edit a campaign file to see it reloaded; Ctrl-C to stop")
@@ -123,20 +121,29 @@ async def run_demo(
     return 0 if not loaded.problems else 1
 
 
-async def watch_sending(console: Console, daemon: Daemon, clock: SimulatedClock) -> None:
-    """Print the ledger's progress as the simulated day passes, until nothing is left to send."""
-    shown: dict[str, int] = {}
-    deadline = asyncio.get_running_loop().time() + DEMO_TIMEOUT_S
-    while asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(1.0)
-        counts = await ledger.state_totals(daemon.engine)
-        if counts != shown:
-            shown = counts
-            parts = ", ".join(f"{state} {n}" for state, n in sorted(counts.items()))
-            console.print(f"{clock.now():%Y-%m-%d %H:%M} UTC  {parts}", markup=False, highlight=False)
-        if counts and not any(counts.get(s, 0) for s in ("planned", "claimed", "sending", "retry_wait")):
-            return
-    console.print("[yellow]stopped waiting: some deliveries are still pending[/yellow]")
+async def play_buckets(console: Console, daemon: Daemon, clock: FakeClock, pause: float) -> None:
+    """Move the clock to each bucket's dispatch start; the daemon's own timers fire it; wait until
+    it is sent, then print what went out."""
+    assert daemon.scheduler is not None
+    buckets = await ledger.planned_buckets(daemon.engine)
+    for start in sorted({b.dispatch_start_utc for b in buckets}):
+        clock.set(start)
+        await daemon.scheduler.rebuild_jobs()  # timers are set on the clock: a jump needs new ones
+        deadline = asyncio.get_running_loop().time() + BUCKET_TIMEOUT_S
+        while await ledger.pending_until(daemon.engine, start):
+            if asyncio.get_running_loop().time() > deadline:
+                console.print("[yellow]stopped waiting: a bucket is still pending[/yellow]")
+                return
+            await asyncio.sleep(0.05)
+        due = sorted({b.due_utc for b in buckets if b.dispatch_start_utc == start})
+        sent = ", ".join(f"{b.channel} {b.count}" for b in buckets if b.dispatch_start_utc == start)
+        totals = ", ".join(f"{state} {n}" for state, n in sorted((await ledger.state_totals(daemon.engine)).items()))
+        console.print(
+            f"{start:%Y-%m-%d %H:%M} UTC  bucket due {due[0]:%H:%M} UTC: {sent}   ledger: {totals}",
+            markup=False,
+            highlight=False,
+        )
+        await asyncio.sleep(pause)
 
 
 def show_outbox(console: Console, settings: Settings) -> None:

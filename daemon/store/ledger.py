@@ -386,3 +386,12 @@ async def state_totals(engine: AsyncEngine) -> dict[str, int]:
     query = select(deliveries.c.state, func.count()).group_by(deliveries.c.state)
     async with engine.connect() as conn:
         return {state: n for state, n in await conn.execute(query)}
+
+
+async def pending_until(engine: AsyncEngine, instant: datetime) -> int:
+    """Rows whose dispatch started by ``instant`` and are not settled yet (planned, claimed, sending)."""
+    query = select(func.count()).where(
+        deliveries.c.dispatch_start_utc <= instant, deliveries.c.state.in_(("planned", "claimed", "sending"))
+    )
+    async with engine.connect() as conn:
+        return int(await conn.scalar(query) or 0)

@@ -77,7 +77,7 @@ def test_demo_sends_the_shipped_example_to_the_outbox(tmp_path: Path) -> None:
     (tmp_path / "var" / "demo").mkdir(parents=True)
     (tmp_path / "var" / "demo" / "leftover").write_text("from an earlier tour")
     done = subprocess.run(
-        [*TOPSLOT, "demo", "--seconds", "6"],
+        [*TOPSLOT, "demo"],
         cwd=tmp_path,
         env=child_env(COLUMNS="120"),
         capture_output=True,
