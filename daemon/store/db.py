@@ -20,6 +20,7 @@ from sqlalchemy.pool import StaticPool
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+SQLITE_CACHE_KIB = -65_536  # 64 MiB page cache per connection (SQLite default: 2 MiB)
 # Execution option: ``engine.execution_options(sqlite_begin="IMMEDIATE")`` makes a SQLite writer
 # take the write lock at BEGIN (avoids "database is locked" on lock upgrade). Ignored elsewhere.
 BEGIN_OPTION = "sqlite_begin"
@@ -72,6 +73,7 @@ def _sqlite_engine(u: URL, **kwargs: Any) -> AsyncEngine:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS:d}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA cache_size={SQLITE_CACHE_KIB:d}")  # negative: KiB; big imports and plans touch many index pages
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
