@@ -246,8 +246,11 @@ def show_next_steps(console: Console, settings: Settings, campaign_ids: list[str
         f"campaigns     [cyan]{_rel(settings.campaigns_dir)}[/cyan]  (drop a YAML file here; the daemon reloads it)",
         "",
         "validate      [bold].venv/bin/topslot validate config/[/bold]",
+        f"the tour's database, for the commands below:  [bold]export TOPSLOT_DATABASE_URL=sqlite+aiosqlite:///{_rel(settings.sqlite_path)}[/bold]",
         f"audience      [bold].venv/bin/topslot audience {example}[/bold]",
-        f"plan          [bold].venv/bin/topslot plan {example}[/bold]",
+        f"plan          [bold].venv/bin/topslot plan {example} --from 2027-05-01T00:00Z[/bold]",
+        f"ledger        [bold].venv/bin/topslot deliveries status {example}[/bold]",
+        f"report        [bold].venv/bin/topslot report {example} --format html -o report.html[/bold]",
         "run for real  [bold].venv/bin/topslot run[/bold]   (docs/operations.md: systemd, secrets)",
     ]
     console.print(Panel("\n".join(lines), title="what next", border_style="cyan"))
