@@ -281,6 +281,8 @@ async def set_dispatch_starts(
             deliveries.c.channel == bindparam("b_channel"),
             deliveries.c.due_utc == bindparam("b_due", type_=deliveries.c.due_utc.type),
             deliveries.c.state == "planned",
+            # rows already right are not rewritten (a re-plan of an unchanged campaign writes nothing here)
+            deliveries.c.dispatch_start_utc != bindparam("b_start", type_=deliveries.c.dispatch_start_utc.type),
         )
         .values(dispatch_start_utc=bindparam("b_start", type_=deliveries.c.dispatch_start_utc.type))
     )

@@ -248,7 +248,7 @@ deliveries = Table(
     _now_col("created_at"),
     _now_col("updated_at"),
     UniqueConstraint("campaign_id", "contact_id", "channel", "slot_date", "slot"),
-    Index(None, "state", "dispatch_start_utc"),
+    Index(None, "state"),  # retry_wait / recovery scans
     Index(None, "campaign_id", "channel", "due_utc", "state"),  # buckets: sizing, claiming, per-campaign counts
     CheckConstraint(_in("state", DELIVERY_STATES), name="state"),
     CheckConstraint(_in("channel", CHANNEL_NAMES), name="channel"),

@@ -181,7 +181,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('campaign_id', 'contact_id', 'channel', 'slot_date', 'slot', name=op.f('uq_deliveries_campaign_id_contact_id_channel_slot_date_slot'))
     )
     op.create_index(op.f('ix_deliveries_campaign_id_channel_due_utc_state'), 'deliveries', ['campaign_id', 'channel', 'due_utc', 'state'], unique=False)
-    op.create_index(op.f('ix_deliveries_state_dispatch_start_utc'), 'deliveries', ['state', 'dispatch_start_utc'], unique=False)
+    op.create_index(op.f('ix_deliveries_state'), 'deliveries', ['state'], unique=False)
     op.create_table('purchases',
     sa.Column('id', _bigint_pk(), autoincrement=True, nullable=False),
     sa.Column('contact_id', sa.Integer(), nullable=False),
