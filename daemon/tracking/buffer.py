@@ -71,6 +71,7 @@ class EventBuffer:
         self._queue: deque[Hit] = deque()
         self._stats = BufferStats()
         self._wake = asyncio.Event()
+        self._writing = asyncio.Lock()
         self._closed = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
@@ -126,10 +127,14 @@ class EventBuffer:
         self._warn_dropped(force=True)
 
     async def flush(self) -> None:
-        """Write everything pending now (tests, shutdown); failures stay queued."""
-        while self._queue:
-            if not await self._flush_once():
-                return
+        """Write everything pending now (tests, shutdown), including a batch already being written;
+        failures stay queued."""
+        while True:
+            async with self._writing:  # wait out the background flusher's batch in progress
+                if not self._queue:
+                    return
+                if not await self._write_batch():
+                    return
 
     # ---------------------------------------------------------------- the flusher
 
@@ -158,6 +163,12 @@ class EventBuffer:
             pass
 
     async def _flush_once(self) -> bool:
+        """Write one batch; True on success. One writer at a time: ``flush()`` waits for a batch the
+        background flusher is writing, so "flushed" means stored."""
+        async with self._writing:
+            return await self._write_batch()
+
+    async def _write_batch(self) -> bool:
         """Write one batch; True on success. A failure re-queues the batch in front."""
         queue = self._queue
         # behind (a backlog of 4 batches or more): bigger batches, less overhead per hit, to catch up
