@@ -75,7 +75,8 @@ async def test_start_migrates_loads_and_hot_reloads_campaign_files(
         # a new file appears → loaded
         (campaigns / "summer.yaml").write_text(campaign_text("summer-2027", "Summer offer"))
         await until(lambda: "summer-2027" in daemon.campaigns)
-        assert set(listener.calls[-1]) == {"spring-2027", "summer-2027"}
+        # listeners are told after the registry changes (the scheduler plans first): wait for it
+        await until(lambda: set(listener.calls[-1]) == {"spring-2027", "summer-2027"})
         assert daemon.source_of("summer-2027") == (campaigns / "summer.yaml").resolve()
 
         # a valid edit → updated in place
@@ -99,7 +100,7 @@ async def test_start_migrates_loads_and_hot_reloads_campaign_files(
         await until(lambda: "summer-2027" not in daemon.campaigns)
         assert set(daemon.campaigns) == {"spring-2027"}
         assert logs.events("campaign_unloaded")[-1]["campaign_id"] == "summer-2027"
-        assert set(listener.calls[-1]) == {"spring-2027"}
+        await until(lambda: set(listener.calls[-1]) == {"spring-2027"})
     names = [e["event"] for e in logs.events()]
     assert names[0] == "daemon_starting" and names[-1] == "daemon_stopped"
     assert "daemon_ready" in names and "daemon_stopping" in names
