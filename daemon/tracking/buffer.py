@@ -4,6 +4,9 @@
 - a background task flushes every ``interval`` seconds (sooner when a batch is full), at most
   ``batch_size`` hits per sink call (the sink writes one transaction per call), four times that
   while a backlog of four batches waits;
+- paced: past ``capacity // 10`` pending hits the writer is behind, and ``pace()`` tells request
+  handlers to wait a few milliseconds before answering (growing with the backlog, at most
+  ``max_pause``), so clients slow down to what the database takes instead of filling the buffer;
 - bounded: at ``capacity`` pending hits, new hits are dropped and counted (``stats.dropped``,
   shown on ``/healthz``), with the warning ``tracking_events_dropped`` at most once per
   ``warn_interval`` seconds;
@@ -37,6 +40,7 @@ class BufferStats:
     written: int = 0  # hits stored
     unknown: int = 0  # hits whose delivery does not exist (not stored)
     dropped: int = 0  # hits refused because the buffer was full
+    paced: int = 0  # answers held back a little because the writer was behind
     lost: int = 0  # hits given up after max_attempts failed flushes (or left at close)
     failed_flushes: int = 0
     pending: int = 0
@@ -57,6 +61,7 @@ class EventBuffer:
         max_attempts: int = 20,
         max_backoff: float = 5.0,
         close_timeout: float = 10.0,
+        max_pause: float = 0.02,
     ):
         if capacity < 1 or batch_size < 1 or interval <= 0:
             raise ValueError("capacity and batch_size must be positive, interval above zero")
@@ -68,6 +73,8 @@ class EventBuffer:
         self.max_attempts = max_attempts
         self.max_backoff = max_backoff
         self.close_timeout = close_timeout
+        self.max_pause = max_pause
+        self._soft_limit = capacity // 10
         self._queue: deque[Hit] = deque()
         self._stats = BufferStats()
         self._wake = asyncio.Event()
@@ -92,6 +99,15 @@ class EventBuffer:
         if len(queue) >= self.batch_size and not self._wake.is_set():
             self._wake.set()
         return True
+
+    def pace(self) -> float:
+        """Seconds a handler should wait before answering: 0 while the writer keeps up, then in
+        proportion to the backlog beyond the soft limit, up to ``max_pause`` near ``capacity``."""
+        excess = len(self._queue) - self._soft_limit
+        if excess <= 0:
+            return 0.0
+        self._stats.paced += 1
+        return self.max_pause * min(1.0, excess / (self.capacity - self._soft_limit))
 
     @property
     def stats(self) -> BufferStats:

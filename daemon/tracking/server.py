@@ -73,7 +73,7 @@ class TrackingOptions:
     base_path: str = ""  # the path of tracking_base_url, e.g. "/t"
     trusted_proxies: tuple[Network, ...] = ()
     buffer_capacity: int = 100_000
-    batch_size: int = 250  # small batches keep each flush's stall of the event loop short
+    batch_size: int = 125  # small batches keep each flush's stall of the event loop short
     flush_interval: float = 0.2
     warn_interval: float = 10.0
     rules: Rules = field(default_factory=lambda: DEFAULT_RULES)
@@ -219,15 +219,15 @@ class TrackingServer:
             self.rejected += 1
             return _page(404)
         if claims.kind == "open":
-            return self._open(request, claims)
+            return await self._open(request, claims)
         if claims.kind == "click":
             return await self._click(request, claims, path[3:])
         return await self._unsubscribe(request, claims)
 
-    def _open(self, request: BaseRequest, claims: TokenClaims) -> web.StreamResponse:
+    async def _open(self, request: BaseRequest, claims: TokenClaims) -> web.StreamResponse:
         if request.method not in _READ_METHODS:
             return _page(405, allow="GET, HEAD")
-        self.buffer.add(self._hit(request, "open", claims.delivery_id))
+        await self._record(self._hit(request, "open", claims.delivery_id))
         return web.Response(body=pages.PIXEL_GIF, headers=_PIXEL_HEADERS)
 
     async def _click(self, request: BaseRequest, claims: TokenClaims, token: str) -> web.StreamResponse:
@@ -249,8 +249,15 @@ class TrackingServer:
         except UnsafeDestination:
             log.warning("tracking_unsafe_destination", campaign_id=campaign_id, link_id=link.id)
             return _page(404)
-        self.buffer.add(self._hit(request, "click", delivery_id, campaign_id=campaign_id, link_id=link.id))
+        await self._record(self._hit(request, "click", delivery_id, campaign_id=campaign_id, link_id=link.id))
         return web.Response(status=302, headers={**_BASE_HEADERS, "Location": location})
+
+    async def _record(self, hit: Hit) -> None:
+        """Queue the hit; if the writer is behind, hold the answer back a little (see ``EventBuffer``)."""
+        self.buffer.add(hit)
+        pause = self.buffer.pace()
+        if pause:
+            await asyncio.sleep(pause)
 
     async def _unsubscribe(self, request: BaseRequest, claims: TokenClaims) -> web.StreamResponse:
         if request.method in _READ_METHODS:

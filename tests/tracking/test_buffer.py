@@ -77,6 +77,20 @@ async def test_a_full_buffer_counts_drops_and_warns_once_per_interval() -> None:
     assert final["dropped_total"] == 20  # close() reports what the interval held back
 
 
+async def test_pace_holds_answers_back_in_proportion_to_the_backlog() -> None:
+    buffer = EventBuffer(Sink(), capacity=1000, batch_size=1000, interval=60, max_pause=0.02)  # never flushes
+    for n in range(100):
+        buffer.add(hit(n))
+    assert buffer.pace() == 0.0 and buffer.stats.paced == 0  # up to capacity // 10: the writer keeps up
+    for n in range(100, 550):
+        buffer.add(hit(n))
+    assert buffer.pace() == pytest.approx(0.01)  # half-way from the soft limit to capacity
+    for n in range(550, 1200):
+        buffer.add(hit(n))
+    assert buffer.pace() == pytest.approx(0.02) and buffer.stats.dropped == 200  # full: capped, and counting
+    assert buffer.stats.paced == 2
+
+
 async def test_a_failed_flush_keeps_the_hits_and_retries() -> None:
     sink = Sink(fail=2)
     buffer = EventBuffer(sink, batch_size=50, interval=0.01, max_backoff=0.02)
