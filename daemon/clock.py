@@ -41,6 +41,10 @@ class SimulatedClock:
     (a campaign's day in a minute) and fault tests (a slot a few seconds away)."""
 
     def __init__(self, start: datetime, speed: float = 1.0):
+        self.rebase(start, speed)
+
+    def rebase(self, start: datetime, speed: float = 1.0) -> None:
+        """Read ``start`` now, and run on from there at ``speed``."""
         if start.tzinfo is None:
             raise ValueError("SimulatedClock needs an aware datetime")
         if speed <= 0:

@@ -110,6 +110,7 @@ class Settings(BaseSettings):
     tracking_trusted_proxies: list[str] = Field(default_factory=list)  # IPs/CIDRs whose X-Forwarded-For is believed
     signing_key_id: str | None = None  # which of signing_keys signs new links (required when several)
     smtp: dict[str, SmtpServer] = Field(default_factory=dict)
+    dispatch_processes: int = Field(default=1, ge=1, le=64)  # processes sending each bucket (one per core)
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     im: dict[str, ImProvider] = Field(default_factory=dict)
     compliance: Compliance = Field(default_factory=Compliance)

@@ -40,7 +40,7 @@ log = get_logger("dispatch")
 # Rows marked ``sending`` per transaction, and chunks on the wire at once. Together they bound what
 # a crash can leave ``unknown`` (CHUNK × IN_FLIGHT rows), so keep them near what the transport has
 # in flight, not larger.
-CHUNK = 50
+CHUNK = 100
 IN_FLIGHT = 2
 
 

@@ -19,6 +19,7 @@ from daemon.channels.base import EmailSender, TextSender
 from daemon.channels.senders import email_sender_for, text_outbox_for
 from daemon.clock import Clock, clock_span
 from daemon.dispatch.dispatcher import Dispatcher
+from daemon.dispatch.workers import DispatchHelpers, helper_settings, share_of
 from daemon.links.keys import load_keyring
 from daemon.logs import get_logger
 from daemon.settings import Settings
@@ -53,6 +54,9 @@ class DispatchService:
         self.node = node or node_id()
         self.owner = f"{self.node}/{uuid.uuid4().hex[:8]}"
         self.keyring = load_keyring(settings)
+        processes = settings.dispatch_processes
+        self.helpers = DispatchHelpers(helper_settings(settings), processes - 1, self.node) if processes > 1 else None
+        settings = share_of(settings, processes)  # this process's share of each SMTP server's pool and rate
         self.senders = dict(senders) if senders is not None else default_senders(settings, clock)
         self.dispatcher = Dispatcher(engine, settings, clock, self.keyring, self.senders, owner=self.owner)
         self.on_recovered = on_recovered  # rows handed back to planned need their bucket fired again
@@ -62,12 +66,16 @@ class DispatchService:
 
     async def start(self) -> None:
         await self.recover()
+        if self.helpers is not None:
+            await self.helpers.start()
         self._poller = asyncio.create_task(self._poll_retries(), name="retry-poller")
 
     def stop_sending(self) -> None:
         """Graceful stop, first step: chunks on the wire finish, nothing new starts."""
         self.dispatcher.stopping = True
         self._stopping.set()
+        if self.helpers is not None:
+            self.helpers.stop_sending()
 
     async def close(self) -> None:
         self.stop_sending()
@@ -77,6 +85,8 @@ class DispatchService:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
+        if self.helpers is not None:
+            await self.helpers.close(DRAIN_TIMEOUT.total_seconds())
         for sender in self.senders.values():
             await sender.close()
 
@@ -85,6 +95,14 @@ class DispatchService:
 
     async def dispatch(self, campaign: Campaign, channel: str, due_utc: datetime, claims: list[Claimed]) -> None:
         await self.dispatcher.dispatch(campaign, channel, due_utc, claims)
+
+    async def fire_helpers(self, campaign: Campaign, channel: str, due_utc: datetime) -> int:
+        """The scheduler's ``on_fire``: the helper processes claim and send the bucket too."""
+        if self.helpers is None:
+            return 0
+        return await self.helpers.fire(
+            campaign, channel, due_utc, now=self.clock.now(), speed=getattr(self.clock, "speed", 1.0), lease=LEASE
+        )
 
     async def recover(self) -> dict[str, int]:
         """Rows whose lease was lost: claimed → planned (refired), sending → unknown."""

@@ -21,17 +21,17 @@ from watchfiles import DefaultFilter, awatch
 
 from daemon.campaign import Campaign
 from daemon.clock import Clock, SystemClock
+from daemon.dispatch.service import DRAIN_TIMEOUT, DispatchService
 from daemon.errors import Problem
+from daemon.links.keys import load_keyring
 from daemon.logs import configure_logging, get_logger
 from daemon.runtime import ports
-from daemon.dispatch.service import DRAIN_TIMEOUT, DispatchService
-from daemon.links.keys import load_keyring
-from daemon.scheduling.scheduler import BucketScheduler
-from daemon.tracking.conversions_route import conversions_handler
-from daemon.tracking.server import TrackingOptions, TrackingServer
 from daemon.runtime.notify import Notifier
 from daemon.runtime.registry import CampaignRegistry, Changes
+from daemon.scheduling.scheduler import BucketScheduler
 from daemon.settings import Settings
+from daemon.tracking.conversions_route import conversions_handler
+from daemon.tracking.server import TrackingOptions, TrackingServer
 
 log = get_logger("daemon.runtime")
 
@@ -142,8 +142,9 @@ class Daemon:
         if self.schedule:
             self.dispatch = DispatchService(self.engine, s, self.clock, on_recovered=self._rebuild_jobs)
             self.scheduler = BucketScheduler(
-                self.engine, s, self.clock, owner=self.dispatch.owner, on_claimed=self.dispatch.dispatch
-            )
+                self.engine, s, self.clock, owner=self.dispatch.owner, on_claimed=self.dispatch.dispatch,
+                on_fire=self.dispatch.fire_helpers if self.dispatch.helpers is not None else None,
+            )  # fmt: skip
             await self.dispatch.start()
             self._stack.push_async_callback(self.dispatch.close)
             self.scheduler.start()

@@ -38,6 +38,8 @@ CLAIM_BATCH = 1000
 
 # Called with each batch of claimed rows (the dispatcher, once it exists).
 ClaimHandler = Callable[[Campaign, str, datetime, Sequence[ledger.Claimed]], Awaitable[None]]
+# Called when a bucket fires, alongside this scheduler's own claims; returns how many rows it claimed.
+FireHandler = Callable[[Campaign, str, datetime], Awaitable[int]]
 
 
 def node_name() -> str:
@@ -69,6 +71,7 @@ class BucketScheduler:
         lease: timedelta = timedelta(minutes=15),
         replan_every: timedelta = timedelta(minutes=30),
         on_claimed: ClaimHandler | None = None,
+        on_fire: FireHandler | None = None,
     ):
         self.engine = engine
         self.settings = settings
@@ -77,6 +80,7 @@ class BucketScheduler:
         self.lease = lease
         self.replan_every = replan_every
         self.on_claimed = on_claimed
+        self.on_fire = on_fire
         self.campaigns: dict[str, Campaign] = {}
         self.stopping = False  # a graceful stop: claim nothing new
         self._firing: set[asyncio.Task[Any]] = set()
@@ -188,19 +192,44 @@ class BucketScheduler:
                 rows=buckets[0].count if buckets else 0,
                 skipped=skipped,
             )
-            claimed = last_id = 0
-            while not self.stopping:
-                batch = await ledger.claim_bucket(
-                    self.engine, campaign_id, channel, due_utc,
-                    owner=self.owner, lease=clock_span(self.clock, self.lease), now=self.clock.now(),
-                    limit=CLAIM_BATCH, after_id=last_id,
-                )  # fmt: skip
-                if not batch:
-                    break
-                claimed += len(batch)
-                last_id = batch[-1].delivery_id
-                failpoints.hit("after_claim")  # fault tests only: no-op unless TOPSLOT_FAILPOINT
-                if self.on_claimed is not None:
-                    await self.on_claimed(campaign, channel, due_utc, batch)
+            helping = None
+            if self.on_fire is not None:  # other claimers (dispatch helper processes) share the bucket
+                helping = asyncio.create_task(self.on_fire(campaign, channel, due_utc))
+            claimed = await claim_all(
+                self.engine, campaign, channel, due_utc, owner=self.owner, lease=self.lease, clock=self.clock,
+                on_claimed=self.on_claimed, stopped=lambda: self.stopping,
+            )  # fmt: skip
+            if helping is not None:
+                claimed += await helping
             log.info("bucket_claimed", due_utc=due_utc.isoformat(), claimed=claimed)
             return claimed
+
+
+async def claim_all(
+    engine: AsyncEngine,
+    campaign: Campaign,
+    channel: str,
+    due_utc: datetime,
+    *,
+    owner: str,
+    lease: timedelta,
+    clock: Clock,
+    on_claimed: ClaimHandler | None,
+    stopped: Callable[[], bool],
+) -> int:
+    """Claim the bucket's planned rows batch by batch for ``owner``, handing each batch to
+    ``on_claimed``, until none is left or ``stopped()``; returns how many were claimed."""
+    claimed = last_id = 0
+    while not stopped():
+        batch = await ledger.claim_bucket(
+            engine, campaign.id, channel, due_utc,
+            owner=owner, lease=clock_span(clock, lease), now=clock.now(), limit=CLAIM_BATCH, after_id=last_id,
+        )  # fmt: skip
+        if not batch:
+            break
+        claimed += len(batch)
+        last_id = batch[-1].delivery_id
+        failpoints.hit("after_claim")  # fault tests only: no-op unless TOPSLOT_FAILPOINT
+        if on_claimed is not None:
+            await on_claimed(campaign, channel, due_utc, batch)
+    return claimed

@@ -1,0 +1,60 @@
+"""Dispatch helper processes: a bucket claimed and sent by two processes, each recipient once."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+from channels.scripted_smtp import ScriptedSmtpServer
+
+from daemon.clock import FakeClock
+from daemon.dispatch.service import DispatchService
+from daemon.dispatch.workers import helper_settings, share_of
+from daemon.scheduling.scheduler import CLAIM_BATCH, BucketScheduler
+from daemon.store.db import open_engine, upgrade
+from dispatch.fixtures import DUE, NOW, campaign, import_people, ledger_by_email, settings
+
+
+def test_each_process_gets_its_share_of_every_smtp_server(tmp_path: Path) -> None:
+    s = settings(tmp_path, 2525, dispatch_processes=3)
+    share = share_of(s, 3).smtp["local"]
+    assert (share.pool_size, share.rate_per_second, share.max_per_domain) == (1, 10_000 / 3, 6)
+    assert share_of(s, 1) is s
+    helper = helper_settings(s)
+    assert helper.dispatch_processes == 1 and helper.smtp["local"] == share
+
+
+async def test_a_bucket_is_shared_by_the_helper_and_each_recipient_gets_one_message(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'topslot.db'}"  # helpers open settings.database_url
+    engine = open_engine(url)
+    await upgrade(engine)
+    n = CLAIM_BATCH * 2 + 500  # several claims, so that both processes get some
+    emails = [f"accept+{i}@d{i % 7}.example" for i in range(n)]
+    try:
+        async with ScriptedSmtpServer() as server:
+            await import_people(engine, tmp_path, emails)
+            s = settings(tmp_path, server.port, database_url=url, dispatch_processes=2)
+            c = campaign()
+            clock = FakeClock(NOW)
+            service = DispatchService(engine, s, clock, node="test-node")
+            assert service.helpers is not None
+            await service.helpers.start()
+            try:
+                scheduler = BucketScheduler(
+                    engine, s, clock, owner=service.owner, on_claimed=service.dispatch, on_fire=service.fire_helpers
+                )
+                await service.on_campaigns_changed({c.id: c})
+                await scheduler.on_campaigns_changed({c.id: c})
+                clock.set(DUE - timedelta(minutes=1))
+                assert await scheduler.fire_bucket(c.id, "email", DUE) == n
+            finally:
+                await service.close()
+            rows = await ledger_by_email(engine)
+            assert Counter(r["state"] for r in rows.values()) == {"sent": n}
+            owners = Counter(r["lease_owner"].split("/")[0] for r in rows.values())
+            assert set(owners) == {"test-node", "test-node#w1"} and min(owners.values()) >= 100, owners
+            received = Counter(rcpt for r in server.accepted() for rcpt in r.rcpt_to)
+            assert received == Counter(emails)  # everybody, once
+    finally:
+        await engine.dispose()
