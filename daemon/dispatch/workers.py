@@ -106,11 +106,16 @@ class DispatchHelpers:
         """Every helper claims and sends the bucket; returns how many rows they claimed in all."""
         order = Fire(campaign.model_dump(mode="json", by_alias=True), channel, due_utc, now, speed, lease)
         async with self._lock:
-            for pipe in self._pipes:
-                pipe.send((FIRE, order))
-            replies = await asyncio.gather(*(self._receive(pipe, None) for pipe in self._pipes), return_exceptions=True)
+            asked = []
+            for k, pipe in enumerate(self._pipes, start=1):
+                try:
+                    pipe.send((FIRE, order))
+                    asked.append((k, pipe))
+                except OSError as exc:  # the helper is gone; its rows come back through lease recovery
+                    log.error("dispatch_helper_failed", helper=k, error=repr(exc)[:300])
+            replies = await asyncio.gather(*(self._receive(p, None) for _, p in asked), return_exceptions=True)
         claimed = 0
-        for k, reply in enumerate(replies, start=1):
+        for (k, _), reply in zip(asked, replies, strict=True):
             if isinstance(reply, BaseException):
                 log.error("dispatch_helper_failed", helper=k, error=repr(reply)[:300])
             else:
@@ -193,17 +198,20 @@ async def _serve(pipe: Connection, settings: Settings, node: str) -> None:
                     stopped=stopping.is_set,
                 )  # fmt: skip
             )
-            firing.add_done_callback(lambda task: _reply(pipe, task))
+            firing.add_done_callback(lambda task, o=order: _reply(pipe, task, o))
     finally:
         await service.close()
         await engine.dispose()
 
 
-def _reply(pipe: Connection, task: asyncio.Task[int]) -> None:
+def _reply(pipe: Connection, task: asyncio.Task[int], order: Fire) -> None:
     if task.cancelled():
         pipe.send(("error", "cancelled"))
     elif (exc := task.exception()) is not None:
-        log.error("dispatch_helper_bucket_failed", error=repr(exc)[:300])
+        log.error(
+            "dispatch_helper_bucket_failed",
+            campaign_id=order.campaign["id"], channel=order.channel, slot=order.due_utc.isoformat(), error=repr(exc)[:300],
+        )  # fmt: skip
         pipe.send(("error", repr(exc)[:300]))
     else:
         pipe.send(("done", task.result()))

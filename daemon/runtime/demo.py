@@ -109,6 +109,8 @@ async def run_demo(
         "before its slot, and the daemon hands the messages to the outbox, just as it would on the day.",
         highlight=False,
     )
+    if settings.dispatch_processes > 1:
+        console.print(f"Each bucket is claimed and sent by {settings.dispatch_processes} processes side by side.")
     # No tracking server unless kept running: the tour sends and stops, and port 8080 may be taken.
     daemon = Daemon(settings, clock=clock, log_stream=console.file, handle_signals=keep_running, track=keep_running)
     async with daemon:

@@ -20,7 +20,7 @@ from sqlalchemy.pool import StaticPool
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
-SQLITE_CACHE_KIB = -32_768  # 32 MiB page cache per connection (SQLite default: 2 MiB)
+SQLITE_CACHE_KIB = -16_384  # 16 MiB page cache per connection (SQLite default: 2 MiB)
 # Execution option: ``engine.execution_options(sqlite_begin="IMMEDIATE")`` makes a SQLite writer
 # take the write lock at BEGIN (avoids "database is locked" on lock upgrade). Ignored elsewhere.
 BEGIN_OPTION = "sqlite_begin"

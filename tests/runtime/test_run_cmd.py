@@ -15,6 +15,8 @@ from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 _SCRIPT = Path(sys.executable).parent / "topslot"  # the installed console script, as systemd runs it
 TOPSLOT = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "daemon"]
@@ -71,7 +73,8 @@ def test_run_with_bad_settings_lists_every_problem_and_exits_2(workdir: Path) ->
     assert done.stderr.splitlines()[1].startswith(f"{path}:2:1: tracking_port:")
 
 
-def test_demo_sends_the_shipped_example_to_the_outbox(tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", [1, 2], ids=["one-process", "two-dispatch-processes"])
+def test_demo_sends_the_shipped_example_to_the_outbox(tmp_path: Path, processes: int) -> None:
     shutil.copytree(REPO / "config", tmp_path / "config", ignore=shutil.ignore_patterns("*.db"))
     shutil.copytree(REPO / "templates", tmp_path / "templates")
     (tmp_path / "var" / "demo").mkdir(parents=True)
@@ -79,7 +82,7 @@ def test_demo_sends_the_shipped_example_to_the_outbox(tmp_path: Path) -> None:
     done = subprocess.run(
         [*TOPSLOT, "demo"],
         cwd=tmp_path,
-        env=child_env(COLUMNS="120"),
+        env=child_env(COLUMNS="120", TOPSLOT_DISPATCH_PROCESSES=str(processes)),
         capture_output=True,
         text=True,
         timeout=180,
@@ -94,6 +97,8 @@ def test_demo_sends_the_shipped_example_to_the_outbox(tmp_path: Path) -> None:
     db = sqlite3.connect(demo / "topslot.db")
     states = dict(db.execute("select state, count(*) from deliveries group by state").fetchall())
     assert set(states) == {"sent"}, states
+    if processes > 1:  # the helper came up, and (below) nobody got a message twice
+        assert "claimed and sent by 2 processes" in done.stdout
     sent = dict(db.execute("select channel, count(*) from deliveries group by channel").fetchall())
     emails = sorted((demo / "outbox" / "new").iterdir())
     assert len(emails) == sent["email"] > 0
