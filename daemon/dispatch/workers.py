@@ -210,8 +210,11 @@ def _reply(pipe: Connection, task: asyncio.Task[int], order: Fire) -> None:
     elif (exc := task.exception()) is not None:
         log.error(
             "dispatch_helper_bucket_failed",
-            campaign_id=order.campaign["id"], channel=order.channel, slot=order.due_utc.isoformat(), error=repr(exc)[:300],
-        )  # fmt: skip
+            campaign_id=order.campaign["id"],
+            channel=order.channel,
+            slot=order.due_utc.isoformat(),
+            error=repr(exc)[:300],
+        )
         pipe.send(("error", repr(exc)[:300]))
     else:
         pipe.send(("done", task.result()))
