@@ -175,7 +175,10 @@ async def _serve(pipe: Connection, settings: Settings, node: str) -> None:
     firing: asyncio.Task[int] | None = None
     try:
         while True:
-            kind, order = await loop.run_in_executor(None, pipe.recv)
+            try:
+                kind, order = await loop.run_in_executor(None, pipe.recv)
+            except EOFError:  # the daemon is gone (killed): stop as on a graceful stop
+                kind, order = STOP, None
             if kind == STOP:
                 stopping.set()
                 service.stop_sending()

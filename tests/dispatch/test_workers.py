@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from channels.scripted_smtp import ScriptedSmtpServer
+from structlog.testing import capture_logs
 
 from daemon.clock import FakeClock
 from daemon.dispatch.service import DispatchService
@@ -56,5 +57,41 @@ async def test_a_bucket_is_shared_by_the_helper_and_each_recipient_gets_one_mess
             assert set(owners) == {"test-node", "test-node#w1"} and min(owners.values()) >= 100, owners
             received = Counter(rcpt for r in server.accepted() for rcpt in r.rcpt_to)
             assert received == Counter(emails)  # everybody, once
+    finally:
+        await engine.dispose()
+
+
+async def test_a_dead_helper_is_logged_and_the_daemon_sends_the_bucket_alone(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'topslot.db'}"
+    engine = open_engine(url)
+    await upgrade(engine)
+    emails = [f"accept+{i}@d{i % 3}.example" for i in range(300)]
+    try:
+        async with ScriptedSmtpServer() as server:
+            await import_people(engine, tmp_path, emails)
+            s = settings(tmp_path, server.port, database_url=url, dispatch_processes=2)
+            c = campaign()
+            clock = FakeClock(NOW)
+            service = DispatchService(engine, s, clock, node="test-node")
+            assert service.helpers is not None
+            await service.helpers.start()
+            helper = service.helpers._processes[0]
+            helper.kill()
+            helper.join(10)
+            try:
+                scheduler = BucketScheduler(
+                    engine, s, clock, owner=service.owner, on_claimed=service.dispatch, on_fire=service.fire_helpers
+                )
+                await service.on_campaigns_changed({c.id: c})
+                await scheduler.on_campaigns_changed({c.id: c})
+                clock.set(DUE - timedelta(minutes=1))
+                with capture_logs() as logs:
+                    assert await scheduler.fire_bucket(c.id, "email", DUE) == len(emails)
+            finally:
+                await service.close()
+            assert [e["helper"] for e in logs if e["event"] == "dispatch_helper_failed"] == [1]
+            rows = await ledger_by_email(engine)
+            assert Counter(r["state"] for r in rows.values()) == {"sent": len(emails)}
+            assert Counter(rcpt for r in server.accepted() for rcpt in r.rcpt_to) == Counter(emails)
     finally:
         await engine.dispose()
