@@ -297,6 +297,7 @@ class Ledger:
         self.master = workdir / f"seed-{n}.db"
         self.schemas: list[str] = []
         if pg is None:
+            self.master.unlink(missing_ok=True)  # the memory run may have the throughput runs' size
             started = time.perf_counter()
             asyncio.run(seed(f"sqlite+aiosqlite:///{self.master}", None, n))
             print(f"  seeded {n:,} recipients (SQLite) in {time.perf_counter() - started:.1f} s", flush=True)
@@ -334,8 +335,8 @@ async def pg_schema(url: str, drop: str | None = None) -> str:
 def message_size() -> int:
     """The mean size the sink sees, from rendered samples (so smtp-source sends the same bytes)."""
     from daemon.dispatch.dispatcher import CampaignKit
-    from daemon.templating import contact_view
     from daemon.links.keys import Keyring
+    from daemon.templating import contact_view
 
     with tempfile.TemporaryDirectory() as var_dir:
         kit = CampaignKit(bench_campaign(), bench_settings(Path(var_dir), 25, 1), Keyring({"k1": b"x" * 32}))
@@ -433,13 +434,18 @@ def main() -> None:
                 value, values = median_of(args.runs, lambda: naive_run(port, naive_n))
                 show(f"naive Python ({naive_n:,} msgs)", value, values)
 
-            def topslot_once(profile: str | None = None) -> float:
-                url, schema = store.fresh()
+            def run_on(ledger: Ledger, profile: str | None = None) -> dict[str, Any]:
+                url, schema = ledger.fresh()
                 try:
-                    r = run_child(url, schema, port, args.pool_size, uvloop=uvloop, profile=profile, tune=args.tune,
-                                  processes=args.processes)
+                    return run_child(
+                        url, schema, port, args.pool_size, uvloop=uvloop, profile=profile, tune=args.tune,
+                        processes=args.processes,
+                    )  # fmt: skip
                 finally:
-                    store.done(url, schema)
+                    ledger.done(url, schema)
+
+            def topslot_once(profile: str | None = None) -> float:
+                r = run_on(store, profile)
                 if r["sent"] != n or r["claimed"] != n:
                     sys.exit(f"topslot sent {r['sent']:,} of {n:,} (claimed {r['claimed']:,}): {r['states']}")
                 print(
@@ -459,12 +465,9 @@ def main() -> None:
             if not args.skip_memory:
                 print(f"  memory run: {big:,} recipients…", flush=True)
                 memory = Ledger(args.pg, big, workdir)
-                url, schema = memory.fresh()
                 try:
-                    r = run_child(url, schema, port, args.pool_size, uvloop=uvloop, profile=None, tune=args.tune,
-                                  processes=args.processes)
+                    r = run_on(memory)
                 finally:
-                    memory.done(url, schema)
                     if not args.pg:
                         memory.master.unlink(missing_ok=True)
                 peak = r["peak_rss_mb"]

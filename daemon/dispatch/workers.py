@@ -173,6 +173,7 @@ async def _serve(pipe: Connection, settings: Settings, node: str) -> None:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     firing: asyncio.Task[int] | None = None
+    campaigns: dict[str, tuple[dict[str, Any], Campaign]] = {}  # id → (as sent, model): compiled once
     try:
         while True:
             try:
@@ -187,7 +188,10 @@ async def _serve(pipe: Connection, settings: Settings, node: str) -> None:
                 return
             assert isinstance(order, Fire)
             clock.rebase(order.now, order.speed)  # the main process's clock, running on from its "now"
-            campaign = Campaign.model_validate(order.campaign)
+            sent, campaign = campaigns.get(order.campaign["id"], (None, None))
+            if sent != order.campaign or campaign is None:  # new or edited: the dispatcher recompiles it
+                campaign = Campaign.model_validate(order.campaign)
+                campaigns[campaign.id] = (order.campaign, campaign)
             firing = asyncio.create_task(
                 claim_all(
                     engine,
