@@ -12,24 +12,33 @@ Sources, highest priority first:
 5. the defaults below.
 
 Secrets (``SecretStr``) may come only from 1–3: a secret in ``topslot.yaml`` is an error that names
-the variable to use instead. Relative paths (and a relative SQLite database path) are resolved
-against the working directory when settings are loaded.
+the exact variable and credential file to use instead for that key. The names of map entries you
+choose (SMTP servers, IM providers, signing key ids) are case-insensitive, like variable names, and
+are kept lower-case. Relative paths (and a relative SQLite database path) are resolved against the
+working directory when settings are loaded.
+
+Checked with the settings, so ``topslot validate`` and every command report them before anything
+runs: the database URL's kind (SQLite or PostgreSQL) and the signing keys as the keyring will use
+them (ids, length, which one signs). An error outside ``topslot.yaml`` is located at the
+environment variable or credential file that holds the value; values are never shown.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -39,16 +48,44 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from daemon.errors import InvalidInput, Problem
+from daemon.links.keys import KeyringError, check_key_id, check_key_material, choose_active_id
 
+T = TypeVar("T")
 ENV_PREFIX = "TOPSLOT_"
 NESTED = "__"
 SETTINGS_FILE = "topslot.yaml"
 
 
+def _keyring_rule(check: Callable[[], T]) -> T:
+    """``check()``, its ``KeyringError`` turned into the ``ValueError`` pydantic reports."""
+    try:
+        return check()
+    except KeyringError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _signing_key_id(value: str) -> str:
+    """A signing key id as the keyring takes it: lower-cased, 1-12 of ``a-z 0-9 _ -``."""
+    return _keyring_rule(lambda: check_key_id(value))
+
+
+def _signing_key(value: SecretStr) -> SecretStr:
+    """A signing key long enough for the keyring (the message never shows the value)."""
+    _keyring_rule(lambda: check_key_material(value.get_secret_value().encode("utf-8")))
+    return value
+
+
+SigningKeyId = Annotated[str, AfterValidator(_signing_key_id)]
+SigningKey = Annotated[SecretStr, AfterValidator(_signing_key)]
+DATABASE_URL_HINT = "use sqlite+aiosqlite:///path/to/topslot.db or postgresql+asyncpg://user@host/database"
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class SmtpServer(_Section):
@@ -95,6 +132,7 @@ class Settings(BaseSettings):
         extra="forbid",
         frozen=True,
         validate_default=True,
+        hide_input_in_errors=True,  # a ValidationError's text never holds a value (secrets among them)
     )
 
     config_dir: Path = Path("config")
@@ -108,7 +146,6 @@ class Settings(BaseSettings):
     tracking_host: str = "127.0.0.1"
     tracking_port: int = Field(default=8080, ge=0, lt=65536)
     tracking_trusted_proxies: list[str] = Field(default_factory=list)  # IPs/CIDRs whose X-Forwarded-For is believed
-    signing_key_id: str | None = None  # which of signing_keys signs new links (required when several)
     smtp: dict[str, SmtpServer] = Field(default_factory=dict)
     dispatch_processes: int = Field(default=1, ge=1, le=64)  # processes sending each bucket (one per core)
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
@@ -117,8 +154,10 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     # secrets: environment or secret files only
-    signing_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    signing_keys: dict[SigningKeyId, SigningKey] = Field(default_factory=dict)
     conversion_webhook_key: SecretStr | None = None
+    # after signing_keys, so that its check sees them
+    signing_key_id: str | None = None  # which of signing_keys signs new links (required when several)
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
@@ -136,6 +175,31 @@ class Settings(BaseSettings):
             raise ValueError(f"'{value}' is not an IANA time zone") from None
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_kind(cls, value: str) -> str:
+        try:
+            backend = make_url(value).get_backend_name()
+        except (ArgumentError, ValueError):
+            backend = None
+        if backend not in ("sqlite", "postgresql"):  # the message never repeats the URL: it may hold a password
+            raise ValueError(f"not a database URL topslot can use; {DATABASE_URL_HINT}")
+        return value
+
+    @field_validator("signing_key_id")
+    @classmethod
+    def _active_key(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if "signing_keys" not in info.data:  # the keys are invalid: reported already
+            return value
+        keys = sorted(info.data["signing_keys"])
+        if not keys:
+            if value is None:
+                return None  # the generated key signs (daemon.links.keys)
+            missing = env_var_for(("signing_keys", value))
+            raise ValueError(f"signing_key_id '{value}' names no key: no signing_keys are configured (set {missing})")
+        active = _keyring_rule(lambda: choose_active_id(keys, value))
+        return None if value is None else active
+
     @model_validator(mode="after")
     def _resolve_paths(self) -> Settings:
         base = Path.cwd()
@@ -144,13 +208,6 @@ class Settings(BaseSettings):
         outbox = self.outbox_dir if self.outbox_dir is not None else self.var_dir / "outbox"
         object.__setattr__(self, "outbox_dir", _absolute(outbox, base))
         object.__setattr__(self, "database_url", resolve_sqlite_url(self.database_url, base))
-        # Key ids are case-insensitive: environment variable names arrive lower-cased.
-        keys = {k.lower(): v for k, v in self.signing_keys.items()}
-        object.__setattr__(self, "signing_keys", keys)
-        if self.signing_key_id is not None:
-            object.__setattr__(self, "signing_key_id", self.signing_key_id.lower())
-            if self.signing_key_id not in keys:
-                raise ValueError(f"signing_key_id '{self.signing_key_id}' is not one of signing_keys")
         return self
 
     @classmethod
@@ -251,7 +308,21 @@ def secret_paths() -> list[tuple[str, ...]]:
 
 
 def env_var_for(path: tuple[str, ...]) -> str:
+    """The environment variable of a setting path: ``("smtp", "primary", "password")`` →
+    ``TOPSLOT_SMTP__PRIMARY__PASSWORD``."""
     return ENV_PREFIX + NESTED.join(p.upper() for p in path)
+
+
+def credential_file_for(path: tuple[str, ...]) -> str:
+    """The credential (secret) file name of a setting path: ``smtp__primary__password``."""
+    return NESTED.join(p.lower() for p in path)
+
+
+# Maps keyed by names the operator chooses. Variable and file names are case-insensitive (they
+# arrive lower-cased), so these names are too: topslot.yaml's keys are lower-cased on reading,
+# which lets TOPSLOT_SMTP__PRIMARY__PASSWORD complete a server written ``Primary:``.
+NAMED_MAPS = frozenset({("smtp",), ("im",), ("signing_keys",)})
+CREDENTIAL_DIRS = "$CREDENTIALS_DIRECTORY or $TOPSLOT_SECRETS_DIR"
 
 
 def _secrets(settings: Settings) -> Iterator[SecretStr]:
@@ -308,6 +379,33 @@ def secret_dirs() -> list[Path]:
     return [Path(d) for d in dirs if d and Path(d).is_dir()]
 
 
+def secret_refusal(path: tuple[str, ...]) -> str:
+    """Why the secret at ``path`` cannot be in topslot.yaml, naming exactly where it goes instead."""
+    refused = f"'{'.'.join(path)}' is a secret and must not be in topslot.yaml; "
+    if _is_secret((*path, "*")):  # a whole map of secrets written as one value
+        return refused + (
+            f"set one per key: {env_var_for(path)}{NESTED}<ID> (environment) or a credential file named "
+            f"{credential_file_for(path)}{NESTED}<id> (in {CREDENTIAL_DIRS})"
+        )
+    return refused + (
+        f"set {env_var_for(path)} (environment) or a credential file named {credential_file_for(path)} "
+        f"(in {CREDENTIAL_DIRS})"
+    )
+
+
+def source_of(path: tuple[str, ...]) -> str:
+    """Where a setting that is not in topslot.yaml came from: its environment variable if set, else the
+    credential file holding it, else (a keyword argument, say) the variable's name."""
+    name = env_var_for(path)
+    if any(var.upper() == name for var in os.environ):
+        return name
+    for directory in secret_dirs():
+        for file in sorted(directory.iterdir()):
+            if file.is_file() and file.name.upper() in (name, name.removeprefix(ENV_PREFIX)):
+                return str(file)
+    return name
+
+
 # ---------------------------------------------------------------- topslot.yaml
 
 
@@ -333,13 +431,26 @@ def read_settings_yaml(path: Path) -> tuple[dict[str, Any], Marks, list[Problem]
     """Parse the settings file: (data without secrets, line/column of every key, problems)."""
     if not path.is_file():
         return {}, {}, []
-    text = path.read_text(encoding="utf-8")
+    from daemon.config.yaml_source import MAX_FILE_BYTES, expansion_problem
+
+    with path.open("rb") as f:
+        raw = f.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        return {}, {}, [Problem(str(path), 1, 1, f"larger than {MAX_FILE_BYTES // 1024} KiB; is it the right file?")]
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        return {}, {}, [Problem(str(path), line, 1, "the file is not UTF-8 text; save it as UTF-8")]
+    try:  # bounded first (size, depth, alias expansion), then composed
+        too_big = expansion_problem(text, str(path))
+        node = None if too_big else yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         return {}, {}, [Problem(str(path), line, col, f"not valid YAML: {getattr(exc, 'problem', exc)}")]
+    if too_big is not None:
+        return {}, {}, [too_big]
     if node is None:
         return {}, {}, []
     marks: Marks = {}
@@ -352,24 +463,20 @@ def read_settings_yaml(path: Path) -> tuple[dict[str, Any], Marks, list[Problem]
 
 def _to_data(node: yaml.Node, path: tuple[str, ...], marks: Marks, problems: list[Problem], file: str) -> Any:
     if isinstance(node, yaml.MappingNode):
+        named = path in NAMED_MAPS
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = str(key_node.value)
+            key = str(key_node.value).lower() if named else str(key_node.value)
             here = (*path, key)
             position = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            if key in out:
-                problems.append(Problem(file, *position, f"duplicate key '{key}'"))
+            if key in out or here in marks:
+                note = " (names are case-insensitive)" if named else ""
+                problems.append(Problem(file, *position, f"duplicate key '{key}'{note}"))
                 continue
             marks[here] = position
-            if _is_secret(here):
-                problems.append(
-                    Problem(
-                        file,
-                        *position,
-                        f"'{'.'.join(here)}' is a secret and must not be in topslot.yaml; "
-                        f"set {env_var_for(here)} or a credential file named {NESTED.join(here)}",
-                    )
-                )
+            # A map of secrets (signing_keys) is opened so each key is refused with its own variable.
+            if _is_secret(here) and not (isinstance(value_node, yaml.MappingNode) and _is_secret((*here, "*"))):
+                problems.append(Problem(file, *position, secret_refusal(here)))
                 continue
             out[key] = _to_data(value_node, here, marks, problems, file)
         return out
@@ -387,11 +494,14 @@ def _scalar(node: yaml.ScalarNode) -> Any:
 
 
 def _locate(error: Any, yaml_path: Path, marks: Marks) -> Problem:
-    loc = tuple(str(p) for p in error["loc"])
+    """A pydantic error as a problem at its topslot.yaml line, else at its variable or credential file."""
+    loc = tuple(str(p) for p in error["loc"] if p != "[key]")  # "[key]": the map key itself is wrong
+    name = ".".join(loc) or "settings"
     message = error["msg"].removeprefix("Value error, ")
+    if not message.startswith(f"{name} "):  # "signing_key_id 'k9' is ..." names its setting already
+        message = f"{name}: {message}"
     for depth in range(len(loc), 0, -1):
         if loc[:depth] in marks:
             line, col = marks[loc[:depth]]
-            return Problem(str(yaml_path), line, col, f"{'.'.join(loc)}: {message}")
-    where = env_var_for(loc) if loc else "settings"
-    return Problem(where, 0, 0, f"{'.'.join(loc) or 'settings'}: {message}")
+            return Problem(str(yaml_path), line, col, message)
+    return Problem(source_of(loc) if loc else "settings", 0, 0, message)

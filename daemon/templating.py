@@ -4,11 +4,18 @@ Templates see exactly: ``contact`` (a read-only view of whitelisted fields), ``c
 ``campaign`` (id, name), ``landing_url``, ``track(url)``, ``unsubscribe_url`` and ``slot``.
 ``sample_context`` builds that context for validation; the renderer builds the same shape with
 ``message_context``. An undefined name or attribute is an error (StrictUndefined), never a blank.
+
+Templates are read only from inside the templates directory: Jinja refuses ``..`` in a name, and
+``ContainedLoader`` refuses any file whose real path (symbolic links followed, of the file or of a
+directory on the way) is outside the real path of the templates directory, for the templates a
+campaign names and for every ``{% include %}``, ``{% import %}`` and ``{% extends %}``. A link that
+stays inside keeps working.
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -19,10 +26,11 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
-from jinja2 import FileSystemLoader, StrictUndefined, nodes, pass_eval_context, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, nodes, pass_eval_context, select_autoescape
 from jinja2.compiler import CodeGenerator, Frame
-from jinja2.exceptions import SecurityError
+from jinja2.exceptions import SecurityError, TemplateNotFound
 from jinja2.filters import do_center, do_format, do_indent, do_replace, sync_do_join
+from jinja2.loaders import split_template_path
 from jinja2.nodes import EvalContext
 from jinja2.sandbox import MAX_RANGE, ImmutableSandboxedEnvironment
 
@@ -344,10 +352,60 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
         return super().call(__context, __obj, *args, **kwargs)
 
 
+class TemplateOutsideRoot(TemplateNotFound):
+    """A template name under the templates directory whose real path (symbolic links followed) is
+    outside it. A ``TemplateNotFound``, so Jinja treats it as absent (``ignore missing`` skips it)."""
+
+    def __init__(self, name: str):
+        super().__init__(name, f"template '{name}' leads outside the templates directory (through a symbolic link)")
+
+
+def contained_template_path(root: Path | str, name: str) -> str | None:
+    """The real path of template ``name`` under ``root`` (symbolic links resolved), or None if there
+    is no such file. ``TemplateOutsideRoot`` if that real path is outside the real path of ``root``;
+    ``TemplateNotFound`` for a name with ``..`` (Jinja's own rule)."""
+    filename = posixpath.join(os.fspath(root), *split_template_path(name))
+    real = os.path.realpath(filename)
+    if not _is_inside(real, os.path.realpath(root)):
+        raise TemplateOutsideRoot(name)
+    return real if os.path.isfile(real) else None
+
+
+def _is_inside(path: str, root: str) -> bool:
+    """Whether the absolute ``path`` is ``root`` or below it (the root itself is no file: not found)."""
+    return os.path.commonpath([path, root]) == root
+
+
+class ContainedLoader(FileSystemLoader):
+    """``FileSystemLoader`` that reads a template only if its real path is inside the real path of
+    the templates directory (checked before the file is opened, and the resolved file is the one
+    read). Names keep their usual meaning, so error messages show ``templates/<name>``."""
+
+    def get_source(self, environment: Environment, template: str) -> tuple[str, str, Callable[[], bool]]:
+        for searchpath in self.searchpath:
+            real = contained_template_path(searchpath, template)
+            if real is not None:
+                break
+        else:
+            raise TemplateNotFound(template)
+        with open(real, encoding=self.encoding) as f:
+            contents = f.read()
+        mtime = os.path.getmtime(real)
+
+        def uptodate() -> bool:
+            try:
+                return os.path.getmtime(real) == mtime
+            except OSError:
+                return False
+
+        return contents, os.path.normpath(posixpath.join(searchpath, *split_template_path(template))), uptodate
+
+
 def make_environment(templates_dir: Path | str) -> TemplateSandbox:
-    """The sandbox for one templates directory: strict undefined, HTML autoescape by extension."""
+    """The sandbox for one templates directory: strict undefined, HTML autoescape by extension,
+    templates read only from inside the directory (``ContainedLoader``)."""
     return TemplateSandbox(
-        loader=FileSystemLoader(os.fspath(templates_dir)),
+        loader=ContainedLoader(os.fspath(templates_dir)),
         undefined=TemplateUndefined,
         autoescape=select_autoescape(enabled_extensions=HTML_EXTENSIONS, default_for_string=False, default=False),
         auto_reload=False,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,7 @@ def test_priority_init_over_env_over_secret_files_over_yaml(tmp_path: Path, monk
     monkeypatch.setenv("TOPSLOT_SECRETS_DIR", str(secrets))
     monkeypatch.setenv("TOPSLOT_SMTP__PRIMARY__PORT", "2525")
     monkeypatch.setenv("TOPSLOT_DEFAULT_COUNTRY", "FR")
-    monkeypatch.setenv("TOPSLOT_SIGNING_KEYS__K1", "signing-key-one")
+    monkeypatch.setenv("TOPSLOT_SIGNING_KEYS__K1", "signing-key-one-0123")
 
     s = load_settings(cfg, default_country="CN")
 
@@ -70,8 +71,8 @@ def test_priority_init_over_env_over_secret_files_over_yaml(tmp_path: Path, monk
     server = s.smtp["primary"]
     assert (server.host, server.port, server.username) == ("mail.example.com", 2525, "news")  # env merged into YAML
     assert server.password is not None and server.password.get_secret_value() == "from-file-pw"
-    assert s.signing_keys["k1"].get_secret_value() == "signing-key-one"
-    assert sorted(s.secret_values()) == ["from-file-pw", "signing-key-one"]
+    assert s.signing_keys["k1"].get_secret_value() == "signing-key-one-0123"
+    assert sorted(s.secret_values()) == ["from-file-pw", "signing-key-one-0123"]
     assert "from-file-pw" not in repr(s)
 
 
@@ -117,7 +118,10 @@ def test_every_problem_is_reported_with_line_and_column(tmp_path: Path) -> None:
         ),
         f"{p}:6:5: smtp.primary.tls:",
         f"{p}:8:3: 'twilio.auth_token' is a secret and must not be in topslot.yaml; set TOPSLOT_TWILIO__AUTH_TOKEN",
-        f"{p}:9:1: 'signing_keys' is a secret",
+        (
+            f"{p}:10:3: 'signing_keys.k1' is a secret and must not be in topslot.yaml; "
+            "set TOPSLOT_SIGNING_KEYS__K1 (environment) or a credential file named signing_keys__k1"
+        ),
         f"{p}:11:1: tracking_port: Input should be less than 65536",
         f"{p}:12:1: duplicate key 'tracking_port'",
         f"{p}:13:1: default_timezone: 'Mars/Olympus' is not an IANA time zone",
@@ -145,9 +149,11 @@ def test_broken_yaml_syntax_is_located(tmp_path: Path) -> None:
 
 def test_signing_key_id_must_name_a_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_yaml(tmp_path / "cfg", "signing_key_id: k9\n")
-    monkeypatch.setenv("TOPSLOT_SIGNING_KEYS__K1", "abcdefgh")
-    with pytest.raises(InvalidInput, match="signing_key_id 'k9' is not one of signing_keys"):
+    monkeypatch.setenv("TOPSLOT_SIGNING_KEYS__K1", "abcdefgh-abcdefgh")
+    with pytest.raises(InvalidInput) as caught:
         load_settings(tmp_path / "cfg")
+    yaml_path = tmp_path / "cfg" / "topslot.yaml"
+    assert str(caught.value) == f"{yaml_path}:1:1: signing_key_id 'k9' is not one of the signing keys (k1)"
 
 
 @pytest.mark.parametrize(
@@ -168,3 +174,172 @@ def test_settings_object_is_frozen(tmp_path: Path) -> None:
     s = Settings(config_dir=tmp_path)
     with pytest.raises(ValidationError, match="frozen"):
         s.database_url = "x"  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------- secrets in topslot.yaml name their own variable
+
+SECRET_REFUSAL = re.compile(r"set (?P<env>TOPSLOT_\S+) \(environment\) or a credential file named (?P<file>\S+)")
+
+
+def refusal(tmp_path: Path, text: str) -> tuple[str, str, str]:
+    """(the problem line, the variable it names, the credential file it names) for ``text`` in topslot.yaml."""
+    write_yaml(tmp_path / "cfg", text)
+    with pytest.raises(InvalidInput) as caught:
+        load_settings(tmp_path / "cfg")
+    (line,) = [line for line in str(caught.value).splitlines() if "is a secret" in line]
+    found = SECRET_REFUSAL.search(line)
+    assert found is not None, line
+    return line, found["env"], found["file"]
+
+
+@pytest.mark.parametrize("how", ["environment", "credential file"])
+def test_a_signing_key_in_yaml_names_the_variable_that_really_loads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    line, env, file = refusal(tmp_path, "signing_key_id: k9\nsigning_keys:\n  k9: a-signing-key-in-the-wrong-place\n")
+
+    assert line.startswith(f"{tmp_path / 'cfg' / 'topslot.yaml'}:3:3: 'signing_keys.k9' is a secret")
+    assert (env, file) == ("TOPSLOT_SIGNING_KEYS__K9", "signing_keys__k9")
+    assert "a-signing-key-in-the-wrong-place" not in line
+
+    write_yaml(tmp_path / "cfg", "signing_key_id: k9\n")  # moved out of the file, to where the message said
+    if how == "environment":
+        monkeypatch.setenv(env, "a-signing-key-in-the-right-place")
+    else:
+        creds = tmp_path / "creds"
+        creds.mkdir()
+        (creds / file).write_text("a-signing-key-in-the-right-place\n", encoding="utf-8")
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    s = load_settings(tmp_path / "cfg")
+    assert s.signing_keys["k9"].get_secret_value() == "a-signing-key-in-the-right-place"
+
+
+def test_a_mixed_case_server_name_still_gets_a_working_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Variable and file names are case-insensitive, so server names are too: ``Primary`` is ``primary``."""
+    _, env, file = refusal(tmp_path, "smtp:\n  Primary:\n    host: mail.example.com\n    password: pw-in-yaml\n")
+    assert (env, file) == ("TOPSLOT_SMTP__PRIMARY__PASSWORD", "smtp__primary__password")
+
+    write_yaml(tmp_path / "cfg", "smtp:\n  Primary:\n    host: mail.example.com\n")
+    monkeypatch.setenv(env, "pw-from-env")
+    s = load_settings(tmp_path / "cfg")
+    assert list(s.smtp) == ["primary"]  # one server, not "Primary" plus an env-only "primary"
+    assert s.smtp["primary"].host == "mail.example.com"
+    assert s.smtp["primary"].password is not None and s.smtp["primary"].password.get_secret_value() == "pw-from-env"
+
+
+def test_names_differing_only_in_case_are_duplicates(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "cfg", "im:\n  Line: {url: 'https://a.example'}\n  line: {url: 'https://b.example'}\n")
+    with pytest.raises(InvalidInput) as caught:
+        load_settings(tmp_path / "cfg")
+    assert str(caught.value) == f"{path}:3:3: duplicate key 'line' (names are case-insensitive)"
+
+
+def test_a_map_of_secrets_written_as_one_value_names_the_per_key_variables(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "cfg", "signing_keys: one-key-for-everything\n")
+    with pytest.raises(InvalidInput) as caught:
+        load_settings(tmp_path / "cfg")
+    assert str(caught.value) == (
+        f"{path}:1:1: 'signing_keys' is a secret and must not be in topslot.yaml; set one per key: "
+        "TOPSLOT_SIGNING_KEYS__<ID> (environment) or a credential file named signing_keys__<id> "
+        "(in $CREDENTIALS_DIRECTORY or $TOPSLOT_SECRETS_DIR)"
+    )
+
+
+# ---------------------------------------------------------------- signing keys are checked with the settings
+
+
+def test_a_short_signing_key_is_a_settings_problem_located_at_its_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOPSLOT_SIGNING_KEYS__K9", "tiny-key")
+    with pytest.raises(InvalidInput) as caught:
+        load_settings(tmp_path / "cfg")
+    assert str(caught.value).startswith(
+        "TOPSLOT_SIGNING_KEYS__K9:0:0: signing_keys.k9: the signing key is shorter than 16 bytes; use e.g. "
+    )
+    assert "tiny-key" not in str(caught.value)
+
+
+def test_a_short_signing_key_in_a_credential_file_is_located_at_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "TOPSLOT_SIGNING_KEYS__K9").write_text("tiny-key\n", encoding="utf-8")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    with pytest.raises(InvalidInput) as caught:
+        load_settings(tmp_path / "cfg")
+    file = creds / "TOPSLOT_SIGNING_KEYS__K9"
+    assert str(caught.value).startswith(f"{file}:0:0: signing_keys.k9: the signing key is shorter")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"TOPSLOT_SIGNING_KEYS__THIRTEEN-CHAR": "x" * 20},
+            "TOPSLOT_SIGNING_KEYS__THIRTEEN-CHAR:0:0: signing_keys.thirteen-char: signing key id 'thirteen-char' "
+            "must be 1-12 characters of a-z, 0-9, _ and -",
+        ),
+        (
+            {"TOPSLOT_SIGNING_KEYS__A": "x" * 20, "TOPSLOT_SIGNING_KEYS__B": "y" * 20},
+            "TOPSLOT_SIGNING_KEY_ID:0:0: signing_key_id: several signing keys (a, b): set signing_key_id "
+            "(TOPSLOT_SIGNING_KEY_ID) to the one that signs new links",
+        ),
+    ],
+    ids=["bad id", "several keys, none chosen"],
+)
+def test_signing_keys_the_keyring_would_refuse_are_settings_problems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(InvalidInput) as caught:
+        load_settings(tmp_path / "cfg")
+    assert str(caught.value) == message
+
+
+def test_valid_signing_keys_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOPSLOT_SIGNING_KEYS__K2026", "k" * 16)  # exactly the minimum
+    monkeypatch.setenv("TOPSLOT_SIGNING_KEYS__K2025", "o" * 40)
+    monkeypatch.setenv("TOPSLOT_SIGNING_KEY_ID", "K2026")
+    s = load_settings(tmp_path / "cfg")
+    assert s.signing_key_id == "k2026" and sorted(s.signing_keys) == ["k2025", "k2026"]
+
+
+# ---------------------------------------------------------------- the database URL
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://u:pw-not-shown@h/db", "not a url", "postgresql://u:pw-not-shown@h:port/db"]
+)
+def test_a_database_url_topslot_cannot_use_is_a_settings_problem(tmp_path: Path, url: str) -> None:
+    path = write_yaml(tmp_path / "cfg", f"database_url: '{url}'\n")
+    with pytest.raises(InvalidInput) as caught:
+        load_settings(tmp_path / "cfg")
+    assert str(caught.value).startswith(f"{path}:1:1: database_url: not a database URL topslot can use")
+    assert "pw-not-shown" not in str(caught.value)
+
+
+def test_an_alias_bomb_in_topslot_yaml_is_one_problem_not_a_hang(tmp_path: Path) -> None:
+    from config.test_yaml_source import alias_bomb
+
+    (tmp_path / "topslot.yaml").write_text("default_timezone: UTC\n" + alias_bomb())
+
+    with pytest.raises(InvalidInput) as caught:
+        load_settings(tmp_path)
+
+    (problem,) = caught.value.problems
+    assert (problem.line, problem.column) == (6, 45) and "the alias *a3" in problem.message
+
+
+def test_topslot_yaml_that_is_not_utf8_is_one_problem(tmp_path: Path) -> None:
+    (tmp_path / "topslot.yaml").write_bytes("default_timezone: UTC\ncompliance: {postal_address: caf\xe9}\n".encode("latin-1"))
+
+    with pytest.raises(InvalidInput) as caught:
+        load_settings(tmp_path)
+
+    (problem,) = caught.value.problems
+    assert problem.line == 2 and "not UTF-8" in problem.message

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
-from jinja2 import UndefinedError
+from jinja2 import TemplateNotFound, UndefinedError
 from jinja2.exceptions import SecurityError
 
 from daemon.campaign import Campaign
 from daemon.config.yaml_source import load_yaml
+from daemon.errors import InvalidInput
+from daemon.rendering import compile_campaign
+from daemon.settings import Compliance
 from daemon.templating import (
     CONTEXT_NAMES,
     ContactView,
+    TemplateOutsideRoot,
     make_environment,
     sample_context,
     sample_context_for,
@@ -20,6 +25,7 @@ from daemon.templating import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+COMPLIANCE = Compliance(postal_address="Example Shop Ltd, 1 Example Road, Shanghai", sender_identity="Example Shop")
 
 
 @pytest.fixture
@@ -125,3 +131,103 @@ def test_shipped_templates_render(ctx) -> None:
         assert ctx["unsubscribe_url"] in body and ctx["coupon"] in body and "Mei" in body
     assert "100 Market Street" in html
     assert sms.endswith("Reply STOP to opt out") and "\n" not in sms
+
+
+@pytest.fixture
+def linked(tmp_path: Path) -> Path:
+    """templates/ with links: one to a file outside, one to a directory outside, one that stays inside."""
+    outside = tmp_path / "outside"
+    (outside / "dir").mkdir(parents=True)
+    (outside / "secret.txt").write_text("SECRET")
+    (outside / "dir" / "also.txt").write_text("SECRET TOO")
+    root = tmp_path / "templates"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "real.txt.j2").write_text("inside {{ contact.first_name }}")
+    (root / "escape.txt").symlink_to(outside / "secret.txt")  # absolute target
+    (root / "sub" / "relative.txt").symlink_to(Path("..", "..", "outside", "secret.txt"))
+    (root / "shared").symlink_to(outside / "dir", target_is_directory=True)
+    (root / "alias.txt.j2").symlink_to(Path("sub", "real.txt.j2"))  # stays inside
+    (root / "subdir").symlink_to(root / "sub", target_is_directory=True)  # stays inside
+    (root / "dangling.txt").symlink_to(tmp_path / "nowhere.txt")
+    for name, body in {
+        "includes.txt.j2": "{% include 'escape.txt' %}",
+        "extends.txt.j2": "{% extends 'sub/relative.txt' %}",
+        "imports.txt.j2": "{% import 'shared/also.txt' as m %}x",
+        "ignored.txt.j2": "[{% include 'escape.txt' ignore missing %}]",
+        "fine.txt.j2": "{% include 'alias.txt.j2' %}/{% include 'subdir/real.txt.j2' %}",
+    }.items():
+        (root / name).write_text(body)
+    return root
+
+
+def test_templates_linking_outside_the_directory_are_refused(linked: Path, ctx) -> None:
+    env = make_environment(linked)
+    for name in ("escape.txt", "sub/relative.txt", "shared/also.txt", "dangling.txt"):
+        with pytest.raises(TemplateOutsideRoot, match="outside the templates directory"):
+            env.get_template(name)
+    for name in ("includes.txt.j2", "extends.txt.j2", "imports.txt.j2"):
+        with pytest.raises(TemplateOutsideRoot) as raised:
+            env.get_template(name).render(ctx)
+        assert "SECRET" not in str(raised.value)
+    assert env.get_template("ignored.txt.j2").render(ctx) == "[]"  # treated as missing, never read
+    with pytest.raises(TemplateNotFound):
+        env.get_template("../outside/secret.txt")
+
+
+def test_links_that_stay_inside_keep_working(linked: Path, tmp_path: Path, ctx) -> None:
+    env = make_environment(linked)
+    assert env.get_template("alias.txt.j2").render(ctx) == "inside Mei"
+    assert env.get_template("fine.txt.j2").render(ctx) == "inside Mei/inside Mei"
+    assert env.get_template("alias.txt.j2").filename == str(linked / "alias.txt.j2")  # named as written
+    # the templates directory itself may be a link: what counts is where its files really are
+    (tmp_path / "current").symlink_to(linked, target_is_directory=True)
+    through = make_environment(tmp_path / "current")
+    assert through.get_template("sub/real.txt.j2").render(ctx) == "inside Mei"
+    with pytest.raises(TemplateNotFound):
+        through.get_template("escape.txt")
+
+
+def test_the_outside_check_runs_before_the_file_is_opened(linked: Path, monkeypatch) -> None:
+    import builtins
+
+    opened: list[str] = []
+    real_open = builtins.open
+
+    def spy(file, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", spy)
+    with pytest.raises(TemplateNotFound):
+        make_environment(linked).get_template("escape.txt")
+    assert [f for f in opened if f.startswith(str(linked.parent))] == []  # neither the link nor its target
+
+
+def renderer_tree(tmp_path: Path) -> tuple[Campaign, Path]:
+    """The shipped campaign over a copy of templates/, and a file outside it that must never be read."""
+    shutil.copytree(REPO / "templates", tmp_path / "templates")
+    (tmp_path / "secret.txt").write_text("SECRET {{ unsubscribe_url }}")
+    return Campaign.model_validate(load_yaml(REPO / "config/campaigns/mothers-day-2027.yaml").data), tmp_path
+
+
+def test_the_renderer_refuses_an_include_linking_outside(tmp_path: Path) -> None:
+    campaign, tmp = renderer_tree(tmp_path)
+    (tmp / "templates/mothers-day/part.txt").symlink_to(tmp / "secret.txt")
+    (tmp / "templates/mothers-day/sms.txt.j2").write_text("{% include 'mothers-day/part.txt' %} Reply STOP")
+
+    with pytest.raises(InvalidInput) as raised:
+        compile_campaign(campaign, tmp / "templates", COMPLIANCE)
+
+    assert [p.message for p in raised.value.problems] == [
+        "TemplateOutsideRoot: template 'mothers-day/part.txt' leads outside the templates directory"
+        " (through a symbolic link)"
+    ]
+
+
+def test_the_renderer_refuses_a_campaign_template_linking_outside(tmp_path: Path) -> None:
+    campaign, tmp = renderer_tree(tmp_path)
+    (tmp / "templates/mothers-day/sms.txt.j2").unlink()
+    (tmp / "templates/mothers-day/sms.txt.j2").symlink_to(tmp / "secret.txt")
+
+    with pytest.raises(InvalidInput):
+        compile_campaign(campaign, tmp / "templates", COMPLIANCE)

@@ -14,11 +14,12 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from daemon.imports.limits import MAX_AMOUNT  # Numeric(14, 2); the same for purchases imported as events
+
 MAX_ORDER_ID = 200
 MAX_COUPON = 64
 MAX_CLICK_ID = 100
 MAX_CONTACT_REF = 200
-MAX_AMOUNT = Decimal("999999999999.99")  # Numeric(14, 2)
 MAX_UNITS = 1_000_000_000
 CENT = Decimal("0.01")
 
@@ -140,6 +141,8 @@ def _present(value: Any) -> bool:
 def _text(value: Any, name: str, limit: int) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise ValueError(f"{name} must be text")
+    if isinstance(value, int) and value.bit_length() > 4 * limit:  # over ``limit`` digits: never convert it
+        raise ValueError(f"{name} is longer than {limit} characters")
     text = str(value).strip()
     if len(text) > limit:
         raise ValueError(f"{name} is longer than {limit} characters")
@@ -152,7 +155,7 @@ def _money(value: Any, name: str) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
         raise ValueError(f"{name} must be a number such as 19.90")
     try:
-        amount = Decimal(str(value).strip())
+        amount = Decimal(value) if isinstance(value, int) else Decimal(str(value).strip())  # int: any size
     except InvalidOperation:
         raise ValueError(f"{name} is not a number (write e.g. 19.90, a dot for decimals)") from None
     if not amount.is_finite():

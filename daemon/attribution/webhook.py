@@ -10,7 +10,9 @@ replay a captured request with a fresh timestamp header. Requests more than ``MA
 ``now`` are refused, and duplicate order ids are ignored anyway, so a replay changes nothing. The
 comparison is constant-time.
 
-The body is JSON: one conversion object, or ``{"conversions": [...]}`` with up to ``MAX_BATCH``.
+The body is JSON: one conversion object, or ``{"conversions": [...]}`` with up to ``MAX_BATCH``,
+at most ``MAX_BODY_BYTES`` long and nested at most ``MAX_DEPTH`` arrays/objects deep (checked before
+parsing, so a hostile body can neither exhaust the parser's recursion nor take long).
 Every valid conversion is kept; invalid ones are listed by position and field (never echoing their
 values), so the shop can fix them and re-send the whole body (what was recorded is not duplicated).
 """
@@ -27,6 +29,7 @@ from typing import Any
 
 from daemon.attribution.inputs import ConversionInput, parse_conversion_fields
 from daemon.errors import TopslotError
+from daemon.json_depth import nesting_depth
 
 SIGNATURE_HEADER = "X-Topslot-Signature"
 TIMESTAMP_HEADER = "X-Topslot-Timestamp"
@@ -34,6 +37,7 @@ SCHEME = "sha256="
 MAX_SKEW = timedelta(minutes=5)
 MAX_BODY_BYTES = 1024 * 1024
 MAX_BATCH = 1000
+MAX_DEPTH = 32  # arrays/objects inside each other; a batch needs 3
 MAX_PROBLEMS = 100  # listed in one answer; the count says how many there were
 
 
@@ -102,9 +106,11 @@ def parse_conversion(
 
 def read_body(body: bytes) -> ParsedBatch:
     """The conversions of an (already authenticated) JSON body."""
+    if nesting_depth(body) > MAX_DEPTH:
+        raise WebhookError(400, f"the body is not JSON nested at most {MAX_DEPTH} levels deep")
     try:
         data = json.loads(body.decode("utf-8"), parse_float=str, parse_int=_int_or_text)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # RecursionError: a backstop only
         raise WebhookError(400, "the body is not UTF-8 JSON") from None
     if isinstance(data, dict) and "conversions" in data:
         items, prefix = data["conversions"], "conversions"

@@ -1,11 +1,18 @@
-"""Plumbing shared by the CLI commands: settings, the database, campaigns, plain error lines."""
+"""Plumbing shared by the CLI commands: settings, the database, campaigns, plain error lines.
+
+Exit codes: 2 when the command cannot start (bad arguments, settings, configuration directory or
+campaign), 1 when the database cannot be used (unreachable, missing, outdated schema) or the
+command's own work found problems. A failure is one line on stderr; at ``log_level: debug`` the
+traceback comes first.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -15,7 +22,7 @@ from daemon.campaign import Campaign
 from daemon.config import load_campaigns
 from daemon.errors import InvalidInput, Problem
 from daemon.settings import Settings, load_settings
-from daemon.store.db import open_engine, upgrade
+from daemon.store.db import DatabaseUnavailable, prepare_database
 
 T = TypeVar("T")
 ConfigOption = Annotated[Path, typer.Option("--config", help="Configuration directory (topslot.yaml, campaigns/).")]
@@ -34,26 +41,53 @@ def print_problems(problems: list[Problem]) -> None:
 
 
 def settings_or_exit(config_dir: Path | None) -> Settings:
-    """Settings, or every problem on stderr (one ``path:line:column: message`` per line) and exit 2."""
+    """Settings, or every problem on stderr (one ``path:line:column: message`` per line) and exit 2.
+    The configuration directory must exist: a mistyped ``--config`` is an error, not empty settings."""
     try:
-        return load_settings(config_dir)
+        settings = load_settings(config_dir)
     except InvalidInput as exc:
         print_problems(exc.problems)
         raise typer.Exit(2) from None
+    if (problem := config_dir_problem(settings.config_dir)) is not None:
+        say(problem)
+        raise typer.Exit(2)
+    return settings
 
 
-def with_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
-    """Open the database, apply migrations, run ``work``, close."""
+def config_dir_problem(directory: Path) -> str | None:
+    """Why ``directory`` cannot be the configuration directory, or None when it can."""
+    if directory.is_dir():
+        return None
+    state = "is not a directory" if directory.exists() else "does not exist"
+    return f"configuration directory {directory} {state} (--config or TOPSLOT_CONFIG_DIR)"
+
+
+def with_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]], *, read_only: bool = False) -> T:
+    """Open the database, run ``work``, close.
+
+    Commands that write get the database created (SQLite) and migrated; ``read_only`` commands need it
+    to exist at the current schema and never create or migrate it. A database that cannot be used is
+    one line on stderr and exit 1 (see ``daemon.store.db.prepare_database``)."""
 
     async def run() -> T:
-        engine = open_engine(settings.database_url)
+        engine = await prepare_database(settings.database_url, read_only=read_only)
         try:
-            await upgrade(engine)
             return await work(engine)
         finally:
             await engine.dispose()
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except DatabaseUnavailable as exc:
+        fail(settings, exc, 1)
+
+
+def fail(settings: Settings, exc: BaseException, code: int) -> NoReturn:
+    """``exc`` as one line on stderr, then exit ``code``; the traceback first at ``log_level: debug``."""
+    if settings.log_level == "debug":
+        err.print("".join(traceback.format_exception(exc)), markup=False, highlight=False, soft_wrap=True, end="")
+    say(str(exc))
+    raise typer.Exit(code) from None
 
 
 def load_campaign_or_exit(settings: Settings, campaign_id: str) -> Campaign:

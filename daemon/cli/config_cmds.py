@@ -33,7 +33,8 @@ def validate(
         typer.Option("--templates", help="Templates directory (default: templates/ next to CONFIG_DIR)"),
     ] = None,
 ) -> None:
-    """Check every campaign file (and topslot.yaml); print each problem as path:line:column: message."""
+    """Check every campaign file (and topslot.yaml); print each problem as path:line:column: message.
+    Exit 1 when a campaign has problems, 2 when the settings do (the campaigns are not checked then)."""
     templates_dir = templates if templates is not None else config_dir.parent / "templates"
     campaigns_dir = config_dir / "campaigns"
     if not campaigns_dir.is_dir():
@@ -41,10 +42,11 @@ def validate(
         raise typer.Exit(2)
     try:
         compliance = load_settings(config_dir).compliance
-    except InvalidInput as exc:  # the process settings are checked too
+    except InvalidInput as exc:  # the process settings are checked too: as for every command, exit 2
         for problem in exc.problems:
             typer.echo(str(problem))
-        raise typer.Exit(1) from None
+        typer.echo(f"error: {len(exc.problems)} problem(s) in the settings; campaigns not checked", err=True)
+        raise typer.Exit(2) from None
     # As the daemon loads them: valid YAML and templates, and compilable for sending (CSS, links, footer).
     result = load_campaigns(campaigns_dir, templates_dir, compliance)
     for problem in result.problems:

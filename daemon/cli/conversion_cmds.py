@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.attribution.inputs import ConversionInput, parse_conversion_fields
 from daemon.cli.common import ConfigOption, out, print_problems, say, settings_or_exit, with_engine
+from daemon.cli.import_input import EncodingOption, encoding_or_exit
 from daemon.clock import SystemClock
 from daemon.config import load_campaigns
 from daemon.errors import Problem
@@ -26,10 +27,11 @@ def register(app: typer.Typer) -> None:
     app.add_typer(conversions_app, name="conversions")
 
 
-def read_conversions(path: Path, problems: list[Problem]) -> Iterator[ConversionInput]:
+def read_conversions(path: Path, problems: list[Problem], encoding: str | None = None) -> Iterator[ConversionInput]:
     """Every valid conversion of a CSV (header row) or JSON Lines file, streamed; each bad field
-    is appended to ``problems`` as ``path:line:column: message`` (column 1 for JSON Lines)."""
-    for record in read_records(path):
+    is appended to ``problems`` as ``path:line:column: message`` (column 1 for JSON Lines).
+    ``encoding`` as for ``daemon.imports.lines.resolve_encoding``."""
+    for record in read_records(path, encoding):
         if record.error is not None:
             problems.append(Problem(str(path), record.line, 1, record.error))
             continue
@@ -47,6 +49,7 @@ def conversions_import(
     file: Annotated[Path, typer.Argument(help="CSV with a header row, or JSON Lines: one order per row.")],
     config: ConfigOption = Path("config"),
     batch_size: Annotated[int, typer.Option(min=1, help="Orders per transaction.")] = BATCH_SIZE,
+    encoding: EncodingOption = None,
 ) -> None:
     """Record orders and refunds and credit them to campaigns (coupon, click id, contact).
 
@@ -58,6 +61,7 @@ def conversions_import(
     if not file.is_file():
         say(f"{file}: no such file")
         raise typer.Exit(2)
+    codec = encoding_or_exit(file, encoding)
     try:
         keyring = load_keyring(settings)
     except KeyringError as exc:
@@ -65,7 +69,7 @@ def conversions_import(
         raise typer.Exit(2) from None
     campaigns = load_campaigns(settings.campaigns_dir, settings.templates_dir).campaigns
     problems: list[Problem] = []
-    rows = read_conversions(file, problems)
+    rows = read_conversions(file, problems, codec)
 
     async def work(engine: AsyncEngine) -> RecordResult:
         now = SystemClock().now()

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.campaign import Campaign
 from daemon.cli.common import ConfigOption, out, print_problems, say, settings_or_exit, with_engine
+from daemon.cli.import_input import EncodingOption, encoding_or_exit
 from daemon.clock import SystemClock
 from daemon.config import load_campaigns
 from daemon.coupons import codes
@@ -39,6 +40,7 @@ def coupons_import(
     file: Annotated[Path, typer.Argument(help="One code per line, or a CSV with a 'code' column.")],
     config: ConfigOption = Path("config"),
     batch_size: Annotated[int, typer.Option(min=1, help="Codes per transaction.")] = DEFAULT_BATCH_SIZE,
+    encoding: EncodingOption = None,
 ) -> None:
     """Add codes to a pool. Re-importing is harmless; bad and repeated codes are listed (exit 1)."""
     settings = settings_or_exit(config)
@@ -49,9 +51,10 @@ def coupons_import(
     if not file.is_file():
         say(f"{file}: no such file")
         raise typer.Exit(2)
+    codec = encoding_or_exit(file, encoding)
 
     async def work(engine: AsyncEngine) -> tuple[ImportReport, PoolStock]:
-        report = await import_pool(engine, pool, file, now=SystemClock().now(), batch_size=batch_size)
+        report = await import_pool(engine, pool, file, now=SystemClock().now(), batch_size=batch_size, encoding=codec)
         return report, await pool_stock(engine, pool)
 
     try:
@@ -80,7 +83,7 @@ def coupons_stock(
 ) -> None:
     """Codes available, reserved (in flight) and assigned (sent) in a pool."""
     settings = settings_or_exit(config)
-    stock = with_engine(settings, lambda engine: pool_stock(engine, pool))
+    stock = with_engine(settings, lambda engine: pool_stock(engine, pool), read_only=True)
     if stock.total == 0:
         say(f"no codes in pool {pool!r}")
         raise typer.Exit(1)
@@ -175,7 +178,7 @@ def _verify_pooled(code: str, campaigns: list[Campaign], settings: Settings, rea
         async with engine.connect() as conn:
             return [row for pool in pools for row in await find_code(conn, text, pool)]
 
-    rows = with_engine(settings, work)
+    rows = with_engine(settings, work, read_only=True)
     for row in rows:
         if row["state"] == "available":
             reasons.append(f"pool {row['pool']}: the code was never handed out")

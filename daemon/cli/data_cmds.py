@@ -19,6 +19,7 @@ from daemon.cli.common import (
     settings_or_exit,
     with_engine,
 )
+from daemon.cli.import_input import EncodingOption, encoding_or_exit
 from daemon.clock import SystemClock
 from daemon.imports.fields import instant
 from daemon.imports.report import ImportReport
@@ -67,14 +68,21 @@ def contacts_import(
     file: Annotated[Path, typer.Argument(help="CSV (with a header row) or JSON Lines file.")],
     config: ConfigOption = Path("config"),
     batch_size: Annotated[int, typer.Option(min=1, help="Rows per transaction.")] = DEFAULT_BATCH_SIZE,
+    encoding: EncodingOption = None,
 ) -> None:
     """Upsert contacts by external_id; bad rows are listed and skipped (exit 1), good rows are kept."""
     settings = settings_or_exit(config)
     path = _existing_file(file)
+    codec = encoding_or_exit(path, encoding)
     report = with_engine(
         settings,
         lambda engine: import_contacts(
-            engine, path, now=SystemClock().now(), default_country=settings.default_country, batch_size=batch_size
+            engine,
+            path,
+            now=SystemClock().now(),
+            default_country=settings.default_country,
+            batch_size=batch_size,
+            encoding=codec,
         ),
     )
     _report_import(f"contacts from {path}", report)
@@ -84,17 +92,21 @@ def contacts_import(
 def events_import(
     file: Annotated[Path, typer.Argument(help="CSV or JSON Lines: type=purchase or type=search rows.")],
     config: ConfigOption = Path("config"),
+    encoding: EncodingOption = None,
 ) -> None:
-    """Import purchases and searches; re-importing the same file changes nothing."""
+    """Import purchases and searches; re-importing the same file changes nothing. Amounts are 0 or
+    more (refunds are conversions: ``topslot conversions import`` with refund=true)."""
     settings = settings_or_exit(config)
     path = _existing_file(file)
-    report = with_engine(settings, lambda engine: import_events(engine, path))
+    codec = encoding_or_exit(path, encoding)
+    report = with_engine(settings, lambda engine: import_events(engine, path, encoding=codec))
     _report_import(f"events from {path}", report)
 
 
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOption = Path("config")) -> None:
-    """Apply the database migrations (also done before every command that uses the database)."""
+    """Create the database if need be and apply its migrations (also done before every command that
+    writes to it; commands that only read need it up to date and tell you to run this)."""
     settings = settings_or_exit(config)
 
     async def done(_engine: AsyncEngine) -> None:
@@ -119,7 +131,7 @@ def audience(
     except ValueError as exc:
         say(str(exc))
         raise typer.Exit(2) from None
-    summary = with_engine(settings, lambda engine: audience_summary(engine, campaign, now))
+    summary = with_engine(settings, lambda engine: audience_summary(engine, campaign, now), read_only=True)
     _print_audience(summary, now)
 
 

@@ -27,7 +27,7 @@ def status(
 ) -> None:
     """Rows per state (and skip reason) for a campaign."""
     settings = settings_or_exit(config)
-    counts = with_engine(settings, lambda engine: ledger.state_counts(engine, campaign_id))
+    counts = with_engine(settings, lambda engine: ledger.state_counts(engine, campaign_id), read_only=True)
     if not counts:
         say(f"no deliveries for campaign {campaign_id!r}")
         raise typer.Exit(1)

@@ -46,7 +46,11 @@ def plan(
     now = _instant(from_) if from_ else SystemClock().now()
 
     if not as_json:
-        outcome = with_engine(settings, lambda engine: plan_campaign(engine, campaign, settings, now, write=False, days=days))
+        outcome = with_engine(
+            settings,
+            lambda engine: plan_campaign(engine, campaign, settings, now, write=False, days=days),
+            read_only=True,
+        )
         _print_summary(outcome, campaign.channels, now, days)
         return
 
@@ -61,7 +65,7 @@ def plan(
 
         await plan_campaign(engine, campaign, settings, now, write=False, days=days, rows_out=emit)
 
-    with_engine(settings, json_lines)
+    with_engine(settings, json_lines, read_only=True)
 
 
 def _print_summary(outcome: PlanOutcome, channels: list[str], now: datetime, days: int | None) -> None:

@@ -6,7 +6,6 @@ PREVIEW and every link points at the tracking server's ``preview`` token.
 
 from __future__ import annotations
 
-import asyncio
 import email
 from datetime import UTC, datetime
 from email import policy
@@ -20,13 +19,12 @@ from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.campaign import Campaign
-from daemon.cli.common import load_campaign_or_exit, print_problems, say, settings_or_exit
+from daemon.cli.common import load_campaign_or_exit, print_problems, say, settings_or_exit, with_engine
 from daemon.clock import SystemClock
 from daemon.errors import InvalidInput
 from daemon.rendering import MessageLinks, compile_campaign, sms_segments
 from daemon.rendering.campaign_renderer import CompiledCampaign
 from daemon.settings import Settings
-from daemon.store.db import open_engine, upgrade
 from daemon.store.schema import contacts
 from daemon.templating import ContactView, contact_view
 
@@ -59,7 +57,7 @@ def preview(
         print_problems(exc.problems)
         raise typer.Exit(2) from None
     now = SystemClock().now()
-    row = asyncio.run(_fetch_contact(settings, contact_id))
+    row = with_engine(settings, lambda engine: _fetch_contact(engine, contact_id), read_only=True)
     if row is None:
         _fail(f"no contact with external id or id {contact_id!r}")
     contact = contact_view(row, now.date())
@@ -103,17 +101,13 @@ def preview_links(settings: Settings, campaign: Campaign, compiled: CompiledCamp
     )
 
 
-async def _fetch_contact(settings: Settings, contact_id: str) -> Row[Any] | None:
-    engine: AsyncEngine = open_engine(settings.database_url)
-    try:
-        await upgrade(engine)
-        async with engine.connect() as conn:
-            row = (await conn.execute(select(contacts).where(contacts.c.external_id == contact_id))).first()
-            if row is None and contact_id.isdigit():
-                row = (await conn.execute(select(contacts).where(contacts.c.id == int(contact_id)))).first()
-            return row
-    finally:
-        await engine.dispose()
+async def _fetch_contact(engine: AsyncEngine, contact_id: str) -> Row[Any] | None:
+    """The contact by external id, else by numeric database id."""
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(contacts).where(contacts.c.external_id == contact_id))).first()
+        if row is None and contact_id.isdigit():
+            row = (await conn.execute(select(contacts).where(contacts.c.id == int(contact_id)))).first()
+        return row
 
 
 # ---------------------------------------------------------------- output

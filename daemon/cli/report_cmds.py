@@ -78,11 +78,17 @@ def report(
         built.notes.extend(notes)
         return built
 
-    built = with_engine(settings, work)
+    built = with_engine(settings, work, read_only=True)
     if built is None:
         say(f"campaign {campaign_id!r} is neither loaded from {settings.campaigns_dir} nor in the database")
         raise typer.Exit(1)
-    _emit(built, format_, output)
+    try:
+        _emit(built, format_, output)
+    except OSError as exc:  # --output in a missing or unwritable place
+        if output is None:
+            raise
+        say(f"--output: cannot write {output}: {exc.strerror or exc}")
+        raise typer.Exit(1) from None
 
 
 def _emit(built: Report, format_: str, output: Path | None) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from daemon.cli.common import settings_or_exit
+from daemon.cli.common import say, settings_or_exit
 from daemon.clock import Clock, SimulatedClock, SystemClock
 
 ConfigOption = Annotated[
@@ -42,7 +42,17 @@ def run(
     if from_ is not None or speed != 1.0:
         start = SystemClock().now() if from_ is None else (from_ if from_.tzinfo else from_.replace(tzinfo=UTC))
         clock = SimulatedClock(start, speed)
-    asyncio.run(Daemon(settings, clock=clock).run())
+    try:
+        asyncio.run(Daemon(settings, clock=clock).run())
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+    except Exception as exc:  # logged as daemon_failed by the daemon; one line here
+        if settings.log_level.lower() == "debug":
+            raise
+        from daemon.runtime.failures import failure_reason
+
+        say(f"topslot run: {failure_reason(exc, settings)}")
+        raise typer.Exit(1) from None
 
 
 def demo(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,40 +47,79 @@ def campaign_files(campaigns_dir: Path) -> list[Path]:
     )
 
 
+@dataclass(frozen=True)
+class FileLoad:
+    """What one campaign file gave: its campaign (only if it has no problem at all), every problem,
+    and the id it claims with where that id is written (for the duplicate-id check across files).
+    Plain data, so a child process can load a file and send the result back."""
+
+    path: Path
+    campaign: Campaign | None
+    problems: tuple[Problem, ...]
+    claimed_id: str | None = None
+    id_position: tuple[int, int] = (1, 1)
+
+
+CampaignCheck = Callable[[Campaign], list[Problem]]
+"""A further check of a valid campaign (e.g. that it compiles for sending); problems refuse it."""
+
+
 def load_campaign_file(
     path: Path | str, templates_dir: Path | str, *, env: Environment | None = None
 ) -> tuple[Campaign | None, list[Problem]]:
     """One campaign file → (the campaign if it has no problem at all, every problem)."""
-    campaign, problems, _ = _load(Path(path), Path(templates_dir), env)
-    return campaign, problems
+    loaded = load_file(Path(path), Path(templates_dir), env)
+    return loaded.campaign, list(loaded.problems)
 
 
-def load_campaigns(campaigns_dir: Path | str, templates_dir: Path | str) -> LoadResult:
+def load_campaigns(
+    campaigns_dir: Path | str, templates_dir: Path | str, check: CampaignCheck | None = None
+) -> LoadResult:
     """Every campaign file in ``campaigns_dir``; a file with any problem contributes no campaign."""
     campaigns_dir, templates_dir = Path(campaigns_dir), Path(templates_dir)
-    result = LoadResult()
     if not campaigns_dir.is_dir():
-        result.problems.append(Problem(str(campaigns_dir), 1, 1, "no such directory of campaign files"))
-        return result
+        return missing_directory(campaigns_dir)
     env = make_environment(templates_dir)
+    return collect(load_file(path, templates_dir, env, check) for path in campaign_files(campaigns_dir))
+
+
+def missing_directory(campaigns_dir: Path) -> LoadResult:
+    return LoadResult(problems=[Problem(str(campaigns_dir), 1, 1, "no such directory of campaign files")])
+
+
+def collect(loads: Iterable[FileLoad]) -> LoadResult:
+    """Put per-file loads together (in file order): the first file to claim an id keeps it."""
+    result = LoadResult()
     owners: dict[str, Path] = {}
-    for path in campaign_files(campaigns_dir):
-        result.files.append(path)
-        campaign, problems, doc = _load(path, templates_dir, env)
-        raw_id = doc.get(("id",))
-        if isinstance(raw_id, str) and raw_id:
+    for loaded in loads:
+        result.files.append(loaded.path)
+        campaign, problems = loaded.campaign, list(loaded.problems)
+        raw_id = loaded.claimed_id
+        if raw_id:
             if raw_id in owners:
-                problems.append(
-                    doc.problem(doc.position_of(("id",)), f"campaign id '{raw_id}' is already used by {owners[raw_id]}")
-                )
+                message = f"campaign id '{raw_id}' is already used by {owners[raw_id]}"
+                problems.append(Problem(str(loaded.path), *loaded.id_position, message))
                 campaign = None
             else:
-                owners[raw_id] = path
+                owners[raw_id] = loaded.path
         result.problems.extend(sorted(set(problems)))
         if campaign is not None and not problems:
             result.campaigns[campaign.id] = campaign
-            result.sources[campaign.id] = path
+            result.sources[campaign.id] = loaded.path
     return result
+
+
+def load_file(
+    path: Path, templates_dir: Path, env: Environment | None = None, check: CampaignCheck | None = None
+) -> FileLoad:
+    """Load and validate one campaign file; never raises for anything the file contains."""
+    campaign, problems, doc = _load(path, templates_dir, env)
+    if campaign is not None and check is not None:
+        problems = sorted(set(check(campaign)))
+        campaign = None if problems else campaign
+    raw_id = doc.get(("id",))
+    claimed = raw_id if isinstance(raw_id, str) and raw_id else None
+    return FileLoad(path, campaign, tuple(problems), claimed, doc.position_of(("id",)) if claimed else (1, 1))
 
 
 def _load(

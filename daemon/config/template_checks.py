@@ -1,4 +1,5 @@
-"""Check the templates a campaign names: they exist, compile, and render with a sample contact."""
+"""Check the templates a campaign names: they exist inside the templates directory (also once
+symbolic links are followed), compile, and render with a sample contact."""
 
 from __future__ import annotations
 
@@ -12,11 +13,22 @@ from daemon.campaign import Campaign
 from daemon.config.yaml_source import YamlDocument
 from daemon.errors import Problem
 from daemon.rendering.bounds import render_checked
-from daemon.templating import make_environment, sample_context, sample_context_for, template_frame
+from daemon.templating import (
+    TemplateOutsideRoot,
+    contained_template_path,
+    make_environment,
+    sample_context,
+    sample_context_for,
+    template_frame,
+)
 
 # (channel, key) of every template file a campaign can name, in content.<channel>.<key>
 TEMPLATE_KEYS = (("email", "html"), ("email", "text"), ("sms", "body"), ("im", "body"))
 OPT_OUT_KEYS = {("email", "html"), ("email", "text")}  # must show unsubscribe_url
+_OUTSIDE = (
+    "is a symbolic link (or is under one) to a file outside the templates directory; "
+    "copy the file into the templates directory instead"
+)
 
 
 def check_templates(
@@ -64,12 +76,18 @@ def _check_file(
     if pure.is_absolute() or ".." in pure.parts:
         return [doc.problem(where, f"{label}: '{name}' must be a path inside the templates directory")]
     file = templates_dir / name
-    if not file.is_file():
+    try:
+        real = contained_template_path(templates_dir, name)
+    except TemplateOutsideRoot:
+        return [doc.problem(where, f"{label}: '{name}' {_OUTSIDE}")]
+    if real is None:
         return [doc.problem(where, f"{label}: template '{name}' not found (looked for {file})")]
     try:
         template = env.get_template(name)
     except TemplateSyntaxError as exc:
         return [_syntax_problem(exc, str(file))]
+    except TemplateNotFound:  # changed since the check above
+        return [doc.problem(where, f"{label}: template '{name}' not found (looked for {file})")]
     try:
         output = render_checked(template, context)  # bounded: a slow or huge template fails the load
     except Exception as exc:  # noqa: BLE001 - any render failure is reported, located
@@ -113,6 +131,8 @@ def _render_problem(exc: Exception, fallback: tuple[str, tuple[int, int]], prefi
 def _render_message(exc: Exception) -> str:
     if isinstance(exc, UndefinedError):
         return str(exc)
+    if isinstance(exc, TemplateOutsideRoot):
+        return f"included template '{exc.name}' {_OUTSIDE}"
     if isinstance(exc, TemplateNotFound):
         return f"included template '{exc.name}' not found"
     if isinstance(exc, SecurityError):

@@ -5,6 +5,12 @@ marks too), then builds the plain Python data itself so that it can record, for 
 (mapping keys and list indices), the 1-based line and column of the value and of its key, the
 original text of plain scalars, duplicate keys and the scalars YAML silently turns into something
 else (``7:30`` → 450, ``NO`` → False, ``0123`` → 83).
+
+Everything an author controls is bounded before anything is built: the file's size, how deep it
+nests, and how much its aliases expand to. A pass over the parser's events (iterative, nothing is
+expanded) measures what every anchor stands for, so an alias bomb (nine levels of ten aliases:
+10⁹ values) is refused at the alias that crosses the limit, in microseconds and with flat memory.
+The limits are far above any honest campaign (the example is ~200 values and ~4 KB).
 """
 
 from __future__ import annotations
@@ -30,6 +36,15 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 _INT_TAG = "tag:yaml.org,2002:int"
 _FLOAT_TAG = "tag:yaml.org,2002:float"
 _BOOL_TAG = "tag:yaml.org,2002:bool"
+
+MAX_FILE_BYTES = 1024 * 1024
+"""A campaign file larger than this is refused unread."""
+MAX_VALUES = 100_000
+"""Values (scalars, lists, mappings) the file may stand for once every alias is expanded."""
+MAX_TEXT_CHARS = 4 * 1024 * 1024
+"""Characters of text the file may stand for once every alias is expanded."""
+MAX_DEPTH = 64
+"""Nesting of lists and mappings."""
 
 _SEXAGESIMAL = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
 _CLOCK = re.compile(r"^([0-9]{1,2}):([0-5][0-9])$")
@@ -84,9 +99,15 @@ def load_yaml(path: Path | str, display_path: str | None = None) -> YamlDocument
     path = Path(path)
     doc = YamlDocument(display_path if display_path is not None else str(path))
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         doc.problems.append(doc.problem((1, 1), f"cannot read the file: {exc.strerror or exc}"))
+        doc.syntax_error = True
+        return doc
+    if len(raw) > MAX_FILE_BYTES:
+        message = f"the file is larger than {MAX_FILE_BYTES >> 10} KiB, the limit here; is it the right file?"
+        doc.problems.append(doc.problem((1, 1), message))
         doc.syntax_error = True
         return doc
     try:
@@ -103,23 +124,78 @@ def load_yaml(path: Path | str, display_path: str | None = None) -> YamlDocument
 def load_yaml_text(text: str, display_path: str) -> YamlDocument:
     doc = YamlDocument(display_path)
     loader = PositionLoader(text)
-    try:
-        root = loader.get_single_node()
+    try:  # bounded first (depth, alias expansion: nothing is built), then composed
+        too_big = expansion_problem(text, display_path)
+        root = loader.get_single_node() if too_big is None else None
     except yaml.MarkedYAMLError as exc:
-        doc.problems.append(_syntax_problem(doc, exc))
-        doc.syntax_error = True
-        return doc
+        too_big = _syntax_problem(doc, exc)
     except yaml.YAMLError as exc:
-        doc.problems.append(doc.problem((1, 1), f"YAML error: {exc}"))
-        doc.syntax_error = True
-        return doc
+        too_big = doc.problem((1, 1), f"YAML error: {exc}")
     finally:
         loader.dispose()
+    if too_big is not None:
+        doc.problems.append(too_big)
+        doc.syntax_error = True
+        return doc
     if root is None:
         doc.empty = True
         return doc
     doc.data = _Builder(doc, loader).build(root, ())
     return doc
+
+
+def expansion_problem(text: str, display_path: str) -> Problem | None:
+    """The first way ``text`` would grow past the limits once parsed and its aliases expanded, or None.
+
+    Walks the parser's events once, keeping for every anchor the number of values and characters
+    it stands for, so an alias costs one addition whatever it expands to. Raises the parser's own
+    ``yaml.YAMLError`` on a syntax error (the caller reports it with its mark)."""
+    sizes: dict[str, tuple[int, int]] = {}  # anchor → (values, characters) it stands for
+    stack: list[tuple[str | None, int, int]] = []  # open collections: (anchor, values, chars) so far
+    values = chars = 0
+
+    def add(n: int, c: int) -> None:
+        nonlocal values, chars
+        values += n
+        chars += c
+        if stack:
+            anchor, v, k = stack[-1]
+            stack[-1] = (anchor, v + n, k + c)
+
+    loader = PositionLoader(text)
+    try:
+        while (event := loader.get_event()) is not None and not isinstance(event, yaml.StreamEndEvent):
+            where = (event.start_mark.line + 1, event.start_mark.column + 1) if event.start_mark else (1, 1)
+            if isinstance(event, yaml.CollectionStartEvent):
+                if len(stack) >= MAX_DEPTH:
+                    return Problem(display_path, *where, f"lists and mappings nest more than {MAX_DEPTH} deep here")
+                add(1, 0)
+                stack.append((event.anchor, 1, 0))
+            elif isinstance(event, yaml.CollectionEndEvent):
+                anchor, v, k = stack.pop()
+                if anchor is not None:
+                    sizes[anchor] = (v, k)
+            elif isinstance(event, yaml.ScalarEvent):
+                size = (1, len(event.value))
+                if event.anchor is not None:
+                    sizes[event.anchor] = size
+                add(*size)
+            elif isinstance(event, yaml.AliasEvent):
+                add(*sizes.get(event.anchor, (1, 0)))  # an alias inside its own anchor: the builder reports it
+            else:
+                continue
+            if values > MAX_VALUES or chars > MAX_TEXT_CHARS:
+                what = f"{MAX_VALUES:,} values" if values > MAX_VALUES else f"{MAX_TEXT_CHARS >> 20} MiB of text"
+                culprit = f"the alias *{event.anchor}" if isinstance(event, yaml.AliasEvent) else "this value"
+                return Problem(
+                    display_path,
+                    *where,
+                    f"{culprit} makes the file stand for more than {what} once aliases are expanded "
+                    "(an alias bomb?); refused without expanding it",
+                )
+    finally:
+        loader.dispose()
+    return None
 
 
 def _syntax_problem(doc: YamlDocument, exc: yaml.MarkedYAMLError) -> Problem:

@@ -28,13 +28,13 @@ class Batch(Generic[RowT]):
 
 
 def contact_batches(
-    path: Path, *, default_country: str | None, now: datetime, batch_size: int
+    path: Path, *, default_country: str | None, now: datetime, batch_size: int, encoding: str | None = None
 ) -> Iterator[Batch[ContactRow]]:
     """A batch ends at ``batch_size`` rows, or before a second row for the same external_id (so
-    that rows are applied in file order)."""
+    that rows are applied in file order). ``encoding`` as for ``read_records``."""
     batch: Batch[ContactRow] = Batch()
     seen: set[str] = set()
-    for record in read_records(path):
+    for record in read_records(path, encoding):
         row = parse_contact(record, str(path), default_country=default_country, now=now)
         if isinstance(row, list):
             batch.problems.extend(row)
@@ -49,9 +49,9 @@ def contact_batches(
         yield batch
 
 
-def event_batches(path: Path, *, batch_size: int) -> Iterator[Batch[EventRow]]:
+def event_batches(path: Path, *, batch_size: int, encoding: str | None = None) -> Iterator[Batch[EventRow]]:
     batch: Batch[EventRow] = Batch()
-    for record in read_records(path):
+    for record in read_records(path, encoding):
         row = parse_event(record, str(path))
         if isinstance(row, list):
             batch.problems.extend(row)

@@ -5,12 +5,16 @@ country, timezone, locale, tags (``;`` or ``|`` separated), consent_email / cons
 consent_source, consent_at, im_<provider> (im_wechat, im_telegram...); every other column is kept
 as an attribute. Only the columns a file has are written: a file without ``tags`` keeps the tags
 already stored, an empty consent cell keeps the consent already stored.
+
+JSON Lines values are type-checked first: text columns take text or a whole number, ``age`` a
+number, consents yes/no text, true/false or 0/1, ``tags`` text or a list of texts, ``im_ids`` and
+``attributes`` an object. A value of the wrong type is the row's only reported problem.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -26,6 +30,10 @@ _RESERVED = {
     "external_id", "email", "phone", "first_name", "last_name", "gender", "birth_date", "age",
     "country", "timezone", "locale", "tags", "consent_source", "consent_at", "im_ids", "attributes",
     "id", "created_at", "updated_at", *_CONSENT_COLUMNS,
+}  # fmt: skip
+_TEXT_COLUMNS = {
+    "external_id", "email", "phone", "first_name", "last_name", "gender", "birth_date", "country",
+    "timezone", "locale", "consent_source", "consent_at",
 }  # fmt: skip
 _TAG_SPLIT = re.compile(r"[;|]")
 _MIN_BIRTH = date(1900, 1, 1)
@@ -57,6 +65,10 @@ def parse_contact(record: Record, path: str, *, default_country: str | None, now
     """A clean ``ContactRow``, or every problem found in the record."""
     if record.error:
         return [Problem(path, record.line, 1, record.error)]
+    if record.typed:
+        wrong = list(_json_type_problems(record.fields))
+        if wrong:
+            return [Problem(path, record.line, record.column(name), why) for name, why in wrong]
     problems: list[Problem] = []
     raw = record.fields
 
@@ -112,6 +124,33 @@ def parse_contact(record: Record, path: str, *, default_country: str | None, now
     if problems or external_id is None:
         return problems
     return ContactRow(record.line, external_id, values, tags, tuple(consents))
+
+
+def _json_type_problems(raw: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(column, why) for every JSON value of the wrong type (see the module's docstring)."""
+    for name, value in raw.items():
+        if name in _TEXT_COLUMNS or (name.startswith("im_") and name != "im_ids"):
+            why = f.json_type_problem(value, name, f.TEXT)
+        elif name == "age":
+            why = f.json_type_problem(value, name, f.NUMBER)
+        elif name in _CONSENT_COLUMNS:
+            why = f.json_type_problem(value, name, f.YES_NO)
+        elif name == "tags":
+            why = None if _tags_fit(value) else f"tags must be text or a list of texts, not {f.json_type(value)}"
+        elif name in ("im_ids", "attributes") and value is not None and not isinstance(value, dict):
+            why = f"{name} must be a JSON object, not {f.json_type(value)}"
+        elif name == "im_ids" and value is not None:
+            why = next(filter(None, (f.json_type_problem(v, f"im_ids.{k}", f.TEXT) for k, v in value.items())), None)
+        else:
+            continue
+        if why:
+            yield name, why
+
+
+def _tags_fit(value: Any) -> bool:
+    """Text or a whole number, or a list of them (``null`` clears the tags)."""
+    items = value if isinstance(value, list) else [] if value is None else [value]
+    return all(isinstance(t, str | int) and not isinstance(t, bool) for t in items)
 
 
 def _birth_date(value: str, now: datetime) -> date:

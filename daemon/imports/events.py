@@ -4,6 +4,11 @@ Columns: ``type`` (purchase | search), ``contact`` (the contact's external id; `
 ``contact_id`` are accepted too), ``time`` (ISO 8601; no offset means UTC), and for a purchase
 ``order_id``, ``sku``, ``category``, ``amount``, ``currency``; for a search ``term``.
 Categories are case-folded so that segments match ``Cosmetics`` and ``cosmetics`` alike.
+
+``amount`` is a finite number from 0 to ``MAX_AMOUNT``: a refund is not a negative purchase but a
+conversion with ``refund=true`` and a positive amount (``topslot conversions import``, as in
+``daemon.attribution.inputs``), so a negative amount is refused. JSON Lines values are
+type-checked first: text columns take text or a whole number, ``amount`` a number.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from daemon.imports import fields as f
 from daemon.imports.reader import Record
 
 CONTACT_KEYS = ("contact", "external_id", "contact_id", "contact_external_id")
+_TEXT_COLUMNS = {"type", *CONTACT_KEYS, "time", "order_id", "sku", "category", "currency", "term"}
 MAX_TEXT = 200
 MAX_TERM = 500
 
@@ -93,13 +99,31 @@ def _time(value: str) -> datetime:
 
 
 def _amount(value: str) -> Decimal:
-    return f.amount(value, "amount")
+    amount = f.amount(value, "amount")
+    if amount < 0:
+        raise ValueError(
+            f"amount {f.shown(value)!r} is negative: record refunds with `topslot conversions import` (refund=true)"
+        )
+    return amount
+
+
+def _json_type_problems(record: Record, path: str) -> list[Problem]:
+    """A problem for every JSON value of the wrong type (text columns, ``amount``)."""
+    problems = []
+    for name, value in record.fields.items():
+        kind = f.TEXT if name in _TEXT_COLUMNS else f.NUMBER if name == "amount" else None
+        why = kind and f.json_type_problem(value, name, kind)
+        if why:
+            problems.append(Problem(path, record.line, record.column(name), why))
+    return problems
 
 
 def parse_event(record: Record, path: str) -> EventRow | list[Problem]:
     """A purchase or search row, or every problem found in the record."""
     if record.error:
         return [Problem(path, record.line, 1, record.error)]
+    if record.typed and (wrong := _json_type_problems(record, path)):
+        return wrong
     raw = record.fields
     row = _Row(record, path)
     kind = (f.text(raw.get("type")) or "").lower()

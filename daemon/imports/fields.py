@@ -4,6 +4,7 @@ with a message meant for the person who wrote the file."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from functools import cache, lru_cache
@@ -13,6 +14,8 @@ from zoneinfo import available_timezones
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
+
+from daemon.imports.limits import MAX_AMOUNT
 
 _TRUE = {"yes", "y", "true", "t", "granted", "1", "opt-in", "optin"}
 _FALSE = {"no", "n", "false", "f", "denied", "0", "opt-out", "optout", "revoked"}
@@ -27,6 +30,48 @@ _LOCALE_RE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
 _INT_RE = re.compile(r"^-?(?:0|[1-9]\d{0,14})$")
 _FLOAT_RE = re.compile(r"^-?(?:0|[1-9]\d{0,14})\.\d{1,15}$")
 _CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
+
+
+# ---------------------------------------------------------------- JSON types
+
+TEXT, NUMBER, YES_NO = "text", "a number", "yes/no"
+_FITS: dict[str, Callable[[Any], bool]] = {  # what a JSON value may be besides text (and null)
+    TEXT: lambda v: isinstance(v, int) and not isinstance(v, bool),  # ids and phone numbers as numbers
+    NUMBER: lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    YES_NO: lambda v: isinstance(v, bool | int),
+}
+
+
+def json_type(value: Any) -> str:
+    """How a JSON value is named in messages."""
+    if isinstance(value, dict):
+        return "a JSON object"
+    if isinstance(value, list):
+        return "a JSON array"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, float):
+        return "a decimal number"
+    if isinstance(value, int):
+        return "a whole number"
+    return "text" if isinstance(value, str) else "null"
+
+
+def json_type_problem(value: Any, name: str, expected: str) -> str | None:
+    """Why the JSON ``value`` of column ``name`` is not ``expected`` (TEXT, NUMBER or YES_NO), or
+    None. Text and null always fit (the column's own check reads the text)."""
+    if value is None or isinstance(value, str) or _FITS[expected](value):
+        return None
+    return f"{name} must be {expected}, not {json_type(value)}"
+
+
+# ---------------------------------------------------------------- single values
+
+
+def shown(value: Any, limit: int = 20) -> str:
+    """``value`` as text for a message, cut after ``limit`` characters."""
+    text = str(value).strip()
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def text(value: Any) -> str | None:
@@ -145,22 +190,29 @@ def consent(value: str, name: str) -> bool:
 
 
 def integer(value: Any, name: str) -> int:
+    """A whole number of at most 18 digits (more is never a count or an age)."""
     if isinstance(value, bool):
         raise ValueError(f"{name} {value!r} is not a whole number")
-    if isinstance(value, int):
+    if isinstance(value, int) and value.bit_length() < 60:
         return value
-    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,18}\s*", value):
         return int(value)
-    raise ValueError(f"{name} {value!r} is not a whole number")
+    raise ValueError(f"{name} {shown(value)!r} is not a whole number")
 
 
 def amount(value: Any, name: str) -> Decimal:
+    """An amount of money: a finite number between -MAX_AMOUNT and MAX_AMOUNT (``inf``, ``nan`` or
+    ``1e309`` would poison every sum; more than MAX_AMOUNT is never one order)."""
     try:
         result = Decimal(str(value).strip())
     except InvalidOperation:
-        raise ValueError(f"{name} {value!r} is not a number") from None
+        raise ValueError(f"{name} {shown(value)!r} is not a number") from None
     if not result.is_finite():
-        raise ValueError(f"{name} {value!r} is not a number")
+        raise ValueError(f"{name} {shown(value)!r} is not a finite number")
+    if result > MAX_AMOUNT:
+        raise ValueError(f"{name} {shown(value)!r} is above the maximum of {MAX_AMOUNT}")
+    if result < -MAX_AMOUNT:
+        raise ValueError(f"{name} {shown(value)!r} is below the minimum of -{MAX_AMOUNT}")
     return result
 
 

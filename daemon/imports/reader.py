@@ -1,14 +1,24 @@
-"""Stream records out of a CSV (header row) or JSON Lines file, one at a time, with line numbers."""
+"""Stream records out of a CSV (header row) or JSON Lines file, one at a time, with line numbers.
+
+The file's lines come from ``daemon.imports.lines`` (encoding, bad lines, limits). A record that
+cannot be read at all (a bad line, a CSV field over the limit, JSON that is not valid, too deep,
+or holds a NUL) is a ``Record`` with ``error`` set; the next record is read as usual.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from daemon.imports.limits import MAX_FIELD_CHARS, MAX_JSON_DEPTH, MAX_JSON_DIGITS
+from daemon.imports.lines import BadLine, csv_problem, open_lines, resolve_encoding
+from daemon.json_depth import nesting_depth
 
 FileFormat = Literal["csv", "jsonl"]
 _EXTENSIONS: dict[str, FileFormat] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -34,53 +44,219 @@ def normalise_key(name: str) -> str:
     return re.sub(r"[^0-9a-z]+", "_", name.strip().lower()).strip("_")
 
 
-def detect_format(path: Path) -> FileFormat:
+def detect_format(path: Path, encoding: str = "utf-8-sig") -> FileFormat:
     """By extension (.csv, .jsonl, .ndjson), else by the first non-blank character."""
     by_ext = _EXTENSIONS.get(path.suffix.lower())
     if by_ext:
         return by_ext
-    with path.open("r", encoding="utf-8-sig", errors="replace") as f:
-        head = f.read(_SNIFF_BYTES).lstrip()
-    return "jsonl" if head.startswith("{") else "csv"
+    with path.open("rb") as f:
+        head = f.read(_SNIFF_BYTES).decode(encoding, errors="replace")
+    return "jsonl" if head.lstrip().lstrip("\ufeff").startswith("{") else "csv"
 
 
-def read_records(path: Path) -> Iterator[Record]:
-    """Every data row of ``path``, streamed (the file is never loaded whole)."""
-    fmt = detect_format(path)
-    yield from (_read_jsonl(path) if fmt == "jsonl" else _read_csv(path))
+def read_records(path: Path, encoding: str | None = None) -> Iterator[Record]:
+    """Every data row of ``path``, streamed (the file is never loaded whole).
+
+    ``encoding`` as for ``resolve_encoding``: raises ``ValueError`` (unknown name) or
+    ``InvalidInput`` (the file is not UTF-8) before the first record.
+    """
+    codec = resolve_encoding(path, encoding)
+    fmt = detect_format(path, codec)
+    with open_lines(path, codec) as lines:
+        yield from (_read_jsonl(lines) if fmt == "jsonl" else _read_csv(lines))
 
 
-def _read_csv(path: Path) -> Iterator[Record]:
-    with path.open("r", encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f)
+# ---------------------------------------------------------------- CSV
+
+
+class _CsvState:
+    """What ``csv.reader`` does not keep about the record it is reading: the first bad line among
+    its lines (fed to the reader as an empty line, so that the record is reported instead of
+    parsed) and its lines holding a quote (which alone can change whether it is inside quotes)."""
+
+    __slots__ = ("bad", "quoting")
+
+    def __init__(self) -> None:
+        self.bad: str | None = None
+        self.quoting: list[str] = []
+
+    def next_record(self) -> str | None:
+        """The bad line's message of the record just read (or None); forgets it for the next one."""
+        bad, self.bad = self.bad, None
+        if self.quoting:
+            self.quoting = []
+        return bad
+
+
+def _csv_feed(lines: Iterable[str | BadLine], state: _CsvState) -> Iterator[str]:
+    for item in lines:
+        if isinstance(item, BadLine):
+            state.bad = state.bad or item.message
+            yield "\n"
+        else:
+            if '"' in item:
+                state.quoting.append(item)
+            yield item
+
+
+def _skip_quoted_rest(feed: Iterator[str], state: _CsvState) -> int:
+    """After an error inside a quoted field, read on to the end of its record, so that the rest of
+    the field is not taken for new rows; how many lines were read."""
+    quoted = False
+    for text in state.quoting:
+        quoted = _quoted_at_end(text, quoted)
+    skipped = 0
+    while quoted:
+        text = next(feed, None)
+        if text is None:
+            break
+        skipped += 1
+        quoted = _quoted_at_end(text, quoted)
+    return skipped
+
+
+_IN_QUOTES = re.compile(r'[^"]*(?:""[^"]*)*')  # the inside of a quoted CSV field, up to its closing quote
+_UNQUOTED = re.compile(r"[^,]*")
+
+
+def _quoted_at_end(line: str, quoted: bool) -> bool:
+    """Whether a CSV line ends inside a quoted field, given whether it started inside one."""
+    pos, end = 0, len(line)
+    while True:
+        if quoted:
+            pos = _IN_QUOTES.match(line, pos).end()  # type: ignore[union-attr]
+            if pos >= end:
+                return True
+            quoted = False
+            pos += 1  # the closing quote; text after it up to the delimiter belongs to the field
+        elif pos < end and line[pos] == '"':
+            quoted = True
+            pos += 1
+            continue
+        pos = _UNQUOTED.match(line, pos).end()  # type: ignore[union-attr]
+        if pos >= end:
+            return False
+        pos += 1  # the delimiter
+
+
+def _read_csv(lines: Iterable[str | BadLine]) -> Iterator[Record]:
+    state = _CsvState()
+    feed = _csv_feed(lines, state)
+    reader = csv.reader(feed)
+    try:
         header = next(reader, None)
-        if header is None:
+    except csv.Error as exc:
+        _skip_quoted_rest(feed, state)
+        yield Record(1, {}, {}, f"the header row cannot be read: {csv_problem(exc)}")
+        return
+    bad = state.next_record()
+    if header is None:
+        return
+    if bad:
+        yield Record(1, {}, {}, f"the header row cannot be read: {bad}")
+        return
+    names = [normalise_key(h) for h in header]
+    columns = {name: i + 1 for i, name in enumerate(names) if name}
+    skipped = 0  # lines read past the reader (the rest of a bad quoted field)
+    start = reader.line_num + 1
+    while True:
+        try:
+            for values in reader:
+                line, start = start, reader.line_num + skipped + 1
+                if state.bad or state.quoting:
+                    bad = state.next_record()
+                    if bad:
+                        yield Record(line, {}, columns, bad)
+                        continue
+                if not values or all(not v.strip() for v in values):
+                    continue
+                if len(values) > len(names):
+                    yield Record(line, {}, columns, f"{len(values)} fields but the header has {len(names)}")
+                    continue
+                yield Record(line, {name: v for name, v in zip(names, values, strict=False) if name}, columns)
             return
-        names = [normalise_key(h) for h in header]
-        columns = {name: i + 1 for i, name in enumerate(names) if name}
-        start = reader.line_num + 1
-        for values in reader:
-            line, start = start, reader.line_num + 1
-            if not values or all(not v.strip() for v in values):
-                continue
-            if len(values) > len(names):
-                yield Record(line, {}, columns, f"{len(values)} fields but the header has {len(names)}")
-                continue
-            fields = {name: value for name, value in zip(names, values, strict=False) if name}
-            yield Record(line, fields, columns)
+        except csv.Error as exc:
+            skipped += _skip_quoted_rest(feed, state)
+            line, start = start, reader.line_num + skipped + 1
+            yield Record(line, {}, columns, state.next_record() or csv_problem(exc))
 
 
-def _read_jsonl(path: Path) -> Iterator[Record]:
-    with path.open("r", encoding="utf-8-sig") as f:
-        for line_no, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield Record(line_no, {}, {}, f"not valid JSON: {exc.msg} (column {exc.colno})")
-                continue
-            if not isinstance(value, dict):
-                yield Record(line_no, {}, {}, "each line must be a JSON object")
-                continue
-            yield Record(line_no, {normalise_key(k): v for k, v in value.items()}, typed=True)
+# ---------------------------------------------------------------- JSON Lines
+
+
+def _read_jsonl(lines: Iterable[str | BadLine]) -> Iterator[Record]:
+    for line_no, text in enumerate(lines, start=1):
+        if isinstance(text, BadLine):
+            yield Record(line_no, {}, {}, text.message)
+            continue
+        if not text.strip():
+            continue
+        try:
+            value = parse_json_line(text)
+        except ValueError as exc:
+            yield Record(line_no, {}, {}, str(exc))
+            continue
+        if not isinstance(value, dict):
+            yield Record(line_no, {}, {}, "each line must be a JSON object")
+            continue
+        yield Record(line_no, {normalise_key(k): v for k, v in value.items()}, typed=True)
+
+
+def parse_json_line(text: str) -> Any:
+    """One JSON value, within the limits; ``ValueError`` with a message for the file's author.
+
+    Refused: nesting deeper than ``MAX_JSON_DEPTH`` (checked before parsing, so a 100,000 deep
+    line costs neither recursion nor time), NaN / Infinity and numbers beyond a float's range
+    (they would poison every sum), integers of more than ``MAX_JSON_DIGITS`` digits, and text
+    values with a NUL, an unpaired surrogate or more than ``MAX_FIELD_CHARS`` characters.
+    """
+    if nesting_depth(text) > MAX_JSON_DEPTH:
+        raise ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
+    try:
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float, parse_int=_short_int)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON: {exc.msg} (column {exc.colno})") from None
+    except ValueError as exc:  # from the parse_* hooks
+        raise ValueError(f"not valid JSON: {exc}") from None
+    if "\\u" in text or len(text) > MAX_FIELD_CHARS:  # only then can a text value be bad
+        problem = _text_problem(value)
+        if problem:
+            raise ValueError(problem)
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
+def _short_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_JSON_DIGITS:
+        raise ValueError(f"the number {text[:20]}... has more than {MAX_JSON_DIGITS} digits")
+    return int(text)
+
+
+def _text_problem(value: Any) -> str | None:
+    """What is wrong with a text value (or key) anywhere in a parsed JSON value, or None."""
+    if isinstance(value, str):
+        if len(value) > MAX_FIELD_CHARS:
+            return f"a JSON text value is longer than {MAX_FIELD_CHARS:,} characters"
+        if "\x00" in value:
+            return "a text value contains a NUL character (\\u0000)"
+        if _SURROGATE.search(value):
+            return "a text value contains an unpaired surrogate (\\ud800 to \\udfff)"
+        return None
+    if isinstance(value, dict):
+        return next((p for k, v in value.items() if (p := _text_problem(k) or _text_problem(v))), None)
+    if isinstance(value, list):
+        return next((p for v in value if (p := _text_problem(v))), None)
+    return None

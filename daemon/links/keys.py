@@ -12,6 +12,10 @@ With no key configured (the newcomer's demo) a random key is generated once into
 ``signing_key_generated`` is logged (never the key). Copy that file's content into
 ``TOPSLOT_SIGNING_KEYS__LOCAL`` to keep those links working after configuring real keys.
 
+The same rules (``check_key_id``, ``check_key_material``, ``choose_active_id``) are applied when the
+settings load (``daemon.settings``), so a bad key is a settings problem every command reports
+before it starts; ``Keyring`` checks them again for keys that do not come from settings.
+
 The raw key bytes never leave a ``Keyring``: callers ask for ``mac(key_id, purpose, message)``; each
 purpose (link tokens, coupon codes, ...) gets its own derived subkey, so a MAC made for one purpose
 is never valid for another. Key ids are case-insensitive (environment variable names are), 1-12
@@ -84,19 +88,8 @@ class Keyring:
             kid = check_key_id(key_id)
             if kid in normalised:
                 raise KeyringError(f"signing key id '{kid}' is given twice (ids are case-insensitive)")
-            if not isinstance(material, bytes) or len(material) < MIN_KEY_BYTES:
-                raise KeyringError(f"signing key '{kid}' is shorter than {MIN_KEY_BYTES} bytes; use e.g. {_HOW_TO}")
-            normalised[kid] = material
-        if active is None:
-            if len(normalised) > 1:
-                raise KeyringError(
-                    f"several signing keys ({', '.join(sorted(normalised))}): set signing_key_id "
-                    "(TOPSLOT_SIGNING_KEY_ID) to the one that signs new links"
-                )
-            active = next(iter(normalised))
-        active = active.lower()
-        if active not in normalised:
-            raise KeyringError(f"signing_key_id '{active}' is not one of the signing keys ({', '.join(normalised)})")
+            normalised[kid] = check_key_material(material, kid)
+        active = choose_active_id(list(normalised), active)
         self._keys = normalised
         self._active = active
         self._macs: dict[tuple[str, str], _Mac] = {}
@@ -140,6 +133,33 @@ def check_key_id(key_id: str) -> str:
     if not KEY_ID_RE.fullmatch(kid):
         raise KeyringError(f"signing key id {key_id!r} must be 1-12 characters of a-z, 0-9, _ and -")
     return kid
+
+
+def check_key_material(material: bytes, key_id: str = "") -> bytes:
+    """``material``, or ``KeyringError`` when it is not bytes or shorter than ``MIN_KEY_BYTES``.
+    The message names the key by ``key_id`` (if given), never by its value."""
+    if not isinstance(material, bytes) or len(material) < MIN_KEY_BYTES:
+        which = f"signing key '{key_id}'" if key_id else "the signing key"
+        raise KeyringError(f"{which} is shorter than {MIN_KEY_BYTES} bytes; use e.g. {_HOW_TO}")
+    return material
+
+
+def choose_active_id(key_ids: list[str], active: str | None) -> str:
+    """The (lower-cased) id that signs new tokens: ``active``, or the only key; ``KeyringError`` when
+    several keys leave the choice open or ``active`` is not one of them. ``key_ids`` are lower-case."""
+    if not key_ids:
+        raise KeyringError("a keyring needs at least one key")
+    if active is None:
+        if len(key_ids) > 1:
+            raise KeyringError(
+                f"several signing keys ({', '.join(sorted(key_ids))}): set signing_key_id "
+                "(TOPSLOT_SIGNING_KEY_ID) to the one that signs new links"
+            )
+        return key_ids[0]
+    active = active.lower()
+    if active not in key_ids:
+        raise KeyringError(f"signing_key_id '{active}' is not one of the signing keys ({', '.join(key_ids)})")
+    return active
 
 
 def load_keyring(settings: Settings) -> Keyring:

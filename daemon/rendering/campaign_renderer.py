@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from jinja2 import Template, TemplateError
+from jinja2 import Template, TemplateError, TemplateNotFound
 
 from daemon.campaign import Campaign
 from daemon.errors import InvalidInput, Problem
@@ -32,7 +32,9 @@ from daemon.settings import Compliance
 from daemon.templating import (
     CampaignView,
     ContactView,
+    TemplateOutsideRoot,
     TemplateSandbox,
+    contained_template_path,
     make_environment,
     message_context,
     sample_contact,
@@ -218,10 +220,19 @@ class _Compiler:
     def source(self, name: str) -> str | None:
         pure = PurePosixPath(name)
         path = self.templates_dir / name
-        if pure.is_absolute() or ".." in pure.parts or not path.is_file():
+        real = None
+        try:
+            if not pure.is_absolute() and ".." not in pure.parts:
+                real = contained_template_path(self.templates_dir, name)  # symbolic links may not lead out
+        except TemplateOutsideRoot as exc:
+            self.problem(str(path), exc.message or str(exc))
+            return None
+        except TemplateNotFound:
+            pass
+        if real is None:
             self.problem(str(path), f"template '{name}' not found in {self.templates_dir}")
             return None
-        return path.read_text(encoding="utf-8")
+        return Path(real).read_text(encoding="utf-8")
 
     def build(self, source: str, name: str, filename: str) -> Template | None:
         """Compile ``source`` as template ``name`` (its extension picks autoescape) and render it

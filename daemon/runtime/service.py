@@ -1,8 +1,11 @@
 """The topslot daemon: one asyncio service, one ``AsyncExitStack`` that undoes everything it set up.
 
-start: logging → database (migrations) → campaigns (every problem logged, the valid ones run)
-→ record them → tell listeners → watch the campaign and template files → READY=1.
-Then it runs until SIGTERM/SIGINT (graceful stop) and reloads on SIGHUP or on any file change.
+start: signal handlers → logging → database (migrations) → tracking server → campaigns (loaded in a
+child process with a time limit per file; every problem logged, the valid ones run) → tell listeners
+→ watch the campaign and template files → READY=1. Then it runs until SIGTERM/SIGINT (graceful
+stop) and reloads on SIGHUP or on a file change, once the changed files have been quiet for
+``settle_ms`` (a file written in several steps is judged once, whole). SIGTERM during start-up stops
+it just as gracefully. A start-up failure is one ``daemon_failed`` error event with its reason.
 
 The scheduler and dispatcher plug in as ``CampaignsListener``s: each gets the full set of active
 campaigns after start and after every reload that changed something.
@@ -11,6 +14,7 @@ campaigns after start and after every reload that changed something.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -26,6 +30,8 @@ from daemon.errors import Problem
 from daemon.links.keys import load_keyring
 from daemon.logs import configure_logging, get_logger
 from daemon.runtime import ports
+from daemon.runtime.campaign_loader import CampaignLoader
+from daemon.runtime.failures import failure_reason
 from daemon.runtime.notify import Notifier
 from daemon.runtime.registry import CampaignRegistry, Changes
 from daemon.scheduling.scheduler import BucketScheduler
@@ -56,6 +62,8 @@ class Daemon:
         schedule: bool = True,
         track: bool = True,
         watch_debounce_ms: int = 300,
+        settle_ms: int = 1000,
+        campaign_loader: CampaignLoader | None = None,
         handle_signals: bool = True,
         configure_logs: bool = True,
         log_stream: TextIO | None = None,
@@ -71,6 +79,8 @@ class Daemon:
         self.track = track  # serve tracking HTTP (opens, clicks, one-click unsubscribes)
         self.tracking: TrackingServer | None = None
         self.watch_debounce_ms = watch_debounce_ms
+        self.settle_ms = settle_ms
+        self.loader = campaign_loader or CampaignLoader()
         self.handle_signals = handle_signals
         self.configure_logs = configure_logs
         self.log_stream = log_stream
@@ -80,6 +90,7 @@ class Daemon:
         self.ready = asyncio.Event()
         self.reloads = 0
         self._stop = asyncio.Event()
+        self._closing = False  # close() began (a failed start cleans up this way too)
         self._stack = AsyncExitStack()
         self._reload_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -105,14 +116,32 @@ class Daemon:
         await self.close()
 
     async def run(self) -> None:
-        """Start, serve until asked to stop, clean up. The whole life of ``topslot run``."""
-        async with self:
+        """Start, serve until asked to stop, clean up. The whole life of ``topslot run``.
+
+        A stop asked for during start-up (SIGTERM before READY) abandons the start and cleans up."""
+        start = asyncio.create_task(self.start(), name="topslot-start")
+        stop = asyncio.create_task(self._stop.wait(), name="topslot-stop-requested")
+        try:
+            await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not start.done() and not self._closing:  # a stop asked for during start-up (SIGTERM)
+            start.cancel()  # start() cleans up after itself
+            with contextlib.suppress(asyncio.CancelledError):
+                await start
+            return
+        await start  # a failed start (cleaning up after itself) raises here
+        try:
             await self._stop.wait()
+        finally:
+            await self.close()
 
     async def start(self) -> None:
         try:
             await self._start()
-        except BaseException:
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+                log.error("daemon_failed", reason=failure_reason(exc, self.settings), error_type=type(exc).__name__)
             await self.close()
             raise
 
@@ -120,8 +149,11 @@ class Daemon:
         s = self.settings
         if self.configure_logs:
             configure_logging(s.log_level, s.log_format, s.secret_values(), self.log_stream)
+        if self.handle_signals:  # first: a SIGTERM during start-up is a graceful stop too
+            self._install_signal_handlers()
         log.info("daemon_starting", config_dir=str(s.config_dir), database=_safe_url(s.database_url))
         self._stack.callback(self.notifier.close)
+        self._stack.push_async_callback(self.loader.close)
         self._stack.push_async_callback(self._announce_stopped)
         self.notifier.status("opening database")
         if (path := s.sqlite_path) is not None:
@@ -151,14 +183,13 @@ class Daemon:
             self._stack.push_async_callback(self._drain)
             self.listeners[:0] = [self.dispatch, self.scheduler]  # the dispatcher knows a campaign before it fires
         self.notifier.status("loading campaigns")
-        await self.reload("start")
-        if self.handle_signals:
-            self._install_signal_handlers()
-        if self.watch:
+        self._stack.push_async_callback(self._cancel_tasks)
+        if self.watch:  # watching before the first load: a file changed while it runs is reloaded after it
             self._spawn(self._watch_files(), "watch")
+            await asyncio.sleep(0)
+        await self.reload("start")
         if self.notifier.watchdog_interval is not None:
             self._spawn(self._watchdog(), "watchdog")
-        self._stack.push_async_callback(self._cancel_tasks)
         self.notifier.ready(self._status())
         self.ready.set()
         log.info("daemon_ready", campaigns=sorted(self.campaigns), problems=len(self.problems))
@@ -173,6 +204,7 @@ class Daemon:
         await self._stop.wait()
 
     async def close(self) -> None:
+        self._closing = True
         self.request_stop("closing")
         await self._stack.aclose()
 
@@ -192,7 +224,7 @@ class Daemon:
             if reason != "start":
                 self.notifier.reloading()
             s = self.settings
-            loaded = await asyncio.to_thread(ports.load_campaigns, s.campaigns_dir, s.templates_dir, s.compliance)
+            loaded = await self.loader.load(s.campaigns_dir, s.templates_dir, s.compliance)
             self.problems = loaded.problems
             for problem in loaded.problems:
                 log.warning(
@@ -270,20 +302,50 @@ class Daemon:
         self._tasks.clear()
 
     async def _watch_files(self) -> None:
+        """Reload once changed files have been quiet for ``settle_ms``: a file saved in several
+        writes (truncate, half, the rest) is judged once, when whole, never half-written."""
         s = self.settings
         s.campaigns_dir.mkdir(parents=True, exist_ok=True)
         paths = [s.campaigns_dir] + ([s.templates_dir] if s.templates_dir.is_dir() else [])
         log.info("watching_files", paths=[str(p) for p in paths])
-        async for changes in awatch(
-            *paths,
-            watch_filter=DefaultFilter(),
-            debounce=self.watch_debounce_ms,
-            step=50,
-            stop_event=self._stop,
-            recursive=True,
-        ):
-            log.info("files_changed", paths=sorted({path for _, path in changes}))
-            await self._reload_quietly("files_changed")
+        batches: asyncio.Queue[set[str] | BaseException] = asyncio.Queue()
+
+        async def collect() -> None:
+            try:
+                async for changes in awatch(
+                    *paths,
+                    watch_filter=DefaultFilter(),
+                    debounce=self.watch_debounce_ms,
+                    step=50,
+                    stop_event=self._stop,
+                    recursive=True,
+                ):
+                    batches.put_nowait({path for _, path in changes})
+            except Exception as exc:
+                batches.put_nowait(exc)
+
+        async def next_batch() -> set[str]:
+            item = await batches.get()
+            if isinstance(item, BaseException):
+                raise item
+            return item
+
+        collector = asyncio.create_task(collect(), name="topslot-watch-collect")
+        try:
+            while True:
+                changed = await next_batch()
+                while True:  # wait for quiet: every further change restarts the wait
+                    try:
+                        async with asyncio.timeout(self.settle_ms / 1000):
+                            changed |= await next_batch()
+                    except TimeoutError:
+                        break
+                log.info("files_changed", paths=sorted(changed))
+                await self._reload_quietly("files_changed")
+        finally:
+            collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collector
 
     async def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval

@@ -33,13 +33,16 @@ async def import_contacts(
     default_country: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     parallel: bool | None = None,
+    encoding: str | None = None,
 ) -> ImportReport:
     """Upsert every good row of ``path`` by external_id; report every bad one.
 
     ``parallel`` parses in a worker process while batches are written (default: for files over
-    ``PARALLEL_MIN_BYTES``)."""
+    ``PARALLEL_MIN_BYTES``). ``encoding``: the file's codec (default: UTF-8 or its byte-order
+    mark; see ``daemon.imports.lines.resolve_encoding``)."""
     report = ImportReport()
     kwargs = {"path": path, "default_country": default_country, "now": now, "batch_size": batch_size}
+    kwargs["encoding"] = encoding
     writer = engine.execution_options(**IMMEDIATE)
     async for batch in _batches(contact_batches, parallel, **kwargs):
         report.rejected += batch.rejected

@@ -43,6 +43,7 @@ from daemon.coupons.stock import (
     crossed_low,
 )
 from daemon.errors import InvalidInput, Problem
+from daemon.imports.lines import open_lines
 from daemon.imports.report import ImportReport
 from daemon.logs import get_logger
 from daemon.store.db import IMMEDIATE
@@ -86,8 +87,10 @@ async def import_pool(
     *,
     now: datetime,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    encoding: str | None = None,
 ) -> ImportReport:
-    """Add the codes of ``path`` to ``pool``, streamed in batches of ``batch_size``.
+    """Add the codes of ``path`` to ``pool``, streamed in batches of ``batch_size``. ``encoding``:
+    as for every import (``daemon.imports.lines.open_lines``: a BOM decides, else UTF-8).
 
     Idempotent: codes already in the pool are counted as ``ignored``. Rejected (each with a
     located problem): invalid codes, a code repeated in the file (every repeat after the first),
@@ -101,7 +104,7 @@ async def import_pool(
     seen: set[int] = set()  # 64-bit hashes of the codes read so far: ~60 MB for 1M codes
     repeats: dict[str, list[int]] = {}  # code → lines of its repeats (confirmed by a second pass)
     batch: list[PoolLine] = []
-    with path.open("r", encoding="utf-8-sig", newline="") as lines:
+    with open_lines(path, encoding) as lines:
         for item in read_pool_lines(lines, str(path)):
             if isinstance(item, Problem):
                 report.reject([item])
@@ -116,7 +119,7 @@ async def import_pool(
                 await _import_batch(writer, pool, batch, now, report, path)
                 batch = []
     if repeats:
-        batch += _report_repeats(path, repeats, report)
+        batch += _report_repeats(path, repeats, report, encoding)
     if batch:
         await _import_batch(writer, pool, batch, now, report, path)
     report.problems.sort()
@@ -165,11 +168,13 @@ async def _add_to_pool(conn: AsyncConnection, pool: str, count: int, now: dateti
     await conn.execute(stmt)
 
 
-def _report_repeats(path: Path, repeats: dict[str, list[int]], report: ImportReport) -> list[PoolLine]:
+def _report_repeats(
+    path: Path, repeats: dict[str, list[int]], report: ImportReport, encoding: str | None
+) -> list[PoolLine]:
     """Second pass over the file for the suspected repeats only: report each with the line of the
     first use. Returns the codes that only collided by hash with another code (still to import)."""
     first: dict[str, int] = {}
-    with path.open("r", encoding="utf-8-sig", newline="") as lines:
+    with open_lines(path, encoding) as lines:
         for item in read_pool_lines(lines, str(path)):
             if isinstance(item, PoolLine) and item.code in repeats and item.code not in first:
                 first[item.code] = item.line

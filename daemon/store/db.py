@@ -3,20 +3,35 @@
 ``open_engine`` gives an ``AsyncEngine`` for SQLite (aiosqlite; WAL, busy timeout, foreign keys,
 synchronous=NORMAL, SQLAlchemy-controlled transactions) or PostgreSQL (asyncpg). ``upgrade``
 applies the Alembic migrations shipped in ``daemon/store/migrations`` programmatically.
+
+``prepare_database`` is how commands and the daemon open the database: migrated (created if need
+be), or with ``read_only`` only if it already exists at the current schema. What goes wrong on the
+way is a ``DatabaseUnavailable`` whose message is one line naming the database (never its password)
+and the setting; ``database_problem`` turns any exception raised by database code into that line.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import re
+import socket
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.engine.url import URL
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
+
+from daemon.errors import TopslotError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -118,3 +133,186 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 
     async with engine.connect() as conn:
         return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+
+
+# ---------------------------------------------------------------- opening it for a command, clear failures
+
+URL_SETTING = "setting database_url / TOPSLOT_DATABASE_URL"
+UPGRADE_HINT = "run topslot db upgrade"
+# Modules whose frames in a traceback mean "raised while using the database".
+_DATABASE_MODULES = ("sqlalchemy", "asyncpg", "aiosqlite", "sqlite3", "alembic", __name__)
+_NETWORK_REASONS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ETIMEDOUT: "connection timed out",
+    errno.EHOSTUNREACH: "no route to host",
+    errno.ENETUNREACH: "network unreachable",
+    errno.ECONNRESET: "connection reset",
+}
+
+
+class DatabaseUnavailable(TopslotError):
+    """The database cannot be used as asked: unreachable, cannot be opened, missing (read-only use), or
+    not at this topslot's schema. The message is one line: the database (no password), why, and what
+    to do or which setting to check."""
+
+
+def display_url(url: str | URL) -> str:
+    """``url`` safe to print: the password, and any query parameter naming a password or secret, as ``***``."""
+    try:
+        u = make_url(url)
+    except (ArgumentError, ValueError):
+        return "(a database URL that cannot be parsed)"
+    hidden = {k: "***" for k in u.query if "password" in k.lower() or "secret" in k.lower()}
+    if hidden:
+        u = u.update_query_dict(hidden)
+    return u.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")  # the query part is escaped
+
+
+def sqlite_database_file(url: str | URL) -> Path | None:
+    """The file of an on-disk SQLite URL; None for PostgreSQL, in-memory and ``file:`` URI databases."""
+    try:
+        u = make_url(url)
+    except (ArgumentError, ValueError):
+        return None
+    database = u.database or ""
+    if u.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    return Path(database).expanduser()
+
+
+def describe_database(url: str | URL) -> str:
+    """How messages name the database: ``database file /path`` for SQLite, else the URL without password."""
+    path = sqlite_database_file(url)
+    return f"database file {path}" if path is not None else f"database {display_url(url)}"
+
+
+def database_problem(exc: BaseException, url: str | URL) -> str | None:
+    """One line for a failure of the database at ``url`` (unreachable, cannot be opened or used), naming
+    the database and the setting, never the password; None when ``exc`` was not raised by database code
+    (a port in use, a bug elsewhere), so that callers can report those their own way."""
+    if isinstance(exc, DatabaseUnavailable):
+        return str(exc)
+    if not isinstance(exc, OSError | DBAPIError | ArgumentError) or not _raised_by_database_code(exc):
+        return None
+    path = sqlite_database_file(url)
+    if path is not None:
+        if isinstance(exc, OSError) or "unable to open" in str(getattr(exc, "orig", exc)):
+            return f"database file {path} cannot be opened: {_sqlite_reason(path, exc)} ({URL_SETTING})"
+        return f"database file {path} cannot be used: {_first_line(getattr(exc, 'orig', exc))} ({URL_SETTING})"
+    if isinstance(exc, OSError):
+        return f"database {display_url(url)} is unreachable: {_network_reason(exc, url)} ({URL_SETTING})"
+    return f"database {display_url(url)} cannot be used: {_first_line(getattr(exc, 'orig', exc))} ({URL_SETTING})"
+
+
+def require_database_file(url: str | URL) -> None:
+    """For read-only use: ``DatabaseUnavailable`` when an SQLite database file does not exist (nothing
+    is created, not even its directory). Other databases pass (their server says if they exist)."""
+    path = sqlite_database_file(url)
+    if path is None or path.is_file():
+        return
+    if path.is_dir():
+        raise DatabaseUnavailable(f"database file {path} is a directory, not a file ({URL_SETTING})")
+    missing = "" if path.parent.is_dir() else f" (nor does its directory {path.parent})"
+    raise DatabaseUnavailable(
+        f"database file {path} does not exist{missing} ({URL_SETTING}); topslot db upgrade creates it"
+    )
+
+
+def head_revision() -> str | None:
+    """The schema revision this topslot's migrations end at."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+async def check_schema(engine: AsyncEngine, url: str | URL) -> None:
+    """``DatabaseUnavailable`` unless the database is at this topslot's schema revision (nothing is migrated)."""
+    current, head = await current_revision(engine), head_revision()
+    if current == head:
+        return
+    what = describe_database(url)
+    if current is None:
+        raise DatabaseUnavailable(f"{what} has no topslot tables: {UPGRADE_HINT} (or check {URL_SETTING})")
+    try:
+        ScriptDirectory.from_config(alembic_config()).get_revision(current)
+    except CommandError:  # "Can't locate revision"
+        raise DatabaseUnavailable(
+            f"{what} has schema revision {current}, which this topslot does not know (written by a newer "
+            f"topslot?): upgrade topslot, or check {URL_SETTING}"
+        ) from None
+    raise DatabaseUnavailable(f"{what} has schema revision {current}, older than this topslot's {head}: {UPGRADE_HINT}")
+
+
+async def prepare_database(url: str, *, read_only: bool = False) -> AsyncEngine:
+    """An engine for ``url``, ready for use; the caller disposes of it.
+
+    By default the database is created if need be (SQLite: the file and its directory) and migrated.
+    With ``read_only`` it must already exist at the current schema: nothing is created or migrated.
+    Raises ``DatabaseUnavailable`` (one line, see ``database_problem``) when the database cannot be
+    used; other exceptions (bugs) propagate unchanged."""
+    engine: AsyncEngine | None = None
+    try:
+        if read_only:
+            require_database_file(url)
+        engine = open_engine(url)
+        if read_only:
+            await check_schema(engine, url)
+        else:
+            await upgrade(engine)
+    except BaseException as exc:
+        if engine is not None:
+            await engine.dispose()
+        problem = database_problem(exc, url) if isinstance(exc, Exception) else None
+        if problem is None or isinstance(exc, DatabaseUnavailable):
+            raise
+        raise DatabaseUnavailable(problem) from exc
+    return engine
+
+
+def _raised_by_database_code(exc: BaseException) -> bool:
+    """Whether the traceback of ``exc`` (or of an exception it was raised from) passes through the
+    database drivers, SQLAlchemy, Alembic or this module."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        tb: TracebackType | None = current.__traceback__
+        while tb is not None:
+            module = str(tb.tb_frame.f_globals.get("__name__", ""))
+            if module == __name__ or module.split(".")[0] in _DATABASE_MODULES:
+                return True
+            tb = tb.tb_next
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _network_reason(exc: OSError, url: str | URL) -> str:
+    """Why a database server could not be reached, in a few words."""
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host name {make_url(url).host!r}"
+    if isinstance(exc, TimeoutError):
+        return "connection timed out"
+    # Several addresses tried (localhost: ::1 and 127.0.0.1) → "Multiple exceptions: [Errno 111] ..., ..."
+    codes = {exc.errno} if exc.errno else {int(n) for n in re.findall(r"\[Errno (\d+)\]", str(exc))}
+    if len(codes) == 1 and (reason := _NETWORK_REASONS.get(codes.pop())):
+        return reason
+    return _first_line(exc.strerror or exc)
+
+
+def _sqlite_reason(path: Path, exc: BaseException) -> str:
+    """Why an SQLite file cannot be opened, found by looking at the path itself."""
+    if path.is_dir():
+        return "it is a directory"
+    existing = next((p for p in path.parents if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        return f"{existing} is not a directory"
+    if existing is not None and not path.exists() and not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        return f"{path} is not readable and writable"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror + (f": {exc.filename}" if exc.filename else "")
+    return _first_line(getattr(exc, "orig", exc))
+
+
+def _first_line(value: object) -> str:
+    text = str(value).strip()
+    return text.splitlines()[0] if text else type(value).__name__

@@ -22,12 +22,17 @@ DEFAULT_BATCH_SIZE = 2000
 
 
 async def import_events(
-    engine: AsyncEngine, path: Path, *, batch_size: int = DEFAULT_BATCH_SIZE, parallel: bool | None = None
+    engine: AsyncEngine,
+    path: Path,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    parallel: bool | None = None,
+    encoding: str | None = None,
 ) -> ImportReport:
-    """Import purchases and searches; ``parallel`` as in ``import_contacts``."""
+    """Import purchases and searches; ``parallel`` and ``encoding`` as in ``import_contacts``."""
     report = ImportReport()
     writer = engine.execution_options(**IMMEDIATE)
-    async for batch in _batches(event_batches, parallel, path=path, batch_size=batch_size):
+    async for batch in _batches(event_batches, parallel, path=path, batch_size=batch_size, encoding=encoding):
         report.rejected += batch.rejected
         report.problems.extend(batch.problems)
         if batch.rows:

@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal as D
 
+import pytest
+
 from daemon.attribution.inputs import ConversionInput, FieldProblem, parse_conversion_fields
 
+AT = "2027-05-06T09:15:00+08:00"
 GOOD = {"order_id": "A-1", "occurred_at": "2027-05-06T09:15:00+08:00", "revenue": "19.90"}
 
 
@@ -82,3 +85,52 @@ def test_z_offsets_blank_optionals_and_control_characters() -> None:
     assert record.occurred_at == datetime(2027, 5, 6, 1, 15, tzinfo=UTC)
     bad = parse_conversion_fields({**GOOD, "order_id": "a\x00b"})
     assert isinstance(bad, list) and "control" in bad[0].message
+
+
+@pytest.mark.parametrize(
+    ("revenue", "message"),
+    [
+        ("inf", "revenue is not a finite number"),
+        ("nan", "revenue is not a finite number"),
+        (float("inf"), "revenue is not a finite number"),
+        (float("nan"), "revenue is not a finite number"),
+        ("1e309", "revenue is above 999999999999.99"),
+        ("1e30", "revenue is above 999999999999.99"),
+        (1e30, "revenue is above 999999999999.99"),
+        pytest.param(10**5000, "revenue is above 999999999999.99", id="5000-digit-int"),
+        ("-5", "revenue is negative; send refunds as refund=true with positive amounts"),
+        (True, "revenue must be a number such as 19.90"),
+        ({"amount": 5}, "revenue must be a number such as 19.90"),
+        ([5], "revenue must be a number such as 19.90"),
+    ],
+)
+def test_absurd_amounts_and_wrong_types_are_refused(revenue: object, message: str) -> None:
+    assert parse_conversion_fields({**GOOD, "revenue": revenue}) == [FieldProblem("revenue", message)]
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"order_id": {"a": 1}}, FieldProblem("order_id", "order_id must be text")),
+        pytest.param(
+            {"order_id": 10**5000}, FieldProblem("order_id", "order_id is longer than 200 characters"), id="huge-id"
+        ),
+        ({"coupon": True}, FieldProblem("coupon", "coupon must be text")),
+        ({"contact_id": 1.5}, FieldProblem("contact_id", "contact_id must be text")),
+        ({"units": True}, FieldProblem("units", "units must be a whole number")),
+        pytest.param(
+            {"units": 10**5000}, FieldProblem("units", "units must be between 0 and 1000000000"), id="huge-units"
+        ),
+        ({"margin": False}, FieldProblem("margin", "margin must be a fraction between 0 and 1, such as 0.35")),
+        ({"currency": ["USD"]}, FieldProblem("currency", "currency must be a 3-letter ISO 4217 code such as USD")),
+        ({"occurred_at": 1715000000}, FieldProblem("occurred_at", f"occurred_at must be an ISO 8601 time such as {AT}")),  # noqa: E501
+        ({"click_id": "a\x00b"}, FieldProblem("click_id", "click_id contains control characters")),
+    ],
+)
+def test_json_values_of_the_wrong_type_are_refused(fields: dict[str, object], problem: FieldProblem) -> None:
+    assert parse_conversion_fields({**GOOD, **fields}) == [problem]
+
+
+def test_refunds_are_positive_amounts_with_the_refund_flag() -> None:
+    refund = parse_conversion_fields({**GOOD, "refund": True})
+    assert isinstance(refund, ConversionInput) and refund.refund and refund.revenue == D("19.90")

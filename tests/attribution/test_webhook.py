@@ -9,6 +9,7 @@ import pytest
 
 from daemon.attribution.webhook import (
     MAX_BATCH,
+    MAX_DEPTH,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     WebhookError,
@@ -18,6 +19,7 @@ from daemon.attribution.webhook import (
     signed_headers,
     webhook_answer,
 )
+from daemon.json_depth import nesting_depth
 
 KEY = "whsec-test-0123456789"
 NOW = datetime(2027, 5, 6, 1, 0, tzinfo=UTC)
@@ -88,6 +90,39 @@ def test_bad_bodies() -> None:
     deep = b"[" * 100_000 + b"]" * 100_000
     assert refused(deep, *signed(deep)).status == 400
     assert error_answer(WebhookError(401, "bad signature")) == (401, {"error": "bad signature"})
+
+
+def test_nesting_is_measured_before_parsing() -> None:
+    def nested(depth: int, opening: bytes = b"[", closing: bytes = b"]") -> bytes:
+        return opening * depth + closing * depth
+
+    assert nesting_depth(nested(MAX_DEPTH)) == MAX_DEPTH
+    assert nesting_depth(b'{"conversions": [{"a": [1, {"b": []}]}, {}]}') == 6
+    assert nesting_depth(b"[{" * 17 + b"}]" * 17) == 34  # kinds alternate
+    assert nesting_depth(b'{"a":' * 100_000 + b"1") == 100_000
+    brackets_in_text = json.dumps({"note": "[[[{{{" * 1000, "q": 'say "[[[" \\'}).encode()
+    assert nesting_depth(brackets_in_text) == 1  # brackets inside strings (with escapes) do not count
+    # an unterminated string is not a string: its brackets count (never less than the parser reaches)
+    assert nesting_depth(b'["\\"[[[') == 4 and nesting_depth(b"]]]") == 0 and nesting_depth(b"") == 0
+    assert nesting_depth('["é", {"ü": "]"}]'.encode()) == 2
+
+
+def test_too_deep_bodies_are_400_without_a_recursion_error() -> None:
+    for body in (
+        b"[" * 100_000 + b"]" * 100_000,
+        b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1),
+        b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+        b"[" * 300_000,
+    ):
+        error = refused(body, *signed(body))
+        assert error.status == 400 and error.reason == f"the body is not JSON nested at most {MAX_DEPTH} levels deep"
+    assert refused(b'"\\"' * 100_000, *signed(b'"\\"' * 100_000)).status == 400
+    extra: object = "x"
+    for _ in range(MAX_DEPTH - 3):  # under the body's object, the list and the item's object
+        extra = [extra]
+    allowed = json.dumps({"conversions": [{**ORDER, "extra": extra}]}).encode()
+    assert nesting_depth(allowed) == MAX_DEPTH
+    assert [c.order_id for c in parse_conversion(allowed, *signed(allowed), KEY, NOW).inputs] == ["A-1"]
 
 
 def test_a_batch_keeps_good_items_and_locates_bad_ones() -> None:

@@ -105,3 +105,30 @@ def test_schema_describes_the_campaign_for_editors() -> None:
     assert schedule["arrive_within"]["default"] == "10m"
     assert schedule["slots"]["items"]["pattern"]
     assert "from" in schema["$defs"]["EmailContent"]["properties"]
+
+
+def test_validate_names_the_variable_for_a_secret_in_topslot_yaml_and_that_variable_works(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    (config / "campaigns").mkdir(parents=True)
+    (config / "topslot.yaml").write_text("signing_key_id: k9\nsigning_keys:\n  k9: key-in-the-wrong-place-0123\n")
+
+    refused = run("validate", "config", cwd=tmp_path)
+
+    assert refused.returncode == 2
+    assert refused.stdout.splitlines() == [
+        "config/topslot.yaml:1:1: signing_key_id 'k9' names no key: no signing_keys are configured "
+        "(set TOPSLOT_SIGNING_KEYS__K9)",
+        "config/topslot.yaml:3:3: 'signing_keys.k9' is a secret and must not be in topslot.yaml; "
+        "set TOPSLOT_SIGNING_KEYS__K9 (environment) or a credential file named signing_keys__k9 "
+        "(in $CREDENTIALS_DIRECTORY or $TOPSLOT_SECRETS_DIR)"
+    ]
+    assert "key-in-the-wrong-place" not in refused.stdout + refused.stderr
+
+    (config / "topslot.yaml").write_text("signing_key_id: k9\n")  # moved where the message said
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("TOPSLOT_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon", "validate", "config"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=120, env={**env, "PYTHONPATH": str(REPO), "TOPSLOT_SIGNING_KEYS__K9": "key-in-the-right-place-0123"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stderr.strip() == "ok: 0 campaign(s) valid (no files in config/campaigns)"

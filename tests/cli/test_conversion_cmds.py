@@ -99,3 +99,89 @@ def test_import_keeps_good_rows_and_reports_every_bad_one(config: Path, tmp_path
 def test_missing_file(config: Path, tmp_path: Path) -> None:
     status, _, err = run("conversions", "import", str(tmp_path / "nope.csv"), "--config", str(config))
     assert status == 2 and "no such file" in err
+
+
+# ---------------------------------------------------------------- hostile input (issue 9)
+
+TEN_MB = 10 * 1024 * 1024
+NOT_UTF8 = "the line is not valid UTF-8; if the file is in another encoding, re-run with --encoding NAME"
+AT = "2027-05-07T10:00:00Z"
+
+
+def test_csv_bad_rows_cost_only_themselves(config: Path, tmp_path: Path) -> None:
+    path = tmp_path / "orders.csv"
+    path.write_bytes(
+        b"order_id,occurred_at,revenue\n"
+        + f"A1,{AT},19.90\n".encode()  # line 2
+        + f"A2,{AT},inf\n".encode()
+        + f"A3,{AT},nan\n".encode()
+        + f"A4,{AT},1e309\n".encode()
+        + f"A5,{AT},1e30\n".encode()  # line 6
+        + f"A6,{AT},-5\n".encode()
+        + b"A7\xff," + AT.encode() + b",5.00\n"  # line 8: not UTF-8
+        + b"A8," + AT.encode() + b"," + b"9" * TEN_MB + b"\n"  # line 9: a 10 MB field
+        + b"A\x009," + AT.encode() + b",5.00\n"  # line 10: NUL
+        + f"A10,{AT},0.50\n".encode()
+    )
+    status, _, err = run("conversions", "import", str(path), "--config", str(config))
+    assert status == 1
+    assert err.splitlines() == [
+        f"{path}:3:3: revenue is not a finite number",
+        f"{path}:4:3: revenue is not a finite number",
+        f"{path}:5:3: revenue is above 999999999999.99",
+        f"{path}:6:3: revenue is above 999999999999.99",
+        f"{path}:7:3: revenue is negative; send refunds as refund=true with positive amounts",
+        f"{path}:8:1: {NOT_UTF8}",
+        f"{path}:9:1: the line is longer than 1,048,576 characters",
+        f"{path}:10:1: the line contains a NUL character",
+    ]
+    assert [row[0] for row in stored(tmp_path)] == ["A1", "A10"]
+
+
+def test_jsonl_bad_lines_cost_only_themselves(config: Path, tmp_path: Path) -> None:
+    base = f'"occurred_at": "{AT}"'
+    path = tmp_path / "orders.jsonl"
+    path.write_bytes(
+        f'{{{base}, "order_id": "J1", "revenue": 19.9}}\n'.encode()
+        + f'{{{base}, "order_id": {{"a": 1}}, "revenue": 1}}\n'.encode()  # line 2
+        + f'{{{base}, "order_id": "J3", "revenue": true}}\n'.encode()
+        + f'{{{base}, "order_id": "J4", "revenue": NaN}}\n'.encode()
+        + f'{{{base}, "order_id": "J5", "revenue": 1e309}}\n'.encode()  # line 5
+        + f'{{{base}, "order_id": "J6", "revenue": 1, "x": {"[" * 100_000 + "]" * 100_000}}}\n'.encode()
+        + f'{{{base}, "order_id": "J7\\u0000", "revenue": 1}}\n'.encode()  # line 7
+        + f'{{{base}, "order_id": "J8", "revenue": "1", "coupon": "\xff"}}\n'.encode("latin-1")
+        + f'{{{base}, "order_id": "J9", "revenue": 2}}\n'.encode()  # line 9
+    )
+    status, _, err = run("conversions", "import", str(path), "--config", str(config))
+    assert status == 1
+    assert err.splitlines() == [
+        f"{path}:2:1: order_id must be text",
+        f"{path}:3:1: revenue must be a number such as 19.90",
+        f"{path}:4:1: not valid JSON: NaN is not a number",
+        f"{path}:5:1: not valid JSON: the number 1e309 is out of range",
+        f"{path}:6:1: JSON nested more than 32 levels deep",
+        f"{path}:7:1: a text value contains a NUL character (\\u0000)",
+        f"{path}:8:1: {NOT_UTF8}",
+    ]
+    assert [row[0] for row in stored(tmp_path)] == ["J1", "J9"]
+
+
+def test_encodings(config: Path, tmp_path: Path) -> None:
+    text = "order_id,occurred_at,revenue,备注\n" + "".join(f"订单{i},{AT},1.00,好\n" for i in range(3))
+    gbk = tmp_path / "orders.csv"
+    gbk.write_bytes(text.encode("gb18030"))
+    status, _, err = run("conversions", "import", str(gbk), "--config", str(config))
+    assert status == 2
+    assert err.splitlines() == [
+        f"{gbk}:1:1: the file is not UTF-8 (it looks like GB18030); re-run with --encoding gb18030"
+    ]
+    status, _, err = run("conversions", "import", str(gbk), "--encoding", "gb18030", "--config", str(config))
+    assert status == 0, err
+    assert [row[0] for row in stored(tmp_path)] == ["订单0", "订单1", "订单2"]
+    utf16 = tmp_path / "more.csv"
+    utf16.write_bytes(text.replace("订单", "U").encode("utf-16"))
+    status, _, err = run("conversions", "import", str(utf16), "--config", str(config))
+    assert status == 0, err
+    assert len(stored(tmp_path)) == 6
+    status, _, err = run("conversions", "import", str(utf16), "--encoding", "nope", "--config", str(config))
+    assert status == 2 and "--encoding: unknown encoding 'nope'" in err

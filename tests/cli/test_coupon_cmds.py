@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 from cli_support import REPO, run
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from daemon.coupons.codes import GeneratedScheme
 from daemon.coupons.keys import active_coupon_key
 from daemon.links.keys import Keyring
 from daemon.store.db import IMMEDIATE, open_engine, upgrade
-from daemon.store.schema import contacts
+from daemon.store.schema import contacts, coupon_codes
 
 SIGNING_KEY = "cli-test-signing-key-0123456789"
 NOW = datetime(2027, 5, 6, tzinfo=UTC)
@@ -118,9 +118,76 @@ def test_import_stock_and_verify_a_pool_code(config: Path, tmp_path: Path) -> No
 
 
 def test_stock_of_an_unknown_pool_and_bad_arguments(config: Path, tmp_path: Path) -> None:
+    assert run("db", "upgrade", "--config", str(config))[0] == 0  # stock only reads: the database must exist
     status, _, err = run("coupons", "stock", "nothing", "--config", str(config))
     assert status == 1 and "no codes in pool 'nothing'" in err
     status, _, err = run("coupons", "import", "bad pool!", str(tmp_path), "--config", str(config))
     assert status == 2 and "pool name" in err
     status, _, err = run("coupons", "import", "p", str(tmp_path / "missing.txt"), "--config", str(config))
     assert status == 2 and "no such file" in err
+
+
+# ---------------------------------------------------------------- hostile input (issue 9)
+
+TEN_MB = 10 * 1024 * 1024
+NOT_UTF8 = "the line is not valid UTF-8; if the file is in another encoding, re-run with --encoding NAME"
+
+
+def pool_codes(tmp_path: Path, pool: str) -> list[str]:
+    async def read() -> list[str]:
+        engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'var' / 'topslot.db'}")
+        try:
+            async with engine.connect() as conn:
+                query = select(coupon_codes.c.code).where(coupon_codes.c.pool == pool).order_by(coupon_codes.c.id)
+                return [r.code for r in await conn.execute(query)]
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
+
+
+def test_import_bad_lines_cost_only_themselves(config: Path, tmp_path: Path) -> None:
+    path = tmp_path / "codes.txt"
+    path.write_bytes(
+        b"AAA0001\n"
+        b"BB\xffB0002\n"  # line 2: not UTF-8
+        b"CCC\x000003\n"  # line 3: NUL
+        + b"D" * TEN_MB + b"\n"  # line 4: 10 MB
+        b"EEE0005\n"
+    )
+    status, _, err = run("coupons", "import", "spring", str(path), "--config", str(config))
+    assert status == 1
+    assert err.splitlines() == [
+        f"{path}:2:1: {NOT_UTF8}",
+        f"{path}:3:1: the line contains a NUL character",
+        f"{path}:4:1: the line is longer than 1,048,576 characters",
+    ]
+    assert pool_codes(tmp_path, "spring") == ["AAA0001", "EEE0005"]
+
+
+def test_import_csv_with_a_field_over_the_limit(config: Path, tmp_path: Path) -> None:
+    path = tmp_path / "codes.csv"
+    path.write_bytes(b"code,note\nAAA0001,x\nBBB0002," + b"y" * 200_000 + b"\nCCC0003,z\n")
+    status, _, err = run("coupons", "import", "spring", str(path), "--config", str(config))
+    assert status == 1
+    assert err.splitlines() == [f"{path}:3:1: a field is longer than 131,072 characters"]
+    assert pool_codes(tmp_path, "spring") == ["AAA0001", "CCC0003"]
+
+
+def test_import_encodings(config: Path, tmp_path: Path) -> None:
+    gbk = tmp_path / "codes.txt"
+    gbk.write_bytes("# 母亲节优惠码\nAAA0001\nAAA0002\n".encode("gb18030"))
+    status, out, err = run("coupons", "import", "spring", str(gbk), "--config", str(config))
+    assert status == 2 and out == ""
+    assert err.splitlines() == [
+        f"{gbk}:1:1: the file is not UTF-8 (it looks like GB18030); re-run with --encoding gb18030"
+    ]
+    status, _, err = run("coupons", "import", "spring", str(gbk), "--encoding", "gb18030", "--config", str(config))
+    assert status == 0, err
+    utf16 = tmp_path / "more.csv"
+    utf16.write_bytes("code,备注\r\nBBB0001,好\r\n".encode("utf-16"))
+    status, _, err = run("coupons", "import", "spring", str(utf16), "--config", str(config))
+    assert status == 0, err
+    assert pool_codes(tmp_path, "spring") == ["AAA0001", "AAA0002", "BBB0001"]
+    status, _, err = run("coupons", "import", "spring", str(utf16), "--encoding", "x-nope", "--config", str(config))
+    assert status == 2 and err.startswith("--encoding: unknown encoding 'x-nope'")

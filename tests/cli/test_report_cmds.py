@@ -98,3 +98,10 @@ def test_bad_input(seeded: Path) -> None:
     assert code == 2 and "--segments only applies with --by segment" in err
     code, _, err = run("report", "nope", "--config", str(seeded))
     assert code == 1 and "'nope' is neither loaded" in err
+
+
+def test_an_output_file_that_cannot_be_written_is_one_line(seeded: Path, tmp_path: Path) -> None:
+    target = tmp_path / "no-such-dir" / "spring.csv"
+    code, out, err = run("report", "spring", "--format", "csv", "-o", str(target), "--config", str(seeded))
+    assert (code, out) == (1, "")
+    assert err == f"--output: cannot write {target}: No such file or directory\n"

@@ -154,3 +154,72 @@ def test_get_walks_paths() -> None:
 
     assert doc.get(("a", "b", 1)) == 20
     assert doc.get(("a", "zz"), "dflt") == "dflt"
+
+
+# ---------------------------------------------------------------- hostile files: everything is bounded
+
+
+def alias_bomb(levels: int = 9, width: int = 10) -> str:
+    """The billion laughs in YAML: nine levels of ten aliases stand for 10⁹ values."""
+    lines = ["a0: &a0 [" + ", ".join(["lol"] * width) + "]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_alias_bomb_is_refused_at_the_alias_without_expanding_it() -> None:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        doc = load(alias_bomb())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert doc.syntax_error and doc.data is None
+    (problem,) = doc.problems
+    # a3 is the first level past 100,000 values (10⁵ = a4 would be the exact limit)
+    assert (problem.line, problem.column) == (5, 45)
+    assert problem.message.startswith("the alias *a3 makes the file stand for more than 100,000 values")
+    assert peak < 5 * 1024 * 1024  # nothing was expanded
+
+
+def test_aliases_of_a_long_text_are_bounded_by_size() -> None:
+    doc = load("a: &s " + "x" * 500_000 + "\nb: [" + ", ".join(["*s"] * 20) + "]\n")
+
+    (problem,) = doc.problems
+    assert problem.line == 2 and "the alias *s" in problem.message and "4 MiB of text" in problem.message
+
+
+def test_honest_reuse_of_anchors_is_fine() -> None:
+    text = "defaults: &d {a: 1, b: [1, 2, 3]}\n" + "".join(f"c{i}: {{<<: *d, n: {i}}}\n" for i in range(200))
+
+    doc = load(text)
+
+    assert doc.problems == []
+    assert doc.data["c199"] == {"a": 1, "b": [1, 2, 3], "n": 199}
+
+
+def test_deep_nesting_is_refused_with_its_position() -> None:
+    doc = load("a: " + "[" * 70 + "]" * 70 + "\n")
+
+    (problem,) = doc.problems
+    assert (problem.line, problem.column) == (1, 67) and "nest more than 64 deep" in problem.message
+
+
+def test_nesting_past_the_parsers_own_limit_is_a_syntax_error_not_a_crash() -> None:
+    doc = load("a: " + "[" * 100_000 + "]" * 100_000 + "\n")
+
+    assert doc.syntax_error and doc.problems[0].message.startswith("YAML syntax error")
+
+
+def test_a_file_over_the_size_limit_is_refused_unread(tmp_path: Path) -> None:
+    from daemon.config.yaml_source import MAX_FILE_BYTES
+
+    big = tmp_path / "big.yaml"
+    big.write_text("# padding\n" * (MAX_FILE_BYTES // 10 + 1))
+
+    doc = load_yaml(big)
+
+    (problem,) = doc.problems
+    assert (problem.line, problem.column) == (1, 1) and "larger than 1024 KiB" in problem.message

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from daemon.coupons.pool_file import PoolLine, check_code, check_pool_name, read_pool_lines
 from daemon.errors import Problem
+from daemon.imports.limits import MAX_FIELD_CHARS
+from daemon.imports.lines import BadLine
 
 
 def read(text: str) -> list[PoolLine | Problem]:
@@ -44,3 +46,37 @@ def test_names_and_codes() -> None:
     assert check_code("Summer-2027_x") is None and check_code("é123") is not None
     assert check_pool_name("spring-2027") is None
     assert check_pool_name("gen:spring") is not None and check_pool_name("") is not None
+
+
+def test_bad_lines_from_the_reader_are_one_problem_each() -> None:
+    lines = ["AAA111\n", BadLine("not valid UTF-8 text"), "CCC333\n", BadLine("contains a NUL character")]
+    items = list(read_pool_lines(lines, "f.txt"))
+    assert items == [
+        PoolLine(1, "AAA111"),
+        Problem("f.txt", 2, 1, "not valid UTF-8 text"),
+        PoolLine(3, "CCC333"),
+        Problem("f.txt", 4, 1, "contains a NUL character"),
+    ]
+
+
+def test_a_bad_first_line_does_not_decide_the_format() -> None:
+    items = list(read_pool_lines([BadLine("not valid UTF-8 text"), "code,value\n", "AAA111,1\n"], "f.txt"))
+    assert items == [Problem("f.txt", 1, 1, "not valid UTF-8 text"), PoolLine(3, "AAA111")]
+
+
+def test_a_csv_field_over_the_field_limit_is_one_problem() -> None:
+    items = read("code,note\nAAA111,x\nBBB222," + "y" * (MAX_FIELD_CHARS + 1) + "\nCCC333,z\n")
+    assert items[0] == PoolLine(2, "AAA111") and items[2] == PoolLine(4, "CCC333")
+    assert isinstance(items[1], Problem) and items[1].line == 3
+    assert f"longer than {MAX_FIELD_CHARS:,} characters" in items[1].message
+
+
+def test_a_long_code_is_not_echoed_whole() -> None:
+    [problem] = read("X" * 100_000 + "\n")
+    assert isinstance(problem, Problem) and "100000" in problem.message and len(problem.message) < 200
+
+
+def test_a_nul_in_a_plain_line_is_one_problem() -> None:
+    items = read("AAA111\nBB\x00B222\nCCC333\n")
+    assert isinstance(items[1], Problem) and "NUL" in items[1].message and "\x00" not in items[1].message
+    assert [i for i in items if isinstance(i, PoolLine)] == [PoolLine(1, "AAA111"), PoolLine(3, "CCC333")]

@@ -131,3 +131,53 @@ def test_fast_email_path_agrees_with_email_validator(address: str) -> None:
     except ValueError:
         got = None
     assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"external_id": {"a": 1}}, "c.csv:7:1: external_id must be text, not a JSON object"),
+        ({"external_id": ["a"]}, "c.csv:7:1: external_id must be text, not a JSON array"),
+        ({"external_id": True}, "c.csv:7:1: external_id must be text, not true/false"),
+        ({"external_id": 1.5}, "c.csv:7:1: external_id must be text, not a decimal number"),
+        ({"external_id": "1", "email": {"x": "a@example.com"}}, "c.csv:7:2: email must be text, not a JSON object"),
+        ({"external_id": "1", "phone": False}, "c.csv:7:2: phone must be text, not true/false"),
+        ({"external_id": "1", "age": True}, "c.csv:7:2: age must be a number, not true/false"),
+        ({"external_id": "1", "age": {"years": 30}}, "c.csv:7:2: age must be a number, not a JSON object"),
+        ({"external_id": "1", "consent_email": {"x": 1}}, "c.csv:7:2: consent_email must be yes/no, not a JSON object"),
+        ({"external_id": "1", "im_wechat": ["wx"]}, "c.csv:7:2: im_wechat must be text, not a JSON array"),
+        ({"external_id": "1", "im_ids": "wx"}, "c.csv:7:2: im_ids must be a JSON object, not text"),
+        ({"external_id": "1", "im_ids": {"wechat": {"id": 1}}}, "c.csv:7:2: im_ids.wechat must be text, not a JSON object"),  # noqa: E501
+        ({"external_id": "1", "tags": [{"a": 1}]}, "c.csv:7:2: tags must be text or a list of texts, not a JSON array"),
+        ({"external_id": "1", "tags": 5.5}, "c.csv:7:2: tags must be text or a list of texts, not a decimal number"),
+        ({"external_id": "1", "attributes": [1, 2]}, "c.csv:7:2: attributes must be a JSON object, not a JSON array"),
+    ],
+)
+def test_json_values_of_the_wrong_type_are_refused(fields: dict[str, Any], message: str) -> None:
+    """Today ``{"external_id": {"a": 1}}`` was stored as the id ``"{'a': 1}"``."""
+    problems = parse(fields, typed=True)
+    assert isinstance(problems, list) and [str(p) for p in problems] == [message]
+
+
+def test_json_values_of_the_right_types_are_kept() -> None:
+    row = parse(
+        {"external_id": 42, "phone": 2025550101, "age": 30, "consent_email": True, "consent_sms": 0, "tags": [1, "a"],
+         "im_ids": {"wechat": "wx", "line": None}, "attributes": {"deep": {"list": [1, 2.5, None]}}},
+        typed=True,
+    )  # fmt: skip
+    assert isinstance(row, ContactRow)
+    assert row.external_id == "42" and row.values["phone"] == "+12025550101" and row.values["age"] == 30
+    assert [(c.channel, c.granted) for c in row.consents] == [("email", True), ("sms", False)]
+    assert row.tags == ("1", "a") and row.values["im_ids"] == {"wechat": "wx"}
+    assert row.values["attributes"] == {"deep": {"list": [1, 2.5, None]}}
+
+
+def test_csv_text_is_never_type_checked_as_json() -> None:
+    row = parse({"external_id": "{'a': 1}", "im_ids": "", "attributes": ""})
+    assert isinstance(row, ContactRow) and row.external_id == "{'a': 1}"
+
+
+def test_an_age_of_a_thousand_digits_is_refused_plainly() -> None:
+    problems = parse({"external_id": "1", "age": "9" * 1000})
+    assert isinstance(problems, list) and "age" in problems[0].message and "digits" not in problems[0].message
+    assert len(problems[0].message) < 120

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from daemon.links.keys import (
@@ -104,10 +105,31 @@ def test_settings_with_one_key_need_no_key_id(tmp_path: Path, monkeypatch: pytes
 
 
 def test_settings_with_several_keys_need_a_key_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checked when the settings load (the keyring's own rule), so no command gets as far as the keyring."""
     monkeypatch.setenv("TOPSLOT_SIGNING_KEYS__A", SECRET_1)
     monkeypatch.setenv("TOPSLOT_SIGNING_KEYS__B", SECRET_2)
-    with pytest.raises(KeyringError, match="TOPSLOT_SIGNING_KEY_ID"):
-        load_keyring(settings(tmp_path))
+    expected = r"several signing keys \(a, b\): set signing_key_id \(TOPSLOT_SIGNING_KEY_ID\)"
+    with pytest.raises(ValidationError, match=expected):
+        settings(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"TOPSLOT_SIGNING_KEYS__K1": "short"}, "the signing key is shorter than 16 bytes"),
+        ({"TOPSLOT_SIGNING_KEYS__HAS.DOT": SECRET_1}, "signing key id 'has.dot' must be 1-12 characters"),
+        ({"TOPSLOT_SIGNING_KEYS__K1": SECRET_1, "TOPSLOT_SIGNING_KEY_ID": "k2"}, "'k2' is not one of the signing keys"),
+    ],
+    ids=["short", "bad id", "unknown active id"],
+)
+def test_settings_refuse_what_the_keyring_would_refuse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=message) as caught:
+        settings(tmp_path)
+    assert "short" not in str(caught.value).replace("shorter", "")  # never the key itself
 
 
 def test_without_keys_a_key_is_generated_once_private_and_never_logged(tmp_path: Path) -> None:

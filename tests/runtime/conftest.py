@@ -8,6 +8,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
+
+from runtime.daemon_support import LogTap
 
 CAMPAIGN = """\
 id: {id}
@@ -96,3 +99,10 @@ def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
     sock.sock.close()
     (directory / "notify").unlink(missing_ok=True)
     directory.rmdir()
+
+
+@pytest.fixture
+def logs() -> Iterator[LogTap]:
+    """The daemon's log stream (JSON lines), queryable; logging reset afterwards."""
+    yield LogTap()
+    structlog.reset_defaults()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
-import json
 import os
 import signal
 from collections.abc import Callable, Mapping
@@ -12,23 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from sqlalchemy import inspect as sa_inspect
 
 from daemon.campaign import Campaign
-from daemon.runtime import Daemon
 from daemon.runtime.notify import Notifier
-from daemon.settings import load_settings
-
-WAIT = 15.0  # generous: file events on a loaded CI machine
-
-
-class LogTap(io.StringIO):
-    """The daemon's JSON log stream, queryable."""
-
-    def events(self, name: str | None = None) -> list[dict]:
-        entries = [json.loads(line) for line in self.getvalue().splitlines() if line.startswith("{")]
-        return [e for e in entries if name is None or e["event"] == name]
+from runtime.daemon_support import WAIT, LogTap, make_daemon, until
 
 
 class RecordingListener:
@@ -38,22 +24,6 @@ class RecordingListener:
     async def on_campaigns_changed(self, campaigns: Mapping[str, Campaign]) -> None:
         self.calls.append(dict(campaigns))
 
-
-async def until(predicate, timeout: float = WAIT) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.05)
-
-
-@pytest.fixture
-def logs() -> LogTap:
-    yield LogTap()
-    structlog.reset_defaults()
-
-
-def make_daemon(workdir: Path, logs: LogTap, **kwargs) -> Daemon:  # type: ignore[no-untyped-def]
-    settings = load_settings(workdir / "config")
-    return Daemon(settings, log_stream=logs, watch_debounce_ms=100, **kwargs)
 
 
 async def test_start_migrates_loads_and_hot_reloads_campaign_files(

@@ -135,6 +135,6 @@ async def test_a_worker_failure_is_raised(engine: AsyncEngine, tmp_path: Path) -
     from daemon.store.prefetch import WorkerFailed
 
     path = tmp_path / "not-utf8.csv"
-    path.write_bytes(b"external_id\n\xff\xfe\n")
-    with pytest.raises(WorkerFailed, match="UnicodeDecodeError"):
+    path.write_bytes("external_id,城市\n1,上海\n".encode("gb18030"))  # refused as a whole: not UTF-8
+    with pytest.raises(WorkerFailed, match="InvalidInput: .*the file is not UTF-8"):
         await import_contacts(engine, path, now=NOW, parallel=True)

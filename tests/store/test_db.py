@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -9,9 +10,21 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import insert, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.store.db import IMMEDIATE, current_revision, normalise_url, open_engine, upgrade
+from daemon.store import db
+from daemon.store.db import (
+    IMMEDIATE,
+    DatabaseUnavailable,
+    current_revision,
+    database_problem,
+    display_url,
+    normalise_url,
+    open_engine,
+    prepare_database,
+    upgrade,
+)
 from daemon.store.schema import campaigns, metadata
 
 
@@ -128,3 +141,89 @@ def test_normalise_url_picks_async_drivers() -> None:
 def test_unsupported_url_is_refused() -> None:
     with pytest.raises(ValueError, match="unsupported database URL"):
         open_engine("mysql+aiomysql://u@h/db")
+
+
+# ---------------------------------------------------------------- prepare_database and one-line problems
+
+SETTING = "(setting database_url / TOPSLOT_DATABASE_URL)"
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+asyncpg://ops:pw-1234@db.example:5433/topslot", "postgresql+asyncpg://ops:***@db.example:5433/topslot"),
+        ("postgresql://ops@db/topslot?password=pw-1234", "postgresql://ops@db/topslot?password=***"),
+        ("sqlite+aiosqlite:////var/lib/topslot.db", "sqlite+aiosqlite:////var/lib/topslot.db"),
+        ("::not a url pw-1234", "(a database URL that cannot be parsed)"),
+    ],
+)
+def test_display_url_never_shows_a_password(url: str, shown: str) -> None:
+    assert display_url(url) == shown
+
+
+async def test_a_raw_failure_from_upgrade_becomes_one_line(tmp_path: Path) -> None:
+    """What the daemon's start-up does: ``upgrade`` fails, ``database_problem`` explains it."""
+    url = f"postgresql+asyncpg://ops:pw-1234@127.0.0.1:{_closed_port()}/topslot"
+    with pytest.raises(OSError) as caught:
+        await upgrade(url)
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    assert database_problem(caught.value, url) == (
+        f"database postgresql+asyncpg://ops:***@127.0.0.1:{port}/topslot is unreachable: connection refused {SETTING}"
+    )
+
+
+def test_an_os_error_not_raised_by_database_code_is_not_a_database_problem() -> None:
+    """A tracking port in use must not be reported as the database (the daemon asks about both)."""
+    with socket.socket() as taken, socket.socket() as second:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(OSError) as caught:
+            second.bind(taken.getsockname())
+    assert database_problem(caught.value, "postgresql+asyncpg://u@127.0.0.1/x") is None
+    assert database_problem(ValueError("a bug"), "postgresql+asyncpg://u@127.0.0.1/x") is None
+
+
+async def test_prepare_database_read_only_creates_nothing(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'topslot.db'}"
+    with pytest.raises(DatabaseUnavailable, match="does not exist .nor does its directory"):
+        await prepare_database(url, read_only=True)
+    assert list(tmp_path.iterdir()) == []
+
+    engine = await prepare_database(url)  # a writer creates and migrates it
+    await engine.dispose()
+    engine = await prepare_database(url, read_only=True)  # then a reader may open it
+    try:
+        assert await current_revision(engine) == "0001"
+    finally:
+        await engine.dispose()
+
+
+async def test_an_older_schema_asks_for_db_upgrade_and_is_not_migrated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'topslot.db'}"
+    await upgrade(url)
+    monkeypatch.setattr(db, "head_revision", lambda: "0002")  # as if this topslot had one more migration
+
+    with pytest.raises(DatabaseUnavailable) as caught:
+        await prepare_database(url, read_only=True)
+
+    assert str(caught.value) == (
+        f"database file {tmp_path / 'topslot.db'} has schema revision 0001, older than this topslot's 0002: "
+        "run topslot db upgrade"
+    )
+
+
+@pytest.mark.postgres
+async def test_prepare_database_on_a_database_the_server_does_not_have(pg_test_url: str) -> None:
+    url = make_url(pg_test_url).set(database="topslot_no_such_database").render_as_string(hide_password=False)
+    with pytest.raises(DatabaseUnavailable) as caught:
+        await prepare_database(url, read_only=True)
+    assert 'cannot be used: database "topslot_no_such_database" does not exist' in str(caught.value)
+    assert str(caught.value).endswith(SETTING) and "\n" not in str(caught.value)

@@ -1,0 +1,179 @@
+"""Campaign files loaded in a child process, one file at a time, each within a time limit.
+
+A campaign file comes from outside. Its YAML is bounded before anything is built
+(``daemon.config.yaml_source``), but loading also validates the model, compiles and renders the
+templates and inlines CSS; the daemon must not trust all of that to be quick. So the daemon never
+loads a campaign in its own process: a child process (forked from a clean ``forkserver``, nothing
+of the daemon's event loop or connections inherited) loads the files in order and answers one
+file at a time. The event loop, the systemd watchdog and the tracking server keep running meanwhile.
+
+A file that takes longer than ``file_timeout`` seconds is refused as ``path:1:1: ...``: the child is
+killed (its memory goes with it), a fresh one loads the remaining files, and the registry keeps
+the previous good version of the refused campaign. Cancelling a load (SIGTERM during a reload or
+during start-up) kills the child at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from daemon.config.campaigns import FileLoad, LoadResult, campaign_files, collect, load_file, missing_directory
+from daemon.errors import Problem
+from daemon.logs import get_logger
+from daemon.runtime.ports import compiles_check, resolved
+from daemon.settings import Compliance
+from daemon.templating import make_environment
+
+log = get_logger("daemon.runtime")
+
+FILE_TIMEOUT = 10.0
+"""Seconds one campaign file may take to load, validate and compile (an honest one takes ~50 ms)."""
+
+FileLoader = Callable[[Path, Path, Any, Compliance], FileLoad]
+"""Loads one file in the child: (path, templates_dir, jinja environment, compliance) → result."""
+
+
+def load_with_compile_check(path: Path, templates_dir: Path, env: Any, compliance: Compliance) -> FileLoad:
+    """The child's work for one file: load, validate, and check it compiles for sending."""
+    return load_file(path, templates_dir, env, compiles_check(templates_dir, compliance))
+
+
+class CampaignLoader:
+    """Loads a directory of campaign files in a child process; see the module docstring.
+
+    ``load`` may be called again and again (each reload); calls are serialised. ``close`` ends the
+    child. ``file_loader`` must be a module-level function (the child imports it by name)."""
+
+    def __init__(self, *, file_timeout: float = FILE_TIMEOUT, file_loader: FileLoader = load_with_compile_check):
+        self.file_timeout = file_timeout
+        self.file_loader = file_loader
+        self._child: multiprocessing.process.BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def load(self, campaigns_dir: Path, templates_dir: Path, compliance: Compliance) -> LoadResult:
+        """Every campaign file of ``campaigns_dir``, as ``daemon.config.load_campaigns`` gives it,
+        with paths resolved; a file that timed out or killed the child is one problem."""
+        if not campaigns_dir.is_dir():
+            return missing_directory(campaigns_dir)
+        files = campaign_files(campaigns_dir)
+        async with self._lock:
+            loads: list[FileLoad] = []
+            try:
+                while len(loads) < len(files):
+                    loads += await self._load_some(files[len(loads) :], templates_dir, compliance)
+            except BaseException:
+                self._kill()  # cancelled (SIGTERM): the child must not outlive the load
+                raise
+        return resolved(collect(loads))
+
+    async def close(self) -> None:
+        conn, child = self._conn, self._child
+        self._conn = self._child = None
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.send(None)
+            conn.close()
+        if child is not None:
+            await asyncio.to_thread(child.join, 2.0)
+            if child.is_alive():
+                child.kill()
+                await asyncio.to_thread(child.join, 2.0)
+
+    async def _load_some(self, files: Sequence[Path], templates_dir: Path, compliance: Compliance) -> list[FileLoad]:
+        """Ask the child for ``files``; return what it answered before finishing or failing.
+        A file it did not answer in time (or died on) becomes a problem and ends the list."""
+        conn = self._ensure_child()
+        conn.send((list(files), templates_dir, compliance))
+        loads: list[FileLoad] = []
+        for path in files:
+            answer = await asyncio.to_thread(_receive, conn, self.file_timeout)
+            if isinstance(answer, FileLoad):
+                loads.append(answer)
+                continue
+            self._kill()
+            log.error("campaign_load_aborted", path=str(path), reason=answer, timeout_s=self.file_timeout)
+            loads.append(FileLoad(path, None, (Problem(str(path), 1, 1, _refusal(answer, self.file_timeout)),)))
+            break
+        return loads
+
+    def _ensure_child(self) -> Connection:
+        if self._conn is not None and self._child is not None and self._child.is_alive():
+            return self._conn
+        self._kill()
+        context = _context()
+        parent, child_end = context.Pipe()
+        child = context.Process(target=_serve, args=(child_end, self.file_loader), name="topslot-campaign-loader")
+        child.daemon = True
+        child.start()
+        child_end.close()
+        self._conn, self._child = parent, child
+        return parent
+
+    def _kill(self) -> None:
+        conn, child = self._conn, self._child
+        self._conn = self._child = None
+        if child is not None and child.is_alive():
+            child.kill()
+        if conn is not None:
+            conn.close()
+        # nothing to reap: a forkserver child is the server's child, and the server reaps it
+
+
+def _refusal(reason: str, timeout: float) -> str:
+    if reason == "timeout":
+        return (
+            f"loading this file took longer than {timeout:g} s, the limit; it was stopped "
+            "(the previous version of this campaign, if any, keeps running)"
+        )
+    return f"loading this file stopped the loader ({reason}); the previous version, if any, keeps running"
+
+
+def _receive(conn: Connection, timeout: float) -> FileLoad | str:
+    """The child's next answer, or why there is none: ``timeout`` or ``the loader process died``."""
+    try:
+        if not conn.poll(timeout):
+            return "timeout"
+        answer = conn.recv()
+    except (EOFError, OSError):
+        return "the loader process died"
+    return answer if isinstance(answer, FileLoad) else "the loader process answered nonsense"
+
+
+_CONTEXT: multiprocessing.context.BaseContext | None = None
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """A forkserver context whose server has the loader's modules imported: each child starts in
+    milliseconds and inherits nothing of the daemon (threads, event loop, sockets)."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        _CONTEXT = context
+    return _CONTEXT
+
+
+def _serve(conn: Connection, file_loader: FileLoader) -> None:
+    """The child: answer each request (files, templates_dir, compliance) file by file until told to stop."""
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):
+            return
+        if request is None:
+            return
+        files, templates_dir, compliance = request
+        env = make_environment(templates_dir)  # fresh each reload: templates may have changed
+        for path in files:
+            try:
+                answer = file_loader(path, templates_dir, env, compliance)
+            except Exception as exc:  # a bug, not the file's fault: still one problem, the rest go on
+                answer = FileLoad(path, None, (Problem(str(path), 1, 1, f"could not be loaded: {exc!r}"),))
+            conn.send(answer)

@@ -1,0 +1,104 @@
+"""Campaign files loaded in a child process, each file within a time limit."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from daemon.runtime import ports
+from daemon.runtime.campaign_loader import CampaignLoader
+from daemon.settings import Settings, load_settings
+from runtime.loader_support import dies_on_crash, slow_on_hang
+
+
+def settings(workdir: Path) -> Settings:
+    return load_settings(workdir / "config")
+
+
+async def test_the_child_loads_what_the_daemon_would_load_in_process(
+    workdir: Path, campaign_text: Callable[..., str]
+) -> None:
+    s = settings(workdir)
+    (s.campaigns_dir / "bad.yaml").write_text(campaign_text("bad-one").replace('slots: ["07:30"]', "slots: [7:30]"))
+    (s.campaigns_dir / "copy.yaml").write_text(campaign_text("spring-2027"))
+    loader = CampaignLoader()
+    try:
+        isolated = await loader.load(s.campaigns_dir, s.templates_dir, s.compliance)
+        again = await loader.load(s.campaigns_dir, s.templates_dir, s.compliance)  # the same child, reused
+    finally:
+        await loader.close()
+    direct = ports.load_campaigns(s.campaigns_dir, s.templates_dir, s.compliance)
+
+    assert isolated == direct == again
+    assert set(isolated.campaigns) == {"spring-2027"}
+    # copy.yaml sorts first and keeps the id: spring.yaml is the duplicate
+    assert {Path(p.path).name for p in isolated.problems} == {"bad.yaml", "spring.yaml"}
+    # the duplicate is reported against the second file, where its id is written
+    assert any("already used by" in p.message and p.line == 1 for p in isolated.problems)
+
+
+async def test_a_file_that_never_finishes_is_refused_and_the_others_load(
+    workdir: Path, campaign_text: Callable[..., str]
+) -> None:
+    s = settings(workdir)
+    (s.campaigns_dir / "hang.yaml").write_text(campaign_text("hanging"))
+    (s.campaigns_dir / "zz-later.yaml").write_text(campaign_text("later-2027"))
+    loader = CampaignLoader(file_timeout=1.0, file_loader=slow_on_hang)
+    try:
+        result = await loader.load(s.campaigns_dir, s.templates_dir, s.compliance)
+        child = loader._child
+    finally:
+        await loader.close()
+
+    assert set(result.campaigns) == {"spring-2027", "later-2027"}  # before and after the hanging file
+    (problem,) = result.problems
+    assert (Path(problem.path).name, problem.line, problem.column) == ("hang.yaml", 1, 1)
+    assert problem.message.startswith("loading this file took longer than 1 s, the limit")
+    assert child is not None and not child.is_alive()
+
+
+async def test_a_file_that_kills_the_loader_is_one_problem(workdir: Path, campaign_text: Callable[..., str]) -> None:
+    s = settings(workdir)
+    (s.campaigns_dir / "crash.yaml").write_text(campaign_text("crashing"))
+    loader = CampaignLoader(file_loader=dies_on_crash)
+    try:
+        result = await loader.load(s.campaigns_dir, s.templates_dir, s.compliance)
+    finally:
+        await loader.close()
+
+    assert set(result.campaigns) == {"spring-2027"}
+    (problem,) = result.problems
+    assert Path(problem.path).name == "crash.yaml" and "stopped the loader" in problem.message
+
+
+async def test_cancelling_a_load_kills_the_child_at_once(workdir: Path, campaign_text: Callable[..., str]) -> None:
+    s = settings(workdir)
+    (s.campaigns_dir / "hang.yaml").write_text(campaign_text("hanging"))
+    loader = CampaignLoader(file_timeout=3600, file_loader=slow_on_hang)
+    task = asyncio.create_task(loader.load(s.campaigns_dir, s.templates_dir, s.compliance))
+    while loader._child is None:
+        await asyncio.sleep(0.01)
+    child = loader._child
+    await asyncio.sleep(0.3)
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    await asyncio.to_thread(child.join, 10)
+
+    assert not child.is_alive() and child.exitcode == -9
+    assert loader._child is None
+    await loader.close()
+
+
+async def test_the_child_is_not_the_daemon(workdir: Path) -> None:
+    s = settings(workdir)
+    loader = CampaignLoader()
+    try:
+        await loader.load(s.campaigns_dir, s.templates_dir, s.compliance)
+        assert loader._child is not None and loader._child.pid != os.getpid()
+    finally:
+        await loader.close()
