@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from daemon.campaign import Campaign
-from daemon.config.yaml_source import load_yaml
+from daemon.yaml_source import load_yaml
 from daemon.links.factory import CampaignLinks
 from daemon.links.keys import Keyring
 from daemon.links.tokens import sign, verify

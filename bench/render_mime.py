@@ -26,7 +26,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from daemon.campaign import Campaign
-from daemon.config.yaml_source import load_yaml
+from daemon.yaml_source import load_yaml
 from daemon.rendering import MessageLinks, RenderedEmail, compile_campaign
 from daemon.settings import Compliance
 from daemon.templating import ContactView

@@ -51,7 +51,7 @@ from smtp_transport import ensure_postfix_tools, free_port, run_smtp_source, sta
 
 from daemon.campaign import Campaign  # noqa: E402
 from daemon.clock import FakeClock  # noqa: E402
-from daemon.config.yaml_source import load_yaml  # noqa: E402
+from daemon.yaml_source import load_yaml  # noqa: E402
 from daemon.dispatch.service import DispatchService  # noqa: E402
 from daemon.logs import configure_logging  # noqa: E402
 from daemon.scheduling.scheduler import BucketScheduler  # noqa: E402

@@ -27,11 +27,10 @@ from pydantic import (
     model_validator,
 )
 
+from daemon.channel import SPECS, Channel
 from daemon.links.urls import normalise_url
 from daemon.links.utm import with_utm
 
-CHANNELS = ("email", "sms", "im")
-Channel = Literal["email", "sms", "im"]
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
@@ -152,7 +151,7 @@ Percent = Annotated[
     ),
 ]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
-Scalar = Union[str, int, float, bool, date]
+Scalar = str | int | float | bool | date
 
 
 # ---------------------------------------------------------------- audience (segments)
@@ -602,18 +601,18 @@ class Campaign(Model):
         """The landing page URL with its UTM parameters (see ``daemon.links.utm.with_utm``)."""
         return with_utm(self.landing_page.url, self.landing_page.utm, channel)
 
+    def provider_for(self, channel: str) -> str | None:
+        """The provider this campaign asks for on ``channel`` (``content.im.provider``), if any."""
+        return getattr(getattr(self.content, channel, None), "provider", None)
+
     def template_names(self) -> dict[tuple[str, ...], str]:
         """Template files this campaign names, keyed by their path in the YAML."""
         names: dict[tuple[str, ...], str] = {}
-        c = self.content
-        if c.email:
-            names[("content", "email", "html")] = c.email.html
-            if c.email.text:
-                names[("content", "email", "text")] = c.email.text
-        if c.sms:
-            names[("content", "sms", "body")] = c.sms.body
-        if c.im:
-            names[("content", "im", "body")] = c.im.body
+        for channel, spec in SPECS.items():
+            content = getattr(self.content, channel)
+            for key in spec.templates if content is not None else ():
+                if name := getattr(content, key):
+                    names[("content", channel, key)] = name
         return names
 
 

@@ -50,11 +50,20 @@ class TransientSendError(SendError):
 
 class PermanentSendError(SendError):
     """Refused for good (5xx, invalid number). ``suppress``: the address itself is dead (hard bounce
-    such as 5.1.1, Twilio 21610 STOP): add it to the suppression list."""
+    such as 5.1.1, Twilio 21610 STOP): add it to the suppression list, for ``suppress_reason``
+    (a ``daemon.delivery.SuppressionReason``: ``hard_bounce`` unless the provider knows better)."""
 
-    def __init__(self, message: str, *, code: int | str | None = None, suppress: bool = False):
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | str | None = None,
+        suppress: bool = False,
+        suppress_reason: str = "hard_bounce",
+    ):
         super().__init__(message, code=code)
         self.suppress = suppress
+        self.suppress_reason = suppress_reason
 
 
 class AmbiguousSendError(SendError):

@@ -12,7 +12,7 @@ import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TextIO
+from typing import IO, Any, TextIO, cast
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -85,7 +85,7 @@ def configure_logging(
     level: str = "info",
     fmt: str = "auto",
     secrets: Iterable[str] = (),
-    stream: TextIO | None = None,
+    stream: IO[str] | None = None,
 ) -> None:
     """Set up structlog (and route the standard ``logging`` module through the same pipeline).
 
@@ -113,7 +113,7 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.WriteLoggerFactory(file=out),
+        logger_factory=structlog.WriteLoggerFactory(file=cast(TextIO, out)),
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(out)
@@ -134,7 +134,7 @@ def configure_logging(
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
-def _isatty(stream: TextIO) -> bool:
+def _isatty(stream: IO[str]) -> bool:
     try:
         return stream.isatty()
     except (AttributeError, ValueError):

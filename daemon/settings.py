@@ -99,18 +99,38 @@ class SmtpServer(_Section):
     max_per_domain: int = Field(default=20, ge=1)
 
 
+TWILIO_API = "https://api.twilio.com"
+DEFAULT_SMS_HELP = "{sender}: marketing messages. Reply STOP to opt out, START to opt back in."
+
+
 class TwilioSettings(_Section):
-    account_sid: str | None = None
+    """SMS through Twilio. Configured (``account_sid`` set) → SMS go to Twilio; else to the outbox."""
+
+    account_sid: str | None = Field(default=None, pattern=r"^AC[0-9a-fA-F]{32}$")
     auth_token: SecretStr | None = None
-    from_number: str | None = None
-    messaging_service_sid: str | None = None
-    rate_per_second: float = Field(default=1.0, gt=0)
+    from_number: str | None = Field(default=None, pattern=r"^\+[1-9][0-9]{6,14}$")
+    messaging_service_sid: str | None = Field(default=None, pattern=r"^MG[0-9a-fA-F]{32}$")
+    rate_per_second: float = Field(default=1.0, gt=0)  # messages per second, all campaigns together
+    base_url: str = Field(default=TWILIO_API, pattern=r"^https?://[^\s/]+(:[0-9]+)?/?$")  # tests, rehearsals
+    timeout_seconds: float = Field(default=15.0, gt=0, le=120)  # one create request, end to end
+    max_in_flight: int = Field(default=20, ge=1, le=500)  # requests open at once
+    status_callbacks: bool = True  # ask Twilio to POST delivery receipts to {tracking_base_url}/twilio/status
+    help_text: str = Field(default=DEFAULT_SMS_HELP, min_length=1, max_length=320)  # the answer to HELP / INFO
 
     @model_validator(mode="after")
-    def _one_sender(self) -> TwilioSettings:
+    def _complete(self) -> TwilioSettings:
         if self.account_sid and not (self.from_number or self.messaging_service_sid):
             raise ValueError("twilio needs from_number or messaging_service_sid")
+        if self.account_sid and self.auth_token is None:
+            raise ValueError(
+                "twilio.account_sid is set but the auth token is not: set TOPSLOT_TWILIO__AUTH_TOKEN "
+                "or the credential file twilio__auth_token"
+            )
         return self
+
+    @property
+    def configured(self) -> bool:
+        return self.account_sid is not None
 
 
 class ImProvider(_Section):
@@ -118,10 +138,45 @@ class ImProvider(_Section):
     rate_per_second: float = Field(default=20.0, gt=0)
 
 
+DEFAULT_SMS_OPT_OUT = {"default": "Reply STOP to opt out", "CN": "回TD退订"}
+MAX_SMS_OPT_OUT_CHARS = 100
+
+
 class Compliance(_Section):
     postal_address: str = ""
     sender_identity: str = ""
     cn_ad_prefix: str = "【广告】"
+    # The line topslot ends every SMS with, by the recipient's country (ISO 3166 alpha-2) or
+    # "default"; merged over DEFAULT_SMS_OPT_OUT, "" for none (daemon.rendering.compliance).
+    sms_opt_out: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_SMS_OPT_OUT))
+
+    @field_validator("sms_opt_out", mode="before")
+    @classmethod
+    def _opt_out_lines(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value  # pydantic reports the type
+        lines = dict(DEFAULT_SMS_OPT_OUT)
+        for key, text in value.items():
+            if not isinstance(key, str):  # YAML reads NO (Norway) as false, ON as true
+                raise ValueError(f"key {key!r} is not a country code: quote it (e.g. 'NO': ...)")
+            code = "default" if key.strip().lower() == "default" else key.strip().upper()
+            if code != "default" and not (len(code) == 2 and code.isascii() and code.isalpha()):
+                raise ValueError(f"key {key!r} must be 'default' or a two-letter country code such as CN")
+            if not isinstance(text, str):
+                raise ValueError(f"{code}: the opt-out line must be text ('' for none)")
+            line = " ".join(text.split())  # one line, single spaces
+            if len(line) > MAX_SMS_OPT_OUT_CHARS:
+                raise ValueError(f"{code}: the opt-out line is longer than {MAX_SMS_OPT_OUT_CHARS} characters")
+            lines[code] = line
+        return lines
+
+    def sms_opt_out_for(self, country: str | None) -> str:
+        """The opt-out line for an SMS to a recipient in ``country`` (else the default; "" for none)."""
+        if country:
+            line = self.sms_opt_out.get(country.strip().upper())
+            if line is not None:
+                return line
+        return self.sms_opt_out.get("default", "")
 
 
 class Settings(BaseSettings):
@@ -199,6 +254,15 @@ class Settings(BaseSettings):
             raise ValueError(f"signing_key_id '{value}' names no key: no signing_keys are configured (set {missing})")
         active = _keyring_rule(lambda: choose_active_id(keys, value))
         return None if value is None else active
+
+    @model_validator(mode="after")
+    def _help_names_the_sender(self) -> Settings:
+        if self.twilio.configured and "{sender}" in self.twilio.help_text and not self.compliance.sender_identity:
+            raise ValueError(
+                "twilio.help_text says {sender} but compliance.sender_identity is empty: set it (the answer to "
+                "HELP must say who is sending), or write twilio.help_text without {sender}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> Settings:
@@ -431,7 +495,7 @@ def read_settings_yaml(path: Path) -> tuple[dict[str, Any], Marks, list[Problem]
     """Parse the settings file: (data without secrets, line/column of every key, problems)."""
     if not path.is_file():
         return {}, {}, []
-    from daemon.config.yaml_source import MAX_FILE_BYTES, expansion_problem
+    from daemon.yaml_source import MAX_FILE_BYTES, expansion_problem
 
     with path.open("rb") as f:
         raw = f.read(MAX_FILE_BYTES + 1)
@@ -482,6 +546,7 @@ def _to_data(node: yaml.Node, path: tuple[str, ...], marks: Marks, problems: lis
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_to_data(v, (*path, str(i)), marks, problems, file) for i, v in enumerate(node.value)]
+    assert isinstance(node, yaml.ScalarNode)
     return _scalar(node)
 
 

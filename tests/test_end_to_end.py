@@ -14,6 +14,7 @@ from pathlib import Path
 
 import aiohttp
 from aiosmtpd.controller import Controller
+from dispatch.fixtures import DUE, NOW, campaign, import_people, ledger_by_email, settings
 
 from daemon.attribution.webhook import signed_headers
 from daemon.clock import FakeClock
@@ -23,7 +24,6 @@ from daemon.scheduling.scheduler import BucketScheduler
 from daemon.store import ledger
 from daemon.tracking.conversions_route import conversions_handler
 from daemon.tracking.server import TrackingOptions, TrackingServer
-from dispatch.fixtures import DUE, NOW, campaign, import_people, ledger_by_email, settings
 
 HUMAN_UA = (
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15"

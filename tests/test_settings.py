@@ -324,7 +324,7 @@ def test_a_database_url_topslot_cannot_use_is_a_settings_problem(tmp_path: Path,
 
 
 def test_an_alias_bomb_in_topslot_yaml_is_one_problem_not_a_hang(tmp_path: Path) -> None:
-    from config.test_yaml_source import alias_bomb
+    from test_yaml_source import alias_bomb
 
     (tmp_path / "topslot.yaml").write_text("default_timezone: UTC\n" + alias_bomb())
 
@@ -343,3 +343,11 @@ def test_topslot_yaml_that_is_not_utf8_is_one_problem(tmp_path: Path) -> None:
 
     (problem,) = caught.value.problems
     assert problem.line == 2 and "not UTF-8" in problem.message
+
+
+def test_twilio_needs_a_sender_for_its_help_answer(tmp_path: Path) -> None:
+    twilio = {"account_sid": "AC" + "0" * 32, "auth_token": "t" * 32, "from_number": "+15005550006"}
+    with pytest.raises(ValidationError, match="compliance.sender_identity is empty"):
+        Settings(config_dir=tmp_path, twilio=twilio)
+    assert Settings(config_dir=tmp_path, twilio=twilio, compliance={"sender_identity": "Example Shop"}).twilio.configured
+    assert Settings(config_dir=tmp_path, twilio={**twilio, "help_text": "Shop news. Reply STOP to opt out."})

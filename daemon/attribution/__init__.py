@@ -1,4 +1,6 @@
-"""Conversions and ROI, the pure part: validating conversion input (``inputs``), the signed webhook
+"""Conversions and ROI. The pure part: validating conversion input (``inputs``), the signed webhook
 (``webhook``), crediting an order to a campaign (``rules``, ``coupons``, ``windows``), the holdout
-group (``holdout``) and the ROI maths (``roi``). No I/O here: ``daemon.store.conversions`` does the
-look-ups and writes, ``daemon.cli.conversion_cmds`` imports CSV files."""
+group (``holdout``) and the ROI maths (``roi``). The part that reads and writes through
+``daemon.store.conversions`` (which only persists): recording orders with their credit (``record``,
+from what ``evidence`` looks up per batch) and a campaign's ROI facts (``facts``).
+``daemon.cli.conversion_cmds`` imports CSV files."""

@@ -9,8 +9,8 @@ Definitions (money is ``Decimal`` in the campaign's one currency; nothing is con
 - **gross profit** = Σ revenue × margin - Σ refunds × margin, where margin is the conversion's own
   margin when the shop sent one, else the campaign's ``costs.margin``, else 1 (revenue counts as
   profit: ``margin_basis`` says so). A refund without a margin takes its order's margin;
-- **send cost** = Σ per channel of messages handed over × ``costs.<channel>`` (an SMS counts as one
-  segment);
+- **send cost** = Σ per channel of messages handed over to a paid provider × ``costs.<channel>`` (an SMS counts
+  its segments); a file outbox costs nothing;
 - **ROI** = (gross profit - send cost) / send cost; None when the send cost is 0;
 - **orders** count order rows, **purchasers** distinct contacts with an order (an order without a
   known contact counts as its own purchaser);
@@ -29,7 +29,8 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Literal
 
-from daemon.campaign import CHANNELS, Costs
+from daemon.campaign import Costs
+from daemon.channel import CHANNELS
 
 ZERO = Decimal(0)
 CENT = Decimal("0.01")
@@ -177,7 +178,7 @@ def totals(lines: Iterable[ConversionLine], *, currency: str, default_margin: De
 
 def send_costs(sent: Mapping[str, int], costs: Costs) -> dict[str, Decimal]:
     """Cost per channel: messages handed over × the campaign's cost of one message."""
-    result = {}
+    result: dict[str, Decimal] = {}
     for channel, count in sent.items():
         if channel not in CHANNELS:
             raise ValueError(f"unknown channel {channel!r}")

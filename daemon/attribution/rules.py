@@ -24,12 +24,14 @@ from daemon.attribution.coupons import CouponMatch
 from daemon.attribution.inputs import ConversionInput
 from daemon.attribution.windows import campaign_window, click_window, within_click_window
 from daemon.campaign import Campaign
+from daemon.delivery import MAYBE_HANDED_OVER, SkipReason
+from daemon.delivery import DeliveryState as S
 
 AttributedBy = Literal["coupon", "click", "contact", "none"]
 REVENUE_ATTRIBUTIONS = ("coupon", "click")  # what counts as the campaign's revenue
 # a message in one of these states was handed to a provider: its recipient counts as treated
-SENT_STATES = ("sent", "delivered", "bounced", "unknown")
-HOLDOUT_REASON = "holdout"
+SENT_STATES = tuple(MAYBE_HANDED_OVER)  # the treated group: perhaps in the recipient's hands
+HOLDOUT_REASON = SkipReason.HOLDOUT
 CLOCK_SKEW = timedelta(minutes=5)  # the shop's clock against ours: a click this much "after" still counts
 
 
@@ -54,7 +56,7 @@ class DeliveryFacts:
 
     @property
     def held_out(self) -> bool:
-        return self.state == "skipped" and self.skip_reason == HOLDOUT_REASON
+        return self.state == S.SKIPPED and self.skip_reason == HOLDOUT_REASON
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,18 @@
-"""What the dispatcher sees of a channel: a message in, a provider id out, or a SendError."""
+"""The one contract between the dispatcher and every provider: ``Messenger``.
+
+The dispatcher renders a message, hands it to the messenger the registry chose for its channel and
+campaign, and records what came back; it never sees a vendor library, and a messenger never sees
+the ledger. A provider (SMTP, Twilio, an outbox file, a Telegram bot ...) is one module with one
+class implementing ``Messenger`` and one ``Provider`` entry (see ``daemon.channels.registry``); the
+contract suite in ``tests/channels/test_contract.py`` runs over each of them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
+
+from daemon.channel import Channel
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,30 +27,73 @@ class EmailEnvelope:
 
 @dataclass(frozen=True, slots=True)
 class TextMessage:
-    """One rendered SMS or IM push."""
+    """One rendered SMS or IM push.
+
+    ``to``: the channel's address (``ChannelSpec.address``): an E.164 phone for SMS, ``provider:id``
+    for IM. ``key``: the ledger's idempotency key for this delivery (``delivery_id`` as text), for
+    providers that can drop a duplicate."""
 
     delivery_id: int
-    to: str  # E.164 phone, or "provider:id" for IM
+    to: str
     body: str
 
+    @property
+    def key(self) -> str:
+        return str(self.delivery_id)
 
-class EmailSender(Protocol):
-    async def send(self, message: EmailEnvelope) -> str:
-        """Hand one message over; return the provider's id for it (for SMTP, the queue id or the
-        Message-ID). Raise TransientSendError, PermanentSendError or AmbiguousSendError."""
+
+Message = EmailEnvelope | TextMessage
+
+
+@runtime_checkable
+class Messenger(Protocol):
+    """Hands rendered messages of one channel to one provider.
+
+    Attributes (read by the registry, window sizing, the ledger and the report):
+
+    ``channel``
+        The channel it sends on (``daemon.channel.Channel``).
+    ``provider``
+        The provider's name, as recorded on each ledger row it sends (``smtp``, ``twilio``,
+        ``outbox`` ...): one name per provider kind, not per account or server.
+    ``rate_per_second``
+        The most messages per second it hands over (its own pacing; the send-window sizing of a
+        bucket uses it). ``None``: no limit worth planning for (a file outbox).
+    ``outbox``
+        True when messages are written somewhere for people to look at instead of being sent:
+        the ledger and the report label them as outbox writes, never as paid sends.
+    """
+
+    channel: Channel
+    provider: str
+    rate_per_second: float | None
+    outbox: bool
+
+    async def send(self, message: Message) -> str:
+        """Hand one message over and return the provider's id for it (non-empty; for SMTP the
+        queue id or Message-ID, for Twilio the message SID), once the provider has accepted it.
+
+        Raises exactly one of (``daemon.errors``):
+
+        - ``TransientSendError``: the provider did not take it and certainly will not deliver it
+          (refused before accepting, 4xx, 429, could not connect). Sending the same message again
+          later is safe; ``retry_after`` (seconds) may say when.
+        - ``PermanentSendError``: refused for good (invalid address, 5xx, opted out). Do not send
+          it again. ``suppress=True``: the address itself is dead or opted out (hard bounce, Twilio
+          21610 STOP) and goes on the suppression list.
+        - ``AmbiguousSendError``: it may or may not have been accepted (the connection dropped or
+          timed out after the request was written, a 5xx that may have created it). Never send it
+          again automatically: the ledger marks it ``unknown``.
+
+        Anything else it raises is treated as ambiguous (``unknown``), so a messenger must raise
+        ``TransientSendError`` only when it knows nothing left this process that could be
+        delivered. It may be called concurrently for many messages; it bounds its own concurrency
+        and paces itself to ``rate_per_second`` (waiting, not failing, when over it). If the call is
+        cancelled the message counts as possibly sent. After ``close`` it raises
+        ``TransientSendError``.
+        """
         ...
 
     async def close(self) -> None:
-        """Close connections; idempotent."""
-        ...
-
-
-class TextSender(Protocol):
-    async def send(self, message: TextMessage) -> str:
-        """Hand one SMS or IM push over; return the provider's id for it. Raise TransientSendError,
-        PermanentSendError or AmbiguousSendError."""
-        ...
-
-    async def close(self) -> None:
-        """Release connections and files; idempotent."""
+        """Release connections and files. Idempotent; sends still in flight may finish."""
         ...

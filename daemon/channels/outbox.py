@@ -8,6 +8,10 @@ a way to look at exactly what would have been sent).
   delivery agent does it, as ``Return-Path:`` and ``Delivered-To:`` lines on top.
 - ``JsonlTextOutbox``: one JSON line per SMS/IM in ``<outbox_dir>/sms.jsonl`` (or ``im.jsonl``),
   appended with a single ``O_APPEND`` write, so concurrent senders never interleave lines.
+
+Both are ``Messenger``s with ``provider = "outbox"`` and ``outbox = True``: the ledger and the report
+label what they took as outbox writes, not paid sends. They are the registry's fallback for a
+channel whose provider is not configured.
 """
 
 from __future__ import annotations
@@ -18,9 +22,12 @@ import json
 import os
 from pathlib import Path
 
-from daemon.channels.base import EmailEnvelope, TextMessage
+from daemon.channel import Channel
+from daemon.channels.base import EmailEnvelope, Message, TextMessage
+from daemon.channels.registry import Provider
 from daemon.clock import Clock, SystemClock
 from daemon.errors import TransientSendError
+from daemon.settings import Settings
 
 _tmp_names = itertools.count(1)
 
@@ -30,21 +37,31 @@ def _header_value(value: str) -> str:
 
 
 class MaildirOutbox:
-    """An ``EmailSender`` that delivers into a Maildir."""
+    """A ``Messenger`` for email that delivers into a Maildir."""
+
+    channel: Channel = "email"
+    provider = "outbox"
+    rate_per_second: float | None = None
+    outbox = True
 
     def __init__(self, directory: Path, *, fsync: bool = True):
         self.directory = Path(directory)
         self.fsync = fsync
         self._ready = False
+        self._closed = False
 
-    async def send(self, message: EmailEnvelope) -> str:
+    async def send(self, message: Message) -> str:
+        if self._closed:
+            raise TransientSendError("outbox is closed", code="closed")
+        if not isinstance(message, EmailEnvelope):
+            raise TypeError("the Maildir outbox takes emails")
         try:
             return await asyncio.to_thread(self._deliver, message)
         except OSError as exc:
             raise TransientSendError(f"outbox write failed: {exc}", code="outbox") from exc
 
     async def close(self) -> None:
-        return None
+        self._closed = True
 
     def path_of(self, provider_id: str) -> Path:
         """Where the message with this provider id (its file name) lies."""
@@ -93,15 +110,24 @@ class MaildirOutbox:
 
 
 class JsonlTextOutbox:
-    """A ``TextSender`` that appends one JSON object per message to a ``.jsonl`` file."""
+    """A ``Messenger`` for SMS or IM that appends one JSON object per message to a ``.jsonl`` file."""
 
-    def __init__(self, path: Path, *, channel: str = "sms", clock: Clock | None = None):
+    provider = "outbox"
+    rate_per_second: float | None = None
+    outbox = True
+
+    def __init__(self, path: Path, *, channel: Channel = "sms", clock: Clock | None = None):
         self.path = Path(path)
-        self.channel = channel
+        self.channel: Channel = channel
         self._clock = clock or SystemClock()
         self._fd: int | None = None
+        self._closed = False
 
-    async def send(self, message: TextMessage) -> str:
+    async def send(self, message: Message) -> str:
+        if self._closed:
+            raise TransientSendError("outbox is closed", code="closed")
+        if not isinstance(message, TextMessage):
+            raise TypeError("the text outbox takes SMS and IM messages")
         record = {
             "delivery_id": message.delivery_id,
             "channel": self.channel,
@@ -117,6 +143,7 @@ class JsonlTextOutbox:
         return f"{self.path.name}:{message.delivery_id}"
 
     async def close(self) -> None:
+        self._closed = True
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -128,3 +155,22 @@ class JsonlTextOutbox:
         view = memoryview(line)
         while view:
             view = view[os.write(self._fd, view) :]
+
+
+def _outbox_dir(settings: Settings) -> Path:
+    assert settings.outbox_dir is not None  # resolved by Settings
+    return settings.outbox_dir
+
+
+MAILDIR = Provider(
+    "email", "outbox", configured=lambda s: True, rate=lambda s: None,
+    build=lambda s, clock, share: MaildirOutbox(_outbox_dir(s)),
+)  # fmt: skip
+SMS_FILE = Provider(
+    "sms", "outbox", configured=lambda s: True, rate=lambda s: None,
+    build=lambda s, clock, share: JsonlTextOutbox(_outbox_dir(s) / "sms.jsonl", channel="sms", clock=clock),
+)  # fmt: skip
+IM_FILE = Provider(
+    "im", "outbox", configured=lambda s: True, rate=lambda s: None,
+    build=lambda s, clock, share: JsonlTextOutbox(_outbox_dir(s) / "im.jsonl", channel="im", clock=clock),
+)  # fmt: skip

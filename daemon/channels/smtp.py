@@ -27,6 +27,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiosmtplib import (
     SMTPException,
@@ -36,8 +37,10 @@ from aiosmtplib import (
     SMTPTimeoutError,
 )
 
-from daemon.channels.base import EmailEnvelope
+from daemon.channel import Channel
+from daemon.channels.base import EmailEnvelope, Message
 from daemon.channels.ratelimit import KeyedLimiter, TokenBucket, recipient_domain
+from daemon.channels.registry import Provider
 from daemon.channels.smtp_connection import SmtpConnection
 from daemon.channels.smtp_replies import (
     Stage,
@@ -118,7 +121,11 @@ class _Server:
 
 
 class SmtpPool:
-    """An ``EmailSender`` over one or more SMTP servers (see the module docstring)."""
+    """The email ``Messenger`` over one or more SMTP servers (see the module docstring)."""
+
+    channel: Channel = "email"
+    provider = "smtp"
+    outbox = False
 
     def __init__(
         self,
@@ -143,16 +150,21 @@ class SmtpPool:
         self._clock = clock
         self._servers = [_Server(name, config, clock) for name, config in servers.items()]
         self._closed = False
+        # the first server's rate: the others are failovers, not extra capacity
+        self.rate_per_second: float | None = next(iter(servers.values())).rate_per_second
 
     @classmethod
-    def from_settings(cls, settings: Settings, **options: object) -> SmtpPool:
-        return cls(settings.smtp, **options)  # type: ignore[arg-type]
+    def from_settings(cls, settings: Settings, *, share: float = 1.0, **options: Any) -> SmtpPool:
+        """The configured servers, each with ``share`` of its pool, rate and per-domain limit."""
+        return cls(shared_servers(settings.smtp, share), **options)
 
-    # ------------------------------------------------------------ EmailSender
+    # ------------------------------------------------------------ Messenger
 
-    async def send(self, message: EmailEnvelope) -> str:
+    async def send(self, message: Message) -> str:
         if self._closed:
             raise TransientSendError("SMTP pool is closed", code="closed")
+        if not isinstance(message, EmailEnvelope):
+            raise TypeError("SMTP takes emails")
         failed: _ServerFailed | None = None
         for server in self._servers:
             if self._clock() < server.down_until:
@@ -352,3 +364,28 @@ class SmtpPool:
             backoff_s=round(seconds, 3),
             failures=server.failures,
         )
+
+
+def shared_servers(servers: Mapping[str, SmtpServer], share: float) -> dict[str, SmtpServer]:
+    """Each server with ``share`` of its pool, rate and per-domain limit (one of N dispatch processes)."""
+    if share >= 1:
+        return dict(servers)
+    return {
+        name: server.model_copy(
+            update={
+                "pool_size": max(1, int(server.pool_size * share + 1e-9)),
+                "rate_per_second": server.rate_per_second * share,
+                "max_per_domain": max(1, int(server.max_per_domain * share + 1e-9)),
+            }
+        )
+        for name, server in servers.items()
+    }
+
+
+PROVIDER = Provider(
+    "email",
+    "smtp",
+    configured=lambda s: bool(s.smtp),
+    rate=lambda s: next(iter(s.smtp.values())).rate_per_second,  # the primary: the others are failovers
+    build=lambda s, clock, share: SmtpPool.from_settings(s, share=share),
+)

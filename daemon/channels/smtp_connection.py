@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from aiosmtplib import (
     SMTP,
@@ -176,7 +176,7 @@ class SmtpConnection(SMTP):
                 raise SMTPDataError(start.code, start.message)
 
             self.stage = "body"
-            transport = protocol.transport
+            transport = cast(asyncio.WriteTransport | None, protocol.transport)
             if transport is None:
                 raise SMTPServerDisconnected("Connection lost")
             transport.set_write_buffer_limits(high=0)  # paused exactly while any byte is buffered

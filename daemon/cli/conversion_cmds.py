@@ -11,6 +11,7 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.attribution.inputs import ConversionInput, parse_conversion_fields
+from daemon.attribution.record import BATCH_SIZE, RecordResult, record_conversions
 from daemon.cli.common import ConfigOption, out, print_problems, say, settings_or_exit, with_engine
 from daemon.cli.import_input import EncodingOption, encoding_or_exit
 from daemon.clock import SystemClock
@@ -18,7 +19,6 @@ from daemon.config import load_campaigns
 from daemon.errors import Problem
 from daemon.imports.reader import read_records
 from daemon.links.keys import KeyringError, load_keyring
-from daemon.store.conversions import BATCH_SIZE, RecordResult, record_conversions
 
 conversions_app = typer.Typer(help="Conversions (orders) from the shop.", no_args_is_help=True)
 

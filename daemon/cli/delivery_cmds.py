@@ -11,8 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.cli.common import ConfigOption, out, say, settings_or_exit, with_engine
 from daemon.clock import SystemClock
+from daemon.delivery import DeliveryState as S
 from daemon.store import dispatch, ledger
 
+OUTBOX_LABEL = "outbox write (not sent)"
 deliveries_app = typer.Typer(help="The delivery ledger.", no_args_is_help=True)
 
 
@@ -25,18 +27,20 @@ def status(
     campaign_id: Annotated[str, typer.Argument(help="The campaign's id.")],
     config: ConfigOption = Path("config"),
 ) -> None:
-    """Rows per state (and skip reason) for a campaign."""
+    """Rows per channel and state for a campaign: who took them (``outbox``: written to files, not
+    sent, not charged) or why they were skipped."""
     settings = settings_or_exit(config)
-    counts = with_engine(settings, lambda engine: ledger.state_counts(engine, campaign_id), read_only=True)
-    if not counts:
+    rows = with_engine(settings, lambda engine: ledger.status_rows(engine, campaign_id), read_only=True)
+    if not rows:
         say(f"no deliveries for campaign {campaign_id!r}")
         raise typer.Exit(1)
     table = Table(title=f"{campaign_id}: deliveries")
-    table.add_column("state")
-    table.add_column("reason")
+    for column in ("channel", "state", "via / reason"):
+        table.add_column(column)
     table.add_column("rows", justify="right")
-    for (state, reason), n in sorted(counts.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
-        table.add_row(state, reason or "", f"{n:,}")
+    for r in rows:
+        via = OUTBOX_LABEL if r.provider == "outbox" else r.provider
+        table.add_row(r.channel, r.state, r.reason or via or "", f"{r.rows:,}")
     out.print(table)
 
 
@@ -45,7 +49,7 @@ def retry(
     campaign_id: Annotated[str, typer.Argument(help="The campaign's id.")],
     state: Annotated[
         str, typer.Option("--state", help="unknown (may or may not have been accepted) or failed.")
-    ] = "unknown",
+    ] = S.UNKNOWN,
     config: ConfigOption = Path("config"),
 ) -> None:
     """Queue rows for another attempt now: the running daemon picks them up within seconds.
@@ -53,7 +57,7 @@ def retry(
     ``unknown`` rows may already be in the recipient's inbox (the connection dropped after the
     message was sent): retrying them can deliver a second copy. That is why topslot never does it
     by itself."""
-    if state not in ("unknown", "failed"):
+    if state not in (S.UNKNOWN, S.FAILED):
         say(f"--state: '{state}' cannot be retried; use unknown or failed")
         raise typer.Exit(2)
     settings = settings_or_exit(config)

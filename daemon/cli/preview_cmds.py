@@ -1,13 +1,18 @@
 """``topslot preview CAMPAIGN_ID CONTACT_ID``: the exact message a contact would get.
 
 Nothing is sent, no coupon is reserved and nothing is written: the coupon is a made-up code marked
-PREVIEW and every link points at the tracking server's ``preview`` token.
+PREVIEW and every link points at the tracking server's ``preview`` token. On a short-link channel
+(SMS) a link is ``{tracking_base_url}/s/preview000...``, exactly as long as a real short link, so
+the characters, encoding, segments and cost shown (``costs.sms`` is the cost of one segment) are
+those of the real message; the destinations are listed above the body.
 """
 
 from __future__ import annotations
 
 import email
+from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -19,9 +24,11 @@ from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.campaign import Campaign
+from daemon.channel import CHANNELS, spec_of
 from daemon.cli.common import load_campaign_or_exit, print_problems, say, settings_or_exit, with_engine
 from daemon.clock import SystemClock
 from daemon.errors import InvalidInput
+from daemon.links.factory import placeholder_short_track
 from daemon.rendering import MessageLinks, compile_campaign, sms_segments
 from daemon.rendering.campaign_renderer import CompiledCampaign
 from daemon.settings import Settings
@@ -45,8 +52,8 @@ def preview(
     """Print the exact message CONTACT_ID would get from CAMPAIGN_ID: every header and each body
     part, decoded. Nothing is sent and no coupon is used."""
     channel = channel.lower()
-    if channel not in ("email", "sms", "im"):
-        _fail(f"--channel must be email, sms or im, not {channel!r}")
+    if channel not in CHANNELS:
+        _fail(f"--channel must be {', '.join(CHANNELS)}, not {channel!r}")
     settings = settings_or_exit(config)
     campaign = load_campaign_or_exit(settings, campaign_id)
     if channel not in campaign.channels:
@@ -61,13 +68,15 @@ def preview(
     if row is None:
         _fail(f"no contact with external id or id {contact_id!r}")
     contact = contact_view(row, now.date())
-    links = preview_links(settings, campaign, compiled)
+    destinations: dict[str, str] = {}
+    links = preview_links(settings, campaign, compiled, channel, destinations)
     coupon = preview_coupon(campaign)
     slot = campaign.schedule.slots[0]
-    if channel == "email":
+    if spec_of(channel).mime:
         typer.echo(_email_preview(compiled, contact, coupon, links, slot, now), nl=False)
     else:
-        typer.echo(_text_preview(compiled, channel, contact, row, coupon, links, slot))  # type: ignore[arg-type]
+        text = _text_preview(compiled, campaign, channel, contact, row, coupon, links, slot, destinations)  # type: ignore[arg-type]
+        typer.echo(text)
 
 
 # ---------------------------------------------------------------- preview values
@@ -84,13 +93,27 @@ def preview_coupon(campaign: Campaign) -> str:
     return generate.prefix + body
 
 
-def preview_links(settings: Settings, campaign: Campaign, compiled: CompiledCampaign) -> MessageLinks:
+def preview_links(
+    settings: Settings,
+    campaign: Campaign,
+    compiled: CompiledCampaign,
+    channel: str = "email",
+    destinations: dict[str, str] | None = None,
+) -> MessageLinks:
+    """Preview links: ``/c/preview?u=DESTINATION``, or on a short-link channel a placeholder short
+    link of the real length; ``destinations`` (if given) collects destination → link shown."""
     base = settings.tracking_base_url.rstrip("/")
+    short: Callable[[str], str] | None = (
+        placeholder_short_track(base, PREVIEW_TOKEN) if spec_of(channel).short_links else None
+    )
 
     def track(url: str) -> str:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"track() needs an http(s) URL, got {url!r}")
-        return f"{base}/c/{PREVIEW_TOKEN}?u={quote(url, safe='')}"
+        link = short(url) if short is not None else f"{base}/c/{PREVIEW_TOKEN}?u={quote(url, safe='')}"
+        if destinations is not None:
+            destinations[url] = link
+        return link
 
     domain = compiled.assembler.sender.domain if compiled.assembler else "localhost"
     return MessageLinks(
@@ -148,23 +171,38 @@ def describe_message(data: bytes) -> str:
 
 def _text_preview(
     compiled: CompiledCampaign,
+    campaign: Campaign,
     channel: Literal["sms", "im"],
     contact: ContactView,
     row: Row[Any],
     coupon: str,
     links: MessageLinks,
     slot: str,
+    destinations: dict[str, str],
 ) -> str:
     body = compiled.render_text(channel, contact, coupon, links, slot)
-    if channel == "sms":
-        to = contact.phone or "(no phone number)"  # type: ignore[attr-defined]
-        count = sms_segments(body)
-        facts = f"# {len(body)} characters, {count.encoding}, {count.segments} segment(s) of up to {count.per_segment}"
+    spec = spec_of(channel)
+    if spec.keyed:
+        ids = row._mapping[spec.contact_field] or {}
+        to = ", ".join(f"{k}:{v}" for k, v in sorted(ids.items())) or f"(no {spec.label} id)"
     else:
-        ids = row._mapping["im_ids"] or {}
-        to = ", ".join(f"{k}:{v}" for k, v in sorted(ids.items())) or "(no IM id)"
-        facts = f"# {len(body)} characters"
-    return f"To: {to}\n{facts}\n\n{body}"
+        to = spec.address(row._mapping) or f"(no {spec.label} address)"
+    facts = [f"# {len(body)} characters"]
+    if spec.segmented:
+        facts = [segment_facts(body, getattr(campaign.costs, channel), campaign.costs.currency)]
+    facts += [f"# link {link} -> {url}" for url, link in destinations.items()]
+    return "\n".join([f"To: {to}", *facts, "", body])
+
+
+def segment_facts(body: str, per_segment: Decimal, currency: str) -> str:
+    """``# 153 characters, GSM-7, 1 segment of up to 160; cost 1 × 0.0079 USD = 0.0079 USD``."""
+    count = sms_segments(body)
+    plural = "segment" if count.segments == 1 else "segments"
+    cost = per_segment * count.segments
+    return (
+        f"# {len(body)} characters, {count.encoding}, {count.segments} {plural} of up to {count.per_segment}; "
+        f"cost {count.segments} × {per_segment:f} {currency} = {cost:f} {currency}"
+    )
 
 
 def _fail(message: str) -> None:

@@ -15,7 +15,9 @@ from daemon.clock import Clock, SimulatedClock, SystemClock
 
 ConfigOption = Annotated[
     Optional[Path],  # noqa: UP045 - typer reads the annotation
-    typer.Option("--config", "-c", help="Config directory (topslot.yaml, campaigns/). Default: ./config or $TOPSLOT_CONFIG_DIR."),
+    typer.Option(
+        "--config", "-c", help="Config directory (topslot.yaml, campaigns/). Default: ./config or $TOPSLOT_CONFIG_DIR."
+    ),
 ]
 
 
@@ -30,7 +32,9 @@ def run(
         Optional[datetime],  # noqa: UP045
         typer.Option("--from", help="Simulate: the clock starts at this instant (UTC unless an offset is given)."),
     ] = None,
-    speed: Annotated[float, typer.Option("--speed", min=0.001, help="Simulate: the clock runs this many times faster.")] = 1.0,
+    speed: Annotated[
+        float, typer.Option("--speed", min=0.001, help="Simulate: the clock runs this many times faster.")
+    ] = 1.0,
 ) -> None:
     """Run the daemon until SIGTERM/SIGINT; SIGHUP or a changed campaign file reloads campaigns.
 

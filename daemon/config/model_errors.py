@@ -12,8 +12,8 @@ from pydantic import BaseModel, ValidationError
 
 from daemon.campaign import FieldError, condition_kind
 from daemon.config.model_keys import allowed_keys, model_at
-from daemon.config.yaml_source import YamlDocument, YamlPath
 from daemon.errors import Problem
+from daemon.yaml_source import YamlDocument, YamlPath
 
 CONDITION_KEYS = ("attribute", "purchased", "searched", "tag", "any_tag", "consent", "all", "any", "not")
 
@@ -86,7 +86,7 @@ def label_of(path: YamlPath) -> str:
 
 def validation_problems(exc: ValidationError, doc: YamlDocument, root: type[BaseModel]) -> list[Problem]:
     """Every error of ``exc`` located in ``doc``; errors caused by a YAML trap are left to the trap."""
-    located = [_locate(err, doc.data) for err in exc.errors(include_url=False)]
+    located = [_locate(dict(err), doc.data) for err in exc.errors(include_url=False)]
     problems: list[Problem] = []
     for item in _pick_union_members(located):
         if _caused_by_trap(item, doc):

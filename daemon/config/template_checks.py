@@ -10,7 +10,7 @@ from jinja2 import Environment, TemplateNotFound, TemplateSyntaxError, Undefined
 from jinja2.exceptions import SecurityError
 
 from daemon.campaign import Campaign
-from daemon.config.yaml_source import YamlDocument
+from daemon.channel import SPECS
 from daemon.errors import Problem
 from daemon.rendering.bounds import render_checked
 from daemon.templating import (
@@ -21,10 +21,11 @@ from daemon.templating import (
     sample_context_for,
     template_frame,
 )
+from daemon.yaml_source import YamlDocument
 
 # (channel, key) of every template file a campaign can name, in content.<channel>.<key>
-TEMPLATE_KEYS = (("email", "html"), ("email", "text"), ("sms", "body"), ("im", "body"))
-OPT_OUT_KEYS = {("email", "html"), ("email", "text")}  # must show unsubscribe_url
+TEMPLATE_KEYS = tuple((name, key) for name, spec in SPECS.items() for key in spec.templates)
+OPT_OUT_KEYS = {(name, key) for name, spec in SPECS.items() for key in spec.opt_out_templates}  # show unsubscribe_url
 _OUTSIDE = (
     "is a symbolic link (or is under one) to a file outside the templates directory; "
     "copy the file into the templates directory instead"

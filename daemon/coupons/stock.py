@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
 
+from daemon.delivery import SkipReason
+
 LOW_STOCK_FRACTION = 0.10
 OnExhausted = Literal["pause", "skip", "send_without"]
 
@@ -108,7 +110,7 @@ def on_exhausted(policy: OnExhausted) -> ExhaustedDecision:
     """What to do with a recipient for whom no code could be reserved."""
     action = ExhaustedAction(policy)
     if action is ExhaustedAction.SKIP:
-        return ExhaustedDecision(action, "coupon_exhausted", None)
+        return ExhaustedDecision(action, SkipReason.COUPON_EXHAUSTED, None)
     if action is ExhaustedAction.SEND_WITHOUT:
         return ExhaustedDecision(action, None, "")
     return ExhaustedDecision(action, None, None)

@@ -1,6 +1,7 @@
-"""The dispatcher: claimed rows → coupon → render (links, MIME) → channel sender → recorded outcome.
+"""The dispatcher: claimed rows → coupon → render (links, MIME) → messenger → recorded outcome.
 
-It sees the store's functions and a sender per channel, never SQL or a vendor library. Work goes in
+It sees the store's functions and the messengers (``daemon.channels.base.Messenger``, chosen per
+channel and campaign by a ``MessengerSource``, normally the registry), never SQL or a vendor library. Work goes in
 chunks: one transaction marks a chunk ``sending`` (re-checking the lease), its messages go out
 concurrently over the sender's pool, one transaction records every outcome. A crash can only ever
 leave a chunk's rows ``claimed`` (re-claimed, nothing was sent) or ``sending`` (``unknown`` after
@@ -10,25 +11,31 @@ recovery, never resent automatically): no row is lost and nothing is sent twice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from daemon import failpoints
 from daemon.campaign import Campaign
-from daemon.channels.base import EmailEnvelope, EmailSender, TextMessage, TextSender
+from daemon.channel import spec_of
+from daemon.channels.base import EmailEnvelope, Messenger, TextMessage
+from daemon.channels.registry import MessengerSource
 from daemon.clock import Clock
 from daemon.coupons.keys import active_coupon_key
 from daemon.coupons.stock import on_exhausted
-from daemon.dispatch import failpoints, policy
+from daemon.delivery import Decision, SkipReason
+from daemon.delivery import DeliveryState as S
+from daemon.dispatch import policy
 from daemon.links.book import LinkBook
 from daemon.links.factory import CampaignLinks
 from daemon.links.keys import Keyring
 from daemon.links.tracking import TrackingBase
 from daemon.logs import bound, get_logger
 from daemon.rendering import CompiledCampaign, compile_campaign
+from daemon.rendering.sms_segments import sms_segments
 from daemon.settings import Settings
 from daemon.store import dispatch as store
 from daemon.store import links as link_store
@@ -50,6 +57,7 @@ class Prepared:
 
     recipient: store.Recipient
     message: EmailEnvelope | TextMessage
+    segments: int | None = None  # what an SMS is billed as
 
 
 class CampaignKit:
@@ -63,7 +71,7 @@ class CampaignKit:
 
 
 class Dispatcher:
-    """Sends claimed rows. ``senders`` maps a channel to its transport."""
+    """Sends claimed rows through the messengers ``messengers`` picks per channel and campaign."""
 
     def __init__(
         self,
@@ -71,7 +79,7 @@ class Dispatcher:
         settings: Settings,
         clock: Clock,
         keyring: Keyring,
-        senders: Mapping[str, EmailSender | TextSender],
+        messengers: MessengerSource,
         *,
         owner: str,
     ):
@@ -79,7 +87,7 @@ class Dispatcher:
         self.settings = settings
         self.clock = clock
         self.keyring = keyring
-        self.senders = dict(senders)
+        self.messengers = messengers
         self.owner = owner
         self._kits: dict[int, CampaignKit] = {}
         self._coupon_key = active_coupon_key(keyring)
@@ -120,10 +128,10 @@ class Dispatcher:
                     if unrenderable:
                         now = self.clock.now()
                         await store.record_outcomes(
-                            self.engine, campaign.id, unrenderable, self.owner, now, prior_state="claimed"
+                            self.engine, campaign.id, unrenderable, self.owner, now, prior_state=S.CLAIMED
                         )
                     if prepared:
-                        await window.submit(lambda chunk=prepared: self._send_chunk(campaign, channel, chunk))
+                        await window.submit(partial(self._send_chunk, campaign, channel, prepared))
 
     # ------------------------------------------------------------ steps
 
@@ -137,18 +145,18 @@ class Dispatcher:
         if not late:
             return recipients
         never_tried = [r.delivery_id for r in late if r.attempts == 0]
-        await store.release_claims(self.engine, never_tried, self.owner, now, reason="missed_slot")
+        await store.release_claims(self.engine, never_tried, self.owner, now, reason=SkipReason.MISSED_SLOT)
         expired = [
             store.Outcome(
                 r.delivery_id,
                 r.contact_id,
-                policy.Decision("failed", error="the slot's grace ended before a retry"),
+                Decision(S.FAILED, error="the slot's grace ended before a retry"),
                 channel,
             )
             for r in late
             if r.attempts > 0
         ]
-        await store.record_outcomes(self.engine, campaign.id, expired, self.owner, now, prior_state="claimed")
+        await store.record_outcomes(self.engine, campaign.id, expired, self.owner, now, prior_state=S.CLAIMED)
         log.warning("too_late_to_send", rows=len(late), skipped=len(never_tried), failed=len(expired))
         return [r for r in recipients if now <= due_limit(campaign, r.due_utc)]
 
@@ -182,25 +190,30 @@ class Dispatcher:
         now = self.clock.now()
         for r in recipients:
             try:
-                prepared.append(Prepared(r, self._render(kit, channel, r, now)))
+                message = self._render(kit, channel, r, now)
+                segments = sms_segments(message.body).segments if isinstance(message, TextMessage) else None
+                prepared.append(Prepared(r, message, segments if spec_of(channel).segmented else None))
             except Exception as exc:  # a template or header problem: this row fails, the rest go on
                 log.error("render_failed", delivery_id=r.delivery_id, error=policy.describe(exc))
-                decision = policy.Decision("failed", error=f"render failed: {policy.describe(exc)}")
+                decision = Decision(S.FAILED, error=f"render failed: {policy.describe(exc)}")
                 failed.append(store.Outcome(r.delivery_id, r.contact_id, decision, channel))
         return prepared, failed
 
     def _render(self, kit: CampaignKit, channel: str, r: store.Recipient, now: datetime) -> EmailEnvelope | TextMessage:
         contact = contact_view(r, now.date())
         links = kit.links.for_delivery(r.delivery_id, channel)
-        if channel == "email":
-            assert r.email is not None  # the audience only holds contacts with an address
+        address = _address(kit.campaign, channel, r)
+        if address is None:  # the contact's address went away since planning
+            raise ValueError(f"the contact has no {spec_of(channel).label} address")
+        if spec_of(channel).mime:
             rendered = kit.compiled.render_email(contact, r.coupon_code, links, r.slot)
             name = " ".join(n for n in (r.first_name, r.last_name) if n) or None
             assembler = kit.compiled.assembler
-            data = assembler.assemble(rendered, to=r.email, to_name=name, delivery_id=r.delivery_id, date=now)
-            return EmailEnvelope(r.delivery_id, assembler.mail_from, r.email, data)
+            assert assembler is not None  # compiled with email content: the campaign sends email
+            data = assembler.assemble(rendered, to=address, to_name=name, delivery_id=r.delivery_id, date=now)
+            return EmailEnvelope(r.delivery_id, assembler.mail_from, address, data)
         body = kit.compiled.render_text(channel, contact, r.coupon_code, links, r.slot)
-        return TextMessage(r.delivery_id, _text_address(channel, r, kit.campaign), body)
+        return TextMessage(r.delivery_id, address, body)
 
     async def _send_chunk(self, campaign: Campaign, channel: str, chunk: Sequence[Prepared]) -> None:
         failpoints.hit("after_render")  # fault tests only (TOPSLOT_FAILPOINT); a no-op otherwise
@@ -211,9 +224,9 @@ class Dispatcher:
         lost = len(chunk) - len(allowed)
         if lost:
             log.warning("lease_lost", rows=lost)  # another node holds them now: not ours to send
-        sender = self.senders[channel]
+        messenger = self.messengers.messenger(spec_of(channel).name, campaign.provider_for(channel))
         go = [p for p in chunk if p.recipient.delivery_id in allowed]
-        results = await asyncio.gather(*(self._send_one(sender, p) for p in go))
+        results = await asyncio.gather(*(self._send_one(messenger, p) for p in go))
         failpoints.hit("after_reply")
         retry_until = due_limit(campaign, go[0].recipient.due_utc) if go else now
         now = self.clock.now()
@@ -224,7 +237,9 @@ class Dispatcher:
                 policy.accepted(result) if isinstance(result, str)
                 else policy.after_error(result, attempts=p.recipient.attempts + 1, now=now, retry_until=retry_until),
                 channel,
-                _address(channel, p.recipient),
+                _address(campaign, channel, p.recipient),
+                provider=messenger.provider,
+                segments=p.segments,
             )
             for p, result in zip(go, results, strict=True)
         ]  # fmt: skip
@@ -232,16 +247,20 @@ class Dispatcher:
         failpoints.hit("after_commit")
         counts: dict[str, int] = {}
         for o in outcomes:
-            counts[o.decision.state] = counts.get(o.decision.state, 0) + 1
+            counts[str(o.decision.state)] = counts.get(str(o.decision.state), 0) + 1
         log.info("chunk_sent", rows=len(outcomes), outcomes=counts)
 
-    async def _send_one(self, sender: EmailSender | TextSender, prepared: Prepared) -> str | BaseException:
+    async def _send_one(self, messenger: Messenger, prepared: Prepared) -> str | BaseException:
         try:
-            return await sender.send(prepared.message)  # type: ignore[arg-type]
+            return await messenger.send(prepared.message)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # classified by the policy; unexpected ones become unknown
             return exc
+
+
+async def _run(start: Callable[[], Awaitable[None]]) -> None:
+    await start()
 
 
 class ChunkWindow:
@@ -259,7 +278,7 @@ class ChunkWindow:
         if self._failure is not None:
             self._slots.release()
             raise self._failure
-        task = asyncio.create_task(start())  # type: ignore[arg-type]
+        task: asyncio.Task[None] = asyncio.create_task(_run(start))
         self._tasks.add(task)
         task.add_done_callback(self._finished)
 
@@ -299,15 +318,5 @@ def _with_code(r: store.Recipient, code: str | None) -> store.Recipient:
     return replace(r, coupon_code=code)
 
 
-def _address(channel: str, r: store.Recipient) -> str | None:
-    return r.email if channel == "email" else r.phone if channel == "sms" else None
-
-
-def _text_address(channel: str, r: store.Recipient, campaign: Campaign) -> str:
-    if channel == "sms":
-        assert r.phone is not None
-        return r.phone
-    provider = campaign.content.im.provider if campaign.content.im else None
-    ids: dict[str, Any] = r.im_ids or {}
-    key = provider or next(iter(ids), "")
-    return f"{key}:{ids.get(key, '')}"
+def _address(campaign: Campaign, channel: str, r: store.Recipient) -> str | None:
+    return spec_of(channel).address(r, campaign.provider_for(channel))

@@ -10,24 +10,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from daemon.delivery import Decision, SuppressionReason
+from daemon.delivery import DeliveryState as S
 from daemon.errors import AmbiguousSendError, PermanentSendError, SendError, TransientSendError
 
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_CAP = timedelta(minutes=10)
 MAX_ATTEMPTS = 8
 ERROR_TEXT_MAX = 500
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    state: str  # sent | retry_wait | failed | unknown
-    provider_id: str | None = None
-    next_attempt_utc: datetime | None = None
-    error: str | None = None
-    suppress: bool = False
 
 
 def backoff(attempts: int, retry_after: float | None = None) -> timedelta:
@@ -39,7 +31,7 @@ def backoff(attempts: int, retry_after: float | None = None) -> timedelta:
 
 
 def accepted(provider_id: str) -> Decision:
-    return Decision("sent", provider_id=provider_id)
+    return Decision(S.SENT, provider_id=provider_id)
 
 
 def after_error(error: BaseException, *, attempts: int, now: datetime, retry_until: datetime) -> Decision:
@@ -48,15 +40,16 @@ def after_error(error: BaseException, *, attempts: int, now: datetime, retry_unt
     if isinstance(error, TransientSendError):
         at = now + backoff(attempts, error.retry_after)
         if attempts >= MAX_ATTEMPTS:
-            return Decision("failed", error=f"gave up after {attempts} attempts: {text}")
+            return Decision(S.FAILED, error=f"gave up after {attempts} attempts: {text}")
         if at > retry_until:
-            return Decision("failed", error=f"no retry before the slot's grace ends: {text}")
-        return Decision("retry_wait", next_attempt_utc=at, error=text)
+            return Decision(S.FAILED, error=f"no retry before the slot's grace ends: {text}")
+        return Decision(S.RETRY_WAIT, next_attempt_utc=at, error=text)
     if isinstance(error, PermanentSendError):
-        return Decision("failed", error=text, suppress=error.suppress)
+        reason = SuppressionReason(error.suppress_reason)
+        return Decision(S.FAILED, error=text, suppress=error.suppress, suppress_reason=reason)
     if isinstance(error, AmbiguousSendError):
-        return Decision("unknown", error=text)
-    return Decision("unknown", error=f"unexpected {type(error).__name__}: {text}")
+        return Decision(S.UNKNOWN, error=text)
+    return Decision(S.UNKNOWN, error=f"unexpected {type(error).__name__}: {text}")
 
 
 def describe(error: BaseException) -> str:

@@ -1,5 +1,6 @@
-"""Everything that sends, put together for the daemon: the dispatcher, its senders, the recovery of
-rows whose lease was lost, and the retry poller. One node identity per process start."""
+"""Everything that sends, put together for the daemon: the dispatcher, its messengers (the channel
+registry), the recovery of rows whose lease was lost, and the retry poller. One node identity per
+process start."""
 
 from __future__ import annotations
 
@@ -9,17 +10,16 @@ import os
 import socket
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.campaign import Campaign
-from daemon.channels.base import EmailSender, TextSender
-from daemon.channels.senders import email_sender_for, text_outbox_for
+from daemon.channels.registry import MessengerSource, Registry
 from daemon.clock import Clock, clock_span
 from daemon.dispatch.dispatcher import Dispatcher
-from daemon.dispatch.workers import DispatchHelpers, helper_settings, share_of
+from daemon.dispatch.workers import DispatchHelpers
 from daemon.links.keys import load_keyring
 from daemon.logs import get_logger
 from daemon.settings import Settings
@@ -45,20 +45,23 @@ class DispatchService:
         settings: Settings,
         clock: Clock,
         *,
-        senders: Mapping[str, EmailSender | TextSender] | None = None,
+        messengers: MessengerSource | None = None,
         node: str | None = None,
         on_recovered: Callable[[], Awaitable[None]] | None = None,
+        helper: bool = False,
     ):
+        """``helper``: this is one of the daemon's helper processes (it starts none of its own)."""
         self.engine = engine
         self.clock = clock
         self.node = node or node_id()
         self.owner = f"{self.node}/{uuid.uuid4().hex[:8]}"
         self.keyring = load_keyring(settings)
         processes = settings.dispatch_processes
-        self.helpers = DispatchHelpers(helper_settings(settings), processes - 1, self.node) if processes > 1 else None
-        settings = share_of(settings, processes)  # this process's share of each SMTP server's pool and rate
-        self.senders = dict(senders) if senders is not None else default_senders(settings, clock)
-        self.dispatcher = Dispatcher(engine, settings, clock, self.keyring, self.senders, owner=self.owner)
+        spawn = processes > 1 and not helper
+        self.helpers = DispatchHelpers(settings, processes - 1, self.node) if spawn else None
+        # each of the N processes sends with 1/N of every provider's pool and rate
+        self.messengers = messengers if messengers is not None else Registry(settings, clock, share=1 / processes)
+        self.dispatcher = Dispatcher(engine, settings, clock, self.keyring, self.messengers, owner=self.owner)
         self.on_recovered = on_recovered  # rows handed back to planned need their bucket fired again
         self.campaigns: dict[str, Campaign] = {}
         self._poller: asyncio.Task[None] | None = None
@@ -87,13 +90,12 @@ class DispatchService:
                 await self._poller
         if self.helpers is not None:
             await self.helpers.close(DRAIN_TIMEOUT.total_seconds())
-        for sender in self.senders.values():
-            await sender.close()
+        await self.messengers.close()
 
     async def on_campaigns_changed(self, campaigns: Mapping[str, Campaign]) -> None:
         self.campaigns = dict(campaigns)
 
-    async def dispatch(self, campaign: Campaign, channel: str, due_utc: datetime, claims: list[Claimed]) -> None:
+    async def dispatch(self, campaign: Campaign, channel: str, due_utc: datetime, claims: Sequence[Claimed]) -> None:
         await self.dispatcher.dispatch(campaign, channel, due_utc, claims)
 
     async def fire_helpers(self, campaign: Campaign, channel: str, due_utc: datetime) -> int:
@@ -139,12 +141,3 @@ class DispatchService:
                 await self.retry_due()
             except Exception:
                 log.exception("retry_poll_failed")
-
-
-def default_senders(settings: Settings, clock: Clock) -> dict[str, EmailSender | TextSender]:
-    """SMTP when configured (else the Maildir outbox); SMS and IM to JSON-lines outboxes for now."""
-    return {
-        "email": email_sender_for(settings),
-        "sms": text_outbox_for(settings, "sms", clock),
-        "im": text_outbox_for(settings, "im", clock),
-    }

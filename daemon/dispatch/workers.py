@@ -5,8 +5,8 @@ Rendering, MIME and the SMTP dialogue are CPU-bound Python; one process tops out
 ledger already lets several claimers share a bucket (``SKIP LOCKED`` on PostgreSQL, one writer at a
 time on SQLite), so each helper is simply another claimer: the main process tells every helper
 "bucket B fires" and claims alongside them; each helper runs its own ``DispatchService`` (its own
-engine, SMTP pool and rate limit, both the configured figures divided by N) under its own lease
-owner ``<node>#w<k>/<boot>``. The main process waits for every helper before it logs the bucket as
+engine and messengers, each provider's pool and rate divided by N: ``Registry(share=1/N)``) under
+its own lease owner ``<node>#w<k>/<boot>``. The main process waits for every helper before it logs the bucket as
 claimed.
 
 Helpers inherit nothing but the settings and the campaign, both sent over a pipe. Each runs the
@@ -24,6 +24,7 @@ import multiprocessing
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -37,28 +38,6 @@ log = get_logger("dispatch")
 STOP = "stop"
 FIRE = "fire"
 START_TIMEOUT = 60.0
-
-
-def share_of(settings: Settings, processes: int) -> Settings:
-    """Settings for one of ``processes`` dispatchers: each SMTP server's pool and rate divided."""
-    if processes <= 1:
-        return settings
-    smtp = {
-        name: server.model_copy(
-            update={
-                "pool_size": max(1, server.pool_size // processes),
-                "rate_per_second": server.rate_per_second / processes,
-                "max_per_domain": max(1, server.max_per_domain // processes),
-            }
-        )
-        for name, server in settings.smtp.items()
-    }
-    return settings.model_copy(update={"smtp": smtp})
-
-
-def helper_settings(settings: Settings) -> Settings:
-    """What a helper runs with: its share of the servers, and no helpers of its own."""
-    return share_of(settings, settings.dispatch_processes).model_copy(update={"dispatch_processes": 1})
 
 
 @dataclass(frozen=True)
@@ -167,7 +146,7 @@ async def _serve(pipe: Connection, settings: Settings, node: str) -> None:
 
     engine = open_engine(settings.database_url)
     clock = SimulatedClock(datetime.now(UTC))
-    service = DispatchService(engine, settings, clock, node=node)
+    service = DispatchService(engine, settings, clock, node=node, helper=True)
     await service.recover()  # rows an earlier run of this helper left behind
     pipe.send(("ready", service.owner, os.getpid()))
     loop = asyncio.get_running_loop()
@@ -205,13 +184,13 @@ async def _serve(pipe: Connection, settings: Settings, node: str) -> None:
                     stopped=stopping.is_set,
                 )  # fmt: skip
             )
-            firing.add_done_callback(lambda task, o=order: _reply(pipe, task, o))
+            firing.add_done_callback(partial(_reply, pipe, order=order))
     finally:
         await service.close()
         await engine.dispose()
 
 
-def _reply(pipe: Connection, task: asyncio.Task[int], order: Fire) -> None:
+def _reply(pipe: Connection, task: asyncio.Task[int], *, order: Fire) -> None:
     if task.cancelled():
         pipe.send(("error", "cancelled"))
     elif (exc := task.exception()) is not None:

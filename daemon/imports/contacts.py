@@ -17,13 +17,14 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import partial
 from typing import Any
 
+from daemon.channel import CHANNELS
 from daemon.errors import Problem
 from daemon.imports import fields as f
 from daemon.imports.reader import Record, normalise_key
 
-CHANNELS = ("email", "sms", "im")
 TEXT_LIMITS = {"external_id": 200, "first_name": 200, "last_name": 200}
 _CONSENT_COLUMNS = {f"consent_{ch}": ch for ch in CHANNELS}
 _RESERVED = {
@@ -61,7 +62,9 @@ def normalise_tag(tag: str) -> str:
     return tag.strip().casefold()
 
 
-def parse_contact(record: Record, path: str, *, default_country: str | None, now: datetime) -> ContactRow | list[Problem]:
+def parse_contact(
+    record: Record, path: str, *, default_country: str | None, now: datetime
+) -> ContactRow | list[Problem]:
     """A clean ``ContactRow``, or every problem found in the record."""
     if record.error:
         return [Problem(path, record.line, 1, record.error)]
@@ -88,7 +91,9 @@ def parse_contact(record: Record, path: str, *, default_country: str | None, now
     for name, limit in TEXT_LIMITS.items():
         value = f.text(raw.get(name))
         if value is not None and len(value) > limit:
-            problems.append(Problem(path, record.line, record.column(name), f"{name} is longer than {limit} characters"))
+            problems.append(
+                Problem(path, record.line, record.column(name), f"{name} is longer than {limit} characters")
+            )
 
     country = check("country", f.country)
     values: dict[str, Any] = {
@@ -116,7 +121,7 @@ def parse_contact(record: Record, path: str, *, default_country: str | None, now
     recorded_at = check("consent_at", lambda v: f.instant(v, "consent_at")) or now
     consents = []
     for column, channel in _CONSENT_COLUMNS.items():
-        granted = check(column, lambda v, c=column: f.consent(v, c))
+        granted = check(column, partial(_consent, column=column))
         if granted is not None:
             consents.append(ConsentRecord(channel, granted, source, recorded_at))
 
@@ -193,3 +198,7 @@ def _attributes(raw: dict[str, Any], *, typed: bool) -> dict[str, Any] | None:
         return None
     convert = (lambda v: v) if typed else f.attribute_value
     return {k: convert(v) for k, v in extra.items() if v is not None and v != "" and k}
+
+
+def _consent(value: str, *, column: str) -> bool:
+    return f.consent(value, column)

@@ -62,7 +62,8 @@ class _Row:
     __slots__ = ("record", "path", "problems")
 
     def __init__(self, record: Record, path: str):
-        self.record, self.path, self.problems = record, path, []
+        self.record, self.path = record, path
+        self.problems: list[Problem] = []
 
     def problem(self, name: str, message: str) -> None:
         self.problems.append(Problem(self.path, self.record.line, self.record.column(name), message))
@@ -144,5 +145,8 @@ def parse_event(record: Record, path: str) -> EventRow | list[Problem]:
             return SearchRow(record.line, contact, term, when)
     else:
         shown = f.text(raw.get("type"))
-        row.problem("type", f"type {shown!r} is not 'purchase' or 'search'" if shown else "type is required (purchase or search)")
+        row.problem(
+            "type",
+            f"type {shown!r} is not 'purchase' or 'search'" if shown else "type is required (purchase or search)",
+        )
     return row.problems

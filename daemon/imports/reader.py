@@ -107,9 +107,10 @@ def _skip_quoted_rest(feed: Iterator[str], state: _CsvState) -> int:
         quoted = _quoted_at_end(text, quoted)
     skipped = 0
     while quoted:
-        text = next(feed, None)
-        if text is None:
+        following = next(feed, None)
+        if following is None:
             break
+        text = following
         skipped += 1
         quoted = _quoted_at_end(text, quoted)
     return skipped

@@ -9,6 +9,10 @@ own memory), then one ``DeliveryLinks`` per message::
     html = template.render(track=msg.track, landing_url=msg.landing_url, unsubscribe_url=msg.unsubscribe_url, ...)
     pairs = links.book.pending()  # save before sending: daemon.store.links.save_links
 
+A channel whose ``ChannelSpec.short_links`` is set (SMS) gets ``{base}/s/{code}`` short links
+(``daemon.links.short``: 26 characters, nothing stored per message) instead of ``/c/{token}``; both
+are the same click to the tracking server.
+
 Tracking off (the campaign's ``tracking.clicks`` / ``tracking.opens`` false, or
 ``tracking_allowed=False`` for a contact without tracking consent, which turns off both):
 ``track(url)`` returns the normalised URL itself and ``open_pixel_url`` is None. The unsubscribe
@@ -17,16 +21,22 @@ links are always signed tokens: they are how the recipient leaves, not tracking.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
+from typing import Protocol
 
-from daemon.campaign import Campaign
+from daemon.channel import spec_of
 from daemon.links.book import LinkBook
 from daemon.links.keys import Keyring
+from daemon.links.short import MAX_SHORT_DELIVERY_ID, placeholder_code, sign_short
 from daemon.links.tokens import sign
 from daemon.links.tracking import (
+    ROUTES,
+    SHORT_ROUTE,
     TrackingBase,
     mailto_domain,
     open_pixel_url,
+    short_url,
     tracked_url,
     unsubscribe_mailto,
     unsubscribe_url,
@@ -34,12 +44,32 @@ from daemon.links.tracking import (
 from daemon.links.urls import normalise_url
 
 
+class TrackingFlags(Protocol):
+    @property
+    def clicks(self) -> bool: ...
+
+    @property
+    def opens(self) -> bool: ...
+
+
+class LinkedCampaign(Protocol):
+    """What links need of a campaign (``daemon.campaign.Campaign`` is one)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def tracking(self) -> TrackingFlags: ...
+
+    def landing_url(self, channel: str) -> str: ...
+
+
 class CampaignLinks:
     """Per-campaign link state: keyring, tracking base, the campaign's flags, landing URLs and book."""
 
     def __init__(
         self,
-        campaign: Campaign,
+        campaign: LinkedCampaign,
         keyring: Keyring,
         base: TrackingBase | str,
         *,
@@ -77,8 +107,10 @@ class DeliveryLinks:
         self.delivery_id = delivery_id
         self.channel = channel
         tracking = links.campaign.tracking
+        spec = spec_of(channel)
         self.clicks_tracked = tracking_allowed and tracking.clicks
-        self.opens_tracked = tracking_allowed and tracking.opens and channel == "email"
+        self.opens_tracked = tracking_allowed and tracking.opens and spec.tracks_opens
+        self.short_links = spec.short_links and delivery_id <= MAX_SHORT_DELIVERY_ID
 
     @property
     def landing_url(self) -> str:
@@ -86,15 +118,18 @@ class DeliveryLinks:
         return self._links.landing_url(self.channel)
 
     def track(self, url: str) -> str:
-        """``url`` as a signed tracked link (recorded in the campaign's ``LinkBook``); the URL itself
-        when clicks are not tracked; unchanged when it already is a tracking URL. ``InvalidLink``
-        (a ValueError) for anything but an absolute http(s) URL."""
+        """``url`` as a signed tracked link (recorded in the campaign's ``LinkBook``): a ``/s/`` short
+        link on a channel with short links, else a ``/c/`` click token; the URL itself when clicks
+        are not tracked; unchanged when it already is a tracking URL. ``InvalidLink`` (a ValueError)
+        for anything but an absolute http(s) URL."""
         links = self._links
         if isinstance(url, str) and links.is_tracking_url(url):
             return url
         if not self.clicks_tracked:
             return normalise_url(url)
         key, _ = links.book.add(url)
+        if self.short_links:
+            return short_url(links.base, sign_short(links.keyring, self.delivery_id, key))
         return tracked_url(links.base, sign(links.keyring, "click", self.delivery_id, key))
 
     @cached_property
@@ -122,3 +157,35 @@ class DeliveryLinks:
     @cached_property
     def _unsubscribe_token(self) -> str:
         return sign(self._links.keyring, "unsubscribe", self.delivery_id)
+
+
+PLACEHOLDER_TOKEN_CHARS = 43  # a click token for a delivery id below 2**28 signed by a 5-character key id
+
+
+def placeholder_track(base: TrackingBase | str, channel: str, marker: str = "preview") -> Callable[[str], str]:
+    """A ``track`` whose links are as long as real ones on ``channel`` (a short link, or a click token
+    of ``PLACEHOLDER_TOKEN_CHARS``): for estimates. Never valid, nothing recorded."""
+    if spec_of(channel).short_links:
+        return placeholder_short_track(base, marker)
+    prefix = base.url if isinstance(base, TrackingBase) else base.rstrip("/")
+    url = f"{prefix}/{ROUTES['click']}/{(marker + '0' * PLACEHOLDER_TOKEN_CHARS)[:PLACEHOLDER_TOKEN_CHARS]}"
+
+    def track(link: str) -> str:
+        normalise_url(link)
+        return url
+
+    return track
+
+
+def placeholder_short_track(base: TrackingBase | str, marker: str = "preview") -> Callable[[str], str]:
+    """A ``track`` for previews, validation and estimates on a short-link channel: every link becomes
+    ``{base}/s/{marker}000...``, exactly as long as a real short link (so segment counts are
+    exact), never valid, nothing recorded. ``InvalidLink`` for what ``track`` refuses too."""
+    prefix = base.url if isinstance(base, TrackingBase) else base.rstrip("/")
+    url = f"{prefix}/{SHORT_ROUTE}/{placeholder_code(marker)}"
+
+    def track(link: str) -> str:
+        normalise_url(link)
+        return url
+
+    return track

@@ -1,5 +1,6 @@
-"""The tracking server's URLs (pure): ``/c/{token}`` clicks, ``/o/{token}.gif`` opens, ``/u/{token}``
-unsubscribes, and the ``mailto:`` unsubscribe address.
+"""The tracking server's URLs (pure): ``/c/{token}`` clicks, ``/s/{code}`` short clicks (SMS:
+``daemon.links.short``), ``/o/{token}.gif`` opens, ``/u/{token}`` unsubscribes, and the ``mailto:``
+unsubscribe address.
 
 No destination ever appears in a tracking URL (no open redirect): a click token carries a link key,
 and the tracking server looks the destination up per campaign in the ``links`` table.
@@ -20,14 +21,16 @@ from urllib.parse import urlsplit
 
 from daemon.errors import TopslotError
 from daemon.links.keys import Keyring
-from daemon.links.tokens import Kind, MalformedToken, TokenClaims, verify
+from daemon.links.short import verify_short
+from daemon.links.tokens import Kind, MalformedToken, TokenClaims, sign, verify
 from daemon.links.urls import InvalidLink, normalise_url
 
 ROUTES: dict[Kind, str] = {"click": "c", "open": "o", "unsubscribe": "u"}
+SHORT_ROUTE = "s"  # a short click code: a click like /c, for SMS
 OPEN_SUFFIX = ".gif"
 MAILTO_LOCAL = "unsubscribe"
 MAX_MAILTO_LOCAL = 64  # RFC 5321 limit on a local part
-_PATH_RE = re.compile(r"^/([cou])/([A-Za-z0-9_-]{1,80})(\.gif)?$")
+_PATH_RE = re.compile(r"^/([cous])/([A-Za-z0-9_-]{1,80})(\.gif)?$")
 _ROUTE_KINDS: dict[str, Kind] = {route: kind for kind, route in ROUTES.items()}
 _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -62,11 +65,15 @@ class TrackingBase:
 
     def route_prefixes(self) -> tuple[str, ...]:
         """URL prefixes that are already tracking URLs (never tracked again)."""
-        return tuple(f"{self.url}/{route}/" for route in ROUTES.values())
+        return tuple(f"{self.url}/{route}/" for route in (*ROUTES.values(), SHORT_ROUTE))
 
 
 def tracked_url(base: TrackingBase, token: str) -> str:
     return f"{base.url}/c/{token}"
+
+
+def short_url(base: TrackingBase, code: str) -> str:
+    return f"{base.url}/{SHORT_ROUTE}/{code}"
 
 
 def open_pixel_url(base: TrackingBase, token: str) -> str:
@@ -102,16 +109,30 @@ def unsubscribe_mailto(domain: str, token: str) -> str:
 
 def read_tracking_path(path: str, keyring: Keyring) -> TokenClaims:
     """The claims of a tracking request path (relative to the tracking base, without its query):
-    ``/c/TOKEN``, ``/o/TOKEN.gif`` or ``/u/TOKEN``. The token's kind must match the route; any
-    other shape (extra segments, a missing or misplaced ``.gif``, encoded characters) is refused."""
+    ``/c/TOKEN``, ``/s/CODE`` (a click), ``/o/TOKEN.gif`` or ``/u/TOKEN``. The token's kind must
+    match the route; any other shape (extra segments, a missing or misplaced ``.gif``, encoded
+    characters) is refused."""
     match = _PATH_RE.fullmatch(path) if isinstance(path, str) else None
     if match is None:
         raise MalformedToken("not a tracking path")
     route, token, suffix = match.groups()
+    if route == SHORT_ROUTE:
+        if suffix is not None:
+            raise MalformedToken("not a tracking path")
+        return verify_short(token, keyring)
     kind = _ROUTE_KINDS[route]
     if (suffix is not None) != (kind == "open"):
         raise MalformedToken("not a tracking path")
     return verify(token, keyring, kind)
+
+
+def click_id(path: str, claims: TokenClaims, keyring: Keyring) -> str:
+    """The click token a verified click's redirect carries as ``tsid`` (what ``POST /conversions``
+    verifies): the ``/c/`` token itself, or for a ``/s/`` short code the click token with the same
+    claims, signed now with the code's key (deterministic: the same code always gives the same)."""
+    if path.startswith(f"/{SHORT_ROUTE}/"):
+        return sign(keyring, "click", claims.delivery_id, claims.link_key, key_id=claims.key_id)
+    return path[3:]
 
 
 def _is_loopback(host: str) -> bool:

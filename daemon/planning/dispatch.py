@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from daemon.channel import spec_of
+
 DEFAULT_HEADROOM = 2.0
 DEFAULT_FLOOR = timedelta(seconds=60)
 
@@ -97,11 +99,8 @@ def human_seconds(seconds: float) -> str:
 
 
 def _plural(channel: str, count: int) -> str:
-    if channel == "sms":
-        return "SMS"
-    if channel == "im":
-        return "IM message" if count == 1 else "IM messages"
-    return channel if count == 1 else f"{channel}s"
+    spec = spec_of(channel)
+    return spec.label if count == 1 else spec.plural
 
 
 def _utc(instant: datetime) -> str:

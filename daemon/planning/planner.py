@@ -13,6 +13,8 @@ from typing import Any, NamedTuple
 
 from daemon.attribution.holdout import in_holdout
 from daemon.campaign import Campaign
+from daemon.delivery import DeliveryState as S
+from daemon.delivery import SkipReason
 from daemon.planning.slots import SlotPlan, plan_slots
 from daemon.planning.timezone_resolution import TzSource, resolve_timezone
 from daemon.planning.workdays import WorkdayCalendar, supported_countries
@@ -119,11 +121,11 @@ class Planner:
             for base in placement.rows:
                 for channel in channels:
                     yield {**base, "contact_id": contact_id, "channel": channel}
-                if base["state"] == "planned":
+                if base["state"] == S.PLANNED:
                     self.rows_planned += len(channels)
                 else:
                     self.rows_skipped += len(channels)
-                    left_out["missed_slot"] += len(channels)
+                    left_out[SkipReason.MISSED_SLOT] += len(channels)
 
     def placement_for(self, contact: PlanContact) -> tuple[str, TzSource, str]:
         """(zone, tz_source, holiday country) chosen for a contact."""
@@ -135,12 +137,12 @@ class Planner:
     def _held_out(self, placement: _Placement, contact_id: int | str, channels: tuple[str, ...]) -> Iterator[LedgerRow]:
         """A holdout contact's rows: what would have been planned is ``skipped`` / ``holdout``."""
         for base in placement.rows:
-            held = base["state"] == "planned"
-            row = {**base, "state": "skipped", "skip_reason": "holdout", "late": False} if held else base
+            held = base["state"] == S.PLANNED
+            row = {**base, "state": S.SKIPPED, "skip_reason": SkipReason.HOLDOUT, "late": False} if held else base
             for channel in channels:
                 yield {**row, "contact_id": contact_id, "channel": channel}
             self.rows_skipped += len(channels)
-            self.left_out["holdout" if held else "missed_slot"] += len(channels)
+            self.left_out[SkipReason.HOLDOUT if held else SkipReason.MISSED_SLOT] += len(channels)
 
     def _placement(self, contact: PlanContact) -> _Placement:
         tz, country = contact.timezone, contact.country
@@ -186,7 +188,7 @@ class Planner:
                 "slot": slot.slot,
                 "due_utc": slot.due_utc,
                 "local_time": slot.local_time,
-                "state": "planned",
+                "state": S.PLANNED,
                 "skip_reason": None,
                 "late": slot.late,
             }
@@ -199,7 +201,7 @@ class Planner:
                 "slot": slot.slot,
                 "due_utc": slot.due_utc,
                 "local_time": slot.local_time,
-                "state": "skipped",
+                "state": S.SKIPPED,
                 "skip_reason": slot.reason,
                 "late": False,
             }

@@ -112,6 +112,6 @@ def plan_slots(
     if once:
         if last_missed is not None:
             return SlotPlan(skipped=(last_missed,))
-        reason = next(r for r in _DAY_OFF_PRIORITY if days_off[r])
-        return SlotPlan(days_off={reason: 1})
+        first_off = next(r for r in _DAY_OFF_PRIORITY if days_off[r])
+        return SlotPlan(days_off={first_off: 1})
     return SlotPlan(planned=tuple(planned), skipped=tuple(skipped), days_off=dict(days_off))

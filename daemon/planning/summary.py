@@ -3,17 +3,27 @@
 Both are pure and streaming: the summary builder keeps one counter per bucket, never the rows.
 Dispatch starts depend on bucket sizes, so ``--json`` takes two passes over the (deterministic)
 plan: the first counts buckets, the second writes lines.
+
+Costs: ``MessageSample`` counts the planned messages of segmented channels (SMS) per (channel,
+country) and keeps a deterministic sample of up to ``SAMPLE_PER_COUNTRY`` recipients of each; the
+caller renders the sample (``topslot plan``) and ``estimate_costs`` turns the mean segments per
+message of each country's sample into the channel's estimated segments and cost. Other channels
+cost messages × ``costs.<channel>``. Memory stays bounded: counters and samples, never the rows.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
+import zlib
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from daemon.delivery import DeliveryState as S
 from daemon.planning.dispatch import (
     DEFAULT_FLOOR,
     DEFAULT_HEADROOM,
@@ -86,7 +96,7 @@ class PlanSummaryBuilder:
             entry = {"local_time": row["local_time"], "planned": Counter(), "missed": Counter(), "late": Counter()}
             self._slots[key] = entry
         channel = row["channel"]
-        if row["state"] == "planned":
+        if row["state"] == S.PLANNED:
             entry["planned"][channel] += 1
             if row.get("late"):
                 entry["late"][channel] += 1
@@ -160,8 +170,11 @@ def dispatch_starts(windows: Iterable[DispatchWindow]) -> dict[tuple[datetime, s
     return {(w.due_utc, w.channel): w.start_utc for w in windows}
 
 
-def summary_lines(summary: PlanSummary, *, channels: Iterable[str] | None = None) -> list[str]:
-    """The plain-text summary ``topslot plan`` prints: one line per local slot, then left-outs and warnings."""
+def summary_lines(
+    summary: PlanSummary, *, channels: Iterable[str] | None = None, costs: Iterable[ChannelCost] = ()
+) -> list[str]:
+    """The plain-text summary ``topslot plan`` prints: one line per local slot, the totals (and, with
+    ``costs``, one cost line per channel), then left-outs and warnings."""
     channel_list = list(channels) if channels is not None else sorted(summary.planned_by_channel)
     lines: list[str] = []
     for b in summary.buckets:
@@ -179,6 +192,7 @@ def summary_lines(summary: PlanSummary, *, channels: Iterable[str] | None = None
         )
     total = summary.planned_by_channel
     lines.append("planned: " + (", ".join(f"{ch} {total.get(ch, 0):,}" for ch in channel_list) or "nothing"))
+    lines += cost_lines(costs)
     if summary.left_out:
         lines.append(
             "left out: " + ", ".join(f"{LEFT_OUT_LABELS.get(k, k)} {v:,}" for k, v in sorted(summary.left_out.items()))
@@ -186,6 +200,160 @@ def summary_lines(summary: PlanSummary, *, channels: Iterable[str] | None = None
     for warning in summary.warnings:
         lines.append(f"warning: {warning.message()}")
     return lines
+
+
+# ---------------------------------------------------------------- costs and segments
+
+SAMPLE_PER_COUNTRY = 100  # recipients rendered per (channel, country) to estimate segments
+MAX_COUNTRIES_SHOWN = 12  # per-country means on a cost line
+NO_COUNTRY = "-"
+_MIX = 0x9E3779B97F4A7C15  # Fibonacci hashing: a well-spread 64-bit sample key from an integer id
+_MASK = 2**64 - 1
+
+
+class MessageSample:
+    """Planned messages of ``channels`` counted per (channel, country), and a deterministic sample of up
+    to ``per_group`` recipients of each group: the ones whose mixed contact id is smallest, so the
+    same plan always samples the same recipients, spread over the id range (bounded memory)."""
+
+    def __init__(self, channels: Iterable[str], per_group: int = SAMPLE_PER_COUNTRY):
+        self.channels = frozenset(channels)
+        self.per_group = per_group
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self._heaps: dict[tuple[str, str], list[tuple[int, Any]]] = {}  # (-mix, contact id): a max-heap
+        self._members: dict[tuple[str, str], set[Any]] = {}
+
+    def add(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Count a batch of ledger rows (planned ones of the sampled channels); ``rows_out`` of a plan."""
+        for row in rows:
+            if row["state"] != S.PLANNED or row["channel"] not in self.channels:
+                continue
+            group = (row["channel"], row.get("country") or NO_COUNTRY)
+            self.counts[group] += 1
+            contact_id = row["contact_id"]
+            members = self._members.setdefault(group, set())
+            if contact_id in members:
+                continue
+            heap = self._heaps.setdefault(group, [])
+            key = -_mix(contact_id)
+            if len(heap) < self.per_group:
+                heapq.heappush(heap, (key, contact_id))
+                members.add(contact_id)
+            elif key > heap[0][0]:
+                _, dropped = heapq.heapreplace(heap, (key, contact_id))
+                members.discard(dropped)
+                members.add(contact_id)
+
+    def groups(self) -> dict[tuple[str, str], list[Any]]:
+        """(channel, country) → the sampled contact ids, in id order."""
+        return {group: sorted(members) for group, members in sorted(self._members.items())}
+
+    def contact_ids(self) -> set[Any]:
+        return set().union(*self._members.values()) if self._members else set()
+
+
+def _mix(contact_id: Any) -> int:
+    if isinstance(contact_id, int):
+        return (contact_id * _MIX) & _MASK
+    return zlib.crc32(str(contact_id).encode("utf-8"))
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelCost:
+    """What one channel of the plan costs: messages × ``costs.<channel>``; for a segmented channel
+    (SMS, ``unit_cost`` per segment) the estimated segments × ``unit_cost``."""
+
+    channel: str
+    messages: int
+    unit_cost: Decimal
+    currency: str
+    segments: Decimal | None = None  # estimated segments in all (segmented channels)
+    per_message: dict[str, Decimal] = field(default_factory=dict)  # country → mean segments of its sample
+    sampled: int = 0  # recipients rendered for the estimate
+    unestimated: int = 0  # messages of countries whose sample could not be rendered
+
+    @property
+    def segmented(self) -> bool:
+        return self.segments is not None
+
+    @property
+    def cost(self) -> Decimal:
+        return (self.segments if self.segments is not None else Decimal(self.messages)) * self.unit_cost
+
+    def row_fields(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """``est_segments`` / ``est_cost`` of one planned message of this channel (--json)."""
+        if self.segments is None:
+            return {"cost": float(self.unit_cost)}
+        mean = self.per_message.get(row.get("country") or NO_COUNTRY)
+        if mean is None:
+            return {"est_segments": None, "est_cost": None}
+        return {"est_segments": float(mean), "est_cost": float(_round(mean * self.unit_cost, 6))}
+
+
+def estimate_costs(
+    planned: Mapping[str, int],
+    unit_costs: Mapping[str, Decimal],
+    currency: str,
+    sample: MessageSample | None = None,
+    segments: Mapping[tuple[str, str], Sequence[int]] | None = None,
+) -> list[ChannelCost]:
+    """Per channel of ``planned`` (channel → messages): its cost. ``segments``: (channel, country) →
+    the segment counts of that group's rendered sample; a segmented channel's estimate is Σ over its
+    countries of messages × mean segments (a country with no rendered sample is left out and counted
+    in ``unestimated``)."""
+    out = []
+    rendered = segments or {}
+    for channel, messages in planned.items():
+        unit = unit_costs.get(channel, Decimal(0))
+        if sample is None or channel not in sample.channels:
+            out.append(ChannelCost(channel, messages, unit, currency))
+            continue
+        total, sampled, unestimated = Decimal(0), 0, 0
+        per_message: dict[str, Decimal] = {}
+        for (ch, country), count in sorted(sample.counts.items()):
+            if ch != channel:
+                continue
+            counts = rendered.get((ch, country)) or ()
+            if not counts:
+                unestimated += count
+                continue
+            mean = _round(Decimal(sum(counts)) / len(counts), 2)
+            per_message[country] = mean
+            total += mean * count
+            sampled += len(counts)
+        out.append(ChannelCost(channel, messages, unit, currency, total, per_message, sampled, unestimated))
+    return out
+
+
+def cost_lines(costs: Iterable[ChannelCost]) -> list[str]:
+    """``cost: ...`` lines for ``topslot plan``, one per channel."""
+    lines = []
+    for c in costs:
+        if c.segments is None:
+            lines.append(
+                f"cost {c.channel}: {c.messages:,} message(s) × {c.unit_cost:f} {c.currency}"
+                f" = {_money(c.cost)} {c.currency}"
+            )
+            continue
+        shown = list(c.per_message.items())[:MAX_COUNTRIES_SHOWN]
+        per = ", ".join(f"{country} {mean:f}" for country, mean in shown)
+        if len(c.per_message) > len(shown):
+            per += f", +{len(c.per_message) - len(shown)} more (see --json)"
+        note = f"; {c.unestimated:,} message(s) not estimated" if c.unestimated else ""
+        lines.append(
+            f"cost {c.channel}: {c.messages:,} message(s), ~{_round(c.segments, 0):,f} segment(s) (estimated from"
+            f" {c.sampled:,} rendered; per message: {per or 'none'}{note}) × {c.unit_cost:f} {c.currency}"
+            f" = ~{_money(c.cost)} {c.currency}"
+        )
+    return lines
+
+
+def _round(value: Decimal, places: int) -> Decimal:
+    return value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+
+
+def _money(value: Decimal) -> str:
+    return f"{_round(value, 2):,f}"
 
 
 def jsonl_record(row: Mapping[str, Any], dispatch_start_utc: datetime | None) -> dict[str, Any]:
@@ -201,7 +369,7 @@ def jsonl_record(row: Mapping[str, Any], dispatch_start_utc: datetime | None) ->
         "tz_source": row["tz_source"],
         "dispatch_start_utc": iso_utc(dispatch_start_utc) if dispatch_start_utc is not None else None,
         "state": row["state"],
-        **({"skip_reason": row["skip_reason"]} if row["state"] != "planned" else {}),
+        **({"skip_reason": row["skip_reason"]} if row["state"] != S.PLANNED else {}),
     }
 
 
@@ -210,20 +378,30 @@ def jsonl_lines(
     starts: Mapping[tuple[datetime, str], datetime],
     *,
     include_skipped: bool = False,
+    costs: Iterable[ChannelCost] = (),
 ) -> Iterator[str]:
-    """One JSON object per planned delivery per line (skipped rows too when asked)."""
+    """One JSON object per planned delivery per line (skipped rows too when asked); with ``costs``,
+    a planned message also carries its ``cost`` (or, segmented, ``est_segments`` and ``est_cost``)."""
+    extra: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {c.channel: c.row_fields for c in costs}
     for row in rows:
-        if row["state"] != "planned" and not include_skipped:
+        if row["state"] != S.PLANNED and not include_skipped:
             continue
         record = jsonl_record(row, starts.get((row["due_utc"], row["channel"])))
+        fields = extra.get(row["channel"]) if row["state"] == S.PLANNED else None
+        if fields is not None:
+            record.update(fields(row))
         yield json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 __all__ = [
     "BucketSummary",
+    "ChannelCost",
+    "MessageSample",
     "PlanSummary",
     "PlanSummaryBuilder",
+    "cost_lines",
     "dispatch_starts",
+    "estimate_costs",
     "human_seconds",
     "iso_utc",
     "jsonl_lines",

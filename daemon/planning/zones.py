@@ -116,7 +116,9 @@ def _single_real_zone(zones: tuple[str, ...]) -> str | None:
 
 def is_e164(phone: str | None) -> bool:
     """'+' and 6 to 15 digits (a cheap shape check; numbers are validated at import)."""
-    return bool(phone) and phone[0] == "+" and phone[1:].isascii() and phone[1:].isdigit() and 7 <= len(phone) <= 16  # type: ignore[index]
+    if not phone:
+        return False
+    return phone[0] == "+" and phone[1:].isascii() and phone[1:].isdigit() and 7 <= len(phone) <= 16
 
 
 def _e164_digits(phone: str | None) -> str | None:

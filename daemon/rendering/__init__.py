@@ -3,7 +3,8 @@
 - ``compile_campaign(campaign, templates_dir, settings.compliance)`` → ``CompiledCampaign``
 - ``CompiledCampaign.render_email(contact, coupon, links, slot)`` → ``RenderedEmail``
 - ``CompiledCampaign.assembler.assemble(rendered, to=..., delivery_id=..., date=...)`` → bytes
-- ``CompiledCampaign.render_text("sms" | "im", ...)`` → str; ``sms_segments(text)``
+- ``CompiledCampaign.render_text("sms" | "im", ...)`` → str (an SMS ends with the opt-out line of
+  the recipient's country, ``compliance.sms_opt_out``); ``sms_segments(text)``
 """
 
 from daemon.rendering.bounds import RenderLimits, render_bounded, render_checked

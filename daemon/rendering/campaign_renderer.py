@@ -6,6 +6,11 @@ once with the sample contact under the render limits, so a template that is too 
 fails the load, not the daemon. ``CompiledCampaign.render_email`` / ``render_text`` then cost one
 template render each.
 
+An SMS body ends with the opt-out line of the recipient's country (``compliance.sms_opt_out``)
+unless the template already shows it. A segmented channel's body (SMS) is also rendered for two
+sample recipients (China/zh-CN and the United States/en-US) with short links as long as real ones
+and their opt-out lines: one over ``MAX_SMS_SEGMENTS`` segments fails the load.
+
 Coupons, tracked URLs and unsubscribe links are made elsewhere (``daemon.coupons``,
 ``daemon.links``): the caller passes them in as plain values and a ``track`` callable.
 """
@@ -16,20 +21,32 @@ import html as html_lib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
 from jinja2 import Template, TemplateError, TemplateNotFound
 
 from daemon.campaign import Campaign
+from daemon.channel import SPECS, spec_of
 from daemon.errors import InvalidInput, Problem
+from daemon.links.factory import placeholder_short_track
 from daemon.rendering.bounds import DEFAULT_LIMITS, BoundedTemplate, RenderLimits, render_checked
-from daemon.rendering.compliance import Footer, ad_prefixed, footer_for, insert_before_body_end, missing_settings
+from daemon.rendering.compliance import (
+    Footer,
+    ad_prefixed,
+    footer_for,
+    insert_before_body_end,
+    missing_settings,
+    recipient_country,
+    with_opt_out,
+)
 from daemon.rendering.email_sources import SourceError, prepare_email_sources, prepare_text_source
 from daemon.rendering.html_text import tidy
 from daemon.rendering.link_rewrite import TRACKED_HREF_FILTER, tracked_href
 from daemon.rendering.mime import MimeAssembler, list_unsubscribe
+from daemon.rendering.sms_segments import sms_segments
 from daemon.settings import Compliance
 from daemon.templating import (
+    SAMPLE_TRACKING_BASE,
     CampaignView,
     ContactView,
     TemplateOutsideRoot,
@@ -42,11 +59,28 @@ from daemon.templating import (
 )
 
 SAMPLE_UNSUBSCRIBE = "https://t.example.com/u/sample-token"
+MAX_SMS_SEGMENTS = 10  # more is refused by providers (Twilio: 1,600 characters) or split by carriers
+
+
+class LinksOfMessage(Protocol):
+    """What rendering needs of a message's links: ``daemon.links.factory.DeliveryLinks`` (sending)
+    or a ``MessageLinks`` (previews, samples, tests)."""
+
+    def track(self, url: str, /) -> str: ...
+
+    @property
+    def unsubscribe_url(self) -> str: ...
+
+    @property
+    def unsubscribe_mailto(self) -> str | None: ...
+
+    @property
+    def open_pixel_url(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class MessageLinks:
-    """The per-message URLs, made by ``daemon.links`` (or preview fakes)."""
+    """The per-message URLs as plain values (previews, samples, tests); sending passes ``DeliveryLinks``."""
 
     track: Callable[[str], str]  # destination URL → tracked URL
     unsubscribe_url: str  # https one-click opt-out (RFC 8058 POST target; GET shows a page)
@@ -86,7 +120,7 @@ class CompiledEmail:
         self.ad_prefix = ad_prefix
         self.limits = limits
 
-    def render(self, context: dict[str, Any], links: MessageLinks, *, country: str | None) -> RenderedEmail:
+    def render(self, context: dict[str, Any], links: LinksOfMessage, *, country: str | None) -> RenderedEmail:
         parent = self.html.parent(context)
         subject = " ".join(self.subject.render(parent).split())  # one line, single spaces
         if self.ad_prefix and country == "CN":
@@ -106,13 +140,22 @@ class CompiledEmail:
 
 
 class CompiledText:
-    """An SMS or IM body template, ready to render."""
+    """An SMS or IM body template, ready to render; ``opt_out``: the compliance settings whose
+    ``sms_opt_out`` line (for the recipient's country) ends every body (SMS), None for none (IM)."""
 
-    def __init__(self, template: Template, limits: RenderLimits):
+    def __init__(self, template: Template, limits: RenderLimits, opt_out: Compliance | None = None):
         self.template = BoundedTemplate(template, limits)
+        self.opt_out = opt_out
 
     def render(self, context: dict[str, Any]) -> str:
-        return self.template.render(self.template.parent(context)).strip()
+        return self.finish(self.template.render(self.template.parent(context)), context["contact"])
+
+    def finish(self, body: str, contact: ContactView) -> str:
+        """A rendered body as sent: stripped, ending with the opt-out line of the contact's country."""
+        body = body.strip()
+        if self.opt_out is not None:
+            body = with_opt_out(body, self.opt_out.sms_opt_out_for(recipient_country(contact)))
+        return body
 
 
 class CompiledCampaign:
@@ -130,10 +173,10 @@ class CompiledCampaign:
         self.texts = texts  # "sms" / "im" → body
         self.assembler = assembler
         self._view = CampaignView(campaign.id, campaign.name)
-        self._landing = {channel: campaign.landing_url(channel) for channel in campaign.channels}
+        self._landing: dict[str, str] = {channel: campaign.landing_url(channel) for channel in campaign.channels}
 
     def context(
-        self, contact: ContactView, coupon: str | None, links: MessageLinks, slot: str, channel: str
+        self, contact: ContactView, coupon: str | None, links: LinksOfMessage, slot: str, channel: str
     ) -> dict[str, Any]:
         """The template context of one message (``coupon`` None: sent without one → empty text)."""
         return message_context(
@@ -146,28 +189,49 @@ class CompiledCampaign:
             slot=slot,
         )
 
-    def render_email(self, contact: ContactView, coupon: str | None, links: MessageLinks, slot: str) -> RenderedEmail:
+    def render_email(self, contact: ContactView, coupon: str | None, links: LinksOfMessage, slot: str) -> RenderedEmail:
         if self.email is None:
             raise ValueError(f"campaign {self.campaign.id!r} has no email content")
         context = self.context(contact, coupon, links, slot, "email")
         return self.email.render(context, links, country=contact.country)  # type: ignore[attr-defined]
 
     def render_text(
-        self, channel: str, contact: ContactView, coupon: str | None, links: MessageLinks, slot: str
+        self, channel: str, contact: ContactView, coupon: str | None, links: LinksOfMessage, slot: str
     ) -> str:
-        """The SMS or IM body for one recipient."""
+        """The SMS or IM body for one recipient (an SMS with its country's opt-out line)."""
         compiled = self.texts.get(channel)
         if compiled is None:
             raise ValueError(f"campaign {self.campaign.id!r} has no {channel} content")
         return compiled.render(self.context(contact, coupon, links, slot, channel))
 
 
-def sample_links() -> MessageLinks:
+def sample_links(channel: str = "email") -> MessageLinks:
+    """Links for sample renders; on a short-link channel (SMS) as long as real short links."""
+    short = spec_of(channel).short_links
     return MessageLinks(
-        track=sample_track(),
+        track=placeholder_short_track(SAMPLE_TRACKING_BASE, "sample") if short else sample_track(),
         unsubscribe_url=SAMPLE_UNSUBSCRIBE,
         unsubscribe_mailto="mailto:unsubscribe@t.example.com?subject=sample-token",
     )
+
+
+def sample_recipients() -> tuple[ContactView, ...]:
+    """The sample contacts a segmented body is measured with: China (zh-CN) and the US (en-US)."""
+    china = sample_contact()
+    us = ContactView(
+        external_id="sample-0002",
+        first_name="Jennifer",
+        last_name="Walker",
+        email="jennifer.walker@example.com",
+        phone="+12025550143",
+        gender="female",
+        age=41,
+        country="US",
+        locale="en-US",
+        timezone="America/New_York",
+        attributes={},
+    )
+    return china, us
 
 
 def compile_campaign(
@@ -185,12 +249,13 @@ def compile_campaign(
     compiler = _Compiler(campaign, templates_dir, env, limits)
     email = compiler.email(compliance, inline_css) if campaign.content.email else None
     texts: dict[str, CompiledText] = {}
-    for channel in ("sms", "im"):
-        content = getattr(campaign.content, channel)
+    for channel, spec in SPECS.items():
+        content = getattr(campaign.content, channel) if not spec.mime else None
         if content is not None:
-            template = compiler.text(("content", channel, "body"), content.body, channel)
-            if template is not None:
-                texts[channel] = CompiledText(template, limits)
+            opt_out = compliance if spec.opt_out_line else None
+            text = compiler.text(content.body, channel, opt_out)
+            if text is not None:
+                texts[channel] = text
     if compiler.problems:
         raise InvalidInput(compiler.problems)
     assembler = None
@@ -210,7 +275,6 @@ class _Compiler:
         self.env = env
         self.limits = limits
         self.problems: list[Problem] = []
-        self.links = sample_links()
         self.contact = sample_contact()
         self.compiled = CompiledCampaign(campaign, None, {}, None)
 
@@ -245,8 +309,9 @@ class _Compiler:
             self.problem(filename, f"template error after preparing it: {exc}")
             return None
 
-    def sample(self, template: Template, channel: str, where: str) -> str | None:
-        context = self.compiled.context(self.contact, "SAMPLE7K2Q9X", self.links, "07:30", channel)
+    def sample(self, template: Template, channel: str, where: str, contact: ContactView | None = None) -> str | None:
+        links = sample_links(channel)
+        context = self.compiled.context(contact or self.contact, "SAMPLE7K2Q9X", links, "07:30", channel)
         try:
             return render_checked(template, context, self.limits)
         except Exception as exc:  # noqa: BLE001 - every failure is reported
@@ -289,7 +354,7 @@ class _Compiler:
             limits=self.limits,
         )
 
-    def text(self, path: tuple[str, ...], name: str, channel: str) -> Template | None:
+    def text(self, name: str, channel: str, opt_out: Compliance | None) -> CompiledText | None:
         source = self.source(name)
         if source is None:
             return None
@@ -297,7 +362,25 @@ class _Compiler:
         template = self.build(prepare_text_source(source), _with_suffix(name, ".txt"), filename)
         if template is None or self.sample(template, channel, filename) is None:
             return None
-        return template
+        compiled = CompiledText(template, self.limits, opt_out)
+        if spec_of(channel).segmented:
+            self.check_segments(compiled, channel, filename)
+        return compiled
+
+    def check_segments(self, compiled: CompiledText, channel: str, where: str) -> None:
+        """A problem when a sample recipient's body (opt-out line included) is over MAX_SMS_SEGMENTS."""
+        for contact in sample_recipients():
+            body = self.sample(compiled.template.template, channel, where, contact)
+            if body is None:
+                return
+            count = sms_segments(compiled.finish(body, contact))
+            if count.segments > MAX_SMS_SEGMENTS:
+                self.problem(
+                    where,
+                    f"the {spec_of(channel).label} for a sample recipient in {contact.country} "  # type: ignore[attr-defined]
+                    f"({contact.locale}) is {count.segments} {count.encoding} segments with its opt-out line; "  # type: ignore[attr-defined]
+                    f"at most {MAX_SMS_SEGMENTS} can be sent: shorten it",
+                )
 
 
 def _with_suffix(name: str, suffix: str) -> str:

@@ -1,10 +1,15 @@
-"""What the law asks of every marketing email: the sender's identity and postal address in the
-message, and a 「广告」/AD subject prefix for recipients in China."""
+"""What the law asks of every marketing message: for email, the sender's identity and postal address
+in the message and a 「广告」/AD subject prefix for recipients in China; for SMS, the opt-out
+instruction the recipient's country needs (``compliance.sms_opt_out``: "Reply STOP to opt out",
+「回TD退订」 in China), added as the last line unless the body already shows it."""
 
 from __future__ import annotations
 
 import html
 from dataclasses import dataclass
+from typing import Any
+
+import phonenumbers
 
 from daemon.settings import Compliance
 
@@ -66,3 +71,31 @@ def insert_before_body_end(document: str, snippet: str) -> str:
     if at < 0:
         return document + snippet
     return document[:at] + snippet + document[at:]
+
+
+def recipient_country(contact: Any) -> str | None:
+    """The recipient's country for compliance: ``contact.country``, else the country of the phone
+    number (``+86`` → CN, ``+1 312`` → US), else None (the default rules apply)."""
+    country = getattr(contact, "country", None)
+    if isinstance(country, str) and country.strip():
+        return country.strip().upper()
+    phone = getattr(contact, "phone", None)
+    if not isinstance(phone, str) or not phone.strip():
+        return None
+    try:
+        region = phonenumbers.region_code_for_number(phonenumbers.parse(phone, None))
+    except phonenumbers.NumberParseException:
+        return None
+    return region if region and region != "ZZ" else None
+
+
+def with_opt_out(body: str, line: str) -> str:
+    """``body`` with the opt-out ``line`` as its last line, unless ``line`` is empty or the body
+    already shows it (compared ignoring case and spacing)."""
+    if not line or shows_opt_out(body, line):
+        return body
+    return f"{body}\n{line}" if body else line
+
+
+def shows_opt_out(body: str, line: str) -> bool:
+    return " ".join(line.split()).casefold() in " ".join(body.split()).casefold()

@@ -78,8 +78,8 @@ def prepare_email_sources(html_source: str, text_source: str | None, *, inline_c
             return EmailSources(html, restore(derived.source, derived, may_drop_expressions=True), True)
     except ValueError as exc:
         raise SourceError(str(exc)) from None
-    text = rewrite_text_links(protect(text_source))
-    return EmailSources(html, restore(text.source, text), False)
+    rewritten = rewrite_text_links(protect(text_source))
+    return EmailSources(html, restore(rewritten.source, rewritten), False)
 
 
 def prepare_text_source(source: str) -> str:

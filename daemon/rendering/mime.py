@@ -32,10 +32,17 @@ class HeaderValueError(ValueError):
 
 
 class RenderedParts(Protocol):
-    subject: str
-    html: str
-    text: str
-    headers: tuple[tuple[str, str], ...]
+    @property
+    def subject(self) -> str: ...
+
+    @property
+    def html(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]: ...
 
 
 def clean(value: str) -> str:

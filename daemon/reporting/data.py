@@ -47,6 +47,9 @@ from daemon.attribution import roi
 from daemon.attribution.rules import HOLDOUT_REASON, REVENUE_ATTRIBUTIONS
 from daemon.attribution.rules import SENT_STATES as TREATED_STATES
 from daemon.campaign import Costs
+from daemon.channel import spec_of
+from daemon.delivery import HANDED_OVER as HANDED_OVER_STATES
+from daemon.delivery import DeliveryState as S
 from daemon.reporting import money as money_maths
 from daemon.reporting.groups import group_key
 from daemon.reporting.model import (
@@ -60,11 +63,12 @@ from daemon.reporting.model import (
 from daemon.reporting.sql_time import seconds_between
 from daemon.store.schema import campaigns, contacts, conversions, deliveries, events
 
-SENT_STATES = ("sent", "delivered", "bounced")
-ACCEPTED_STATES = ("sent", "delivered")
-PENDING_STATES = ("planned", "claimed", "sending", "retry_wait")
-CHARGEABLE_STATES = ("sent", "delivered", "bounced", "unknown")
+SENT_STATES = tuple(HANDED_OVER_STATES)
+ACCEPTED_STATES = (S.SENT, S.DELIVERED)
+PENDING_STATES = (S.PLANNED, S.CLAIMED, S.SENDING, S.RETRY_WAIT)
+CHARGEABLE_STATES = (S.SENT, S.DELIVERED, S.BOUNCED, S.UNKNOWN)
 MACHINE_LABELS = ("machine_open", "scanner")
+OUTBOX_PROVIDER = "outbox"  # what the file outboxes record as their provider (daemon.channels.outbox)
 BUCKET_EDGES = (0, 5, 10, 15, 30, 60, 120, 240, 480, 1440)  # minutes; the last bucket is open-ended
 DEFAULT_TAIL = timedelta(days=7)  # after the last slot, when the campaign is no longer loaded
 HANDED_OVER = deliveries.c.updated_at  # when the row went to ``sent`` (a later callback moves it)
@@ -182,24 +186,32 @@ def _from_deliveries(needs_contacts: bool) -> Any:
 async def _ledger(conn: AsyncConnection, q: ReportQuery, by: str | None, now: datetime) -> dict[str, DeliveryCounts]:
     key, needs_contacts = group_key(by, now, q.segments)
     inner = (
-        select(key.label("g"), deliveries.c.channel, deliveries.c.state, deliveries.c.skip_reason)
+        select(
+            key.label("g"),
+            deliveries.c.channel,
+            deliveries.c.state,
+            deliveries.c.skip_reason,
+            deliveries.c.provider,
+            func.coalesce(deliveries.c.segments, 1).label("units"),  # what one row is billed as
+        )
         .select_from(_from_deliveries(needs_contacts))
         .where(deliveries.c.campaign_id == q.campaign_id)
         .subquery()
     )
-    stmt = select(inner.c.g, inner.c.channel, inner.c.state, inner.c.skip_reason, func.count().label("n")).group_by(
-        inner.c.g, inner.c.channel, inner.c.state, inner.c.skip_reason
-    )
+    columns = (inner.c.g, inner.c.channel, inner.c.state, inner.c.skip_reason, inner.c.provider)
+    stmt = select(*columns, func.count().label("n"), func.sum(inner.c.units).label("units")).group_by(*columns)
     tallies: dict[str, dict[str, Any]] = defaultdict(
-        lambda: {"states": defaultdict(int), "skipped": defaultdict(int), "chargeable": defaultdict(int)}
+        lambda: {"states": defaultdict(int), "skipped": defaultdict(int), "chargeable": defaultdict(int), "outbox": 0}
     )
-    for g, channel, state, reason, n in await conn.execute(stmt):
+    for g, channel, state, reason, provider, n, units in await conn.execute(stmt):
         t = tallies[g]
         t["states"][state] += n
-        if state == "skipped":
+        if state == S.SKIPPED:
             t["skipped"][reason or "unspecified"] += n
-        if state in CHARGEABLE_STATES:
-            t["chargeable"][channel] += n
+        if provider == OUTBOX_PROVIDER:
+            t["outbox"] += n if state in SENT_STATES else 0
+        elif state in CHARGEABLE_STATES:
+            t["chargeable"][channel] += int(units) if spec_of(channel).segmented else n
     out = {}
     for g, t in tallies.items():
         s = t["states"]
@@ -207,11 +219,12 @@ async def _ledger(conn: AsyncConnection, q: ReportQuery, by: str | None, now: da
             planned=sum(s.values()),
             pending=sum(s[x] for x in PENDING_STATES),
             sent=sum(s[x] for x in SENT_STATES),
+            outbox=t["outbox"],
             accepted=sum(s[x] for x in ACCEPTED_STATES),
-            delivered=s["delivered"],
-            bounced=s["bounced"],
-            failed=s["failed"],
-            unknown=s["unknown"],
+            delivered=s[S.DELIVERED],
+            bounced=s[S.BOUNCED],
+            failed=s[S.FAILED],
+            unknown=s[S.UNKNOWN],
             skipped=dict(sorted(t["skipped"].items())),
             chargeable_by_channel=dict(sorted(t["chargeable"].items())),
         )
@@ -380,7 +393,7 @@ async def _holdout(conn: AsyncConnection, q: ReportQuery, by: str | None, now: d
         .subquery()
     )
     treated = deliveries.c.state.in_(TREATED_STATES)
-    held = and_(deliveries.c.state == "skipped", deliveries.c.skip_reason == HOLDOUT_REASON)
+    held = and_(deliveries.c.state == S.SKIPPED, deliveries.c.skip_reason == HOLDOUT_REASON)
     arms = (
         select(key.label("g"), deliveries.c.contact_id, case((treated, 1), else_=2).label("arm"))
         .select_from(_from_deliveries(needs_contacts))

@@ -10,8 +10,8 @@ from sqlalchemy import ColumnElement, String, case, func, literal
 
 from daemon.reporting.model import DIMENSIONS, NO_GROUP
 from daemon.reporting.segments import OTHER
-from daemon.segments import condition_filter
 from daemon.store.schema import contacts, deliveries
+from daemon.store.segments import condition_filter
 
 TOTAL = "total"
 

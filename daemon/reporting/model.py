@@ -16,19 +16,23 @@ NO_GROUP = "(none)"  # the group of rows whose key is missing (e.g. a contact wi
 @dataclass(frozen=True)
 class DeliveryCounts:
     """Ledger rows by outcome. ``planned`` is every row; ``sent`` were handed to a provider
-    (sent + delivered + bounced); ``accepted`` is sent + delivered; ``pending`` is not yet decided
-    (planned, claimed, sending, retry_wait)."""
+    (sent + delivered + bounced), ``outbox`` of them only written to a file outbox (not sent, not
+    paid); ``accepted`` is sent + delivered; ``pending`` is not yet decided (planned, claimed,
+    sending, retry_wait)."""
 
     planned: int = 0
     pending: int = 0
     sent: int = 0
+    outbox: int = 0
     accepted: int = 0
     delivered: int = 0
     bounced: int = 0
     failed: int = 0
     unknown: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
-    chargeable_by_channel: dict[str, int] = field(default_factory=dict)  # sent + unknown, for send cost
+    # what the providers charge for, per channel: sent + unknown rows not written to an outbox; an SMS
+    # counts its segments (costs.sms is the price of one segment)
+    chargeable_by_channel: dict[str, int] = field(default_factory=dict)
 
     @property
     def skipped_total(self) -> int:

@@ -6,19 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from daemon.delivery import SkipReason
 from daemon.reporting.model import GroupFigures, Report
 
-# the ledger's skip reasons (docs/ARCHITECTURE.md), always present in CSV so its columns are stable
-KNOWN_SKIP_REASONS = (
-    "no_consent",
-    "suppressed",
-    "quiet_hours",
-    "frequency_cap",
-    "holiday",
-    "missed_slot",
-    "coupon_exhausted",
-    "holdout",
-)
+# the ledger's skip reasons, always present in CSV so its columns are stable
+KNOWN_SKIP_REASONS: tuple[str, ...] = tuple(SkipReason)
 
 # (key, label) in display order; sections are for the table and HTML
 SECTIONS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
@@ -28,6 +20,7 @@ SECTIONS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
             ("planned", "planned"),
             ("pending", "pending"),
             ("sent", "sent"),
+            ("outbox_writes", "  of which outbox writes (not sent, not paid)"),
             ("accepted", "accepted"),
             ("delivered", "delivered"),
             ("bounced", "bounced"),
@@ -106,6 +99,7 @@ def group_record(g: GroupFigures, reasons: list[str] | None = None) -> dict[str,
         "planned": d.planned,
         "pending": d.pending,
         "sent": d.sent,
+        "outbox_writes": d.outbox,
         "accepted": d.accepted,
         "delivered": d.delivered,
         "bounced": d.bounced,

@@ -47,7 +47,7 @@ def load_segments(path: Path) -> list[tuple[str, Any]]:
         data = yaml.safe_load(text)
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(
-            [Problem(str(path), 1, 1, f"cannot read the segments file: {exc.strerror or exc}")]
+            [Problem(str(path), 1, 1, f"cannot read the segments file: {getattr(exc, 'strerror', None) or exc}")]
         ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

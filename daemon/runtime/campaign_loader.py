@@ -1,7 +1,7 @@
 """Campaign files loaded in a child process, one file at a time, each within a time limit.
 
 A campaign file comes from outside. Its YAML is bounded before anything is built
-(``daemon.config.yaml_source``), but loading also validates the model, compiles and renders the
+(``daemon.yaml_source``), but loading also validates the model, compiles and renders the
 templates and inlines CSS; the daemon must not trust all of that to be quick. So the daemon never
 loads a campaign in its own process: a child process (forked from a clean ``forkserver``, nothing
 of the daemon's event loop or connections inherited) loads the files in order and answers one
@@ -146,10 +146,10 @@ def _receive(conn: Connection, timeout: float) -> FileLoad | str:
     return answer if isinstance(answer, FileLoad) else "the loader process answered nonsense"
 
 
-_CONTEXT: multiprocessing.context.BaseContext | None = None
+_CONTEXT: multiprocessing.context.ForkServerContext | None = None
 
 
-def _context() -> multiprocessing.context.BaseContext:
+def _context() -> multiprocessing.context.ForkServerContext:
     """A forkserver context whose server has the loader's modules imported: each child starts in
     milliseconds and inherits nothing of the daemon (threads, event loop, sockets)."""
     global _CONTEXT

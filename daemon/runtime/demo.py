@@ -20,6 +20,7 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.campaign import Campaign
+from daemon.channel import SPECS
 from daemon.clock import FakeClock
 from daemon.config import LoadResult
 from daemon.imports.report import ImportReport
@@ -50,9 +51,7 @@ def demo_settings(settings: Settings) -> Settings:
     )
 
 
-async def run_demo(
-    settings: Settings, console: Console, *, keep_running: bool = False, pause: float = PAUSE_S
-) -> int:
+async def run_demo(settings: Settings, console: Console, *, keep_running: bool = False, pause: float = PAUSE_S) -> int:
     """Run the tour; returns the exit code (0: the example campaign was planned and sent)."""
     settings = demo_settings(settings)
     root = settings.var_dir / "demo"
@@ -162,11 +161,11 @@ def show_outbox(console: Console, settings: Settings) -> None:
         if body is not None:
             for line in body.get_content().strip().splitlines()[:12]:
                 console.print(f"  | {line}", markup=False, highlight=False)
-    for channel in ("sms", "im"):
-        path = outbox / f"{channel}.jsonl"
-        if path.is_file():
+    for channel, spec in SPECS.items():
+        path = outbox / f"{channel}.jsonl"  # the text outboxes (daemon.channels.outbox)
+        if not spec.mime and path.is_file():
             lines = path.read_text(encoding="utf-8").splitlines()
-            console.print(f"{len(lines)} {channel.upper()} message(s) in [cyan]{_rel(path)}[/cyan]")
+            console.print(f"{spec.count(len(lines))} in [cyan]{_rel(path)}[/cyan]")
             if lines:
                 console.print("  " + lines[0], markup=False, highlight=False)
 
@@ -243,7 +242,9 @@ def show_next_steps(console: Console, settings: Settings, campaign_ids: list[str
     db = _database_label(settings)
     example = campaign_ids[0] if campaign_ids else "CAMPAIGN_ID"
     lines = [
-        f"database      [cyan]{db}[/cyan]   (open it with: sqlite3 {db})" if settings.sqlite_path else f"database      {db}",
+        f"database      [cyan]{db}[/cyan]   (open it with: sqlite3 {db})"
+        if settings.sqlite_path
+        else f"database      {db}",
         f"outbox        [cyan]{_rel(settings.outbox_dir)}[/cyan]   (.eml files: open them in any mail client)",
         f"campaigns     [cyan]{_rel(settings.campaigns_dir)}[/cyan]  (drop a YAML file here; the daemon reloads it)",
         "",

@@ -19,7 +19,7 @@ import signal
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any, Protocol, Self, TextIO
+from typing import IO, Any, Protocol, Self
 
 from watchfiles import DefaultFilter, awatch
 
@@ -38,6 +38,7 @@ from daemon.scheduling.scheduler import BucketScheduler
 from daemon.settings import Settings
 from daemon.tracking.conversions_route import conversions_handler
 from daemon.tracking.server import TrackingOptions, TrackingServer
+from daemon.tracking.twilio_routes import twilio_handlers
 
 log = get_logger("daemon.runtime")
 
@@ -66,7 +67,7 @@ class Daemon:
         campaign_loader: CampaignLoader | None = None,
         handle_signals: bool = True,
         configure_logs: bool = True,
-        log_stream: TextIO | None = None,
+        log_stream: IO[str] | None = None,
     ):
         self.settings = settings
         self.clock = clock or SystemClock()
@@ -169,6 +170,8 @@ class Daemon:
             self.tracking.add_route(
                 "/conversions", conversions_handler(self.engine, key, keyring, self.clock, lambda: self.campaigns)
             )
+            for route, handler in twilio_handlers(self.engine, s, self.clock).items():  # /twilio/status, /inbound
+                self.tracking.add_route(route, handler)
             await self.tracking.start()
             self._stack.push_async_callback(self.tracking.close)
         if self.schedule:

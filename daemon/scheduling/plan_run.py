@@ -19,7 +19,9 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.campaign import Campaign
+from daemon.channels.registry import Registry
 from daemon.coupons.stock import StockCheck
+from daemon.delivery import DeliveryState as S
 from daemon.planning import Bucket, PlanContact, Planner, PlanSummary, PlanSummaryBuilder, dispatch_windows
 from daemon.settings import Settings
 from daemon.store import ledger
@@ -28,18 +30,12 @@ from daemon.store.coupons import coupon_check
 
 T = TypeVar("T")
 
-# Without a transport configured for a channel, messages go to the outbox at about this rate.
-OUTBOX_RATE_PER_S = 1000.0
 
-
-def channel_rates(settings: Settings) -> dict[str, float]:
-    """Messages per second each channel's transport takes (what dispatch windows are sized by).
-
-    Email: the first SMTP server's rate (the others are failovers, not extra capacity). SMS and IM go
-    to the outbox files until their providers are wired in, so they are sized at the outbox rate."""
-    primary = next(iter(settings.smtp.values()), None)
-    email = primary.rate_per_second if primary is not None else OUTBOX_RATE_PER_S
-    return {"email": email, "sms": OUTBOX_RATE_PER_S, "im": OUTBOX_RATE_PER_S}
+def channel_rates(settings: Settings, campaign: Campaign) -> dict[str, float]:
+    """Messages per second each channel's provider takes for this campaign: what its dispatch
+    windows are sized by (``daemon.channels.registry``; a file outbox counts as 1,000/s)."""
+    registry = Registry(settings)
+    return {channel: registry.rate(channel, campaign.provider_for(channel)) for channel in campaign.channels}
 
 
 @dataclass
@@ -93,7 +89,7 @@ async def plan_campaign(
         for row in rows:
             builder.add(row)
         if recipients is not None:
-            recipients.update(r["contact_id"] for r in rows if r["state"] == "planned")
+            recipients.update(r["contact_id"] for r in rows if r["state"] == S.PLANNED)
         if rows_out is not None:
             rows_out(rows)
         if write:
@@ -108,7 +104,7 @@ async def plan_campaign(
     left_out = Counter(planner.left_out)
     for channel in audience.channels.values():
         left_out.update({r: channel.left_out.get(r, 0) for r in LEFT_OUT_REASONS})
-    rates = channel_rates(settings)
+    rates = channel_rates(settings, campaign)
     summary = builder.build(rates, campaign.schedule.arrive_within, left_out=left_out, now=now)
     outcome = PlanOutcome(campaign.id, now, audience, summary, written)
     if write:
@@ -147,9 +143,7 @@ async def read_ahead(source: AsyncIterator[T], depth: int) -> AsyncIterator[T]:
 
 
 def new_planner(campaign: Campaign, settings: Settings, now: datetime) -> Planner:
-    return Planner(
-        campaign, now, default_timezone=settings.default_timezone, default_country=settings.default_country
-    )
+    return Planner(campaign, now, default_timezone=settings.default_timezone, default_country=settings.default_country)
 
 
 async def settle_dispatch_starts(

@@ -22,9 +22,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from daemon import failpoints
 from daemon.campaign import Campaign
 from daemon.clock import Clock, clock_span, wall_seconds_until
-from daemon.dispatch import failpoints
 from daemon.logs import bound, get_logger
 from daemon.scheduling.plan_run import plan_campaign
 from daemon.settings import Settings
@@ -146,9 +146,7 @@ class BucketScheduler:
 
     async def rebuild_jobs(self) -> None:
         buckets = await ledger.planned_buckets(self.engine)
-        wanted = {
-            job_id(b.campaign_id, b.channel, b.due_utc): b for b in buckets if b.campaign_id in self.campaigns
-        }
+        wanted = {job_id(b.campaign_id, b.channel, b.due_utc): b for b in buckets if b.campaign_id in self.campaigns}
         for job in self._aps.get_jobs():
             if job.id.startswith(JOB_PREFIX) and job.id not in wanted:
                 job.remove()
@@ -180,7 +178,8 @@ class BucketScheduler:
         now = self.clock.now()
         with bound(campaign_id=campaign_id, channel=channel, slot=due_utc.isoformat()):
             buckets = [
-                b for b in await ledger.planned_buckets(self.engine, campaign_id)
+                b
+                for b in await ledger.planned_buckets(self.engine, campaign_id)
                 if b.channel == channel and b.due_utc == due_utc
             ]
             start = buckets[0].dispatch_start_utc if buckets else now
@@ -192,9 +191,9 @@ class BucketScheduler:
                 rows=buckets[0].count if buckets else 0,
                 skipped=skipped,
             )
-            helping = None
+            helping: asyncio.Task[int] | None = None
             if self.on_fire is not None:  # other claimers (dispatch helper processes) share the bucket
-                helping = asyncio.create_task(self.on_fire(campaign, channel, due_utc))
+                helping = asyncio.create_task(_awaited(self.on_fire(campaign, channel, due_utc)))
             claimed = await claim_all(
                 self.engine, campaign, channel, due_utc, owner=self.owner, lease=self.lease, clock=self.clock,
                 on_claimed=self.on_claimed, stopped=lambda: self.stopping,
@@ -233,3 +232,7 @@ async def claim_all(
         if on_claimed is not None:
             await on_claimed(campaign, channel, due_utc, batch)
     return claimed
+
+
+async def _awaited(work: Awaitable[int]) -> int:
+    return await work

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -11,11 +11,13 @@ from sqlalchemy import and_, case, func, not_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.campaign import Campaign
-from daemon.segments import audience_filter, channel_eligible, has_address, has_consent, is_suppressed
+from daemon.delivery import INELIGIBLE
+from daemon.delivery import SkipReason as R
 from daemon.store.schema import contacts
+from daemon.store.segments import audience_filter, channel_eligible, has_address, has_consent, is_suppressed
 
 DEFAULT_STREAM_BATCH = 5000
-LEFT_OUT_REASONS = ("no_address", "no_consent", "suppressed")
+LEFT_OUT_REASONS = INELIGIBLE
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class ChannelAudience:
 class AudienceSummary:
     campaign_id: str
     segment: int  # contacts matching the audience, whatever the channel
-    channels: dict[str, ChannelAudience] = field(default_factory=dict)
+    channels: Mapping[str, ChannelAudience] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,15 +70,17 @@ async def audience_summary(engine: AsyncEngine, campaign: Campaign, now: datetim
         consent = has_consent(ch)
         suppressed = is_suppressed(ch, provider)
         counts = {
-            "no_address": not_(address),
-            "no_consent": and_(address, not_(consent)),
-            "suppressed": and_(address, consent, suppressed),
+            R.NO_ADDRESS: not_(address),
+            R.NO_CONSENT: and_(address, not_(consent)),
+            R.SUPPRESSED: and_(address, consent, suppressed),
             "eligible": and_(address, consent, not_(suppressed)),
         }
-        columns += [func.coalesce(func.sum(case((test, 1), else_=0)), 0).label(f"{ch}:{k}") for k, test in counts.items()]
+        columns += [
+            func.coalesce(func.sum(case((test, 1), else_=0)), 0).label(f"{ch}:{k}") for k, test in counts.items()
+        ]
     async with engine.connect() as conn:
         row = (await conn.execute(select(*columns).select_from(contacts).where(segment))).mappings().one()
-    channels = {
+    channels: dict[str, ChannelAudience] = {
         ch: ChannelAudience(ch, int(row[f"{ch}:eligible"]), {r: int(row[f"{ch}:{r}"]) for r in LEFT_OUT_REASONS})
         for ch in campaign.channels
     }

@@ -78,8 +78,8 @@ async def _upsert_contacts(conn: AsyncConnection, rows: list[ContactRow], now: d
     """Rows are grouped by the columns they carry so that absent columns stay untouched."""
     groups: dict[frozenset[str], list[dict[str, Any]]] = {}
     for row in rows:
-        params = {"external_id": row.external_id, **row.values, "created_at": now, "updated_at": now}
-        groups.setdefault(frozenset(row.values), []).append(params)
+        values = {"external_id": row.external_id, **row.values, "created_at": now, "updated_at": now}
+        groups.setdefault(frozenset(row.values), []).append(values)
     for columns, params in groups.items():
         stmt = upsert_insert(conn, contacts)
         update = {name: stmt.excluded[name] for name in columns} | {"updated_at": stmt.excluded.updated_at}
@@ -113,6 +113,10 @@ async def _upsert_consents(conn: AsyncConnection, rows: list[tuple[int, ContactR
     stmt = upsert_insert(conn, consents)
     stmt = stmt.on_conflict_do_update(
         index_elements=[consents.c.contact_id, consents.c.channel],
-        set_={"granted": stmt.excluded.granted, "source": stmt.excluded.source, "recorded_at": stmt.excluded.recorded_at},
+        set_={
+            "granted": stmt.excluded.granted,
+            "source": stmt.excluded.source,
+            "recorded_at": stmt.excluded.recorded_at,
+        },
     )
     await conn.execute(stmt, params)

@@ -42,6 +42,7 @@ from daemon.coupons.stock import (
     crossed_empty,
     crossed_low,
 )
+from daemon.delivery import DeliveryState as S
 from daemon.errors import InvalidInput, Problem
 from daemon.imports.lines import open_lines
 from daemon.imports.report import ImportReport
@@ -52,7 +53,7 @@ from daemon.store.schema import coupon_codes, coupon_pools, deliveries
 
 DEFAULT_BATCH_SIZE = 1000
 # a delivery in one of these states may carry (or has carried) its coupon: never give it back
-HOLDING_STATES = ("claimed", "sending", "retry_wait", "sent", "delivered", "bounced", "unknown")
+HOLDING_STATES = (S.CLAIMED, S.SENDING, S.RETRY_WAIT, S.SENT, S.DELIVERED, S.BOUNCED, S.UNKNOWN)
 _RESERVE_ATTEMPTS = 5
 log = get_logger("coupons")
 
@@ -220,7 +221,7 @@ async def coupon_check(
                 select(deliveries.c.contact_id)
                 .where(
                     deliveries.c.campaign_id == campaign.id,
-                    deliveries.c.state == "planned",
+                    deliveries.c.state == S.PLANNED,
                     ~exists().where(
                         coupon_codes.c.campaign_id == deliveries.c.campaign_id,
                         coupon_codes.c.contact_id == deliveries.c.contact_id,

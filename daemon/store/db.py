@@ -88,7 +88,9 @@ def _sqlite_engine(u: URL, **kwargs: Any) -> AsyncEngine:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS:d}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA cache_size={SQLITE_CACHE_KIB:d}")  # negative: KiB; big imports and plans touch many index pages
+        cursor.execute(
+            f"PRAGMA cache_size={SQLITE_CACHE_KIB:d}"
+        )  # negative: KiB; big imports and plans touch many index pages
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

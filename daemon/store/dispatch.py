@@ -12,17 +12,19 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, literal, or_, select, tuple_, update
+from sqlalchemy import and_, bindparam, func, literal, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.campaign import Campaign
-from daemon.dispatch.policy import Decision
-from daemon.store import coupons
+from daemon.channel import spec_of
+from daemon.delivery import Decision
+from daemon.delivery import DeliveryState as S
+from daemon.store import coupons, receipts
 from daemon.store.coupons import Reservation
 from daemon.store.db import IMMEDIATE
 from daemon.store.dialect import upsert_insert
 from daemon.store.ledger import Claimed, claim_statement, ineligibility_reason
-from daemon.store.schema import contacts, deliveries, normalise_suppression_address, suppressions
+from daemon.store.schema import contacts, deliveries, suppressions
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +87,7 @@ async def load_recipients(engine: AsyncEngine, claims: Sequence[Claimed], owner:
         .join(contacts, contacts.c.id == deliveries.c.contact_id)
         .where(
             deliveries.c.id.in_([c.delivery_id for c in claims]),
-            deliveries.c.state == "claimed",
+            deliveries.c.state == S.CLAIMED,
             deliveries.c.lease_owner == owner,
         )
         .order_by(deliveries.c.id)
@@ -106,11 +108,11 @@ async def drop_ineligible(
         update(deliveries)
         .where(
             deliveries.c.id.in_([r.delivery_id for r in recipients]),
-            deliveries.c.state == "claimed",
+            deliveries.c.state == S.CLAIMED,
             deliveries.c.lease_owner == owner,
             reason != "",
         )
-        .values(state="skipped", skip_reason=reason, lease_owner=None, lease_expires_utc=None, updated_at=now)
+        .values(state=S.SKIPPED, skip_reason=reason, lease_owner=None, lease_expires_utc=None, updated_at=now)
         .returning(deliveries.c.id, deliveries.c.contact_id)
     )
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
@@ -133,11 +135,11 @@ async def mark_sending(
         update(deliveries)
         .where(
             tuple_(deliveries.c.id, deliveries.c.lease_epoch).in_(list(rows)),  # this claim, not a later one
-            deliveries.c.state == "claimed",
+            deliveries.c.state == S.CLAIMED,
             deliveries.c.lease_owner == owner,
             deliveries.c.lease_expires_utc > now,
         )
-        .values(state="sending", attempts=deliveries.c.attempts + 1, updated_at=now)
+        .values(state=S.SENDING, attempts=deliveries.c.attempts + 1, updated_at=now)
         .returning(deliveries.c.id)
     )
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
@@ -152,6 +154,8 @@ class Outcome:
     decision: Decision
     channel: str = "email"
     address: str | None = None  # for a suppression (hard bounce)
+    provider: str | None = None  # the messenger that took it (Messenger.provider)
+    segments: int | None = None  # SMS: billed segments
 
 
 async def record_outcomes(
@@ -161,7 +165,7 @@ async def record_outcomes(
     owner: str,
     now: datetime,
     *,
-    prior_state: str = "sending",
+    prior_state: str = S.SENDING,
 ) -> None:
     """Write a chunk's results, its coupons' fate and any suppressions in one transaction: codes of
     accepted messages become assigned, codes of failed ones go back (unless still held)."""
@@ -172,6 +176,8 @@ async def record_outcomes(
             "d_provider": o.decision.provider_id,
             "d_next": o.decision.next_attempt_utc,
             "d_error": o.decision.error,
+            "d_via": o.provider,
+            "d_segments": o.segments,
         }
         for o in outcomes
     ]
@@ -187,6 +193,8 @@ async def record_outcomes(
         .values(
             state=bindparam("d_state"),
             provider_id=bindparam("d_provider"),
+            provider=func.coalesce(bindparam("d_via", type_=deliveries.c.provider.type), deliveries.c.provider),
+            segments=func.coalesce(bindparam("d_segments", type_=deliveries.c.segments.type), deliveries.c.segments),
             next_attempt_utc=bindparam("d_next", type_=deliveries.c.next_attempt_utc.type),
             last_error=bindparam("d_error"),
             updated_at=now,
@@ -195,16 +203,16 @@ async def record_outcomes(
     dead = [
         {
             "channel": o.channel,
-            "address": normalise_suppression_address(o.channel, o.address),
-            "reason": "hard_bounce",
+            "address": spec_of(o.channel).suppression_address(o.address),
+            "reason": o.decision.suppress_reason,
             "source": (o.decision.error or "")[:200],
             "created_at": now,
         }
         for o in outcomes
         if o.decision.suppress and o.address
     ]
-    accepted = [o.contact_id for o in outcomes if o.decision.state == "sent"]
-    refused = [o.contact_id for o in outcomes if o.decision.state == "failed"]
+    accepted = [o.contact_id for o in outcomes if o.decision.state == S.SENT]
+    refused = [o.contact_id for o in outcomes if o.decision.state == S.FAILED]
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
         await conn.execute(stmt, params)
         await coupons.commit(conn, campaign_id, accepted, now)
@@ -212,6 +220,9 @@ async def record_outcomes(
         if dead:
             insert = upsert_insert(conn, suppressions)
             await conn.execute(insert.on_conflict_do_nothing(index_elements=["channel", "address"]), dead)
+        await receipts.apply_pending(  # status callbacks that beat this commit
+            conn, [o.decision.provider_id for o in outcomes if o.decision.state == S.SENT], now
+        )
 
 
 async def recover(engine: AsyncEngine, node: str, owner: str, now: datetime) -> dict[str, int]:
@@ -226,8 +237,8 @@ async def recover(engine: AsyncEngine, node: str, owner: str, now: datetime) -> 
     counts: dict[str, int] = {}
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
         for state, target, extra in (
-            ("claimed", "planned", {}),
-            ("sending", "unknown", {"last_error": literal("connection state lost: the node stopped while sending")}),
+            (S.CLAIMED, S.PLANNED, {}),
+            (S.SENDING, S.UNKNOWN, {"last_error": literal("connection state lost: the node stopped while sending")}),
         ):
             result = await conn.execute(
                 update(deliveries)
@@ -244,7 +255,7 @@ async def claim_retries(
     """Claim ``retry_wait`` rows that are due again: (campaign_id, channel, due_utc, claim)."""
     stmt = claim_statement(
         deliveries.c.next_attempt_utc <= now,
-        "retry_wait",
+        S.RETRY_WAIT,
         order_by=(deliveries.c.next_attempt_utc, deliveries.c.id),
         owner=owner,
         lease=lease,
@@ -261,12 +272,12 @@ async def claim_retries(
 
 async def retry_by_hand(engine: AsyncEngine, campaign_id: str, state: str, now: datetime) -> int:
     """``topslot deliveries retry``: rows in ``state`` (unknown or failed) become due for a retry now."""
-    if state not in ("unknown", "failed"):
+    if state not in (S.UNKNOWN, S.FAILED):
         raise ValueError("only unknown or failed deliveries can be retried by hand")
     stmt = (
         update(deliveries)
         .where(deliveries.c.campaign_id == campaign_id, deliveries.c.state == state)
-        .values(state="retry_wait", next_attempt_utc=now, last_error=f"retried by hand from {state}", updated_at=now)
+        .values(state=S.RETRY_WAIT, next_attempt_utc=now, last_error=f"retried by hand from {state}", updated_at=now)
     )
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
         return (await conn.execute(stmt)).rowcount or 0
@@ -277,7 +288,8 @@ async def reserve_coupons(
 ) -> Reservation:
     """One code per recipient's contact, recorded on the ledger rows; one transaction."""
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
-        reservation = await coupons.reserve(conn, campaign, [r.contact_id for r in recipients], now, coupon_key=coupon_key)
+        contact_ids = [r.contact_id for r in recipients]
+        reservation = await coupons.reserve(conn, campaign, contact_ids, now, coupon_key=coupon_key)
         params = [
             {"r_id": r.delivery_id, "r_code": reservation.codes[r.contact_id]}
             for r in recipients
@@ -299,8 +311,8 @@ async def unclaim(engine: AsyncEngine, ids: Sequence[int], owner: str, now: date
         return
     stmt = (
         update(deliveries)
-        .where(deliveries.c.id.in_(list(ids)), deliveries.c.state == "claimed", deliveries.c.lease_owner == owner)
-        .values(state="planned", lease_owner=None, lease_expires_utc=None, updated_at=now)
+        .where(deliveries.c.id.in_(list(ids)), deliveries.c.state == S.CLAIMED, deliveries.c.lease_owner == owner)
+        .values(state=S.PLANNED, lease_owner=None, lease_expires_utc=None, updated_at=now)
     )
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
         await conn.execute(stmt)
@@ -312,10 +324,11 @@ async def release_claims(engine: AsyncEngine, ids: Sequence[int], owner: str, no
         return
     stmt = (
         update(deliveries)
-        .where(deliveries.c.id.in_(list(ids)), deliveries.c.state == "claimed", deliveries.c.lease_owner == owner)
-        .values(state="skipped", skip_reason=reason, lease_owner=None, lease_expires_utc=None, updated_at=now)
+        .where(deliveries.c.id.in_(list(ids)), deliveries.c.state == S.CLAIMED, deliveries.c.lease_owner == owner)
+        .values(state=S.SKIPPED, skip_reason=reason, lease_owner=None, lease_expires_utc=None, updated_at=now)
     )
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
         released = (await conn.execute(stmt.returning(deliveries.c.campaign_id, deliveries.c.contact_id))).all()
         for campaign_id in {r.campaign_id for r in released}:
-            await coupons.release(conn, campaign_id, [r.contact_id for r in released if r.campaign_id == campaign_id], now)
+            contact_ids = [r.contact_id for r in released if r.campaign_id == campaign_id]
+            await coupons.release(conn, campaign_id, contact_ids, now)

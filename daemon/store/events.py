@@ -49,7 +49,9 @@ async def _flush(engine: AsyncEngine, rows: list[EventRow], path: str, report: I
             if row.contact in ids:
                 known.append(row)
             else:
-                report.reject([Problem(path, row.line, 1, f"contact {row.contact!r} is not known (import contacts first)")])
+                report.reject(
+                    [Problem(path, row.line, 1, f"contact {row.contact!r} is not known (import contacts first)")]
+                )
         bought = [r for r in known if isinstance(r, PurchaseRow)]
         searched = [r for r in known if isinstance(r, SearchRow)]
         inserted = await _insert_purchases(conn, bought, ids) + await _insert_searches(conn, searched, ids)

@@ -17,17 +17,20 @@ from sqlalchemy import and_, bindparam, case, exists, func, literal, not_, or_, 
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from daemon.campaign import CHANNELS, Campaign
-from daemon.segments import audience_filter, has_address, has_consent, is_suppressed
+from daemon.campaign import Campaign
+from daemon.channel import CHANNELS
+from daemon.delivery import PLAN_SKIP_REASONS
+from daemon.delivery import DeliveryState as S
+from daemon.delivery import SkipReason as R
 from daemon.store.audience import im_provider
 from daemon.store.db import IMMEDIATE
 from daemon.store.dialect import upsert_insert
 from daemon.store.schema import campaigns, contacts, deliveries
+from daemon.store.segments import audience_filter, has_address, has_consent, is_suppressed
 
 # States a plan may (re)write; anything else has been handed to a dispatcher and is left alone.
-REPLANNABLE = ("planned", "skipped")
+REPLANNABLE = (S.PLANNED, S.SKIPPED)
 # Reasons a plan itself gives; a row skipped for another reason (e.g. holdout) is not revived.
-PLAN_SKIP_REASONS = ("missed_slot", "replanned", "left_segment", "no_consent", "suppressed", "no_address")
 LEDGER_KEY = ("campaign_id", "contact_id", "channel", "slot_date", "slot")
 
 
@@ -128,9 +131,11 @@ def _plan_upsert(conn: AsyncConnection, *, from_arrays: bool) -> Any:
     ``unnest`` over one array parameter per column."""
     stmt = upsert_insert(conn, deliveries)
     if from_arrays:
-        arrays = func.unnest(
-            *(bindparam(name, type_=ARRAY(deliveries.c[name].type)) for name in _PER_ROW)
-        ).table_valued(*_PER_ROW).render_derived()
+        arrays = (
+            func.unnest(*(bindparam(name, type_=ARRAY(deliveries.c[name].type)) for name in _PER_ROW))
+            .table_valued(*_PER_ROW)
+            .render_derived()
+        )
         shared = [bindparam(name, type_=deliveries.c[name].type) for name in _SHARED]
         stmt = stmt.from_select([*_PER_ROW, *_SHARED], select(*arrays.c, *shared))
     ex = stmt.excluded
@@ -156,14 +161,12 @@ def _plan_upsert(conn: AsyncConnection, *, from_arrays: bool) -> Any:
 def _replannable() -> Any:
     # Spelled as ORs, not IN: an expanding IN cannot go in an executemany's ON CONFLICT clause.
     revivable = or_(*(deliveries.c.skip_reason == reason for reason in PLAN_SKIP_REASONS))
-    return or_(deliveries.c.state == "planned", and_(deliveries.c.state == "skipped", revivable))
+    return or_(deliveries.c.state == S.PLANNED, and_(deliveries.c.state == S.SKIPPED, revivable))
 
 
 async def has_handed_over(engine: AsyncEngine, campaign_id: str) -> bool:
     """Whether any row of the campaign has left the planner's hands (claimed, sent, ...)."""
-    query = select(
-        exists().where(deliveries.c.campaign_id == campaign_id, deliveries.c.state.notin_(REPLANNABLE))
-    )
+    query = select(exists().where(deliveries.c.campaign_id == campaign_id, deliveries.c.state.notin_(REPLANNABLE)))
     async with engine.connect() as conn:
         return bool(await conn.scalar(query))
 
@@ -192,7 +195,7 @@ async def retire_unplanned(engine: AsyncEngine, campaign: Campaign, plan_run: st
             stale = and_(
                 deliveries.c.campaign_id == campaign.id,
                 deliveries.c.channel == channel,
-                deliveries.c.state == "planned",
+                deliveries.c.state == S.PLANNED,
                 or_(deliveries.c.plan_run.is_(None), deliveries.c.plan_run != plan_run),
             )
             sibling = deliveries.alias("sibling")
@@ -202,14 +205,14 @@ async def retire_unplanned(engine: AsyncEngine, campaign: Campaign, plan_run: st
                     sibling.c.contact_id == deliveries.c.contact_id,
                     sibling.c.channel == deliveries.c.channel,
                     sibling.c.plan_run == plan_run,
-                    sibling.c.state == "planned",
+                    sibling.c.state == S.PLANNED,
                 )
             )
             missed = deliveries.c.due_utc < now - campaign.schedule.missed_slot.grace
             reason = case(
-                (missed, "missed_slot"),
-                (replaced, "replanned"),
-                else_=ineligibility_reason(campaign, channel, now, default="left_segment"),
+                (missed, R.MISSED_SLOT),
+                (replaced, R.REPLANNED),
+                else_=ineligibility_reason(campaign, channel, now, default=R.LEFT_SEGMENT),
             )
             counts.update(await _skip(conn, stale, reason, now))
     return counts
@@ -230,8 +233,8 @@ async def skip_ineligible(
             not_(is_suppressed(channel, im_provider(campaign))),
         )
     )
-    where = and_(rows_where, deliveries.c.state == "planned", not_(qualifies))
-    return await _skip(conn, where, ineligibility_reason(campaign, channel, now, default="left_segment"), now)
+    where = and_(rows_where, deliveries.c.state == S.PLANNED, not_(qualifies))
+    return await _skip(conn, where, ineligibility_reason(campaign, channel, now, default=R.LEFT_SEGMENT), now)
 
 
 def ineligibility_reason(campaign: Campaign, channel: str, now: datetime, *, default: str) -> Any:
@@ -242,9 +245,9 @@ def ineligibility_reason(campaign: Campaign, channel: str, now: datetime, *, def
 
     provider = im_provider(campaign)
     return case(
-        (about_contact(is_suppressed(channel, provider)), "suppressed"),
-        (not_(about_contact(has_consent(channel))), "no_consent"),
-        (not_(about_contact(has_address(channel, provider))), "no_address"),
+        (about_contact(is_suppressed(channel, provider)), R.SUPPRESSED),
+        (not_(about_contact(has_consent(channel))), R.NO_CONSENT),
+        (not_(about_contact(has_address(channel, provider))), R.NO_ADDRESS),
         else_=literal(default),
     )
 
@@ -253,7 +256,7 @@ async def _skip(conn: AsyncConnection, where: Any, reason: Any, now: datetime) -
     stmt = (
         update(deliveries)
         .where(where)
-        .values(state="skipped", skip_reason=reason, updated_at=now)
+        .values(state=S.SKIPPED, skip_reason=reason, updated_at=now)
         .returning(deliveries.c.skip_reason)
     )
     counts: dict[str, int] = {}
@@ -275,7 +278,7 @@ async def planned_buckets(engine: AsyncEngine, campaign_id: str | None = None) -
             func.min(deliveries.c.dispatch_start_utc).label("start"),
             func.count().label("n"),
         )
-        .where(deliveries.c.state == "planned")
+        .where(deliveries.c.state == S.PLANNED)
         .group_by(deliveries.c.campaign_id, deliveries.c.channel, deliveries.c.due_utc)
         .order_by("start")
     )
@@ -299,7 +302,7 @@ async def set_dispatch_starts(
             deliveries.c.campaign_id == campaign_id,
             deliveries.c.channel == bindparam("b_channel"),
             deliveries.c.due_utc == bindparam("b_due", type_=deliveries.c.due_utc.type),
-            deliveries.c.state == "planned",
+            deliveries.c.state == S.PLANNED,
             # rows already right are not rewritten (a re-plan of an unchanged campaign writes nothing here)
             deliveries.c.dispatch_start_utc != bindparam("b_start", type_=deliveries.c.dispatch_start_utc.type),
         )
@@ -339,7 +342,7 @@ async def claim_bucket(
             deliveries.c.due_utc == due_utc,
             deliveries.c.id > after_id,
         ),
-        "planned",
+        S.PLANNED,
         order_by=(deliveries.c.id,),
         owner=owner,
         lease=lease,
@@ -372,7 +375,7 @@ def claim_statement(
         update(deliveries)
         .where(deliveries.c.id == picked.c.id, deliveries.c.state == from_state)
         .values(
-            state="claimed",
+            state=S.CLAIMED,
             lease_owner=owner,
             lease_epoch=deliveries.c.lease_epoch + 1,
             lease_expires_utc=now + lease,
@@ -402,6 +405,29 @@ async def state_counts(engine: AsyncEngine, campaign_id: str) -> dict[tuple[str,
         return {(s, r): n for s, r, n in await conn.execute(query)}
 
 
+@dataclass(frozen=True, slots=True)
+class StatusRow:
+    """Rows of one campaign in one (channel, state), by who took them or why they were skipped."""
+
+    channel: str
+    state: str
+    provider: str | None  # the messenger that took them (handed-over states); "outbox": files, not sends
+    reason: str | None  # skipped rows: why
+    rows: int
+
+
+async def status_rows(engine: AsyncEngine, campaign_id: str) -> list[StatusRow]:
+    """The campaign's rows per channel, state, provider and skip reason (``topslot deliveries status``)."""
+    query = (
+        select(deliveries.c.channel, deliveries.c.state, deliveries.c.provider, deliveries.c.skip_reason, func.count())
+        .where(deliveries.c.campaign_id == campaign_id)
+        .group_by(deliveries.c.channel, deliveries.c.state, deliveries.c.provider, deliveries.c.skip_reason)
+    )
+    async with engine.connect() as conn:
+        rows = [StatusRow(*row) for row in await conn.execute(query)]
+    return sorted(rows, key=lambda r: (r.channel, r.state, r.provider or "", r.reason or ""))
+
+
 async def state_totals(engine: AsyncEngine) -> dict[str, int]:
     """state → rows, over the whole ledger."""
     query = select(deliveries.c.state, func.count()).group_by(deliveries.c.state)
@@ -412,7 +438,7 @@ async def state_totals(engine: AsyncEngine) -> dict[str, int]:
 async def pending_until(engine: AsyncEngine, instant: datetime) -> int:
     """Rows whose dispatch started by ``instant`` and are not settled yet (planned, claimed, sending)."""
     query = select(func.count()).where(
-        deliveries.c.dispatch_start_utc <= instant, deliveries.c.state.in_(("planned", "claimed", "sending"))
+        deliveries.c.dispatch_start_utc <= instant, deliveries.c.state.in_((S.PLANNED, S.CLAIMED, S.SENDING))
     )
     async with engine.connect() as conn:
         return int(await conn.scalar(query) or 0)

@@ -6,7 +6,8 @@ Conventions:
 - JSON columns are JSONB on PostgreSQL; an empty JSON value is stored as SQL NULL;
 - text that segments match on is stored normalised (tags and categories case-folded, searches
   with a case-folded copy) so SQLite and PostgreSQL give identical answers;
-- email suppressions store the address lower-cased (see ``normalise_suppression_address``).
+- suppressions store each address as its channel writes it (``ChannelSpec.suppression_address``:
+  email lower-cased).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import JSON, TypeDecorator
 
+from daemon.channel import CHANNELS
+from daemon.delivery import RECEIPTS, DeliveryState
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -45,22 +49,11 @@ NAMING_CONVENTION = {
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
-DELIVERY_STATES = (
-    "planned",
-    "claimed",
-    "sending",
-    "sent",
-    "delivered",
-    "bounced",
-    "retry_wait",
-    "failed",
-    "unknown",
-    "skipped",
-)
+DELIVERY_STATES = tuple(DeliveryState)
 TZ_SOURCES = ("contact", "phone", "country", "fallback", "campaign")
 COUPON_STATES = ("available", "reserved", "assigned")
-CHANNEL_NAMES = ("email", "sms", "im")
 ATTRIBUTED_BY = ("coupon", "click", "contact", "none")
+RECEIPT_STATES = tuple(sorted(RECEIPTS))
 
 
 _BIND_MEMO_SIZE = 4096
@@ -165,7 +158,7 @@ consents = Table(
     Column("granted", Boolean, nullable=False),
     Column("source", String(200)),
     _now_col("recorded_at"),
-    CheckConstraint(_in("channel", CHANNEL_NAMES), name="channel"),
+    CheckConstraint(_in("channel", CHANNELS), name="channel"),
 )
 
 purchases = Table(
@@ -206,7 +199,7 @@ suppressions = Table(
     Column("source", String(200)),
     _now_col("created_at"),
     UniqueConstraint("channel", "address"),
-    CheckConstraint(_in("channel", CHANNEL_NAMES), name="channel"),
+    CheckConstraint(_in("channel", CHANNELS), name="channel"),
 )
 
 # ---------------------------------------------------------------- campaigns and the ledger
@@ -241,7 +234,9 @@ deliveries = Table(
     Column("lease_owner", String(100)),
     Column("lease_epoch", BigInteger, nullable=False, server_default=text("0")),
     _now_col("lease_expires_utc", nullable=True),
-    Column("provider_id", String(200)),
+    Column("provider", String(20)),  # the messenger that took it (smtp, twilio, outbox, ...; Messenger.provider)
+    Column("provider_id", String(200)),  # the provider's id for it (SMTP queue id, Twilio message SID)
+    Column("segments", Integer),  # SMS: billed segments (GSM-7 160/153, UCS-2 70/67 characters)
     Column("coupon_code", String(64)),
     Column("last_error", Text),
     Column("plan_run", String(32)),  # the plan run that last wrote this row (stale rows are retired)
@@ -250,9 +245,27 @@ deliveries = Table(
     UniqueConstraint("campaign_id", "contact_id", "channel", "slot_date", "slot"),
     Index(None, "state"),  # retry_wait / recovery scans
     Index(None, "campaign_id", "channel", "due_utc", "state"),  # buckets: sizing, claiming, per-campaign counts
+    Index(None, "provider_id"),  # a provider's receipt (status callback, bounce) finds its row
     CheckConstraint(_in("state", DELIVERY_STATES), name="state"),
-    CheckConstraint(_in("channel", CHANNEL_NAMES), name="channel"),
+    CheckConstraint(_in("channel", CHANNELS), name="channel"),
     CheckConstraint(_in("tz_source", TZ_SOURCES), name="tz_source"),
+)
+
+# A provider's final receipt (Twilio status callback) that arrived before the dispatcher recorded
+# the row's provider id: kept until that row is recorded (``daemon.store.receipts``), then applied
+# and deleted; purged after ``receipts.PENDING_TTL``. First final receipt per provider id wins.
+provider_receipts = Table(
+    "provider_receipts",
+    metadata,
+    Column("provider_id", String(200), primary_key=True),  # deliveries.provider_id (Twilio message SID)
+    Column("provider", String(20), nullable=False),  # twilio
+    Column("state", String(12), nullable=False),  # delivered | bounced
+    Column("error", String(200)),  # the bounce's last_error, e.g. "30005 unknown destination handset"
+    Column("suppress", String(100)),  # suppression reason to add for the row's address, if any
+    Column("source", String(200)),  # the suppression's source, e.g. "twilio_status:SM...:30005"
+    _now_col("received_at"),
+    Index(None, "received_at"),  # purge
+    CheckConstraint(_in("state", RECEIPT_STATES), name="state"),
 )
 
 # ---------------------------------------------------------------- coupons, links, events, conversions
@@ -355,9 +368,3 @@ conversions = Table(  # orders from the shop's webhook or a CSV import, with wha
     CheckConstraint(_in("attributed_by", ATTRIBUTED_BY), name="attributed_by"),
     CheckConstraint("revenue >= 0 AND discount >= 0 AND units >= 0", name="amounts"),
 )
-
-
-def normalise_suppression_address(channel: str, address: str) -> str:
-    """The form suppressions store and segments compare: email lower-cased, others stripped."""
-    address = address.strip()
-    return address.lower() if channel == "email" else address

@@ -1,20 +1,25 @@
 """Tracking events in the store: what a batch of opens and clicks needs to know about its deliveries,
-writing the labelled rows, relabelling, and the one-click unsubscribe transaction.
+writing the labelled rows, relabelling, the one-click unsubscribe transaction, and the suppression
+helpers every opt-out shares (one-click unsubscribe, SMS STOP / START, provider receipts).
 
 Batch functions take an open connection (the caller's transaction: one per batch);
-``delivery_campaign``, ``unsubscribe`` and ``event_counts`` take the engine.
+``delivery_campaign``, ``unsubscribe``, ``opt_out_address``, ``lift_suppression`` and
+``event_counts`` take the engine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, exists, func, insert, literal, select, update
+from sqlalchemy import bindparam, delete, exists, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from daemon.channel import spec_of
+from daemon.delivery import DeliveryState as S
+from daemon.delivery import SuppressionReason
 from daemon.store.db import IMMEDIATE
 from daemon.store.dialect import upsert_insert
 from daemon.store.schema import (
@@ -22,15 +27,16 @@ from daemon.store.schema import (
     contacts,
     deliveries,
     events,
-    normalise_suppression_address,
     suppressions,
 )
 
 # A delivery in one of these states has been handed to a provider; its ``updated_at`` says when
 # (``sending``: the hand-over is under way; ``delivered``/``bounced``: the provider's callback time).
-HANDED_OVER = ("sending", "sent", "delivered", "bounced", "unknown")
+HANDED_OVER = (S.SENDING, S.SENT, S.DELIVERED, S.BOUNCED, S.UNKNOWN)
 IDS_PER_QUERY = 1000
-UNSUBSCRIBE_REASON = "unsubscribe"
+UNSUBSCRIBE_REASON = SuppressionReason.UNSUBSCRIBE
+SMS_STOP_REASON = SuppressionReason.SMS_STOP
+SMS_UNDELIVERABLE_REASON = SuppressionReason.SMS_UNDELIVERABLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +62,19 @@ class Unsubscribed:
     contact_id: int
     first: bool  # False: this delivery had already unsubscribed (nothing new recorded)
     suppressed: int  # suppression rows added now
+
+
+@dataclass(frozen=True, slots=True)
+class OptedOut:
+    suppressed: int  # suppression rows added now (0: the address was already suppressed)
+    contacts: int  # contacts that have this address on the channel
+    consents_withdrawn: int  # of those, consents that changed to withdrawn now
+
+
+@dataclass(frozen=True, slots=True)
+class Lifted:
+    lifted: int  # suppression rows removed
+    kept_reason: str | None  # the address stays suppressed for this other reason (hard bounce, ...)
 
 
 # ---------------------------------------------------------------- request path
@@ -201,28 +220,9 @@ async def unsubscribe(
         if row is None:
             return None
         channel = row.channel
-        added = 0
-        rows = [
-            {"channel": channel, "address": address, "reason": UNSUBSCRIBE_REASON, "source": source, "created_at": now}
-            for address in suppression_addresses(channel, row.email, row.phone, row.im_ids)
-        ]
-        if rows:
-            stmt = (
-                upsert_insert(conn, suppressions)
-                .values(rows)
-                .on_conflict_do_nothing(index_elements=[suppressions.c.channel, suppressions.c.address])
-                .returning(suppressions.c.id)
-            )
-            added = len((await conn.execute(stmt)).all())
-        consent = upsert_insert(conn, consents).values(
-            contact_id=row.contact_id, channel=channel, granted=False, source=UNSUBSCRIBE_REASON, recorded_at=now
-        )
-        consent = consent.on_conflict_do_update(
-            index_elements=[consents.c.contact_id, consents.c.channel],
-            set_={"granted": False, "source": UNSUBSCRIBE_REASON, "recorded_at": now},
-            where=consents.c.granted.is_(True),  # a withdrawal keeps its first date
-        )
-        await conn.execute(consent)
+        addresses = spec_of(channel).all_addresses(row._mapping)
+        added = await suppress_addresses(conn, channel, addresses, UNSUBSCRIBE_REASON, source, now)
+        await withdraw_consents(conn, [row.contact_id], channel, UNSUBSCRIBE_REASON, now)
         seen = await conn.scalar(
             select(exists().where(events.c.delivery_id == delivery_id, events.c.kind == "unsubscribe"))
         )
@@ -245,17 +245,86 @@ async def unsubscribe(
     return Unsubscribed(row.campaign_id, channel, row.contact_id, first=not seen, suppressed=added)
 
 
-def suppression_addresses(channel: str, email: str | None, phone: str | None, im_ids: Any) -> list[str]:
-    """The suppression addresses of a contact on ``channel`` (IM: every ``provider:id`` it has)."""
-    if channel == "email":
-        found = [email] if email else []
-    elif channel == "sms":
-        found = [phone] if phone else []
-    elif channel == "im" and isinstance(im_ids, dict):
-        found = [f"{key}:{value}" for key, value in sorted(im_ids.items()) if isinstance(value, str) and value]
-    else:
-        found = []
-    return [normalise_suppression_address(channel, a) for a in found if a.strip()]
+# ---------------------------------------------------------------- suppressions and consent (every opt-out)
+
+
+async def suppress_addresses(
+    conn: AsyncConnection, channel: str, addresses: Iterable[str], reason: str, source: str | None, now: datetime
+) -> int:
+    """Put these addresses (written as ``ChannelSpec.suppression_address`` writes them) on the
+    channel's suppression list; an address already there keeps its first reason. Returns rows added."""
+    spec = spec_of(channel)
+    wanted = sorted({spec.suppression_address(a) for a in addresses if a and a.strip()})
+    if not wanted:
+        return 0
+    rows = [
+        {"channel": channel, "address": a, "reason": reason, "source": (source or "")[:200] or None, "created_at": now}
+        for a in wanted
+    ]
+    stmt = (
+        upsert_insert(conn, suppressions)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=[suppressions.c.channel, suppressions.c.address])
+        .returning(suppressions.c.id)
+    )
+    return len((await conn.execute(stmt)).all())
+
+
+async def withdraw_consents(
+    conn: AsyncConnection, contact_ids: Iterable[int], channel: str, source: str, now: datetime
+) -> int:
+    """Record these contacts' consent for ``channel`` as withdrawn (a contact without a consent row
+    gets a withdrawn one); a withdrawal keeps its first date. Returns the consents changed now."""
+    ids = sorted(set(contact_ids))
+    if not ids:
+        return 0
+    stmt = upsert_insert(conn, consents).values(
+        [
+            {"contact_id": i, "channel": channel, "granted": False, "source": source[:200], "recorded_at": now}
+            for i in ids
+        ]
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[consents.c.contact_id, consents.c.channel],
+        set_={"granted": False, "source": source[:200], "recorded_at": now},
+        where=consents.c.granted.is_(True),  # a withdrawal keeps its first date
+    ).returning(consents.c.contact_id)
+    return len((await conn.execute(stmt)).all())
+
+
+def _holders(channel: str, address: str) -> Any:
+    """Contacts whose address on this (not keyed) channel is ``address`` as suppressions write it."""
+    spec = spec_of(channel)
+    if spec.keyed:
+        raise ValueError(f"{channel}: a keyed channel's addresses are not looked up by value")
+    column: Any = contacts.c[spec.contact_field]
+    return (func.lower(column) if spec.lower_case else column) == address
+
+
+async def opt_out_address(
+    engine: AsyncEngine, channel: str, address: str, now: datetime, *, reason: str, source: str
+) -> OptedOut:
+    """An address refused the channel (an SMS STOP): suppress it and withdraw that channel's consent
+    of every contact that has it, in one committed transaction. Idempotent."""
+    address = spec_of(channel).suppression_address(address)
+    async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        added = await suppress_addresses(conn, channel, [address], reason, source, now)
+        ids = list((await conn.execute(select(contacts.c.id).where(_holders(channel, address)))).scalars())
+        withdrawn = 0
+        for start in range(0, len(ids), IDS_PER_QUERY):
+            withdrawn += await withdraw_consents(conn, ids[start : start + IDS_PER_QUERY], channel, source, now)
+    return OptedOut(suppressed=added, contacts=len(ids), consents_withdrawn=withdrawn)
+
+
+async def lift_suppression(engine: AsyncEngine, channel: str, address: str, *, reasons: Collection[str]) -> Lifted:
+    """Remove the address's suppression only if it was made for one of ``reasons`` (START lifts a
+    STOP, never a hard bounce). Consent is left as it is."""
+    address = spec_of(channel).suppression_address(address)
+    here = (suppressions.c.channel == channel) & (suppressions.c.address == address)
+    async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        removed = await conn.execute(delete(suppressions).where(here, suppressions.c.reason.in_(sorted(reasons))))
+        kept = await conn.scalar(select(suppressions.c.reason).where(here))
+    return Lifted(lifted=removed.rowcount or 0, kept_reason=kept)
 
 
 # ---------------------------------------------------------------- reading back

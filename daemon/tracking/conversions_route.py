@@ -5,9 +5,9 @@ limit, ``MAX_BODY_BYTES`` (the server's small ``client_max_size`` is for ``/u`` 
 comes with a Content-Length or chunked, in one TCP segment or many; past the limit the request is
 refused with 413 at once, and a body still incomplete after ``BODY_TIMEOUT`` seconds gets 408 (a
 client trickling bytes, or a broken chunk framing that aiohttp's C parser never reports to the
-reader, must not hold a handler and its buffer for ever). Authentication, parsing and attribution
-live in ``daemon.attribution`` and ``daemon.store.conversions``. Answers are JSON counts and problem
-positions, never the input.
+reader, must not hold a handler and its buffer for ever). Authentication and parsing live in
+``daemon.attribution.webhook``, attribution and recording in ``daemon.attribution.record``. Answers
+are JSON counts and problem positions, never the input.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from aiohttp import StreamReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from daemon.attribution.record import record_conversions
 from daemon.attribution.webhook import (
     MAX_BODY_BYTES,
     SIGNATURE_HEADER,
@@ -33,7 +34,6 @@ from daemon.campaign import Campaign
 from daemon.clock import Clock
 from daemon.links.keys import Keyring
 from daemon.logs import get_logger
-from daemon.store.conversions import record_conversions
 from daemon.tracking.pages import SECURITY_HEADERS
 
 log = get_logger("tracking")

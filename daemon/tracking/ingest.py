@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -124,7 +125,8 @@ class EventWriter:
             by_delivery.setdefault(s.delivery_id, []).append(Click(("stored", s.id), s.link_id, s.occurred_at))
         relabel: list[tuple[int, str, str]] = []
         for group in by_delivery.values():
-            for origin, number in sorted(find_bursts(group, self.rules)):  # type: ignore[type-var]
+            refs = cast(set[tuple[str, int]], find_bursts(group, self.rules))  # the refs given to Click above
+            for origin, number in sorted(refs):
                 if origin == "new" and labels[number].label == HUMAN:
                     labels[number] = LINK_BURST
                 elif origin == "stored" and stored_labels[number] == HUMAN:

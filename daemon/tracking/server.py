@@ -1,8 +1,10 @@
-"""The tracking HTTP server, in the daemon's event loop (aiohttp's low-level server, five routes).
+"""The tracking HTTP server, in the daemon's event loop (aiohttp's low-level server, six routes).
 
 =====================  =====================================================================
 ``GET|HEAD /o/T.gif``  1×1 GIF, no-cache; the open goes to the event buffer
 ``GET|HEAD /c/T``      302 to the stored destination with ``tsid=T``; the click goes to the buffer
+``GET|HEAD /s/CODE``   an SMS short link: the same click as ``/c/`` (same checks, event and 302); its
+                       ``tsid`` is the equivalent click token, so ``POST /conversions`` verifies it
 ``GET|HEAD /u/T``      a static page with a POST button; changes nothing (scanners follow GETs)
 ``POST /u/T``          RFC 8058 one-click unsubscribe (body ``List-Unsubscribe=One-Click``, also
                        what the page's form posts): committed before the 200, idempotent
@@ -39,7 +41,7 @@ from daemon.clock import Clock
 from daemon.errors import TopslotError
 from daemon.links.keys import Keyring
 from daemon.links.tokens import TokenClaims, TokenError
-from daemon.links.tracking import TrackingBase, read_tracking_path
+from daemon.links.tracking import TrackingBase, click_id, read_tracking_path
 from daemon.logs import get_logger
 from daemon.store.links import StoredLink, find_link
 from daemon.store.tracking_events import unsubscribe
@@ -56,7 +58,7 @@ log = get_logger("daemon.tracking")
 
 ONE_CLICK_FIELD = "List-Unsubscribe"
 ONE_CLICK_VALUE = "One-Click"
-_ROUTES = {"/o/": "open", "/c/": "click", "/u/": "unsubscribe"}
+_ROUTES = {"/o/": "open", "/c/": "click", "/s/": "click", "/u/": "unsubscribe"}
 Handler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
 _READ_METHODS = ("GET", "HEAD")
 _BASE_HEADERS = {**pages.SECURITY_HEADERS, **pages.NO_CACHE}
@@ -221,7 +223,7 @@ class TrackingServer:
         if claims.kind == "open":
             return await self._open(request, claims)
         if claims.kind == "click":
-            return await self._click(request, claims, path[3:])
+            return await self._click(request, claims, click_id(path, claims, self.keyring))
         return await self._unsubscribe(request, claims)
 
     async def _open(self, request: BaseRequest, claims: TokenClaims) -> web.StreamResponse:
@@ -231,6 +233,7 @@ class TrackingServer:
         return web.Response(body=pages.PIXEL_GIF, headers=_PIXEL_HEADERS)
 
     async def _click(self, request: BaseRequest, claims: TokenClaims, token: str) -> web.StreamResponse:
+        """A verified click (``/c/`` token or ``/s/`` short code): ``token`` is the ``tsid`` to append."""
         if request.method not in _READ_METHODS:
             return _page(405, allow="GET, HEAD")
         delivery_id = claims.delivery_id

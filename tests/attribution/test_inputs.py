@@ -123,7 +123,10 @@ def test_absurd_amounts_and_wrong_types_are_refused(revenue: object, message: st
         ),
         ({"margin": False}, FieldProblem("margin", "margin must be a fraction between 0 and 1, such as 0.35")),
         ({"currency": ["USD"]}, FieldProblem("currency", "currency must be a 3-letter ISO 4217 code such as USD")),
-        ({"occurred_at": 1715000000}, FieldProblem("occurred_at", f"occurred_at must be an ISO 8601 time such as {AT}")),  # noqa: E501
+        (
+            {"occurred_at": 1715000000},
+            FieldProblem("occurred_at", f"occurred_at must be an ISO 8601 time such as {AT}"),
+        ),  # noqa: E501
         ({"click_id": "a\x00b"}, FieldProblem("click_id", "click_id contains control characters")),
     ],
 )

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from daemon.channels.base import EmailEnvelope, TextMessage
 from daemon.channels.outbox import JsonlTextOutbox, MaildirOutbox
-from daemon.channels.senders import email_sender_for, text_outbox_for
 from daemon.channels.smtp import SmtpPool
 from daemon.clock import FakeClock
 from daemon.settings import Settings, SmtpServer
@@ -61,13 +60,3 @@ async def test_text_outbox_appends_one_json_line_per_message(tmp_path: Path) -> 
         "body": "母亲节 3",
         "written_at": "2026-05-10T09:00:00Z",
     }
-
-
-def test_settings_pick_the_transport(tmp_path: Path) -> None:
-    demo = Settings(config_dir=tmp_path, var_dir=tmp_path / "var", outbox_dir=None)
-    sender = email_sender_for(demo)
-    assert isinstance(sender, MaildirOutbox) and sender.directory == tmp_path / "var" / "outbox"
-    im = text_outbox_for(demo, "im")
-    assert isinstance(im, JsonlTextOutbox) and im.path == tmp_path / "var" / "outbox" / "im.jsonl"
-    configured = Settings(config_dir=tmp_path, var_dir=tmp_path, smtp={"main": SmtpServer(host="127.0.0.1", port=2525)})
-    assert isinstance(email_sender_for(configured), SmtpPool)

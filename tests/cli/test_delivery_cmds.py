@@ -27,8 +27,10 @@ def _seed(config_dir: Path) -> None:
                 [
                     {"campaign_id": "c1", "contact_id": cid, "channel": "email", "slot_date": date(2027, 5, 6),
                      "slot": "07:30", "due_utc": NOW, "dispatch_start_utc": NOW, "timezone": "UTC",
-                     "tz_source": "contact", "state": state, "created_at": NOW, "updated_at": NOW}
-                    for cid, state in zip(ids, ("sent", "unknown", "unknown"), strict=True)
+                     "tz_source": "contact", "state": state, "provider": via, "created_at": NOW, "updated_at": NOW}
+                    for cid, state, via in zip(
+                        ids, ("sent", "unknown", "unknown"), ("outbox", "smtp", "smtp"), strict=True
+                    )
                 ],
             )  # fmt: skip
         await engine.dispose()
@@ -41,6 +43,7 @@ def test_status_then_retry_unknown(config_dir: Path) -> None:
     _seed(config_dir)
     code, out, _ = run("deliveries", "status", "c1", "--config", str(config_dir))
     assert code == 0 and "unknown" in out and "sent" in out
+    assert "outbox write (not sent)" in out  # what a file outbox took is never shown as a send
     code, out, _ = run("deliveries", "retry", "c1", "--state", "unknown", "--config", str(config_dir))
     assert code == 0 and "2 unknown deliveries of c1 queued for a retry" in out
     code, out, _ = run("deliveries", "status", "c1", "--config", str(config_dir))

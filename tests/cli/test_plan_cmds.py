@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -24,7 +25,16 @@ def test_json_plan_gives_each_recipient_their_local_slot(imported: Path) -> None
     records = [json.loads(line) for line in out.splitlines()]
     assert records, "the example campaign plans somebody"
     for r in records:
-        assert set(r) >= {"contact_id", "channel", "slot", "local_time", "due_utc", "timezone", "tz_source", "dispatch_start_utc"}
+        assert set(r) >= {
+            "contact_id",
+            "channel",
+            "slot",
+            "local_time",
+            "due_utc",
+            "timezone",
+            "tz_source",
+            "dispatch_start_utc",
+        }
         local = datetime.fromisoformat(r["local_time"])
         due = datetime.fromisoformat(r["due_utc"].replace("Z", "+00:00"))
         assert local == due and local.astimezone(ZoneInfo(r["timezone"])).strftime("%H:%M") == r["slot"]
@@ -52,9 +62,46 @@ def test_summary_matches_the_json_and_writes_nothing(imported: Path) -> None:
 
 
 def test_days_limits_the_window_and_bad_from_is_a_clear_error(imported: Path) -> None:
-    code, out, _ = run("plan", "mothers-day-2027", "--config", str(imported), "--from", "2027-04-01T00:00Z", "--days", "1")
+    code, out, _ = run(
+        "plan", "mothers-day-2027", "--config", str(imported), "--from", "2027-04-01T00:00Z", "--days", "1"
+    )
     assert code == 0 and "nothing to send in this window" in out
     code, _, err = run("plan", "mothers-day-2027", "--config", str(imported), "--from", "yesterday")
     assert code == 2 and "--from: 'yesterday' is not an ISO 8601" in err
     code, _, err = run("plan", "no-such-campaign", "--config", str(imported))
     assert code == 2 and "not found" in err
+
+
+def test_plan_shows_cost_per_channel_and_estimated_sms_segments(imported: Path) -> None:
+    """SMS segments are estimated by rendering the planned recipients (every one of them here: fewer
+    than 100 per country): Chinese recipients get a two-segment UCS-2 SMS, the others one GSM-7 segment."""
+    args = ("plan", "mothers-day-2027", "--config", str(imported), "--from", "2027-05-01T00:00Z")
+    code, out, err = run(*args)
+    assert code == 0, err
+    assert "segments not estimated" not in err  # compliance settings are missing here: email-only, not needed
+    records = [json.loads(line) for line in run(*args, "--json")[1].splitlines()]
+    sms = [r for r in records if r["channel"] == "sms"]
+    emails = [r for r in records if r["channel"] == "email"]
+    assert sms and emails
+
+    import sqlite3
+
+    db = sqlite3.connect(imported.parent / "var" / "topslot.db")
+    country = dict(db.execute("select id, country from contacts").fetchall())
+    for r in sms:
+        expected = 2.0 if country[r["contact_id"]] == "CN" else 1.0
+        assert (r["est_segments"], r["est_cost"]) == (expected, round(expected * 0.0079, 6)), r
+    assert all(r["cost"] == 0.0004 and "est_segments" not in r for r in emails)
+
+    segments = int(sum(r["est_segments"] for r in sms))
+    assert segments > len(sms)  # the example plans Chinese SMS recipients
+    lines = out.splitlines()
+    planned = lines.index(next(line for line in lines if line.startswith("planned: ")))
+    email_cost = f"{Decimal('0.0004') * len(emails):.2f}"
+    sms_cost = f"{Decimal('0.0079') * segments:.2f}"
+    assert lines[planned + 1] == f"cost email: {len(emails)} message(s) × 0.0004 USD = {email_cost} USD"
+    sms_line = lines[planned + 2]
+    assert sms_line.startswith(
+        f"cost sms: {len(sms)} message(s), ~{segments} segment(s) (estimated from {len(sms)} rendered;"
+    )
+    assert "CN 2.00" in sms_line and "GB 1.00" in sms_line and sms_line.endswith(f"× 0.0079 USD = ~{sms_cost} USD")

@@ -65,9 +65,24 @@ def test_preview_by_numeric_id_and_sms_channel(config_dir: Path) -> None:
 
     assert code == 0, err
     lines = out.splitlines()
+    short = "https://t.shop.example.com/s/preview0000000000000000000"  # as long as a real short link
+    landing = "https://shop.example.com/mothers-day?category=cosmetics&utm_source=topslot&utm_medium=sms"
     assert lines[0] == "To: +447400123449"
-    assert lines[1].startswith("# ") and "GSM-7, 2 segment(s) of up to 153" in lines[1]
-    assert lines[3].startswith("Example Shop: Noah, 20% off") and lines[3].endswith("Reply STOP to opt out")
+    assert lines[1] == "# 153 characters, GSM-7, 1 segment of up to 160; cost 1 × 0.0079 USD = 0.0079 USD"
+    assert lines[2] == f"# link {short} -> {landing}&utm_campaign=mothers-day-2027"
+    assert lines[3] == ""
+    assert lines[4] == f"Example Shop: Noah, 20% off cosmetics for Mom! Code MOMPREVIEW000 by 20 May {short}"
+    assert lines[5:] == ["Reply STOP to opt out"]  # added by topslot: the template does not write it
+
+
+def test_preview_sms_to_china_shows_ucs2_segments_cost_and_the_chinese_opt_out(config_dir: Path) -> None:
+    code, out, err = run("preview", "mothers-day-2027", "C000003", "--channel", "SMS", "--config", str(config_dir))
+
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "To: +8613123456703"
+    assert lines[1] == "# 105 characters, UCS-2, 2 segments of up to 67; cost 2 × 0.0079 USD = 0.0158 USD"
+    assert lines[4].startswith("【示例商城】Hao，母亲节美妆8折，优惠码MOMPREVIEW000") and lines[5:] == ["回TD退订"]
 
 
 def test_unknown_contact_campaign_or_channel(config_dir: Path) -> None:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from config.test_yaml_source import alias_bomb
+from test_yaml_source import alias_bomb
 
 REPO = Path(__file__).resolve().parents[2]
 PEAK_RSS_LIMIT_KB = 300 * 1024  # the unbounded loader grew past 700 MB and kept going

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from daemon.campaign import Campaign
 from daemon.config.model_errors import describe, label_of, validation_problems
-from daemon.config.yaml_source import load_yaml_text
+from daemon.yaml_source import load_yaml_text
 
 BASE = """\
 id: t

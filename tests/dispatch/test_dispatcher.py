@@ -10,6 +10,7 @@ import pytest
 from channels.scripted_smtp import ScriptedSmtpServer
 from sqlalchemy import insert, select
 
+from daemon.channel import spec_of
 from daemon.clock import FakeClock
 from daemon.coupons import codes
 from daemon.coupons.keys import active_coupon_key
@@ -19,7 +20,7 @@ from daemon.links.tokens import verify
 from daemon.scheduling.scheduler import BucketScheduler
 from daemon.store import ledger
 from daemon.store.ledger import Claimed
-from daemon.store.schema import coupon_codes, normalise_suppression_address, suppressions
+from daemon.store.schema import coupon_codes, suppressions
 from dispatch.fixtures import DUE, NOW, campaign, import_people, ledger_by_email, settings
 
 EMAILS = [
@@ -155,7 +156,7 @@ async def test_an_unsubscribe_after_the_claim_is_honoured_before_sending(engine,
                 await conn.execute(
                     insert(suppressions).values(
                         channel="email",
-                        address=normalise_suppression_address("email", "accept+2@a.example"),
+                        address=spec_of("email").suppression_address("accept+2@a.example"),
                         reason="unsubscribed",
                         created_at=NOW,
                     )

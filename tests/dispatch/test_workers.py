@@ -13,20 +13,10 @@ from structlog.testing import capture_logs
 
 from daemon.clock import FakeClock
 from daemon.dispatch.service import DispatchService
-from daemon.dispatch.workers import helper_settings, share_of
 from daemon.scheduling.scheduler import CLAIM_BATCH, BucketScheduler
 from daemon.settings import Settings
 from daemon.store.db import open_engine, upgrade
 from dispatch.fixtures import DUE, NOW, campaign, import_people, ledger_by_email, settings
-
-
-def test_each_process_gets_its_share_of_every_smtp_server(tmp_path: Path) -> None:
-    s = settings(tmp_path, 2525, dispatch_processes=3)
-    share = share_of(s, 3).smtp["local"]
-    assert (share.pool_size, share.rate_per_second, share.max_per_domain) == (1, 10_000 / 3, 6)
-    assert share_of(s, 1) is s
-    helper = helper_settings(s)
-    assert helper.dispatch_processes == 1 and helper.smtp["local"] == share
 
 
 @asynccontextmanager

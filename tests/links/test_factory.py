@@ -7,12 +7,18 @@ import pytest
 from pydantic import ValidationError
 
 from daemon.campaign import Campaign
-from daemon.config.yaml_source import load_yaml
-from daemon.links.factory import CampaignLinks
+from daemon.links.factory import (
+    PLACEHOLDER_TOKEN_CHARS,
+    CampaignLinks,
+    placeholder_short_track,
+    placeholder_track,
+)
 from daemon.links.keys import Keyring
+from daemon.links.short import SHORT_CODE_CHARS
 from daemon.links.tokens import verify
 from daemon.links.tracking import InvalidTrackingBase, read_tracking_path
 from daemon.links.urls import InvalidLink, link_key
+from daemon.yaml_source import load_yaml
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config/campaigns/mothers-day-2027.yaml"
 BASE = "https://t.shop.example.com"
@@ -168,3 +174,46 @@ def test_a_landing_page_that_cannot_be_linked_fails_at_load(data: dict, url: str
     data["landing_page"]["url"] = url
     with pytest.raises(ValidationError):
         Campaign.model_validate(data)
+
+
+def test_sms_gets_short_links_im_and_email_click_tokens(data: dict, keyring: Keyring) -> None:
+    """``ChannelSpec.short_links``: an SMS link is ``{base}/s/{26 characters}``, the same click."""
+    links = links_for(data, keyring)
+    sms = links.for_delivery(4242, "sms")
+    tracked = sms.track(sms.landing_url)
+    assert tracked.startswith(f"{BASE}/s/") and len(tracked) == len(BASE) + 3 + SHORT_CODE_CHARS
+    claims = read_tracking_path(path_of(tracked), keyring)
+    assert (claims.kind, claims.delivery_id, claims.link_key) == ("click", 4242, link_key(sms.landing_url))
+    assert links.book.pending() == {claims.link_key: sms.landing_url}
+    assert sms.track(tracked) == tracked  # never tracked twice
+    for channel in ("email", "im"):
+        assert links.for_delivery(4242, channel).track(sms.landing_url).startswith(f"{BASE}/c/")
+
+
+def test_short_links_fall_back_to_click_tokens_past_40_bit_delivery_ids(data: dict, keyring: Keyring) -> None:
+    links = links_for(data, keyring)
+    big = 2**40
+    tracked = links.for_delivery(big, "sms").track("https://shop.example.com/x")
+    assert tracked.startswith(f"{BASE}/c/") and read_tracking_path(path_of(tracked), keyring).delivery_id == big
+    assert links.for_delivery(big - 1, "sms").track("https://shop.example.com/x").startswith(f"{BASE}/s/")
+
+
+def test_sms_without_click_tracking_gets_the_plain_url(data: dict, keyring: Keyring) -> None:
+    assert links_for(data, keyring, clicks=False).for_delivery(1, "sms").track("https://Shop.example.com/x") == (
+        "https://shop.example.com/x"
+    )
+    untracked = links_for(data, keyring).for_delivery(1, "sms", tracking_allowed=False)
+    assert untracked.track("https://shop.example.com/x") == "https://shop.example.com/x"
+
+
+def test_placeholder_tracks_are_as_long_as_real_links(data: dict, keyring: Keyring) -> None:
+    real = links_for(data, keyring).for_delivery(123_456, "sms").track("https://shop.example.com/x")
+    fake = placeholder_track(BASE, "sms")("https://shop.example.com/x")
+    assert fake == f"{BASE}/s/preview0000000000000000000" and len(fake) == len(real)
+    assert placeholder_short_track(BASE + "/", "estimate")("https://shop.example.com/") == (
+        f"{BASE}/s/estimate000000000000000000"
+    )
+    long = placeholder_track(BASE, "email")("https://shop.example.com/x")
+    assert long.startswith(f"{BASE}/c/preview") and len(long) == len(BASE) + 3 + PLACEHOLDER_TOKEN_CHARS
+    with pytest.raises(InvalidLink):
+        placeholder_track(BASE, "sms")("javascript:alert(1)")

@@ -3,14 +3,17 @@ from __future__ import annotations
 import pytest
 
 from daemon.links.keys import Keyring
-from daemon.links.tokens import MAX_DELIVERY_ID, MalformedToken, TokenError, WrongKind, sign
+from daemon.links.short import sign_short
+from daemon.links.tokens import MAX_DELIVERY_ID, MalformedToken, TokenError, WrongKind, sign, verify
 from daemon.links.tracking import (
     MAX_MAILTO_LOCAL,
     InvalidTrackingBase,
     TrackingBase,
+    click_id,
     mailto_domain,
     open_pixel_url,
     read_tracking_path,
+    short_url,
     tracked_url,
     unsubscribe_mailto,
     unsubscribe_url,
@@ -68,6 +71,7 @@ def test_urls_carry_only_the_token(keyring: Keyring) -> None:
         "https://t.example.com/x/c/",
         "https://t.example.com/x/o/",
         "https://t.example.com/x/u/",
+        "https://t.example.com/x/s/",
     )
 
 
@@ -137,3 +141,22 @@ def test_path_tricks_are_refused(keyring: Keyring) -> None:
             read_tracking_path(path, keyring)  # type: ignore[arg-type]
     with pytest.raises(MalformedToken):
         read_tracking_path(f"/c/{click}?url=x", keyring)
+
+
+def test_short_paths_are_clicks_and_carry_a_verifiable_click_id(keyring: Keyring) -> None:
+    code = sign_short(keyring, 31337, LINK)
+    base = TrackingBase.parse("https://t.example.com/x/")
+    assert short_url(base, code) == f"https://t.example.com/x/s/{code}"
+    claims = read_tracking_path(f"/s/{code}", keyring)
+    assert (claims.kind, claims.delivery_id, claims.link_key) == ("click", 31337, LINK)
+    tsid = click_id(f"/s/{code}", claims, keyring)
+    assert tsid == sign(keyring, "click", 31337, LINK) and verify(tsid, keyring, "click") == claims
+    token = sign(keyring, "click", 5, LINK)
+    assert click_id(f"/c/{token}", read_tracking_path(f"/c/{token}", keyring), keyring) == token
+
+
+def test_short_path_tricks_are_refused(keyring: Keyring) -> None:
+    code, click = sign_short(keyring, 1, LINK), sign(keyring, "click", 1, LINK)
+    for path in (f"/s/{code}.gif", f"/s/{code}/", f"/S/{code}", f"/s/{code}\n", f"/s/{click}", f"/c/{code}", "/s/"):
+        with pytest.raises(TokenError):
+            read_tracking_path(path, keyring)

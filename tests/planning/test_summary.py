@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from daemon.planning.planner import PlanContact, Planner
 from daemon.planning.summary import (
+    MessageSample,
     PlanSummaryBuilder,
+    cost_lines,
     dispatch_starts,
+    estimate_costs,
     iso_utc,
     jsonl_lines,
     summary_lines,
@@ -113,3 +117,80 @@ def test_jsonl_leaves_out_skipped_rows_unless_asked() -> None:
     assert (
         record["state"] == "skipped" and record["skip_reason"] == "missed_slot" and record["dispatch_start_utc"] is None
     )
+
+
+# ---------------------------------------------------------------- costs and segments
+
+
+def row(contact_id: int, country: str | None = "US", channel: str = "sms", state: str = "planned") -> dict:
+    return {"contact_id": contact_id, "country": country, "channel": channel, "state": state}
+
+
+def test_message_sample_counts_every_message_and_keeps_a_bounded_deterministic_sample() -> None:
+    rows = [row(i, "CN" if i % 3 == 0 else "US") for i in range(1, 1001)]
+    rows += [row(5, "US")]  # every_slot: the same contact twice, two messages, sampled once
+    rows += [row(2000, "US", channel="email"), row(2001, "US", state="skipped"), row(2002, None)]
+    sample = MessageSample(["sms"], per_group=10)
+    sample.add(rows[:400])
+    sample.add(rows[400:])
+    assert dict(sample.counts) == {("sms", "CN"): 333, ("sms", "US"): 668, ("sms", "-"): 1}
+    groups = sample.groups()
+    assert [len(groups[g]) for g in (("sms", "CN"), ("sms", "US"), ("sms", "-"))] == [10, 10, 1]
+    assert all(i % 3 == 0 for i in groups[("sms", "CN")]) and len(set(groups[("sms", "US")])) == 10
+    assert max(groups[("sms", "US")]) > 500  # spread over the ids, not the first ten
+    again = MessageSample(["sms"], per_group=10)
+    again.add(list(reversed(rows)))
+    assert again.groups() == groups  # the same plan samples the same recipients, in any order
+    assert sample.contact_ids() == {i for ids in groups.values() for i in ids}
+
+
+def test_costs_are_estimated_per_country_from_the_rendered_sample() -> None:
+    sample = MessageSample(["sms"])
+    sample.add([row(i, "CN") for i in range(300)] + [row(1000 + i, "US") for i in range(99)] + [row(5000, "FR")])
+    rendered = {("sms", "CN"): [2] * 90 + [3] * 10, ("sms", "US"): [1] * 99, ("sms", "FR"): []}
+    unit = {"email": Decimal("0.0004"), "sms": Decimal("0.0079")}
+    email, sms = estimate_costs({"email": 1000, "sms": 400}, unit, "USD", sample, rendered)
+
+    assert (email.messages, email.segments, email.cost) == (1000, None, Decimal("0.4000"))
+    assert sms.per_message == {"CN": Decimal("2.10"), "US": Decimal("1.00")}
+    assert sms.segments == Decimal("2.10") * 300 + 99 and sms.sampled == 199 and sms.unestimated == 1
+    assert sms.cost == sms.segments * Decimal("0.0079")
+    assert cost_lines([email, sms]) == [
+        "cost email: 1,000 message(s) × 0.0004 USD = 0.40 USD",
+        "cost sms: 400 message(s), ~729 segment(s) (estimated from 199 rendered; per message: CN 2.10, US 1.00;"
+        " 1 message(s) not estimated) × 0.0079 USD = ~5.76 USD",
+    ]
+    fields = [sms.row_fields(row(1, c)) for c in ("CN", "US", "FR")]
+    assert fields == [
+        {"est_segments": 2.1, "est_cost": 0.01659},
+        {"est_segments": 1.0, "est_cost": 0.0079},
+        {"est_segments": None, "est_cost": None},
+    ]
+    assert email.row_fields(row(1, channel="email")) == {"cost": 0.0004}
+
+
+def test_summary_and_json_lines_carry_the_costs() -> None:
+    contacts = [PlanContact(i, "Asia/Shanghai", None, "CN", ("email", "sms")) for i in range(3)]
+    p, rows = plan(contacts)
+    builder = PlanSummaryBuilder()
+    for r in rows:
+        builder.add(r)
+    sample = MessageSample(["sms"])
+    sample.add(rows)
+    summary = builder.build({"email": 2000, "sms": 30}, timedelta(minutes=10))
+    costs = estimate_costs(
+        summary.planned_by_channel, {"email": Decimal("0.001"), "sms": Decimal("0.01")}, "EUR", sample,
+        {("sms", "CN"): [2, 2, 2]},
+    )  # fmt: skip
+    lines = summary_lines(summary, channels=["email", "sms"], costs=costs)
+    assert lines[-3:] == [
+        "planned: email 3, sms 3",
+        "cost email: 3 message(s) × 0.001 EUR = 0.00 EUR",
+        "cost sms: 3 message(s), ~6 segment(s) (estimated from 3 rendered; per message: CN 2.00)"
+        " × 0.01 EUR = ~0.06 EUR",
+    ]
+    records = [json.loads(line) for line in jsonl_lines(rows, dispatch_starts(summary.windows), costs=costs)]
+    assert {(r["channel"], r.get("cost"), r.get("est_segments"), r.get("est_cost")) for r in records} == {
+        ("email", 0.001, None, None),
+        ("sms", None, 2.0, 0.02),
+    }

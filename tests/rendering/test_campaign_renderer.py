@@ -16,11 +16,11 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from daemon.campaign import Campaign
-from daemon.config.yaml_source import load_yaml
 from daemon.errors import InvalidInput
 from daemon.rendering import MessageLinks, RenderLimits, compile_campaign
 from daemon.settings import Compliance
 from daemon.templating import ContactView
+from daemon.yaml_source import load_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 COMPLIANCE = Compliance(

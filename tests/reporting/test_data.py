@@ -175,3 +175,20 @@ async def test_sql_sums_agree_with_roi_totals(engine: AsyncEngine) -> None:
             group.deliveries.chargeable_by_channel, COSTS, group.money.lift.counts if group.money.lift else None,
         )  # fmt: skip
         assert group.money == reference
+
+
+async def test_outbox_writes_are_not_paid_and_sms_pay_per_segment(engine: AsyncEngine) -> None:
+    from sqlalchemy import update
+
+    from daemon.store.schema import deliveries
+
+    await seed(engine)
+    async with engine.begin() as conn:  # d2 (email, sent) went to the file outbox; d3 (sms) was 2 segments
+        await conn.execute(update(deliveries).where(deliveries.c.id == 2).values(provider="outbox"))
+        await conn.execute(update(deliveries).where(deliveries.c.id == 3).values(provider="twilio", segments=2))
+    query = ReportQuery(CAMPAIGN, "channel", window=WINDOW, costs=COSTS)
+    t = (await build_report(engine, query, T0, name=NAME)).total
+
+    assert (t.deliveries.sent, t.deliveries.outbox) == (5, 1)  # still handed over, but labelled
+    assert t.deliveries.chargeable_by_channel == {"email": 4, "sms": 2}
+    assert t.money.send_cost == D("1.40")  # 4 email × 0.10 + 2 segments × 0.50

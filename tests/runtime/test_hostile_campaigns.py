@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from config.test_yaml_source import alias_bomb
+from test_yaml_source import alias_bomb
 
 from runtime.daemon_support import WAIT, LogTap, make_daemon, until
 

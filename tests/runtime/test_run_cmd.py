@@ -109,4 +109,10 @@ def test_demo_sends_the_shipped_example_to_the_outbox(tmp_path: Path, processes:
     assert code.startswith("MOM")
     sms = (demo / "outbox" / "sms.jsonl").read_text().splitlines()
     assert len(sms) == sent["sms"]
-    assert all(json.loads(line)["body"].endswith("Reply STOP to opt out") for line in sms)
+    # topslot adds the opt-out line of the recipient's country (compliance.sms_opt_out): 回TD退订 in China
+    country = dict(db.execute("select d.id, c.country from deliveries d join contacts c on c.id = d.contact_id"))
+    lines = [json.loads(line) for line in sms]
+    assert {country[m["delivery_id"]] == "CN" for m in lines} == {True, False}  # both kinds in the demo
+    for m in lines:
+        assert m["body"].endswith("回TD退订" if country[m["delivery_id"]] == "CN" else "Reply STOP to opt out")
+    assert all("/s/" in m["body"] for m in lines)  # short links

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from config.test_yaml_source import alias_bomb
+from test_yaml_source import alias_bomb
 
 from runtime.test_run_cmd import TOPSLOT, child_env
 

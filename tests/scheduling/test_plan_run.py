@@ -125,7 +125,7 @@ async def test_dispatch_start_is_sized_from_the_bucket(engine, tmp_path) -> None
     await ledger.record_campaign(engine, campaign(), "hash", NOW)
     await plan_campaign(engine, campaign(), s, NOW, write=True)
     buckets = await ledger.planned_buckets(engine, "ledger-test")
-    rate = channel_rates(s)["email"]
+    rate = channel_rates(s, campaign())["email"]
     for b in buckets:
         lead = b.due_utc - b.dispatch_start_utc
         # tiny buckets: the 60 s floor; never earlier than the 10 min window allows

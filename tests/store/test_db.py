@@ -27,6 +27,8 @@ from daemon.store.db import (
 )
 from daemon.store.schema import campaigns, metadata
 
+HEAD = db.head_revision()  # the newest migration
+
 
 async def _schema_diff(engine: AsyncEngine) -> list:
     async with engine.connect() as conn:
@@ -41,10 +43,10 @@ async def _schema_diff(engine: AsyncEngine) -> list:
 async def _check_fresh_upgrade(engine: AsyncEngine) -> None:
     assert await current_revision(engine) is None
     await upgrade(engine)
-    assert await current_revision(engine) == "0001"
+    assert await current_revision(engine) == HEAD
     assert await _schema_diff(engine) == []
     await upgrade(engine)  # second time: a no-op
-    assert await current_revision(engine) == "0001"
+    assert await current_revision(engine) == HEAD
     assert await _schema_diff(engine) == []
 
 
@@ -78,7 +80,7 @@ async def test_upgrade_accepts_a_url(tmp_path: Path) -> None:
     await upgrade(url)
     engine = open_engine(url)
     try:
-        assert await current_revision(engine) == "0001"
+        assert await current_revision(engine) == HEAD
     finally:
         await engine.dispose()
 
@@ -199,7 +201,7 @@ async def test_prepare_database_read_only_creates_nothing(tmp_path: Path) -> Non
     await engine.dispose()
     engine = await prepare_database(url, read_only=True)  # then a reader may open it
     try:
-        assert await current_revision(engine) == "0001"
+        assert await current_revision(engine) == HEAD
     finally:
         await engine.dispose()
 
@@ -209,13 +211,13 @@ async def test_an_older_schema_asks_for_db_upgrade_and_is_not_migrated(
 ) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'topslot.db'}"
     await upgrade(url)
-    monkeypatch.setattr(db, "head_revision", lambda: "0002")  # as if this topslot had one more migration
+    monkeypatch.setattr(db, "head_revision", lambda: "9999")  # as if this topslot had more migrations
 
     with pytest.raises(DatabaseUnavailable) as caught:
         await prepare_database(url, read_only=True)
 
     assert str(caught.value) == (
-        f"database file {tmp_path / 'topslot.db'} has schema revision 0001, older than this topslot's 0002: "
+        f"database file {tmp_path / 'topslot.db'} has schema revision {HEAD}, older than this topslot's 9999: "
         "run topslot db upgrade"
     )
 

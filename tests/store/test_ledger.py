@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+from scheduling.ledger_fixtures import NOW, campaign, populate, rows, settings, suppress
 from sqlalchemy import func, select
 
 from daemon.scheduling.plan_run import plan_campaign
 from daemon.store import ledger
 from daemon.store.schema import deliveries
-from scheduling.ledger_fixtures import NOW, campaign, populate, rows, settings, suppress
 
 NY_DUE = datetime(2027, 5, 6, 11, 30, tzinfo=UTC)
 

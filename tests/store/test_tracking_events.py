@@ -93,14 +93,6 @@ async def test_unsubscribe_without_an_address_still_withdraws_consent(engine: As
     assert granted is False
 
 
-def test_suppression_addresses_per_channel() -> None:
-    assert te.suppression_addresses("email", " A@B.example ", None, None) == ["a@b.example"]
-    assert te.suppression_addresses("sms", None, "+8613800138000", None) == ["+8613800138000"]
-    assert te.suppression_addresses("im", None, None, {"wechat": "wx1", "telegram": "", "line": 5}) == ["wechat:wx1"]
-    assert te.suppression_addresses("email", None, "+1", None) == []
-    assert te.suppression_addresses("im", None, None, None) == []
-
-
 async def test_deliveries_table_is_untouched_by_unsubscribe(engine: AsyncEngine, tmp_path: Path) -> None:
     world = await make_world(engine, tmp_path)
     async with engine.connect() as conn:

@@ -55,6 +55,7 @@ from daemon.campaign import (
     SearchedCondition,
     TagCondition,
 )
+from daemon.channel import ChannelSpec, spec_of
 from daemon.errors import TopslotError
 from daemon.imports import fields
 from daemon.imports.contacts import normalise_tag
@@ -116,16 +117,20 @@ def condition_filter(condition: Any, now: datetime) -> Expr:
 # ---------------------------------------------------------------- channels
 
 
+def _spec(channel: str) -> ChannelSpec:
+    try:
+        return spec_of(channel)
+    except KeyError as exc:
+        raise SegmentError(str(exc.args[0])) from None
+
+
 def has_address(channel: str, im_provider: str | None = None) -> Expr:
-    if channel == "email":
-        return contacts.c.email.isnot(None)
-    if channel == "sms":
-        return contacts.c.phone.isnot(None)
-    if channel == "im":
-        if im_provider:
-            return _json_text(contacts.c.im_ids, normalise_key(im_provider)).isnot(None)
-        return contacts.c.im_ids.isnot(None)
-    raise SegmentError(f"unknown channel {channel!r}")
+    """The contact has an address on ``channel`` (keyed channels: under ``im_provider``, or any)."""
+    spec = _spec(channel)
+    column = contacts.c[spec.contact_field]
+    if spec.keyed and im_provider:
+        return _json_text(column, normalise_key(im_provider)).isnot(None)
+    return column.isnot(None)
 
 
 def has_consent(channel: str) -> Expr:
@@ -137,18 +142,18 @@ def has_consent(channel: str) -> Expr:
 
 
 def is_suppressed(channel: str, im_provider: str | None = None) -> Expr:
-    """The contact's address for ``channel`` is on the suppression list (emails compared lower-cased)."""
-    if channel == "email":
-        address: Any = func.lower(contacts.c.email)
-    elif channel == "sms":
-        address = contacts.c.phone
-    elif channel == "im":
+    """The contact's address for ``channel`` is on the suppression list, compared as the channel
+    writes suppressions (``ChannelSpec.suppression_address``: email lower-cased; keyed channels
+    ``provider:id``)."""
+    spec = _spec(channel)
+    address: Any = contacts.c[spec.contact_field]
+    if spec.keyed:
         if not im_provider:
-            return false()  # IM suppressions are "provider:id"; without a provider there is no address
+            return false()  # keyed suppressions are "provider:id"; without a provider there is no address
         key = normalise_key(im_provider)
-        address = literal(f"{key}:", String).concat(_json_text(contacts.c.im_ids, key))
-    else:
-        raise SegmentError(f"unknown channel {channel!r}")
+        address = literal(f"{key}:", String).concat(_json_text(address, key))
+    if spec.lower_case:
+        address = func.lower(address)
     return exists(select(literal(1)).where(suppressions.c.channel == channel, suppressions.c.address == address))
 
 

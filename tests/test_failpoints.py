@@ -7,13 +7,13 @@ import subprocess
 import sys
 
 import pytest
-
-from daemon.dispatch import failpoints
 from dispatch.crash_support import child_env
+
+from daemon import failpoints
 
 PROBE = """
 import sys
-from daemon.dispatch import failpoints
+from daemon import failpoints
 print("noop" if failpoints.hit is failpoints._noop else "armed", flush=True)
 for i in range(1, 4):
     failpoints.hit("elsewhere")

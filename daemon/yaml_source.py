@@ -51,7 +51,7 @@ _CLOCK = re.compile(r"^([0-9]{1,2}):([0-5][0-9])$")
 _LEADING_ZERO = re.compile(r"^[-+]?0[0-9_]+$")
 
 
-class PositionLoader(_BaseLoader):  # type: ignore[misc, valid-type]
+class PositionLoader(_BaseLoader):
     """The safe loader; only its composer and scalar constructors are used."""
 
 
@@ -165,10 +165,12 @@ def expansion_problem(text: str, display_path: str) -> Problem | None:
     loader = PositionLoader(text)
     try:
         while (event := loader.get_event()) is not None and not isinstance(event, yaml.StreamEndEvent):
-            where = (event.start_mark.line + 1, event.start_mark.column + 1) if event.start_mark else (1, 1)
+            line, column = (event.start_mark.line + 1, event.start_mark.column + 1) if event.start_mark else (1, 1)
             if isinstance(event, yaml.CollectionStartEvent):
                 if len(stack) >= MAX_DEPTH:
-                    return Problem(display_path, *where, f"lists and mappings nest more than {MAX_DEPTH} deep here")
+                    return Problem(
+                        display_path, line, column, f"lists and mappings nest more than {MAX_DEPTH} deep here"
+                    )
                 add(1, 0)
                 stack.append((event.anchor, 1, 0))
             elif isinstance(event, yaml.CollectionEndEvent):
@@ -181,7 +183,7 @@ def expansion_problem(text: str, display_path: str) -> Problem | None:
                     sizes[event.anchor] = size
                 add(*size)
             elif isinstance(event, yaml.AliasEvent):
-                add(*sizes.get(event.anchor, (1, 0)))  # an alias inside its own anchor: the builder reports it
+                add(*sizes.get(event.anchor or "", (1, 0)))  # an alias inside its own anchor: the builder reports it
             else:
                 continue
             if values > MAX_VALUES or chars > MAX_TEXT_CHARS:
@@ -189,7 +191,8 @@ def expansion_problem(text: str, display_path: str) -> Problem | None:
                 culprit = f"the alias *{event.anchor}" if isinstance(event, yaml.AliasEvent) else "this value"
                 return Problem(
                     display_path,
-                    *where,
+                    line,
+                    column,
                     f"{culprit} makes the file stand for more than {what} once aliases are expanded "
                     "(an alias bomb?); refused without expanding it",
                 )

@@ -9,15 +9,15 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from segment_population import NOW, load_population
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.campaign import Audience
 from daemon.ages import age_on
-from daemon.segments import SegmentError, audience_filter, years_before
+from daemon.campaign import Audience
 from daemon.store.schema import contacts
-from segment_population import NOW, load_population
+from daemon.store.segments import SegmentError, audience_filter, years_before
 
 CASES: list[tuple[dict[str, Any], set[str]]] = [
     # real columns

@@ -1,0 +1,361 @@
+"""Twilio's webhooks, served by the tracking server: ``POST /twilio/status`` (delivery receipts) and
+``POST /twilio/inbound`` (SMS replies: STOP, START, HELP).
+
+Both check ``X-Twilio-Signature`` with Twilio's ``RequestValidator`` and the account auth token
+against the PUBLIC URL Twilio called, rebuilt from ``tracking_base_url`` (``{base}/twilio/status``,
+with the request's query string if it has one), never from the Host header or the scheme a reverse
+proxy passes on. Twilio not configured → 404; body over ``MAX_BODY_BYTES`` → 413; not a form → 415;
+signature missing or wrong → 403. In every refused case nothing changes.
+
+Status callbacks (answered 204):
+
+=================================  ===================================================================
+``delivered`` (``read``)           the ``sent`` row with that MessageSid → ``delivered``
+``undelivered`` / ``failed``       → ``bounced``, ``last_error`` "<ErrorCode> <meaning>"; the codes of
+                                   ``SUPPRESSING_CODES`` also put the row's phone on the SMS suppression
+                                   list (``sms_undeliverable``; 21610, a STOP Twilio holds: ``sms_stop``)
+anything else                      nothing (queued, sending, sent, accepted, scheduled, canceled, ...)
+=================================  ===================================================================
+
+The first final receipt of a message wins; a receipt that beats the dispatcher's commit of the SID
+is parked and applied when the row is recorded (``daemon.store.receipts``).
+
+Inbound SMS (answered with TwiML): the body, NFKC-normalised (full-width letters), case-folded and
+stripped of surrounding spaces, punctuation and symbols, is compared whole with the keywords:
+
+- ``OPT_OUT`` (STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, REVOKE, OPTOUT, 退订, TD, T): the From number is
+  suppressed for SMS (``sms_stop``, source ``twilio_inbound:<MessageSid>``) and the SMS consent of
+  every contact with that phone is withdrawn; empty ``<Response/>`` (Twilio sends its own
+  confirmation on numbers with its default opt-out handling);
+- ``OPT_IN`` (START, UNSTOP, YES): the number's ``sms_stop`` suppression is removed — a hard bounce
+  (``sms_undeliverable``, ``hard_bounce``) stays — and consent is NOT granted again: it comes back
+  only from the contact records (the next contact import with ``consent_sms``); empty response;
+- ``HELP`` (HELP, INFO): ``<Response><Message>{twilio.help_text}</Message></Response>`` with
+  ``{sender}`` replaced by ``compliance.sender_identity``;
+- anything else: empty ``<Response/>``, nothing changes.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+from urllib.parse import parse_qsl
+from xml.sax.saxutils import escape
+
+import phonenumbers
+from aiohttp import web
+from multidict import MultiDict
+from sqlalchemy.ext.asyncio import AsyncEngine
+from twilio.request_validator import RequestValidator
+
+from daemon.attribution.webhook import WebhookError
+from daemon.clock import Clock
+from daemon.delivery import DeliveryState as S
+from daemon.logs import get_logger
+from daemon.store.receipts import Receipt, Result, record_receipt
+from daemon.store.tracking_events import (
+    SMS_STOP_REASON,
+    SMS_UNDELIVERABLE_REASON,
+    lift_suppression,
+    opt_out_address,
+)
+from daemon.tracking.conversions_route import read_bounded
+from daemon.tracking.pages import SECURITY_HEADERS
+
+log = get_logger("daemon.tracking")
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+PROVIDER = "twilio"
+STATUS_PATH = "/twilio/status"
+INBOUND_PATH = "/twilio/inbound"
+SIGNATURE_HEADER = "X-Twilio-Signature"
+FORM = "application/x-www-form-urlencoded"
+MAX_BODY_BYTES = 64 * 1024  # a Twilio form is 1-3 KiB; an inbound MMS with ten media URLs stays far below
+MAX_FIELDS = 200
+BODY_TIMEOUT = 10.0  # Twilio gives up on a webhook after 15 s
+MAX_KEYWORD_CHARS = 64  # a longer body is never a keyword
+
+# Twilio's default opt-out words (REVOKE and OPTOUT since the FCC's 2025 revocation rule), and China's
+OPT_OUT = frozenset({"stop", "stopall", "unsubscribe", "cancel", "end", "quit", "revoke", "optout", "退订", "td", "t"})
+OPT_IN = frozenset({"start", "unstop", "yes"})
+HELP = frozenset({"help", "info"})
+Keyword = Literal["opt_out", "opt_in", "help"]
+
+FINAL_STATUSES = {"delivered": S.DELIVERED, "read": S.DELIVERED, "undelivered": S.BOUNCED, "failed": S.BOUNCED}
+
+# Twilio error codes a status callback carries, with what they mean (twilio.com/docs/api/errors).
+ERROR_MEANINGS: dict[int, str] = {
+    21211: "invalid 'To' phone number",
+    21408: "permission to send to this region not enabled",
+    21610: "recipient replied STOP (unsubscribed)",
+    21612: "cannot route to this number",
+    21614: "'To' is not a mobile number",
+    30001: "queue overflow",
+    30002: "account suspended",
+    30003: "unreachable destination handset",
+    30004: "message blocked",
+    30005: "unknown destination handset",
+    30006: "landline or unreachable carrier",
+    30007: "message filtered by the carrier",
+    30008: "unknown error",
+    30009: "missing segment",
+    30010: "message price exceeds max price",
+    30019: "content size exceeds carrier limit",
+    30022: "US A2P 10DLC rate limit exceeded",
+    30023: "US A2P 10DLC daily cap reached",
+    30032: "toll-free number not verified",
+    30034: "message from an unregistered US A2P 10DLC number",
+}
+# The number itself cannot (or will not) take SMS: suppressed, not just bounced. 30003 (handset off),
+# 30007 (carrier filtering: the content), 30008 and the rest only bounce this one message.
+SUPPRESSING_CODES: dict[int, str] = {
+    30004: SMS_UNDELIVERABLE_REASON,  # blocked for this number by the carrier or the handset
+    30005: SMS_UNDELIVERABLE_REASON,  # no such handset
+    30006: SMS_UNDELIVERABLE_REASON,  # a landline, or a carrier that cannot take SMS
+    21614: SMS_UNDELIVERABLE_REASON,  # not a mobile number
+    21610: SMS_STOP_REASON,  # Twilio holds a STOP from this number: a START lifts it, as Twilio's own block
+}
+
+_EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
+_TWIML_HEADERS = {**SECURITY_HEADERS, "Content-Type": "text/xml; charset=utf-8"}
+
+
+def twilio_handlers(
+    engine: AsyncEngine, settings: Any, clock: Clock, *, body_timeout: float = BODY_TIMEOUT
+) -> dict[str, Handler]:
+    """``{path: handler}`` for ``TrackingServer.add_route``. Without Twilio configured (no
+    ``twilio.account_sid`` / auth token) both paths answer 404."""
+    twilio = settings.twilio
+    token = twilio.auth_token.get_secret_value() if twilio.configured and twilio.auth_token is not None else None
+    validator = RequestValidator(token) if token else None
+    base = settings.tracking_base_url.rstrip("/")
+    help_text = render_help(twilio.help_text, settings.compliance.sender_identity)
+
+    async def form_of(request: web.BaseRequest, path: str) -> MultiDict[str] | web.Response:
+        """The verified form, or the refusal to answer."""
+        route = path.rsplit("/", 1)[-1]
+        if validator is None:
+            return _refuse(route, 404, "twilio is not configured")
+        if request.content_type != FORM:
+            return _refuse(route, 415, "not a form")
+        try:
+            body = await read_bounded(request, MAX_BODY_BYTES, body_timeout)
+            form = parse_form(body)
+        except WebhookError as exc:
+            return _refuse(route, exc.status, exc.reason)
+        signature = request.headers.get(SIGNATURE_HEADER)
+        if not signature:
+            return _refuse(route, 403, "no signature")
+        if not validator.validate(public_url(base, path, request.raw_path), form, signature):
+            return _refuse(route, 403, "bad signature")
+        return form
+
+    async def status(request: web.BaseRequest) -> web.StreamResponse:
+        form = await form_of(request, STATUS_PATH)
+        if isinstance(form, web.Response):
+            return form
+        sid = _sid(form)
+        if sid is None:
+            return _refuse("status", 400, "no valid MessageSid")
+        value = (form.get("MessageStatus") or form.get("SmsStatus") or "").strip().lower()
+        state = FINAL_STATUSES.get(value)
+        if state is None:
+            log.debug("twilio_status_ignored", provider_id=sid, status=value[:20])
+            return _no_content()
+        code = error_code(form.get("ErrorCode"))
+        reason = SUPPRESSING_CODES.get(code) if state == S.BOUNCED and code is not None else None
+        receipt = Receipt(
+            provider=PROVIDER,
+            provider_id=sid,
+            state=state,
+            error=describe_error(code, value) if state == S.BOUNCED else None,
+            suppress=reason,
+            source=f"twilio_status:{sid}:{code}" if reason else None,
+        )
+        done = await record_receipt(engine, receipt, clock.now())
+        _log_receipt(receipt, code, done.result, done.delivery_id, done.suppressed)
+        return _no_content()
+
+    async def inbound(request: web.BaseRequest) -> web.StreamResponse:
+        form = await form_of(request, INBOUND_PATH)
+        if isinstance(form, web.Response):
+            return form
+        sid = _sid(form) or "unknown"
+        word = normalise_keyword(form.get("Body") or "")
+        kind = keyword_kind(word)
+        if kind == "help":
+            log.info("sms_help_answered", message_sid=sid, keyword=word)
+            return _twiml(help_text)
+        if kind is None:
+            log.debug("sms_inbound_ignored", message_sid=sid, reason="not_a_keyword")
+            return _twiml(None)
+        phone = e164(form.get("From") or "")
+        if phone is None:
+            log.info("sms_inbound_ignored", message_sid=sid, reason="not_a_phone", keyword=word)
+            return _twiml(None)
+        now = clock.now()
+        if kind == "opt_out":
+            done = await opt_out_address(
+                engine, "sms", phone, now, reason=SMS_STOP_REASON, source=f"twilio_inbound:{sid}"
+            )
+            log.info(
+                "sms_opted_out",
+                message_sid=sid,
+                keyword=word,
+                phone=phone,
+                suppressed=done.suppressed,
+                contacts=done.contacts,
+                consents_withdrawn=done.consents_withdrawn,
+            )
+        else:
+            lifted = await lift_suppression(engine, "sms", phone, reasons={SMS_STOP_REASON})
+            log.info(
+                "sms_opted_in",
+                message_sid=sid,
+                keyword=word,
+                phone=phone,
+                lifted=lifted.lifted,
+                still_suppressed=lifted.kept_reason,
+            )
+        return _twiml(None)
+
+    return {STATUS_PATH: status, INBOUND_PATH: inbound}
+
+
+# ---------------------------------------------------------------- pure parts
+
+
+def public_url(base: str, path: str, raw_path: str) -> str:
+    """The URL Twilio signed: the configured public base, the route's path, the request's query."""
+    query = raw_path.partition("?")[2]
+    return f"{base}{path}?{query}" if query else f"{base}{path}"
+
+
+def parse_form(body: bytes) -> MultiDict[str]:
+    """A urlencoded UTF-8 body as a multi-dict (``WebhookError`` 400 when it is not one)."""
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FIELDS, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise WebhookError(400, "not a UTF-8 form of at most 200 fields") from None
+    return MultiDict(pairs)
+
+
+def normalise_keyword(body: str) -> str:
+    """NFKC (full-width ＳＴＯＰ → STOP), case-folded, without surrounding spaces, punctuation or
+    symbols ("  Stop! " → "stop", "【退订】" → "退订"); "" for a body too long to be a keyword."""
+    text = unicodedata.normalize("NFKC", body[: MAX_KEYWORD_CHARS * 4])
+    start, end = 0, len(text)
+    while start < end and _is_filler(text[start]):
+        start += 1
+    while end > start and _is_filler(text[end - 1]):
+        end -= 1
+    word = text[start:end].casefold()
+    return word if len(word) <= MAX_KEYWORD_CHARS else ""
+
+
+def keyword_kind(word: str) -> Keyword | None:
+    if word in OPT_OUT:
+        return "opt_out"
+    if word in OPT_IN:
+        return "opt_in"
+    if word in HELP:
+        return "help"
+    return None
+
+
+def _is_filler(char: str) -> bool:
+    return unicodedata.category(char)[0] in "PZSC"  # punctuation, separators, symbols, controls
+
+
+def e164(value: str) -> str | None:
+    """A Twilio From (``+14155550100``) as E.164, or None (a short code, ``whatsapp:...``, junk)."""
+    text = unicodedata.normalize("NFKC", value).strip()
+    if not text.startswith("+") or len(text) > 32:
+        return None
+    try:
+        number = phonenumbers.parse(text, None)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def error_code(value: str | None) -> int | None:
+    text = (value or "").strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else None
+
+
+def describe_error(code: int | None, status: str) -> str:
+    """``last_error`` of a bounce: "30005 unknown destination handset"."""
+    if code is None:
+        return f"{status} without an error code"
+    return f"{code} {ERROR_MEANINGS.get(code, 'twilio error')}"
+
+
+def render_help(template: str, sender: str) -> str:
+    """The HELP answer: ``{sender}`` replaced by the sender identity; without one, the text does not
+    start with the separator that followed the placeholder ("{sender}: ..." → "...")."""
+    sender = sender.strip()
+    text = template.replace("{sender}", sender).strip()
+    return text if sender else text.lstrip(":,;-–— ").strip()
+
+
+def twiml(message: str | None) -> bytes:
+    if message is None:
+        return _EMPTY_TWIML
+    clean = "".join(c for c in message if c in "\n\t" or unicodedata.category(c) != "Cc")  # XML 1.0 has no C0
+    body = f'<?xml version="1.0" encoding="UTF-8"?><Response><Message>{escape(clean)}</Message></Response>'
+    return body.encode("utf-8")
+
+
+# ---------------------------------------------------------------- answers and logs
+
+
+def _sid(form: MultiDict[str]) -> str | None:
+    sid = (form.get("MessageSid") or form.get("SmsSid") or "").strip()
+    return sid if 0 < len(sid) <= 64 and sid.isascii() and sid.isalnum() else None
+
+
+def _log_receipt(receipt: Receipt, code: int | None, result: Result, delivery_id: int | None, suppressed: int) -> None:
+    if result == Result.DROPPED:
+        log.warning("twilio_receipt_dropped", provider_id=receipt.provider_id, state=receipt.state)
+    elif result == Result.PENDING:
+        log.info("twilio_receipt_pending", provider_id=receipt.provider_id, state=receipt.state)
+    elif receipt.state == S.DELIVERED:
+        log.debug("twilio_delivered", provider_id=receipt.provider_id, delivery_id=delivery_id, result=result)
+    else:
+        log.info(
+            "twilio_bounced",
+            provider_id=receipt.provider_id,
+            delivery_id=delivery_id,
+            result=result,
+            error_code=code,
+            suppression=receipt.suppress if suppressed else None,
+        )
+
+
+def _no_content() -> web.Response:
+    return web.Response(status=204, headers=SECURITY_HEADERS)
+
+
+def _twiml(message: str | None) -> web.Response:
+    return web.Response(status=200, body=twiml(message), headers=_TWIML_HEADERS)
+
+
+_REFUSALS = {
+    400: "bad request",
+    403: "forbidden",
+    404: "not found",
+    408: "timeout",
+    413: "too large",
+    415: "not a form",
+}
+
+
+def _refuse(route: str, status: int, reason: str) -> web.Response:
+    if status != 404:  # not configured: like any unknown path, not worth a line per scanner
+        log.warning("twilio_webhook_refused", route=route, status=status, reason=reason)
+    text = _REFUSALS.get(status, "refused")
+    return web.Response(status=status, text=f"{text}\n", headers=SECURITY_HEADERS)
