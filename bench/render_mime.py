@@ -26,10 +26,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 from daemon.campaign import Campaign
-from daemon.yaml_source import load_yaml
 from daemon.rendering import MessageLinks, RenderedEmail, compile_campaign
 from daemon.settings import Compliance
 from daemon.templating import ContactView
+from daemon.yaml_source import load_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ["Lena", "Noah", "Mei", "Zoë", "Ana", "梅", "Øyvind", "Chloé"]

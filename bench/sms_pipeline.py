@@ -61,10 +61,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from sqlalchemy import insert, select, text
+from sqlalchemy import select, text
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from seeding import seed_bucket  # noqa: E402
 
 from daemon.campaign import Campaign  # noqa: E402
 from daemon.clock import FakeClock  # noqa: E402
@@ -73,8 +76,8 @@ from daemon.logs import configure_logging  # noqa: E402
 from daemon.scheduling.scheduler import BucketScheduler  # noqa: E402
 from daemon.settings import Settings  # noqa: E402
 from daemon.store import ledger  # noqa: E402
-from daemon.store.db import open_engine, upgrade  # noqa: E402
-from daemon.store.schema import consents, contacts, deliveries  # noqa: E402
+from daemon.store.db import open_engine  # noqa: E402
+from daemon.store.schema import deliveries  # noqa: E402
 from daemon.yaml_source import load_yaml  # noqa: E402
 
 EXAMPLE = REPO / "config/campaigns/mothers-day-2027.yaml"
@@ -169,33 +172,7 @@ def person(i: int) -> dict[str, Any]:
 
 async def seed(url: str, schema: str | None, n: int) -> None:
     """Contacts with a phone and SMS consent, and one planned SMS row each, all due at ``DUE``."""
-    engine = open_engine(url, schema=schema)
-    await upgrade(engine)
-    campaign = bench_campaign()
-    await ledger.record_campaign(engine, campaign, "bench", SEEDED_AT)
-    batch = 20_000
-    async with engine.begin() as conn:
-        for start in range(0, n, batch):
-            ids = range(start, min(n, start + batch))
-            await conn.execute(insert(contacts), [person(i) for i in ids])
-            await conn.execute(
-                insert(consents),
-                [{"contact_id": i + 1, "channel": "sms", "granted": True, "recorded_at": SEEDED_AT} for i in ids],
-            )
-            await conn.execute(
-                insert(deliveries),
-                [
-                    {
-                        "campaign_id": campaign.id, "contact_id": i + 1, "channel": "sms",
-                        "slot_date": DUE.date(), "slot": "07:30", "due_utc": DUE,
-                        "dispatch_start_utc": DUE - timedelta(minutes=10), "timezone": "UTC",
-                        "tz_source": "campaign", "state": "planned", "plan_run": "bench",
-                        "created_at": SEEDED_AT, "updated_at": SEEDED_AT,
-                    }
-                    for i in ids
-                ],
-            )  # fmt: skip
-    await engine.dispose()
+    await seed_bucket(url, schema, bench_campaign(), "sms", person, n, due=DUE, at=SEEDED_AT)
 
 
 class Ledger:

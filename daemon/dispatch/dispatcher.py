@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
@@ -315,7 +315,8 @@ def due_limit(campaign: Campaign, due_utc: datetime) -> datetime:
 
 
 def _with_code(r: store.Recipient, code: str | None) -> store.Recipient:
-    return replace(r, coupon_code=code)
+    r.coupon_code = code
+    return r
 
 
 def _address(campaign: Campaign, channel: str, r: store.Recipient) -> str | None:

@@ -8,7 +8,7 @@ or record a row that another node has since reclaimed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -27,9 +27,10 @@ from daemon.store.ledger import Claimed, claim_statement, ineligibility_reason
 from daemon.store.schema import contacts, deliveries, suppressions
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Recipient:
-    """A claimed row with what rendering and sending need about its contact."""
+    """A claimed row with what rendering and sending need about its contact (the dispatcher sets
+    ``coupon_code`` once it holds a code for it)."""
 
     delivery_id: int
     lease_epoch: int
@@ -78,6 +79,11 @@ _CONTACT_COLUMNS = [
 ]  # fmt: skip
 
 
+assert [c.name if c.name != "id" else "delivery_id" for c in (*_DELIVERY_COLUMNS, *_CONTACT_COLUMNS)] == [
+    f.name for f in fields(Recipient)
+], "load_recipients builds Recipient from its columns by position"
+
+
 async def load_recipients(engine: AsyncEngine, claims: Sequence[Claimed], owner: str) -> list[Recipient]:
     """The claimed rows (still leased to ``owner``) joined with their contacts, in id order."""
     if not claims:
@@ -93,7 +99,7 @@ async def load_recipients(engine: AsyncEngine, claims: Sequence[Claimed], owner:
         .order_by(deliveries.c.id)
     )
     async with engine.connect() as conn:
-        return [Recipient(**row) for row in (await conn.execute(query)).mappings()]
+        return [Recipient(*row) for row in await conn.execute(query)]  # columns in field order (checked below)
 
 
 async def drop_ineligible(

@@ -1,5 +1,7 @@
-"""Helpers for the SIGKILL test: a config directory for a 1,000-contact campaign, ``topslot`` as a
-child process, a SMTP server that reports each message's body as it starts to arrive, ledger reads.
+"""Helpers for the SIGKILL tests: a config directory for a 1,000-contact campaign, ``topslot`` as a
+child process, a SMTP server that reports each message's body as it starts to arrive, ledger reads;
+for SMS, a config directory whose Twilio is the fake Twilio of this process (``write_sms_setup``),
+a fake that reports each create request as it arrives (``CrashTwilio``), and ``sms_ledger``.
 
 One recipient (``big_index``, attribute ``big``) gets a ~7 MB message: more than the loopback
 socket buffers hold (~3 MB here with the server's SO_RCVBUF kept small), so a kill while its body
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import os
 import re
 import sqlite3
@@ -21,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from channels.fake_twilio import Behaviour, FakeTwilio
 from channels.scripted_smtp import ScriptedSmtpServer
 
 _SCRIPT = Path(sys.executable).parent / "topslot"  # the installed console script, as systemd runs it
@@ -274,3 +278,140 @@ async def wait_until(predicate: Callable[[], bool], timeout: float, step: float 
             return False
         await asyncio.sleep(step)
     return True
+
+
+# ---------------------------------------------------------------- SMS through the fake Twilio
+
+SMS_CAMPAIGN_ID = "crash-test-sms"
+
+SMS_CAMPAIGN = """\
+id: {campaign_id}
+name: Crash test (SMS)
+channels: [sms]
+audience:
+  all:
+    - {{consent: sms}}
+schedule:
+  start: {day}
+  end: {day}
+  slots: ["{slot}"]
+  timezone: UTC
+  days: every_day
+  arrive_within: 10m
+  missed_slot: {{grace: 15m, then: skip}}
+coupon: {{generate: {{prefix: TS, length: 10}}}}
+landing_page:
+  url: https://shop.example.com/landing?x=1
+  utm: {{source: topslot}}
+content:
+  sms:
+    body: crash/sms.txt.j2
+"""
+SMS_TEXT = "{{ contact.first_name }}, your code {{ coupon }}: {{ track(landing_url) }}"
+
+
+def phone_of(index: int) -> str:
+    """A valid US mobile-format number per contact (``+1 415 555 0000`` + index)."""
+    return f"+1415555{index:04d}"
+
+
+@dataclass
+class CrashTwilio(FakeTwilio):
+    """The fake Twilio, plus ``on_request(n, to)``: called as the n-th create request (1-based, in
+    arrival order) has been read and recorded, before it is answered."""
+
+    on_request: Callable[[int, str], None] | None = None
+
+    def behaviour(self, to: str) -> Behaviour:
+        if self.on_request is not None:
+            self.on_request(len(self.requests), to)
+        return super().behaviour(to)
+
+
+def twilio_env(twilio: FakeTwilio) -> dict[str, str]:
+    """What every ``topslot`` child needs for Twilio settings to load: the auth token (never in YAML)."""
+    return {"TOPSLOT_TWILIO__AUTH_TOKEN": twilio.auth_token}
+
+
+def write_sms_setup(
+    root: Path, twilio: FakeTwilio, due: datetime, *, contacts: int, rate: float, max_in_flight: int
+) -> CrashSetup:
+    """config/topslot.yaml (SQLite, Twilio at the fake, no SMTP), one SMS campaign with one slot at
+    ``due``, its template, and a contacts CSV of ``contacts`` phones (``phone_of``) with SMS consent.
+    ``big_email`` is empty: there is no big message here."""
+    config = root / "config"
+    (config / "campaigns").mkdir(parents=True)
+    (root / "templates" / "crash").mkdir(parents=True)
+    db = root / "var" / "topslot.db"
+    (config / "topslot.yaml").write_text(
+        f"""\
+database_url: sqlite+aiosqlite:///{db}
+templates_dir: {root / "templates"}
+var_dir: {root / "var"}
+default_timezone: UTC
+default_country: US
+log_format: json
+log_level: info
+tracking_port: 0  # any free port: never collide with another daemon
+compliance:
+  postal_address: "Example Shop, 1 Example Road, Springfield"
+  sender_identity: "Example Shop"
+twilio:
+  account_sid: {twilio.account_sid}
+  from_number: "{twilio.phone_number}"
+  base_url: {twilio.url}
+  rate_per_second: {rate}
+  max_in_flight: {max_in_flight}
+  timeout_seconds: 10
+""",
+        encoding="utf-8",
+    )
+    (config / "campaigns" / "crash_sms.yaml").write_text(
+        SMS_CAMPAIGN.format(campaign_id=SMS_CAMPAIGN_ID, day=due.date().isoformat(), slot=due.strftime("%H:%M")),
+        encoding="utf-8",
+    )
+    (root / "templates" / "crash" / "sms.txt.j2").write_text(SMS_TEXT, encoding="utf-8")
+    contacts_csv = root / "contacts.csv"
+    with contacts_csv.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["external_id", "phone", "first_name", "country", "timezone", "consent_sms"])
+        for i in range(contacts):
+            writer.writerow([f"s{i:04d}", phone_of(i), f"Name{i}", "US", "UTC", "yes"])
+    return CrashSetup(root, config, db, contacts_csv, due, big_email="")
+
+
+@dataclass(frozen=True)
+class SmsRow:
+    id: int
+    state: str
+    phone: str
+    coupon_code: str | None
+    attempts: int
+    provider: str | None
+    provider_id: str | None
+    segments: int | None
+
+
+def sms_ledger(db: Path) -> dict[int, SmsRow]:
+    """Every delivery row of the SMS campaign, by id (plain sqlite3; only reads)."""
+    con = sqlite3.connect(db, timeout=10)
+    try:
+        rows = con.execute(
+            "SELECT d.id, d.state, c.phone, d.coupon_code, d.attempts, d.provider, d.provider_id, d.segments "
+            "FROM deliveries d JOIN contacts c ON c.id = d.contact_id WHERE d.campaign_id = ?",
+            (SMS_CAMPAIGN_ID,),
+        ).fetchall()
+    finally:
+        con.close()
+    return {r[0]: SmsRow(*r) for r in rows}
+
+
+def log_events(log: Path, name: str) -> list[dict[str, Any]]:
+    """The JSON log records of event ``name`` in a child's log, in order."""
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{") and f'"{name}"' in line:
+            record = json.loads(line)
+            if record.get("event") == name:
+                found.append(record)
+    return found
