@@ -503,10 +503,28 @@ class SmsContent(Model):
 
 
 class ImContent(Model):
-    """The instant message."""
+    """The instant message: a text body and a card (title, the tracked landing link as a button, the
+    coupon); for WhatsApp an approved template (content SID) and its variables."""
 
     body: Name = Field(description="IM template file, relative to templates/")
-    provider: Name | None = Field(default=None, description="IM provider name from the settings")
+    provider: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,19}$")] | None = Field(
+        default=None,
+        description="IM provider name from the settings (im: <name>); contacts carry their id on it as im_<name>",
+    )
+    title: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        default=None, description="Card title; a Jinja2 template string like the subject"
+    )
+    button: Annotated[str, Field(min_length=1, max_length=64)] = Field(
+        default="Shop now", description="Label of the button that opens the (tracked) landing page"
+    )
+    content_sid: Annotated[str, Field(pattern=r"^HX[0-9a-fA-F]{32}$")] | None = Field(
+        default=None, description="WhatsApp: the approved template's content SID (HX...)"
+    )
+    variables: dict[Annotated[str, Field(pattern=r"^[0-9]{1,2}$")], Annotated[str, Field(max_length=1024)]] = Field(
+        default_factory=dict,
+        description='WhatsApp: the template\'s variables by number, each a Jinja2 template string, e.g. {"1": '
+        '"{{ contact.first_name }}", "2": "{{ coupon }}", "3": "{{ track(landing_url) }}"}',
+    )
 
 
 class Content(Model):

@@ -39,8 +39,10 @@ class ChannelSpec:
     tracks_opens: bool  # an open pixel is possible
     short_links: bool  # track() gives 26-character /s/ short links (every character is billed), not /c/ tokens
     opt_out_line: bool  # bodies end with the country's opt-out line (compliance.sms_opt_out)
+    cards: bool  # messages carry a card (title, link button, coupon) and may be provider templates (IM)
     templates: tuple[str, ...]  # keys of content.<channel> that name template files
     opt_out_templates: tuple[str, ...]  # of those, the ones that must show ``unsubscribe_url``
+    phone_keys: tuple[str, ...] = ()  # keys whose id is a phone number: the contact's phone stands in for it
 
     def address(self, contact: Any, key: str | None = None) -> str | None:
         """The contact's address on this channel (``contact`` has the contacts columns as attributes
@@ -51,7 +53,10 @@ class ChannelSpec:
         ids: Mapping[str, Any] = value if isinstance(value, Mapping) else {}
         usable = sorted(k for k, v in ids.items() if isinstance(v, str) and v.strip())
         chosen = key if key else next(iter(usable), None)
-        return f"{chosen}:{ids[chosen]}" if chosen in usable else None
+        if chosen in usable:
+            return f"{chosen}:{ids[chosen]}"
+        phone = self._phone(contact) if chosen in self.phone_keys else None
+        return f"{chosen}:{phone}" if phone else None
 
     def all_addresses(self, contact: Any) -> list[str]:
         """Every address the contact has on this channel (IM: one per network), as suppressed."""
@@ -67,6 +72,11 @@ class ChannelSpec:
 
     def _field(self, contact: Any) -> Any:
         return contact.get(self.contact_field) if isinstance(contact, Mapping) else getattr(contact, self.contact_field)
+
+    @staticmethod
+    def _phone(contact: Any) -> str | None:
+        phone = contact.get("phone") if isinstance(contact, Mapping) else getattr(contact, "phone", None)
+        return phone if isinstance(phone, str) and phone.strip() else None
 
     def suppression_address(self, address: str) -> str:
         """The one spelling the suppression list stores and compares."""
@@ -91,6 +101,7 @@ SPECS: Mapping[Channel, ChannelSpec] = {
         tracks_opens=True,
         short_links=False,
         opt_out_line=False,
+        cards=False,
         templates=("html", "text"),
         opt_out_templates=("html", "text"),
     ),
@@ -106,6 +117,7 @@ SPECS: Mapping[Channel, ChannelSpec] = {
         tracks_opens=False,
         short_links=True,
         opt_out_line=True,
+        cards=False,
         templates=("body",),
         opt_out_templates=(),
     ),
@@ -121,8 +133,10 @@ SPECS: Mapping[Channel, ChannelSpec] = {
         tracks_opens=False,
         short_links=False,
         opt_out_line=False,
+        cards=True,
         templates=("body",),
         opt_out_templates=(),
+        phone_keys=("whatsapp",),  # a WhatsApp id is a phone number: im_whatsapp, else the phone
     ),
 }
 assert tuple(SPECS) == CHANNELS

@@ -88,6 +88,7 @@ class SuppressionReason(StrEnum):
     HARD_BOUNCE = "hard_bounce"  # the address does not exist (5.1.1, invalid number)
     SMS_STOP = "sms_stop"  # replied STOP (or Twilio 21610): a later START lifts it
     SMS_UNDELIVERABLE = "sms_undeliverable"  # the carrier says the number cannot take SMS: START keeps it
+    IM_BLOCKED = "im_blocked"  # the recipient blocked the sender on that IM network (Telegram 403)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ environment variable or credential file that holds the value; values are never s
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -133,9 +134,66 @@ class TwilioSettings(_Section):
         return self.account_sid is not None
 
 
-class ImProvider(_Section):
-    url: str = Field(pattern=r"^https?://\S+$")
-    rate_per_second: float = Field(default=20.0, gt=0)
+_HTTP_URL = r"^https?://[^\s/]+(:[0-9]+)?(/\S*)?$"
+
+
+class _ImProviderBase(_Section):
+    """What every IM provider has. Its name in ``im:`` is also the key of ``contacts.im_ids`` (the
+    ``im_<name>`` import column) that holds each contact's id on that network."""
+
+    rate_per_second: float = Field(default=20.0, gt=0)  # messages per second, all campaigns together
+    timeout_seconds: float = Field(default=15.0, gt=0, le=120)  # one request, end to end
+    max_in_flight: int = Field(default=20, ge=1, le=500)  # requests open at once
+
+
+class TelegramProvider(_ImProviderBase):
+    """A Telegram bot (Bot API ``sendMessage``); the token: ``TOPSLOT_IM__<NAME>__TOKEN``."""
+
+    kind: Literal["telegram"]
+    token: SecretStr | None = None
+    base_url: str = Field(default="https://api.telegram.org", pattern=_HTTP_URL)  # tests, rehearsals
+    rate_per_second: float = Field(default=25.0, gt=0)  # Telegram allows ~30/s per bot, 1/s per chat
+
+    @model_validator(mode="after")
+    def _token(self) -> TelegramProvider:
+        if self.token is None:
+            raise ValueError("a telegram provider needs its bot token: set TOPSLOT_IM__<NAME>__TOKEN")
+        return self
+
+
+class WhatsAppProvider(_ImProviderBase):
+    """WhatsApp through Twilio (the ``twilio`` account settings); approved templates (content SIDs)."""
+
+    kind: Literal["whatsapp"]
+    from_number: str | None = Field(default=None, pattern=r"^\+[1-9][0-9]{6,14}$")  # the WhatsApp sender
+    messaging_service_sid: str | None = Field(default=None, pattern=r"^MG[0-9a-fA-F]{32}$")
+
+    @model_validator(mode="after")
+    def _sender(self) -> WhatsAppProvider:
+        if not (self.from_number or self.messaging_service_sid):
+            raise ValueError("a whatsapp provider needs from_number or messaging_service_sid")
+        return self
+
+
+class WebhookProvider(_ImProviderBase):
+    """A company's own IM gateway (WeCom, DingTalk, Feishu, ...): one signed JSON POST per message;
+    the signing secret: ``TOPSLOT_IM__<NAME>__SECRET``."""
+
+    kind: Literal["webhook"]
+    url: str = Field(pattern=_HTTP_URL)
+    secret: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _secret(self) -> WebhookProvider:
+        if self.secret is None:
+            raise ValueError("a webhook provider needs its signing secret: set TOPSLOT_IM__<NAME>__SECRET")
+        if len(self.secret.get_secret_value().encode()) < 16:
+            raise ValueError("the webhook signing secret must be at least 16 bytes")
+        return self
+
+
+ImProvider = Annotated[TelegramProvider | WhatsAppProvider | WebhookProvider, Field(discriminator="kind")]
+IM_KINDS = ("telegram", "whatsapp", "webhook")
 
 
 DEFAULT_SMS_OPT_OUT = {"default": "Reply STOP to opt out", "CN": "回TD退订"}
@@ -256,6 +314,17 @@ class Settings(BaseSettings):
         return None if value is None else active
 
     @model_validator(mode="after")
+    def _im_providers(self) -> Settings:
+        for name, provider in self.im.items():
+            if not re.fullmatch(r"[a-z][a-z0-9_]{0,19}", name):
+                raise ValueError(
+                    f"im provider name {name!r}: use a-z, 0-9 and _ (it is also the contacts' im_{name} column)"
+                )
+            if provider.kind == "whatsapp" and not self.twilio.configured:
+                raise ValueError(f"im.{name} sends WhatsApp through Twilio: configure twilio (account_sid, auth_token)")
+        return self
+
+    @model_validator(mode="after")
     def _help_names_the_sender(self) -> Settings:
         if self.twilio.configured and "{sender}" in self.twilio.help_text and not self.compliance.sender_identity:
             raise ValueError(
@@ -365,6 +434,8 @@ def secret_paths() -> list[tuple[str, ...]]:
     return [
         ("smtp", "*", "password"),
         ("twilio", "auth_token"),
+        ("im", "*", "token"),
+        ("im", "*", "secret"),
         ("signing_keys",),
         ("signing_keys", "*"),
         ("conversion_webhook_key",),
@@ -395,6 +466,10 @@ def _secrets(settings: Settings) -> Iterator[SecretStr]:
             yield server.password
     if settings.twilio.auth_token is not None:
         yield settings.twilio.auth_token
+    for provider in settings.im.values():
+        for secret in (getattr(provider, "token", None), getattr(provider, "secret", None)):
+            if secret is not None:
+                yield secret
     yield from settings.signing_keys.values()
     if settings.conversion_webhook_key is not None:
         yield settings.conversion_webhook_key

@@ -43,3 +43,12 @@ def test_suppression_addresses_per_channel() -> None:
 def test_labels() -> None:
     assert [spec_of(c).count(1) for c in CHANNELS] == ["1 email", "1 SMS", "1 IM message"]
     assert [spec_of(c).count(2) for c in CHANNELS] == ["2 emails", "2 SMS", "2 IM messages"]
+
+
+def test_a_phone_key_falls_back_to_the_phone() -> None:
+    im = spec_of("im")
+    assert im.address(contact(phone="+14155550101", im_ids={}), "whatsapp") == "whatsapp:+14155550101"
+    assert im.address(contact(phone="+14155550101", im_ids={"whatsapp": "+8613800138000"}), "whatsapp") == (
+        "whatsapp:+8613800138000"
+    )
+    assert im.address(contact(phone="+14155550101", im_ids={}), "telegram") is None  # not a phone network

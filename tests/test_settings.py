@@ -230,10 +230,12 @@ def test_a_mixed_case_server_name_still_gets_a_working_variable(
 
 
 def test_names_differing_only_in_case_are_duplicates(tmp_path: Path) -> None:
-    path = write_yaml(tmp_path / "cfg", "im:\n  Line: {url: 'https://a.example'}\n  line: {url: 'https://b.example'}\n")
+    path = write_yaml(
+        tmp_path / "cfg", "smtp:\n  Relay: {host: a.example}\n  relay: {host: b.example}\n"
+    )
     with pytest.raises(InvalidInput) as caught:
         load_settings(tmp_path / "cfg")
-    assert str(caught.value) == f"{path}:3:3: duplicate key 'line' (names are case-insensitive)"
+    assert str(caught.value) == f"{path}:3:3: duplicate key 'relay' (names are case-insensitive)"
 
 
 def test_a_map_of_secrets_written_as_one_value_names_the_per_key_variables(tmp_path: Path) -> None:

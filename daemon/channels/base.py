@@ -9,6 +9,7 @@ contract suite in ``tests/channels/test_contract.py`` runs over each of them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -26,20 +27,48 @@ class EmailEnvelope:
 
 
 @dataclass(frozen=True, slots=True)
+class Card:
+    """An IM message's structured part: a title, the tracked landing link shown as a button, the coupon."""
+
+    title: str | None
+    link: str
+    button: str
+    coupon: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ContentTemplate:
+    """A provider-approved template (WhatsApp): its content SID and the rendered variables by number."""
+
+    sid: str
+    variables: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
 class TextMessage:
     """One rendered SMS or IM push.
 
     ``to``: the channel's address (``ChannelSpec.address``): an E.164 phone for SMS, ``provider:id``
-    for IM. ``key``: the ledger's idempotency key for this delivery (``delivery_id`` as text), for
-    providers that can drop a duplicate."""
+    for IM (``whatsapp:+E164``, ``telegram:<chat id>``, ``wecom:<user id>``; ``recipient_id`` is the
+    part after the provider). ``key``: the ledger's idempotency key for this delivery
+    (``delivery_id`` as text), for providers that can drop a duplicate. IM messages carry a
+    ``card`` and, for template-only networks, a ``template``; SMS carry neither."""
 
     delivery_id: int
     to: str
     body: str
+    card: Card | None = None
+    template: ContentTemplate | None = None
+    campaign_id: str | None = None
 
     @property
     def key(self) -> str:
         return str(self.delivery_id)
+
+    @property
+    def recipient_id(self) -> str:
+        """The address without its ``provider:`` prefix (an IM network's own id for the recipient)."""
+        return self.to.partition(":")[2] or self.to
 
 
 Message = EmailEnvelope | TextMessage

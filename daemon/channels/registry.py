@@ -2,10 +2,12 @@
 
 A ``Provider`` says, for one (channel, provider name), whether the settings configure it, the rate it
 takes, and how to build its ``Messenger``. For a channel the registry picks the first configured
-provider of ``PROVIDERS`` in order, so a configured real provider wins over the outbox that is
-always there (the newcomer's demo writes files; configure ``smtp`` or ``twilio`` and the same
-campaign really sends). A campaign may ask for a provider by name (``content.im.provider``); when no
-configured provider has that name the channel's default is used.
+provider in order, so a configured real provider wins over the outbox that is always there (the
+newcomer's demo writes files; configure ``smtp`` or ``twilio`` and the same campaign really sends).
+IM providers are the ``im.<name>`` settings, one ``Provider`` each, built by the module of their
+``kind``; a campaign names the one it sends through (``content.im.provider``), and since an IM id
+only fits its own network, an IM campaign that names none (or one that is not configured) goes to
+the outbox.
 
 ``Registry.rate`` is what send windows are sized by and what capacity warnings speak of: the whole
 node's rate. ``share`` (1/N with N dispatch processes) divides each messenger's pool and rate so that
@@ -19,13 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from daemon.channel import Channel, spec_of
 from daemon.channels.base import Messenger
 from daemon.clock import Clock, SystemClock
 from daemon.settings import Settings
 
+OUTBOX = "outbox"
 OUTBOX_RATE_PER_S = 1000.0
 """What windows are sized by for a messenger without a rate (a file outbox)."""
 
@@ -47,10 +50,71 @@ class MessengerSource(Protocol):
     async def close(self) -> None: ...
 
 
-def _providers() -> tuple[Provider, ...]:
+ImBuilder = Callable[[Settings, str, Clock, float], Messenger]
+"""Builds the messenger of IM provider ``name`` (settings, name, clock, share)."""
+
+
+def _im_kinds() -> dict[str, ImBuilder]:
+    """``im.<name>.kind`` → the module that sends it (one entry per kind)."""
+    from daemon.channels import im_webhook, telegram, twilio_whatsapp
+
+    return {"telegram": telegram.build, "whatsapp": twilio_whatsapp.build, "webhook": im_webhook.build}
+
+
+def im_providers(settings: Settings) -> tuple[Provider, ...]:
+    """One ``Provider`` per configured ``im.<name>`` (its name is the contacts' ``im_<name>`` key)."""
+    if not settings.im:
+        return ()
+    kinds = _im_kinds()
+    return tuple(
+        Provider(
+            "im",
+            name,
+            configured=lambda s: True,
+            rate=lambda s, name=name: s.im[name].rate_per_second,  # type: ignore[misc]
+            build=lambda s, clock, share, name=name, kind=kinds[p.kind]: kind(s, name, clock, share),  # type: ignore[misc]
+        )
+        for name, p in settings.im.items()
+    )
+
+
+def _providers(settings: Settings) -> tuple[Provider, ...]:
     from daemon.channels import outbox, smtp, twilio_sms
 
-    return (smtp.PROVIDER, outbox.MAILDIR, twilio_sms.PROVIDER, outbox.SMS_FILE, outbox.IM_FILE)
+    return (
+        smtp.PROVIDER,
+        outbox.MAILDIR,
+        twilio_sms.PROVIDER,
+        outbox.SMS_FILE,
+        *im_providers(settings),
+        outbox.IM_FILE,
+    )
+
+
+def provider_problems(campaign: Any, settings: Settings) -> list[tuple[tuple[str, ...], str]]:
+    """(YAML path, message) for each provider a campaign names that these settings cannot send with."""
+    im = campaign.content.im
+    if im is None or "im" not in campaign.channels:
+        return []
+    known = ", ".join(sorted(settings.im)) or "none configured"
+    if im.provider is None:
+        if settings.im:
+            return [(("content", "im"), f"name the IM provider it sends through (content.im.provider): {known}")]
+        return []  # no IM provider anywhere: the IM outbox
+    provider = settings.im.get(im.provider)
+    if provider is None:
+        return [
+            (("content", "im", "provider"), f"IM provider '{im.provider}' is not in the settings (im: {known})")
+        ]
+    if provider.kind == "whatsapp" and not im.content_sid:
+        return [
+            (
+                ("content", "im"),
+                f"'{im.provider}' sends WhatsApp: marketing messages must be approved templates; set "
+                "content.im.content_sid (HX...) and its variables",
+            )
+        ]
+    return []
 
 
 class Registry:
@@ -69,7 +133,7 @@ class Registry:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.share = share
-        self.providers = tuple(providers) if providers is not None else _providers()
+        self.providers = tuple(providers) if providers is not None else _providers(settings)
         self._built: dict[tuple[str, str], Messenger] = {}
 
     def provider(self, channel: Channel, wanted: str | None = None) -> Provider:
@@ -79,7 +143,11 @@ class Registry:
         if not configured:
             raise LookupError(f"no provider for channel {channel!r} (not even an outbox)")
         named = [p for p in configured if p.name == wanted]
-        return (named or configured)[0]
+        if named:
+            return named[0]
+        if spec_of(channel).keyed:  # an IM network's ids only fit its own provider: else the outbox
+            return next(p for p in configured if p.name == OUTBOX)
+        return configured[0]
 
     def rate(self, channel: Channel, wanted: str | None = None) -> float:
         """Messages per second the channel's provider takes (the whole node's, all processes)."""

@@ -41,14 +41,14 @@ def validate(
         typer.echo(f"error: {campaigns_dir} is not a directory (expected CONFIG_DIR/campaigns)", err=True)
         raise typer.Exit(2)
     try:
-        compliance = load_settings(config_dir).compliance
+        settings = load_settings(config_dir)
     except InvalidInput as exc:  # the process settings are checked too: as for every command, exit 2
         for problem in exc.problems:
             typer.echo(str(problem))
         typer.echo(f"error: {len(exc.problems)} problem(s) in the settings; campaigns not checked", err=True)
         raise typer.Exit(2) from None
     # As the daemon loads them: valid YAML and templates, and compilable for sending (CSS, links, footer).
-    result = load_campaigns(campaigns_dir, templates_dir, compliance)
+    result = load_campaigns(campaigns_dir, templates_dir, settings)
     for problem in result.problems:
         typer.echo(str(problem))
     valid = len(result.campaigns)

@@ -60,8 +60,9 @@ class FileLoad:
     id_position: tuple[int, int] = (1, 1)
 
 
-CampaignCheck = Callable[[Campaign], list[Problem]]
-"""A further check of a valid campaign (e.g. that it compiles for sending); problems refuse it."""
+CampaignCheck = Callable[[Campaign, YamlDocument], list[Problem]]
+"""A further check of a valid campaign (e.g. that it compiles for sending with these settings),
+given its document to locate what it finds; problems refuse it."""
 
 
 def load_campaign_file(
@@ -115,7 +116,7 @@ def load_file(
     """Load and validate one campaign file; never raises for anything the file contains."""
     campaign, problems, doc = _load(path, templates_dir, env)
     if campaign is not None and check is not None:
-        problems = sorted(set(check(campaign)))
+        problems = sorted(set(check(campaign, doc)))
         campaign = None if problems else campaign
     raw_id = doc.get(("id",))
     claimed = raw_id if isinstance(raw_id, str) and raw_id else None

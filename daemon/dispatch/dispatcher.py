@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from daemon import failpoints
 from daemon.campaign import Campaign
 from daemon.channel import spec_of
-from daemon.channels.base import EmailEnvelope, Messenger, TextMessage
+from daemon.channels.base import Card, ContentTemplate, EmailEnvelope, Messenger, TextMessage
 from daemon.channels.registry import MessengerSource
 from daemon.clock import Clock
 from daemon.coupons.keys import active_coupon_key
@@ -213,7 +213,13 @@ class Dispatcher:
             data = assembler.assemble(rendered, to=address, to_name=name, delivery_id=r.delivery_id, date=now)
             return EmailEnvelope(r.delivery_id, assembler.mail_from, address, data)
         body = kit.compiled.render_text(channel, contact, r.coupon_code, links, r.slot)
-        return TextMessage(r.delivery_id, address, body)
+        if not spec_of(channel).cards:
+            return TextMessage(r.delivery_id, address, body)
+        parts = kit.compiled.render_card(channel, contact, r.coupon_code, links, r.slot)
+        card = Card(parts.title, parts.link, parts.button, r.coupon_code) if parts else None
+        im = kit.campaign.content.im
+        template = ContentTemplate(im.content_sid, parts.variables) if im and im.content_sid and parts else None
+        return TextMessage(r.delivery_id, address, body, card, template, kit.campaign.id)
 
     async def _send_chunk(self, campaign: Campaign, channel: str, chunk: Sequence[Prepared]) -> None:
         failpoints.hit("after_render")  # fault tests only (TOPSLOT_FAILPOINT); a no-op otherwise

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from jinja2 import Template, TemplateError, TemplateNotFound
 
-from daemon.campaign import Campaign
+from daemon.campaign import Campaign, ImContent
 from daemon.channel import SPECS, spec_of
 from daemon.errors import InvalidInput, Problem
 from daemon.links.factory import placeholder_short_track
@@ -158,6 +158,38 @@ class CompiledText:
         return body
 
 
+@dataclass(frozen=True, slots=True)
+class RenderedCard:
+    """An IM message's card and template variables, rendered for one recipient."""
+
+    title: str | None
+    button: str
+    link: str  # the tracked landing page
+    variables: dict[str, str]
+
+
+class CompiledCard:
+    """The IM content's one-line template strings: card title, button label, template variables."""
+
+    def __init__(self, title: Template | None, button: Template, variables: dict[str, Template], limits: RenderLimits):
+        self.title = BoundedTemplate(title, limits) if title is not None else None
+        self.button = BoundedTemplate(button, limits)
+        self.variables = {k: BoundedTemplate(v, limits) for k, v in variables.items()}
+
+    def render(self, context: dict[str, Any]) -> RenderedCard:
+        parent = self.button.parent(context)
+
+        def line(template: BoundedTemplate) -> str:
+            return " ".join(template.render(parent).split())
+
+        return RenderedCard(
+            title=line(self.title) if self.title is not None else None,
+            button=line(self.button),
+            link=context["track"](context["landing_url"]),
+            variables={k: line(v) for k, v in self.variables.items()},
+        )
+
+
 class CompiledCampaign:
     """Everything needed to render a campaign's messages; build it with ``compile_campaign``."""
 
@@ -167,13 +199,15 @@ class CompiledCampaign:
         email: CompiledEmail | None,
         texts: dict[str, CompiledText],
         assembler: MimeAssembler | None,
+        card: CompiledCard | None = None,
     ):
         self.campaign = campaign
         self.email = email
         self.texts = texts  # "sms" / "im" → body
         self.assembler = assembler
+        self.card = card  # IM
         self._view = CampaignView(campaign.id, campaign.name)
-        self._landing: dict[str, str] = {channel: campaign.landing_url(channel) for channel in campaign.channels}
+        self._landing: dict[str, str] = {channel: campaign.landing_url(channel) for channel in SPECS}
 
     def context(
         self, contact: ContactView, coupon: str | None, links: LinksOfMessage, slot: str, channel: str
@@ -203,6 +237,14 @@ class CompiledCampaign:
         if compiled is None:
             raise ValueError(f"campaign {self.campaign.id!r} has no {channel} content")
         return compiled.render(self.context(contact, coupon, links, slot, channel))
+
+    def render_card(
+        self, channel: str, contact: ContactView, coupon: str | None, links: LinksOfMessage, slot: str
+    ) -> RenderedCard | None:
+        """The IM card (title, button, tracked link) and template variables; None without IM content."""
+        if self.card is None:
+            return None
+        return self.card.render(self.context(contact, coupon, links, slot, channel))
 
 
 def sample_links(channel: str = "email") -> MessageLinks:
@@ -256,6 +298,7 @@ def compile_campaign(
             text = compiler.text(content.body, channel, opt_out)
             if text is not None:
                 texts[channel] = text
+    card = compiler.card(campaign.content.im) if campaign.content.im else None
     if compiler.problems:
         raise InvalidInput(compiler.problems)
     assembler = None
@@ -263,7 +306,7 @@ def compile_campaign(
         assembler = MimeAssembler(
             from_=campaign.content.email.from_, reply_to=campaign.content.email.reply_to, campaign_id=campaign.id
         )
-    return CompiledCampaign(campaign, email, texts, assembler)
+    return CompiledCampaign(campaign, email, texts, assembler, card)
 
 
 class _Compiler:
@@ -366,6 +409,27 @@ class _Compiler:
         if spec_of(channel).segmented:
             self.check_segments(compiled, channel, filename)
         return compiled
+
+    def card(self, content: ImContent) -> CompiledCard | None:
+        """The IM card's template strings, each compiled and rendered once with the sample contact."""
+        parts: dict[str, Template | None] = {}
+        strings = {"title": content.title, "button": content.button} | {
+            f"variables.{k}": v for k, v in content.variables.items()
+        }
+        for key, text in strings.items():
+            if text is None:
+                parts[key] = None
+                continue
+            where = f"content.im.{key}"
+            template = self.build(text, f"im-{key}.txt", where)
+            if template is None or self.sample(template, "im", where) is None:
+                return None
+            parts[key] = template
+        button = parts.pop("button")
+        assert button is not None
+        title = parts.pop("title")
+        variables = {k.removeprefix("variables."): v for k, v in parts.items() if v is not None}
+        return CompiledCard(title, button, variables, self.limits)
 
     def check_segments(self, compiled: CompiledText, channel: str, where: str) -> None:
         """A problem when a sample recipient's body (opt-out line included) is over MAX_SMS_SEGMENTS."""

@@ -26,8 +26,8 @@ from typing import Any
 from daemon.config.campaigns import FileLoad, LoadResult, campaign_files, collect, load_file, missing_directory
 from daemon.errors import Problem
 from daemon.logs import get_logger
-from daemon.runtime.ports import compiles_check, resolved
-from daemon.settings import Compliance
+from daemon.runtime.ports import resolved, sending_check
+from daemon.settings import Settings
 from daemon.templating import make_environment
 
 log = get_logger("daemon.runtime")
@@ -35,13 +35,13 @@ log = get_logger("daemon.runtime")
 FILE_TIMEOUT = 10.0
 """Seconds one campaign file may take to load, validate and compile (an honest one takes ~50 ms)."""
 
-FileLoader = Callable[[Path, Path, Any, Compliance], FileLoad]
-"""Loads one file in the child: (path, templates_dir, jinja environment, compliance) → result."""
+FileLoader = Callable[[Path, Path, Any, Settings], FileLoad]
+"""Loads one file in the child: (path, templates_dir, jinja environment, settings) → result."""
 
 
-def load_with_compile_check(path: Path, templates_dir: Path, env: Any, compliance: Compliance) -> FileLoad:
-    """The child's work for one file: load, validate, and check it compiles for sending."""
-    return load_file(path, templates_dir, env, compiles_check(templates_dir, compliance))
+def load_with_compile_check(path: Path, templates_dir: Path, env: Any, settings: Settings) -> FileLoad:
+    """The child's work for one file: load, validate, and check it is sendable with the settings."""
+    return load_file(path, templates_dir, env, sending_check(templates_dir, settings))
 
 
 class CampaignLoader:
@@ -57,7 +57,7 @@ class CampaignLoader:
         self._conn: Connection | None = None
         self._lock = asyncio.Lock()
 
-    async def load(self, campaigns_dir: Path, templates_dir: Path, compliance: Compliance) -> LoadResult:
+    async def load(self, campaigns_dir: Path, templates_dir: Path, settings: Settings) -> LoadResult:
         """Every campaign file of ``campaigns_dir``, as ``daemon.config.load_campaigns`` gives it,
         with paths resolved; a file that timed out or killed the child is one problem."""
         if not campaigns_dir.is_dir():
@@ -67,7 +67,7 @@ class CampaignLoader:
             loads: list[FileLoad] = []
             try:
                 while len(loads) < len(files):
-                    loads += await self._load_some(files[len(loads) :], templates_dir, compliance)
+                    loads += await self._load_some(files[len(loads) :], templates_dir, settings)
             except BaseException:
                 self._kill()  # cancelled (SIGTERM): the child must not outlive the load
                 raise
@@ -86,11 +86,11 @@ class CampaignLoader:
                 child.kill()
                 await asyncio.to_thread(child.join, 2.0)
 
-    async def _load_some(self, files: Sequence[Path], templates_dir: Path, compliance: Compliance) -> list[FileLoad]:
+    async def _load_some(self, files: Sequence[Path], templates_dir: Path, settings: Settings) -> list[FileLoad]:
         """Ask the child for ``files``; return what it answered before finishing or failing.
         A file it did not answer in time (or died on) becomes a problem and ends the list."""
         conn = self._ensure_child()
-        conn.send((list(files), templates_dir, compliance))
+        conn.send((list(files), templates_dir, settings))
         loads: list[FileLoad] = []
         for path in files:
             answer = await asyncio.to_thread(_receive, conn, self.file_timeout)
@@ -161,7 +161,7 @@ def _context() -> multiprocessing.context.ForkServerContext:
 
 
 def _serve(conn: Connection, file_loader: FileLoader) -> None:
-    """The child: answer each request (files, templates_dir, compliance) file by file until told to stop."""
+    """The child: answer each request (files, templates_dir, settings) file by file until told to stop."""
     while True:
         try:
             request = conn.recv()
@@ -169,11 +169,11 @@ def _serve(conn: Connection, file_loader: FileLoader) -> None:
             return
         if request is None:
             return
-        files, templates_dir, compliance = request
+        files, templates_dir, settings = request
         env = make_environment(templates_dir)  # fresh each reload: templates may have changed
         for path in files:
             try:
-                answer = file_loader(path, templates_dir, env, compliance)
+                answer = file_loader(path, templates_dir, env, settings)
             except Exception as exc:  # a bug, not the file's fault: still one problem, the rest go on
                 answer = FileLoad(path, None, (Problem(str(path), 1, 1, f"could not be loaded: {exc!r}"),))
             conn.send(answer)

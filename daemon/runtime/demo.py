@@ -65,7 +65,7 @@ async def run_demo(settings: Settings, console: Console, *, keep_running: bool =
             border_style="green",
         )
     )
-    loaded = ports.load_campaigns(settings.campaigns_dir, settings.templates_dir, settings.compliance)
+    loaded = ports.load_campaigns(settings.campaigns_dir, settings.templates_dir, settings)
     if not loaded.campaigns:
         show_campaigns(console, loaded)
         return 1

@@ -7,32 +7,37 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.campaign import Campaign
+from daemon.channels.registry import provider_problems
 from daemon.config import LoadResult
 from daemon.config import load_campaigns as load_campaign_dir
 from daemon.config.campaigns import CampaignCheck
 from daemon.errors import InvalidInput, Problem
 from daemon.rendering import compile_campaign
-from daemon.settings import Compliance
+from daemon.settings import Settings
 from daemon.store.db import prepare_database
+from daemon.yaml_source import YamlDocument
 
 
-def load_campaigns(campaigns_dir: Path, templates_dir: Path, compliance: Compliance) -> LoadResult:
+def load_campaigns(campaigns_dir: Path, templates_dir: Path, settings: Settings) -> LoadResult:
     """Load and validate every campaign file, with file paths resolved (the registry compares them).
 
-    A campaign must also compile for sending (CSS inlining, link rewriting, compliance footer):
-    one that does not is reported like any other problem and is not loaded."""
-    return resolved(load_campaign_dir(campaigns_dir, templates_dir, compiles_check(templates_dir, compliance)))
+    A campaign must also be sendable with these settings (``sending_check``): one that is not is
+    reported like any other problem and is not loaded."""
+    return resolved(load_campaign_dir(campaigns_dir, templates_dir, sending_check(templates_dir, settings)))
 
 
-def compiles_check(templates_dir: Path, compliance: Compliance) -> CampaignCheck:
-    """The check that a valid campaign also compiles for sending with these settings."""
+def sending_check(templates_dir: Path, settings: Settings) -> CampaignCheck:
+    """A valid campaign must also compile for sending (CSS inlining, link rewriting, compliance
+    footer, SMS size) and name providers the settings have."""
 
-    def check(campaign: Campaign) -> list[Problem]:
+    def check(campaign: Campaign, doc: YamlDocument) -> list[Problem]:
+        found = provider_problems(campaign, settings)
+        problems = [doc.problem(doc.position_of(path), message) for path, message in found]
         try:
-            compile_campaign(campaign, templates_dir, compliance)
+            compile_campaign(campaign, templates_dir, settings.compliance)
         except InvalidInput as exc:
-            return list(exc.problems)
-        return []
+            problems.extend(exc.problems)
+        return problems
 
     return check
 

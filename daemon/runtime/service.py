@@ -227,7 +227,7 @@ class Daemon:
             if reason != "start":
                 self.notifier.reloading()
             s = self.settings
-            loaded = await self.loader.load(s.campaigns_dir, s.templates_dir, s.compliance)
+            loaded = await self.loader.load(s.campaigns_dir, s.templates_dir, s)
             self.problems = loaded.problems
             for problem in loaded.problems:
                 log.warning(

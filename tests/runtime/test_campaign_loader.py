@@ -25,11 +25,11 @@ async def test_the_child_loads_what_the_daemon_would_load_in_process(
     (s.campaigns_dir / "copy.yaml").write_text(campaign_text("spring-2027"))
     loader = CampaignLoader()
     try:
-        isolated = await loader.load(s.campaigns_dir, s.templates_dir, s.compliance)
-        again = await loader.load(s.campaigns_dir, s.templates_dir, s.compliance)  # the same child, reused
+        isolated = await loader.load(s.campaigns_dir, s.templates_dir, s)
+        again = await loader.load(s.campaigns_dir, s.templates_dir, s)  # the same child, reused
     finally:
         await loader.close()
-    direct = ports.load_campaigns(s.campaigns_dir, s.templates_dir, s.compliance)
+    direct = ports.load_campaigns(s.campaigns_dir, s.templates_dir, s)
 
     assert isolated == direct == again
     assert set(isolated.campaigns) == {"spring-2027"}
@@ -47,7 +47,7 @@ async def test_a_file_that_never_finishes_is_refused_and_the_others_load(
     (s.campaigns_dir / "zz-later.yaml").write_text(campaign_text("later-2027"))
     loader = CampaignLoader(file_timeout=1.0, file_loader=slow_on_hang)
     try:
-        result = await loader.load(s.campaigns_dir, s.templates_dir, s.compliance)
+        result = await loader.load(s.campaigns_dir, s.templates_dir, s)
         child = loader._child
     finally:
         await loader.close()
@@ -64,7 +64,7 @@ async def test_a_file_that_kills_the_loader_is_one_problem(workdir: Path, campai
     (s.campaigns_dir / "crash.yaml").write_text(campaign_text("crashing"))
     loader = CampaignLoader(file_loader=dies_on_crash)
     try:
-        result = await loader.load(s.campaigns_dir, s.templates_dir, s.compliance)
+        result = await loader.load(s.campaigns_dir, s.templates_dir, s)
     finally:
         await loader.close()
 
@@ -77,7 +77,7 @@ async def test_cancelling_a_load_kills_the_child_at_once(workdir: Path, campaign
     s = settings(workdir)
     (s.campaigns_dir / "hang.yaml").write_text(campaign_text("hanging"))
     loader = CampaignLoader(file_timeout=3600, file_loader=slow_on_hang)
-    task = asyncio.create_task(loader.load(s.campaigns_dir, s.templates_dir, s.compliance))
+    task = asyncio.create_task(loader.load(s.campaigns_dir, s.templates_dir, s))
     while loader._child is None:
         await asyncio.sleep(0.01)
     child = loader._child
@@ -98,7 +98,7 @@ async def test_the_child_is_not_the_daemon(workdir: Path) -> None:
     s = settings(workdir)
     loader = CampaignLoader()
     try:
-        await loader.load(s.campaigns_dir, s.templates_dir, s.compliance)
+        await loader.load(s.campaigns_dir, s.templates_dir, s)
         assert loader._child is not None and loader._child.pid != os.getpid()
     finally:
         await loader.close()
