@@ -83,8 +83,9 @@ class Messenger(Protocol):
     ``channel``
         The channel it sends on (``daemon.channel.Channel``).
     ``provider``
-        The provider's name, as recorded on each ledger row it sends (``smtp``, ``twilio``,
-        ``outbox`` ...): one name per provider kind, not per account or server.
+        The provider's name, as recorded on each ledger row it sends: ``smtp``, ``twilio``,
+        ``outbox``, and for IM the provider's name in the settings' ``im:`` section (``telegram``,
+        ``wecom``, ...), which is also the contacts' ``im_<name>`` key. At most 20 characters.
     ``rate_per_second``
         The most messages per second it hands over (its own pacing; the send-window sizing of a
         bucket uses it). ``None``: no limit worth planning for (a file outbox).

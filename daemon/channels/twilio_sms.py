@@ -2,9 +2,11 @@
 official ``twilio`` package's async HTTP client (``AsyncTwilioHttpClient``, aiohttp).
 
 ``TwilioSms.send(message)`` creates one Message and returns its SID (``SM…``), or raises exactly one
-of the ``Messenger`` errors. Twilio has no idempotency key for message creation, so a POST is never
-repeated here: the client is built without ``max_retries`` (aiohttp_retry would repeat a POST on any
-5xx) and aiohttp itself only re-sends idempotent methods on a stale keep-alive connection.
+of the ``Messenger`` errors. Everything but the form of a message and a few error codes is in
+``TwilioMessages``, which WhatsApp (``daemon.channels.twilio_whatsapp``) shares. Twilio has no
+idempotency key for message creation, so a POST is never repeated here: the client is built without
+``max_retries`` (aiohttp_retry would repeat a POST on any 5xx) and aiohttp itself only re-sends
+idempotent methods on a stale keep-alive connection.
 
 How an outcome is classified (``classify``):
 
@@ -26,11 +28,12 @@ a timeout or dropped connection after the request was     ``AmbiguousSendError``
 written
 =======================================================  ==========================================
 
-"Before the request was written" is observed, not guessed: the connector flags the current send
-through a ``ContextVar`` the moment it hands over a connection (aiohttp writes the request right
-after); until then nothing of the message left this process, so a failure (``ClientConnectorError``,
-our own timeout while connecting or waiting for a pooled connection) is transient. After it, any
-failure is ambiguous (a stale keep-alive connection closed by Twilio included: safe, never twice).
+"Before the request was written" is observed, not guessed (``daemon.channels.http``, shared with
+the other HTTP messengers): the connector flags the current send the moment it hands over a
+connection (aiohttp writes the request right after); until then nothing of the message left this
+process, so a failure (``ClientConnectorError``, our own timeout while connecting or waiting for a
+pooled connection) is transient. After it, any failure is ambiguous (a stale keep-alive connection
+closed by Twilio included: safe, never twice).
 
 Per request: one ``asyncio.timeout(timeout_seconds)`` (the twilio client's own ``timeout`` is not
 passed to aiohttp). Per messenger: at most ``max_in_flight`` requests open, paced by a
@@ -49,16 +52,10 @@ can send the messages elsewhere.
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextvars
-import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -67,6 +64,15 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 
 from daemon.channel import Channel
 from daemon.channels.base import Message, TextMessage
+from daemon.channels.http import (
+    MarkingConnector,
+    basic_auth,
+    current_attempt,
+    hand_over,
+    header,
+    json_object,
+    parse_retry_after,
+)
 from daemon.channels.ratelimit import TokenBucket
 from daemon.channels.registry import Provider
 from daemon.delivery import SuppressionReason
@@ -83,39 +89,10 @@ REFUSED_CODES = frozenset({21211, 21408, 21606, 21612, 21614})  # permanent what
 BUSY_BACKOFF = 30.0
 """Seconds to wait after a 429 without ``Retry-After``; jittered up to twice that, so a herd of
 refused messages does not come back at once (the dispatcher's own first backoff is 30 s too)."""
-RETRY_AFTER_MOST = 3600.0
 
 
 _quiet = logging.getLogger("daemon.channels.twilio_sms.http")
 _quiet.setLevel(logging.WARNING)  # the twilio client logs ~10 INFO lines per request
-
-
-@dataclass(slots=True)
-class _Attempt:
-    """What one send's HTTP request got to (set by the connector and the client)."""
-
-    written: bool = False  # it holds a connection, so the request is (being) written: it may reach Twilio
-    headers: Mapping[str, str] | None = None  # the response's headers, once it came
-
-
-_attempt: contextvars.ContextVar[_Attempt | None] = contextvars.ContextVar("twilio_attempt", default=None)
-
-
-class _MarkingConnector(aiohttp.TCPConnector):
-    """Marks the current send as (possibly) written as soon as it holds a connection: aiohttp writes
-    the request at once from there, so any later failure may come after Twilio got it. Until then
-    (DNS, refused, TLS, connect timeout, waiting for a pooled connection) nothing left the process."""
-
-    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
-        connection = await super().connect(req, traces, timeout)
-        attempt = _attempt.get()
-        if attempt is not None:
-            attempt.written = True
-        return connection
-
-
-def _basic_auth(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
 class _HttpClient(AsyncTwilioHttpClient):
@@ -124,7 +101,7 @@ class _HttpClient(AsyncTwilioHttpClient):
 
     def __init__(self, connections: int):
         super().__init__(pool_connections=False, logger=_quiet)  # no session of its own, max_retries=None
-        self.session = aiohttp.ClientSession(connector=_MarkingConnector(limit=connections))
+        self.session = aiohttp.ClientSession(connector=MarkingConnector(limit=connections))
 
     async def request(
         self,
@@ -138,21 +115,25 @@ class _HttpClient(AsyncTwilioHttpClient):
         allow_redirects: bool = False,
     ) -> Any:
         if auth is not None:  # the same header, without aiohttp's deprecated BasicAuth
-            headers = {**(headers or {}), "Authorization": _basic_auth(*auth)}
+            headers = {**(headers or {}), "Authorization": basic_auth(*auth)}
         response = await super().request(
             method, url, params=params, data=data, headers=headers, timeout=timeout, allow_redirects=allow_redirects
         )
-        attempt = _attempt.get()
+        attempt = current_attempt()
         if attempt is not None:
             attempt.headers = response.headers
         return response
 
 
-class TwilioSms:
-    """The SMS ``Messenger`` over Twilio (see the module docstring)."""
+class TwilioMessages:
+    """A ``Messenger`` over Twilio's Messages API (see the module docstring): the HTTP client, pacing,
+    concurrency, closing, and reading Twilio's answer. A subclass says what it sends: ``channel``,
+    ``provider``, one message's form fields (``_form``, which may refuse a message before anything is
+    sent) and, for codes of its own, ``_refusal``. ``from_number`` is the ``From`` as Twilio takes it
+    (``+E164``; ``whatsapp:+E164`` for WhatsApp)."""
 
-    channel: Channel = "sms"
-    provider = "twilio"
+    channel: Channel
+    provider: str
     outbox = False
 
     def __init__(
@@ -172,7 +153,7 @@ class TwilioSms:
         jitter: Callable[[], float] = random.random,
     ):
         if not (from_number or messaging_service_sid):
-            raise ValueError("TwilioSms needs from_number or messaging_service_sid")
+            raise ValueError(f"{type(self).__name__} needs from_number or messaging_service_sid")
         if timeout <= 0 or max_in_flight < 1:
             raise ValueError("timeout must be > 0 and max_in_flight >= 1")
         self.account_sid = account_sid
@@ -194,7 +175,7 @@ class TwilioSms:
             shared["StatusCallback"] = status_callback
         self._shared_form = "&" + urlencode(shared)
         self._headers = {
-            "Authorization": _basic_auth(account_sid, auth_token),
+            "Authorization": basic_auth(account_sid, auth_token),
             "Accept": "application/json",
             "Content-Type": "application/x-www-form-urlencoded",
         }
@@ -202,33 +183,14 @@ class TwilioSms:
         self._idle: asyncio.Event | None = None
         self._closed = False
 
-    @classmethod
-    def from_settings(cls, settings: Settings, *, share: float = 1.0, **options: Any) -> TwilioSms:
-        """The ``twilio`` settings, with ``share`` of the rate and of ``max_in_flight``."""
-        t = settings.twilio
-        if not t.configured or t.account_sid is None or t.auth_token is None:
-            raise ValueError("twilio is not configured (twilio.account_sid)")
-        callback = settings.tracking_base_url.rstrip("/") + STATUS_CALLBACK_PATH if t.status_callbacks else None
-        return cls(
-            account_sid=t.account_sid,
-            auth_token=t.auth_token.get_secret_value(),
-            from_number=t.from_number,
-            messaging_service_sid=t.messaging_service_sid,
-            base_url=t.base_url,
-            status_callback=callback,
-            rate_per_second=t.rate_per_second * share,
-            timeout=t.timeout_seconds,
-            max_in_flight=max(1, int(t.max_in_flight * share + 1e-9)),
-            **options,
-        )
-
     # ------------------------------------------------------------ Messenger
 
     async def send(self, message: Message) -> str:
         if not isinstance(message, TextMessage):
-            raise TypeError("Twilio SMS takes text messages")
+            raise TypeError(f"{type(self).__name__} takes text messages")
         if self._closed:
             raise TransientSendError("the Twilio messenger is closed", code="closed")
+        form = self._form(message)  # a message it cannot take is refused here, before any wait or request
         async with self._slots:
             await self.bucket.acquire()
             if self._closed:
@@ -236,7 +198,7 @@ class TwilioSms:
             http = self._client_now()
             self._active += 1
             try:
-                return await self._create(http, message)
+                return await self._create(http, form)
             finally:
                 self._active -= 1
                 if self._active == 0 and self._idle is not None:
@@ -266,39 +228,20 @@ class TwilioSms:
         return self._http
 
     def _form(self, message: TextMessage) -> bytes:
-        """The Messages API's form body (Twilio's own field names), URL-encoded; the fields every
-        message shares are encoded once."""
-        return (urlencode({"To": message.to, "Body": message.body}) + self._shared_form).encode("ascii")
+        """One message's form body for the Messages API (Twilio's own field names), URL-encoded, with
+        ``self._shared_form`` (sender, status callback: encoded once) at its end; or a
+        ``PermanentSendError`` for a message the provider cannot take (nothing is sent)."""
+        raise NotImplementedError
 
-    async def _create(self, http: _HttpClient, message: TextMessage) -> str:
-        attempt = _Attempt()
-        token = _attempt.set(attempt)
-        try:
-            async with asyncio.timeout(self.timeout):
-                response = await http.request(
-                    "POST", self._messages_url, data=self._form(message), headers=self._headers
-                )
+    def _refusal(self, status: int, code: int | None, text: str, retry_after: str | None) -> SendError:
+        """The ``Messenger`` error for a non-2xx answer (``classify``'s table)."""
+        return classify(status, code, text, retry_after=retry_after, jitter=self._jitter)
+
+    async def _create(self, http: _HttpClient, form: bytes) -> str:
+        async with hand_over("Twilio", self.timeout) as attempt:
+            response = await http.request("POST", self._messages_url, data=form, headers=self._headers)
             status, body = response.status_code, response.text
-        except TimeoutError:
-            if attempt.written:
-                raise AmbiguousSendError(
-                    f"no answer from Twilio within {self.timeout:g} s after the request was sent", code="timeout"
-                ) from None
-            raise TransientSendError(
-                f"could not reach Twilio within {self.timeout:g} s (nothing was sent)", code="connect_timeout"
-            ) from None
-        except aiohttp.ClientConnectorError as exc:  # DNS, refused, TLS: no connection, nothing sent
-            raise TransientSendError(f"could not connect to Twilio: {exc}", code="connect") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            what = f"{type(exc).__name__}: {exc}"
-            if attempt.written:
-                raise AmbiguousSendError(
-                    f"connection lost after the request was sent: {what}", code="dropped"
-                ) from None
-            raise TransientSendError(f"connection to Twilio failed before sending: {what}", code="connect") from None
-        finally:
-            _attempt.reset(token)
-        answer = _json_object(body)
+        answer = json_object(body)
         if 200 <= status < 300:
             sid = answer.get("sid")
             if not isinstance(sid, str) or not sid:  # created or not, we cannot tell
@@ -306,13 +249,42 @@ class TwilioSms:
             return sid
         code = answer.get("code")
         text = answer.get("message") or " ".join(str(answer[k]) for k in ("title", "detail") if answer.get(k))
-        raise classify(
+        raise self._refusal(
             status,
             code if isinstance(code, int) and not isinstance(code, bool) else None,
             str(text or ""),
-            retry_after=_header(attempt.headers, "Retry-After"),
-            jitter=self._jitter,
+            header(attempt.headers, "Retry-After"),
         )
+
+
+class TwilioSms(TwilioMessages):
+    """The SMS ``Messenger`` over Twilio (see the module docstring)."""
+
+    channel: Channel = "sms"
+    provider = "twilio"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, share: float = 1.0, **options: Any) -> TwilioSms:
+        """The ``twilio`` settings, with ``share`` of the rate and of ``max_in_flight``."""
+        t = settings.twilio
+        if not t.configured or t.account_sid is None or t.auth_token is None:
+            raise ValueError("twilio is not configured (twilio.account_sid)")
+        callback = settings.tracking_base_url.rstrip("/") + STATUS_CALLBACK_PATH if t.status_callbacks else None
+        return cls(
+            account_sid=t.account_sid,
+            auth_token=t.auth_token.get_secret_value(),
+            from_number=t.from_number,
+            messaging_service_sid=t.messaging_service_sid,
+            base_url=t.base_url,
+            status_callback=callback,
+            rate_per_second=t.rate_per_second * share,
+            timeout=t.timeout_seconds,
+            max_in_flight=max(1, int(t.max_in_flight * share + 1e-9)),
+            **options,
+        )
+
+    def _form(self, message: TextMessage) -> bytes:
+        return (urlencode({"To": message.to, "Body": message.body}) + self._shared_form).encode("ascii")
 
 
 def classify(
@@ -350,45 +322,6 @@ def classify(
     if 400 <= status < 500:
         return PermanentSendError(detail, code=code or status)
     return AmbiguousSendError(f"{detail} (unexpected answer)", code=code or status)
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), within [0, 1 h]."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        # an HTTP date is the server's real time: compare with the real clock, not a simulated one
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    if seconds != seconds:  # NaN
-        return None
-    return min(max(seconds, 0.0), RETRY_AFTER_MOST)
-
-
-def _json_object(body: str) -> dict[str, Any]:
-    """Twilio's JSON answer as a dict ({} for anything else: classify by the HTTP status alone)."""
-    try:
-        value = json.loads(body) if body else {}
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
-    if headers is None:
-        return None
-    value = headers.get(name)
-    if value is None:  # a plain dict: compare names without case
-        value = next((v for k, v in headers.items() if k.lower() == name.lower()), None)
-    return value
 
 
 PROVIDER = Provider(

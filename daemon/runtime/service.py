@@ -37,6 +37,7 @@ from daemon.runtime.registry import CampaignRegistry, Changes
 from daemon.scheduling.scheduler import BucketScheduler
 from daemon.settings import Settings
 from daemon.tracking.conversions_route import conversions_handler
+from daemon.tracking.im_routes import im_handlers
 from daemon.tracking.server import TrackingOptions, TrackingServer
 from daemon.tracking.twilio_routes import twilio_handlers
 
@@ -171,6 +172,8 @@ class Daemon:
                 "/conversions", conversions_handler(self.engine, key, keyring, self.clock, lambda: self.campaigns)
             )
             for route, handler in twilio_handlers(self.engine, s, self.clock).items():  # /twilio/status, /inbound
+                self.tracking.add_route(route, handler)
+            for route, handler in im_handlers(self.engine, s, self.clock).items():  # /im/status
                 self.tracking.add_route(route, handler)
             await self.tracking.start()
             self._stack.push_async_callback(self.tracking.close)

@@ -1,6 +1,7 @@
 """Provider receipts in the store: a provider's later word on a message it accepted (a Twilio status
 callback) turns the ledger row with that provider id ``sent`` → ``delivered`` | ``bounced``, and may
-put the row's address on the suppression list.
+put the row's address on the suppression list. A receipt may also name the row by its delivery id
+(an IM gateway's callback: ``record_delivery_receipt``), for rows of that provider only.
 
 Rules:
 
@@ -22,7 +23,7 @@ first, the other sees it.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -53,6 +54,7 @@ class Result(StrEnum):
     NOT_SENT = "not_sent"  # the row is in another state (failed, unknown, ...): left alone
     PENDING = "pending"  # no row has this provider id yet: parked until it is recorded
     DROPPED = "dropped"  # no row yet and the parking table is full
+    UNMATCHED = "unmatched"  # (by delivery id) no such row, or another provider's or channel's row
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,34 @@ async def record_receipt(engine: AsyncEngine, receipt: Receipt, now: datetime) -
         done = await _apply(conn, receipt, now)
         if done is not None:
             return done
+        return await _park(conn, receipt, now)
+
+
+async def record_delivery_receipt(
+    engine: AsyncEngine, delivery_id: int, channel: str, receipt: Receipt, now: datetime
+) -> Recorded:
+    """A receipt that names the ledger row itself (an IM gateway's callback with our delivery id):
+    applied through the row's provider id when the row is ``channel``'s and was taken by
+    ``receipt.provider``; while the row has no provider id yet (its send has not been recorded), parked
+    under ``receipt.provider_id`` (the id the row will get) like ``record_receipt``. Another provider's
+    or channel's row, or none: ``UNMATCHED``, nothing changes. One committed transaction; idempotent."""
+    async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        for attempt in range(2):
+            row = (
+                await conn.execute(
+                    select(deliveries.c.channel, deliveries.c.provider, deliveries.c.provider_id).where(
+                        deliveries.c.id == delivery_id
+                    )
+                )
+            ).first()
+            if row is None or row.channel != channel or row.provider not in (None, receipt.provider):
+                return Recorded(Result.UNMATCHED)
+            if row.provider_id and row.provider == receipt.provider:
+                recorded = replace(receipt, provider_id=row.provider_id)
+                done = await _apply(conn, recorded, now)
+                return done if done is not None else Recorded(Result.UNMATCHED)
+            if attempt == 0:
+                await _lock(conn, shared=False)  # PostgreSQL: wait for chunks being recorded right now
         return await _park(conn, receipt, now)
 
 

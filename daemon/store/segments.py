@@ -134,7 +134,7 @@ def has_address(channel: str, im_provider: str | None = None) -> Expr:
 
 def _keyed_id(spec: ChannelSpec, key: str) -> Any:
     """The contact's id under ``key`` of a keyed channel (the phone for a phone key without one)."""
-    found: Any = _json_text(contacts.c[spec.contact_field], key)
+    found: Any = func.nullif(_json_text(contacts.c[spec.contact_field], key), "")  # blank: no id, as in Python
     return func.coalesce(found, contacts.c.phone) if key in spec.phone_keys else found
 
 

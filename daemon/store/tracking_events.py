@@ -1,10 +1,10 @@
 """Tracking events in the store: what a batch of opens and clicks needs to know about its deliveries,
 writing the labelled rows, relabelling, the one-click unsubscribe transaction, and the suppression
-helpers every opt-out shares (one-click unsubscribe, SMS STOP / START, provider receipts).
+helpers every opt-out shares (one-click unsubscribe, SMS and WhatsApp STOP / START, provider receipts).
 
 Batch functions take an open connection (the caller's transaction: one per batch);
-``delivery_campaign``, ``unsubscribe``, ``opt_out_address``, ``lift_suppression`` and
-``event_counts`` take the engine.
+``delivery_campaign``, ``unsubscribe``, ``opt_out_address``, ``opt_out_im``, ``lift_suppression``,
+``suppress_sent_address`` and ``event_counts`` take the engine.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from daemon.store.schema import (
     events,
     suppressions,
 )
+from daemon.store.segments import _keyed_id as keyed_id  # the one definition of "the id under a key"
 
 # A delivery in one of these states has been handed to a provider; its ``updated_at`` says when
 # (``sending``: the hand-over is under way; ``delivered``/``bounced``: the provider's callback time).
@@ -37,6 +38,8 @@ IDS_PER_QUERY = 1000
 UNSUBSCRIBE_REASON = SuppressionReason.UNSUBSCRIBE
 SMS_STOP_REASON = SuppressionReason.SMS_STOP
 SMS_UNDELIVERABLE_REASON = SuppressionReason.SMS_UNDELIVERABLE
+IM_BLOCKED_REASON = SuppressionReason.IM_BLOCKED
+HARD_BOUNCE_REASON = SuppressionReason.HARD_BOUNCE
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,6 +317,68 @@ async def opt_out_address(
         for start in range(0, len(ids), IDS_PER_QUERY):
             withdrawn += await withdraw_consents(conn, ids[start : start + IDS_PER_QUERY], channel, source, now)
     return OptedOut(suppressed=added, contacts=len(ids), consents_withdrawn=withdrawn)
+
+
+async def opt_out_im(
+    engine: AsyncEngine, key: str, ids: Sequence[str], now: datetime, *, reason: str, source: str
+) -> OptedOut:
+    """An id refused its IM network (a WhatsApp STOP from ``+E164``): every contact whose id under
+    ``key`` is one of ``ids`` (spellings of the same id, the first the canonical one; for a phone key a
+    contact without one stands in with its phone, as ``ChannelSpec.address`` does) has its IM consent
+    withdrawn, and ``key:<ids[0]>`` plus each such contact's own ``key:<id>`` go on the IM suppression
+    list; one committed transaction. Idempotent. The contacts are looked up before it (a scan of
+    their ids, kept outside the write lock)."""
+    spec = spec_of("im")
+    wanted = [i.strip() for i in ids if i and i.strip()]
+    if not wanted:
+        return OptedOut(suppressed=0, contacts=0, consents_withdrawn=0)
+    query = select(contacts.c.id, contacts.c.phone, contacts.c.im_ids).where(keyed_id(spec, key).in_(wanted))
+    async with engine.connect() as conn:
+        holders = (await conn.execute(query)).all()
+    addresses = [f"{key}:{wanted[0]}", *(a for row in holders if (a := spec.address(row._mapping, key)))]
+    ids_held = sorted({row.id for row in holders})
+    async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        added = await suppress_addresses(conn, "im", addresses, reason, source, now)
+        withdrawn = 0
+        for start in range(0, len(ids_held), IDS_PER_QUERY):
+            withdrawn += await withdraw_consents(conn, ids_held[start : start + IDS_PER_QUERY], "im", source, now)
+    return OptedOut(suppressed=added, contacts=len(ids_held), consents_withdrawn=withdrawn)
+
+
+async def suppress_sent_address(
+    engine: AsyncEngine,
+    provider_id: str,
+    reason: str,
+    source: str | None,
+    now: datetime,
+    *,
+    fallback: Sequence[str] = (),
+) -> int:
+    """A provider receipt's suppression for keyed (IM) ledger rows, which ``record_receipt`` leaves
+    alone: the address each row with ``provider_id`` was sent to (its contact's id under the row's
+    provider, as ``ChannelSpec.address`` writes it: ``whatsapp:+E164``) goes on the row's channel's
+    list. No such row yet (the receipt is parked until the dispatcher records it): the ``fallback``
+    IM addresses instead (the receipt's own). Returns the suppression rows added."""
+    query = (
+        select(deliveries.c.channel, deliveries.c.provider, contacts.c.phone, contacts.c.im_ids)
+        .join(contacts, contacts.c.id == deliveries.c.contact_id)
+        .where(deliveries.c.provider_id == provider_id)
+    )
+    async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        rows = (await conn.execute(query)).all()
+        wanted: dict[str, list[str]] = {}
+        for row in rows:
+            spec = spec_of(row.channel)
+            if spec.keyed and row.provider:
+                address = spec.address(row._mapping, row.provider)
+                if address:
+                    wanted.setdefault(row.channel, []).append(address)
+        if not rows:
+            wanted["im"] = list(fallback)
+        added = 0
+        for channel, addresses in wanted.items():
+            added += await suppress_addresses(conn, channel, addresses, reason, source, now)
+    return added
 
 
 async def lift_suppression(engine: AsyncEngine, channel: str, address: str, *, reasons: Collection[str]) -> Lifted:

@@ -1,5 +1,5 @@
 """Twilio's webhooks, served by the tracking server: ``POST /twilio/status`` (delivery receipts) and
-``POST /twilio/inbound`` (SMS replies: STOP, START, HELP).
+``POST /twilio/inbound`` (SMS and WhatsApp replies: STOP, START, HELP).
 
 Both check ``X-Twilio-Signature`` with Twilio's ``RequestValidator`` and the account auth token
 against the PUBLIC URL Twilio called, rebuilt from ``tracking_base_url`` (``{base}/twilio/status``,
@@ -17,6 +17,13 @@ Status callbacks (answered 204):
 anything else                      nothing (queued, sending, sent, accepted, scheduled, canceled, ...)
 =================================  ===================================================================
 
+A WhatsApp message's callback (``To`` is ``whatsapp:+E164``) updates its ledger row the same way, but
+its suppressing codes are ``WHATSAPP_SUPPRESSING_CODES`` (63003, 63024 not on WhatsApp:
+``hard_bounce``; 63014 blocked by the recipient: ``im_blocked``; 21610: ``sms_stop``) and what they
+suppress is the row's own address on its own channel: IM ``whatsapp:+E164`` (the contact's id under the
+row's provider), never the SMS phone (``tracking_events.suppress_sent_address``; for a receipt parked
+before its row is recorded, the callback's ``To`` under each WhatsApp provider's name).
+
 The first final receipt of a message wins; a receipt that beats the dispatcher's commit of the SID
 is parked and applied when the row is recorded (``daemon.store.receipts``).
 
@@ -33,6 +40,14 @@ stripped of surrounding spaces, punctuation and symbols, is compared whole with 
 - ``HELP`` (HELP, INFO): ``<Response><Message>{twilio.help_text}</Message></Response>`` with
   ``{sender}`` replaced by ``compliance.sender_identity``;
 - anything else: empty ``<Response/>``, nothing changes.
+
+Inbound WhatsApp (``From`` is ``whatsapp:+E164``): the same keywords, for IM instead of SMS. STOP puts
+``<name>:+E164`` on the IM suppression list (``sms_stop``: "replied STOP, START lifts it") for the
+WhatsApp provider(s) of the number it was sent to (``im.<name>.from_number`` equal to ``To``; else
+every provider of kind ``whatsapp``; none configured: ``whatsapp``), and withdraws the IM consent of
+every contact whose id there is that number (``im_<name>``, else its phone); START lifts that
+address's ``sms_stop`` / ``im_blocked`` suppression (never a hard bounce) and grants no consent; HELP
+answers the same text. SMS suppressions and consents are never touched by a WhatsApp message.
 """
 
 from __future__ import annotations
@@ -55,10 +70,14 @@ from daemon.delivery import DeliveryState as S
 from daemon.logs import get_logger
 from daemon.store.receipts import Receipt, Result, record_receipt
 from daemon.store.tracking_events import (
+    HARD_BOUNCE_REASON,
+    IM_BLOCKED_REASON,
     SMS_STOP_REASON,
     SMS_UNDELIVERABLE_REASON,
     lift_suppression,
     opt_out_address,
+    opt_out_im,
+    suppress_sent_address,
 )
 from daemon.tracking.conversions_route import read_bounded
 from daemon.tracking.pages import SECURITY_HEADERS
@@ -106,6 +125,17 @@ ERROR_MEANINGS: dict[int, str] = {
     30023: "US A2P 10DLC daily cap reached",
     30032: "toll-free number not verified",
     30034: "message from an unregistered US A2P 10DLC number",
+    # WhatsApp
+    63003: "'To' is not an active WhatsApp address",
+    63007: "'From' is not a WhatsApp sender of this account",
+    63014: "blocked by the recipient",
+    63016: "outside the 24-hour session window (approved template required)",
+    63018: "WhatsApp sender's messaging limit reached",
+    63024: "not a valid WhatsApp user",
+    63027: "template does not exist for this language",
+    63028: "template variables do not match the template",
+    63032: "withheld by Meta's marketing message experiment",
+    63049: "Meta chose not to deliver this marketing message",
 }
 # The number itself cannot (or will not) take SMS: suppressed, not just bounced. 30003 (handset off),
 # 30007 (carrier filtering: the content), 30008 and the rest only bounce this one message.
@@ -116,6 +146,15 @@ SUPPRESSING_CODES: dict[int, str] = {
     21614: SMS_UNDELIVERABLE_REASON,  # not a mobile number
     21610: SMS_STOP_REASON,  # Twilio holds a STOP from this number: a START lifts it, as Twilio's own block
 }
+# A WhatsApp message's codes that suppress its IM address (63016, 63018, 63032, 63049 only bounce it).
+WHATSAPP_SUPPRESSING_CODES: dict[int, str] = {
+    63003: HARD_BOUNCE_REASON,  # the To is invalid or inactive on WhatsApp
+    63024: HARD_BOUNCE_REASON,  # not a valid WhatsApp user
+    63014: IM_BLOCKED_REASON,  # the recipient blocked the business (or opted out in WhatsApp)
+    21610: SMS_STOP_REASON,  # Twilio holds an opt-out for this address
+}
+WHATSAPP = "whatsapp:"  # Twilio's WhatsApp address prefix
+WHATSAPP_KIND = "whatsapp"
 
 _EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
 _TWIML_HEADERS = {**SECURITY_HEADERS, "Content-Type": "text/xml; charset=utf-8"}
@@ -131,6 +170,7 @@ def twilio_handlers(
     validator = RequestValidator(token) if token else None
     base = settings.tracking_base_url.rstrip("/")
     help_text = render_help(twilio.help_text, settings.compliance.sender_identity)
+    whatsapp_senders = _whatsapp_senders(settings)
 
     async def form_of(request: web.BaseRequest, path: str) -> MultiDict[str] | web.Response:
         """The verified form, or the refusal to answer."""
@@ -164,17 +204,27 @@ def twilio_handlers(
             log.debug("twilio_status_ignored", provider_id=sid, status=value[:20])
             return _no_content()
         code = error_code(form.get("ErrorCode"))
-        reason = SUPPRESSING_CODES.get(code) if state == S.BOUNCED and code is not None else None
+        whatsapp = is_whatsapp(form)
+        codes = WHATSAPP_SUPPRESSING_CODES if whatsapp else SUPPRESSING_CODES
+        reason = codes.get(code) if state == S.BOUNCED and code is not None else None
+        source = f"twilio_status:{sid}:{code}" if reason else None
         receipt = Receipt(
             provider=PROVIDER,
             provider_id=sid,
             state=state,
             error=describe_error(code, value) if state == S.BOUNCED else None,
-            suppress=reason,
-            source=f"twilio_status:{sid}:{code}" if reason else None,
+            suppress=None if whatsapp else reason,  # an IM row's address is suppressed below, not by the store
+            source=None if whatsapp else source,
         )
-        done = await record_receipt(engine, receipt, clock.now())
-        _log_receipt(receipt, code, done.result, done.delivery_id, done.suppressed)
+        now = clock.now()
+        done = await record_receipt(engine, receipt, now)
+        suppressed = done.suppressed
+        if whatsapp and reason and done.result in (Result.APPLIED, Result.PENDING):
+            to = e164((form.get("To") or "").removeprefix(WHATSAPP))
+            keys = _whatsapp_keys(whatsapp_senders, form.get("From"))
+            fallback = [f"{key}:{to}" for key in keys] if to else []
+            suppressed += await suppress_sent_address(engine, sid, reason, source, now, fallback=fallback)
+        _log_receipt(receipt, code, done.result, done.delivery_id, suppressed, reason=reason)
         return _no_content()
 
     async def inbound(request: web.BaseRequest) -> web.StreamResponse:
@@ -190,7 +240,10 @@ def twilio_handlers(
         if kind is None:
             log.debug("sms_inbound_ignored", message_sid=sid, reason="not_a_keyword")
             return _twiml(None)
-        phone = e164(form.get("From") or "")
+        sender = form.get("From") or ""
+        if sender.startswith(WHATSAPP):
+            return await whatsapp_keyword(form, sid, word, kind)
+        phone = e164(sender)
         if phone is None:
             log.info("sms_inbound_ignored", message_sid=sid, reason="not_a_phone", keyword=word)
             return _twiml(None)
@@ -217,6 +270,49 @@ def twilio_handlers(
                 phone=phone,
                 lifted=lifted.lifted,
                 still_suppressed=lifted.kept_reason,
+            )
+        return _twiml(None)
+
+    async def whatsapp_keyword(form: MultiDict[str], sid: str, word: str, kind: Keyword) -> web.StreamResponse:
+        """STOP / START from ``whatsapp:+E164``: the IM address on each WhatsApp provider it wrote to."""
+        phone = e164((form.get("From") or "").removeprefix(WHATSAPP))
+        if phone is None:
+            log.info("whatsapp_inbound_ignored", message_sid=sid, reason="not_a_phone", keyword=word)
+            return _twiml(None)
+        keys = _whatsapp_keys(whatsapp_senders, form.get("To"))
+        spellings = (phone, phone.removeprefix("+"))  # E.164, and as WhatsApp writes ids (im_<name> may hold either)
+        now = clock.now()
+        for key in keys:
+            if kind == "opt_out":
+                done = await opt_out_im(
+                    engine, key, spellings, now, reason=SMS_STOP_REASON, source=f"twilio_inbound:{sid}"
+                )
+                log.info(
+                    "whatsapp_opted_out",
+                    message_sid=sid,
+                    keyword=word,
+                    provider=key,
+                    phone=phone,
+                    suppressed=done.suppressed,
+                    contacts=done.contacts,
+                    consents_withdrawn=done.consents_withdrawn,
+                )
+                continue
+            lifted, kept = 0, None
+            for spelling in spellings:
+                done_lift = await lift_suppression(
+                    engine, "im", f"{key}:{spelling}", reasons={SMS_STOP_REASON, IM_BLOCKED_REASON}
+                )
+                lifted += done_lift.lifted
+                kept = kept or done_lift.kept_reason
+            log.info(
+                "whatsapp_opted_in",
+                message_sid=sid,
+                keyword=word,
+                provider=key,
+                phone=phone,
+                lifted=lifted,
+                still_suppressed=kept,
             )
         return _twiml(None)
 
@@ -282,6 +378,30 @@ def e164(value: str) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+def is_whatsapp(form: MultiDict[str]) -> bool:
+    """A callback about a WhatsApp message (its ``To`` is ``whatsapp:...``, or Twilio says the channel)."""
+    return (form.get("To") or "").startswith(WHATSAPP) or (form.get("ChannelPrefix") or "").lower() == WHATSAPP_KIND
+
+
+def _whatsapp_senders(settings: Any) -> dict[str, str | None]:
+    """``im.<name>`` of kind whatsapp → its from_number (None: it sends through a Messaging Service)."""
+    providers = getattr(settings, "im", None) or {}
+    return {
+        name: getattr(p, "from_number", None)
+        for name, p in providers.items()
+        if getattr(p, "kind", None) == WHATSAPP_KIND
+    }
+
+
+def _whatsapp_keys(senders: dict[str, str | None], ours: str | None) -> list[str]:
+    """The IM provider names a WhatsApp message between a recipient and ``ours`` (our
+    ``whatsapp:+E164``) belongs to: those sending from that number; else every WhatsApp provider (a
+    Messaging Service picks its sender); none configured: ``whatsapp``."""
+    number = e164((ours or "").removeprefix(WHATSAPP))
+    named = sorted(name for name, sender in senders.items() if number is not None and sender == number)
+    return named or sorted(senders) or [WHATSAPP_KIND]
+
+
 def error_code(value: str | None) -> int | None:
     text = (value or "").strip()
     return int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else None
@@ -318,7 +438,15 @@ def _sid(form: MultiDict[str]) -> str | None:
     return sid if 0 < len(sid) <= 64 and sid.isascii() and sid.isalnum() else None
 
 
-def _log_receipt(receipt: Receipt, code: int | None, result: Result, delivery_id: int | None, suppressed: int) -> None:
+def _log_receipt(
+    receipt: Receipt,
+    code: int | None,
+    result: Result,
+    delivery_id: int | None,
+    suppressed: int,
+    *,
+    reason: str | None = None,
+) -> None:
     if result == Result.DROPPED:
         log.warning("twilio_receipt_dropped", provider_id=receipt.provider_id, state=receipt.state)
     elif result == Result.PENDING:
@@ -332,7 +460,7 @@ def _log_receipt(receipt: Receipt, code: int | None, result: Result, delivery_id
             delivery_id=delivery_id,
             result=result,
             error_code=code,
-            suppression=receipt.suppress if suppressed else None,
+            suppression=(reason or receipt.suppress) if suppressed else None,
         )
 
 

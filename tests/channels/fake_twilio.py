@@ -23,13 +23,21 @@ What it implements, as Twilio does:
   Messaging Service without ``From``, ``num_segments`` counted as Twilio does for GSM-7 and UCS-2,
   ``date_created`` in RFC 2822, ``uri``, ``subresource_uris`` ...).
 - Errors are Twilio's JSON body ``{"code", "message", "more_info", "status"}``.
+- WhatsApp, as Twilio takes it: ``To`` ``whatsapp:+E164`` (a ``whatsapp:`` sender needs a ``whatsapp:``
+  recipient and the reverse: 30016 otherwise; a bad number after the prefix: 21211); a template as
+  ``ContentSid`` (``HX`` + 32 hex, else 21655) with ``ContentVariables`` (a JSON object string of
+  string values, else 21656), and then no ``Body`` is needed. The created message keeps
+  ``content_sid`` and ``content_variables`` (parsed). A free-form ``Body`` to WhatsApp is created as
+  Twilio does (the 63016 failure comes later, in a status callback: ``post_status(sid, "failed",
+  63016)``).
 
 The behaviour per ``To`` comes from ``script`` (number → ``Behaviour``, or a list of them used one
 request after another, the last one repeating), else ``default`` (``ACCEPT``):
 
 - ``ACCEPT``: created (201);
 - ``refuse(code)``: Twilio's error for ``code`` with its HTTP status (``ERRORS``): 21610, 21211,
-  21614, 21408, 21612, 21606, 21611, 20003, 20429 (429), 20500 (500), 20503 (503) ...;
+  21614, 21408, 21612, 21606, 21611, 20003, 20429 (429), 20500 (500), 20503 (503), and WhatsApp's
+  63003, 63007, 63014, 63016, 63018, 63024, 63032, 63049 (400) ...;
   ``refuse(20429, retry_after="7")`` adds a ``Retry-After`` header; ``server_error(503)``;
 - ``slow(seconds, then=ACCEPT)``: reads the request, waits, then answers as ``then`` (and creates
   the message when ``then`` does, even if the client has gone);
@@ -49,11 +57,13 @@ Webhooks, signed with ``X-Twilio-Signature`` exactly as Twilio signs them
 - ``await post_status(sid, status, error_code=None)``: the status callback for a created message
   to the ``StatusCallback`` URL it was created with (or ``url=``), with Twilio's fields
   (``MessageSid``, ``MessageStatus``, ``SmsSid``, ``SmsStatus``, ``To``, ``From``, ``AccountSid``,
-  ``ApiVersion``, ``MessagingServiceSid`` when used, ``ErrorCode`` when given);
+  ``ApiVersion``, ``MessagingServiceSid`` when used, ``ErrorCode`` when given; for WhatsApp also
+  ``ChannelPrefix``, ``ChannelToAddress`` and ``ChannelInstallSid``);
 - ``await post_inbound(from_, body, url, to=None)``: an incoming SMS (``MessageSid``,
   ``SmsMessageSid``, ``SmsSid``, ``AccountSid``, ``From``, ``To``, ``Body``, ``NumMedia``,
   ``NumSegments``, ``SmsStatus=received``, ``ApiVersion``, the ``*Country``/``*State``/``*City``/
-  ``*Zip`` fields Twilio adds ...).
+  ``*Zip`` fields Twilio adds ...); from a ``whatsapp:+E164`` sender, a WhatsApp message instead
+  (``To`` ``whatsapp:`` + our number, ``ProfileName``, ``WaId``, ``MessageType``, no location fields).
 
 Both return ``Posted(url, params, status, text)``, also appended to ``callbacks``.
 """
@@ -77,6 +87,8 @@ from twilio.request_validator import RequestValidator
 API_VERSION = "2010-04-01"
 MAX_BODY = 1600
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+WHATSAPP = "whatsapp:"
+CONTENT_SID = re.compile(r"^HX[0-9a-fA-F]{32}$")
 
 ERRORS: dict[int, tuple[int, str]] = {
     # code: (HTTP status, message) as Twilio answers them
@@ -100,6 +112,18 @@ ERRORS: dict[int, tuple[int, str]] = {
     21612: (400, "The 'To' phone number: {to}, is not currently reachable using the 'From' phone number via SMS."),
     21614: (400, "'To' number is not a valid mobile number"),
     21617: (400, "The concatenated message body exceeds the 1600 character limit."),
+    21655: (400, "The ContentSid is Invalid."),
+    21656: (400, "The ContentVariables Parameter is invalid."),
+    30016: (400, "'To' and 'From' channel types are incompatible"),
+    # WhatsApp (mostly reported later, in status callbacks; when the API answers them: 400)
+    63003: (400, "Channel could not find To address"),
+    63007: (400, "Twilio could not find a Channel with the specified From address"),
+    63014: (400, "This message could not be delivered because it was blocked by a user action"),
+    63016: (400, "Failed to send freeform message because you are outside the allowed window."),
+    63018: (400, "Rate limit exceeded for Channel"),
+    63024: (400, "Invalid message recipient"),
+    63032: (400, "We cannot send this message to this user because of a WhatsApp limitation."),
+    63049: (400, "Meta chose not to deliver this WhatsApp marketing message."),
 }
 _STATUS_CODES = {500: 20500, 503: 20503, 429: 20429}
 
@@ -186,6 +210,12 @@ class FakeMessage:
     num_segments: int
     date_created: datetime
     status: str = "queued"
+    content_sid: str | None = None  # WhatsApp: the template
+    content_variables: dict[str, str] | None = None  # its variables, parsed
+
+    @property
+    def whatsapp(self) -> bool:
+        return self.to.startswith(WHATSAPP)
 
 
 @dataclass(frozen=True)
@@ -311,8 +341,16 @@ class FakeTwilio:
             return self._error(21603)
         if not form.get("Body") and not form.get("MediaUrl") and not form.get("ContentSid"):
             return self._error(21602)
-        if not E164.match(to):
+        number = to.removeprefix(WHATSAPP)
+        if not E164.match(number):
             return self._error(21211, to=to)
+        sender = form.get("From")
+        if sender is not None and sender.startswith(WHATSAPP) != to.startswith(WHATSAPP):
+            return self._error(30016)
+        if "ContentSid" in form and not CONTENT_SID.match(form["ContentSid"]):
+            return self._error(21655)
+        if "ContentVariables" in form and _content_variables(form["ContentVariables"]) is None:
+            return self._error(21656)
         if len(form.get("Body", "")) > MAX_BODY:
             return self._error(21617)
 
@@ -346,6 +384,8 @@ class FakeTwilio:
             num_segments=num_segments(form.get("Body", "")),
             date_created=datetime.now(UTC),
             status="accepted" if service and not form.get("From") else "queued",
+            content_sid=form.get("ContentSid") or None,
+            content_variables=_content_variables(form["ContentVariables"]) if "ContentVariables" in form else None,
         )
         self.messages[message.sid] = message
         return message
@@ -402,10 +442,11 @@ class FakeTwilio:
         if not target:
             raise ValueError(f"message {sid} was created without a StatusCallback; pass url=")
         message.status = status
+        sender = message.from_ or (WHATSAPP + self.phone_number if message.whatsapp else self.phone_number)
         params = {
             "AccountSid": self.account_sid,
             "ApiVersion": API_VERSION,
-            "From": message.from_ or self.phone_number,
+            "From": sender,
             "MessageSid": sid,
             "MessageStatus": status,
             "SmsSid": sid,
@@ -414,13 +455,37 @@ class FakeTwilio:
         }
         if message.messaging_service_sid:
             params["MessagingServiceSid"] = message.messaging_service_sid
+        if message.whatsapp:
+            params["ChannelPrefix"] = "whatsapp"
+            params["ChannelToAddress"] = message.to.removeprefix(WHATSAPP)
+            params["ChannelInstallSid"] = "XE" + "0123456789abcdef" * 2
         if error_code is not None:
             params["ErrorCode"] = str(error_code)
         return await self.post_signed(target, params)
 
     async def post_inbound(self, from_: str, body: str, url: str, *, to: str | None = None) -> Posted:
-        """POST an incoming SMS from ``from_`` to our number (``to``, default ``phone_number``)."""
+        """POST an incoming SMS from ``from_`` to our number (``to``, default ``phone_number``); from a
+        ``whatsapp:`` sender, an incoming WhatsApp message (to ``whatsapp:`` + our number)."""
         sid = new_sid()
+        if from_.startswith(WHATSAPP):
+            params = {
+                "SmsMessageSid": sid,
+                "NumMedia": "0",
+                "ProfileName": "Ada",
+                "MessageType": "text",
+                "SmsSid": sid,
+                "WaId": from_.removeprefix(WHATSAPP).lstrip("+"),
+                "SmsStatus": "received",
+                "Body": body,
+                "To": to or WHATSAPP + self.phone_number,
+                "NumSegments": "1",
+                "ReferralNumMedia": "0",
+                "MessageSid": sid,
+                "AccountSid": self.account_sid,
+                "From": from_,
+                "ApiVersion": API_VERSION,
+            }
+            return await self.post_signed(url, params)
         to = to or self.phone_number
         params = {
             "ToCountry": _country(to),
@@ -476,6 +541,17 @@ def _basic_auth(header: str | None) -> tuple[str, str] | None:
     except ValueError:
         return None
     return decoded.login, decoded.password
+
+
+def _content_variables(text: str) -> dict[str, str] | None:
+    """``ContentVariables`` as Twilio takes it: a JSON object of string values (None otherwise)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        return None
+    return value
 
 
 def _country(number: str) -> str:

@@ -19,11 +19,13 @@ from typing import Literal
 
 import pytest
 
+from channels import fake_im_gateway as gw
+from channels import fake_telegram
 from channels.fake_twilio import ACCEPT, DROP, FakeTwilio, refuse
 from channels.scripted_smtp import ScriptedSmtpServer
 from channels.support import envelope, server_config
 from daemon.channel import CHANNELS
-from daemon.channels.base import EmailEnvelope, Message, Messenger, TextMessage
+from daemon.channels.base import ContentTemplate, EmailEnvelope, Message, Messenger, TextMessage
 from daemon.channels.registry import Registry
 from daemon.channels.testing import Answer, RecordingMessenger, ScriptedMessenger
 from daemon.errors import AmbiguousSendError, PermanentSendError, TransientSendError
@@ -133,6 +135,85 @@ async def twilio(tmp_path: Path) -> AsyncIterator[Harness]:
 
 
 @asynccontextmanager
+async def telegram(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with fake_telegram.FakeTelegram() as fake:
+        settings = Settings(
+            config_dir=tmp_path,
+            var_dir=tmp_path,
+            im={"telegram": {"kind": "telegram", "token": fake.token, "base_url": fake.url, "rate_per_second": 10_000}},
+        )
+        registry = Registry(settings)
+        first = {"accept": 1000, "refuse": 2000, "retry": 3000, "ambiguous": 4000}
+        answers = {
+            "refuse": fake_telegram.CHAT_NOT_FOUND,
+            "retry": [fake_telegram.flood(1), fake_telegram.ACCEPT],
+            "ambiguous": fake_telegram.DROP,
+        }
+
+        def message(outcome: Outcome, n: int) -> TextMessage:
+            chat = str(first[outcome] + n)
+            if outcome in answers:
+                fake.script[chat] = answers[outcome]
+            return text(f"telegram:{chat}", n)
+
+        yield Harness(
+            registry.messenger("im", "telegram"), message, lambda: [f"telegram:{c}" for c in fake.delivered_to()]
+        )
+        await registry.close()
+
+
+@asynccontextmanager
+async def whatsapp(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with FakeTwilio() as fake:
+        settings = Settings(
+            config_dir=tmp_path,
+            var_dir=tmp_path,
+            twilio={
+                "account_sid": fake.account_sid,
+                "auth_token": fake.auth_token,
+                "from_number": "+15005550006",  # the account's SMS sender (twilio settings require one)
+                "base_url": fake.url,
+            },
+            im={"whatsapp": {"kind": "whatsapp", "from_number": "+14155238886", "rate_per_second": 10_000.0}},
+            compliance={"sender_identity": "Example Shop"},
+        )
+        registry = Registry(settings)
+        prefix = {"accept": "+1415555", "refuse": "+1999100", "retry": "+1999200", "ambiguous": "+1999300"}
+        answers = {"refuse": refuse(63024), "retry": [refuse(63018), ACCEPT], "ambiguous": DROP}
+        template = ContentTemplate("HX" + "0123456789abcdef" * 2, {"1": "母亲", "2": "MOM20"})
+
+        def message(outcome: Outcome, n: int) -> TextMessage:
+            to = f"whatsapp:{prefix[outcome]}{n:04d}"
+            if outcome in answers:
+                fake.script[to] = answers[outcome]
+            return TextMessage(n, to, f"Message {n}", template=template, campaign_id="mothers-day")
+
+        yield Harness(registry.messenger("im", "whatsapp"), message, fake.delivered_to)
+        await registry.close()
+
+
+@asynccontextmanager
+async def im_webhook(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with gw.FakeImGateway() as fake:
+        im = {"wecom": {"kind": "webhook", "url": fake.url, "secret": fake.secret, "rate_per_second": 10_000.0}}
+        registry = Registry(Settings(config_dir=tmp_path, var_dir=tmp_path, im=im))
+        answers: dict[str, gw.Script] = {
+            "refuse": gw.refuse(404, "unknown user"),
+            "retry": [gw.rate_limited("1"), gw.ACCEPT],
+            "ambiguous": gw.DROP,
+        }
+
+        def message(outcome: Outcome, n: int) -> TextMessage:
+            recipient = f"{outcome}-{n}"
+            if outcome in answers:
+                fake.script[recipient] = answers[outcome]
+            return text(f"wecom:{recipient}", n)
+
+        yield Harness(registry.messenger("im", "wecom"), message, fake.delivered_to)
+        await registry.close()
+
+
+@asynccontextmanager
 async def recording(tmp_path: Path) -> AsyncIterator[Harness]:
     messenger = RecordingMessenger("sms")
     yield Harness(messenger, lambda outcome, n: text(f"+1415555{n:04d}", n), messenger.addresses)
@@ -171,6 +252,9 @@ HARNESSES: dict[str, tuple[Callable[[Path], AbstractAsyncContextManager[Harness]
     "im-outbox": (im_outbox, ACCEPTS_ONLY),
     "smtp": (smtp, ALL),
     "twilio": (twilio, ALL),
+    "im-webhook": (im_webhook, ALL),
+    "whatsapp": (whatsapp, ALL),
+    "telegram": (telegram, ALL),
     "recording-kit": (recording, ACCEPTS_ONLY),
     "scripted-kit": (scripted, ALL),
 }

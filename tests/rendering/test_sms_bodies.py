@@ -117,7 +117,7 @@ def test_no_second_line_when_the_template_already_shows_it(tmp_path: Path, endin
     assert sms_for(compiled, person(country="CN")).endswith("\n回TD退订")  # a Chinese recipient needs its own
 
 
-def test_im_bodies_get_no_opt_out_line_and_keep_click_tokens(tmp_path: Path) -> None:
+def test_im_bodies_get_no_opt_out_line_and_short_links(tmp_path: Path) -> None:
     templates = tmp_path / "templates"
     shutil.copytree(REPO / "templates", templates)
     (templates / "mothers-day/im.txt.j2").write_text("Hi {{ contact.first_name }}: {{ track(landing_url) }}")
@@ -127,7 +127,7 @@ def test_im_bodies_get_no_opt_out_line_and_keep_click_tokens(tmp_path: Path) -> 
     compiled = compile_campaign(campaign(data), templates, COMPLIANCE)
     links = CampaignLinks(compiled.campaign, KEYRING, BASES[0]).for_delivery(9, "im")
     body = compiled.render_text("im", person(), CODE, MessageLinks(links.track, links.unsubscribe_url), "07:30")
-    assert body.startswith("Hi Lena: https://t.shop.example.com/c/") and "STOP" not in body
+    assert body.startswith("Hi Lena: https://t.shop.example.com/s/") and "STOP" not in body
 
 
 def test_an_sms_over_the_segment_limit_fails_the_load(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Annotated, get_args, get_origin
 
 from daemon.settings import Settings, env_var_for
 
@@ -32,8 +33,9 @@ def test_every_setting_is_documented_with_its_variable() -> None:
     for name, field in Settings.model_fields.items():
         nested = getattr(field.annotation, "model_fields", None)
         args = getattr(field.annotation, "__args__", ())
-        if nested is None and len(args) == 2 and hasattr(args[1], "model_fields"):
-            nested = args[1].model_fields  # dict[str, Section]: documented as <name>
+        sections = _sections(args[1]) if len(args) == 2 else []
+        if nested is None and sections:
+            nested = {sub: None for section in sections for sub in section.model_fields}  # dict[str, Section]
             prefix = (name, "<name>")
         else:
             prefix = (name,)
@@ -46,3 +48,13 @@ def test_every_setting_is_documented_with_its_variable() -> None:
             assert f"`{name}.<" in ops and f"`{env_var_for((name,))}__<" in ops, name
         else:
             assert f"`{name}`" in ops and f"`{env_var_for((name,))}`" in ops, name
+
+
+def _sections(annotation: object) -> list[type]:
+    """The settings sections a map's values may be: one model, or each model of an (annotated) union."""
+    if hasattr(annotation, "model_fields"):
+        return [annotation]  # type: ignore[list-item]
+    inner = get_args(annotation)
+    if get_origin(annotation) is Annotated:
+        return _sections(inner[0])
+    return [member for member in inner if hasattr(member, "model_fields")]

@@ -7,16 +7,18 @@ import io
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import structlog
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from store.test_receipts import (
     NOW,
+    OWNER,
     PHONES,
     ledger,
     mark_sent,
@@ -29,12 +31,15 @@ from store.test_receipts import (
 from twilio.request_validator import RequestValidator
 
 from daemon.clock import FakeClock
+from daemon.delivery import Decision
 from daemon.delivery import DeliveryState as S
 from daemon.logs import configure_logging, pii_hash
 from daemon.runtime.service import Daemon
 from daemon.settings import Compliance, Settings, TwilioSettings
 from daemon.store import tracking_events as te
+from daemon.store.dispatch import Outcome, record_outcomes
 from daemon.store.receipts import pending_receipts
+from daemon.store.schema import campaigns, consents, contacts, deliveries
 from daemon.tracking import twilio_routes as tr
 from daemon.tracking.server import TrackingOptions, TrackingServer
 from tracking.fixtures import keyring
@@ -412,7 +417,7 @@ async def test_a_stop_from_something_that_is_not_a_phone_changes_nothing(
     engine: AsyncEngine, server: TrackingServer
 ) -> None:
     await sms_world(engine)
-    for sender in ("whatsapp:+14155550102", "ACME", "12345", ""):
+    for sender in ("ACME", "12345", "", "whatsapp:ACME", "whatsapp:"):
         assert (await post(server, tr.INBOUND_PATH, sms_form("STOP", sender=sender)))[2] == EMPTY
     assert await suppressed(engine) == []
 
@@ -491,3 +496,322 @@ def test_e164() -> None:
     assert tr.e164(" +86 138 0013 8000 ") == "+8613800138000"
     assert tr.e164("＋１４１５５５５０１０２") == "+14155550102"
     assert tr.e164("whatsapp:+14155550102") is None and tr.e164("12345") is None and tr.e164("+1") is None
+
+
+# ---------------------------------------------------------------- WhatsApp
+
+WA_NUMBER = "+14155238886"  # our WhatsApp sender (im.whatsapp.from_number)
+WA_CAMPAIGN = "wa-spring"
+WA_CONTACTS: dict[str, tuple[str, dict[str, str] | None]] = {
+    # name: (phone, im_ids)
+    "ana": ("+14155550201", {"whatsapp": "+14155550201"}),
+    "ben": ("+14155550202", None),  # no im_whatsapp: the phone stands in
+    "cai": ("+14155550203", {"whatsapp": "14155550299"}),  # an id written as WhatsApp writes them
+    "dee": ("+14155550204", {"whatsapp": "+14155550201", "telegram": "777"}),  # shares ana's WhatsApp number
+}
+
+
+def wa_settings(tmp_path: Path, **im: Any) -> Settings:
+    providers = im or {"whatsapp": {"kind": "whatsapp", "from_number": WA_NUMBER}}
+    return twilio_settings(tmp_path, im=providers)
+
+
+@pytest.fixture
+async def wa_server(engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[TrackingServer]:
+    async with twilio_server(engine, wa_settings(tmp_path)) as running:
+        yield running
+
+
+async def wa_world(engine: AsyncEngine) -> dict[str, tuple[int, int]]:
+    """A campaign and the ``WA_CONTACTS`` with SMS and IM consent, one IM row each (``sending``,
+    leased to ``OWNER``); name → (contact id, delivery id)."""
+    out: dict[str, tuple[int, int]] = {}
+    async with engine.begin() as conn:
+        await conn.execute(insert(campaigns), {"id": WA_CAMPAIGN, "name": "WA", "config_hash": "h", "loaded_at": NOW})
+        for name, (phone, im_ids) in WA_CONTACTS.items():
+            contact_id = (
+                await conn.execute(
+                    insert(contacts)
+                    .values(external_id=name, phone=phone, im_ids=im_ids, created_at=NOW, updated_at=NOW)
+                    .returning(contacts.c.id)
+                )
+            ).scalar_one()
+            await conn.execute(
+                insert(consents),
+                [
+                    {"contact_id": contact_id, "channel": ch, "granted": True, "source": "crm", "recorded_at": NOW}
+                    for ch in ("sms", "im")
+                ],
+            )
+            delivery_id = (
+                await conn.execute(
+                    insert(deliveries)
+                    .values(
+                        campaign_id=WA_CAMPAIGN,
+                        contact_id=contact_id,
+                        channel="im",
+                        slot_date=date(2027, 5, 6),
+                        slot="07:30",
+                        due_utc=NOW,
+                        dispatch_start_utc=NOW,
+                        timezone="America/New_York",
+                        tz_source="phone",
+                        state=S.SENDING,
+                        lease_owner=OWNER,
+                        created_at=NOW,
+                        updated_at=NOW,
+                    )
+                    .returning(deliveries.c.id)
+                )
+            ).scalar_one()
+            out[name] = (contact_id, delivery_id)
+    return out
+
+
+async def wa_sent(engine: AsyncEngine, sends: dict[int, tuple[int, str]], provider: str = "whatsapp") -> None:
+    """The dispatcher records these WhatsApp sends: delivery id → (contact id, SID)."""
+    outcomes = [
+        Outcome(d, c, Decision(S.SENT, provider_id=p), channel="im", provider=provider) for d, (c, p) in sends.items()
+    ]
+    await record_outcomes(engine, WA_CAMPAIGN, outcomes, OWNER, NOW + timedelta(seconds=5))
+
+
+def wa_status_form(n: int, status: str, code: str | None = None, to: str = "+14155550201") -> dict[str, str]:
+    """A WhatsApp status callback as Twilio posts it."""
+    form = {
+        "AccountSid": ACCOUNT,
+        "ApiVersion": "2010-04-01",
+        "ChannelInstallSid": "XE" + "0" * 32,
+        "ChannelPrefix": "whatsapp",
+        "ChannelToAddress": to,
+        "From": f"whatsapp:{WA_NUMBER}",
+        "To": f"whatsapp:{to}",
+        "MessageSid": sid(n),
+        "SmsSid": sid(n),
+        "MessageStatus": status,
+        "SmsStatus": status,
+    }
+    if code is not None:
+        form["ErrorCode"] = code
+    return form
+
+
+def wa_form(body: str, sender: str = "+14155550201", n: int = 950, to: str = WA_NUMBER) -> dict[str, str]:
+    """An incoming WhatsApp message as Twilio posts it."""
+    return {
+        "AccountSid": ACCOUNT,
+        "ApiVersion": "2010-04-01",
+        "MessageSid": sid(n),
+        "SmsMessageSid": sid(n),
+        "SmsSid": sid(n),
+        "SmsStatus": "received",
+        "From": f"whatsapp:{sender}",
+        "To": f"whatsapp:{to}",
+        "Body": body,
+        "NumMedia": "0",
+        "NumSegments": "1",
+        "MessageType": "text",
+        "ProfileName": "Ana",
+        "WaId": sender.removeprefix("+"),
+    }
+
+
+async def im_consents(engine: AsyncEngine, channel: str = "im") -> dict[int, bool]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(consents).where(consents.c.channel == channel))
+        return {r.contact_id: r.granted for r in rows}
+
+
+async def test_a_whatsapp_receipt_updates_its_row(engine: AsyncEngine, wa_server: TrackingServer) -> None:
+    world = await wa_world(engine)
+    (ca, da), (cb, db) = world["ana"], world["ben"]
+    await wa_sent(engine, {da: (ca, sid(20)), db: (cb, sid(21))})
+
+    assert (await post(wa_server, tr.STATUS_PATH, wa_status_form(20, "read")))[0] == 204
+    assert (await post(wa_server, tr.STATUS_PATH, wa_status_form(21, "failed", "63016", to="+14155550202")))[0] == 204
+
+    assert (await ledger(engine, da)).state == S.DELIVERED
+    row = await ledger(engine, db)
+    assert (row.state, row.last_error) == (
+        S.BOUNCED,
+        "63016 outside the 24-hour session window (approved template required)",
+    )
+    assert await suppressed(engine) == []
+
+
+@pytest.mark.parametrize(
+    ("who", "code", "address", "reason"),
+    [
+        ("ana", "63024", "whatsapp:+14155550201", "hard_bounce"),
+        ("ana", "63003", "whatsapp:+14155550201", "hard_bounce"),
+        ("ana", "63014", "whatsapp:+14155550201", "im_blocked"),
+        ("ana", "21610", "whatsapp:+14155550201", "sms_stop"),
+        ("ben", "63024", "whatsapp:+14155550202", "hard_bounce"),  # the phone stood in for the id
+        ("cai", "63024", "whatsapp:14155550299", "hard_bounce"),  # the row's own address, as it is compared
+    ],
+)
+async def test_a_suppressing_whatsapp_code_suppresses_the_rows_im_address_not_sms(
+    engine: AsyncEngine, wa_server: TrackingServer, who: str, code: str, address: str, reason: str
+) -> None:
+    world = await wa_world(engine)
+    contact, d = world[who]
+    await wa_sent(engine, {d: (contact, sid(22))})
+    to = "+" + address.removeprefix("whatsapp:").lstrip("+")
+
+    assert (await post(wa_server, tr.STATUS_PATH, wa_status_form(22, "undelivered", code, to=to)))[0] == 204
+
+    assert (await ledger(engine, d)).state == S.BOUNCED
+    assert await suppressed(engine) == [("im", address, reason, f"twilio_status:{sid(22)}:{code}")]
+    assert (await im_consents(engine))[contact] is True  # a receipt suppresses; consent is the contact's word
+
+
+@pytest.mark.parametrize("code", ["63016", "63018", "63032", "63049", "30005", "30006", "21614", None])
+async def test_other_whatsapp_failures_only_bounce(
+    engine: AsyncEngine, wa_server: TrackingServer, code: str | None
+) -> None:
+    world = await wa_world(engine)
+    contact, d = world["ana"]
+    await wa_sent(engine, {d: (contact, sid(23))})
+
+    assert (await post(wa_server, tr.STATUS_PATH, wa_status_form(23, "failed", code)))[0] == 204
+
+    assert (await ledger(engine, d)).state == S.BOUNCED
+    assert await suppressed(engine) == []  # SMS carrier codes say nothing about a WhatsApp address
+
+
+async def test_a_whatsapp_receipt_before_its_row_is_recorded_suppresses_its_to(
+    engine: AsyncEngine, wa_server: TrackingServer
+) -> None:
+    world = await wa_world(engine)  # rows still `sending`
+    contact, d = world["ana"]
+
+    assert (await post(wa_server, tr.STATUS_PATH, wa_status_form(24, "failed", "63024")))[0] == 204
+    assert [r.provider_id for r in await pending_receipts(engine)] == [sid(24)]
+    assert await suppressed(engine) == [
+        ("im", "whatsapp:+14155550201", "hard_bounce", f"twilio_status:{sid(24)}:63024")
+    ]
+
+    await wa_sent(engine, {d: (contact, sid(24))})
+    assert (await ledger(engine, d)).state == S.BOUNCED
+    assert await pending_receipts(engine) == []
+    assert len(await suppressed(engine)) == 1
+
+
+async def test_an_sms_receipt_for_the_same_number_still_suppresses_sms(
+    engine: AsyncEngine, wa_server: TrackingServer
+) -> None:
+    world = await sms_world(engine)
+    d = world["carol"][1]
+    await mark_sent(engine, d, sid(25))
+
+    assert (await post(wa_server, tr.STATUS_PATH, status_form(25, "undelivered", "21610", to=PHONES["carol"])))[
+        0
+    ] == 204
+
+    assert await suppressed(engine) == [("sms", PHONES["carol"], "sms_stop", f"twilio_status:{sid(25)}:21610")]
+
+
+@pytest.mark.parametrize("body", ["STOP", " stop ", "ＳＴＯＰ", "退订", "unsubscribe"])
+async def test_a_whatsapp_stop_suppresses_the_im_address_and_withdraws_im_consent_only(
+    engine: AsyncEngine, wa_server: TrackingServer, body: str
+) -> None:
+    world = await wa_world(engine)
+
+    got, _, answer = await post(wa_server, tr.INBOUND_PATH, wa_form(body))
+
+    assert (got, answer) == (200, EMPTY)
+    assert await suppressed(engine) == [("im", "whatsapp:+14155550201", "sms_stop", f"twilio_inbound:{sid(950)}")]
+    im = await im_consents(engine)
+    assert (im[world["ana"][0]], im[world["dee"][0]]) == (False, False)  # both have that WhatsApp number
+    assert (im[world["ben"][0]], im[world["cai"][0]]) == (True, True)
+    assert set((await im_consents(engine, "sms")).values()) == {True}  # SMS is another channel
+
+
+async def test_a_whatsapp_stop_finds_the_phone_that_stands_in_and_ids_without_a_plus(
+    engine: AsyncEngine, wa_server: TrackingServer
+) -> None:
+    world = await wa_world(engine)
+
+    await post(wa_server, tr.INBOUND_PATH, wa_form("STOP", sender="+14155550202"))
+    await post(wa_server, tr.INBOUND_PATH, wa_form("STOP", sender="+14155550299", n=951))
+
+    assert [(a, r) for _, a, r, _ in await suppressed(engine)] == [
+        ("whatsapp:+14155550202", "sms_stop"),
+        ("whatsapp:+14155550299", "sms_stop"),
+        ("whatsapp:14155550299", "sms_stop"),  # cai's id as stored: what the segment compares
+    ]
+    im = await im_consents(engine)
+    assert (im[world["ben"][0]], im[world["cai"][0]], im[world["ana"][0]]) == (False, False, True)
+
+
+async def test_a_whatsapp_start_lifts_stop_and_block_not_a_hard_bounce_and_grants_nothing(
+    engine: AsyncEngine, wa_server: TrackingServer
+) -> None:
+    world = await wa_world(engine)
+    await post(wa_server, tr.INBOUND_PATH, wa_form("STOP"))
+    async with engine.begin() as conn:
+        await te.suppress_addresses(conn, "im", ["whatsapp:+14155550202"], "im_blocked", "63014", NOW)
+        await te.suppress_addresses(conn, "im", ["whatsapp:+14155550203"], "hard_bounce", "63024", NOW)
+        await te.suppress_addresses(conn, "sms", ["+14155550201"], "sms_stop", "sms", NOW)
+
+    for n, sender in enumerate(("+14155550201", "+14155550202", "+14155550203"), start=960):
+        got, _, answer = await post(wa_server, tr.INBOUND_PATH, wa_form("START", sender=sender, n=n))
+        assert (got, answer) == (200, EMPTY)
+
+    assert [(c, a, r) for c, a, r, _ in await suppressed(engine)] == [
+        ("sms", "+14155550201", "sms_stop"),  # a WhatsApp START is no SMS START
+        ("im", "whatsapp:+14155550203", "hard_bounce"),
+    ]
+    assert (await im_consents(engine))[world["ana"][0]] is False
+
+
+async def test_whatsapp_help_is_answered(engine: AsyncEngine, wa_server: TrackingServer) -> None:
+    await wa_world(engine)
+
+    got, _, answer = await post(wa_server, tr.INBOUND_PATH, wa_form("help"))
+
+    assert got == 200 and b"<Message>Acme &amp; Sons: offers &amp; coupons" in answer
+    assert await suppressed(engine) == []
+
+
+async def test_a_whatsapp_stop_belongs_to_the_provider_of_the_number_it_was_sent_to(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    await wa_world(engine)
+    providers = {
+        "whatsapp": {"kind": "whatsapp", "from_number": WA_NUMBER},
+        "wa_eu": {"kind": "whatsapp", "from_number": "+447700900123"},
+        "tg": {"kind": "telegram", "token": "123456:" + "A" * 35},
+    }
+    async with twilio_server(engine, wa_settings(tmp_path, **providers)) as running:
+        await post(running, tr.INBOUND_PATH, wa_form("STOP", to="+447700900123"))
+        await post(running, tr.INBOUND_PATH, wa_form("STOP", sender="+14155550202", to="+15550000000", n=951))
+
+    assert [a for _, a, _, _ in await suppressed(engine)] == [
+        "wa_eu:+14155550201",  # sent to wa_eu's number: that provider only
+        "wa_eu:+14155550202",  # a number we do not know (a Messaging Service's): every WhatsApp provider
+        "whatsapp:+14155550202",
+    ]
+
+
+async def test_whatsapp_logs_name_the_events_and_never_the_phone(
+    engine: AsyncEngine, wa_server: TrackingServer
+) -> None:
+    world = await wa_world(engine)
+    contact, d = world["ana"]
+    await wa_sent(engine, {d: (contact, sid(26))})
+    stream = io.StringIO()
+    configure_logging("debug", "json", secrets=[TOKEN], stream=stream)
+    try:
+        await post(wa_server, tr.INBOUND_PATH, wa_form("STOP"))
+        await post(wa_server, tr.INBOUND_PATH, wa_form("START", n=951))
+        await post(wa_server, tr.STATUS_PATH, wa_status_form(26, "failed", "63024"))
+    finally:
+        structlog.reset_defaults()
+    text = stream.getvalue()
+    by_event = {line["event"]: line for line in map(json.loads, filter(str.strip, text.splitlines()))}
+    assert by_event["whatsapp_opted_out"]["phone"] == pii_hash("+14155550201")
+    assert by_event["whatsapp_opted_out"]["consents_withdrawn"] == 2
+    assert by_event["whatsapp_opted_in"]["lifted"] == 1 and by_event["whatsapp_opted_in"]["provider"] == "whatsapp"
+    assert by_event["twilio_bounced"]["suppression"] == "hard_bounce"
+    assert "4155550201" not in text

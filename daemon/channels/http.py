@@ -1,0 +1,170 @@
+"""What every HTTP messenger (Twilio SMS and WhatsApp, Telegram, IM webhooks) shares: knowing whether
+a request may have been written, and turning a failed exchange into the right ``Messenger`` error.
+
+A provider without an idempotency key must never be asked twice for the same message, and it must
+only be told "safe to send again" (``TransientSendError``) when nothing of the request left this
+process. That is observed, not guessed:
+
+- ``MarkingConnector`` (an ``aiohttp.TCPConnector``; give it to the ``ClientSession``) flags the
+  current send's ``Attempt`` as ``written`` the moment it hands over a connection: aiohttp writes
+  the request right after. Until then (DNS, refused, TLS, connect timeout, waiting for a pooled
+  connection) nothing left the process.
+- ``hand_over(peer, timeout)`` is the ``async with`` around one request: it starts a fresh
+  ``Attempt`` for this task (``current_attempt()`` finds it), bounds the exchange by one
+  ``asyncio.timeout`` and maps what fails inside it:
+
+  ==================================================  =========================================
+  our timeout, nothing written                        ``TransientSendError`` code ``connect_timeout``
+  our timeout after the request was written           ``AmbiguousSendError`` code ``timeout``
+  ``aiohttp.ClientConnectorError`` (DNS, refused,     ``TransientSendError`` code ``connect``
+  TLS: no connection)
+  any other ``aiohttp.ClientError`` / ``OSError``,    ``TransientSendError`` code ``connect``
+  nothing written
+  the same after the request was written (dropped     ``AmbiguousSendError`` code ``dropped``
+  connection, stale keep-alive closed by the peer)
+  ==================================================  =========================================
+
+  Its ``secrets`` (a bot token in the URL, say) are replaced by ``***`` in every message it builds:
+  aiohttp puts the URL in some exception strings (``InvalidURL``, ``ClientResponseError``).
+
+Also here: ``parse_retry_after`` (a ``Retry-After`` header), ``json_object`` (a JSON answer as a
+dict, ``{}`` for anything else), ``header`` (a header by name without case), ``basic_auth`` and
+``redact``. The names are stable: other messengers import them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextvars
+import json
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+
+from daemon.errors import AmbiguousSendError, TransientSendError
+
+RETRY_AFTER_MOST = 3600.0
+"""The longest wait a provider's ``Retry-After`` is believed for (seconds)."""
+
+
+@dataclass(slots=True)
+class Attempt:
+    """What one send's HTTP request got to (set by the connector and the client)."""
+
+    written: bool = False  # it holds a connection, so the request is (being) written: it may arrive
+    headers: Mapping[str, str] | None = None  # the response's headers, once it came (a client may set it)
+
+
+_attempt: contextvars.ContextVar[Attempt | None] = contextvars.ContextVar("http_attempt", default=None)
+
+
+def current_attempt() -> Attempt | None:
+    """The ``Attempt`` of the send running in this task (inside ``hand_over``), if any."""
+    return _attempt.get()
+
+
+class MarkingConnector(aiohttp.TCPConnector):
+    """Marks the current send as (possibly) written as soon as it holds a connection: aiohttp writes
+    the request at once from there, so any later failure may come after the provider got it."""
+
+    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
+        connection = await super().connect(req, traces, timeout)
+        attempt = _attempt.get()
+        if attempt is not None:
+            attempt.written = True
+        return connection
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every (non-empty) secret replaced by ``***``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+@asynccontextmanager
+async def hand_over(peer: str, timeout: float, *, secrets: Iterable[str] = ()) -> AsyncIterator[Attempt]:
+    """One request to ``peer`` (a name for messages: "Twilio", "Telegram"), within ``timeout``
+    seconds; failures become ``TransientSendError`` or ``AmbiguousSendError`` (the module's table).
+    Errors the body raises itself (a ``SendError`` from reading the answer) pass unchanged."""
+    hidden = tuple(s for s in secrets if s)
+    attempt = Attempt()
+    token = _attempt.set(attempt)
+    try:
+        async with asyncio.timeout(timeout):
+            yield attempt
+    except TimeoutError:
+        if attempt.written:
+            raise AmbiguousSendError(
+                f"no answer from {peer} within {timeout:g} s after the request was sent", code="timeout"
+            ) from None
+        raise TransientSendError(
+            f"could not reach {peer} within {timeout:g} s (nothing was sent)", code="connect_timeout"
+        ) from None
+    except aiohttp.ClientConnectorError as exc:  # DNS, refused, TLS: no connection, nothing sent
+        raise TransientSendError(redact(f"could not connect to {peer}: {exc}", hidden), code="connect") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        what = redact(f"{type(exc).__name__}: {exc}", hidden)
+        if attempt.written:
+            raise AmbiguousSendError(f"connection lost after the request was sent: {what}", code="dropped") from None
+        raise TransientSendError(f"connection to {peer} failed before sending: {what}", code="connect") from None
+    finally:
+        _attempt.reset(token)
+
+
+def parse_retry_after(value: str | float | None, now: datetime | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` value (delta-seconds, a number, or an HTTP date), within
+    [0, ``RETRY_AFTER_MOST``]; ``None`` when there is none or it cannot be read."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        if not value.strip():
+            return None
+        value = value.strip()
+        try:
+            seconds = float(value)
+        except ValueError:
+            try:
+                when = parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                return None
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            # an HTTP date is the server's real time: compare with the real clock, not a simulated one
+            seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), RETRY_AFTER_MOST)
+
+
+def json_object(body: str | bytes) -> dict[str, Any]:
+    """A JSON answer as a dict (``{}`` for anything else: classify by the HTTP status alone)."""
+    try:
+        value = json.loads(body) if body else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    """A header's value by name, without case (also for a plain dict)."""
+    if headers is None:
+        return None
+    value = headers.get(name)
+    if value is None:
+        value = next((v for k, v in headers.items() if k.lower() == name.lower()), None)
+    return value
+
+
+def basic_auth(user: str, password: str) -> str:
+    """An ``Authorization: Basic`` header value (without aiohttp's deprecated ``BasicAuth``)."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
