@@ -91,6 +91,24 @@ def _providers(settings: Settings) -> tuple[Provider, ...]:
     )
 
 
+def route_lines(campaign: Any, settings: Settings) -> list[str]:
+    """How each of a campaign's channels would go out with these settings, and which contact column
+    it needs (for ``topslot validate``): ``sms: twilio (contacts' phone)``."""
+    registry = Registry(settings)
+    lines = []
+    for channel in campaign.channels:
+        spec = spec_of(channel)
+        provider = registry.provider(channel, campaign.provider_for(channel))
+        if spec.keyed:
+            key = provider.name if provider.name != OUTBOX else campaign.provider_for(channel)
+            column = f"im_{key}" + (" or phone" if key in spec.phone_keys else "") if key else "an im_<name> id"
+        else:
+            column = spec.contact_field
+        via = "outbox (files, not sent)" if provider.name == OUTBOX else provider.name
+        lines.append(f"{channel}: {via} (contacts' {column})")
+    return lines
+
+
 def provider_problems(campaign: Any, settings: Settings) -> list[tuple[tuple[str, ...], str]]:
     """(YAML path, message) for each provider a campaign names that these settings cannot send with."""
     im = campaign.content.im

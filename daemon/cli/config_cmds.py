@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from daemon.channels.registry import route_lines
 from daemon.campaign import Campaign
 from daemon.errors import InvalidInput
 from daemon.runtime.ports import load_campaigns
@@ -63,6 +64,9 @@ def validate(
     names = ", ".join(sorted(result.campaigns))
     detail = f" ({names})" if names else f" (no files in {campaigns_dir})"
     typer.echo(f"ok: {valid} campaign(s) valid{detail}", err=True)
+    for campaign in sorted(result.campaigns.values(), key=lambda c: c.id):
+        for line in route_lines(campaign, settings):
+            typer.echo(f"  {campaign.id}: {line}", err=True)
 
 
 def schema() -> None:

@@ -30,7 +30,11 @@ def test_validate_shipped_config_exits_0() -> None:
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout == ""
-    assert done.stderr.strip() == "ok: 1 campaign(s) valid (mothers-day-2027)"
+    assert done.stderr.splitlines() == [
+        "ok: 1 campaign(s) valid (mothers-day-2027)",
+        "  mothers-day-2027: email: outbox (files, not sent) (contacts' email)",  # no smtp: configured
+        "  mothers-day-2027: sms: outbox (files, not sent) (contacts' phone)",
+    ]
 
 
 def test_validate_reports_every_problem_with_relative_paths_and_exits_1(tmp_path: Path) -> None:
@@ -132,3 +136,37 @@ def test_validate_names_the_variable_for_a_secret_in_topslot_yaml_and_that_varia
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stderr.strip() == "ok: 0 campaign(s) valid (no files in config/campaigns)"
+
+
+def test_validate_checks_the_im_provider_and_says_which_contact_column_it_needs(tmp_path: Path) -> None:
+    (tmp_path / "config" / "campaigns").mkdir(parents=True)
+    shutil.copytree(REPO / "templates", tmp_path / "templates")
+    settings = (REPO / "config/topslot.yaml").read_text() + (
+        "im:\n  wecom: {kind: webhook, url: 'https://gw.shop.example/topslot', rate_per_second: 0.3}\n"
+    )
+    (tmp_path / "config" / "topslot.yaml").write_text(settings)
+    campaign = (REPO / "config/campaigns/mothers-day-2027.yaml").read_text().replace(
+        "channels: [email, sms]", "channels: [email, sms, im]"
+    ).replace(
+        "  sms: {body: mothers-day/sms.txt.j2}\n",
+        "  sms: {body: mothers-day/sms.txt.j2}\n  im: {provider: wecom, body: mothers-day/im.txt.j2, title: Gift}\n",
+    )
+    (tmp_path / "config/campaigns/c.yaml").write_text(campaign)
+    env_secret = {"TOPSLOT_IM__WECOM__SECRET": "s" * 32}
+
+    done = run_env("validate", "config", cwd=tmp_path, env=env_secret)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "  mothers-day-2027: im: wecom (contacts' im_wecom)" in done.stderr.splitlines()
+
+    (tmp_path / "config/campaigns/c.yaml").write_text(campaign.replace("provider: wecom", "provider: dingtalk"))
+    done = run_env("validate", "config", cwd=tmp_path, env=env_secret)
+    assert done.returncode == 1
+    (line,) = done.stdout.splitlines()
+    assert line.startswith("config/campaigns/c.yaml:") and "IM provider 'dingtalk' is not in the settings (im: wecom)" in line
+
+
+def run_env(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO), **env},
+    )  # fmt: skip

@@ -2,6 +2,7 @@
 child process, a SMTP server that reports each message's body as it starts to arrive, ledger reads;
 for SMS, a config directory whose Twilio is the fake Twilio of this process (``write_sms_setup``),
 a fake that reports each create request as it arrives (``CrashTwilio``), and ``sms_ledger``.
+For IM, the same through the fake company gateway: ``write_im_setup``, ``CrashImGateway``, ``im_ledger``.
 
 One recipient (``big_index``, attribute ``big``) gets a ~7 MB message: more than the loopback
 socket buffers hold (~3 MB here with the server's SO_RCVBUF kept small), so a kill while its body
@@ -24,6 +25,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from channels.fake_im_gateway import Behaviour as GatewayBehaviour
+from channels.fake_im_gateway import FakeImGateway
 from channels.fake_twilio import Behaviour, FakeTwilio
 from channels.scripted_smtp import ScriptedSmtpServer
 
@@ -415,3 +418,139 @@ def log_events(log: Path, name: str) -> list[dict[str, Any]]:
             if record.get("event") == name:
                 found.append(record)
     return found
+
+
+# ---------------------------------------------------------------- IM through the fake company gateway
+
+IM_CAMPAIGN_ID = "crash-test-im"
+IM_PROVIDER = "wecom"  # the webhook provider's name in im:, the contacts' im_wecom column
+
+IM_CAMPAIGN = """\
+id: {campaign_id}
+name: Crash test (IM)
+channels: [im]
+audience:
+  all:
+    - {{consent: im}}
+schedule:
+  start: {day}
+  end: {day}
+  slots: ["{slot}"]
+  timezone: UTC
+  days: every_day
+  arrive_within: 10m
+  missed_slot: {{grace: 15m, then: skip}}
+coupon: {{generate: {{prefix: TS, length: 10}}}}
+landing_page:
+  url: https://shop.example.com/landing?x=1
+  utm: {{source: topslot}}
+content:
+  im:
+    provider: {provider}
+    body: crash/im.txt.j2
+    title: "An offer for {{{{ contact.first_name }}}}"
+    button: Shop now
+"""
+IM_TEXT = "{{ contact.first_name }}, your code {{ coupon }}"
+
+
+def im_id_of(index: int) -> str:
+    """The contact's id on the gateway (the ``im_wecom`` column)."""
+    return f"user-{index:04d}"
+
+
+@dataclass
+class CrashImGateway(FakeImGateway):
+    """The fake IM gateway, plus ``on_request(n, recipient)``: called as the n-th request (1-based, in
+    arrival order, repeats of a forwarded key excepted) has been read, checked and recorded, before
+    it is answered."""
+
+    on_request: Callable[[int, str], None] | None = None
+
+    def behaviour(self, recipient: str) -> GatewayBehaviour:
+        if self.on_request is not None:
+            self.on_request(len(self.requests), recipient)
+        return super().behaviour(recipient)
+
+    def posts_per_key(self, start: int = 0, end: int | None = None) -> Counter[str]:
+        """Idempotency-Key → raw POSTs that carried it (forwarded, repeated or refused alike)."""
+        return Counter(r.key for r in self.requests[start:end] if r.key is not None)
+
+
+def im_env(gateway: FakeImGateway, provider: str = IM_PROVIDER) -> dict[str, str]:
+    """What every ``topslot`` child needs for the IM settings to load: the signing secret (never in YAML)."""
+    return {f"TOPSLOT_IM__{provider.upper()}__SECRET": gateway.secret}
+
+
+def write_im_setup(
+    root: Path, gateway: FakeImGateway, due: datetime, *, contacts: int, rate: float, max_in_flight: int
+) -> CrashSetup:
+    """config/topslot.yaml (SQLite, im.wecom a webhook provider at the fake gateway, no SMTP nor Twilio),
+    one IM campaign with one slot at ``due``, its template, and a contacts CSV of ``contacts`` gateway ids
+    (``im_id_of``) with IM consent. ``big_email`` is empty: there is no big message here."""
+    config = root / "config"
+    (config / "campaigns").mkdir(parents=True)
+    (root / "templates" / "crash").mkdir(parents=True)
+    db = root / "var" / "topslot.db"
+    (config / "topslot.yaml").write_text(
+        f"""\
+database_url: sqlite+aiosqlite:///{db}
+templates_dir: {root / "templates"}
+var_dir: {root / "var"}
+default_timezone: UTC
+default_country: US
+log_format: json
+log_level: info
+tracking_port: 0  # any free port: never collide with another daemon
+compliance:
+  postal_address: "Example Shop, 1 Example Road, Springfield"
+  sender_identity: "Example Shop"
+im:
+  {IM_PROVIDER}:
+    kind: webhook
+    url: {gateway.url}
+    rate_per_second: {rate}
+    max_in_flight: {max_in_flight}
+    timeout_seconds: 10
+""",
+        encoding="utf-8",
+    )
+    (config / "campaigns" / "crash_im.yaml").write_text(
+        IM_CAMPAIGN.format(
+            campaign_id=IM_CAMPAIGN_ID, day=due.date().isoformat(), slot=due.strftime("%H:%M"), provider=IM_PROVIDER
+        ),
+        encoding="utf-8",
+    )
+    (root / "templates" / "crash" / "im.txt.j2").write_text(IM_TEXT, encoding="utf-8")
+    contacts_csv = root / "contacts.csv"
+    with contacts_csv.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["external_id", "first_name", "country", "timezone", "consent_im", f"im_{IM_PROVIDER}"])
+        for i in range(contacts):
+            writer.writerow([f"m{i:04d}", f"Name{i}", "US", "UTC", "yes", im_id_of(i)])
+    return CrashSetup(root, config, db, contacts_csv, due, big_email="")
+
+
+@dataclass(frozen=True)
+class ImRow:
+    id: int
+    state: str
+    im_id: str | None  # the contact's id on the provider
+    coupon_code: str | None
+    attempts: int
+    provider: str | None
+    provider_id: str | None
+
+
+def im_ledger(db: Path, provider: str = IM_PROVIDER) -> dict[int, ImRow]:
+    """Every delivery row of the IM campaign, by id (plain sqlite3; only reads)."""
+    con = sqlite3.connect(db, timeout=10)
+    try:
+        rows = con.execute(
+            "SELECT d.id, d.state, c.im_ids, d.coupon_code, d.attempts, d.provider, d.provider_id "
+            "FROM deliveries d JOIN contacts c ON c.id = d.contact_id WHERE d.campaign_id = ?",
+            (IM_CAMPAIGN_ID,),
+        ).fetchall()
+    finally:
+        con.close()
+    return {r[0]: ImRow(r[0], r[1], (json.loads(r[2]) if r[2] else {}).get(provider), *r[3:]) for r in rows}

@@ -1,0 +1,431 @@
+"""Benchmark: IM end to end through the webhook gateway against a fake gateway on loopback, side by
+side in one run.
+
+Targets (issue 11): with the rate limit off, topslot ≥ 0.5× a bare aiohttp client posting the same
+requests; with a limit of R/s, the rate the gateway sees within 5 % of R.
+
+One fake IM gateway (``tests/channels/fake_im_gateway.py``: a real aiohttp server that verifies
+every request's HMAC signature and timestamp, requires the ``Idempotency-Key`` and a version 1
+payload, and forwards each key once) runs in its own process on 127.0.0.1, so it does not share an
+event loop with the measured sender. Measured, in one run, each sender in a fresh child process:
+
+- **bare**: a plain ``aiohttp.ClientSession`` posting the same JSON payloads (``version``,
+  ``provider``, ``delivery_id``, ``campaign_id``, ``recipient``, ``text``, ``card`` with title, link,
+  button and coupon, ``sent_at``; texts and cards rendered from the campaign beforehand, not timed)
+  with the same headers (``Idempotency-Key``, ``X-Topslot-Timestamp``, and the signature
+  ``sha256=`` + HMAC-SHA256 of ``timestamp + "." + body``, serialised and signed per request, as the
+  messenger does) and the same concurrency (``im.wecom.max_in_flight`` requests open, one
+  connection each);
+- **topslot, rate limit off** (1,000,000/s): a bucket of planned IM ledger rows (the example
+  campaign's IM content through provider ``wecom``, a ``kind: webhook`` gateway: body
+  ``mothers-day/im.txt.j2`` with a coupon, a card with title, button and a short tracked link) fired
+  by the real ``BucketScheduler`` into the real ``DispatchService`` (claim → load → coupon
+  reservation → render text and card → link records → mark sending → ``ImWebhook`` → record
+  outcomes). Checked: every row ``sent``, every request verified, the fake forwarded exactly one
+  message per recipient (no key twice, none refused), and the ledger's provider ids are exactly the
+  gateway's ids;
+- **topslot at R/s**: the same on a bucket big enough to last ≥ 10 s; the rate is the one the fake
+  observed (requests over the span from the first to the last arrival), end to end shown too.
+
+The bare and rate-off runs alternate (bare, topslot, bare, topslot ...) so a noisy neighbour hits
+both; the figures are medians of ``--repeat`` runs. Each sender's CPU per message is printed too:
+when both senders are CPU-bound (an idle machine) the throughput ratio tends to the ratio of those,
+which a noisy neighbour barely moves, while the rates themselves swing with it.
+
+Contacts carry ``im_ids = {"wecom": "<id>"}`` and IM consent; every other one has locale ``zh-CN``
+(the template's Chinese text). The ledger is seeded once (not timed) and copied for every run
+(SQLite), or re-seeded in a throwaway schema (PostgreSQL). Everything stays on 127.0.0.1; the fake
+is stopped at the end. The runner, the fake's process and the printout are ``bench/harness.py``'s,
+shared with ``sms_pipeline.py``.
+
+    .venv/bin/python bench/im_pipeline.py                           # 20,000 messages; 600 at 50/s (12 s)
+    .venv/bin/python bench/im_pipeline.py --messages 3000 --repeat 1
+    .venv/bin/python bench/im_pipeline.py --rate 100 --rate-seconds 15
+    .venv/bin/python bench/im_pipeline.py --profile /tmp/im.txt     # py-spy --gil, first topslot run
+    .venv/bin/python bench/im_pipeline.py --pg postgresql+asyncpg://postgres@127.0.0.1:5432/test
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import random
+import statistics
+import string
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from sqlalchemy import select
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+import harness  # noqa: E402
+from harness import cpu_seconds, digest, most_in_one_second, peak_rss_mb  # noqa: E402
+from seeding import seed_bucket  # noqa: E402
+
+from daemon.campaign import Campaign  # noqa: E402
+from daemon.clock import FakeClock  # noqa: E402
+from daemon.dispatch.service import DispatchService  # noqa: E402
+from daemon.scheduling.scheduler import BucketScheduler  # noqa: E402
+from daemon.settings import Settings  # noqa: E402
+from daemon.store import ledger  # noqa: E402
+from daemon.store.db import open_engine  # noqa: E402
+from daemon.store.schema import deliveries  # noqa: E402
+from daemon.yaml_source import load_yaml  # noqa: E402
+
+EXAMPLE = REPO / "config/campaigns/mothers-day-2027.yaml"
+DUE = datetime(2027, 5, 6, 7, 30, tzinfo=UTC)
+SEEDED_AT = datetime(2027, 5, 1, tzinfo=UTC)
+NAMES = ["Lena", "Noah", "Mei", "Zoë", "Ana", "Chloé", "Priya", "Hana", "Olivia", "Sofia"]
+TRACKING = "https://t.shop.example.com"
+IN_FLIGHT = 20  # WebhookProvider.max_in_flight's default
+PROVIDER = "wecom"
+CAMPAIGN_ID = "bench-im"
+PATH = "/send"  # the fake's path
+
+# The fake's secret (tests/channels/fake_im_gateway.py's SECRET; no real gateway).
+SECRET = "fake-gateway-secret-0123456789abcdef"
+
+# What ImWebhook sends (daemon/channels/im_webhook.py), for the bare client to send the same.
+USER_AGENT = "topslot-im-webhook/1"
+CONTENT_TYPE = "application/json; charset=utf-8"
+
+
+def im_id(i: int) -> str:
+    return f"user{i:07d}"  # a WeCom user id, distinct for i < 10,000,000
+
+
+def recipients_digest(n: int) -> str:
+    """What the fake's digest of the recipients it forwarded messages to must be."""
+    return digest(f"{PROVIDER}:{im_id(i)}" for i in range(n))
+
+
+# ---------------------------------------------------------------- the campaign and its ledger
+
+
+def bench_campaign() -> Campaign:
+    """The example campaign (its IM template, coupon and landing page), IM only through ``wecom``,
+    everyone in one 07:30 UTC bucket."""
+    data = dict(load_yaml(EXAMPLE).data)
+    data.update(
+        id=CAMPAIGN_ID,
+        channels=["im"],
+        audience={"all": [{"consent": "im"}]},
+        schedule={
+            "start": DUE.date(), "end": DUE.date(), "slots": ["07:30"], "timezone": "UTC", "days": "every_day",
+            "missed_slot": {"grace": "12h", "then": "skip"},
+        },
+        content={
+            "im": {
+                "provider": PROVIDER, "body": "mothers-day/im.txt.j2",
+                "title": "A gift for Mom, {{ contact.first_name }}", "button": "Shop the offer",
+            }
+        },
+    )  # fmt: skip
+    data.pop("costs", None)
+    return Campaign.model_validate(data)
+
+
+def bench_settings(
+    var_dir: Path, port: int, rate: float, in_flight: int, processes: int = 1, url: str | None = None
+) -> Settings:
+    extra: dict[str, Any] = {"database_url": url} if url else {}
+    return Settings(
+        **extra,
+        dispatch_processes=processes,
+        config_dir=REPO / "config",
+        templates_dir=REPO / "templates",
+        var_dir=var_dir,
+        default_timezone="UTC",
+        default_country="CN",
+        tracking_base_url=TRACKING,
+        compliance={
+            "postal_address": "Example Shop, 1 Example Road, Shanghai 200000",
+            "sender_identity": "Example Shop",
+        },
+        im={
+            PROVIDER: {
+                "kind": "webhook", "url": f"http://127.0.0.1:{port}{PATH}", "secret": SECRET,
+                "rate_per_second": rate, "max_in_flight": in_flight, "timeout_seconds": 15,
+            }
+        },
+    )  # fmt: skip
+
+
+def person(i: int) -> dict[str, Any]:
+    return {
+        "id": i + 1,
+        "external_id": f"i{i}",
+        "email": None,
+        "phone": None,
+        "first_name": NAMES[i % len(NAMES)],
+        "last_name": "Example",
+        "gender": "female",
+        "country": "CN",
+        "timezone": "UTC",
+        "locale": "zh-CN" if i % 2 else "en",
+        "im_ids": {PROVIDER: im_id(i)},
+        "created_at": SEEDED_AT,
+        "updated_at": SEEDED_AT,
+    }
+
+
+async def seed(url: str, schema: str | None, n: int) -> None:
+    """Contacts with a WeCom id and IM consent, and one planned IM row each, all due at ``DUE``."""
+    await seed_bucket(url, schema, bench_campaign(), "im", person, n, due=DUE, at=SEEDED_AT)
+
+
+# ---------------------------------------------------------------- the fake gateway (its own process)
+
+
+def serve_fake() -> None:
+    """Run the fake IM gateway on 127.0.0.1 plus a control endpoint (GET /stats, POST /reset) until
+    stdin closes; print one JSON line with both ports when ready."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from aiohttp import web
+    from channels.fake_im_gateway import FakeImGateway
+
+    class TimedFake(FakeImGateway):
+        """Records when each request arrived (the rate the gateway sees)."""
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            self.arrivals: list[float] = []
+
+        async def _receive(self, request: web.Request) -> web.StreamResponse:
+            self.arrivals.append(time.monotonic())
+            return await super()._receive(request)
+
+        def reset(self) -> None:
+            self.requests.clear()
+            self.messages.clear()
+            self._seen.clear()
+            self.arrivals.clear()
+            self.duplicates = 0
+            self.peak_in_flight = 0
+
+        def stats(self) -> dict[str, Any]:
+            forwarded = Counter(m.to for m in self.messages.values())
+            requested = Counter(r.key for r in self.requests)
+            arrivals = self.arrivals
+            return {
+                "requests": len(self.requests),
+                "messages": len(self.messages),
+                "distinct_to": len(forwarded),
+                "requested_twice": sum(1 for c in requested.values() if c > 1),
+                "duplicates": self.duplicates,
+                "unverified": sum(1 for r in self.requests if not r.verified),
+                "answered": {str(k): v for k, v in Counter(r.answered for r in self.requests).items()},
+                "to_digest": digest(forwarded),
+                "id_digest": digest(f"{PROVIDER}:{m.gateway_id}" for m in self.messages.values()),
+                "headers": sorted({k for r in self.requests[:100] for k in r.headers}),
+                "fields": sorted({k for r in self.requests[:100] for k in r.payload or {}}),
+                "card": sorted({k for r in self.requests[:100] for k in (r.payload or {}).get("card") or {}}),
+                "body_bytes": statistics.mean(len(r.body) for r in self.requests) if self.requests else 0,
+                "chinese": sum(1 for m in self.messages.values() if "母亲节" in m.payload.get("text", "")),
+                "first": arrivals[0] if arrivals else None,
+                "last": arrivals[-1] if arrivals else None,
+                "max_1s": most_in_one_second(arrivals),
+                "cpu_seconds": cpu_seconds(),
+            }
+
+    async def main() -> None:
+        async with TimedFake(path=PATH) as fake:
+            assert (fake.secret, fake.provider) == (SECRET, PROVIDER)
+            await harness.serve_control(fake.port, fake.stats, fake.reset)
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------- the measured senders (child processes)
+
+
+def sample_payloads(count: int = 50) -> list[dict[str, Any]]:
+    """Payloads as topslot builds them for this campaign (text with a real coupon shape, card with
+    title, button and short tracked link, in recipient ``i``'s language), for the bare client to send
+    with each message's own ``delivery_id`` and ``recipient``."""
+    from daemon.dispatch.dispatcher import CampaignKit
+    from daemon.links.keys import Keyring
+    from daemon.store.dispatch import Recipient
+    from daemon.templating import contact_view
+
+    with tempfile.TemporaryDirectory() as var_dir:
+        kit = CampaignKit(bench_campaign(), bench_settings(Path(var_dir), 1, 1.0, 1), Keyring({"k1": b"x" * 32}))
+    sent_at = (DUE - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")  # topslot's (fake) clock
+    rng = random.Random(11)
+    payloads = []
+    for i in range(count):
+        p = person(i)
+        r = Recipient(
+            delivery_id=i + 1, lease_epoch=1, campaign_id=CAMPAIGN_ID, channel="im", slot="07:30",
+            slot_date=DUE.date(), due_utc=DUE, timezone="UTC", attempts=0, coupon_code=None, contact_id=i + 1,
+            external_id=p["external_id"], email=None, phone=None, first_name=p["first_name"],
+            last_name=p["last_name"], gender="female", birth_date=None, age=None, country="CN", locale=p["locale"],
+            im_ids=p["im_ids"], attributes=None,
+        )  # fmt: skip
+        coupon = "MOM" + "".join(rng.choices(string.ascii_uppercase + string.digits, k=10))
+        links = kit.links.for_delivery(i + 1, "im")
+        contact = contact_view(r, DUE.date())
+        text = kit.compiled.render_text("im", contact, coupon, links, "07:30")
+        card = kit.compiled.render_card("im", contact, coupon, links, "07:30")
+        assert card is not None
+        payloads.append(
+            {
+                "version": 1, "provider": PROVIDER, "delivery_id": 0, "campaign_id": CAMPAIGN_ID, "recipient": "",
+                "text": text,
+                "card": {"title": card.title, "text": text, "link": card.link, "button": card.button, "coupon": coupon},
+                "sent_at": sent_at,
+            }
+        )  # fmt: skip
+    return payloads
+
+
+async def bare_run(spec: dict[str, Any]) -> dict[str, Any]:
+    """``in_flight`` workers on one aiohttp session post the signed JSON requests (serialised and
+    signed per request); every answer must be a 200 with an id."""
+    n, port, in_flight = spec["n"], spec["port"], spec["in_flight"]
+    samples = sample_payloads()
+    url = f"http://127.0.0.1:{port}{PATH}"
+    payloads = [
+        {**samples[i % len(samples)], "delivery_id": i + 1, "recipient": im_id(i)} for i in range(n)
+    ]  # the delivery ids the ledger's rows get (seeded in order)
+    secret = SECRET.encode()
+    queue = iter(payloads)
+    ids: list[str] = []
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        for payload in queue:
+            body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            timestamp = str(int(time.time()))
+            signature = hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+            headers = {
+                "Content-Type": CONTENT_TYPE,
+                "Accept": "application/json",
+                "User-Agent": USER_AGENT,
+                "Idempotency-Key": str(payload["delivery_id"]),
+                "X-Topslot-Timestamp": timestamp,
+                "X-Topslot-Signature": f"sha256={signature}",
+            }
+            async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
+                answer = await response.json()
+                if response.status != 200 or not answer.get("id"):
+                    raise RuntimeError(f"bare: HTTP {response.status}: {answer}")
+                ids.append(f"{PROVIDER}:{answer['id']}")
+
+    cpu_before, started = cpu_seconds(), time.perf_counter()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=in_flight)) as session:
+        await asyncio.gather(*(worker(session) for _ in range(in_flight)))
+    elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu_before
+    return {"sent": len(ids), "seconds": elapsed, "cpu_seconds": cpu, "id_digest": digest(ids)}
+
+
+async def topslot_run(spec: dict[str, Any]) -> dict[str, Any]:
+    """Fire the bucket through the real scheduler and dispatch service; time it; count the states."""
+    url, schema = spec["url"], spec["schema"] or None
+    engine = open_engine(url, schema=schema)
+    campaign = bench_campaign()
+    with tempfile.TemporaryDirectory() as var_dir:
+        processes = 1 if schema else spec["processes"]  # helpers open settings.database_url, not a schema
+        settings = bench_settings(Path(var_dir), spec["port"], spec["rate"], spec["in_flight"], processes, url)
+        clock = FakeClock(DUE - timedelta(minutes=5))
+        service = DispatchService(engine, settings, clock, node="bench")
+        if service.helpers is not None:
+            await service.helpers.start()
+        scheduler = BucketScheduler(
+            engine, settings, clock, owner=service.owner, on_claimed=service.dispatch, on_fire=service.fire_helpers
+        )
+        await service.on_campaigns_changed({campaign.id: campaign})
+        scheduler.campaigns = {campaign.id: campaign}  # planned already (seeded): no re-plan
+        cpu_before, started = cpu_seconds(), time.perf_counter()
+        claimed = await scheduler.fire_bucket(campaign.id, "im", DUE)
+        elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu_before
+        await service.close()
+    states = await ledger.state_counts(engine, campaign.id)
+    query = select(deliveries.c.provider, deliveries.c.provider_id).where(
+        deliveries.c.campaign_id == campaign.id, deliveries.c.state == "sent"
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    await engine.dispose()
+    return {
+        "claimed": claimed,
+        "sent": states.get(("sent", None), 0),
+        "states": {f"{s}/{r}" if r else s: n for (s, r), n in states.items()},
+        "providers": dict(Counter(r.provider for r in rows)),
+        "id_digest": digest(r.provider_id or "" for r in rows),
+        "seconds": elapsed,
+        "cpu_seconds": cpu,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+# ---------------------------------------------------------------- checks
+
+
+def check_fake(label: str, seen: dict[str, Any], n: int, id_digest: str) -> None:
+    """Every request verified and answered 200; the fake forwarded exactly one message per
+    recipient, each key requested once; the sender holds exactly the gateway's ids."""
+    problems = []
+    if seen["requests"] != n or seen["messages"] != n or seen["distinct_to"] != n:
+        problems.append(
+            f"{seen['requests']:,} requests, {seen['messages']:,} forwarded, {seen['distinct_to']:,} recipients"
+        )
+    if seen["unverified"]:
+        problems.append(f"{seen['unverified']:,} requests failed the signature check")
+    if seen["requested_twice"] or seen["duplicates"]:
+        problems.append(f"{seen['requested_twice']:,} keys requested more than once")
+    if seen["answered"] != {"200": n}:
+        problems.append(f"answers {seen['answered']}")
+    if seen["to_digest"] != recipients_digest(n):
+        problems.append("not the seeded recipients")
+    if seen["id_digest"] != id_digest:
+        problems.append("the sender's ids are not the gateway's")
+    if problems:
+        sys.exit(f"{label}: expected {n:,} messages, one per recipient: " + "; ".join(problems))
+
+
+def check_ledger(label: str, r: dict[str, Any], n: int) -> None:
+    if r["claimed"] != n or r["sent"] != n or r["providers"] != {PROVIDER: n}:
+        sys.exit(f"{label}: sent {r['sent']:,} of {n:,} (claimed {r['claimed']:,}): {r['states']} {r['providers']}")
+
+
+def detail(seen: dict[str, Any]) -> str:
+    headers = [h for h in seen["headers"] if h.startswith("X-") or h in ("Idempotency-Key", "User-Agent")]
+    return (
+        f"headers {', '.join(headers)}; payload {', '.join(seen['fields'])} (card: {', '.join(seen['card'])}); "
+        f"body ~{seen['body_bytes']:.0f} bytes, {seen['chinese']:,} in Chinese"
+    )
+
+
+# ---------------------------------------------------------------- main
+
+BENCH = harness.Bench(
+    doc=__doc__ or "",
+    script=__file__,
+    title="IM pipeline",
+    fake_name="fake IM gateway",
+    peer="the gateway",
+    in_flight=IN_FLIGHT,
+    in_flight_setting=f"im.{PROVIDER}.max_in_flight",
+    tmp_prefix="topslot-im-bench-",
+    ids="gateway ids",
+    seed=seed,
+    serve_fake=serve_fake,
+    runs={"bare": bare_run, "topslot": topslot_run},
+    check_fake=check_fake,
+    check_ledger=check_ledger,
+    detail=detail,
+)
+
+if __name__ == "__main__":
+    harness.main(BENCH)
