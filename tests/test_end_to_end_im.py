@@ -540,13 +540,6 @@ async def test_email_sms_and_im_per_provider_receipts_click_suppression_report( 
         assert ids.keys() == PEOPLE.keys()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="daemon bug: an /im/status callback naming the row only by delivery_id that beats the dispatcher's "
-    "record is parked under '<provider>:<delivery_id>' (daemon/tracking/im_routes.py StatusCallback.provider_id), "
-    "but the row is recorded with '<provider>:<gateway id>' from the gateway's answer, so apply_pending "
-    "(daemon/store/receipts.py) never finds it; docs/channels.md promises such a callback is applied",
-)
 async def test_gateway_callback_by_delivery_id_only_before_the_send_is_recorded(
     engine: AsyncEngine, tmp_path: Path
 ) -> None:

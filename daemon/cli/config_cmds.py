@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from daemon.channels.registry import route_lines
 from daemon.campaign import Campaign
+from daemon.channels.registry import route_lines
 from daemon.errors import InvalidInput
 from daemon.runtime.ports import load_campaigns
 from daemon.settings import load_settings

@@ -226,8 +226,9 @@ async def record_outcomes(
         if dead:
             insert = upsert_insert(conn, suppressions)
             await conn.execute(insert.on_conflict_do_nothing(index_elements=["channel", "address"]), dead)
+        sent = [o for o in outcomes if o.decision.state == S.SENT]
         await receipts.apply_pending(  # status callbacks that beat this commit
-            conn, [o.decision.provider_id for o in outcomes if o.decision.state == S.SENT], now
+            conn, [o.decision.provider_id for o in sent], now, [o.delivery_id for o in sent]
         )
 
 

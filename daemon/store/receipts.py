@@ -11,7 +11,8 @@ Rules:
   commits a chunk after the sends return). Such a receipt waits in ``provider_receipts`` (first one
   per provider id kept, at most ``MAX_PENDING`` rows, purged after ``PENDING_TTL``) and
   ``apply_pending`` — called by ``record_outcomes`` inside its transaction — applies it the moment
-  the row is recorded.
+  the row is recorded. One that names its row by delivery id waits under ``delivery:<id>`` (the
+  provider id the row will get is not known yet) and is applied through the id the row gets.
 
 No receipt is lost to that race. On SQLite every writer takes the write lock at BEGIN (IMMEDIATE),
 so the two transactions run one after the other. On PostgreSQL (READ COMMITTED) a receipt about to
@@ -119,20 +120,41 @@ async def record_delivery_receipt(
                 return done if done is not None else Recorded(Result.UNMATCHED)
             if attempt == 0:
                 await _lock(conn, shared=False)  # PostgreSQL: wait for chunks being recorded right now
-        return await _park(conn, receipt, now)
+        # the id the row will get is unknown (the gateway may answer its own): wait under the row's key
+        return await _park(conn, replace(receipt, provider_id=delivery_key(delivery_id)), now)
 
 
-async def apply_pending(conn: AsyncConnection, provider_ids: Iterable[str | None], now: datetime) -> int:
+def delivery_key(delivery_id: int) -> str:
+    """The parking key of a receipt that names its row by delivery id (not by a provider id)."""
+    return f"delivery:{delivery_id}"
+
+
+async def apply_pending(
+    conn: AsyncConnection, provider_ids: Iterable[str | None], now: datetime, delivery_ids: Iterable[int] = ()
+) -> int:
     """Inside the transaction that has just recorded these provider ids (``record_outcomes``): apply
-    the receipts that were waiting for them. Returns how many were applied."""
+    the receipts that were waiting for them, and those that named these deliveries by id (applied
+    through the provider id each row now has). Returns how many were applied."""
     ids = sorted({p for p in provider_ids if p})
+    keys = {delivery_key(d): d for d in set(delivery_ids)}
+    if keys:
+        await _lock(conn, shared=True)
+        for receipt in await _parked(conn, sorted(keys)):  # named by delivery id: re-keyed by the row's id
+            row = (
+                await conn.execute(
+                    select(deliveries.c.provider, deliveries.c.provider_id).where(
+                        deliveries.c.id == keys[receipt.provider_id]
+                    )
+                )
+            ).first()
+            await conn.execute(delete(provider_receipts).where(provider_receipts.c.provider_id == receipt.provider_id))
+            if row is not None and row.provider == receipt.provider and row.provider_id:
+                ids.append(row.provider_id)
+                await _park(conn, replace(receipt, provider_id=row.provider_id), now)  # applied just below
     if not ids:
         return 0
     await _lock(conn, shared=True)
-    waiting: list[Receipt] = []
-    for start in range(0, len(ids), IDS_PER_QUERY):
-        stmt = select(provider_receipts).where(provider_receipts.c.provider_id.in_(ids[start : start + IDS_PER_QUERY]))
-        waiting.extend(_receipt(row) for row in (await conn.execute(stmt)).mappings())
+    waiting = await _parked(conn, ids)
     applied = 0
     for receipt in waiting:
         if await _apply(conn, receipt, now) is not None:  # the row exists (in whatever state): done with it
@@ -141,6 +163,15 @@ async def apply_pending(conn: AsyncConnection, provider_ids: Iterable[str | None
     if applied:
         log.info("provider_receipts_applied", receipts=applied)
     return applied
+
+
+async def _parked(conn: AsyncConnection, keys: list[str]) -> list[Receipt]:
+    """The parked receipts under these keys."""
+    found: list[Receipt] = []
+    for start in range(0, len(keys), IDS_PER_QUERY):
+        stmt = select(provider_receipts).where(provider_receipts.c.provider_id.in_(keys[start : start + IDS_PER_QUERY]))
+        found.extend(_receipt(row) for row in (await conn.execute(stmt)).mappings())
+    return found
 
 
 async def purge_pending(conn: AsyncConnection, now: datetime) -> int:
