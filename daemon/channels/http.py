@@ -27,6 +27,9 @@ process. That is observed, not guessed:
   Its ``secrets`` (a bot token in the URL, say) are replaced by ``***`` in every message it builds:
   aiohttp puts the URL in some exception strings (``InvalidURL``, ``ClientResponseError``).
 
+``SendGate`` is what each messenger does around every send (closed, ``max_in_flight``, pacing,
+draining on close).
+
 Also here: ``parse_retry_after`` (a ``Retry-After`` header), ``json_object`` (a JSON answer as a
 dict, ``{}`` for anything else), ``header`` (a header by name without case), ``basic_auth`` and
 ``redact``. The names are stable: other messengers import them.
@@ -38,7 +41,8 @@ import asyncio
 import base64
 import contextvars
 import json
-from collections.abc import AsyncIterator, Iterable, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,6 +51,7 @@ from typing import Any
 
 import aiohttp
 
+from daemon.channels.ratelimit import TokenBucket
 from daemon.errors import AmbiguousSendError, TransientSendError
 
 RETRY_AFTER_MOST = 3600.0
@@ -168,3 +173,59 @@ def header(headers: Mapping[str, str] | None, name: str) -> str | None:
 def basic_auth(user: str, password: str) -> str:
     """An ``Authorization: Basic`` header value (without aiohttp's deprecated ``BasicAuth``)."""
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+class SendGate:
+    """What an HTTP messenger does around every send: refuse once closed, keep at most
+    ``max_in_flight`` requests open, pace them to ``rate_per_second`` (``bucket``), and on ``drain``
+    refuse new ones and let those in flight finish (each is bounded by its own timeout).
+
+    ``async with gate.slot(): ...`` around one request; ``await gate.drain()`` in ``close()``."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        rate_per_second: float,
+        max_in_flight: int,
+        timeout: float,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ):
+        self.name = name
+        self.timeout = timeout
+        self.bucket = TokenBucket(rate_per_second, clock=monotonic, sleep=sleep)
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._active = 0
+        self._idle: asyncio.Event | None = None
+        self.closed = False
+
+    def refuse_if_closed(self) -> None:
+        if self.closed:
+            raise TransientSendError(f"the {self.name} messenger is closed", code="closed")
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        self.refuse_if_closed()
+        async with self._slots:
+            await self.bucket.acquire()
+            self.refuse_if_closed()
+            self._active += 1
+            try:
+                yield
+            finally:
+                self._active -= 1
+                if self._active == 0 and self._idle is not None:
+                    self._idle.set()
+
+    async def drain(self) -> None:
+        """Close the gate; wait (at most the timeout + 1 s) for the requests in flight. Idempotent."""
+        self.closed = True
+        if self._active:
+            self._idle = self._idle or asyncio.Event()
+            self._idle.clear()
+            try:
+                async with asyncio.timeout(self.timeout + 1):
+                    await self._idle.wait()
+            except TimeoutError:
+                pass

@@ -59,8 +59,15 @@ import aiohttp
 
 from daemon.channel import Channel
 from daemon.channels.base import Message, Messenger, TextMessage
-from daemon.channels.http import MarkingConnector, hand_over, header, json_object, parse_retry_after, redact
-from daemon.channels.ratelimit import TokenBucket
+from daemon.channels.http import (
+    MarkingConnector,
+    SendGate,
+    hand_over,
+    header,
+    json_object,
+    parse_retry_after,
+    redact,
+)
 from daemon.clock import Clock
 from daemon.delivery import SuppressionReason
 from daemon.errors import AmbiguousSendError, PermanentSendError, SendError, TransientSendError
@@ -110,16 +117,20 @@ class TelegramBot:
         self.rate_per_second: float | None = rate_per_second
         self.timeout = timeout
         self.max_in_flight = max_in_flight
-        self.bucket = TokenBucket(rate_per_second, clock=monotonic, sleep=sleep)
+        self.gate = SendGate(
+            name,
+            rate_per_second=rate_per_second,
+            max_in_flight=max_in_flight,
+            timeout=timeout,
+            monotonic=monotonic,
+            sleep=sleep,
+        )
+        self.bucket = self.gate.bucket
         self._url = f"{self.base_url}/bot{token}/sendMessage"  # holds the token: never in a message or log
         self._secrets = (token, quote(token, safe=""))
-        self._slots = asyncio.Semaphore(max_in_flight)
         self._jitter = jitter
         self._session: aiohttp.ClientSession | None = None  # built on the first send (needs the loop)
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        self._active = 0
-        self._idle: asyncio.Event | None = None
-        self._closed = False
 
     def __repr__(self) -> str:
         return f"TelegramBot(provider={self.provider!r}, base_url={self.base_url!r})"
@@ -148,33 +159,15 @@ class TelegramBot:
     async def send(self, message: Message) -> str:
         if not isinstance(message, TextMessage):
             raise TypeError("Telegram takes text messages")
-        if self._closed:
-            raise TransientSendError(f"the {self.provider} messenger is closed", code="closed")
-        async with self._slots:
-            await self.bucket.acquire()
-            if self._closed:
-                raise TransientSendError(f"the {self.provider} messenger is closed", code="closed")
+        self.gate.refuse_if_closed()
+        async with self.gate.slot():
             session = self._session_now()
-            self._active += 1
-            try:
-                return await self._post(session, message)
-            finally:
-                self._active -= 1
-                if self._active == 0 and self._idle is not None:
-                    self._idle.set()
+            return await self._post(session, message)
 
     async def close(self) -> None:
         """Refuse new sends, let the requests in flight finish (each is bounded by the timeout),
         then close the HTTP session. Idempotent."""
-        self._closed = True
-        if self._active:
-            self._idle = self._idle or asyncio.Event()
-            self._idle.clear()
-            try:
-                async with asyncio.timeout(self.timeout + 1):
-                    await self._idle.wait()
-            except TimeoutError:
-                pass
+        await self.gate.drain()
         session, self._session = self._session, None
         if session is not None:
             await session.close()

@@ -66,6 +66,7 @@ from daemon.channel import Channel
 from daemon.channels.base import Message, TextMessage
 from daemon.channels.http import (
     MarkingConnector,
+    SendGate,
     basic_auth,
     current_attempt,
     hand_over,
@@ -73,7 +74,6 @@ from daemon.channels.http import (
     json_object,
     parse_retry_after,
 )
-from daemon.channels.ratelimit import TokenBucket
 from daemon.channels.registry import Provider
 from daemon.delivery import SuppressionReason
 from daemon.errors import AmbiguousSendError, PermanentSendError, SendError, TransientSendError
@@ -165,8 +165,15 @@ class TwilioMessages:
         self.rate_per_second: float | None = rate_per_second
         self.timeout = timeout
         self.max_in_flight = max_in_flight
-        self.bucket = TokenBucket(rate_per_second, clock=monotonic, sleep=sleep)
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self.gate = SendGate(
+            "Twilio",
+            rate_per_second=rate_per_second,
+            max_in_flight=max_in_flight,
+            timeout=timeout,
+            monotonic=monotonic,
+            sleep=sleep,
+        )
+        self.bucket = self.gate.bucket
         self._jitter = jitter
         self._http: _HttpClient | None = None  # built on the first send (aiohttp needs the running loop)
         self._messages_url = f"{self.base_url}/2010-04-01/Accounts/{account_sid}/Messages.json"
@@ -179,43 +186,22 @@ class TwilioMessages:
             "Accept": "application/json",
             "Content-Type": "application/x-www-form-urlencoded",
         }
-        self._active = 0
-        self._idle: asyncio.Event | None = None
-        self._closed = False
 
     # ------------------------------------------------------------ Messenger
 
     async def send(self, message: Message) -> str:
         if not isinstance(message, TextMessage):
             raise TypeError(f"{type(self).__name__} takes text messages")
-        if self._closed:
-            raise TransientSendError("the Twilio messenger is closed", code="closed")
+        self.gate.refuse_if_closed()
         form = self._form(message)  # a message it cannot take is refused here, before any wait or request
-        async with self._slots:
-            await self.bucket.acquire()
-            if self._closed:
-                raise TransientSendError("the Twilio messenger is closed", code="closed")
+        async with self.gate.slot():
             http = self._client_now()
-            self._active += 1
-            try:
-                return await self._create(http, form)
-            finally:
-                self._active -= 1
-                if self._active == 0 and self._idle is not None:
-                    self._idle.set()
+            return await self._create(http, form)
 
     async def close(self) -> None:
         """Refuse new sends, let the requests in flight finish (each is bounded by the timeout),
         then close the HTTP session. Idempotent."""
-        self._closed = True
-        if self._active:
-            self._idle = self._idle or asyncio.Event()
-            self._idle.clear()
-            try:
-                async with asyncio.timeout(self.timeout + 1):
-                    await self._idle.wait()
-            except TimeoutError:
-                pass
+        await self.gate.drain()
         http, self._http = self._http, None
         if http is not None:
             await http.close()
