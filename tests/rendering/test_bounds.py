@@ -1,9 +1,9 @@
-"""Template bombs: each one stops with a clear error, fast, instead of eating the daemon."""
+"""Template bombs: each one stops with a clear error instead of eating the daemon (how fast: bench/guards.py)."""
 
 from __future__ import annotations
 
 import shutil
-import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -45,10 +45,14 @@ def ctx():
     ],
 )
 def test_operations_that_would_build_huge_values_are_refused(env, ctx, source: str) -> None:
-    started = time.monotonic()
-    with pytest.raises(RenderLimitError):
-        render_bounded(env.from_string(source), ctx)
-    assert time.monotonic() - started < 1
+    tracemalloc.start()
+    try:
+        with pytest.raises(RenderLimitError):
+            render_bounded(env.from_string(source), ctx)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 1024 * 1024  # refused before the value was built (it would be gigabytes)
 
 
 def test_lists_cannot_grow_in_place(env, ctx) -> None:
@@ -60,26 +64,20 @@ def test_output_is_cut_off_as_it_grows(env, ctx) -> None:
     template = env.from_string(
         "{% for i in range(100000) %}{% for j in range(100000) %}0123456789{% endfor %}{% endfor %}"
     )
-    started = time.monotonic()
     with pytest.raises(RenderLimitError, match="longer than 100,000 characters"):
         render_bounded(template, ctx, QUICK)
-    assert time.monotonic() - started < 1
 
 
 def test_nested_loops_with_empty_bodies_hit_the_deadline(env, ctx) -> None:
     template = env.from_string("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}")
-    started = time.monotonic()
     with pytest.raises(RenderLimitError, match="took too long"):
         render_bounded(template, ctx, QUICK)
-    assert 0.3 <= time.monotonic() - started < 1.5
 
 
 def test_loops_over_strings_hit_the_deadline_when_validated(env, ctx) -> None:
     template = env.from_string("{% set s = 'a' * 100000 %}{% for x in s %}{% for y in s %}{% endfor %}{% endfor %}")
-    started = time.monotonic()
     with pytest.raises(RenderLimitError, match="took too long"):
         render_checked(template, ctx, QUICK)
-    assert time.monotonic() - started < 2
 
 
 def test_the_hot_path_renderer_is_bounded_too(env, ctx) -> None:
@@ -102,7 +100,6 @@ def test_a_slow_template_fails_the_campaign_load_not_the_daemon(tmp_path: Path) 
         "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}{{ unsubscribe_url }}"
     )
 
-    started = time.monotonic()
     result = load_campaigns(campaigns, templates)
 
     assert "mothers-day-2027" not in result.campaigns
@@ -110,4 +107,3 @@ def test_a_slow_template_fails_the_campaign_load_not_the_daemon(tmp_path: Path) 
         "not allowed in the template sandbox: the template took too long to render (time limit exceeded)"
     ]
     assert result.problems[0].path == str(body)
-    assert time.monotonic() - started < 6
