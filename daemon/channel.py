@@ -25,6 +25,9 @@ from typing import Any, Literal, get_args
 Channel = Literal["email", "sms", "im"]
 CHANNELS: tuple[Channel, ...] = get_args(Channel)
 
+OUTBOX_PROVIDER = "outbox"
+"""The provider name of the file outboxes: what they took was written for people, not sent or paid."""
+
 
 @dataclass(frozen=True, slots=True)
 class ChannelSpec:

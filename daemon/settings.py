@@ -193,7 +193,6 @@ class WebhookProvider(_ImProviderBase):
 
 
 ImProvider = Annotated[TelegramProvider | WhatsAppProvider | WebhookProvider, Field(discriminator="kind")]
-IM_KINDS = ("telegram", "whatsapp", "webhook")
 
 
 DEFAULT_SMS_OPT_OUT = {"default": "Reply STOP to opt out", "CN": "回TD退订"}

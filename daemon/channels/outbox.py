@@ -22,7 +22,7 @@ import json
 import os
 from pathlib import Path
 
-from daemon.channel import Channel
+from daemon.channel import OUTBOX_PROVIDER, Channel
 from daemon.channels.base import EmailEnvelope, Message, TextMessage
 from daemon.channels.registry import Provider
 from daemon.clock import Clock, SystemClock
@@ -40,7 +40,7 @@ class MaildirOutbox:
     """A ``Messenger`` for email that delivers into a Maildir."""
 
     channel: Channel = "email"
-    provider = "outbox"
+    provider = OUTBOX_PROVIDER
     rate_per_second: float | None = None
     outbox = True
 
@@ -112,7 +112,7 @@ class MaildirOutbox:
 class JsonlTextOutbox:
     """A ``Messenger`` for SMS or IM that appends one JSON object per message to a ``.jsonl`` file."""
 
-    provider = "outbox"
+    provider = OUTBOX_PROVIDER
     rate_per_second: float | None = None
     outbox = True
 
@@ -163,14 +163,14 @@ def _outbox_dir(settings: Settings) -> Path:
 
 
 MAILDIR = Provider(
-    "email", "outbox", configured=lambda s: True, rate=lambda s: None,
+    "email", OUTBOX_PROVIDER, configured=lambda s: True, rate=lambda s: None,
     build=lambda s, clock, share: MaildirOutbox(_outbox_dir(s)),
 )  # fmt: skip
 SMS_FILE = Provider(
-    "sms", "outbox", configured=lambda s: True, rate=lambda s: None,
+    "sms", OUTBOX_PROVIDER, configured=lambda s: True, rate=lambda s: None,
     build=lambda s, clock, share: JsonlTextOutbox(_outbox_dir(s) / "sms.jsonl", channel="sms", clock=clock),
 )  # fmt: skip
 IM_FILE = Provider(
-    "im", "outbox", configured=lambda s: True, rate=lambda s: None,
+    "im", OUTBOX_PROVIDER, configured=lambda s: True, rate=lambda s: None,
     build=lambda s, clock, share: JsonlTextOutbox(_outbox_dir(s) / "im.jsonl", channel="im", clock=clock),
 )  # fmt: skip

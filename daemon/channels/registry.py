@@ -23,12 +23,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from daemon.channel import Channel, spec_of
+from daemon.channel import OUTBOX_PROVIDER, Channel, spec_of
 from daemon.channels.base import Messenger
 from daemon.clock import Clock, SystemClock
 from daemon.settings import Settings
 
-OUTBOX = "outbox"
 OUTBOX_RATE_PER_S = 1000.0
 """What windows are sized by for a messenger without a rate (a file outbox)."""
 
@@ -100,11 +99,11 @@ def route_lines(campaign: Any, settings: Settings) -> list[str]:
         spec = spec_of(channel)
         provider = registry.provider(channel, campaign.provider_for(channel))
         if spec.keyed:
-            key = provider.name if provider.name != OUTBOX else campaign.provider_for(channel)
+            key = provider.name if provider.name != OUTBOX_PROVIDER else campaign.provider_for(channel)
             column = f"im_{key}" + (" or phone" if key in spec.phone_keys else "") if key else "an im_<name> id"
         else:
             column = spec.contact_field
-        via = "outbox (files, not sent)" if provider.name == OUTBOX else provider.name
+        via = "outbox (files, not sent)" if provider.name == OUTBOX_PROVIDER else provider.name
         lines.append(f"{channel}: {via} (contacts' {column})")
     return lines
 
@@ -164,7 +163,7 @@ class Registry:
         if named:
             return named[0]
         if spec_of(channel).keyed:  # an IM network's ids only fit its own provider: else the outbox
-            return next(p for p in configured if p.name == OUTBOX)
+            return next(p for p in configured if p.name == OUTBOX_PROVIDER)
         return configured[0]
 
     def rate(self, channel: Channel, wanted: str | None = None) -> float:

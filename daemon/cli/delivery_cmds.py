@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from daemon.channel import OUTBOX_PROVIDER
 from daemon.cli.common import ConfigOption, out, say, settings_or_exit, with_engine
 from daemon.clock import SystemClock
 from daemon.delivery import DeliveryState as S
@@ -39,7 +40,7 @@ def status(
         table.add_column(column)
     table.add_column("rows", justify="right")
     for r in rows:
-        via = OUTBOX_LABEL if r.provider == "outbox" else r.provider
+        via = OUTBOX_LABEL if r.provider == OUTBOX_PROVIDER else r.provider
         table.add_row(r.channel, r.state, r.reason or via or "", f"{r.rows:,}")
     out.print(table)
 

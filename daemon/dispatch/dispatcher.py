@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon import failpoints
 from daemon.campaign import Campaign
-from daemon.channel import spec_of
+from daemon.channel import ChannelSpec, spec_of
 from daemon.channels.base import Card, ContentTemplate, EmailEnvelope, Messenger, TextMessage
 from daemon.channels.registry import MessengerSource
 from daemon.clock import Clock
@@ -57,6 +57,7 @@ class Prepared:
 
     recipient: store.Recipient
     message: EmailEnvelope | TextMessage
+    address: str  # the channel's address it goes to (also what a hard bounce suppresses)
     segments: int | None = None  # what an SMS is billed as
 
 
@@ -188,24 +189,30 @@ class Dispatcher:
         prepared: list[Prepared] = []
         failed: list[store.Outcome] = []
         now = self.clock.now()
+        spec, wanted = spec_of(channel), kit.campaign.provider_for(channel)  # once per chunk, not per message
         for r in recipients:
             try:
-                message = self._render(kit, channel, r, now)
-                segments = sms_segments(message.body).segments if isinstance(message, TextMessage) else None
-                prepared.append(Prepared(r, message, segments if spec_of(channel).segmented else None))
+                address = spec.address(r, wanted)
+                if address is None:  # the contact's address went away since planning
+                    raise ValueError(f"the contact has no {spec.label} address")
+                message = self._render(kit, spec, r, address, now)
+                segments = (
+                    sms_segments(message.body).segments if spec.segmented and isinstance(message, TextMessage) else None
+                )
+                prepared.append(Prepared(r, message, address, segments))
             except Exception as exc:  # a template or header problem: this row fails, the rest go on
                 log.error("render_failed", delivery_id=r.delivery_id, error=policy.describe(exc))
                 decision = Decision(S.FAILED, error=f"render failed: {policy.describe(exc)}")
                 failed.append(store.Outcome(r.delivery_id, r.contact_id, decision, channel))
         return prepared, failed
 
-    def _render(self, kit: CampaignKit, channel: str, r: store.Recipient, now: datetime) -> EmailEnvelope | TextMessage:
+    def _render(
+        self, kit: CampaignKit, spec: ChannelSpec, r: store.Recipient, address: str, now: datetime
+    ) -> EmailEnvelope | TextMessage:
+        channel = spec.name
         contact = contact_view(r, now.date())
         links = kit.links.for_delivery(r.delivery_id, channel)
-        address = _address(kit.campaign, channel, r)
-        if address is None:  # the contact's address went away since planning
-            raise ValueError(f"the contact has no {spec_of(channel).label} address")
-        if spec_of(channel).mime:
+        if spec.mime:
             rendered = kit.compiled.render_email(contact, r.coupon_code, links, r.slot)
             name = " ".join(n for n in (r.first_name, r.last_name) if n) or None
             assembler = kit.compiled.assembler
@@ -213,7 +220,7 @@ class Dispatcher:
             data = assembler.assemble(rendered, to=address, to_name=name, delivery_id=r.delivery_id, date=now)
             return EmailEnvelope(r.delivery_id, assembler.mail_from, address, data)
         body = kit.compiled.render_text(channel, contact, r.coupon_code, links, r.slot)
-        if not spec_of(channel).cards:
+        if not spec.cards:
             return TextMessage(r.delivery_id, address, body)
         parts = kit.compiled.render_card(channel, contact, r.coupon_code, links, r.slot)
         card = Card(parts.title, parts.link, parts.button, r.coupon_code) if parts else None
@@ -243,7 +250,7 @@ class Dispatcher:
                 policy.accepted(result) if isinstance(result, str)
                 else policy.after_error(result, attempts=p.recipient.attempts + 1, now=now, retry_until=retry_until),
                 channel,
-                _address(campaign, channel, p.recipient),
+                p.address,
                 provider=messenger.provider,
                 segments=p.segments,
             )
@@ -323,7 +330,3 @@ def due_limit(campaign: Campaign, due_utc: datetime) -> datetime:
 def _with_code(r: store.Recipient, code: str | None) -> store.Recipient:
     r.coupon_code = code
     return r
-
-
-def _address(campaign: Campaign, channel: str, r: store.Recipient) -> str | None:
-    return spec_of(channel).address(r, campaign.provider_for(channel))

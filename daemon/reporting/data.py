@@ -47,7 +47,7 @@ from daemon.attribution import roi
 from daemon.attribution.rules import HOLDOUT_REASON, REVENUE_ATTRIBUTIONS
 from daemon.attribution.rules import SENT_STATES as TREATED_STATES
 from daemon.campaign import Costs
-from daemon.channel import spec_of
+from daemon.channel import OUTBOX_PROVIDER, spec_of
 from daemon.delivery import HANDED_OVER as HANDED_OVER_STATES
 from daemon.delivery import DeliveryState as S
 from daemon.reporting import money as money_maths
@@ -68,7 +68,6 @@ ACCEPTED_STATES = (S.SENT, S.DELIVERED)
 PENDING_STATES = (S.PLANNED, S.CLAIMED, S.SENDING, S.RETRY_WAIT)
 CHARGEABLE_STATES = (S.SENT, S.DELIVERED, S.BOUNCED, S.UNKNOWN)
 MACHINE_LABELS = ("machine_open", "scanner")
-OUTBOX_PROVIDER = "outbox"  # what the file outboxes record as their provider (daemon.channels.outbox)
 BUCKET_EDGES = (0, 5, 10, 15, 30, 60, 120, 240, 480, 1440)  # minutes; the last bucket is open-ended
 DEFAULT_TAIL = timedelta(days=7)  # after the last slot, when the campaign is no longer loaded
 HANDED_OVER = deliveries.c.updated_at  # when the row went to ``sent`` (a later callback moves it)
