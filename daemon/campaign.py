@@ -27,9 +27,10 @@ from pydantic import (
     model_validator,
 )
 
-from daemon.channel import SPECS, Channel
+from daemon.channel import Channel
 from daemon.links.urls import normalise_url
 from daemon.links.utm import with_utm
+from daemon.patterns import ContentSid, ProviderName
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -507,7 +508,7 @@ class ImContent(Model):
     coupon); for WhatsApp an approved template (content SID) and its variables."""
 
     body: Name = Field(description="IM template file, relative to templates/")
-    provider: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,19}$")] | None = Field(
+    provider: ProviderName | None = Field(
         default=None,
         description="IM provider name from the settings (im: <name>); contacts carry their id on it as im_<name>",
     )
@@ -517,7 +518,7 @@ class ImContent(Model):
     button: Annotated[str, Field(min_length=1, max_length=64)] = Field(
         default="Shop now", description="Label of the button that opens the (tracked) landing page"
     )
-    content_sid: Annotated[str, Field(pattern=r"^HX[0-9a-fA-F]{32}$")] | None = Field(
+    content_sid: ContentSid | None = Field(
         default=None, description="WhatsApp: the approved template's content SID (HX...)"
     )
     variables: dict[Annotated[str, Field(pattern=r"^[0-9]{1,2}$")], Annotated[str, Field(max_length=1024)]] = Field(
@@ -622,16 +623,6 @@ class Campaign(Model):
     def provider_for(self, channel: str) -> str | None:
         """The provider this campaign asks for on ``channel`` (``content.im.provider``), if any."""
         return getattr(getattr(self.content, channel, None), "provider", None)
-
-    def template_names(self) -> dict[tuple[str, ...], str]:
-        """Template files this campaign names, keyed by their path in the YAML."""
-        names: dict[tuple[str, ...], str] = {}
-        for channel, spec in SPECS.items():
-            content = getattr(self.content, channel)
-            for key in spec.templates if content is not None else ():
-                if name := getattr(content, key):
-                    names[("content", channel, key)] = name
-        return names
 
 
 for _model in (AllOf, AnyOf, NotCondition, Audience, Campaign):

@@ -56,6 +56,15 @@ ATTEMPT_OUTCOMES: frozenset[DeliveryState] = frozenset({S.SENT, S.RETRY_WAIT, S.
 RECEIPTS: frozenset[DeliveryState] = frozenset({S.DELIVERED, S.BOUNCED})
 """What a provider's later report (status callback, bounce) turns a ``sent`` row into."""
 
+RECEIPT_STATUSES: dict[str, DeliveryState] = {
+    "delivered": S.DELIVERED,
+    "read": S.DELIVERED,
+    "undelivered": S.BOUNCED,
+    "failed": S.BOUNCED,
+}
+"""A status callback's final status words (Twilio's, which the IM gateway contract takes over) → the
+receipt; any other word (queued, sent, ...) is not final and changes nothing."""
+
 
 class SkipReason(StrEnum):
     """Why a row is ``skipped``: each reason is defined once here."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from daemon.delivery import SuppressionReason
+
 
 class TopslotError(Exception):
     """Root of every error topslot raises on purpose."""
@@ -51,7 +53,7 @@ class TransientSendError(SendError):
 class PermanentSendError(SendError):
     """Refused for good (5xx, invalid number). ``suppress``: the address itself is dead (hard bounce
     such as 5.1.1, Twilio 21610 STOP): add it to the suppression list, for ``suppress_reason``
-    (a ``daemon.delivery.SuppressionReason``: ``hard_bounce`` unless the provider knows better)."""
+    (``hard_bounce`` unless the provider knows better)."""
 
     def __init__(
         self,
@@ -59,7 +61,7 @@ class PermanentSendError(SendError):
         *,
         code: int | str | None = None,
         suppress: bool = False,
-        suppress_reason: str = "hard_bounce",
+        suppress_reason: SuppressionReason = SuppressionReason.HARD_BOUNCE,
     ):
         super().__init__(message, code=code)
         self.suppress = suppress

@@ -48,11 +48,6 @@ def test_example_defaults_and_normalisation(data: dict) -> None:
     assert campaign.schedule.arrive_within == timedelta(minutes=10)
     assert campaign.schedule.missed_slot.grace == timedelta(minutes=15)
     assert campaign.holdout == 0.0
-    assert campaign.template_names() == {
-        ("content", "email", "html"): "mothers-day/email.html.j2",
-        ("content", "email", "text"): "mothers-day/email.txt.j2",
-        ("content", "sms", "body"): "mothers-day/sms.txt.j2",
-    }
     assert campaign.model_dump(mode="json")["schedule"]["arrive_within"] == "10m"
 
 

@@ -24,14 +24,12 @@ same fake Twilio; ``webhook``: the fake company gateway), with the real tracking
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import re
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
-from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +40,15 @@ from channels import fake_im_gateway as gw
 from channels import fake_telegram as tg
 from channels.fake_twilio import FakeTwilio, refuse
 from dispatch.fixtures import DUE, NOW, campaign, settings
+from end_to_end_support import (
+    DUE2,
+    assert_each_email_once,
+    import_people,
+    ledger_rows,
+    second_campaign,
+    select_all,
+    twilio_settings,
+)
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from test_end_to_end import HUMAN_UA, Inbox, free_port
@@ -50,8 +57,7 @@ from daemon.clock import FakeClock
 from daemon.dispatch.service import DispatchService
 from daemon.reporting.data import ReportQuery, build_report
 from daemon.scheduling.scheduler import BucketScheduler
-from daemon.store.contacts import import_contacts
-from daemon.store.schema import contacts, deliveries, events, provider_receipts, suppressions
+from daemon.store.schema import events, provider_receipts, suppressions
 from daemon.tracking.im_routes import im_handlers
 from daemon.tracking.server import TrackingOptions, TrackingServer
 from daemon.tracking.twilio_routes import twilio_handlers
@@ -62,7 +68,6 @@ IM_TITLE = "Flowers & gifts for {{ contact.first_name }}"
 IM_BUTTON = "Shop now"
 CONTENT_SID = "HX" + "0123456789abcdef" * 2
 WHATSAPP_FROM = "+14155238886"
-DUE2 = datetime(2027, 5, 7, 7, 30, tzinfo=UTC)  # the second campaign's slot, a day later
 
 EMAIL_COST, SMS_COST, IM_COST = Decimal("0.01"), Decimal("0.05"), Decimal("0.02")
 
@@ -99,46 +104,23 @@ CASES = [
 
 
 async def import_everybody(engine: AsyncEngine, tmp_path: Path, case: ImCase) -> dict[str, int]:
-    path = tmp_path / "people.csv"
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(
-            ["external_id", "email", "phone", "first_name", "country", "timezone"]
-            + ["consent_email", "consent_sms", "consent_im", f"im_{case.name}"]
-        )
-        for name, (email, phone, consent_email, consent_sms, consent_im) in PEOPLE.items():
-            row = [name, email, phone, name.title(), "US", "UTC", consent_email, consent_sms, consent_im]
-            writer.writerow([*row, case.ids.get(name, "")])
-    report = await import_contacts(engine, path, now=NOW)
-    assert report.ok, report.problems
-    async with engine.connect() as conn:
-        return {r.external_id: r.id for r in await conn.execute(select(contacts.c.external_id, contacts.c.id))}
-
-
-async def ledger_rows(engine: AsyncEngine, campaign_id: str) -> dict[tuple[str, str], dict[str, Any]]:
-    """(contact name, channel) → the delivery row of ``campaign_id``."""
-    query = (
-        select(deliveries, contacts.c.external_id)
-        .join(contacts, contacts.c.id == deliveries.c.contact_id)
-        .where(deliveries.c.campaign_id == campaign_id)
+    header = ["external_id", "email", "phone", "first_name", "country", "timezone"]
+    header += ["consent_email", "consent_sms", "consent_im", f"im_{case.name}"]
+    rows = (
+        [name, email, phone, name.title(), "US", "UTC", consent_email, consent_sms, consent_im, case.ids.get(name, "")]
+        for name, (email, phone, consent_email, consent_sms, consent_im) in PEOPLE.items()
     )
-    async with engine.connect() as conn:
-        return {(r["external_id"], r["channel"]): dict(r) for r in (await conn.execute(query)).mappings()}
-
-
-async def select_all(engine: AsyncEngine, query: Any) -> list[dict[str, Any]]:
-    async with engine.connect() as conn:
-        return [dict(r) for r in (await conn.execute(query)).mappings()]
+    return await import_people(engine, tmp_path, header, rows)
 
 
 def im_content(case: ImCase) -> dict[str, Any]:
-    content: dict[str, Any] = {"provider": case.name, "body": "t/im.txt.j2", "title": IM_TITLE, "button": IM_BUTTON}
-    if case.kind == "whatsapp":
-        content |= {
+    content: dict[str, Any] = {"provider": case.name, "body": "t/im.txt.j2"}
+    if case.kind == "whatsapp":  # an approved template: no card of ours
+        return content | {
             "content_sid": CONTENT_SID,
             "variables": {"1": "{{ contact.first_name }}", "2": "{{ coupon }}", "3": "{{ track(landing_url) }}"},
         }
-    return content
+    return content | {"title": IM_TITLE, "button": IM_BUTTON}
 
 
 def three_channel_campaign(case: ImCase) -> Any:
@@ -157,21 +139,7 @@ def three_channel_campaign(case: ImCase) -> Any:
 
 
 def second_im_campaign(case: ImCase) -> Any:
-    return campaign(
-        id="fathers-day",
-        channels=["im"],
-        audience={"all": [{"consent": "im"}]},
-        schedule={
-            "start": DUE2.date(),
-            "end": DUE2.date(),
-            "slots": ["07:30"],
-            "timezone": "UTC",
-            "days": "every_day",
-            "missed_slot": {"grace": "15m", "then": "skip"},
-        },  # fmt: skip
-        coupon={"generate": {"prefix": "FD", "length": 10}},
-        content={"im": im_content(case)},
-    )
+    return second_campaign("im", im_content(case))
 
 
 @dataclass
@@ -327,14 +295,7 @@ async def test_email_sms_and_im_per_provider_receipts_click_suppression_report( 
             smtp.port,
             tracking_port=port,
             tracking_base_url=base,
-            twilio={
-                "account_sid": twilio.account_sid,
-                "auth_token": twilio.auth_token,
-                "from_number": twilio.phone_number,
-                "base_url": twilio.url,
-                "rate_per_second": 10_000.0,
-                "timeout_seconds": 5.0,
-            },
+            twilio=twilio_settings(twilio),
             im={case.name: fakes.im_settings()},
         )
         (s.templates_dir / "t" / "sms.txt.j2").write_text(SMS_BODY, encoding="utf-8")
@@ -399,11 +360,7 @@ async def test_email_sms_and_im_per_provider_receipts_click_suppression_report( 
             assert len({r["coupon_code"] for (n, _), r in rows.items() if n == name}) == 1
 
         # the SMTP inbox: each email exactly once, with the contact's coupon
-        mails = [message_from_bytes(raw, policy=policy.default) for raw in inbox.messages]
-        assert sorted(m["To"].addresses[0].addr_spec for m in mails) == sorted(PEOPLE[n][0] for n in EMAILS)
-        for m in mails:
-            name = m["To"].addresses[0].addr_spec.split("@")[0]
-            assert rows[(name, "email")]["coupon_code"] in m.get_body(("plain",)).get_content()
+        assert_each_email_once(inbox.messages, rows, [PEOPLE[n][0] for n in EMAILS])
 
         # the fake Twilio's SMS: each exactly once, with coupon, short link and opt-out line
         short = re.compile(rf"{re.escape(base)}/s/[A-Za-z0-9_-]{{26}}")

@@ -9,13 +9,11 @@ its message is taken by Twilio but not yet recorded by the dispatcher: it waits,
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
-from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,15 @@ from aiohttp import web
 from aiosmtpd.controller import Controller
 from channels.fake_twilio import FakeTwilio, num_segments
 from dispatch.fixtures import DUE, NOW, campaign, settings
+from end_to_end_support import (
+    DUE2,
+    assert_each_email_once,
+    import_people,
+    ledger_rows,
+    second_campaign,
+    select_all,
+    twilio_settings,
+)
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from test_end_to_end import HUMAN_UA, WEBHOOK_KEY, Inbox, free_port
@@ -33,12 +40,10 @@ from daemon.clock import FakeClock
 from daemon.dispatch.service import DispatchService
 from daemon.reporting.data import ReportQuery, build_report
 from daemon.scheduling.scheduler import BucketScheduler
-from daemon.store.contacts import import_contacts
 from daemon.store.schema import (
     consents,
     contacts,
     conversions,
-    deliveries,
     events,
     provider_receipts,
     suppressions,
@@ -48,7 +53,6 @@ from daemon.tracking.server import TrackingOptions, TrackingServer
 from daemon.tracking.twilio_routes import twilio_handlers
 
 SMS_BODY = "{{ contact.first_name }}, 20% off today with code {{ coupon }}: {{ track(landing_url) }}"
-DUE2 = datetime(2027, 5, 7, 7, 30, tzinfo=UTC)  # the second campaign's slot, a day later
 
 # name: (email, phone, country, consent_email, consent_sms)
 PEOPLE: dict[str, tuple[str, str, str, str, str]] = {
@@ -86,34 +90,12 @@ class HoldingTwilio(FakeTwilio):
 
 async def import_everybody(engine: AsyncEngine, tmp_path: Path) -> dict[str, int]:
     """The contacts of ``PEOPLE``; returns name → contact id."""
-    path = tmp_path / "people.csv"
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(
-            ["external_id", "email", "phone", "first_name", "country", "timezone", "consent_email", "consent_sms"]
-        )
-        for name, (email, phone, country, consent_email, consent_sms) in PEOPLE.items():
-            writer.writerow([name, email, phone, name.title(), country, "UTC", consent_email, consent_sms])
-    report = await import_contacts(engine, path, now=NOW)
-    assert report.ok, report.problems
-    async with engine.connect() as conn:
-        return {r.external_id: r.id for r in await conn.execute(select(contacts.c.external_id, contacts.c.id))}
-
-
-async def ledger_rows(engine: AsyncEngine, campaign_id: str) -> dict[tuple[str, str], dict[str, Any]]:
-    """(contact name, channel) → the delivery row of ``campaign_id``."""
-    query = (
-        select(deliveries, contacts.c.external_id)
-        .join(contacts, contacts.c.id == deliveries.c.contact_id)
-        .where(deliveries.c.campaign_id == campaign_id)
+    header = ["external_id", "email", "phone", "first_name", "country", "timezone", "consent_email", "consent_sms"]
+    rows = (
+        [name, email, phone, name.title(), country, "UTC", consent_email, consent_sms]
+        for name, (email, phone, country, consent_email, consent_sms) in PEOPLE.items()
     )
-    async with engine.connect() as conn:
-        return {(r["external_id"], r["channel"]): dict(r) for r in (await conn.execute(query)).mappings()}
-
-
-async def select_all(engine: AsyncEngine, query: Any) -> list[dict[str, Any]]:
-    async with engine.connect() as conn:
-        return [dict(r) for r in (await conn.execute(query)).mappings()]
+    return await import_people(engine, tmp_path, header, rows)
 
 
 def both_channels_campaign() -> Any:
@@ -128,21 +110,7 @@ def both_channels_campaign() -> Any:
 
 
 def second_sms_campaign() -> Any:
-    return campaign(
-        id="fathers-day",
-        channels=["sms"],
-        audience={"all": [{"consent": "sms"}]},
-        schedule={
-            "start": DUE2.date(),
-            "end": DUE2.date(),
-            "slots": ["07:30"],
-            "timezone": "UTC",
-            "days": "every_day",
-            "missed_slot": {"grace": "15m", "then": "skip"},
-        },  # fmt: skip
-        coupon={"generate": {"prefix": "FD", "length": 10}},
-        content={"sms": {"body": "t/sms.txt.j2"}},
-    )
+    return second_campaign("sms", {"body": "t/sms.txt.j2"})
 
 
 async def test_email_and_sms_receipts_replies_click_buy_second_campaign_report(engine, tmp_path: Path) -> None:  # noqa: ANN001, PLR0915
@@ -158,14 +126,7 @@ async def test_email_and_sms_receipts_replies_click_buy_second_campaign_report(e
             tracking_port=port,
             tracking_base_url=base,  # Twilio's StatusCallback points at this tracking server
             conversion_webhook_key=WEBHOOK_KEY,
-            twilio={
-                "account_sid": fake.account_sid,
-                "auth_token": fake.auth_token,
-                "from_number": fake.phone_number,
-                "base_url": fake.url,
-                "rate_per_second": 10_000.0,
-                "timeout_seconds": 5.0,
-            },
+            twilio=twilio_settings(fake),
         )
         (s.templates_dir / "t" / "sms.txt.j2").write_text(SMS_BODY, encoding="utf-8")
         c, c2 = both_channels_campaign(), second_sms_campaign()
@@ -213,12 +174,7 @@ async def test_email_and_sms_receipts_replies_click_buy_second_campaign_report(e
             assert await select_all(engine, select(provider_receipts)) == []  # applied as the chunk was recorded
 
             # the SMTP inbox: each email exactly once, with the contact's coupon
-            mails = [message_from_bytes(raw, policy=policy.default) for raw in inbox.messages]
-            to = sorted(m["To"].addresses[0].addr_spec for m in mails)
-            assert to == sorted(PEOPLE[n][0] for n in EMAILS)
-            for m in mails:
-                name = m["To"].addresses[0].addr_spec.split("@")[0]
-                assert rows[(name, "email")]["coupon_code"] in m.get_body(("plain",)).get_content()
+            assert_each_email_once(inbox.messages, rows, [PEOPLE[n][0] for n in EMAILS])
 
             # the fake Twilio: each SMS exactly once, to the right number, with coupon, short link, opt-out line
             assert sorted(r.to for r in fake.requests) == sorted(PEOPLE[n][1] for n in TEXTS)

@@ -78,26 +78,24 @@ Message = EmailEnvelope | TextMessage
 class Messenger(Protocol):
     """Hands rendered messages of one channel to one provider.
 
-    Attributes (read by the registry, window sizing, the ledger and the report):
+    Attributes:
 
     ``channel``
         The channel it sends on (``daemon.channel.Channel``).
     ``provider``
-        The provider's name, as recorded on each ledger row it sends: ``smtp``, ``twilio``,
+        The provider's name, as recorded on each ledger row it sends (the report counts rows of
+        ``outbox`` as outbox writes, not paid sends): ``smtp``, ``twilio``,
         ``outbox``, and for IM the provider's name in the settings' ``im:`` section (``telegram``,
         ``wecom``, ...), which is also the contacts' ``im_<name>`` key. At most 20 characters.
     ``rate_per_second``
-        The most messages per second it hands over (its own pacing; the send-window sizing of a
-        bucket uses it). ``None``: no limit worth planning for (a file outbox).
-    ``outbox``
-        True when messages are written somewhere for people to look at instead of being sent:
-        the ledger and the report label them as outbox writes, never as paid sends.
+        The most messages per second it hands over: it paces itself to this (already this
+        process's share). ``None``: no limit (a file outbox). Send windows are sized by the
+        registry from the same setting (``Provider.rate``), for the whole node.
     """
 
     channel: Channel
     provider: str
     rate_per_second: float | None
-    outbox: bool
 
     async def send(self, message: Message) -> str:
         """Hand one message over and return the provider's id for it (non-empty; for SMTP the

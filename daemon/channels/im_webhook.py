@@ -81,6 +81,7 @@ from daemon.channels.http import (
     parse_retry_after,
     redact,
 )
+from daemon.channels.registry import scaled
 from daemon.clock import Clock, SystemClock
 from daemon.errors import AmbiguousSendError, PermanentSendError, SendError, TransientSendError
 from daemon.settings import Settings, WebhookProvider
@@ -102,7 +103,6 @@ class ImWebhook:
     """The IM ``Messenger`` of one ``kind: webhook`` provider (see the module docstring)."""
 
     channel: Channel = "im"
-    outbox = False
 
     def __init__(
         self,
@@ -158,7 +158,7 @@ class ImWebhook:
             secret=p.secret.get_secret_value(),
             rate_per_second=p.rate_per_second * share,
             timeout=p.timeout_seconds,
-            max_in_flight=max(1, int(p.max_in_flight * share + 1e-9)),
+            max_in_flight=scaled(p.max_in_flight, share),
             clock=clock,
             **options,
         )

@@ -6,11 +6,12 @@ a way to look at exactly what would have been sent).
   delivery id (``42.eml``); a second send of the same delivery never overwrites the first, it lands
   beside it as ``42.2.eml`` — duplicates stay visible. The envelope is recorded the way a local
   delivery agent does it, as ``Return-Path:`` and ``Delivered-To:`` lines on top.
-- ``JsonlTextOutbox``: one JSON line per SMS/IM in ``<outbox_dir>/sms.jsonl`` (or ``im.jsonl``),
+- ``JsonlTextOutbox``: one JSON line per SMS/IM in ``<outbox_dir>/sms.jsonl`` (or ``im.jsonl``;
+  an IM line also has its ``card``: title, link, button, coupon, and a WhatsApp ``template``),
   appended with a single ``O_APPEND`` write, so concurrent senders never interleave lines.
 
-Both are ``Messenger``s with ``provider = "outbox"`` and ``outbox = True``: the ledger and the report
-label what they took as outbox writes, not paid sends. They are the registry's fallback for a
+Both are ``Messenger``s with ``provider = "outbox"`` (``daemon.channel.OUTBOX_PROVIDER``): the ledger and
+the report label what they took as outbox writes, not paid sends. They are the registry's fallback for a
 channel whose provider is not configured.
 """
 
@@ -20,7 +21,9 @@ import asyncio
 import itertools
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from daemon.channel import OUTBOX_PROVIDER, Channel
 from daemon.channels.base import EmailEnvelope, Message, TextMessage
@@ -42,7 +45,6 @@ class MaildirOutbox:
     channel: Channel = "email"
     provider = OUTBOX_PROVIDER
     rate_per_second: float | None = None
-    outbox = True
 
     def __init__(self, directory: Path, *, fsync: bool = True):
         self.directory = Path(directory)
@@ -114,7 +116,6 @@ class JsonlTextOutbox:
 
     provider = OUTBOX_PROVIDER
     rate_per_second: float | None = None
-    outbox = True
 
     def __init__(self, path: Path, *, channel: Channel = "sms", clock: Clock | None = None):
         self.path = Path(path)
@@ -128,13 +129,17 @@ class JsonlTextOutbox:
             raise TransientSendError("outbox is closed", code="closed")
         if not isinstance(message, TextMessage):
             raise TypeError("the text outbox takes SMS and IM messages")
-        record = {
+        record: dict[str, Any] = {
             "delivery_id": message.delivery_id,
             "channel": self.channel,
             "to": message.to,
             "body": message.body,
             "written_at": self._clock.now().isoformat().replace("+00:00", "Z"),
         }
+        if message.card is not None:  # an IM card: what the button would open
+            record["card"] = asdict(message.card)
+        if message.template is not None:  # a WhatsApp template: what would be sent instead of the body
+            record["template"] = {"sid": message.template.sid, "variables": dict(message.template.variables)}
         line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
         try:
             self._append(line)

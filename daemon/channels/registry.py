@@ -19,6 +19,7 @@ and one entry in the contract suite (``tests/channels/test_contract.py``).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -39,6 +40,11 @@ class Provider:
     configured: Callable[[Settings], bool]
     rate: Callable[[Settings], float | None]  # messages per second the provider takes; None: no limit
     build: Callable[[Settings, Clock, float], Messenger]  # (settings, clock, share) → messenger
+
+
+def scaled(count: int, share: float) -> int:
+    """One dispatch process's part of a count (a pool, requests in flight): never below one."""
+    return max(1, int(count * share + 1e-9))
 
 
 class MessengerSource(Protocol):
@@ -109,7 +115,8 @@ def route_lines(campaign: Any, settings: Settings) -> list[str]:
 
 
 def provider_problems(campaign: Any, settings: Settings) -> list[tuple[tuple[str, ...], str]]:
-    """(YAML path, message) for each provider a campaign names that these settings cannot send with."""
+    """(YAML path, message) for each provider a campaign names that these settings cannot send with,
+    and each ``content.im`` key that would change nothing with that provider."""
     im = campaign.content.im
     if im is None or "im" not in campaign.channels:
         return []
@@ -117,21 +124,37 @@ def provider_problems(campaign: Any, settings: Settings) -> list[tuple[tuple[str
     if im.provider is None:
         if settings.im:
             return [(("content", "im"), f"name the IM provider it sends through (content.im.provider): {known}")]
-        return []  # no IM provider anywhere: the IM outbox
+        return []  # no IM provider anywhere: the IM outbox (which shows every part)
     provider = settings.im.get(im.provider)
     if provider is None:
         return [
             (("content", "im", "provider"), f"IM provider '{im.provider}' is not in the settings (im: {known})")
         ]
-    if provider.kind == "whatsapp" and not im.content_sid:
-        return [
-            (
-                ("content", "im"),
-                f"'{im.provider}' sends WhatsApp: marketing messages must be approved templates; set "
-                "content.im.content_sid (HX...) and its variables",
+    problems: list[tuple[tuple[str, ...], str]] = []
+    if provider.kind == "whatsapp":
+        if not im.content_sid:
+            problems.append(
+                (
+                    ("content", "im"),
+                    f"'{im.provider}' sends WhatsApp: marketing messages must be approved templates; set "
+                    "content.im.content_sid (HX...) and its variables",
+                )
             )
+        problems += [
+            (("content", "im", key), f"'{im.provider}' sends WhatsApp templates only: {key} changes nothing; remove it")
+            for key in ("title", "button")
+            if key in im.model_fields_set
         ]
-    return []
+    else:
+        problems += [
+            (
+                ("content", "im", key),
+                f"{key} is for WhatsApp templates; '{im.provider}' is a {provider.kind} provider: remove it",
+            )
+            for key in ("content_sid", "variables")
+            if getattr(im, key)
+        ]
+    return problems
 
 
 class Registry:
@@ -180,6 +203,6 @@ class Registry:
         return messenger
 
     async def close(self) -> None:
+        """Close every messenger built (at once: each drains what it has in flight)."""
         built, self._built = list(self._built.values()), {}
-        for messenger in built:
-            await messenger.close()
+        await asyncio.gather(*(messenger.close() for messenger in built))

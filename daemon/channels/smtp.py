@@ -40,7 +40,7 @@ from aiosmtplib import (
 from daemon.channel import Channel
 from daemon.channels.base import EmailEnvelope, Message
 from daemon.channels.ratelimit import KeyedLimiter, TokenBucket, recipient_domain
-from daemon.channels.registry import Provider
+from daemon.channels.registry import Provider, scaled
 from daemon.channels.smtp_connection import SmtpConnection
 from daemon.channels.smtp_replies import (
     Stage,
@@ -125,7 +125,6 @@ class SmtpPool:
 
     channel: Channel = "email"
     provider = "smtp"
-    outbox = False
 
     def __init__(
         self,
@@ -373,9 +372,9 @@ def shared_servers(servers: Mapping[str, SmtpServer], share: float) -> dict[str,
     return {
         name: server.model_copy(
             update={
-                "pool_size": max(1, int(server.pool_size * share + 1e-9)),
+                "pool_size": scaled(server.pool_size, share),
                 "rate_per_second": server.rate_per_second * share,
-                "max_per_domain": max(1, int(server.max_per_domain * share + 1e-9)),
+                "max_per_domain": scaled(server.max_per_domain, share),
             }
         )
         for name, server in servers.items()

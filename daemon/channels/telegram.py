@@ -68,6 +68,7 @@ from daemon.channels.http import (
     parse_retry_after,
     redact,
 )
+from daemon.channels.registry import scaled
 from daemon.clock import Clock
 from daemon.delivery import SuppressionReason
 from daemon.errors import AmbiguousSendError, PermanentSendError, SendError, TransientSendError
@@ -93,7 +94,6 @@ class TelegramBot:
     """The IM ``Messenger`` over one Telegram bot (see the module docstring)."""
 
     channel: Channel = "im"
-    outbox = False
 
     def __init__(
         self,
@@ -150,7 +150,7 @@ class TelegramBot:
             base_url=p.base_url,
             rate_per_second=p.rate_per_second * share,
             timeout=p.timeout_seconds,
-            max_in_flight=max(1, int(p.max_in_flight * share + 1e-9)),
+            max_in_flight=scaled(p.max_in_flight, share),
             **options,
         )
 
@@ -237,10 +237,9 @@ def classify(
     detail = f"Telegram HTTP {status}" + (f": {description}" if description else "")
     lowered = description.lower()
     parameters = answer.get("parameters")
-    wait = parse_retry_after(parameters.get("retry_after")) if isinstance(parameters, dict) else None
-    if wait is None:
-        wait = parse_retry_after(retry_after)
-    if wait is not None or status == 429 or code == 429:
+    flood_wait = parse_retry_after(parameters.get("retry_after")) if isinstance(parameters, dict) else None
+    if flood_wait is not None or status == 429 or code == 429:  # a 5xx's Retry-After does not make it safe
+        wait = flood_wait if flood_wait is not None else parse_retry_after(retry_after)
         if wait is None:
             wait = BUSY_BACKOFF * (1 + jitter())
         return TransientSendError(f"{detail} (flood control, nothing was sent)", code=code, retry_after=wait)

@@ -39,12 +39,10 @@ class RecordingMessenger:
         *,
         provider: str = "recording",
         rate_per_second: float | None = None,
-        outbox: bool = False,
     ):
         self.channel: Channel = channel
         self.provider = provider
         self.rate_per_second = rate_per_second
-        self.outbox = outbox
         self.sent: list[Message] = []
         self.attempts: list[Message] = []  # every call, refused ones too
         self.closed = False

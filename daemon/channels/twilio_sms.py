@@ -74,7 +74,7 @@ from daemon.channels.http import (
     json_object,
     parse_retry_after,
 )
-from daemon.channels.registry import Provider
+from daemon.channels.registry import Provider, scaled
 from daemon.delivery import SuppressionReason
 from daemon.errors import AmbiguousSendError, PermanentSendError, SendError, TransientSendError
 from daemon.settings import TWILIO_API, Settings
@@ -134,7 +134,6 @@ class TwilioMessages:
 
     channel: Channel
     provider: str
-    outbox = False
 
     def __init__(
         self,
@@ -157,7 +156,6 @@ class TwilioMessages:
         if timeout <= 0 or max_in_flight < 1:
             raise ValueError("timeout must be > 0 and max_in_flight >= 1")
         self.account_sid = account_sid
-        self._auth_token = auth_token
         self.from_number = from_number
         self.messaging_service_sid = messaging_service_sid
         self.base_url = base_url.rstrip("/")
@@ -255,17 +253,16 @@ class TwilioSms(TwilioMessages):
         t = settings.twilio
         if not t.configured or t.account_sid is None or t.auth_token is None:
             raise ValueError("twilio is not configured (twilio.account_sid)")
-        callback = settings.tracking_base_url.rstrip("/") + STATUS_CALLBACK_PATH if t.status_callbacks else None
         return cls(
             account_sid=t.account_sid,
             auth_token=t.auth_token.get_secret_value(),
             from_number=t.from_number,
             messaging_service_sid=t.messaging_service_sid,
             base_url=t.base_url,
-            status_callback=callback,
+            status_callback=status_callback_url(settings),
             rate_per_second=t.rate_per_second * share,
             timeout=t.timeout_seconds,
-            max_in_flight=max(1, int(t.max_in_flight * share + 1e-9)),
+            max_in_flight=scaled(t.max_in_flight, share),
             **options,
         )
 
@@ -308,6 +305,14 @@ def classify(
     if 400 <= status < 500:
         return PermanentSendError(detail, code=code or status)
     return AmbiguousSendError(f"{detail} (unexpected answer)", code=code or status)
+
+
+def status_callback_url(settings: Settings) -> str | None:
+    """Where Twilio posts a message's receipts (``{tracking_base_url}/twilio/status``), unless
+    ``twilio.status_callbacks`` is off."""
+    if not settings.twilio.status_callbacks:
+        return None
+    return settings.tracking_base_url.rstrip("/") + STATUS_CALLBACK_PATH
 
 
 PROVIDER = Provider(

@@ -64,7 +64,8 @@ import phonenumbers
 from daemon.channel import Channel
 from daemon.channels.base import Messenger, TextMessage
 from daemon.channels.http import parse_retry_after
-from daemon.channels.twilio_sms import STATUS_CALLBACK_PATH, TwilioMessages, classify
+from daemon.channels.registry import scaled
+from daemon.channels.twilio_sms import TwilioMessages, classify, status_callback_url
 from daemon.clock import Clock
 from daemon.delivery import SuppressionReason
 from daemon.errors import PermanentSendError, SendError, TransientSendError
@@ -77,7 +78,6 @@ SESSION_CLOSED = 63016  # outside the 24-hour session window: an approved templa
 SENDER_LIMIT = 63018  # the WhatsApp sender's messaging limit (rate, or business-initiated daily cap)
 NOT_ON_WHATSAPP = frozenset({63003, 63024})  # invalid/inactive To on the channel; not a valid WhatsApp user
 BLOCKED = 63014  # the recipient blocked the business or opted out
-STOPPED = 21610  # Twilio holds an opt-out for this address
 WITHHELD = frozenset({63032, 63049})  # Meta's marketing experiment; Meta chose not to deliver marketing
 SENDER_CODES = frozenset({63007})  # the From is not a WhatsApp sender of this account
 
@@ -106,7 +106,6 @@ class TwilioWhatsApp(TwilioMessages):
         t = settings.twilio
         if not t.configured or t.account_sid is None or t.auth_token is None:
             raise ValueError(f"im.{name} sends WhatsApp through Twilio: configure twilio (account_sid, auth_token)")
-        callback = settings.tracking_base_url.rstrip("/") + STATUS_CALLBACK_PATH if t.status_callbacks else None
         return cls(
             name=name,
             account_sid=t.account_sid,
@@ -114,10 +113,10 @@ class TwilioWhatsApp(TwilioMessages):
             from_number=provider.from_number,
             messaging_service_sid=provider.messaging_service_sid,
             base_url=t.base_url,
-            status_callback=callback,
+            status_callback=status_callback_url(settings),
             rate_per_second=provider.rate_per_second * share,
             timeout=provider.timeout_seconds,
-            max_in_flight=max(1, int(provider.max_in_flight * share + 1e-9)),
+            max_in_flight=scaled(provider.max_in_flight, share),
             **options,
         )
 

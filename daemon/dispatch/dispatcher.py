@@ -11,7 +11,7 @@ recovery, never resent automatically): no row is lost and nothing is sent twice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -113,6 +113,7 @@ class Dispatcher:
             )
             recipients = await self._with_coupons(campaign, recipients)
             kit = self.kit(campaign)
+            messenger = self.messengers.messenger(spec_of(channel).name, campaign.provider_for(channel))
             # Pipelined: the next chunk renders while earlier ones are on the wire, so the pool
             # never idles at a chunk boundary; each chunk still commits its own transitions.
             async with ChunkWindow(IN_FLIGHT) as window:
@@ -132,7 +133,7 @@ class Dispatcher:
                             self.engine, campaign.id, unrenderable, self.owner, now, prior_state=S.CLAIMED
                         )
                     if prepared:
-                        await window.submit(partial(self._send_chunk, campaign, channel, prepared))
+                        await window.submit(partial(self._send_chunk, campaign, channel, messenger, prepared))
 
     # ------------------------------------------------------------ steps
 
@@ -228,7 +229,9 @@ class Dispatcher:
         template = ContentTemplate(im.content_sid, parts.variables) if im and im.content_sid and parts else None
         return TextMessage(r.delivery_id, address, body, card, template, kit.campaign.id)
 
-    async def _send_chunk(self, campaign: Campaign, channel: str, chunk: Sequence[Prepared]) -> None:
+    async def _send_chunk(
+        self, campaign: Campaign, channel: str, messenger: Messenger, chunk: Sequence[Prepared]
+    ) -> None:
         failpoints.hit("after_render")  # fault tests only (TOPSLOT_FAILPOINT); a no-op otherwise
         now = self.clock.now()
         allowed = await store.mark_sending(
@@ -237,7 +240,6 @@ class Dispatcher:
         lost = len(chunk) - len(allowed)
         if lost:
             log.warning("lease_lost", rows=lost)  # another node holds them now: not ours to send
-        messenger = self.messengers.messenger(spec_of(channel).name, campaign.provider_for(channel))
         go = [p for p in chunk if p.recipient.delivery_id in allowed]
         results = await asyncio.gather(*(self._send_one(messenger, p) for p in go))
         failpoints.hit("after_reply")
@@ -272,10 +274,6 @@ class Dispatcher:
             return exc
 
 
-async def _run(start: Callable[[], Awaitable[None]]) -> None:
-    await start()
-
-
 class ChunkWindow:
     """Runs up to ``size`` chunk sends at once. Leaving waits for every one of them and re-raises the
     first failure; once one has failed no new chunk starts. Cancelled, it cancels the ones in flight
@@ -286,12 +284,12 @@ class ChunkWindow:
         self._tasks: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None
 
-    async def submit(self, start: Callable[[], Awaitable[None]]) -> None:
+    async def submit(self, start: Callable[[], Coroutine[object, object, None]]) -> None:
         await self._slots.acquire()
         if self._failure is not None:
             self._slots.release()
             raise self._failure
-        task: asyncio.Task[None] = asyncio.create_task(_run(start))
+        task: asyncio.Task[None] = asyncio.create_task(start())
         self._tasks.add(task)
         task.add_done_callback(self._finished)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from daemon.delivery import Decision, SuppressionReason
+from daemon.delivery import Decision
 from daemon.delivery import DeliveryState as S
 from daemon.errors import AmbiguousSendError, PermanentSendError, SendError, TransientSendError
 
@@ -45,8 +45,7 @@ def after_error(error: BaseException, *, attempts: int, now: datetime, retry_unt
             return Decision(S.FAILED, error=f"no retry before the slot's grace ends: {text}")
         return Decision(S.RETRY_WAIT, next_attempt_utc=at, error=text)
     if isinstance(error, PermanentSendError):
-        reason = SuppressionReason(error.suppress_reason)
-        return Decision(S.FAILED, error=text, suppress=error.suppress, suppress_reason=reason)
+        return Decision(S.FAILED, error=text, suppress=error.suppress, suppress_reason=error.suppress_reason)
     if isinstance(error, AmbiguousSendError):
         return Decision(S.UNKNOWN, error=text)
     return Decision(S.UNKNOWN, error=f"unexpected {type(error).__name__}: {text}")

@@ -149,11 +149,6 @@ class DeliveryLinks:
         """``mailto:unsubscribe+{token}@{domain}`` for the ``List-Unsubscribe`` header."""
         return unsubscribe_mailto(self._links.mail_domain, self._unsubscribe_token)
 
-    @property
-    def list_unsubscribe(self) -> str:
-        """The ``List-Unsubscribe`` header value: ``<https://...>, <mailto:...>`` (https first)."""
-        return f"<{self.unsubscribe_url}>, <{self.unsubscribe_mailto}>"
-
     @cached_property
     def _unsubscribe_token(self) -> str:
         return sign(self._links.keyring, "unsubscribe", self.delivery_id)

@@ -51,13 +51,9 @@ _LEAD = "AA"
 _LEAD_BYTES = 21
 
 
+@lru_cache(maxsize=64)
 def key_selector(key_id: str) -> int:
     """0..15: the 4 bits a short code carries to name its signing key."""
-    return _selector(key_id)
-
-
-@lru_cache(maxsize=64)
-def _selector(key_id: str) -> int:
     return hashlib.sha256(b"topslot/short-link-key/" + key_id.encode("ascii")).digest()[0] >> 4
 
 
@@ -70,7 +66,7 @@ def sign_short(keyring: Keyring, delivery_id: int, link_key: str, *, key_id: str
     kid = keyring.active_id if key_id is None else key_id
     if kid not in keyring:
         raise ValueError(f"key id {kid!r} is not in the keyring")
-    selector = _selector(kid)
+    selector = key_selector(kid)
     body = _body(selector, delivery_id, link)
     mac = int.from_bytes(keyring.mac(kid, PURPOSE, body)[:_MAC_BYTES], "big")
     value = (int.from_bytes(body, "big") << MAC_BITS) | mac
@@ -89,7 +85,7 @@ def verify_short(code: str, keyring: Keyring) -> TokenClaims:
     link = value & ((1 << LINK_BITS) - 1)
     delivery_id = (value >> LINK_BITS) & MAX_SHORT_DELIVERY_ID
     selector = value >> (LINK_BITS + DELIVERY_BITS)
-    candidates = [kid for kid in keyring.key_ids if _selector(kid) == selector]
+    candidates = [kid for kid in keyring.key_ids if key_selector(kid) == selector]
     if not candidates:
         raise UnknownKey("short code signed with a key this keyring does not hold")
     body = _body(selector, delivery_id, link)

@@ -14,7 +14,7 @@ import asyncio
 import hashlib
 import os
 import socket
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,7 +39,7 @@ CLAIM_BATCH = 1000
 # Called with each batch of claimed rows (the dispatcher, once it exists).
 ClaimHandler = Callable[[Campaign, str, datetime, Sequence[ledger.Claimed]], Awaitable[None]]
 # Called when a bucket fires, alongside this scheduler's own claims; returns how many rows it claimed.
-FireHandler = Callable[[Campaign, str, datetime], Awaitable[int]]
+FireHandler = Callable[[Campaign, str, datetime], Coroutine[object, object, int]]
 
 
 def node_name() -> str:
@@ -193,7 +193,7 @@ class BucketScheduler:
             )
             helping: asyncio.Task[int] | None = None
             if self.on_fire is not None:  # other claimers (dispatch helper processes) share the bucket
-                helping = asyncio.create_task(_awaited(self.on_fire(campaign, channel, due_utc)))
+                helping = asyncio.create_task(self.on_fire(campaign, channel, due_utc))
             claimed = await claim_all(
                 self.engine, campaign, channel, due_utc, owner=self.owner, lease=self.lease, clock=self.clock,
                 on_claimed=self.on_claimed, stopped=lambda: self.stopping,
@@ -232,7 +232,3 @@ async def claim_all(
         if on_claimed is not None:
             await on_claimed(campaign, channel, due_utc, batch)
     return claimed
-
-
-async def _awaited(work: Awaitable[int]) -> int:
-    return await work

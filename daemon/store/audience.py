@@ -56,16 +56,12 @@ class AudienceMember:
 _MEMBER_COLUMNS = [contacts.c[name] for name in AudienceMember.__slots__]
 
 
-def im_provider(campaign: Campaign) -> str | None:
-    return campaign.content.im.provider if campaign.content.im else None
-
-
 async def audience_summary(engine: AsyncEngine, campaign: Campaign, now: datetime) -> AudienceSummary:
     """Segment size and, per campaign channel, who is eligible and why the others are left out."""
     segment = audience_filter(campaign.audience, now)
-    provider = im_provider(campaign)
     columns: list[Any] = [func.count().label("segment")]
     for ch in campaign.channels:
+        provider = campaign.provider_for(ch)
         address = has_address(ch, provider)
         consent = has_consent(ch)
         suppressed = is_suppressed(ch, provider)
@@ -97,7 +93,7 @@ async def stream_audience(
     filters that id range. A plain ``id > after ORDER BY id LIMIT n`` over the filtered audience lets
     PostgreSQL, with stale statistics after a bulk import, join the whole table for every batch
     (0.6 s a batch at 1M contacts instead of 14 ms)."""
-    where = and_(audience_filter(campaign.audience, now), channel_eligible(channel, im_provider(campaign)))
+    where = and_(audience_filter(campaign.audience, now), channel_eligible(channel, campaign.provider_for(channel)))
     after = 0
     while True:
         upper_query = (

@@ -1,11 +1,10 @@
 """Conversions in the database (persistence only): the set-based look-ups that crediting a batch of
-orders needs, writing the credited rows, and the per-campaign sums its ROI starts from.
+orders needs, and writing the credited rows (the report's sums are read by ``daemon.reporting.data``).
 
 What counts and who gets the credit is decided in ``daemon.attribution``: ``attribution.record``
 (through ``attribution.evidence``) calls the look-ups below a few times per batch and
-``insert_conversions`` once; ``attribution.facts`` calls ``conversion_lines``, ``sent_counts`` and
-``lift_arms``. Each function takes an open connection (the caller's transaction) and plain values,
-and returns the small row types defined here.
+``insert_conversions`` once. Each function takes an open connection (the caller's transaction) and
+plain values, and returns the small row types defined here.
 
 A delivery counts as *handed over* in one of ``daemon.delivery.MAYBE_HANDED_OVER`` (the treated
 group of the lift); a *holdout* row is ``skipped`` with the skip reason the caller names. Inserting
@@ -18,10 +17,9 @@ from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
-from sqlalchemy import and_, case, distinct, func, literal, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from daemon.coupons import codes
@@ -33,7 +31,6 @@ from daemon.store.schema import contacts, conversions, coupon_codes, deliveries,
 
 _MAYBE_HANDED_OVER = tuple(sorted(MAYBE_HANDED_OVER))  # in SQL: a stable order
 HANDED_OUT_STATES = ("reserved", "assigned")  # coupon codes given to a contact
-Arm = Literal["treated", "holdout"]
 
 
 # ---------------------------------------------------------------- rows
@@ -85,49 +82,6 @@ class StoredClick:
     delivery_id: int
     occurred_at: datetime
     label: str | None  # human | scanner | None (daemon.tracking.classify)
-
-
-@dataclass(frozen=True, slots=True)
-class StoredConversion:
-    """A stored conversion with the time zone of the delivery it is credited to. Amounts are
-    ``Decimal`` whatever the database returns, as stored (positive; ``refund`` says they subtract)."""
-
-    order_id: str
-    refund: bool
-    revenue: Decimal
-    discount: Decimal
-    units: int
-    margin: Decimal | None
-    currency: str | None
-    contact_id: int | None
-    attributed_by: str
-    delivery_id: int | None
-    channel: str | None
-    slot: str | None
-    timezone: str | None  # None: credited without a delivery (or its row is gone)
-    occurred_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class SentCount:
-    """Messages handed over in one (channel, slot, zone) of a campaign."""
-
-    channel: str
-    slot: str
-    timezone: str
-    messages: int
-
-
-@dataclass(frozen=True, slots=True)
-class LiftArm:
-    """The distinct contacts of one group and arm of a campaign, how many of them ordered in a
-    window, and the net revenue of those orders (not rounded)."""
-
-    group: str | None  # the value of the ``by`` column; None when not grouped
-    arm: Arm
-    contacts: int
-    purchasers: int
-    net_revenue: Decimal
 
 
 # ---------------------------------------------------------------- conversions
@@ -325,124 +279,3 @@ async def clicks(conn: AsyncConnection, delivery_ids: Iterable[int]) -> list[Sto
         events.c.delivery_id.in_(ids), events.c.kind == "click"
     )
     return [StoredClick(r.delivery_id, r.occurred_at, r.label) for r in await conn.execute(query)]
-
-
-# ---------------------------------------------------------------- per-campaign sums
-
-
-async def conversion_lines(
-    conn: AsyncConnection, campaign_id: str, attributed_by: Iterable[str]
-) -> list[StoredConversion]:
-    """The conversions credited to ``campaign_id`` by one of ``attributed_by``, in the order stored."""
-    query = (
-        select(
-            conversions.c.order_id,
-            conversions.c.refund,
-            conversions.c.revenue,
-            conversions.c.discount,
-            conversions.c.units,
-            conversions.c.margin,
-            conversions.c.currency,
-            conversions.c.contact_id,
-            conversions.c.attributed_by,
-            conversions.c.delivery_id,
-            conversions.c.channel,
-            conversions.c.slot,
-            deliveries.c.timezone,
-            conversions.c.occurred_at,
-        )
-        .select_from(conversions.outerjoin(deliveries, deliveries.c.id == conversions.c.delivery_id))
-        .where(conversions.c.campaign_id == campaign_id, conversions.c.attributed_by.in_(sorted(set(attributed_by))))
-        .order_by(conversions.c.id)
-    )
-    return [
-        StoredConversion(
-            order_id=r.order_id,
-            refund=bool(r.refund),
-            revenue=_decimal(r.revenue),
-            discount=_decimal(r.discount),
-            units=r.units,
-            margin=_decimal(r.margin) if r.margin is not None else None,
-            currency=r.currency,
-            contact_id=r.contact_id,
-            attributed_by=r.attributed_by,
-            delivery_id=r.delivery_id,
-            channel=r.channel,
-            slot=r.slot,
-            timezone=r.timezone,
-            occurred_at=r.occurred_at,
-        )
-        for r in await conn.execute(query)
-    ]
-
-
-async def sent_counts(conn: AsyncConnection, campaign_id: str) -> list[SentCount]:
-    """Messages of ``campaign_id`` handed over, per (channel, slot, zone), in that order."""
-    query = (
-        select(deliveries.c.channel, deliveries.c.slot, deliveries.c.timezone, func.count())
-        .where(deliveries.c.campaign_id == campaign_id, _handed_over())
-        .group_by(deliveries.c.channel, deliveries.c.slot, deliveries.c.timezone)
-        .order_by(deliveries.c.channel, deliveries.c.slot, deliveries.c.timezone)
-    )
-    return [SentCount(r[0], r[1], r[2], r[3]) for r in await conn.execute(query)]
-
-
-async def lift_arms(
-    conn: AsyncConnection,
-    campaign_id: str,
-    *,
-    by: str | None,
-    window: tuple[datetime, datetime],
-    currency: str,
-    holdout_reason: str,
-) -> list[LiftArm]:
-    """Per group (the ``by`` column of deliveries: channel, slot or timezone; None: the whole
-    campaign) and arm (treated: a row handed over; holdout: a row held out): the distinct contacts,
-    how many of them ordered in ``window`` ([start, end), any attribution, any campaign) and their
-    net revenue there (refunds subtract; only conversions in ``currency`` or without one)."""
-    group = deliveries.c[by] if by else literal("")
-    arm = case((deliveries.c.state == S.SKIPPED, literal("holdout")), else_=literal("treated"))
-    members = (
-        select(deliveries.c.contact_id.label("contact_id"), group.label("grp"), arm.label("arm"))
-        .where(deliveries.c.campaign_id == campaign_id, _handed_over_or_held(holdout_reason))
-        .distinct()
-        .subquery("members")
-    )
-    signed = case((conversions.c.refund.is_(True), -conversions.c.revenue), else_=conversions.c.revenue)
-    bought = case((conversions.c.refund.is_(True), 0), else_=1)
-    start, end = window
-    spent = (
-        select(
-            conversions.c.contact_id.label("contact_id"),
-            func.sum(signed).label("net"),
-            func.max(bought).label("bought"),
-        )
-        .where(
-            conversions.c.contact_id.is_not(None),
-            conversions.c.occurred_at >= start,
-            conversions.c.occurred_at < end,
-            or_(conversions.c.currency.is_(None), conversions.c.currency == currency),
-        )
-        .group_by(conversions.c.contact_id)
-        .subquery("spent")
-    )
-    query = (
-        select(
-            members.c.grp,
-            members.c.arm,
-            func.count(distinct(members.c.contact_id)),
-            func.coalesce(func.sum(spent.c.bought), 0),
-            func.coalesce(func.sum(spent.c.net), 0),
-        )
-        .select_from(members.outerjoin(spent, spent.c.contact_id == members.c.contact_id))
-        .group_by(members.c.grp, members.c.arm)
-    )
-    return [
-        LiftArm(grp if by else None, which, int(people), int(buyers), _decimal(net))
-        for grp, which, people, buyers, net in await conn.execute(query)
-    ]
-
-
-def _decimal(value: Any) -> Decimal:
-    """A numeric column's value as ``Decimal`` (SQLite may return a float)."""
-    return Decimal(str(value))

@@ -42,6 +42,7 @@ from daemon.coupons.stock import (
     crossed_empty,
     crossed_low,
 )
+from daemon.delivery import IN_FLIGHT, MAYBE_HANDED_OVER
 from daemon.delivery import DeliveryState as S
 from daemon.errors import InvalidInput, Problem
 from daemon.imports.lines import open_lines
@@ -52,8 +53,9 @@ from daemon.store.dialect import upsert_insert
 from daemon.store.schema import coupon_codes, coupon_pools, deliveries
 
 DEFAULT_BATCH_SIZE = 1000
-# a delivery in one of these states may carry (or has carried) its coupon: never give it back
-HOLDING_STATES = (S.CLAIMED, S.SENDING, S.RETRY_WAIT, S.SENT, S.DELIVERED, S.BOUNCED, S.UNKNOWN)
+# a delivery in one of these states may carry (or has carried) its coupon: never give it back. Being
+# sent, perhaps handed over, or waiting to be tried again (``retry_wait``: its message was built).
+HOLDING_STATES = tuple(sorted(IN_FLIGHT | MAYBE_HANDED_OVER | {S.RETRY_WAIT}))
 _RESERVE_ATTEMPTS = 5
 log = get_logger("coupons")
 

@@ -16,15 +16,14 @@ from sqlalchemy import and_, bindparam, func, literal, or_, select, tuple_, upda
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.campaign import Campaign
-from daemon.channel import spec_of
 from daemon.delivery import Decision
 from daemon.delivery import DeliveryState as S
 from daemon.store import coupons, receipts
 from daemon.store.coupons import Reservation
 from daemon.store.db import IMMEDIATE
-from daemon.store.dialect import upsert_insert
 from daemon.store.ledger import Claimed, claim_statement, ineligibility_reason
-from daemon.store.schema import contacts, deliveries, suppressions
+from daemon.store.schema import contacts, deliveries
+from daemon.store.tracking_events import suppress_addresses
 
 
 @dataclass(slots=True)
@@ -206,26 +205,16 @@ async def record_outcomes(
             updated_at=now,
         )
     )
-    dead = [
-        {
-            "channel": o.channel,
-            "address": spec_of(o.channel).suppression_address(o.address),
-            "reason": o.decision.suppress_reason,
-            "source": (o.decision.error or "")[:200],
-            "created_at": now,
-        }
-        for o in outcomes
-        if o.decision.suppress and o.address
-    ]
     accepted = [o.contact_id for o in outcomes if o.decision.state == S.SENT]
     refused = [o.contact_id for o in outcomes if o.decision.state == S.FAILED]
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
         await conn.execute(stmt, params)
         await coupons.commit(conn, campaign_id, accepted, now)
         await coupons.release(conn, campaign_id, refused, now)
-        if dead:
-            insert = upsert_insert(conn, suppressions)
-            await conn.execute(insert.on_conflict_do_nothing(index_elements=["channel", "address"]), dead)
+        for o in outcomes:
+            if o.decision.suppress and o.address:  # few: a hard bounce or a STOP
+                reason, source = o.decision.suppress_reason, o.decision.error
+                await suppress_addresses(conn, o.channel, [o.address], reason, source, now)
         sent = [o for o in outcomes if o.decision.state == S.SENT]
         await receipts.apply_pending(  # status callbacks that beat this commit
             conn, [o.decision.provider_id for o in sent], now, [o.delivery_id for o in sent]

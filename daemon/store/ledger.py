@@ -22,7 +22,6 @@ from daemon.channel import CHANNELS
 from daemon.delivery import PLAN_SKIP_REASONS
 from daemon.delivery import DeliveryState as S
 from daemon.delivery import SkipReason as R
-from daemon.store.audience import im_provider
 from daemon.store.db import IMMEDIATE
 from daemon.store.dialect import upsert_insert
 from daemon.store.schema import campaigns, contacts, deliveries
@@ -228,9 +227,9 @@ async def skip_ineligible(
         .where(
             contacts.c.id == deliveries.c.contact_id,
             audience_filter(campaign.audience, now),
-            has_address(channel, im_provider(campaign)),
+            has_address(channel, campaign.provider_for(channel)),
             has_consent(channel),
-            not_(is_suppressed(channel, im_provider(campaign))),
+            not_(is_suppressed(channel, campaign.provider_for(channel))),
         )
     )
     where = and_(rows_where, deliveries.c.state == S.PLANNED, not_(qualifies))
@@ -243,7 +242,7 @@ def ineligibility_reason(campaign: Campaign, channel: str, now: datetime, *, def
     def about_contact(test: Any) -> Any:
         return exists(select(literal(1)).select_from(contacts).where(contacts.c.id == deliveries.c.contact_id, test))
 
-    provider = im_provider(campaign)
+    provider = campaign.provider_for(channel)
     return case(
         (about_contact(is_suppressed(channel, provider)), R.SUPPRESSED),
         (not_(about_contact(has_consent(channel))), R.NO_CONSENT),

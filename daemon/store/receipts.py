@@ -137,29 +137,23 @@ async def apply_pending(
     through the provider id each row now has). Returns how many were applied."""
     ids = sorted({p for p in provider_ids if p})
     keys = {delivery_key(d): d for d in set(delivery_ids)}
-    if keys:
-        await _lock(conn, shared=True)
-        for receipt in await _parked(conn, sorted(keys)):  # named by delivery id: re-keyed by the row's id
-            row = (
-                await conn.execute(
-                    select(deliveries.c.provider, deliveries.c.provider_id).where(
-                        deliveries.c.id == keys[receipt.provider_id]
-                    )
-                )
-            ).first()
-            await conn.execute(delete(provider_receipts).where(provider_receipts.c.provider_id == receipt.provider_id))
-            if row is not None and row.provider == receipt.provider and row.provider_id:
-                ids.append(row.provider_id)
-                await _park(conn, replace(receipt, provider_id=row.provider_id), now)  # applied just below
-    if not ids:
+    if not ids and not keys:
         return 0
     await _lock(conn, shared=True)
-    waiting = await _parked(conn, ids)
     applied = 0
-    for receipt in waiting:
+    for receipt in await _parked(conn, ids):
         if await _apply(conn, receipt, now) is not None:  # the row exists (in whatever state): done with it
-            await conn.execute(delete(provider_receipts).where(provider_receipts.c.provider_id == receipt.provider_id))
+            await _unpark(conn, receipt.provider_id)
             applied += 1
+    for receipt in await _parked(conn, sorted(keys)):  # named by delivery id: through the row's provider id
+        await _unpark(conn, receipt.provider_id)
+        stmt = select(deliveries.c.provider, deliveries.c.provider_id).where(
+            deliveries.c.id == keys[receipt.provider_id]
+        )
+        row = (await conn.execute(stmt)).first()
+        if row is not None and row.provider == receipt.provider and row.provider_id:
+            if await _apply(conn, replace(receipt, provider_id=row.provider_id), now) is not None:
+                applied += 1
     if applied:
         log.info("provider_receipts_applied", receipts=applied)
     return applied
@@ -252,6 +246,10 @@ async def _park(conn: AsyncConnection, receipt: Receipt, now: datetime) -> Recor
     )
     await conn.execute(stmt)
     return Recorded(Result.PENDING)
+
+
+async def _unpark(conn: AsyncConnection, key: str) -> None:
+    await conn.execute(delete(provider_receipts).where(provider_receipts.c.provider_id == key))
 
 
 async def _lock(conn: AsyncConnection, *, shared: bool) -> None:

@@ -128,11 +128,11 @@ def has_address(channel: str, im_provider: str | None = None) -> Expr:
     """The contact has an address on ``channel`` (keyed channels: under ``im_provider``, or any)."""
     spec = _spec(channel)
     if spec.keyed and im_provider:
-        return _keyed_id(spec, normalise_key(im_provider)).isnot(None)
+        return keyed_id(spec, normalise_key(im_provider)).isnot(None)
     return contacts.c[spec.contact_field].isnot(None)
 
 
-def _keyed_id(spec: ChannelSpec, key: str) -> Any:
+def keyed_id(spec: ChannelSpec, key: str) -> Any:
     """The contact's id under ``key`` of a keyed channel (the phone for a phone key without one)."""
     found: Any = func.nullif(_json_text(contacts.c[spec.contact_field], key), "")  # blank: no id, as in Python
     return func.coalesce(found, contacts.c.phone) if key in spec.phone_keys else found
@@ -156,7 +156,7 @@ def is_suppressed(channel: str, im_provider: str | None = None) -> Expr:
         if not im_provider:
             return false()  # keyed suppressions are "provider:id"; without a provider there is no address
         key = normalise_key(im_provider)
-        address = literal(f"{key}:", String).concat(_keyed_id(spec, key))
+        address = literal(f"{key}:", String).concat(keyed_id(spec, key))
     if spec.lower_case:
         address = func.lower(address)
     return exists(select(literal(1)).where(suppressions.c.channel == channel, suppressions.c.address == address))

@@ -18,8 +18,8 @@ from sqlalchemy import bindparam, delete, exists, func, insert, literal, select,
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from daemon.channel import spec_of
+from daemon.delivery import MAYBE_HANDED_OVER, SuppressionReason
 from daemon.delivery import DeliveryState as S
-from daemon.delivery import SuppressionReason
 from daemon.store.db import IMMEDIATE
 from daemon.store.dialect import upsert_insert
 from daemon.store.schema import (
@@ -29,17 +29,12 @@ from daemon.store.schema import (
     events,
     suppressions,
 )
-from daemon.store.segments import _keyed_id as keyed_id  # the one definition of "the id under a key"
+from daemon.store.segments import keyed_id
 
 # A delivery in one of these states has been handed to a provider; its ``updated_at`` says when
 # (``sending``: the hand-over is under way; ``delivered``/``bounced``: the provider's callback time).
-HANDED_OVER = (S.SENDING, S.SENT, S.DELIVERED, S.BOUNCED, S.UNKNOWN)
+HANDOVER_STARTED = MAYBE_HANDED_OVER | {S.SENDING}
 IDS_PER_QUERY = 1000
-UNSUBSCRIBE_REASON = SuppressionReason.UNSUBSCRIBE
-SMS_STOP_REASON = SuppressionReason.SMS_STOP
-SMS_UNDELIVERABLE_REASON = SuppressionReason.SMS_UNDELIVERABLE
-IM_BLOCKED_REASON = SuppressionReason.IM_BLOCKED
-HARD_BOUNCE_REASON = SuppressionReason.HARD_BOUNCE
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +105,7 @@ async def delivery_facts(conn: AsyncConnection, delivery_ids: Iterable[int]) -> 
             deliveries.c.id, deliveries.c.campaign_id, deliveries.c.channel, deliveries.c.state, deliveries.c.updated_at
         ).where(deliveries.c.id.in_(chunk))
         for row in await conn.execute(stmt):
-            handed = row.updated_at if row.state in HANDED_OVER else None
+            handed = row.updated_at if row.state in HANDOVER_STARTED else None
             out[row.id] = DeliveryFacts(row.campaign_id, row.channel, handed)
     return out
 
@@ -224,8 +219,8 @@ async def unsubscribe(
             return None
         channel = row.channel
         addresses = spec_of(channel).all_addresses(row._mapping)
-        added = await suppress_addresses(conn, channel, addresses, UNSUBSCRIBE_REASON, source, now)
-        await withdraw_consents(conn, [row.contact_id], channel, UNSUBSCRIBE_REASON, now)
+        added = await suppress_addresses(conn, channel, addresses, SuppressionReason.UNSUBSCRIBE, source, now)
+        await withdraw_consents(conn, [row.contact_id], channel, SuppressionReason.UNSUBSCRIBE, now)
         seen = await conn.scalar(
             select(exists().where(events.c.delivery_id == delivery_id, events.c.kind == "unsubscribe"))
         )

@@ -48,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from daemon.attribution.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookError, authenticate
 from daemon.channels.im_webhook import clean_text, provider_message_id
 from daemon.clock import Clock
+from daemon.delivery import RECEIPT_STATUSES
 from daemon.delivery import DeliveryState as S
 from daemon.json_depth import nesting_depth
 from daemon.logs import get_logger
@@ -65,7 +66,6 @@ BODY_TIMEOUT = 10.0
 MAX_DEPTH = 4  # the callback is one flat object
 MAX_ERROR = 200
 MAX_DELIVERY_ID = 2**63 - 1
-FINAL_STATUSES = {"delivered": S.DELIVERED, "read": S.DELIVERED, "failed": S.BOUNCED, "undelivered": S.BOUNCED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +80,7 @@ class StatusCallback:
 
     @property
     def state(self) -> S | None:
-        return FINAL_STATUSES.get(self.status)
+        return RECEIPT_STATUSES.get(self.status)
 
     @property
     def provider_id(self) -> str:

@@ -65,20 +65,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from twilio.request_validator import RequestValidator
 
 from daemon.attribution.webhook import WebhookError
+from daemon.channels.twilio_sms import STATUS_CALLBACK_PATH
 from daemon.clock import Clock
+from daemon.delivery import RECEIPT_STATUSES, SuppressionReason
 from daemon.delivery import DeliveryState as S
 from daemon.logs import get_logger
 from daemon.store.receipts import Receipt, Result, record_receipt
-from daemon.store.tracking_events import (
-    HARD_BOUNCE_REASON,
-    IM_BLOCKED_REASON,
-    SMS_STOP_REASON,
-    SMS_UNDELIVERABLE_REASON,
-    lift_suppression,
-    opt_out_address,
-    opt_out_im,
-    suppress_sent_address,
-)
+from daemon.store.tracking_events import lift_suppression, opt_out_address, opt_out_im, suppress_sent_address
 from daemon.tracking.conversions_route import read_bounded
 from daemon.tracking.pages import SECURITY_HEADERS
 
@@ -86,7 +79,7 @@ log = get_logger("daemon.tracking")
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 PROVIDER = "twilio"
-STATUS_PATH = "/twilio/status"
+STATUS_PATH = STATUS_CALLBACK_PATH  # where the messengers ask Twilio to post receipts
 INBOUND_PATH = "/twilio/inbound"
 SIGNATURE_HEADER = "X-Twilio-Signature"
 FORM = "application/x-www-form-urlencoded"
@@ -101,7 +94,6 @@ OPT_IN = frozenset({"start", "unstop", "yes"})
 HELP = frozenset({"help", "info"})
 Keyword = Literal["opt_out", "opt_in", "help"]
 
-FINAL_STATUSES = {"delivered": S.DELIVERED, "read": S.DELIVERED, "undelivered": S.BOUNCED, "failed": S.BOUNCED}
 
 # Twilio error codes a status callback carries, with what they mean (twilio.com/docs/api/errors).
 ERROR_MEANINGS: dict[int, str] = {
@@ -140,18 +132,18 @@ ERROR_MEANINGS: dict[int, str] = {
 # The number itself cannot (or will not) take SMS: suppressed, not just bounced. 30003 (handset off),
 # 30007 (carrier filtering: the content), 30008 and the rest only bounce this one message.
 SUPPRESSING_CODES: dict[int, str] = {
-    30004: SMS_UNDELIVERABLE_REASON,  # blocked for this number by the carrier or the handset
-    30005: SMS_UNDELIVERABLE_REASON,  # no such handset
-    30006: SMS_UNDELIVERABLE_REASON,  # a landline, or a carrier that cannot take SMS
-    21614: SMS_UNDELIVERABLE_REASON,  # not a mobile number
-    21610: SMS_STOP_REASON,  # Twilio holds a STOP from this number: a START lifts it, as Twilio's own block
+    30004: SuppressionReason.SMS_UNDELIVERABLE,  # blocked for this number by the carrier or the handset
+    30005: SuppressionReason.SMS_UNDELIVERABLE,  # no such handset
+    30006: SuppressionReason.SMS_UNDELIVERABLE,  # a landline, or a carrier that cannot take SMS
+    21614: SuppressionReason.SMS_UNDELIVERABLE,  # not a mobile number
+    21610: SuppressionReason.SMS_STOP,  # Twilio holds a STOP from this number: a START lifts it, as Twilio's own block
 }
 # A WhatsApp message's codes that suppress its IM address (63016, 63018, 63032, 63049 only bounce it).
 WHATSAPP_SUPPRESSING_CODES: dict[int, str] = {
-    63003: HARD_BOUNCE_REASON,  # the To is invalid or inactive on WhatsApp
-    63024: HARD_BOUNCE_REASON,  # not a valid WhatsApp user
-    63014: IM_BLOCKED_REASON,  # the recipient blocked the business (or opted out in WhatsApp)
-    21610: SMS_STOP_REASON,  # Twilio holds an opt-out for this address
+    63003: SuppressionReason.HARD_BOUNCE,  # the To is invalid or inactive on WhatsApp
+    63024: SuppressionReason.HARD_BOUNCE,  # not a valid WhatsApp user
+    63014: SuppressionReason.IM_BLOCKED,  # the recipient blocked the business (or opted out in WhatsApp)
+    21610: SuppressionReason.SMS_STOP,  # Twilio holds an opt-out for this address
 }
 WHATSAPP = "whatsapp:"  # Twilio's WhatsApp address prefix
 WHATSAPP_KIND = "whatsapp"
@@ -199,7 +191,7 @@ def twilio_handlers(
         if sid is None:
             return _refuse("status", 400, "no valid MessageSid")
         value = (form.get("MessageStatus") or form.get("SmsStatus") or "").strip().lower()
-        state = FINAL_STATUSES.get(value)
+        state = RECEIPT_STATUSES.get(value)
         if state is None:
             log.debug("twilio_status_ignored", provider_id=sid, status=value[:20])
             return _no_content()
@@ -250,7 +242,7 @@ def twilio_handlers(
         now = clock.now()
         if kind == "opt_out":
             done = await opt_out_address(
-                engine, "sms", phone, now, reason=SMS_STOP_REASON, source=f"twilio_inbound:{sid}"
+                engine, "sms", phone, now, reason=SuppressionReason.SMS_STOP, source=f"twilio_inbound:{sid}"
             )
             log.info(
                 "sms_opted_out",
@@ -262,7 +254,7 @@ def twilio_handlers(
                 consents_withdrawn=done.consents_withdrawn,
             )
         else:
-            lifted = await lift_suppression(engine, "sms", phone, reasons={SMS_STOP_REASON})
+            lifted = await lift_suppression(engine, "sms", phone, reasons={SuppressionReason.SMS_STOP})
             log.info(
                 "sms_opted_in",
                 message_sid=sid,
@@ -285,7 +277,7 @@ def twilio_handlers(
         for key in keys:
             if kind == "opt_out":
                 done = await opt_out_im(
-                    engine, key, spellings, now, reason=SMS_STOP_REASON, source=f"twilio_inbound:{sid}"
+                    engine, key, spellings, now, reason=SuppressionReason.SMS_STOP, source=f"twilio_inbound:{sid}"
                 )
                 log.info(
                     "whatsapp_opted_out",
@@ -301,7 +293,10 @@ def twilio_handlers(
             lifted, kept = 0, None
             for spelling in spellings:
                 done_lift = await lift_suppression(
-                    engine, "im", f"{key}:{spelling}", reasons={SMS_STOP_REASON, IM_BLOCKED_REASON}
+                    engine,
+                    "im",
+                    f"{key}:{spelling}",
+                    reasons={SuppressionReason.SMS_STOP, SuppressionReason.IM_BLOCKED},
                 )
                 lifted += done_lift.lifted
                 kept = kept or done_lift.kept_reason

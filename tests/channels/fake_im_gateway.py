@@ -48,7 +48,6 @@ and ``body=`` make broken ones) and returns ``Posted(status, text)``.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import itertools
@@ -58,8 +57,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import aiohttp
 from aiohttp import web
+
+from .fake_http import FakeHttpServer
 
 SECRET = "fake-gateway-secret-0123456789abcdef"
 MAX_SKEW_SECONDS = 300
@@ -175,28 +175,19 @@ class Posted:
 
 
 @dataclass
-class FakeImGateway:
+class FakeImGateway(FakeHttpServer):
     secret: str = SECRET
     provider: str = "wecom"  # the provider name its callbacks carry
-    script: dict[str, Script] = field(default_factory=dict)
     default: Behaviour = ACCEPT
     path: str = "/send"
-    host: str = "127.0.0.1"
 
-    requests: list[GatewayRequest] = field(default_factory=list, init=False)
     messages: dict[str, GatewayMessage] = field(default_factory=dict, init=False)
     callbacks: list[Posted] = field(default_factory=list, init=False)
     duplicates: int = field(default=0, init=False)
-    in_flight: int = field(default=0, init=False)
-    peak_in_flight: int = field(default=0, init=False)
-    port: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
-        self._seen: dict[str, int] = {}  # requests per recipient so far (scripted sequences)
+        super().__post_init__()
         self._ids = itertools.count(1)
-        self._runner: web.AppRunner | None = None
-        self._session: aiohttp.ClientSession | None = None
-        self._closing = asyncio.Event()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -205,23 +196,8 @@ class FakeImGateway:
         """The URL to configure as ``im.<name>.url``."""
         return f"http://{self.host}:{self.port}{self.path}"
 
-    async def __aenter__(self) -> FakeImGateway:
-        app = web.Application()
-        app.router.add_post(self.path, self._receive)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-        self._session = aiohttp.ClientSession()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._closing.set()
-        if self._session is not None:
-            await self._session.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+    def _routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post(self.path, self._receive)
 
     # ------------------------------------------------------------ what it saw
 
@@ -232,21 +208,10 @@ class FakeImGateway:
     def requests_for(self, recipient: str) -> list[GatewayRequest]:
         return [r for r in self.requests if r.recipient == recipient]
 
-    def behaviour(self, recipient: str) -> Behaviour:
-        """The next behaviour for a request to ``recipient`` (advances a scripted sequence)."""
-        scripted = self.script.get(recipient, self.default)
-        n = self._seen.get(recipient, 0)
-        self._seen[recipient] = n + 1
-        if isinstance(scripted, Behaviour):
-            return scripted
-        return scripted[min(n, len(scripted) - 1)] if scripted else self.default
-
     # ------------------------------------------------------------ the gateway
 
     async def _receive(self, request: web.Request) -> web.StreamResponse:
-        self.in_flight += 1
-        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-        try:
+        with self._handling():
             body = await request.read()
             headers = dict(request.headers)
             verified = verify(
@@ -259,15 +224,7 @@ class FakeImGateway:
             key = request.headers.get("Idempotency-Key")
             seen = GatewayRequest(headers, body, payload, verified, key)
             self.requests.append(seen)
-            response = await self._answer(seen)
-            if response is None:  # dropped: close, then aiohttp finds nothing to write the answer to
-                if request.transport is not None:
-                    request.transport.close()
-                return web.Response(status=500)
-            seen.answered = response.status
-            return response
-        finally:
-            self.in_flight -= 1
+            return self._reply(request, seen, await self._answer(seen))
 
     async def _answer(self, seen: GatewayRequest) -> web.Response | None:
         if not seen.verified:
@@ -285,11 +242,7 @@ class FakeImGateway:
             self.duplicates += 1
             return web.json_response(first.answer)
         behaviour = self.behaviour(str(payload["recipient"]))
-        if behaviour.delay:
-            try:
-                await asyncio.wait_for(self._closing.wait(), behaviour.delay)
-            except TimeoutError:
-                pass
+        await self._wait(behaviour.delay)
         message = self._forward(seen.key, payload, behaviour) if behaviour.forwards else None
         if behaviour.drop:
             return None
@@ -331,7 +284,6 @@ class FakeImGateway:
         """POST a status callback to ``url`` (``{tracking}/im/status``), signed with ``secret``
         (default: the gateway's) at ``timestamp`` (default: now); ``body`` replaces the JSON built from
         the other arguments, ``sign_it=False`` leaves the signature headers out."""
-        assert self._session is not None, "use FakeImGateway as an async context manager"
         if body is None:
             data: dict[str, Any] = {"provider": provider or self.provider, "status": status}
             if delivery_id is not None:
@@ -347,7 +299,7 @@ class FakeImGateway:
             sent["X-Topslot-Timestamp"] = stamp
             sent["X-Topslot-Signature"] = sign(secret or self.secret, stamp, body)
         sent.update(headers or {})
-        async with self._session.post(url, data=body, headers=sent) as response:
+        async with self._client().post(url, data=body, headers=sent) as response:
             posted = Posted(url, body, response.status, await response.text())
         self.callbacks.append(posted)
         return posted

@@ -60,7 +60,6 @@ chats), ``in_flight`` / ``peak_in_flight`` (requests being handled at once, at t
 
 from __future__ import annotations
 
-import asyncio
 import html
 import json
 import re
@@ -70,6 +69,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
+
+from .fake_http import FakeHttpServer
 
 MAX_TEXT = 4096
 HTML_TAGS = frozenset(
@@ -164,48 +165,21 @@ class _BadRequest(Exception):
 
 
 @dataclass
-class FakeTelegram:
+class FakeTelegram(FakeHttpServer):
     token: str = "123456789:AAFakeTokenForTestsOnly-0123456789abc"
     bot_id: int = 123456789
     bot_username: str = "topslot_test_bot"
-    script: dict[str, Script] = field(default_factory=dict)
     default: Behaviour = ACCEPT
-    host: str = "127.0.0.1"
 
-    requests: list[FakeRequest] = field(default_factory=list, init=False)
     messages: list[SentMessage] = field(default_factory=list, init=False)
-    in_flight: int = field(default=0, init=False)
-    peak_in_flight: int = field(default=0, init=False)
-    port: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
-        self._seen: dict[str, int] = {}  # requests per chat so far (for scripted sequences)
+        super().__post_init__()
         self._next_id: dict[str, int] = {}  # message ids per chat
-        self._runner: web.AppRunner | None = None
-        self._closing = asyncio.Event()
 
-    # ------------------------------------------------------------ lifecycle
-
-    @property
-    def url(self) -> str:
-        """The base URL to give the messenger (``im.<name>.base_url``)."""
-        return f"http://{self.host}:{self.port}"
-
-    async def __aenter__(self) -> FakeTelegram:
-        app = web.Application()
-        app.router.add_route("*", "/bot{token}/{method}", self._method)
-        app.router.add_route("*", "/{tail:.*}", self._not_found)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._closing.set()  # slow answers end now
-        if self._runner is not None:
-            await self._runner.cleanup()
+    def _routes(self, router: web.UrlDispatcher) -> None:
+        router.add_route("*", "/bot{token}/{method}", self._method)
+        router.add_route("*", "/{tail:.*}", self._not_found)
 
     # ------------------------------------------------------------ what it saw
 
@@ -216,15 +190,6 @@ class FakeTelegram:
     def requests_to(self, chat: str) -> list[FakeRequest]:
         return [r for r in self.requests if r.chat == chat]
 
-    def behaviour(self, chat: str) -> Behaviour:
-        """The next behaviour for a message to ``chat`` (advances a scripted sequence)."""
-        scripted = self.script.get(chat, self.default)
-        n = self._seen.get(chat, 0)
-        self._seen[chat] = n + 1
-        if isinstance(scripted, Behaviour):
-            return scripted
-        return scripted[min(n, len(scripted) - 1)] if scripted else self.default
-
     # ------------------------------------------------------------ the API
 
     async def _not_found(self, request: web.Request) -> web.StreamResponse:
@@ -232,9 +197,7 @@ class FakeTelegram:
         return _error(404, "Not Found")
 
     async def _method(self, request: web.Request) -> web.StreamResponse:
-        self.in_flight += 1
-        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-        try:
+        with self._handling():
             token = request.match_info["token"]
             try:
                 params = await _params(request)
@@ -248,14 +211,7 @@ class FakeTelegram:
                 response: web.Response | None = _error(400, bad.description)
             else:
                 response = await self._answer(token, request.match_info["method"], params)
-            if response is None:  # dropped: close, then aiohttp finds nothing to write the answer to
-                if request.transport is not None:
-                    request.transport.close()
-                return web.Response(status=500)
-            seen.answered = response.status
-            return response
-        finally:
-            self.in_flight -= 1
+            return self._reply(request, seen, response)
 
     async def _answer(self, token: str, method: str, params: dict[str, Any]) -> web.Response | None:
         if ":" not in token:
@@ -270,11 +226,7 @@ class FakeTelegram:
             return _error(400, exc.description)
 
         behaviour = self.behaviour(chat)
-        if behaviour.delay:
-            try:
-                await asyncio.wait_for(self._closing.wait(), behaviour.delay)
-            except TimeoutError:
-                pass
+        await self._wait(behaviour.delay)
         sent = self._store(chat, params, parse_mode, markup) if behaviour.sends else None
         if behaviour.drop:
             return None

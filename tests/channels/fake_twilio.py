@@ -70,7 +70,6 @@ Both return ``Posted(url, params, status, text)``, also appended to ``callbacks`
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import secrets
@@ -83,6 +82,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from twilio.request_validator import RequestValidator
+
+from .fake_http import FakeHttpServer
 
 API_VERSION = "2010-04-01"
 MAX_BODY = 1600
@@ -233,56 +234,24 @@ def new_sid(prefix: str = "SM") -> str:
 
 
 @dataclass
-class FakeTwilio:
+class FakeTwilio(FakeHttpServer):
     account_sid: str = "AC" + "0123456789abcdef" * 2
     auth_token: str = "fake-auth-token-0123456789abcdef"
     phone_number: str = "+15017122661"  # the sender a Messaging Service picks, and the inbound To
-    script: dict[str, Script] = field(default_factory=dict)
     default: Behaviour = ACCEPT
-    host: str = "127.0.0.1"
 
-    requests: list[FakeRequest] = field(default_factory=list, init=False)
     messages: dict[str, FakeMessage] = field(default_factory=dict, init=False)
     callbacks: list[Posted] = field(default_factory=list, init=False)
-    in_flight: int = field(default=0, init=False)
-    peak_in_flight: int = field(default=0, init=False)
-    port: int = field(default=0, init=False)
-
-    def __post_init__(self) -> None:
-        self._seen: dict[str, int] = {}  # requests per To so far (for scripted sequences)
-        self._runner: web.AppRunner | None = None
-        self._session: aiohttp.ClientSession | None = None
-        self._closing = asyncio.Event()
 
     # ------------------------------------------------------------ lifecycle
-
-    @property
-    def url(self) -> str:
-        """The base URL to give the client (``twilio.base_url``)."""
-        return f"http://{self.host}:{self.port}"
 
     @property
     def messages_path(self) -> str:
         return f"/{API_VERSION}/Accounts/{self.account_sid}/Messages.json"
 
-    async def __aenter__(self) -> FakeTwilio:
-        app = web.Application()
-        app.router.add_post("/{version}/Accounts/{account}/Messages.json", self._create)
-        app.router.add_route("*", "/{tail:.*}", self._not_found)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-        self._session = aiohttp.ClientSession()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._closing.set()  # slow answers end now
-        if self._session is not None:
-            await self._session.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+    def _routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post("/{version}/Accounts/{account}/Messages.json", self._create)
+        router.add_route("*", "/{tail:.*}", self._not_found)
 
     # ------------------------------------------------------------ what it saw
 
@@ -295,35 +264,16 @@ class FakeTwilio:
 
     # ------------------------------------------------------------ the API
 
-    def behaviour(self, to: str) -> Behaviour:
-        """The next behaviour for a request to ``to`` (advances a scripted sequence)."""
-        scripted = self.script.get(to, self.default)
-        n = self._seen.get(to, 0)
-        self._seen[to] = n + 1
-        if isinstance(scripted, Behaviour):
-            return scripted
-        return scripted[min(n, len(scripted) - 1)] if scripted else self.default
-
     async def _not_found(self, request: web.Request) -> web.StreamResponse:
         return self._error(20404, path=request.path)
 
     async def _create(self, request: web.Request) -> web.StreamResponse:
-        self.in_flight += 1
-        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-        try:
+        with self._handling():
             form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
             auth = _basic_auth(request.headers.get("Authorization"))
             seen = FakeRequest(request.method, request.path, form, auth, dict(request.headers))
             self.requests.append(seen)
-            response = await self._answer(request, form, auth)
-            if response is None:  # dropped: close, then aiohttp finds nothing to write the answer to
-                if request.transport is not None:
-                    request.transport.close()
-                return web.Response(status=500)
-            seen.answered = response.status
-            return response
-        finally:
-            self.in_flight -= 1
+            return self._reply(request, seen, await self._answer(request, form, auth))
 
     async def _answer(
         self, request: web.Request, form: dict[str, str], auth: tuple[str, str] | None
@@ -355,11 +305,7 @@ class FakeTwilio:
             return self._error(21617)
 
         behaviour = self.behaviour(to)
-        if behaviour.delay:
-            try:
-                await asyncio.wait_for(self._closing.wait(), behaviour.delay)
-            except TimeoutError:
-                pass
+        await self._wait(behaviour.delay)
         message = self._store(form) if behaviour.creates else None
         if behaviour.drop:
             return None
@@ -516,13 +462,12 @@ class FakeTwilio:
 
     async def post_signed(self, url: str, params: Mapping[str, str]) -> Posted:
         """POST ``params`` as a form to ``url``, signed and headed the way Twilio's webhooks are."""
-        assert self._session is not None, "use FakeTwilio as an async context manager"
         headers = {
             "X-Twilio-Signature": self.signature(url, params),
             "User-Agent": "TwilioProxy/1.1",
             "I-Twilio-Idempotency-Token": secrets.token_hex(16),
         }
-        async with self._session.post(url, data=dict(params), headers=headers) as response:
+        async with self._client().post(url, data=dict(params), headers=headers) as response:
             posted = Posted(url, dict(params), response.status, await response.text())
         self.callbacks.append(posted)
         return posted

@@ -1,4 +1,5 @@
-"""Helpers for transport tests: envelopes, server settings, a fake monotonic clock."""
+"""Helpers for transport tests: envelopes, server settings, fake monotonic clocks (``MonotonicFake``;
+``FrozenTime``, with a sleep that records instead of waiting)."""
 
 from __future__ import annotations
 
@@ -47,3 +48,17 @@ class MonotonicFake:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class FrozenTime:
+    """A monotonic clock that only moves when told, and a sleep that records instead of waiting."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)

@@ -343,7 +343,7 @@ def test_it_is_built_from_the_settings_with_its_share(tmp_path: Path) -> None:
     )
     m = iw.build(settings, "wecom", FakeClock(SENT_AT), 0.5)
     assert isinstance(m, Messenger)
-    assert (m.channel, m.provider, m.outbox, m.url, m.timeout) == ("im", "wecom", False, "https://gw.example.com/topslot", 7)
+    assert (m.channel, m.provider, m.url, m.timeout) == ("im", "wecom", "https://gw.example.com/topslot", 7)
     assert (m.rate_per_second, m.max_in_flight) == (0.15, 2)
     with pytest.raises(ValueError):
         iw.build(settings, "dingtalk", FakeClock(SENT_AT), 1.0)

@@ -7,11 +7,9 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from daemon.channels.base import EmailEnvelope, TextMessage
+from daemon.channels.base import Card, ContentTemplate, EmailEnvelope, TextMessage
 from daemon.channels.outbox import JsonlTextOutbox, MaildirOutbox
-from daemon.channels.smtp import SmtpPool
 from daemon.clock import FakeClock
-from daemon.settings import Settings, SmtpServer
 
 DATA = "From: shop@shop.example\r\nTo: ann@a.example\r\nSubject: 母亲节\r\n\r\nHi\r\n".encode()
 
@@ -60,3 +58,24 @@ async def test_text_outbox_appends_one_json_line_per_message(tmp_path: Path) -> 
         "body": "母亲节 3",
         "written_at": "2026-05-10T09:00:00Z",
     }
+
+
+async def test_an_im_line_shows_its_card_and_template(tmp_path: Path) -> None:
+    clock = FakeClock(datetime(2026, 5, 10, 9, 0, tzinfo=UTC))
+    outbox = JsonlTextOutbox(tmp_path / "im.jsonl", channel="im", clock=clock)
+    card = Card("Mother's Day", "https://t.example/c/abc", "Shop now", "MOM-7Q2K")
+    template = ContentTemplate("HX" + "0" * 32, {"1": "Ada", "2": "MOM-7Q2K"})
+    await outbox.send(TextMessage(9, "whatsapp:+14155550009", "Hi Ada", card, template, "mothers-day"))
+    await outbox.send(TextMessage(10, "tg:1001", "Hi Bob"))  # no card: no card key
+    await outbox.close()
+
+    first, second = (json.loads(line) for line in (tmp_path / "im.jsonl").read_text(encoding="utf-8").splitlines())
+    assert first["card"] == {
+        "title": "Mother's Day",
+        "link": "https://t.example/c/abc",
+        "button": "Shop now",
+        "coupon": "MOM-7Q2K",
+    }
+    assert first["template"] == {"sid": "HX" + "0" * 32, "variables": {"1": "Ada", "2": "MOM-7Q2K"}}
+    assert (first["channel"], first["to"], first["body"]) == ("im", "whatsapp:+14155550009", "Hi Ada")
+    assert "card" not in second and "template" not in second

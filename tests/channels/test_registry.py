@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from dispatch.fixtures import campaign
 from dispatch.fixtures import settings as smtp_settings
 
 from daemon.channels.outbox import JsonlTextOutbox, MaildirOutbox
-from daemon.channels.registry import OUTBOX_RATE_PER_S, Registry
+from daemon.channels.registry import OUTBOX_RATE_PER_S, Registry, provider_problems
 from daemon.channels.smtp import SmtpPool
 from daemon.settings import Settings, SmtpServer
 
@@ -24,7 +25,7 @@ async def test_without_providers_every_channel_goes_to_its_outbox(tmp_path: Path
     assert isinstance(email, MaildirOutbox) and email.directory == tmp_path / "var" / "outbox"
     assert isinstance(sms, JsonlTextOutbox) and sms.path == tmp_path / "var" / "outbox" / "sms.jsonl"
     assert isinstance(im, JsonlTextOutbox) and im.path == tmp_path / "var" / "outbox" / "im.jsonl"
-    assert all(m.outbox and m.provider == "outbox" for m in (email, sms, im))
+    assert all(m.provider == "outbox" for m in (email, sms, im))
     assert [m.channel for m in (email, sms, im)] == ["email", "sms", "im"]
     assert registry.rate("sms") == OUTBOX_RATE_PER_S
     assert registry.messenger("email") is email  # built once
@@ -37,7 +38,7 @@ async def test_configured_smtp_wins_over_the_outbox_and_sizes_windows(tmp_path: 
     registry = Registry(Settings(config_dir=tmp_path, var_dir=tmp_path, smtp=servers))
 
     email = registry.messenger("email")
-    assert isinstance(email, SmtpPool) and email.provider == "smtp" and not email.outbox
+    assert isinstance(email, SmtpPool) and email.provider == "smtp"
     assert registry.rate("email") == 40  # the primary server's: failovers are not extra capacity
     assert registry.provider("email", wanted="outbox").name == "outbox"  # asked for by name
     assert registry.provider("email", wanted="nonesuch").name == "smtp"  # unknown name: the default
@@ -62,3 +63,50 @@ def test_unknown_channel_and_bad_share_are_refused(tmp_path: Path) -> None:
         Registry(demo_settings(tmp_path), share=0)
     with pytest.raises(KeyError, match="unknown channel 'fax'"):
         Registry(demo_settings(tmp_path)).provider("fax")  # type: ignore[arg-type]
+
+
+IM_SETTINGS = {
+    "wa": {"kind": "whatsapp", "from_number": "+14155238886"},
+    "gw": {"kind": "webhook", "url": "https://gw.shop.example/topslot", "secret": "s" * 32},
+}
+TEMPLATE = {"content_sid": "HX" + "a" * 32, "variables": {"1": "{{ contact.first_name }}"}}
+
+
+@pytest.mark.parametrize(
+    ("im", "expected"),
+    [
+        ({"provider": "wa", **TEMPLATE}, []),
+        ({"provider": "gw", "title": "Gift", "button": "Open"}, []),
+        ({"provider": "wa"}, [(("content", "im"), "marketing messages must be approved templates")]),
+        (
+            {"provider": "wa", "title": "Gift", "button": "Open", **TEMPLATE},
+            [(("content", "im", "title"), "title changes nothing"), (("content", "im", "button"), "button changes")],
+        ),
+        (
+            {"provider": "gw", **TEMPLATE},
+            [
+                (("content", "im", "content_sid"), "content_sid is for WhatsApp templates; 'gw' is a webhook"),
+                (("content", "im", "variables"), "variables is for WhatsApp templates"),
+            ],
+        ),
+        ({"provider": "dingtalk"}, [(("content", "im", "provider"), "'dingtalk' is not in the settings (im: gw, wa)")]),
+        ({}, [(("content", "im"), "name the IM provider it sends through (content.im.provider): gw, wa")]),
+    ],
+)
+def test_a_campaign_is_refused_for_im_keys_its_provider_cannot_use(
+    tmp_path: Path, im: dict[str, object], expected: list[tuple[tuple[str, ...], str]]
+) -> None:
+    twilio = {"account_sid": "AC" + "0" * 32, "auth_token": "t" * 32, "from_number": "+15005550006"}
+    settings = Settings(
+        config_dir=tmp_path,
+        var_dir=tmp_path / "var",
+        twilio=twilio,
+        im=IM_SETTINGS,
+        compliance={"sender_identity": "Example Shop"},
+    )
+    c = campaign(channels=["im"], audience={"all": [{"consent": "im"}]}, content={"im": {"body": "t.j2", **im}})
+
+    found = provider_problems(c, settings)
+
+    assert [path for path, _ in found] == [path for path, _ in expected]
+    assert all(part in message for (_, message), (_, part) in zip(found, expected, strict=True)), found

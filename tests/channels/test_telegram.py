@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import traceback
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from channels.fake_telegram import (
     slow,
 )
 from channels.scripted_smtp import unused_port
-from channels.support import envelope
+from channels.support import FrozenTime, envelope
 from daemon.channels.base import Card, Messenger, TextMessage
 from daemon.channels.http import hand_over, redact
 from daemon.channels.registry import Registry
@@ -305,27 +304,6 @@ async def test_connection_refused_is_transient() -> None:
     await messenger.close()
 
 
-@pytest.fixture
-def unanswered_port() -> Iterator[int]:
-    """A port whose accept queue is full: a new connection's SYN is dropped, so connect() hangs."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    fillers = []
-    for _ in range(3):
-        filler = socket.socket()
-        filler.setblocking(False)
-        try:
-            filler.connect(("127.0.0.1", port))
-        except BlockingIOError:
-            pass
-        fillers.append(filler)
-    yield port
-    for sock in (*fillers, listener):
-        sock.close()
-
-
 async def test_a_connect_that_never_completes_is_transient(unanswered_port: int) -> None:
     messenger = TelegramBot(token="1:secret-token", base_url=f"http://127.0.0.1:{unanswered_port}", timeout=0.3)
 
@@ -406,20 +384,6 @@ async def test_requests_in_flight_never_exceed_max_in_flight(fake: FakeTelegram)
     await messenger.close()
 
 
-class FrozenTime:
-    """A monotonic clock that only moves when told, and a sleep that records instead of waiting."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-
-
 async def test_sends_are_paced_by_the_token_bucket(fake: FakeTelegram) -> None:
     time = FrozenTime()
     messenger = make(fake, rate_per_second=4.0, monotonic=time.monotonic, sleep=time.sleep)
@@ -447,7 +411,7 @@ async def test_the_registry_builds_it_from_the_im_settings_with_each_process_sha
     messenger = registry.messenger("im", "tg_shop")
 
     assert isinstance(messenger, TelegramBot) and isinstance(messenger, Messenger)
-    assert messenger.channel == "im" and messenger.provider == "tg_shop" and messenger.outbox is False
+    assert messenger.channel == "im" and messenger.provider == "tg_shop"
     assert messenger.rate_per_second == pytest.approx(7.5) and messenger.bucket.rate == pytest.approx(7.5)
     assert messenger.max_in_flight == 5
     assert registry.rate("im", "tg_shop") == 30.0  # windows are sized by the whole node's rate
@@ -519,12 +483,14 @@ async def test_it_takes_text_messages_only(bot: TelegramBot) -> None:
 def test_classify_keys_on_the_description_and_retry_after_not_the_code() -> None:
     blocked = classify(418, {"ok": False, "error_code": 418, "description": "Forbidden: user is deactivated"})
     waits = classify(500, {"ok": False, "description": "busy", "parameters": {"retry_after": 12}})
-    header = classify(503, {}, retry_after="9")
+    header = classify(429, {}, retry_after="9")
+    busy_server = classify(503, {}, retry_after="9")  # a 5xx may have sent it, whatever it asks
     gone = classify(403, {"ok": False, "error_code": 403, "description": "Bad Request: CHAT NOT FOUND"})
 
     assert isinstance(blocked, PermanentSendError) and blocked.suppress and blocked.code == 418
     assert isinstance(waits, TransientSendError) and waits.retry_after == 12.0
     assert isinstance(header, TransientSendError) and header.retry_after == 9.0
+    assert isinstance(busy_server, AmbiguousSendError)
     assert isinstance(gone, PermanentSendError) and not gone.suppress
 
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -30,6 +29,7 @@ from channels.fake_twilio import (
     slow,
 )
 from channels.scripted_smtp import unused_port
+from channels.support import FrozenTime
 from daemon.channels.base import EmailEnvelope, Messenger, TextMessage
 from daemon.channels.outbox import JsonlTextOutbox
 from daemon.channels.registry import Registry
@@ -99,7 +99,7 @@ async def test_a_created_message_returns_its_sid_from_one_twilio_shaped_request(
     registry = Registry(twilio_settings(tmp_path, fake))
     messenger = registry.messenger("sms")
     assert isinstance(messenger, TwilioSms) and isinstance(messenger, Messenger)
-    assert (messenger.channel, messenger.provider, messenger.outbox) == ("sms", "twilio", False)
+    assert (messenger.channel, messenger.provider) == ("sms", "twilio")
 
     sid = await messenger.send(text("+14155550100", body="母亲节快乐 🎉"))
 
@@ -287,27 +287,6 @@ async def test_connection_refused_is_transient() -> None:
     await messenger.close()
 
 
-@pytest.fixture
-def unanswered_port() -> Iterator[int]:
-    """A port whose accept queue is full: a new connection's SYN is dropped, so connect() hangs."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    fillers = []
-    for _ in range(3):
-        filler = socket.socket()
-        filler.setblocking(False)
-        try:
-            filler.connect(("127.0.0.1", port))
-        except BlockingIOError:
-            pass
-        fillers.append(filler)
-    yield port
-    for sock in (*fillers, listener):
-        sock.close()
-
-
 async def test_a_connect_that_never_completes_is_transient(unanswered_port: int) -> None:
     messenger = TwilioSms(
         account_sid="AC" + "0" * 32,
@@ -336,20 +315,6 @@ async def test_requests_in_flight_never_exceed_max_in_flight(fake: FakeTwilio) -
     assert len(set(sids)) == 12 and len(fake.requests) == 12
     assert fake.peak_in_flight == 3
     await messenger.close()
-
-
-class FrozenTime:
-    """A monotonic clock that only moves when told, and a sleep that records instead of waiting."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
 
 
 async def test_sends_are_paced_by_the_token_bucket(fake: FakeTwilio) -> None:

@@ -98,7 +98,7 @@ async def test_a_template_is_created_from_one_twilio_shaped_request(tmp_path: Pa
     registry = Registry(wa_settings(tmp_path, fake))
     messenger = registry.messenger("im", "whatsapp")
     assert isinstance(messenger, TwilioWhatsApp) and isinstance(messenger, Messenger)
-    assert (messenger.channel, messenger.provider, messenger.outbox) == ("im", "whatsapp", False)
+    assert (messenger.channel, messenger.provider) == ("im", "whatsapp")
 
     sid = await messenger.send(
         push(variables={"1": "母亲", "2": "MOM20", "10": "x", "3": "https://t.shop.example/c/1"})

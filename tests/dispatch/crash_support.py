@@ -16,18 +16,19 @@ import csv
 import json
 import os
 import re
+import signal
 import sqlite3
 import sys
+import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from channels.fake_im_gateway import Behaviour as GatewayBehaviour
 from channels.fake_im_gateway import FakeImGateway
-from channels.fake_twilio import Behaviour, FakeTwilio
+from channels.fake_twilio import FakeTwilio
 from channels.scripted_smtp import ScriptedSmtpServer
 
 _SCRIPT = Path(sys.executable).parent / "topslot"  # the installed console script, as systemd runs it
@@ -40,13 +41,8 @@ BIG_CHARS = 900_000  # CJK characters in each part of the big message (3 bytes e
 
 _MESSAGE_ID = re.compile(rb"^Message-ID: <d(\d+)\.", re.IGNORECASE | re.MULTILINE)
 
-CAMPAIGN = """\
-id: {campaign_id}
-name: Crash test
-channels: [email]
-audience:
-  all:
-    - {{consent: email}}
+# one slot (``day`` ``slot``, UTC, 15 minutes' grace), a generated coupon, a landing page: every crash campaign's
+SCHEDULE = """\
 schedule:
   start: {day}
   end: {day}
@@ -60,6 +56,16 @@ landing_page:
   url: https://shop.example.com/landing?x=1
   utm: {{source: topslot}}
 content:
+"""
+
+CAMPAIGN = """\
+id: {campaign_id}
+name: Crash test
+channels: [email]
+audience:
+  all:
+    - {{consent: email}}
+""" + SCHEDULE + """\
   email:
     from: "Example Shop <news@shop.example.com>"
     subject: "An offer for {{{{ contact.first_name }}}}"
@@ -110,9 +116,22 @@ class CrashSetup:
     big_email: str
 
 
-def write_setup(root: Path, smtp_port: int, due: datetime, *, contacts: int, big_index: int, rate: float) -> CrashSetup:
-    """config/topslot.yaml (SQLite, the SMTP server), one campaign with one slot at ``due``, its
-    templates, and a contacts CSV (consent yes, UTC) with one big-message recipient."""
+def _write_setup(
+    root: Path,
+    due: datetime,
+    *,
+    channel_settings: str,
+    campaign_file: str,
+    campaign: str,
+    templates: dict[str, str],
+    header: list[str],
+    rows: Iterable[list[str]],
+    big_email: str = "",
+    **campaign_fields: str,
+) -> CrashSetup:
+    """config/topslot.yaml (SQLite, UTC, JSON logs, any free tracking port, then ``channel_settings``),
+    ``campaign`` (filled with the day and slot of ``due`` and ``campaign_fields``) as
+    config/campaigns/``campaign_file``, ``templates`` under templates/crash/, and a contacts CSV."""
     config = root / "config"
     (config / "campaigns").mkdir(parents=True)
     (root / "templates" / "crash").mkdir(parents=True)
@@ -130,24 +149,43 @@ tracking_port: 0  # any free port: never collide with another daemon
 compliance:
   postal_address: "Example Shop, 1 Example Road, Springfield"
   sender_identity: "Example Shop"
-smtp:
-  local: {{host: 127.0.0.1, port: {smtp_port}, tls: none, pool_size: 4, rate_per_second: {rate}}}
-""",
+{channel_settings}""",
         encoding="utf-8",
     )
-    (config / "campaigns" / "crash.yaml").write_text(
-        CAMPAIGN.format(campaign_id=CAMPAIGN_ID, day=due.date().isoformat(), slot=due.strftime("%H:%M")),
-        encoding="utf-8",
+    (config / "campaigns" / campaign_file).write_text(
+        campaign.format(day=due.date().isoformat(), slot=due.strftime("%H:%M"), **campaign_fields), encoding="utf-8"
     )
-    (root / "templates" / "crash" / "mail.html.j2").write_text(HTML, encoding="utf-8")
-    (root / "templates" / "crash" / "mail.txt.j2").write_text(TEXT, encoding="utf-8")
+    for name, text in templates.items():
+        (root / "templates" / "crash" / name).write_text(text, encoding="utf-8")
     contacts_csv = root / "contacts.csv"
     with contacts_csv.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["external_id", "email", "first_name", "country", "timezone", "consent_email", "big"])
-        for i in range(contacts):
-            writer.writerow([f"c{i:04d}", email_of(i), f"Name{i}", "US", "UTC", "yes", "yes" if i == big_index else ""])
-    return CrashSetup(root, config, db, contacts_csv, due, email_of(big_index))
+        writer.writerow(header)
+        writer.writerows(rows)
+    return CrashSetup(root, config, db, contacts_csv, due, big_email)
+
+
+def write_setup(root: Path, smtp_port: int, due: datetime, *, contacts: int, big_index: int, rate: float) -> CrashSetup:
+    """config/topslot.yaml (SQLite, the SMTP server), one campaign with one slot at ``due``, its
+    templates, and a contacts CSV (consent yes, UTC) with one big-message recipient."""
+    return _write_setup(
+        root,
+        due,
+        channel_settings=f"""\
+smtp:
+  local: {{host: 127.0.0.1, port: {smtp_port}, tls: none, pool_size: 4, rate_per_second: {rate}}}
+""",
+        campaign_file="crash.yaml",
+        campaign=CAMPAIGN,
+        campaign_id=CAMPAIGN_ID,
+        templates={"mail.html.j2": HTML, "mail.txt.j2": TEXT},
+        header=["external_id", "email", "first_name", "country", "timezone", "consent_email", "big"],
+        rows=(
+            [f"c{i:04d}", email_of(i), f"Name{i}", "US", "UTC", "yes", "yes" if i == big_index else ""]
+            for i in range(contacts)
+        ),
+        big_email=email_of(big_index),
+    )
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -186,28 +224,33 @@ class Row:
     attempts: int
 
 
-def ledger(db: Path) -> dict[int, Row]:
-    """Every delivery row of the campaign, by id (plain sqlite3; only reads)."""
+def _rows(db: Path, columns: str, campaign_id: str) -> list[tuple[Any, ...]]:
+    """``columns`` (of ``d``, the delivery, and ``c``, its contact) of every delivery row of
+    ``campaign_id`` (plain sqlite3; only reads)."""
     con = sqlite3.connect(db, timeout=10)
     try:
-        rows = con.execute(
-            "SELECT d.id, d.state, c.email, d.coupon_code, d.attempts FROM deliveries d "
-            "JOIN contacts c ON c.id = d.contact_id WHERE d.campaign_id = ?",
-            (CAMPAIGN_ID,),
+        return con.execute(
+            f"SELECT {columns} FROM deliveries d JOIN contacts c ON c.id = d.contact_id WHERE d.campaign_id = ?",
+            (campaign_id,),
         ).fetchall()
     finally:
         con.close()
+
+
+def ledger(db: Path) -> dict[int, Row]:
+    """Every delivery row of the campaign, by id (plain sqlite3; only reads)."""
+    rows = _rows(db, "d.id, d.state, c.email, d.coupon_code, d.attempts", CAMPAIGN_ID)
     return {r[0]: Row(*r) for r in rows}
 
 
-def by_state(rows: dict[int, Row]) -> dict[str, set[int]]:
+def by_state(rows: Mapping[int, Any]) -> dict[str, set[int]]:
     states: dict[str, set[int]] = {}
     for row in rows.values():
         states.setdefault(row.state, set()).add(row.id)
     return states
 
 
-def counts(rows: dict[int, Row]) -> dict[str, int]:
+def counts(rows: Mapping[int, Any]) -> dict[str, int]:
     return dict(Counter(r.state for r in rows.values()))
 
 
@@ -283,6 +326,172 @@ async def wait_until(predicate: Callable[[], bool], timeout: float, step: float 
     return True
 
 
+def log_events(log: Path, name: str) -> list[dict[str, Any]]:
+    """The JSON log records of event ``name`` in a child's log, in order."""
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{") and f'"{name}"' in line:
+            record = json.loads(line)
+            if record.get("event") == name:
+                found.append(record)
+    return found
+
+
+# ---------------------------------------------------------------- a kill in mid-bucket, then a restart (SMS, IM)
+
+
+Ledger = Callable[[], Mapping[int, Any]]  # the campaign's rows now, by id (Row, SmsRow, ImRow)
+
+
+@dataclass
+class _OnRequest:
+    """A fake provider (first base after this one) that calls ``on_request(n, recipient)`` as its
+    n-th request (1-based, in arrival order) has been read and recorded, before it is answered."""
+
+    on_request: Callable[[int, str], None] | None = None
+
+    def behaviour(self, recipient: str) -> Any:
+        if self.on_request is not None:
+            self.on_request(len(self.requests), recipient)  # type: ignore[attr-defined]
+        return super().behaviour(recipient)  # type: ignore[misc]
+
+
+async def import_contacts(setup: CrashSetup, log: Path, **env: str) -> None:
+    """``topslot contacts import`` of the setup's contacts CSV; it must succeed."""
+    imported = await topslot(setup, "contacts", "import", str(setup.contacts_csv), log=log, **env)
+    try:
+        assert await imported.wait() == 0, tail(log)
+    finally:
+        if imported.returncode is None:
+            imported.kill()
+
+
+def kill_once_sent(current: dict[str, int], *, after: int, ledger: Ledger) -> Callable[[int, str], None]:
+    """A fake's ``on_request`` that SIGKILLs the running daemon (``current["pid"]``) as the first
+    request from the ``after``-th on arrives once a chunk is recorded as sent, and notes that
+    request's number as ``current["killed"]``."""
+
+    def on_request(n: int, recipient: str) -> None:
+        if n < after or "pid" not in current or "killed" in current:
+            return
+        if "sent" in by_state(ledger()):
+            os.kill(current["pid"], signal.SIGKILL)
+            current["killed"] = n
+
+    return on_request
+
+
+async def run_until_killed(
+    setup: CrashSetup,
+    log: Path,
+    current: dict[str, int],
+    *,
+    start: datetime,
+    failpoint: str | None,
+    step: str,
+    timeout: float,
+    ledger: Ledger,
+    **env: str,
+) -> float:
+    """The first run: ``topslot run --from start`` (with ``TOPSLOT_FAILPOINT=failpoint`` if any), its
+    pid in ``current["pid"]``. It must die by SIGKILL within ``timeout``; returns how long it ran."""
+    fail = {"TOPSLOT_FAILPOINT": failpoint} if failpoint else {}
+    started = time.monotonic()
+    proc = await topslot(setup, "run", "--from", sim_time(start), log=log, **env, **fail)
+    current["pid"] = proc.pid
+    try:
+        died = await wait_until(lambda: proc.returncode is not None, timeout)
+    finally:
+        if proc.returncode is None:
+            proc.kill()  # also when the test's time is up
+    assert died, f"the daemon did not die at {step}: {counts(ledger())}\n{tail(log)}"
+    assert await proc.wait() == -signal.SIGKILL, tail(log)
+    return time.monotonic() - started
+
+
+async def run_until_finished(
+    setup: CrashSetup,
+    log: Path,
+    current: dict[str, int],
+    *,
+    start: datetime,
+    contacts: int,
+    timeout: float,
+    stop_timeout: float,
+    ledger: Ledger,
+    **env: str,
+) -> float:
+    """The restart: ``topslot run --from start``, its pid in ``current["pid"]``, until all ``contacts``
+    rows are terminal and the daemon is ready; then SIGTERM, and it must exit 0 within
+    ``stop_timeout``. Returns how long it took to finish."""
+    started = time.monotonic()
+    proc = await topslot(setup, "run", "--from", sim_time(start), log=log, **env)
+    current["pid"] = proc.pid
+
+    def finished() -> bool:
+        rows = ledger()
+        return (
+            len(rows) == contacts
+            and not any(r.state in NON_TERMINAL for r in rows.values())
+            and bool(log_events(log, "daemon_ready"))
+        )
+
+    try:
+        await wait_until(lambda: proc.returncode is not None or finished(), timeout)
+        seconds = time.monotonic() - started
+        assert proc.returncode is None, f"the restarted daemon stopped on its own\n{tail(log)}"
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), stop_timeout)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert finished(), f"rows left unfinished: {counts(ledger())}\n{tail(log)}"
+    assert code == 0, tail(log)
+    return seconds
+
+
+@dataclass(frozen=True)
+class Recovered:
+    sent: set[int]
+    unknown: set[int]
+    never_handed_over: set[int]  # claimed or planned at the kill
+
+
+def assert_recovered_once(
+    final: Mapping[int, Any], at_death: Mapping[int, Any], log: Path, *, contacts: int, step: str
+) -> Recovered:
+    """What the restart after a kill in mid-bucket must leave in the ledger, whatever the provider:
+    every row terminal and tried once; what was settled stayed settled; ``unknown`` exactly the rows
+    that were ``sending`` at the kill (as ``leases_recovered`` says); the rows never handed over sent;
+    some rows, not all, sent before the kill."""
+    states, states_at_death = by_state(final), by_state(at_death)
+    sent, unknown = states.get("sent", set()), states.get("unknown", set())
+    sending_at_death = states_at_death.get("sending", set())
+
+    # every row terminal; every recipient accepts, so nothing may fail
+    assert len(final) == contacts
+    assert set(states) <= {"sent", "unknown"}, counts(final)
+    assert {r.attempts for r in final.values()} == {1}
+    assert all(final[d].coupon_code for d in sent | unknown)
+    # what was settled before the kill stayed settled
+    assert states_at_death.get("sent", set()) <= sent
+    assert all(final[d] == at_death[d] for d in states_at_death.get("sent", set()))
+    # the ambiguous window is exactly the rows the dead daemon had marked sending
+    assert sending_at_death, f"the kill at {step} did not land while sending: {counts(at_death)}"
+    assert unknown == sending_at_death
+    recovered = log_events(log, "leases_recovered")
+    assert recovered and recovered[0]["sending_to_unknown"] == len(sending_at_death)
+    assert recovered[0]["claimed_to_planned"] == len(states_at_death.get("claimed", set()))
+    # rows never handed over were sent after the restart
+    never_handed_over = states_at_death.get("claimed", set()) | states_at_death.get("planned", set())
+    assert never_handed_over, f"the kill at {step} was not mid-bucket: {counts(at_death)}"
+    assert never_handed_over <= sent
+    # mid-bucket: some rows had been sent and recorded before the kill
+    assert 0 < len(states_at_death.get("sent", set())) < contacts, counts(at_death)
+    return Recovered(sent, unknown, never_handed_over)
+
+
 # ---------------------------------------------------------------- SMS through the fake Twilio
 
 SMS_CAMPAIGN_ID = "crash-test-sms"
@@ -294,19 +503,7 @@ channels: [sms]
 audience:
   all:
     - {{consent: sms}}
-schedule:
-  start: {day}
-  end: {day}
-  slots: ["{slot}"]
-  timezone: UTC
-  days: every_day
-  arrive_within: 10m
-  missed_slot: {{grace: 15m, then: skip}}
-coupon: {{generate: {{prefix: TS, length: 10}}}}
-landing_page:
-  url: https://shop.example.com/landing?x=1
-  utm: {{source: topslot}}
-content:
+""" + SCHEDULE + """\
   sms:
     body: crash/sms.txt.j2
 """
@@ -319,16 +516,9 @@ def phone_of(index: int) -> str:
 
 
 @dataclass
-class CrashTwilio(FakeTwilio):
+class CrashTwilio(_OnRequest, FakeTwilio):
     """The fake Twilio, plus ``on_request(n, to)``: called as the n-th create request (1-based, in
     arrival order) has been read and recorded, before it is answered."""
-
-    on_request: Callable[[int, str], None] | None = None
-
-    def behaviour(self, to: str) -> Behaviour:
-        if self.on_request is not None:
-            self.on_request(len(self.requests), to)
-        return super().behaviour(to)
 
 
 def twilio_env(twilio: FakeTwilio) -> dict[str, str]:
@@ -342,23 +532,10 @@ def write_sms_setup(
     """config/topslot.yaml (SQLite, Twilio at the fake, no SMTP), one SMS campaign with one slot at
     ``due``, its template, and a contacts CSV of ``contacts`` phones (``phone_of``) with SMS consent.
     ``big_email`` is empty: there is no big message here."""
-    config = root / "config"
-    (config / "campaigns").mkdir(parents=True)
-    (root / "templates" / "crash").mkdir(parents=True)
-    db = root / "var" / "topslot.db"
-    (config / "topslot.yaml").write_text(
-        f"""\
-database_url: sqlite+aiosqlite:///{db}
-templates_dir: {root / "templates"}
-var_dir: {root / "var"}
-default_timezone: UTC
-default_country: US
-log_format: json
-log_level: info
-tracking_port: 0  # any free port: never collide with another daemon
-compliance:
-  postal_address: "Example Shop, 1 Example Road, Springfield"
-  sender_identity: "Example Shop"
+    return _write_setup(
+        root,
+        due,
+        channel_settings=f"""\
 twilio:
   account_sid: {twilio.account_sid}
   from_number: "{twilio.phone_number}"
@@ -367,20 +544,13 @@ twilio:
   max_in_flight: {max_in_flight}
   timeout_seconds: 10
 """,
-        encoding="utf-8",
+        campaign_file="crash_sms.yaml",
+        campaign=SMS_CAMPAIGN,
+        campaign_id=SMS_CAMPAIGN_ID,
+        templates={"sms.txt.j2": SMS_TEXT},
+        header=["external_id", "phone", "first_name", "country", "timezone", "consent_sms"],
+        rows=([f"s{i:04d}", phone_of(i), f"Name{i}", "US", "UTC", "yes"] for i in range(contacts)),
     )
-    (config / "campaigns" / "crash_sms.yaml").write_text(
-        SMS_CAMPAIGN.format(campaign_id=SMS_CAMPAIGN_ID, day=due.date().isoformat(), slot=due.strftime("%H:%M")),
-        encoding="utf-8",
-    )
-    (root / "templates" / "crash" / "sms.txt.j2").write_text(SMS_TEXT, encoding="utf-8")
-    contacts_csv = root / "contacts.csv"
-    with contacts_csv.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["external_id", "phone", "first_name", "country", "timezone", "consent_sms"])
-        for i in range(contacts):
-            writer.writerow([f"s{i:04d}", phone_of(i), f"Name{i}", "US", "UTC", "yes"])
-    return CrashSetup(root, config, db, contacts_csv, due, big_email="")
 
 
 @dataclass(frozen=True)
@@ -397,27 +567,8 @@ class SmsRow:
 
 def sms_ledger(db: Path) -> dict[int, SmsRow]:
     """Every delivery row of the SMS campaign, by id (plain sqlite3; only reads)."""
-    con = sqlite3.connect(db, timeout=10)
-    try:
-        rows = con.execute(
-            "SELECT d.id, d.state, c.phone, d.coupon_code, d.attempts, d.provider, d.provider_id, d.segments "
-            "FROM deliveries d JOIN contacts c ON c.id = d.contact_id WHERE d.campaign_id = ?",
-            (SMS_CAMPAIGN_ID,),
-        ).fetchall()
-    finally:
-        con.close()
-    return {r[0]: SmsRow(*r) for r in rows}
-
-
-def log_events(log: Path, name: str) -> list[dict[str, Any]]:
-    """The JSON log records of event ``name`` in a child's log, in order."""
-    found = []
-    for line in log.read_text(errors="replace").splitlines():
-        if line.startswith("{") and f'"{name}"' in line:
-            record = json.loads(line)
-            if record.get("event") == name:
-                found.append(record)
-    return found
+    columns = "d.id, d.state, c.phone, d.coupon_code, d.attempts, d.provider, d.provider_id, d.segments"
+    return {r[0]: SmsRow(*r) for r in _rows(db, columns, SMS_CAMPAIGN_ID)}
 
 
 # ---------------------------------------------------------------- IM through the fake company gateway
@@ -432,19 +583,7 @@ channels: [im]
 audience:
   all:
     - {{consent: im}}
-schedule:
-  start: {day}
-  end: {day}
-  slots: ["{slot}"]
-  timezone: UTC
-  days: every_day
-  arrive_within: 10m
-  missed_slot: {{grace: 15m, then: skip}}
-coupon: {{generate: {{prefix: TS, length: 10}}}}
-landing_page:
-  url: https://shop.example.com/landing?x=1
-  utm: {{source: topslot}}
-content:
+""" + SCHEDULE + """\
   im:
     provider: {provider}
     body: crash/im.txt.j2
@@ -460,17 +599,10 @@ def im_id_of(index: int) -> str:
 
 
 @dataclass
-class CrashImGateway(FakeImGateway):
+class CrashImGateway(_OnRequest, FakeImGateway):
     """The fake IM gateway, plus ``on_request(n, recipient)``: called as the n-th request (1-based, in
     arrival order, repeats of a forwarded key excepted) has been read, checked and recorded, before
     it is answered."""
-
-    on_request: Callable[[int, str], None] | None = None
-
-    def behaviour(self, recipient: str) -> GatewayBehaviour:
-        if self.on_request is not None:
-            self.on_request(len(self.requests), recipient)
-        return super().behaviour(recipient)
 
     def posts_per_key(self, start: int = 0, end: int | None = None) -> Counter[str]:
         """Idempotency-Key → raw POSTs that carried it (forwarded, repeated or refused alike)."""
@@ -488,23 +620,10 @@ def write_im_setup(
     """config/topslot.yaml (SQLite, im.wecom a webhook provider at the fake gateway, no SMTP nor Twilio),
     one IM campaign with one slot at ``due``, its template, and a contacts CSV of ``contacts`` gateway ids
     (``im_id_of``) with IM consent. ``big_email`` is empty: there is no big message here."""
-    config = root / "config"
-    (config / "campaigns").mkdir(parents=True)
-    (root / "templates" / "crash").mkdir(parents=True)
-    db = root / "var" / "topslot.db"
-    (config / "topslot.yaml").write_text(
-        f"""\
-database_url: sqlite+aiosqlite:///{db}
-templates_dir: {root / "templates"}
-var_dir: {root / "var"}
-default_timezone: UTC
-default_country: US
-log_format: json
-log_level: info
-tracking_port: 0  # any free port: never collide with another daemon
-compliance:
-  postal_address: "Example Shop, 1 Example Road, Springfield"
-  sender_identity: "Example Shop"
+    return _write_setup(
+        root,
+        due,
+        channel_settings=f"""\
 im:
   {IM_PROVIDER}:
     kind: webhook
@@ -513,22 +632,14 @@ im:
     max_in_flight: {max_in_flight}
     timeout_seconds: 10
 """,
-        encoding="utf-8",
+        campaign_file="crash_im.yaml",
+        campaign=IM_CAMPAIGN,
+        campaign_id=IM_CAMPAIGN_ID,
+        provider=IM_PROVIDER,
+        templates={"im.txt.j2": IM_TEXT},
+        header=["external_id", "first_name", "country", "timezone", "consent_im", f"im_{IM_PROVIDER}"],
+        rows=([f"m{i:04d}", f"Name{i}", "US", "UTC", "yes", im_id_of(i)] for i in range(contacts)),
     )
-    (config / "campaigns" / "crash_im.yaml").write_text(
-        IM_CAMPAIGN.format(
-            campaign_id=IM_CAMPAIGN_ID, day=due.date().isoformat(), slot=due.strftime("%H:%M"), provider=IM_PROVIDER
-        ),
-        encoding="utf-8",
-    )
-    (root / "templates" / "crash" / "im.txt.j2").write_text(IM_TEXT, encoding="utf-8")
-    contacts_csv = root / "contacts.csv"
-    with contacts_csv.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["external_id", "first_name", "country", "timezone", "consent_im", f"im_{IM_PROVIDER}"])
-        for i in range(contacts):
-            writer.writerow([f"m{i:04d}", f"Name{i}", "US", "UTC", "yes", im_id_of(i)])
-    return CrashSetup(root, config, db, contacts_csv, due, big_email="")
 
 
 @dataclass(frozen=True)
@@ -544,13 +655,5 @@ class ImRow:
 
 def im_ledger(db: Path, provider: str = IM_PROVIDER) -> dict[int, ImRow]:
     """Every delivery row of the IM campaign, by id (plain sqlite3; only reads)."""
-    con = sqlite3.connect(db, timeout=10)
-    try:
-        rows = con.execute(
-            "SELECT d.id, d.state, c.im_ids, d.coupon_code, d.attempts, d.provider, d.provider_id "
-            "FROM deliveries d JOIN contacts c ON c.id = d.contact_id WHERE d.campaign_id = ?",
-            (IM_CAMPAIGN_ID,),
-        ).fetchall()
-    finally:
-        con.close()
+    rows = _rows(db, "d.id, d.state, c.im_ids, d.coupon_code, d.attempts, d.provider, d.provider_id", IM_CAMPAIGN_ID)
     return {r[0]: ImRow(r[0], r[1], (json.loads(r[2]) if r[2] else {}).get(provider), *r[3:]) for r in rows}

@@ -18,7 +18,6 @@ no failpoint, still within the slot's grace) recovers and finishes. Then:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -37,7 +36,9 @@ from dispatch.crash_support import (
     CrashSmtpServer,
     by_state,
     counts,
+    import_contacts,
     ledger,
+    log_events,
     sim_time,
     tail,
     topslot,
@@ -79,16 +80,6 @@ STEPS = [
 ]
 
 
-def events(log: Path, name: str) -> list[dict[str, object]]:
-    found = []
-    for line in log.read_text(errors="replace").splitlines():
-        if line.startswith("{") and f'"{name}"' in line:
-            record = json.loads(line)
-            if record.get("event") == name:
-                found.append(record)
-    return found
-
-
 @pytest.mark.parametrize("step", STEPS, ids=[s.name for s in STEPS])
 async def test_sigkill_at_each_step_then_restart_sends_everybody_once(tmp_path: Path, step: Step) -> None:
     current: dict[str, int] = {}  # the running daemon's pid, for the mid-body kill
@@ -101,8 +92,7 @@ async def test_sigkill_at_each_step_then_restart_sends_everybody_once(tmp_path: 
     # a small SO_RCVBUF: the server cannot swallow the big body before the kill lands
     async with CrashSmtpServer(on_body=on_body, receive_buffer=4096) as server:
         setup = write_setup(tmp_path, server.port, DUE, contacts=CONTACTS, big_index=BIG_INDEX, rate=RATE)
-        imported = await topslot(setup, "contacts", "import", str(setup.contacts_csv), log=tmp_path / "import.log")
-        assert await imported.wait() == 0, tail(tmp_path / "import.log")
+        await import_contacts(setup, tmp_path / "import.log")
 
         # ---- first run: dies by SIGKILL at the step
         first_log = tmp_path / "run1.log"
@@ -133,7 +123,7 @@ async def test_sigkill_at_each_step_then_restart_sends_everybody_once(tmp_path: 
             return (
                 len(rows) == CONTACTS
                 and not any(r.state in NON_TERMINAL for r in rows.values())
-                and bool(events(second_log, "daemon_ready"))
+                and bool(log_events(second_log, "daemon_ready"))
             )
 
         await wait_until(lambda: proc.returncode is not None or finished(), FINISH_TIMEOUT_S)
@@ -168,7 +158,7 @@ async def test_sigkill_at_each_step_then_restart_sends_everybody_once(tmp_path: 
     assert all(final[d].coupon_code for d in sent | unknown)
     # the ambiguous window is exactly the rows the dead daemon had marked sending
     assert unknown == sending_at_death
-    recovered = events(second_log, "leases_recovered")
+    recovered = log_events(second_log, "leases_recovered")
     claimed_at_death = len(states_at_death.get("claimed", set()))
     if claimed_at_death or sending_at_death:
         assert recovered and recovered[0]["claimed_to_planned"] == claimed_at_death
@@ -207,8 +197,7 @@ async def test_sigterm_mid_bucket_finishes_what_is_on_the_wire_and_leaves_no_unk
 
     async with CrashSmtpServer(on_body=on_body) as server:
         setup = write_setup(tmp_path, server.port, DUE, contacts=CONTACTS, big_index=BIG_INDEX, rate=RATE)
-        imported = await topslot(setup, "contacts", "import", str(setup.contacts_csv), log=tmp_path / "import.log")
-        assert await imported.wait() == 0, tail(tmp_path / "import.log")
+        await import_contacts(setup, tmp_path / "import.log")
         first_log = tmp_path / "run1.log"
         proc = await topslot(setup, "run", "--from", sim_time(FIRST_FROM), log=first_log, TOPSLOT_NODE_ID=NODE_ID)
         current["pid"] = proc.pid

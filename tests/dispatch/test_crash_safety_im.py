@@ -25,9 +25,6 @@ recovers and finishes. Then:
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,17 +37,17 @@ from daemon.dispatch.dispatcher import CHUNK, IN_FLIGHT
 from dispatch.crash_support import (
     IM_PROVIDER,
     NODE_ID,
-    NON_TERMINAL,
     CrashImGateway,
+    assert_recovered_once,
     by_state,
     counts,
     im_env,
     im_id_of,
     im_ledger,
-    log_events,
-    sim_time,
-    tail,
-    topslot,
+    import_contacts,
+    kill_once_sent,
+    run_until_finished,
+    run_until_killed,
     wait_until,
     write_im_setup,
 )
@@ -87,80 +84,37 @@ STEPS = [
 
 
 @pytest.mark.parametrize("step", STEPS, ids=[s.name for s in STEPS])
-async def test_sigkill_mid_im_bucket_then_restart_hands_each_message_over_once(tmp_path: Path, step: Step) -> None:  # noqa: PLR0915
+async def test_sigkill_mid_im_bucket_then_restart_hands_each_message_over_once(tmp_path: Path, step: Step) -> None:
     current: dict[str, int] = {}  # the running daemon's pid, for the kill from the fake
-
-    def on_request(n: int, recipient: str) -> None:
-        # the first request from KILL_AT_REQUEST on that arrives once a chunk is recorded as sent
-        if step.failpoint is not None or n < KILL_AT_REQUEST or "pid" not in current or "killed" in current:
-            return
-        if "sent" in by_state(im_ledger(setup.db)):
-            os.kill(current["pid"], signal.SIGKILL)
-            current["killed"] = n
+    kill = kill_once_sent(current, after=KILL_AT_REQUEST, ledger=lambda: im_ledger(setup.db))
 
     async with (
         asyncio.timeout(TEST_TIMEOUT_S),
-        CrashImGateway(provider=IM_PROVIDER, default=slow(DELAY_S), on_request=on_request) as fake,
+        CrashImGateway(
+            provider=IM_PROVIDER, default=slow(DELAY_S), on_request=kill if step.failpoint is None else None
+        ) as fake,
     ):
         setup = write_im_setup(tmp_path, fake, DUE, contacts=CONTACTS, rate=RATE, max_in_flight=MAX_IN_FLIGHT)
         env = im_env(fake) | {"TOPSLOT_NODE_ID": NODE_ID}
-        imported = await topslot(
-            setup, "contacts", "import", str(setup.contacts_csv), log=tmp_path / "import.log", **im_env(fake)
-        )
-        try:
-            assert await imported.wait() == 0, tail(tmp_path / "import.log")
-        finally:
-            if imported.returncode is None:
-                imported.kill()
+        await import_contacts(setup, tmp_path / "import.log", **im_env(fake))
 
         # ---- first run: dies by SIGKILL in mid-bucket
-        first_log = tmp_path / "run1.log"
-        fail = {"TOPSLOT_FAILPOINT": step.failpoint} if step.failpoint else {}
-        started = time.monotonic()
-        proc = await topslot(setup, "run", "--from", sim_time(FIRST_FROM), log=first_log, **env, **fail)
-        current["pid"] = proc.pid
-        try:
-            died = await wait_until(lambda: proc.returncode is not None, DEATH_TIMEOUT_S)
-        finally:
-            if proc.returncode is None:
-                proc.kill()  # also when the test's time is up
-        assert died, f"the daemon did not die at {step.name}: {counts(im_ledger(setup.db))}\n{tail(first_log)}"
-        assert await proc.wait() == -signal.SIGKILL, tail(first_log)
-        first_s = time.monotonic() - started
+        first_s = await run_until_killed(
+            setup, tmp_path / "run1.log", current, start=FIRST_FROM, failpoint=step.failpoint, step=step.name,
+            timeout=DEATH_TIMEOUT_S, ledger=lambda: im_ledger(setup.db), **env,
+        )  # fmt: skip
         assert await wait_until(lambda: fake.in_flight == 0, 5)  # the gateway has handled all that reached it
         at_death = im_ledger(setup.db)
-        states_at_death = by_state(at_death)
-        sending_at_death = states_at_death.get("sending", set())
         posts_at_death = fake.posts_per_key()
         answered_at_death = {r.key for r in fake.requests if r.answered == 200}
         restart_index = len(fake.requests)
 
         # ---- second run: same node, no failpoint, within the slot's grace; recovers and finishes
         second_log = tmp_path / "run2.log"
-        started = time.monotonic()
-        proc = await topslot(setup, "run", "--from", sim_time(RESTART_FROM), log=second_log, **env)
-        current["pid"] = proc.pid
-
-        def finished() -> bool:
-            rows = im_ledger(setup.db)
-            return (
-                len(rows) == CONTACTS
-                and not any(r.state in NON_TERMINAL for r in rows.values())
-                and bool(log_events(second_log, "daemon_ready"))
-            )
-
-        try:
-            await wait_until(lambda: proc.returncode is not None or finished(), FINISH_TIMEOUT_S)
-            second_s = time.monotonic() - started
-            assert proc.returncode is None, f"the restarted daemon stopped on its own\n{tail(second_log)}"
-            proc.send_signal(signal.SIGTERM)
-            code = await asyncio.wait_for(proc.wait(), 10)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-        assert finished(), f"rows left unfinished: {counts(im_ledger(setup.db))}\n{tail(second_log)}"
-        assert code == 0, tail(second_log)
+        second_s = await run_until_finished(
+            setup, second_log, current, start=RESTART_FROM, contacts=CONTACTS, timeout=FINISH_TIMEOUT_S,
+            stop_timeout=10, ledger=lambda: im_ledger(setup.db), **env,
+        )  # fmt: skip
         final = im_ledger(setup.db)
         requests = list(fake.requests)
         posts = fake.posts_per_key()
@@ -173,16 +127,14 @@ async def test_sigkill_mid_im_bucket_then_restart_hands_each_message_over_once(t
         f"(the gateway had {sum(posts_at_death.values())} requests); restart finished in {second_s:.1f} s "
         f"with {counts(final)} (the gateway got {sum(after_restart.values())} more)"
     )
-    states = by_state(final)
-    sent, unknown = states.get("sent", set()), states.get("unknown", set())
+    # every row terminal and tried once, settled rows kept, unknown = sending at the kill, the rest sent
+    recovered = assert_recovered_once(final, at_death, second_log, contacts=CONTACTS, step=step.name)
+    sent, unknown, never_handed_over = recovered.sent, recovered.unknown, recovered.never_handed_over
+    sending_at_death = by_state(at_death).get("sending", set())
     key = {d: str(d) for d in final}  # the Idempotency-Key of each row: its delivery id
     recipient = {d: r.im_id for d, r in final.items()}
     assert set(recipient.values()) == {im_id_of(i) for i in range(CONTACTS)}
 
-    # every row terminal; every recipient accepts, so nothing may fail
-    assert len(final) == CONTACTS
-    assert set(states) <= {"sent", "unknown"}, counts(final)
-    assert {r.attempts for r in final.values()} == {1}
     # nothing was sent twice: each key forwarded at most once, and never even posted twice
     assert duplicates == 0
     assert {k: n for k, n in posts.items() if n > 1} == {}
@@ -198,26 +150,12 @@ async def test_sigkill_mid_im_bucket_then_restart_hands_each_message_over_once(t
         assert message.payload["campaign_id"] == "crash-test-im" and message.payload["card"]["coupon"]
         assert final[d].provider == IM_PROVIDER and final[d].provider_id == f"{IM_PROVIDER}:{message.gateway_id}"
     assert set(posts) <= {key[d] for d in sent | unknown}
-    assert all(final[d].coupon_code for d in sent | unknown)
-    # what was settled before the kill stayed settled
-    assert states_at_death.get("sent", set()) <= sent
-    assert all(final[d] == at_death[d] for d in states_at_death.get("sent", set()))
-    # the ambiguous window is exactly the rows the dead daemon had marked sending; none was re-posted
-    assert sending_at_death, f"the kill at {step.name} did not land while sending: {counts(at_death)}"
-    assert unknown == sending_at_death
+    # none of the ambiguous rows was re-posted
     assert not {key[d] for d in unknown} & set(after_restart)
-    recovered = log_events(second_log, "leases_recovered")
-    assert recovered and recovered[0]["sending_to_unknown"] == len(sending_at_death)
-    assert recovered[0]["claimed_to_planned"] == len(states_at_death.get("claimed", set()))
     # rows never handed over were sent after the restart, each exactly once
-    never_handed_over = states_at_death.get("claimed", set()) | states_at_death.get("planned", set())
-    assert never_handed_over, f"the kill at {step.name} was not mid-bucket: {counts(at_death)}"
-    assert never_handed_over <= sent
     assert {key[d] for d in never_handed_over} == set(after_restart)
     assert set(after_restart.values()) == {1}
     assert not {key[d] for d in never_handed_over} & set(posts_at_death)
-    # mid-bucket: some rows had been sent and recorded before the kill
-    assert 0 < len(states_at_death.get("sent", set())) < CONTACTS, counts(at_death)
 
     if step.failpoint is None:
         assert current.get("killed", 0) >= KILL_AT_REQUEST

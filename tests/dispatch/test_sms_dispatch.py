@@ -10,12 +10,15 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from daemon.campaign import Campaign
 from daemon.channels.base import TextMessage
 from daemon.channels.testing import FixedMessengers, RecordingMessenger, ScriptedMessenger
 from daemon.clock import FakeClock
+from daemon.delivery import SuppressionReason
 from daemon.dispatch.service import DispatchService
 from daemon.errors import AmbiguousSendError, PermanentSendError, TransientSendError
 from daemon.scheduling.scheduler import BucketScheduler
+from daemon.settings import Settings
 from daemon.store.contacts import import_contacts
 from daemon.store.schema import contacts, deliveries, suppressions
 from dispatch.fixtures import DUE, NOW, campaign, settings
@@ -23,7 +26,7 @@ from dispatch.fixtures import DUE, NOW, campaign, settings
 PHONES = {
     "+14155550101": None,  # accepted
     "+14155550102": PermanentSendError(
-        "21610 recipient replied STOP", code=21610, suppress=True, suppress_reason="sms_stop"
+        "21610 recipient replied STOP", code=21610, suppress=True, suppress_reason=SuppressionReason.SMS_STOP
     ),
     "+14155550103": PermanentSendError("21211 invalid 'To' number", code=21211),
     "+14155550104": TransientSendError("20429 too many requests", code=20429, retry_after=1),
@@ -51,6 +54,18 @@ async def import_phones(engine: AsyncEngine, tmp_path: Path) -> None:
     assert (await import_contacts(engine, path, now=NOW)).ok
 
 
+async def planned(
+    engine: AsyncEngine, s: Settings, service: DispatchService, clock: FakeClock
+) -> tuple[BucketScheduler, Campaign]:
+    """The SMS campaign given to ``service`` and planned, the clock a minute before its bucket."""
+    scheduler = BucketScheduler(engine, s, clock, owner=service.owner, on_claimed=service.dispatch)
+    c = sms_campaign()
+    await service.on_campaigns_changed({c.id: c})
+    await scheduler.on_campaigns_changed({c.id: c})
+    clock.set(DUE - timedelta(minutes=1))
+    return scheduler, c
+
+
 async def rows_by_phone(engine: AsyncEngine) -> dict[str, dict]:  # type: ignore[type-arg]
     query = select(deliveries, contacts.c.phone).join(contacts, contacts.c.id == deliveries.c.contact_id)
     async with engine.connect() as conn:
@@ -64,11 +79,7 @@ async def test_each_answer_lands_in_its_state_with_provider_and_segments(engine,
     messenger = ScriptedMessenger("sms", {p: a for p, a in PHONES.items() if a is not None}, provider="twilio")
     clock = FakeClock(NOW)
     service = DispatchService(engine, s, clock, node="test-node", messengers=FixedMessengers({"sms": messenger}))
-    scheduler = BucketScheduler(engine, s, clock, owner=service.owner, on_claimed=service.dispatch)
-    c = sms_campaign()
-    await service.on_campaigns_changed({c.id: c})
-    await scheduler.on_campaigns_changed({c.id: c})
-    clock.set(DUE - timedelta(minutes=1))
+    scheduler, c = await planned(engine, s, service, clock)
     try:
         assert await scheduler.fire_bucket(c.id, "sms", DUE) == 5
         rows = await rows_by_phone(engine)
@@ -98,11 +109,7 @@ async def test_without_twilio_sms_go_to_the_outbox_and_say_so(engine, tmp_path) 
     await import_phones(engine, tmp_path)
     clock = FakeClock(NOW)
     service = DispatchService(engine, s, clock, node="test-node")  # the registry: no twilio configured
-    scheduler = BucketScheduler(engine, s, clock, owner=service.owner, on_claimed=service.dispatch)
-    c = sms_campaign()
-    await service.on_campaigns_changed({c.id: c})
-    await scheduler.on_campaigns_changed({c.id: c})
-    clock.set(DUE - timedelta(minutes=1))
+    scheduler, c = await planned(engine, s, service, clock)
     try:
         await scheduler.fire_bucket(c.id, "sms", DUE)
         rows = await rows_by_phone(engine)

@@ -94,7 +94,6 @@ def test_open_pixel_and_unsubscribe_links(data: dict, keyring: Keyring) -> None:
     token = msg.unsubscribe_url.rsplit("/", 1)[1]
     assert msg.unsubscribe_mailto == f"mailto:unsubscribe+{token}@t.shop.example.com"
     assert verify(token, keyring, "unsubscribe").delivery_id == 77
-    assert msg.list_unsubscribe == f"<{msg.unsubscribe_url}>, <{msg.unsubscribe_mailto}>"
 
 
 def test_a_mail_domain_can_be_chosen(data: dict, keyring: Keyring) -> None:

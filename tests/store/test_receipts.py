@@ -5,21 +5,22 @@ receipts that beat the dispatcher's commit of the message SID."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.delivery import Decision
+from daemon.delivery import Decision, SuppressionReason
 from daemon.delivery import DeliveryState as S
 from daemon.store import receipts
 from daemon.store import tracking_events as te
 from daemon.store.db import IMMEDIATE
 from daemon.store.dispatch import Outcome, record_outcomes
 from daemon.store.receipts import Receipt, Result, pending_receipts, record_receipt
-from daemon.store.schema import campaigns, consents, contacts, deliveries, suppressions
+from daemon.store.schema import consents, deliveries, suppressions
+from store.sending_rows import add_campaign, add_contact, add_leased_row
 
 NOW = datetime(2027, 5, 6, 12, 0, tzinfo=UTC)
 OWNER = "node-a/1"
@@ -36,40 +37,15 @@ async def sms_world(engine: AsyncEngine, state: str = S.SENDING) -> dict[str, tu
     in ``state``, leased to ``OWNER``; returns name → (contact id, delivery id)."""
     out: dict[str, tuple[int, int]] = {}
     async with engine.begin() as conn:
-        await conn.execute(insert(campaigns), {"id": CAMPAIGN, "name": "Spring", "config_hash": "h", "loaded_at": NOW})
+        await add_campaign(conn, CAMPAIGN, "Spring", NOW)
         for name, phone in PHONES.items():
-            contact_id = (
-                await conn.execute(
-                    insert(contacts)
-                    .values(external_id=name, phone=phone, email=f"{name}@example.com", created_at=NOW, updated_at=NOW)
-                    .returning(contacts.c.id)
-                )
-            ).scalar_one()
-            await conn.execute(
-                insert(consents),
-                {"contact_id": contact_id, "channel": "sms", "granted": True, "source": "crm", "recorded_at": NOW},
+            contact_id = await add_contact(
+                conn, NOW, consent=["sms"], external_id=name, phone=phone, email=f"{name}@example.com"
             )
-            delivery_id = (
-                await conn.execute(
-                    insert(deliveries)
-                    .values(
-                        campaign_id=CAMPAIGN,
-                        contact_id=contact_id,
-                        channel="sms",
-                        slot_date=date(2027, 5, 6),
-                        slot="07:30",
-                        due_utc=NOW,
-                        dispatch_start_utc=NOW,
-                        timezone="America/New_York",
-                        tz_source="phone",
-                        state=state,
-                        lease_owner=OWNER,
-                        created_at=NOW,
-                        updated_at=NOW,
-                    )
-                    .returning(deliveries.c.id)
-                )
-            ).scalar_one()
+            delivery_id = await add_leased_row(
+                conn, campaign_id=CAMPAIGN, contact_id=contact_id, channel="sms", owner=OWNER, at=NOW,
+                timezone="America/New_York", tz_source="phone", state=state,
+            )  # fmt: skip
             out[name] = (contact_id, delivery_id)
     return out
 
@@ -150,7 +126,7 @@ async def test_a_dead_number_is_suppressed_for_sms_once(engine: AsyncEngine) -> 
     world = await sms_world(engine)
     _, d = world["carol"]
     await mark_sent(engine, d, sid(3))
-    receipt = bounced(3, "30005 unknown destination handset", suppress=te.SMS_UNDELIVERABLE_REASON)
+    receipt = bounced(3, "30005 unknown destination handset", suppress=SuppressionReason.SMS_UNDELIVERABLE)
     done = await record_receipt(engine, receipt, NOW)
     assert (done.result, done.delivery_id, done.suppressed) == (Result.APPLIED, d, 1)
     assert (await record_receipt(engine, receipt, NOW)).suppressed == 0
@@ -182,7 +158,7 @@ async def test_a_receipt_before_the_row_is_recorded_is_applied_when_it_is(engine
     world = await sms_world(engine)
     (ca, da), (cc, dc), (cb, db) = world["alice"], world["carol"], world["bob"]
     early = await record_receipt(engine, delivered(10), NOW)
-    dead = bounced(11, "30005 unknown destination handset", suppress=te.SMS_UNDELIVERABLE_REASON)
+    dead = bounced(11, "30005 unknown destination handset", suppress=SuppressionReason.SMS_UNDELIVERABLE)
     assert (await record_receipt(engine, dead, NOW)).result == Result.PENDING
     assert early.result == Result.PENDING
     assert (await record_receipt(engine, bounced(10), NOW)).result == Result.PENDING  # the first one stays parked
@@ -265,9 +241,9 @@ async def test_a_receipt_parked_while_the_record_transaction_is_open_is_applied_
 async def test_opt_out_suppresses_the_phone_and_withdraws_every_holders_consent(engine: AsyncEngine) -> None:
     world = await sms_world(engine)
     first = await te.opt_out_address(
-        engine, "sms", f" {PHONES['bob']} ", NOW, reason=te.SMS_STOP_REASON, source="twilio_inbound:SMx"
+        engine, "sms", f" {PHONES['bob']} ", NOW, reason=SuppressionReason.SMS_STOP, source="twilio_inbound:SMx"
     )
-    again = await te.opt_out_address(engine, "sms", PHONES["bob"], NOW, reason=te.SMS_STOP_REASON, source="y")
+    again = await te.opt_out_address(engine, "sms", PHONES["bob"], NOW, reason=SuppressionReason.SMS_STOP, source="y")
     assert first == te.OptedOut(suppressed=1, contacts=2, consents_withdrawn=2)
     assert again == te.OptedOut(suppressed=0, contacts=2, consents_withdrawn=0)
     assert await suppressed(engine) == [("sms", PHONES["bob"], "sms_stop", "twilio_inbound:SMx")]
@@ -278,18 +254,18 @@ async def test_opt_out_suppresses_the_phone_and_withdraws_every_holders_consent(
 
 async def test_opt_out_of_a_number_no_contact_has_still_suppresses_it(engine: AsyncEngine) -> None:
     await sms_world(engine)
-    done = await te.opt_out_address(engine, "sms", "+447700900123", NOW, reason=te.SMS_STOP_REASON, source="s")
+    done = await te.opt_out_address(engine, "sms", "+447700900123", NOW, reason=SuppressionReason.SMS_STOP, source="s")
     assert done == te.OptedOut(suppressed=1, contacts=0, consents_withdrawn=0)
 
 
 async def test_lifting_removes_only_a_stop_and_leaves_consent_alone(engine: AsyncEngine) -> None:
     world = await sms_world(engine)
-    await te.opt_out_address(engine, "sms", PHONES["bob"], NOW, reason=te.SMS_STOP_REASON, source="s")
+    await te.opt_out_address(engine, "sms", PHONES["bob"], NOW, reason=SuppressionReason.SMS_STOP, source="s")
     async with engine.begin() as conn:
-        await te.suppress_addresses(conn, "sms", [PHONES["carol"]], te.SMS_UNDELIVERABLE_REASON, "30005", NOW)
-    bob = await te.lift_suppression(engine, "sms", PHONES["bob"], reasons={te.SMS_STOP_REASON})
-    carol = await te.lift_suppression(engine, "sms", PHONES["carol"], reasons={te.SMS_STOP_REASON})
-    nobody = await te.lift_suppression(engine, "sms", PHONES["alice"], reasons={te.SMS_STOP_REASON})
+        await te.suppress_addresses(conn, "sms", [PHONES["carol"]], SuppressionReason.SMS_UNDELIVERABLE, "30005", NOW)
+    bob = await te.lift_suppression(engine, "sms", PHONES["bob"], reasons={SuppressionReason.SMS_STOP})
+    carol = await te.lift_suppression(engine, "sms", PHONES["carol"], reasons={SuppressionReason.SMS_STOP})
+    nobody = await te.lift_suppression(engine, "sms", PHONES["alice"], reasons={SuppressionReason.SMS_STOP})
     assert bob == te.Lifted(1, None)
     assert carol == te.Lifted(0, "sms_undeliverable")
     assert nobody == te.Lifted(0, None)

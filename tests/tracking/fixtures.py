@@ -1,8 +1,9 @@
-"""A planned campaign with saved links and signed tokens, and a real tracking server on 127.0.0.1."""
+"""A planned campaign with saved links and signed tokens, and a real tracking server on 127.0.0.1
+(``running_server`` for the world's links, ``serving`` with the routes of a provider's callbacks)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -108,6 +109,22 @@ async def running_server(world: World, clock: FakeClock | None = None, **options
     server = TrackingServer(
         world.engine, world.keyring, clock or FakeClock(SENT_AT + timedelta(hours=1)), TrackingOptions(**opts)
     )
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+@asynccontextmanager
+async def serving(
+    engine: AsyncEngine, clock: Any, routes: Mapping[str, Any], **options: Any
+) -> AsyncIterator[TrackingServer]:
+    """A tracking server (any free port, flushing every 50 ms, ``options``) with ``routes`` (path →
+    handler) added as the daemon adds them, running for the block."""
+    server = TrackingServer(engine, keyring(), clock, TrackingOptions(**{"port": 0, "flush_interval": 0.05, **options}))
+    for path, handler in routes.items():
+        server.add_route(path, handler)
     await server.start()
     try:
         yield server

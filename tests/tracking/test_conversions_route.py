@@ -241,3 +241,17 @@ async def test_a_broken_or_abandoned_body_is_refused_and_the_server_carries_on(e
         async with aiohttp.ClientSession() as http:  # the server carries on
             async with http.get(f"{server.url}/healthz") as r:
                 assert r.status == 200
+
+
+async def test_an_unpaired_surrogate_is_400_not_a_lost_batch(server: TrackingServer, engine) -> None:
+    """``"A\\ud800"`` is valid JSON that no database stores: refused whole (400), never a 500 at insert."""
+    good = json.loads(batch(2))
+    bad = dict(good, conversions=[*good["conversions"], {**good["conversions"][0], "order_id": "A\ud800"}])
+    body = json.dumps(bad).encode()  # ensure_ascii: the surrogate travels as the escape \ud800
+    assert b"\\ud800" in body
+    status, _, content = await raw_post(server, body, signed(body))
+    assert status == 400 and "unpaired surrogate" in json.loads(content)["error"]
+    assert await stored_orders(engine) == 0
+    body = json.dumps(good).encode()  # the shop fixes it and sends again
+    status, _, content = await raw_post(server, body, signed(body))
+    assert status == 200 and json.loads(content)["recorded"] == 2

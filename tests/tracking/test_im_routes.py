@@ -7,15 +7,16 @@ import io
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 from channels.fake_im_gateway import SECRET, FakeImGateway
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
+from store.sending_rows import add_campaign, add_contact, add_leased_row
 
 from daemon.clock import FakeClock, SystemClock
 from daemon.delivery import Decision
@@ -25,10 +26,10 @@ from daemon.runtime.service import Daemon
 from daemon.settings import Settings
 from daemon.store.dispatch import Outcome, record_outcomes
 from daemon.store.receipts import pending_receipts
-from daemon.store.schema import campaigns, contacts, deliveries
+from daemon.store.schema import deliveries
 from daemon.tracking import im_routes as ir
-from daemon.tracking.server import TrackingOptions, TrackingServer
-from tracking.fixtures import keyring
+from daemon.tracking.server import TrackingServer
+from tracking.fixtures import serving
 
 OTHER_SECRET = "dingtalk-gateway-secret-0123456789"
 CAMPAIGN = "spring"
@@ -50,14 +51,9 @@ def im_settings(tmp_path: Path, *, configured: bool = True, **extra: Any) -> Set
 
 @asynccontextmanager
 async def im_server(engine: AsyncEngine, settings: Settings) -> AsyncIterator[TrackingServer]:
-    server = TrackingServer(engine, keyring(), SystemClock(), TrackingOptions(port=0, flush_interval=0.05))
-    for path, handler in ir.im_handlers(engine, settings, SystemClock(), body_timeout=2.0).items():
-        server.add_route(path, handler)
-    await server.start()
-    try:
+    routes = ir.im_handlers(engine, settings, SystemClock(), body_timeout=2.0)
+    async with serving(engine, SystemClock(), routes) as server:
         yield server
-    finally:
-        await server.close()
 
 
 @pytest.fixture
@@ -80,43 +76,15 @@ async def im_world(engine: AsyncEngine, channels: tuple[str, ...] = ("im", "im",
     """A campaign and one contact per channel with one row each, ``sending`` and leased; the delivery ids."""
     ids: list[int] = []
     async with engine.begin() as conn:
-        await conn.execute(insert(campaigns), {"id": CAMPAIGN, "name": "Spring", "config_hash": "h", "loaded_at": NOW})
+        await add_campaign(conn, CAMPAIGN, "Spring", NOW)
         for n, channel in enumerate(channels):
-            contact_id = (
-                await conn.execute(
-                    insert(contacts)
-                    .values(
-                        external_id=f"c{n}",
-                        phone=f"+1415555010{n}",
-                        im_ids={"wecom": f"user{n}", "dingtalk": f"ding{n}"},
-                        created_at=NOW,
-                        updated_at=NOW,
-                    )
-                    .returning(contacts.c.id)
-                )
-            ).scalar_one()
+            im_ids = {"wecom": f"user{n}", "dingtalk": f"ding{n}"}
+            contact_id = await add_contact(conn, NOW, external_id=f"c{n}", phone=f"+1415555010{n}", im_ids=im_ids)
             ids.append(
-                (
-                    await conn.execute(
-                        insert(deliveries)
-                        .values(
-                            campaign_id=CAMPAIGN,
-                            contact_id=contact_id,
-                            channel=channel,
-                            slot_date=date(2027, 5, 6),
-                            slot="07:30",
-                            due_utc=NOW,
-                            dispatch_start_utc=NOW,
-                            timezone="Asia/Shanghai",
-                            tz_source="fallback",
-                            state=S.SENDING,
-                            lease_owner=OWNER,
-                            created_at=NOW,
-                            updated_at=NOW,
-                        )
-                        .returning(deliveries.c.id)
-                    )
-                ).scalar_one()
+                await add_leased_row(
+                    conn, campaign_id=CAMPAIGN, contact_id=contact_id, channel=channel, owner=OWNER, at=NOW,
+                    timezone="Asia/Shanghai", tz_source="fallback",
+                )  # fmt: skip
             )
     return ids
 

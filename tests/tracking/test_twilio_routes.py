@@ -7,15 +7,16 @@ import io
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import structlog
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
+from store.sending_rows import add_campaign, add_contact, add_leased_row
 from store.test_receipts import (
     NOW,
     OWNER,
@@ -39,10 +40,10 @@ from daemon.settings import Compliance, Settings, TwilioSettings
 from daemon.store import tracking_events as te
 from daemon.store.dispatch import Outcome, record_outcomes
 from daemon.store.receipts import pending_receipts
-from daemon.store.schema import campaigns, consents, contacts, deliveries
+from daemon.store.schema import consents
 from daemon.tracking import twilio_routes as tr
-from daemon.tracking.server import TrackingOptions, TrackingServer
-from tracking.fixtures import keyring
+from daemon.tracking.server import TrackingServer
+from tracking.fixtures import serving
 
 TOKEN = "twilio-auth-token-0123456789abcdef"
 PUBLIC = "https://t.example.com/t"  # tracking_base_url: what Twilio calls (a proxy in front)
@@ -70,14 +71,8 @@ def twilio_settings(tmp_path: Path, *, configured: bool = True, **extra: Any) ->
 @asynccontextmanager
 async def twilio_server(engine: AsyncEngine, settings: Settings) -> AsyncIterator[TrackingServer]:
     clock = FakeClock(NOW + timedelta(seconds=30))
-    server = TrackingServer(engine, keyring(), clock, TrackingOptions(port=0, base_path="/t", flush_interval=0.05))
-    for path, handler in tr.twilio_handlers(engine, settings, clock).items():
-        server.add_route(path, handler)
-    await server.start()
-    try:
+    async with serving(engine, clock, tr.twilio_handlers(engine, settings, clock), base_path="/t") as server:
         yield server
-    finally:
-        await server.close()
 
 
 @pytest.fixture
@@ -527,43 +522,15 @@ async def wa_world(engine: AsyncEngine) -> dict[str, tuple[int, int]]:
     leased to ``OWNER``); name → (contact id, delivery id)."""
     out: dict[str, tuple[int, int]] = {}
     async with engine.begin() as conn:
-        await conn.execute(insert(campaigns), {"id": WA_CAMPAIGN, "name": "WA", "config_hash": "h", "loaded_at": NOW})
+        await add_campaign(conn, WA_CAMPAIGN, "WA", NOW)
         for name, (phone, im_ids) in WA_CONTACTS.items():
-            contact_id = (
-                await conn.execute(
-                    insert(contacts)
-                    .values(external_id=name, phone=phone, im_ids=im_ids, created_at=NOW, updated_at=NOW)
-                    .returning(contacts.c.id)
-                )
-            ).scalar_one()
-            await conn.execute(
-                insert(consents),
-                [
-                    {"contact_id": contact_id, "channel": ch, "granted": True, "source": "crm", "recorded_at": NOW}
-                    for ch in ("sms", "im")
-                ],
+            contact_id = await add_contact(
+                conn, NOW, consent=["sms", "im"], external_id=name, phone=phone, im_ids=im_ids
             )
-            delivery_id = (
-                await conn.execute(
-                    insert(deliveries)
-                    .values(
-                        campaign_id=WA_CAMPAIGN,
-                        contact_id=contact_id,
-                        channel="im",
-                        slot_date=date(2027, 5, 6),
-                        slot="07:30",
-                        due_utc=NOW,
-                        dispatch_start_utc=NOW,
-                        timezone="America/New_York",
-                        tz_source="phone",
-                        state=S.SENDING,
-                        lease_owner=OWNER,
-                        created_at=NOW,
-                        updated_at=NOW,
-                    )
-                    .returning(deliveries.c.id)
-                )
-            ).scalar_one()
+            delivery_id = await add_leased_row(
+                conn, campaign_id=WA_CAMPAIGN, contact_id=contact_id, channel="im", owner=OWNER, at=NOW,
+                timezone="America/New_York", tz_source="phone",
+            )  # fmt: skip
             out[name] = (contact_id, delivery_id)
     return out
 
@@ -577,23 +544,13 @@ async def wa_sent(engine: AsyncEngine, sends: dict[int, tuple[int, str]], provid
 
 
 def wa_status_form(n: int, status: str, code: str | None = None, to: str = "+14155550201") -> dict[str, str]:
-    """A WhatsApp status callback as Twilio posts it."""
-    form = {
-        "AccountSid": ACCOUNT,
-        "ApiVersion": "2010-04-01",
+    """A WhatsApp status callback as Twilio posts it: the SMS one, between WhatsApp addresses, with the channel."""
+    return status_form(n, status, code, to=f"whatsapp:{to}") | {
+        "From": f"whatsapp:{WA_NUMBER}",
         "ChannelInstallSid": "XE" + "0" * 32,
         "ChannelPrefix": "whatsapp",
         "ChannelToAddress": to,
-        "From": f"whatsapp:{WA_NUMBER}",
-        "To": f"whatsapp:{to}",
-        "MessageSid": sid(n),
-        "SmsSid": sid(n),
-        "MessageStatus": status,
-        "SmsStatus": status,
     }
-    if code is not None:
-        form["ErrorCode"] = code
-    return form
 
 
 def wa_form(body: str, sender: str = "+14155550201", n: int = 950, to: str = WA_NUMBER) -> dict[str, str]:
