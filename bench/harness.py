@@ -5,18 +5,21 @@ A benchmark describes itself in a ``Bench`` (its fake provider, its two senders,
 labels) and calls ``main(bench)``, which gives it the same flags, runs and printout:
 
 - the fake provider in its own process (``--serve-fake``: the benchmark's ``serve_fake`` starts the
-  fake and calls ``serve_control``, a control endpoint with ``GET /stats`` and ``POST /reset``, until
-  the parent closes its stdin; ``FakeProcess`` is the parent's handle);
+  fake, a ``TimedFake``, and ``serve`` runs it with ``serve_control``, a control endpoint with
+  ``GET /stats`` and ``POST /reset``, until the parent closes its stdin; ``FakeProcess`` is the
+  parent's handle);
 - every measured sender in a fresh child process (``--child bare|topslot --spec JSON``;
   ``run_child``), the first topslot rate-off run under ``py-spy record --gil`` with ``--profile``;
 - the ledger seeded once and copied per run (SQLite) or re-seeded in a throwaway schema (``--pg``);
 - bare and topslot (rate limit off) alternating ``--repeat`` times, then topslot at ``--rate`` R/s
-  ``--repeat`` times; each run checked (the benchmark's ``check_fake`` and ``check_ledger``);
+  ``--repeat`` times; each run checked (the benchmark's ``check_fake``, and ``check_ledger``: every
+  row claimed and sent through the benchmark's provider);
 - medians, the ratio to bare, CPU per message, and PASS/FAIL against ``TARGET_RATIO`` and
   ``TARGET_DEVIATION``.
 
 A child's result is a JSON object with at least ``seconds``, ``cpu_seconds`` and ``id_digest`` (the
-provider ids it holds); a topslot child's also ``claimed``, ``sent`` and ``peak_rss_mb``. The fake's
+provider ids it holds); a topslot child's (``topslot_run``: the seeded bucket fired by ``fire_bucket``,
+which send_pipeline.py uses too) also ``claimed``, ``sent``, ``providers`` and ``peak_rss_mb``. The fake's
 stats have at least ``first``/``last`` (monotonic arrival of the first and last request), ``max_1s``
 and ``cpu_seconds``.
 """
@@ -39,20 +42,33 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections import Counter
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import text
+import aiohttp
+from seeding import DUE
+from sqlalchemy import Column, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from daemon.campaign import Campaign
+from daemon.clock import FakeClock
+from daemon.dispatch.service import DispatchService
 from daemon.logs import configure_logging
+from daemon.scheduling.scheduler import BucketScheduler
+from daemon.settings import Settings
+from daemon.store import ledger
 from daemon.store.db import open_engine
+from daemon.store.schema import deliveries
 
 UNLIMITED = 1_000_000.0  # messages/s: a rate that never binds
 TARGET_RATIO, TARGET_DEVIATION = 0.5, 0.05
 
 Result = dict[str, Any]
+T = TypeVar("T")
 Run = Callable[[dict[str, Any]], Coroutine[Any, Any, Result]]
 
 
@@ -121,6 +137,37 @@ async def pg_schema(url: str, drop: str | None = None) -> str:
 # ---------------------------------------------------------------- the fake (its own process)
 
 
+class TimedFake:
+    """Mixed into a fake provider of tests/channels (``class TimedTwilio(TimedFake, FakeTwilio)``) run in
+    the fake's process: records when each request arrived (the rate the provider sees), forgets what it
+    received on ``reset()``, and gives the stats every fake reports (``arrival_stats()``)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()  # type: ignore[misc]
+        self.arrivals: list[float] = []
+
+    def _handling(self) -> Any:
+        self.arrivals.append(time.monotonic())
+        return super()._handling()  # type: ignore[misc]
+
+    def reset(self) -> None:
+        self.requests.clear()  # type: ignore[attr-defined]
+        self.messages.clear()  # type: ignore[attr-defined]
+        self._seen.clear()  # type: ignore[attr-defined]
+        self.arrivals.clear()
+        self.peak_in_flight = 0
+
+    def arrival_stats(self) -> dict[str, Any]:
+        """``first`` and ``last`` arrival (monotonic), ``max_1s`` and this process's ``cpu_seconds``."""
+        arrivals = self.arrivals
+        return {
+            "first": arrivals[0] if arrivals else None,
+            "last": arrivals[-1] if arrivals else None,
+            "max_1s": most_in_one_second(arrivals),
+            "cpu_seconds": cpu_seconds(),
+        }
+
+
 async def serve_control(port: int, stats: Callable[[], dict[str, Any]], reset: Callable[[], None]) -> None:
     """In the fake's process, next to the fake listening on ``port``: serve ``GET /stats`` and
     ``POST /reset`` (then the stats) on 127.0.0.1, print one JSON line with both ports, and return
@@ -144,6 +191,17 @@ async def serve_control(port: int, stats: Callable[[], dict[str, Any]], reset: C
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes our stdin
     await runner.cleanup()
+
+
+def serve(fake: Any) -> None:
+    """In the fake's process: run ``fake`` (a ``TimedFake`` with a ``stats()``) on 127.0.0.1, with
+    ``serve_control`` next to it, until the parent closes our stdin."""
+
+    async def main() -> None:
+        async with fake:
+            await serve_control(fake.port, fake.stats, fake.reset)
+
+    asyncio.run(main())
 
 
 class FakeProcess:
@@ -197,6 +255,84 @@ def child_main(kind: str, spec: dict[str, Any], runs: Mapping[str, Run]) -> None
     print(json.dumps(asyncio.run(run(spec))))
 
 
+async def post_all(
+    in_flight: int, items: Iterable[T], post: Callable[[aiohttp.ClientSession, T], Awaitable[str]]
+) -> Result:
+    """The bare sender: ``in_flight`` workers on one aiohttp session (one connection each) ``post`` every
+    item (``post`` returns the provider's id for it, or raises); timed: ``sent``, ``seconds``,
+    ``cpu_seconds``, ``id_digest``."""
+    queue = iter(items)
+    ids: list[str] = []
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        for item in queue:
+            ids.append(await post(session, item))
+
+    cpu_before, started = cpu_seconds(), time.perf_counter()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=in_flight)) as session:
+        await asyncio.gather(*(worker(session) for _ in range(in_flight)))
+    elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu_before
+    return {"sent": len(ids), "seconds": elapsed, "cpu_seconds": cpu, "id_digest": digest(ids)}
+
+
+async def fire_bucket(engine: AsyncEngine, settings: Settings, campaign: Campaign, channel: str) -> Result:
+    """Fire the seeded bucket of ``channel`` at ``DUE`` through the real scheduler and dispatch service
+    (on a clock 5 minutes before it); time it; count the states: ``claimed``, ``sent``, ``states``,
+    ``seconds``, ``cpu_seconds``."""
+    clock = FakeClock(DUE - timedelta(minutes=5))
+    service = DispatchService(engine, settings, clock, node="bench")
+    if service.helpers is not None:
+        await service.helpers.start()
+    scheduler = BucketScheduler(
+        engine, settings, clock, owner=service.owner, on_claimed=service.dispatch, on_fire=service.fire_helpers
+    )
+    await service.on_campaigns_changed({campaign.id: campaign})
+    scheduler.campaigns = {campaign.id: campaign}  # planned already (seeded): no re-plan
+    cpu_before, started = cpu_seconds(), time.perf_counter()
+    claimed = await scheduler.fire_bucket(campaign.id, channel, DUE)
+    elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu_before
+    await service.close()
+    states = await ledger.state_counts(engine, campaign.id)
+    return {
+        "claimed": claimed,
+        "sent": states.get(("sent", None), 0),
+        "states": {f"{s}/{r}" if r else s: n for (s, r), n in states.items()},
+        "seconds": elapsed,
+        "cpu_seconds": cpu,
+    }
+
+
+async def topslot_run(
+    spec: dict[str, Any],
+    campaign: Campaign,
+    channel: str,
+    settings: Callable[[Path, int], Settings],
+    *counted: Column[Any],
+) -> Result:
+    """A topslot child: ``fire_bucket`` on the ledger of ``spec`` (``url``, ``schema``) with
+    ``settings(var_dir, processes)``; then, of the sent rows, the ``providers``, the ``id_digest`` of
+    their provider ids and the counts of each ``counted`` column's values (by its name); ``peak_rss_mb``."""
+    url, schema = spec["url"], spec["schema"] or None
+    engine = open_engine(url, schema=schema)
+    with tempfile.TemporaryDirectory() as var_dir:
+        processes = 1 if schema else spec["processes"]  # helpers open settings.database_url, not a schema
+        fired = await fire_bucket(engine, settings(Path(var_dir), processes), campaign, channel)
+    query = select(deliveries.c.provider, deliveries.c.provider_id, *counted).where(
+        deliveries.c.campaign_id == campaign.id, deliveries.c.state == "sent"
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    await engine.dispose()
+    by_value = {c.name: {str(k): v for k, v in Counter(getattr(r, c.name) for r in rows).items()} for c in counted}
+    return {
+        **fired,
+        "providers": dict(Counter(r.provider for r in rows)),
+        **by_value,
+        "id_digest": digest(r.provider_id or "" for r in rows),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
 def run_child(script: str, kind: str, spec: dict[str, Any], profile: str | None = None) -> Result:
     """Run ``script --child kind`` in a fresh process (under py-spy into ``profile``) and return its JSON."""
     command = [sys.executable]
@@ -229,9 +365,15 @@ class Bench:
     seed: Callable[[str, str | None, int], Coroutine[Any, Any, None]]
     serve_fake: Callable[[], None]
     runs: Mapping[str, Run]  # "bare" and "topslot"
+    provider: str  # the ledger's provider of every sent row: "twilio"
     check_fake: Callable[[str, dict[str, Any], int, str], None]  # (label, fake stats, n, sender's id digest)
-    check_ledger: Callable[[str, Result, int], None]  # (label, topslot result, n)
     detail: Callable[[dict[str, Any]], str]  # a line on what the fake received (printed after run 1)
+
+
+def check_ledger(label: str, r: Result, n: int, provider: str) -> None:
+    """The topslot child claimed and sent all ``n`` rows, each through ``provider``."""
+    if r["claimed"] != n or r["sent"] != n or r["providers"] != {provider: n}:
+        sys.exit(f"{label}: sent {r['sent']:,} of {n:,} (claimed {r['claimed']:,}): {r['states']} {r['providers']}")
 
 
 def parse(bench: Bench) -> argparse.Namespace:
@@ -318,7 +460,7 @@ def main(bench: Bench) -> None:
                     seen = fake.stats()
                 finally:
                     ledger_.done(url, schema)
-                bench.check_ledger(label, r, count)
+                check_ledger(label, r, count, bench.provider)
                 bench.check_fake(label, seen, count, r["id_digest"])
                 seen["cpu_seconds"] -= before["cpu_seconds"]
                 return r, seen

@@ -47,7 +47,6 @@ shared with ``sms_pipeline.py``.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -55,39 +54,26 @@ import random
 import statistics
 import string
 import sys
-import tempfile
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from sqlalchemy import select
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 import harness  # noqa: E402
-from harness import cpu_seconds, digest, most_in_one_second, peak_rss_mb  # noqa: E402
-from seeding import seed_bucket  # noqa: E402
+import seeding  # noqa: E402
+from harness import digest  # noqa: E402
+from seeding import DUE, campaign_kit, recipient, seed_bucket  # noqa: E402
 
 from daemon.campaign import Campaign  # noqa: E402
-from daemon.clock import FakeClock  # noqa: E402
-from daemon.dispatch.service import DispatchService  # noqa: E402
-from daemon.scheduling.scheduler import BucketScheduler  # noqa: E402
 from daemon.settings import Settings  # noqa: E402
-from daemon.store import ledger  # noqa: E402
-from daemon.store.db import open_engine  # noqa: E402
-from daemon.store.schema import deliveries  # noqa: E402
-from daemon.yaml_source import load_yaml  # noqa: E402
 
-EXAMPLE = REPO / "config/campaigns/mothers-day-2027.yaml"
-DUE = datetime(2027, 5, 6, 7, 30, tzinfo=UTC)
-SEEDED_AT = datetime(2027, 5, 1, tzinfo=UTC)
-NAMES = ["Lena", "Noah", "Mei", "Zoë", "Ana", "Chloé", "Priya", "Hana", "Olivia", "Sofia"]
-TRACKING = "https://t.shop.example.com"
 IN_FLIGHT = 20  # WebhookProvider.max_in_flight's default
 PROVIDER = "wecom"
 CAMPAIGN_ID = "bench-im"
@@ -116,43 +102,18 @@ def recipients_digest(n: int) -> str:
 def bench_campaign() -> Campaign:
     """The example campaign (its IM template, coupon and landing page), IM only through ``wecom``,
     everyone in one 07:30 UTC bucket."""
-    data = dict(load_yaml(EXAMPLE).data)
-    data.update(
-        id=CAMPAIGN_ID,
-        channels=["im"],
-        audience={"all": [{"consent": "im"}]},
-        schedule={
-            "start": DUE.date(), "end": DUE.date(), "slots": ["07:30"], "timezone": "UTC", "days": "every_day",
-            "missed_slot": {"grace": "12h", "then": "skip"},
-        },
-        content={
-            "im": {
-                "provider": PROVIDER, "body": "mothers-day/im.txt.j2",
-                "title": "A gift for Mom, {{ contact.first_name }}", "button": "Shop the offer",
-            }
-        },
-    )  # fmt: skip
-    data.pop("costs", None)
-    return Campaign.model_validate(data)
+    content = {
+        "provider": PROVIDER, "body": "mothers-day/im.txt.j2",
+        "title": "A gift for Mom, {{ contact.first_name }}", "button": "Shop the offer",
+    }  # fmt: skip
+    return seeding.bench_campaign(CAMPAIGN_ID, "im", content)
 
 
 def bench_settings(
     var_dir: Path, port: int, rate: float, in_flight: int, processes: int = 1, url: str | None = None
 ) -> Settings:
-    extra: dict[str, Any] = {"database_url": url} if url else {}
-    return Settings(
-        **extra,
-        dispatch_processes=processes,
-        config_dir=REPO / "config",
-        templates_dir=REPO / "templates",
-        var_dir=var_dir,
-        default_timezone="UTC",
-        default_country="CN",
-        tracking_base_url=TRACKING,
-        compliance={
-            "postal_address": "Example Shop, 1 Example Road, Shanghai 200000",
-            "sender_identity": "Example Shop",
-        },
+    return seeding.bench_settings(
+        var_dir, processes=processes, url=url, default_country="CN",
         im={
             PROVIDER: {
                 "kind": "webhook", "url": f"http://127.0.0.1:{port}{PATH}", "secret": SECRET,
@@ -163,26 +124,14 @@ def bench_settings(
 
 
 def person(i: int) -> dict[str, Any]:
-    return {
-        "id": i + 1,
-        "external_id": f"i{i}",
-        "email": None,
-        "phone": None,
-        "first_name": NAMES[i % len(NAMES)],
-        "last_name": "Example",
-        "gender": "female",
-        "country": "CN",
-        "timezone": "UTC",
-        "locale": "zh-CN" if i % 2 else "en",
-        "im_ids": {PROVIDER: im_id(i)},
-        "created_at": SEEDED_AT,
-        "updated_at": SEEDED_AT,
-    }
+    return seeding.person(
+        i, f"i{i}", country="CN", email=None, phone=None, locale="zh-CN" if i % 2 else "en", im_ids={PROVIDER: im_id(i)}
+    )
 
 
 async def seed(url: str, schema: str | None, n: int) -> None:
     """Contacts with a WeCom id and IM consent, and one planned IM row each, all due at ``DUE``."""
-    await seed_bucket(url, schema, bench_campaign(), "im", person, n, due=DUE, at=SEEDED_AT)
+    await seed_bucket(url, schema, bench_campaign(), "im", person, n)
 
 
 # ---------------------------------------------------------------- the fake gateway (its own process)
@@ -192,32 +141,16 @@ def serve_fake() -> None:
     """Run the fake IM gateway on 127.0.0.1 plus a control endpoint (GET /stats, POST /reset) until
     stdin closes; print one JSON line with both ports when ready."""
     sys.path.insert(0, str(REPO / "tests"))
-    from aiohttp import web
     from channels.fake_im_gateway import FakeImGateway
 
-    class TimedFake(FakeImGateway):
-        """Records when each request arrived (the rate the gateway sees)."""
-
-        def __post_init__(self) -> None:
-            super().__post_init__()
-            self.arrivals: list[float] = []
-
-        async def _receive(self, request: web.Request) -> web.StreamResponse:
-            self.arrivals.append(time.monotonic())
-            return await super()._receive(request)
-
+    class TimedGateway(harness.TimedFake, FakeImGateway):
         def reset(self) -> None:
-            self.requests.clear()
-            self.messages.clear()
-            self._seen.clear()
-            self.arrivals.clear()
+            super().reset()
             self.duplicates = 0
-            self.peak_in_flight = 0
 
         def stats(self) -> dict[str, Any]:
             forwarded = Counter(m.to for m in self.messages.values())
             requested = Counter(r.key for r in self.requests)
-            arrivals = self.arrivals
             return {
                 "requests": len(self.requests),
                 "messages": len(self.messages),
@@ -233,18 +166,12 @@ def serve_fake() -> None:
                 "card": sorted({k for r in self.requests[:100] for k in (r.payload or {}).get("card") or {}}),
                 "body_bytes": statistics.mean(len(r.body) for r in self.requests) if self.requests else 0,
                 "chinese": sum(1 for m in self.messages.values() if "母亲节" in m.payload.get("text", "")),
-                "first": arrivals[0] if arrivals else None,
-                "last": arrivals[-1] if arrivals else None,
-                "max_1s": most_in_one_second(arrivals),
-                "cpu_seconds": cpu_seconds(),
+                **self.arrival_stats(),
             }
 
-    async def main() -> None:
-        async with TimedFake(path=PATH) as fake:
-            assert (fake.secret, fake.provider) == (SECRET, PROVIDER)
-            await harness.serve_control(fake.port, fake.stats, fake.reset)
-
-    asyncio.run(main())
+    fake = TimedGateway(path=PATH)
+    assert (fake.secret, fake.provider) == (SECRET, PROVIDER)
+    harness.serve(fake)
 
 
 # ---------------------------------------------------------------- the measured senders (child processes)
@@ -254,28 +181,16 @@ def sample_payloads(count: int = 50) -> list[dict[str, Any]]:
     """Payloads as topslot builds them for this campaign (text with a real coupon shape, card with
     title, button and short tracked link, in recipient ``i``'s language), for the bare client to send
     with each message's own ``delivery_id`` and ``recipient``."""
-    from daemon.dispatch.dispatcher import CampaignKit
-    from daemon.links.keys import Keyring
-    from daemon.store.dispatch import Recipient
     from daemon.templating import contact_view
 
-    with tempfile.TemporaryDirectory() as var_dir:
-        kit = CampaignKit(bench_campaign(), bench_settings(Path(var_dir), 1, 1.0, 1), Keyring({"k1": b"x" * 32}))
+    kit = campaign_kit(bench_campaign(), lambda var_dir: bench_settings(var_dir, 1, 1.0, 1))
     sent_at = (DUE - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")  # topslot's (fake) clock
     rng = random.Random(11)
     payloads = []
     for i in range(count):
-        p = person(i)
-        r = Recipient(
-            delivery_id=i + 1, lease_epoch=1, campaign_id=CAMPAIGN_ID, channel="im", slot="07:30",
-            slot_date=DUE.date(), due_utc=DUE, timezone="UTC", attempts=0, coupon_code=None, contact_id=i + 1,
-            external_id=p["external_id"], email=None, phone=None, first_name=p["first_name"],
-            last_name=p["last_name"], gender="female", birth_date=None, age=None, country="CN", locale=p["locale"],
-            im_ids=p["im_ids"], attributes=None,
-        )  # fmt: skip
         coupon = "MOM" + "".join(rng.choices(string.ascii_uppercase + string.digits, k=10))
         links = kit.links.for_delivery(i + 1, "im")
-        contact = contact_view(r, DUE.date())
+        contact = contact_view(recipient(person(i), CAMPAIGN_ID, "im"), DUE.date())
         text = kit.compiled.render_text("im", contact, coupon, links, "07:30")
         card = kit.compiled.render_card("im", contact, coupon, links, "07:30")
         assert card is not None
@@ -300,73 +215,35 @@ async def bare_run(spec: dict[str, Any]) -> dict[str, Any]:
         {**samples[i % len(samples)], "delivery_id": i + 1, "recipient": im_id(i)} for i in range(n)
     ]  # the delivery ids the ledger's rows get (seeded in order)
     secret = SECRET.encode()
-    queue = iter(payloads)
-    ids: list[str] = []
 
-    async def worker(session: aiohttp.ClientSession) -> None:
-        for payload in queue:
-            body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-            timestamp = str(int(time.time()))
-            signature = hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-            headers = {
-                "Content-Type": CONTENT_TYPE,
-                "Accept": "application/json",
-                "User-Agent": USER_AGENT,
-                "Idempotency-Key": str(payload["delivery_id"]),
-                "X-Topslot-Timestamp": timestamp,
-                "X-Topslot-Signature": f"sha256={signature}",
-            }
-            async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
-                answer = await response.json()
-                if response.status != 200 or not answer.get("id"):
-                    raise RuntimeError(f"bare: HTTP {response.status}: {answer}")
-                ids.append(f"{PROVIDER}:{answer['id']}")
+    async def post(session: aiohttp.ClientSession, payload: dict[str, Any]) -> str:
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        timestamp = str(int(time.time()))
+        signature = hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+        headers = {
+            "Content-Type": CONTENT_TYPE,
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+            "Idempotency-Key": str(payload["delivery_id"]),
+            "X-Topslot-Timestamp": timestamp,
+            "X-Topslot-Signature": f"sha256={signature}",
+        }
+        async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
+            answer = await response.json()
+            if response.status != 200 or not answer.get("id"):
+                raise RuntimeError(f"bare: HTTP {response.status}: {answer}")
+            return f"{PROVIDER}:{answer['id']}"
 
-    cpu_before, started = cpu_seconds(), time.perf_counter()
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=in_flight)) as session:
-        await asyncio.gather(*(worker(session) for _ in range(in_flight)))
-    elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu_before
-    return {"sent": len(ids), "seconds": elapsed, "cpu_seconds": cpu, "id_digest": digest(ids)}
+    return await harness.post_all(in_flight, payloads, post)
 
 
 async def topslot_run(spec: dict[str, Any]) -> dict[str, Any]:
     """Fire the bucket through the real scheduler and dispatch service; time it; count the states."""
-    url, schema = spec["url"], spec["schema"] or None
-    engine = open_engine(url, schema=schema)
-    campaign = bench_campaign()
-    with tempfile.TemporaryDirectory() as var_dir:
-        processes = 1 if schema else spec["processes"]  # helpers open settings.database_url, not a schema
-        settings = bench_settings(Path(var_dir), spec["port"], spec["rate"], spec["in_flight"], processes, url)
-        clock = FakeClock(DUE - timedelta(minutes=5))
-        service = DispatchService(engine, settings, clock, node="bench")
-        if service.helpers is not None:
-            await service.helpers.start()
-        scheduler = BucketScheduler(
-            engine, settings, clock, owner=service.owner, on_claimed=service.dispatch, on_fire=service.fire_helpers
-        )
-        await service.on_campaigns_changed({campaign.id: campaign})
-        scheduler.campaigns = {campaign.id: campaign}  # planned already (seeded): no re-plan
-        cpu_before, started = cpu_seconds(), time.perf_counter()
-        claimed = await scheduler.fire_bucket(campaign.id, "im", DUE)
-        elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu_before
-        await service.close()
-    states = await ledger.state_counts(engine, campaign.id)
-    query = select(deliveries.c.provider, deliveries.c.provider_id).where(
-        deliveries.c.campaign_id == campaign.id, deliveries.c.state == "sent"
-    )
-    async with engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
-    await engine.dispose()
-    return {
-        "claimed": claimed,
-        "sent": states.get(("sent", None), 0),
-        "states": {f"{s}/{r}" if r else s: n for (s, r), n in states.items()},
-        "providers": dict(Counter(r.provider for r in rows)),
-        "id_digest": digest(r.provider_id or "" for r in rows),
-        "seconds": elapsed,
-        "cpu_seconds": cpu,
-        "peak_rss_mb": peak_rss_mb(),
-    }
+
+    def settings(var_dir: Path, processes: int) -> Settings:
+        return bench_settings(var_dir, spec["port"], spec["rate"], spec["in_flight"], processes, spec["url"])
+
+    return await harness.topslot_run(spec, bench_campaign(), "im", settings)
 
 
 # ---------------------------------------------------------------- checks
@@ -394,11 +271,6 @@ def check_fake(label: str, seen: dict[str, Any], n: int, id_digest: str) -> None
         sys.exit(f"{label}: expected {n:,} messages, one per recipient: " + "; ".join(problems))
 
 
-def check_ledger(label: str, r: dict[str, Any], n: int) -> None:
-    if r["claimed"] != n or r["sent"] != n or r["providers"] != {PROVIDER: n}:
-        sys.exit(f"{label}: sent {r['sent']:,} of {n:,} (claimed {r['claimed']:,}): {r['states']} {r['providers']}")
-
-
 def detail(seen: dict[str, Any]) -> str:
     headers = [h for h in seen["headers"] if h.startswith("X-") or h in ("Idempotency-Key", "User-Agent")]
     return (
@@ -422,8 +294,8 @@ BENCH = harness.Bench(
     seed=seed,
     serve_fake=serve_fake,
     runs={"bare": bare_run, "topslot": topslot_run},
+    provider=PROVIDER,
     check_fake=check_fake,
-    check_ledger=check_ledger,
     detail=detail,
 )
 

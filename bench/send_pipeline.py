@@ -35,37 +35,28 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import aiosmtplib
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from seeding import seed_bucket  # noqa: E402
+import harness  # noqa: E402
+import seeding  # noqa: E402
+from harness import fire_bucket  # noqa: E402
+from seeding import DUE, REPO, campaign_kit, recipient, seed_bucket  # noqa: E402
 from smtp_transport import ensure_postfix_tools, free_port, run_smtp_source, start_sink  # noqa: E402
 
 from daemon.campaign import Campaign  # noqa: E402
-from daemon.clock import FakeClock  # noqa: E402
-from daemon.dispatch.service import DispatchService  # noqa: E402
 from daemon.logs import configure_logging  # noqa: E402
-from daemon.scheduling.scheduler import BucketScheduler  # noqa: E402
 from daemon.settings import Settings  # noqa: E402
-from daemon.store import ledger  # noqa: E402
 from daemon.store.db import open_engine  # noqa: E402
-from daemon.yaml_source import load_yaml  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "config/campaigns/mothers-day-2027.yaml"
-DUE = datetime(2027, 5, 6, 7, 30, tzinfo=UTC)
-SEEDED_AT = datetime(2027, 5, 1, tzinfo=UTC)
+CAMPAIGN_ID = "bench-send"
 DOMAINS = 1000
-NAMES = ["Lena", "Noah", "Mei", "Zoë", "Ana", "Chloé", "Priya", "Hana", "Olivia", "Sofia"]
 POOL_SIZE = 20
 NAIVE_CONCURRENCY = 10
 TARGET_MSGS, TARGET_RATIO, TARGET_MB = 2000.0, 6.0, 150.0
@@ -77,36 +68,12 @@ TARGET_MSGS, TARGET_RATIO, TARGET_MB = 2000.0, 6.0, 150.0
 def bench_campaign() -> Campaign:
     """The example campaign (its real templates, coupon and landing page), email only, everyone in one
     07:30 UTC bucket."""
-    data = dict(load_yaml(EXAMPLE).data)
-    data.update(
-        id="bench-send",
-        channels=["email"],
-        audience={"all": [{"consent": "email"}]},
-        schedule={
-            "start": DUE.date(), "end": DUE.date(), "slots": ["07:30"], "timezone": "UTC", "days": "every_day",
-            "missed_slot": {"grace": "12h", "then": "skip"},
-        },
-        content={"email": data["content"]["email"]},
-    )  # fmt: skip
-    data.pop("costs", None)
-    return Campaign.model_validate(data)
+    return seeding.bench_campaign(CAMPAIGN_ID, "email")
 
 
 def bench_settings(var_dir: Path, port: int, pool_size: int, processes: int = 1, url: str | None = None) -> Settings:
-    extra = {"database_url": url} if url else {}
-    return Settings(
-        **extra,
-        dispatch_processes=processes,
-        config_dir=REPO / "config",
-        templates_dir=REPO / "templates",
-        var_dir=var_dir,
-        default_timezone="UTC",
-        default_country="US",
-        tracking_base_url="https://t.shop.example.com",
-        compliance={
-            "postal_address": "Example Shop, 1 Example Road, Shanghai 200000",
-            "sender_identity": "Example Shop",
-        },
+    return seeding.bench_settings(
+        var_dir, processes=processes, url=url,
         smtp={
             "sink": {
                 "host": "127.0.0.1", "port": port, "tls": "none", "pool_size": pool_size,
@@ -117,23 +84,12 @@ def bench_settings(var_dir: Path, port: int, pool_size: int, processes: int = 1,
 
 
 def person(i: int) -> dict[str, Any]:
-    return {
-        "id": i + 1,
-        "external_id": f"b{i}",
-        "email": f"user{i}@d{i % DOMAINS}.example",
-        "first_name": NAMES[i % len(NAMES)],
-        "last_name": "Example",
-        "gender": "female",
-        "country": "US",
-        "timezone": "UTC",
-        "created_at": SEEDED_AT,
-        "updated_at": SEEDED_AT,
-    }
+    return seeding.person(i, f"b{i}", email=f"user{i}@d{i % DOMAINS}.example")
 
 
 async def seed(url: str, schema: str | None, n: int) -> None:
     """Contacts with email consent and one planned ledger row each, all due at ``DUE``."""
-    await seed_bucket(url, schema, bench_campaign(), "email", person, n, due=DUE, at=SEEDED_AT)
+    await seed_bucket(url, schema, bench_campaign(), "email", person, n)
 
 
 # ---------------------------------------------------------------- topslot (child process)
@@ -142,40 +98,17 @@ async def seed(url: str, schema: str | None, n: int) -> None:
 async def topslot_run(url: str, schema: str | None, port: int, pool_size: int, processes: int) -> dict[str, Any]:
     """Fire the bucket through the real scheduler and dispatch service; time it; count the states."""
     engine = open_engine(url, schema=schema)
-    campaign = bench_campaign()
     with tempfile.TemporaryDirectory() as var_dir:
         # helper processes open settings.database_url: the same file (a PostgreSQL schema is not passed on)
         settings = bench_settings(Path(var_dir), port, pool_size, 1 if schema else processes, url)
-        clock = FakeClock(DUE - timedelta(minutes=5))
-        service = DispatchService(engine, settings, clock, node="bench")
-        if service.helpers is not None:
-            await service.helpers.start()
-        scheduler = BucketScheduler(
-            engine, settings, clock, owner=service.owner, on_claimed=service.dispatch, on_fire=service.fire_helpers
-        )
-        await service.on_campaigns_changed({campaign.id: campaign})
-        scheduler.campaigns = {campaign.id: campaign}  # planned already (seeded): no re-plan
-        cpu_before, started = _cpu_seconds(), time.perf_counter()
-        claimed = await scheduler.fire_bucket(campaign.id, "email", DUE)
-        elapsed, cpu = time.perf_counter() - started, _cpu_seconds() - cpu_before
-        await service.close()
-    states = await ledger.state_counts(engine, campaign.id)
+        fired = await fire_bucket(engine, settings, bench_campaign(), "email")
     await engine.dispose()
     return {
-        "claimed": claimed,
-        "sent": states.get(("sent", None), 0),
-        "states": {f"{s}/{r}" if r else s: n for (s, r), n in states.items()},
-        "seconds": elapsed,
-        "cpu_seconds": cpu,
+        **fired,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         # the helper processes have been joined by service.close(): the largest of them
         "helper_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     }
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def child_main(args: argparse.Namespace) -> None:
@@ -263,57 +196,23 @@ def naive_run(port: int, n: int) -> float:
 # ---------------------------------------------------------------- databases
 
 
-class Ledger:
-    """Seeds once, hands out a fresh copy per run: a file copy on SQLite, a new schema on PostgreSQL."""
+class Ledger(harness.Ledger):
+    """``harness.Ledger`` of this benchmark's bucket, seeded afresh and timed."""
 
     def __init__(self, pg: str | None, n: int, workdir: Path):
-        self.pg, self.n, self.workdir = pg, n, workdir
-        self.master = workdir / f"seed-{n}.db"
-        self.schemas: list[str] = []
         if pg is None:
-            self.master.unlink(missing_ok=True)  # the memory run may have the throughput runs' size
-            started = time.perf_counter()
-            asyncio.run(seed(f"sqlite+aiosqlite:///{self.master}", None, n))
+            (workdir / f"seed-{n}.db").unlink(missing_ok=True)  # the memory run may have the throughput runs' size
+        started = time.perf_counter()
+        super().__init__(pg, n, workdir, seed)
+        if pg is None:
             print(f"  seeded {n:,} recipients (SQLite) in {time.perf_counter() - started:.1f} s", flush=True)
-
-    def fresh(self) -> tuple[str, str | None]:
-        if self.pg is None:
-            copy = self.workdir / f"run-{uuid.uuid4().hex[:8]}.db"
-            shutil.copyfile(self.master, copy)
-            return f"sqlite+aiosqlite:///{copy}", None
-        schema = asyncio.run(pg_schema(self.pg))
-        self.schemas.append(schema)
-        asyncio.run(seed(self.pg, schema, self.n))
-        return self.pg, schema
-
-    def done(self, url: str, schema: str | None) -> None:
-        if schema is None:
-            for suffix in ("", "-wal", "-shm"):
-                Path(url.removeprefix("sqlite+aiosqlite:///") + suffix).unlink(missing_ok=True)
-        else:
-            asyncio.run(pg_schema(url, drop=schema))
-
-
-async def pg_schema(url: str, drop: str | None = None) -> str:
-    admin = open_engine(url)
-    name = drop or f"bench_{uuid.uuid4().hex[:10]}"
-    async with admin.begin() as conn:
-        if drop:
-            await conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))  # a generated name
-        else:
-            await conn.execute(text(f'CREATE SCHEMA "{name}"'))
-    await admin.dispose()
-    return name
 
 
 def message_size() -> int:
     """The mean size the sink sees, from rendered samples (so smtp-source sends the same bytes)."""
-    from daemon.dispatch.dispatcher import CampaignKit
-    from daemon.links.keys import Keyring
     from daemon.templating import contact_view
 
-    with tempfile.TemporaryDirectory() as var_dir:
-        kit = CampaignKit(bench_campaign(), bench_settings(Path(var_dir), 25, 1), Keyring({"k1": b"x" * 32}))
+    kit = campaign_kit(bench_campaign(), lambda var_dir: bench_settings(var_dir, 25, 1))
     assembler = kit.compiled.assembler
     assert assembler is not None
     sizes = []
@@ -321,24 +220,12 @@ def message_size() -> int:
         p = person(i)
         links = kit.links.for_delivery(i + 1, "email")
         rendered = kit.compiled.render_email(
-            contact_view(_fake_recipient(p), DUE.date()), "MOM7K2Q9XABCD", links, "07:30"
+            contact_view(recipient(p, CAMPAIGN_ID, "email"), DUE.date()), "MOM7K2Q9XABCD", links, "07:30"
         )
         sizes.append(
             len(assembler.assemble(rendered, to=p["email"], to_name=p["first_name"], delivery_id=i + 1, date=DUE))
         )
     return int(statistics.mean(sizes))
-
-
-def _fake_recipient(p: dict[str, Any]) -> Any:
-    from daemon.store.dispatch import Recipient
-
-    return Recipient(
-        delivery_id=p["id"], lease_epoch=1, campaign_id="bench-send", channel="email", slot="07:30",
-        slot_date=DUE.date(), due_utc=DUE, timezone="UTC", attempts=0, coupon_code=None, contact_id=p["id"],
-        external_id=p["external_id"], email=p["email"], phone=None, first_name=p["first_name"],
-        last_name=p["last_name"], gender="female", birth_date=None, age=None, country="US", locale=None,
-        im_ids=None, attributes=None,
-    )  # fmt: skip
 
 
 # ---------------------------------------------------------------- main

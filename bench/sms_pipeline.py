@@ -36,44 +36,30 @@ fake is stopped at the end.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import statistics
 import string
 import sys
-import tempfile
-import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from sqlalchemy import select
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 import harness  # noqa: E402
-from harness import cpu_seconds, digest, most_in_one_second, peak_rss_mb  # noqa: E402
-from seeding import seed_bucket  # noqa: E402
+import seeding  # noqa: E402
+from harness import digest  # noqa: E402
+from seeding import DUE, TRACKING, campaign_kit, recipient, seed_bucket  # noqa: E402
 
 from daemon.campaign import Campaign  # noqa: E402
-from daemon.clock import FakeClock  # noqa: E402
-from daemon.dispatch.service import DispatchService  # noqa: E402
-from daemon.scheduling.scheduler import BucketScheduler  # noqa: E402
 from daemon.settings import Settings  # noqa: E402
-from daemon.store import ledger  # noqa: E402
-from daemon.store.db import open_engine  # noqa: E402
 from daemon.store.schema import deliveries  # noqa: E402
-from daemon.yaml_source import load_yaml  # noqa: E402
 
-EXAMPLE = REPO / "config/campaigns/mothers-day-2027.yaml"
-DUE = datetime(2027, 5, 6, 7, 30, tzinfo=UTC)
-SEEDED_AT = datetime(2027, 5, 1, tzinfo=UTC)
-NAMES = ["Lena", "Noah", "Mei", "Zoë", "Ana", "Chloé", "Priya", "Hana", "Olivia", "Sofia"]
-TRACKING = "https://t.shop.example.com"
+CAMPAIGN_ID = "bench-sms"
 IN_FLIGHT = 20  # TwilioSettings.max_in_flight's default
 
 # The fake's identity (tests/channels/fake_twilio.py's defaults; no real account, no real token).
@@ -97,38 +83,14 @@ def numbers_digest(n: int) -> str:
 def bench_campaign() -> Campaign:
     """The example campaign (its SMS template, coupon and landing page), SMS only, everyone in one
     07:30 UTC bucket."""
-    data = dict(load_yaml(EXAMPLE).data)
-    data.update(
-        id="bench-sms",
-        channels=["sms"],
-        audience={"all": [{"consent": "sms"}]},
-        schedule={
-            "start": DUE.date(), "end": DUE.date(), "slots": ["07:30"], "timezone": "UTC", "days": "every_day",
-            "missed_slot": {"grace": "12h", "then": "skip"},
-        },
-        content={"sms": data["content"]["sms"]},
-    )  # fmt: skip
-    data.pop("costs", None)
-    return Campaign.model_validate(data)
+    return seeding.bench_campaign(CAMPAIGN_ID, "sms")
 
 
 def bench_settings(
     var_dir: Path, port: int, rate: float, in_flight: int, processes: int = 1, url: str | None = None
 ) -> Settings:
-    extra: dict[str, Any] = {"database_url": url} if url else {}
-    return Settings(
-        **extra,
-        dispatch_processes=processes,
-        config_dir=REPO / "config",
-        templates_dir=REPO / "templates",
-        var_dir=var_dir,
-        default_timezone="UTC",
-        default_country="US",
-        tracking_base_url=TRACKING,
-        compliance={
-            "postal_address": "Example Shop, 1 Example Road, Shanghai 200000",
-            "sender_identity": "Example Shop",
-        },
+    return seeding.bench_settings(
+        var_dir, processes=processes, url=url,
         twilio={
             "account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "from_number": FROM_NUMBER,
             "base_url": f"http://127.0.0.1:{port}", "rate_per_second": rate, "max_in_flight": in_flight,
@@ -138,24 +100,12 @@ def bench_settings(
 
 
 def person(i: int) -> dict[str, Any]:
-    return {
-        "id": i + 1,
-        "external_id": f"s{i}",
-        "email": None,
-        "phone": phone(i),
-        "first_name": NAMES[i % len(NAMES)],
-        "last_name": "Example",
-        "gender": "female",
-        "country": "US",
-        "timezone": "UTC",
-        "created_at": SEEDED_AT,
-        "updated_at": SEEDED_AT,
-    }
+    return seeding.person(i, f"s{i}", email=None, phone=phone(i))
 
 
 async def seed(url: str, schema: str | None, n: int) -> None:
     """Contacts with a phone and SMS consent, and one planned SMS row each, all due at ``DUE``."""
-    await seed_bucket(url, schema, bench_campaign(), "sms", person, n, due=DUE, at=SEEDED_AT)
+    await seed_bucket(url, schema, bench_campaign(), "sms", person, n)
 
 
 # ---------------------------------------------------------------- the fake Twilio (its own process)
@@ -165,31 +115,12 @@ def serve_fake() -> None:
     """Run the fake Twilio on 127.0.0.1 plus a control endpoint (GET /stats, POST /reset) until
     stdin closes; print one JSON line with both ports when ready."""
     sys.path.insert(0, str(REPO / "tests"))
-    from aiohttp import web
     from channels.fake_twilio import FakeTwilio
 
-    class TimedFake(FakeTwilio):
-        """Records when each create request arrived (the rate Twilio would see)."""
-
-        def __post_init__(self) -> None:
-            super().__post_init__()
-            self.arrivals: list[float] = []
-
-        async def _create(self, request: web.Request) -> web.StreamResponse:
-            self.arrivals.append(time.monotonic())
-            return await super()._create(request)
-
-        def reset(self) -> None:
-            self.requests.clear()
-            self.messages.clear()
-            self._seen.clear()
-            self.arrivals.clear()
-            self.peak_in_flight = 0
-
+    class TimedTwilio(harness.TimedFake, FakeTwilio):
         def stats(self) -> dict[str, Any]:
             created = Counter(m.to for m in self.messages.values())
             requested = Counter(r.to for r in self.requests)
-            arrivals = self.arrivals
             return {
                 "requests": len(self.requests),
                 "messages": len(self.messages),
@@ -201,18 +132,12 @@ def serve_fake() -> None:
                 "fields": sorted({k for r in self.requests for k in r.form}),
                 "body_chars": statistics.mean(len(m.body) for m in self.messages.values()) if self.messages else 0,
                 "segments": {str(k): v for k, v in Counter(m.num_segments for m in self.messages.values()).items()},
-                "first": arrivals[0] if arrivals else None,
-                "last": arrivals[-1] if arrivals else None,
-                "max_1s": most_in_one_second(arrivals),
-                "cpu_seconds": cpu_seconds(),
+                **self.arrival_stats(),
             }
 
-    async def main() -> None:
-        async with TimedFake() as fake:
-            assert (fake.account_sid, fake.auth_token, fake.phone_number) == (ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER)
-            await harness.serve_control(fake.port, fake.stats, fake.reset)
-
-    asyncio.run(main())
+    fake = TimedTwilio()
+    assert (fake.account_sid, fake.auth_token, fake.phone_number) == (ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER)
+    harness.serve(fake)
 
 
 # ---------------------------------------------------------------- the measured senders (child processes)
@@ -221,27 +146,16 @@ def serve_fake() -> None:
 def sample_bodies(count: int = 50) -> list[str]:
     """SMS bodies as topslot renders them for this campaign (real coupon shape, short tracked link,
     opt-out line), for the bare client to send."""
-    from daemon.dispatch.dispatcher import CampaignKit
-    from daemon.links.keys import Keyring
-    from daemon.store.dispatch import Recipient
     from daemon.templating import contact_view
 
-    with tempfile.TemporaryDirectory() as var_dir:
-        kit = CampaignKit(bench_campaign(), bench_settings(Path(var_dir), 1, 1.0, 1), Keyring({"k1": b"x" * 32}))
+    kit = campaign_kit(bench_campaign(), lambda var_dir: bench_settings(var_dir, 1, 1.0, 1))
     rng = random.Random(10)
     bodies = []
     for i in range(count):
-        p = person(i)
-        r = Recipient(
-            delivery_id=i + 1, lease_epoch=1, campaign_id="bench-sms", channel="sms", slot="07:30",
-            slot_date=DUE.date(), due_utc=DUE, timezone="UTC", attempts=0, coupon_code=None, contact_id=i + 1,
-            external_id=p["external_id"], email=None, phone=p["phone"], first_name=p["first_name"],
-            last_name=p["last_name"], gender="female", birth_date=None, age=None, country="US", locale=None,
-            im_ids=None, attributes=None,
-        )  # fmt: skip
         coupon = "MOM" + "".join(rng.choices(string.ascii_uppercase + string.digits, k=10))
         links = kit.links.for_delivery(i + 1, "sms")
-        bodies.append(kit.compiled.render_text("sms", contact_view(r, DUE.date()), coupon, links, "07:30"))
+        contact = contact_view(recipient(person(i), CAMPAIGN_ID, "sms"), DUE.date())
+        bodies.append(kit.compiled.render_text("sms", contact, coupon, links, "07:30"))
     return bodies
 
 
@@ -261,63 +175,24 @@ async def bare_run(spec: dict[str, Any]) -> dict[str, Any]:
         for i in range(n)
     ]
     auth = aiohttp.BasicAuth(ACCOUNT_SID, AUTH_TOKEN)
-    queue = iter(forms)
-    sids: list[str] = []
 
-    async def worker(session: aiohttp.ClientSession) -> None:
-        for form in queue:
-            async with session.post(url, data=form, auth=auth) as response:
-                body = await response.json()
-                if response.status != 201 or not body.get("sid"):
-                    raise RuntimeError(f"bare: HTTP {response.status}: {body}")
-                sids.append(body["sid"])
+    async def post(session: aiohttp.ClientSession, form: dict[str, str]) -> str:
+        async with session.post(url, data=form, auth=auth) as response:
+            body = await response.json()
+            if response.status != 201 or not body.get("sid"):
+                raise RuntimeError(f"bare: HTTP {response.status}: {body}")
+            return str(body["sid"])
 
-    cpu_before, started = cpu_seconds(), time.perf_counter()
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=in_flight)) as session:
-        await asyncio.gather(*(worker(session) for _ in range(in_flight)))
-    elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu_before
-    return {"sent": len(sids), "seconds": elapsed, "cpu_seconds": cpu, "id_digest": digest(sids)}
+    return await harness.post_all(in_flight, forms, post)
 
 
 async def topslot_run(spec: dict[str, Any]) -> dict[str, Any]:
     """Fire the bucket through the real scheduler and dispatch service; time it; count the states."""
-    url, schema = spec["url"], spec["schema"] or None
-    engine = open_engine(url, schema=schema)
-    campaign = bench_campaign()
-    with tempfile.TemporaryDirectory() as var_dir:
-        processes = 1 if schema else spec["processes"]  # helpers open settings.database_url, not a schema
-        settings = bench_settings(Path(var_dir), spec["port"], spec["rate"], spec["in_flight"], processes, url)
-        clock = FakeClock(DUE - timedelta(minutes=5))
-        service = DispatchService(engine, settings, clock, node="bench")
-        if service.helpers is not None:
-            await service.helpers.start()
-        scheduler = BucketScheduler(
-            engine, settings, clock, owner=service.owner, on_claimed=service.dispatch, on_fire=service.fire_helpers
-        )
-        await service.on_campaigns_changed({campaign.id: campaign})
-        scheduler.campaigns = {campaign.id: campaign}  # planned already (seeded): no re-plan
-        cpu_before, started = cpu_seconds(), time.perf_counter()
-        claimed = await scheduler.fire_bucket(campaign.id, "sms", DUE)
-        elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu_before
-        await service.close()
-    states = await ledger.state_counts(engine, campaign.id)
-    query = select(deliveries.c.provider, deliveries.c.provider_id, deliveries.c.segments).where(
-        deliveries.c.campaign_id == campaign.id, deliveries.c.state == "sent"
-    )
-    async with engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
-    await engine.dispose()
-    return {
-        "claimed": claimed,
-        "sent": states.get(("sent", None), 0),
-        "states": {f"{s}/{r}" if r else s: n for (s, r), n in states.items()},
-        "providers": dict(Counter(r.provider for r in rows)),
-        "segments": {str(k): v for k, v in Counter(r.segments for r in rows).items()},
-        "id_digest": digest(r.provider_id or "" for r in rows),
-        "seconds": elapsed,
-        "cpu_seconds": cpu,
-        "peak_rss_mb": peak_rss_mb(),
-    }
+
+    def settings(var_dir: Path, processes: int) -> Settings:
+        return bench_settings(var_dir, spec["port"], spec["rate"], spec["in_flight"], processes, spec["url"])
+
+    return await harness.topslot_run(spec, bench_campaign(), "sms", settings, deliveries.c.segments)
 
 
 # ---------------------------------------------------------------- checks
@@ -343,11 +218,6 @@ def check_fake(label: str, seen: dict[str, Any], n: int, sid_digest: str) -> Non
         sys.exit(f"{label}: expected {n:,} messages, one per recipient: " + "; ".join(problems))
 
 
-def check_ledger(label: str, r: dict[str, Any], n: int) -> None:
-    if r["claimed"] != n or r["sent"] != n or r["providers"] != {"twilio": n}:
-        sys.exit(f"{label}: sent {r['sent']:,} of {n:,} (claimed {r['claimed']:,}): {r['states']} {r['providers']}")
-
-
 def detail(seen: dict[str, Any]) -> str:
     return f"form fields {', '.join(seen['fields'])}; body ~{seen['body_chars']:.0f} chars, segments {seen['segments']}"
 
@@ -367,8 +237,8 @@ BENCH = harness.Bench(
     seed=seed,
     serve_fake=serve_fake,
     runs={"bare": bare_run, "topslot": topslot_run},
+    provider="twilio",
     check_fake=check_fake,
-    check_ledger=check_ledger,
     detail=detail,
 )
 

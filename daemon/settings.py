@@ -44,6 +44,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.fields import FieldInfo
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -54,6 +55,8 @@ from sqlalchemy.exc import ArgumentError
 
 from daemon.errors import InvalidInput, Problem
 from daemon.links.keys import KeyringError, check_key_id, check_key_material, choose_active_id
+from daemon.patterns import MessagingServiceSid, PhoneNumber, ProviderName
+from daemon.store.db import sqlite_database_file
 
 T = TypeVar("T")
 ENV_PREFIX = "TOPSLOT_"
@@ -109,8 +112,8 @@ class TwilioSettings(_Section):
 
     account_sid: str | None = Field(default=None, pattern=r"^AC[0-9a-fA-F]{32}$")
     auth_token: SecretStr | None = None
-    from_number: str | None = Field(default=None, pattern=r"^\+[1-9][0-9]{6,14}$")
-    messaging_service_sid: str | None = Field(default=None, pattern=r"^MG[0-9a-fA-F]{32}$")
+    from_number: PhoneNumber | None = None
+    messaging_service_sid: MessagingServiceSid | None = None
     rate_per_second: float = Field(default=1.0, gt=0)  # messages per second, all campaigns together
     base_url: str = Field(default=TWILIO_API, pattern=r"^https?://[^\s/]+(:[0-9]+)?/?$")  # tests, rehearsals
     timeout_seconds: float = Field(default=15.0, gt=0, le=120)  # one create request, end to end
@@ -147,26 +150,21 @@ class _ImProviderBase(_Section):
 
 
 class TelegramProvider(_ImProviderBase):
-    """A Telegram bot (Bot API ``sendMessage``); the token: ``TOPSLOT_IM__<NAME>__TOKEN``."""
+    """A Telegram bot (Bot API ``sendMessage``); the token (required: ``Settings`` checks it, naming
+    the variable): ``TOPSLOT_IM__<NAME>__TOKEN``."""
 
     kind: Literal["telegram"]
     token: SecretStr | None = None
     base_url: str = Field(default="https://api.telegram.org", pattern=_HTTP_URL)  # tests, rehearsals
     rate_per_second: float = Field(default=25.0, gt=0)  # Telegram allows ~30/s per bot, 1/s per chat
 
-    @model_validator(mode="after")
-    def _token(self) -> TelegramProvider:
-        if self.token is None:
-            raise ValueError("a telegram provider needs its bot token: set TOPSLOT_IM__<NAME>__TOKEN")
-        return self
-
 
 class WhatsAppProvider(_ImProviderBase):
     """WhatsApp through Twilio (the ``twilio`` account settings); approved templates (content SIDs)."""
 
     kind: Literal["whatsapp"]
-    from_number: str | None = Field(default=None, pattern=r"^\+[1-9][0-9]{6,14}$")  # the WhatsApp sender
-    messaging_service_sid: str | None = Field(default=None, pattern=r"^MG[0-9a-fA-F]{32}$")
+    from_number: PhoneNumber | None = None  # the WhatsApp sender
+    messaging_service_sid: MessagingServiceSid | None = None
 
     @model_validator(mode="after")
     def _sender(self) -> WhatsAppProvider:
@@ -177,7 +175,8 @@ class WhatsAppProvider(_ImProviderBase):
 
 class WebhookProvider(_ImProviderBase):
     """A company's own IM gateway (WeCom, DingTalk, Feishu, ...): one signed JSON POST per message;
-    the signing secret: ``TOPSLOT_IM__<NAME>__SECRET``."""
+    the signing secret (required: ``Settings`` checks it, naming the variable):
+    ``TOPSLOT_IM__<NAME>__SECRET``."""
 
     kind: Literal["webhook"]
     url: str = Field(pattern=_HTTP_URL)
@@ -185,9 +184,7 @@ class WebhookProvider(_ImProviderBase):
 
     @model_validator(mode="after")
     def _secret(self) -> WebhookProvider:
-        if self.secret is None:
-            raise ValueError("a webhook provider needs its signing secret: set TOPSLOT_IM__<NAME>__SECRET")
-        if len(self.secret.get_secret_value().encode()) < 16:
+        if self.secret is not None and len(self.secret.get_secret_value().encode()) < 16:
             raise ValueError("the webhook signing secret must be at least 16 bytes")
         return self
 
@@ -261,7 +258,7 @@ class Settings(BaseSettings):
     smtp: dict[str, SmtpServer] = Field(default_factory=dict)
     dispatch_processes: int = Field(default=1, ge=1, le=64)  # processes sending each bucket (one per core)
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
-    im: dict[str, ImProvider] = Field(default_factory=dict)
+    im: dict[ProviderName, ImProvider] = Field(default_factory=dict)
     compliance: Compliance = Field(default_factory=Compliance)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -313,23 +310,28 @@ class Settings(BaseSettings):
         return None if value is None else active
 
     @model_validator(mode="after")
-    def _im_providers(self) -> Settings:
+    def _sections_agree(self) -> Settings:
+        """Checks across sections, every one reported at the setting it concerns (``im.<name>`` ...)."""
+        found: list[tuple[tuple[str, ...], str]] = []
         for name, provider in self.im.items():
-            if not re.fullmatch(r"[a-z][a-z0-9_]{0,19}", name):
-                raise ValueError(
-                    f"im provider name {name!r}: use a-z, 0-9 and _ (it is also the contacts' im_{name} column)"
-                )
             if provider.kind == "whatsapp" and not self.twilio.configured:
-                raise ValueError(f"im.{name} sends WhatsApp through Twilio: configure twilio (account_sid, auth_token)")
-        return self
-
-    @model_validator(mode="after")
-    def _help_names_the_sender(self) -> Settings:
+                needs = f"im.{name} sends WhatsApp through Twilio: configure twilio (account_sid, auth_token)"
+                found.append((("im", name), needs))
+            elif isinstance(provider, TelegramProvider) and provider.token is None:
+                path = ("im", name, "token")
+                found.append((path, f"a telegram provider needs its bot token: {where_to_set(path)}"))
+            elif isinstance(provider, WebhookProvider) and provider.secret is None:
+                path = ("im", name, "secret")
+                found.append((path, f"a webhook provider needs its signing secret: {where_to_set(path)}"))
         if self.twilio.configured and "{sender}" in self.twilio.help_text and not self.compliance.sender_identity:
-            raise ValueError(
-                "twilio.help_text says {sender} but compliance.sender_identity is empty: set it (the answer to "
-                "HELP must say who is sending), or write twilio.help_text without {sender}"
-            )
+            found.append((
+                ("compliance", "sender_identity"),
+                "compliance.sender_identity is empty but twilio.help_text says {sender}: set it (the answer to "
+                "HELP must say who is sending), or write twilio.help_text without {sender}",
+            ))  # fmt: skip
+        if found:  # raised as a ValidationError, pydantic keeps each error's own location
+            errors = [_error_at(loc, message) for loc, message in found]
+            raise ValidationError.from_exception_data(type(self).__name__, errors, hide_input=True)
         return self
 
     @model_validator(mode="after")
@@ -362,8 +364,9 @@ class Settings(BaseSettings):
     # ---- conveniences for the rest of topslot
 
     def secret_values(self) -> list[str]:
-        """Every secret's plain value (for log redaction)."""
-        return [s.get_secret_value() for s in _secrets(self) if s.get_secret_value()]
+        """Every secret's plain value (for log redaction), the database URL's password among them."""
+        values = [s.get_secret_value() for s in _secrets(self) if s.get_secret_value()]
+        return values + database_passwords(self.database_url)
 
     @property
     def campaigns_dir(self) -> Path:
@@ -372,7 +375,7 @@ class Settings(BaseSettings):
     @property
     def sqlite_path(self) -> Path | None:
         """The database file when the URL is SQLite on disk, else None."""
-        return sqlite_file(self.database_url)
+        return sqlite_database_file(self.database_url)
 
 
 def load_settings(config_dir: Path | str | None = None, **overrides: Any) -> Settings:
@@ -382,6 +385,7 @@ def load_settings(config_dir: Path | str | None = None, **overrides: Any) -> Set
     directory = _config_dir_for(overrides.get("config_dir"))
     yaml_path = directory / SETTINGS_FILE
     _, marks, problems = read_settings_yaml(yaml_path)
+    problems += read_secret_files(set(Settings.model_fields))[1]
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
@@ -395,6 +399,12 @@ def load_settings(config_dir: Path | str | None = None, **overrides: Any) -> Set
 # ---------------------------------------------------------------- paths
 
 
+def _error_at(loc: tuple[str, ...], message: str) -> InitErrorDetails:
+    """A value error of the setting at ``loc`` (``message`` taken as it is: it may hold braces)."""
+    error = PydanticCustomError("value_error", "{message}", {"message": message})
+    return InitErrorDetails(type=error, loc=loc, input=None)
+
+
 def _absolute(path: Path, base: Path) -> Path:
     path = path.expanduser()
     return path if path.is_absolute() else (base / path).resolve()
@@ -403,17 +413,10 @@ def _absolute(path: Path, base: Path) -> Path:
 def resolve_sqlite_url(url: str, base: Path) -> str:
     """Make a relative SQLite file path absolute (``sqlite+aiosqlite:///var/x.db`` → ``.../var/x.db``)."""
     scheme, sep, rest = url.partition(":///")
-    if not sep or not scheme.startswith("sqlite") or rest.startswith("/") or rest in ("", ":memory:"):
-        return url
+    if not sep or not scheme.startswith("sqlite") or rest.startswith(("/", "file:")) or rest in ("", ":memory:"):
+        return url  # absolute, in memory, or a ``file:`` URI (SQLite reads it as written)
     path, q, query = rest.partition("?")
     return f"{scheme}:///{(base / path).resolve()}{q}{query}"
-
-
-def sqlite_file(url: str) -> Path | None:
-    scheme, sep, rest = url.partition(":///")
-    if not sep or not scheme.startswith("sqlite") or rest in ("", ":memory:"):
-        return None
-    return Path(rest.partition("?")[0])
 
 
 def _config_dir_for(explicit: Any) -> Path:
@@ -474,6 +477,25 @@ def _secrets(settings: Settings) -> Iterator[SecretStr]:
         yield settings.conversion_webhook_key
 
 
+def database_passwords(url: str) -> list[str]:
+    """The password of a database URL, and the values of its query parameters naming a password or
+    secret (the ones ``display_url`` hides), so that the log never shows them either."""
+    try:
+        u = make_url(url)
+    except (ArgumentError, ValueError):
+        return []
+    found = [u.password] if u.password else []
+    if written := _URL_PASSWORD.match(url):  # as written too: percent-escaped, it differs
+        found.append(written["password"])
+    for key, value in u.query.items():
+        if "password" in key.lower() or "secret" in key.lower():
+            found += [value] if isinstance(value, str) else list(value)
+    return sorted({str(v) for v in found if v})
+
+
+_URL_PASSWORD = re.compile(r"[\w+]+://[^:/@]*:(?P<password>[^@]*)@")  # SQLAlchemy's own URL pattern
+
+
 def _is_secret(path: tuple[str, ...]) -> bool:
     for pattern in secret_paths():
         if len(pattern) == len(path) and all(p in ("*", q) for p, q in zip(pattern, path, strict=True)):
@@ -493,23 +515,64 @@ class SecretFilesSource(PydanticBaseSettingsSource):
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        data: dict[str, Any] = {}
-        fields = set(self.settings_cls.model_fields)
-        for directory in secret_dirs():
-            for file in sorted(directory.iterdir()):
-                if not file.is_file():
-                    continue
-                name = file.name.lower()
-                if name.startswith(ENV_PREFIX.lower()):
-                    name = name[len(ENV_PREFIX) :]
-                path = name.split(NESTED)
-                if path[0] not in fields:
-                    continue
-                node = data
-                for part in path[:-1]:
-                    node = node.setdefault(part, {})
-                node[path[-1]] = file.read_text(encoding="utf-8").rstrip("\r\n")
+        data, _ = read_secret_files(set(self.settings_cls.model_fields))
         return data
+
+
+MAX_SECRET_FILE_BYTES = 64 * 1024  # a key or password is far smaller: a larger file is the wrong file
+
+
+def read_secret_files(fields: set[str]) -> tuple[dict[str, Any], list[Problem]]:
+    """The settings held in the secret directories' files (nested by ``__``), and the problems of the
+    files that cannot be used (unreadable, larger than ``MAX_SECRET_FILE_BYTES``, not UTF-8): each
+    named by its file, never showing its content; such a file sets nothing."""
+    data: dict[str, Any] = {}
+    problems: list[Problem] = []
+    for file in _secret_files(problems):
+        name = file.name.lower()
+        if name.startswith(ENV_PREFIX.lower()):
+            name = name[len(ENV_PREFIX) :]
+        path = name.split(NESTED)
+        if path[0] not in fields:
+            continue
+        try:
+            value = _secret_file_text(file)
+        except ValueError as exc:
+            problems.append(Problem(str(file), 0, 0, f"{'.'.join(path)}: {exc}"))
+            continue
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value.rstrip("\r\n")
+    return data, problems
+
+
+def _secret_file_text(file: Path) -> str:
+    """The text of a credential file; ``ValueError`` saying why it cannot be used (never its content)."""
+    try:
+        with file.open("rb") as f:
+            raw = f.read(MAX_SECRET_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"the credential file cannot be read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_SECRET_FILE_BYTES:
+        raise ValueError(f"the credential file is larger than {MAX_SECRET_FILE_BYTES >> 10} KiB; is it the right file?")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("the credential file is not UTF-8 text; save it as UTF-8") from None
+
+
+def _secret_files(problems: list[Problem] | None = None) -> list[Path]:
+    """The files of the secret directories, sorted per directory; a directory that cannot be listed
+    is a problem (when ``problems`` is given) and lists nothing."""
+    files: list[Path] = []
+    for directory in secret_dirs():
+        try:
+            files += sorted(f for f in directory.iterdir() if f.is_file())
+        except OSError as exc:
+            if problems is not None:
+                problems.append(Problem(str(directory), 0, 0, f"cannot list the secrets directory: {exc.strerror}"))
+    return files
 
 
 def secret_dirs() -> list[Path]:
@@ -525,7 +588,12 @@ def secret_refusal(path: tuple[str, ...]) -> str:
             f"set one per key: {env_var_for(path)}{NESTED}<ID> (environment) or a credential file named "
             f"{credential_file_for(path)}{NESTED}<id> (in {CREDENTIAL_DIRS})"
         )
-    return refused + (
+    return refused + where_to_set(path)
+
+
+def where_to_set(path: tuple[str, ...]) -> str:
+    """How to give the secret at ``path``: its variable or its credential file."""
+    return (
         f"set {env_var_for(path)} (environment) or a credential file named {credential_file_for(path)} "
         f"(in {CREDENTIAL_DIRS})"
     )
@@ -537,10 +605,9 @@ def source_of(path: tuple[str, ...]) -> str:
     name = env_var_for(path)
     if any(var.upper() == name for var in os.environ):
         return name
-    for directory in secret_dirs():
-        for file in sorted(directory.iterdir()):
-            if file.is_file() and file.name.upper() in (name, name.removeprefix(ENV_PREFIX)):
-                return str(file)
+    for file in _secret_files():
+        if file.name.upper() in (name, name.removeprefix(ENV_PREFIX)):
+            return str(file)
     return name
 
 
@@ -571,8 +638,11 @@ def read_settings_yaml(path: Path) -> tuple[dict[str, Any], Marks, list[Problem]
         return {}, {}, []
     from daemon.yaml_source import MAX_FILE_BYTES, expansion_problem
 
-    with path.open("rb") as f:
-        raw = f.read(MAX_FILE_BYTES + 1)
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        return {}, {}, [Problem(str(path), 1, 1, f"cannot read the file: {exc.strerror or exc}")]
     if len(raw) > MAX_FILE_BYTES:
         return {}, {}, [Problem(str(path), 1, 1, f"larger than {MAX_FILE_BYTES // 1024} KiB; is it the right file?")]
     try:

@@ -9,7 +9,8 @@ Templates are read only from inside the templates directory: Jinja refuses ``..`
 ``ContainedLoader`` refuses any file whose real path (symbolic links followed, of the file or of a
 directory on the way) is outside the real path of the templates directory, for the templates a
 campaign names and for every ``{% include %}``, ``{% import %}`` and ``{% extends %}``. A link that
-stays inside keeps working.
+stays inside keeps working. Every template file is read by ``read_template``: at most 1 MiB, UTF-8,
+else one located problem (``TemplateUnreadable``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, nodes, pass_eval_context, select_autoescape
 from jinja2.compiler import CodeGenerator, Frame
-from jinja2.exceptions import SecurityError, TemplateNotFound
+from jinja2.exceptions import SecurityError, TemplateError, TemplateNotFound
 from jinja2.filters import do_center, do_format, do_indent, do_replace, sync_do_join
 from jinja2.loaders import split_template_path
 from jinja2.nodes import EvalContext
@@ -36,6 +37,7 @@ from jinja2.sandbox import MAX_RANGE, ImmutableSandboxedEnvironment
 
 from daemon.ages import age_on
 from daemon.campaign import Campaign
+from daemon.errors import Problem
 
 CONTACT_FIELDS = (
     "external_id",
@@ -371,6 +373,40 @@ def contained_template_path(root: Path | str, name: str) -> str | None:
     return real if os.path.isfile(real) else None
 
 
+MAX_TEMPLATE_BYTES = 1024 * 1024
+"""A template file larger than this is refused unread (the limit of a campaign file, too)."""
+
+
+class TemplateUnreadable(TemplateError):
+    """A template file that cannot be used as a template: unreadable, too large, or not UTF-8 text.
+    ``problem`` says which file, where, and why, in one line."""
+
+    def __init__(self, problem: Problem):
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+def read_template(real: str, display: str) -> str:
+    """The text of the template file ``real`` (``contained_template_path``): at most
+    ``MAX_TEMPLATE_BYTES``, UTF-8. ``TemplateUnreadable`` otherwise, located at ``display`` (how
+    messages name the file: ``templates/<name>``)."""
+    try:
+        with open(real, "rb") as f:
+            raw = f.read(MAX_TEMPLATE_BYTES + 1)
+    except OSError as exc:
+        raise TemplateUnreadable(Problem(display, 1, 1, f"cannot read the template: {exc.strerror or exc}")) from None
+    if len(raw) > MAX_TEMPLATE_BYTES:
+        message = f"the template is larger than {MAX_TEMPLATE_BYTES >> 10} KiB, the limit here; is it the right file?"
+        raise TemplateUnreadable(Problem(display, 1, 1, message))
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        message = "the template is not UTF-8 text; save it as UTF-8"
+        raise TemplateUnreadable(Problem(display, line, column, message)) from None
+
+
 def _is_inside(path: str, root: str) -> bool:
     """Whether the absolute ``path`` is ``root`` or below it (the root itself is no file: not found)."""
     return os.path.commonpath([path, root]) == root
@@ -388,8 +424,8 @@ class ContainedLoader(FileSystemLoader):
                 break
         else:
             raise TemplateNotFound(template)
-        with open(real, encoding=self.encoding) as f:
-            contents = f.read()
+        display = os.path.normpath(posixpath.join(searchpath, *split_template_path(template)))
+        contents = read_template(real, display)
         mtime = os.path.getmtime(real)
 
         def uptodate() -> bool:
@@ -398,7 +434,7 @@ class ContainedLoader(FileSystemLoader):
             except OSError:
                 return False
 
-        return contents, os.path.normpath(posixpath.join(searchpath, *split_template_path(template))), uptodate
+        return contents, display, uptodate
 
 
 def make_environment(templates_dir: Path | str) -> TemplateSandbox:

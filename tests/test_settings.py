@@ -164,6 +164,7 @@ def test_signing_key_id_must_name_a_key(tmp_path: Path, monkeypatch: pytest.Monk
         ("sqlite+aiosqlite:///:memory:", "sqlite+aiosqlite:///:memory:"),
         ("sqlite+aiosqlite:///t.db?timeout=5", "sqlite+aiosqlite:///{base}/t.db?timeout=5"),
         ("postgresql+asyncpg://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("sqlite:///file:t.db?mode=ro&uri=true", "sqlite:///file:t.db?mode=ro&uri=true"),  # a URI, kept
     ],
 )
 def test_relative_sqlite_paths_are_made_absolute(tmp_path: Path, url: str, expected: str) -> None:
@@ -353,3 +354,163 @@ def test_twilio_needs_a_sender_for_its_help_answer(tmp_path: Path) -> None:
         Settings(config_dir=tmp_path, twilio=twilio)
     assert Settings(config_dir=tmp_path, twilio=twilio, compliance={"sender_identity": "Example Shop"}).twilio.configured
     assert Settings(config_dir=tmp_path, twilio={**twilio, "help_text": "Shop news. Reply STOP to opt out."})
+
+
+@pytest.mark.parametrize(
+    ("url", "secrets"),
+    [
+        ("postgresql+asyncpg://u:pw-in-url@h/db", ["pw-in-url"]),
+        ("postgresql+asyncpg://u:p%40ss-word@h/db", ["p%40ss-word", "p@ss-word"]),  # as written and as meant
+        ("postgresql+asyncpg://u@h/db?password=pw-in-query&sslmode=require", ["pw-in-query"]),
+        ("postgresql+asyncpg://u@h/db", []),
+        ("sqlite+aiosqlite:///var/t.db", []),
+    ],
+)
+def test_the_database_password_is_a_secret_value(tmp_path: Path, url: str, secrets: list[str]) -> None:
+    """So that the log scrubber redacts it wherever it appears."""
+    assert sorted(Settings(config_dir=tmp_path, database_url=url).secret_values()) == secrets
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite+aiosqlite:///var/t.db?timeout=5", "{base}/var/t.db"),
+        ("sqlite+aiosqlite:///:memory:", None),
+        ("sqlite+aiosqlite:///file:shared?mode=memory&uri=true", None),  # a URI database: not a file here
+        ("postgresql+asyncpg://u@h/db", None),
+    ],
+)
+def test_sqlite_path_is_the_file_the_store_opens(tmp_path: Path, url: str, expected: str | None) -> None:
+    from daemon.store.db import sqlite_database_file
+
+    s = Settings(config_dir=tmp_path, database_url=url)
+    assert s.sqlite_path == (Path(expected.format(base=tmp_path)) if expected else None)
+    assert s.sqlite_path == sqlite_database_file(s.database_url)
+
+
+# ---------------------------------------------------------------- files that cannot be read
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("pässwörd\n".encode("latin-1"), "twilio.auth_token: the credential file is not UTF-8 text; save it as UTF-8"),
+        (b"k" * (64 * 1024 + 1), "twilio.auth_token: the credential file is larger than 64 KiB; is it the right file?"),
+    ],
+    ids=["not utf-8", "too large"],
+)
+def test_a_credential_file_that_cannot_be_used_is_a_problem_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes, message: str
+) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "twilio__auth_token").write_bytes(content)
+    (creds / "smtp__primary__password").write_text("good-password\n", encoding="utf-8")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+
+    with pytest.raises(InvalidInput) as caught:
+        load_settings(tmp_path / "cfg")
+
+    assert str(caught.value) == f"{creds / 'twilio__auth_token'}:0:0: {message}"
+    (creds / "twilio__auth_token").write_text("a-token\n", encoding="utf-8")
+    s = load_settings(tmp_path / "cfg")
+    assert s.twilio.auth_token is not None and s.smtp["primary"].password is not None
+
+
+def test_a_credential_file_of_no_setting_is_never_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "some-other-service.key").write_bytes(b"\xff" * (1024 * 1024))  # a credentials dir holds other things
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    assert load_settings(tmp_path / "cfg").secret_values() == []
+
+
+def test_topslot_yaml_that_cannot_be_read_is_one_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_yaml(tmp_path / "cfg", "default_timezone: UTC\n")
+    real_open = Path.open
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> object:
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "open", refuse)  # root reads any file: refuse it this way
+    with pytest.raises(InvalidInput) as caught:
+        load_settings(tmp_path / "cfg")
+    assert str(caught.value) == f"{path}:1:1: cannot read the file: Permission denied"
+
+
+# ---------------------------------------------------------------- checks across sections, each at its setting
+
+
+def test_im_provider_problems_are_each_located_at_their_provider(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every bad provider is reported (not only the first), at ``im.<name>`` in topslot.yaml, and a
+    missing secret names the variable and credential file that really load it."""
+    path = write_yaml(
+        tmp_path / "cfg",
+        "im:\n"
+        "  tg: {kind: telegram}\n"
+        "  wa: {kind: whatsapp, from_number: '+15005550006'}\n"
+        "  hook: {kind: webhook, url: 'https://gw.example/topslot'}\n"
+        "  ok: {kind: webhook, url: 'https://gw.example/topslot'}\n",
+    )
+    monkeypatch.setenv("TOPSLOT_IM__OK__SECRET", "s" * 16)
+    with pytest.raises(InvalidInput) as caught:
+        load_settings(tmp_path / "cfg")
+    assert str(caught.value).splitlines() == [
+        f"{path}:2:3: im.tg.token: a telegram provider needs its bot token: set TOPSLOT_IM__TG__TOKEN "
+        "(environment) or a credential file named im__tg__token (in $CREDENTIALS_DIRECTORY or $TOPSLOT_SECRETS_DIR)",
+        f"{path}:3:3: im.wa sends WhatsApp through Twilio: configure twilio (account_sid, auth_token)",
+        f"{path}:4:3: im.hook.secret: a webhook provider needs its signing secret: set TOPSLOT_IM__HOOK__SECRET "
+        "(environment) or a credential file named im__hook__secret (in $CREDENTIALS_DIRECTORY or $TOPSLOT_SECRETS_DIR)",
+    ]
+
+    creds = tmp_path / "creds"  # where the message said
+    creds.mkdir()
+    (creds / "im__tg__token").write_text("123:bot-token\n", encoding="utf-8")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    monkeypatch.setenv("TOPSLOT_IM__HOOK__SECRET", "h" * 16)
+    write_yaml(tmp_path / "cfg", path.read_text().replace("  wa: {kind: whatsapp, from_number: '+15005550006'}\n", ""))
+    s = load_settings(tmp_path / "cfg")
+    assert sorted(s.im) == ["hook", "ok", "tg"]
+
+
+def test_a_bad_provider_name_is_located_at_its_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_yaml(tmp_path / "cfg", "im:\n  ok: {kind: telegram}\n  We-Com: {kind: webhook, url: 'https://gw.example'}\n")
+    monkeypatch.setenv("TOPSLOT_IM__OK__TOKEN", "123:bot-token")
+    monkeypatch.setenv("TOPSLOT_IM__WE-COM__SECRET", "s" * 16)
+    with pytest.raises(InvalidInput) as caught:
+        load_settings(tmp_path / "cfg")
+    assert str(caught.value) == (
+        f"{path}:3:3: im.we-com: 'we-com' is not an IM provider name: use 1-20 of a-z, 0-9 and _, starting with "
+        "a letter (it is also the contacts' im_<name> column)"
+    )
+
+
+def test_the_help_answer_problem_is_located_at_the_sender_identity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOPSLOT_TWILIO__AUTH_TOKEN", "t" * 32)
+    twilio = "twilio: {account_sid: AC00000000000000000000000000000000, from_number: '+15005550006'}\n"
+    path = write_yaml(tmp_path / "cfg", twilio + "compliance:\n  postal_address: 1 Example Road\n")
+    with pytest.raises(InvalidInput) as caught:
+        load_settings(tmp_path / "cfg")
+    assert str(caught.value).startswith(
+        f"{path}:2:1: compliance.sender_identity is empty but twilio.help_text says {{sender}}: set it"
+    )
+    write_yaml(tmp_path / "cfg", twilio)
+    with pytest.raises(InvalidInput) as caught:
+        load_settings(tmp_path / "cfg")  # no compliance section: at the variable to set
+    assert str(caught.value).startswith("TOPSLOT_COMPLIANCE__SENDER_IDENTITY:0:0: compliance.sender_identity is empty")
+
+
+def test_phone_numbers_and_sids_are_checked_the_same_in_both_places(tmp_path: Path) -> None:
+    twilio = {"account_sid": "AC" + "0" * 32, "auth_token": "t" * 32}
+    sender = {"from_number": "+15005550006"}
+    for bad in ({"from_number": "+0123"}, {"messaging_service_sid": "MGnothex"}):
+        with pytest.raises(ValidationError, match="String should match pattern"):
+            Settings(config_dir=tmp_path, twilio={**twilio, **bad})
+        with pytest.raises(ValidationError, match="String should match pattern"):
+            Settings(config_dir=tmp_path, twilio={**twilio, **sender}, im={"wa": {"kind": "whatsapp", **bad}})

@@ -232,3 +232,32 @@ def test_the_renderer_refuses_a_campaign_template_linking_outside(tmp_path: Path
 
     with pytest.raises(InvalidInput):
         compile_campaign(campaign, tmp / "templates", COMPLIANCE)
+
+
+def test_the_renderer_reports_a_template_it_cannot_read_at_the_file(tmp_path: Path) -> None:
+    """Not UTF-8 or over 1 MiB: a located problem (``compile_campaign``: preview, the daemon), never a traceback."""
+    campaign, tmp = renderer_tree(tmp_path)
+    templates = tmp / "templates"
+    (templates / "mothers-day/sms.txt.j2").write_bytes("Reply STOP, café\n".encode("cp1252"))
+    (templates / "mothers-day/email.txt.j2").write_bytes(b"x" * (1024 * 1024 + 1))
+
+    with pytest.raises(InvalidInput) as raised:
+        compile_campaign(campaign, templates, COMPLIANCE)
+
+    assert [str(p) for p in raised.value.problems] == [
+        f"{templates}/mothers-day/email.txt.j2:1:1: the template is larger than 1024 KiB, the limit here; "
+        "is it the right file?",
+        f"{templates}/mothers-day/sms.txt.j2:1:16: the template is not UTF-8 text; save it as UTF-8",
+    ]
+
+
+def test_the_loader_reads_templates_through_the_bounded_reader(tmp_path: Path) -> None:
+    from daemon.templating import TemplateUnreadable
+
+    (tmp_path / "ok.txt").write_text("naïve {{ 1 + 1 }}", encoding="utf-8")
+    (tmp_path / "gbk.txt").write_bytes("你好".encode("gbk"))
+    env = make_environment(tmp_path)
+    assert env.get_template("ok.txt").render() == "naïve 2"
+    with pytest.raises(TemplateUnreadable) as raised:
+        env.get_template("gbk.txt")
+    assert str(raised.value.problem) == f"{tmp_path}/gbk.txt:1:1: the template is not UTF-8 text; save it as UTF-8"

@@ -12,7 +12,9 @@ comparison is constant-time.
 
 The body is JSON: one conversion object, or ``{"conversions": [...]}`` with up to ``MAX_BATCH``,
 at most ``MAX_BODY_BYTES`` long and nested at most ``MAX_DEPTH`` arrays/objects deep (checked before
-parsing, so a hostile body can neither exhaust the parser's recursion nor take long).
+parsing, so a hostile body can neither exhaust the parser's recursion nor take long), and read by
+``loads_bounded`` like imported JSON Lines: NaN, Infinity, and a NUL or an unpaired surrogate in
+any text (which the database would refuse at insert) make the whole body a 400.
 Every valid conversion is kept; invalid ones are listed by position and field (never echoing their
 values), so the shop can fix them and re-send the whole body (what was recorded is not duplicated).
 """
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,7 +30,7 @@ from typing import Any
 
 from daemon.attribution.inputs import ConversionInput, parse_conversion_fields
 from daemon.errors import TopslotError
-from daemon.json_depth import nesting_depth
+from daemon.json_depth import MAX_JSON_DEPTH, BadJson, NotJson, TooDeep, loads_bounded
 
 SIGNATURE_HEADER = "X-Topslot-Signature"
 TIMESTAMP_HEADER = "X-Topslot-Timestamp"
@@ -37,7 +38,7 @@ SCHEME = "sha256="
 MAX_SKEW = timedelta(minutes=5)
 MAX_BODY_BYTES = 1024 * 1024
 MAX_BATCH = 1000
-MAX_DEPTH = 32  # arrays/objects inside each other; a batch needs 3
+MAX_DEPTH = MAX_JSON_DEPTH  # arrays/objects inside each other; a batch needs 3
 MAX_PROBLEMS = 100  # listed in one answer; the count says how many there were
 
 
@@ -106,12 +107,14 @@ def parse_conversion(
 
 def read_body(body: bytes) -> ParsedBatch:
     """The conversions of an (already authenticated) JSON body."""
-    if nesting_depth(body) > MAX_DEPTH:
-        raise WebhookError(400, f"the body is not JSON nested at most {MAX_DEPTH} levels deep")
-    try:
-        data = json.loads(body.decode("utf-8"), parse_float=str, parse_int=_int_or_text)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # RecursionError: a backstop only
+    try:  # floats as their text: amounts are read exactly (as Decimal) by field validation
+        data = loads_bounded(body.decode("utf-8"), max_depth=MAX_DEPTH, parse_float=str, parse_int=_int_or_text)
+    except TooDeep:
+        raise WebhookError(400, f"the body is not JSON nested at most {MAX_DEPTH} levels deep") from None
+    except (UnicodeDecodeError, NotJson):
         raise WebhookError(400, "the body is not UTF-8 JSON") from None
+    except BadJson as exc:  # NaN, a NUL or an unpaired surrogate: fixed texts, never the input
+        raise WebhookError(400, f"the body cannot be taken: {exc}") from None
     if isinstance(data, dict) and "conversions" in data:
         items, prefix = data["conversions"], "conversions"
         if not isinstance(items, list):

@@ -40,13 +40,16 @@ def print_problems(problems: list[Problem]) -> None:
         say(str(problem))
 
 
-def settings_or_exit(config_dir: Path | None) -> Settings:
-    """Settings, or every problem on stderr (one ``path:line:column: message`` per line) and exit 2.
-    The configuration directory must exist: a mistyped ``--config`` is an error, not empty settings."""
+def settings_or_exit(
+    config_dir: Path | None, *, report: Callable[[list[Problem]], None] = print_problems
+) -> Settings:
+    """Settings, or every problem (``report``: on stderr, one ``path:line:column: message`` per line)
+    and exit 2. The configuration directory must exist: a mistyped ``--config`` is an error, not
+    empty settings."""
     try:
         settings = load_settings(config_dir)
     except InvalidInput as exc:
-        print_problems(exc.problems)
+        report(exc.problems)
         raise typer.Exit(2) from None
     if (problem := config_dir_problem(settings.config_dir)) is not None:
         say(problem)
@@ -82,11 +85,12 @@ def with_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]],
         fail(settings, exc, 1)
 
 
-def fail(settings: Settings, exc: BaseException, code: int) -> NoReturn:
-    """``exc`` as one line on stderr, then exit ``code``; the traceback first at ``log_level: debug``."""
+def fail(settings: Settings, exc: BaseException, code: int, line: str | None = None) -> NoReturn:
+    """``line`` (default: ``exc`` itself) as one line on stderr, then exit ``code``; the traceback
+    first at ``log_level: debug``."""
     if settings.log_level == "debug":
         err.print("".join(traceback.format_exception(exc)), markup=False, highlight=False, soft_wrap=True, end="")
-    say(str(exc))
+    say(str(exc) if line is None else line)
     raise typer.Exit(code) from None
 
 

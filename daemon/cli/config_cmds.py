@@ -10,9 +10,9 @@ import typer
 
 from daemon.campaign import Campaign
 from daemon.channels.registry import route_lines
-from daemon.errors import InvalidInput
+from daemon.cli.common import settings_or_exit
+from daemon.errors import Problem
 from daemon.runtime.ports import load_campaigns
-from daemon.settings import load_settings
 
 
 def campaign_schema() -> dict[str, Any]:
@@ -31,23 +31,17 @@ def validate(
     ),
     templates: Annotated[
         Path | None,  # noqa: UP007 - typer needs Optional here
-        typer.Option("--templates", help="Templates directory (default: templates/ next to CONFIG_DIR)"),
+        typer.Option("--templates", help="Templates directory (default: the settings' templates_dir, as the daemon)"),
     ] = None,
 ) -> None:
     """Check every campaign file (and topslot.yaml); print each problem as path:line:column: message.
     Exit 1 when a campaign has problems, 2 when the settings do (the campaigns are not checked then)."""
-    templates_dir = templates if templates is not None else config_dir.parent / "templates"
-    campaigns_dir = config_dir / "campaigns"
+    settings = settings_or_exit(config_dir, report=_settings_problems)
+    campaigns_dir = config_dir / "campaigns"  # as given: problems name files the way the user wrote them
     if not campaigns_dir.is_dir():
         typer.echo(f"error: {campaigns_dir} is not a directory (expected CONFIG_DIR/campaigns)", err=True)
         raise typer.Exit(2)
-    try:
-        settings = load_settings(config_dir)
-    except InvalidInput as exc:  # the process settings are checked too: as for every command, exit 2
-        for problem in exc.problems:
-            typer.echo(str(problem))
-        typer.echo(f"error: {len(exc.problems)} problem(s) in the settings; campaigns not checked", err=True)
-        raise typer.Exit(2) from None
+    templates_dir = templates or _as_given(settings.templates_dir)
     # As the daemon loads them: valid YAML and templates, and compilable for sending (CSS, links, footer).
     result = load_campaigns(campaigns_dir, templates_dir, settings)
     for problem in result.problems:
@@ -67,6 +61,18 @@ def validate(
     for campaign in sorted(result.campaigns.values(), key=lambda c: c.id):
         for line in route_lines(campaign, settings):
             typer.echo(f"  {campaign.id}: {line}", err=True)
+
+
+def _settings_problems(problems: list[Problem]) -> None:
+    """validate's output is its problems: on stdout, like the campaigns' (the count on stderr)."""
+    for problem in problems:
+        typer.echo(str(problem))
+    typer.echo(f"error: {len(problems)} problem(s) in the settings; campaigns not checked", err=True)
+
+
+def _as_given(path: Path) -> Path:
+    """``path`` relative to the working directory when it is inside it (settings hold absolute paths)."""
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
 
 
 def schema() -> None:

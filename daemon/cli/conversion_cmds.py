@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from daemon.attribution.inputs import ConversionInput, parse_conversion_fields
 from daemon.attribution.record import BATCH_SIZE, RecordResult, record_conversions
 from daemon.cli.common import ConfigOption, out, print_problems, say, settings_or_exit, with_engine
-from daemon.cli.import_input import EncodingOption, encoding_or_exit
+from daemon.cli.import_input import EncodingOption, import_file_or_exit
 from daemon.clock import SystemClock
 from daemon.config import load_campaigns
 from daemon.errors import Problem
@@ -58,10 +58,7 @@ def conversions_import(
     margin (0-1) (optional). Orders already recorded are skipped. Every bad row is listed as
     path:line:column: message and the good rows are kept (exit 1 if any row was bad)."""
     settings = settings_or_exit(config)
-    if not file.is_file():
-        say(f"{file}: no such file")
-        raise typer.Exit(2)
-    codec = encoding_or_exit(file, encoding)
+    codec = import_file_or_exit(file, encoding)
     try:
         keyring = load_keyring(settings)
     except KeyringError as exc:

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.campaign import Campaign
 from daemon.cli.common import ConfigOption, out, print_problems, say, settings_or_exit, with_engine
-from daemon.cli.import_input import EncodingOption, encoding_or_exit
+from daemon.cli.import_input import EncodingOption, import_file_or_exit
 from daemon.clock import SystemClock
 from daemon.config import load_campaigns
 from daemon.coupons import codes
@@ -48,10 +48,7 @@ def coupons_import(
     if why:
         say(why)
         raise typer.Exit(2)
-    if not file.is_file():
-        say(f"{file}: no such file")
-        raise typer.Exit(2)
-    codec = encoding_or_exit(file, encoding)
+    codec = import_file_or_exit(file, encoding)
 
     async def work(engine: AsyncEngine) -> tuple[ImportReport, PoolStock]:
         report = await import_pool(engine, pool, file, now=SystemClock().now(), batch_size=batch_size, encoding=codec)

@@ -19,7 +19,7 @@ from daemon.cli.common import (
     settings_or_exit,
     with_engine,
 )
-from daemon.cli.import_input import EncodingOption, encoding_or_exit
+from daemon.cli.import_input import EncodingOption, import_file_or_exit
 from daemon.clock import SystemClock
 from daemon.imports.fields import instant
 from daemon.imports.report import ImportReport
@@ -53,13 +53,6 @@ def _report_import(what: str, report: ImportReport) -> None:
         raise typer.Exit(1)
 
 
-def _existing_file(path: Path) -> Path:
-    if not path.is_file():
-        say(f"{path}: no such file")
-        raise typer.Exit(2)
-    return path
-
-
 # ---------------------------------------------------------------- commands
 
 
@@ -72,20 +65,19 @@ def contacts_import(
 ) -> None:
     """Upsert contacts by external_id; bad rows are listed and skipped (exit 1), good rows are kept."""
     settings = settings_or_exit(config)
-    path = _existing_file(file)
-    codec = encoding_or_exit(path, encoding)
+    codec = import_file_or_exit(file, encoding)
     report = with_engine(
         settings,
         lambda engine: import_contacts(
             engine,
-            path,
+            file,
             now=SystemClock().now(),
             default_country=settings.default_country,
             batch_size=batch_size,
             encoding=codec,
         ),
     )
-    _report_import(f"contacts from {path}", report)
+    _report_import(f"contacts from {file}", report)
 
 
 @events_app.command("import")
@@ -97,10 +89,9 @@ def events_import(
     """Import purchases and searches; re-importing the same file changes nothing. Amounts are 0 or
     more (refunds are conversions: ``topslot conversions import`` with refund=true)."""
     settings = settings_or_exit(config)
-    path = _existing_file(file)
-    codec = encoding_or_exit(path, encoding)
-    report = with_engine(settings, lambda engine: import_events(engine, path, encoding=codec))
-    _report_import(f"events from {path}", report)
+    codec = import_file_or_exit(file, encoding)
+    report = with_engine(settings, lambda engine: import_events(engine, file, encoding=codec))
+    _report_import(f"events from {file}", report)
 
 
 @db_app.command("upgrade")

@@ -1,5 +1,5 @@
-"""What the four import commands share: the ``--encoding`` option and checking it against the file
-before anything is imported."""
+"""What the four import commands share: the ``--encoding`` option, and checking the file (and the
+encoding against it) before anything is imported."""
 
 from __future__ import annotations
 
@@ -22,11 +22,20 @@ EncodingOption = Annotated[
 ]
 
 
-def encoding_or_exit(path: Path, requested: str | None) -> str:
-    """The codec to read ``path`` with; an unknown ``--encoding``, or a file that is clearly not UTF-8
-    without one, is ONE line on stderr and exit 2 (nothing is imported)."""
+def import_file_or_exit(path: Path, encoding: str | None) -> str:
+    """The codec to read the import file ``path`` with, checked before anything is imported: no such
+    file, a file that cannot be read, an unknown ``--encoding``, or a file that is clearly not UTF-8
+    without one, is ONE line on stderr and exit 2."""
+    if not path.is_file():
+        say(f"{path}: no such file")
+        raise typer.Exit(2)
     try:
-        return resolve_encoding(path, requested)
+        with path.open("rb"):  # readable? (resolve_encoding opens it only without --encoding)
+            pass
+        return resolve_encoding(path, encoding)
+    except OSError as exc:
+        say(f"{path}: cannot be read: {exc.strerror or exc}")
+        raise typer.Exit(2) from None
     except ValueError as exc:
         say(f"--encoding: {exc}")
         raise typer.Exit(2) from None

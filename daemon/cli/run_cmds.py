@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from daemon.cli.common import say, settings_or_exit
+from daemon.cli.common import fail, settings_or_exit
 from daemon.clock import Clock, SimulatedClock, SystemClock
 
 ConfigOption = Annotated[
@@ -51,12 +51,9 @@ def run(
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
     except Exception as exc:  # logged as daemon_failed by the daemon; one line here
-        if settings.log_level.lower() == "debug":
-            raise
         from daemon.runtime.failures import failure_reason
 
-        say(f"topslot run: {failure_reason(exc, settings)}")
-        raise typer.Exit(1) from None
+        fail(settings, exc, 1, f"topslot run: {failure_reason(exc, settings)}")
 
 
 def demo(

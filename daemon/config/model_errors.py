@@ -8,7 +8,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from daemon.campaign import FieldError, condition_kind
 from daemon.config.model_keys import allowed_keys, model_at
@@ -84,9 +84,15 @@ def label_of(path: YamlPath) -> str:
     return text
 
 
-def validation_problems(exc: ValidationError, doc: YamlDocument, root: type[BaseModel]) -> list[Problem]:
-    """Every error of ``exc`` located in ``doc``; errors caused by a YAML trap are left to the trap."""
-    located = [_locate(dict(err), doc.data) for err in exc.errors(include_url=False)]
+def validation_problems(
+    exc: ValidationError, doc: YamlDocument, root: Any, *, conditions_at_top: bool = False
+) -> list[Problem]:
+    """Every error of ``exc`` located in ``doc``; errors caused by a YAML trap are left to the trap.
+
+    ``root`` is what validated the data: a model class, or a type built of them such as
+    ``dict[str, Condition]``. ``conditions_at_top``: the values of the top-level mapping are audience
+    conditions (a segments file), as well as those under ``all``, ``any`` and ``not``."""
+    located = [_locate(dict(err), doc.data, conditions_at_top) for err in exc.errors(include_url=False)]
     problems: list[Problem] = []
     for item in _pick_union_members(located):
         if _caused_by_trap(item, doc):
@@ -103,7 +109,7 @@ def _caused_by_trap(item: _Located, doc: YamlDocument) -> bool:
     return False
 
 
-def _locate(err: dict[str, Any], data: Any) -> _Located:
+def _locate(err: dict[str, Any], data: Any, conditions_at_top: bool = False) -> _Located:
     """Map pydantic's ``loc`` onto the data: drop union tags and member labels, which are not keys."""
     loc = tuple(err["loc"])
     cause = (err.get("ctx") or {}).get("error") if err["type"] == "value_error" else None
@@ -115,7 +121,7 @@ def _locate(err: dict[str, Any], data: Any) -> _Located:
     node = data
     tag_skipped_at = -1
     for index, item in enumerate(loc):
-        if tag_skipped_at != len(path) and _is_condition_tag(path, node, item):
+        if tag_skipped_at != len(path) and _is_condition_tag(path, node, item, conditions_at_top):
             tag_skipped_at = len(path)
             continue  # the discriminator's tag; the same word is also the condition's first key
         if isinstance(node, dict) and item in node:
@@ -131,14 +137,16 @@ def _locate(err: dict[str, Any], data: Any) -> _Located:
     return _Located(tuple(path), branch, label, err)
 
 
-def _is_condition_tag(path: list[Any], node: Any, item: Any) -> bool:
+def _is_condition_tag(path: list[Any], node: Any, item: Any, conditions_at_top: bool = False) -> bool:
     """Is ``item`` the tag pydantic put in ``loc`` for the audience condition at ``path``?
 
-    Conditions sit in the lists under ``all``/``any`` and under ``not``; nothing else in a
-    campaign uses those keys.
+    Conditions sit in the lists under ``all``/``any`` and under ``not`` (and, with ``conditions_at_top``,
+    are the values of the top-level mapping); nothing else in a campaign uses those keys.
     """
     at_condition = bool(path) and (
-        path[-1] == "not" or (isinstance(path[-1], int) and len(path) > 1 and path[-2] in ("all", "any"))
+        path[-1] == "not"
+        or (isinstance(path[-1], int) and len(path) > 1 and path[-2] in ("all", "any"))
+        or (conditions_at_top and len(path) == 1)
     )
     return at_condition and isinstance(node, dict) and condition_kind(node) == item
 
@@ -180,7 +188,7 @@ def _merged_union_error(errors: list[dict[str, Any]]) -> dict[str, Any]:
     return {"type": "union_mismatch", "msg": f"expected {expected}", "input": errors[0].get("input"), "ctx": {}}
 
 
-def _problem(item: _Located, doc: YamlDocument, root: type[BaseModel]) -> Problem:
+def _problem(item: _Located, doc: YamlDocument, root: Any) -> Problem:
     err, path = item.error, item.path
     kind = err["type"]
     value = doc.get(path)

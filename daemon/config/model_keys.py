@@ -50,8 +50,9 @@ def _field(model: type[BaseModel], key: str) -> Any:
     return None
 
 
-def model_at(root: type[BaseModel], data: Any, path: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The model class that validates the mapping found at ``path`` in ``data`` (None if not a model)."""
+def model_at(root: Any, data: Any, path: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class that validates the mapping found at ``path`` in ``data`` (None if not a model);
+    ``root`` validates ``data``: a model class or a type built of them (``dict[str, Condition]``)."""
     tp: Any = root
     node = data
     for item in path:

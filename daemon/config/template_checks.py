@@ -15,6 +15,7 @@ from daemon.errors import Problem
 from daemon.rendering.bounds import render_checked
 from daemon.templating import (
     TemplateOutsideRoot,
+    TemplateUnreadable,
     contained_template_path,
     make_environment,
     sample_context,
@@ -87,6 +88,8 @@ def _check_file(
         template = env.get_template(name)
     except TemplateSyntaxError as exc:
         return [_syntax_problem(exc, str(file))]
+    except TemplateUnreadable as exc:  # too large, or not UTF-8
+        return [exc.problem]
     except TemplateNotFound:  # changed since the check above
         return [doc.problem(where, f"{label}: template '{name}' not found (looked for {file})")]
     try:
@@ -123,6 +126,8 @@ def _syntax_problem(exc: TemplateSyntaxError, fallback_file: str) -> Problem:
 def _render_problem(exc: Exception, fallback: tuple[str, tuple[int, int]], prefix: str) -> Problem:
     if isinstance(exc, TemplateSyntaxError):  # an included template failed to compile
         return _syntax_problem(exc, fallback[0])
+    if isinstance(exc, TemplateUnreadable):  # ... or to be read
+        return exc.problem
     frame = template_frame(exc.__traceback__)
     if frame is not None:
         return Problem(frame[0], frame[1], 1, _render_message(exc))

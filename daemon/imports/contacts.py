@@ -121,7 +121,7 @@ def parse_contact(
     recorded_at = check("consent_at", lambda v: f.instant(v, "consent_at")) or now
     consents = []
     for column, channel in _CONSENT_COLUMNS.items():
-        granted = check(column, partial(_consent, column=column))
+        granted = check(column, partial(f.consent, name=column))
         if granted is not None:
             consents.append(ConsentRecord(channel, granted, source, recorded_at))
 
@@ -198,7 +198,3 @@ def _attributes(raw: dict[str, Any], *, typed: bool) -> dict[str, Any] | None:
         return None
     convert = (lambda v: v) if typed else f.attribute_value
     return {k: convert(v) for k, v in extra.items() if v is not None and v != "" and k}
-
-
-def _consent(value: str, *, column: str) -> bool:
-    return f.consent(value, column)

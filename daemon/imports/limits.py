@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from daemon.json_depth import MAX_JSON_DEPTH as MAX_JSON_DEPTH  # nested in one JSON Lines record (= webhook)
+
 MAX_LINE_CHARS = 1024 * 1024  # one physical line; longer ones are skipped without being held whole
 MAX_FIELD_CHARS = 128 * 1024  # one CSV field or JSON text value (the csv module's default limit)
-MAX_JSON_DEPTH = 32  # arrays / objects nested in one JSON Lines record (as for the conversions webhook)
 MAX_JSON_DIGITS = 40  # digits of a JSON integer (Python's int() is quadratic on long ones)
 MAX_AMOUNT = Decimal("999999999999.99")  # an amount of money: what Numeric(14, 2) columns hold
 

@@ -1,15 +1,13 @@
 """Stream records out of a CSV (header row) or JSON Lines file, one at a time, with line numbers.
 
 The file's lines come from ``daemon.imports.lines`` (encoding, bad lines, limits). A record that
-cannot be read at all (a bad line, a CSV field over the limit, JSON that is not valid, too deep,
-or holds a NUL) is a ``Record`` with ``error`` set; the next record is read as usual.
+cannot be read at all (a bad line, a CSV field over the limit, JSON that ``loads_bounded`` refuses:
+not valid, too deep, NaN, a NUL ...) is a ``Record`` with ``error`` set; the next record is read as usual.
 """
 
 from __future__ import annotations
 
 import csv
-import json
-import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -18,7 +16,7 @@ from typing import Any, Literal
 
 from daemon.imports.limits import MAX_FIELD_CHARS, MAX_JSON_DEPTH, MAX_JSON_DIGITS
 from daemon.imports.lines import BadLine, csv_problem, open_lines, resolve_encoding
-from daemon.json_depth import nesting_depth
+from daemon.json_depth import BadJson, loads_bounded
 
 FileFormat = Literal["csv", "jsonl"]
 _EXTENSIONS: dict[str, FileFormat] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -193,71 +191,13 @@ def _read_jsonl(lines: Iterable[str | BadLine]) -> Iterator[Record]:
         if not text.strip():
             continue
         try:
-            value = parse_json_line(text)
-        except ValueError as exc:
+            value = loads_bounded(
+                text, max_depth=MAX_JSON_DEPTH, max_text_chars=MAX_FIELD_CHARS, max_int_digits=MAX_JSON_DIGITS
+            )
+        except BadJson as exc:
             yield Record(line_no, {}, {}, str(exc))
             continue
         if not isinstance(value, dict):
             yield Record(line_no, {}, {}, "each line must be a JSON object")
             continue
         yield Record(line_no, {normalise_key(k): v for k, v in value.items()}, typed=True)
-
-
-def parse_json_line(text: str) -> Any:
-    """One JSON value, within the limits; ``ValueError`` with a message for the file's author.
-
-    Refused: nesting deeper than ``MAX_JSON_DEPTH`` (checked before parsing, so a 100,000 deep
-    line costs neither recursion nor time), NaN / Infinity and numbers beyond a float's range
-    (they would poison every sum), integers of more than ``MAX_JSON_DIGITS`` digits, and text
-    values with a NUL, an unpaired surrogate or more than ``MAX_FIELD_CHARS`` characters.
-    """
-    if nesting_depth(text) > MAX_JSON_DEPTH:
-        raise ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
-    try:
-        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float, parse_int=_short_int)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not valid JSON: {exc.msg} (column {exc.colno})") from None
-    except ValueError as exc:  # from the parse_* hooks
-        raise ValueError(f"not valid JSON: {exc}") from None
-    if "\\u" in text or len(text) > MAX_FIELD_CHARS:  # only then can a text value be bad
-        problem = _text_problem(value)
-        if problem:
-            raise ValueError(problem)
-    return value
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise ValueError(f"the number {text[:40]} is out of range")
-    return value
-
-
-def _short_int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_JSON_DIGITS:
-        raise ValueError(f"the number {text[:20]}... has more than {MAX_JSON_DIGITS} digits")
-    return int(text)
-
-
-def _text_problem(value: Any) -> str | None:
-    """What is wrong with a text value (or key) anywhere in a parsed JSON value, or None."""
-    if isinstance(value, str):
-        if len(value) > MAX_FIELD_CHARS:
-            return f"a JSON text value is longer than {MAX_FIELD_CHARS:,} characters"
-        if "\x00" in value:
-            return "a text value contains a NUL character (\\u0000)"
-        if _SURROGATE.search(value):
-            return "a text value contains an unpaired surrogate (\\ud800 to \\udfff)"
-        return None
-    if isinstance(value, dict):
-        return next((p for k, v in value.items() if (p := _text_problem(k) or _text_problem(v))), None)
-    if isinstance(value, list):
-        return next((p for v in value if (p := _text_problem(v))), None)
-    return None

@@ -51,9 +51,11 @@ from daemon.templating import (
     ContactView,
     TemplateOutsideRoot,
     TemplateSandbox,
+    TemplateUnreadable,
     contained_template_path,
     make_environment,
     message_context,
+    read_template,
     sample_contact,
     sample_track,
 )
@@ -339,7 +341,11 @@ class _Compiler:
         if real is None:
             self.problem(str(path), f"template '{name}' not found in {self.templates_dir}")
             return None
-        return Path(real).read_text(encoding="utf-8")
+        try:
+            return read_template(real, str(path))
+        except TemplateUnreadable as exc:
+            self.problems.append(exc.problem)
+            return None
 
     def build(self, source: str, name: str, filename: str) -> Template | None:
         """Compile ``source`` as template ``name`` (its extension picks autoescape) and render it

@@ -49,6 +49,7 @@ from daemon.attribution.rules import SENT_STATES as TREATED_STATES
 from daemon.campaign import Costs
 from daemon.channel import OUTBOX_PROVIDER, spec_of
 from daemon.delivery import HANDED_OVER as HANDED_OVER_STATES
+from daemon.delivery import IN_FLIGHT, MAYBE_HANDED_OVER, WAITING
 from daemon.delivery import DeliveryState as S
 from daemon.reporting import money as money_maths
 from daemon.reporting.groups import group_key
@@ -65,8 +66,8 @@ from daemon.store.schema import campaigns, contacts, conversions, deliveries, ev
 
 SENT_STATES = tuple(HANDED_OVER_STATES)
 ACCEPTED_STATES = (S.SENT, S.DELIVERED)
-PENDING_STATES = (S.PLANNED, S.CLAIMED, S.SENDING, S.RETRY_WAIT)
-CHARGEABLE_STATES = (S.SENT, S.DELIVERED, S.BOUNCED, S.UNKNOWN)
+PENDING_STATES = tuple(sorted(WAITING | IN_FLIGHT))  # not sent yet, or being sent
+CHARGEABLE_STATES = tuple(sorted(MAYBE_HANDED_OVER))  # a paid provider may have it: it costs
 MACHINE_LABELS = ("machine_open", "scanner")
 BUCKET_EDGES = (0, 5, 10, 15, 30, 60, 120, 240, 480, 1440)  # minutes; the last bucket is open-ended
 DEFAULT_TAIL = timedelta(days=7)  # after the last slot, when the campaign is no longer loaded

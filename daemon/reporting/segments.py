@@ -13,44 +13,42 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import Field, TypeAdapter, ValidationError
 
 from daemon.campaign import Condition
-from daemon.errors import InvalidInput, Problem
+from daemon.config.model_errors import validation_problems
+from daemon.errors import InvalidInput
+from daemon.yaml_source import YamlDocument, load_yaml
 
 OTHER = "other"
 SegmentName = Annotated[str, Field(min_length=1, max_length=100)]
-_ADAPTER: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[SegmentName, Condition])
+Segments = dict[SegmentName, Condition]
+_ADAPTER: TypeAdapter[dict[str, Any]] = TypeAdapter(Segments)
 
 
-def parse_segments(data: Any, source: str = "<segments>") -> list[tuple[str, Any]]:
-    """Validated (name, condition) pairs in file order; every problem in one ``InvalidInput``."""
+def parse_segments(data: Any, source: str = "<segments>", doc: YamlDocument | None = None) -> list[tuple[str, Any]]:
+    """Validated (name, condition) pairs in file order; every problem in one ``InvalidInput``, located
+    in ``doc`` (the loaded file) when given, else at ``source``'s first line."""
+    doc = doc if doc is not None else YamlDocument(source, data=data)
     if not isinstance(data, dict) or not data:
-        raise InvalidInput([Problem(source, 1, 1, "a segments file maps segment names to conditions")])
+        raise InvalidInput([doc.problem((1, 1), "a segments file maps segment names to conditions")])
+    problems = list(doc.problems)  # duplicate keys, YAML traps
     if OTHER in data:
-        raise InvalidInput([Problem(source, 1, 1, f"'{OTHER}' is reserved for contacts in no segment")])
+        where = doc.position_of((OTHER,), prefer_key=True)
+        problems.append(doc.problem(where, f"'{OTHER}' is reserved for contacts in no segment"))
     try:
         parsed = _ADAPTER.validate_python(data)
     except ValidationError as exc:
-        problems = [
-            Problem(source, 1, 1, f"{'.'.join(str(p) for p in e['loc'][:2])}: {e['msg']}")
-            for e in exc.errors(include_url=False)
-        ]
-        raise InvalidInput(problems) from None
+        problems += validation_problems(exc, doc, Segments, conditions_at_top=True)
+    if problems:
+        raise InvalidInput(problems)
     return list(parsed.items())
 
 
 def load_segments(path: Path) -> list[tuple[str, Any]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput(
-            [Problem(str(path), 1, 1, f"cannot read the segments file: {getattr(exc, 'strerror', None) or exc}")]
-        ) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise InvalidInput([Problem(str(path), line, col, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
-    return parse_segments(data, str(path))
+    """The segments of a YAML file, read as safely as campaign files (``load_yaml``: bounded size,
+    depth and aliases; YAML traps flagged); every problem at its line and column."""
+    doc = load_yaml(path)
+    if doc.syntax_error:
+        raise InvalidInput(doc.problems)
+    return parse_segments(doc.data, str(path), doc)

@@ -89,7 +89,7 @@ class CampaignLoader:
     async def _load_some(self, files: Sequence[Path], templates_dir: Path, settings: Settings) -> list[FileLoad]:
         """Ask the child for ``files``; return what it answered before finishing or failing.
         A file it did not answer in time (or died on) becomes a problem and ends the list."""
-        conn = self._ensure_child()
+        conn = await self._ensure_child()
         conn.send((list(files), templates_dir, settings))
         loads: list[FileLoad] = []
         for path in files:
@@ -103,18 +103,20 @@ class CampaignLoader:
             break
         return loads
 
-    def _ensure_child(self) -> Connection:
+    async def _ensure_child(self) -> Connection:
+        """The running child's connection, starting one if need be. Started in a thread: the first
+        start also starts the forkserver (~0.6 s of imports), which must not stall the event loop."""
         if self._conn is not None and self._child is not None and self._child.is_alive():
             return self._conn
         self._kill()
-        context = _context()
-        parent, child_end = context.Pipe()
-        child = context.Process(target=_serve, args=(child_end, self.file_loader), name="topslot-campaign-loader")
-        child.daemon = True
-        child.start()
-        child_end.close()
-        self._conn, self._child = parent, child
-        return parent
+        starting = asyncio.ensure_future(asyncio.to_thread(_start_child, self.file_loader))
+        try:
+            conn, self._child = await asyncio.shield(starting)
+        except asyncio.CancelledError:  # the start goes on in its thread: end the child once it is up
+            starting.add_done_callback(_end_started_child)
+            raise
+        self._conn = conn
+        return conn
 
     def _kill(self) -> None:
         conn, child = self._conn, self._child
@@ -124,6 +126,27 @@ class CampaignLoader:
         if conn is not None:
             conn.close()
         # nothing to reap: a forkserver child is the server's child, and the server reaps it
+
+
+def _start_child(file_loader: FileLoader) -> tuple[Connection, multiprocessing.process.BaseProcess]:
+    """A new child serving ``file_loader`` (blocking: run it in a thread)."""
+    context = _context()
+    parent, child_end = context.Pipe()
+    child = context.Process(target=_serve, args=(child_end, file_loader), name="topslot-campaign-loader")
+    child.daemon = True
+    child.start()
+    child_end.close()
+    return parent, child
+
+
+def _end_started_child(started: asyncio.Future[tuple[Connection, multiprocessing.process.BaseProcess]]) -> None:
+    """For a child whose start was cancelled (the load was): kill it as soon as it exists."""
+    if started.cancelled() or started.exception() is not None:
+        return
+    conn, child = started.result()
+    if child.is_alive():
+        child.kill()
+    conn.close()
 
 
 def _refusal(reason: str, timeout: float) -> str:

@@ -32,6 +32,7 @@ from daemon.settings import Settings
 from daemon.store import ledger
 from daemon.store.audience import AudienceSummary, audience_summary
 from daemon.store.contacts import import_contacts
+from daemon.store.db import display_url, prepare_database
 from daemon.store.events import import_events
 
 BUCKET_TIMEOUT_S = 60
@@ -75,7 +76,7 @@ async def run_demo(settings: Settings, console: Console, *, keep_running: bool =
     now = datetime.combine(first_day - timedelta(days=2), time(12, 0), tzinfo=UTC)
 
     console.rule("1. database")
-    engine = await ports.open_database(settings.database_url)
+    engine = await prepare_database(settings.database_url)
     try:
         console.print(f"schema up to date in [cyan]{_database_label(settings)}[/cyan]")
 
@@ -261,7 +262,7 @@ def show_next_steps(console: Console, settings: Settings, campaign_ids: list[str
 
 def _database_label(settings: Settings) -> str:
     path = settings.sqlite_path
-    return _rel(path) if path else settings.database_url.split("@")[-1]
+    return _rel(path) if path else display_url(settings.database_url)
 
 
 def _rel(path: Path | None) -> str:

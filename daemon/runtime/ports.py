@@ -1,10 +1,8 @@
-"""The daemon's calls into the other layers (config loader, store), in one place."""
+"""The daemon's calls into the config loader and the campaign compiler, in one place."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.campaign import Campaign
 from daemon.channels.registry import provider_problems
@@ -14,7 +12,6 @@ from daemon.config.campaigns import CampaignCheck
 from daemon.errors import InvalidInput, Problem
 from daemon.rendering import compile_campaign
 from daemon.settings import Settings
-from daemon.store.db import prepare_database
 from daemon.yaml_source import YamlDocument
 
 
@@ -51,7 +48,3 @@ def resolved(result: LoadResult) -> LoadResult:
         files=[path.resolve() for path in result.files],
     )
 
-
-async def open_database(url: str) -> AsyncEngine:
-    """Open the engine and bring the schema up to date (``DatabaseUnavailable``: one clear line)."""
-    return await prepare_database(url)

@@ -29,13 +29,13 @@ from daemon.dispatch.service import DRAIN_TIMEOUT, DispatchService
 from daemon.errors import Problem
 from daemon.links.keys import load_keyring
 from daemon.logs import configure_logging, get_logger
-from daemon.runtime import ports
 from daemon.runtime.campaign_loader import CampaignLoader
 from daemon.runtime.failures import failure_reason
 from daemon.runtime.notify import Notifier
 from daemon.runtime.registry import CampaignRegistry, Changes
 from daemon.scheduling.scheduler import BucketScheduler
 from daemon.settings import Settings
+from daemon.store.db import display_url, prepare_database
 from daemon.tracking.conversions_route import conversions_handler
 from daemon.tracking.im_routes import im_handlers
 from daemon.tracking.server import TrackingOptions, TrackingServer
@@ -153,16 +153,14 @@ class Daemon:
             configure_logging(s.log_level, s.log_format, s.secret_values(), self.log_stream)
         if self.handle_signals:  # first: a SIGTERM during start-up is a graceful stop too
             self._install_signal_handlers()
-        log.info("daemon_starting", config_dir=str(s.config_dir), database=_safe_url(s.database_url))
+        log.info("daemon_starting", config_dir=str(s.config_dir), database=display_url(s.database_url))
         self._stack.callback(self.notifier.close)
         self._stack.push_async_callback(self.loader.close)
         self._stack.push_async_callback(self._announce_stopped)
         self.notifier.status("opening database")
-        if (path := s.sqlite_path) is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self.engine = await ports.open_database(s.database_url)
+        self.engine = await prepare_database(s.database_url)  # created (SQLite: and its directory), migrated
         self._stack.push_async_callback(self._dispose_engine)
-        log.info("database_ready", database=_safe_url(s.database_url))
+        log.info("database_ready", database=display_url(s.database_url))
         if self.track:  # up before anything sends: every unsubscribe link works from the first message
             self.notifier.status("starting the tracking server")
             keyring = load_keyring(s)
@@ -383,12 +381,3 @@ def _source(registry: CampaignRegistry, cid: str) -> str | None:
     path = registry.source_of(cid)
     return str(path) if path else None
 
-
-def _safe_url(url: str) -> str:
-    """A database URL without its password."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ValueError:  # not a URL SQLAlchemy understands
-        return url.split("@")[-1]

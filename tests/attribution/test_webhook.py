@@ -142,3 +142,26 @@ def test_a_batch_keeps_good_items_and_locates_bad_ones() -> None:
     ]
     status, answer = webhook_answer(parsed, 2, 0)
     assert status == 422 and answer["rejected"] == 2 and "<b>" not in json.dumps(answer)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'{"order_id":"A\\ud800","occurred_at":"2027-05-06T09:15:00+08:00","revenue":"19.90"}', "unpaired surrogate"),
+        (b'{"conversions":[{"order_id":"A-1\\u0000","revenue":1}]}', "NUL character"),
+        (b'{"order_id":"A-1","occurred_at":"2027-05-06T09:15:00+08:00","revenue":NaN}', "NaN is not a number"),
+        (b'{"order_id":"A-1","x\\udc00":1}', "unpaired surrogate"),  # in a key too
+    ],
+    ids=["surrogate", "nul", "nan", "surrogate key"],
+)
+def test_values_the_database_cannot_store_refuse_the_body_with_400(body: bytes, reason: str) -> None:
+    """Read by the same loader as imported JSON Lines: refused here as a whole, not at insert (a 500)."""
+    error = refused(body, *signed(body))
+    assert error.status == 400 and reason in error.reason
+    assert "A-1" not in error.reason  # never the input
+
+
+def test_integers_over_20_digits_are_text_for_field_validation() -> None:
+    body = json.dumps({**ORDER, "units": 10**25}).encode()
+    parsed = parse_conversion(body, *signed(body), KEY, NOW)
+    assert parsed.rejected == 1 and parsed.problems and parsed.problems[0].startswith("units: ")

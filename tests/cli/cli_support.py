@@ -1,15 +1,22 @@
-"""Running ``topslot`` in-process for CLI tests."""
+"""Running ``topslot`` in-process for CLI tests, reading the SQLite ledger it wrote, and what the
+hostile-input tests of the import commands share."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 from typer.testing import CliRunner
 
 from daemon.cli import app
+from daemon.store.db import open_engine
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config" / "example"
+
+TEN_MB = 10 * 1024 * 1024  # a field far over every importer's line limit
+NOT_UTF8 = "the line is not valid UTF-8; if the file is in another encoding, re-run with --encoding NAME"
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -18,3 +25,17 @@ def run(*args: str) -> tuple[int, str, str]:
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result.exit_code, result.stdout, result.stderr
+
+
+def db_rows(db: Path, query: Any) -> list[Any]:
+    """The rows of ``query`` (a SQLAlchemy select or ``text``) in the SQLite file ``db``."""
+
+    async def read() -> list[Any]:
+        engine = open_engine(f"sqlite+aiosqlite:///{db}")
+        try:
+            async with engine.connect() as conn:
+                return list(await conn.execute(query))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())

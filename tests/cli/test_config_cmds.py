@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from daemon.cli import app
@@ -170,3 +171,70 @@ def run_env(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedP
         [sys.executable, "-m", "daemon", *args], cwd=cwd, capture_output=True, text=True, timeout=120,
         env={**os.environ, "PYTHONPATH": str(REPO), **env},
     )  # fmt: skip
+
+
+def shipped_copy(tmp_path: Path) -> Path:
+    """The shipped configuration and templates, copied into ``tmp_path``; returns the templates dir."""
+    (tmp_path / "config" / "campaigns").mkdir(parents=True)
+    shutil.copytree(REPO / "templates", tmp_path / "templates")
+    shutil.copy(REPO / "config/topslot.yaml", tmp_path / "config/topslot.yaml")
+    shutil.copy(REPO / "config/campaigns/mothers-day-2027.yaml", tmp_path / "config/campaigns/good.yaml")
+    return tmp_path / "templates"
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        (
+            {"sms.txt.j2": "Hello café {{ unsubscribe_url }}\n".encode("latin-1")},
+            "templates/mothers-day/sms.txt.j2:1:10: the template is not UTF-8 text; save it as UTF-8",
+        ),
+        (
+            {"sms.txt.j2": b"Hi {% include 'mothers-day/part.txt' %}", "part.txt": b"ok\n\xff\xfe"},
+            "templates/mothers-day/part.txt:2:1: the template is not UTF-8 text; save it as UTF-8",
+        ),
+        (
+            {"sms.txt.j2": b"a" * (1024 * 1024 + 1)},
+            "templates/mothers-day/sms.txt.j2:1:1: the template is larger than 1024 KiB, the limit here; "
+            "is it the right file?",
+        ),
+    ],
+    ids=["not utf-8", "included, not utf-8", "too large"],
+)
+def test_validate_reports_a_template_it_cannot_read_as_one_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: dict[str, bytes], expected: str
+) -> None:
+    templates = shipped_copy(tmp_path)
+    for name, data in files.items():
+        (templates / "mothers-day" / name).write_bytes(data)
+    monkeypatch.chdir(tmp_path)
+
+    done = CliRunner().invoke(app, ["validate", "config"])
+
+    assert done.exception is None or isinstance(done.exception, SystemExit), done.exception
+    assert done.exit_code == 1
+    assert done.stdout.splitlines() == [expected]
+    assert done.stderr.strip() == "error: 1 problem(s) in 1 file(s); 0 of 1 campaign(s) valid"
+
+
+def test_validate_reads_templates_where_the_settings_say_like_the_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shipped_copy(tmp_path)
+    (tmp_path / "templates").rename(tmp_path / "site-templates")  # not next to the config dir
+    settings = (tmp_path / "config/topslot.yaml").read_text().replace("templates_dir: templates", "templates_dir: x")
+    (tmp_path / "config/topslot.yaml").write_text(settings)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TOPSLOT_TEMPLATES_DIR", str(tmp_path / "site-templates"))
+
+    done = CliRunner().invoke(app, ["validate", "config"])
+    assert done.exit_code == 0, done.output
+    assert done.stderr.splitlines()[0] == "ok: 1 campaign(s) valid (mothers-day-2027)"
+
+    monkeypatch.delenv("TOPSLOT_TEMPLATES_DIR")  # topslot.yaml's templates_dir: x, relative to the working dir
+    done = CliRunner().invoke(app, ["validate", "config"])
+    assert done.exit_code == 1
+    assert "template 'mothers-day/email.html.j2' not found (looked for x/mothers-day/email.html.j2)" in done.stdout
+
+    done = CliRunner().invoke(app, ["validate", "config", "--templates", "site-templates"])  # the option wins
+    assert done.exit_code == 0, done.output

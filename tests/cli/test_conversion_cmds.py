@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from pathlib import Path
 
 import pytest
-from cli_support import REPO, run
+from cli_support import NOT_UTF8, REPO, TEN_MB, db_rows, run
 from sqlalchemy import select
 
 from daemon.coupons.codes import GeneratedScheme
 from daemon.coupons.keys import active_coupon_key
 from daemon.links.keys import Keyring
-from daemon.store.db import open_engine
 from daemon.store.schema import conversions
 
 SIGNING_KEY = "cli-test-signing-key-0123456789"
@@ -38,23 +36,15 @@ def mom_code(contact_id: int) -> str:
 
 
 def stored(tmp_path: Path) -> list[tuple]:
-    async def read() -> list[tuple]:
-        engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'var' / 'topslot.db'}")
-        try:
-            async with engine.connect() as conn:
-                query = select(
-                    conversions.c.order_id,
-                    conversions.c.refund,
-                    conversions.c.attributed_by,
-                    conversions.c.campaign_id,
-                    conversions.c.contact_id,
-                    conversions.c.source,
-                ).order_by(conversions.c.id)
-                return [tuple(r) for r in await conn.execute(query)]
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(read())
+    query = select(
+        conversions.c.order_id,
+        conversions.c.refund,
+        conversions.c.attributed_by,
+        conversions.c.campaign_id,
+        conversions.c.contact_id,
+        conversions.c.source,
+    ).order_by(conversions.c.id)
+    return [tuple(r) for r in db_rows(tmp_path / "var" / "topslot.db", query)]
 
 
 def test_import_keeps_good_rows_and_reports_every_bad_one(config: Path, tmp_path: Path) -> None:
@@ -103,8 +93,6 @@ def test_missing_file(config: Path, tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- hostile input (issue 9)
 
-TEN_MB = 10 * 1024 * 1024
-NOT_UTF8 = "the line is not valid UTF-8; if the file is in another encoding, re-run with --encoding NAME"
 AT = "2027-05-07T10:00:00Z"
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from cli_support import REPO, run
+from cli_support import NOT_UTF8, REPO, TEN_MB, db_rows, run
 from sqlalchemy import insert, select
 
 from daemon.coupons.codes import GeneratedScheme
@@ -129,21 +129,10 @@ def test_stock_of_an_unknown_pool_and_bad_arguments(config: Path, tmp_path: Path
 
 # ---------------------------------------------------------------- hostile input (issue 9)
 
-TEN_MB = 10 * 1024 * 1024
-NOT_UTF8 = "the line is not valid UTF-8; if the file is in another encoding, re-run with --encoding NAME"
-
 
 def pool_codes(tmp_path: Path, pool: str) -> list[str]:
-    async def read() -> list[str]:
-        engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'var' / 'topslot.db'}")
-        try:
-            async with engine.connect() as conn:
-                query = select(coupon_codes.c.code).where(coupon_codes.c.pool == pool).order_by(coupon_codes.c.id)
-                return [r.code for r in await conn.execute(query)]
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(read())
+    query = select(coupon_codes.c.code).where(coupon_codes.c.pool == pool).order_by(coupon_codes.c.id)
+    return [r.code for r in db_rows(tmp_path / "var" / "topslot.db", query)]
 
 
 def test_import_bad_lines_cost_only_themselves(config: Path, tmp_path: Path) -> None:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
-from cli_support import EXAMPLE, run
+from cli_support import EXAMPLE, NOT_UTF8, TEN_MB, db_rows, run
 from sqlalchemy import text
-
-from daemon.store.db import open_engine
 
 
 def test_import_example_then_audience(config_dir: Path) -> None:
@@ -45,20 +42,9 @@ def test_unknown_campaign_and_missing_file(config_dir: Path, tmp_path: Path) -> 
 
 # ---------------------------------------------------------------- hostile input (issue 9)
 
-TEN_MB = 10 * 1024 * 1024
-NOT_UTF8 = "the line is not valid UTF-8; if the file is in another encoding, re-run with --encoding NAME"
-
 
 def query(config_dir: Path, sql: str) -> list[tuple]:
-    async def read() -> list[tuple]:
-        engine = open_engine(f"sqlite+aiosqlite:///{config_dir.parent / 'var' / 'topslot.db'}")
-        try:
-            async with engine.connect() as conn:
-                return [tuple(r) for r in await conn.execute(text(sql))]
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(read())
+    return [tuple(r) for r in db_rows(config_dir.parent / "var" / "topslot.db", text(sql))]
 
 
 def names(config_dir: Path) -> list[tuple]:

@@ -80,7 +80,7 @@ def test_named_segments_file(seeded: Path, tmp_path: Path) -> None:
     assert code == 0 and groups == {"china": 3, "vip": 2, "other": 6}
     segments.write_text("china: {attribute: country, shouts: CN}\n", encoding="utf-8")
     code, _, err = run(*args, "--config", str(seeded))
-    assert code == 2 and f"{segments}:1:1: china" in err
+    assert code == 2 and f"{segments}:1:29: china: unknown key 'shouts'" in err  # at the key, not at 1:1
 
 
 def test_campaign_file_gone_uses_the_ledger(seeded: Path) -> None:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from daemon.runtime import ports
+import pytest
+
+from daemon.runtime import campaign_loader, ports
 from daemon.runtime.campaign_loader import CampaignLoader
 from daemon.settings import Settings, load_settings
 from runtime.loader_support import dies_on_crash, slow_on_hang
@@ -102,3 +106,68 @@ async def test_the_child_is_not_the_daemon(workdir: Path) -> None:
         assert loader._child is not None and loader._child.pid != os.getpid()
     finally:
         await loader.close()
+
+
+class SlowToStart:
+    """The loader's process context, but making a child's pipe takes ``delay`` seconds (as the first
+    start of the forkserver does, importing topslot: ~0.6 s)."""
+
+    def __init__(self, real: Any, delay: float):
+        self.real, self.delay = real, delay
+
+    def Pipe(self) -> Any:  # noqa: N802 - multiprocessing's name
+        time.sleep(self.delay)
+        return self.real.Pipe()
+
+    def Process(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802
+        return self.real.Process(*args, **kwargs)
+
+
+async def test_starting_the_child_does_not_block_the_event_loop(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = settings(workdir)
+    monkeypatch.setattr(campaign_loader, "_context", lambda real=campaign_loader._context(): SlowToStart(real, 0.6))
+    ticks: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.01)
+
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0.05)  # ticking
+    loader = CampaignLoader()
+    try:
+        result = await loader.load(s.campaigns_dir, s.templates_dir, s)
+    finally:
+        ticker.cancel()
+        await loader.close()
+    assert set(result.campaigns) == {"spring-2027"}
+    assert max(b - a for a, b in zip(ticks, ticks[1:], strict=False)) < 0.3  # the loop ran while the child started
+
+
+async def test_a_load_cancelled_while_the_child_starts_leaves_no_child(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = settings(workdir)
+    started: list[Any] = []
+    real_start = campaign_loader._start_child
+
+    def start_and_record(file_loader: Any) -> Any:
+        conn, child = real_start(file_loader)
+        started.append(child)
+        return conn, child
+
+    monkeypatch.setattr(campaign_loader, "_context", lambda real=campaign_loader._context(): SlowToStart(real, 0.3))
+    monkeypatch.setattr(campaign_loader, "_start_child", start_and_record)
+    loader = CampaignLoader()
+    task = asyncio.create_task(loader.load(s.campaigns_dir, s.templates_dir, s))
+    await asyncio.sleep(0.1)  # inside the slow start
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with asyncio.timeout(10):
+        while not started:
+            await asyncio.sleep(0.02)
+    await asyncio.to_thread(started[0].join, 10)
+    assert not started[0].is_alive() and loader._child is None
+    await loader.close()

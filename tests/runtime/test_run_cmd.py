@@ -27,15 +27,20 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def test_run_until_sigterm_exits_zero_promptly(workdir: Path, notify_socket: Any) -> None:
-    proc = subprocess.Popen(
+def start_run(workdir: Path, **env: str) -> subprocess.Popen[str]:
+    """``topslot run`` on the workdir's config, as a child with ``env`` (see ``child_env``), its output piped."""
+    return subprocess.Popen(
         [*TOPSLOT, "run", "--config", str(workdir / "config")],
         cwd=workdir,
-        env=child_env(NOTIFY_SOCKET=str(notify_socket.path)),
+        env=child_env(**env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_run_until_sigterm_exits_zero_promptly(workdir: Path, notify_socket: Any) -> None:
+    proc = start_run(workdir, NOTIFY_SOCKET=str(notify_socket.path))
     try:
         ready = notify_socket.receive_until("READY")
         assert ready["MAINPID"] == str(proc.pid) and ready["STATUS"] == "running: 1 campaign(s)"
@@ -85,7 +90,8 @@ def test_demo_sends_the_shipped_example_to_the_outbox(tmp_path: Path, processes:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    for step in ("1. database", "2. campaigns", "3. example data", "4. audiences", "5. plan", "6. sending", "7. outbox"):
+    steps = ("1. database", "2. campaigns", "3. example data", "4. audiences", "5. plan", "6. sending", "7. outbox")
+    for step in steps:
         assert step in done.stdout
     assert "what next" in done.stdout and "valid" in done.stdout
     demo = tmp_path / "var" / "demo"

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from test_yaml_source import alias_bomb
 
-from runtime.test_run_cmd import TOPSLOT, child_env
+from runtime.test_run_cmd import TOPSLOT, child_env, start_run
 
 
 def free_port() -> int:
@@ -93,14 +93,7 @@ def silent_server() -> Iterator[int]:
 
 
 def test_sigterm_during_start_up_stops_gracefully(workdir: Path, silent_server: int) -> None:
-    proc = subprocess.Popen(
-        [*TOPSLOT, "run", "--config", str(workdir / "config")],
-        cwd=workdir,
-        env=child_env(TOPSLOT_DATABASE_URL=f"postgresql+asyncpg://u@127.0.0.1:{silent_server}/x"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_run(workdir, TOPSLOT_DATABASE_URL=f"postgresql+asyncpg://u@127.0.0.1:{silent_server}/x")
     try:
         assert proc.stdout is not None
         seen = []
@@ -123,14 +116,7 @@ def test_sigterm_during_start_up_stops_gracefully(workdir: Path, silent_server: 
 
 def test_alias_bomb_does_not_stop_the_start(workdir: Path, notify_socket: Any) -> None:
     (workdir / "config" / "campaigns" / "bomb.yaml").write_text(alias_bomb())
-    proc = subprocess.Popen(
-        [*TOPSLOT, "run", "--config", str(workdir / "config")],
-        cwd=workdir,
-        env=child_env(NOTIFY_SOCKET=str(notify_socket.path)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_run(workdir, NOTIFY_SOCKET=str(notify_socket.path))
     try:
         ready = notify_socket.receive_until("READY")  # within the socket's 10 s timeout
         proc.send_signal(signal.SIGTERM)
@@ -143,3 +129,17 @@ def test_alias_bomb_does_not_stop_the_start(workdir: Path, notify_socket: Any) -
     assert ready["STATUS"] == "running: 1 campaign(s), 1 problem(s)"
     (problem,) = [e for e in events(out) if e["event"] == "campaign_problem"]
     assert problem["path"].endswith("bomb.yaml") and "the alias *a3" in problem["message"]
+
+
+def test_at_debug_level_the_traceback_comes_before_the_one_line(workdir: Path) -> None:
+    """As for every command (``common.fail``): the traceback first, then the same one line, exit 1."""
+    port = free_port()
+    done = run(
+        workdir, TOPSLOT_DATABASE_URL=f"postgresql+asyncpg://topslot@127.0.0.1:{port}/x", TOPSLOT_LOG_LEVEL="debug"
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback (most recent call last)" in done.stderr and "ConnectionRefusedError" in done.stderr
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("topslot run: database ") and f"127.0.0.1:{port}" in last
+    (failed,) = [e for e in events(done.stdout) if e["event"] == "daemon_failed"]
+    assert failed["reason"] == last.removeprefix("topslot run: ")

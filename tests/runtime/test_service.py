@@ -124,3 +124,26 @@ async def test_secrets_never_reach_the_log(workdir: Path, logs: LogTap, monkeypa
         pass
     assert logs.events("database_ready")
     assert "sup3r-secret-pw" not in logs.getvalue()
+
+
+async def test_the_database_password_never_reaches_the_log(
+    workdir: Path, logs: LogTap, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the URL's user part or as a ``password=`` query parameter: shown as ``***``, and redacted
+    wherever else it might appear (the failure reason, a driver's message)."""
+    import socket
+
+    from daemon.store.db import DatabaseUnavailable
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    url = f"postgresql+asyncpg://topslot:user-part-pw@127.0.0.1:{port}/x?password=query-part-pw"
+    monkeypatch.setenv("TOPSLOT_DATABASE_URL", url)
+    with pytest.raises(DatabaseUnavailable):
+        async with make_daemon(workdir, logs, handle_signals=False, watch=False):
+            pass
+    (starting,) = logs.events("daemon_starting")
+    assert starting["database"] == f"postgresql+asyncpg://topslot:***@127.0.0.1:{port}/x?password=***"
+    assert logs.events("daemon_failed")
+    assert "user-part-pw" not in logs.getvalue() and "query-part-pw" not in logs.getvalue()
