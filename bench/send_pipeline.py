@@ -257,6 +257,15 @@ def main() -> None:
         metavar="MODULE.NAME=INT",
         help="set a tuning constant in the topslot child, e.g. daemon.dispatch.dispatcher.CHUNK=500",
     )
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="MODULE.NAME=INT",
+        help="A/B in one run: also run topslot with these constants set (on top of --tune), each such run right "
+        "after a plain one, and print both medians and their ratio (with --processes 1: helpers start afresh), "
+        "e.g. daemon.store.db.SQLITE_SYNCHRONOUS=1",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--schema", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -295,18 +304,18 @@ def main() -> None:
                 value, values = median_of(args.runs, lambda: naive_run(port, naive_n))
                 show(f"naive Python ({naive_n:,} msgs)", value, values)
 
-            def run_on(ledger: Ledger, profile: str | None = None) -> dict[str, Any]:
+            def run_on(ledger: Ledger, profile: str | None = None, tune: list[str] = args.tune) -> dict[str, Any]:
                 url, schema = ledger.fresh()
                 try:
                     return run_child(
-                        url, schema, port, args.pool_size, uvloop=uvloop, profile=profile, tune=args.tune,
+                        url, schema, port, args.pool_size, uvloop=uvloop, profile=profile, tune=tune,
                         processes=args.processes,
                     )  # fmt: skip
                 finally:
                     ledger.done(url, schema)
 
-            def topslot_once(profile: str | None = None) -> float:
-                r = run_on(store, profile)
+            def topslot_once(profile: str | None = None, tune: list[str] = args.tune) -> float:
+                r = run_on(store, profile, tune)
                 if r["sent"] != n or r["claimed"] != n:
                     sys.exit(f"topslot sent {r['sent']:,} of {n:,} (claimed {r['claimed']:,}): {r['states']}")
                 print(
@@ -317,10 +326,22 @@ def main() -> None:
                 )
                 return n / r["seconds"]
 
-            first = topslot_once(args.profile) if args.profile else None
-            values = ([first] if first else []) + [topslot_once() for _ in range(args.runs - (1 if first else 0))]
             loop_name = "uvloop" if uvloop else "asyncio"
-            show(f"topslot end to end ({db}, {loop_name})", statistics.median(values), values)
+            if args.compare:  # A/B: plain and compared runs alternate, so both see the same machine
+                plain, compared = [], []
+                for _ in range(args.runs):
+                    plain.append(topslot_once())
+                    compared.append(topslot_once(tune=args.tune + args.compare))
+                show(f"topslot end to end ({db}, {loop_name})", statistics.median(plain), plain)
+                label = f"topslot with {' '.join(c.rpartition('.')[2] for c in args.compare)}"
+                show(label, statistics.median(compared), compared)
+                ratio = statistics.median(compared) / statistics.median(plain)
+                pairs = ", ".join(f"{b / a:.3f}" for a, b in zip(plain, compared, strict=True))
+                print(f"  ratio: {ratio:.3f}× (with / without; per pair: {pairs})", flush=True)
+            else:
+                first = topslot_once(args.profile) if args.profile else None
+                values = ([first] if first else []) + [topslot_once() for _ in range(args.runs - (1 if first else 0))]
+                show(f"topslot end to end ({db}, {loop_name})", statistics.median(values), values)
 
             peak = None
             if not args.skip_memory:
@@ -342,7 +363,7 @@ def main() -> None:
             sink_process.terminate()
             sink_process.wait(timeout=10)
 
-    topslot = next(v for k, v in results.items() if k.startswith("topslot"))
+    topslot = next(v for k, v in results.items() if k.startswith("topslot end"))
     print("\nsummary")
     if not args.only_topslot:
         limit = results["smtp-source, 20 sessions (C)"]

@@ -1,7 +1,7 @@
 """Opening engines and applying migrations.
 
 ``open_engine`` gives an ``AsyncEngine`` for SQLite (aiosqlite; WAL, busy timeout, foreign keys,
-synchronous=NORMAL, SQLAlchemy-controlled transactions) or PostgreSQL (asyncpg). ``upgrade``
+synchronous=FULL, SQLAlchemy-controlled transactions) or PostgreSQL (asyncpg). ``upgrade``
 applies the Alembic migrations shipped in ``daemon/store/migrations`` programmatically.
 
 ``prepare_database`` is how commands and the daemon open the database: migrated (created if need
@@ -36,6 +36,10 @@ from daemon.errors import TopslotError
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 SQLITE_CACHE_KIB = -16_384  # 16 MiB page cache per connection (SQLite default: 2 MiB)
+# FULL (2): every commit is on disk before it returns, so a ``sending`` mark survives a power loss
+# and its row is never sent twice. NORMAL (1) in WAL mode may lose the last commits to a power loss
+# (not to a crash of topslot). The cost, measured side by side: docs/pipeline.md ("Durability").
+SQLITE_SYNCHRONOUS = 2
 # Execution option: ``engine.execution_options(sqlite_begin="IMMEDIATE")`` makes a SQLite writer
 # take the write lock at BEGIN (avoids "database is locked" on lock upgrade). Ignored elsewhere.
 BEGIN_OPTION = "sqlite_begin"
@@ -87,7 +91,7 @@ def _sqlite_engine(u: URL, **kwargs: Any) -> AsyncEngine:
             cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS:d}")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS:d}")
         cursor.execute(
             f"PRAGMA cache_size={SQLITE_CACHE_KIB:d}"
         )  # negative: KiB; big imports and plans touch many index pages

@@ -75,8 +75,8 @@ async def test_real_pacing_is_smooth() -> None:
         await bucket.acquire()
         stamps.append(time.perf_counter())
     gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
-    assert 0.18 <= stamps[-1] - stamps[0] <= 0.6
-    assert max(gaps) < 0.15  # one at a time: no burst followed by a long pause
+    assert stamps[-1] - stamps[0] >= 0.18  # 10 intervals of 20 ms: the rate held
+    assert min(gaps) >= 0.01  # one at a time, never a burst (a busy machine only widens the gaps)
 
 
 async def test_keyed_limiter_bounds_each_key_and_forgets_idle_keys() -> None:

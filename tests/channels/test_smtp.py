@@ -133,7 +133,7 @@ async def test_a_250_later_than_the_data_timeout_is_ambiguous() -> None:
             await asyncio.sleep(0.05)
         await pool.close()
     assert caught.value.code == "timeout"
-    assert 0.25 < waited < 1.4
+    assert waited > 0.25  # the data-end timeout fired (its 250 came later: it raised, not returned)
     assert len(server.accepted()) == 1  # it *was* accepted: resending would duplicate it
 
 
@@ -318,4 +318,4 @@ async def test_rate_limit_paces_messages_per_server(smtp_server: ScriptedSmtpSer
     await pool.close()
     burst = max(1.0, rate / 20)
     expected = (count - burst) / rate  # 0.7 s
-    assert expected * 0.85 <= elapsed <= expected * 3  # loosely: shared, noisy machines
+    assert elapsed >= expected * 0.85  # the limit held; how much slower a busy machine is does not matter

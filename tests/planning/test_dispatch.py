@@ -31,16 +31,28 @@ def test_bucket_that_fills_the_window_starts_at_its_opening() -> None:
     assert w.fits
 
 
-def test_bucket_that_cannot_fit_starts_early_enough_to_finish_by_the_slot() -> None:
+def test_bucket_that_cannot_fit_starts_early_enough_to_finish_by_the_slot_with_a_margin() -> None:
     bucket = Bucket(DUE, "email", 2_400_000, label="2027-05-06 07:30 Asia/Shanghai")
-    [w] = dispatch_windows([bucket], 2000, TEN_MIN)  # 1,200 s of sending
-    assert w.start_utc == DUE - timedelta(seconds=1200)
+    [w] = dispatch_windows([bucket], 2000, TEN_MIN)  # 1,200 s of sending, and 20 % of it as margin
+    assert w.start_utc == DUE - timedelta(seconds=1440)
     assert not w.fits and w.warning is not None
     assert w.warning.reason == "too_large"
     assert w.warning.message() == (
         "bucket 2027-05-06 07:30 Asia/Shanghai: 2,400,000 emails at 2,000/s need 20 min, more than the "
-        "10 min window; dispatch starts 2027-05-05 23:10:00 UTC, 20 min before the slot"
+        "10 min window; dispatch starts 2027-05-05 23:06:00 UTC, 24 min before the slot"
     )
+
+
+def test_the_issue_case_starts_a_fifth_earlier_than_it_needs() -> None:
+    """20,000 at 100/s in a 10 s window started exactly n/r before the slot and 3.1 % landed late."""
+    [w] = dispatch_windows([Bucket(DUE, "email", 20_000)], 100, timedelta(seconds=10))
+    assert w.start_utc == DUE - timedelta(seconds=240)  # 200 s of sending + 40 s
+    assert w.warning is not None and w.warning.reason == "too_large"
+
+
+def test_a_bucket_that_fits_never_starts_before_its_window_for_the_margin() -> None:
+    [w] = dispatch_windows([Bucket(DUE, "email", 1_100_000)], 2000, TEN_MIN)  # 550 s: 1.2× would be 660 s
+    assert w.start_utc == DUE - TEN_MIN and w.fits
 
 
 def test_sms_rate_per_channel() -> None:
@@ -50,7 +62,7 @@ def test_sms_rate_per_channel() -> None:
     by_channel = {w.channel: w for w in windows}
     assert by_channel["email"].fits
     sms = by_channel["sms"]
-    assert sms.needed_s == 1000 and sms.start_utc == DUE - timedelta(seconds=1000)
+    assert sms.needed_s == 1000 and sms.start_utc == DUE - timedelta(seconds=1200)
     assert sms.warning is not None and "30,000 SMS at 30/s need 16 min 40 s" in sms.warning.message()
 
 
@@ -74,7 +86,7 @@ def test_contention_pushes_an_earlier_bucket_out_of_its_window() -> None:
     )
     first, second = sorted(windows, key=lambda w: w.due_utc)
     assert second.start_utc == later - TEN_MIN  # 23:25
-    assert first.start_utc == second.start_utc - timedelta(minutes=8)  # finishes as b starts
+    assert first.start_utc == second.start_utc - timedelta(minutes=8 * 1.2)  # finishes before b starts, with margin
     assert first.warning is not None and first.warning.reason == "shares_channel"
     assert "busy with the next bucket" in first.warning.message()
 

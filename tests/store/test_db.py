@@ -91,7 +91,7 @@ async def test_sqlite_pragmas(tmp_path: Path) -> None:
         async with engine.connect() as conn:
             assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
             assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
-            assert (await conn.exec_driver_sql("PRAGMA synchronous")).scalar() == 1  # NORMAL
+            assert (await conn.exec_driver_sql("PRAGMA synchronous")).scalar() == 2  # FULL: commits survive power loss
             assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() == 10_000
     finally:
         await engine.dispose()
