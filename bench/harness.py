@@ -284,7 +284,8 @@ async def fire_bucket(engine: AsyncEngine, settings: Settings, campaign: Campaig
     if service.helpers is not None:
         await service.helpers.start()
     scheduler = BucketScheduler(
-        engine, settings, clock, owner=service.owner, on_claimed=service.dispatch, on_fire=service.fire_helpers
+        engine, settings, clock, owner=service.owner, on_claimed=service.dispatch, on_fire=service.fire_helpers,
+        on_finished=service.finish_bucket,
     )
     await service.on_campaigns_changed({campaign.id: campaign})
     scheduler.campaigns = {campaign.id: campaign}  # planned already (seeded): no re-plan

@@ -11,10 +11,21 @@ they are: never a message object; see ``SmtpConnection.send_raw``) and returns t
   may have queued it; never resend automatically.
 
 Servers are tried in their configured order. A server that cannot be connected to (refused,
-timeout, bad greeting, TLS or AUTH failure), that answers 421 or 530, or whose *fresh* connection
-drops before the body is marked down for a backoff (2 s, doubling up to 5 min, reset by a success)
-and the same message goes to the next server: nothing of it was accepted, so this cannot duplicate.
-A *reused* connection that drops before the body (the server timed it out) is replaced once.
+timeout, bad greeting, TLS or AUTH failure) or that answers 421 or 530 is marked down for a backoff
+(2 s, doubling up to 5 min, reset by a success) and the same message goes to the next server:
+nothing of it was accepted, so this cannot duplicate. The backoff escalates once per failure
+*event*: the other connections that fail while the server is already down do not double it again.
+While a server is down a probe connects to it every ``probe_every`` seconds (1 s) and brings it
+back at its first good greeting, so a server that was away for 20 s is used again within a second
+or so of its return, not at the end of its backoff.
+
+A *message's* trouble is not the server's health. A *fresh* connection that drops before the body
+sends the message to the next server without marking this one down; a *reused* connection that
+drops before the body (the server timed it out) is replaced once; a command that times out (the
+server stalls on this recipient) fails this message only, as a transient error, and its connection.
+A transaction still waiting after ``slow_after`` seconds (3 s) gives its pool slot back, so a few
+stalling recipients cannot hold every connection: the pool opens another one for the next message
+(stalled transactions may add at most ``pool_size`` connections to the pool).
 
 Order of waiting per message: a slot for the recipient's domain, then a rate token, then a
 connection, so a busy domain never holds connections other domains could use.
@@ -25,7 +36,8 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +89,8 @@ class Backoff:
 
 @dataclass(frozen=True, slots=True)
 class ServerStatus:
+    """One server as the pool sees it now."""
+
     name: str
     up: bool
     down_for: float  # seconds left in the backoff (0 when up)
@@ -98,10 +112,16 @@ class _ServerDown(Exception):
     """The server went down while this message waited for it: try the next one."""
 
 
+class _TryNext(Exception):
+    """This message could not start on this server (a fresh connection dropped before the body),
+    though the server is not known to be down: try the next one, without marking this one down."""
+
+
 class _Dropped(Exception):
     def __init__(self, stage: Stage, cause: BaseException):
         super().__init__(f"{stage}: {type(cause).__name__}: {cause}")
         self.stage = stage
+        self.timed_out = isinstance(cause, TimeoutError)  # SMTPTimeoutError is one too
 
 
 class _Server:
@@ -118,6 +138,8 @@ class _Server:
         self.connects = 0
         self.down_until = 0.0
         self.failures = 0
+        self.probe: asyncio.Task[None] | None = None  # while down: connects until the server answers
+        self.slow = _SlowSlots(config.pool_size)  # slots given back by stalled transactions
 
 
 class SmtpPool:
@@ -136,6 +158,8 @@ class SmtpPool:
         local_hostname: str | None = None,
         idle_check_after: float = 5.0,
         idle_limit: float = 50.0,
+        probe_every: float = 1.0,
+        slow_after: float = 3.0,
         clock: Callable[[], float] = time.monotonic,
     ):
         if not servers:
@@ -146,6 +170,8 @@ class SmtpPool:
         self._local_hostname = local_hostname
         self._idle_check_after = idle_check_after  # NOOP a connection idle this long before reuse
         self._idle_limit = idle_limit  # reconnect instead (servers time idle sessions out)
+        self._probe_every = probe_every  # while a server is down: try a connection this often
+        self._slow_after = slow_after  # a transaction waiting this long gives its pool slot back
         self._clock = clock
         self._servers = [_Server(name, config, clock) for name, config in servers.items()]
         self._closed = False
@@ -164,7 +190,7 @@ class SmtpPool:
             raise TransientSendError("SMTP pool is closed", code="closed")
         if not isinstance(message, EmailEnvelope):
             raise TypeError("SMTP takes emails")
-        failed: _ServerFailed | None = None
+        failed: _ServerFailed | _TryNext | None = None
         for server in self._servers:
             if self._clock() < server.down_until:
                 continue
@@ -174,18 +200,24 @@ class SmtpPool:
                 self._mark_down(server, exc)
                 failed = exc
                 continue
+            except _TryNext as exc:
+                failed = exc
+                continue
             except _ServerDown:
                 continue
             server.failures = 0
             return provider_id
         wait = max(0.0, min(s.down_until for s in self._servers) - self._clock())
         reason = f"no SMTP server available: {failed}" if failed else "every SMTP server is backing off"
-        raise TransientSendError(reason, code=failed.code if failed else "servers_down", retry_after=wait)
+        code = failed.code if isinstance(failed, _ServerFailed) else "dropped" if failed else "servers_down"
+        raise TransientSendError(reason, code=code, retry_after=wait)
 
     async def close(self) -> None:
         """QUIT and close every idle connection; connections in use close when they come back."""
         self._closed = True
         for server in self._servers:
+            if server.probe is not None:
+                server.probe.cancel()
             idle, server.idle = server.idle, []
             await asyncio.gather(*(self._quit(server, conn) for conn in idle))
 
@@ -209,15 +241,15 @@ class SmtpPool:
     async def _send_via(self, server: _Server, message: EmailEnvelope) -> str:
         async with server.domains.hold(recipient_domain(message.rcpt_to)):
             await server.bucket.acquire()
-            async with server.slots:
+            async with server.slow.slot(server.slots, self._slow_after):
                 if self._clock() < server.down_until:
                     raise _ServerDown
                 conn, fresh = await self._checkout(server, fresh=False)
                 try:
                     return await self._transact(conn, message)
                 except _Dropped as dropped:
-                    if fresh:
-                        raise _ServerFailed(f"connection dropped: {dropped}", code="dropped") from None
+                    if fresh or dropped.timed_out:  # a stall is this message's, not a stale connection
+                        raise self._not_started(dropped) from None
                 finally:
                     self._checkin(server, conn)
                 # a reused connection the server had timed out: one more try on a fresh one
@@ -225,9 +257,17 @@ class SmtpPool:
                 try:
                     return await self._transact(conn, message)
                 except _Dropped as again:
-                    raise _ServerFailed(f"connection dropped: {again}", code="dropped") from None
+                    raise self._not_started(again) from None
                 finally:
                     self._checkin(server, conn)
+
+    @staticmethod
+    def _not_started(dropped: _Dropped) -> Exception:
+        """A message whose transaction broke before its body: a stall fails it (to be retried), a
+        drop sends it to the next server. Neither marks the server down."""
+        if dropped.timed_out:
+            return TransientSendError(f"the server stalled on this message ({dropped})", code="stalled")
+        return _TryNext(f"connection dropped: {dropped}")
 
     async def _transact(self, conn: SmtpConnection, message: EmailEnvelope) -> str:
         """One MAIL/RCPT/DATA transaction. Raises a SendError, _ServerFailed, or _Dropped (lost
@@ -352,6 +392,10 @@ class SmtpPool:
             server.open -= 1
 
     def _mark_down(self, server: _Server, failed: _ServerFailed) -> None:
+        """One failure event: the backoff escalates, the probe starts. A failure seen while the
+        server is already down (the other connections of the same event) changes nothing."""
+        if self._clock() < server.down_until:
+            return
         server.failures += 1
         seconds = self.backoff.after(server.failures)
         server.down_until = self._clock() + seconds
@@ -363,6 +407,57 @@ class SmtpPool:
             backoff_s=round(seconds, 3),
             failures=server.failures,
         )
+        if (server.probe is None or server.probe.done()) and not self._closed:
+            server.probe = asyncio.create_task(self._probe(server), name=f"smtp-probe-{server.name}")
+
+    async def _probe(self, server: _Server) -> None:
+        """While ``server`` is down, connect every ``probe_every`` seconds; at the first good
+        greeting it is up again (that connection is kept for the next message)."""
+        while not self._closed and (left := server.down_until - self._clock()) > 0:
+            await asyncio.sleep(min(self._probe_every, left))
+            if self._closed or self._clock() >= server.down_until:
+                return  # the backoff ran out: messages try the server themselves
+            try:
+                conn = await self._connect(server)
+            except _ServerFailed:
+                continue  # still down: the same event, no escalation
+            server.down_until = 0.0
+            self._checkin(server, conn)
+            log.info("smtp_server_up", server=server.name, failures=server.failures)
+            return
+
+
+class _SlowSlots:
+    """Pool slots given back early by stalled transactions: at most ``most`` at a time, so stalls
+    can open at most that many connections beyond the pool (twice the pool size in all)."""
+
+    def __init__(self, most: int):
+        self.most = most
+        self.out = 0  # transactions running without their slot
+
+    @asynccontextmanager
+    async def slot(self, slots: asyncio.Semaphore, give_back_after: float) -> AsyncIterator[None]:
+        """Hold one of ``slots`` for the block, but give it back after ``give_back_after`` seconds
+        if the block is still running and fewer than ``most`` already have; released exactly once."""
+        await slots.acquire()
+        held, early = True, False
+
+        def give_back() -> None:
+            nonlocal held, early
+            if held and self.out < self.most:
+                held, early = False, True
+                self.out += 1
+                slots.release()
+
+        timer = asyncio.get_running_loop().call_later(give_back_after, give_back)
+        try:
+            yield
+        finally:
+            timer.cancel()
+            if held:
+                slots.release()
+            if early:
+                self.out -= 1
 
 
 def shared_servers(servers: Mapping[str, SmtpServer], share: float) -> dict[str, SmtpServer]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,8 +13,12 @@ import typer
 from daemon.campaign import Campaign
 from daemon.channels.registry import route_lines
 from daemon.cli.common import settings_or_exit
+from daemon.clock import SystemClock
 from daemon.errors import Problem
 from daemon.runtime.ports import load_campaigns
+from daemon.scheduling.plan_run import channel_rates, ledger_windows
+from daemon.settings import Settings
+from daemon.store.db import DatabaseUnavailable, prepare_database
 
 
 def campaign_schema() -> dict[str, Any]:
@@ -35,7 +41,8 @@ def validate(
     ] = None,
 ) -> None:
     """Check every campaign file (and topslot.yaml); print each problem as path:line:column: message.
-    Exit 1 when a campaign has problems, 2 when the settings do (the campaigns are not checked then)."""
+    Exit 1 when a campaign has problems, 2 when the settings do (the campaigns are not checked then).
+    With a ledger, warn of every planned bucket that cannot fit its window at the configured rate."""
     settings = settings_or_exit(config_dir, report=_settings_problems)
     campaigns_dir = config_dir / "campaigns"  # as given: problems name files the way the user wrote them
     if not campaigns_dir.is_dir():
@@ -61,6 +68,27 @@ def validate(
     for campaign in sorted(result.campaigns.values(), key=lambda c: c.id):
         for line in route_lines(campaign, settings):
             typer.echo(f"  {campaign.id}: {line}", err=True)
+    for line in asyncio.run(window_warnings(settings, result.campaigns.values())):
+        typer.echo(f"warning: {line}", err=True)
+
+
+async def window_warnings(settings: Settings, campaigns: Iterable[Campaign]) -> list[str]:
+    """Each bucket planned in the ledger that cannot be handed over in its window at the rates the
+    settings give now (``campaign: bucket ...``). Nothing without a ledger (nothing planned yet):
+    validate never creates or migrates a database."""
+    try:
+        engine = await prepare_database(settings.database_url, read_only=True)
+    except DatabaseUnavailable:
+        return []
+    lines = []
+    try:
+        now = SystemClock().now()
+        for campaign in sorted(campaigns, key=lambda c: c.id):
+            windows = await ledger_windows(engine, campaign, channel_rates(settings, campaign), now)
+            lines += [f"{campaign.id}: {w.warning.message()}" for w in windows if w.warning is not None]
+    finally:
+        await engine.dispose()
+    return lines
 
 
 def _settings_problems(problems: list[Problem]) -> None:

@@ -3,7 +3,9 @@
 It sees the store's functions and the messengers (``daemon.channels.base.Messenger``, chosen per
 channel and campaign by a ``MessengerSource``, normally the registry), never SQL or a vendor library. Work goes in
 chunks: one transaction marks a chunk ``sending`` (re-checking the lease), its messages go out
-concurrently over the sender's pool, one transaction records every outcome. A crash can only ever
+concurrently over the sender's pool, one transaction records the outcomes answered within
+``STRAGGLER_AFTER`` seconds once at most a tenth is left (all of them, normally) and another the
+rest's when they come: a few slow recipients never hold up the chunks behind them. A crash can only ever
 leave a chunk's rows ``claimed`` (re-claimed, nothing was sent) or ``sending`` (``unknown`` after
 recovery, never resent automatically): no row is lost and nothing is sent twice.
 """
@@ -11,10 +13,11 @@ recovery, never resent automatically): no row is lost and nothing is sent twice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -29,6 +32,7 @@ from daemon.coupons.stock import on_exhausted
 from daemon.delivery import Decision, SkipReason
 from daemon.delivery import DeliveryState as S
 from daemon.dispatch import policy
+from daemon.dispatch.tally import BucketKey, BucketTally
 from daemon.links.book import LinkBook
 from daemon.links.factory import CampaignLinks
 from daemon.links.keys import Keyring
@@ -43,12 +47,20 @@ from daemon.store.ledger import Claimed
 from daemon.templating import contact_view
 
 log = get_logger("dispatch")
+T = TypeVar("T")
 
 # Rows marked ``sending`` per transaction, and chunks on the wire at once. Together they bound what
 # a crash can leave ``unknown`` (CHUNK × IN_FLIGHT rows), so keep them near what the transport has
 # in flight, not larger.
 CHUNK = 100
 IN_FLIGHT = 2
+# A chunk whose last few messages (at most STRAGGLERS of it) are still unanswered after
+# STRAGGLER_AFTER seconds records what has been answered and frees its place in the window; those
+# few (a server stalling on some recipients: up to 10 minutes after the final dot) are recorded on
+# their own when answered, so they never hold up the bucket. A chunk still mostly waiting (a slow
+# rate) keeps its place: what is marked ``sending`` stays bounded by CHUNK × IN_FLIGHT and a tail.
+STRAGGLER_AFTER = 2.0
+STRAGGLERS = 0.1
 
 
 @dataclass
@@ -93,6 +105,7 @@ class Dispatcher:
         self._kits: dict[int, CampaignKit] = {}
         self._coupon_key = active_coupon_key(keyring)
         self.stopping = False  # set on a graceful stop: finish what is on the wire, start nothing new
+        self._tallies: dict[BucketKey, BucketTally] = {}
 
     def kit(self, campaign: Campaign) -> CampaignKit:
         """Compiled state per campaign version (the model is frozen, so identity marks a version)."""
@@ -103,42 +116,77 @@ class Dispatcher:
             self._kits[id(campaign)] = kit
         return kit
 
-    async def dispatch(self, campaign: Campaign, channel: str, due_utc: datetime, claims: Sequence[Claimed]) -> None:
-        """Send one batch of claimed rows of a bucket (the scheduler's ``on_claimed``)."""
+    def tally(self, key: BucketKey) -> BucketTally:
+        """The running tally of the bucket ``key`` (made on first use)."""
+        found = self._tallies.get(key)
+        if found is None:
+            found = self._tallies[key] = BucketTally(key[2])
+        return found
+
+    def pop_tally(self, key: BucketKey) -> BucketTally | None:
+        """The bucket's tally, forgotten here (the bucket has finished)."""
+        return self._tallies.pop(key, None)
+
+    async def dispatch(
+        self, campaign: Campaign, channel: str, due_utc: datetime, claims: Sequence[Claimed], *, tallied: bool = True
+    ) -> None:
+        """Send one batch of claimed rows of a bucket (the scheduler's ``on_claimed``). ``tallied``:
+        count the outcomes in the bucket's tally (a retry round after the bucket does not)."""
+        tally = self.tally((campaign.id, channel, due_utc)) if tallied else BucketTally(due_utc)
         with bound(campaign_id=campaign.id, channel=channel, slot=due_utc.isoformat()):
             recipients = await store.load_recipients(self.engine, claims, self.owner)
-            recipients = await self._drop_too_late(campaign, channel, recipients)
+            recipients = await self._drop_too_late(campaign, channel, recipients, tally)
             recipients = await store.drop_ineligible(
                 self.engine, campaign, channel, recipients, self.owner, self.clock.now()
             )
             recipients = await self._with_coupons(campaign, recipients)
             kit = self.kit(campaign)
             messenger = self.messengers.messenger(spec_of(channel).name, campaign.provider_for(channel))
-            # Pipelined: the next chunk renders while earlier ones are on the wire, so the pool
-            # never idles at a chunk boundary; each chunk still commits its own transitions.
-            async with ChunkWindow(IN_FLIGHT) as window:
-                for start in range(0, len(recipients), CHUNK):
-                    if self.stopping:  # a graceful stop: what is not on the wire yet goes back to planned
-                        rest = [r.delivery_id for r in recipients[start:]]
-                        await store.unclaim(self.engine, rest, self.owner, self.clock.now())
-                        log.info("dispatch_stopped", handed_back=len(rest))
-                        break
-                    prepared, unrenderable = self._prepare(kit, channel, recipients[start : start + CHUNK])
-                    pending = kit.book.pending()
-                    await link_store.save_links(self.engine, campaign.id, pending)
-                    kit.book.mark_saved(pending)
-                    if unrenderable:
-                        now = self.clock.now()
-                        await store.record_outcomes(
-                            self.engine, campaign.id, unrenderable, self.owner, now, prior_state=S.CLAIMED
-                        )
-                    if prepared:
-                        await window.submit(partial(self._send_chunk, campaign, channel, messenger, prepared))
+            stragglers: list[asyncio.Task[None]] = []  # messages of chunks that moved on without them
+            try:
+                await self._send_all(kit, campaign, channel, messenger, recipients, tally, stragglers)
+            finally:
+                await _settle(stragglers)
+
+    async def _send_all(
+        self,
+        kit: CampaignKit,
+        campaign: Campaign,
+        channel: str,
+        messenger: Messenger,
+        recipients: list[store.Recipient],
+        tally: BucketTally,
+        stragglers: list[asyncio.Task[None]],
+    ) -> None:
+        """Render and send ``recipients`` chunk by chunk. Pipelined: the next chunk renders while
+        earlier ones are on the wire, so the pool never idles at a chunk boundary; each chunk still
+        commits its own transitions."""
+        async with ChunkWindow(IN_FLIGHT) as window:
+            for start in range(0, len(recipients), CHUNK):
+                if self.stopping:  # a graceful stop: what is not on the wire yet goes back to planned
+                    rest = [r.delivery_id for r in recipients[start:]]
+                    await store.unclaim(self.engine, rest, self.owner, self.clock.now())
+                    log.info("dispatch_stopped", handed_back=len(rest))
+                    break
+                prepared, unrenderable = self._prepare(kit, channel, recipients[start : start + CHUNK])
+                pending = kit.book.pending()
+                await link_store.save_links(self.engine, campaign.id, pending)
+                kit.book.mark_saved(pending)
+                if unrenderable:
+                    now = self.clock.now()
+                    await store.record_outcomes(
+                        self.engine, campaign.id, unrenderable, self.owner, now, prior_state=S.CLAIMED
+                    )
+                    for outcome in unrenderable:
+                        tally.add(outcome.decision.state)
+                if prepared:
+                    send = partial(self._send_chunk, campaign, channel, messenger, prepared, tally, stragglers)
+                    await window.submit(send)
 
     # ------------------------------------------------------------ steps
 
     async def _drop_too_late(
-        self, campaign: Campaign, channel: str, recipients: list[store.Recipient]
+        self, campaign: Campaign, channel: str, recipients: list[store.Recipient], tally: BucketTally
     ) -> list[store.Recipient]:
         """Past the slot's grace nothing is sent (a 07:30 message never goes at 14:00): a row never
         tried is skipped as a missed slot, a retry fails."""
@@ -159,6 +207,10 @@ class Dispatcher:
             if r.attempts > 0
         ]
         await store.record_outcomes(self.engine, campaign.id, expired, self.owner, now, prior_state=S.CLAIMED)
+        for _ in never_tried:
+            tally.add(S.SKIPPED)
+        for _ in expired:
+            tally.add(S.FAILED)
         log.warning("too_late_to_send", rows=len(late), skipped=len(never_tried), failed=len(expired))
         return [r for r in recipients if now <= due_limit(campaign, r.due_utc)]
 
@@ -230,20 +282,66 @@ class Dispatcher:
         return TextMessage(r.delivery_id, address, body, card, template, kit.campaign.id)
 
     async def _send_chunk(
-        self, campaign: Campaign, channel: str, messenger: Messenger, chunk: Sequence[Prepared]
+        self,
+        campaign: Campaign,
+        channel: str,
+        messenger: Messenger,
+        chunk: Sequence[Prepared],
+        tally: BucketTally,
+        stragglers: list[asyncio.Task[None]],
     ) -> None:
+        """Mark the chunk ``sending``, hand its messages over, record what is answered within
+        ``STRAGGLER_AFTER`` seconds; the rest are recorded by a task added to ``stragglers``."""
         failpoints.hit("after_render")  # fault tests only (TOPSLOT_FAILPOINT); a no-op otherwise
         now = self.clock.now()
+        tally.started(now)
         allowed = await store.mark_sending(
             self.engine, [(p.recipient.delivery_id, p.recipient.lease_epoch) for p in chunk], self.owner, now
         )
         lost = len(chunk) - len(allowed)
         if lost:
             log.warning("lease_lost", rows=lost)  # another node holds them now: not ours to send
-        go = [p for p in chunk if p.recipient.delivery_id in allowed]
-        results = await asyncio.gather(*(self._send_one(messenger, p) for p in go))
+        sends = {
+            asyncio.create_task(self._send_one(messenger, p)): p for p in chunk if p.recipient.delivery_id in allowed
+        }
+        done, pending = await _wait(sends, STRAGGLER_AFTER)
+        while len(pending) > len(sends) * STRAGGLERS:  # most of it is still going: not a few stragglers
+            more, pending = await _wait(pending, None, asyncio.FIRST_COMPLETED)
+            done |= more
         failpoints.hit("after_reply")
-        retry_until = due_limit(campaign, go[0].recipient.due_utc) if go else now
+        await self._record(campaign, channel, messenger, [(sends[t], t.result()) for t in done], tally)
+        failpoints.hit("after_commit")
+        if pending:
+            log.info("chunk_stragglers", rows=len(pending), waited_s=STRAGGLER_AFTER)
+            late = {t: sends[t] for t in pending}
+            stragglers.append(asyncio.create_task(self._record_stragglers(campaign, channel, messenger, late, tally)))
+
+    async def _record_stragglers(
+        self,
+        campaign: Campaign,
+        channel: str,
+        messenger: Messenger,
+        sends: dict[asyncio.Task[tuple[str | BaseException, datetime]], Prepared],
+        tally: BucketTally,
+    ) -> None:
+        await _wait(sends, None)
+        answers = [(p, t.result()) for t, p in sends.items()]
+        await self._record(campaign, channel, messenger, answers, tally, stragglers=True)
+
+    async def _record(
+        self,
+        campaign: Campaign,
+        channel: str,
+        messenger: Messenger,
+        answers: Sequence[tuple[Prepared, tuple[str | BaseException, datetime]]],
+        tally: BucketTally,
+        *,
+        stragglers: bool = False,
+    ) -> None:
+        """Record the outcome of each answered message in one transaction, and tally it."""
+        if not answers:
+            return
+        retry_until = due_limit(campaign, answers[0][0].recipient.due_utc)
         now = self.clock.now()
         outcomes = [
             store.Outcome(
@@ -256,22 +354,25 @@ class Dispatcher:
                 provider=messenger.provider,
                 segments=p.segments,
             )
-            for p, result in zip(go, results, strict=True)
+            for p, (result, _) in answers
         ]  # fmt: skip
         await store.record_outcomes(self.engine, campaign.id, outcomes, self.owner, now)
-        failpoints.hit("after_commit")
         counts: dict[str, int] = {}
-        for o in outcomes:
-            counts[str(o.decision.state)] = counts.get(str(o.decision.state), 0) + 1
+        for o, (_, (_, answered_at)) in zip(outcomes, answers, strict=True):
+            state = o.decision.state
+            counts[str(state)] = counts.get(str(state), 0) + 1
+            tally.add(state, answered_at if state == S.SENT else None, straggler=stragglers)
         log.info("chunk_sent", rows=len(outcomes), outcomes=counts)
 
-    async def _send_one(self, messenger: Messenger, prepared: Prepared) -> str | BaseException:
+    async def _send_one(self, messenger: Messenger, prepared: Prepared) -> tuple[str | BaseException, datetime]:
+        """The provider's id for the message, or what it raised; and when the answer came."""
         try:
-            return await messenger.send(prepared.message)
+            result: str | BaseException = await messenger.send(prepared.message)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # classified by the policy; unexpected ones become unknown
-            return exc
+            result = exc
+        return result, self.clock.now()
 
 
 class ChunkWindow:
@@ -318,6 +419,32 @@ class ChunkWindow:
     def _cancel(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+
+
+async def _wait(
+    tasks: Collection[asyncio.Task[T]], timeout: float | None, return_when: str = asyncio.ALL_COMPLETED
+) -> tuple[set[asyncio.Task[T]], set[asyncio.Task[T]]]:
+    """``asyncio.wait`` for ``tasks`` (done, pending); cancelled, it cancels them first, as
+    ``gather`` would (their rows stay ``sending``: recovery makes them ``unknown``)."""
+    if not tasks:
+        return set(), set()
+    try:
+        return await asyncio.wait(tasks, timeout=timeout, return_when=return_when)
+    except asyncio.CancelledError:
+        for task in tasks:
+            task.cancel()
+        raise
+
+
+async def _settle(tasks: list[asyncio.Task[None]]) -> None:
+    """Wait for every task (re-raising the first failure); cancelled, cancel them and wait."""
+    try:
+        await asyncio.gather(*tasks)
+    except asyncio.CancelledError:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def due_limit(campaign: Campaign, due_utc: datetime) -> datetime:

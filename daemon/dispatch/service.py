@@ -19,6 +19,7 @@ from daemon.campaign import Campaign
 from daemon.channels.registry import MessengerSource, Registry
 from daemon.clock import Clock, clock_span
 from daemon.dispatch.dispatcher import Dispatcher
+from daemon.dispatch.tally import BucketTally
 from daemon.dispatch.workers import DispatchHelpers
 from daemon.links.keys import load_keyring
 from daemon.logs import get_logger
@@ -99,12 +100,21 @@ class DispatchService:
         await self.dispatcher.dispatch(campaign, channel, due_utc, claims)
 
     async def fire_helpers(self, campaign: Campaign, channel: str, due_utc: datetime) -> int:
-        """The scheduler's ``on_fire``: the helper processes claim and send the bucket too."""
+        """The scheduler's ``on_fire``: the helper processes claim and send the bucket too; what
+        they sent is added to this process's tally of the bucket."""
         if self.helpers is None:
             return 0
-        return await self.helpers.fire(
+        claimed, tallies = await self.helpers.fire(
             campaign, channel, due_utc, now=self.clock.now(), speed=getattr(self.clock, "speed", 1.0), lease=LEASE
         )
+        mine = self.dispatcher.tally((campaign.id, channel, due_utc))
+        for tally in tallies:
+            mine.merge(tally)
+        return claimed
+
+    def finish_bucket(self, campaign: Campaign, channel: str, due_utc: datetime) -> BucketTally | None:
+        """The scheduler's ``on_finished``: the bucket's tally, every process's sends in it."""
+        return self.dispatcher.pop_tally((campaign.id, channel, due_utc))
 
     async def recover(self) -> dict[str, int]:
         """Rows whose lease was lost: claimed → planned (refired), sending → unknown."""
@@ -126,7 +136,7 @@ class DispatchService:
             if campaign is None:  # unloaded meanwhile: give the rows back for whoever has it
                 await store.unclaim(self.engine, [c.delivery_id for c in claims], self.owner, self.clock.now())
                 continue
-            await self.dispatch(campaign, channel, due, claims)
+            await self.dispatcher.dispatch(campaign, channel, due, claims, tallied=False)
         return len(claimed)
 
     async def _poll_retries(self) -> None:

@@ -26,12 +26,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daemon.campaign import Campaign
 from daemon.clock import SimulatedClock
+from daemon.dispatch.tally import BucketTally
 from daemon.logs import configure_logging, get_logger
 from daemon.settings import Settings
+
+if TYPE_CHECKING:  # imported in the helper process only: the service imports this module
+    from daemon.dispatch.service import DispatchService
 
 log = get_logger("dispatch")
 
@@ -81,8 +85,9 @@ class DispatchHelpers:
         log.info("dispatch_helpers_started", helpers=self.count, owners=[r[1] for r in ready])
 
     async def fire(self, campaign: Campaign, channel: str, due_utc: datetime, *, now: datetime, speed: float,
-                   lease: timedelta) -> int:  # fmt: skip
-        """Every helper claims and sends the bucket; returns how many rows they claimed in all."""
+                   lease: timedelta) -> tuple[int, list[BucketTally]]:  # fmt: skip
+        """Every helper claims and sends the bucket; returns how many rows they claimed in all, and
+        each helper's tally of what it sent."""
         order = Fire(campaign.model_dump(mode="json", by_alias=True), channel, due_utc, now, speed, lease)
         async with self._lock:
             asked = []
@@ -93,13 +98,15 @@ class DispatchHelpers:
                 except OSError as exc:  # the helper is gone; its rows come back through lease recovery
                     log.error("dispatch_helper_failed", helper=k, error=repr(exc)[:300])
             replies = await asyncio.gather(*(self._receive(p, None) for _, p in asked), return_exceptions=True)
-        claimed = 0
+        claimed, tallies = 0, []
         for (k, _), reply in zip(asked, replies, strict=True):
             if isinstance(reply, BaseException):
                 log.error("dispatch_helper_failed", helper=k, error=repr(reply)[:300])
             else:
                 claimed += int(reply[1])
-        return claimed
+                if reply[2] is not None:
+                    tallies.append(reply[2])
+        return claimed, tallies
 
     def stop_sending(self) -> None:
         """Graceful stop: helpers finish what is on the wire and claim nothing new."""
@@ -141,7 +148,6 @@ def helper_main(pipe: Connection, settings: Settings, node: str) -> None:
 
 async def _serve(pipe: Connection, settings: Settings, node: str) -> None:
     from daemon.dispatch.service import DispatchService
-    from daemon.scheduling.scheduler import claim_all
     from daemon.store.db import open_engine
 
     engine = open_engine(settings.database_url)
@@ -151,7 +157,7 @@ async def _serve(pipe: Connection, settings: Settings, node: str) -> None:
     pipe.send(("ready", service.owner, os.getpid()))
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
-    firing: asyncio.Task[int] | None = None
+    firing: asyncio.Task[tuple[int, BucketTally | None]] | None = None
     campaigns: dict[str, tuple[dict[str, Any], Campaign]] = {}  # id → (as sent, model): compiled once
     try:
         while True:
@@ -171,26 +177,27 @@ async def _serve(pipe: Connection, settings: Settings, node: str) -> None:
             if sent != order.campaign or campaign is None:  # new or edited: the dispatcher recompiles it
                 campaign = Campaign.model_validate(order.campaign)
                 campaigns[campaign.id] = (order.campaign, campaign)
-            firing = asyncio.create_task(
-                claim_all(
-                    engine,
-                    campaign,
-                    order.channel,
-                    order.due_utc,
-                    owner=service.owner,
-                    lease=order.lease,
-                    clock=clock,
-                    on_claimed=service.dispatch,
-                    stopped=stopping.is_set,
-                )  # fmt: skip
-            )
+            firing = asyncio.create_task(_send_bucket(service, campaign, order, clock, stopping))
             firing.add_done_callback(partial(_reply, pipe, order=order))
     finally:
         await service.close()
         await engine.dispose()
 
 
-def _reply(pipe: Connection, task: asyncio.Task[int], *, order: Fire) -> None:
+async def _send_bucket(
+    service: DispatchService, campaign: Campaign, order: Fire, clock: SimulatedClock, stopping: asyncio.Event
+) -> tuple[int, BucketTally | None]:
+    """Claim and send the bucket alongside the main process; how many rows, and the tally."""
+    from daemon.scheduling.scheduler import claim_all
+
+    claimed = await claim_all(
+        service.engine, campaign, order.channel, order.due_utc,
+        owner=service.owner, lease=order.lease, clock=clock, on_claimed=service.dispatch, stopped=stopping.is_set,
+    )  # fmt: skip
+    return claimed, service.dispatcher.pop_tally((campaign.id, order.channel, order.due_utc))
+
+
+def _reply(pipe: Connection, task: asyncio.Task[tuple[int, BucketTally | None]], *, order: Fire) -> None:
     if task.cancelled():
         pipe.send(("error", "cancelled"))
     elif (exc := task.exception()) is not None:
@@ -203,4 +210,4 @@ def _reply(pipe: Connection, task: asyncio.Task[int], *, order: Fire) -> None:
         )
         pipe.send(("error", repr(exc)[:300]))
     else:
-        pipe.send(("done", task.result()))
+        pipe.send(("done", *task.result()))

@@ -180,6 +180,7 @@ class Daemon:
             self.scheduler = BucketScheduler(
                 self.engine, s, self.clock, owner=self.dispatch.owner, on_claimed=self.dispatch.dispatch,
                 on_fire=self.dispatch.fire_helpers if self.dispatch.helpers is not None else None,
+                on_finished=self.dispatch.finish_bucket,
             )  # fmt: skip
             await self.dispatch.start()
             self._stack.push_async_callback(self.dispatch.close)

@@ -22,7 +22,15 @@ from daemon.campaign import Campaign
 from daemon.channels.registry import Registry
 from daemon.coupons.stock import StockCheck
 from daemon.delivery import DeliveryState as S
-from daemon.planning import Bucket, PlanContact, Planner, PlanSummary, PlanSummaryBuilder, dispatch_windows
+from daemon.planning import (
+    Bucket,
+    DispatchWindow,
+    PlanContact,
+    Planner,
+    PlanSummary,
+    PlanSummaryBuilder,
+    dispatch_windows,
+)
 from daemon.settings import Settings
 from daemon.store import ledger
 from daemon.store.audience import LEFT_OUT_REASONS, AudienceSummary, audience_summary, stream_audience
@@ -31,11 +39,22 @@ from daemon.store.coupons import coupon_check
 T = TypeVar("T")
 
 
-def channel_rates(settings: Settings, campaign: Campaign) -> dict[str, float]:
+Route = tuple[str, str | None]  # (channel, the provider a campaign names for it; None: the default)
+
+
+def channel_rates(
+    settings: Settings, campaign: Campaign, measured: Mapping[Route, float] | None = None
+) -> dict[str, float]:
     """Messages per second each channel's provider takes for this campaign: what its dispatch
-    windows are sized by (``daemon.channels.registry``; a file outbox counts as 1,000/s)."""
+    windows are sized by (``daemon.channels.registry``; a file outbox counts as 1,000/s). A route
+    in ``measured`` (its throughput as last measured, when below its rate) counts at that."""
     registry = Registry(settings)
-    return {channel: registry.rate(channel, campaign.provider_for(channel)) for channel in campaign.channels}
+    rates: dict[str, float] = {}
+    for channel in campaign.channels:
+        route = (channel, campaign.provider_for(channel))
+        rate = registry.rate(*route)
+        rates[channel] = min(rate, measured[route]) if measured and route in measured else rate
+    return rates
 
 
 @dataclass
@@ -71,10 +90,12 @@ async def plan_campaign(
     write: bool,
     days: int | None = None,
     rows_out: Any = None,
+    measured: Mapping[Route, float] | None = None,
 ) -> PlanOutcome:
     """Plan ``campaign`` as seen at ``now``. ``write`` puts it in the ledger; otherwise nothing is
     written. ``days`` limits the plan to slots due within that many days of ``now``. ``rows_out``,
-    if given, is called with each batch of rows (``topslot plan --json``)."""
+    if given, is called with each batch of rows (``topslot plan --json``). ``measured``: routes
+    whose measured throughput is below their rate (``channel_rates``)."""
     audience = await audience_summary(engine, campaign, now)
     planner = new_planner(campaign, settings, now)
     horizon = now + timedelta(days=days) if days is not None else None
@@ -104,7 +125,7 @@ async def plan_campaign(
     left_out = Counter(planner.left_out)
     for channel in audience.channels.values():
         left_out.update({r: channel.left_out.get(r, 0) for r in LEFT_OUT_REASONS})
-    rates = channel_rates(settings, campaign)
+    rates = channel_rates(settings, campaign, measured)
     summary = builder.build(rates, campaign.schedule.arrive_within, left_out=left_out, now=now)
     outcome = PlanOutcome(campaign.id, now, audience, summary, written)
     if write:
@@ -146,12 +167,19 @@ def new_planner(campaign: Campaign, settings: Settings, now: datetime) -> Planne
     return Planner(campaign, now, default_timezone=settings.default_timezone, default_country=settings.default_country)
 
 
+async def ledger_windows(
+    engine: AsyncEngine, campaign: Campaign, rates: Mapping[str, float], now: datetime
+) -> list[DispatchWindow]:
+    """The dispatch window of every bucket of the campaign planned in the ledger, sized at ``rates``."""
+    buckets = await ledger.planned_buckets(engine, campaign.id)
+    return dispatch_windows(
+        (Bucket(b.due_utc, b.channel, b.count) for b in buckets), rates, campaign.schedule.arrive_within, now=now
+    )
+
+
 async def settle_dispatch_starts(
     engine: AsyncEngine, campaign: Campaign, rates: Mapping[str, float], now: datetime
 ) -> None:
     """Size every planned bucket of the campaign from the ledger and store its dispatch start."""
-    buckets = await ledger.planned_buckets(engine, campaign.id)
-    windows = dispatch_windows(
-        (Bucket(b.due_utc, b.channel, b.count) for b in buckets), rates, campaign.schedule.arrive_within, now=now
-    )
+    windows = await ledger_windows(engine, campaign, rates, now)
     await ledger.set_dispatch_starts(engine, campaign.id, ((w.channel, w.due_utc, w.start_utc) for w in windows), now)

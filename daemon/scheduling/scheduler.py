@@ -4,6 +4,12 @@ The ledger is the durable truth: jobs are only a wake-up list rebuilt from the p
 after every (re)plan and at start, so a restart loses nothing that is due. A bucket fired late
 (the daemon was down) is fired at once; the planner has already applied the missed-slot policy.
 
+Every bucket ends with ``bucket_finished`` (its outcomes, what was accepted after the slot, its
+throughput) and a ``bucket_late`` warning if anything was. A bucket of a route (channel and
+provider) that went clearly slower than the route's rate makes that measured throughput the rate
+the route's later buckets are sized by (``rate_reestimated``): their dispatch starts move earlier
+at once, until a bucket runs at the configured rate again (``rate_recovered``).
+
 Job times are computed on the injected ``Clock`` and translated to wall time (by the clock's offset
 and speed), so a fake or simulated clock drives real timers.
 """
@@ -25,8 +31,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from daemon import failpoints
 from daemon.campaign import Campaign
 from daemon.clock import Clock, clock_span, wall_seconds_until
+from daemon.dispatch.tally import BucketTally
 from daemon.logs import bound, get_logger
-from daemon.scheduling.plan_run import plan_campaign
+from daemon.scheduling.plan_run import Route, channel_rates, plan_campaign, settle_dispatch_starts
 from daemon.settings import Settings
 from daemon.store import ledger
 
@@ -35,11 +42,15 @@ log = get_logger("scheduler")
 JOB_PREFIX = "bucket:"
 REPLAN_JOB = "replan"
 CLAIM_BATCH = 1000
+SLOWER = 0.9  # a bucket below this share of its route's rate re-sizes the route's later buckets
+MEASURE_AT_LEAST = 20  # messages accepted, for a bucket's throughput to count
 
 # Called with each batch of claimed rows (the dispatcher, once it exists).
 ClaimHandler = Callable[[Campaign, str, datetime, Sequence[ledger.Claimed]], Awaitable[None]]
 # Called when a bucket fires, alongside this scheduler's own claims; returns how many rows it claimed.
 FireHandler = Callable[[Campaign, str, datetime], Coroutine[object, object, int]]
+# Called when a bucket has been sent: what its send came to (every process's), if anything knows.
+FinishHandler = Callable[[Campaign, str, datetime], BucketTally | None]
 
 
 def node_name() -> str:
@@ -72,6 +83,7 @@ class BucketScheduler:
         replan_every: timedelta = timedelta(minutes=30),
         on_claimed: ClaimHandler | None = None,
         on_fire: FireHandler | None = None,
+        on_finished: FinishHandler | None = None,
     ):
         self.engine = engine
         self.settings = settings
@@ -81,6 +93,8 @@ class BucketScheduler:
         self.replan_every = replan_every
         self.on_claimed = on_claimed
         self.on_fire = on_fire
+        self.on_finished = on_finished
+        self.measured: dict[Route, float] = {}  # routes measured below their rate: their throughput
         self.campaigns: dict[str, Campaign] = {}
         self.stopping = False  # a graceful stop: claim nothing new
         self._firing: set[asyncio.Task[Any]] = set()
@@ -132,7 +146,7 @@ class BucketScheduler:
         digest = config_hash(campaign)
         with bound(campaign_id=campaign.id):
             await ledger.record_campaign(self.engine, campaign, digest, now)
-            outcome = await plan_campaign(self.engine, campaign, self.settings, now, write=True)
+            outcome = await plan_campaign(self.engine, campaign, self.settings, now, write=True, measured=self.measured)
             self._hashes[campaign.id] = digest
             log.info(
                 "campaign_planned",
@@ -201,7 +215,60 @@ class BucketScheduler:
             if helping is not None:
                 claimed += await helping
             log.info("bucket_claimed", due_utc=due_utc.isoformat(), claimed=claimed)
+            tally = self.on_finished(campaign, channel, due_utc) if self.on_finished is not None else None
+            log_finished(due_utc, claimed, tally)
+            if tally is not None:
+                await self.measure(campaign, channel, tally)
             return claimed
+
+    async def measure(self, campaign: Campaign, channel: str, tally: BucketTally) -> None:
+        """Size the route's later buckets by what this bucket measured, when it went clearly slower
+        than the route's rate; back to the rate once a bucket keeps it again."""
+        throughput = tally.throughput()
+        if throughput is None or tally.accepted < MEASURE_AT_LEAST:
+            return
+        route = (channel, campaign.provider_for(channel))
+        rate = channel_rates(self.settings, campaign)[channel]
+        if throughput < rate * SLOWER:
+            self.measured[route] = throughput
+            log.warning("rate_reestimated", channel=channel, provider=route[1], rate_per_s=rate,
+                        measured_per_s=round(throughput, 2))  # fmt: skip
+        elif self.measured.pop(route, None) is not None:
+            log.info("rate_recovered", channel=channel, provider=route[1], rate_per_s=rate,
+                     measured_per_s=round(throughput, 2))  # fmt: skip
+        else:
+            return
+        now = self.clock.now()  # every campaign on the route: its planned buckets' starts, then the jobs
+        for other in list(self.campaigns.values()):
+            if channel in other.channels and other.provider_for(channel) == route[1]:
+                rates = channel_rates(self.settings, other, self.measured)
+                await settle_dispatch_starts(self.engine, other, rates, now)
+        await self.rebuild_jobs()
+
+
+def log_finished(due_utc: datetime, claimed: int, tally: BucketTally | None) -> None:
+    """``bucket_finished``: the rows this bucket claimed and, from its tally, what became of them,
+    when the first and last were accepted (seconds from the slot: negative is before it), how many
+    after the slot and how late; ``bucket_late`` (a warning) when any were."""
+    fields: dict[str, Any] = {"due_utc": due_utc.isoformat(), "claimed": claimed}
+    if tally is not None:
+        def from_slot(at: datetime | None) -> float | None:
+            return None if at is None else round((at - due_utc).total_seconds(), 3)
+
+        throughput = tally.throughput()
+        fields |= {
+            "outcomes": dict(tally.outcomes),
+            "accepted": tally.accepted,
+            "first_accepted_s": from_slot(tally.first_accepted),
+            "last_accepted_s": from_slot(tally.last_accepted),
+            "late": tally.late,
+            "max_late_s": round(tally.max_late_s, 3),
+            "throughput_per_s": None if throughput is None else round(throughput, 2),
+        }
+    log.info("bucket_finished", **fields)
+    if tally is not None and tally.late:
+        log.warning("bucket_late", due_utc=due_utc.isoformat(), late=tally.late, accepted=tally.accepted,
+                    max_late_s=round(tally.max_late_s, 3))  # fmt: skip
 
 
 async def claim_all(

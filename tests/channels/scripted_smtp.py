@@ -19,9 +19,11 @@ drop-mid-body      reads 64 KiB of the body, stops reading, then resets the conn
 drop-after-dot     reads the whole body, then closes without replying
 slow-250           reads the whole body, waits ``slow_seconds``, then answers 250 (the message is
                    recorded as accepted)
+stall-data         DATA waits ``slow_seconds`` before its 354 (a server stalling on one recipient)
 =================  ===========================================================================
 
-Server-wide knobs: ``greeting`` (e.g. ``"421 busy"`` refuses every session), ``mail_reply`` and
+Server-wide knobs: ``greeting`` (e.g. ``"421 busy"`` refuses every session; it may be changed while
+the server runs, for a blip), ``mail_reply`` and
 ``rcpt_reply`` (a fixed reply to every MAIL FROM / RCPT TO; a 421 closes), ``accept_delay``
 (seconds before each final 250, so messages overlap), ``receive_buffer`` (SO_RCVBUF).
 
@@ -235,6 +237,8 @@ class ScriptedSmtpServer:
 
     async def _data(self, s: _Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reply) -> bool:  # type: ignore[no-untyped-def]
         kind = behaviour_of(s.rcpt_to[0])
+        if kind == "stall-data":
+            await asyncio.sleep(self.slow_seconds)
         await reply("354 End data with <CR><LF>.<CR><LF>")
         if kind == "drop-mid-body":
             await reader.readexactly(BODY_PEEK)

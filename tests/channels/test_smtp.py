@@ -319,3 +319,66 @@ async def test_rate_limit_paces_messages_per_server(smtp_server: ScriptedSmtpSer
     burst = max(1.0, rate / 20)
     expected = (count - burst) / rate  # 0.7 s
     assert elapsed >= expected * 0.85  # the limit held; how much slower a busy machine is does not matter
+
+
+# ---------------------------------------------------------------- a message's trouble is not the server's
+
+
+async def test_a_recipient_the_server_stalls_on_fails_alone_and_the_server_stays_up() -> None:
+    async with ScriptedSmtpServer(slow_seconds=30) as server:
+        pool = pool_for(server, config={"pool_size": 2}, timeouts=SmtpTimeouts(command=0.5))
+        results = await asyncio.gather(
+            pool.send(envelope("stall-data@slow.example")),
+            *(pool.send(envelope(f"accept+{i}@a{i}.example")) for i in range(10)),
+            return_exceptions=True,
+        )
+        status = pool.status()[0]
+        await pool.close()
+    stalled, rest = results[0], results[1:]
+    assert isinstance(stalled, TransientSendError) and stalled.code == "stalled"
+    assert all(isinstance(r, str) for r in rest) and len(server.accepted()) == 10
+    assert status.up and status.failures == 0  # one recipient's stall is not a server failure
+
+
+async def test_stalled_transactions_give_their_pool_slot_back() -> None:
+    async with ScriptedSmtpServer(slow_seconds=30) as server:
+        pool = pool_for(server, config={"pool_size": 2}, slow_after=0.2)
+        stalls = [asyncio.create_task(pool.send(envelope(f"stall-data+{i}@slow.example"))) for i in range(2)]
+        await asyncio.sleep(0)  # both take the pool's two slots first
+        sent = await asyncio.gather(*(pool.send(envelope(f"accept+{i}@a{i}.example")) for i in range(10)))
+        still_stalled = [not t.done() for t in stalls]
+        for task in stalls:
+            task.cancel()
+        await asyncio.gather(*stalls, return_exceptions=True)
+        await pool.close()
+    assert len(sent) == 10 and len(server.accepted()) == 10
+    assert still_stalled == [True, True]  # the ten went past the two stalled transactions
+
+
+async def test_one_failure_event_escalates_the_backoff_once() -> None:
+    async with ScriptedSmtpServer(greeting="421 4.3.2 busy") as server:
+        pool = pool_for(server, config={"pool_size": 8}, backoff=Backoff(first=2, most=300), probe_every=60)
+        results = await asyncio.gather(
+            *(pool.send(envelope(f"accept+{i}@a{i}.example")) for i in range(8)), return_exceptions=True
+        )
+        status = pool.status()[0]
+        await pool.close()
+    assert all(isinstance(r, TransientSendError) for r in results)
+    assert status.failures == 1 and 0 < status.down_for <= 2  # not 2 × 2^7 s for eight connections at once
+
+
+async def test_a_server_back_from_a_421_blip_is_used_again_at_once_not_after_its_backoff() -> None:
+    async with ScriptedSmtpServer(greeting="421 4.3.2 busy") as server:
+        pool = pool_for(server, backoff=Backoff(first=300, most=300), probe_every=0.1)
+        with pytest.raises(TransientSendError):
+            await pool.send(envelope("accept@a.example"))
+        assert not pool.status()[0].up  # down for 300 s, by its backoff
+        server.greeting = "220 scripted.test ESMTP"  # the server is back
+        for _ in range(200):  # the probe notices within a probe interval (at most 20 s here)
+            if pool.status()[0].up:
+                break
+            await asyncio.sleep(0.1)
+        assert pool.status()[0].up
+        assert await pool.send(envelope("accept@a.example"))
+        await pool.close()
+    assert len(server.accepted()) == 1

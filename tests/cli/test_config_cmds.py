@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cli_support import EXAMPLE
+from cli_support import run as run_in_process
 from typer.testing import CliRunner
 
 from daemon.cli import app
 from daemon.cli.config_cmds import schema_text
+from daemon.runtime.ports import load_campaigns
+from daemon.scheduling.plan_run import plan_campaign
+from daemon.scheduling.scheduler import config_hash
+from daemon.settings import load_settings
+from daemon.store import ledger
+from daemon.store.db import prepare_database
 
 REPO = Path(__file__).resolve().parents[2]
 BROKEN = REPO / "tests" / "config" / "broken"
@@ -238,3 +248,41 @@ def test_validate_reads_templates_where_the_settings_say_like_the_daemon(
 
     done = CliRunner().invoke(app, ["validate", "config", "--templates", "site-templates"])  # the option wins
     assert done.exit_code == 0, done.output
+
+
+def test_validate_warns_of_each_planned_bucket_that_cannot_fit_its_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shipped_copy(tmp_path)
+    campaign_file = tmp_path / "config/campaigns/good.yaml"
+    campaign_file.write_text(campaign_file.read_text().replace("arrive_within: 10m", "arrive_within: 5s"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TOPSLOT_SMTP__SLOW__HOST", "127.0.0.1")  # never connected to by validate
+    monkeypatch.setenv("TOPSLOT_SMTP__SLOW__RATE_PER_SECOND", "0.1")  # every email bucket needs ≥ 10 s
+    done = CliRunner().invoke(app, ["validate", "config"])
+    assert done.exit_code == 0, done.output
+    assert "warning" not in done.stderr  # no ledger yet, and validate does not make one
+    assert not (tmp_path / "var/topslot.db").exists()
+
+    assert run_in_process("contacts", "import", str(EXAMPLE / "contacts.csv"), "--config", "config")[0] == 0
+    assert run_in_process("events", "import", str(EXAMPLE / "events.csv"), "--config", "config")[0] == 0  # buyers
+
+    async def plan_into_the_ledger() -> None:  # as the daemon does when the campaign is loaded
+        settings = load_settings("config")
+        campaign = load_campaigns(settings.campaigns_dir, settings.templates_dir, settings).campaigns["mothers-day-2027"]
+        engine = await prepare_database(settings.database_url)
+        now = datetime(2027, 5, 1, tzinfo=UTC)
+        try:
+            await ledger.record_campaign(engine, campaign, config_hash(campaign), now)
+            await plan_campaign(engine, campaign, settings, now, write=True)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(plan_into_the_ledger())
+    done = CliRunner().invoke(app, ["validate", "config"])
+    assert done.exit_code == 0, done.output
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings, done.stderr
+    for line in warnings:
+        assert line.startswith("warning: mothers-day-2027: bucket 2027-05-"), line
+        assert " at 0.1/s need " in line and "more than the 5 s window" in line, line
