@@ -11,7 +11,8 @@ Points in the send path (scheduler and dispatcher):
 ``after_claim``  a claim batch is committed, not yet handed to the dispatcher;
 ``after_render`` a chunk is rendered, not yet marked ``sending``;
 ``after_reply``  the chunk's sends returned (accepted or not), outcomes not yet recorded;
-``after_commit`` the chunk's outcomes are committed.
+``after_commit`` the chunk's outcomes are committed;
+``helper_start`` a dispatch helper process is starting, before it reports ready.
 """
 
 from __future__ import annotations

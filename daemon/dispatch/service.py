@@ -59,7 +59,7 @@ class DispatchService:
         self.keyring = load_keyring(settings)
         processes = settings.dispatch_processes
         spawn = processes > 1 and not helper
-        self.helpers = DispatchHelpers(settings, processes - 1, self.node) if spawn else None
+        self.helpers = DispatchHelpers(settings, processes - 1, self.node, self.release_helper) if spawn else None
         # each of the N processes sends with 1/N of every provider's pool and rate
         self.messengers = messengers if messengers is not None else Registry(settings, clock, share=1 / processes)
         self.dispatcher = Dispatcher(engine, settings, clock, self.keyring, self.messengers, owner=self.owner)
@@ -115,6 +115,12 @@ class DispatchService:
     def finish_bucket(self, campaign: Campaign, channel: str, due_utc: datetime) -> BucketTally | None:
         """The scheduler's ``on_finished``: the bucket's tally, every process's sends in it."""
         return self.dispatcher.pop_tally((campaign.id, channel, due_utc))
+
+    async def release_helper(self, k: int) -> int:
+        """Helper ``k`` died: its claimed rows go back to planned and its ``sending`` rows become
+        ``unknown`` now, not when their lease runs out; how many went back to planned."""
+        counts = await store.recover(self.engine, f"{self.node}#w{k}", self.owner, self.clock.now())
+        return counts.get("claimed_to_planned", 0)  # the bucket being fired claims them again
 
     async def recover(self) -> dict[str, int]:
         """Rows whose lease was lost: claimed → planned (refired), sending → unknown."""

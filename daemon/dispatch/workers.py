@@ -11,9 +11,9 @@ claimed.
 
 Helpers inherit nothing but the settings and the campaign, both sent over a pipe. Each runs the
 clock the main process runs: the main process's "now" and speed, sent with every bucket. A helper
-that dies loses nothing: its claimed rows go back to ``planned`` when their lease expires, rows it
-was sending become ``unknown`` (the ledger's ordinary recovery), and the next start of that helper
-recovers its own rows at once.
+that dies costs seconds, not the lease: the main process sees the death at once (``DispatchHelpers``),
+gives its claimed rows back to ``planned`` and makes the rows it was sending ``unknown`` right away,
+sends the returned rows within the same bucket, and starts the helper again.
 """
 
 from __future__ import annotations
@@ -22,12 +22,14 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
+from daemon import failpoints
 from daemon.campaign import Campaign
 from daemon.clock import SimulatedClock
 from daemon.dispatch.tally import BucketTally
@@ -42,6 +44,8 @@ log = get_logger("dispatch")
 STOP = "stop"
 FIRE = "fire"
 START_TIMEOUT = 60.0
+RESTART_BACKOFF = 1.0  # seconds before a dead helper is started again, doubling while it keeps failing
+RESTART_MOST = 60.0
 
 
 @dataclass(frozen=True)
@@ -56,52 +60,80 @@ class Fire:
     lease: timedelta
 
 
-class DispatchHelpers:
-    """``count`` helper processes (spawned, so nothing of the parent's event loop is inherited)."""
+@dataclass(eq=False)
+class _Helper:
+    """One helper slot: its process and pipe while it runs."""
 
-    def __init__(self, settings: Settings, count: int, node: str):
+    k: int
+    process: multiprocessing.process.BaseProcess | None = None
+    pipe: Connection | None = None
+    owner: str | None = None
+    failures: int = 0  # starts or lives that ended badly in a row (the restart backoff)
+    restarting: asyncio.Task[None] | None = None
+    death: asyncio.Task[None] | None = None  # handling the end of this life (rows given back)
+
+    @property
+    def alive(self) -> bool:
+        return self.pipe is not None and self.process is not None and self.process.is_alive()
+
+
+ReleaseRows = Callable[[int], Awaitable[int]]  # helper k died: free its rows; how many went back to planned
+
+
+class DispatchHelpers:
+    """``count`` helper processes (spawned, so nothing of the parent's event loop is inherited).
+
+    A helper's death is seen at once: the main process watches each helper's process sentinel (a
+    file descriptor that becomes readable when the process ends) and its pipe (a bucket's reply
+    that never comes: end of file). Then ``release(k)`` gives the dead helper's rows back at once
+    (claimed → planned, sending → unknown, as lease recovery would 15 minutes later), the bucket
+    being fired sends the returned rows itself (the scheduler claims once more after the helpers
+    reply), and the helper is started again, after ``RESTART_BACKOFF`` seconds doubling up to a
+    minute while it keeps failing. A helper that fails to start is logged and retried the same way:
+    the daemon runs on with the processes it has.
+    """
+
+    def __init__(self, settings: Settings, count: int, node: str, release: ReleaseRows | None = None):
         self.settings = settings
         self.count = count
         self.node = node
-        self._pipes: list[Connection] = []
-        self._processes: list[multiprocessing.process.BaseProcess] = []
+        self.release = release
+        self._helpers = [_Helper(k) for k in range(1, count + 1)]
         self._lock = asyncio.Lock()  # one bucket's round trip per pipe at a time
+        self._closing = False
+
+    @property
+    def _processes(self) -> list[multiprocessing.process.BaseProcess]:
+        """The helper processes running now."""
+        return [h.process for h in self._helpers if h.process is not None]
 
     async def start(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        for k in range(1, self.count + 1):
-            parent, child = context.Pipe()
-            process = context.Process(
-                target=helper_main,
-                args=(child, self.settings, f"{self.node}#w{k}"),
-                name=f"topslot-dispatch-{k}",
-                daemon=True,
-            )
-            process.start()
-            child.close()
-            self._pipes.append(parent)
-            self._processes.append(process)
-        ready = await asyncio.gather(*(self._receive(pipe, START_TIMEOUT) for pipe in self._pipes))
-        log.info("dispatch_helpers_started", helpers=self.count, owners=[r[1] for r in ready])
+        started = await asyncio.gather(*(self._start(h) for h in self._helpers))
+        log.info("dispatch_helpers_started", helpers=sum(started), owners=[h.owner for h in self._helpers if h.owner])
 
     async def fire(self, campaign: Campaign, channel: str, due_utc: datetime, *, now: datetime, speed: float,
                    lease: timedelta) -> tuple[int, list[BucketTally]]:  # fmt: skip
-        """Every helper claims and sends the bucket; returns how many rows they claimed in all, and
-        each helper's tally of what it sent."""
+        """Every live helper claims and sends the bucket; returns how many rows they claimed in all,
+        and each helper's tally of what it sent. A helper that dies meanwhile has its rows given
+        back before this returns, for the caller to send."""
         order = Fire(campaign.model_dump(mode="json", by_alias=True), channel, due_utc, now, speed, lease)
         async with self._lock:
             asked = []
-            for k, pipe in enumerate(self._pipes, start=1):
+            for helper in self._helpers:
+                if not helper.alive or helper.pipe is None:
+                    continue
                 try:
-                    pipe.send((FIRE, order))
-                    asked.append((k, pipe))
-                except OSError as exc:  # the helper is gone; its rows come back through lease recovery
-                    log.error("dispatch_helper_failed", helper=k, error=repr(exc)[:300])
-            replies = await asyncio.gather(*(self._receive(p, None) for _, p in asked), return_exceptions=True)
+                    helper.pipe.send((FIRE, order))
+                    asked.append(helper)
+                except OSError as exc:  # it died since: its rows are freed before this returns
+                    await self._died(helper, f"its pipe refused the bucket: {exc!r}"[:300])
+            replies = await asyncio.gather(*(self._receive(h, None) for h in asked), return_exceptions=True)
         claimed, tallies = 0, []
-        for (k, _), reply in zip(asked, replies, strict=True):
-            if isinstance(reply, BaseException):
-                log.error("dispatch_helper_failed", helper=k, error=repr(reply)[:300])
+        for helper, reply in zip(asked, replies, strict=True):
+            if isinstance(reply, EOFError | OSError):
+                await self._died(helper, "it ended while sending the bucket")
+            elif isinstance(reply, BaseException):
+                log.error("dispatch_helper_failed", helper=helper.k, error=repr(reply)[:300])
             else:
                 claimed += int(reply[1])
                 if reply[2] is not None:
@@ -110,22 +142,120 @@ class DispatchHelpers:
 
     def stop_sending(self) -> None:
         """Graceful stop: helpers finish what is on the wire and claim nothing new."""
-        for pipe in self._pipes:
-            with contextlib.suppress(OSError):
-                pipe.send((STOP, None))
+        for helper in self._helpers:
+            if helper.pipe is not None:
+                with contextlib.suppress(OSError):
+                    helper.pipe.send((STOP, None))
 
     async def close(self, timeout: float = 30.0) -> None:
+        self._closing = True
         self.stop_sending()
         loop = asyncio.get_running_loop()
-        for process in self._processes:
+        for helper in self._helpers:
+            if helper.restarting is not None:
+                helper.restarting.cancel()
+            process = helper.process
+            if process is None:
+                continue
+            self._unwatch(helper)
             await loop.run_in_executor(None, process.join, timeout)
             if process.is_alive():
                 process.terminate()
-        for pipe in self._pipes:
-            pipe.close()
-        self._pipes, self._processes = [], []
+            if helper.pipe is not None:
+                helper.pipe.close()
+            helper.process, helper.pipe = None, None
 
-    async def _receive(self, pipe: Connection, timeout: float | None) -> Any:
+    # ------------------------------------------------------------ one helper's life
+
+    async def _start(self, helper: _Helper) -> bool:
+        """Start ``helper`` and wait for its "ready"; on failure log it, schedule a restart, False."""
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe()
+        process = context.Process(
+            target=helper_main,
+            args=(child, self.settings, f"{self.node}#w{helper.k}"),
+            name=f"topslot-dispatch-{helper.k}",
+            daemon=True,
+        )
+        try:
+            process.start()
+        finally:
+            child.close()
+        helper.process, helper.pipe = process, parent
+        try:
+            ready = await self._receive(helper, START_TIMEOUT)
+        except Exception as exc:  # it ended (EOFError), timed out, or said "error"
+            log.error("dispatch_helper_start_failed", helper=helper.k, error=repr(exc)[:300],
+                      exitcode=process.exitcode)  # fmt: skip
+            process.kill()
+            parent.close()
+            helper.process, helper.pipe = None, None
+            self._restart_later(helper)
+            return False
+        helper.owner, helper.death = ready[1], None
+        self._watch(helper)
+        return True
+
+    def _watch(self, helper: _Helper) -> None:
+        process = helper.process
+        assert process is not None
+        asyncio.get_running_loop().add_reader(process.sentinel, self._on_sentinel, helper)
+
+    def _unwatch(self, helper: _Helper) -> None:
+        if helper.process is not None:
+            with contextlib.suppress(ValueError, OSError):  # its fd may be closed already
+                asyncio.get_running_loop().remove_reader(helper.process.sentinel)
+
+    def _on_sentinel(self, helper: _Helper) -> None:
+        self._unwatch(helper)
+        if not self._closing and helper.process is not None and helper.death is None:
+            helper.death = asyncio.get_running_loop().create_task(self._handle_death(helper, "its process ended"))
+
+    async def _died(self, helper: _Helper, how: str) -> None:
+        """``helper`` is gone: returns once its rows are given back. The sentinel and a failed
+        bucket reply may both report the same death: it is handled once, and both wait for that."""
+        if helper.death is None:
+            if helper.process is None or self._closing:
+                return
+            helper.death = asyncio.get_running_loop().create_task(self._handle_death(helper, how))
+        await asyncio.shield(helper.death)
+
+    async def _handle_death(self, helper: _Helper, how: str) -> None:
+        """Log the death, give the helper's rows back now, start it again (later)."""
+        process, pipe = helper.process, helper.pipe
+        assert process is not None
+        self._unwatch(helper)
+        helper.process, helper.pipe = None, None
+        if pipe is not None:
+            pipe.close()
+        await asyncio.get_running_loop().run_in_executor(None, process.join, 5)
+        log.error("dispatch_helper_died", helper=helper.k, how=how, exitcode=process.exitcode, pid=process.pid)
+        if self.release is not None:
+            released = await self.release(helper.k)
+            log.warning("dispatch_helper_rows_released", helper=helper.k, to_planned=released)
+        self._restart_later(helper)
+
+    def _restart_later(self, helper: _Helper) -> None:
+        if self._closing or (helper.restarting is not None and not helper.restarting.done()):
+            return
+        helper.failures += 1
+        delay = min(RESTART_MOST, RESTART_BACKOFF * 2 ** (helper.failures - 1))
+        helper.restarting = asyncio.get_running_loop().create_task(self._restart(helper, delay))
+
+    async def _restart(self, helper: _Helper, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if self._closing:
+            return
+        async with self._lock:  # never in the middle of a bucket's round trip
+            helper.restarting = None
+            if await self._start(helper):
+                log.info("dispatch_helper_restarted", helper=helper.k, pid=helper.process and helper.process.pid,
+                         owner=helper.owner)  # fmt: skip
+                helper.failures = 0
+
+    async def _receive(self, helper: _Helper, timeout: float | None) -> Any:
+        pipe = helper.pipe
+        assert pipe is not None
         loop = asyncio.get_running_loop()
         reply = await asyncio.wait_for(loop.run_in_executor(None, pipe.recv), timeout)
         if reply[0] == "error":
@@ -150,6 +280,7 @@ async def _serve(pipe: Connection, settings: Settings, node: str) -> None:
     from daemon.dispatch.service import DispatchService
     from daemon.store.db import open_engine
 
+    failpoints.hit("helper_start")  # fault tests only: a helper that dies while starting
     engine = open_engine(settings.database_url)
     clock = SimulatedClock(datetime.now(UTC))
     service = DispatchService(engine, settings, clock, node=node, helper=True)

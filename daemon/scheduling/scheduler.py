@@ -214,6 +214,11 @@ class BucketScheduler:
             )  # fmt: skip
             if helping is not None:
                 claimed += await helping
+                # rows a helper that died gave back: sent in this bucket by this process
+                claimed += await claim_all(
+                    self.engine, campaign, channel, due_utc, owner=self.owner, lease=self.lease, clock=self.clock,
+                    on_claimed=self.on_claimed, stopped=lambda: self.stopping,
+                )  # fmt: skip
             log.info("bucket_claimed", due_utc=due_utc.isoformat(), claimed=claimed)
             tally = self.on_finished(campaign, channel, due_utc) if self.on_finished is not None else None
             log_finished(due_utc, claimed, tally)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from channels.scripted_smtp import ScriptedSmtpServer
 from structlog.testing import capture_logs
 
 from daemon.clock import FakeClock
+from daemon.dispatch.dispatcher import CHUNK, IN_FLIGHT
 from daemon.dispatch.service import DispatchService
 from daemon.scheduling.scheduler import CLAIM_BATCH, BucketScheduler
 from daemon.settings import Settings
@@ -21,7 +26,7 @@ from dispatch.fixtures import DUE, NOW, campaign, import_people, ledger_by_email
 
 @asynccontextmanager
 async def two_processes(
-    tmp_path: Path, emails: list[str]
+    tmp_path: Path, emails: list[str], accept_delay: float = 0.0
 ) -> AsyncIterator[tuple[ScriptedSmtpServer, DispatchService, Settings]]:
     """A SQLite ledger (helpers open settings.database_url) with ``emails`` planned in one bucket, a
     real SMTP server, and a dispatch service with one helper process started."""
@@ -29,7 +34,7 @@ async def two_processes(
     engine = open_engine(url)
     await upgrade(engine)
     try:
-        async with ScriptedSmtpServer() as server:
+        async with ScriptedSmtpServer(accept_delay=accept_delay) as server:
             await import_people(engine, tmp_path, emails)
             s = settings(tmp_path, server.port, database_url=url, dispatch_processes=2)
             service = DispatchService(engine, s, FakeClock(NOW), node="test-node")
@@ -68,16 +73,78 @@ async def test_a_bucket_is_shared_by_the_helper_and_each_recipient_gets_one_mess
     assert Counter(rcpt for r in server.accepted() for rcpt in r.rcpt_to) == Counter(emails)  # everybody, once
 
 
-async def test_a_dead_helper_is_logged_and_the_daemon_sends_the_bucket_alone(tmp_path: Path) -> None:
+async def test_a_helper_dead_before_the_bucket_is_restarted_and_the_daemon_sends_the_bucket(tmp_path: Path) -> None:
     emails = [f"accept+{i}@d{i % 3}.example" for i in range(300)]
     async with two_processes(tmp_path, emails) as (server, service, s):
         assert service.helpers is not None
-        helper = service.helpers._processes[0]
-        helper.kill()
-        helper.join(10)
+        [helper] = service.helpers._processes
         with capture_logs() as logs:
+            helper.kill()
             assert await fire(service, s) == len(emails)
-        rows = await ledger_by_email(service.engine)
-    assert [e["helper"] for e in logs if e["event"] == "dispatch_helper_failed"] == [1]
+            rows = await ledger_by_email(service.engine)
+            assert await until(lambda: any(e["event"] == "dispatch_helper_restarted" for e in logs))
+        [restarted] = service.helpers._processes
+    died = [e for e in logs if e["event"] == "dispatch_helper_died"]
+    assert len(died) == 1 and died[0]["helper"] == 1 and died[0]["exitcode"] == -signal.SIGKILL
+    assert restarted.pid != helper.pid
     assert Counter(r["state"] for r in rows.values()) == {"sent": len(emails)}
     assert Counter(rcpt for r in server.accepted() for rcpt in r.rcpt_to) == Counter(emails)
+
+
+async def test_a_helper_killed_mid_bucket_gives_its_rows_back_at_once_and_the_bucket_still_goes_out(
+    tmp_path: Path,
+) -> None:
+    """Issue 12, item 3: before, the killed helper's rows waited 849 s for their lease."""
+    n = CLAIM_BATCH * 2
+    emails = [f"accept+{i}@d{i % 7}.example" for i in range(n)]
+    async with two_processes(tmp_path, emails, accept_delay=0.01) as (server, service, s):
+        assert service.helpers is not None
+        [helper] = service.helpers._processes
+        with capture_logs() as logs:
+            firing = asyncio.create_task(fire(service, s))
+            assert await until(lambda: helper_sending(tmp_path) > 0)  # the helper is on the wire
+            helper.kill()
+            await firing  # returns once the bucket is out (the dead helper's claims not counted)
+            rows = await ledger_by_email(service.engine)
+    assert len(rows) == n
+    states = Counter(r["state"] for r in rows.values())
+    assert set(states) <= {"sent", "unknown"} and states["sent"] >= n - CHUNK * IN_FLIGHT, states
+    assert states.get("unknown", 0) <= CHUNK * IN_FLIGHT  # only what the helper had on the wire
+    released = [e for e in logs if e["event"] == "dispatch_helper_rows_released"]
+    assert len(released) == 1 and released[0]["to_planned"] > 0  # its claimed rows went back at once...
+    owners = Counter(r["lease_owner"].split("/")[0] for r in rows.values() if r["state"] == "sent")
+    assert owners["test-node"] >= released[0]["to_planned"]  # ... and the daemon sent them in the bucket
+    received = Counter(rcpt for r in server.accepted() for rcpt in r.rcpt_to)
+    assert max(received.values()) == 1  # nobody got two
+    sent = {e for e, r in rows.items() if r["state"] == "sent"}
+    assert sent <= set(received)
+
+
+async def test_a_helper_that_dies_while_starting_is_logged_and_the_daemon_runs_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOPSLOT_FAILPOINT", "helper_start")  # every start of the helper dies
+    emails = [f"accept+{i}@d{i % 3}.example" for i in range(50)]
+    with capture_logs() as logs:
+        async with two_processes(tmp_path, emails) as (server, service, s):  # start() does not raise
+            assert await fire(service, s) == len(emails)
+            rows = await ledger_by_email(service.engine)
+    failed = [e for e in logs if e["event"] == "dispatch_helper_start_failed"]
+    assert failed and failed[0]["helper"] == 1 and failed[0]["exitcode"] == -signal.SIGKILL
+    assert Counter(r["state"] for r in rows.values()) == {"sent": len(emails)}
+    assert len(server.accepted()) == len(emails)
+
+
+def helper_sending(tmp_path: Path) -> int:
+    """Rows the helper has marked ``sending`` right now (read straight from the SQLite file)."""
+    with sqlite3.connect(tmp_path / "topslot.db") as db:
+        query = "SELECT count(*) FROM deliveries WHERE state = 'sending' AND lease_owner LIKE 'test-node#w1/%'"
+        return int(db.execute(query).fetchone()[0])
+
+
+async def until(condition: Callable[[], bool], seconds: float = 60) -> bool:
+    for _ in range(int(seconds / 0.02)):
+        if condition():
+            return True
+        await asyncio.sleep(0.02)
+    return condition()
