@@ -13,7 +13,7 @@ recovery, never resent automatically): no row is lost and nothing is sent twice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -33,6 +33,7 @@ from daemon.delivery import Decision, SkipReason
 from daemon.delivery import DeliveryState as S
 from daemon.dispatch import policy
 from daemon.dispatch.tally import BucketKey, BucketTally
+from daemon.health import Health
 from daemon.links.book import LinkBook
 from daemon.links.factory import CampaignLinks
 from daemon.links.keys import Keyring
@@ -43,6 +44,7 @@ from daemon.rendering.sms_segments import sms_segments
 from daemon.settings import Settings
 from daemon.store import dispatch as store
 from daemon.store import links as link_store
+from daemon.store.db import is_transient
 from daemon.store.ledger import Claimed
 from daemon.templating import contact_view
 
@@ -61,6 +63,9 @@ IN_FLIGHT = 2
 # rate) keeps its place: what is marked ``sending`` stays bounded by CHUNK × IN_FLIGHT and a tail.
 STRAGGLER_AFTER = 2.0
 STRAGGLERS = 0.1
+# Outcomes the database refuses for now are written again after 0.5 s, doubling, for this long:
+# the messages are out, and a row left ``sending`` would become ``unknown``.
+RECORD_RETRY_FOR = 30.0
 
 
 @dataclass
@@ -95,6 +100,7 @@ class Dispatcher:
         messengers: MessengerSource,
         *,
         owner: str,
+        health: Health | None = None,
     ):
         self.engine = engine
         self.settings = settings
@@ -102,6 +108,7 @@ class Dispatcher:
         self.keyring = keyring
         self.messengers = messengers
         self.owner = owner
+        self.health = health or Health()
         self._kits: dict[int, CampaignKit] = {}
         self._coupon_key = active_coupon_key(keyring)
         self.stopping = False  # set on a graceful stop: finish what is on the wire, start nothing new
@@ -356,13 +363,31 @@ class Dispatcher:
             )
             for p, (result, _) in answers
         ]  # fmt: skip
-        await store.record_outcomes(self.engine, campaign.id, outcomes, self.owner, now)
+        await self._written(lambda: store.record_outcomes(self.engine, campaign.id, outcomes, self.owner, now))
         counts: dict[str, int] = {}
         for o, (_, (_, answered_at)) in zip(outcomes, answers, strict=True):
             state = o.decision.state
             counts[str(state)] = counts.get(str(state), 0) + 1
             tally.add(state, answered_at if state == S.SENT else None, straggler=stragglers)
         log.info("chunk_sent", rows=len(outcomes), outcomes=counts)
+
+    async def _written(self, write: Callable[[], Awaitable[None]]) -> None:
+        """Run ``write`` (a transaction recording what was sent); while the database refuses it for
+        now, again after 0.5 s, doubling, for ``RECORD_RETRY_FOR`` seconds, then give up (raise)."""
+        delay, waited = 0.5, 0.0
+        while True:
+            try:
+                await write()
+                self.health.database_ok("record outcomes")
+                return
+            except Exception as exc:
+                if not is_transient(exc) or waited >= RECORD_RETRY_FOR:
+                    raise
+                self.health.database_failed("record outcomes", exc)
+                log.warning("record_retry", error=f"{type(exc).__name__}"[:100], retry_in_s=delay)
+                await asyncio.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 8.0)
 
     async def _send_one(self, messenger: Messenger, prepared: Prepared) -> tuple[str | BaseException, datetime]:
         """The provider's id for the message, or what it raised; and when the answer came."""

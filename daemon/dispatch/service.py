@@ -21,6 +21,7 @@ from daemon.clock import Clock, clock_span
 from daemon.dispatch.dispatcher import Dispatcher
 from daemon.dispatch.tally import BucketTally
 from daemon.dispatch.workers import DispatchHelpers
+from daemon.health import Health
 from daemon.links.keys import load_keyring
 from daemon.logs import get_logger
 from daemon.settings import Settings
@@ -50,6 +51,7 @@ class DispatchService:
         node: str | None = None,
         on_recovered: Callable[[], Awaitable[None]] | None = None,
         helper: bool = False,
+        health: Health | None = None,
     ):
         """``helper``: this is one of the daemon's helper processes (it starts none of its own)."""
         self.engine = engine
@@ -62,7 +64,10 @@ class DispatchService:
         self.helpers = DispatchHelpers(settings, processes - 1, self.node, self.release_helper) if spawn else None
         # each of the N processes sends with 1/N of every provider's pool and rate
         self.messengers = messengers if messengers is not None else Registry(settings, clock, share=1 / processes)
-        self.dispatcher = Dispatcher(engine, settings, clock, self.keyring, self.messengers, owner=self.owner)
+        self.health = health or Health()
+        self.dispatcher = Dispatcher(
+            engine, settings, clock, self.keyring, self.messengers, owner=self.owner, health=self.health
+        )
         self.on_recovered = on_recovered  # rows handed back to planned need their bucket fired again
         self.campaigns: dict[str, Campaign] = {}
         self._poller: asyncio.Task[None] | None = None

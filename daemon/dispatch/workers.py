@@ -132,8 +132,11 @@ class DispatchHelpers:
         for helper, reply in zip(asked, replies, strict=True):
             if isinstance(reply, EOFError | OSError):
                 await self._died(helper, "it ended while sending the bucket")
-            elif isinstance(reply, BaseException):
+            elif isinstance(reply, BaseException):  # its bucket failed (say, the database refused it)
                 log.error("dispatch_helper_failed", helper=helper.k, error=repr(reply)[:300])
+                if self.release is not None:  # what it held goes back now, for the caller to send
+                    released = await self.release(helper.k)
+                    log.warning("dispatch_helper_rows_released", helper=helper.k, to_planned=released)
             else:
                 claimed += int(reply[1])
                 if reply[2] is not None:

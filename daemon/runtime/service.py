@@ -27,6 +27,7 @@ from daemon.campaign import Campaign
 from daemon.clock import Clock, SystemClock
 from daemon.dispatch.service import DRAIN_TIMEOUT, DispatchService
 from daemon.errors import Problem
+from daemon.health import Health
 from daemon.links.keys import load_keyring
 from daemon.logs import configure_logging, get_logger
 from daemon.runtime.campaign_loader import CampaignLoader
@@ -87,6 +88,7 @@ class Daemon:
         self.configure_logs = configure_logs
         self.log_stream = log_stream
         self.registry = CampaignRegistry()
+        self.health = Health()  # degraded while the database refuses work: /healthz, the systemd status
         self.problems: list[Problem] = []
         self.engine: Any = None
         self.ready = asyncio.Event()
@@ -157,6 +159,7 @@ class Daemon:
         self._stack.callback(self.notifier.close)
         self._stack.push_async_callback(self.loader.close)
         self._stack.push_async_callback(self._announce_stopped)
+        self.health.listeners.append(self._health_changed)
         self.notifier.status("opening database")
         self.engine = await prepare_database(s.database_url)  # created (SQLite: and its directory), migrated
         self._stack.push_async_callback(self._dispose_engine)
@@ -164,7 +167,9 @@ class Daemon:
         if self.track:  # up before anything sends: every unsubscribe link works from the first message
             self.notifier.status("starting the tracking server")
             keyring = load_keyring(s)
-            self.tracking = TrackingServer(self.engine, keyring, self.clock, TrackingOptions.from_settings(s))
+            self.tracking = TrackingServer(
+                self.engine, keyring, self.clock, TrackingOptions.from_settings(s), health=self.health
+            )
             key = s.conversion_webhook_key.get_secret_value() if s.conversion_webhook_key else None
             self.tracking.add_route(
                 "/conversions", conversions_handler(self.engine, key, keyring, self.clock, lambda: self.campaigns)
@@ -176,11 +181,13 @@ class Daemon:
             await self.tracking.start()
             self._stack.push_async_callback(self.tracking.close)
         if self.schedule:
-            self.dispatch = DispatchService(self.engine, s, self.clock, on_recovered=self._rebuild_jobs)
+            self.dispatch = DispatchService(
+                self.engine, s, self.clock, on_recovered=self._rebuild_jobs, health=self.health
+            )
             self.scheduler = BucketScheduler(
                 self.engine, s, self.clock, owner=self.dispatch.owner, on_claimed=self.dispatch.dispatch,
                 on_fire=self.dispatch.fire_helpers if self.dispatch.helpers is not None else None,
-                on_finished=self.dispatch.finish_bucket,
+                on_finished=self.dispatch.finish_bucket, health=self.health,
             )  # fmt: skip
             await self.dispatch.start()
             self._stack.push_async_callback(self.dispatch.close)
@@ -286,7 +293,13 @@ class Daemon:
 
     def _status(self) -> str:
         problems = f", {len(self.problems)} problem(s)" if self.problems else ""
-        return f"running: {len(self.campaigns)} campaign(s){problems}"
+        degraded = "" if self.health.status == "ok" else "; degraded: the database refuses work"
+        return f"running: {len(self.campaigns)} campaign(s){problems}{degraded}"
+
+    def _health_changed(self, _status: str) -> None:
+        """The systemd status line says when the daemon is degraded (``systemctl status``)."""
+        if self.ready.is_set():
+            self.notifier.status(self._status())
 
     # ---------------------------------------------------------------- background tasks
 

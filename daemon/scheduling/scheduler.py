@@ -4,6 +4,10 @@ The ledger is the durable truth: jobs are only a wake-up list rebuilt from the p
 after every (re)plan and at start, so a restart loses nothing that is due. A bucket fired late
 (the daemon was down) is fired at once; the planner has already applied the missed-slot policy.
 
+A bucket step the database refuses for now (disk full, a dropped connection, a restarting server)
+is tried again within seconds while the slot's grace allows, the rows it held released first; when
+the grace runs out they are released at once (``fire_bucket``). Health says ``degraded`` meanwhile.
+
 Every bucket ends with ``bucket_finished`` (its outcomes, what was accepted after the slot, its
 throughput) and a ``bucket_late`` warning if anything was. A bucket of a route (channel and
 provider) that went clearly slower than the route's rate makes that measured throughput the rate
@@ -31,17 +35,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from daemon import failpoints
 from daemon.campaign import Campaign
 from daemon.clock import Clock, clock_span, wall_seconds_until
+from daemon.dispatch.dispatcher import due_limit
 from daemon.dispatch.tally import BucketTally
+from daemon.health import Health
 from daemon.logs import bound, get_logger
 from daemon.scheduling.plan_run import Route, channel_rates, plan_campaign, settle_dispatch_starts
 from daemon.settings import Settings
+from daemon.store import dispatch as dispatch_store
 from daemon.store import ledger
+from daemon.store.db import is_transient
 
 log = get_logger("scheduler")
 
 JOB_PREFIX = "bucket:"
 REPLAN_JOB = "replan"
 CLAIM_BATCH = 1000
+RETRY_FIRST = 1.0  # seconds before a bucket step the database refused is tried again (doubling)
+RETRY_MOST = 15.0
 SLOWER = 0.9  # a bucket below this share of its route's rate re-sizes the route's later buckets
 MEASURE_AT_LEAST = 20  # messages accepted, for a bucket's throughput to count
 
@@ -84,6 +94,7 @@ class BucketScheduler:
         on_claimed: ClaimHandler | None = None,
         on_fire: FireHandler | None = None,
         on_finished: FinishHandler | None = None,
+        health: Health | None = None,
     ):
         self.engine = engine
         self.settings = settings
@@ -94,6 +105,7 @@ class BucketScheduler:
         self.on_claimed = on_claimed
         self.on_fire = on_fire
         self.on_finished = on_finished
+        self.health = health or Health()
         self.measured: dict[Route, float] = {}  # routes measured below their rate: their throughput
         self.campaigns: dict[str, Campaign] = {}
         self.stopping = False  # a graceful stop: claim nothing new
@@ -181,7 +193,12 @@ class BucketScheduler:
     # ------------------------------------------------------------ firing
 
     async def fire_bucket(self, campaign_id: str, channel: str, due_utc: datetime) -> int:
-        """Claim every still-eligible planned row of one bucket; returns how many were claimed."""
+        """Claim and send every still-eligible planned row of one bucket; returns how many were
+        claimed. A step the database refuses for now (``is_transient``: disk full, connection
+        dropped, server restarting) is tried again after ``RETRY_FIRST`` seconds, doubling up to
+        ``RETRY_MOST``, while the slot's grace allows; before each try the rows this process holds
+        in the bucket are released (claimed → planned, sending → unknown), and when it gives up they
+        are released too (``bucket_abandoned``), never left for the lease to expire."""
         campaign = self.campaigns.get(campaign_id)
         if campaign is None or self.stopping:
             return 0
@@ -189,15 +206,44 @@ class BucketScheduler:
         if task is not None:
             self._firing.add(task)
             task.add_done_callback(self._firing.discard)
-        now = self.clock.now()
         with bound(campaign_id=campaign_id, channel=channel, slot=due_utc.isoformat()):
-            buckets = [
-                b
-                for b in await ledger.planned_buckets(self.engine, campaign_id)
-                if b.channel == channel and b.due_utc == due_utc
-            ]
+            claimed, delay, failed = 0, RETRY_FIRST, False
+            give_up_at = due_limit(campaign, due_utc)
+            while True:
+                try:
+                    if failed:  # what the failed try left held: back to planned (or unknown), then again
+                        claimed -= await self._release(campaign, channel, due_utc)
+                    claimed += await self._fire_once(campaign, channel, due_utc, first=not failed)
+                    self.health.database_ok("bucket")
+                    break
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    self.health.database_failed("bucket", exc)
+                    failed = True
+                    error = f"{type(exc).__name__}: {str(getattr(exc, 'orig', None) or exc).splitlines()[0][:200]}"
+                    wait = clock_span(self.clock, timedelta(seconds=delay))
+                    if self.stopping or self.clock.now() + wait > give_up_at:
+                        await self._abandon(campaign, channel, due_utc, error)
+                        return claimed
+                    log.warning("bucket_step_failed", due_utc=due_utc.isoformat(), error=error, retry_in_s=delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RETRY_MOST)
+            log.info("bucket_claimed", due_utc=due_utc.isoformat(), claimed=claimed)
+            tally = self.on_finished(campaign, channel, due_utc) if self.on_finished is not None else None
+            log_finished(due_utc, claimed, tally)
+            if tally is not None:
+                await self.measure(campaign, channel, tally)
+            return claimed
+
+    async def _fire_once(self, campaign: Campaign, channel: str, due_utc: datetime, *, first: bool) -> int:
+        """One try of the bucket: skip who no longer qualifies, claim and send (with the helpers)."""
+        now = self.clock.now()
+        planned = await ledger.planned_buckets(self.engine, campaign.id)
+        buckets = [b for b in planned if b.channel == channel and b.due_utc == due_utc]
+        skipped = await ledger.skip_ineligible_in_bucket(self.engine, campaign, channel, due_utc, now)
+        if first:
             start = buckets[0].dispatch_start_utc if buckets else now
-            skipped = await ledger.skip_ineligible_in_bucket(self.engine, campaign, channel, due_utc, now)
             log.info(
                 "bucket_started",
                 due_utc=due_utc.isoformat(),
@@ -205,26 +251,48 @@ class BucketScheduler:
                 rows=buckets[0].count if buckets else 0,
                 skipped=skipped,
             )
-            helping: asyncio.Task[int] | None = None
-            if self.on_fire is not None:  # other claimers (dispatch helper processes) share the bucket
-                helping = asyncio.create_task(self.on_fire(campaign, channel, due_utc))
-            claimed = await claim_all(
-                self.engine, campaign, channel, due_utc, owner=self.owner, lease=self.lease, clock=self.clock,
-                on_claimed=self.on_claimed, stopped=lambda: self.stopping,
-            )  # fmt: skip
-            if helping is not None:
-                claimed += await helping
-                # rows a helper that died gave back: sent in this bucket by this process
-                claimed += await claim_all(
-                    self.engine, campaign, channel, due_utc, owner=self.owner, lease=self.lease, clock=self.clock,
-                    on_claimed=self.on_claimed, stopped=lambda: self.stopping,
-                )  # fmt: skip
-            log.info("bucket_claimed", due_utc=due_utc.isoformat(), claimed=claimed)
-            tally = self.on_finished(campaign, channel, due_utc) if self.on_finished is not None else None
-            log_finished(due_utc, claimed, tally)
-            if tally is not None:
-                await self.measure(campaign, channel, tally)
-            return claimed
+        helping: asyncio.Task[int] | None = None
+        if self.on_fire is not None:  # other claimers (dispatch helper processes) share the bucket
+            helping = asyncio.create_task(self.on_fire(campaign, channel, due_utc))
+        try:
+            claimed = await self._claim(campaign, channel, due_utc)
+        except BaseException:
+            if helping is not None:  # the helpers' round trip ends on its own; wait for it
+                await asyncio.gather(helping, return_exceptions=True)
+            raise
+        if helping is not None:
+            claimed += await helping
+            claimed += await self._claim(campaign, channel, due_utc)  # rows a dead helper gave back
+        return claimed
+
+    async def _claim(self, campaign: Campaign, channel: str, due_utc: datetime) -> int:
+        return await claim_all(
+            self.engine, campaign, channel, due_utc, owner=self.owner, lease=self.lease, clock=self.clock,
+            on_claimed=self.on_claimed, stopped=lambda: self.stopping,
+        )  # fmt: skip
+
+    async def _release(self, campaign: Campaign, channel: str, due_utc: datetime) -> int:
+        """This process's rows of the bucket back to planned (or unknown); how many went to planned."""
+        counts = await dispatch_store.release_bucket(self.engine, self.owner, campaign.id, channel, due_utc,
+                                                     self.clock.now())  # fmt: skip
+        if any(counts.values()):
+            log.warning("bucket_rows_released", due_utc=due_utc.isoformat(), **counts)
+        return counts.get("claimed_to_planned", 0)
+
+    async def _abandon(self, campaign: Campaign, channel: str, due_utc: datetime, error: str) -> None:
+        """Give the bucket up (its grace is over, or the daemon stops): release its rows now, trying
+        for a few seconds; if the database still refuses, their lease will (the last safety net)."""
+        for delay in (0.5, 1.0, 2.0, None):
+            try:
+                await self._release(campaign, channel, due_utc)
+                break
+            except Exception as exc:
+                if not is_transient(exc) or delay is None:
+                    log.error("bucket_release_failed", due_utc=due_utc.isoformat(), error=repr(exc)[:300])
+                    break
+                await asyncio.sleep(delay)
+        log.error("bucket_abandoned", due_utc=due_utc.isoformat(), error=error,
+                  why="stopping" if self.stopping else "the slot's grace is over")  # fmt: skip
 
     async def measure(self, campaign: Campaign, channel: str, tally: BucketTally) -> None:
         """Size the route's later buckets by what this bucket measured, when it went clearly slower

@@ -27,7 +27,15 @@ from alembic.util import CommandError
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.engine.url import URL
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
@@ -208,6 +216,33 @@ def database_problem(exc: BaseException, url: str | URL) -> str | None:
     if isinstance(exc, OSError):
         return f"database {display_url(url)} is unreachable: {_network_reason(exc, url)} ({URL_SETTING})"
     return f"database {display_url(url)} cannot be used: {_first_line(getattr(exc, 'orig', exc))} ({URL_SETTING})"
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be used *for now* (and the same statement may work
+    in seconds): SQLite's disk full, lock timeout or I/O error; a PostgreSQL connection dropped,
+    refused or reset, or a server shutting down, starting or out of resources. Integrity and
+    programming errors are not: retrying them repeats a bug."""
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+            return True
+        if isinstance(exc, IntegrityError | ProgrammingError | DataError):
+            return False
+        return _transient_cause(exc.orig)
+    return isinstance(exc, OSError | TimeoutError) or _transient_cause(exc)
+
+
+_PG_TRANSIENT_CLASSES = ("08", "53", "57P", "58")  # connection, resources, operator intervention, system
+
+
+def _transient_cause(exc: BaseException | None) -> bool:
+    """asyncpg's own errors (SQLAlchemy may wrap them as a plain ``DBAPIError``) by SQLSTATE."""
+    if exc is None:
+        return False
+    if isinstance(exc, OSError | TimeoutError | ConnectionError):
+        return True
+    state = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    return isinstance(state, str) and state.startswith(_PG_TRANSIENT_CLASSES)
 
 
 def require_database_file(url: str | URL) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, func, literal, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.elements import ColumnElement
 
 from daemon.campaign import Campaign
 from daemon.delivery import Decision
@@ -230,15 +231,34 @@ async def recover(engine: AsyncEngine, node: str, owner: str, now: datetime) -> 
         deliveries.c.lease_expires_utc <= now,  # anybody's, this process's too (a dispatch that died)
         and_(deliveries.c.lease_owner != owner, deliveries.c.lease_owner.startswith(f"{node}/", autoescape=True)),
     )
+    return await _release(engine, lost, now, "connection state lost: the node stopped while sending")
+
+
+async def release_bucket(
+    engine: AsyncEngine, owner: str, campaign_id: str, channel: str, due_utc: datetime, now: datetime
+) -> dict[str, int]:
+    """``owner``'s rows of one bucket, after a step of its send failed and before it is tried again
+    (or given up): ``claimed`` → ``planned`` (nothing was sent), ``sending`` → ``unknown`` (it may
+    have been: its outcome could not be recorded). Counts as ``recover``'s."""
+    mine = and_(
+        deliveries.c.lease_owner == owner,
+        deliveries.c.campaign_id == campaign_id,
+        deliveries.c.channel == channel,
+        deliveries.c.due_utc == due_utc,
+    )
+    return await _release(engine, mine, now, "the outcome could not be recorded: the database refused it")
+
+
+async def _release(engine: AsyncEngine, which: ColumnElement[bool], now: datetime, why: str) -> dict[str, int]:
     counts: dict[str, int] = {}
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
         for state, target, extra in (
             (S.CLAIMED, S.PLANNED, {}),
-            (S.SENDING, S.UNKNOWN, {"last_error": literal("connection state lost: the node stopped while sending")}),
+            (S.SENDING, S.UNKNOWN, {"last_error": literal(why)}),
         ):
             result = await conn.execute(
                 update(deliveries)
-                .where(deliveries.c.state == state, lost)
+                .where(deliveries.c.state == state, which)
                 .values(state=target, lease_owner=None, lease_expires_utc=None, updated_at=now, **extra)
             )
             counts[f"{state}_to_{target}"] = result.rowcount or 0

@@ -8,7 +8,9 @@
 ``GET|HEAD /u/T``      a static page with a POST button; changes nothing (scanners follow GETs)
 ``POST /u/T``          RFC 8058 one-click unsubscribe (body ``List-Unsubscribe=One-Click``, also
                        what the page's form posts): committed before the 200, idempotent
-``GET /healthz``       JSON counters: events accepted / written / dropped / lost, rejected tokens
+``GET /healthz``       JSON: ``status`` (``ok``, or ``degraded`` with since when, where and why
+                       while the database refuses work), counters: events accepted / written /
+                       dropped / lost, rejected tokens
 =====================  =====================================================================
 
 Routes are served at the root and under the path of ``tracking_base_url`` (a reverse proxy may
@@ -39,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.clock import Clock
 from daemon.errors import TopslotError
+from daemon.health import Health
 from daemon.links.keys import Keyring
 from daemon.links.tokens import TokenClaims, TokenError
 from daemon.links.tracking import TrackingBase, click_id, read_tracking_path
@@ -103,8 +106,17 @@ class TrackingOptions:
 class TrackingServer:
     """``await start()`` binds and starts flushing; ``await close()`` stops serving, then flushes."""
 
-    def __init__(self, engine: AsyncEngine, keyring: Keyring, clock: Clock, options: TrackingOptions | None = None):
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        keyring: Keyring,
+        clock: Clock,
+        options: TrackingOptions | None = None,
+        *,
+        health: Health | None = None,
+    ):
         self.engine = engine
+        self.health = health or Health()
         self.keyring = keyring
         self.clock = clock
         self.options = options = options or TrackingOptions()
@@ -296,7 +308,7 @@ class TrackingServer:
         return _html(200, pages.UNSUBSCRIBED)
 
     def _health(self) -> web.StreamResponse:
-        body = {"status": "ok", "events": self.buffer.stats.as_dict(), "rejected_tokens": self.rejected}
+        body = {**self.health.as_dict(), "events": self.buffer.stats.as_dict(), "rejected_tokens": self.rejected}
         return web.Response(
             body=json.dumps(body, sort_keys=True).encode("ascii"),
             headers={**_BASE_HEADERS, "Content-Type": "application/json"},

@@ -229,3 +229,26 @@ async def test_prepare_database_on_a_database_the_server_does_not_have(pg_test_u
         await prepare_database(url, read_only=True)
     assert 'cannot be used: database "topslot_no_such_database" does not exist' in str(caught.value)
     assert str(caught.value).endswith(SETTING) and "\n" not in str(caught.value)
+
+
+def test_what_is_worth_trying_again_and_what_is_a_bug() -> None:
+    import sqlite3
+
+    from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
+
+    from daemon.store.db import is_transient
+
+    class AdminShutdown(Exception):  # as SQLAlchemy's asyncpg adapter hands a server's error on
+        sqlstate = "57P01"
+
+    class UniqueViolation(Exception):
+        sqlstate = "23505"
+
+    assert is_transient(OperationalError("x", {}, sqlite3.OperationalError("database or disk is full")))
+    assert is_transient(DBAPIError("x", {}, AdminShutdown()))  # terminating connection (a restart)
+    assert is_transient(DBAPIError("x", {}, Exception(), connection_invalidated=True))
+    assert is_transient(ConnectionRefusedError())
+    assert not is_transient(IntegrityError("x", {}, UniqueViolation()))
+    assert not is_transient(ProgrammingError("x", {}, Exception()))
+    assert not is_transient(DBAPIError("x", {}, UniqueViolation()))
+    assert not is_transient(ValueError("a bug"))

@@ -361,6 +361,25 @@ async def test_full_buffer_counts_drops_and_healthz_shows_them(world: World, eng
     assert len(await stored_events(engine)) == 3  # close() flushed what was accepted
 
 
+async def test_healthz_says_degraded_while_the_database_refuses_work(world: World, engine: AsyncEngine) -> None:
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    async with running_server(world) as server, aiohttp.ClientSession() as s:
+        assert json.loads((await fetch(s, "GET", f"{server.url}/healthz"))[2])["status"] == "ok"
+        full = OperationalError("INSERT", {}, sqlite3.OperationalError("database or disk is full"))
+        server.health.database_failed("bucket", full)  # what the scheduler does on a refused step
+        status, _, body, _ = await fetch(s, "GET", f"{server.url}/healthz")
+        health = json.loads(body)
+        server.health.database_ok("bucket")
+        after = json.loads((await fetch(s, "GET", f"{server.url}/healthz"))[2])
+    assert status == 200 and health["status"] == "degraded"
+    assert health["database"]["where"] == "bucket"
+    assert health["database"]["error"] == "OperationalError: database or disk is full"
+    assert "events" in health and after["status"] == "ok"
+
+
 async def test_close_flushes_pending_events(world: World, engine: AsyncEngine) -> None:
     async with running_server(world, flush_interval=60) as server, aiohttp.ClientSession() as s:
         for _ in range(25):
