@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from database_support import truncate_all
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.store.db import open_engine, upgrade
-from daemon.store.schema import metadata
 
 PG_URL_VAR = "TOPSLOT_TEST_DATABASE_URL"
 PG_SKIP_REASON = f"{PG_URL_VAR} not set"
@@ -107,12 +107,6 @@ def pg_migrated_schema() -> Iterator[tuple[str, str]]:
         run_in_fresh_loop(drop_pg_schema(url, schema))
 
 
-async def _truncate_all(engine: AsyncEngine) -> None:
-    names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)  # our own table names
-    async with engine.begin() as conn:
-        await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     """A migrated, empty database: SQLite file or an isolated PostgreSQL schema."""
@@ -122,7 +116,7 @@ async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     else:
         url, schema = request.getfixturevalue("pg_migrated_schema")
         eng = open_engine(url, schema=schema)
-        await _truncate_all(eng)
+        await truncate_all(eng)
     try:
         yield eng
     finally:

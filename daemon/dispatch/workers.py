@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from daemon import failpoints
 from daemon.campaign import Campaign
 from daemon.clock import SimulatedClock
+from daemon.dispatch.claims import claim_all
 from daemon.dispatch.tally import BucketTally
 from daemon.logs import configure_logging, get_logger
 from daemon.settings import Settings
@@ -322,8 +323,6 @@ async def _send_bucket(
     service: DispatchService, campaign: Campaign, order: Fire, clock: SimulatedClock, stopping: asyncio.Event
 ) -> tuple[int, BucketTally | None]:
     """Claim and send the bucket alongside the main process; how many rows, and the tally."""
-    from daemon.scheduling.scheduler import claim_all
-
     claimed = await claim_all(
         service.engine, campaign, order.channel, order.due_utc,
         owner=service.owner, lease=order.lease, clock=clock, on_claimed=service.dispatch, stopped=stopping.is_set,

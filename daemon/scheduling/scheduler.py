@@ -24,7 +24,7 @@ import asyncio
 import hashlib
 import os
 import socket
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,9 +32,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon import failpoints
 from daemon.campaign import Campaign
 from daemon.clock import Clock, clock_span, wall_seconds_until
+from daemon.dispatch.claims import ClaimHandler, claim_all
 from daemon.dispatch.dispatcher import due_limit
 from daemon.dispatch.tally import BucketTally
 from daemon.health import Health
@@ -49,14 +49,11 @@ log = get_logger("scheduler")
 
 JOB_PREFIX = "bucket:"
 REPLAN_JOB = "replan"
-CLAIM_BATCH = 1000
 RETRY_FIRST = 1.0  # seconds before a bucket step the database refused is tried again (doubling)
 RETRY_MOST = 15.0
 SLOWER = 0.9  # a bucket below this share of its route's rate re-sizes the route's later buckets
 MEASURE_AT_LEAST = 20  # messages accepted, for a bucket's throughput to count
 
-# Called with each batch of claimed rows (the dispatcher, once it exists).
-ClaimHandler = Callable[[Campaign, str, datetime, Sequence[ledger.Claimed]], Awaitable[None]]
 # Called when a bucket fires, alongside this scheduler's own claims; returns how many rows it claimed.
 FireHandler = Callable[[Campaign, str, datetime], Coroutine[object, object, int]]
 # Called when a bucket has been sent: what its send came to (every process's), if anything knows.
@@ -342,33 +339,3 @@ def log_finished(due_utc: datetime, claimed: int, tally: BucketTally | None) -> 
     if tally is not None and tally.late:
         log.warning("bucket_late", due_utc=due_utc.isoformat(), late=tally.late, accepted=tally.accepted,
                     max_late_s=round(tally.max_late_s, 3))  # fmt: skip
-
-
-async def claim_all(
-    engine: AsyncEngine,
-    campaign: Campaign,
-    channel: str,
-    due_utc: datetime,
-    *,
-    owner: str,
-    lease: timedelta,
-    clock: Clock,
-    on_claimed: ClaimHandler | None,
-    stopped: Callable[[], bool],
-) -> int:
-    """Claim the bucket's planned rows batch by batch for ``owner``, handing each batch to
-    ``on_claimed``, until none is left or ``stopped()``; returns how many were claimed."""
-    claimed = last_id = 0
-    while not stopped():
-        batch = await ledger.claim_bucket(
-            engine, campaign.id, channel, due_utc,
-            owner=owner, lease=clock_span(clock, lease), now=clock.now(), limit=CLAIM_BATCH, after_id=last_id,
-        )  # fmt: skip
-        if not batch:
-            break
-        claimed += len(batch)
-        last_id = batch[-1].delivery_id
-        failpoints.hit("after_claim")  # fault tests only: no-op unless TOPSLOT_FAILPOINT
-        if on_claimed is not None:
-            await on_claimed(campaign, channel, due_utc, batch)
-    return claimed

@@ -18,7 +18,8 @@ from structlog.testing import capture_logs
 from daemon.clock import FakeClock
 from daemon.dispatch.dispatcher import CHUNK, IN_FLIGHT
 from daemon.dispatch.service import DispatchService
-from daemon.scheduling.scheduler import CLAIM_BATCH, BucketScheduler
+from daemon.dispatch.claims import CLAIM_BATCH
+from daemon.scheduling.scheduler import BucketScheduler
 from daemon.settings import Settings
 from daemon.store.db import open_engine, upgrade
 from dispatch.fixtures import DUE, NOW, campaign, import_people, ledger_by_email, settings

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from channels.scripted_smtp import ScriptedSmtpServer
-from conftest import _truncate_all
+from database_support import truncate_all
 from dispatch.fixtures import DUE, NOW, campaign, import_people, ledger_by_email, settings
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -164,7 +164,7 @@ async def test_postgresql_connections_dropped_mid_bucket_cost_seconds_not_the_le
     url, schema = pg_migrated_schema
     engine = open_engine(url, schema=schema, connect_args={"server_settings": {"application_name": VICTIM}})
     admin = open_engine(url)
-    await _truncate_all(engine)
+    await truncate_all(engine)
     dropping = asyncio.Event()
 
     async def keep_dropping() -> None:  # what a restarting server does to every session, again and again
