@@ -257,6 +257,10 @@ class Settings(BaseSettings):
     tracking_trusted_proxies: list[str] = Field(default_factory=list)  # IPs/CIDRs whose X-Forwarded-For is believed
     smtp: dict[str, SmtpServer] = Field(default_factory=dict)
     dispatch_processes: int = Field(default=1, ge=1, le=64)  # processes sending each bucket (one per core)
+    # Record each message's hand-over (fsynced, in <var_dir>/journal) before it leaves, so that a crash
+    # leaves only the messages really on the wire ``unknown`` (daemon.dispatch.journal). Turn it off
+    # only where fsync is very slow (a network file system): then every row ``sending`` at a crash is.
+    handover_journal: bool = True
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     im: dict[ProviderName, ImProvider] = Field(default_factory=dict)
     compliance: Compliance = Field(default_factory=Compliance)

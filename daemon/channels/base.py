@@ -9,11 +9,13 @@ contract suite in ``tests/channels/test_contract.py`` runs over each of them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextvars
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from daemon.channel import Channel
+from daemon.errors import TransientSendError
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +121,41 @@ class Messenger(Protocol):
         and paces itself to ``rate_per_second`` (waiting, not failing, when over it). If the call is
         cancelled the message counts as possibly sent. After ``close`` it raises
         ``TransientSendError``.
+
+        Right before the first byte of the message leaves the process (the SMTP body, the HTTP
+        request, the file write), it awaits ``handing_over()``, and lets nothing of the message leave
+        until that returns; if that raises, it raises ``TransientSendError`` (nothing left) after
+        closing what it had started (a connection in the middle of DATA). Waiting for a rate token,
+        a connection or a slot comes before it, not after.
         """
         ...
 
     async def close(self) -> None:
         """Release connections and files. Idempotent; sends still in flight may finish."""
         ...
+
+
+# ---------------------------------------------------------------- the hand-over hook
+
+HandoverHook = Callable[[], Awaitable[None]]
+_handover: contextvars.ContextVar[HandoverHook | None] = contextvars.ContextVar("handover", default=None)
+
+
+async def handing_over() -> None:
+    """What a messenger awaits right before the first byte of the message it is sending leaves the
+    process (see ``Messenger.send``): the dispatcher puts the hand-over on record there (its journal,
+    ``daemon.dispatch.journal``), so a crash can tell the messages that were on the wire from those
+    that provably never left. Outside a dispatcher's send it returns at once. When the record
+    cannot be made it raises ``TransientSendError``: the message must not leave, and did not."""
+    hook = _handover.get()
+    if hook is None:
+        return
+    try:
+        await hook()
+    except Exception as exc:
+        raise TransientSendError(f"the hand-over could not be recorded: {exc}", code="journal") from exc
+
+
+def on_handover(hook: HandoverHook | None) -> None:
+    """Make ``hook`` what ``handing_over`` awaits in the current task (the dispatcher, per message)."""
+    _handover.set(hook)

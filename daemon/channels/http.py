@@ -51,6 +51,7 @@ from typing import Any
 
 import aiohttp
 
+from daemon.channels.base import handing_over
 from daemon.channels.ratelimit import TokenBucket
 from daemon.errors import AmbiguousSendError, TransientSendError
 
@@ -206,10 +207,13 @@ class SendGate:
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
+        """One request's turn: a free place in flight, then a rate token; the request is sent
+        inside the block, right after the hand-over is on record (``handing_over``)."""
         self.refuse_if_closed()
         async with self._slots:
             await self.bucket.acquire()
             self.refuse_if_closed()
+            await handing_over()
             self._active += 1
             try:
                 yield

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.channel import OUTBOX_PROVIDER, Channel
-from daemon.channels.base import EmailEnvelope, Message, TextMessage
+from daemon.channels.base import EmailEnvelope, Message, TextMessage, handing_over
 from daemon.channels.registry import Provider
 from daemon.clock import Clock, SystemClock
 from daemon.errors import TransientSendError
@@ -57,6 +57,7 @@ class MaildirOutbox:
             raise TransientSendError("outbox is closed", code="closed")
         if not isinstance(message, EmailEnvelope):
             raise TypeError("the Maildir outbox takes emails")
+        await handing_over()
         try:
             return await asyncio.to_thread(self._deliver, message)
         except OSError as exc:
@@ -141,6 +142,7 @@ class JsonlTextOutbox:
         if message.template is not None:  # a WhatsApp template: what would be sent instead of the body
             record["template"] = {"sid": message.template.sid, "variables": dict(message.template.variables)}
         line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        await handing_over()
         try:
             self._append(line)
         except OSError as exc:

@@ -45,6 +45,7 @@ from aiosmtplib import (
 from aiosmtplib.protocol import SMTPProtocol
 from aiosmtplib.typing import Default
 
+from daemon.channels.base import handing_over
 from daemon.channels.smtp_replies import Stage
 
 _LONE_LINE_ENDS = re.compile(rb"\r\n|\n|\r(?!\n)")
@@ -176,6 +177,11 @@ class SmtpConnection(SMTP):
                 raise SMTPDataError(start.code, start.message)
 
             self.stage = "body"
+            try:
+                await handing_over()  # on record before the first byte of the body leaves
+            except BaseException:
+                self.close()  # the server waits for a body that will not come: this session is over
+                raise
             transport = cast(asyncio.WriteTransport | None, protocol.transport)
             if transport is None:
                 raise SMTPServerDisconnected("Connection lost")

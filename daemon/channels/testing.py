@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from daemon.channel import Channel
-from daemon.channels.base import EmailEnvelope, Message, Messenger
+from daemon.channels.base import EmailEnvelope, Message, Messenger, handing_over
 from daemon.errors import TransientSendError
 
 Answer = BaseException | float | Callable[[Message], "str | BaseException"]
@@ -52,6 +52,7 @@ class RecordingMessenger:
         if self.closed:
             raise TransientSendError(f"{self.provider} is closed", code="closed")
         self.attempts.append(message)
+        await handing_over()  # as a real messenger does before the message leaves
         scripted = self.answer(message)
         if isinstance(scripted, float | int) and not isinstance(scripted, bool):
             await asyncio.sleep(scripted)

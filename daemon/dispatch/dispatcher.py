@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from daemon import failpoints
 from daemon.campaign import Campaign
 from daemon.channel import ChannelSpec, spec_of
-from daemon.channels.base import Card, ContentTemplate, EmailEnvelope, Messenger, TextMessage
+from daemon.channels.base import Card, ContentTemplate, EmailEnvelope, Messenger, TextMessage, on_handover
 from daemon.channels.registry import MessengerSource
 from daemon.clock import Clock
 from daemon.coupons.keys import active_coupon_key
@@ -32,6 +32,7 @@ from daemon.coupons.stock import on_exhausted
 from daemon.delivery import Decision, SkipReason
 from daemon.delivery import DeliveryState as S
 from daemon.dispatch import policy
+from daemon.dispatch.journal import HandoverJournal
 from daemon.dispatch.tally import BucketKey, BucketTally
 from daemon.health import Health
 from daemon.links.book import LinkBook
@@ -101,6 +102,7 @@ class Dispatcher:
         *,
         owner: str,
         health: Health | None = None,
+        journal: HandoverJournal | None = None,
     ):
         self.engine = engine
         self.settings = settings
@@ -109,6 +111,8 @@ class Dispatcher:
         self.messengers = messengers
         self.owner = owner
         self.health = health or Health()
+        self.journal = journal  # hand-overs on record: a crash leaves only those on the wire unknown
+        self.sending = 0  # rows this process has marked sending whose outcome is not recorded yet
         self._kits: dict[int, CampaignKit] = {}
         self._coupon_key = active_coupon_key(keyring)
         self.stopping = False  # set on a graceful stop: finish what is on the wire, start nothing new
@@ -305,6 +309,7 @@ class Dispatcher:
         allowed = await store.mark_sending(
             self.engine, [(p.recipient.delivery_id, p.recipient.lease_epoch) for p in chunk], self.owner, now
         )
+        self.sending += len(allowed)
         lost = len(chunk) - len(allowed)
         if lost:
             log.warning("lease_lost", rows=lost)  # another node holds them now: not ours to send
@@ -364,6 +369,9 @@ class Dispatcher:
             for p, (result, _) in answers
         ]  # fmt: skip
         await self._written(lambda: store.record_outcomes(self.engine, campaign.id, outcomes, self.owner, now))
+        self.sending -= len(outcomes)
+        if self.sending == 0 and self.journal is not None:  # nothing of ours is sending: start it afresh
+            await self.journal.settled()
         counts: dict[str, int] = {}
         for o, (_, (_, answered_at)) in zip(outcomes, answers, strict=True):
             state = o.decision.state
@@ -390,13 +398,19 @@ class Dispatcher:
                 delay = min(delay * 2, 8.0)
 
     async def _send_one(self, messenger: Messenger, prepared: Prepared) -> tuple[str | BaseException, datetime]:
-        """The provider's id for the message, or what it raised; and when the answer came."""
+        """The provider's id for the message, or what it raised; and when the answer came. (A task
+        of its own: the hand-over hook it sets is this message's.)"""
+        delivery_id = prepared.recipient.delivery_id
+        if self.journal is not None:
+            on_handover(partial(self.journal.mark, delivery_id))
         try:
             result: str | BaseException = await messenger.send(prepared.message)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # classified by the policy; unexpected ones become unknown
             result = exc
+        if self.journal is not None and isinstance(result, str):  # a crash from here on: sent, not unknown
+            self.journal.accepted(delivery_id, result, messenger.provider, prepared.segments)
         return result, self.clock.now()
 
 

@@ -4,11 +4,15 @@ The ledger marks a chunk ``sending`` before any of it goes out, so a crash leave
 the chunks in flight ``sending``, and recovery has to make them ``unknown`` (they may have reached
 the provider; resending could duplicate them). Most of them never left: they were waiting for a
 rate token, a connection or a domain slot. The journal tells them apart. A messenger calls
-``handing_over()`` right before the first byte of a message leaves the process (the SMTP body, an
-HTTP request), and nothing of it leaves until the call returns; the journal appends the delivery
-id to a file and fsyncs it first. After a crash, a ``sending`` row whose id is not in its owner's
-journal provably never left: it goes back to ``planned`` and is sent after the restart. Only the
-rows really on the wire, at most one per open connection, are ``unknown``.
+``handing_over()`` (``daemon.channels.base``) right before the first byte of a message leaves the
+process (the SMTP body, an HTTP request), and nothing of it leaves until the call returns; the
+journal appends the delivery id to a file and fsyncs it first. After a crash, a ``sending`` row
+whose id is not in its owner's journal provably never left: it goes back to ``planned`` and is
+sent after the restart. A message the provider accepted is on record too (its id, the provider's
+id for it, billed segments), written as the answer comes but not fsynced: it survives a crash of
+the process, and recovery records the row ``sent`` as the dispatcher would have. Only the rows
+really on the wire, at most one per open connection, are ``unknown``; after a power loss, those
+whose acceptance had not reached the disk too (never one sent twice).
 
 Appends are group-committed: ids handed over while an fsync runs are written and fsynced together
 by the next one, so the cost is one fsync per batch, not per message. One journal per lease owner
@@ -20,9 +24,10 @@ has read it. A journal that cannot be read proves nothing: its rows are ``unknow
 from __future__ import annotations
 
 import asyncio
-import contextvars
+import json
 import os
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -31,23 +36,6 @@ from daemon.logs import get_logger
 log = get_logger("dispatch")
 
 SUFFIX = ".handover"
-
-Marker = Callable[[], Awaitable[None]]
-_marker: contextvars.ContextVar[Marker | None] = contextvars.ContextVar("handover_marker", default=None)
-
-
-async def handing_over() -> None:
-    """Called by a messenger right before the first byte of the current message leaves the process:
-    returns once that is on record (durably). Outside a dispatcher's send (a test, a proof send)
-    it returns at once."""
-    marker = _marker.get()
-    if marker is not None:
-        await marker()
-
-
-def marking(marker: Marker | None) -> contextvars.Token[Marker | None]:
-    """Make ``marker`` what ``handing_over`` calls in this task (the dispatcher, per send)."""
-    return _marker.set(marker)
 
 
 def journal_path(directory: Path, owner: str) -> Path:
@@ -60,16 +48,41 @@ def owner_of(path: Path) -> str | None:
     return unquote(path.name[: -len(SUFFIX)]) if path.name.endswith(SUFFIX) else None
 
 
-def read_journal(path: Path) -> set[int] | None:
-    """The delivery ids on record in ``path``; None when it cannot be read (it proves nothing). A
-    torn last line (a crash mid-write: its fsync never returned, so that send never started) is
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A provider's acceptance on record: what recovery writes on the row."""
+
+    provider_id: str
+    provider: str
+    segments: int | None
+
+
+Record = dict[int, Accepted | None]  # delivery id → handed over (None), or accepted
+
+
+def read_journal(path: Path) -> Record | None:
+    """What ``path`` has on record, by delivery id; None when it cannot be read (it proves nothing).
+    A torn last line (a crash mid-write: its fsync never returned, so that send never started) is
     ignored."""
     try:
-        text = path.read_bytes().decode("ascii", "replace")
+        text = path.read_bytes().decode("utf-8", "replace")
     except OSError:
         return None
-    lines = text.split("\n")
-    return {int(line) for line in lines[:-1] if line.isdigit()}  # the last piece has no newline yet
+    found: Record = {}
+    for line in text.split("\n")[:-1]:  # the last piece has no newline yet
+        head, _, answer = line.partition(" ")
+        if not head.isdigit():
+            continue
+        delivery_id = int(head)
+        if not answer:
+            found.setdefault(delivery_id, None)
+            continue
+        try:
+            data = json.loads(answer)
+            found[delivery_id] = Accepted(str(data["p"]), str(data["v"]), data.get("s"))
+        except (ValueError, KeyError, TypeError):
+            found.setdefault(delivery_id, None)  # handed over, the answer unreadable: unknown
+    return found
 
 
 class HandoverJournal:
@@ -118,6 +131,19 @@ class HandoverJournal:
             if not batch.done():
                 batch.set_result(None)
 
+    def accepted(self, delivery_id: int, provider_id: str, provider: str, segments: int | None) -> None:
+        """The provider accepted ``delivery_id``: on record for a crash of this process (written,
+        not fsynced; a failure to write only means the row would be ``unknown``)."""
+        if self._fd is None:
+            return
+        answer = json.dumps({"p": provider_id, "v": provider, "s": segments}, ensure_ascii=False, separators=(",", ":"))
+        data = f"{delivery_id} {answer}\n".encode()
+        try:
+            os.write(self._fd, data)
+        except OSError:
+            return
+        self._written += len(data)
+
     def _append(self, data: bytes) -> None:
         assert self._fd is not None
         os.write(self._fd, data)
@@ -143,10 +169,10 @@ class HandoverJournal:
             self.path.unlink(missing_ok=True)
 
 
-def journals(directory: Path, owners: Iterable[str]) -> dict[str, set[int] | None]:
+def journals(directory: Path, owners: Iterable[str]) -> dict[str, Record | None]:
     """The journal of each of ``owners`` found in ``directory`` (None: present but unreadable).
     An owner without a journal file is left out: nothing can be proven for its rows."""
-    found: dict[str, set[int] | None] = {}
+    found: dict[str, Record | None] = {}
     for owner in owners:
         path = journal_path(directory, owner)
         if path.exists():

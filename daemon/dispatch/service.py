@@ -12,13 +12,16 @@ import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.campaign import Campaign
 from daemon.channels.registry import MessengerSource, Registry
 from daemon.clock import Clock, clock_span
+from daemon.dispatch import policy
 from daemon.dispatch.dispatcher import Dispatcher
+from daemon.dispatch.journal import HandoverJournal, journal_path, journals, owner_of
 from daemon.dispatch.tally import BucketTally
 from daemon.dispatch.workers import DispatchHelpers
 from daemon.health import Health
@@ -65,9 +68,12 @@ class DispatchService:
         # each of the N processes sends with 1/N of every provider's pool and rate
         self.messengers = messengers if messengers is not None else Registry(settings, clock, share=1 / processes)
         self.health = health or Health()
+        self.journals = settings.var_dir / "journal"  # every process's hand-over journal, by lease owner
+        self.journal = open_journal(self.journals, self.owner) if settings.handover_journal else None
         self.dispatcher = Dispatcher(
-            engine, settings, clock, self.keyring, self.messengers, owner=self.owner, health=self.health
-        )
+            engine, settings, clock, self.keyring, self.messengers, owner=self.owner, health=self.health,
+            journal=self.journal,
+        )  # fmt: skip
         self.on_recovered = on_recovered  # rows handed back to planned need their bucket fired again
         self.campaigns: dict[str, Campaign] = {}
         self._poller: asyncio.Task[None] | None = None
@@ -97,6 +103,8 @@ class DispatchService:
         if self.helpers is not None:
             await self.helpers.close(DRAIN_TIMEOUT.total_seconds())
         await self.messengers.close()
+        if self.journal is not None:  # nothing of ours sending: it has nothing left to prove
+            self.journal.close(remove=self.dispatcher.sending == 0)
 
     async def on_campaigns_changed(self, campaigns: Mapping[str, Campaign]) -> None:
         self.campaigns = dict(campaigns)
@@ -124,17 +132,58 @@ class DispatchService:
     async def release_helper(self, k: int) -> int:
         """Helper ``k`` died: its claimed rows go back to planned and its ``sending`` rows become
         ``unknown`` now, not when their lease runs out; how many went back to planned."""
-        counts = await store.recover(self.engine, f"{self.node}#w{k}", self.owner, self.clock.now())
-        return counts.get("claimed_to_planned", 0)  # the bucket being fired claims them again
+        counts = await self._recover(f"{self.node}#w{k}")
+        return counts.get("claimed_to_planned", 0) + counts.get("sending_to_planned", 0)  # this bucket sends them
 
     async def recover(self) -> dict[str, int]:
-        """Rows whose lease was lost: claimed → planned (refired), sending → unknown."""
-        counts = await store.recover(self.engine, self.node, self.owner, self.clock.now())
+        """Rows whose lease was lost: claimed → planned (refired), sending → unknown, or planned when
+        their owner's hand-over journal proves they never left."""
+        counts = await self._recover(self.node)
+        self._forget_earlier_journals()
         if any(counts.values()):
             log.warning("leases_recovered", **counts)
             if counts.get("claimed_to_planned") and self.on_recovered is not None:
                 await self.on_recovered()
         return counts
+
+    async def _recover(self, node: str) -> dict[str, int]:
+        """``store.recover`` for ``node``'s lost rows, with the journals of their owners: a
+        ``sending`` row missing from its owner's journal never left, and is planned again. The
+        journals read are deleted (their owners are gone)."""
+        now = self.clock.now()
+        lost = await store.lost_sending(self.engine, node, self.owner, now)
+        found = journals(self.journals, {row.owner for row in lost}) if lost else {}
+        never_left: set[int] = set()
+        accepted: dict[tuple[str, str], list[store.Outcome]] = defaultdict(list)  # (campaign, owner) → rows
+        for row in lost:
+            record = found.get(row.owner)
+            if record is None:  # no journal, or unreadable: nothing is proven
+                continue
+            if row.delivery_id not in record:
+                never_left.add(row.delivery_id)
+            elif (answer := record[row.delivery_id]) is not None:  # the provider took it: sent, as recorded
+                sent = policy.accepted(answer.provider_id)
+                outcome = store.Outcome(row.delivery_id, row.contact_id, sent, row.channel,
+                                        provider=answer.provider, segments=answer.segments)  # fmt: skip
+                accepted[(row.campaign_id, row.owner)].append(outcome)
+        for (campaign_id, owner), outcomes in accepted.items():
+            await store.record_outcomes(self.engine, campaign_id, outcomes, owner, now)
+        counts = await store.recover(self.engine, node, self.owner, now, never_left=never_left)
+        if accepted:
+            counts["sending_to_sent"] = sum(len(o) for o in accepted.values())
+        for owner in found:
+            journal_path(self.journals, owner).unlink(missing_ok=True)
+        return counts
+
+    def _forget_earlier_journals(self) -> None:
+        """Journals of this node's earlier runs (``node/<boot>``) that recovery had no row to read
+        them for: their owners are gone, and so is what they could prove."""
+        if not self.journals.is_dir():
+            return
+        for path in self.journals.iterdir():
+            owner = owner_of(path)
+            if owner is not None and owner.startswith(f"{self.node}/") and owner != self.owner:
+                path.unlink(missing_ok=True)
 
     async def retry_due(self) -> int:
         """Claim and send every ``retry_wait`` row whose time has come; returns how many."""
@@ -162,3 +211,15 @@ class DispatchService:
                 await self.retry_due()
             except Exception:
                 log.exception("retry_poll_failed")
+
+
+def open_journal(directory: Path, owner: str) -> HandoverJournal | None:
+    """This process's hand-over journal, open; None (logged) when it cannot be created: then a crash
+    leaves every ``sending`` row ``unknown``, as without one."""
+    journal = HandoverJournal(journal_path(directory, owner))
+    try:
+        journal.open()
+    except OSError as exc:
+        log.warning("handover_journal_unavailable", path=str(journal.path), error=str(exc)[:300])
+        return None
+    return journal

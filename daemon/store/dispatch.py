@@ -7,7 +7,7 @@ or record a row that another node has since reclaimed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -222,16 +222,52 @@ async def record_outcomes(
         )
 
 
-async def recover(engine: AsyncEngine, node: str, owner: str, now: datetime) -> dict[str, int]:
+async def recover(
+    engine: AsyncEngine, node: str, owner: str, now: datetime, *, never_left: Collection[int] = ()
+) -> dict[str, int]:
     """Rows whose lease is gone: expired, or held by an earlier run of this very node (``node/…``).
 
     ``claimed`` rows were never handed to a provider: they go back to ``planned`` (to be claimed
-    again). ``sending`` rows may or may not have left: they become ``unknown``, never resent."""
-    lost = or_(
+    again). ``sending`` rows may or may not have left: they become ``unknown``, never resent; but
+    those in ``never_left`` (their owner's hand-over journal proves nothing of them left the
+    process: ``daemon.dispatch.journal``) go back to ``planned`` too, their attempt not counted."""
+    lost = _lost(node, owner, now)
+    if never_left:
+        proven = and_(deliveries.c.state == S.SENDING, deliveries.c.id.in_(sorted(never_left)), lost)
+        unsent = {"state": S.PLANNED, "attempts": deliveries.c.attempts - 1, "lease_owner": None,
+                  "lease_expires_utc": None, "updated_at": now}  # fmt: skip
+        async with engine.execution_options(**IMMEDIATE).begin() as conn:
+            back = (await conn.execute(update(deliveries).where(proven).values(**unsent))).rowcount or 0
+    counts = await _release(engine, lost, now, "connection state lost: the node stopped while sending")
+    return counts | ({"sending_to_planned": back} if never_left else {})
+
+
+@dataclass(frozen=True, slots=True)
+class LostRow:
+    """A ``sending`` row whose lease is lost (``lost_sending``)."""
+
+    delivery_id: int
+    owner: str
+    campaign_id: str
+    contact_id: int
+    channel: str
+
+
+async def lost_sending(engine: AsyncEngine, node: str, owner: str, now: datetime) -> list[LostRow]:
+    """The ``sending`` rows ``recover`` would find lost."""
+    c = deliveries.c
+    query = select(c.id, c.lease_owner, c.campaign_id, c.contact_id, c.channel).where(
+        c.state == S.SENDING, _lost(node, owner, now)
+    )
+    async with engine.connect() as conn:
+        return [LostRow(*row) for row in await conn.execute(query)]
+
+
+def _lost(node: str, owner: str, now: datetime) -> ColumnElement[bool]:
+    return or_(
         deliveries.c.lease_expires_utc <= now,  # anybody's, this process's too (a dispatch that died)
         and_(deliveries.c.lease_owner != owner, deliveries.c.lease_owner.startswith(f"{node}/", autoescape=True)),
     )
-    return await _release(engine, lost, now, "connection state lost: the node stopped while sending")
 
 
 async def release_bucket(

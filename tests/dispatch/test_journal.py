@@ -8,15 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.dispatch.journal import (
-    HandoverJournal,
-    handing_over,
-    journal_path,
-    journals,
-    marking,
-    owner_of,
-    read_journal,
-)
+from daemon.channels.base import handing_over, on_handover
+from daemon.dispatch.journal import HandoverJournal, journal_path, journals, owner_of, read_journal
 
 
 async def test_marks_are_on_disk_when_mark_returns_and_concurrent_ones_share_fsyncs(
@@ -67,7 +60,7 @@ async def test_handing_over_calls_the_marker_of_its_task_only() -> None:
         calls.append("marked")
 
     async def send() -> None:
-        marking(marker)
+        on_handover(marker)
         await handing_over()
 
     await asyncio.create_task(send())
