@@ -104,8 +104,9 @@ async def main() -> None:
         unknowns = [u for u, _ in rows]
         total, got = sum(unknowns), sum(g for _, g in rows)
         share = f"{got / total:.0%}" if total else "n/a"
-        print(f"  journal {'on ' if journal else 'off'}: unknown per kill max {max(unknowns)}, "
-              f"median {statistics.median(unknowns):g}; the server had received {got} of {total} ({share})")  # fmt: skip
+        median = statistics.median(unknowns)
+        print(f"  journal {'on ' if journal else 'off'}: unknown per kill max {max(unknowns)}, median {median:g}; "
+              f"the server had received {got} of {total} ({share})")  # fmt: skip
     worst = max(u for u, _ in results[True])
     verdict = "met" if worst <= CONNECTIONS else "NOT met"
     print(f"  target: ≤ {CONNECTIONS} unknown per kill with the journal (one per open connection): {worst} → {verdict}")

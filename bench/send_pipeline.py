@@ -131,7 +131,7 @@ def child_main(args: argparse.Namespace) -> None:
 
 def run_child(
     url: str, schema: str | None, port: int, pool_size: int, *, uvloop: bool, profile: str | None, tune: list[str],
-    processes: int = 1,
+    processes: int = 1, env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     command = [sys.executable]
     if profile:
@@ -143,7 +143,7 @@ def run_child(
         command.append("--uvloop")
     for setting in tune:
         command += ["--tune", setting]
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})})
     if done.returncode != 0:
         sys.exit(f"topslot child failed:\n{done.stderr[-4000:]}")
     return json.loads(next(line for line in reversed(done.stdout.splitlines()) if line.startswith("{")))
@@ -266,6 +266,14 @@ def main() -> None:
         "after a plain one, and print both medians and their ratio (with --processes 1: helpers start afresh), "
         "e.g. daemon.store.db.SQLITE_SYNCHRONOUS=1",
     )
+    parser.add_argument(
+        "--compare-env",
+        action="append",
+        default=[],
+        metavar="TOPSLOT_NAME=VALUE",
+        help="like --compare, with a setting given to the compared topslot child through its environment, "
+        "e.g. TOPSLOT_HANDOVER_JOURNAL=false",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--schema", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -304,18 +312,25 @@ def main() -> None:
                 value, values = median_of(args.runs, lambda: naive_run(port, naive_n))
                 show(f"naive Python ({naive_n:,} msgs)", value, values)
 
-            def run_on(ledger: Ledger, profile: str | None = None, tune: list[str] = args.tune) -> dict[str, Any]:
+            def run_on(
+                ledger: Ledger,
+                profile: str | None = None,
+                tune: list[str] = args.tune,
+                env: dict[str, str] | None = None,
+            ) -> dict[str, Any]:
                 url, schema = ledger.fresh()
                 try:
                     return run_child(
                         url, schema, port, args.pool_size, uvloop=uvloop, profile=profile, tune=tune,
-                        processes=args.processes,
+                        processes=args.processes, env=env,
                     )  # fmt: skip
                 finally:
                     ledger.done(url, schema)
 
-            def topslot_once(profile: str | None = None, tune: list[str] = args.tune) -> float:
-                r = run_on(store, profile, tune)
+            def topslot_once(
+                profile: str | None = None, tune: list[str] = args.tune, env: dict[str, str] | None = None
+            ) -> float:
+                r = run_on(store, profile, tune, env)
                 if r["sent"] != n or r["claimed"] != n:
                     sys.exit(f"topslot sent {r['sent']:,} of {n:,} (claimed {r['claimed']:,}): {r['states']}")
                 print(
@@ -327,13 +342,14 @@ def main() -> None:
                 return n / r["seconds"]
 
             loop_name = "uvloop" if uvloop else "asyncio"
-            if args.compare:  # A/B: plain and compared runs alternate, so both see the same machine
+            if args.compare or args.compare_env:  # A/B: plain and compared runs alternate, on the same machine
+                env = dict(e.split("=", 1) for e in args.compare_env)
                 plain, compared = [], []
                 for _ in range(args.runs):
                     plain.append(topslot_once())
-                    compared.append(topslot_once(tune=args.tune + args.compare))
+                    compared.append(topslot_once(tune=args.tune + args.compare, env=env))
                 show(f"topslot end to end ({db}, {loop_name})", statistics.median(plain), plain)
-                label = f"topslot with {' '.join(c.rpartition('.')[2] for c in args.compare)}"
+                label = f"topslot with {' '.join([c.rpartition('.')[2] for c in args.compare] + args.compare_env)}"
                 show(label, statistics.median(compared), compared)
                 ratio = statistics.median(compared) / statistics.median(plain)
                 pairs = ", ".join(f"{b / a:.3f}" for a, b in zip(plain, compared, strict=True))

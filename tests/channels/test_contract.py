@@ -25,7 +25,7 @@ from channels.fake_twilio import ACCEPT, DROP, FakeTwilio, refuse
 from channels.scripted_smtp import ScriptedSmtpServer
 from channels.support import envelope, server_config
 from daemon.channel import CHANNELS
-from daemon.channels.base import ContentTemplate, EmailEnvelope, Message, Messenger, TextMessage
+from daemon.channels.base import ContentTemplate, EmailEnvelope, Message, Messenger, TextMessage, on_handover
 from daemon.channels.registry import Registry
 from daemon.channels.testing import Answer, RecordingMessenger, ScriptedMessenger
 from daemon.errors import AmbiguousSendError, PermanentSendError, TransientSendError
@@ -325,6 +325,36 @@ async def test_a_passing_failure_is_transient_nothing_arrives_and_a_retry_is_saf
 async def test_an_ambiguous_hand_over_is_ambiguous(harness: Harness) -> None:
     with pytest.raises(AmbiguousSendError):
         await harness.messenger.send(harness.message("ambiguous", 1))
+
+
+async def test_the_hand_over_is_on_record_before_anything_of_the_message_leaves(harness: Harness) -> None:
+    seen_then: list[list[str]] = []
+
+    async def hook() -> None:  # what the dispatcher's journal does: record, then let it go
+        seen_then.append(harness.delivered())
+
+    async def send() -> str:
+        on_handover(hook)  # this task's own hook, as the dispatcher sets it per message
+        return await harness.messenger.send(harness.message("accept", 1))
+
+    assert await asyncio.create_task(send())
+    assert seen_then == [[]]  # called once, and the provider had nothing of it yet
+    assert len(harness.delivered()) == 1
+
+
+async def test_a_hand_over_that_cannot_be_recorded_is_transient_and_nothing_leaves(harness: Harness) -> None:
+    async def full() -> None:
+        raise OSError(28, "No space left on device")
+
+    async def send() -> str:
+        on_handover(full)
+        return await harness.messenger.send(harness.message("accept", 1))
+
+    with pytest.raises(TransientSendError) as caught:
+        await asyncio.create_task(send())
+    assert caught.value.code == "journal"
+    assert harness.delivered() == []
+    assert await harness.messenger.send(harness.message("accept", 2))  # the messenger is still usable
 
 
 async def test_after_close_sends_are_transient_and_close_is_idempotent(harness: Harness) -> None:

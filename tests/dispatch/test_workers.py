@@ -16,9 +16,8 @@ from channels.scripted_smtp import ScriptedSmtpServer
 from structlog.testing import capture_logs
 
 from daemon.clock import FakeClock
-from daemon.dispatch.dispatcher import CHUNK, IN_FLIGHT
-from daemon.dispatch.service import DispatchService
 from daemon.dispatch.claims import CLAIM_BATCH
+from daemon.dispatch.service import DispatchService
 from daemon.scheduling.scheduler import BucketScheduler
 from daemon.settings import Settings
 from daemon.store.db import open_engine, upgrade
@@ -109,8 +108,8 @@ async def test_a_helper_killed_mid_bucket_gives_its_rows_back_at_once_and_the_bu
             rows = await ledger_by_email(service.engine)
     assert len(rows) == n
     states = Counter(r["state"] for r in rows.values())
-    assert set(states) <= {"sent", "unknown"} and states["sent"] >= n - CHUNK * IN_FLIGHT, states
-    assert states.get("unknown", 0) <= CHUNK * IN_FLIGHT  # only what the helper had on the wire
+    assert set(states) <= {"sent", "unknown"}, states
+    assert states.get("unknown", 0) <= 4  # only what was on the wire: one per SMTP connection at most (its journal)
     released = [e for e in logs if e["event"] == "dispatch_helper_rows_released"]
     assert len(released) == 1 and released[0]["to_planned"] > 0  # its claimed rows went back at once...
     owners = Counter(r["lease_owner"].split("/")[0] for r in rows.values() if r["state"] == "sent")
