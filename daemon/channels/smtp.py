@@ -23,7 +23,10 @@ A *message's* trouble is not the server's health. A *fresh* connection that drop
 sends the message to the next server without marking this one down; a *reused* connection that
 drops before the body (the server timed it out) is replaced once; a command that times out (the
 server stalls on this recipient) fails this message only, as a transient error, and its connection.
-A transaction still waiting after ``slow_after`` seconds (3 s) gives its pool slot back, so a few
+When every server is down a message does not fail at once: it waits for a server to come back
+(its probe, or its backoff running out) for up to ``hold_when_down`` seconds (30 s), so a blip of
+a few seconds costs those seconds, not a retry round (30 s at the least); after that it fails as
+transient. A transaction still waiting after ``slow_after`` seconds (3 s) gives its pool slot back, so a few
 stalling recipients cannot hold every connection: the pool opens another one for the next message
 (stalled transactions may add at most ``pool_size`` connections to the pool).
 
@@ -34,6 +37,7 @@ connection, so a busy domain never holds connections other domains could use.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -160,6 +164,7 @@ class SmtpPool:
         idle_limit: float = 50.0,
         probe_every: float = 1.0,
         slow_after: float = 3.0,
+        hold_when_down: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ):
         if not servers:
@@ -172,6 +177,8 @@ class SmtpPool:
         self._idle_limit = idle_limit  # reconnect instead (servers time idle sessions out)
         self._probe_every = probe_every  # while a server is down: try a connection this often
         self._slow_after = slow_after  # a transaction waiting this long gives its pool slot back
+        self._hold_when_down = hold_when_down  # every server down: a message waits this long for one
+        self._up = asyncio.Event()  # set (and replaced) whenever a server comes back
         self._clock = clock
         self._servers = [_Server(name, config, clock) for name, config in servers.items()]
         self._closed = False
@@ -190,31 +197,49 @@ class SmtpPool:
             raise TransientSendError("SMTP pool is closed", code="closed")
         if not isinstance(message, EmailEnvelope):
             raise TypeError("SMTP takes emails")
-        failed: _ServerFailed | _TryNext | None = None
-        for server in self._servers:
-            if self._clock() < server.down_until:
-                continue
-            try:
-                provider_id = await self._send_via(server, message)
-            except _ServerFailed as exc:
-                self._mark_down(server, exc)
-                failed = exc
-                continue
-            except _TryNext as exc:
-                failed = exc
-                continue
-            except _ServerDown:
-                continue
-            server.failures = 0
-            return provider_id
+        give_up_at = self._clock() + self._hold_when_down
+        failed: _ServerFailed | _TryNext | None = None  # the last failure seen, for the error
+        while True:
+            for server in self._servers:
+                if self._clock() < server.down_until:
+                    continue
+                try:
+                    provider_id = await self._send_via(server, message)
+                except _ServerFailed as exc:
+                    self._mark_down(server, exc)
+                    failed = exc
+                    continue
+                except _TryNext as exc:
+                    failed = exc
+                    continue
+                except _ServerDown:
+                    continue
+                server.failures = 0
+                return provider_id
+            if not await self._server_back(give_up_at):
+                break
         wait = max(0.0, min(s.down_until for s in self._servers) - self._clock())
         reason = f"no SMTP server available: {failed}" if failed else "every SMTP server is backing off"
         code = failed.code if isinstance(failed, _ServerFailed) else "dropped" if failed else "servers_down"
         raise TransientSendError(reason, code=code, retry_after=wait)
 
+    async def _server_back(self, give_up_at: float) -> bool:
+        """Every server is down: wait for one to come back (its probe, or its backoff running out),
+        until ``give_up_at``. False at once when some server is up yet could not take the message
+        (it is this message's trouble, not a server's), or when the pool is closed."""
+        now = self._clock()
+        if self._closed or not all(now < s.down_until for s in self._servers) or now >= give_up_at:
+            return False
+        timeout = min(give_up_at, min(s.down_until for s in self._servers)) - now
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._up.wait()
+        return not self._closed
+
     async def close(self) -> None:
         """QUIT and close every idle connection; connections in use close when they come back."""
         self._closed = True
+        self._up.set()  # messages waiting for a server: give up now
         for server in self._servers:
             if server.probe is not None:
                 server.probe.cancel()
@@ -424,6 +449,8 @@ class SmtpPool:
             server.down_until = 0.0
             self._checkin(server, conn)
             log.info("smtp_server_up", server=server.name, failures=server.failures)
+            self._up.set()  # the messages waiting for a server go on
+            self._up = asyncio.Event()
             return
 
 

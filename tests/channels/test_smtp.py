@@ -16,7 +16,9 @@ from .support import MonotonicFake, envelope, server_config
 
 
 def pool_for(*servers: ScriptedSmtpServer | int, **options: object) -> SmtpPool:
-    """A pool over the given servers (or bare ports), in that order."""
+    """A pool over the given servers (or bare ports), in that order; a message finding every server
+    down fails at once unless ``hold_when_down`` says otherwise (the tests of holding do)."""
+    options.setdefault("hold_when_down", 0.0)
     overrides = options.pop("config", {})
     configs = {
         f"s{i}": server_config(s if isinstance(s, int) else s.port, **overrides)  # type: ignore[arg-type]
@@ -382,3 +384,44 @@ async def test_a_server_back_from_a_421_blip_is_used_again_at_once_not_after_its
         assert await pool.send(envelope("accept@a.example"))
         await pool.close()
     assert len(server.accepted()) == 1
+
+
+# ---------------------------------------------------------------- every server down: hold, don't fail
+
+
+async def test_a_message_waits_out_a_421_blip_and_goes_as_soon_as_the_server_is_back() -> None:
+    async with ScriptedSmtpServer(greeting="421 4.3.2 busy") as server:
+        pool = pool_for(server, backoff=Backoff(first=300, most=300), probe_every=0.1, hold_when_down=60)
+        sending = asyncio.create_task(pool.send(envelope("accept@a.example")))
+        for _ in range(200):  # the first attempt meets the 421: the server is marked down
+            if not pool.status()[0].up:
+                break
+            await asyncio.sleep(0.01)
+        assert not pool.status()[0].up and not sending.done()  # waiting for it, not failed
+        server.greeting = "220 scripted.test ESMTP"  # back
+        provider_id = await asyncio.wait_for(sending, 30)  # the probe brings it back: the message goes
+        await pool.close()
+    assert provider_id and len(server.accepted()) == 1
+
+
+async def test_a_message_held_for_a_server_fails_as_transient_when_the_hold_ends() -> None:
+    async with ScriptedSmtpServer(greeting="421 4.3.2 busy") as server:
+        pool = pool_for(server, backoff=Backoff(first=300, most=300), probe_every=0.05, hold_when_down=0.3)
+        with pytest.raises(TransientSendError) as caught:
+            await pool.send(envelope("accept@a.example"))
+        await pool.close()
+    assert caught.value.code == 421 and caught.value.retry_after is not None and caught.value.retry_after > 200
+    assert server.accepted() == []
+
+
+async def test_closing_the_pool_releases_the_messages_held_for_a_server() -> None:
+    async with ScriptedSmtpServer(greeting="421 4.3.2 busy") as server:
+        pool = pool_for(server, backoff=Backoff(first=300, most=300), probe_every=60, hold_when_down=600)
+        sending = asyncio.create_task(pool.send(envelope("accept@a.example")))
+        for _ in range(200):
+            if not pool.status()[0].up:
+                break
+            await asyncio.sleep(0.01)
+        await pool.close()
+        with pytest.raises(TransientSendError):
+            await asyncio.wait_for(sending, 30)
