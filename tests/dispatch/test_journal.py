@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from daemon.channels.base import handing_over, on_handover
-from daemon.dispatch.journal import HandoverJournal, journal_path, journals, owner_of, read_journal
+from daemon.dispatch.journal import Accepted, HandoverJournal, journal_path, journals, owner_of, read_journal
 
 
 async def test_marks_are_on_disk_when_mark_returns_and_concurrent_ones_share_fsyncs(
@@ -18,22 +18,27 @@ async def test_marks_are_on_disk_when_mark_returns_and_concurrent_ones_share_fsy
     journal = HandoverJournal(journal_path(tmp_path / "journal", "node-a/1f2e"))
     journal.open()
     fsyncs: list[int] = []
-    real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+    real_sync = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (fsyncs.append(fd), real_sync(fd))[1])
     await asyncio.gather(*(journal.mark(i) for i in range(1, 101)))
-    assert read_journal(journal.path) == set(range(1, 101))  # every id is there once mark returned
-    assert 1 <= len(fsyncs) < 100  # batched: not one fsync per message
+    assert read_journal(journal.path) == dict.fromkeys(range(1, 101))  # every id is there once mark returned
+    assert 1 <= len(fsyncs) < 100  # batched: not one sync per message (fdatasync: the file is preallocated)
     journal.close(remove=False)
 
 
-async def test_settled_empties_it_and_close_removes_it(tmp_path: Path) -> None:
+async def test_settled_empties_it_once_it_is_large_and_close_removes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     journal = HandoverJournal(journal_path(tmp_path, "n/b"))
     journal.open()
     await journal.mark(7)
     await journal.settled()
-    assert read_journal(journal.path) == set()
+    assert read_journal(journal.path) == {7: None}  # small: kept (harmless: row 7 is settled in the ledger)
+    monkeypatch.setattr("daemon.dispatch.journal.KEEP_BYTES", 1)
+    await journal.settled()
+    assert read_journal(journal.path) == {}
     await journal.mark(8)  # appends after the truncation
-    assert read_journal(journal.path) == {8}
+    assert read_journal(journal.path) == {8: None}
     journal.close(remove=True)
     assert not journal.path.exists()
 
@@ -41,7 +46,23 @@ async def test_settled_empties_it_and_close_removes_it(tmp_path: Path) -> None:
 def test_a_torn_last_line_is_not_on_record(tmp_path: Path) -> None:
     path = journal_path(tmp_path, "n/b")
     path.write_bytes(b"11\n12\n1")  # the crash hit mid-write: that fsync never returned, its send never began
-    assert read_journal(path) == {11, 12}
+    assert read_journal(path) == {11: None, 12: None}
+
+
+async def test_an_acceptance_is_on_record_with_what_recovery_writes(tmp_path: Path) -> None:
+    journal = HandoverJournal(journal_path(tmp_path, "n/b"))
+    journal.open()
+    await journal.mark(5)
+    journal.accepted(5, "2.0.0 Ok: queued as 4Xk9\nQ", "smtp", None)
+    await journal.mark(6)
+    journal.accepted(6, "SM0123456789abcdef0123456789abcdef", "twilio", 2)
+    await journal.mark(7)  # handed over, no answer yet: on the wire
+    journal.close(remove=False)
+    assert read_journal(journal.path) == {
+        5: Accepted("2.0.0 Ok: queued as 4Xk9 Q", "smtp", None),
+        6: Accepted("SM0123456789abcdef0123456789abcdef", "twilio", 2),
+        7: None,
+    }
 
 
 def test_owners_and_their_files(tmp_path: Path) -> None:
@@ -50,7 +71,7 @@ def test_owners_and_their_files(tmp_path: Path) -> None:
     path.write_text("5\n")
     (tmp_path / "other.txt").write_text("x")
     assert owner_of(tmp_path / "other.txt") is None
-    assert journals(tmp_path, ["host:1#w2/abcd", "gone/ffff"]) == {"host:1#w2/abcd": {5}}
+    assert journals(tmp_path, ["host:1#w2/abcd", "gone/ffff"]) == {"host:1#w2/abcd": {5: None}}
 
 
 async def test_handing_over_calls_the_marker_of_its_task_only() -> None:
@@ -66,3 +87,17 @@ async def test_handing_over_calls_the_marker_of_its_task_only() -> None:
     await asyncio.create_task(send())
     await handing_over()  # outside a dispatcher's send: nothing to record
     assert calls == ["marked"]
+
+
+async def test_written_from_the_start_again_an_old_longer_line_never_shows_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = HandoverJournal(journal_path(tmp_path, "n/b"))
+    journal.open()
+    await journal.mark(123456)
+    journal.accepted(123456, "queued as Q1", "smtp", None)
+    monkeypatch.setattr("daemon.dispatch.journal.KEEP_BYTES", 1)
+    await journal.settled()  # everything settled: the next line goes at the start
+    await journal.mark(7)
+    journal.close(remove=False)
+    assert read_journal(journal.path) == {7: None}  # not "3456 smtp - queued as Q1" from the old tail
