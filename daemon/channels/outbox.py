@@ -29,6 +29,7 @@ from daemon.channel import OUTBOX_PROVIDER, Channel
 from daemon.channels.base import EmailEnvelope, Message, TextMessage, handing_over
 from daemon.channels.registry import Provider
 from daemon.clock import Clock, SystemClock
+from daemon.durable import fsync_directory
 from daemon.errors import TransientSendError
 from daemon.settings import Settings
 
@@ -90,7 +91,7 @@ class MaildirOutbox:
         finally:
             tmp.unlink(missing_ok=True)
         if self.fsync:
-            self._fsync_dir(self.directory / "new")
+            fsync_directory(self.directory / "new")
         return name
 
     def _link_new(self, tmp: Path, delivery_id: int) -> str:
@@ -102,15 +103,6 @@ class MaildirOutbox:
                 continue
             return name
         raise AssertionError("unreachable")
-
-    @staticmethod
-    def _fsync_dir(directory: Path) -> None:
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
 
 class JsonlTextOutbox:
     """A ``Messenger`` for SMS or IM that appends one JSON object per message to a ``.jsonl`` file."""

@@ -31,9 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-from daemon.logs import get_logger
-
-log = get_logger("dispatch")
+from daemon.durable import fsync_directory
 
 SUFFIX = ".handover"
 ALLOCATE_BYTES = 1 << 20  # the file grows by this much at a time (written in place)
@@ -112,7 +110,7 @@ class HandoverJournal:
         self._allocate(ALLOCATE_BYTES)
         os.fsync(self._fd)
         self._grew = False
-        _fsync_directory(self.path.parent)  # the file itself survives a power loss
+        fsync_directory(self.path.parent)  # the file itself survives a power loss
 
     async def mark(self, delivery_id: int) -> None:
         """Put ``delivery_id`` on record; returns once it is on disk (with whatever came meanwhile)."""
@@ -200,11 +198,3 @@ def journals(directory: Path, owners: Iterable[str]) -> dict[str, Record | None]
         if path.exists():
             found[owner] = read_journal(path)
     return found
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
