@@ -101,3 +101,16 @@ async def test_written_from_the_start_again_an_old_longer_line_never_shows_throu
     await journal.mark(7)
     journal.close(remove=False)
     assert read_journal(journal.path) == {7: None}  # not "3456 smtp - queued as Q1" from the old tail
+
+
+def test_a_journal_that_cannot_be_created_is_logged_and_the_daemon_sends_without_it(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    from daemon.dispatch.service import open_journal
+
+    (tmp_path / "var").write_text("a file where the var directory should be")
+    with capture_logs() as logs:
+        journal = open_journal(tmp_path / "var" / "journal", "node/boot")
+    assert journal is None
+    [event] = [e for e in logs if e["event"] == "handover_journal_unavailable"]
+    assert event["log_level"] == "warning" and event["path"].endswith("node%2Fboot.handover")
