@@ -201,8 +201,36 @@ def _region_for_digits_prefix(prefix: str) -> str | None:
 
 
 def region_for_phone(phone_e164: str | None) -> str | None:
-    """The country of a calling code that belongs to one country only (+86 → CN; +1 → None)."""
+    """The country of an E.164 number, for its holiday calendar: the calling code's when it belongs
+    to one country only (+86 → CN); on a shared code (+1, +7, +44, +61 ...) the region libphonenumber
+    finds for the number itself (+1 212 → US, +1 416 → CA, +7 727 → KZ), cached per number block;
+    None when it cannot tell."""
     digits = _e164_digits(phone_e164)
     if digits is None:
         return None
-    return _region_for_digits_prefix(digits[:3])
+    single = _region_for_digits_prefix(digits[:3])
+    if single is not None:
+        return single
+    code = _calling_code(digits[:3])
+    if code is None:
+        return None
+    block = phone_e164[:-4]  # type: ignore[index]
+    if block in _region_cache:
+        return _region_cache[block]
+    region = _exact_region(phone_e164, code)  # type: ignore[arg-type]
+    if len(_region_cache) >= _BLOCK_CACHE_LIMIT:
+        _region_cache.clear()
+    _region_cache[block] = region
+    return region
+
+
+_region_cache: dict[str, str | None] = {}
+
+
+def _exact_region(phone_e164: str, code: str) -> str | None:
+    try:
+        number = phonenumbers.parse(phone_e164, None)
+    except phonenumbers.NumberParseException:
+        return None
+    region = phonenumbers.region_code_for_number(number)
+    return region if region and region != "001" else None

@@ -172,3 +172,16 @@ def test_facade_matches_planning_each_contact_alone(
         for r in rows
     ]
     assert sorted(got, key=str) == sorted(expected, key=str)
+
+
+def test_a_number_on_a_shared_calling_code_gets_its_own_countrys_holidays() -> None:
+    """A contact known only by a New York number: the zone came from the number, and so must the
+    calendar (Thanksgiving off, China's substituted working Saturday not a send day), not the
+    campaign's default country (CN)."""
+    c = campaign(start="2027-11-20", end="2027-11-27", days="workdays", slots=["07:30"], per_recipient="every_slot")
+    rows = list(planner(c).plan_batch([PlanContact(1, None, "+12125551234", None, ("email",))]))
+    planned = {r["slot_date"].isoformat(): r["state"] for r in rows}
+    assert {r["country"] for r in rows} == {"US"} and {r["timezone"] for r in rows} == {"America/New_York"}
+    assert [d for d, state in sorted(planned.items()) if state == "planned"] == [
+        "2027-11-22", "2027-11-23", "2027-11-24", "2027-11-26",
+    ]  # fmt: skip

@@ -50,13 +50,15 @@ def test_every_single_zone_country_maps_to_its_zone() -> None:
     ("phone", "zone", "region"),
     [
         ("+8613800138000", "Asia/Shanghai", "CN"),
-        ("+12125551234", "America/New_York", None),  # +1 is shared by many countries
-        ("+14155550100", "America/Los_Angeles", None),
+        ("+12125551234", "America/New_York", "US"),  # +1 is shared: the number's own region decides
+        ("+14155550100", "America/Los_Angeles", "US"),
+        ("+14165550100", "America/Toronto", "CA"),  # Toronto: Canada's holidays, not the US's
         ("+919876543210", "Asia/Kolkata", "IN"),  # libphonenumber says Asia/Calcutta
         ("+33123456789", "Europe/Paris", "FR"),
-        ("+61212345678", "Australia/Sydney", None),
-        ("+79123456789", None, None),  # a Russian mobile has no region: eleven zones
-        ("+74951234567", "Europe/Moscow", None),  # a Moscow landline
+        ("+61212345678", "Australia/Sydney", "AU"),
+        ("+79123456789", None, "RU"),  # a Russian mobile: Russia, though in one of eleven zones
+        ("+74951234567", "Europe/Moscow", "RU"),  # a Moscow landline
+        ("+77271234567", None, "KZ"),  # +7 is Kazakhstan's too (several zones: none from the number)
         ("+34612345678", None, "ES"),  # a Spanish mobile may be in the Canaries
         ("+34912345678", "Europe/Madrid", "ES"),  # a Madrid landline
         ("12125551234", None, None),  # not E.164
