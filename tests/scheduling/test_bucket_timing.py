@@ -57,7 +57,8 @@ async def send_first_bucket(
     lead_s: float,
     pool_size: int = 1,
 ) -> tuple[list[dict[str, Any]], dict[datetime, datetime], dict[datetime, datetime]]:
-    """Plan the campaign ``lead_s`` before the 07:30 slot (clock running at wall speed), let the
+    """Plan the campaign ``lead_s`` before the 07:30 slot (clock running at wall speed; a few seconds
+    more than the window, so that a slow plan never starts the bucket late), let the
     07:30 bucket fire and finish; the logs, and each bucket's dispatch start before and after.
     ``people``: how many (healthy addresses), or their addresses."""
     emails = [f"p{i}@d{i % 7}.example" for i in range(people)] if isinstance(people, int) else people
@@ -96,7 +97,7 @@ def only(logs: list[dict[str, Any]], event: str) -> dict[str, Any]:
 
 async def test_a_bucket_that_fits_lands_wholly_inside_its_window(engine, tmp_path: Path) -> None:
     async with ScriptedSmtpServer() as server:  # 20 messages at 20/s: 1 s of an 8 s window
-        logs, before, _ = await send_first_bucket(engine, tmp_path, server, people=20, rate=20, window="8s", lead_s=9)
+        logs, before, _ = await send_first_bucket(engine, tmp_path, server, people=20, rate=20, window="8s", lead_s=11)
     assert before[DUE] == DUE - timedelta(seconds=8)  # the window opens the bucket (2 × 1 s < the 60 s floor)
     finished = only(logs, "bucket_finished")
     assert finished["claimed"] == 20 and finished["accepted"] == 20 and finished["outcomes"] == {"sent": 20}
@@ -113,7 +114,7 @@ async def test_a_bucket_at_half_the_rate_it_needs_is_warned_at_plan_and_its_late
     # message on its one connection, so the bucket really goes at about 5/s, half its rate again.
     async with ScriptedSmtpServer(accept_delay=0.2) as server:
         logs, before, after = await send_first_bucket(
-            engine, tmp_path, server, people=40, rate=10, window="2s", lead_s=6
+            engine, tmp_path, server, people=40, rate=10, window="2s", lead_s=8
         )
     warned = [e for e in logs if e["event"] == "bucket_window_too_small"]
     assert warned and "40 emails at 10/s need 4 s, more than the 2 s window" in warned[0]["detail"]
@@ -145,7 +146,7 @@ async def test_ten_recipients_the_server_stalls_on_do_not_make_the_other_290_lat
     ]
     async with ScriptedSmtpServer(slow_seconds=10) as server:
         logs, _, _ = await send_first_bucket(
-            engine, tmp_path, server, people=emails, rate=300, window="8s", lead_s=9, pool_size=8
+            engine, tmp_path, server, people=emails, rate=300, window="8s", lead_s=11, pool_size=8
         )
     finished = only(logs, "bucket_finished")
     assert finished["accepted"] == 300 and finished["outcomes"] == {"sent": 300}  # the stalled ones too, at last
