@@ -84,6 +84,7 @@ class Planner:
         self.contacts_seen = 0
         self.rows_planned = 0
         self.rows_skipped = 0
+        self.zone_sources: Counter[tuple[str, str]] = Counter()  # (channel, tz_source) → recipients
         self._channels = tuple(campaign.channels)
         self._holdout = campaign.holdout
         self._zones = available_zones()
@@ -112,6 +113,8 @@ class Planner:
                     left_out["no_channel"] += 1
                     continue
             placement = self._placement(contact)
+            for channel in channels:
+                self.zone_sources[(channel, placement.tz_source)] += 1
             for reason, count in placement.days_off:
                 left_out[reason] += count * len(channels)
             contact_id = contact.id

@@ -74,6 +74,9 @@ class PlanSummary:
     windows: list[DispatchWindow]
     left_out: dict[str, int]
     warnings: list[DispatchWarning] = field(default_factory=list)
+    # channel → tz_source → recipients: how each recipient's zone is known (``fallback``: it is not)
+    zone_sources: dict[str, dict[str, int]] = field(default_factory=dict)
+    fallback_zone: str | None = None  # the zone ``fallback`` recipients get (None: a fixed campaign zone)
 
     @property
     def planned_by_channel(self) -> dict[str, int]:
@@ -197,9 +200,29 @@ def summary_lines(
         lines.append(
             "left out: " + ", ".join(f"{LEFT_OUT_LABELS.get(k, k)} {v:,}" for k, v in sorted(summary.left_out.items()))
         )
+    if summary.zone_sources:
+        parts = []
+        for ch in channel_list:
+            sources = summary.zone_sources.get(ch, {})
+            if sources:
+                ordered = sorted(sources.items(), key=lambda kv: ZONE_ORDER[kv[0]])
+                counts = ", ".join(f"{src} {n:,}" for src, n in ordered)
+                parts.append(f"{ch}: {counts}")
+        lines.append("time zone from: " + "; ".join(parts))
+        for ch in channel_list:
+            unknown = summary.zone_sources.get(ch, {}).get("fallback", 0)
+            if unknown and summary.fallback_zone:
+                lines.append(
+                    f"warning: {unknown:,} {ch} recipient(s) have no known time zone and are planned in the fallback "
+                    f"zone {summary.fallback_zone}: import their timezone, a phone number, or a country with one zone"
+                )
     for warning in summary.warnings:
         lines.append(f"warning: {warning.message()}")
     return lines
+
+
+ZONE_ORDER = {"contact": 0, "phone": 1, "country": 2, "campaign": 3, "fallback": 4}
+"""How ``time zone from`` lists the sources: the surest first."""
 
 
 # ---------------------------------------------------------------- costs and segments

@@ -12,7 +12,7 @@ import contextlib
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -127,6 +127,12 @@ async def plan_campaign(
         left_out.update({r: channel.left_out.get(r, 0) for r in LEFT_OUT_REASONS})
     rates = channel_rates(settings, campaign, measured)
     summary = builder.build(rates, campaign.schedule.arrive_within, left_out=left_out, now=now)
+    zone_sources: dict[str, dict[str, int]] = {}
+    for (ch, source), count in sorted(planner.zone_sources.items()):
+        zone_sources.setdefault(ch, {})[source] = count
+    fixed = campaign.schedule.timezone != "recipient"
+    fallback = None if fixed else campaign.schedule.fallback_timezone or settings.default_timezone
+    summary = replace(summary, zone_sources=zone_sources, fallback_zone=fallback)
     outcome = PlanOutcome(campaign.id, now, audience, summary, written)
     if write:
         outcome.retired = await ledger.retire_unplanned(engine, campaign, plan_run, now)

@@ -163,6 +163,7 @@ class BucketScheduler:
                 planned=outcome.summary.planned_by_channel,
                 left_out=outcome.summary.left_out,
                 retired=outcome.retired,
+                zone_sources=outcome.summary.zone_sources,
             )
             for warning in outcome.summary.warnings:
                 log.warning("bucket_window_too_small", channel=warning.channel, detail=warning.message())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import json
 from datetime import datetime
 from decimal import Decimal
@@ -54,6 +56,16 @@ def test_summary_matches_the_json_and_writes_nothing(imported: Path) -> None:
     assert f"planned: email {emails}, sms {sms}" in out
     assert "left out:" in out and "no consent" in out
     assert "Asia/Shanghai (+0800)" in out
+    # how each recipient's zone is known, per channel, as the rows say
+    by_source: dict[str, Counter[str]] = {"email": Counter(), "sms": Counter()}
+    for r in records:
+        by_source[r["channel"]][r["tz_source"]] += 1
+    order = ["contact", "phone", "country", "campaign", "fallback"]
+    shown = "; ".join(
+        f"{ch}: " + ", ".join(f"{src} {by_source[ch][src]}" for src in order if by_source[ch][src]) for ch in ("email", "sms")
+    )
+    assert f"time zone from: {shown}" in out.splitlines()
+    assert "no known time zone" not in out  # the example's contacts all have one
     # a dry run: a second run sees the same, and the ledger is empty
     import sqlite3
 
@@ -105,3 +117,28 @@ def test_plan_shows_cost_per_channel_and_estimated_sms_segments(imported: Path) 
         f"cost sms: {len(sms)} message(s), ~{segments} segment(s) (estimated from {len(sms)} rendered;"
     )
     assert "CN 2.00" in sms_line and "GB 1.00" in sms_line and sms_line.endswith(f"× 0.0079 USD = ~{sms_cost} USD")
+
+
+def test_plan_warns_of_recipients_without_a_known_time_zone(imported: Path) -> None:
+    lost, bought = imported.parent / "lost.csv", imported.parent / "bought.csv"
+    lost.write_text(  # in the segment (women of 30 to 50 who bought cosmetics), but no zone, phone or country
+        "external_id,email,first_name,gender,age,consent_email\n"
+        "nowhere-1,nowhere1@example.org,Ana,female,40,yes\nnowhere-2,nowhere2@example.org,Bo,female,35,yes\n",
+        encoding="utf-8",
+    )
+    bought.write_text(
+        "type,contact,order_id,sku,category,amount,currency,time,term\n"
+        "purchase,nowhere-1,N1,LIP-102,cosmetics,20.00,USD,2027-03-01T10:00:00Z,\n"
+        "purchase,nowhere-2,N2,LIP-102,cosmetics,20.00,USD,2027-03-01T10:00:00Z,\n",
+        encoding="utf-8",
+    )
+    assert run("contacts", "import", str(lost), "--config", str(imported))[0] == 0
+    assert run("events", "import", str(bought), "--config", str(imported))[0] == 0
+    code, out, err = run("plan", "mothers-day-2027", "--config", str(imported), "--from", "2027-05-01T00:00Z")
+    assert code == 0, err
+    line = next(x for x in out.splitlines() if x.startswith("time zone from: "))
+    assert "fallback 2" in line.partition("; sms:")[0], line
+    assert (
+        "warning: 2 email recipient(s) have no known time zone and are planned in the fallback zone Asia/Shanghai: "
+        "import their timezone, a phone number, or a country with one zone"
+    ) in out.replace("\n", " ")
