@@ -10,6 +10,7 @@ import hashlib
 import importlib.resources
 import zoneinfo
 from collections import defaultdict
+from collections.abc import Callable
 from functools import cache, lru_cache
 
 import phonenumbers
@@ -127,7 +128,8 @@ def _e164_digits(phone: str | None) -> str | None:
 
 _MIXED = "mixed"  # the calling code's answer depends on the number: ask libphonenumber
 _BLOCK_CACHE_LIMIT = 1 << 18
-_block_cache: dict[str, str | None] = {}
+_block_cache: dict[str, str | None] = {}  # number block → zone
+_region_cache: dict[str, str | None] = {}  # number block → region
 
 
 @lru_cache(maxsize=1024)
@@ -149,18 +151,42 @@ def _calling_code_answer(code: str) -> str | None:
     return _MIXED
 
 
-def _exact_zone(phone_e164: str, code: str) -> str | None:
+def _number(phone_e164: str, code: str) -> phonenumbers.PhoneNumber | None:
     national = phone_e164[1 + len(code) :]
     if national and national[0] != "0":
         # E.164 already splits into calling code and national number: skip the parser.
-        number = phonenumbers.PhoneNumber(country_code=int(code), national_number=int(national))
-    else:
-        try:
-            number = phonenumbers.parse(phone_e164, None)
-        except phonenumbers.NumberParseException:
-            return None
-    zone = _single_real_zone(tuple(time_zones_for_number(number)))
+        return phonenumbers.PhoneNumber(country_code=int(code), national_number=int(national))
+    try:
+        return phonenumbers.parse(phone_e164, None)
+    except phonenumbers.NumberParseException:
+        return None
+
+
+def _exact_zone(phone_e164: str, code: str) -> str | None:
+    number = _number(phone_e164, code)
+    zone = _single_real_zone(tuple(time_zones_for_number(number))) if number is not None else None
     return canonical_zone(zone) if zone else None
+
+
+def _exact_region(phone_e164: str, code: str) -> str | None:
+    number = _number(phone_e164, code)
+    region = phonenumbers.region_code_for_number(number) if number is not None else None
+    return region if region and region != "001" else None
+
+
+def _per_block(
+    cache: dict[str, str | None], phone_e164: str, code: str, exact: Callable[[str, str], str | None]
+) -> str | None:
+    """``exact(phone, code)``, cached per number block (the number without its last four digits:
+    libphonenumber's answers never differ within one)."""
+    block = phone_e164[:-4]
+    if block in cache:
+        return cache[block]
+    answer = exact(phone_e164, code)
+    if len(cache) >= _BLOCK_CACHE_LIMIT:
+        cache.clear()
+    cache[block] = answer
+    return answer
 
 
 def zone_for_phone(phone_e164: str | None) -> str | None:
@@ -181,14 +207,7 @@ def zone_for_phone(phone_e164: str | None) -> str | None:
     answer = _calling_code_answer(code)
     if answer != _MIXED:
         return answer
-    block = phone_e164[:-4]  # type: ignore[index]
-    if block in _block_cache:
-        return _block_cache[block]
-    zone = _exact_zone(phone_e164, code)  # type: ignore[arg-type]
-    if len(_block_cache) >= _BLOCK_CACHE_LIMIT:
-        _block_cache.clear()
-    _block_cache[block] = zone
-    return zone
+    return _per_block(_block_cache, phone_e164, code, _exact_zone)  # type: ignore[arg-type]
 
 
 @lru_cache(maxsize=1024)
@@ -214,23 +233,4 @@ def region_for_phone(phone_e164: str | None) -> str | None:
     code = _calling_code(digits[:3])
     if code is None:
         return None
-    block = phone_e164[:-4]  # type: ignore[index]
-    if block in _region_cache:
-        return _region_cache[block]
-    region = _exact_region(phone_e164, code)  # type: ignore[arg-type]
-    if len(_region_cache) >= _BLOCK_CACHE_LIMIT:
-        _region_cache.clear()
-    _region_cache[block] = region
-    return region
-
-
-_region_cache: dict[str, str | None] = {}
-
-
-def _exact_region(phone_e164: str, code: str) -> str | None:
-    try:
-        number = phonenumbers.parse(phone_e164, None)
-    except phonenumbers.NumberParseException:
-        return None
-    region = phonenumbers.region_code_for_number(number)
-    return region if region and region != "001" else None
+    return _per_block(_region_cache, phone_e164, code, _exact_region)  # type: ignore[arg-type]
