@@ -129,16 +129,18 @@ class DispatchService:
         """The scheduler's ``on_finished``: the bucket's tally, every process's sends in it."""
         return self.dispatcher.pop_tally((campaign.id, channel, due_utc))
 
-    async def release_helper(self, k: int) -> int:
-        """Helper ``k`` died: its claimed rows go back to planned and its ``sending`` rows become
-        ``unknown`` now, not when their lease runs out; how many went back to planned."""
-        counts = await self._recover(f"{self.node}#w{k}")
+    async def release_helper(self, k: int, gone: bool = True) -> int:
+        """Helper ``k`` died (``gone``), or its bucket failed: its claimed rows go back to planned
+        and its ``sending`` rows are settled now (by its journal when it is gone, else ``unknown``),
+        not when their lease runs out; how many went back to planned."""
+        node = f"{self.node}#w{k}"
+        counts = await self._recover(node, gone=lambda owner: gone and owner.startswith(f"{node}/"))
         return counts.get("claimed_to_planned", 0) + counts.get("sending_to_planned", 0)  # this bucket sends them
 
     async def recover(self) -> dict[str, int]:
         """Rows whose lease was lost: claimed → planned (refired), sending → unknown, or planned when
         their owner's hand-over journal proves they never left."""
-        counts = await self._recover(self.node)
+        counts = await self._recover(self.node, gone=self._earlier_run)
         self._forget_earlier_journals()
         if any(counts.values()):
             log.warning("leases_recovered", **counts)
@@ -146,13 +148,19 @@ class DispatchService:
                 await self.on_recovered()
         return counts
 
-    async def _recover(self, node: str) -> dict[str, int]:
-        """``store.recover`` for ``node``'s lost rows, with the journals of their owners: a
-        ``sending`` row missing from its owner's journal never left, and is planned again. The
-        journals read are deleted (their owners are gone)."""
+    def _earlier_run(self, owner: str) -> bool:
+        """An earlier run of this node's own process: gone for sure."""
+        return owner.startswith(f"{self.node}/") and owner != self.owner
+
+    async def _recover(self, node: str, *, gone: Callable[[str], bool]) -> dict[str, int]:
+        """``store.recover`` for ``node``'s lost rows, with the journals of their owners that are
+        ``gone`` (a process still running may yet hand over a row it marked ``sending``: its rows
+        whose lease ran out are ``unknown``, as without a journal): a ``sending`` row missing from
+        its owner's journal never left and is planned again; one accepted on record is ``sent``.
+        The journals read are deleted."""
         now = self.clock.now()
         lost = await store.lost_sending(self.engine, node, self.owner, now)
-        found = journals(self.journals, {row.owner for row in lost}) if lost else {}
+        found = journals(self.journals, {row.owner for row in lost if gone(row.owner)}) if lost else {}
         never_left: set[int] = set()
         accepted: dict[tuple[str, str], list[store.Outcome]] = defaultdict(list)  # (campaign, owner) → rows
         for row in lost:

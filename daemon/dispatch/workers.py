@@ -78,7 +78,8 @@ class _Helper:
         return self.pipe is not None and self.process is not None and self.process.is_alive()
 
 
-ReleaseRows = Callable[[int], Awaitable[int]]  # helper k died: free its rows; how many went back to planned
+# Free helper k's rows (it is gone: True; its bucket failed: False); how many went back to planned.
+ReleaseRows = Callable[[int, bool], Awaitable[int]]
 
 
 class DispatchHelpers:
@@ -136,7 +137,7 @@ class DispatchHelpers:
             elif isinstance(reply, BaseException):  # its bucket failed (say, the database refused it)
                 log.error("dispatch_helper_failed", helper=helper.k, error=repr(reply)[:300])
                 if self.release is not None:  # what it held goes back now, for the caller to send
-                    released = await self.release(helper.k)
+                    released = await self.release(helper.k, False)
                     log.warning("dispatch_helper_rows_released", helper=helper.k, to_planned=released)
             else:
                 claimed += int(reply[1])
@@ -235,7 +236,7 @@ class DispatchHelpers:
         await asyncio.get_running_loop().run_in_executor(None, process.join, 5)
         log.error("dispatch_helper_died", helper=helper.k, how=how, exitcode=process.exitcode, pid=process.pid)
         if self.release is not None:
-            released = await self.release(helper.k)
+            released = await self.release(helper.k, True)
             log.warning("dispatch_helper_rows_released", helper=helper.k, to_planned=released)
         self._restart_later(helper)
 

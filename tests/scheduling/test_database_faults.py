@@ -61,7 +61,7 @@ async def test_sqlite_disk_full_mid_bucket_costs_seconds_not_the_lease(tmp_path:
     await upgrade(engine)
     disk = SqliteDiskFull(engine)
     try:
-        async with ScriptedSmtpServer(accept_delay=0.005) as server, bucket_service(engine, tmp_path, server) as (
+        async with ScriptedSmtpServer(accept_delay=0.02) as server, bucket_service(engine, tmp_path, server) as (
             scheduler,
             health,
         ):
@@ -121,7 +121,7 @@ async def test_postgresql_connections_dropped_mid_bucket_cost_seconds_not_the_le
         await killer[0]
 
     try:
-        async with ScriptedSmtpServer(accept_delay=0.005) as server, bucket_service(engine, tmp_path, server) as (
+        async with ScriptedSmtpServer(accept_delay=0.02) as server, bucket_service(engine, tmp_path, server) as (
             scheduler,
             health,
         ):
