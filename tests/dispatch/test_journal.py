@@ -114,3 +114,47 @@ def test_a_journal_that_cannot_be_created_is_logged_and_the_daemon_sends_without
     assert journal is None
     [event] = [e for e in logs if e["event"] == "handover_journal_unavailable"]
     assert event["log_level"] == "warning" and event["path"].endswith("node%2Fboot.handover")
+
+
+async def test_recovery_trusts_the_journals_of_gone_processes_only(tmp_path: Path) -> None:
+    """A row of an earlier run of this node missing from that run's journal never left: planned
+    again. A row of this very process whose lease ran out is not settled by its (live) journal: the
+    send may still be under way, so it is unknown, as without a journal."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import select, update
+    from store.sending_rows import add_campaign, add_contact, add_leased_row
+
+    from daemon.clock import FakeClock
+    from daemon.dispatch.service import DispatchService
+    from daemon.settings import Settings
+    from daemon.store.db import open_engine, upgrade
+    from daemon.store.schema import deliveries
+
+    now = datetime(2027, 5, 6, 7, 0, tzinfo=UTC)
+    engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
+    await upgrade(engine)
+    settings = Settings(config_dir=tmp_path, var_dir=tmp_path / "var", default_timezone="UTC")
+    service = DispatchService(engine, settings, FakeClock(now), node="n1")
+    try:
+        earlier = "n1/0ld0"
+        HandoverJournal(journal_path(settings.var_dir / "journal", earlier)).open()  # on record: nothing
+        rows = {}
+        async with engine.begin() as conn:
+            await add_campaign(conn, "c", "C", now)
+            for name, owner in (("earlier", earlier), ("mine", service.owner)):
+                contact = await add_contact(conn, now, consent=["email"], external_id=name, email=f"{name}@x.example")
+                rows[name] = await add_leased_row(
+                    conn, campaign_id="c", contact_id=contact, channel="email", owner=owner, at=now,
+                    timezone="UTC", tz_source="contact",
+                )  # fmt: skip
+            await conn.execute(update(deliveries).values(lease_expires_utc=now - timedelta(minutes=1)))
+        counts = await service.recover()
+        async with engine.connect() as conn:
+            states = dict((await conn.execute(select(deliveries.c.id, deliveries.c.state))).all())
+    finally:
+        await service.close()
+        await engine.dispose()
+    assert states == {rows["earlier"]: "planned", rows["mine"]: "unknown"}
+    assert counts["sending_to_planned"] == 1 and counts["sending_to_unknown"] == 1
+    assert not journal_path(settings.var_dir / "journal", earlier).exists()  # read, and gone
