@@ -7,12 +7,14 @@ Measured, medians of ``--repeat``, each against its target:
 - a YAML alias bomb (nine levels of ten aliases) refused by the loader (target < 1 s; issue 9);
 - template operations that would build huge values refused by the sandbox (target < 1 s each);
 - a render that never ends stopped at its deadline (0.3 s here: the stop lands within 0.3–1.5 s);
-- ``topslot run`` stopping after SIGTERM, from the signal to its exit (target < 5 s).
+- ``topslot run`` stopping after SIGTERM, from the signal to its exit (target < 5 s);
+- a real token bucket's pace at 50/s (the rate limits' real-time check: tests use a frozen clock).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
 import signal
@@ -31,6 +33,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from test_yaml_source import alias_bomb  # noqa: E402
 
+from daemon.channels.ratelimit import TokenBucket  # noqa: E402
 from daemon.rendering.bounds import DEFAULT_LIMITS, RenderLimits, render_bounded  # noqa: E402
 from daemon.templating import RenderLimitError, make_environment, sample_context_for  # noqa: E402
 from daemon.yaml_source import load_yaml_text  # noqa: E402
@@ -98,6 +101,16 @@ def sigterm_to_exit() -> float:
                 proc.kill()
 
 
+async def paced(rate: float, count: int) -> float:
+    """Seconds from the first to the last of ``count`` acquires of a real token bucket at ``rate``."""
+    bucket = TokenBucket(rate, burst=1)
+    stamps = []
+    for _ in range(count):
+        await bucket.acquire()
+        stamps.append(time.perf_counter())
+    return stamps[-1] - stamps[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=5)
@@ -111,6 +124,9 @@ def main() -> None:
         ("endless render stopped (deadline 0.3 s)", median_seconds(refused(ENDLESS, QUICK), args.repeat), 0.3, 1.5)
     )
     rows.append(("topslot run: SIGTERM → exit", statistics.median(sigterm_to_exit() for _ in range(args.repeat)), 0, 5))
+    # a token bucket at 50/s, burst 1: 10 intervals of 20 ms (within 5 %), never a burst
+    span, gap = statistics.median(asyncio.run(paced(50.0, 11)) for _ in range(args.repeat)), 0.2
+    rows.append(("token bucket at 50/s: 11 acquires span (target 0.2 s ± 5 %)", span, gap * 0.95, gap * 1.05))
     ok = True
     for what, seconds, low, high in rows:
         passed = low <= seconds < high

@@ -40,7 +40,7 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -131,10 +131,12 @@ class _Dropped(Exception):
 class _Server:
     """One configured server: its connections, limits and health."""
 
-    def __init__(self, name: str, config: SmtpServer, clock: Callable[[], float]):
+    def __init__(
+        self, name: str, config: SmtpServer, clock: Callable[[], float], sleep: Callable[[float], Awaitable[object]]
+    ):
         self.name = name
         self.config = config
-        self.bucket = TokenBucket(config.rate_per_second, clock=clock)
+        self.bucket = TokenBucket(config.rate_per_second, clock=clock, sleep=sleep)  # waits for a token
         self.domains = KeyedLimiter(config.max_per_domain)
         self.slots = asyncio.Semaphore(config.pool_size)
         self.idle: list[SmtpConnection] = []  # LIFO: the warmest connection first
@@ -166,6 +168,7 @@ class SmtpPool:
         slow_after: float = 3.0,
         hold_when_down: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ):
         if not servers:
             raise ValueError("SmtpPool needs at least one server")
@@ -180,7 +183,7 @@ class SmtpPool:
         self._hold_when_down = hold_when_down  # every server down: a message waits this long for one
         self._up = asyncio.Event()  # set (and replaced) whenever a server comes back
         self._clock = clock
-        self._servers = [_Server(name, config, clock) for name, config in servers.items()]
+        self._servers = [_Server(name, config, clock, sleep) for name, config in servers.items()]
         self._closed = False
         # the first server's rate: the others are failovers, not extra capacity
         self.rate_per_second: float | None = next(iter(servers.values())).rate_per_second

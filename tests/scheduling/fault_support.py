@@ -14,6 +14,7 @@ from typing import Any
 
 from channels.scripted_smtp import ScriptedSmtpServer
 from dispatch.fixtures import DUE, NOW, campaign, import_people, settings
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
 
@@ -23,6 +24,31 @@ from daemon.health import Health
 from daemon.scheduling.scheduler import BucketScheduler
 
 PEOPLE = 600
+
+
+class SqliteDiskFull:
+    """Makes every connection of ``engine`` refuse to grow the database file while ``on``."""
+
+    def __init__(self, engine: AsyncEngine):
+        self.on = False
+        self.limit = 0
+        event.listen(engine.sync_engine, "checkout", self._checkout)
+
+    def _checkout(self, dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        if self.on:
+            cursor.execute(f"PRAGMA max_page_count={self.limit:d}")
+        else:
+            cursor.execute("PRAGMA max_page_count=1073741823")  # SQLite's default
+        cursor.close()
+
+    async def fill(self, engine: AsyncEngine) -> None:
+        async with engine.connect() as conn:
+            self.limit = int((await conn.exec_driver_sql("PRAGMA page_count")).scalar_one())
+        self.on = True
+
+    def free(self) -> None:
+        self.on = False
 
 
 @asynccontextmanager

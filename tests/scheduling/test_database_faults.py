@@ -15,45 +15,25 @@ import asyncio
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from channels.scripted_smtp import ScriptedSmtpServer
 from database_support import truncate_all
 from dispatch.fixtures import DUE, ledger_by_email
-from sqlalchemy import event, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import text
 from structlog.testing import capture_logs
 
 from daemon.store.db import open_engine, upgrade
-from scheduling.fault_support import PEOPLE, assert_sent_once_each, bucket_service, events, run_with_fault
+from scheduling.fault_support import (
+    PEOPLE,
+    SqliteDiskFull,
+    assert_sent_once_each,
+    bucket_service,
+    events,
+    run_with_fault,
+)
 
 VICTIM = "topslot-fault-victim"  # application_name of the daemon's PostgreSQL sessions
-
-
-class SqliteDiskFull:
-    """Makes every connection of ``engine`` refuse to grow the database file while ``on``."""
-
-    def __init__(self, engine: AsyncEngine):
-        self.on = False
-        self.limit = 0
-        event.listen(engine.sync_engine, "checkout", self._checkout)
-
-    def _checkout(self, dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        if self.on:
-            cursor.execute(f"PRAGMA max_page_count={self.limit:d}")
-        else:
-            cursor.execute("PRAGMA max_page_count=1073741823")  # SQLite's default
-        cursor.close()
-
-    async def fill(self, engine: AsyncEngine) -> None:
-        async with engine.connect() as conn:
-            self.limit = int((await conn.exec_driver_sql("PRAGMA page_count")).scalar_one())
-        self.on = True
-
-    def free(self) -> None:
-        self.on = False
 
 
 async def test_sqlite_disk_full_mid_bucket_costs_seconds_not_the_lease(tmp_path: Path) -> None:
@@ -74,7 +54,7 @@ async def test_sqlite_disk_full_mid_bucket_costs_seconds_not_the_lease(tmp_path:
                 seen.append(health.status)  # degraded while the disk was full
                 disk.free()
 
-            logs, after = await run_with_fault(scheduler, server, fill, free, 3.0)
+            logs, _ = await run_with_fault(scheduler, server, fill, free, 3.0)
             rows = await ledger_by_email(engine)
             final = health.status
     finally:
@@ -86,8 +66,7 @@ async def test_sqlite_disk_full_mid_bucket_costs_seconds_not_the_lease(tmp_path:
     assert degraded and all("database or disk is full" in e["error"] for e in degraded)
     assert events(logs, "bucket_step_failed") and events(logs, "database_recovered")
     assert not events(logs, "bucket_abandoned")
-    assert after < 60  # seconds after the disk was freed; the lease would have been 15 minutes
-    print(f"sqlite disk full 3 s: bucket done {after:.2f} s after the disk was freed; {dict(states)}")
+    # how many seconds it cost: bench/fault_costs.py (a test never times)
 
 
 @pytest.mark.postgres
@@ -125,18 +104,16 @@ async def test_postgresql_connections_dropped_mid_bucket_cost_seconds_not_the_le
             scheduler,
             health,
         ):
-            logs, after = await run_with_fault(scheduler, server, start, stop, 3.0)
+            logs, _ = await run_with_fault(scheduler, server, start, stop, 3.0)
             rows = await ledger_by_email(engine)
             final = health.status
     finally:
         await engine.dispose()
         await admin.dispose()
-    states = assert_sent_once_each(rows, server)
+    assert_sent_once_each(rows, server)
     assert final == "ok"
     assert events(logs, "database_degraded") and events(logs, "database_recovered")
     assert not events(logs, "bucket_abandoned")
-    assert after < 60
-    print(f"postgresql sessions dropped for 3 s: bucket done {after:.2f} s after; {dict(states)}")
 
 
 async def test_a_bucket_given_up_at_the_end_of_its_grace_releases_its_rows_at_once(tmp_path: Path) -> None:

