@@ -193,6 +193,8 @@ class SendGate:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ):
+        if timeout <= 0 or max_in_flight < 1:  # every messenger's settings, checked once here
+            raise ValueError("timeout must be > 0 and max_in_flight >= 1")
         self.name = name
         self.timeout = timeout
         self.bucket = TokenBucket(rate_per_second, clock=monotonic, sleep=sleep)

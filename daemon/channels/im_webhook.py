@@ -121,8 +121,6 @@ class ImWebhook:
     ):
         if not secret:
             raise ValueError("an IM webhook needs its signing secret")
-        if timeout <= 0 or max_in_flight < 1:
-            raise ValueError("timeout must be > 0 and max_in_flight >= 1")
         self.provider = name
         self.url = url
         self._secret = secret

@@ -110,8 +110,6 @@ class TelegramBot:
     ):
         if not token:
             raise ValueError("TelegramBot needs the bot's token")
-        if timeout <= 0 or max_in_flight < 1:
-            raise ValueError("timeout must be > 0 and max_in_flight >= 1")
         self.provider = name
         self.base_url = base_url.rstrip("/")
         self.rate_per_second: float | None = rate_per_second

@@ -153,8 +153,6 @@ class TwilioMessages:
     ):
         if not (from_number or messaging_service_sid):
             raise ValueError(f"{type(self).__name__} needs from_number or messaging_service_sid")
-        if timeout <= 0 or max_in_flight < 1:
-            raise ValueError("timeout must be > 0 and max_in_flight >= 1")
         self.account_sid = account_sid
         self.from_number = from_number
         self.messaging_service_sid = messaging_service_sid

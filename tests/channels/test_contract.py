@@ -363,3 +363,21 @@ async def test_after_close_sends_are_transient_and_close_is_idempotent(harness: 
     with pytest.raises(TransientSendError):
         await harness.messenger.send(harness.message("accept", 1))
     assert harness.delivered() == []
+
+
+@pytest.mark.parametrize(("timeout", "max_in_flight"), [(0, 20), (-1, 20), (15, 0)])
+def test_every_http_messenger_refuses_a_timeout_or_concurrency_that_cannot_work(timeout: float, max_in_flight: int) -> None:
+    from daemon.channels.im_webhook import ImWebhook
+    from daemon.channels.telegram import TelegramBot
+    from daemon.channels.twilio_sms import TwilioSms
+
+    builders = [
+        lambda: TwilioSms(account_sid="AC" + "0" * 32, auth_token="t", from_number="+15550001111",
+                          timeout=timeout, max_in_flight=max_in_flight),
+        lambda: TelegramBot(token="1:t", timeout=timeout, max_in_flight=max_in_flight),
+        lambda: ImWebhook("wecom", url="http://127.0.0.1:9/send", secret="s" * 16,
+                          timeout=timeout, max_in_flight=max_in_flight),
+    ]  # fmt: skip
+    for build in builders:
+        with pytest.raises(ValueError, match="timeout must be > 0 and max_in_flight >= 1"):
+            build()
