@@ -366,7 +366,9 @@ async def test_after_close_sends_are_transient_and_close_is_idempotent(harness: 
 
 
 @pytest.mark.parametrize(("timeout", "max_in_flight"), [(0, 20), (-1, 20), (15, 0)])
-def test_every_http_messenger_refuses_a_timeout_or_concurrency_that_cannot_work(timeout: float, max_in_flight: int) -> None:
+def test_every_http_messenger_refuses_a_timeout_or_concurrency_that_cannot_work(
+    timeout: float, max_in_flight: int
+) -> None:
     from daemon.channels.im_webhook import ImWebhook
     from daemon.channels.telegram import TelegramBot
     from daemon.channels.twilio_sms import TwilioSms
