@@ -114,7 +114,7 @@ def _parse_percent(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError("a percentage is written like '5%'")
     if not 0 <= value < 1:
-        raise ValueError("a holdout must be at least 0% and below 100%")
+        raise ValueError("a share must be at least 0% and below 100%")
     return float(value)
 
 
@@ -383,6 +383,12 @@ class Schedule(Model):
         json_schema_extra={"default": "10m"},
     )
     missed_slot: MissedSlot = Field(default_factory=MissedSlot)
+    low_confidence_zone: Literal["fallback", "skip", "country_center"] = Field(
+        default="fallback",
+        description="A contact whose zone is only guessed (a country with several zones, or nothing): plan "
+        "in the fallback zone, skip the contact, or use the country's representative zone "
+        "(America/Chicago for US)",
+    )
 
     @field_validator("start", "end", mode="before")
     @classmethod
@@ -575,6 +581,45 @@ class CampaignCompliance(Model):
     )
 
 
+# ---------------------------------------------------------------- pacing and slot choice
+
+
+class FrequencyCap(Model):
+    """At most ``max`` messages on a channel to one contact within any ``per``, all campaigns together."""
+
+    max: int = Field(ge=1, le=1000, description="Messages allowed within the period")
+    per: Duration = Field(description="The period, e.g. '7d'", json_schema_extra={"examples": ["7d", "24h"]})
+
+    @field_validator("per")
+    @classmethod
+    def _period(cls, value: timedelta) -> timedelta:
+        if not timedelta(hours=1) <= value <= timedelta(days=366):
+            raise ValueError("per must be at least 1h and at most 366d")
+        return value
+
+    def __str__(self) -> str:
+        return f"{self.max} per {format_duration(self.per)}"
+
+
+class LearnedSlots(Model):
+    """How ``slot_choice: learned`` weighs a contact's history of human opens and clicks per slot."""
+
+    exploration: Percent = Field(
+        default=0.1, description="Share of recipients given a random slot, to keep learning (e.g. '10%')"
+    )
+    prior_weight: float = Field(
+        default=2.0,
+        gt=0,
+        le=1000,
+        description="How many messages' worth of the population's rate each contact's estimate starts from",
+    )
+    history: Duration = Field(
+        default=timedelta(days=365),
+        description="Only messages sent within this period count",
+        json_schema_extra={"default": "365d"},
+    )
+
+
 # ---------------------------------------------------------------- the campaign
 
 
@@ -598,6 +643,29 @@ class Campaign(Model):
     holdout: Percent = Field(default=0.0, description="Share of the audience kept out as a control group, e.g. '5%'")
     attribution: Attribution = Field(default_factory=Attribution)
     compliance: CampaignCompliance = Field(default_factory=CampaignCompliance)
+    quiet_hours: Literal["refuse", "shift", "skip"] = Field(
+        default="refuse",
+        description="A slot inside a channel's quiet hours (settings quiet_hours) for some recipients: refuse "
+        "the campaign, shift those messages to when the quiet hours end, or skip them",
+    )
+    frequency_cap: dict[Channel, FrequencyCap | None] = Field(
+        default_factory=dict,
+        description="Per channel, replaces the settings' frequency_caps for this campaign's messages "
+        "(null: no cap for them)",
+    )
+    channel_strategy: Literal["all", "first_available", "fallback"] = Field(
+        default="all",
+        description="all: every listed channel; first_available: the first listed channel the contact can "
+        "receive; fallback: the first at the first slot, the next at a later slot only if the first got no "
+        "human open or click by then",
+    )
+    slot_choice: Literal["first", "split", "learned"] = Field(
+        default="first",
+        description="first: the first eligible slot; split: each recipient assigned one slot at random (a "
+        "fair comparison of the slots); learned: the slot with the recipient's better record of human "
+        "opens and clicks",
+    )
+    learned: LearnedSlots = Field(default_factory=LearnedSlots)
 
     @field_validator("channels")
     @classmethod
@@ -614,6 +682,17 @@ class Campaign(Model):
             listed = ", ".join(missing)
             verb = "is" if len(missing) == 1 else "are"
             raise FieldError(f"{sections} {verb} required because channels lists {listed}", "content")
+        if self.slot_choice != "first" and len(self.schedule.slots) < 2:
+            raise FieldError(f"slot_choice: {self.slot_choice} needs at least two slots to choose from", "slot_choice")
+        if self.channel_strategy == "fallback" and len(self.channels) < 2:
+            raise FieldError("channel_strategy: fallback needs at least two channels", "channel_strategy")
+        if self.channel_strategy == "fallback" and self.schedule.per_recipient != "once":
+            raise FieldError(
+                "channel_strategy: fallback sends each channel once; it needs per_recipient: once", "channel_strategy"
+            )
+        unused = sorted(set(self.frequency_cap) - set(self.channels))
+        if unused:
+            raise FieldError(f"frequency_cap names {', '.join(unused)}, which channels does not list", "frequency_cap")
         return self
 
     def landing_url(self, channel: str) -> str:

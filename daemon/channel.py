@@ -46,6 +46,7 @@ class ChannelSpec:
     templates: tuple[str, ...]  # keys of content.<channel> that name template files
     opt_out_templates: tuple[str, ...]  # of those, the ones that must show ``unsubscribe_url``
     phone_keys: tuple[str, ...] = ()  # keys whose id is a phone number: the contact's phone stands in for it
+    quiet_hours: str | None = None  # default local quiet hours "HH:MM-HH:MM" (settings quiet_hours may change it)
 
     def address(self, contact: Any, key: str | None = None) -> str | None:
         """The contact's address on this channel (``contact`` has the contacts columns as attributes
@@ -123,6 +124,7 @@ SPECS: Mapping[Channel, ChannelSpec] = {
         cards=False,
         templates=("body",),
         opt_out_templates=(),
+        quiet_hours="21:00-08:00",  # US TCPA: no marketing texts before 08:00 or after 21:00 local
     ),
     "im": ChannelSpec(
         name="im",
@@ -140,6 +142,7 @@ SPECS: Mapping[Channel, ChannelSpec] = {
         templates=("body",),
         opt_out_templates=(),
         phone_keys=("whatsapp",),  # a WhatsApp id is a phone number: im_whatsapp, else the phone
+        quiet_hours="21:00-08:00",  # as SMS: a push to a phone
     ),
 }
 assert tuple(SPECS) == CHANNELS

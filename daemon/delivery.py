@@ -77,17 +77,38 @@ class SkipReason(StrEnum):
     LEFT_SEGMENT = "left_segment"  # no longer in the campaign's audience
     HOLDOUT = "holdout"  # in the campaign's control group: never sent, measured
     COUPON_EXHAUSTED = "coupon_exhausted"
+    QUIET_HOURS = "quiet_hours"  # the slot (or a late bucket's hour) is inside the channel's quiet hours
+    FREQUENCY_CAP = "frequency_cap"  # the contact already had the channel's cap of messages in the period
+    LOW_CONFIDENCE_ZONE = "low_confidence_zone"  # the zone is only guessed and the campaign skips such contacts
+    ENGAGED = "engaged"  # a fallback not needed: the earlier channel's message got a human open or click
 
 
 R = SkipReason
 
 PLAN_SKIP_REASONS: frozenset[SkipReason] = frozenset(
-    {R.MISSED_SLOT, R.REPLANNED, R.LEFT_SEGMENT, R.NO_CONSENT, R.SUPPRESSED, R.NO_ADDRESS}
-)
+    {
+        R.MISSED_SLOT, R.REPLANNED, R.LEFT_SEGMENT, R.NO_CONSENT, R.SUPPRESSED, R.NO_ADDRESS, R.QUIET_HOURS,
+        R.FREQUENCY_CAP, R.LOW_CONFIDENCE_ZONE,
+    }
+)  # fmt: skip
 """Skips a later plan may undo (the contact is back, the slot moved)."""
 
 INELIGIBLE: tuple[SkipReason, ...] = (R.NO_ADDRESS, R.NO_CONSENT, R.SUPPRESSED)
 """Why a contact of the audience is left out on a channel, in the order they are checked."""
+
+
+class SlotBasis(StrEnum):
+    """Why a row has its slot (``deliveries.slot_basis``; ``slot_choice`` in the campaign)."""
+
+    FIRST = "first"  # the first eligible slot (slot_choice: first), or every slot (every_slot)
+    SPLIT = "split"  # assigned at random (slot_choice: split): a fair comparison of the slots
+    EXPLORATION = "exploration"  # learned, but in the exploration share: assigned at random
+    HISTORY = "history"  # learned from the contact's record of human opens and clicks per slot
+    DEFAULT = "default"  # learned, but no history tells the slots apart: the campaign's first slot
+
+
+RANDOMISED: frozenset[SlotBasis] = frozenset({SlotBasis.SPLIT, SlotBasis.EXPLORATION})
+"""Slots assigned at random: the rows whose slot comparison is causal evidence."""
 
 
 class SuppressionReason(StrEnum):

@@ -35,6 +35,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -53,8 +54,11 @@ from pydantic_settings import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from daemon.campaign import CountryCode, FrequencyCap
+from daemon.channel import CHANNELS, SPECS, Channel
 from daemon.errors import InvalidInput, Problem
 from daemon.links.keys import KeyringError, check_key_id, check_key_material, choose_active_id
+from daemon.pacing import QuietRules, window_text
 from daemon.patterns import MessagingServiceSid, PhoneNumber, ProviderName
 from daemon.store.db import sqlite_database_file
 
@@ -233,6 +237,25 @@ class Compliance(_Section):
         return self.sms_opt_out.get("default", "")
 
 
+QuietWindow = Annotated[str | None, BeforeValidator(window_text)]
+
+
+class QuietHours(_Section):
+    """Local hours in which a channel must not reach a recipient ("HH:MM-HH:MM", or none), per channel
+    and, under ``countries``, per recipient country (daemon.pacing)."""
+
+    email: QuietWindow = SPECS["email"].quiet_hours
+    sms: QuietWindow = SPECS["sms"].quiet_hours
+    im: QuietWindow = SPECS["im"].quiet_hours
+    countries: dict[CountryCode, dict[Channel, QuietWindow]] = Field(default_factory=dict)
+
+    def rules(self) -> QuietRules:
+        return QuietRules({ch: getattr(self, ch) for ch in CHANNELS}, self.countries)
+
+
+assert set(CHANNELS) <= set(QuietHours.model_fields), "every channel has its quiet_hours setting"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -264,6 +287,9 @@ class Settings(BaseSettings):
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     im: dict[ProviderName, ImProvider] = Field(default_factory=dict)
     compliance: Compliance = Field(default_factory=Compliance)
+    quiet_hours: QuietHours = Field(default_factory=QuietHours)
+    # per channel, e.g. {"email": {"max": 3, "per": "7d"}, "sms": {"max": 1, "per": "7d"}}; none by default
+    frequency_caps: dict[Channel, FrequencyCap] = Field(default_factory=dict)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     # secrets: environment or secret files only

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from daemon.attribution.holdout import in_holdout
 from daemon.campaign import Campaign
 from daemon.delivery import DeliveryState as S
-from daemon.delivery import SkipReason
+from daemon.delivery import SkipReason, SlotBasis
 from daemon.planning.slots import SlotPlan, plan_slots
 from daemon.planning.timezone_resolution import TzSource, resolve_timezone
 from daemon.planning.workdays import WorkdayCalendar, supported_countries
@@ -183,6 +183,7 @@ class Planner:
             "timezone": zone,
             "tz_source": tz_source,
             "country": holiday_country,
+            "slot_basis": SlotBasis.FIRST,
         }
         rows = [
             {

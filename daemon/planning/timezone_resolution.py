@@ -7,7 +7,7 @@ from typing import Literal
 from daemon.campaign import Schedule
 from daemon.planning.zones import is_zone, single_zone_for_country, zone_for_phone
 
-TzSource = Literal["contact", "phone", "country", "fallback", "campaign"]
+TzSource = Literal["contact", "phone", "country", "country_center", "fallback", "campaign"]
 
 
 def resolve_timezone(

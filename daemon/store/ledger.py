@@ -104,6 +104,9 @@ async def write_plan_batch(
             "dispatch_start_utc": [r["due_utc"] - arrive_within for r in rows],
             "timezone": [r["timezone"] for r in rows],
             "tz_source": [r["tz_source"] for r in rows],
+            "country": [r.get("country") for r in rows],
+            "slot_basis": [r.get("slot_basis") for r in rows],
+            "fallback_of": [r.get("fallback_of") for r in rows],
             "state": [r["state"] for r in rows],
             "skip_reason": [r["skip_reason"] for r in rows],
         }
@@ -119,8 +122,8 @@ async def write_plan_batch(
 
 
 _PER_ROW = (
-    "contact_id", "channel", "slot_date", "slot", "due_utc", "dispatch_start_utc", "timezone", "tz_source", "state",
-    "skip_reason",
+    "contact_id", "channel", "slot_date", "slot", "due_utc", "dispatch_start_utc", "timezone", "tz_source", "country",
+    "slot_basis", "fallback_of", "state", "skip_reason",
 )  # fmt: skip
 _SHARED = ("campaign_id", "plan_run", "created_at", "updated_at")
 
@@ -144,6 +147,9 @@ def _plan_upsert(conn: AsyncConnection, *, from_arrays: bool) -> Any:
             "due_utc": ex.due_utc,
             "timezone": ex.timezone,
             "tz_source": ex.tz_source,
+            "country": ex.country,
+            "slot_basis": ex.slot_basis,
+            "fallback_of": ex.fallback_of,
             "state": ex.state,
             "skip_reason": ex.skip_reason,
             "plan_run": ex.plan_run,

@@ -37,7 +37,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import JSON, TypeDecorator
 
 from daemon.channel import CHANNELS
-from daemon.delivery import RECEIPTS, DeliveryState
+from daemon.delivery import RECEIPTS, DeliveryState, SlotBasis
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -50,7 +50,8 @@ NAMING_CONVENTION = {
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 DELIVERY_STATES = tuple(DeliveryState)
-TZ_SOURCES = ("contact", "phone", "country", "fallback", "campaign")
+TZ_SOURCES = ("contact", "phone", "country", "country_center", "fallback", "campaign")
+SLOT_BASES = tuple(SlotBasis)
 COUPON_STATES = ("available", "reserved", "assigned")
 ATTRIBUTED_BY = ("coupon", "click", "contact", "none")
 RECEIPT_STATES = tuple(sorted(RECEIPTS))
@@ -226,7 +227,10 @@ deliveries = Table(
     _now_col("due_utc"),
     _now_col("dispatch_start_utc"),
     Column("timezone", String(64), nullable=False),
-    Column("tz_source", String(10), nullable=False),
+    Column("tz_source", String(16), nullable=False),
+    Column("country", String(2)),  # the country whose calendar and quiet hours the row follows
+    Column("slot_basis", String(12)),  # why this slot (SlotBasis); randomised ones are causal evidence
+    Column("fallback_of", String(10)),  # sent only if this channel's row of the contact got no human engagement
     Column("state", String(12), nullable=False, server_default=text("'planned'")),
     Column("skip_reason", String(30)),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
@@ -246,9 +250,11 @@ deliveries = Table(
     Index(None, "state"),  # retry_wait / recovery scans
     Index(None, "campaign_id", "channel", "due_utc", "state"),  # buckets: sizing, claiming, per-campaign counts
     Index(None, "provider_id"),  # a provider's receipt (status callback, bounce) finds its row
+    Index(None, "contact_id", "channel", "due_utc"),  # frequency caps: a contact's recent messages on a channel
     CheckConstraint(_in("state", DELIVERY_STATES), name="state"),
     CheckConstraint(_in("channel", CHANNELS), name="channel"),
     CheckConstraint(_in("tz_source", TZ_SOURCES), name="tz_source"),
+    CheckConstraint(_in("slot_basis", SLOT_BASES), name="slot_basis"),
 )
 
 # A provider's final receipt (Twilio status callback) that arrived before the dispatcher recorded

@@ -64,6 +64,7 @@ def test_rows_carry_the_ledger_key_and_provenance() -> None:
             "timezone": "America/New_York",
             "tz_source": "contact",
             "country": "US",
+            "slot_basis": "first",
             "state": "planned",
             "skip_reason": None,
             "late": False,
