@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
 
+from daemon.campaign import Campaign
 from daemon.channel import CHANNELS, spec_of
 
 _WINDOW_RE = re.compile(r"^\s*([01]\d|2[0-3]):([0-5]\d)\s*-\s*([01]\d|2[0-3]):([0-5]\d)\s*$")
@@ -79,11 +80,16 @@ class QuietRules:
     (channel → window text or None), over ``channels`` for that country."""
 
     channels: Mapping[str, str | None]
-    countries: Mapping[str, Mapping[str, str | None]]
+    countries: Mapping[str, Mapping[Any, str | None]]
 
     @classmethod
     def defaults(cls) -> QuietRules:
         return cls({ch: spec_of(ch).quiet_hours for ch in CHANNELS}, {})
+
+    @classmethod
+    def none(cls) -> QuietRules:
+        """No quiet hours on any channel."""
+        return cls(dict.fromkeys(CHANNELS), {})
 
     def window(self, channel: str, country: str | None) -> LocalWindow | None:
         text = self.channels.get(channel, spec_of(channel).quiet_hours)
@@ -115,3 +121,33 @@ def _parsed(text: str) -> LocalWindow:
     if window is None:
         window = _PARSED[text] = LocalWindow.parse(text)
     return window
+
+
+def quiet_hours_problems(campaign: Campaign, rules: QuietRules) -> list[tuple[tuple[str | int, ...], str]]:
+    """(location in the campaign, message) for each slot of a channel that falls inside that channel's
+    quiet hours, when the campaign leaves ``quiet_hours`` at ``refuse`` and plans in each recipient's
+    own zone (with one fixed zone, recipients' local hours differ: ``plan`` counts what is skipped)."""
+    if campaign.quiet_hours != "refuse" or campaign.schedule.timezone != "recipient":
+        return []
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    for index, slot in enumerate(campaign.schedule.slots):
+        local = time.fromisoformat(slot)
+        for channel in campaign.channels:
+            hits: dict[str, list[str]] = {}
+            for country, window in rules.windows(channel).items():
+                if window.contains(local):
+                    hits.setdefault(str(window), []).append(country or "")
+            for window_text_, countries in sorted(hits.items()):
+                everyone = "" in countries
+                where = "" if everyone else f" for recipients in {', '.join(c for c in countries if c)}"
+                label = spec_of(channel).label
+                opening = LocalWindow.parse(window_text_).end
+                problems.append(
+                    (
+                        ("schedule", "slots", index),
+                        f"the {label} slot {slot} falls inside {label} quiet hours {window_text_}{where} "
+                        f"(settings quiet_hours); set quiet_hours: shift (send at {opening:%H:%M}) or skip, "
+                        "or choose another slot",
+                    )
+                )
+    return problems

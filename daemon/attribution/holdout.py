@@ -17,11 +17,17 @@ _PERSON = b"topslot-holdout"  # BLAKE2b personalisation: this hash means nothing
 _SCALE = float(1 << 64)
 
 
+def keyed_score(campaign_id: str, contact_id: int | str, person: bytes) -> float:
+    """A number in [0, 1), uniform over contacts, fixed for (campaign, contact, ``person``): draws
+    with another ``person`` (BLAKE2b personalisation, at most 16 bytes) are independent of it."""
+    key = campaign_id.encode("utf-8")[:64]
+    digest = hashlib.blake2b(str(contact_id).encode("utf-8"), key=key, person=person[:16], digest_size=8).digest()
+    return int.from_bytes(digest, "big") / _SCALE
+
+
 def holdout_score(campaign_id: str, contact_id: int | str) -> float:
     """A number in [0, 1), uniform over contacts, fixed for (campaign, contact)."""
-    key = campaign_id.encode("utf-8")[:64]
-    digest = hashlib.blake2b(str(contact_id).encode("utf-8"), key=key, person=_PERSON[:16], digest_size=8).digest()
-    return int.from_bytes(digest, "big") / _SCALE
+    return keyed_score(campaign_id, contact_id, _PERSON)
 
 
 def in_holdout(campaign_id: str, contact_id: int | str, share: float) -> bool:

@@ -104,6 +104,7 @@ class MaildirOutbox:
             return name
         raise AssertionError("unreachable")
 
+
 class JsonlTextOutbox:
     """A ``Messenger`` for SMS or IM that appends one JSON object per message to a ``.jsonl`` file."""
 

@@ -127,9 +127,7 @@ def provider_problems(campaign: Any, settings: Settings) -> list[tuple[tuple[str
         return []  # no IM provider anywhere: the IM outbox (which shows every part)
     provider = settings.im.get(im.provider)
     if provider is None:
-        return [
-            (("content", "im", "provider"), f"IM provider '{im.provider}' is not in the settings (im: {known})")
-        ]
+        return [(("content", "im", "provider"), f"IM provider '{im.provider}' is not in the settings (im: {known})")]
     problems: list[tuple[tuple[str, ...], str]] = []
     if provider.kind == "whatsapp":
         if not im.content_sid:

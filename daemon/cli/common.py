@@ -40,9 +40,7 @@ def print_problems(problems: list[Problem]) -> None:
         say(str(problem))
 
 
-def settings_or_exit(
-    config_dir: Path | None, *, report: Callable[[list[Problem]], None] = print_problems
-) -> Settings:
+def settings_or_exit(config_dir: Path | None, *, report: Callable[[list[Problem]], None] = print_problems) -> Settings:
     """Settings, or every problem (``report``: on stderr, one ``path:line:column: message`` per line)
     and exit 2. The configuration directory must exist: a mistyped ``--config`` is an error, not
     empty settings."""

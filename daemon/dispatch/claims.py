@@ -6,12 +6,19 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
+from sqlalchemy import and_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon import failpoints
 from daemon.campaign import Campaign
 from daemon.clock import Clock, clock_span
+from daemon.delivery import DeliveryState as S
+from daemon.logs import get_logger
+from daemon.pacing import QuietRules
 from daemon.store import ledger
+from daemon.store.schema import deliveries
+
+log = get_logger("dispatch")
 
 CLAIM_BATCH = 1000
 
@@ -30,11 +37,33 @@ async def claim_all(
     clock: Clock,
     on_claimed: ClaimHandler | None,
     stopped: Callable[[], bool],
+    quiet: QuietRules | None = None,
 ) -> int:
     """Claim the bucket's planned rows batch by batch for ``owner``, handing each batch to
-    ``on_claimed``, until none is left or ``stopped()``; returns how many were claimed."""
+    ``on_claimed``, until none is left or ``stopped()``; returns how many were claimed.
+
+    Before each batch, rows whose recipients are inside their channel's ``quiet`` hours when the
+    messages arrive (the slot, or now once it has passed) are skipped (``ledger.skip_quiet_hours``):
+    a bucket that fires late, or runs on into the evening, stops there. A ``fallback`` campaign's
+    rows whose earlier channel got a human open or click are skipped first
+    (``ledger.skip_engaged_fallbacks``)."""
     claimed = last_id = 0
+    bucket = and_(
+        deliveries.c.campaign_id == campaign.id, deliveries.c.channel == channel, deliveries.c.due_utc == due_utc
+    )
+    if campaign.channel_strategy == "fallback":
+        skipped = await ledger.skip_engaged_fallbacks(engine, campaign.id, bucket, clock.now())
+        if skipped:
+            log.info(
+                "fallback_not_needed", campaign_id=campaign.id, channel=channel, slot=due_utc.isoformat(), rows=skipped
+            )
     while not stopped():
+        if quiet is not None:
+            # judged when the messages arrive: the slot, or now for a bucket running late
+            now = clock.now()
+            hushed = await ledger.skip_quiet_hours(engine, bucket, S.PLANNED, quiet, max(now, due_utc), now)
+            if hushed:
+                log.warning("quiet_hours_skipped", channel=channel, slot=due_utc.isoformat(), rows=hushed)
         batch = await ledger.claim_bucket(
             engine, campaign.id, channel, due_utc,
             owner=owner, lease=clock_span(clock, lease), now=clock.now(), limit=CLAIM_BATCH, after_id=last_id,

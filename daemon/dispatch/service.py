@@ -62,6 +62,7 @@ class DispatchService:
         self.node = node or node_id()
         self.owner = f"{self.node}/{uuid.uuid4().hex[:8]}"
         self.keyring = load_keyring(settings)
+        self.quiet = settings.quiet_hours.rules()
         processes = settings.dispatch_processes
         spawn = processes > 1 and not helper
         self.helpers = DispatchHelpers(settings, processes - 1, self.node, self.release_helper) if spawn else None
@@ -194,8 +195,11 @@ class DispatchService:
                 path.unlink(missing_ok=True)
 
     async def retry_due(self) -> int:
-        """Claim and send every ``retry_wait`` row whose time has come; returns how many."""
-        claimed = await store.claim_retries(self.engine, self.owner, clock_span(self.clock, LEASE), self.clock.now())
+        """Claim and send every ``retry_wait`` row whose time has come (those inside their quiet hours
+        are skipped instead); returns how many."""
+        now = self.clock.now()
+        await store.skip_quiet_retries(self.engine, self.quiet, now)
+        claimed = await store.claim_retries(self.engine, self.owner, clock_span(self.clock, LEASE), now)
         groups: dict[tuple[str, str, datetime], list[Claimed]] = defaultdict(list)
         for campaign_id, channel, due, claim in claimed:
             groups[(campaign_id, channel, due)].append(claim)

@@ -327,6 +327,7 @@ async def _send_bucket(
     claimed = await claim_all(
         service.engine, campaign, order.channel, order.due_utc,
         owner=service.owner, lease=order.lease, clock=clock, on_claimed=service.dispatch, stopped=stopping.is_set,
+        quiet=service.quiet,
     )  # fmt: skip
     return claimed, service.dispatcher.pop_tally((campaign.id, order.channel, order.due_utc))
 

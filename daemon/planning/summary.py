@@ -45,6 +45,11 @@ LEFT_OUT_LABELS = {
     "no_channel": "no eligible channel",
     "coupon_exhausted": "coupons exhausted",
     "holdout": "holdout",
+    "quiet_hours": "inside quiet hours",
+    "frequency_cap": "frequency cap reached",
+    "low_confidence_zone": "time zone unknown (low_confidence_zone: skip)",
+    "earlier_channel": "reached on an earlier channel (first_available)",
+    "no_later_slot": "no later slot for the fallback channel",
 }
 
 
@@ -66,6 +71,8 @@ class BucketSummary:
     missed: dict[str, int]  # channel → skipped because the slot was missed
     late: dict[str, int]  # channel → planned but already due (sent at once, inside the grace)
     dispatch_start_utc: dict[str, datetime]  # channel → start of its (due_utc, channel) bucket
+    # channel → (channel it falls back from → planned rows sent only if that one got no human reaction)
+    conditional: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +84,9 @@ class PlanSummary:
     # channel → tz_source → recipients: how each recipient's zone is known (``fallback``: it is not)
     zone_sources: dict[str, dict[str, int]] = field(default_factory=dict)
     fallback_zone: str | None = None  # the zone ``fallback`` recipients get (None: a fixed campaign zone)
+    # channel → slot → SlotBasis → recipients: which slot each recipient got and why (slot_choice)
+    slot_bases: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    low_confidence_zone: str = "fallback"  # the campaign's schedule.low_confidence_zone
 
     @property
     def planned_by_channel(self) -> dict[str, int]:
@@ -96,13 +106,21 @@ class PlanSummaryBuilder:
         key = (row["due_utc"], row["slot_date"], row["slot"], row["timezone"])
         entry = self._slots.get(key)
         if entry is None:
-            entry = {"local_time": row["local_time"], "planned": Counter(), "missed": Counter(), "late": Counter()}
+            entry = {
+                "local_time": row["local_time"],
+                "planned": Counter(),
+                "missed": Counter(),
+                "late": Counter(),
+                "conditional": Counter(),
+            }
             self._slots[key] = entry
         channel = row["channel"]
         if row["state"] == S.PLANNED:
             entry["planned"][channel] += 1
             if row.get("late"):
                 entry["late"][channel] += 1
+            if row.get("fallback_of"):
+                entry["conditional"][(channel, row["fallback_of"])] += 1
         elif row.get("skip_reason", "missed_slot") == "missed_slot":  # holdout rows are counted in left_out
             entry["missed"][channel] += 1
 
@@ -156,6 +174,7 @@ class PlanSummaryBuilder:
                 recipients=dict(entry["planned"]),
                 missed=dict(entry["missed"]),
                 late=dict(entry["late"]),
+                conditional=_nested(entry["conditional"]),
                 dispatch_start_utc={ch: starts[(due, ch)] for ch in entry["planned"] if (due, ch) in starts},
             )
             for (due, slot_date, slot, zone), entry in sorted(self._slots.items(), key=lambda kv: kv[0])
@@ -189,8 +208,11 @@ def summary_lines(
             extra.append("missed " + ", ".join(f"{ch} {n:,}" for ch, n in sorted(b.missed.items())))
         if b.late:
             extra.append("late (sent at once) " + ", ".join(f"{ch} {n:,}" for ch, n in sorted(b.late.items())))
+        for ch, sources in sorted(b.conditional.items()):
+            for earlier, n in sorted(sources.items()):
+                extra.append(f"{ch} {n:,} only if the {earlier} got no human open or click (fallback)")
         lines.append(
-            f"{b.slot_date.isoformat()} {b.slot} {b.timezone} ({b.local_time.strftime('%z')})"
+            f"{b.slot_date.isoformat()} {_slot_text(b)} {b.timezone} ({b.local_time.strftime('%z')})"
             f" = {iso_utc(b.due_utc)}, dispatch from {start}: {counts}" + (f"; {'; '.join(extra)}" if extra else "")
         )
     total = summary.planned_by_channel
@@ -212,17 +234,55 @@ def summary_lines(
         for ch in channel_list:
             unknown = summary.zone_sources.get(ch, {}).get("fallback", 0)
             if unknown and summary.fallback_zone:
+                planned_in = f"are planned in the fallback zone {summary.fallback_zone}"
+                what = {
+                    "skip": "are skipped (low_confidence_zone: skip)",
+                    "country_center": f"no country either, and {planned_in}",
+                }.get(summary.low_confidence_zone, planned_in)
                 lines.append(
-                    f"warning: {unknown:,} {ch} recipient(s) have no known time zone and are planned in the fallback "
-                    f"zone {summary.fallback_zone}: import their timezone, a phone number, or a country with one zone"
+                    f"warning: {unknown:,} {ch} recipient(s) have no known time zone and {what}: import their "
+                    "timezone, a phone number, or a country with one zone"
                 )
+    lines += slot_lines(summary.slot_bases, channel_list)
     for warning in summary.warnings:
         lines.append(f"warning: {warning.message()}")
     return lines
 
 
-ZONE_ORDER = {"contact": 0, "phone": 1, "country": 2, "campaign": 3, "fallback": 4}
+def _nested(counts: Mapping[tuple[str, str], int]) -> dict[str, dict[str, int]]:
+    nested: dict[str, dict[str, int]] = {}
+    for (outer, inner), n in counts.items():
+        nested.setdefault(outer, {})[inner] = n
+    return nested
+
+
+def _slot_text(b: BucketSummary) -> str:
+    """The slot, and where quiet hours moved it: ``07:30 → 08:00``."""
+    local = b.local_time.strftime("%H:%M")
+    if local == b.slot:
+        return b.slot
+    day = "" if b.local_time.date() == b.slot_date else f" {b.local_time.date().isoformat()}"
+    return f"{b.slot} → {local}{day}"
+
+
+ZONE_ORDER = {"contact": 0, "phone": 1, "country": 2, "country_center": 3, "campaign": 4, "fallback": 5}
 """How ``time zone from`` lists the sources: the surest first."""
+
+
+def slot_lines(slot_bases: Mapping[str, Mapping[str, Mapping[str, int]]], channels: Iterable[str]) -> list[str]:
+    """``slots: email: 07:30 512 (split), 17:00 488 (split)``: recipients per chosen slot and why;
+    nothing when no slot was chosen (``slot_choice: first``)."""
+    parts = []
+    for ch in channels:
+        chosen = {slot: bases for slot, bases in slot_bases.get(ch, {}).items() if slot}
+        if not chosen:
+            continue
+        counts = []
+        for slot, bases in sorted(chosen.items()):
+            why = ", ".join(f"{basis} {n:,}" for basis, n in sorted(bases.items(), key=lambda kv: -kv[1]))
+            counts.append(f"{slot} {sum(bases.values()):,} ({why})")
+        parts.append(f"{ch}: " + ", ".join(counts))
+    return ["slots: " + "; ".join(parts)] if parts else []
 
 
 # ---------------------------------------------------------------- costs and segments
@@ -393,6 +453,8 @@ def jsonl_record(row: Mapping[str, Any], dispatch_start_utc: datetime | None) ->
         "dispatch_start_utc": iso_utc(dispatch_start_utc) if dispatch_start_utc is not None else None,
         "state": row["state"],
         **({"skip_reason": row["skip_reason"]} if row["state"] != S.PLANNED else {}),
+        **({"slot_basis": row["slot_basis"]} if row.get("slot_basis") else {}),
+        **({"fallback_of": row["fallback_of"]} if row.get("fallback_of") else {}),
     }
 
 

@@ -26,6 +26,14 @@ def resolve_timezone(
     """
     if schedule.timezone != "recipient":
         return schedule.timezone, "campaign"
+    return recipient_zone(contact_tz, phone_e164, country, schedule.fallback_timezone or default_tz)
+
+
+def recipient_zone(
+    contact_tz: str | None, phone_e164: str | None, country: str | None, fallback: str
+) -> tuple[str, TzSource]:
+    """Where the recipient lives, whatever zone a campaign plans in (``resolve_timezone`` without
+    a fixed campaign zone): contact, phone, country, else ``fallback``."""
     if contact_tz and is_zone(contact_tz):
         return contact_tz, "contact"
     zone = zone_for_phone(phone_e164)
@@ -35,4 +43,4 @@ def resolve_timezone(
         zone = single_zone_for_country(country)
         if zone is not None:
             return zone, "country"
-    return schedule.fallback_timezone or default_tz, "fallback"
+    return fallback, "fallback"

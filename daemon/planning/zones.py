@@ -234,3 +234,44 @@ def region_for_phone(phone_e164: str | None) -> str | None:
     if code is None:
         return None
     return _per_block(_region_cache, phone_e164, code, _exact_region)  # type: ignore[arg-type]
+
+
+# Where a multi-zone country's people mostly live, or its middle: the zone a message timed for a
+# contact known only by that country is least wrong in (``low_confidence_zone: country_center``).
+_CENTERS = {
+    "US": "America/Chicago",  # between the East (47 %) and the West; ±1-2 h for everybody
+    "CA": "America/Toronto",
+    "MX": "America/Mexico_City",
+    "BR": "America/Sao_Paulo",
+    "AR": "America/Argentina/Buenos_Aires",
+    "CL": "America/Santiago",
+    "EC": "America/Guayaquil",
+    "RU": "Europe/Moscow",
+    "UA": "Europe/Kyiv",
+    "KZ": "Asia/Almaty",
+    "ID": "Asia/Jakarta",
+    "AU": "Australia/Sydney",
+    "NZ": "Pacific/Auckland",
+    "ES": "Europe/Madrid",
+    "PT": "Europe/Lisbon",
+    "CD": "Africa/Kinshasa",
+    "MN": "Asia/Ulaanbaatar",
+    "MY": "Asia/Kuala_Lumpur",
+}
+
+
+@lru_cache(maxsize=1024)
+def center_zone(country: str | None) -> str | None:
+    """A representative zone of a country: its one zone, else where most of its people live (a
+    table of the large multi-zone countries), else the first zone ``zone.tab`` lists for it."""
+    if not country:
+        return None
+    country = country.upper()
+    single = single_zone_for_country(country)
+    if single is not None:
+        return single
+    center = _CENTERS.get(country)
+    if center is not None and is_zone(center):
+        return center
+    zones = country_zones().get(country, ())
+    return zones[0] if zones else None

@@ -10,6 +10,7 @@ from daemon.config import LoadResult
 from daemon.config import load_campaigns as load_campaign_dir
 from daemon.config.campaigns import CampaignCheck
 from daemon.errors import InvalidInput, Problem
+from daemon.pacing import quiet_hours_problems
 from daemon.rendering import compile_campaign
 from daemon.settings import Settings
 from daemon.yaml_source import YamlDocument
@@ -25,10 +26,11 @@ def load_campaigns(campaigns_dir: Path, templates_dir: Path, settings: Settings)
 
 def sending_check(templates_dir: Path, settings: Settings) -> CampaignCheck:
     """A valid campaign must also compile for sending (CSS inlining, link rewriting, compliance
-    footer, SMS size) and name providers the settings have."""
+    footer, SMS size), name providers the settings have, and not send inside quiet hours unless it
+    says how (``daemon.pacing.quiet_hours_problems``)."""
 
     def check(campaign: Campaign, doc: YamlDocument) -> list[Problem]:
-        found = provider_problems(campaign, settings)
+        found = provider_problems(campaign, settings) + quiet_hours_problems(campaign, settings.quiet_hours.rules())
         problems = [doc.problem(doc.position_of(path), message) for path, message in found]
         try:
             compile_campaign(campaign, templates_dir, settings.compliance)
@@ -47,4 +49,3 @@ def resolved(result: LoadResult) -> LoadResult:
         sources={cid: path.resolve() for cid, path in result.sources.items()},
         files=[path.resolve() for path in result.files],
     )
-

@@ -394,4 +394,3 @@ class Daemon:
 def _source(registry: CampaignRegistry, cid: str) -> str | None:
     path = registry.source_of(cid)
     return str(path) if path else None
-

@@ -31,10 +31,12 @@ from daemon.planning import (
     PlanSummaryBuilder,
     dispatch_windows,
 )
+from daemon.planning.slot_choice import SlotHistory
 from daemon.settings import Settings
 from daemon.store import ledger
-from daemon.store.audience import LEFT_OUT_REASONS, AudienceSummary, audience_summary, stream_audience
+from daemon.store.audience import LEFT_OUT_REASONS, AudienceSummary, audience_summary, stream_reachable
 from daemon.store.coupons import coupon_check
+from daemon.store.engagement import contact_histories, population_history
 
 T = TypeVar("T")
 
@@ -71,10 +73,25 @@ class PlanOutcome:
 async def planned_rows(
     engine: AsyncEngine, campaign: Campaign, planner: Planner, now: datetime, horizon: datetime | None
 ) -> AsyncIterator[list[dict[str, Any]]]:
-    """Planner rows for the campaign's whole eligible audience, one list per audience batch."""
-    for channel in campaign.channels:
-        async for members in stream_audience(engine, campaign, channel, now):
-            contacts = [PlanContact(m.id, m.timezone, m.phone, m.country, (channel,)) for m in members]
+    """Planner rows for the campaign's whole eligible audience, one list per audience batch.
+
+    ``channel_strategy: all`` streams each channel's audience on its own; the other strategies
+    stream each contact once with every campaign channel it can receive, since they choose among
+    them. ``slot_choice: learned`` reads each batch's history of engagement per slot."""
+    streams = [(ch,) for ch in campaign.channels] if campaign.channel_strategy == "all" else [tuple(campaign.channels)]
+    learned = campaign.slot_choice == "learned"
+    since = now - campaign.learned.history
+    for channels in streams:
+        async for batch in stream_reachable(engine, campaign, channels, now):
+            histories = (
+                await contact_histories(engine, (m.id for m, _ in batch), campaign.schedule.slots, since)
+                if learned
+                else {}
+            )
+            contacts = [
+                PlanContact(m.id, m.timezone, m.phone, m.country, reachable, histories.get(m.id))
+                for m, reachable in batch
+            ]
             rows = list(planner.plan_batch(contacts))
             if horizon is not None:
                 rows = [r for r in rows if r["due_utc"] < horizon]
@@ -97,7 +114,10 @@ async def plan_campaign(
     if given, is called with each batch of rows (``topslot plan --json``). ``measured``: routes
     whose measured throughput is below their rate (``channel_rates``)."""
     audience = await audience_summary(engine, campaign, now)
-    planner = new_planner(campaign, settings, now)
+    population = None
+    if campaign.slot_choice == "learned":
+        population = await population_history(engine, campaign.schedule.slots, now - campaign.learned.history)
+    planner = new_planner(campaign, settings, now, population)
     horizon = now + timedelta(days=days) if days is not None else None
     builder = PlanSummaryBuilder()
     plan_run = uuid.uuid4().hex
@@ -132,7 +152,16 @@ async def plan_campaign(
         zone_sources.setdefault(ch, {})[source] = count
     fixed = campaign.schedule.timezone != "recipient"
     fallback = None if fixed else campaign.schedule.fallback_timezone or settings.default_timezone
-    summary = replace(summary, zone_sources=zone_sources, fallback_zone=fallback)
+    slot_bases: dict[str, dict[str, dict[str, int]]] = {}
+    for (ch, slot, basis), count in planner.slot_bases.items():
+        slot_bases.setdefault(ch, {}).setdefault(slot, {})[basis] = count
+    summary = replace(
+        summary,
+        zone_sources=zone_sources,
+        fallback_zone=fallback,
+        slot_bases=slot_bases,
+        low_confidence_zone=campaign.schedule.low_confidence_zone,
+    )
     outcome = PlanOutcome(campaign.id, now, audience, summary, written)
     if write:
         outcome.retired = await ledger.retire_unplanned(engine, campaign, plan_run, now)
@@ -169,8 +198,17 @@ async def read_ahead(source: AsyncIterator[T], depth: int) -> AsyncIterator[T]:
             await producer
 
 
-def new_planner(campaign: Campaign, settings: Settings, now: datetime) -> Planner:
-    return Planner(campaign, now, default_timezone=settings.default_timezone, default_country=settings.default_country)
+def new_planner(
+    campaign: Campaign, settings: Settings, now: datetime, population: SlotHistory | None = None
+) -> Planner:
+    return Planner(
+        campaign,
+        now,
+        default_timezone=settings.default_timezone,
+        default_country=settings.default_country,
+        quiet=settings.quiet_hours.rules(),
+        population=population,
+    )
 
 
 async def ledger_windows(

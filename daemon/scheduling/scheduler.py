@@ -95,6 +95,7 @@ class BucketScheduler:
     ):
         self.engine = engine
         self.settings = settings
+        self.quiet = settings.quiet_hours.rules()
         self.clock = clock
         self.owner = owner or node_name()
         self.lease = lease
@@ -164,6 +165,7 @@ class BucketScheduler:
                 left_out=outcome.summary.left_out,
                 retired=outcome.retired,
                 zone_sources=outcome.summary.zone_sources,
+                **({"slot_bases": outcome.summary.slot_bases} if campaign.slot_choice != "first" else {}),
             )
             for warning in outcome.summary.warnings:
                 log.warning("bucket_window_too_small", channel=warning.channel, detail=warning.message())
@@ -266,7 +268,7 @@ class BucketScheduler:
     async def _claim(self, campaign: Campaign, channel: str, due_utc: datetime) -> int:
         return await claim_all(
             self.engine, campaign, channel, due_utc, owner=self.owner, lease=self.lease, clock=self.clock,
-            on_claimed=self.on_claimed, stopped=lambda: self.stopping,
+            on_claimed=self.on_claimed, stopped=lambda: self.stopping, quiet=self.quiet,
         )  # fmt: skip
 
     async def _release(self, campaign: Campaign, channel: str, due_utc: datetime) -> int:
@@ -323,6 +325,7 @@ def log_finished(due_utc: datetime, claimed: int, tally: BucketTally | None) -> 
     after the slot and how late; ``bucket_late`` (a warning) when any were."""
     fields: dict[str, Any] = {"due_utc": due_utc.isoformat(), "claimed": claimed}
     if tally is not None:
+
         def from_slot(at: datetime | None) -> float | None:
             return None if at is None else round((at - due_utc).total_seconds(), 3)
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, not_, select
+from sqlalchemy import and_, case, func, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.campaign import Campaign
@@ -87,13 +87,30 @@ async def stream_audience(
     engine: AsyncEngine, campaign: Campaign, channel: str, now: datetime, batch_size: int = DEFAULT_STREAM_BATCH
 ) -> AsyncIterator[list[AudienceMember]]:
     """Batches of eligible contacts for ``channel`` in id order: flat memory, one short read per
-    batch, so writers are never held up for the whole stream.
+    batch, so writers are never held up for the whole stream."""
+    async for batch in stream_reachable(engine, campaign, (channel,), now, batch_size):
+        yield [member for member, _channels in batch]
+
+
+async def stream_reachable(
+    engine: AsyncEngine,
+    campaign: Campaign,
+    channels: Sequence[str],
+    now: datetime,
+    batch_size: int = DEFAULT_STREAM_BATCH,
+) -> AsyncIterator[list[tuple[AudienceMember, tuple[str, ...]]]]:
+    """Batches of the campaign's contacts eligible on at least one of ``channels``, in id order,
+    each with the channels (of ``channels``, in that order) it is eligible on.
 
     Each batch covers the next ``batch_size`` contact ids (found on the primary key alone), then
     filters that id range. A plain ``id > after ORDER BY id LIMIT n`` over the filtered audience lets
     PostgreSQL, with stale statistics after a bulk import, join the whole table for every batch
     (0.6 s a batch at 1M contacts instead of 14 ms)."""
-    where = and_(audience_filter(campaign.audience, now), channel_eligible(channel, campaign.provider_for(channel)))
+    tests = [channel_eligible(ch, campaign.provider_for(ch)) for ch in channels]
+    where = and_(audience_filter(campaign.audience, now), tests[0] if len(tests) == 1 else or_(*tests))
+    flags = [case((test, 1), else_=0).label(f"eligible_{i}") for i, test in enumerate(tests)] if len(tests) > 1 else []
+    width = len(_MEMBER_COLUMNS)
+    only = tuple(channels)
     after = 0
     while True:
         upper_query = (
@@ -102,12 +119,20 @@ async def stream_audience(
         async with engine.connect() as conn:
             upper = await conn.scalar(upper_query)
             in_range = contacts.c.id > after if upper is None else and_(contacts.c.id > after, contacts.c.id <= upper)
-            rows = (await conn.execute(select(*_MEMBER_COLUMNS).where(where, in_range).order_by(contacts.c.id))).all()
+            query = select(*_MEMBER_COLUMNS, *flags).where(where, in_range).order_by(contacts.c.id)
+            rows = (await conn.execute(query)).all()
         if rows:
-            yield [AudienceMember(*row) for row in rows]
+            if flags:
+                yield [(AudienceMember(*row[:width]), _flagged(channels, row[width:])) for row in rows]
+            else:
+                yield [(AudienceMember(*row), only) for row in rows]
         if upper is None:
             return
         after = upper
+
+
+def _flagged(channels: Sequence[str], flags: Sequence[int]) -> tuple[str, ...]:
+    return tuple(ch for ch, ok in zip(channels, flags, strict=True) if ok)
 
 
 async def count_segment(engine: AsyncEngine, campaign: Campaign, now: datetime) -> int:

@@ -19,10 +19,11 @@ from sqlalchemy.sql.elements import ColumnElement
 from daemon.campaign import Campaign
 from daemon.delivery import Decision
 from daemon.delivery import DeliveryState as S
+from daemon.pacing import QuietRules
 from daemon.store import coupons, receipts
 from daemon.store.coupons import Reservation
 from daemon.store.db import IMMEDIATE
-from daemon.store.ledger import Claimed, claim_statement, ineligibility_reason
+from daemon.store.ledger import Claimed, claim_statement, ineligibility_reason, skip_quiet_hours
 from daemon.store.schema import contacts, deliveries
 from daemon.store.tracking_events import suppress_addresses
 
@@ -128,9 +129,7 @@ async def drop_ineligible(
     return [r for r in recipients if r.delivery_id not in gone]
 
 
-async def mark_sending(
-    engine: AsyncEngine, rows: Sequence[tuple[int, int]], owner: str, now: datetime
-) -> set[int]:
+async def mark_sending(engine: AsyncEngine, rows: Sequence[tuple[int, int]], owner: str, now: datetime) -> set[int]:
     """(delivery_id, lease_epoch) pairs → the ids this node may now hand to a provider.
 
     The lease re-check happens here, in the same statement: a row whose lease expired or moved
@@ -322,6 +321,11 @@ async def claim_retries(
     return [(r.campaign_id, r.channel, r.due_utc, Claimed(r.id, r.contact_id, r.lease_epoch)) for r in rows]
 
 
+async def skip_quiet_retries(engine: AsyncEngine, rules: QuietRules, now: datetime) -> int:
+    """``retry_wait`` rows due again whose recipients are inside quiet hours now become ``skipped``."""
+    return await skip_quiet_hours(engine, deliveries.c.next_attempt_utc <= now, S.RETRY_WAIT, rules, now, now)
+
+
 async def retry_by_hand(engine: AsyncEngine, campaign_id: str, state: str, now: datetime) -> int:
     """``topslot deliveries retry``: rows in ``state`` (unknown or failed) become due for a retry now."""
     if state not in (S.UNKNOWN, S.FAILED):
@@ -349,9 +353,7 @@ async def reserve_coupons(
         ]
         if params:
             await conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id == bindparam("r_id"))
-                .values(coupon_code=bindparam("r_code")),
+                update(deliveries).where(deliveries.c.id == bindparam("r_id")).values(coupon_code=bindparam("r_code")),
                 params,
             )
     return reservation

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, bindparam, case, exists, func, literal, not_, or_, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -22,8 +23,10 @@ from daemon.channel import CHANNELS
 from daemon.delivery import PLAN_SKIP_REASONS
 from daemon.delivery import DeliveryState as S
 from daemon.delivery import SkipReason as R
+from daemon.pacing import QuietRules
 from daemon.store.db import IMMEDIATE
 from daemon.store.dialect import upsert_insert
+from daemon.store.engagement import engaged_earlier
 from daemon.store.schema import campaigns, contacts, deliveries
 from daemon.store.segments import audience_filter, has_address, has_consent, is_suppressed
 
@@ -397,6 +400,42 @@ async def skip_ineligible_in_bucket(
     )
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
         return await skip_ineligible(conn, campaign, channel, where, now)
+
+
+async def skip_quiet_hours(
+    engine: AsyncEngine, where: Any, state: str, rules: QuietRules, at: datetime, now: datetime
+) -> int:
+    """Rows in ``state`` matching ``where`` whose recipient's local time at ``at`` is inside their
+    channel's quiet hours (``daemon.pacing``; judged in the row's zone and country) become ``skipped``
+    / ``quiet_hours``: what a bucket checks before each claim, so a late one never sends at night.
+    Returns how many; one read of the rows' distinct (channel, zone, country) first, so a bucket
+    outside every window costs one small query."""
+    rows = deliveries.c
+    places = select(rows.channel, rows.timezone, rows.country).where(where, rows.state == state).distinct()
+    async with engine.connect() as conn:
+        found = (await conn.execute(places)).all()
+    quiet = [
+        and_(rows.channel == ch, rows.timezone == tz, rows.country.is_not_distinct_from(country))
+        for ch, tz, country in found
+        if rules.quiet_at(ch, country, at.astimezone(ZoneInfo(tz))) is not None
+    ]
+    if not quiet:
+        return 0
+    async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        counts = await _skip(conn, and_(where, rows.state == state, or_(*quiet)), literal(R.QUIET_HOURS), now)
+    return sum(counts.values())
+
+
+async def skip_engaged_fallbacks(engine: AsyncEngine, campaign_id: str, where: Any, now: datetime) -> int:
+    """Planned fallback rows matching ``where`` (``channel_strategy: fallback``) whose earlier
+    channel's message to the contact got a human open or click become ``skipped`` / ``engaged``:
+    decided when their bucket fires, from the events recorded by then."""
+    rows = deliveries.c
+    engaged = engaged_earlier(campaign_id, rows.fallback_of, rows.contact_id)
+    stmt_where = and_(where, rows.state == S.PLANNED, rows.fallback_of.is_not(None), engaged)
+    async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        counts = await _skip(conn, stmt_where, literal(R.ENGAGED), now)
+    return sum(counts.values())
 
 
 async def state_counts(engine: AsyncEngine, campaign_id: str) -> dict[tuple[str, str | None], int]:

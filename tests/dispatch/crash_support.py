@@ -149,6 +149,7 @@ tracking_port: 0  # any free port: never collide with another daemon
 compliance:
   postal_address: "Example Shop, 1 Example Road, Springfield"
   sender_identity: "Example Shop"
+quiet_hours: {{sms: none, im: none}}  # the bucket is due at the wall clock's time, whatever hour it is
 {channel_settings}""",
         encoding="utf-8",
     )

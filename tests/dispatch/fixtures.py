@@ -79,6 +79,7 @@ def settings(tmp_path: Path, smtp_port: int | None, **overrides: Any) -> Setting
         "default_country": "US",
         "tracking_base_url": "http://127.0.0.1:8080",
         "compliance": {"postal_address": "1 Example Road, Springfield", "sender_identity": "Example Shop"},
+        "quiet_hours": {"sms": None, "im": None},  # these tests send at any hour; tests/test_pacing.py has the rules
     }
     if smtp_port is not None:
         values["smtp"] = {

@@ -65,6 +65,7 @@ def test_rows_carry_the_ledger_key_and_provenance() -> None:
             "tz_source": "contact",
             "country": "US",
             "slot_basis": "first",
+            "fallback_of": None,
             "state": "planned",
             "skip_reason": None,
             "late": False,

@@ -103,6 +103,7 @@ def test_jsonl_records() -> None:
         "tz_source": "phone",
         "dispatch_start_utc": "2027-05-06T11:29:00Z",
         "state": "planned",
+        "slot_basis": "first",
     }
 
 
