@@ -68,7 +68,8 @@ def report(
             return None
         notes = []
         if campaign is not None:
-            query = ReportQuery(campaign_id, by, named, campaign_window(campaign), campaign.costs)
+            window = campaign_window(campaign)
+            query = ReportQuery(campaign_id, by, named, window, campaign.costs, campaign.slot_choice)
         else:
             query = ReportQuery(campaign_id, by, named)
             notes.append("the campaign file is not loaded: send costs count as 0 and revenue as profit")
