@@ -1,7 +1,8 @@
 """``--format csv``: one row per group, then the campaign total (``by`` = ``all``, group ``total``).
 
 Columns are stable: every known skip reason has its ``skipped_<reason>`` column. Decimals are
-written exactly; unknown figures are empty. Cells that a spreadsheet would run as a formula
+written exactly; unknown figures are empty. ``render_slots_csv``: the slot comparison instead, one
+row per campaign × evidence × slot. Cells that a spreadsheet would run as a formula
 (starting with = + - @) are prefixed with a quote (group names come from data)."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from decimal import Decimal
 
 from daemon.reporting.model import Report
 from daemon.reporting.records import group_record, skip_reasons
+from daemon.reporting.slot_records import csv_header, csv_rows
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -38,4 +40,15 @@ def render_csv(report: Report) -> str:
             header = list(record)
             writer.writerow(header)
         writer.writerow([_cell(record[k]) for k in header])
+    return buffer.getvalue()
+
+
+def render_slots_csv(report: Report) -> str:
+    """The slot comparison: one row per evidence × slot (a header alone when nothing was sent)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    header = csv_header()
+    writer.writerow(header)
+    for row in csv_rows(report.slots) if report.slots is not None else []:
+        writer.writerow([_cell(row[k]) for k in header])
     return buffer.getvalue()
