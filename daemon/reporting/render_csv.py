@@ -14,6 +14,7 @@ from decimal import Decimal
 from daemon.reporting.model import Report
 from daemon.reporting.records import group_record, skip_reasons
 from daemon.reporting.slot_records import csv_header, csv_rows
+from daemon.reporting.slots import SlotComparison, SlotOverview
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -45,10 +46,20 @@ def render_csv(report: Report) -> str:
 
 def render_slots_csv(report: Report) -> str:
     """The slot comparison: one row per evidence × slot (a header alone when nothing was sent)."""
+    return _slots_csv([report.slots] if report.slots is not None else [])
+
+
+def render_overview_csv(overview: SlotOverview) -> str:
+    """``--all-campaigns``: the pooled rows (campaign ``(all campaigns)``), then each campaign's."""
+    return _slots_csv([overview.overall, *overview.campaigns])
+
+
+def _slots_csv(comparisons: list[SlotComparison]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     header = csv_header()
     writer.writerow(header)
-    for row in csv_rows(report.slots) if report.slots is not None else []:
-        writer.writerow([_cell(row[k]) for k in header])
+    for comparison in comparisons:
+        for row in csv_rows(comparison):
+            writer.writerow([_cell(row[k]) for k in header])
     return buffer.getvalue()

@@ -5,6 +5,7 @@ every text it draws."""
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from daemon.reporting import svg
 from daemon.reporting.model import GroupFigures, Report, TimingBucket
 from daemon.reporting.records import SECTIONS, display, group_record
 from daemon.reporting.slot_records import display_interval
-from daemon.reporting.slots import METRICS, EvidenceComparison, SlotComparison
+from daemon.reporting.slots import METRICS, EvidenceComparison, SlotComparison, SlotOverview
 
 TEMPLATES = Path(__file__).parent / "templates"
 _env = Environment(
@@ -79,7 +80,9 @@ def slot_chart(group: EvidenceComparison, currency: str) -> Markup:
     return svg.interval_dots(f"Slots, {group.label}: estimates with 95 % intervals", panels, show_title=False)
 
 
-def _slot_sections(comparison: SlotComparison | None) -> dict[str, Any] | None:
+def _slot_sections(
+    comparison: SlotComparison | None, title: str = "Slot comparison", anchor: str = "slots", notes: Sequence[str] = ()
+) -> dict[str, Any] | None:
     if comparison is None:
         return None
     groups = []
@@ -98,6 +101,9 @@ def _slot_sections(comparison: SlotComparison | None) -> dict[str, Any] | None:
         "groups": groups,
         "min_recipients": comparison.min_recipients,
         "currency": comparison.currency,
+        "title": title,
+        "anchor": anchor,
+        "notes": list(notes),
     }
 
 
@@ -141,4 +147,17 @@ def render_html(report: Report) -> str:
         slots=_slot_sections(report.slots),
         generated=report.generated_at.strftime("%Y-%m-%d %H:%M UTC"),
         window=" to ".join(w.strftime("%Y-%m-%d %H:%M UTC") for w in report.window),
+    )
+
+
+def render_overview_html(overview: SlotOverview) -> str:
+    """``--all-campaigns``: one self-contained page, the pooled comparison first, then each campaign."""
+    sections = [_slot_sections(overview.overall, "All campaigns, pooled", "slots-all", overview.notes)]
+    for i, c in enumerate(overview.campaigns):
+        choice = f" (slot_choice: {c.slot_choice})" if c.slot_choice else ""
+        sections.append(_slot_sections(c, f"Campaign {c.scope}{choice}", f"slots-{i + 1}"))
+    return _env.get_template("slots.html.j2").render(
+        sections=sections,
+        count=len(overview.campaigns),
+        generated=overview.generated_at.strftime("%Y-%m-%d %H:%M UTC"),
     )

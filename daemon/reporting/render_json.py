@@ -9,7 +9,8 @@ from typing import Any
 
 from daemon.reporting.model import GroupFigures, Report
 from daemon.reporting.records import group_record
-from daemon.reporting.slot_records import comparison_dict
+from daemon.reporting.slot_records import comparison_dict, overview_dict
+from daemon.reporting.slots import SlotOverview
 
 SCHEMA_VERSION = 1
 
@@ -56,4 +57,10 @@ def render_slots_json(report: Report) -> str:
         "generated_at": report.generated_at.isoformat(),
         "slot_comparison": comparison_dict(report.slots) if report.slots is not None else None,
     }
+    return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+
+
+def render_overview_json(overview: SlotOverview) -> str:
+    """``--all-campaigns``: the pooled comparison (``overall``) and each campaign's."""
+    data = {"schema_version": SCHEMA_VERSION, **overview_dict(overview)}
     return json.dumps(data, ensure_ascii=False, indent=2) + "\n"

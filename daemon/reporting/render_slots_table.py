@@ -7,13 +7,13 @@ from rich.table import Table
 from rich.text import Text
 
 from daemon.reporting.slot_records import display_interval
-from daemon.reporting.slots import METRICS, SlotComparison
+from daemon.reporting.slots import METRICS, SlotComparison, SlotOverview
 
 
-def slot_tables(comparison: SlotComparison | None) -> list[Table | Text]:
+def slot_tables(comparison: SlotComparison | None, title: str = "Slot comparison") -> list[Table | Text]:
     if comparison is None:
         return []
-    heading = f"Slot comparison (95 % intervals; revenue in {comparison.currency})"
+    heading = f"{title} (95 % intervals; revenue in {comparison.currency})"
     out: list[Table | Text] = [Text(heading, style="bold")]
     if comparison.summary:
         return [*out, Text(comparison.summary)]
@@ -31,4 +31,14 @@ def slot_tables(comparison: SlotComparison | None) -> list[Table | Text]:
             out.append(Text(group.caveat, style="yellow"))
         for line in [group.summary] if group.summary else [d.verdict for d in group.differences]:
             out.append(Text(f"  {line}"))
+    return out
+
+
+def overview_tables(overview: SlotOverview) -> list[Table | Text]:
+    """``--all-campaigns``: the pooled comparison and its notes, then each campaign."""
+    out = slot_tables(overview.overall, "All campaigns, pooled")
+    out += [Text(f"note: {note}", style="yellow") for note in overview.notes]
+    for c in overview.campaigns:
+        choice = f", slot_choice {c.slot_choice}" if c.slot_choice else ""
+        out += [Text(""), *slot_tables(c, f"Campaign {c.scope}{choice}")]
     return out

@@ -18,14 +18,16 @@ Evidence: a row is ``randomised`` when its ``slot_basis`` is in ``daemon.deliver
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
+from datetime import datetime
 
 from sqlalchemy import BigInteger, Integer, and_, case, cast, false, func, literal, or_, select, true
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from daemon.attribution.rules import REVENUE_ATTRIBUTIONS
 from daemon.channel import spec_of
 from daemon.delivery import HANDED_OVER, RANDOMISED
-from daemon.reporting.slots import EVIDENCE, SlotCounts
+from daemon.reporting.slots import EVIDENCE, SlotCounts, SlotOverview, overview
 from daemon.store.schema import conversions, deliveries, events
 
 RECIPIENT_STATES = tuple(sorted(HANDED_OVER))
@@ -105,3 +107,30 @@ async def slot_counts(conn: AsyncConnection, campaign_id: str, currency: str) ->
         SlotCounts(slot, kind, *totals[(kind, slot)])
         for kind, slot in sorted(totals, key=lambda k: (EVIDENCE.index(k[0]), k[1]))
     ]
+
+
+async def build_slot_overview(
+    engine: AsyncEngine, known: Mapping[str, tuple[str, str | None]], now: datetime, default_currency: str = "USD"
+) -> SlotOverview:
+    """The slot comparison of every campaign with recipients in the ledger, then pooled. ``known``:
+    campaign id → (currency, slot_choice) of the loaded campaign files; the others count revenue in
+    ``default_currency`` and have no slot_choice (a note names them)."""
+    stmt = (
+        select(deliveries.c.campaign_id)
+        .where(deliveries.c.state.in_(RECIPIENT_STATES))
+        .distinct()
+        .order_by(deliveries.c.campaign_id)
+    )
+    per_campaign = []
+    async with engine.connect() as conn:
+        ids = list((await conn.execute(stmt)).scalars())
+        for campaign_id in ids:
+            currency, choice = known.get(campaign_id, (default_currency, None))
+            per_campaign.append((campaign_id, currency, choice, await slot_counts(conn, campaign_id, currency)))
+    result = overview(per_campaign, now)
+    unloaded = [c for c in ids if c not in known]
+    if unloaded:
+        result.notes.append(
+            f"campaign files not loaded ({', '.join(unloaded)}): their revenue counts in {default_currency}"
+        )
+    return result

@@ -7,7 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemon.reporting.slots import CONFIDENCE, METRICS, Difference, EvidenceComparison, SlotComparison, SlotFigures
+from daemon.reporting.slots import (
+    CONFIDENCE,
+    METRICS,
+    Difference,
+    EvidenceComparison,
+    SlotComparison,
+    SlotFigures,
+    SlotOverview,
+)
 from daemon.reporting.stats import Interval
 
 FIELDS = {
@@ -138,3 +146,12 @@ def display_interval(interval: Interval | None, rate: bool) -> str:
     if rate:
         return f"{interval.estimate * 100:.1f}% ({interval.low * 100:.1f}–{interval.high * 100:.1f})"
     return f"{interval.estimate:,.2f} ({interval.low:,.2f}–{interval.high:,.2f})".replace("-", "−")
+
+
+def overview_dict(o: SlotOverview) -> dict[str, Any]:
+    return {
+        "generated_at": o.generated_at.isoformat(),
+        "overall": comparison_dict(o.overall),
+        "campaigns": [comparison_dict(c) for c in o.campaigns],
+        "notes": list(o.notes),
+    }

@@ -21,8 +21,9 @@ is simply better minus worse. No correction for several comparisons is made.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 
 from daemon.reporting.stats import Interval, mean_interval, newcombe, welch, wilson
@@ -129,14 +130,61 @@ class SlotComparison:
         return None if self.groups else "Nothing has been sent yet: no slots to compare."
 
 
+ALL_CAMPAIGNS = "(all campaigns)"  # the scope of the pooled comparison (no campaign id has brackets)
+POOLING_CAVEAT = (
+    "Pooled: each campaign's recipients summed per slot, from the campaigns that sent to two slots or more "
+    "under that kind of evidence. Randomised rows stay a fair comparison only if every campaign split its "
+    "recipients between the slots in like proportions; read the campaigns too."
+)
+
+
+@dataclass(frozen=True)
+class SlotOverview:
+    """The slot comparison of several campaigns, then of all of them pooled (``ALL_CAMPAIGNS``)."""
+
+    generated_at: datetime
+    overall: SlotComparison
+    campaigns: list[SlotComparison]
+    notes: list[str] = field(default_factory=list)
+
+
+def overview(
+    per_campaign: Sequence[tuple[str, str, str | None, Sequence[SlotCounts]]], generated_at: datetime
+) -> SlotOverview:
+    """From (campaign id, currency, slot_choice, counts) per campaign. The pooled comparison sums, per
+    kind of evidence, the campaigns that sent to two slots or more under it (``_comparable``); revenue
+    is pooled only when every campaign has the same currency."""
+    currencies = sorted({currency for _, currency, _, _ in per_campaign})
+    same = len(currencies) <= 1
+    notes = [POOLING_CAVEAT]
+    if not same:
+        notes.append(f"campaigns in several currencies ({', '.join(currencies)}): revenue is not pooled")
+    overall = compare(
+        pool(c for *_, counts in per_campaign for c in _comparable(counts)),
+        ALL_CAMPAIGNS,
+        currencies[0] if same and currencies else "mixed",
+        revenue=same,
+    )
+    campaigns = [compare(counts, cid, currency, choice) for cid, currency, choice, counts in per_campaign]
+    return SlotOverview(generated_at, overall, campaigns, notes)
+
+
+def _comparable(counts: Sequence[SlotCounts]) -> list[SlotCounts]:
+    """A campaign's counts of the kinds of evidence where it sent to two slots or more: one slot alone
+    compares nothing and would only tilt the pooled figures towards its audience."""
+    sent = [c for c in counts if c.recipients]
+    slots = {e: {c.slot for c in sent if c.evidence == e} for e in EVIDENCE}
+    return [c for c in sent if len(slots[c.evidence]) > 1]
+
+
 def _money_moments(c: SlotCounts) -> tuple[int, float, float]:
     """(n, Σx, Σx²) of the net revenue per recipient, in currency units."""
     return c.recipients, c.net_cents / 100, c.net_squares / 10_000
 
 
-def figures_of(c: SlotCounts) -> SlotFigures:
-    revenue = mean_interval(*_money_moments(c))
-    if revenue is None and c.recipients == 1:
+def figures_of(c: SlotCounts, with_revenue: bool = True) -> SlotFigures:
+    revenue = mean_interval(*_money_moments(c)) if with_revenue else None
+    if with_revenue and revenue is None and c.recipients == 1:
         value = c.net_cents / 100
         revenue = Interval(value, value, value)  # shown, never compared (below MIN_RECIPIENTS)
     return SlotFigures(
@@ -150,22 +198,40 @@ def figures_of(c: SlotCounts) -> SlotFigures:
     )
 
 
-def compare(counts: Sequence[SlotCounts], scope: str, currency: str, slot_choice: str | None = None) -> SlotComparison:
+def compare(
+    counts: Sequence[SlotCounts], scope: str, currency: str, slot_choice: str | None = None, *, revenue: bool = True
+) -> SlotComparison:
+    """The comparison of ``counts`` (any order). ``revenue=False``: no revenue figure (several currencies)."""
     groups = []
     for evidence in EVIDENCE:
-        slots = [figures_of(c) for c in counts if c.evidence == evidence and c.recipients]
+        slots = [figures_of(c, revenue) for c in sorted(counts, key=lambda c: c.slot) if c.evidence == evidence]
+        slots = [s for s in slots if s.counts.recipients]
         if slots:
-            groups.append(_compare_group(evidence, slots, currency))
+            groups.append(_compare_group(evidence, slots, currency, revenue))
     return SlotComparison(scope, slot_choice, currency, groups)
 
 
-def _compare_group(evidence: str, slots: list[SlotFigures], currency: str) -> EvidenceComparison:
+_SUMMED = ("recipients", "open_recipients", "opened", "clicked", "converted", "net_cents", "net_squares")
+
+
+def pool(counts: Iterable[SlotCounts]) -> list[SlotCounts]:
+    """The counts of several campaigns summed per (evidence, slot): every count and sum adds up."""
+    totals: dict[tuple[str, str], SlotCounts] = {}
+    for c in counts:
+        key = (c.evidence, c.slot)
+        before = totals.get(key, SlotCounts(c.slot, c.evidence))
+        totals[key] = SlotCounts(c.slot, c.evidence, *(getattr(before, f) + getattr(c, f) for f in _SUMMED))
+    return [totals[k] for k in sorted(totals, key=lambda k: (EVIDENCE.index(k[0]), k[1]))]
+
+
+def _compare_group(evidence: str, slots: list[SlotFigures], currency: str, revenue: bool) -> EvidenceComparison:
     if len(slots) == 1:
         only = slots[0].slot
         return EvidenceComparison(evidence, slots, [], f"Only the {only} slot was sent to: nothing to compare.")
     differences = []
     for metric in METRICS:
-        differences.extend(_against_leader(metric, slots, currency))
+        if metric.key != "revenue" or revenue:
+            differences.extend(_against_leader(metric, slots, currency))
     return EvidenceComparison(evidence, slots, differences)
 
 

@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(REPO / "tests"))
-from reporting.slot_seed import CAMPAIGN, Expected, expected_counts, seed_slots  # noqa: E402
+from reporting.slot_seed import CAMPAIGN, CAMPAIGNS, SECOND, Expected, expected_counts, seed_slots  # noqa: E402
 
 from daemon.reporting.slots import MIN_RECIPIENTS  # noqa: E402
 from daemon.reporting.stats import Interval, mean_interval, newcombe, welch, wilson  # noqa: E402
@@ -192,3 +192,49 @@ def test_nothing_to_compare_is_a_sentence(slot_config: Path) -> None:
     assert comparison["evidence"] == [] and comparison["summary"].startswith("Nothing has been sent yet")
     code, _, err = run(*args, "--slots", "--format", "html")
     assert code == 2 and "--slots" in err
+
+
+def test_all_campaigns_pools_the_comparable_ones(slot_config: Path) -> None:
+    code, out, err = run("report", "--all-campaigns", "--format", "json", "--config", str(slot_config))
+    assert code == 0, err
+    data = json.loads(out)
+    assert [c["scope"] for c in data["campaigns"]] == sorted(CAMPAIGNS)
+    by_scope = {c["scope"]: c for c in data["campaigns"]}
+    assert by_scope[CAMPAIGN]["slot_choice"] == "split" and by_scope[SECOND]["slot_choice"] is None  # not loaded
+    overall = data["overall"]
+    assert overall["scope"] == "(all campaigns)" and "Pooled" in data["notes"][0]
+    assert any(SECOND in note for note in data["notes"])  # its file is not loaded: revenue in USD
+    # pooled: slotsplit and second; "other" sent to one slot only and is left out
+    for group in overall["evidence"]:
+        for s in group["slots"]:
+            parts = [expected_counts(c).get((group["evidence"], s["slot"])) for c in (CAMPAIGN, SECOND)]
+            pooled = Expected()
+            for e in [p for p in parts if p is not None]:
+                pooled.recipients += e.recipients
+                pooled.open_recipients += e.open_recipients
+                pooled.opened += e.opened
+                pooled.clicked += e.clicked
+                pooled.converted += e.converted
+                pooled.nets += e.nets
+            assert (s["recipients"], s["clicked"], s["converted"]) == (
+                pooled.recipients, pooled.clicked, pooled.converted
+            )  # fmt: skip
+            for key, interval in _expected_figures(pooled).items():
+                assert s[key] == pytest.approx(_rounded(interval)), key
+    code, out, _ = run("report", "--all-campaigns", "--format", "csv", "--config", str(slot_config))
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and rows[0]["campaign_id"] == "(all campaigns)"
+    assert {r["campaign_id"] for r in rows} == {"(all campaigns)", *CAMPAIGNS}
+    code, out, _ = run("report", "--all-campaigns", "--config", str(slot_config))
+    assert code == 0 and "All campaigns, pooled" in out and f"Campaign {CAMPAIGN}, slot_choice split" in out
+    code, out, _ = run("report", "--all-campaigns", "--format", "html", "--config", str(slot_config))
+    assert code == 0 and out.count('<section id="slots-') == 1 + len(CAMPAIGNS) and "<script" not in out
+
+
+def test_all_campaigns_argument_rules(slot_config: Path) -> None:
+    code, _, err = run("report", CAMPAIGN, "--all-campaigns", "--config", str(slot_config))
+    assert code == 2 and "leave out CAMPAIGN_ID" in err
+    code, _, err = run("report", "--all-campaigns", "--by", "slot", "--config", str(slot_config))
+    assert code == 2 and "--by" in err
+    code, _, err = run("report", "--config", str(slot_config))
+    assert code == 2 and "--all-campaigns" in err

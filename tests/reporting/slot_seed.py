@@ -6,7 +6,8 @@ Campaign ``slotsplit`` (``slot_choice: split``), email and SMS, slots 07:30 and 
 - observational: 07:30 ``history`` (40 recipients), 17:00 ``default`` (10) and unrecorded (2);
 - rows that are not recipients (failed, unknown, planned, skipped) with events and orders of their own;
 - noise that must never count: machine opens, scanner clicks, orders credited by ``contact``, orders
-  in another currency, and a row of another campaign.
+  in another currency, and a campaign that sent to one slot only (``other``);
+- campaign ``second``: 35 randomised recipients per slot, for the comparison across campaigns.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from daemon.store.schema import campaigns, contacts, conversions, deliveries, events
 
 CAMPAIGN = "slotsplit"
+SECOND = "second"  # another split campaign, for the comparison across campaigns
 CURRENCY = "USD"
 T0 = datetime(2027, 5, 6, tzinfo=UTC)
 DUE = {"07:30": datetime(2027, 5, 6, 11, 30, tzinfo=UTC), "17:00": datetime(2027, 5, 6, 21, 0, tzinfo=UTC)}
@@ -67,8 +69,11 @@ ARMS = [
     (CAMPAIGN, "17:00", "split", "email", "unknown", 3, 1, 1, 1, 1, 1),
     (CAMPAIGN, "07:30", "split", "email", "planned", 3, 1, 1, 1, 1, 1),
     (CAMPAIGN, "17:00", "split", "email", "skipped", 4, 1, 1, 1, 1, 1),
-    ("other", "07:30", "split", "email", "sent", 6, 1, 1, 1, 1, 1),
+    ("other", "07:30", "split", "email", "sent", 6, 1, 1, 1, 1, 1),  # one slot only: left out of the pool
+    (SECOND, "07:30", "split", "email", "delivered", 35, 3, 1, 4, 1, 9),
+    (SECOND, "17:00", "split", "email", "delivered", 35, 3, 2, 4, 2, 6),
 ]
+CAMPAIGNS = (CAMPAIGN, "other", SECOND)
 
 
 def _rows() -> list[Row]:
@@ -139,7 +144,7 @@ async def seed_slots(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.execute(
             insert(campaigns),
-            [{"id": c, "name": c, "config_hash": "x", "loaded_at": T0} for c in (CAMPAIGN, "other")],
+            [{"id": c, "name": c, "config_hash": "x", "loaded_at": T0} for c in CAMPAIGNS],
         )
         await conn.execute(
             insert(contacts),

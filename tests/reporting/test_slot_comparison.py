@@ -130,3 +130,24 @@ def test_revenue_of_one_recipient_is_shown_not_compared() -> None:
     revenue = group.slots[0].figures["revenue"]
     assert revenue is not None and (revenue.estimate, revenue.low, revenue.high) == (12.5, 12.5, 12.5)
     assert group.slots[0].net_revenue == Decimal("12.50")
+
+
+def test_pool_sums_and_leaves_out_single_slot_campaigns() -> None:
+    from daemon.reporting.slots import ALL_CAMPAIGNS, overview, pool
+
+    a = [SlotCounts("07:30", "randomised", 40, 40, 10, 4, 1, 500, 250_000),
+         SlotCounts("17:00", "randomised", 40, 40, 20, 8, 2, 900, 810_000)]  # fmt: skip
+    b = [SlotCounts("07:30", "randomised", 30, 0, 0, 3, 0, 0, 0),
+         SlotCounts("17:00", "randomised", 30, 0, 0, 9, 1, 100, 10_000)]  # fmt: skip
+    lonely = [SlotCounts("07:30", "randomised", 500, 500, 400, 300, 50, 0, 0)]  # one slot: compares nothing
+    assert pool([*a, *b]) == [SlotCounts("07:30", "randomised", 70, 40, 10, 7, 1, 500, 250_000),
+                              SlotCounts("17:00", "randomised", 70, 40, 20, 17, 3, 1000, 820_000)]  # fmt: skip
+    result = overview([("a", "USD", "split", a), ("b", "USD", "split", b), ("c", "USD", None, lonely)], T0)
+    assert result.overall.scope == ALL_CAMPAIGNS and [c.scope for c in result.campaigns] == ["a", "b", "c"]
+    assert [s.counts for s in result.overall.groups[0].slots] == pool([*a, *b])
+    assert "Pooled" in result.notes[0] and result.overall.currency == "USD"
+    mixed = overview([("a", "USD", "split", a), ("b", "EUR", "split", b)], T0)
+    assert mixed.overall.currency == "mixed" and "several currencies (EUR, USD)" in mixed.notes[1]
+    assert all(s.figures["revenue"] is None for s in mixed.overall.groups[0].slots)
+    assert "revenue" not in {d.metric for d in mixed.overall.groups[0].differences}
+    assert mixed.campaigns[1].currency == "EUR" and mixed.campaigns[1].groups[0].slots[0].figures["revenue"]
