@@ -103,7 +103,7 @@ def _slot_sections(
         "currency": comparison.currency,
         "title": title,
         "anchor": anchor,
-        "notes": list(notes),
+        "notes": [*notes, *comparison.notes],
     }
 
 

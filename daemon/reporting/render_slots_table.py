@@ -17,6 +17,7 @@ def slot_tables(comparison: SlotComparison | None, title: str = "Slot comparison
     out: list[Table | Text] = [Text(heading, style="bold")]
     if comparison.summary:
         return [*out, Text(comparison.summary)]
+    out += [Text(f"note: {note}", style="yellow") for note in comparison.notes]
     for group in comparison.groups:
         table = Table(title=f"Slots: {group.label}", title_justify="left", show_edge=False, pad_edge=False)
         table.add_column("slot", no_wrap=True)

@@ -75,6 +75,7 @@ def comparison_dict(c: SlotComparison) -> dict[str, Any]:
         "confidence": CONFIDENCE,
         "min_recipients": c.min_recipients,
         "summary": c.summary,
+        "notes": c.notes,
         "evidence": [
             {
                 "evidence": g.evidence,

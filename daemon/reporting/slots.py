@@ -129,6 +129,17 @@ class SlotComparison:
         """The sentence shown instead of the comparison when nothing was sent."""
         return None if self.groups else "Nothing has been sent yet: no slots to compare."
 
+    @property
+    def notes(self) -> list[str]:
+        """A randomising campaign whose recipients have no randomised slot basis: nothing is causal."""
+        if self.slot_choice in ("split", "learned") and self.groups:
+            if not any(g.evidence == "randomised" for g in self.groups):
+                return [
+                    f"slot_choice is {self.slot_choice}, but no recipient has a randomised slot basis (split or "
+                    "exploration) yet: nothing here is causal evidence"
+                ]
+        return []
+
 
 ALL_CAMPAIGNS = "(all campaigns)"  # the scope of the pooled comparison (no campaign id has brackets)
 POOLING_CAVEAT = (

@@ -151,3 +151,12 @@ def test_pool_sums_and_leaves_out_single_slot_campaigns() -> None:
     assert all(s.figures["revenue"] is None for s in mixed.overall.groups[0].slots)
     assert "revenue" not in {d.metric for d in mixed.overall.groups[0].differences}
     assert mixed.campaigns[1].currency == "EUR" and mixed.campaigns[1].groups[0].slots[0].figures["revenue"]
+
+
+def test_a_split_campaign_without_randomised_rows_says_nothing_is_causal() -> None:
+    counts = [SlotCounts(s, "observational", recipients=40) for s in ("07:30", "17:00")]
+    assert compare(counts, "x", "USD", "split").notes == [
+        "slot_choice is split, but no recipient has a randomised slot basis (split or exploration) yet: "
+        "nothing here is causal evidence"
+    ]
+    assert compare(counts, "x", "USD", "first").notes == [] and compare([], "x", "USD", "split").notes == []
