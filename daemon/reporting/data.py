@@ -61,6 +61,8 @@ from daemon.reporting.model import (
     Report,
     TimingBucket,
 )
+from daemon.reporting.slot_data import slot_counts
+from daemon.reporting.slots import compare as compare_slots
 from daemon.reporting.sql_time import seconds_between
 from daemon.store.schema import campaigns, contacts, conversions, deliveries, events
 
@@ -81,6 +83,7 @@ class ReportQuery:
     segments: Sequence[tuple[str, Any]] | None = None  # (name, condition); None: contact country
     window: tuple[datetime, datetime] | None = None  # [start, end) of the holdout comparison; see ledger_window
     costs: Costs = field(default_factory=Costs)  # the campaign's; defaults: no cost, no margin, USD
+    slot_choice: str | None = None  # the campaign's (first | split | learned); None: its file is not loaded
 
 
 async def campaign_name(engine: AsyncEngine, campaign_id: str) -> str | None:
@@ -103,7 +106,8 @@ async def ledger_window(
 async def build_report(
     engine: AsyncEngine, query: ReportQuery, now: datetime, *, name: str | None = None, charts: bool = False
 ) -> Report:
-    """Every figure of the report. ``charts`` adds the timing histogram and ROI per channel (HTML)."""
+    """Every figure of the report and the slot comparison (``slots``). ``charts`` adds the timing
+    histogram and ROI per channel (HTML)."""
     if query.window is None:
         window = await ledger_window(engine, query.campaign_id) or (now, now)
         query = replace(query, window=window)
@@ -115,6 +119,7 @@ async def build_report(
             by_channel = groups if query.by == "channel" else await _figures(conn, query, "channel", now)
         else:
             by_channel = {}
+        counts = await slot_counts(conn, query.campaign_id, query.costs.currency)
     return Report(
         campaign_id=query.campaign_id,
         campaign_name=name or query.campaign_id,
@@ -126,6 +131,7 @@ async def build_report(
         total=total,
         timing=timing,
         roi_by_channel=[by_channel[k] for k in sorted(by_channel, key=_group_order)],
+        slots=compare_slots(counts, query.campaign_id, query.costs.currency, query.slot_choice),
     )
 
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from daemon.attribution.roi import RoiFigures
+from daemon.reporting.slots import SlotComparison
 
 DIMENSIONS = ("channel", "slot", "segment", "timezone")
 NO_GROUP = "(none)"  # the group of rows whose key is missing (e.g. a contact without a country)
@@ -107,3 +108,4 @@ class Report:
     timing: list[TimingBucket] = field(default_factory=list)
     roi_by_channel: list[GroupFigures] = field(default_factory=list)  # for the HTML chart
     notes: list[str] = field(default_factory=list)
+    slots: SlotComparison | None = None  # the slot comparison (daemon.reporting.slots)

@@ -1,7 +1,8 @@
 """``--format csv``: one row per group, then the campaign total (``by`` = ``all``, group ``total``).
 
 Columns are stable: every known skip reason has its ``skipped_<reason>`` column. Decimals are
-written exactly; unknown figures are empty. Cells that a spreadsheet would run as a formula
+written exactly; unknown figures are empty. ``render_slots_csv``: the slot comparison instead, one
+row per campaign × evidence × slot. Cells that a spreadsheet would run as a formula
 (starting with = + - @) are prefixed with a quote (group names come from data)."""
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from decimal import Decimal
 
 from daemon.reporting.model import Report
 from daemon.reporting.records import group_record, skip_reasons
+from daemon.reporting.slot_records import csv_header, csv_rows
+from daemon.reporting.slots import SlotComparison, SlotOverview
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -38,4 +41,25 @@ def render_csv(report: Report) -> str:
             header = list(record)
             writer.writerow(header)
         writer.writerow([_cell(record[k]) for k in header])
+    return buffer.getvalue()
+
+
+def render_slots_csv(report: Report) -> str:
+    """The slot comparison: one row per evidence × slot (a header alone when nothing was sent)."""
+    return _slots_csv([report.slots] if report.slots is not None else [])
+
+
+def render_overview_csv(overview: SlotOverview) -> str:
+    """``--all-campaigns``: the pooled rows (campaign ``(all campaigns)``), then each campaign's."""
+    return _slots_csv([overview.overall, *overview.campaigns])
+
+
+def _slots_csv(comparisons: list[SlotComparison]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    header = csv_header()
+    writer.writerow(header)
+    for comparison in comparisons:
+        for row in csv_rows(comparison):
+            writer.writerow([_cell(row[k]) for k in header])
     return buffer.getvalue()

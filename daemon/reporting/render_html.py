@@ -5,6 +5,7 @@ every text it draws."""
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from markupsafe import Markup
 from daemon.reporting import svg
 from daemon.reporting.model import GroupFigures, Report, TimingBucket
 from daemon.reporting.records import SECTIONS, display, group_record
+from daemon.reporting.slot_records import display_interval
+from daemon.reporting.slots import METRICS, EvidenceComparison, SlotComparison, SlotOverview
 
 TEMPLATES = Path(__file__).parent / "templates"
 _env = Environment(
@@ -64,6 +67,46 @@ def roi_chart(by_channel: list[GroupFigures]) -> Markup:
     return svg.signed_bars("ROI per channel", [(g.key, g.money.roi) for g in by_channel], show_title=False)
 
 
+def slot_chart(group: EvidenceComparison, currency: str) -> Markup:
+    """Dot-and-whisker panels, one per figure, the slots one above the other on a shared axis."""
+    panels = []
+    for metric in METRICS:
+        rows = []
+        for s in group.slots:
+            i = s.figures[metric.key]
+            rows.append((s.slot, *((i.estimate, i.low, i.high) if i else (None, None, None))))
+        label = metric.label if metric.rate else f"{metric.label} ({currency})"
+        panels.append((label, metric.rate, rows))
+    return svg.interval_dots(f"Slots, {group.label}: estimates with 95 % intervals", panels, show_title=False)
+
+
+def _slot_sections(
+    comparison: SlotComparison | None, title: str = "Slot comparison", anchor: str = "slots", notes: Sequence[str] = ()
+) -> dict[str, Any] | None:
+    if comparison is None:
+        return None
+    groups = []
+    for g in comparison.groups:
+        rows = [
+            (s.slot, f"{s.counts.recipients:,}", [display_interval(s.figures[m.key], m.rate) for m in METRICS])
+            for s in g.slots
+        ]
+        verdicts = [("summary", g.summary)] if g.summary else [(d.outcome, d.verdict) for d in g.differences]
+        chart = slot_chart(g, comparison.currency) if len(g.slots) > 1 else None
+        groups.append({"evidence": g.evidence, "label": g.label, "caveat": g.caveat, "chart": chart, "rows": rows,
+                       "verdicts": verdicts})  # fmt: skip
+    return {
+        "summary": comparison.summary,
+        "headers": [m.label for m in METRICS],
+        "groups": groups,
+        "min_recipients": comparison.min_recipients,
+        "currency": comparison.currency,
+        "title": title,
+        "anchor": anchor,
+        "notes": [*notes, *comparison.notes],
+    }
+
+
 def _kpis(report: Report) -> list[tuple[str, str, str]]:
     t = report.total
     lift = t.money.lift
@@ -101,6 +144,20 @@ def render_html(report: Report) -> str:
         funnel=funnel_chart(report.total),
         roi=roi_chart(report.roi_by_channel),
         table=_table(report),
+        slots=_slot_sections(report.slots),
         generated=report.generated_at.strftime("%Y-%m-%d %H:%M UTC"),
         window=" to ".join(w.strftime("%Y-%m-%d %H:%M UTC") for w in report.window),
+    )
+
+
+def render_overview_html(overview: SlotOverview) -> str:
+    """``--all-campaigns``: one self-contained page, the pooled comparison first, then each campaign."""
+    sections = [_slot_sections(overview.overall, "All campaigns, pooled", "slots-all", overview.notes)]
+    for i, c in enumerate(overview.campaigns):
+        choice = f" (slot_choice: {c.slot_choice})" if c.slot_choice else ""
+        sections.append(_slot_sections(c, f"Campaign {c.scope}{choice}", f"slots-{i + 1}"))
+    return _env.get_template("slots.html.j2").render(
+        sections=sections,
+        count=len(overview.campaigns),
+        generated=overview.generated_at.strftime("%Y-%m-%d %H:%M UTC"),
     )

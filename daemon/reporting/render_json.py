@@ -1,4 +1,5 @@
-"""``--format json``: stable keys, Decimals as strings (exact), unknown figures as null."""
+"""``--format json``: stable keys, Decimals as strings (exact), unknown figures as null; the slot
+comparison (``slot_comparison``) in plain numbers (``daemon.reporting.slot_records``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 
 from daemon.reporting.model import GroupFigures, Report
 from daemon.reporting.records import group_record
+from daemon.reporting.slot_records import comparison_dict, overview_dict
+from daemon.reporting.slots import SlotOverview
 
 SCHEMA_VERSION = 1
 
@@ -31,6 +34,8 @@ def report_dict(report: Report) -> dict[str, Any]:
         "total": _group(report.total),
         "notes": list(report.notes),
     }
+    if report.slots is not None:
+        data["slot_comparison"] = comparison_dict(report.slots)
     if report.timing:
         data["timing"] = [
             {"slot": b.slot, "from_minutes": b.low, "to_minutes": b.high, "opens": b.opens, "clicks": b.clicks}
@@ -41,3 +46,21 @@ def report_dict(report: Report) -> dict[str, Any]:
 
 def render_json(report: Report) -> str:
     return json.dumps(report_dict(report), ensure_ascii=False, indent=2) + "\n"
+
+
+def render_slots_json(report: Report) -> str:
+    """``--slots``: the slot comparison alone, under the report's identity."""
+    data = {
+        "schema_version": SCHEMA_VERSION,
+        "campaign_id": report.campaign_id,
+        "campaign_name": report.campaign_name,
+        "generated_at": report.generated_at.isoformat(),
+        "slot_comparison": comparison_dict(report.slots) if report.slots is not None else None,
+    }
+    return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+
+
+def render_overview_json(overview: SlotOverview) -> str:
+    """``--all-campaigns``: the pooled comparison (``overall``) and each campaign's."""
+    data = {"schema_version": SCHEMA_VERSION, **overview_dict(overview)}
+    return json.dumps(data, ensure_ascii=False, indent=2) + "\n"

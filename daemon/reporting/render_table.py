@@ -8,6 +8,7 @@ from rich.text import Text
 
 from daemon.reporting.model import Report
 from daemon.reporting.records import SECTIONS, display, group_record
+from daemon.reporting.render_slots_table import slot_tables
 
 
 def render_table(report: Report) -> Group:
@@ -28,6 +29,7 @@ def render_table(report: Report) -> Group:
             for reason in reasons:
                 table.add_row(f"  skipped: {reason}", *(f"{g.deliveries.skipped.get(reason, 0):,}" for g in columns))
         tables.append(table)
+    tables.extend(slot_tables(report.slots))
     for note in report.notes:
         tables.append(Text(f"note: {note}", style="yellow"))
     return Group(*tables)

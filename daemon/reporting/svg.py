@@ -195,3 +195,70 @@ def signed_bars(title: str, items: Sequence[tuple[str, Decimal | None]], *, widt
         body.append(_text(cx, height - 12, name, fill=TEXT_COLOUR, font_size=12, text_anchor="middle"))
     body.append(f'<line x1="{left}" y1="{zero_y:.1f}" x2="{width - right}" y2="{zero_y:.1f}" stroke="{AXIS_COLOUR}" />')
     return _svg(width, height, title, body, "chart bars")
+
+
+SLOT_COLOURS = (OPEN_COLOUR, CLICK_COLOUR, "#54a24b", "#b279a2", "#9d755d", "#e45756")
+
+
+def interval_dots(
+    title: str,
+    panels: Sequence[tuple[str, bool, Sequence[tuple[str, float | None, float | None, float | None]]]],
+    *,
+    width: int = 560,
+    row: int = 22,
+    show_title: bool = True,
+) -> Markup:
+    """Dot-and-whisker panels for comparing slots: one panel per figure (label, as a percentage?,
+    rows of (slot, estimate, low, high)), one row per slot — a dot at the estimate, a bar across the
+    95 % interval, the value written beside it. Every panel starts at zero (or below, for a negative
+    interval) so that overlapping bars read as "no clear difference". ``None`` rows say n/a."""
+    left, right, gap = 70, 150, 26
+    top = 34 if show_title else 6
+    plot_w = width - left - right
+    body = (
+        [_text(0, 20, title, class_="chart-title", fill=TEXT_COLOUR, font_size=14, font_weight=600)]
+        if show_title
+        else []
+    )
+    y = top
+    for label, as_percent, rows in panels:
+        highs = [r[3] for r in rows if r[3] is not None]
+        lows = [r[2] for r in rows if r[2] is not None]
+        up = nice_ticks(max(highs + [0.0]), 4) if max(highs + [0.0]) > 0 else [0.0, 1.0]
+        down = nice_ticks(-min(lows + [0.0]), 2) if min(lows + [0.0]) < 0 else [0.0]
+        span = up[-1] + down[-1] or 1.0
+
+        def x_of(v: float, _down: float = down[-1], _span: float = span) -> float:
+            return left + (v + _down) / _span * plot_w
+
+        def fmt(v: float, _percent: bool = as_percent) -> str:
+            return fmt_percent(v) if _percent else fmt_number(round(v, 2))
+
+        body.append(_text(0, y + 12, label, fill=TEXT_COLOUR, font_size=12, font_weight=600))
+        y += 18
+        bottom = y + row * len(rows)
+        for t in [*(-d for d in reversed(down[1:])), *up]:
+            tx = x_of(t)
+            stroke = AXIS_COLOUR if t == 0 else "#e4e7eb"
+            body.append(f'<line x1="{tx:.1f}" y1="{y:.1f}" x2="{tx:.1f}" y2="{bottom:.1f}" stroke="{stroke}" />')
+            body.append(_text(tx, bottom + 11, fmt(t), fill=MUTED_COLOUR, font_size=9, text_anchor="middle"))
+        for i, (slot, estimate, low, high) in enumerate(rows):
+            cy = y + i * row + row / 2
+            colour = SLOT_COLOURS[i % len(SLOT_COLOURS)]
+            body.append(_text(left - 8, cy + 4, slot, fill=TEXT_COLOUR, font_size=12, text_anchor="end"))
+            if estimate is None or low is None or high is None:
+                body.append(_text(left + 4, cy + 4, "n/a", fill=MUTED_COLOUR, font_size=11))
+                continue
+            summary = f"{fmt(estimate)} ({fmt(low)}–{fmt(high)})"
+            x1, x2, cx = x_of(low), x_of(high), x_of(estimate)
+            whisker = (
+                f'<g class="interval"><title>{escape(f"{slot} {label}: {summary}")}</title>'
+                f'<line x1="{x1:.1f}" y1="{cy:.1f}" x2="{x2:.1f}" y2="{cy:.1f}" stroke="{colour}" stroke-width="3" />'
+                f'<line x1="{x1:.1f}" y1="{cy - 5:.1f}" x2="{x1:.1f}" y2="{cy + 5:.1f}" stroke="{colour}" />'
+                f'<line x1="{x2:.1f}" y1="{cy - 5:.1f}" x2="{x2:.1f}" y2="{cy + 5:.1f}" stroke="{colour}" />'
+                f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{colour}" stroke="#fff" /></g>'
+            )
+            body.append(whisker)
+            body.append(_text(left + plot_w + 8, cy + 4, summary, fill=TEXT_COLOUR, font_size=11))
+        y = bottom + gap
+    return _svg(width, int(y), title, body, "chart intervals")
