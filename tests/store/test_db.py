@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import socket
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.store import db
@@ -25,7 +26,7 @@ from daemon.store.db import (
     prepare_database,
     upgrade,
 )
-from daemon.store.schema import campaigns, metadata
+from daemon.store.schema import campaigns, contacts, deliveries, metadata
 
 HEAD = db.head_revision()  # the newest migration
 
@@ -159,7 +160,10 @@ def _closed_port() -> int:
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
-        ("postgresql+asyncpg://ops:pw-1234@db.example:5433/topslot", "postgresql+asyncpg://ops:***@db.example:5433/topslot"),
+        (
+            "postgresql+asyncpg://ops:pw-1234@db.example:5433/topslot",
+            "postgresql+asyncpg://ops:***@db.example:5433/topslot",
+        ),
         ("postgresql://ops@db/topslot?password=pw-1234", "postgresql://ops@db/topslot?password=***"),
         ("sqlite+aiosqlite:////var/lib/topslot.db", "sqlite+aiosqlite:////var/lib/topslot.db"),
         ("::not a url pw-1234", "(a database URL that cannot be parsed)"),
@@ -252,3 +256,50 @@ def test_what_is_worth_trying_again_and_what_is_a_bug() -> None:
     assert not is_transient(ProgrammingError("x", {}, Exception()))
     assert not is_transient(DBAPIError("x", {}, UniqueViolation()))
     assert not is_transient(ValueError("a bug"))
+
+
+async def _upgrade_0004_in_place(engine: AsyncEngine) -> None:
+    """A ledger written before quiet hours and slot choice upgrades in place: rows kept, new columns
+    empty, ``country_center`` and a slot basis accepted, an unknown basis refused."""
+    await upgrade(engine, "0003")
+    now = datetime(2027, 5, 5, tzinfo=UTC)
+    async with engine.begin() as conn:
+        await conn.execute(insert(campaigns).values(id="old", name="Old", config_hash="h", loaded_at=now))
+        await conn.execute(insert(contacts).values(external_id="c1", created_at=now, updated_at=now))
+        old = {  # the columns 0003 had
+            "campaign_id": "old", "contact_id": 1, "channel": "email", "slot_date": date(2027, 5, 6), "slot": "07:30",
+            "due_utc": now, "dispatch_start_utc": now, "timezone": "UTC", "tz_source": "fallback", "state": "planned",
+            "created_at": now, "updated_at": now,
+        }  # fmt: skip
+        await conn.execute(insert(deliveries).values(**old))
+    await upgrade(engine)
+    async with engine.begin() as conn:
+        row = (await conn.execute(select(deliveries))).mappings().one()
+        assert (row["tz_source"], row["slot_basis"], row["fallback_of"], row["country"]) == (
+            "fallback",
+            None,
+            None,
+            None,
+        )
+        await conn.execute(update(deliveries).values(tz_source="country_center", slot_basis="split", country="US"))
+    with pytest.raises(IntegrityError):
+        async with engine.begin() as conn:
+            await conn.execute(update(deliveries).values(slot_basis="whim"))
+
+
+async def test_0004_upgrades_a_ledger_in_place_on_sqlite(tmp_path: Path) -> None:
+    engine = open_engine(f"sqlite:///{tmp_path / 'topslot.db'}")
+    try:
+        await _upgrade_0004_in_place(engine)
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_0004_upgrades_a_ledger_in_place_on_postgresql(pg_test_url: str, make_pg_schema) -> None:
+    async with make_pg_schema(pg_test_url) as schema:
+        engine = open_engine(pg_test_url, schema=schema)
+        try:
+            await _upgrade_0004_in_place(engine)
+        finally:
+            await engine.dispose()
