@@ -45,6 +45,7 @@ LEFT_OUT_LABELS = {
     "no_channel": "no eligible channel",
     "coupon_exhausted": "coupons exhausted",
     "holdout": "holdout",
+    "frequency_cap": "frequency cap",
 }
 
 
@@ -77,6 +78,8 @@ class PlanSummary:
     # channel → tz_source → recipients: how each recipient's zone is known (``fallback``: it is not)
     zone_sources: dict[str, dict[str, int]] = field(default_factory=dict)
     fallback_zone: str | None = None  # the zone ``fallback`` recipients get (None: a fixed campaign zone)
+    frequency_caps: dict[str, str] = field(default_factory=dict)  # channel → the cap in force ("3 per 7d")
+    frequency_capped: dict[str, int] = field(default_factory=dict)  # channel → rows the cap left out
 
     @property
     def planned_by_channel(self) -> dict[str, int]:
@@ -200,6 +203,12 @@ def summary_lines(
         lines.append(
             "left out: " + ", ".join(f"{LEFT_OUT_LABELS.get(k, k)} {v:,}" for k, v in sorted(summary.left_out.items()))
         )
+    if summary.frequency_caps:
+        caps = ", ".join(
+            f"{ch} {cap} ({summary.frequency_capped.get(ch, 0):,} left out)"
+            for ch, cap in summary.frequency_caps.items()
+        )
+        lines.append(f"frequency caps: {caps}")
     if summary.zone_sources:
         parts = []
         for ch in channel_list:
