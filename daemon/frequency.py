@@ -23,13 +23,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daemon.campaign import Campaign, FrequencyCap
 from daemon.delivery import IN_FLIGHT, MAYBE_HANDED_OVER
 from daemon.delivery import DeliveryState as S
 from daemon.delivery import SkipReason as R
-from daemon.settings import Settings
+
+if TYPE_CHECKING:  # the settings depend on the store, which uses this module
+    from daemon.settings import Settings
 
 COUNTED: frozenset[S] = MAYBE_HANDED_OVER | IN_FLIGHT
 """States of a row that count against a cap: perhaps in the recipient's hands, or about to be."""
