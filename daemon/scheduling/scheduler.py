@@ -165,6 +165,7 @@ class BucketScheduler:
                 left_out=outcome.summary.left_out,
                 retired=outcome.retired,
                 zone_sources=outcome.summary.zone_sources,
+                frequency_capped=outcome.summary.frequency_capped,
             )
             for warning in outcome.summary.warnings:
                 log.warning("bucket_window_too_small", channel=warning.channel, detail=warning.message())
