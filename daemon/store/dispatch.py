@@ -22,7 +22,7 @@ from daemon.delivery import DeliveryState as S
 from daemon.store import coupons, receipts
 from daemon.store.coupons import Reservation
 from daemon.store.db import IMMEDIATE
-from daemon.store.frequency import skip_over_cap
+from daemon.store.frequency import lock_contacts, skip_over_cap
 from daemon.store.ledger import Claimed, claim_statement, ineligibility_reason
 from daemon.store.schema import contacts, deliveries
 from daemon.store.tracking_events import suppress_addresses
@@ -330,15 +330,19 @@ async def claim_retries(
     capped: set[int] = set()
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
         rows = (await conn.execute(stmt)).all()
-        groups: dict[tuple[str, str, datetime], list[int]] = {}
+        groups: dict[tuple[str, str, datetime], list[tuple[int, int]]] = {}
         for r in rows:
-            groups.setdefault((r.campaign_id, r.channel, r.due_utc), []).append(r.id)
-        for (campaign_id, channel, due), ids in sorted(groups.items()):
-            cap = cap_of(campaign_id, channel) if cap_of is not None else None
+            groups.setdefault((r.campaign_id, r.channel, r.due_utc), []).append((r.id, r.contact_id))
+        caps = {key: cap_of(key[0], key[1]) if cap_of is not None else None for key in groups}
+        if conn.dialect.name == "postgresql" and any(caps.values()):  # all at once, in id order: no deadlock
+            capped_contacts = {contact for key, claimed in groups.items() if caps[key] for _, contact in claimed}
+            await lock_contacts(conn, capped_contacts)
+        for (campaign_id, channel, due), claimed in sorted(groups.items()):
+            cap = caps[(campaign_id, channel, due)]
             if cap is not None:
-                over = await skip_over_cap(conn, ids, due, cap, now)
-                contact_of = {r.id: r.contact_id for r in rows}
-                await coupons.release(conn, campaign_id, [contact_of[i] for i in sorted(over)], now)  # held by a retry
+                over = await skip_over_cap(conn, claimed, due, cap, now)
+                released = [contact for delivery, contact in claimed if delivery in over]
+                await coupons.release(conn, campaign_id, released, now)  # a retry may hold a code
                 capped |= over
     return [
         (r.campaign_id, r.channel, r.due_utc, Claimed(r.id, r.contact_id, r.lease_epoch))

@@ -2,30 +2,43 @@
 (the rule itself is ``daemon.frequency``).
 
 At claim time the check runs in the claim's own transaction, after the rows are leased: the
-contacts of the claimed rows are locked (PostgreSQL: ``SELECT ... FOR UPDATE`` in id order, so two
-claimers never wait on each other in a cycle), then the rows whose contact already has ``max``
-counted messages less than ``per`` from the row's due (the row itself left out) become ``skipped``
-/ ``frequency_cap``. Two nodes claiming different campaigns' rows for one contact at once are so
-put in turn: the second one's count (READ COMMITTED: a fresh snapshot per statement) sees the
-first one's committed claim. SQLite has one writer at a time (BEGIN IMMEDIATE) and takes no lock.
+contacts of the claimed rows are locked (PostgreSQL: one transaction advisory lock per contact,
+taken in contact id order, so two claimers never wait on each other in a cycle; an advisory lock,
+not ``contacts ... FOR UPDATE``, so that a contact import, which updates contacts in its file's
+order, can never deadlock with a claim), then the rows whose contact already has ``max`` counted
+messages less than ``per`` from the row's due (the row itself left out) become ``skipped`` /
+``frequency_cap``. Two nodes claiming different campaigns' rows for one contact at once are so put
+in turn: the second one's count (READ COMMITTED: a fresh snapshot per statement) sees the first
+one's committed claim. SQLite has one writer at a time (BEGIN IMMEDIATE) and takes no lock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Integer, and_, func, literal, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from daemon.campaign import FrequencyCap
 from daemon.delivery import DeliveryState as S
 from daemon.delivery import SkipReason as R
 from daemon.frequency import COUNTED, Counted
-from daemon.store.schema import contacts, deliveries
+from daemon.store.schema import deliveries
 
 _COUNTED = sorted(COUNTED)
+
+
+_PG_CAP_LOCK = 0x7466_6361  # "tfca": the first key of the per-contact frequency-cap advisory locks
+
+
+async def lock_contacts(conn: AsyncConnection, contact_ids: Iterable[int]) -> None:
+    """PostgreSQL: this transaction's advisory lock on each contact, in id order (one statement:
+    ``unnest`` yields the sorted array in order). Held until commit or rollback."""
+    ids = func.unnest(literal(sorted(contact_ids), ARRAY(Integer))).table_valued("contact_id").render_derived()
+    await conn.execute(select(func.pg_advisory_xact_lock(literal(_PG_CAP_LOCK, Integer), ids.c.contact_id)))
 
 
 async def counted_for_plan(
@@ -63,17 +76,16 @@ async def counted_for_plan(
 
 
 async def skip_over_cap(
-    conn: AsyncConnection, ids: Sequence[int], due_utc: datetime, cap: FrequencyCap, now: datetime
+    conn: AsyncConnection, rows: Sequence[tuple[int, int]], due_utc: datetime, cap: FrequencyCap, now: datetime
 ) -> set[int]:
-    """Of the ``claimed`` rows ``ids`` (leased in this transaction, all on one channel and due at
-    ``due_utc``), skip those over ``cap``; returns their ids. Call it inside the claim's transaction."""
-    if not ids:
+    """Of the ``claimed`` rows (delivery id, contact id) leased in this transaction, all on one
+    channel and due at ``due_utc``, skip those over ``cap``; returns their ids. Call it inside the
+    claim's transaction."""
+    if not rows:
         return set()
-    mine = deliveries.c.id.in_(sorted(ids))
     if conn.dialect.name == "postgresql":
-        their_contacts = select(deliveries.c.contact_id).where(mine).scalar_subquery()
-        lock = select(contacts.c.id).where(contacts.c.id.in_(their_contacts)).order_by(contacts.c.id).with_for_update()
-        await conn.execute(lock)
+        await lock_contacts(conn, {contact for _, contact in rows})
+    mine = deliveries.c.id.in_(sorted(delivery for delivery, _ in rows))
     other = deliveries.alias("other")
     near = (
         select(func.count())

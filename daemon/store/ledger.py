@@ -398,7 +398,7 @@ async def claim_batch(
     ).returning(deliveries.c.id, deliveries.c.contact_id, deliveries.c.lease_epoch)
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
         rows = (await conn.execute(stmt)).all()
-        capped = await skip_over_cap(conn, [r.id for r in rows], due_utc, cap, now) if cap is not None else set()
+        capped = await skip_over_cap(conn, [(r.id, r.contact_id) for r in rows], due_utc, cap, now) if cap else set()
     claimed = sorted(Claimed(r.id, r.contact_id, r.lease_epoch) for r in rows if r.id not in capped)
     return ClaimBatch(claimed, sorted(capped))
 
