@@ -10,7 +10,7 @@ from sqlalchemy import and_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon import failpoints
-from daemon.campaign import Campaign
+from daemon.campaign import Campaign, FrequencyCap
 from daemon.clock import Clock, clock_span
 from daemon.delivery import DeliveryState as S
 from daemon.logs import get_logger
@@ -38,16 +38,21 @@ async def claim_all(
     on_claimed: ClaimHandler | None,
     stopped: Callable[[], bool],
     quiet: QuietRules | None = None,
+    cap: FrequencyCap | None = None,
 ) -> int:
     """Claim the bucket's planned rows batch by batch for ``owner``, handing each batch to
     ``on_claimed``, until none is left or ``stopped()``; returns how many were claimed.
 
-    Before each batch, rows whose recipients are inside their channel's ``quiet`` hours when the
-    messages arrive (the slot, or now once it has passed) are skipped (``ledger.skip_quiet_hours``):
-    a bucket that fires late, or runs on into the evening, stops there. A ``fallback`` campaign's
-    rows whose earlier channel got a human open or click are skipped first
-    (``ledger.skip_engaged_fallbacks``)."""
-    claimed = last_id = 0
+    The rules checked as the bucket goes, all from the ledger and events of that moment:
+    - a ``fallback`` campaign's rows whose earlier channel got a human open or click are skipped
+      first (``ledger.skip_engaged_fallbacks``, logged ``fallback_not_needed``);
+    - before each batch, rows whose recipients are inside their channel's ``quiet`` hours when the
+      messages arrive (the slot, or now once it has passed) are skipped (``ledger.skip_quiet_hours``,
+      logged ``quiet_hours_skipped``): a bucket that fires late, or runs on into the evening, stops;
+    - ``cap``, the frequency cap on the campaign's messages on ``channel``
+      (``daemon.frequency.effective_cap``): rows over it are skipped as they are claimed, in the
+      claim's transaction (logged ``frequency_capped``)."""
+    claimed = capped = last_id = 0
     bucket = and_(
         deliveries.c.campaign_id == campaign.id, deliveries.c.channel == channel, deliveries.c.due_utc == due_utc
     )
@@ -64,15 +69,21 @@ async def claim_all(
             hushed = await ledger.skip_quiet_hours(engine, bucket, S.PLANNED, quiet, max(now, due_utc), now)
             if hushed:
                 log.warning("quiet_hours_skipped", channel=channel, slot=due_utc.isoformat(), rows=hushed)
-        batch = await ledger.claim_bucket(
+        batch = await ledger.claim_batch(
             engine, campaign.id, channel, due_utc,
             owner=owner, lease=clock_span(clock, lease), now=clock.now(), limit=CLAIM_BATCH, after_id=last_id,
+            cap=cap,
         )  # fmt: skip
-        if not batch:
+        if not batch.claimed and not batch.capped:
             break
-        claimed += len(batch)
-        last_id = batch[-1].delivery_id
+        claimed += len(batch.claimed)
+        capped += len(batch.capped)
+        last_id = batch.last_id
+        if not batch.claimed:
+            continue
         failpoints.hit("after_claim")  # fault tests only: no-op unless TOPSLOT_FAILPOINT
         if on_claimed is not None:
-            await on_claimed(campaign, channel, due_utc, batch)
+            await on_claimed(campaign, channel, due_utc, batch.claimed)
+    if capped:
+        log.info("frequency_capped", channel=channel, due_utc=due_utc.isoformat(), skipped=capped, cap=str(cap))
     return claimed

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.campaign import Campaign
+from daemon.campaign import Campaign, FrequencyCap
 from daemon.channels.registry import MessengerSource, Registry
 from daemon.clock import Clock, clock_span
 from daemon.dispatch import policy
@@ -24,6 +24,7 @@ from daemon.dispatch.dispatcher import Dispatcher
 from daemon.dispatch.journal import HandoverJournal, journal_path, journals, owner_of
 from daemon.dispatch.tally import BucketTally
 from daemon.dispatch.workers import DispatchHelpers
+from daemon.frequency import effective_cap
 from daemon.health import Health
 from daemon.links.keys import load_keyring
 from daemon.logs import get_logger
@@ -58,6 +59,7 @@ class DispatchService:
     ):
         """``helper``: this is one of the daemon's helper processes (it starts none of its own)."""
         self.engine = engine
+        self.settings = settings
         self.clock = clock
         self.node = node or node_id()
         self.owner = f"{self.node}/{uuid.uuid4().hex[:8]}"
@@ -195,11 +197,16 @@ class DispatchService:
                 path.unlink(missing_ok=True)
 
     async def retry_due(self) -> int:
-        """Claim and send every ``retry_wait`` row whose time has come (those inside their quiet hours
-        are skipped instead); returns how many."""
+        """Claim and send every ``retry_wait`` row whose time has come; returns how many. Those inside
+        their quiet hours now are skipped first; those over their frequency cap as they are claimed."""
         now = self.clock.now()
         await store.skip_quiet_retries(self.engine, self.quiet, now)
-        claimed = await store.claim_retries(self.engine, self.owner, clock_span(self.clock, LEASE), now)
+
+        def cap(campaign_id: str, channel: str) -> FrequencyCap | None:
+            campaign = self.campaigns.get(campaign_id)
+            return effective_cap(campaign, self.settings, channel) if campaign is not None else None
+
+        claimed = await store.claim_retries(self.engine, self.owner, clock_span(self.clock, LEASE), now, cap_of=cap)
         groups: dict[tuple[str, str, datetime], list[Claimed]] = defaultdict(list)
         for campaign_id, channel, due, claim in claimed:
             groups[(campaign_id, channel, due)].append(claim)

@@ -34,6 +34,7 @@ from daemon.campaign import Campaign
 from daemon.clock import SimulatedClock
 from daemon.dispatch.claims import claim_all
 from daemon.dispatch.tally import BucketTally
+from daemon.frequency import effective_cap
 from daemon.logs import configure_logging, get_logger
 from daemon.settings import Settings
 
@@ -328,6 +329,7 @@ async def _send_bucket(
         service.engine, campaign, order.channel, order.due_utc,
         owner=service.owner, lease=order.lease, clock=clock, on_claimed=service.dispatch, stopped=stopping.is_set,
         quiet=service.quiet,
+        cap=effective_cap(campaign, service.settings, order.channel),
     )  # fmt: skip
     return claimed, service.dispatcher.pop_tally((campaign.id, order.channel, order.due_utc))
 

@@ -46,7 +46,7 @@ LEFT_OUT_LABELS = {
     "coupon_exhausted": "coupons exhausted",
     "holdout": "holdout",
     "quiet_hours": "inside quiet hours",
-    "frequency_cap": "frequency cap reached",
+    "frequency_cap": "frequency cap",
     "low_confidence_zone": "time zone unknown (low_confidence_zone: skip)",
     "earlier_channel": "reached on an earlier channel (first_available)",
     "no_later_slot": "no later slot for the fallback channel",
@@ -87,6 +87,8 @@ class PlanSummary:
     # channel → slot → SlotBasis → recipients: which slot each recipient got and why (slot_choice)
     slot_bases: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     low_confidence_zone: str = "fallback"  # the campaign's schedule.low_confidence_zone
+    frequency_caps: dict[str, str] = field(default_factory=dict)  # channel → the cap in force ("3 per 7d")
+    frequency_capped: dict[str, int] = field(default_factory=dict)  # channel → rows the cap left out
 
     @property
     def planned_by_channel(self) -> dict[str, int]:
@@ -222,6 +224,12 @@ def summary_lines(
         lines.append(
             "left out: " + ", ".join(f"{LEFT_OUT_LABELS.get(k, k)} {v:,}" for k, v in sorted(summary.left_out.items()))
         )
+    if summary.frequency_caps:
+        caps = ", ".join(
+            f"{ch} {cap} ({summary.frequency_capped.get(ch, 0):,} left out)"
+            for ch, cap in summary.frequency_caps.items()
+        )
+        lines.append(f"frequency caps: {caps}")
     if summary.zone_sources:
         parts = []
         for ch in channel_list:

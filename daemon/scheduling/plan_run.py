@@ -18,10 +18,12 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.campaign import Campaign
+from daemon.campaign import Campaign, FrequencyCap
 from daemon.channels.registry import Registry
 from daemon.coupons.stock import StockCheck
 from daemon.delivery import DeliveryState as S
+from daemon.delivery import SkipReason as R
+from daemon.frequency import cap_plan_rows, effective_cap
 from daemon.planning import (
     Bucket,
     DispatchWindow,
@@ -37,6 +39,7 @@ from daemon.store import ledger
 from daemon.store.audience import LEFT_OUT_REASONS, AudienceSummary, audience_summary, stream_reachable
 from daemon.store.coupons import coupon_check
 from daemon.store.engagement import contact_histories, population_history
+from daemon.store.frequency import counted_for_plan
 
 T = TypeVar("T")
 
@@ -71,13 +74,21 @@ class PlanOutcome:
 
 
 async def planned_rows(
-    engine: AsyncEngine, campaign: Campaign, planner: Planner, now: datetime, horizon: datetime | None
+    engine: AsyncEngine,
+    campaign: Campaign,
+    planner: Planner,
+    now: datetime,
+    horizon: datetime | None,
+    caps: Mapping[str, FrequencyCap] | None = None,
+    capped: Counter[str] | None = None,
 ) -> AsyncIterator[list[dict[str, Any]]]:
     """Planner rows for the campaign's whole eligible audience, one list per audience batch.
 
     ``channel_strategy: all`` streams each channel's audience on its own; the other strategies
     stream each contact once with every campaign channel it can receive, since they choose among
-    them. ``slot_choice: learned`` reads each batch's history of engagement per slot."""
+    them. ``slot_choice: learned`` reads each batch's history of engagement per slot. ``caps``:
+    channel → the frequency cap in force; rows over it come out ``skipped`` / ``frequency_cap``,
+    counted per channel in ``capped``."""
     streams = [(ch,) for ch in campaign.channels] if campaign.channel_strategy == "all" else [tuple(campaign.channels)]
     learned = campaign.slot_choice == "learned"
     since = now - campaign.learned.history
@@ -95,7 +106,34 @@ async def planned_rows(
             rows = list(planner.plan_batch(contacts))
             if horizon is not None:
                 rows = [r for r in rows if r["due_utc"] < horizon]
+            if caps:
+                rows = await cap_batch(engine, campaign.id, rows, caps, capped if capped is not None else Counter())
             yield rows
+
+
+async def cap_batch(
+    engine: AsyncEngine,
+    campaign_id: str,
+    rows: list[dict[str, Any]],
+    caps: Mapping[str, FrequencyCap],
+    capped: Counter[str],
+) -> list[dict[str, Any]]:
+    """One batch's rows with the frequency caps applied (``daemon.frequency.cap_plan_rows``): one
+    query per capped channel of the batch, for the batch's contacts."""
+    out: list[dict[str, Any]] = []
+    for channel in sorted({r["channel"] for r in rows}):
+        mine = [r for r in rows if r["channel"] == channel]
+        planned = [r for r in mine if r["state"] == S.PLANNED]
+        cap = caps.get(channel)
+        if cap is not None and planned:
+            counted = await counted_for_plan(
+                engine, campaign_id, channel, [r["contact_id"] for r in planned],
+                min(r["due_utc"] for r in planned), max(r["due_utc"] for r in planned), cap.per,
+            )  # fmt: skip
+            mine, n = cap_plan_rows(mine, cap, counted)
+            capped[channel] += n
+        out += mine
+    return out
 
 
 async def plan_campaign(
@@ -119,6 +157,10 @@ async def plan_campaign(
         population = await population_history(engine, campaign.schedule.slots, now - campaign.learned.history)
     planner = new_planner(campaign, settings, now, population)
     horizon = now + timedelta(days=days) if days is not None else None
+    caps: dict[str, FrequencyCap] = {
+        ch: cap for ch in campaign.channels if (cap := effective_cap(campaign, settings, ch)) is not None
+    }
+    capped: Counter[str] = Counter()
     builder = PlanSummaryBuilder()
     plan_run = uuid.uuid4().hex
     written = 0
@@ -126,7 +168,8 @@ async def plan_campaign(
     recipients: set[int] | None = set() if campaign.coupon is not None and not write else None
     once = campaign.schedule.per_recipient == "once" and await ledger.has_handed_over(engine, campaign.id)
     # Read ahead: the next batches are streamed and planned while this one is being written.
-    async for rows in read_ahead(planned_rows(engine, campaign, planner, now, horizon), depth=2):
+    rows_source = planned_rows(engine, campaign, planner, now, horizon, caps, capped)
+    async for rows in read_ahead(rows_source, depth=2):
         for row in rows:
             builder.add(row)
         if recipients is not None:
@@ -143,6 +186,7 @@ async def plan_campaign(
                 now=now,
             )
     left_out = Counter(planner.left_out)
+    left_out[R.FREQUENCY_CAP] += capped.total()
     for channel in audience.channels.values():
         left_out.update({r: channel.left_out.get(r, 0) for r in LEFT_OUT_REASONS})
     rates = channel_rates(settings, campaign, measured)
@@ -161,6 +205,8 @@ async def plan_campaign(
         fallback_zone=fallback,
         slot_bases=slot_bases,
         low_confidence_zone=campaign.schedule.low_confidence_zone,
+        frequency_caps={ch: str(cap) for ch, cap in caps.items()},
+        frequency_capped={ch: capped[ch] for ch in caps},
     )
     outcome = PlanOutcome(campaign.id, now, audience, summary, written)
     if write:

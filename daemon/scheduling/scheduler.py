@@ -37,6 +37,7 @@ from daemon.clock import Clock, clock_span, wall_seconds_until
 from daemon.dispatch.claims import ClaimHandler, claim_all
 from daemon.dispatch.dispatcher import due_limit
 from daemon.dispatch.tally import BucketTally
+from daemon.frequency import effective_cap
 from daemon.health import Health
 from daemon.logs import bound, get_logger
 from daemon.scheduling.plan_run import Route, channel_rates, plan_campaign, settle_dispatch_starts
@@ -165,6 +166,7 @@ class BucketScheduler:
                 left_out=outcome.summary.left_out,
                 retired=outcome.retired,
                 zone_sources=outcome.summary.zone_sources,
+                frequency_capped=outcome.summary.frequency_capped,
                 **({"slot_bases": outcome.summary.slot_bases} if campaign.slot_choice != "first" else {}),
             )
             for warning in outcome.summary.warnings:
@@ -269,6 +271,7 @@ class BucketScheduler:
         return await claim_all(
             self.engine, campaign, channel, due_utc, owner=self.owner, lease=self.lease, clock=self.clock,
             on_claimed=self.on_claimed, stopped=lambda: self.stopping, quiet=self.quiet,
+            cap=effective_cap(campaign, self.settings, channel),
         )  # fmt: skip
 
     async def _release(self, campaign: Campaign, channel: str, due_utc: datetime) -> int:

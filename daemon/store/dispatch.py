@@ -7,7 +7,7 @@ or record a row that another node has since reclaimed.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -16,13 +16,14 @@ from sqlalchemy import and_, bindparam, func, literal, or_, select, tuple_, upda
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
-from daemon.campaign import Campaign
+from daemon.campaign import Campaign, FrequencyCap
 from daemon.delivery import Decision
 from daemon.delivery import DeliveryState as S
 from daemon.pacing import QuietRules
 from daemon.store import coupons, receipts
 from daemon.store.coupons import Reservation
 from daemon.store.db import IMMEDIATE
+from daemon.store.frequency import lock_contacts, skip_over_cap
 from daemon.store.ledger import Claimed, claim_statement, ineligibility_reason, skip_quiet_hours
 from daemon.store.schema import contacts, deliveries
 from daemon.store.tracking_events import suppress_addresses
@@ -301,9 +302,18 @@ async def _release(engine: AsyncEngine, which: ColumnElement[bool], now: datetim
 
 
 async def claim_retries(
-    engine: AsyncEngine, owner: str, lease: timedelta, now: datetime, limit: int = 1000
+    engine: AsyncEngine,
+    owner: str,
+    lease: timedelta,
+    now: datetime,
+    limit: int = 1000,
+    *,
+    cap_of: Callable[[str, str], FrequencyCap | None] | None = None,
 ) -> list[tuple[str, str, datetime, Claimed]]:
-    """Claim ``retry_wait`` rows that are due again: (campaign_id, channel, due_utc, claim)."""
+    """Claim ``retry_wait`` rows that are due again: (campaign_id, channel, due_utc, claim).
+    ``cap_of(campaign_id, channel)``: the frequency cap on those messages; a retry over it is
+    skipped (``frequency_cap``) in the same transaction instead (another campaign may have sent
+    since its first attempt)."""
     stmt = claim_statement(
         deliveries.c.next_attempt_utc <= now,
         S.RETRY_WAIT,
@@ -316,9 +326,28 @@ async def claim_retries(
         deliveries.c.campaign_id, deliveries.c.channel, deliveries.c.due_utc,
         deliveries.c.id, deliveries.c.contact_id, deliveries.c.lease_epoch,
     )  # fmt: skip
+    capped: set[int] = set()
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
         rows = (await conn.execute(stmt)).all()
-    return [(r.campaign_id, r.channel, r.due_utc, Claimed(r.id, r.contact_id, r.lease_epoch)) for r in rows]
+        groups: dict[tuple[str, str, datetime], list[tuple[int, int]]] = {}
+        for r in rows:
+            groups.setdefault((r.campaign_id, r.channel, r.due_utc), []).append((r.id, r.contact_id))
+        caps = {key: cap_of(key[0], key[1]) if cap_of is not None else None for key in groups}
+        if conn.dialect.name == "postgresql" and any(caps.values()):  # all at once, in id order: no deadlock
+            capped_contacts = {contact for key, claimed in groups.items() if caps[key] for _, contact in claimed}
+            await lock_contacts(conn, capped_contacts)
+        for (campaign_id, channel, due), claimed in sorted(groups.items()):
+            cap = caps[(campaign_id, channel, due)]
+            if cap is not None:
+                over = await skip_over_cap(conn, claimed, due, cap, now)
+                released = [contact for delivery, contact in claimed if delivery in over]
+                await coupons.release(conn, campaign_id, released, now)  # a retry may hold a code
+                capped |= over
+    return [
+        (r.campaign_id, r.channel, r.due_utc, Claimed(r.id, r.contact_id, r.lease_epoch))
+        for r in rows
+        if r.id not in capped
+    ]
 
 
 async def skip_quiet_retries(engine: AsyncEngine, rules: QuietRules, now: datetime) -> int:

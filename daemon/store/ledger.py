@@ -18,7 +18,7 @@ from sqlalchemy import and_, bindparam, case, exists, func, literal, not_, or_, 
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from daemon.campaign import Campaign
+from daemon.campaign import Campaign, FrequencyCap
 from daemon.channel import CHANNELS
 from daemon.delivery import PLAN_SKIP_REASONS
 from daemon.delivery import DeliveryState as S
@@ -27,6 +27,7 @@ from daemon.pacing import QuietRules
 from daemon.store.db import IMMEDIATE
 from daemon.store.dialect import upsert_insert
 from daemon.store.engagement import engaged_earlier
+from daemon.store.frequency import skip_over_cap
 from daemon.store.schema import campaigns, contacts, deliveries
 from daemon.store.segments import audience_filter, has_address, has_consent, is_suppressed
 
@@ -339,10 +340,51 @@ async def claim_bucket(
     now: datetime,
     limit: int = 1000,
     after_id: int = 0,
+    cap: FrequencyCap | None = None,
 ) -> list[Claimed]:
     """Claim up to ``limit`` planned rows of a bucket (ids above ``after_id``) for ``owner`` with a
     lease; one transaction. Walking ``after_id`` forward claims a bucket once through, even when the
-    dispatcher hands some rows back to ``planned`` (e.g. while coupons are exhausted)."""
+    dispatcher hands some rows back to ``planned`` (e.g. while coupons are exhausted). With ``cap``,
+    rows over it are skipped instead (``claim_batch``); an empty list means nothing is left."""
+    while True:
+        batch = await claim_batch(
+            engine, campaign_id, channel, due_utc,
+            owner=owner, lease=lease, now=now, limit=limit, after_id=after_id, cap=cap,
+        )  # fmt: skip
+        if batch.claimed or not batch.capped:
+            return batch.claimed
+        after_id = batch.last_id  # the whole batch was over the cap: on to the next one
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimBatch:
+    """One claim transaction: the rows leased, and the ids skipped as over the frequency cap."""
+
+    claimed: list[Claimed]
+    capped: list[int]
+
+    @property
+    def last_id(self) -> int:
+        """The highest id this batch took or skipped (0 for none): where the next batch starts."""
+        return max([c.delivery_id for c in self.claimed] + self.capped, default=0)
+
+
+async def claim_batch(
+    engine: AsyncEngine,
+    campaign_id: str,
+    channel: str,
+    due_utc: datetime,
+    *,
+    owner: str,
+    lease: timedelta,
+    now: datetime,
+    limit: int = 1000,
+    after_id: int = 0,
+    cap: FrequencyCap | None = None,
+) -> ClaimBatch:
+    """``claim_bucket``'s one transaction. With ``cap`` (the frequency cap on the campaign's
+    messages on the channel), the rows whose contact is over it become ``skipped`` /
+    ``frequency_cap`` in the same transaction (``daemon.store.frequency.skip_over_cap``)."""
     stmt = claim_statement(
         and_(
             deliveries.c.campaign_id == campaign_id,
@@ -359,7 +401,9 @@ async def claim_bucket(
     ).returning(deliveries.c.id, deliveries.c.contact_id, deliveries.c.lease_epoch)
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
         rows = (await conn.execute(stmt)).all()
-    return sorted(Claimed(r.id, r.contact_id, r.lease_epoch) for r in rows)
+        capped = await skip_over_cap(conn, [(r.id, r.contact_id) for r in rows], due_utc, cap, now) if cap else set()
+    claimed = sorted(Claimed(r.id, r.contact_id, r.lease_epoch) for r in rows if r.id not in capped)
+    return ClaimBatch(claimed, sorted(capped))
 
 
 def claim_statement(

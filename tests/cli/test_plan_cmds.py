@@ -145,3 +145,22 @@ def test_plan_warns_of_recipients_without_a_known_time_zone(imported: Path) -> N
         "warning: 2 email recipient(s) have no known time zone and are planned in the fallback zone Asia/Shanghai: "
         "import their timezone, a phone number, or a country with one zone"
     ) in out.replace("\n", " ")
+
+
+def test_plan_shows_the_frequency_cap_in_force_and_what_it_left_out(imported: Path) -> None:
+    campaign_file = imported / "campaigns" / "mothers-day-2027.yaml"
+    text = campaign_file.read_text(encoding="utf-8")
+    assert "per_recipient: once" in text
+    campaign_file.write_text(text.replace("per_recipient: once", "per_recipient: every_slot"), encoding="utf-8")
+    with (imported / "topslot.yaml").open("a", encoding="utf-8") as f:
+        f.write("frequency_caps: {email: {max: 2, per: 7d}}\n")
+    args = ("plan", "mothers-day-2027", "--config", str(imported), "--from", "2027-05-01T00:00Z")
+    code, out, err = run(*args)
+    assert code == 0, err
+    line = next(x for x in out.splitlines() if x.startswith("frequency caps: "))
+    left_out = int(line.removeprefix("frequency caps: email 2 per 7d (").split(" ")[0].replace(",", ""))
+    assert left_out > 0 and f"frequency cap {left_out:,}" in out
+    records = [json.loads(x) for x in run(*args, "--json")[1].splitlines()]
+    per_contact = Counter(r["contact_id"] for r in records if r["channel"] == "email")
+    assert per_contact and max(per_contact.values()) == 2  # every_slot, but two emails per 7 days at most
+    assert not any(r.get("skip_reason") == "frequency_cap" for r in records)  # only planned rows are listed

@@ -20,7 +20,7 @@ from daemon.links.tokens import verify
 from daemon.scheduling.scheduler import BucketScheduler
 from daemon.store import ledger
 from daemon.store.ledger import Claimed
-from daemon.store.schema import coupon_codes, suppressions
+from daemon.store.schema import coupon_codes, deliveries, suppressions
 from dispatch.fixtures import DUE, NOW, campaign, import_people, ledger_by_email, settings
 
 EMAILS = [
@@ -223,3 +223,38 @@ async def test_a_failed_chunk_stops_new_ones_and_is_raised_once_the_others_finis
             for i in range(5):
                 await window.submit(lambda i=i: chunk(i))
     assert finished == [1]  # the chunk already on the wire was recorded; none started after the failure
+
+
+async def test_a_retry_is_not_sent_when_another_campaign_sent_to_the_contact_since(engine, tmp_path) -> None:
+    """Frequency caps at the retry's claim: the greylisted message's retry would be the contact's
+    second email within the cap's period (another campaign sent meanwhile): skipped, never sent."""
+    async with ScriptedSmtpServer() as server:
+        ids = await import_people(engine, tmp_path, ["greylist+1@a.example", "accept+1@a.example"])
+        s = settings(tmp_path, server.port, frequency_caps={"email": {"max": 1, "per": "7d"}})
+        c, other = campaign(), campaign(id="other-campaign")
+        clock = FakeClock(NOW)
+        service = DispatchService(engine, s, clock, node="test-node")
+        try:
+            scheduler = BucketScheduler(engine, s, clock, owner=service.owner, on_claimed=service.dispatch)
+            await service.on_campaigns_changed({c.id: c})
+            await scheduler.on_campaigns_changed({c.id: c})
+            clock.set(DUE - timedelta(minutes=1))
+            assert await scheduler.fire_bucket(c.id, "email", DUE) == 2
+            assert (await ledger_by_email(engine))["greylist+1@a.example"]["state"] == "retry_wait"
+            await ledger.record_campaign(engine, other, "hash", NOW)
+            async with engine.begin() as conn:  # another node's campaign reached the contact meanwhile
+                await conn.execute(insert(deliveries).values(
+                    campaign_id=other.id, contact_id=ids["greylist+1@a.example"], channel="email",
+                    slot_date=DUE.date(), slot="07:32", due_utc=DUE + timedelta(minutes=2), dispatch_start_utc=DUE,
+                    timezone="UTC", tz_source="contact", state="sent", created_at=NOW, updated_at=NOW,
+                ))  # fmt: skip
+            received = len(server.received)
+            clock.advance(timedelta(minutes=6))
+            assert await service.retry_due() == 0
+            async with engine.connect() as conn:
+                mine = (deliveries.c.campaign_id == c.id) & (deliveries.c.contact_id == ids["greylist+1@a.example"])
+                row = (await conn.execute(select(deliveries.c.state, deliveries.c.skip_reason).where(mine))).one()
+            assert tuple(row) == ("skipped", "frequency_cap")
+            assert len(server.received) == received
+        finally:
+            await service.close()
