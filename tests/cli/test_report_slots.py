@@ -50,7 +50,8 @@ def slot_config(request: pytest.FixtureRequest, config_dir: Path) -> Iterator[Pa
     source = (config_dir / "campaigns" / "mothers-day-2027.yaml").read_text(encoding="utf-8")
     campaign = re.sub(r"(?m)^id: .*$", f"id: {CAMPAIGN}", source)
     campaign = re.sub(r"(?m)^costs: .*$", "costs: {email: 0.10, sms: 0.50, margin: 0.40, currency: USD}", campaign)
-    (config_dir / "campaigns" / f"{CAMPAIGN}.yaml").write_text(campaign + "\nslot_choice: split\n", encoding="utf-8")
+    assert re.search(r"(?m)^slot_choice: split$", campaign)  # the example campaign splits its recipients
+    (config_dir / "campaigns" / f"{CAMPAIGN}.yaml").write_text(campaign, encoding="utf-8")
     database = None
     if request.param == "postgresql":
         url = os.environ.get("TOPSLOT_TEST_DATABASE_URL")
