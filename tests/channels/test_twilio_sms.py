@@ -358,7 +358,7 @@ def test_without_twilio_settings_sms_go_to_the_outbox(tmp_path: Path) -> None:
 async def test_close_is_idempotent_and_later_sends_are_transient(fake: FakeTwilio) -> None:
     messenger = make(fake)
     await messenger.send(text("+14155550100"))
-    session = messenger._http.session if messenger._http else None
+    session = messenger._session
 
     await messenger.close()
     await messenger.close()
