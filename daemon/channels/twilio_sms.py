@@ -59,18 +59,19 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import quote_plus, urlencode
+from urllib.parse import urlencode
 
 import aiohttp
 
 from daemon.channel import Channel
 from daemon.channels.base import Message, TextMessage
 from daemon.channels.http import (
-    MarkingConnector,
     SendGate,
     basic_auth,
+    form_quote,
     hand_over,
     header,
+    http_session,
     json_object,
     parse_retry_after,
 )
@@ -171,7 +172,7 @@ class TwilioMessages:
 
     def _session_now(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(connector=MarkingConnector(limit=self.max_in_flight))
+            self._session = http_session(self.max_in_flight)
         return self._session
 
     def _form(self, message: TextMessage) -> bytes:
@@ -233,7 +234,7 @@ class TwilioSms(TwilioMessages):
 
     def _form(self, message: TextMessage) -> bytes:
         # what urlencode({"To": ..., "Body": ...}) gives, without its per-call generality
-        return f"To={quote_plus(message.to)}&Body={quote_plus(message.body)}{self._shared_form}".encode("ascii")
+        return f"To={form_quote(message.to)}&Body={form_quote(message.body)}{self._shared_form}".encode("ascii")
 
 
 def classify(
