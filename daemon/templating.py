@@ -138,6 +138,15 @@ class CampaignView:
         raise AttributeError("a campaign view is read-only")
 
 
+_VIEW_FIELDS: dict[type, frozenset[str]] = {
+    ContactView: frozenset(ContactView.__slots__),
+    CampaignView: frozenset(CampaignView.__slots__),
+}
+"""The fields of the read-only views templates see, by view type: ``TemplateSandbox.getattr`` returns
+them without the sandbox's per-access safety checks (public slots of our own immutable classes, which
+the checks always let through), since every message reads some of them."""
+
+
 class TemplateUndefined(StrictUndefined):
     """StrictUndefined whose message names the template variable (``'contact' has no attribute 'x'``)."""
 
@@ -338,6 +347,9 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         check_deadline()
+        fields = _VIEW_FIELDS.get(type(obj))
+        if fields is not None and attribute in fields:  # a view's own field: what the sandbox would allow
+            return getattr(obj, attribute)
         return super().getattr(obj, attribute)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:

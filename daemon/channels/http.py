@@ -27,12 +27,13 @@ process. That is observed, not guessed:
   Its ``secrets`` (a bot token in the URL, say) are replaced by ``***`` in every message it builds:
   aiohttp puts the URL in some exception strings (``InvalidURL``, ``ClientResponseError``).
 
-``SendGate`` is what each messenger does around every send (closed, ``max_in_flight``, pacing,
-draining on close).
+``http_session(connections)`` is the aiohttp session a messenger sends with (the connector above,
+no aiohttp timeouts: ``hand_over``'s is the one). ``SendGate`` is what each messenger does around
+every send (closed, ``max_in_flight``, pacing, draining on close).
 
 Also here: ``parse_retry_after`` (a ``Retry-After`` header), ``json_object`` (a JSON answer as a
-dict, ``{}`` for anything else), ``header`` (a header by name without case), ``basic_auth`` and
-``redact``. The names are stable: other messengers import them.
+dict, ``{}`` for anything else), ``header`` (a header by name without case), ``form_quote`` (a
+form field value, as ``quote_plus``), ``basic_auth`` and ``redact``. The names are stable: other messengers import them.
 """
 
 from __future__ import annotations
@@ -42,8 +43,7 @@ import base64
 import contextvars
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -87,6 +87,13 @@ class MarkingConnector(aiohttp.TCPConnector):
         return connection
 
 
+def http_session(connections: int) -> aiohttp.ClientSession:
+    """The session of one HTTP messenger: at most ``connections`` open, each send marked as written
+    once it holds one (``MarkingConnector``), and no timeout of aiohttp's own (no timer set per
+    request): ``hand_over``'s ``asyncio.timeout`` bounds every exchange."""
+    return aiohttp.ClientSession(connector=MarkingConnector(limit=connections), timeout=aiohttp.ClientTimeout())
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
     """``text`` with every (non-empty) secret replaced by ``***``."""
     for secret in secrets:
@@ -95,34 +102,65 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-@asynccontextmanager
-async def hand_over(peer: str, timeout: float, *, secrets: Iterable[str] = ()) -> AsyncIterator[Attempt]:
+class hand_over:  # noqa: N801 (used as ``async with hand_over(...)``, like a function)
     """One request to ``peer`` (a name for messages: "Twilio", "Telegram"), within ``timeout``
-    seconds; failures become ``TransientSendError`` or ``AmbiguousSendError`` (the module's table).
-    Errors the body raises itself (a ``SendError`` from reading the answer) pass unchanged."""
-    hidden = tuple(s for s in secrets if s)
-    attempt = Attempt()
-    token = _attempt.set(attempt)
-    try:
-        async with asyncio.timeout(timeout):
-            yield attempt
-    except TimeoutError:
-        if attempt.written:
-            raise AmbiguousSendError(
-                f"no answer from {peer} within {timeout:g} s after the request was sent", code="timeout"
+    seconds: ``async with hand_over(peer, timeout) as attempt: ...``; failures become
+    ``TransientSendError`` or ``AmbiguousSendError`` (the module's table). Errors the body raises
+    itself (a ``SendError`` from reading the answer) pass unchanged.
+
+    A plain class, not an ``@asynccontextmanager``: it runs once per message sent, and a generator
+    based manager costs several times more."""
+
+    __slots__ = ("peer", "timeout", "secrets", "_attempt", "_token", "_deadline")
+
+    def __init__(self, peer: str, timeout: float, *, secrets: Iterable[str] = ()):
+        self.peer = peer
+        self.timeout = timeout
+        self.secrets = secrets
+
+    async def __aenter__(self) -> Attempt:
+        attempt = self._attempt = Attempt()
+        self._token = _attempt.set(attempt)
+        self._deadline = asyncio.timeout(self.timeout)
+        try:
+            await self._deadline.__aenter__()
+        except BaseException:
+            _attempt.reset(self._token)
+            raise
+        return attempt
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        try:
+            try:
+                await self._deadline.__aexit__(exc_type, exc, tb)
+            except TimeoutError as expired:  # our deadline passed (the body was cancelled)
+                exc = expired
+            if exc is not None:
+                self._raise_for(exc)
+        finally:
+            _attempt.reset(self._token)
+
+    def _raise_for(self, exc: BaseException) -> None:
+        """The ``Messenger`` error for what failed inside (nothing: let it pass unchanged)."""
+        peer, timeout, attempt = self.peer, self.timeout, self._attempt
+        if isinstance(exc, TimeoutError):
+            if attempt.written:
+                raise AmbiguousSendError(
+                    f"no answer from {peer} within {timeout:g} s after the request was sent", code="timeout"
+                ) from None
+            raise TransientSendError(
+                f"could not reach {peer} within {timeout:g} s (nothing was sent)", code="connect_timeout"
             ) from None
-        raise TransientSendError(
-            f"could not reach {peer} within {timeout:g} s (nothing was sent)", code="connect_timeout"
-        ) from None
-    except aiohttp.ClientConnectorError as exc:  # DNS, refused, TLS: no connection, nothing sent
-        raise TransientSendError(redact(f"could not connect to {peer}: {exc}", hidden), code="connect") from None
-    except (aiohttp.ClientError, OSError) as exc:
-        what = redact(f"{type(exc).__name__}: {exc}", hidden)
-        if attempt.written:
-            raise AmbiguousSendError(f"connection lost after the request was sent: {what}", code="dropped") from None
-        raise TransientSendError(f"connection to {peer} failed before sending: {what}", code="connect") from None
-    finally:
-        _attempt.reset(token)
+        if isinstance(exc, aiohttp.ClientConnectorError):  # DNS, refused, TLS: no connection, nothing sent
+            hidden = tuple(s for s in self.secrets if s)
+            raise TransientSendError(redact(f"could not connect to {peer}: {exc}", hidden), code="connect") from None
+        if isinstance(exc, aiohttp.ClientError | OSError):
+            what = redact(f"{type(exc).__name__}: {exc}", tuple(s for s in self.secrets if s))
+            if attempt.written:
+                raise AmbiguousSendError(
+                    f"connection lost after the request was sent: {what}", code="dropped"
+                ) from None
+            raise TransientSendError(f"connection to {peer} failed before sending: {what}", code="connect") from None
 
 
 def parse_retry_after(value: str | float | None, now: datetime | None = None) -> float | None:
@@ -171,6 +209,18 @@ def header(headers: Mapping[str, str] | None, name: str) -> str | None:
     return value
 
 
+_FORM_BYTES = [
+    chr(b) if chr(b).isascii() and (chr(b).isalnum() or chr(b) in "_.-~") else "+" if b == 0x20 else f"%{b:02X}"
+    for b in range(256)
+]
+
+
+def form_quote(text: str) -> str:
+    """``text`` as a form field value: exactly ``urllib.parse.quote_plus(text)`` (UTF-8, ``%XX``,
+    space as ``+``), by a table lookup per byte rather than Python's loop over the bytes."""
+    return "".join(map(_FORM_BYTES.__getitem__, text.encode()))
+
+
 def basic_auth(user: str, password: str) -> str:
     """An ``Authorization: Basic`` header value (without aiohttp's deprecated ``BasicAuth``)."""
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
@@ -207,22 +257,29 @@ class SendGate:
         if self.closed:
             raise TransientSendError(f"the {self.name} messenger is closed", code="closed")
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    def slot(self) -> SendGate:
         """One request's turn: a free place in flight, then a rate token; the request is sent
-        inside the block, right after the hand-over is on record (``handing_over``)."""
+        inside the block (``async with gate.slot(): ...``), right after the hand-over is on record
+        (``handing_over``). The gate itself is the context manager: nothing is built per message."""
+        return self
+
+    async def __aenter__(self) -> None:
         self.refuse_if_closed()
-        async with self._slots:
+        await self._slots.acquire()
+        try:
             await self.bucket.acquire()
             self.refuse_if_closed()
             await handing_over()
-            self._active += 1
-            try:
-                yield
-            finally:
-                self._active -= 1
-                if self._active == 0 and self._idle is not None:
-                    self._idle.set()
+        except BaseException:
+            self._slots.release()
+            raise
+        self._active += 1
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        self._active -= 1
+        if self._active == 0 and self._idle is not None:
+            self._idle.set()
+        self._slots.release()
 
     async def drain(self) -> None:
         """Close the gate; wait (at most the timeout + 1 s) for the requests in flight. Idempotent."""

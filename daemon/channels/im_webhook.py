@@ -73,10 +73,10 @@ from daemon.attribution.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, signe
 from daemon.channel import Channel
 from daemon.channels.base import Message, TextMessage
 from daemon.channels.http import (
-    MarkingConnector,
     SendGate,
     hand_over,
     header,
+    http_session,
     json_object,
     parse_retry_after,
     redact,
@@ -217,7 +217,7 @@ class ImWebhook:
 
     def _session_now(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(connector=MarkingConnector(limit=self.max_in_flight))
+            self._session = http_session(self.max_in_flight)
         return self._session
 
     async def _post(self, session: aiohttp.ClientSession, message: TextMessage) -> str:

@@ -1,12 +1,12 @@
-"""SMS through Twilio's Messaging API (``POST /2010-04-01/Accounts/{sid}/Messages.json``), with the
-official ``twilio`` package's async HTTP client (``AsyncTwilioHttpClient``, aiohttp).
+"""SMS through Twilio's Messaging API (``POST /2010-04-01/Accounts/{sid}/Messages.json``), posted with
+one aiohttp session per messenger.
 
 ``TwilioSms.send(message)`` creates one Message and returns its SID (``SM…``), or raises exactly one
 of the ``Messenger`` errors. Everything but the form of a message and a few error codes is in
 ``TwilioMessages``, which WhatsApp (``daemon.channels.twilio_whatsapp``) shares. Twilio has no
-idempotency key for message creation, so a POST is never repeated here: the client is built without
-``max_retries`` (aiohttp_retry would repeat a POST on any 5xx) and aiohttp itself only re-sends
-idempotent methods on a stale keep-alive connection.
+idempotency key for message creation, so a POST is never repeated here: no retrying client (such as
+aiohttp_retry, which would repeat a POST on any 5xx) and aiohttp itself only re-sends idempotent
+methods on a stale keep-alive connection.
 
 How an outcome is classified (``classify``):
 
@@ -35,15 +35,18 @@ process, so a failure (``ClientConnectorError``, our own timeout while connectin
 pooled connection) is transient. After it, any failure is ambiguous (a stale keep-alive connection
 closed by Twilio included: safe, never twice).
 
-Per request: one ``asyncio.timeout(timeout_seconds)`` (the twilio client's own ``timeout`` is not
-passed to aiohttp). Per messenger: at most ``max_in_flight`` requests open, paced by a
-``TokenBucket`` at ``rate_per_second`` (both already divided by the registry's ``share``). The
-aiohttp session is created on the first send (it needs the running loop) and closed by ``close()``.
+Per request: one ``asyncio.timeout(timeout_seconds)`` (aiohttp's own is not used). Per messenger:
+at most ``max_in_flight`` requests open, paced by a ``TokenBucket`` at ``rate_per_second`` (both
+already divided by the registry's ``share``). The aiohttp session is created on the first send (it
+needs the running loop) and closed by ``close()``.
 
-The request is built here, the form fields as Twilio names them (To, Body, From or
-MessagingServiceSid, StatusCallback), and the answer read from Twilio's JSON (``sid``; ``code`` and
-``message`` for errors) without the SDK's resource layer: its ``MessageInstance`` (three dates parsed,
-the request copied) cost a third of a send's CPU and nothing here needs them. The API host is
+The request is built here, as the ``twilio`` SDK's ``AsyncTwilioHttpClient`` sent it (the same method,
+URL, form body, ``Authorization: Basic``, ``Accept`` and ``Content-Type`` headers, redirects not
+followed), the form fields as Twilio names them (To, Body, From or MessagingServiceSid,
+StatusCallback), and the answer read from Twilio's JSON (``sid``; ``code`` and ``message`` for
+errors) without the SDK: its resource layer (``MessageInstance``: three dates parsed, the request
+copied) cost a third of a send's CPU, and its HTTP client (a request object copied and logged per
+send, the body decoded to text) most of a tenth, for nothing used here. The API host is
 ``settings.twilio.base_url`` (``https://api.twilio.com``; a fake in tests and rehearsals); edge and
 region routing (``TWILIO_EDGE`` / ``TWILIO_REGION``) is never applied, so nothing in the environment
 can send the messages elsewhere.
@@ -52,7 +55,6 @@ can send the messages elsewhere.
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -60,17 +62,16 @@ from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
-from twilio.http.async_http_client import AsyncTwilioHttpClient
 
 from daemon.channel import Channel
 from daemon.channels.base import Message, TextMessage
 from daemon.channels.http import (
-    MarkingConnector,
     SendGate,
     basic_auth,
-    current_attempt,
+    form_quote,
     hand_over,
     header,
+    http_session,
     json_object,
     parse_retry_after,
 )
@@ -89,40 +90,6 @@ REFUSED_CODES = frozenset({21211, 21408, 21606, 21612, 21614})  # permanent what
 BUSY_BACKOFF = 30.0
 """Seconds to wait after a 429 without ``Retry-After``; jittered up to twice that, so a herd of
 refused messages does not come back at once (the dispatcher's own first backoff is 30 s too)."""
-
-
-_quiet = logging.getLogger("daemon.channels.twilio_sms.http")
-_quiet.setLevel(logging.WARNING)  # the twilio client logs ~10 INFO lines per request
-
-
-class _HttpClient(AsyncTwilioHttpClient):
-    """twilio's aiohttp client, with our session (connection limit, marking connector) and no retries;
-    it also keeps the response headers (``Retry-After``) for the send that made the request."""
-
-    def __init__(self, connections: int):
-        super().__init__(pool_connections=False, logger=_quiet)  # no session of its own, max_retries=None
-        self.session = aiohttp.ClientSession(connector=MarkingConnector(limit=connections))
-
-    async def request(
-        self,
-        method: str,
-        url: str,
-        params: dict[str, object] | None = None,
-        data: dict[str, object] | bytes | None = None,
-        headers: dict[str, str] | None = None,
-        auth: tuple[str, str] | None = None,
-        timeout: float | None = None,
-        allow_redirects: bool = False,
-    ) -> Any:
-        if auth is not None:  # the same header, without aiohttp's deprecated BasicAuth
-            headers = {**(headers or {}), "Authorization": basic_auth(*auth)}
-        response = await super().request(
-            method, url, params=params, data=data, headers=headers, timeout=timeout, allow_redirects=allow_redirects
-        )
-        attempt = current_attempt()
-        if attempt is not None:
-            attempt.headers = response.headers
-        return response
 
 
 class TwilioMessages:
@@ -171,7 +138,7 @@ class TwilioMessages:
         )
         self.bucket = self.gate.bucket
         self._jitter = jitter
-        self._http: _HttpClient | None = None  # built on the first send (aiohttp needs the running loop)
+        self._session: aiohttp.ClientSession | None = None  # built on the first send (needs the running loop)
         self._messages_url = f"{self.base_url}/2010-04-01/Accounts/{account_sid}/Messages.json"
         shared = {"MessagingServiceSid": messaging_service_sid} if messaging_service_sid else {"From": from_number}
         if status_callback:
@@ -191,23 +158,22 @@ class TwilioMessages:
         self.gate.refuse_if_closed()
         form = self._form(message)  # a message it cannot take is refused here, before any wait or request
         async with self.gate.slot():
-            http = self._client_now()
-            return await self._create(http, form)
+            return await self._create(self._session_now(), form)
 
     async def close(self) -> None:
         """Refuse new sends, let the requests in flight finish (each is bounded by the timeout),
         then close the HTTP session. Idempotent."""
         await self.gate.drain()
-        http, self._http = self._http, None
-        if http is not None:
-            await http.close()
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
     # ------------------------------------------------------------ one request
 
-    def _client_now(self) -> _HttpClient:
-        if self._http is None:
-            self._http = _HttpClient(connections=self.max_in_flight)
-        return self._http
+    def _session_now(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = http_session(self.max_in_flight)
+        return self._session
 
     def _form(self, message: TextMessage) -> bytes:
         """One message's form body for the Messages API (Twilio's own field names), URL-encoded, with
@@ -219,10 +185,12 @@ class TwilioMessages:
         """The ``Messenger`` error for a non-2xx answer (``classify``'s table)."""
         return classify(status, code, text, retry_after=retry_after, jitter=self._jitter)
 
-    async def _create(self, http: _HttpClient, form: bytes) -> str:
-        async with hand_over("Twilio", self.timeout) as attempt:
-            response = await http.request("POST", self._messages_url, data=form, headers=self._headers)
-            status, body = response.status_code, response.text
+    async def _create(self, session: aiohttp.ClientSession, form: bytes) -> str:
+        url, headers = self._messages_url, self._headers
+        async with hand_over("Twilio", self.timeout):
+            async with session.post(url, data=form, headers=headers, allow_redirects=False) as response:
+                status, response_headers = response.status, response.headers
+                body = await response.read()
         answer = json_object(body)
         if 200 <= status < 300:
             sid = answer.get("sid")
@@ -235,7 +203,7 @@ class TwilioMessages:
             status,
             code if isinstance(code, int) and not isinstance(code, bool) else None,
             str(text or ""),
-            header(attempt.headers, "Retry-After"),
+            header(response_headers, "Retry-After"),
         )
 
 
@@ -265,7 +233,8 @@ class TwilioSms(TwilioMessages):
         )
 
     def _form(self, message: TextMessage) -> bytes:
-        return (urlencode({"To": message.to, "Body": message.body}) + self._shared_form).encode("ascii")
+        # what urlencode({"To": ..., "Body": ...}) gives, without its per-call generality
+        return f"To={form_quote(message.to)}&Body={form_quote(message.body)}{self._shared_form}".encode("ascii")
 
 
 def classify(

@@ -99,8 +99,8 @@ class HandoverJournal:
         self._offset = 0  # where the next line goes
         self._size = 0  # bytes allocated
         self._grew = False  # allocated since the last sync: the next one must be a full fsync
-        self._pending: list[int] = []
-        self._batch: asyncio.Future[None] | None = None  # the batch the next sync will commit
+        self._pending: list[int] = []  # the ids the next sync will commit
+        self._waiters: list[asyncio.Future[None]] = []  # one per id in ``_pending``
         self._flushing: asyncio.Task[None] | None = None
 
     def open(self) -> None:
@@ -112,25 +112,25 @@ class HandoverJournal:
         self._grew = False
         fsync_directory(self.path.parent)  # the file itself survives a power loss
 
-    async def mark(self, delivery_id: int) -> None:
-        """Put ``delivery_id`` on record; returns once it is on disk (with whatever came meanwhile)."""
+    def mark(self, delivery_id: int) -> asyncio.Future[None]:
+        """Put ``delivery_id`` on record: a future done once it is on disk (with whatever came
+        meanwhile), failed when it could not be. Await it; cancelling the wait leaves the others'
+        waits alone. (A plain future, not a coroutine: it is awaited once per message sent.)"""
         if self._fd is None:
             raise RuntimeError("the hand-over journal is not open")
+        waiter = asyncio.get_running_loop().create_future()
         self._pending.append(delivery_id)
-        if self._batch is None:
-            self._batch = asyncio.get_running_loop().create_future()
-        batch = self._batch
+        self._waiters.append(waiter)
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.create_task(self._flush())
-        await asyncio.shield(batch)
+        return waiter
 
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
         await asyncio.sleep(0)  # the sends ready in this turn of the loop join the batch
         while self._pending:
             ids, self._pending = self._pending, []
-            batch, self._batch = self._batch, None
-            assert batch is not None
+            waiters, self._waiters = self._waiters, []
             try:
                 fd = self._fd
                 assert fd is not None
@@ -139,11 +139,13 @@ class HandoverJournal:
                 self._grew = False
                 await loop.run_in_executor(None, sync, fd)
             except BaseException as exc:
-                if not batch.done():
-                    batch.set_exception(exc)
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
                 continue
-            if not batch.done():
-                batch.set_result(None)
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def accepted(self, delivery_id: int, provider_id: str, provider: str, segments: int | None) -> None:
         """The provider accepted ``delivery_id``: on record for a crash of this process (written,

@@ -1,4 +1,5 @@
-"""SMS through Twilio: the real ``twilio`` client over HTTP against a fake Twilio (fake_twilio.py).
+"""SMS through Twilio: the messenger over HTTP against a fake Twilio (fake_twilio.py), sending the
+request the official ``twilio`` SDK's async client sends.
 
 Every outcome is checked at both ends: the error kind the messenger raises, and what reached the
 fake (exactly one POST per send: nothing is ever retried, since Twilio cannot drop a duplicate).
@@ -13,9 +14,12 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote_plus, urlencode
 
 import pytest
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
 from channels.fake_twilio import (
@@ -31,6 +35,7 @@ from channels.fake_twilio import (
 from channels.scripted_smtp import unused_port
 from channels.support import FrozenTime
 from daemon.channels.base import EmailEnvelope, Messenger, TextMessage
+from daemon.channels.http import basic_auth, form_quote
 from daemon.channels.outbox import JsonlTextOutbox
 from daemon.channels.registry import Registry
 from daemon.channels.twilio_sms import BUSY_BACKOFF, TwilioSms, classify, parse_retry_after
@@ -91,6 +96,27 @@ def text(to: str, n: int = 1, body: str = "Mother's Day: 20% off today") -> Text
 
 
 # ---------------------------------------------------------------- accepted
+
+
+async def test_the_request_is_the_one_the_twilio_sdk_client_sends(fake: FakeTwilio, sms: TwilioSms) -> None:
+    """Posted with the messenger's own aiohttp session, the request is byte for byte what twilio's
+    ``AsyncTwilioHttpClient`` sent for the same form and credentials (the messenger used it before)."""
+    from twilio.http.async_http_client import AsyncTwilioHttpClient
+
+    message = text("+14155550100", body="Code MOM+20% by 20 May: https://t.example/s/Ab-_~ 母亲节 🎉 &=?")
+    await sms.send(message)
+    form = sms._form(message)
+    assert form.decode() == urlencode({"To": message.to, "Body": message.body}) + sms._shared_form
+    sdk = AsyncTwilioHttpClient(pool_connections=False)  # a session per request, no retries
+    auth = {"Authorization": basic_auth(fake.account_sid, fake.auth_token)}
+    headers = {**auth, "Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded"}
+    await sdk.request("POST", sms._messages_url, data=form, headers=headers)
+
+    ours, theirs = fake.requests
+    assert (ours.method, ours.path, ours.form, ours.auth) == (theirs.method, theirs.path, theirs.form, theirs.auth)
+    assert ours.headers == theirs.headers
+    assert ours.answered == theirs.answered == 201
+
 
 
 async def test_a_created_message_returns_its_sid_from_one_twilio_shaped_request(
@@ -358,7 +384,7 @@ def test_without_twilio_settings_sms_go_to_the_outbox(tmp_path: Path) -> None:
 async def test_close_is_idempotent_and_later_sends_are_transient(fake: FakeTwilio) -> None:
     messenger = make(fake)
     await messenger.send(text("+14155550100"))
-    session = messenger._http.session if messenger._http else None
+    session = messenger._session
 
     await messenger.close()
     await messenger.close()
@@ -499,3 +525,14 @@ def test_segments_are_counted_as_twilio_bills_them() -> None:
     assert num_segments("母" * 70) == 1
     assert num_segments("母" * 71) == 2
     assert num_segments("🎉" * 35) == 1  # two UTF-16 units each
+
+
+@given(st.text())
+def test_form_values_are_quoted_exactly_as_quote_plus_does(value: str) -> None:
+    try:
+        expected = quote_plus(value)
+    except UnicodeEncodeError:  # a lone surrogate: neither can encode it
+        with pytest.raises(UnicodeEncodeError):
+            form_quote(value)
+        return
+    assert form_quote(value) == expected
