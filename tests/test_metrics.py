@@ -38,8 +38,17 @@ HUMAN_UA = (
 
 
 class Inbox:
-    def __init__(self) -> None:
+    """Takes every message, except for ``refused`` recipients (550)."""
+
+    def __init__(self, refused: str = "") -> None:
         self.messages: list[bytes] = []
+        self.refused = refused
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:  # noqa: ANN001, N802
+        if address == self.refused:
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope) -> str:  # noqa: ANN001, N802 - aiosmtpd's hook
         self.messages.append(envelope.content)
@@ -128,7 +137,7 @@ async def test_database_snapshot_failure_keeps_the_last_one() -> None:
 
 
 async def test_live_scrape_after_real_sends_and_hits(engine: AsyncEngine, tmp_path: Path) -> None:
-    inbox = Inbox()
+    inbox = Inbox(refused="cyd@c.example")
     smtp = Controller(inbox, hostname="127.0.0.1", port=free_port())
     smtp.start()
     port = free_port()
@@ -140,6 +149,8 @@ async def test_live_scrape_after_real_sends_and_hits(engine: AsyncEngine, tmp_pa
     await tracking.start()
     before = {
         "sent": registry_value("topslot_deliveries_total", channel="email", provider="smtp", state="sent"),
+        "failed": registry_value("topslot_deliveries_total", channel="email", provider="smtp", state="failed"),
+        "550": registry_value("topslot_provider_errors_total", provider="smtp", code="550"),
         "latency": registry_value("topslot_send_latency_seconds_count", provider="smtp"),
         "buckets": registry_value("topslot_bucket_lateness_seconds_count", channel="email"),
         "opens": registry_value("topslot_tracking_events_total", kind="open", label="human"),
@@ -156,7 +167,7 @@ async def test_live_scrape_after_real_sends_and_hits(engine: AsyncEngine, tmp_pa
         await scheduler.on_campaigns_changed({c.id: c})
         clock.set(DUE - timedelta(minutes=1))
         assert await scheduler.fire_bucket(c.id, "email", DUE) == 3
-        assert len(inbox.messages) == 3
+        assert len(inbox.messages) == 2  # cyd's address was refused
 
         clock.advance(timedelta(minutes=20))
         html = inbox.messages[0].decode("ascii", "replace").replace("=\r\n", "").replace("=3D", "=")
@@ -179,8 +190,12 @@ async def test_live_scrape_after_real_sends_and_hits(engine: AsyncEngine, tmp_pa
 
     scraped = samples(text)
     assert value(scraped, "topslot_deliveries_total", channel="email", provider="smtp", state="sent") == (
-        before["sent"] + 3
+        before["sent"] + 2
     )
+    assert value(scraped, "topslot_deliveries_total", channel="email", provider="smtp", state="failed") == (
+        before["failed"] + 1
+    )
+    assert value(scraped, "topslot_provider_errors_total", provider="smtp", code="550") == before["550"] + 1
     assert value(scraped, "topslot_send_latency_seconds_count", provider="smtp") == before["latency"] + 3
     assert value(scraped, "topslot_bucket_lateness_seconds_count", channel="email") == before["buckets"] + 1
     assert value(scraped, "topslot_tracking_events_total", kind="open", label="human") == before["opens"] + 1
