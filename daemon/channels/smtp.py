@@ -53,6 +53,7 @@ from aiosmtplib import (
     SMTPTimeoutError,
 )
 
+from daemon import metrics
 from daemon.channel import Channel
 from daemon.channels.base import EmailEnvelope, Message
 from daemon.channels.ratelimit import KeyedLimiter, TokenBucket, recipient_domain
@@ -187,6 +188,7 @@ class SmtpPool:
         self._closed = False
         # the first server's rate: the others are failovers, not extra capacity
         self.rate_per_second: float | None = next(iter(servers.values())).rate_per_second
+        metrics.SMTP_POOLS.add(self)  # topslot_smtp_connections_open reads ``status`` at scrape time
 
     @classmethod
     def from_settings(cls, settings: Settings, *, share: float = 1.0, **options: Any) -> SmtpPool:

@@ -13,6 +13,7 @@ recovery, never resent automatically): no row is lost and nothing is sent twice.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +22,7 @@ from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon import failpoints
+from daemon import failpoints, metrics
 from daemon.campaign import Campaign
 from daemon.channel import ChannelSpec, spec_of
 from daemon.channels.base import Card, ContentTemplate, EmailEnvelope, Messenger, TextMessage, on_handover
@@ -127,6 +128,13 @@ class Dispatcher:
             self._kits[id(campaign)] = kit
         return kit
 
+    def provider_name(self, campaign: Campaign, channel: str) -> str | None:
+        """The provider that sends ``channel`` for ``campaign`` (the metrics' label)."""
+        try:
+            return self.messengers.messenger(spec_of(channel).name, campaign.provider_for(channel)).provider
+        except Exception:  # no provider configured: the dispatch itself says so
+            return campaign.provider_for(channel)
+
     def tally(self, key: BucketKey) -> BucketTally:
         """The running tally of the bucket ``key`` (made on first use)."""
         found = self._tallies.get(key)
@@ -190,6 +198,7 @@ class Dispatcher:
                     )
                     for outcome in unrenderable:
                         tally.add(outcome.decision.state)
+                        metrics.count_outcome(channel, messenger.provider, outcome.decision.state)
                 if prepared:
                     send = partial(self._send_chunk, campaign, channel, messenger, prepared, tally, stragglers)
                     await window.submit(send)
@@ -222,6 +231,9 @@ class Dispatcher:
             tally.add(S.SKIPPED)
         for _ in expired:
             tally.add(S.FAILED)
+        provider = self.provider_name(campaign, channel)
+        metrics.count_outcome(channel, provider, S.SKIPPED, len(never_tried))
+        metrics.count_outcome(channel, provider, S.FAILED, len(expired))
         log.warning("too_late_to_send", rows=len(late), skipped=len(never_tried), failed=len(expired))
         return [r for r in recipients if now <= due_limit(campaign, r.due_utc)]
 
@@ -376,6 +388,7 @@ class Dispatcher:
         for o, (_, (_, answered_at)) in zip(outcomes, answers, strict=True):
             state = o.decision.state
             counts[str(state)] = counts.get(str(state), 0) + 1
+            metrics.count_outcome(channel, messenger.provider, state)
             tally.add(state, answered_at if state == S.SENT else None, straggler=stragglers)
         log.info("chunk_sent", rows=len(outcomes), outcomes=counts)
 
@@ -403,12 +416,15 @@ class Dispatcher:
         delivery_id = prepared.recipient.delivery_id
         if self.journal is not None:
             on_handover(partial(self.journal.mark, delivery_id))
+        started = time.perf_counter()
         try:
             result: str | BaseException = await messenger.send(prepared.message)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # classified by the policy; unexpected ones become unknown
             result = exc
+        error = None if isinstance(result, str) else result
+        metrics.observe_send(messenger.provider, time.perf_counter() - started, error)
         if self.journal is not None and isinstance(result, str):  # a crash from here on: sent, not unknown
             self.journal.accepted(delivery_id, result, messenger.provider, prepared.segments)
         return result, self.clock.now()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from daemon import metrics
 from daemon.campaign import Campaign, FrequencyCap
 from daemon.channels.registry import MessengerSource, Registry
 from daemon.clock import Clock, clock_span
@@ -124,8 +125,11 @@ class DispatchService:
             campaign, channel, due_utc, now=self.clock.now(), speed=getattr(self.clock, "speed", 1.0), lease=LEASE
         )
         mine = self.dispatcher.tally((campaign.id, channel, due_utc))
+        provider = self.dispatcher.provider_name(campaign, channel) if tallies else None
         for tally in tallies:
             mine.merge(tally)
+            for state, n in tally.outcomes.items():  # the helpers' registries are not scraped
+                metrics.count_outcome(channel, provider, state, n)
         return claimed
 
     def finish_bucket(self, campaign: Campaign, channel: str, due_utc: datetime) -> BucketTally | None:

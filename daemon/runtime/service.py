@@ -23,6 +23,7 @@ from typing import IO, Any, Protocol, Self
 
 from watchfiles import DefaultFilter, awatch
 
+from daemon import metrics
 from daemon.campaign import Campaign
 from daemon.clock import Clock, SystemClock
 from daemon.dispatch.service import DRAIN_TIMEOUT, DispatchService
@@ -178,6 +179,9 @@ class Daemon:
                 self.tracking.add_route(route, handler)
             for route, handler in im_handlers(self.engine, s, self.clock).items():  # /im/status
                 self.tracking.add_route(route, handler)
+            self.tracking.ready_checks["campaigns"] = self._campaigns_ready
+            if self.schedule:
+                self.tracking.ready_checks["scheduler"] = self._scheduler_ready
             await self.tracking.start()
             self._stack.push_async_callback(self.tracking.close)
         if self.schedule:
@@ -388,7 +392,21 @@ class Daemon:
         try:
             await self.reload(reason)
         except Exception:
+            metrics.RELOAD_FAILURES.inc()
             log.exception("reload_failed", reason=reason)
+
+    # ---------------------------------------------------------------- /readyz
+
+    def _campaigns_ready(self) -> str | None:
+        """Ready once the campaign files have been loaded (``reload("start")`` ran), whatever they held."""
+        return None if self.reloads > 0 else "campaigns not loaded yet"
+
+    def _scheduler_ready(self) -> str | None:
+        if self._closing:
+            return "stopping"
+        if self.scheduler is None or not self.scheduler.running:
+            return "scheduler not running"
+        return None
 
 
 def _source(registry: CampaignRegistry, cid: str) -> str | None:

@@ -32,6 +32,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from daemon import metrics
 from daemon.campaign import Campaign
 from daemon.clock import Clock, clock_span, wall_seconds_until
 from daemon.dispatch.claims import ClaimHandler, claim_all
@@ -113,6 +114,11 @@ class BucketScheduler:
         self._aps = AsyncIOScheduler(timezone=UTC)
 
     # ------------------------------------------------------------ lifecycle
+
+    @property
+    def running(self) -> bool:
+        """Started and not shut down (its timers fire buckets)."""
+        return bool(self._aps.running)
 
     def start(self) -> None:
         self._aps.start()
@@ -234,6 +240,8 @@ class BucketScheduler:
             log.info("bucket_claimed", due_utc=due_utc.isoformat(), claimed=claimed)
             tally = self.on_finished(campaign, channel, due_utc) if self.on_finished is not None else None
             log_finished(due_utc, claimed, tally)
+            if tally is not None and tally.accepted:
+                metrics.observe_bucket(channel, tally.max_late_s)
             if tally is not None:
                 await self.measure(campaign, channel, tally)
             return claimed

@@ -28,7 +28,7 @@ from daemon.store.db import IMMEDIATE
 from daemon.store.dialect import upsert_insert
 from daemon.store.engagement import engaged_earlier
 from daemon.store.frequency import skip_over_cap
-from daemon.store.schema import campaigns, contacts, deliveries
+from daemon.store.schema import campaigns, contacts, coupon_pools, deliveries
 from daemon.store.segments import audience_filter, has_address, has_consent, is_suppressed
 
 # States a plan may (re)write; anything else has been handed to a dispatcher and is left alone.
@@ -521,6 +521,20 @@ async def state_totals(engine: AsyncEngine) -> dict[str, int]:
     query = select(deliveries.c.state, func.count()).group_by(deliveries.c.state)
     async with engine.connect() as conn:
         return {state: n for state, n in await conn.execute(query)}
+
+
+async def metrics_snapshot(engine: AsyncEngine, states: Sequence[str]) -> tuple[dict[str, int], dict[str, int]]:
+    """For ``/metrics``: rows by state (only ``states``) and codes available per imported coupon pool."""
+    backlog_q = (
+        select(deliveries.c.state, func.count())
+        .where(deliveries.c.state.in_(list(states)))
+        .group_by(deliveries.c.state)
+    )
+    async with engine.connect() as conn:
+        backlog = {str(state): int(n) for state, n in await conn.execute(backlog_q)}
+        stock_q = select(coupon_pools.c.name, coupon_pools.c.available)
+        stock = {str(name): int(n) for name, n in await conn.execute(stock_q)}
+    return backlog, stock
 
 
 async def pending_until(engine: AsyncEngine, instant: datetime) -> int:

@@ -20,6 +20,7 @@ from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from daemon import metrics
 from daemon.store import tracking_events as store
 from daemon.store.db import IMMEDIATE
 from daemon.tracking.classify import (
@@ -105,6 +106,8 @@ class EventWriter:
                 opens = [Open(o.id, o.delivery_id, o.occurred_at, o.label) for o in stored]
                 relabel += [(i, HUMAN, UPGRADED_BY_CLICK) for i in opens_to_upgrade(opens, human_clicks)]
             await store.set_labels(conn, relabel)
+        for row in rows:  # committed
+            metrics.count_tracking_event(str(row["kind"]), str(row["label"]))
         return Written(len(rows), len(hits) - len(known), len(relabel))
 
     async def _bursts(

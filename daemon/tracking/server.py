@@ -8,9 +8,15 @@
 ``GET|HEAD /u/T``      a static page with a POST button; changes nothing (scanners follow GETs)
 ``POST /u/T``          RFC 8058 one-click unsubscribe (body ``List-Unsubscribe=One-Click``, also
                        what the page's form posts): committed before the 200, idempotent
-``GET /healthz``       JSON: ``status`` (``ok``, or ``degraded`` with since when, where and why
-                       while the database refuses work), counters: events accepted / written /
-                       dropped / lost, rejected tokens
+``GET /healthz``       liveness (the loop answers). JSON: ``status`` (``ok``, or ``degraded``
+                       with since when, where and why while the database refuses work), counters:
+                       events accepted / written / dropped / lost, rejected tokens. Always 200
+``GET /readyz``        readiness. JSON ``{status, checks}``: 200 ``ready`` when every check says
+                       ``ok`` (the database answers ``SELECT 1`` within ``ready_timeout``, and
+                       what ``ready_checks`` holds: the daemon adds campaigns loaded, scheduler
+                       running), else 503 ``not_ready`` with what each failing check found
+``GET /metrics``       Prometheus text format (``daemon.metrics``); the database gauges come from
+                       a snapshot refreshed in the background, so a scrape never waits for it
 =====================  =====================================================================
 
 Routes are served at the root and under the path of ``tracking_base_url`` (a reverse proxy may
@@ -30,15 +36,18 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from daemon import metrics
 from daemon.clock import Clock
 from daemon.errors import TopslotError
 from daemon.health import Health
@@ -46,6 +55,7 @@ from daemon.links.keys import Keyring
 from daemon.links.tokens import TokenClaims, TokenError
 from daemon.links.tracking import TrackingBase, click_id, read_tracking_path
 from daemon.logs import get_logger
+from daemon.store.ledger import metrics_snapshot
 from daemon.store.links import StoredLink, find_link
 from daemon.store.tracking_events import unsubscribe
 from daemon.tracking import pages
@@ -65,6 +75,8 @@ _ROUTES = {"/o/": "open", "/c/": "click", "/s/": "click", "/u/": "unsubscribe"}
 Handler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
 _READ_METHODS = ("GET", "HEAD")
 _BASE_HEADERS = {**pages.SECURITY_HEADERS, **pages.NO_CACHE}
+_OWN = ("/healthz", "/readyz", "/metrics")
+ReadyCheck = Callable[[], str | None]  # None when ready, else what is wrong
 
 
 class TrackingServerError(TopslotError):
@@ -87,6 +99,9 @@ class TrackingOptions:
     delivery_cache: int = 200_000  # delivery → campaign entries (~100 bytes each)
     link_cache: int = 20_000
     keepalive_timeout: float = 15.0
+    metrics: bool = True  # serve /metrics (and refresh its database snapshot)
+    metrics_interval: float = 5.0  # seconds between database snapshots of the ledger and coupon gauges
+    ready_timeout: float = 1.0  # /readyz: seconds the database has to answer
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> TrackingOptions:
@@ -136,12 +151,21 @@ class TrackingServer:
         self._links: LruCache[tuple[str, str], StoredLink] = LruCache(options.link_cache)
         self._runner: web.ServerRunner | None = None
         self._extra: dict[str, tuple[tuple[str, ...], Handler]] = {}
+        self.ready_checks: dict[str, ReadyCheck] = {}  # /readyz beside the database ping (the daemon's)
+        self.snapshot = (
+            metrics.DatabaseSnapshot(
+                partial(metrics_snapshot, engine, [str(s) for s in metrics.BACKLOG_STATES]),
+                interval=options.metrics_interval,
+            )
+            if options.metrics
+            else None
+        )
 
     def add_route(self, path: str, handler: Handler, methods: tuple[str, ...] = ("POST",)) -> None:
         """Serve another exact path (e.g. ``/conversions``) beside the tracking routes. ``handler``
         gets aiohttp's ``BaseRequest`` and returns a response; add ``pages.SECURITY_HEADERS`` and
         never echo the request. Other methods get the static 405 page."""
-        if not path.startswith("/") or path[:3] in _ROUTES or path == "/healthz":
+        if not path.startswith("/") or path[:3] in _ROUTES or path in _OWN:
             raise ValueError(f"cannot add a route at {path!r}")
         self._extra[path] = (tuple(m.upper() for m in methods), handler)
 
@@ -182,12 +206,16 @@ class TrackingServer:
         sockets = getattr(site._server, "sockets", None) or []  # the bound port when 0 was asked
         self.port = sockets[0].getsockname()[1] if sockets else o.port
         self.buffer.start()
+        if self.snapshot is not None:
+            self.snapshot.start()
         log.info("tracking_server_started", host=o.host, port=self.port, base_path=self._prefix or "/")
 
     async def close(self) -> None:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()  # stop accepting, finish requests in flight
+        if self.snapshot is not None:
+            await self.snapshot.close()
         await self.buffer.close()
         log.info("tracking_server_stopped", rejected_tokens=self.rejected, **self.buffer.stats.as_dict())
 
@@ -217,8 +245,14 @@ class TrackingServer:
         prefix = self._prefix
         if prefix and path.startswith(prefix) and path[len(prefix) : len(prefix) + 1] == "/":
             path = path[len(prefix) :]
-        if path == "/healthz":
-            return self._health() if request.method in _READ_METHODS else _page(405, allow="GET, HEAD")
+        if path in _OWN:
+            if request.method not in _READ_METHODS:
+                return _page(405, allow="GET, HEAD")
+            if path == "/healthz":
+                return self._health()
+            if path == "/readyz":
+                return await self._ready()
+            return self._metrics()
         if path[:3] not in _ROUTES:
             extra = self._extra.get(path)
             if extra is None:
@@ -312,6 +346,44 @@ class TrackingServer:
         return web.Response(
             body=json.dumps(body, sort_keys=True).encode("ascii"),
             headers={**_BASE_HEADERS, "Content-Type": "application/json"},
+        )
+
+    async def _ready(self) -> web.StreamResponse:
+        checks: dict[str, str] = {"database": await self._ping()}
+        for name, check in self.ready_checks.items():
+            try:
+                problem = check()
+            except Exception as exc:
+                problem = f"the check failed: {type(exc).__name__}"
+            checks[name] = "ok" if problem is None else problem
+        ready = all(v == "ok" for v in checks.values())
+        body = {"status": "ready" if ready else "not_ready", "checks": checks}
+        return web.Response(
+            status=200 if ready else 503,
+            body=json.dumps(body, sort_keys=True).encode("ascii"),
+            headers={**_BASE_HEADERS, "Content-Type": "application/json"},
+        )
+
+    async def _ping(self) -> str:
+        """``ok`` when the database answers ``SELECT 1`` within ``ready_timeout``, else why not."""
+        timeout = self.options.ready_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                async with self.engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+        except TimeoutError:
+            return f"unreachable: no answer within {timeout:g} s"
+        except Exception as exc:
+            detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200] if str(exc) else ""
+            return f"unreachable: {type(exc).__name__}" + (f": {detail}" if detail else "")
+        return "ok"
+
+    def _metrics(self) -> web.StreamResponse:
+        if self.snapshot is None:
+            return _page(404)
+        return web.Response(
+            body=metrics.exposition(self.snapshot),
+            headers={**_BASE_HEADERS, "Content-Type": metrics.CONTENT_TYPE},
         )
 
     def _hit(

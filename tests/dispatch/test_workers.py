@@ -15,6 +15,7 @@ import pytest
 from channels.scripted_smtp import ScriptedSmtpServer
 from structlog.testing import capture_logs
 
+from daemon import metrics
 from daemon.clock import FakeClock
 from daemon.dispatch.claims import CLAIM_BATCH
 from daemon.dispatch.service import DispatchService
@@ -64,10 +65,14 @@ async def fire(service: DispatchService, s: Settings) -> int:
 async def test_a_bucket_is_shared_by_the_helper_and_each_recipient_gets_one_message(tmp_path: Path) -> None:
     n = CLAIM_BATCH * 2 + 500  # several claims, so that both processes get some
     emails = [f"accept+{i}@d{i % 7}.example" for i in range(n)]
+    sent = {"channel": "email", "provider": "smtp", "state": "sent"}
+    counted = metrics.REGISTRY.get_sample_value("topslot_deliveries_total", sent) or 0.0
     async with two_processes(tmp_path, emails) as (server, service, s):
         assert await fire(service, s) == n
         rows = await ledger_by_email(service.engine)
     assert Counter(r["state"] for r in rows.values()) == {"sent": n}
+    # this process's metrics count the helper's sends too (from the tallies it sends back)
+    assert metrics.REGISTRY.get_sample_value("topslot_deliveries_total", sent) == counted + n
     owners = Counter(r["lease_owner"].split("/")[0] for r in rows.values())
     assert set(owners) == {"test-node", "test-node#w1"} and min(owners.values()) >= 100, owners
     assert Counter(rcpt for r in server.accepted() for rcpt in r.rcpt_to) == Counter(emails)  # everybody, once
