@@ -33,7 +33,9 @@ def upgrade() -> None:
         sa.Column("rows", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.CheckConstraint("action IN ('pause', 'resume', 'cancel')", name=op.f("ck_campaign_controls_action")),
-        sa.ForeignKeyConstraint(["campaign_id"], ["campaigns.id"], name=op.f("fk_campaign_controls_campaign_id_campaigns")),
+        sa.ForeignKeyConstraint(
+            ["campaign_id"], ["campaigns.id"], name=op.f("fk_campaign_controls_campaign_id_campaigns")
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_campaign_controls")),
     )
     op.create_index(op.f("ix_campaign_controls_campaign_id_at"), "campaign_controls", ["campaign_id", "at"])
