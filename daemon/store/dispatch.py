@@ -21,6 +21,7 @@ from daemon.delivery import Decision
 from daemon.delivery import DeliveryState as S
 from daemon.pacing import QuietRules
 from daemon.store import coupons, receipts
+from daemon.store.controls import held_campaign
 from daemon.store.coupons import Reservation
 from daemon.store.db import IMMEDIATE
 from daemon.store.ledger import Claimed, claim_statement, ineligibility_reason, skip_quiet_hours
@@ -305,7 +306,7 @@ async def claim_retries(
 ) -> list[tuple[str, str, datetime, Claimed]]:
     """Claim ``retry_wait`` rows that are due again: (campaign_id, channel, due_utc, claim)."""
     stmt = claim_statement(
-        deliveries.c.next_attempt_utc <= now,
+        and_(deliveries.c.next_attempt_utc <= now, ~held_campaign()),  # none of a paused or cancelled campaign
         S.RETRY_WAIT,
         order_by=(deliveries.c.next_attempt_utc, deliveries.c.id),
         owner=owner,
