@@ -169,6 +169,13 @@ def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
+def _clip(error: str | None) -> str | None:
+    if error is None:
+        return None
+    line = " ".join(error.split())
+    return line if len(line) <= ERROR_CHARS else line[: ERROR_CHARS - 1] + "…"
+
+
 async def campaign_rows(engine: AsyncEngine, now: datetime, campaign_id: str | None = None) -> list[CampaignRow]:
     """Every campaign in the database: control state, rows per state, its next planned buckets."""
     query = select(
@@ -239,13 +246,13 @@ async def read_status(engine: AsyncEngine, now: datetime, *, stale_after: timede
             )  # fmt: skip
         ]
         failures = [
-            Failure(r.campaign_id, r.channel, r.state, r.last_error, r.n, _aware(r.last_at))  # type: ignore[arg-type]
+            Failure(r.campaign_id, r.channel, r.state, _clip(r.last_error), r.n, _aware(r.last_at))  # type: ignore[arg-type]
             for r in await conn.execute(
                 select(
                     deliveries.c.campaign_id,
                     deliveries.c.channel,
                     deliveries.c.state,
-                    func.substr(deliveries.c.last_error, 1, ERROR_CHARS).label("last_error"),
+                    deliveries.c.last_error,
                     func.count().label("n"),
                     func.max(deliveries.c.updated_at).label("last_at"),
                 )
@@ -254,7 +261,7 @@ async def read_status(engine: AsyncEngine, now: datetime, *, stale_after: timede
                     deliveries.c.campaign_id,
                     deliveries.c.channel,
                     deliveries.c.state,
-                    func.substr(deliveries.c.last_error, 1, ERROR_CHARS),
+                    deliveries.c.last_error,
                 )
                 .order_by(func.count().desc())
                 .limit(20)
