@@ -131,7 +131,8 @@ async def test_cancel_retires_unsent_rows_releases_coupons_and_is_never_replanne
         await controls.pause(engine, "nope", now=NOW)
     # a row a recovered lease gave back after the cancel is retired when its bucket comes due
     async with engine.begin() as conn:
-        await conn.execute(update(deliveries).where(deliveries.c.id == ids[2]).values(state="planned", skip_reason=None))
+        revived = update(deliveries).where(deliveries.c.id == ids[2]).values(state="planned", skip_reason=None)
+        await conn.execute(revived)
     assert await scheduler.fire_bucket(c.id, "email", bucket.due_utc) == 0
     assert {r["state"] for r in await rows(engine) if r["id"] in ids[1:]} == {"skipped"}
 
@@ -173,3 +174,22 @@ async def test_status_shows_heartbeats_buckets_in_flight_and_failures(engine, tm
     [b] = found.buckets
     assert (b.claimed, b.accepted, b.late, b.max_late_s) == (10, 9, 2, 3.25)
     assert [(e.action, e.reason) for e in found.controls] == [("pause", "check copy")]
+
+
+async def test_a_dispatch_service_keeps_a_heartbeat_and_says_when_it_stopped(engine, tmp_path) -> None:
+    import asyncio
+
+    from daemon.dispatch.service import DispatchService
+
+    service = DispatchService(engine, settings(tmp_path), FakeClock(NOW), node="nodeA")
+    service.start_heartbeat()
+    for _ in range(100):  # the first beat is written at once
+        found = await status.read_status(engine, service.wall.now())
+        if found.processes:
+            break
+        await asyncio.sleep(0.05)
+    [proc] = found.processes
+    assert (proc.owner, proc.node, proc.role, proc.health) == (service.owner, "nodeA", "daemon", "running")
+    await service.close()
+    [proc] = (await status.read_status(engine, service.wall.now())).processes
+    assert proc.health == "stopped"
