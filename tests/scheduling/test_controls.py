@@ -84,6 +84,11 @@ async def test_a_held_bucket_fires_nothing_and_retries_of_a_paused_campaign_wait
     later = bucket.due_utc + timedelta(hours=1)
     assert await claim_retries(engine, "node/a", timedelta(minutes=5), later) == []
     await controls.resume(engine, c.id, now=NOW)
+    with capture_logs() as logs:
+        await scheduler.watch_controls()  # noticed: re-planned, its bucket's job back
+    events = [e["event"] for e in logs]
+    assert "campaign_resumed" in events and events.index("campaign_planned") > events.index("campaign_resumed")
+    assert any(e["event"] == "jobs_rebuilt" and e["buckets"] == 1 for e in logs)
     assert len(await claim_retries(engine, "node/a", timedelta(minutes=5), later)) == 1
 
 
