@@ -7,7 +7,7 @@ attempt decides (pure; the store writes it, the dispatcher and the webhooks prod
        │                │          ├─▶ retry_wait (not accepted, safe to retry) ─▶ claimed
        │                │          ├─▶ failed (refused for good)
        │                │          └─▶ unknown (the provider may have it: never resent automatically)
-       └─▶ skipped (reason: no_consent | suppressed | missed_slot | coupon_exhausted | holdout | ...)
+       └─▶ skipped (reason: no_consent | suppressed | missed_slot | coupon_exhausted | holdout | cancelled | ...)
 
 Each state is defined once here; SQL, reports and the CLI read the enum and its groups, never a
 string of their own.
@@ -81,6 +81,7 @@ class SkipReason(StrEnum):
     FREQUENCY_CAP = "frequency_cap"  # the contact already had the channel's cap of messages in the period
     LOW_CONFIDENCE_ZONE = "low_confidence_zone"  # the zone is only guessed and the campaign skips such contacts
     ENGAGED = "engaged"  # a fallback not needed: the earlier channel's message got a human open or click
+    CANCELLED = "cancelled"  # ``topslot campaigns cancel``: the campaign was retired before this row was sent
 
 
 R = SkipReason

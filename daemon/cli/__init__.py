@@ -6,6 +6,7 @@ import typer
 
 from daemon.cli import (
     config_cmds,
+    control_cmds,
     conversion_cmds,
     coupon_cmds,
     data_cmds,
@@ -34,6 +35,7 @@ for module in (
     delivery_cmds,
     report_cmds,
     conversion_cmds,
+    control_cmds,
 ):
     module.register(app)
 

@@ -15,7 +15,7 @@ from daemon.clock import Clock, clock_span
 from daemon.delivery import DeliveryState as S
 from daemon.logs import get_logger
 from daemon.pacing import QuietRules
-from daemon.store import ledger
+from daemon.store import controls, ledger
 from daemon.store.schema import deliveries
 
 log = get_logger("dispatch")
@@ -46,6 +46,8 @@ async def claim_all(
     The rules checked as the bucket goes, all from the ledger and events of that moment:
     - a ``fallback`` campaign's rows whose earlier channel got a human open or click are skipped
       first (``ledger.skip_engaged_fallbacks``, logged ``fallback_not_needed``);
+    - a campaign paused or cancelled (``daemon.store.controls``) claims nothing more from the next
+      batch on; its unclaimed rows stay as they are;
     - before each batch, rows whose recipients are inside their channel's ``quiet`` hours when the
       messages arrive (the slot, or now once it has passed) are skipped (``ledger.skip_quiet_hours``,
       logged ``quiet_hours_skipped``): a bucket that fires late, or runs on into the evening, stops;
@@ -63,6 +65,10 @@ async def claim_all(
                 "fallback_not_needed", campaign_id=campaign.id, channel=channel, slot=due_utc.isoformat(), rows=skipped
             )
     while not stopped():
+        # paused or cancelled meanwhile (``topslot campaigns``, any node): stop before the next batch
+        if (state := await controls.campaign_state(engine, campaign.id)) is not controls.ControlState.ACTIVE:
+            log.warning("claims_held", channel=channel, slot=due_utc.isoformat(), state=str(state), claimed=claimed)
+            break
         if quiet is not None:
             # judged when the messages arrive: the slot, or now for a bucket running late
             now = clock.now()

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon import metrics
+from daemon import __version__, metrics
 from daemon.campaign import Campaign, FrequencyCap
 from daemon.channels.registry import MessengerSource, Registry
-from daemon.clock import Clock, clock_span
+from daemon.clock import Clock, SystemClock, clock_span
 from daemon.dispatch import policy
 from daemon.dispatch.dispatcher import Dispatcher
 from daemon.dispatch.journal import HandoverJournal, journal_path, journals, owner_of
@@ -31,6 +31,7 @@ from daemon.links.keys import load_keyring
 from daemon.logs import get_logger
 from daemon.settings import Settings
 from daemon.store import dispatch as store
+from daemon.store import status
 from daemon.store.ledger import Claimed
 
 log = get_logger("dispatch")
@@ -38,6 +39,7 @@ log = get_logger("dispatch")
 RETRY_POLL = timedelta(seconds=5)
 LEASE = timedelta(minutes=15)  # real time; longer on a simulated clock
 DRAIN_TIMEOUT = timedelta(seconds=30)  # a graceful stop waits this long for chunks on the wire
+HEARTBEAT = timedelta(seconds=5)  # real time: each process's row in ``processes`` (``topslot status``)
 
 
 def node_id() -> str:
@@ -82,8 +84,13 @@ class DispatchService:
         self.campaigns: dict[str, Campaign] = {}
         self._poller: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self.role = "helper" if helper else "daemon"
+        self.wall = SystemClock()  # heartbeats are real time, whatever clock the plan runs on
+        self._started_at = self.wall.now()
+        self._heartbeat: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        self.start_heartbeat()
         await self.recover()
         if self.helpers is not None:
             await self.helpers.start()
@@ -95,6 +102,36 @@ class DispatchService:
         self._stopping.set()
         if self.helpers is not None:
             self.helpers.stop_sending()
+
+    def start_heartbeat(self) -> None:
+        """Keep this process's row in ``processes`` fresh until ``close``."""
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
+
+    async def _beat(self) -> None:
+        failing = False
+        while True:
+            try:
+                await status.heartbeat(
+                    self.engine, owner=self.owner, node=self.node, role=self.role, pid=os.getpid(),
+                    version=__version__, started_at=self._started_at, now=self.wall.now(),
+                )  # fmt: skip
+                failing = False
+            except Exception as exc:
+                if not failing:  # once per outage
+                    log.warning("heartbeat_failed", error=repr(exc)[:300])
+                failing = True
+            await asyncio.sleep(HEARTBEAT.total_seconds())
+
+    async def _stop_heartbeat(self) -> None:
+        if self._heartbeat is None:
+            return
+        self._heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._heartbeat
+        self._heartbeat = None
+        with contextlib.suppress(Exception):  # best effort: a stale row says the same, later
+            await status.stopped(self.engine, self.owner, self.wall.now())
 
     async def close(self) -> None:
         self.stop_sending()
@@ -109,6 +146,7 @@ class DispatchService:
         await self.messengers.close()
         if self.journal is not None:  # nothing of ours sending: it has nothing left to prove
             self.journal.close(remove=self.dispatcher.sending == 0)
+        await self._stop_heartbeat()
 
     async def on_campaigns_changed(self, campaigns: Mapping[str, Campaign]) -> None:
         self.campaigns = dict(campaigns)

@@ -290,6 +290,7 @@ async def _serve(pipe: Connection, settings: Settings, node: str) -> None:
     engine = open_engine(settings.database_url)
     clock = SimulatedClock(datetime.now(UTC))
     service = DispatchService(engine, settings, clock, node=node, helper=True)
+    service.start_heartbeat()  # its own row in ``processes`` (``topslot status``)
     await service.recover()  # rows an earlier run of this helper left behind
     pipe.send(("ready", service.owner, os.getpid()))
     loop = asyncio.get_running_loop()

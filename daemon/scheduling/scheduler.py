@@ -43,14 +43,17 @@ from daemon.health import Health
 from daemon.logs import bound, get_logger
 from daemon.scheduling.plan_run import Route, channel_rates, plan_campaign, settle_dispatch_starts
 from daemon.settings import Settings
+from daemon.store import controls, ledger, status
 from daemon.store import dispatch as dispatch_store
-from daemon.store import ledger
+from daemon.store.controls import ControlState
 from daemon.store.db import is_transient
 
 log = get_logger("scheduler")
 
 JOB_PREFIX = "bucket:"
 REPLAN_JOB = "replan"
+CONTROL_JOB = "controls"
+CONTROL_POLL = timedelta(seconds=5)  # how soon a pause, resume or cancel made elsewhere is noticed
 RETRY_FIRST = 1.0  # seconds before a bucket step the database refused is tried again (doubling)
 RETRY_MOST = 15.0
 SLOWER = 0.9  # a bucket below this share of its route's rate re-sizes the route's later buckets
@@ -111,6 +114,7 @@ class BucketScheduler:
         self.stopping = False  # a graceful stop: claim nothing new
         self._firing: set[asyncio.Task[Any]] = set()
         self._hashes: dict[str, str] = {}
+        self._controls: dict[str, ControlState] = {}  # the control state last seen per campaign
         self._aps = AsyncIOScheduler(timezone=UTC)
 
     # ------------------------------------------------------------ lifecycle
@@ -124,6 +128,9 @@ class BucketScheduler:
         self._aps.start()
         self._aps.add_job(
             self.replan_all, "interval", seconds=self.replan_every.total_seconds(), id=REPLAN_JOB, coalesce=True
+        )
+        self._aps.add_job(
+            self.watch_controls, "interval", seconds=CONTROL_POLL.total_seconds(), id=CONTROL_JOB, coalesce=True
         )
 
     def shutdown(self) -> None:
@@ -151,6 +158,32 @@ class BucketScheduler:
         for campaign in changed:
             await self.plan(campaign)
         await self.rebuild_jobs()
+        await self.watch_controls()
+
+    async def watch_controls(self) -> None:
+        """Notice pauses, resumes and cancels (``topslot campaigns``, from any node): each change is
+        logged once; a resumed campaign is re-planned at once (buckets whose slot passed meanwhile
+        follow the missed-slot rules) and its buckets fire again."""
+        try:
+            states = await controls.campaign_states(self.engine, sorted(self.campaigns))
+        except Exception as exc:
+            log.warning("controls_unreadable", error=repr(exc)[:300])
+            return
+        for cid, state in sorted(states.items()):
+            before = self._controls.get(cid, ControlState.ACTIVE)
+            self._controls[cid] = state
+            if state == before:
+                continue
+            if state is ControlState.PAUSED:
+                log.warning("campaign_paused", campaign_id=cid, was=str(before))
+            elif state is ControlState.CANCELLED:
+                log.warning("campaign_cancelled", campaign_id=cid, was=str(before))
+            else:
+                log.info("campaign_resumed", campaign_id=cid, was=str(before))
+            campaign = self.campaigns.get(cid)
+            if state is ControlState.ACTIVE and campaign is not None:
+                await self.plan(campaign)
+                await self.rebuild_jobs()
 
     async def replan_all(self) -> None:
         """Periodic re-plan: picks up imported contacts and audience changes."""
@@ -163,6 +196,10 @@ class BucketScheduler:
         digest = config_hash(campaign)
         with bound(campaign_id=campaign.id):
             await ledger.record_campaign(self.engine, campaign, digest, now)
+            if await controls.campaign_state(self.engine, campaign.id) is ControlState.CANCELLED:
+                self._hashes[campaign.id] = digest
+                log.info("campaign_not_planned", reason="cancelled")
+                return
             outcome = await plan_campaign(self.engine, campaign, self.settings, now, write=True, measured=self.measured)
             self._hashes[campaign.id] = digest
             log.info(
@@ -215,6 +252,13 @@ class BucketScheduler:
             self._firing.add(task)
             task.add_done_callback(self._firing.discard)
         with bound(campaign_id=campaign_id, channel=channel, slot=due_utc.isoformat()):
+            if (held := await controls.campaign_state(self.engine, campaign_id)) is not ControlState.ACTIVE:
+                retired = 0  # a cancelled campaign's rows a recovered lease gave back: retired too
+                if held is ControlState.CANCELLED:
+                    retired = await controls.retire_cancelled(self.engine, campaign_id, self.clock.now())
+                log.info("bucket_held", due_utc=due_utc.isoformat(), state=str(held), retired=retired)
+                return 0
+            started = self.clock.now()
             claimed, delay, failed = 0, RETRY_FIRST, False
             give_up_at = due_limit(campaign, due_utc)
             while True:
@@ -242,9 +286,25 @@ class BucketScheduler:
             log_finished(due_utc, claimed, tally)
             if tally is not None and tally.accepted:
                 metrics.observe_bucket(channel, tally.max_late_s)
+            await self._record_bucket(campaign, channel, due_utc, claimed, tally, started)
             if tally is not None:
                 await self.measure(campaign, channel, tally)
             return claimed
+
+    async def _record_bucket(
+        self, campaign: Campaign, channel: str, due_utc: datetime, claimed: int, tally: BucketTally | None,
+        started: datetime,
+    ) -> None:  # fmt: skip
+        """Keep what the bucket came to for ``topslot status`` (a failure costs only that)."""
+        try:
+            await status.record_bucket(
+                self.engine, campaign_id=campaign.id, channel=channel, due_utc=due_utc, owner=self.owner,
+                claimed=claimed, accepted=None if tally is None else tally.accepted,
+                late=None if tally is None else tally.late, max_late_s=None if tally is None else tally.max_late_s,
+                started_at=started, finished_at=self.clock.now(),
+            )  # fmt: skip
+        except Exception as exc:
+            log.warning("bucket_run_not_recorded", due_utc=due_utc.isoformat(), error=repr(exc)[:300])
 
     async def _fire_once(self, campaign: Campaign, channel: str, due_utc: datetime, *, first: bool) -> int:
         """One try of the bucket: skip who no longer qualifies, claim and send (with the helpers)."""

@@ -21,6 +21,7 @@ from daemon.delivery import Decision
 from daemon.delivery import DeliveryState as S
 from daemon.pacing import QuietRules
 from daemon.store import coupons, receipts
+from daemon.store.controls import held_campaign
 from daemon.store.coupons import Reservation
 from daemon.store.db import IMMEDIATE
 from daemon.store.frequency import lock_contacts, skip_over_cap
@@ -315,7 +316,7 @@ async def claim_retries(
     skipped (``frequency_cap``) in the same transaction instead (another campaign may have sent
     since its first attempt)."""
     stmt = claim_statement(
-        deliveries.c.next_attempt_utc <= now,
+        and_(deliveries.c.next_attempt_utc <= now, ~held_campaign()),  # none of a paused or cancelled campaign
         S.RETRY_WAIT,
         order_by=(deliveries.c.next_attempt_utc, deliveries.c.id),
         owner=owner,

@@ -55,6 +55,7 @@ SLOT_BASES = tuple(SlotBasis)
 COUPON_STATES = ("available", "reserved", "assigned")
 ATTRIBUTED_BY = ("coupon", "click", "contact", "none")
 RECEIPT_STATES = tuple(sorted(RECEIPTS))
+CONTROL_ACTIONS = ("pause", "resume", "cancel")
 
 
 _BIND_MEMO_SIZE = 4096
@@ -212,7 +213,25 @@ campaigns = Table(
     Column("name", String(200), nullable=False),
     Column("config_hash", String(64), nullable=False),
     _now_col("loaded_at"),
-    Column("paused", Boolean, nullable=False, server_default=text("false")),
+    Column("paused", Boolean, nullable=False, server_default=text("false")),  # ``topslot campaigns pause``
+    _now_col("paused_at", nullable=True),
+    _now_col("cancelled_at", nullable=True),  # ``topslot campaigns cancel``: never planned or sent again
+    Column("control_reason", String(200)),  # the reason given with the last pause or cancel
+)
+
+# Every pause, resume and cancel, by whom and why (``topslot campaigns``; shown by ``topslot status``).
+campaign_controls = Table(
+    "campaign_controls",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("campaign_id", String(63), ForeignKey("campaigns.id"), nullable=False),
+    Column("action", String(10), nullable=False),  # pause | resume | cancel
+    Column("reason", String(200)),
+    Column("actor", String(100), nullable=False),  # user@host that ran the command
+    Column("rows", Integer, nullable=False, server_default=text("0")),  # cancel: rows retired
+    _now_col("at"),
+    Index(None, "campaign_id", "at"),
+    CheckConstraint(_in("action", CONTROL_ACTIONS), name="action"),
 )
 
 deliveries = Table(
@@ -373,4 +392,39 @@ conversions = Table(  # orders from the shop's webhook or a CSV import, with wha
     Index(None, "coupon_code"),
     CheckConstraint(_in("attributed_by", ATTRIBUTED_BY), name="attributed_by"),
     CheckConstraint("revenue >= 0 AND discount >= 0 AND units >= 0", name="amounts"),
+)
+
+# ---------------------------------------------------------------- processes and buckets (``topslot status``)
+
+# Every daemon process and dispatch helper, by lease owner (``node/boot``, ``node#wK/boot``): its
+# heartbeat is refreshed every few seconds while it runs, so ``topslot status`` on any node sees it.
+processes = Table(
+    "processes",
+    metadata,
+    Column("owner", String(100), primary_key=True),
+    Column("node", String(100), nullable=False),
+    Column("role", String(10), nullable=False),  # daemon | helper
+    Column("pid", Integer, nullable=False),
+    Column("version", String(40), nullable=False),
+    _now_col("started_at"),
+    _now_col("last_heartbeat_utc"),
+    _now_col("stopped_at", nullable=True),  # a graceful stop; None while running (or after a crash)
+    Index(None, "last_heartbeat_utc"),
+)
+
+# What each bucket's send came to (the scheduler's ``bucket_finished``), kept for ``topslot status``.
+bucket_runs = Table(
+    "bucket_runs",
+    metadata,
+    Column("campaign_id", String(63), primary_key=True),
+    Column("channel", String(10), primary_key=True),
+    Column("due_utc", UTCDateTime(), primary_key=True),
+    Column("owner", String(100), nullable=False),
+    Column("claimed", Integer, nullable=False),
+    Column("accepted", Integer),  # None: no tally (nothing sent by this process's dispatcher)
+    Column("late", Integer),
+    Column("max_late_ms", Integer),  # the latest acceptance after the slot, in milliseconds
+    _now_col("started_at"),
+    _now_col("finished_at"),
+    Index(None, "finished_at"),
 )

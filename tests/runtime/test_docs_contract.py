@@ -58,3 +58,24 @@ def _sections(annotation: object) -> list[type]:
     if get_origin(annotation) is Annotated:
         return _sections(inner[0])
     return [member for member in inner if hasattr(member, "model_fields")]
+
+
+def test_every_command_is_in_the_operations_command_table() -> None:
+    import typer.main
+
+    from daemon.cli import app
+
+    ops = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
+    table = ops[ops.index("## Commands") :]
+    table = table[: table.index("\n## ", 1)]
+
+    def walk(command: object, prefix: tuple[str, ...]) -> list[str]:
+        subs = getattr(command, "commands", None)
+        if not subs:
+            return [" ".join(prefix)]
+        return [path for name, sub in sorted(subs.items()) for path in walk(sub, (*prefix, name))]
+
+    paths = walk(typer.main.get_command(app), ())
+    assert "campaigns pause" in paths and "status" in paths
+    missing = [path for path in paths if f"| `topslot {path}" not in table]
+    assert not missing, f"add these commands to the table under '## Commands' in docs/operations.md: {missing}"

@@ -303,3 +303,43 @@ async def test_0004_upgrades_a_ledger_in_place_on_postgresql(pg_test_url: str, m
             await _upgrade_0004_in_place(engine)
         finally:
             await engine.dispose()
+
+
+async def _round_trip_0005(engine: AsyncEngine) -> None:
+    """0005 down and up again: the campaign controls, heartbeats and bucket results come and go; a
+    campaign's row (and its pause) survives the way up."""
+    from alembic import command
+
+    def downgrade(sync, revision: str) -> None:  # noqa: ANN001
+        command.downgrade(db.alembic_config(sync), revision)
+
+    await upgrade(engine)
+    now = datetime(2027, 5, 5, tzinfo=UTC)
+    async with engine.begin() as conn:
+        await conn.execute(insert(campaigns).values(id="c", name="C", config_hash="h", loaded_at=now, paused=True))
+    async with engine.begin() as conn:
+        await conn.run_sync(downgrade, "0004")
+    assert await current_revision(engine) == "0004"
+    await upgrade(engine)
+    assert await current_revision(engine) == HEAD and await _schema_diff(engine) == []
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(campaigns.c.paused, campaigns.c.cancelled_at))).one()
+    assert (row.paused, row.cancelled_at) == (True, None)
+
+
+async def test_0005_round_trip_on_sqlite(tmp_path: Path) -> None:
+    engine = open_engine(f"sqlite:///{tmp_path / 'topslot.db'}")
+    try:
+        await _round_trip_0005(engine)
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_0005_round_trip_on_postgresql(pg_test_url: str, make_pg_schema) -> None:
+    async with make_pg_schema(pg_test_url) as schema:
+        engine = open_engine(pg_test_url, schema=schema)
+        try:
+            await _round_trip_0005(engine)
+        finally:
+            await engine.dispose()
