@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from daemon import __version__
 from daemon.cli import (
     config_cmds,
     control_cmds,
@@ -24,6 +25,23 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"topslot {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print topslot's version and exit."
+    ),
+) -> None:
+    """topslot: outbound email/SMS/IM timed for 07:30 and 17:00 in each recipient's own time zone."""
+
 
 for module in (
     run_cmds,
