@@ -14,6 +14,7 @@ from daemon.cli import (
     delivery_cmds,
     plan_cmds,
     preview_cmds,
+    proof_cmds,
     report_cmds,
     run_cmds,
 )
@@ -25,7 +26,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
 
 
 def _version(value: bool) -> None:
@@ -49,6 +49,7 @@ for module in (
     data_cmds,
     plan_cmds,
     preview_cmds,
+    proof_cmds,
     coupon_cmds,
     delivery_cmds,
     report_cmds,

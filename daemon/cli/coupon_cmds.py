@@ -21,6 +21,7 @@ from daemon.coupons.stock import PoolStock
 from daemon.errors import InvalidInput
 from daemon.imports.report import ImportReport
 from daemon.links.keys import KeyringError, load_keyring
+from daemon.links.tokens import TEST_COUPON_PREFIX
 from daemon.settings import Settings
 from daemon.store.coupons import DEFAULT_BATCH_SIZE, find_code, import_pool, pool_stock
 
@@ -136,6 +137,8 @@ def coupons_verify(
         raise typer.Exit(0)
     if not generating and not pooled:
         reasons.append("no campaign with a coupon")
+    if code.strip().upper().startswith(TEST_COUPON_PREFIX):
+        reasons.insert(0, "a test coupon of a proof (topslot send-test): never valid")
     _say_invalid(code, reasons)
     raise typer.Exit(1)
 

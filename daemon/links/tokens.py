@@ -44,6 +44,11 @@ PURPOSE = "link-token/v1"
 MAC_BYTES = 12
 LINK_KEY_BYTES = LINK_KEY_HEX // 2
 MAX_DELIVERY_ID = 2**63 - 1
+TEST_DELIVERY_ID = 0
+"""The delivery id of a proof's links (``topslot send-test``): no ledger row has it (ids start at 1),
+and the tracking server records nothing for it."""
+TEST_COUPON_PREFIX = "TEST-"
+"""How a proof's coupon starts: never drawn from a pool, never a valid code."""
 MAX_TOKEN_CHARS = 80  # the longest valid token is 59 characters
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 

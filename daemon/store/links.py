@@ -56,6 +56,19 @@ async def find_link(db: AsyncEngine | AsyncConnection, campaign_id: str, key: st
     return StoredLink(row.id, row.url) if row is not None else None
 
 
+async def find_link_by_key(db: AsyncEngine | AsyncConnection, key: str) -> StoredLink | None:
+    """A stored link with this key in any campaign (keys derive from the destination alone, so every
+    campaign's row with it has the same URL): how a proof's click (no delivery, no campaign) is
+    redirected."""
+    stmt = select(links.c.id, links.c.url).where(links.c.key == key).order_by(links.c.id).limit(1)
+    if isinstance(db, AsyncConnection):
+        row = (await db.execute(stmt)).first()
+    else:
+        async with db.connect() as conn:
+            row = (await conn.execute(stmt)).first()
+    return StoredLink(row.id, row.url) if row is not None else None
+
+
 async def destination(db: AsyncEngine | AsyncConnection, campaign_id: str, key: str) -> str | None:
     """Where a click on ``key`` in this campaign goes, or None (unknown: answer 404, never redirect)."""
     link = await find_link(db, campaign_id, key)

@@ -52,11 +52,11 @@ from daemon.clock import Clock
 from daemon.errors import TopslotError
 from daemon.health import Health
 from daemon.links.keys import Keyring
-from daemon.links.tokens import TokenClaims, TokenError
+from daemon.links.tokens import TEST_DELIVERY_ID, TokenClaims, TokenError
 from daemon.links.tracking import TrackingBase, click_id, read_tracking_path
 from daemon.logs import get_logger
 from daemon.store.ledger import metrics_snapshot
-from daemon.store.links import StoredLink, find_link
+from daemon.store.links import StoredLink, find_link, find_link_by_key
 from daemon.store.tracking_events import unsubscribe
 from daemon.tracking import pages
 from daemon.tracking.buffer import BufferStats, EventBuffer
@@ -275,7 +275,8 @@ class TrackingServer:
     async def _open(self, request: BaseRequest, claims: TokenClaims) -> web.StreamResponse:
         if request.method not in _READ_METHODS:
             return _page(405, allow="GET, HEAD")
-        await self._record(self._hit(request, "open", claims.delivery_id))
+        if claims.delivery_id != TEST_DELIVERY_ID:  # a proof's open: answered, never recorded
+            await self._record(self._hit(request, "open", claims.delivery_id))
         return web.Response(body=pages.PIXEL_GIF, headers=_PIXEL_HEADERS)
 
     async def _click(self, request: BaseRequest, claims: TokenClaims, token: str) -> web.StreamResponse:
@@ -283,6 +284,8 @@ class TrackingServer:
         if request.method not in _READ_METHODS:
             return _page(405, allow="GET, HEAD")
         delivery_id = claims.delivery_id
+        if delivery_id == TEST_DELIVERY_ID:
+            return await self._test_click(claims, token)
         campaign_id = await self.campaigns.campaign_of(delivery_id)
         if campaign_id is None:
             return _page(404)
@@ -299,6 +302,17 @@ class TrackingServer:
             log.warning("tracking_unsafe_destination", campaign_id=campaign_id, link_id=link.id)
             return _page(404)
         await self._record(self._hit(request, "click", delivery_id, campaign_id=campaign_id, link_id=link.id))
+        return web.Response(status=302, headers={**_BASE_HEADERS, "Location": location})
+
+    async def _test_click(self, claims: TokenClaims, token: str) -> web.StreamResponse:
+        """A click on a proof's link (``topslot send-test``): redirected like any click, recorded nowhere."""
+        link = await find_link_by_key(self.engine, claims.link_key or "")
+        if link is None:
+            return _page(404)
+        try:
+            location = with_click_id(link.url, token)
+        except UnsafeDestination:
+            return _page(404)
         return web.Response(status=302, headers={**_BASE_HEADERS, "Location": location})
 
     async def _record(self, hit: Hit) -> None:
@@ -319,6 +333,8 @@ class TrackingServer:
         form = await request.post()  # urlencoded or multipart; 413 beyond client_max_size
         if form.get(ONE_CLICK_FIELD) != ONE_CLICK_VALUE:
             return _page(400)
+        if claims.delivery_id == TEST_DELIVERY_ID:  # a proof's unsubscribe link: nobody to unsubscribe
+            return _html(200, pages.UNSUBSCRIBED)
         headers = request.headers
         done = await unsubscribe(
             self.engine,
