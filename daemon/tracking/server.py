@@ -21,7 +21,9 @@
 
 Routes are served at the root and under the path of ``tracking_base_url`` (a reverse proxy may
 or may not strip it). Any token that does not verify (unknown, forged, altered, retired key, wrong
-route) gets the same static 404 page: never a redirect. The destination of a click comes only
+route) gets the same static 404 page: never a redirect. A token for delivery id 0 (``TEST_DELIVERY_ID``)
+is a proof's (``topslot send-test``): its click is redirected by the link key alone, its open and
+unsubscribe are answered, and nothing of it is recorded. The destination of a click comes only
 from the ``links`` table, so no request can choose where the redirect goes.
 
 Every response carries the security headers of ``daemon.tracking.pages`` and no cookie. Nothing
