@@ -53,7 +53,8 @@ class TextMessage:
     ``to``: the channel's address (``ChannelSpec.address``): an E.164 phone for SMS, ``provider:id``
     for IM (``whatsapp:+E164``, ``telegram:<chat id>``, ``wecom:<user id>``; ``recipient_id`` is the
     part after the provider). ``key``: the ledger's idempotency key for this delivery
-    (``delivery_id`` as text), for providers that can drop a duplicate. IM messages carry a
+    (``delivery_id`` as text; a proof's own ``proof_key``, since every proof has delivery id 0), for
+    providers that can drop a duplicate. IM messages carry a
     ``card`` and, for template-only networks, a ``template``; SMS carry neither."""
 
     delivery_id: int
@@ -62,10 +63,11 @@ class TextMessage:
     card: Card | None = None
     template: ContentTemplate | None = None
     campaign_id: str | None = None
+    proof_key: str | None = None  # a proof (``topslot send-test``): its own idempotency key
 
     @property
     def key(self) -> str:
-        return str(self.delivery_id)
+        return self.proof_key or str(self.delivery_id)
 
     @property
     def recipient_id(self) -> str:

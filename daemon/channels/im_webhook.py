@@ -184,6 +184,7 @@ class ImWebhook:
     def payload(self, message: TextMessage) -> dict[str, Any]:
         """The JSON object posted for ``message`` (version ``PAYLOAD_VERSION``)."""
         card = message.card
+        proof = {"test": True} if message.proof_key else {}  # a proof (topslot send-test): delivery_id 0
         return {
             "version": PAYLOAD_VERSION,
             "provider": self.provider,
@@ -201,6 +202,7 @@ class ImWebhook:
                 "coupon": card.coupon,
             },
             "sent_at": self._clock.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            **proof,
         }
 
     def request(self, message: TextMessage) -> tuple[bytes, dict[str, str]]:

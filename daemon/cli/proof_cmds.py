@@ -313,8 +313,9 @@ def _render(
         data = data.replace(b"\r\nMessage-ID: " + old + b"\r\n", b"\r\nMessage-ID: " + new + b"\r\n", 1)
         return EmailEnvelope(TEST_DELIVERY_ID, assembler.mail_from, address, data)
     body = TEST_SUBJECT_PREFIX + compiled.render_text(channel, contact, coupon, links, slot)
+    key = f"test-{secrets.token_hex(8)}"  # every proof has delivery id 0: its own idempotency key
     if not spec.cards:
-        return TextMessage(TEST_DELIVERY_ID, address, body)
+        return TextMessage(TEST_DELIVERY_ID, address, body, proof_key=key)
     parts = compiled.render_card(channel, contact, coupon, links, slot)
     card = None
     if parts is not None:
@@ -322,7 +323,7 @@ def _render(
         card = Card(title, parts.link, parts.button, coupon)
     im = campaign.content.im
     template = ContentTemplate(im.content_sid, parts.variables) if im and im.content_sid and parts else None
-    return TextMessage(TEST_DELIVERY_ID, address, body, card, template, campaign.id)
+    return TextMessage(TEST_DELIVERY_ID, address, body, card, template, campaign.id, proof_key=key)
 
 
 class _Stderr:

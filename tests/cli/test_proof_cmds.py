@@ -4,12 +4,14 @@ clicked through the real tracking server, and nothing written to the ledger, cou
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import socket
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -28,14 +30,15 @@ from daemon.links.short import verify_short
 from daemon.links.tokens import TEST_DELIVERY_ID, verify
 from daemon.settings import load_settings
 from daemon.store.db import open_engine
-from daemon.store.schema import coupon_codes, deliveries, events, links
+from daemon.store.schema import coupon_codes, deliveries, events, links, suppressions
 from daemon.tracking.server import TrackingOptions, TrackingServer
 
 sys.path.insert(0, str(REPO / "tests"))
+from channels.fake_im_gateway import FakeImGateway  # noqa: E402
 from channels.fake_twilio import FakeTwilio, refuse  # noqa: E402
 
 CAMPAIGN = "mothers-day-2027"
-COUNTED = (deliveries, coupon_codes, events)
+COUNTED = (deliveries, coupon_codes, events, suppressions)
 
 
 class Inbox:
@@ -67,13 +70,12 @@ def smtp() -> Iterator[tuple[Controller, Inbox]]:
         controller.stop()
 
 
-@pytest.fixture
-def twilio() -> Iterator[FakeTwilio]:
-    """The fake Twilio on its own event loop in a thread (the command runs its own loop)."""
+@contextmanager
+def in_thread(fake: Any) -> Iterator[Any]:
+    """An HTTP fake on its own event loop in a thread (the command runs its own loop)."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    fake = FakeTwilio(script={"+14155550199": refuse(21610)})
     asyncio.run_coroutine_threadsafe(fake.__aenter__(), loop).result(10)
     try:
         yield fake
@@ -82,6 +84,12 @@ def twilio() -> Iterator[FakeTwilio]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+@pytest.fixture
+def twilio() -> Iterator[FakeTwilio]:
+    with in_thread(FakeTwilio(script={"+14155550199": refuse(21610)})) as fake:
+        yield fake
 
 
 def make_config(tmp_path: Path, extra: str = "", *, contacts: bool = True, tracking_port: int | None = None) -> Path:
@@ -150,12 +158,12 @@ def test_email_proofs_reach_a_real_smtp_server_marked_as_tests(tmp_path: Path, s
         assert {verify(t, keyring, "click").delivery_id for t in tokens} == {TEST_DELIVERY_ID}
         unsubscribe = re.search(r"/u/([A-Za-z0-9_-]+)", mail["List-Unsubscribe"])
         assert unsubscribe and verify(unsubscribe.group(1), keyring, "unsubscribe").delivery_id == TEST_DELIVERY_ID
-    assert counts(config) == before == [0, 0, 0]  # nothing in the ledger, coupons or events
+    assert counts(config) == before == [0, 0, 0, 0]  # nothing in the ledger, coupons or events
 
     # a recipient of the proof opens it, clicks and unsubscribes: through the real tracking server
     html = mails[0].get_body(("html",)).get_content()  # type: ignore[union-attr]
     asyncio.run(_click_through(config, html))
-    assert counts(config) == [0, 0, 0]
+    assert counts(config) == [0, 0, 0, 0]
 
 
 async def _click_through(config: Path, html: str) -> None:
@@ -207,12 +215,67 @@ def test_sms_proof_goes_through_twilio_with_a_test_prefix(
     short = re.search(r"/s/([A-Za-z0-9_-]{26})", message.body)
     assert short
     assert verify_short(short.group(1), load_keyring(load_settings(config))).delivery_id == TEST_DELIVERY_ID
-    assert counts(config) == [0, 0, 0]
+    assert counts(config) == [0, 0, 0, 0]
     assert db_rows(config.parent / "var" / "topslot.db", select(func.count()).select_from(links))[0][0] >= 1
 
     code, out, err = run("send-test", CAMPAIGN, "--to", "+14155550199", "--channel", "sms", "--config", str(config))
     assert code == 1, (out, err)
     assert out.startswith("refused sms proof to +14155550199 by twilio: ")
+
+
+def with_im(config: Path, provider: str = "") -> None:
+    """Add IM to the example campaign (through ``provider``, or none: the outbox)."""
+    yaml = config / "campaigns" / f"{CAMPAIGN}.yaml"
+    text = yaml.read_text(encoding="utf-8").replace("channels: [email, sms]", "channels: [email, sms, im]")
+    named = f"provider: {provider}, " if provider else ""
+    text = text.replace(
+        "  sms: {body: mothers-day/sms.txt.j2}\n",
+        "  sms: {body: mothers-day/sms.txt.j2}\n"
+        f'  im: {{{named}body: mothers-day/im.txt.j2, title: "A gift for Mom, {{{{ contact.first_name }}}}"}}\n',
+    )
+    yaml.write_text(text, encoding="utf-8")
+
+
+def test_im_proofs_through_a_webhook_gateway_each_have_their_own_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with in_thread(FakeImGateway()) as gateway:
+        monkeypatch.setenv("TOPSLOT_IM__WECOM__SECRET", gateway.secret)
+        config = make_config(tmp_path, f"im: {{wecom: {{kind: webhook, url: '{gateway.url}'}}}}\n", contacts=False)
+        with_im(config, "wecom")
+
+        code, out, err = run(
+            "send-test", CAMPAIGN, "--to", "zhangsan,wecom:lisi", "--channel", "im", "--config", str(config)
+        )
+
+        assert code == 0, err
+        assert out.splitlines()[0].startswith("sent im proof to wecom:zhangsan via wecom: wecom:gw-")
+        assert [m.recipient for m in gateway.messages.values()] == ["zhangsan", "lisi"]  # two keys: both forwarded
+        assert gateway.duplicates == 0
+        for request in gateway.requests:
+            assert request.verified and request.key.startswith("test-")
+            assert request.payload["delivery_id"] == 0 and request.payload["test"] is True
+            assert request.payload["text"].startswith("[TEST] ")
+            assert request.payload["card"]["coupon"] == "TEST-MOMPROOF00000"
+    assert counts(config) == [0, 0, 0, 0]
+
+
+def test_im_proof_without_an_im_provider_goes_to_the_outbox_file(tmp_path: Path) -> None:
+    config = make_config(tmp_path, contacts=False)
+    with_im(config)
+
+    code, out, err = run("send-test", CAMPAIGN, "--to", "telegram:12345", "--channel", "im", "--config", str(config))
+
+    assert code == 0, err
+    assert out.startswith("sent im proof to telegram:12345 via outbox: ")
+    assert "written, not sent" in out
+    (line,) = (tmp_path / "var" / "outbox" / "im.jsonl").read_text(encoding="utf-8").splitlines()
+    written = json.loads(line)
+    assert written["to"] == "telegram:12345"
+    assert written["body"].startswith("[TEST] ")
+    assert written["card"]["title"] == "[TEST] A gift for Mom, Mei"
+    assert written["card"]["coupon"] == "TEST-MOMPROOF00000"
+    assert counts(config) == [0, 0, 0, 0]
 
 
 def test_without_contacts_a_sample_contact_is_used(tmp_path: Path, smtp: Any) -> None:
