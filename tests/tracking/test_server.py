@@ -14,7 +14,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.clock import FakeClock
-from daemon.links.tokens import sign
+from daemon.links.short import sign_short
+from daemon.links.tokens import TEST_DELIVERY_ID, sign
 from daemon.store import ledger
 from daemon.store.schema import consents, deliveries, suppressions
 from daemon.tracking import pages
@@ -411,3 +412,28 @@ async def test_extra_routes_for_other_endpoints(world: World) -> None:
         assert status == 405 and headers["Allow"] == "POST"
         with pytest.raises(ValueError):
             server.add_route("/c/x", conversions)
+
+
+async def test_a_proofs_links_redirect_and_answer_but_record_nothing(world: World, engine: AsyncEngine) -> None:
+    """``topslot send-test`` signs its links for delivery id 0, which no ledger row has."""
+    click = sign(world.keyring, "click", TEST_DELIVERY_ID, world.landing_key)
+    short = sign_short(world.keyring, TEST_DELIVERY_ID, world.landing_key)
+    pixel = sign(world.keyring, "open", TEST_DELIVERY_ID)
+    leave = sign(world.keyring, "unsubscribe", TEST_DELIVERY_ID)
+    before = await consent_rows(engine)
+    async with running_server(world) as server, aiohttp.ClientSession() as s:
+        for url, token in ((f"{server.url}/c/{click}", click), (f"{server.url}/s/{short}", None)):
+            status, headers, _, _ = await fetch(s, "GET", url, headers={"User-Agent": "Firefox/128"})
+            assert status == 302 and headers["Location"].startswith("https://shop.example.com/offer?x=1&")
+            assert token is None or f"{CLICK_ID_PARAM}={token}" in headers["Location"]
+        unknown = sign(world.keyring, "click", TEST_DELIVERY_ID, "0123456789abcdef")
+        assert (await fetch(s, "GET", f"{server.url}/c/{unknown}"))[0] == 404  # a link nobody stored
+        status, _, body, _ = await fetch(s, "GET", f"{server.url}/o/{pixel}.gif")
+        assert status == 200 and body == pages.PIXEL_GIF
+        assert (await fetch(s, "POST", f"{server.url}/u/{leave}", data=ONE_CLICK))[0] == 200
+        await server.buffer.flush()
+        assert server.stats.accepted == 0
+    assert await stored_events(engine) == []
+    assert await consent_rows(engine) == before
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(suppressions))).all() == []
