@@ -84,7 +84,9 @@ def send_test(
     ],
     contact_id: Annotated[
         str | None,
-        typer.Option("--contact", help="Render for this contact (external or numeric id); default: a sample."),
+        typer.Option(
+            "--contact", help="Render for this contact (external or numeric id); default: the audience's first."
+        ),
     ] = None,
     channel: Annotated[str, typer.Option("--channel", help="email, sms or im.", case_sensitive=False)] = "email",
     config: Annotated[Path, typer.Option("--config", help="Configuration directory.")] = Path("config"),
