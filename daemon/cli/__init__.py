@@ -16,6 +16,7 @@ from daemon.cli import (
     preview_cmds,
     report_cmds,
     run_cmds,
+    suppression_cmds,
 )
 
 app = typer.Typer(
@@ -25,7 +26,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
 
 
 def _version(value: bool) -> None:
@@ -54,6 +54,7 @@ for module in (
     report_cmds,
     conversion_cmds,
     control_cmds,
+    suppression_cmds,
 ):
     module.register(app)
 
