@@ -16,6 +16,7 @@ from daemon.cli.common import (
     load_campaign_or_exit,
     out,
     print_problems,
+    progress_bar,
     say,
     settings_or_exit,
     with_engine,
@@ -69,17 +70,20 @@ def contacts_import(
     """Upsert contacts by external_id; bad rows are listed and skipped (exit 1), good rows are kept."""
     settings = settings_or_exit(config)
     codec = import_file_or_exit(file, encoding)
-    report = with_engine(
-        settings,
-        lambda engine: import_contacts(
-            engine,
-            file,
-            now=SystemClock().now(),
-            default_country=settings.default_country,
-            batch_size=batch_size,
-            encoding=codec,
-        ),
-    )
+
+    async def work(engine: AsyncEngine) -> ImportReport:
+        with progress_bar(f"contacts from {file.name}") as advance:
+            return await import_contacts(
+                engine,
+                file,
+                now=SystemClock().now(),
+                default_country=settings.default_country,
+                batch_size=batch_size,
+                encoding=codec,
+                progress=advance,
+            )
+
+    report = with_engine(settings, work)
     _report_import(f"contacts from {file}", report)
 
 
@@ -135,7 +139,12 @@ def events_import(
     more (refunds are conversions: ``topslot conversions import`` with refund=true)."""
     settings = settings_or_exit(config)
     codec = import_file_or_exit(file, encoding)
-    report = with_engine(settings, lambda engine: import_events(engine, file, encoding=codec))
+
+    async def work(engine: AsyncEngine) -> ImportReport:
+        with progress_bar(f"events from {file.name}") as advance:
+            return await import_events(engine, file, encoding=codec, progress=advance)
+
+    report = with_engine(settings, work)
     _report_import(f"events from {file}", report)
 
 

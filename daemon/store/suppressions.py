@@ -6,7 +6,7 @@ Rows are written as every opt-out writes them (``tracking_events.suppress_addres
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from daemon.channel import spec_of
 from daemon.delivery import SuppressionReason
-from daemon.imports.report import ImportReport
+from daemon.imports.report import ImportReport, Progress
 from daemon.imports.suppressions import SuppressionRow, suppression_rows
 from daemon.store.db import IMMEDIATE
 from daemon.store.dialect import upsert_insert
@@ -56,7 +56,7 @@ async def import_suppressions(
     default_country: str | None,
     encoding: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> ImportReport:
     """Add every good row of the file; ``imported``: rows added, ``ignored``: already suppressed
     (or repeated in the file). ``progress`` is called with the rows read so far after each batch."""
