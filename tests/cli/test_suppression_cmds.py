@@ -184,3 +184,16 @@ def test_forget_keeps_the_report_totals(seeded: Path) -> None:
     assert code == 0, err
     assert json.loads(after)["total"] == json.loads(before)["total"]
     assert json.loads(after)["groups"] == json.loads(before)["groups"]
+
+
+def test_hostile_lines_cost_only_themselves(config_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "list.csv"
+    path.write_bytes(
+        b"email\nok1@example.com\n" + b"caf\xe9@example.com\n" + b"x" * (1024 * 1024 + 10) + b"\nok2@example.com\n"
+    )
+    code, out, err = run("suppressions", "import", str(path), "--config", str(config_dir))
+    assert code == 1
+    lines = err.splitlines()
+    assert lines[0].startswith(f"{path}:3:1: the line is not valid UTF-8")
+    assert lines[1] == f"{path}:4:1: the line is longer than 1,048,576 characters"
+    assert sorted(query(config_dir, "SELECT address FROM suppressions")) == [("ok1@example.com",), ("ok2@example.com",)]
