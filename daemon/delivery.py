@@ -120,6 +120,8 @@ class SuppressionReason(StrEnum):
     SMS_STOP = "sms_stop"  # replied STOP (or Twilio 21610): a later START lifts it
     SMS_UNDELIVERABLE = "sms_undeliverable"  # the carrier says the number cannot take SMS: START keeps it
     IM_BLOCKED = "im_blocked"  # the recipient blocked the sender on that IM network (Telegram 403)
+    FORGOTTEN = "forgotten"  # ``topslot contacts forget``: the person's data was erased; never contact again
+    MANUAL = "manual"  # added by hand (``topslot suppressions add``) or imported from another tool
 
 
 @dataclass(frozen=True, slots=True)

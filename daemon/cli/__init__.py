@@ -17,6 +17,7 @@ from daemon.cli import (
     proof_cmds,
     report_cmds,
     run_cmds,
+    suppression_cmds,
 )
 
 app = typer.Typer(
@@ -55,6 +56,7 @@ for module in (
     report_cmds,
     conversion_cmds,
     control_cmds,
+    suppression_cmds,
 ):
     module.register(app)
 

@@ -9,18 +9,23 @@ traceback comes first.
 from __future__ import annotations
 
 import asyncio
+import sys
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.campaign import Campaign
 from daemon.config import load_campaigns
 from daemon.errors import InvalidInput, Problem
+from daemon.logs import configure_logging, get_logger
 from daemon.settings import Settings, load_settings
 from daemon.store.db import DatabaseUnavailable, prepare_database
 
@@ -28,6 +33,14 @@ T = TypeVar("T")
 ConfigOption = Annotated[Path, typer.Option("--config", help="Configuration directory (topslot.yaml, campaigns/).")]
 out = Console()
 err = Console(stderr=True)
+
+
+class ChannelChoice(StrEnum):
+    """A channel, as a choice ``--help`` lists."""
+
+    email = "email"
+    sms = "sms"
+    im = "im"
 
 
 def say(text: str) -> None:
@@ -101,3 +114,34 @@ def load_campaign_or_exit(settings: Settings, campaign_id: str) -> Campaign:
         say(f"campaign {campaign_id!r} not found or invalid (valid campaigns: {known})")
         raise typer.Exit(2)
     return campaign
+
+
+def cli_logger(settings: Settings) -> Any:
+    """A logger for commands that change what the daemon will do (suppressions removed, contacts
+    forgotten): structured lines on stderr, scrubbed like the daemon's, so stdout stays the data."""
+    configure_logging(settings.log_level, settings.log_format, settings.secret_values(), sys.stderr)
+    return get_logger("cli")
+
+
+def show_progress() -> bool:
+    """Progress bars only on a terminal: never in logs, pipes or captured output."""
+    return err.is_terminal and not err.is_dumb_terminal
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
+    """A ``report(done)`` callable that moves a progress bar on stderr when it is a terminal, and
+    does nothing otherwise. ``total`` None: a count without a bar end."""
+    if not show_progress():
+        yield lambda _done: None
+        return
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn() if total is not None else TextColumn("{task.completed:,}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda done: progress.update(task, completed=done)

@@ -10,7 +10,7 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.campaign import Campaign
-from daemon.cli.common import ConfigOption, out, print_problems, say, settings_or_exit, with_engine
+from daemon.cli.common import ConfigOption, out, print_problems, progress_bar, say, settings_or_exit, with_engine
 from daemon.cli.import_input import EncodingOption, import_file_or_exit
 from daemon.clock import SystemClock
 from daemon.config import load_campaigns
@@ -52,7 +52,10 @@ def coupons_import(
     codec = import_file_or_exit(file, encoding)
 
     async def work(engine: AsyncEngine) -> tuple[ImportReport, PoolStock]:
-        report = await import_pool(engine, pool, file, now=SystemClock().now(), batch_size=batch_size, encoding=codec)
+        with progress_bar(f"codes from {file.name}") as advance:
+            report = await import_pool(
+                engine, pool, file, now=SystemClock().now(), batch_size=batch_size, encoding=codec, progress=advance
+            )
         return report, await pool_stock(engine, pool)
 
     try:

@@ -12,9 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.cli.common import (
     ConfigOption,
+    cli_logger,
     load_campaign_or_exit,
     out,
     print_problems,
+    progress_bar,
     say,
     settings_or_exit,
     with_engine,
@@ -25,7 +27,9 @@ from daemon.imports.fields import instant
 from daemon.imports.report import ImportReport
 from daemon.store.audience import LEFT_OUT_REASONS, AudienceSummary, audience_summary
 from daemon.store.contacts import DEFAULT_BATCH_SIZE, import_contacts
+from daemon.store.controls import actor
 from daemon.store.events import import_events
+from daemon.store.forget import Forgotten, find_contact_id, forget_contact
 
 contacts_app = typer.Typer(help="Contacts: import and update.", no_args_is_help=True)
 events_app = typer.Typer(help="Purchase and search history.", no_args_is_help=True)
@@ -66,18 +70,63 @@ def contacts_import(
     """Upsert contacts by external_id; bad rows are listed and skipped (exit 1), good rows are kept."""
     settings = settings_or_exit(config)
     codec = import_file_or_exit(file, encoding)
-    report = with_engine(
-        settings,
-        lambda engine: import_contacts(
-            engine,
-            file,
-            now=SystemClock().now(),
-            default_country=settings.default_country,
-            batch_size=batch_size,
-            encoding=codec,
-        ),
-    )
+
+    async def work(engine: AsyncEngine) -> ImportReport:
+        with progress_bar(f"contacts from {file.name}") as advance:
+            return await import_contacts(
+                engine,
+                file,
+                now=SystemClock().now(),
+                default_country=settings.default_country,
+                batch_size=batch_size,
+                encoding=codec,
+                progress=advance,
+            )
+
+    report = with_engine(settings, work)
     _report_import(f"contacts from {file}", report)
+
+
+@contacts_app.command("forget")
+def contacts_forget(
+    contact: Annotated[str, typer.Argument(help="The contact's external id (or internal id).")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask: erasure cannot be undone.")] = False,
+    config: ConfigOption = Path("config"),
+) -> None:
+    """Erase a contact's personal data (GDPR / PIPL right to erasure): names, addresses, attributes,
+    tags, searches and consents go; anonymous rows that reports count stay; its addresses are
+    suppressed (reason forgotten) so a re-import never contacts the person again."""
+    settings = settings_or_exit(config)
+    found = with_engine(settings, lambda engine: find_contact_id(engine, contact))
+    if found is None:
+        say(f"contact {contact!r} not found")
+        raise typer.Exit(1)
+    if not yes and not typer.confirm(f"Erase the personal data of contact {contact!r} for good?"):
+        raise typer.Exit(1)
+    log = cli_logger(settings)
+    done = with_engine(settings, lambda engine: forget_contact(engine, contact, SystemClock().now()))
+    if done is None:
+        say(f"contact {contact!r} not found")
+        raise typer.Exit(1)
+    _print_forgotten(done)
+    log.info(
+        "contact_forgotten",
+        contact_id=done.contact_id,
+        suppressed=done.suppressed,
+        events_scrubbed=done.events_scrubbed,
+        actor=actor(),
+    )
+
+
+def _print_forgotten(done: Forgotten) -> None:
+    out.print(
+        f"contact {done.contact_id} forgotten (now {done.external_id}): {done.suppressed} addresses suppressed, "
+        f"{done.tags} tags, {done.searches} searches, {done.consents} consents deleted; "
+        f"{done.events_scrubbed} events, {done.deliveries_scrubbed} deliveries and "
+        f"{done.conversions_scrubbed} conversions scrubbed",
+        markup=False,
+        highlight=False,
+    )
 
 
 @events_app.command("import")
@@ -90,7 +139,12 @@ def events_import(
     more (refunds are conversions: ``topslot conversions import`` with refund=true)."""
     settings = settings_or_exit(config)
     codec = import_file_or_exit(file, encoding)
-    report = with_engine(settings, lambda engine: import_events(engine, file, encoding=codec))
+
+    async def work(engine: AsyncEngine) -> ImportReport:
+        with progress_bar(f"events from {file.name}") as advance:
+            return await import_events(engine, file, encoding=codec, progress=advance)
+
+    report = with_engine(settings, work)
     _report_import(f"events from {file}", report)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -45,12 +46,17 @@ def status(
     out.print(table)
 
 
+class RetryState(StrEnum):
+    unknown = S.UNKNOWN.value
+    failed = S.FAILED.value
+
+
 @deliveries_app.command("retry")
 def retry(
     campaign_id: Annotated[str, typer.Argument(help="The campaign's id.")],
     state: Annotated[
-        str, typer.Option("--state", help="unknown (may or may not have been accepted) or failed.")
-    ] = S.UNKNOWN,
+        RetryState, typer.Option("--state", help="unknown (may or may not have been accepted) or failed.")
+    ] = RetryState.unknown,
     config: ConfigOption = Path("config"),
 ) -> None:
     """Queue rows for another attempt now: the running daemon picks them up within seconds.
@@ -58,13 +64,10 @@ def retry(
     ``unknown`` rows may already be in the recipient's inbox (the connection dropped after the
     message was sent): retrying them can deliver a second copy. That is why topslot never does it
     by itself."""
-    if state not in (S.UNKNOWN, S.FAILED):
-        say(f"--state: '{state}' cannot be retried; use unknown or failed")
-        raise typer.Exit(2)
     settings = settings_or_exit(config)
 
     async def work(engine: AsyncEngine) -> int:
-        return await dispatch.retry_by_hand(engine, campaign_id, state, SystemClock().now())
+        return await dispatch.retry_by_hand(engine, campaign_id, S(state.value), SystemClock().now())
 
     n = with_engine(settings, work)
     out.print(f"{n:,} {state} deliveries of {campaign_id} queued for a retry", markup=False)

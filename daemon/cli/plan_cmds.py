@@ -23,7 +23,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.campaign import Campaign
 from daemon.channel import spec_of
-from daemon.cli.common import ConfigOption, load_campaign_or_exit, out, say, settings_or_exit, with_engine
+from daemon.cli.common import (
+    ConfigOption,
+    load_campaign_or_exit,
+    out,
+    progress_bar,
+    say,
+    settings_or_exit,
+    with_engine,
+)
 from daemon.cli.preview_cmds import preview_coupon
 from daemon.clock import SystemClock
 from daemon.errors import InvalidInput
@@ -73,7 +81,16 @@ def plan(
 
     async def counted(engine: AsyncEngine) -> tuple[PlanOutcome, list[ChannelCost]]:
         sample = MessageSample(ch for ch in campaign.channels if spec_of(ch).segmented)
-        outcome = await plan_campaign(engine, campaign, settings, now, write=False, days=days, rows_out=sample.add)
+        seen = 0
+        with progress_bar(f"planning {campaign_id}") as advance:
+
+            def rows_out(rows: list[dict[str, Any]]) -> None:
+                nonlocal seen
+                sample.add(rows)
+                seen += len(rows)
+                advance(seen)
+
+            outcome = await plan_campaign(engine, campaign, settings, now, write=False, days=days, rows_out=rows_out)
         costs = await plan_costs(engine, campaign, settings, now, outcome.summary.planned_by_channel, sample)
         return outcome, costs
 

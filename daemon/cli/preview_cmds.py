@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.campaign import Campaign
 from daemon.channel import CHANNELS, spec_of
-from daemon.cli.common import load_campaign_or_exit, print_problems, say, settings_or_exit, with_engine
+from daemon.cli.common import ChannelChoice, load_campaign_or_exit, print_problems, say, settings_or_exit, with_engine
 from daemon.clock import SystemClock
 from daemon.errors import InvalidInput
 from daemon.links.factory import placeholder_short_track
@@ -46,12 +46,14 @@ def register(app: typer.Typer) -> None:
 def preview(
     campaign_id: Annotated[str, typer.Argument(help="The campaign's id.")],
     contact_id: Annotated[str, typer.Argument(help="The contact's external id (or numeric database id).")],
-    channel: Annotated[str, typer.Option("--channel", help="email, sms or im.", case_sensitive=False)] = "email",
+    chosen: Annotated[
+        ChannelChoice, typer.Option("--channel", help="The channel of the message.", case_sensitive=False)
+    ] = ChannelChoice.email,
     config: Annotated[Path, typer.Option("--config", help="Configuration directory.")] = Path("config"),
 ) -> None:
     """Print the exact message CONTACT_ID would get from CAMPAIGN_ID: every header and each body
     part, decoded. Nothing is sent and no coupon is used."""
-    channel = channel.lower()
+    channel = chosen.value
     if channel not in CHANNELS:
         _fail(f"--channel must be {', '.join(CHANNELS)}, not {channel!r}")
     settings = settings_or_exit(config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,6 +34,23 @@ from daemon.settings import Settings
 FORMATS = ("table", "json", "csv", "html")
 
 
+class ReportBy(StrEnum):
+    channel = "channel"
+    slot = "slot"
+    segment = "segment"
+    timezone = "timezone"
+
+
+class ReportFormat(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    html = "html"
+
+
+assert tuple(ReportBy) == DIMENSIONS and tuple(ReportFormat) == FORMATS
+
+
 def register(app: typer.Typer) -> None:
     app.command("report")(report)
 
@@ -41,8 +59,10 @@ def report(
     campaign_id: Annotated[
         str | None, typer.Argument(help="The campaign's id (leave it out with --all-campaigns).")
     ] = None,
-    by: Annotated[str, typer.Option("--by", help="Group by channel, slot, segment or timezone.")] = "channel",
-    format_: Annotated[str, typer.Option("--format", help="table, json, csv or html.")] = "table",
+    by: Annotated[
+        ReportBy, typer.Option("--by", help="Group by channel, slot, segment or timezone.")
+    ] = ReportBy.channel,
+    format_: Annotated[ReportFormat, typer.Option("--format", help="table, json, csv or html.")] = ReportFormat.table,
     segments: Annotated[
         Path | None,
         typer.Option("--segments", help="YAML file of named segments (name: condition) for --by segment."),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from daemon.errors import Problem
@@ -16,9 +17,18 @@ class ImportReport:
     problems: list[Problem] = field(default_factory=list)
 
     @property
+    def rows(self) -> int:
+        """Rows handled so far (a progress bar's count)."""
+        return self.imported + self.updated + self.ignored + self.rejected
+
+    @property
     def ok(self) -> bool:
         return self.rejected == 0
 
     def reject(self, problems: list[Problem]) -> None:
         self.rejected += 1
         self.problems.extend(problems)
+
+
+Progress = Callable[[int], None]
+"""Told the rows handled so far after each batch (``topslot`` shows a progress bar on a terminal)."""

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from daemon.imports.batches import contact_batches
 from daemon.imports.contacts import ContactRow
-from daemon.imports.report import ImportReport
+from daemon.imports.report import ImportReport, Progress
 from daemon.store.db import IMMEDIATE
 from daemon.store.dialect import upsert_insert
 from daemon.store.prefetch import batches as _batches
@@ -34,6 +34,7 @@ async def import_contacts(
     batch_size: int = DEFAULT_BATCH_SIZE,
     parallel: bool | None = None,
     encoding: str | None = None,
+    progress: Progress | None = None,
 ) -> ImportReport:
     """Upsert every good row of ``path`` by external_id; report every bad one.
 
@@ -49,6 +50,8 @@ async def import_contacts(
         report.problems.extend(batch.problems)
         if batch.rows:
             await _flush(writer, batch.rows, now, report)
+        if progress is not None:
+            progress(report.rows)
     report.problems.sort()
     return report
 

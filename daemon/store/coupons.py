@@ -46,7 +46,7 @@ from daemon.delivery import IN_FLIGHT, MAYBE_HANDED_OVER
 from daemon.delivery import DeliveryState as S
 from daemon.errors import InvalidInput, Problem
 from daemon.imports.lines import open_lines
-from daemon.imports.report import ImportReport
+from daemon.imports.report import ImportReport, Progress
 from daemon.logs import get_logger
 from daemon.store.db import IMMEDIATE
 from daemon.store.dialect import upsert_insert
@@ -91,6 +91,7 @@ async def import_pool(
     now: datetime,
     batch_size: int = DEFAULT_BATCH_SIZE,
     encoding: str | None = None,
+    progress: Progress | None = None,
 ) -> ImportReport:
     """Add the codes of ``path`` to ``pool``, streamed in batches of ``batch_size``. ``encoding``:
     as for every import (``daemon.imports.lines.open_lines``: a BOM decides, else UTF-8).
@@ -121,10 +122,14 @@ async def import_pool(
             if len(batch) >= batch_size:
                 await _import_batch(writer, pool, batch, now, report, path)
                 batch = []
+                if progress is not None:
+                    progress(report.rows)
     if repeats:
         batch += _report_repeats(path, repeats, report, encoding)
     if batch:
         await _import_batch(writer, pool, batch, now, report, path)
+    if progress is not None:
+        progress(report.rows)
     report.problems.sort()
     return report
 

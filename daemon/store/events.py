@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from daemon.errors import Problem
 from daemon.imports.batches import event_batches
 from daemon.imports.events import EventRow, PurchaseRow, SearchRow
-from daemon.imports.report import ImportReport
+from daemon.imports.report import ImportReport, Progress
 from daemon.store.db import IMMEDIATE
 from daemon.store.dialect import upsert_insert
 from daemon.store.prefetch import batches as _batches
@@ -28,6 +28,7 @@ async def import_events(
     batch_size: int = DEFAULT_BATCH_SIZE,
     parallel: bool | None = None,
     encoding: str | None = None,
+    progress: Progress | None = None,
 ) -> ImportReport:
     """Import purchases and searches; ``parallel`` and ``encoding`` as in ``import_contacts``."""
     report = ImportReport()
@@ -37,6 +38,8 @@ async def import_events(
         report.problems.extend(batch.problems)
         if batch.rows:
             await _flush(writer, batch.rows, str(path), report)
+        if progress is not None:
+            progress(report.rows)
     report.problems.sort()
     return report
 

@@ -343,3 +343,26 @@ def test_run_with_a_short_signing_key_in_a_credential_file_exits_2_without_trace
         f"{creds / 'signing_keys__k9'}:0:0: signing_keys.k9: the signing key is shorter than 16 bytes"
     )
     assert "Traceback" not in done.stderr and "tiny-key" not in done.stderr
+
+
+# ---------------------------------------------------------------- progress bars (issue 14)
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    from daemon.cli import common
+
+    piped = io.StringIO()
+    monkeypatch.setattr(common, "err", Console(file=piped, force_terminal=False))
+    with common.progress_bar("contacts from c.csv") as advance:
+        advance(10)
+    assert piped.getvalue() == ""  # logs and pipes stay quiet
+
+    tty = io.StringIO()
+    monkeypatch.setattr(common, "err", Console(file=tty, force_terminal=True, width=100))
+    with common.progress_bar("contacts from c.csv") as advance:
+        advance(2000)
+    assert "contacts from c.csv" in tty.getvalue()

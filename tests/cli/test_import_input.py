@@ -13,6 +13,7 @@ COMMANDS = {
     "events": ("events", "import"),
     "conversions": ("conversions", "import"),
     "coupons": ("coupons", "import", "spring"),
+    "suppressions": ("suppressions", "import"),
 }
 
 
