@@ -143,3 +143,4 @@ def _assert_the_loop_closed(stdout: str, db: sqlite3.Connection, demo: Path) -> 
     assert html.is_file() and "<html" in html.read_text(encoding="utf-8").lower()
     assert "report.html" in stdout
     assert "machine opens, unique" in stdout and "unsubscribes" in stdout and "refunds" in stdout
+    assert "promotion cost" in stdout and "how computed" in stdout
