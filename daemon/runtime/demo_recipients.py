@@ -167,7 +167,7 @@ async def play(
         if leaving is not None and leaving.unsubscribe is not None:
             await hit("POST", leaving.unsubscribe, BROWSER_UA, 200, data={"List-Unsubscribe": "One-Click"})
             done.unsubscribes += 1
-        # Someone who never clicked types the code from the message at the till.
+        # A reader types the code from the message at the till, without clicking: credited by the coupon alone.
         typed = next(
             (m for m in emails if m.coupon and not any(o.get("coupon_code") == m.coupon for o in orders)), None
         )
