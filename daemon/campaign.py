@@ -552,6 +552,11 @@ class Costs(Model):
     margin: Decimal | None = Field(
         default=None, ge=0, le=1, description="Gross margin (0-1) to turn revenue into profit"
     )
+    fixed: Decimal = Field(
+        default=Decimal(0),
+        ge=0,
+        description="Fixed cost of the whole campaign (creative, agency, tools), added once to its promotion cost",
+    )
 
 
 class Attribution(Model):

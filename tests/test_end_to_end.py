@@ -142,7 +142,8 @@ async def test_send_open_click_buy_unsubscribe_report(engine, tmp_path: Path) ->
         assert money.discount_cost == Decimal("16.00")
         assert money.send_cost == Decimal("0.03")  # 3 emails × 0.01
         assert money.gross_profit == Decimal("40.00")  # 80.00 × margin 0.5
-        assert money.roi == Decimal("1332.3333")  # (40.00 − 0.03) / 0.03
+        assert money.promotion_cost == Decimal("16.03")  # discount 16.00 + send 0.03
+        assert money.roi == Decimal("1.4953")  # (40.00 − 16.03) / 16.03 = 1.49532...
         assert round(total.ctr, 4) == Decimal("0.3333") and total.click_to_open == 1  # 1 of 3; 1 of 1
     finally:
         await tracking.close()

@@ -7,11 +7,18 @@ Definitions (money is ``Decimal`` in the campaign's one currency; nothing is con
 - **discount cost** = discounts of orders - discounts of refunded orders. It is shown, not subtracted
   again: revenue already lacks it;
 - **gross profit** = Σ revenue × margin - Σ refunds × margin, where margin is the conversion's own
-  margin when the shop sent one, else the campaign's ``costs.margin``, else 1 (revenue counts as
-  profit: ``margin_basis`` says so). A refund without a margin takes its order's margin;
+  margin when the shop sent one, else the campaign's ``costs.margin``. A refund without a margin
+  takes its order's margin. When some row has no margin at all, gross profit is unknown (None,
+  ``margin_basis`` ``unknown`` or ``mixed``): revenue is never passed off as profit;
+- **margin %** = gross profit / net revenue;
 - **send cost** = Σ per channel of messages handed over to a paid provider × ``costs.<channel>`` (an SMS counts
   its segments); a file outbox costs nothing;
-- **ROI** = (gross profit - send cost) / send cost; None when the send cost is 0;
+- **promotion cost** = discount cost + send cost + fixed cost (``costs.fixed``, counted once, in the
+  campaign's total only: ``roi_figures(..., fixed=...)``);
+- **net profit** = gross profit - promotion cost; **ROI** = net profit / promotion cost; None when
+  the promotion cost is 0 or gross profit is unknown;
+- **incremental ROI** = (incremental net revenue × margin % - promotion cost) / promotion cost, where
+  a holdout gives the incremental net revenue;
 - **orders** count order rows, **purchasers** distinct contacts with an order (an order without a
   known contact counts as its own purchaser);
 - a conversion in another currency than the campaign's is left out of every sum and counted in
@@ -36,7 +43,7 @@ ZERO = Decimal(0)
 CENT = Decimal("0.01")
 RATIO = Decimal("0.0001")  # ROI and lifts: 4 decimals (0.0001 = 0.01 %)
 RATE = Decimal("0.000001")
-MarginBasis = Literal["conversion", "campaign", "revenue", "mixed", "none"]
+MarginBasis = Literal["conversion", "campaign", "unknown", "mixed", "none"]
 
 
 def money(value: Decimal) -> Decimal:
@@ -85,7 +92,7 @@ class Totals:
     profit_refunded: Decimal = ZERO
     by_own_margin: int = 0  # rows whose profit used the conversion's margin
     by_campaign_margin: int = 0
-    at_full_margin: int = 0  # rows counted with revenue as profit
+    at_full_margin: int = 0  # rows without any margin (their ``profit`` is at margin 1; shown as unknown)
     currency_mismatches: int = 0
 
     @property
@@ -111,13 +118,18 @@ class Totals:
             for name, count in (
                 ("conversion", self.by_own_margin),
                 ("campaign", self.by_campaign_margin),
-                ("revenue", self.at_full_margin),
+                ("unknown", self.at_full_margin),
             )
             if count
         ]
         if not used:
             return "none"
         return used[0] if len(used) == 1 else "mixed"  # type: ignore[return-value]
+
+    @property
+    def margin_known(self) -> bool:
+        """Every row had a margin (its own or the campaign's): gross profit can be told."""
+        return self.at_full_margin == 0
 
 
 def totals(lines: Iterable[ConversionLine], *, currency: str, default_margin: Decimal | None) -> Totals:
@@ -251,13 +263,17 @@ class RoiFigures:
     net_revenue: Decimal
     discount_cost: Decimal
     send_cost: Decimal
-    gross_profit: Decimal
-    profit_after_send: Decimal  # gross profit - send cost
-    roi: Decimal | None  # (gross profit - send cost) / send cost; None when nothing was spent
+    gross_profit: Decimal | None  # None: some order has no margin
+    net_profit: Decimal | None  # gross profit - promotion cost
+    roi: Decimal | None  # net profit / promotion cost; None when nothing was spent or profit is unknown
     margin_basis: MarginBasis
     currency_mismatches: int
     send_cost_by_channel: dict[str, Decimal] = field(default_factory=dict)
     lift: Lift | None = None
+    fixed_cost: Decimal = ZERO
+    promotion_cost: Decimal = ZERO  # discount cost + send cost + fixed cost
+    margin_pct: Decimal | None = None  # gross profit / net revenue, 4 decimals
+    incremental_roi: Decimal | None = None  # (incremental net revenue × margin % - promotion cost) / promotion cost
 
 
 def roi_figures(
@@ -266,13 +282,24 @@ def roi_figures(
     sent: Mapping[str, int],
     costs: Costs,
     lift_counts: LiftCounts | None = None,
+    *,
+    fixed: Decimal = ZERO,
 ) -> RoiFigures:
     """The figures of one group: its conversion ``sums``, messages ``sent`` per channel, the
-    campaign's ``costs``, and (optionally) its treated/holdout counts."""
+    campaign's ``costs``, (optionally) its treated/holdout counts, and the ``fixed`` cost it
+    carries (the campaign's ``costs.fixed`` for the whole campaign; 0 for a part of it)."""
     by_channel = send_costs(sent, costs)
-    cost = sum(by_channel.values(), ZERO)
-    profit = sums.gross_profit
-    roi = ratio((profit - cost) / cost) if cost > 0 else None
+    send = sum(by_channel.values(), ZERO)
+    promotion = money(sums.discount_cost) + money(send) + money(fixed)
+    profit = money(sums.gross_profit) if sums.margin_known else None
+    net = profit - promotion if profit is not None else None
+    roi = ratio(net / promotion) if net is not None and promotion > 0 else None
+    net_revenue = money(sums.net_revenue)
+    margin_pct = ratio(profit / net_revenue) if profit is not None and net_revenue > 0 else None
+    gains = lift(lift_counts) if lift_counts is not None else None
+    incremental_roi = None
+    if gains is not None and gains.incremental_revenue is not None and margin_pct is not None and promotion > 0:
+        incremental_roi = ratio((gains.incremental_revenue * margin_pct - promotion) / promotion)
     return RoiFigures(
         group=group,
         currency=costs.currency,
@@ -284,12 +311,16 @@ def roi_figures(
         refunds=money(sums.refunds),
         net_revenue=money(sums.net_revenue),
         discount_cost=money(sums.discount_cost),
-        send_cost=money(cost),
-        gross_profit=money(profit),
-        profit_after_send=money(profit - cost),
+        send_cost=money(send),
+        gross_profit=profit,
+        net_profit=net,
         roi=roi,
         margin_basis=sums.margin_basis,
         currency_mismatches=sums.currency_mismatches,
         send_cost_by_channel={ch: money(v) for ch, v in by_channel.items()},
-        lift=lift(lift_counts) if lift_counts is not None else None,
+        lift=gains,
+        fixed_cost=money(fixed),
+        promotion_cost=promotion,
+        margin_pct=margin_pct,
+        incremental_roi=incremental_roi,
     )

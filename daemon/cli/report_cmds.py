@@ -126,7 +126,10 @@ def report(
             query = ReportQuery(cid, by, named, window, campaign.costs, campaign.slot_choice)
         else:
             query = ReportQuery(cid, by, named)
-            notes.append("the campaign file is not loaded: send costs count as 0 and revenue as profit")
+            notes.append(
+                "the campaign file is not loaded: send and fixed costs count as 0; without a margin, "
+                "gross profit and ROI are n/a"
+            )
         built = await build_report(
             engine, query, now, name=campaign.name if campaign else stored_name, charts=format_ == "html"
         )

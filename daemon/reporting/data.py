@@ -150,12 +150,14 @@ async def _figures(conn: AsyncConnection, q: ReportQuery, by: str | None, now: d
     keys = set(ledger) | set(engagement) | set(sales) | set(holdout)
     out: dict[str, GroupFigures] = {}
     for key in keys:
-        out[key] = _assemble(key, q, ledger.get(key), engagement.get(key), sales.get(key), holdout.get(key))
+        out[key] = _assemble(
+            key, q, ledger.get(key), engagement.get(key), sales.get(key), holdout.get(key), whole=by is None
+        )
     return out
 
 
 def _empty(key: str, q: ReportQuery) -> GroupFigures:
-    return _assemble(key, q, None, None, None, None)
+    return _assemble(key, q, None, None, None, None, whole=key == "total")
 
 
 def _assemble(
@@ -165,11 +167,15 @@ def _assemble(
     engagement: tuple[Engagement, Engagement, int] | None,
     sales: roi.Totals | None,
     holdout: roi.LiftCounts | None,
+    *,
+    whole: bool = False,
 ) -> GroupFigures:
+    """One group's figures; ``whole``: the campaign's total, which carries its fixed cost."""
+    fixed = q.costs.fixed if whole else Decimal(0)
     ledger = ledger or DeliveryCounts()
     opens, clicks, unsubscribes = engagement or (Engagement(), Engagement(), 0)
     money = money_maths.figures(
-        key, sales or roi.Totals(), ledger.chargeable_by_channel, holdout or roi.LiftCounts(), q.costs
+        key, sales or roi.Totals(), ledger.chargeable_by_channel, holdout or roi.LiftCounts(), q.costs, fixed=fixed
     )
     return GroupFigures(
         key=key,

@@ -22,6 +22,12 @@ def ratio(numerator: Decimal | int, denominator: Decimal | int) -> Decimal | Non
 
 
 def figures(
-    group: str, totals: roi.Totals, sent_by_channel: Mapping[str, int], lift: roi.LiftCounts, costs: Costs
+    group: str,
+    totals: roi.Totals,
+    sent_by_channel: Mapping[str, int],
+    lift: roi.LiftCounts,
+    costs: Costs,
+    *,
+    fixed: Decimal = Decimal(0),
 ) -> roi.RoiFigures:
-    return roi.roi_figures(group, totals, sent_by_channel, costs, lift)
+    return roi.roi_figures(group, totals, sent_by_channel, costs, lift, fixed=fixed)

@@ -54,12 +54,16 @@ SECTIONS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
             ("revenue", "revenue"),
             ("refunds", "refunds"),
             ("net_revenue", "net revenue"),
+            ("gross_profit", "gross profit"),
+            ("margin_pct", "margin %"),
+            ("margin_basis", "margin from"),
             ("discount_cost", "discount cost"),
             ("send_cost", "send cost"),
-            ("gross_profit", "gross profit"),
-            ("margin_basis", "margin from"),
-            ("profit_after_send", "profit after send cost"),
+            ("fixed_cost", "fixed cost"),
+            ("promotion_cost", "promotion cost"),
+            ("net_profit", "net profit"),
             ("roi", "ROI"),
+            ("incremental_roi", "incremental ROI"),
         ),
     ),
     (
@@ -77,10 +81,38 @@ SECTIONS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         ),
     ),
 )
-RATIO_KEYS = frozenset({"ctr", "click_to_open", "roi", "treated_rate", "holdout_rate", "lift"})
-MONEY_KEYS = frozenset(
-    {"revenue", "refunds", "net_revenue", "discount_cost", "send_cost", "gross_profit", "profit_after_send"}
+RATIO_KEYS = frozenset(
+    {"ctr", "click_to_open", "roi", "incremental_roi", "margin_pct", "treated_rate", "holdout_rate", "lift"}
 )
+MONEY_KEYS = frozenset(
+    {
+        "revenue",
+        "refunds",
+        "net_revenue",
+        "discount_cost",
+        "send_cost",
+        "fixed_cost",
+        "promotion_cost",
+        "gross_profit",
+        "net_profit",
+    }
+)
+# How each money figure is computed: one line each, printed under the table and in the HTML page,
+# and under "how_computed" in JSON (docs/reporting.md says the same at length).
+HOW_COMPUTED: dict[str, str] = {
+    "revenue": "what shoppers paid for orders credited by coupon or click, after their discount",
+    "refunds": "refund rows of those orders",
+    "net_revenue": "revenue − refunds",
+    "gross_profit": "net revenue × margin (the order's own, else costs.margin); n/a when an order has no margin",
+    "margin_pct": "gross profit ÷ net revenue",
+    "discount_cost": "coupon discounts of the orders − those of refunded orders",
+    "send_cost": "messages handed to a paid provider × costs.<channel> (outbox writes cost nothing)",
+    "fixed_cost": "costs.fixed of the campaign, counted once, in the total only",
+    "promotion_cost": "discount cost + send cost + fixed cost",
+    "net_profit": "gross profit − promotion cost",
+    "roi": "(gross profit − promotion cost) ÷ promotion cost",
+    "incremental_roi": "(incremental net revenue × margin % − promotion cost) ÷ promotion cost; needs a holdout",
+}
 
 
 def skip_reasons(report: Report) -> list[str]:
@@ -128,12 +160,16 @@ def group_record(g: GroupFigures, reasons: list[str] | None = None) -> dict[str,
             "revenue": m.revenue,
             "refunds": m.refunds,
             "net_revenue": m.net_revenue,
+            "gross_profit": m.gross_profit,
+            "margin_pct": m.margin_pct,
+            "margin_basis": m.margin_basis,
             "discount_cost": m.discount_cost,
             "send_cost": m.send_cost,
-            "gross_profit": m.gross_profit,
-            "margin_basis": m.margin_basis,
-            "profit_after_send": m.profit_after_send,
+            "fixed_cost": m.fixed_cost,
+            "promotion_cost": m.promotion_cost,
+            "net_profit": m.net_profit,
             "roi": m.roi,
+            "incremental_roi": m.incremental_roi,
             "currency_mismatches": m.currency_mismatches,
             "treated_contacts": counts.treated_contacts if counts else 0,
             "treated_buyers": counts.treated_purchasers if counts else 0,

@@ -14,7 +14,7 @@ from markupsafe import Markup
 
 from daemon.reporting import svg
 from daemon.reporting.model import GroupFigures, Report, TimingBucket
-from daemon.reporting.records import SECTIONS, display, group_record
+from daemon.reporting.records import HOW_COMPUTED, SECTIONS, display, group_record
 from daemon.reporting.slot_records import display_interval
 from daemon.reporting.slots import METRICS, EvidenceComparison, SlotComparison, SlotOverview
 
@@ -117,7 +117,7 @@ def _kpis(report: Report) -> list[tuple[str, str, str]]:
         ("clicked", f"{t.clicks.human_unique:,}", f"CTR {svg.fmt_percent(t.ctr)}"),
         ("orders", f"{t.money.orders:,}", f"{t.money.purchasers:,} purchasers"),
         ("net revenue", f"{t.money.net_revenue:,.2f}", report.currency),
-        ("ROI", svg.fmt_percent(t.money.roi), f"send cost {t.money.send_cost:,.2f}"),
+        ("ROI", svg.fmt_percent(t.money.roi), f"promotion cost {t.money.promotion_cost:,.2f}"),
         ("lift vs holdout", svg.fmt_percent(lift.relative if lift else None), f"{held:,} held out"),
     ]
 
@@ -132,7 +132,9 @@ def _table(report: Report) -> dict[str, Any]:
             for reason in sorted({r for g in columns for r in g.deliveries.skipped}):
                 body.append((f"skipped: {reason}", [f"{g.deliveries.skipped.get(reason, 0):,}" for g in columns]))
         sections.append((title, body))
-    return {"headers": [g.key for g in report.groups], "sections": sections}
+    labels = {key: label.strip() for _, rows in SECTIONS for key, label in rows}
+    how = [(labels[key], text) for key, text in HOW_COMPUTED.items() if key in labels]
+    return {"headers": [g.key for g in report.groups], "sections": sections, "how": how}
 
 
 def render_html(report: Report) -> str:

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from daemon.reporting.model import GroupFigures, Report
-from daemon.reporting.records import group_record
+from daemon.reporting.records import HOW_COMPUTED, group_record
 from daemon.reporting.slot_records import comparison_dict, overview_dict
 from daemon.reporting.slots import SlotOverview
 
@@ -32,6 +32,7 @@ def report_dict(report: Report) -> dict[str, Any]:
         "holdout_window": {"start": report.window[0].isoformat(), "end": report.window[1].isoformat()},
         "groups": [_group(g) for g in report.groups],
         "total": _group(report.total),
+        "how_computed": dict(HOW_COMPUTED),
         "notes": list(report.notes),
     }
     if report.slots is not None:

@@ -7,7 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from daemon.reporting.model import Report
-from daemon.reporting.records import SECTIONS, display, group_record
+from daemon.reporting.records import HOW_COMPUTED, SECTIONS, display, group_record
 from daemon.reporting.render_slots_table import slot_tables
 
 
@@ -29,6 +29,10 @@ def render_table(report: Report) -> Group:
             for reason in reasons:
                 table.add_row(f"  skipped: {reason}", *(f"{g.deliveries.skipped.get(reason, 0):,}" for g in columns))
         tables.append(table)
+        if title == "Sales and ROI":
+            labels = dict(rows)
+            how = [f"  {labels[key].strip()}: {text}" for key, text in HOW_COMPUTED.items() if key in labels]
+            tables.append(Text("how computed\n" + "\n".join(how), style="dim"))
     tables.extend(slot_tables(report.slots))
     for note in report.notes:
         tables.append(Text(f"note: {note}", style="yellow"))

@@ -1,31 +1,39 @@
 """``topslot demo``: the newcomer's tour on embedded defaults (SQLite under var/, the example config).
 
 Steps: database + migrations → validate the example campaigns → import the example contacts and
-events → audience and plan summaries → start the daemon → stop (unless kept running) → what next.
-Each step is a small function so later issues can add one (sending to var/outbox on a simulated clock).
+events → audience and plan summaries → start the daemon (and its tracking server) → send, bucket by
+bucket, on a clock that jumps → simulated recipients open, click, unsubscribe and buy over real
+HTTP (``daemon.runtime.demo_recipients``) → the report table and var/demo/report.html → stop
+(unless kept running) → what next.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import shutil
 from datetime import UTC, datetime, time, timedelta
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
 
+from pydantic import SecretStr
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from daemon.attribution.windows import campaign_window
 from daemon.campaign import Campaign
 from daemon.channel import SPECS
 from daemon.clock import FakeClock
 from daemon.config import LoadResult
 from daemon.imports.report import ImportReport
 from daemon.planning import DispatchWindow, summary_lines
-from daemon.runtime import ports
+from daemon.reporting.data import ReportQuery, build_report
+from daemon.reporting.render_html import render_html
+from daemon.reporting.render_table import render_table
+from daemon.runtime import demo_recipients, ports
 from daemon.runtime.service import Daemon
 from daemon.scheduling.plan_run import plan_campaign
 from daemon.settings import Settings
@@ -39,22 +47,29 @@ BUCKET_TIMEOUT_S = 60
 PAUSE_S = 0.4  # between buckets, so the tour can be followed
 
 
-def demo_settings(settings: Settings) -> Settings:
-    """The tour's own corner of var/ (database and outbox), so it never touches a real one."""
+def demo_settings(settings: Settings, *, keep_running: bool = False) -> Settings:
+    """The tour's own corner of var/ (database and outbox), so it never touches a real one.
+
+    Unless kept running, its tracking server listens on a free loopback port (8080 may be taken:
+    links still name ``tracking_base_url``, the simulated recipients go to the real port), and the
+    conversion webhook gets a key of its own when none is configured."""
     root = settings.var_dir / "demo"
-    return settings.model_copy(
-        update={
-            "database_url": f"sqlite+aiosqlite:///{root / 'topslot.db'}",
-            "outbox_dir": root / "outbox",
-            "log_format": "console",
-            "log_level": "warning",  # the tour prints its own progress; warnings still show
-        }
-    )
+    update: dict[str, object] = {
+        "database_url": f"sqlite+aiosqlite:///{root / 'topslot.db'}",
+        "outbox_dir": root / "outbox",
+        "log_format": "console",
+        "log_level": "warning",  # the tour prints its own progress; warnings still show
+    }
+    if not keep_running:
+        update.update(tracking_host="127.0.0.1", tracking_port=0)
+    if settings.conversion_webhook_key is None:
+        update["conversion_webhook_key"] = SecretStr(secrets.token_urlsafe(24))
+    return settings.model_copy(update=update)
 
 
 async def run_demo(settings: Settings, console: Console, *, keep_running: bool = False, pause: float = PAUSE_S) -> int:
     """Run the tour; returns the exit code (0: the example campaign was planned and sent)."""
-    settings = demo_settings(settings)
+    settings = demo_settings(settings, keep_running=keep_running)
     root = settings.var_dir / "demo"
     shutil.rmtree(root, ignore_errors=True)  # a fresh tour each time
     settings.outbox_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
@@ -111,11 +126,12 @@ async def run_demo(settings: Settings, console: Console, *, keep_running: bool =
     )
     if settings.dispatch_processes > 1:
         console.print(f"Each bucket is claimed and sent by {settings.dispatch_processes} processes side by side.")
-    # No tracking server unless kept running: the tour sends and stops, and port 8080 may be taken.
-    daemon = Daemon(settings, clock=clock, log_stream=console.file, handle_signals=keep_running, track=keep_running)
+    daemon = Daemon(settings, clock=clock, log_stream=console.file, handle_signals=keep_running)
     async with daemon:
         await play_buckets(console, daemon, clock, pause)
         show_outbox(console, settings)
+        await simulate_recipients(console, daemon, clock, loaded, settings)
+        await show_reports(console, daemon, clock, loaded, root)
         if keep_running:
             console.print("running — edit a campaign file to see it reloaded; Ctrl-C to stop")
             await daemon.wait_stopped()
@@ -169,6 +185,53 @@ def show_outbox(console: Console, settings: Settings) -> None:
             console.print(f"{spec.count(len(lines))} in [cyan]{_rel(path)}[/cyan]")
             if lines:
                 console.print("  " + lines[0], markup=False, highlight=False)
+
+
+async def simulate_recipients(
+    console: Console, daemon: Daemon, clock: FakeClock, loaded: LoadResult, settings: Settings
+) -> None:
+    """Step 8: simulated people and machines react to the outbox, over HTTP, against the daemon's
+    own tracking server and conversion webhook (loopback only; seeded, so every tour is the same)."""
+    assert daemon.tracking is not None and settings.outbox_dir is not None
+    console.rule("8. simulated recipients (not real people: a seeded script, over HTTP on 127.0.0.1)")
+    campaign = min(loaded.campaigns.values(), key=lambda c: c.id)
+    prefix = campaign.coupon.generate.prefix if campaign.coupon and campaign.coupon.generate else None
+    received = demo_recipients.read_outbox(settings.outbox_dir, prefix)
+    key = settings.conversion_webhook_key
+    assert key is not None
+    url = daemon.tracking.url
+    console.print(
+        f"Simulated recipients fetch the tracked links of {len(received)} message(s) from the tracking server "
+        f"at {url}: browsers and Apple-MPP-like proxies load the pixel, a link scanner sends HEADs, people "
+        "click, one mail client posts a one-click unsubscribe (RFC 8058); then the shop posts orders with "
+        "their coupon codes, and a refund, to the signed webhook POST /conversions.",
+        highlight=False,
+    )
+    played = await demo_recipients.play(url, received, clock, key.get_secret_value(), campaign.costs.currency)
+    await daemon.tracking.buffer.flush()  # every hit written (and labelled) before the report
+    console.print(
+        f"simulated: {played.human_opens} human open(s), {played.machine_opens} machine open(s) (Apple MPP), "
+        f"{played.scanner_hits} scanner check(s), {played.clicks} click(s), {played.unsubscribes} unsubscribe(s), "
+        f"{played.orders} order(s) and {played.refunds} refund ({played.recorded} conversion(s) recorded)",
+        markup=False,
+        highlight=False,
+    )
+    for problem in played.failed:
+        console.print(f"[yellow]unexpected answer: {problem}[/yellow]")
+
+
+async def show_reports(console: Console, daemon: Daemon, clock: FakeClock, loaded: LoadResult, root: Path) -> None:
+    """Step 9: the report every campaign gets (``topslot report``), as a table and as HTML."""
+    assert daemon.engine is not None
+    for cid, campaign in sorted(loaded.campaigns.items()):
+        console.rule(f"9. report: {cid} (opens, clicks and sales above were simulated)")
+        query = ReportQuery(cid, "channel", None, campaign_window(campaign), campaign.costs, campaign.slot_choice)
+        table = await build_report(daemon.engine, query, clock.now(), name=campaign.name)
+        console.print(render_table(table))
+        html = await build_report(daemon.engine, query, clock.now(), name=campaign.name, charts=True)
+        path = root / ("report.html" if len(loaded.campaigns) == 1 else f"report-{cid}.html")
+        path.write_text(render_html(html), encoding="utf-8")
+        console.print(f"HTML report: [cyan]{_rel(path)}[/cyan]   (open it in a browser)")
 
 
 def show_campaigns(console: Console, loaded: LoadResult) -> None:

@@ -44,8 +44,12 @@ def test_roi_of_the_mixed_group() -> None:
     # send cost: 10,000 × 0.002 + 200 × 0.05 = 20.00 + 10.00
     assert figures.send_cost_by_channel == {"email": D("20.00"), "sms": D("10.00")}
     assert figures.send_cost == D("30.00")
-    assert figures.gross_profit == D("56.00") and figures.profit_after_send == D("26.00")
-    assert figures.roi == D("0.8667")  # (56 - 30) / 30 = 0.86666...
+    # promotion cost: discount cost 10.00 + send cost 30.00 (+ no fixed cost)
+    assert figures.promotion_cost == D("40.00") and figures.fixed_cost == D("0.00")
+    assert figures.gross_profit == D("56.00") and figures.net_profit == D("16.00")
+    assert figures.roi == D("0.4000")  # (56 - 40) / 40
+    assert figures.margin_pct == D("0.4000")  # 56 / 140
+    assert figures.incremental_roi is None  # no holdout
     assert (figures.revenue, figures.refunds, figures.net_revenue, figures.discount_cost) == (
         D("190.00"),
         D("50.00"),
@@ -55,24 +59,48 @@ def test_roi_of_the_mixed_group() -> None:
     assert figures.currency == "USD" and figures.currency_mismatches == 1 and figures.lift is None
 
 
-def test_without_any_margin_revenue_counts_as_profit() -> None:
+def test_without_any_margin_gross_profit_and_roi_are_unknown() -> None:
     costs = Costs(email=D("0.01"))
     t = totals([line("A", "25.00", contact_id=1), line("A", "5.00", refund=True)], currency="USD", default_margin=None)
-    assert t.margin_basis == "revenue" and t.gross_profit == D("20.00")
+    assert t.margin_basis == "unknown" and not t.margin_known
     figures = roi_figures("email", t, {"email": 1000}, costs)
-    assert figures.send_cost == D("10.00") and figures.roi == D("1.0000")  # (20 - 10) / 10
+    assert figures.send_cost == D("10.00") and figures.promotion_cost == D("10.00")
+    assert figures.gross_profit is None and figures.net_profit is None  # never revenue passed off as profit
+    assert figures.roi is None and figures.margin_pct is None
+
+
+def test_fixed_cost_joins_the_promotion_cost() -> None:
+    costs = Costs(email=D("0.01"), margin=D("0.5"), fixed=D("100"))
+    t = totals([line("A", "400.00", discount=D("100.00"), contact_id=1)], currency="USD", default_margin=costs.margin)
+    figures = roi_figures("total", t, {"email": 1000}, costs, fixed=costs.fixed)
+    # promotion cost = discount 100 + send 1000 × 0.01 = 10 + fixed 100 = 210; gross profit 400 × 0.5 = 200
+    assert figures.promotion_cost == D("210.00") and figures.fixed_cost == D("100.00")
+    assert figures.net_profit == D("-10.00") and figures.roi == D("-0.0476")  # -10 / 210
+    part = roi_figures("email", t, {"email": 1000}, costs)  # a part of the campaign carries no fixed cost
+    assert part.promotion_cost == D("110.00") and part.roi == D("0.8182")  # 90 / 110
+
+
+def test_incremental_roi_against_the_holdout() -> None:
+    costs = Costs(email=D("0.01"), margin=D("0.5"))
+    t = totals([line("A", "300.00", contact_id=1)], currency="USD", default_margin=costs.margin)
+    # treated: 100 contacts, 300.00 net; holdout: 100 contacts, 100.00 → incremental net revenue 200.00
+    figures = roi_figures("total", t, {"email": 1000}, costs, LiftCounts(100, 10, D("300"), 100, 5, D("100")))
+    assert figures.lift is not None and figures.lift.incremental_revenue == D("200.00")
+    # (200 × 0.5 - 10) / 10 = 9; plain ROI (150 - 10) / 10 = 14
+    assert figures.incremental_roi == D("9.0000") and figures.roi == D("14.0000")
 
 
 def test_own_margin_everywhere_and_a_loss() -> None:
     t = totals([line("A", "10.00", margin=D("0.25"), contact_id=1)], currency="USD", default_margin=D("0.9"))
     assert t.margin_basis == "conversion" and t.gross_profit == D("2.50")
-    figures = roi_figures("sms", t, {"sms": 100}, COSTS)  # 100 × 0.05 = 5.00
-    assert figures.roi == D("-0.5000") and figures.profit_after_send == D("-2.50")  # (2.5 - 5) / 5
+    figures = roi_figures("sms", t, {"sms": 100}, COSTS)  # 100 × 0.05 = 5.00, no discount
+    assert figures.roi == D("-0.5000") and figures.net_profit == D("-2.50")  # (2.5 - 5) / 5
 
 
-def test_no_send_cost_means_no_roi() -> None:
-    figures = roi_figures("im", totals([line("A", "9.99")], currency="USD", default_margin=None), {"im": 50}, COSTS)
-    assert figures.send_cost == D("0.00") and figures.roi is None
+def test_no_promotion_cost_means_no_roi() -> None:
+    t = totals([line("A", "9.99")], currency="USD", default_margin=D("0.5"))
+    figures = roi_figures("im", t, {"im": 50}, COSTS)
+    assert figures.promotion_cost == D("0.00") and figures.roi is None
     empty = roi_figures("none", Totals(), {}, COSTS)
     assert empty.roi is None and empty.margin_basis == "none" and empty.orders == 0
 

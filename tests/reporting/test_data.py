@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.attribution.roi import LiftCounts
+from daemon.attribution.roi import LiftCounts, ratio
 from daemon.reporting.data import ReportQuery, build_report, ledger_window
 from daemon.reporting.model import NO_GROUP, DeliveryCounts, Engagement, Report
 from daemon.reporting.segments import parse_segments
@@ -41,12 +41,16 @@ async def test_campaign_total(engine: AsyncEngine) -> None:
     assert (m.revenue, m.refunds, m.net_revenue, m.discount_cost) == (D("180.00"), D("40.00"), D("140.00"), D("15.00"))
     assert m.send_cost == D("1.00")  # 5 email × 0.10 + 1 sms × 0.50
     assert m.gross_profit == D("61.00")  # o2 50 × 0.5 (its own margin) + (100 − 40 + 30) × 0.40
-    assert (m.margin_basis, m.profit_after_send, m.roi) == ("mixed", D("60.00"), D("60.0000"))  # (61 − 1) / 1
+    # promotion cost = discount 15 + send 1 (no fixed cost); ROI = (61 − 16) / 16
+    assert (m.promotion_cost, m.fixed_cost, m.net_profit) == (D("16.00"), D("0.00"), D("45.00"))
+    assert (m.margin_basis, m.roi) == ("mixed", D("2.8125"))
+    assert m.margin_pct == D("0.4357")  # 61 / 140
     # treated c1 c2 c3 c4 c5 c7, of whom c1 c2 c3 c5 bought; held out c9 (bought) and c10 (too late)
     # net revenue in the window, any attribution: c1 100 − 40 + 70, c2 15, c3 50, c5 30 | c9 20
     assert m.lift is not None and m.lift.counts == LiftCounts(6, 4, D("225.00"), 2, 1, D("20.00"))
     assert (m.lift.treated_rate, m.lift.holdout_rate, m.lift.relative) == (D("0.666667"), D("0.500000"), D("0.3333"))
     assert (m.lift.incremental_purchasers, m.lift.incremental_revenue) == (D("1.00"), D("165.00"))  # (37.5 − 10) × 6
+    assert m.incremental_roi == ratio((D("165.00") * D("0.4357") - 16) / 16)  # incremental gross profit vs cost
     assert report.campaign_name == NAME and report.window == WINDOW
 
 
@@ -73,8 +77,11 @@ async def test_by_channel(engine: AsyncEngine) -> None:
     e, s = email.money, sms.money
     assert (e.purchasers, e.orders, e.units) == (2, 2, 2)
     assert (e.revenue, e.refunds, e.net_revenue, e.discount_cost) == (D("130.00"), D("40.00"), D("90.00"), D("15.00"))
-    assert (e.send_cost, e.gross_profit, e.roi, e.margin_basis) == (D("0.50"), D("36.00"), D("71.0000"), "campaign")
-    assert (s.send_cost, s.gross_profit, s.roi, s.margin_basis) == (D("0.50"), D("25.00"), D("49.0000"), "conversion")
+    assert (e.send_cost, e.gross_profit, e.margin_basis) == (D("0.50"), D("36.00"), "campaign")
+    assert e.promotion_cost == D("15.50") and e.roi == ratio((D("36.00") - D("15.50")) / D("15.50"))
+    assert (s.send_cost, s.gross_profit, s.margin_basis) == (D("0.50"), D("25.00"), "conversion")
+    assert s.promotion_cost == s.discount_cost + s.send_cost  # a part of the campaign carries no fixed cost
+    assert s.roi == ratio((s.gross_profit - s.promotion_cost) / s.promotion_cost)
     assert e.lift is not None and s.lift is not None
     assert e.lift.counts == LiftCounts(5, 3, D("175.00"), 1, 1, D("20.00"))  # c1 130, c2 15, c5 30 | c9 20
     assert (e.lift.relative, e.lift.incremental_purchasers) == (D("-0.4000"), D("-2.00"))  # 0.6 vs 1.0
@@ -128,17 +135,25 @@ async def test_named_segments_first_match(engine: AsyncEngine) -> None:
     assert report.total.deliveries.planned == 11
 
 
-async def test_without_a_margin_revenue_counts_as_profit(engine: AsyncEngine) -> None:
+async def test_without_a_margin_gross_profit_is_unknown(engine: AsyncEngine) -> None:
     await seed(engine)
     no_margin = COSTS.model_copy(update={"margin": None})
     report = await build_report(engine, ReportQuery(CAMPAIGN, "channel", window=WINDOW, costs=no_margin), T0)
     email, sms = report.groups
-    assert (email.money.gross_profit, email.money.roi, email.money.margin_basis) == (
-        D("90.00"),
-        D("179.0000"),
-        "revenue",
-    )
-    assert (sms.money.gross_profit, sms.money.roi) == (D("25.00"), D("49.0000"))  # o2 has its own margin
+    assert (email.money.gross_profit, email.money.roi, email.money.margin_basis) == (None, None, "unknown")
+    assert report.total.money.gross_profit is None and report.total.money.margin_basis == "mixed"
+    s = sms.money  # o2 has its own margin
+    assert s.gross_profit == D("25.00") and s.roi == ratio((s.gross_profit - s.promotion_cost) / s.promotion_cost)
+
+
+async def test_the_fixed_cost_is_in_the_total_only(engine: AsyncEngine) -> None:
+    plain = await _report(engine, "channel")  # seeds
+    fixed = COSTS.model_copy(update={"fixed": D("20")})
+    report = await build_report(engine, ReportQuery(CAMPAIGN, "channel", window=WINDOW, costs=fixed), T0)
+    t, before = report.total.money, plain.total.money
+    assert t.fixed_cost == D("20.00") and t.promotion_cost == before.promotion_cost + 20
+    assert t.gross_profit is not None and t.roi == ratio((t.gross_profit - t.promotion_cost) / t.promotion_cost)
+    assert [g.money for g in report.groups] == [g.money for g in plain.groups]  # the parts carry none of it
 
 
 async def test_empty_campaign_and_ledger_window(engine: AsyncEngine) -> None:

@@ -22,7 +22,9 @@ def test_json_has_stable_keys_and_exact_decimals(seeded_report: Report) -> None:
     assert data["schema_version"] == 1 and data["campaign_id"] == "spring" and data["by"] == "channel"
     assert [g["group"] for g in data["groups"]] == ["email", "sms"]
     total = data["total"]
-    assert total["net_revenue"] == "140.00" and total["roi"] == "60.0000" and total["send_cost"] == "1.00"
+    assert total["net_revenue"] == "140.00" and total["send_cost"] == "1.00"
+    assert (total["promotion_cost"], total["roi"]) == ("16.00", "2.8125")  # (61 − 16) / 16; 16 = discount 15 + send 1
+    assert data["how_computed"]["roi"].startswith("(gross profit − promotion cost)")
     assert total["lift"] == "0.3333" and total["skipped_by_reason"] == {"holdout": 2, "no_consent": 1}
     assert (total["margin_basis"], total["incremental_revenue"], total["currency_mismatches"]) == ("mixed", "165.00", 1)
     assert data["groups"][1]["lift"] is None  # sms: nobody held out bought
@@ -38,7 +40,8 @@ def test_csv_one_row_per_group_then_total(seeded_report: Report) -> None:
     assert [(r["by"], r["group"]) for r in rows] == [("channel", "email"), ("channel", "sms"), ("all", "total")]
     assert all(f"skipped_{reason}" in rows[0] for reason in KNOWN_SKIP_REASONS)
     email, sms, total = rows
-    assert (email["sent"], email["revenue"], email["roi"], email["ctr"]) == ("4", "130.00", "71.0000", "0.3333")
+    # email: (gross profit 36 − promotion cost (discount 15 + send 0.50)) / 15.50
+    assert (email["sent"], email["revenue"], email["roi"], email["ctr"]) == ("4", "130.00", "1.3226", "0.3333")
     assert (sms["skipped_no_consent"], sms["lift"], total["gross_profit"]) == ("1", "", "61.00")
 
 
@@ -52,10 +55,11 @@ def test_table_shows_every_group_and_the_total(seeded_report: Report) -> None:
     console = Console(file=io.StringIO(), width=120, color_system=None)
     console.print(render_table(seeded_report))
     text = console.file.getvalue()
-    for needle in ("Deliveries", "Sales and ROI", "Holdout", "email", "sms", "total", "7,100.0%", "6,000.0%",
+    for needle in ("Deliveries", "Sales and ROI", "Holdout", "email", "sms", "total", "132.3%", "43.6%",
                    "skipped: holdout", "140.00", "n/a"):  # fmt: skip
         assert needle in text, needle
     assert 'Spring <sale> & "friends"' in text  # printed as text, never as rich markup
+    assert "how computed" in text and "promotion cost: discount cost + send cost + fixed cost" in text
 
 
 def test_html_is_self_contained_and_escaped(seeded_report: Report) -> None:

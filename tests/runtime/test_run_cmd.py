@@ -118,3 +118,29 @@ def test_demo_sends_the_shipped_example_to_the_outbox(tmp_path: Path, processes:
     for m in lines:
         assert m["body"].endswith("回TD退订" if country[m["delivery_id"]] == "CN" else "Reply STOP to opt out")
     assert all("/s/" in m["body"] for m in lines)  # short links
+    _assert_the_loop_closed(done.stdout, db, demo)
+
+
+def _assert_the_loop_closed(stdout: str, db: sqlite3.Connection, demo: Path) -> None:
+    """Steps 8 and 9: simulated recipients reached the real tracking server and webhook over HTTP,
+    and the report shows what they did."""
+    assert "8. simulated recipients" in stdout and "9. report" in stdout
+    events = dict(
+        ((kind, label), n) for kind, label, n in db.execute("select kind, label, count(*) from events group by 1, 2")
+    )
+    assert events.get(("open", "human"), 0) > 0
+    assert events.get(("open", "machine_open"), 0) > 0  # Apple-MPP-like proxy opens, told apart
+    assert events.get(("click", "human"), 0) > 0
+    assert events.get(("click", "scanner"), 0) > 0
+    assert events.get(("unsubscribe", None), 0) == 1
+    post = db.execute("select method from events where kind = 'unsubscribe'").fetchone()[0]
+    assert post == "POST"  # RFC 8058 one-click
+    conversions = dict(db.execute("select refund, count(*) from conversions where campaign_id is not null group by 1"))
+    assert conversions.get(0, 0) > 0 and conversions.get(1, 0) == 1  # orders credited to the campaign; one refund
+    by = {row[0] for row in db.execute("select attributed_by from conversions")}
+    assert {"coupon", "click"} <= by
+    html = demo / "report.html"
+    assert html.is_file() and "<html" in html.read_text(encoding="utf-8").lower()
+    assert "report.html" in stdout
+    assert "machine opens, unique" in stdout and "unsubscribes" in stdout and "refunds" in stdout
+    assert "promotion cost" in stdout and "how computed" in stdout
