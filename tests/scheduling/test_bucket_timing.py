@@ -82,11 +82,25 @@ async def send_first_bucket(
                 if any(e["event"] == "bucket_finished" for e in logs):
                     break
                 await asyncio.sleep(0.05)
+            await settled(logs)
             after = {b.due_utc: b.dispatch_start_utc for b in await ledger.planned_buckets(engine, c.id)}
         finally:
             scheduler.shutdown()
             await service.close()
     return logs, before, after
+
+
+async def settled(logs: list[dict[str, Any]]) -> None:
+    """Wait for what a finished bucket sets off: a re-estimated rate re-sizes the later buckets and
+    rebuilds the jobs (``jobs_rebuilt`` after ``rate_reestimated``); at most a few seconds."""
+    for _ in range(100):
+        events = [e["event"] for e in logs]
+        if "rate_reestimated" in events:
+            if "jobs_rebuilt" in events[events.index("rate_reestimated") :]:
+                return
+        elif _ >= 10:  # half a second after bucket_finished and still no re-estimate: none is coming
+            return
+        await asyncio.sleep(0.05)
 
 
 def only(logs: list[dict[str, Any]], event: str) -> dict[str, Any]:
