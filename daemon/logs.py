@@ -81,6 +81,20 @@ _scrubber = Scrubber()
 QUIET_LIBRARIES = ("watchfiles", "apscheduler", "alembic")  # chatty at INFO; topslot logs its own events for these
 
 
+class CurrentStderr:
+    """Whatever ``sys.stderr`` is when a line is written, not when logging was configured: a CLI
+    command's log lines stay off stdout (its data) and never go to a stream replaced since."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure_logging(
     level: str = "info",
     fmt: str = "auto",

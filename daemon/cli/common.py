@@ -9,13 +9,12 @@ traceback comes first.
 from __future__ import annotations
 
 import asyncio
-import sys
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import IO, Annotated, Any, NoReturn, TypeVar, cast
 
 import typer
 from rich.console import Console
@@ -25,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from daemon.campaign import Campaign
 from daemon.config import load_campaigns
 from daemon.errors import InvalidInput, Problem
-from daemon.logs import configure_logging, get_logger
+from daemon.logs import CurrentStderr, configure_logging, get_logger
 from daemon.settings import Settings, load_settings
 from daemon.store.db import DatabaseUnavailable, prepare_database
 
@@ -119,7 +118,8 @@ def load_campaign_or_exit(settings: Settings, campaign_id: str) -> Campaign:
 def cli_logger(settings: Settings) -> Any:
     """A logger for commands that change what the daemon will do (suppressions removed, contacts
     forgotten): structured lines on stderr, scrubbed like the daemon's, so stdout stays the data."""
-    configure_logging(settings.log_level, settings.log_format, settings.secret_values(), sys.stderr)
+    stream = cast(IO[str], CurrentStderr())
+    configure_logging(settings.log_level, settings.log_format, settings.secret_values(), stream)
     return get_logger("cli")
 
 

@@ -25,7 +25,6 @@ import asyncio
 import dataclasses
 import re
 import secrets
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,7 +47,7 @@ from daemon.links.factory import CampaignLinks, DeliveryLinks
 from daemon.links.keys import KeyringError, load_keyring
 from daemon.links.tokens import TEST_COUPON_PREFIX, TEST_DELIVERY_ID
 from daemon.links.tracking import TrackingBase
-from daemon.logs import configure_logging, get_logger
+from daemon.logs import CurrentStderr, configure_logging, get_logger
 from daemon.rendering import compile_campaign
 from daemon.rendering.campaign_renderer import CompiledCampaign
 from daemon.settings import Settings
@@ -98,7 +97,7 @@ def send_test(
         _fail(f"--channel must be {', '.join(CHANNELS)}, not {channel!r}")
     settings = settings_or_exit(config)
     saved = structlog.get_config()
-    stderr = cast(IO[str], _Stderr())  # stdout is for the results
+    stderr = cast(IO[str], CurrentStderr())  # stdout is for the results
     configure_logging(settings.log_level, settings.log_format, settings.secret_values(), stderr)
     try:
         results = _prepare_and_send(settings, campaign_id, channel, to, contact_id)
@@ -326,19 +325,6 @@ def _render(
     im = campaign.content.im
     template = ContentTemplate(im.content_sid, parts.variables) if im and im.content_sid and parts else None
     return TextMessage(TEST_DELIVERY_ID, address, body, card, template, campaign.id, proof_key=key)
-
-
-class _Stderr:
-    """Whatever ``sys.stderr`` is when a line is written (log lines stay off stdout, the results)."""
-
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-    def isatty(self) -> bool:
-        return sys.stderr.isatty()
 
 
 def _fail(message: str) -> NoReturn:
