@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     StrictBool,
+    StringConstraints,
     Tag,
     WithJsonSchema,
     field_validator,
@@ -542,6 +543,11 @@ class Content(Model):
     im: ImContent | None = None
 
 
+MAX_CATEGORIES = 500
+CategoryName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Margin = Annotated[Decimal, Field(ge=0, le=1)]
+
+
 class Costs(Model):
     """Cost of one message per channel, for ROI reports."""
 
@@ -557,6 +563,22 @@ class Costs(Model):
         ge=0,
         description="Fixed cost of the whole campaign (creative, agency, tools), added once to its promotion cost",
     )
+    category_margins: dict[CategoryName, Margin] = Field(
+        default_factory=dict,
+        max_length=MAX_CATEGORIES,
+        description=(
+            "Gross margin (0-1) per product category: an order whose event names a category listed here "
+            "uses it (an order's own margin comes first, costs.margin is the fallback)"
+        ),
+    )
+
+    def margin_of(self, own: Decimal | None, category: str | None) -> Decimal | None:
+        """The margin an order is counted at: its own, else its category's, else ``margin``."""
+        if own is not None:
+            return own
+        if category is not None and category in self.category_margins:
+            return self.category_margins[category]
+        return self.margin
 
 
 class Attribution(Model):

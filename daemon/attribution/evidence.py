@@ -31,7 +31,7 @@ from daemon.store import conversions as store
 from daemon.store.conversions import HandedOutCode, LedgerRow, StoredClick, StoredCredit
 
 K = TypeVar("K")
-Key = tuple[str, bool]  # ConversionInput.key: (order id, refund)
+Key = tuple[str, str, bool]  # ConversionInput.key: (kind, id, refund)
 SCANNER = "scanner"  # the label of a click by a machine (daemon.tracking.classify)
 ORIGINAL_NOTE = "order"  # the note of a refund's credit taken from its stored order
 log = get_logger("conversions")
@@ -110,7 +110,7 @@ async def _originals(conn: AsyncConnection, refunds: Sequence[ConversionInput]) 
     if not refunds:
         return {}
     stored = await store.order_credits(conn, {c.order_id for c in refunds})
-    return {(order_id, True): _attribution(credit) for order_id, credit in stored.items()}
+    return {("order", order_id, True): _attribution(credit) for order_id, credit in stored.items()}
 
 
 def _attribution(credit: StoredCredit) -> Attribution:

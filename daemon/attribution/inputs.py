@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Literal
 
 from daemon.imports.limits import MAX_AMOUNT  # Numeric(14, 2); the same for purchases imported as events
 
@@ -21,11 +21,15 @@ MAX_COUPON = 64
 MAX_CLICK_ID = 100
 MAX_CONTACT_REF = 200
 MAX_UNITS = 1_000_000_000
+MAX_CATEGORY = 100
+KINDS = ("order", "signup")  # a purchase (or its refund); a registered user
+Kind = Literal["order", "signup"]
 CENT = Decimal("0.01")
 
 # accepted spellings of each field (CSV headers are normalised: "Order ID" → order_id)
 ALIASES: dict[str, tuple[str, ...]] = {
-    "order_id": ("order_id", "order"),
+    "kind": ("kind", "type"),
+    "order_id": ("order_id", "order", "signup_id", "user_id"),
     "coupon_code": ("coupon_code", "coupon", "code"),
     "click_id": ("click_id", "tsid"),
     "contact_ref": ("contact_id", "external_id", "customer_id"),
@@ -35,6 +39,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "currency": ("currency",),
     "refund": ("refund",),
     "margin": ("margin",),
+    "category": ("category", "product_category"),
     "occurred_at": ("occurred_at", "ordered_at", "created_at"),
 }
 FIELDS = tuple(ALIASES)
@@ -46,7 +51,10 @@ _FALSE = {"false", "no", "n", "0", "f", ""}
 
 @dataclass(frozen=True, slots=True)
 class ConversionInput:
-    """A validated order (or refund). Amounts are positive; ``refund`` says they subtract."""
+    """A validated order (or refund), or a signup. Amounts are positive; ``refund`` says they
+    subtract. A signup (``kind="signup"``, a user who registered) has no amounts and no refund; its
+    id (``order_id``, also read from ``signup_id`` or ``user_id``) is the shop's user id; it is
+    credited to a campaign by the same rules as an order."""
 
     order_id: str
     occurred_at: datetime  # aware, UTC
@@ -59,11 +67,13 @@ class ConversionInput:
     coupon_code: str | None = None  # as typed (trimmed)
     click_id: str | None = None  # the ``tsid`` click token as received
     contact_ref: str | None = None  # the shop's contact id (contacts.external_id)
+    kind: Kind = "order"
+    category: str | None = None  # product category, for ``costs.category_margins``
 
     @property
-    def key(self) -> tuple[str, bool]:
-        """What makes an order a duplicate: the same order id with the same refund flag."""
-        return (self.order_id, self.refund)
+    def key(self) -> tuple[str, str, bool]:
+        """What makes a conversion a duplicate: the same kind and id with the same refund flag."""
+        return (self.kind, self.order_id, self.refund)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +113,11 @@ def parse_conversion_fields(record: Mapping[str, Any]) -> ConversionInput | list
             problems.append(FieldProblem(key, str(exc)))
             return None
 
+    kind = take("kind", _kind) or "order"
+    signup = kind == "signup"
     order_id = take("order_id", lambda v, k: _text(v, k, MAX_ORDER_ID), required=True)
     occurred_at = take("occurred_at", _instant, required=True)
-    revenue = take("revenue", _money, required=True)
+    revenue = take("revenue", _money, required=not signup)
     discount = take("discount", _money)
     units = take("units", _units)
     currency = take("currency", _currency)
@@ -114,12 +126,17 @@ def parse_conversion_fields(record: Mapping[str, Any]) -> ConversionInput | list
     coupon = take("coupon_code", lambda v, k: _text(v, k, MAX_COUPON))
     click = take("click_id", lambda v, k: _text(v, k, MAX_CLICK_ID))
     contact = take("contact_ref", lambda v, k: _text(v, k, MAX_CONTACT_REF))
+    category = take("category", lambda v, k: _text(v, k, MAX_CATEGORY))
+    if signup:
+        for name, value in (("revenue", revenue), ("discount", discount), ("units", units), ("refund", refund)):
+            if value:
+                problems.append(FieldProblem(values[name][0], f"a signup has no {values[name][0]}"))
     if problems:
         return problems
     return ConversionInput(
         order_id=order_id,
         occurred_at=occurred_at,
-        revenue=revenue,
+        revenue=revenue if revenue is not None else Decimal(0),
         discount=discount if discount is not None else Decimal(0),
         units=units if units is not None else 0,
         currency=currency,
@@ -128,6 +145,8 @@ def parse_conversion_fields(record: Mapping[str, Any]) -> ConversionInput | list
         coupon_code=coupon,
         click_id=click,
         contact_ref=contact,
+        kind=kind,
+        category=category,
     )
 
 
@@ -181,6 +200,12 @@ def _units(value: Any, name: str) -> int:
     if not 0 <= number <= MAX_UNITS:
         raise ValueError(f"{name} must be between 0 and {MAX_UNITS}")
     return number
+
+
+def _kind(value: Any, name: str) -> str:
+    if not isinstance(value, str) or value.strip().lower() not in KINDS:
+        raise ValueError(f"{name} must be one of: {', '.join(KINDS)}")
+    return value.strip().lower()
 
 
 def _currency(value: Any, name: str) -> str:

@@ -41,7 +41,7 @@ class RecordResult:
     """What ``record_conversions`` did."""
 
     recorded: int = 0
-    duplicates: int = 0  # order id (with the same refund flag) already stored, or repeated in the input
+    duplicates: int = 0  # kind and id (with the same refund flag) already stored, or repeated in the input
     attributed: Counter[str] = field(default_factory=Counter)  # coupon | click | contact | none → rows recorded
     currency_mismatches: int = 0  # recorded, but in another currency than their campaign's
 
@@ -64,7 +64,7 @@ async def record_conversions(
     """
     decoder = GeneratedDecoder(campaigns.values(), coupon_keys(keyring).values() if keyring is not None else ())
     result = RecordResult()
-    seen: set[tuple[str, bool]] = set()
+    seen: set[tuple[str, str, bool]] = set()
     batch: list[ConversionInput] = []
     for item in inputs:
         if item.key in seen:
@@ -115,7 +115,7 @@ async def _record_batch(
                 credit = evidence.attribute(conv, campaigns)
                 if credit.note and "click" in credit.note and conv.click_id:
                     log.info("conversion_click_not_credited", reason=credit.note, campaign_id=credit.campaign_id)
-            if not conv.refund:
+            if conv.kind == "order" and not conv.refund:
                 credited[conv.order_id] = credit
             records.append(_row(conv, credit, now, source))
             _check_currency(conv, credit, campaigns, result)
@@ -143,6 +143,8 @@ def _row(conv: ConversionInput, credit: Attribution, now: datetime, source: Sour
         "units": conv.units,
         "currency": conv.currency,
         "margin": conv.margin,
+        "kind": conv.kind,
+        "category": conv.category,
         "source": source,
         "occurred_at": conv.occurred_at,
         "received_at": now,

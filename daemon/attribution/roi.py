@@ -7,8 +7,9 @@ Definitions (money is ``Decimal`` in the campaign's one currency; nothing is con
 - **discount cost** = discounts of orders - discounts of refunded orders. It is shown, not subtracted
   again: revenue already lacks it;
 - **gross profit** = Σ revenue × margin - Σ refunds × margin, where margin is the conversion's own
-  margin when the shop sent one, else the campaign's ``costs.margin``. A refund without a margin
-  takes its order's margin. When some row has no margin at all, gross profit is unknown (None,
+  margin when the shop sent one, else the margin of its product category in the campaign's
+  ``costs.category_margins``, else the campaign's ``costs.margin``. A refund without a margin or a
+  category takes its order's. When some row has no margin at all, gross profit is unknown (None,
   ``margin_basis`` ``unknown`` or ``mixed``): revenue is never passed off as profit;
 - **margin %** = gross profit / net revenue;
 - **send cost** = Σ per channel of messages handed over to a paid provider × ``costs.<channel>`` (an SMS counts
@@ -20,7 +21,8 @@ Definitions (money is ``Decimal`` in the campaign's one currency; nothing is con
 - **incremental ROI** = (incremental net revenue × margin % - promotion cost) / promotion cost, where
   a holdout gives the incremental net revenue;
 - **orders** count order rows, **purchasers** distinct contacts with an order (an order without a
-  known contact counts as its own purchaser);
+  known contact counts as its own purchaser); **registered users** count signups (a signup is
+  credited like an order and has no amounts);
 - a conversion in another currency than the campaign's is left out of every sum and counted in
   ``currency_mismatches``;
 - **lift**: purchase rate (purchasers / contacts) of the treated (sent) against the holdout;
@@ -43,7 +45,7 @@ ZERO = Decimal(0)
 CENT = Decimal("0.01")
 RATIO = Decimal("0.0001")  # ROI and lifts: 4 decimals (0.0001 = 0.01 %)
 RATE = Decimal("0.000001")
-MarginBasis = Literal["conversion", "campaign", "unknown", "mixed", "none"]
+MarginBasis = Literal["conversion", "category", "campaign", "unknown", "mixed", "none"]
 
 
 def money(value: Decimal) -> Decimal:
@@ -73,6 +75,8 @@ class ConversionLine:
     slot: str | None = None
     timezone: str | None = None
     occurred_at: datetime | None = None
+    kind: str = "order"  # order | signup
+    category: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +95,11 @@ class Totals:
     profit: Decimal = ZERO
     profit_refunded: Decimal = ZERO
     by_own_margin: int = 0  # rows whose profit used the conversion's margin
+    by_category_margin: int = 0  # ... the margin of its category (``costs.category_margins``)
     by_campaign_margin: int = 0
     at_full_margin: int = 0  # rows without any margin (their ``profit`` is at margin 1; shown as unknown)
     currency_mismatches: int = 0
+    signups: int = 0  # registered users credited (their rows have no amounts)
 
     @property
     def net_revenue(self) -> Decimal:
@@ -117,6 +123,7 @@ class Totals:
             name
             for name, count in (
                 ("conversion", self.by_own_margin),
+                ("category", self.by_category_margin),
                 ("campaign", self.by_campaign_margin),
                 ("unknown", self.at_full_margin),
             )
@@ -132,23 +139,38 @@ class Totals:
         return self.at_full_margin == 0
 
 
-def totals(lines: Iterable[ConversionLine], *, currency: str, default_margin: Decimal | None) -> Totals:
+def totals(
+    lines: Iterable[ConversionLine],
+    *,
+    currency: str,
+    default_margin: Decimal | None,
+    category_margins: Mapping[str, Decimal] | None = None,
+) -> Totals:
     """Sum ``lines`` (any order) in ``currency``; see the module docstring for every rule."""
     kept = []
-    mismatches = 0
+    mismatches = signups = 0
+    by_category = category_margins or {}
     for line in lines:
-        if line.currency is not None and line.currency != currency:
+        if line.kind == "signup":
+            signups += 1
+        elif line.currency is not None and line.currency != currency:
             mismatches += 1
         else:
             kept.append(line)
-    order_margin = {line.order_id: line.margin for line in kept if not line.refund and line.margin is not None}
-    t = {k: 0 for k in ("orders", "refund_rows", "units", "units_refunded", "own", "campaign", "full")}
+    orders = {line.order_id: line for line in kept if not line.refund}
+    t = {k: 0 for k in ("orders", "refund_rows", "units", "units_refunded", "own", "category", "campaign", "full")}
     sums = {k: ZERO for k in ("revenue", "refunds", "discount", "discount_refunded", "profit", "profit_refunded")}
     buyers: set[object] = set()
     for line in kept:
-        margin = line.margin if line.margin is not None else order_margin.get(line.order_id) if line.refund else None
+        source = line
+        if line.refund and line.margin is None and line.category is None and line.order_id in orders:
+            source = orders[line.order_id]  # a refund takes its order's margin or category
+        margin = source.margin
         if margin is not None:
             t["own"] += 1
+        elif source.category is not None and source.category in by_category:
+            margin = by_category[source.category]
+            t["category"] += 1
         elif default_margin is not None:
             margin = default_margin
             t["campaign"] += 1
@@ -182,9 +204,11 @@ def totals(lines: Iterable[ConversionLine], *, currency: str, default_margin: De
         profit=sums["profit"],
         profit_refunded=sums["profit_refunded"],
         by_own_margin=t["own"],
+        by_category_margin=t["category"],
         by_campaign_margin=t["campaign"],
         at_full_margin=t["full"],
         currency_mismatches=mismatches,
+        signups=signups,
     )
 
 
@@ -257,6 +281,7 @@ class RoiFigures:
     orders: int
     refund_rows: int
     purchasers: int
+    signups: int  # registered users credited
     units: int  # net of refunds
     revenue: Decimal
     refunds: Decimal
@@ -306,6 +331,7 @@ def roi_figures(
         orders=sums.orders,
         refund_rows=sums.refund_rows,
         purchasers=sums.purchasers,
+        signups=sums.signups,
         units=sums.net_units,
         revenue=money(sums.revenue),
         refunds=money(sums.refunds),

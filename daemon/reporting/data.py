@@ -37,6 +37,7 @@ from sqlalchemy import (
     false,
     func,
     literal,
+    null,
     or_,
     select,
     true,
@@ -305,27 +306,40 @@ async def _sales(conn: AsyncConnection, q: ReportQuery, by: str | None, now: dat
     source = conversions.outerjoin(deliveries, conversions.c.delivery_id == deliveries.c.id)
     if needs_contacts:
         source = source.outerjoin(contacts, contacts.c.id == deliveries.c.contact_id)
+    c = conversions.c
     order = conversions.alias("ordered")
-    order_margin = (
-        select(order.c.margin)
-        .where(order.c.order_id == conversions.c.order_id, order.c.refund == false())
-        .limit(1)
-        .scalar_subquery()
+
+    def of_order(column: Any) -> Any:
+        own = and_(order.c.kind == "order", order.c.order_id == c.order_id, order.c.refund == false())
+        return select(column).where(own).limit(1).scalar_subquery()
+
+    # a refund with neither a margin nor a category takes both from its order
+    inherit = and_(c.refund == true(), c.margin.is_(None), c.category.is_(None))
+    own_margin = case((inherit, of_order(order.c.margin)), else_=c.margin)
+    category = case((inherit, of_order(order.c.category)), else_=c.category)
+    margins = sorted(q.costs.category_margins.items())
+    category_margin = (
+        case(*((category == name, literal(m, Numeric(5, 4))) for name, m in margins)) if margins else null()
     )
-    own_margin = func.coalesce(conversions.c.margin, case((conversions.c.refund == true(), order_margin)))
     fallback = q.costs.margin if q.costs.margin is not None else Decimal(1)
-    basis = case((own_margin.isnot(None), 1), else_=2 if q.costs.margin is not None else 3)
+    margin = func.coalesce(own_margin, category_margin, literal(fallback, Numeric(5, 4)))
+    basis = case(
+        (own_margin.isnot(None), 1),
+        (category_margin.isnot(None), 4),
+        else_=2 if q.costs.margin is not None else 3,
+    )
     mismatch = and_(conversions.c.currency.isnot(None), conversions.c.currency != q.costs.currency)
     inner = (
         select(
             key.label("g"),
-            conversions.c.order_id,
-            conversions.c.contact_id,
-            conversions.c.refund,
-            conversions.c.units,
-            conversions.c.revenue,
-            conversions.c.discount,
-            (conversions.c.revenue * func.coalesce(own_margin, literal(fallback, Numeric(5, 4)))).label("profit"),
+            c.kind,
+            c.order_id,
+            c.contact_id,
+            c.refund,
+            c.units,
+            c.revenue,
+            c.discount,
+            (c.revenue * margin).label("profit"),
             basis.label("basis"),
             case((mismatch, 1), else_=0).label("mismatch"),
         )
@@ -333,7 +347,8 @@ async def _sales(conn: AsyncConnection, q: ReportQuery, by: str | None, now: dat
         .where(conversions.c.campaign_id == q.campaign_id, conversions.c.attributed_by.in_(REVENUE_ATTRIBUTIONS))
         .subquery()
     )
-    kept = inner.c.mismatch == 0
+    signup = inner.c.kind == "signup"
+    kept = and_(inner.c.mismatch == 0, inner.c.kind == "order")
     sold, refund = and_(kept, inner.c.refund == false()), and_(kept, inner.c.refund == true())
     zero = literal(0, Integer)
 
@@ -357,12 +372,15 @@ async def _sales(conn: AsyncConnection, q: ReportQuery, by: str | None, now: dat
         _count_if(and_(kept, inner.c.basis == 1)),
         _count_if(and_(kept, inner.c.basis == 2)),
         _count_if(and_(kept, inner.c.basis == 3)),
-        _count_if(inner.c.mismatch == 1),
+        _count_if(and_(kept, inner.c.basis == 4)),
+        _count_if(and_(inner.c.mismatch == 1, inner.c.kind == "order")),
+        _count_if(signup),
     ).group_by(inner.c.g)
     out = {}
     for row in await conn.execute(stmt):
         g, orders, refund_rows, buyers, anonymous, units, units_back, *sums = row
-        revenue, refunds, discount, discount_back, profit, profit_back, own, campaign, full, mismatches = sums
+        revenue, refunds, discount, discount_back, profit, profit_back, own, campaign, full, *rest = sums
+        by_category, mismatches, signups = rest
         out[g] = roi.Totals(
             orders=orders,
             refund_rows=refund_rows,
@@ -376,9 +394,11 @@ async def _sales(conn: AsyncConnection, q: ReportQuery, by: str | None, now: dat
             profit=_unscale(profit, 10**6),
             profit_refunded=_unscale(profit_back, 10**6),
             by_own_margin=own,
+            by_category_margin=by_category,
             by_campaign_margin=campaign,
             at_full_margin=full,
             currency_mismatches=mismatches,
+            signups=signups,
         )
     return out
 
@@ -397,6 +417,7 @@ async def _holdout(conn: AsyncConnection, q: ReportQuery, by: str | None, now: d
         )
         .where(
             conversions.c.contact_id.isnot(None),
+            conversions.c.kind == "order",
             conversions.c.occurred_at >= start,
             conversions.c.occurred_at < end,
             or_(conversions.c.currency.is_(None), conversions.c.currency == q.costs.currency),

@@ -48,6 +48,7 @@ SECTIONS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     (
         "Sales and ROI",
         (
+            ("signups", "registered users"),
             ("purchasers", "purchasers"),
             ("orders", "orders"),
             ("units", "units"),
@@ -100,10 +101,14 @@ MONEY_KEYS = frozenset(
 # How each money figure is computed: one line each, printed under the table and in the HTML page,
 # and under "how_computed" in JSON (docs/reporting.md says the same at length).
 HOW_COMPUTED: dict[str, str] = {
+    "signups": "signups (kind=signup) credited by coupon or click like orders; each user id counts once",
     "revenue": "what shoppers paid for orders credited by coupon or click, after their discount",
     "refunds": "refund rows of those orders",
     "net_revenue": "revenue − refunds",
-    "gross_profit": "net revenue × margin (the order's own, else costs.margin); n/a when an order has no margin",
+    "gross_profit": (
+        "net revenue × margin (the order's own, else its category's in costs.category_margins, else costs.margin);"
+        " n/a when an order has no margin"
+    ),
     "margin_pct": "gross profit ÷ net revenue",
     "discount_cost": "coupon discounts of the orders − those of refunded orders",
     "send_cost": "messages handed to a paid provider × costs.<channel> (outbox writes cost nothing)",
@@ -154,6 +159,7 @@ def group_record(g: GroupFigures, reasons: list[str] | None = None) -> dict[str,
             "ctr": g.ctr,
             "click_to_open": g.click_to_open,
             "unsubscribes": g.unsubscribes,
+            "signups": m.signups,
             "purchasers": m.purchasers,
             "orders": m.orders,
             "units": m.units,

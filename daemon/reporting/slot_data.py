@@ -57,6 +57,7 @@ async def slot_counts(conn: AsyncConnection, campaign_id: str, currency: str) ->
         )
         .where(
             conversions.c.campaign_id == campaign_id,
+            conversions.c.kind == "order",
             conversions.c.delivery_id.isnot(None),
             conversions.c.attributed_by.in_(REVENUE_ATTRIBUTIONS),
             or_(conversions.c.currency.is_(None), conversions.c.currency == currency),

@@ -203,8 +203,9 @@ async def simulate_recipients(
     console.print(
         f"Simulated recipients fetch the tracked links of {len(received)} message(s) from the tracking server "
         f"at {url}: browsers and Apple-MPP-like proxies load the pixel, a link scanner sends HEADs, people "
-        "click, one mail client posts a one-click unsubscribe (RFC 8058); then the shop posts orders with "
-        "their coupon codes, and a refund, to the signed webhook POST /conversions.",
+        "click, some register on the landing page, one mail client posts a one-click unsubscribe (RFC 8058); "
+        "then the shop posts the signups, orders with their coupon codes and product categories, and a refund, "
+        "to the signed webhook POST /conversions.",
         highlight=False,
     )
     played = await demo_recipients.play(url, received, clock, key.get_secret_value(), campaign.costs.currency)
@@ -212,7 +213,8 @@ async def simulate_recipients(
     console.print(
         f"simulated: {played.human_opens} human open(s), {played.machine_opens} machine open(s) (Apple MPP), "
         f"{played.scanner_hits} scanner check(s), {played.clicks} click(s), {played.unsubscribes} unsubscribe(s), "
-        f"{played.orders} order(s) and {played.refunds} refund ({played.recorded} conversion(s) recorded)",
+        f"{played.signups} signup(s), {played.orders} order(s) and {played.refunds} refund "
+        f"({played.recorded} conversion(s) recorded)",
         markup=False,
         highlight=False,
     )

@@ -41,6 +41,7 @@ APPLE_MPP_UA = "Mozilla/5.0"  # Apple Mail Privacy Protection's proxy: exactly t
 SCANNER_UA = "Mozilla/5.0 (compatible; Barracuda Sentinel link protection)"
 _LINK = re.compile(r"https?://[^\s\"'<>]+")
 CENT = Decimal("0.01")
+CATEGORIES = ("shoes", "bags", "accessories")  # the example campaign's costs.category_margins name two
 
 
 @dataclass(slots=True)
@@ -66,6 +67,7 @@ class Played:
     unsubscribes: int = 0
     orders: int = 0
     refunds: int = 0
+    signups: int = 0
     recorded: int = 0  # conversions the webhook stored
     failed: list[str] = field(default_factory=list)  # unexpected HTTP answers
 
@@ -126,6 +128,7 @@ async def play(
     clock.advance(timedelta(hours=2))  # people read later than their mail arrives
     emails = [r for r in received if r.channel == "email"]
     orders: list[dict[str, object]] = []
+    signups: list[dict[str, object]] = []
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(server_url, timeout=timeout) as http:
 
@@ -160,6 +163,12 @@ async def play(
             )
             done.clicks += 1
             tsid = parse_qs(urlsplit(response.headers.get("Location", "")).query).get("tsid", [None])[0]
+            if tsid and rng.random() < 0.5:  # registers on the landing page: a signup credited by its click
+                clock.advance(timedelta(minutes=rng.randint(1, 10)))
+                signups.append(
+                    {"kind": "signup", "user_id": f"SIM-U{len(signups) + 1:04d}", "click_id": tsid,
+                     "occurred_at": clock.now().isoformat()}
+                )  # fmt: skip
             if rng.random() < 0.7:
                 orders.append(_order(rng, len(orders), message, tsid, currency, clock))
         # One reader has had enough: the mail client's one-click unsubscribe (RFC 8058).
@@ -176,6 +185,9 @@ async def play(
         by_click = next((o for o in orders[1:] if o.get("click_id")), None)
         if by_click is not None:  # one shopper forgot the code: the order is credited by its click id
             by_click.pop("coupon_code", None)
+        if signups:
+            await _post_conversions(http, clock, webhook_key, signups, done)
+            done.signups = len(signups)
         if orders:
             refunded = dict(orders[0], refund=True)
             refunded.pop("discount", None)
@@ -197,6 +209,7 @@ def _order(
     discount = (list_price * Decimal("0.20")).quantize(CENT)
     order: dict[str, object] = {
         "order_id": f"SIM-{index + 1:04d}",
+        "category": rng.choice(CATEGORIES),
         "revenue": str(list_price - discount),
         "discount": str(discount),
         "units": units,

@@ -87,12 +87,12 @@ class StoredClick:
 # ---------------------------------------------------------------- conversions
 
 
-async def stored_keys(conn: AsyncConnection, order_ids: Iterable[str]) -> set[tuple[str, bool]]:
-    """(order id, refund) of the stored conversions of ``order_ids``."""
-    query = select(conversions.c.order_id, conversions.c.refund).where(
+async def stored_keys(conn: AsyncConnection, order_ids: Iterable[str]) -> set[tuple[str, str, bool]]:
+    """(kind, id, refund) of the stored conversions (orders and signups) of ``order_ids``."""
+    query = select(conversions.c.kind, conversions.c.order_id, conversions.c.refund).where(
         conversions.c.order_id.in_(sorted(set(order_ids)))
     )
-    return {(r.order_id, bool(r.refund)) for r in await conn.execute(query)}
+    return {(r.kind, r.order_id, bool(r.refund)) for r in await conn.execute(query)}
 
 
 async def order_credits(conn: AsyncConnection, order_ids: Iterable[str]) -> dict[str, StoredCredit]:
@@ -109,7 +109,7 @@ async def order_credits(conn: AsyncConnection, order_ids: Iterable[str]) -> dict
         conversions.c.slot,
         conversions.c.contact_id,
         conversions.c.coupon_code,
-    ).where(conversions.c.order_id.in_(ids), conversions.c.refund.is_(False))
+    ).where(conversions.c.order_id.in_(ids), conversions.c.refund.is_(False), conversions.c.kind == "order")
     return {
         r.order_id: StoredCredit(
             r.attributed_by, r.campaign_id, r.delivery_id, r.channel, r.slot, r.contact_id, r.coupon_code
@@ -119,7 +119,7 @@ async def order_credits(conn: AsyncConnection, order_ids: Iterable[str]) -> dict
 
 
 async def insert_conversions(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Insert ``rows`` (``conversions`` columns), skipping those whose (order id, refund) is stored;
+    """Insert ``rows`` (``conversions`` columns), skipping those whose (kind, id, refund) is stored;
     the ``attributed_by`` of each row written."""
     if not rows:
         return []

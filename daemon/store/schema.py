@@ -36,6 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import JSON, TypeDecorator
 
+from daemon.attribution.inputs import KINDS
 from daemon.channel import CHANNELS
 from daemon.delivery import RECEIPTS, DeliveryState, SlotBasis
 
@@ -54,6 +55,7 @@ TZ_SOURCES = ("contact", "phone", "country", "country_center", "fallback", "camp
 SLOT_BASES = tuple(SlotBasis)
 COUPON_STATES = ("available", "reserved", "assigned")
 ATTRIBUTED_BY = ("coupon", "click", "contact", "none")
+CONVERSION_KINDS = KINDS  # order | signup (daemon.attribution.inputs)
 RECEIPT_STATES = tuple(sorted(RECEIPTS))
 CONTROL_ACTIONS = ("pause", "resume", "cancel")
 
@@ -363,11 +365,12 @@ events = Table(
     Index(None, "occurred_at"),
 )
 
-conversions = Table(  # orders from the shop's webhook or a CSV import, with what they are attributed to
+conversions = Table(  # orders and signups from the shop's webhook or a CSV import, with their attribution
     "conversions",
     metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
-    Column("order_id", String(200), nullable=False),
+    Column("kind", String(10), nullable=False, server_default=text("'order'")),  # order | signup
+    Column("order_id", String(200), nullable=False),  # a signup: the shop's user id
     Column("refund", Boolean, nullable=False, server_default=text("false")),
     Column("coupon_code", String(64)),  # the matched code's stored form, else the typed one
     Column("click_id", String(100)),  # the ``tsid`` click token as received
@@ -383,15 +386,17 @@ conversions = Table(  # orders from the shop's webhook or a CSV import, with wha
     Column("units", Integer, nullable=False, server_default=text("0")),
     Column("currency", String(3)),
     Column("margin", Numeric(5, 4)),  # gross margin 0..1 of this order, when the shop knows it
+    Column("category", String(100)),  # product category (``costs.category_margins``)
     Column("source", String(10), nullable=False, server_default=text("'webhook'")),
     _now_col("occurred_at"),
     _now_col("received_at"),
-    UniqueConstraint("order_id", "refund"),  # a re-sent webhook is ignored; a refund is its own row
+    UniqueConstraint("kind", "order_id", "refund"),  # a re-sent webhook is ignored; a refund is its own row
     Index(None, "campaign_id", "attributed_by"),
     Index(None, "contact_id", "occurred_at"),
     Index(None, "coupon_code"),
     CheckConstraint(_in("attributed_by", ATTRIBUTED_BY), name="attributed_by"),
     CheckConstraint("revenue >= 0 AND discount >= 0 AND units >= 0", name="amounts"),
+    CheckConstraint(_in("kind", CONVERSION_KINDS), name="kind"),
 )
 
 # ---------------------------------------------------------------- processes and buckets (``topslot status``)

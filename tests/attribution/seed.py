@@ -130,6 +130,10 @@ def order(order_id: str, revenue: str, at: timedelta, **kw: Any) -> ConversionIn
     return ConversionInput(order_id, SENT + at, D(revenue), **kw)
 
 
+def signup(user_id: str, at: timedelta, **kw: Any) -> ConversionInput:
+    return ConversionInput(user_id, SENT + at, D(0), kind="signup", **kw)
+
+
 def typed(code: str) -> str:
     return (code[:4] + "-" + code[4:]).lower()
 
@@ -152,10 +156,11 @@ ORDERS = [
 ]
 
 
-async def stored(engine: AsyncEngine) -> dict[tuple[str, bool], dict[str, Any]]:
+async def stored(engine: AsyncEngine) -> dict[tuple[str, bool | str], dict[str, Any]]:
+    """Stored conversions: orders by (id, refund), signups by (id, "signup")."""
     async with engine.connect() as conn:
         result = await conn.execute(select(conversions))
-        return {(r.order_id, bool(r.refund)): dict(r._mapping) for r in result}
+        return {(r.order_id, bool(r.refund) if r.kind == "order" else r.kind): dict(r._mapping) for r in result}
 
 
 def credit(row: dict[str, Any]) -> tuple:

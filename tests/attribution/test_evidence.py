@@ -24,10 +24,12 @@ def test_click_ids_are_verified_and_the_others_noted() -> None:
         order("D", "1.00", timedelta(0)),
     ]
     assert verified_clicks(batch, KEYRING) == (
-        {("A", False): 3},
-        {("B", False): "click_id_bad_signature", ("C", False): "click_id_wrong_kind"},
+        {("order", "A", False): 3},
+        {("order", "B", False): "click_id_bad_signature", ("order", "C", False): "click_id_wrong_kind"},
     )
-    unchecked = {key: "click_not_checked" for key in (("A", False), ("B", False), ("C", False))}
+    unchecked = {
+        key: "click_not_checked" for key in (("order", "A", False), ("order", "B", False), ("order", "C", False))
+    }
     assert verified_clicks(batch, None) == ({}, unchecked)
 
 

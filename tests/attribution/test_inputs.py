@@ -38,7 +38,7 @@ def test_minimal_and_full_records() -> None:
         True,
         D("0.3500"),
     )
-    assert full.key == ("A-1", True)
+    assert full.key == ("order", "A-1", True)
 
 
 def test_every_problem_is_reported_without_echoing_values() -> None:
@@ -137,3 +137,26 @@ def test_json_values_of_the_wrong_type_are_refused(fields: dict[str, object], pr
 def test_refunds_are_positive_amounts_with_the_refund_flag() -> None:
     refund = parse_conversion_fields({**GOOD, "refund": True})
     assert isinstance(refund, ConversionInput) and refund.refund and refund.revenue == D("19.90")
+
+
+def test_signups_have_an_id_a_time_and_no_amounts() -> None:
+    at = "2027-05-06T09:15:00+08:00"
+    user = parse_conversion_fields({"type": "Signup", "user_id": "u-9", "occurred_at": at, "tsid": "AQEEbWFpbg"})
+    assert isinstance(user, ConversionInput)
+    assert (user.kind, user.order_id, user.revenue, user.refund, user.key) == ("signup", "u-9", 0, False, user.key)
+    assert user.key == ("signup", "u-9", False) and user.click_id == "AQEEbWFpbg"
+    paid = parse_conversion_fields(
+        {"kind": "signup", "signup_id": "u-9", "occurred_at": at, "amount": "5", "refund": True}
+    )
+    assert paid == [FieldProblem("amount", "a signup has no amount"), FieldProblem("refund", "a signup has no refund")]
+    odd = parse_conversion_fields({"kind": "lead", "order_id": "x", "occurred_at": at, "revenue": "1"})
+    assert odd == [FieldProblem("kind", "kind must be one of: order, signup")]
+    no_id = parse_conversion_fields({"kind": "signup", "occurred_at": at})
+    assert no_id == [FieldProblem("order_id", "order_id is required")]
+
+
+def test_an_order_may_name_its_product_category() -> None:
+    record = parse_conversion_fields({**GOOD, "product_category": " shoes "})
+    assert isinstance(record, ConversionInput) and record.category == "shoes" and record.kind == "order"
+    long = parse_conversion_fields({**GOOD, "category": "x" * 101})
+    assert long == [FieldProblem("category", "category is longer than 100 characters")]

@@ -22,7 +22,9 @@ from .seed import (
     mom_code,
     order,
     seed,
+    signup,
     stored,
+    typed,
 )
 
 
@@ -71,3 +73,22 @@ async def test_click_outside_the_window_and_without_keys(engine: AsyncEngine) ->
     rows = await stored(engine)
     assert rows[("L1", False)]["attributed_by"] == "contact"  # contact 2 was sent the campaign
     assert rows[("L2", False)]["attributed_by"] == "none"  # nothing verifies the click id
+
+
+async def test_signups_are_credited_like_orders_and_kept_apart_from_them(engine: AsyncEngine) -> None:
+    await seed(engine)
+    await record_conversions(engine, ORDERS[:2], NOW, campaigns=LOADED, keyring=KEYRING)
+    signups = [
+        signup("A1", timedelta(hours=3), coupon_code=typed(mom_code(1))),  # the same id as an order: its own row
+        signup("U2", timedelta(days=1), click_id=CLICK_D3),
+        signup("U3", timedelta(hours=1)),
+    ]
+    result = await record_conversions(engine, signups, NOW, campaigns=LOADED, keyring=KEYRING)
+    assert (result.recorded, result.duplicates) == (3, 0)
+    again = await record_conversions(engine, signups[:1], NOW, campaigns=LOADED, keyring=KEYRING)
+    assert (again.recorded, again.duplicates) == (0, 1)
+    rows = await stored(engine)
+    assert credit(rows[("A1", "signup")]) == credit(rows[("A1", False)])  # the coupon credits both the same way
+    assert credit(rows[("U2", "signup")]) == ("click", MOM.id, 3, "email", "17:00", 2)
+    assert rows[("U3", "signup")]["attributed_by"] == "none"
+    assert rows[("U2", "signup")]["revenue"] == 0 and rows[("A1", False)]["revenue"] == D("100.00")

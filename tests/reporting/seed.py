@@ -10,6 +10,7 @@ Campaign ``spring`` (email 0.10, sms 0.50 per message, margin 40 %), contacts c1
     d6  c6 CN sms   07:30 failed       d12 c1 US email 07:30 sent (campaign ``other``)
 
 Every delivery was handed over (``updated_at``) 5 minutes before its slot (``due_utc``).
+Signups (registered users): u1 (d1, coupon), o2 (d2, click), u3 (d3 sms, click), u9 (holdout, contact).
 """
 
 from __future__ import annotations
@@ -76,6 +77,13 @@ ORDERS = [
     ("o8", False, CAMPAIGN, 5, 5, "coupon", "99.00", "0", 1, None, T0 + timedelta(days=2)),  # EUR: left out
 ]
 CURRENCY = {"o8": "EUR"}
+# signups (registered users): (user id, campaign, delivery, contact, attributed_by); "o2" is also an order id
+SIGNUPS = [
+    ("u1", CAMPAIGN, 1, 1, "coupon"),
+    ("o2", CAMPAIGN, 2, 2, "click"),
+    ("u3", CAMPAIGN, 3, 3, "click"),
+    ("u9", CAMPAIGN, 9, 9, "contact"),  # a holdout contact: not credited to the campaign's figures
+]
 
 
 def due(delivery_id: int) -> datetime:
@@ -124,5 +132,14 @@ async def seed(engine: AsyncEngine) -> None:
                  "margin": Decimal(margin) if margin else None, "currency": CURRENCY.get(order, "USD"),
                  "occurred_at": at, "received_at": at}
                 for order, refund, camp, d, contact, by, revenue, discount, units, margin, at in ORDERS
+            ],
+        )  # fmt: skip
+        await conn.execute(
+            insert(conversions),
+            [
+                {"kind": "signup", "order_id": user, "campaign_id": camp, "delivery_id": d, "contact_id": contact,
+                 "channel": ROWS[d][2], "slot": ROWS[d][3], "attributed_by": by, "revenue": Decimal(0),
+                 "occurred_at": T0 + timedelta(hours=6), "received_at": T0 + timedelta(hours=6)}
+                for user, camp, d, contact, by in SIGNUPS
             ],
         )  # fmt: skip

@@ -175,7 +175,7 @@ def test_unknown_dimension_is_refused() -> None:
 async def test_sql_sums_agree_with_roi_totals(engine: AsyncEngine) -> None:
     """The grouped SQL reproduces ``roi.totals`` (the per-row reference) for every channel."""
     from daemon.attribution.roi import ConversionLine, roi_figures, totals
-    from reporting.seed import CURRENCY, ORDERS, ROWS
+    from reporting.seed import CURRENCY, ORDERS, ROWS, SIGNUPS
 
     report = await _report(engine, "channel")
     for group in report.groups:
@@ -184,6 +184,10 @@ async def test_sql_sums_agree_with_roi_totals(engine: AsyncEngine) -> None:
                            CURRENCY.get(order, "USD"), contact, by)
             for order, refund, camp, d, contact, by, revenue, discount, units, margin, _ in ORDERS
             if camp == CAMPAIGN and by in ("coupon", "click") and d and ROWS[d][2] == group.key
+        ] + [
+            ConversionLine(user, False, D(0), contact_id=contact, attributed_by=by, kind="signup")
+            for user, camp, d, contact, by in SIGNUPS
+            if camp == CAMPAIGN and by in ("coupon", "click") and ROWS[d][2] == group.key
         ]  # fmt: skip
         reference = roi_figures(
             group.key, totals(lines, currency="USD", default_margin=COSTS.margin),

@@ -71,7 +71,7 @@ async def test_inserting_skips_stored_orders_and_credits_are_read_back(engine: A
         assert await store.insert_conversions(conn, ROWS[:3]) == ["coupon", "coupon", "click"]
         assert await store.insert_conversions(conn, [ROWS[0], conversion("B1", "1.00")]) == ["none"]
         assert await store.insert_conversions(conn, []) == []
-        assert await store.stored_keys(conn, ["A1", "A2", "A9"]) == {("A1", False), ("A1", True), ("A2", False)}
+        assert await store.stored_keys(conn, ["A1", "A2", "A9"]) == {("order", "A1", False), ("order", "A1", True), ("order", "A2", False)}
         credits = await store.order_credits(conn, ["A1", "A2", "A9"])
     assert credits == {
         "A1": StoredCredit("coupon", MOM.id, 2, "sms", "07:30", 1, mom_code(1)),
