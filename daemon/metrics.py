@@ -29,9 +29,10 @@ Read at scrape time:
 
 Helper processes (``dispatch_processes`` > 1): each has its registry, which nobody scrapes. The
 main process counts the outcomes the helpers send back with each bucket's tally
-(``topslot_deliveries_total``) and the lateness of the whole bucket (every process's sends);
-send latency and provider errors are this process's own sends only; the ledger backlog and the
-coupon stock come from the database and so cover every process and node.
+(``topslot_deliveries_total``), the lateness of the whole bucket (every process's sends), and the
+``SendStats`` each helper sends with its reply (send latency and provider errors: ``report_sends``,
+``take_unreported``, ``add_sends``); SMTP connections are this process's own; the ledger backlog and
+the coupon stock come from the database and so cover every process and node.
 
 Cardinality is bounded by design: no contact, delivery or campaign ids; provider error codes are
 the provider's short codes (an SMTP reply code, a Twilio error code, a named local condition) and
@@ -41,15 +42,19 @@ at most ``MAX_ERROR_CODES`` distinct ones per provider; any further code is coun
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import itertools
 import re
 import time
 import weakref
+from collections import Counter as CounterOf
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
@@ -70,19 +75,73 @@ DELIVERIES = Counter(
     ["channel", "provider", "state"],
     registry=REGISTRY,
 )
-SEND_LATENCY = Histogram(
-    "topslot_send_latency_seconds",
-    "Time a provider took to answer one send (accepted or refused), in seconds.",
-    ["provider"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
-    registry=REGISTRY,
-)
-PROVIDER_ERRORS = Counter(
-    "topslot_provider_errors",
-    "Sends a provider refused or failed, by provider and error code (SMTP reply, Twilio code, local condition).",
-    ["provider", "code"],
-    registry=REGISTRY,
-)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass
+class SendStats:
+    """Sends answered in one process, as plain data a helper process sends back to the main one:
+    per provider, the count in each latency bucket (``LATENCY_BUCKETS``, then +Inf; not cumulative)
+    and the sum of seconds; per (provider, error code label), the sends that raised."""
+
+    buckets: dict[str, list[int]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    errors: CounterOf[tuple[str, str]] = field(default_factory=CounterOf)
+
+    def observe(self, provider: str, seconds: float, code: str | None) -> None:
+        counts = self.buckets.get(provider)
+        if counts is None:
+            counts = self.buckets[provider] = [0] * (len(LATENCY_BUCKETS) + 1)
+        counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1  # le: a bucket holds its bound
+        self.seconds[provider] = self.seconds.get(provider, 0.0) + seconds
+        if code is not None:
+            self.errors[(provider, code)] += 1
+
+    def add(self, other: SendStats) -> None:
+        for provider, counts in other.buckets.items():
+            mine = self.buckets.setdefault(provider, [0] * (len(LATENCY_BUCKETS) + 1))
+            for i, n in enumerate(counts):
+                mine[i] += n
+            self.seconds[provider] = self.seconds.get(provider, 0.0) + other.seconds.get(provider, 0.0)
+        self.errors.update(other.errors)
+
+    def __bool__(self) -> bool:
+        return bool(self.buckets or self.errors)
+
+
+class _SendCollector(Collector):
+    """``topslot_send_latency_seconds`` and ``topslot_provider_errors_total`` from ``SendStats``:
+    this process's sends and what its helpers reported (a histogram that can add another one's
+    buckets, which ``prometheus_client.Histogram`` cannot)."""
+
+    def __init__(self) -> None:
+        self.stats = SendStats()
+
+    def collect(self) -> Iterator[Metric]:
+        latency = HistogramMetricFamily(
+            "topslot_send_latency_seconds",
+            "Time a provider took to answer one send (accepted or refused), in seconds; helpers' sends included.",
+            labels=["provider"],
+        )
+        for provider, counts in sorted(self.stats.buckets.items()):
+            cumulative = list(itertools.accumulate(counts))
+            bounds = [*(str(b) for b in LATENCY_BUCKETS), "+Inf"]
+            latency.add_metric([provider], list(zip(bounds, cumulative, strict=True)), self.stats.seconds[provider])
+        errors = CounterMetricFamily(
+            "topslot_provider_errors",
+            "Sends a provider refused or failed, by provider and error code (SMTP reply, Twilio code, local "
+            "condition); helpers' sends included.",
+            labels=["provider", "code"],
+        )
+        for (provider, code), n in sorted(self.stats.errors.items()):
+            errors.add_metric([provider, code], n)
+        yield latency
+        yield errors
+
+
+SENDS = _SendCollector()
+REGISTRY.register(SENDS)
+_unreported: SendStats | None = None  # a helper process's sends since its last report (``report_sends``)
 BUCKET_LATENESS = Histogram(
     "topslot_bucket_lateness_seconds",
     "Per finished bucket: seconds after the slot at which its last message was accepted (0 when on time).",
@@ -130,9 +189,32 @@ def count_outcome(channel: str, provider: str | None, state: str, n: int = 1) ->
 
 def observe_send(provider: str, seconds: float, error: BaseException | None) -> None:
     """One send's answer: its latency and, if it raised, its error code."""
-    SEND_LATENCY.labels(provider=provider).observe(max(0.0, seconds))
-    if error is not None:
-        PROVIDER_ERRORS.labels(provider=provider, code=error_code(provider, getattr(error, "code", None))).inc()
+    code = error_code(provider, getattr(error, "code", None)) if error is not None else None
+    SENDS.stats.observe(provider, max(0.0, seconds), code)
+    if _unreported is not None:
+        _unreported.observe(provider, max(0.0, seconds), code)
+
+
+def report_sends() -> None:
+    """In a helper process: keep its sends for ``take_unreported`` too (its registry is not scraped)."""
+    global _unreported
+    _unreported = SendStats()
+
+
+def take_unreported() -> SendStats | None:
+    """A helper's sends since the last call (None outside helpers), for the main process's ``add_sends``."""
+    global _unreported
+    if _unreported is None:
+        return None
+    taken, _unreported = _unreported, SendStats()
+    return taken
+
+
+def add_sends(stats: SendStats) -> None:
+    """In the main process: a helper's reported sends, counted in the scraped registry."""
+    for provider, code in stats.errors:
+        error_code(provider, code)  # the same bound on distinct codes as this process's own
+    SENDS.stats.add(stats)
 
 
 def observe_bucket(channel: str, lateness_s: float) -> None:

@@ -278,6 +278,10 @@ class Settings(BaseSettings):
     tracking_host: str = "127.0.0.1"
     tracking_port: int = Field(default=8080, ge=0, lt=65536)
     tracking_trusted_proxies: list[str] = Field(default_factory=list)  # IPs/CIDRs whose X-Forwarded-For is believed
+    # A port of its own for /metrics (with /healthz and /readyz), e.g. 9464, kept off the public
+    # tracking port; unset: /metrics is served on the tracking port.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=0, lt=65536)
     smtp: dict[str, SmtpServer] = Field(default_factory=dict)
     dispatch_processes: int = Field(default=1, ge=1, le=64)  # processes sending each bucket (one per core)
     # Record each message's hand-over (fsynced, in <var_dir>/journal) before it leaves, so that a crash

@@ -270,3 +270,23 @@ async def test_daemon_is_ready_once_campaigns_loaded_and_scheduler_running(tmp_p
                 assert r.status == 200
                 names = {f.name for f in text_string_to_metric_families(await r.text())}
     assert {"topslot_deliveries", "topslot_ledger_backlog", "topslot_campaign_reload_failures"} <= names
+
+
+def test_a_helpers_send_stats_add_up_in_this_processs_registry() -> None:
+    """What a helper process reports (``take_unreported``) is added bucket by bucket (``add_sends``)."""
+    labels = {"provider": "test-helper"}
+    helper = metrics.SendStats()
+    helper.observe("test-helper", 0.005, None)  # on a bucket bound: counted in that bucket (le)
+    helper.observe("test-helper", 0.3, "421")
+    helper.observe("test-helper", 99.0, "421")  # above every bound: +Inf only
+    metrics.observe_send("test-helper", 0.02, None)  # this process's own
+    metrics.add_sends(helper)
+    value = metrics.REGISTRY.get_sample_value
+    assert value("topslot_send_latency_seconds_count", labels) == 4
+    assert value("topslot_send_latency_seconds_sum", labels) == pytest.approx(99.325)
+    assert value("topslot_send_latency_seconds_bucket", {**labels, "le": "0.005"}) == 1
+    assert value("topslot_send_latency_seconds_bucket", {**labels, "le": "0.025"}) == 2
+    assert value("topslot_send_latency_seconds_bucket", {**labels, "le": "60.0"}) == 3
+    assert value("topslot_send_latency_seconds_bucket", {**labels, "le": "+Inf"}) == 4
+    assert value("topslot_provider_errors_total", {**labels, "code": "421"}) == 2
+    assert metrics.take_unreported() is None  # not a helper: nothing is kept for a report

@@ -113,7 +113,7 @@ def parse_conversion_fields(record: Mapping[str, Any]) -> ConversionInput | list
             problems.append(FieldProblem(key, str(exc)))
             return None
 
-    kind = take("kind", _kind) or "order"
+    kind: Kind = take("kind", _kind) or "order"
     signup = kind == "signup"
     order_id = take("order_id", lambda v, k: _text(v, k, MAX_ORDER_ID), required=True)
     occurred_at = take("occurred_at", _instant, required=True)
@@ -202,10 +202,10 @@ def _units(value: Any, name: str) -> int:
     return number
 
 
-def _kind(value: Any, name: str) -> str:
+def _kind(value: Any, name: str) -> Kind:
     if not isinstance(value, str) or value.strip().lower() not in KINDS:
         raise ValueError(f"{name} must be one of: {', '.join(KINDS)}")
-    return value.strip().lower()
+    return "signup" if value.strip().lower() == "signup" else "order"
 
 
 def _currency(value: Any, name: str) -> str:

@@ -29,7 +29,7 @@ from functools import partial
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
-from daemon import failpoints
+from daemon import failpoints, metrics
 from daemon.campaign import Campaign
 from daemon.clock import SimulatedClock
 from daemon.dispatch.claims import claim_all
@@ -144,6 +144,8 @@ class DispatchHelpers:
                 claimed += int(reply[1])
                 if reply[2] is not None:
                     tallies.append(reply[2])
+                if reply[3] is not None:
+                    metrics.add_sends(reply[3])
         return claimed, tallies
 
     def stop_sending(self) -> None:
@@ -291,6 +293,7 @@ async def _serve(pipe: Connection, settings: Settings, node: str) -> None:
     clock = SimulatedClock(datetime.now(UTC))
     service = DispatchService(engine, settings, clock, node=node, helper=True)
     service.start_heartbeat()  # its own row in ``processes`` (``topslot status``)
+    metrics.report_sends()  # its registry is not scraped: its sends go back with each reply
     await service.recover()  # rows an earlier run of this helper left behind
     pipe.send(("ready", service.owner, os.getpid()))
     loop = asyncio.get_running_loop()
@@ -347,5 +350,5 @@ def _reply(pipe: Connection, task: asyncio.Task[tuple[int, BucketTally | None]],
             error=repr(exc)[:300],
         )
         pipe.send(("error", repr(exc)[:300]))
-    else:
-        pipe.send(("done", *task.result()))
+    else:  # with the sends it answered since its last reply: the main process counts them in its registry
+        pipe.send(("done", *task.result(), metrics.take_unreported()))

@@ -19,6 +19,10 @@
                        a snapshot refreshed in the background, so a scrape never waits for it
 =====================  =====================================================================
 
+With ``metrics_port`` set, ``/metrics``, ``/healthz`` and ``/readyz`` are also served on a listener of
+their own (``metrics_host:metrics_port``, every other path a 404 there), and ``/metrics`` is no
+longer served on the tracking port, which faces recipients and the internet.
+
 Routes are served at the root and under the path of ``tracking_base_url`` (a reverse proxy may
 or may not strip it). Any token that does not verify (unknown, forged, altered, retired key, wrong
 route) gets the same static 404 page: never a redirect. A token for delivery id 0 (``TEST_DELIVERY_ID``)
@@ -103,6 +107,8 @@ class TrackingOptions:
     keepalive_timeout: float = 15.0
     metrics: bool = True  # serve /metrics (and refresh its database snapshot)
     metrics_interval: float = 5.0  # seconds between database snapshots of the ledger and coupon gauges
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None  # a listener of its own for /metrics, /healthz, /readyz (0: any free port)
     ready_timeout: float = 1.0  # /readyz: seconds the database has to answer
 
     @classmethod
@@ -115,6 +121,8 @@ class TrackingOptions:
             "port": settings.tracking_port,
             "base_path": urlsplit(base.url).path.rstrip("/"),
             "trusted_proxies": parse_networks(getattr(settings, "tracking_trusted_proxies", None) or ()),
+            "metrics_host": getattr(settings, "metrics_host", "127.0.0.1"),
+            "metrics_port": getattr(settings, "metrics_port", None),
         }
         values.update(overrides)
         return cls(**values)
@@ -152,6 +160,8 @@ class TrackingServer:
         self.campaigns = CampaignDirectory(engine, maxsize=options.delivery_cache)
         self._links: LruCache[tuple[str, str], StoredLink] = LruCache(options.link_cache)
         self._runner: web.ServerRunner | None = None
+        self._ops_runner: web.ServerRunner | None = None
+        self.metrics_port: int | None = None  # the bound port of the metrics listener, when there is one
         self._extra: dict[str, tuple[tuple[str, ...], Handler]] = {}
         self.ready_checks: dict[str, ReadyCheck] = {}  # /readyz beside the database ping (the daemon's)
         self.snapshot = (
@@ -186,8 +196,27 @@ class TrackingServer:
 
     async def start(self) -> None:
         o = self.options
+        self._runner, self.port = await self._listen(self.handle, o.host, o.port, "tracking_host / tracking_port")
+        if o.metrics_port is not None:
+            try:
+                self._ops_runner, self.metrics_port = await self._listen(
+                    self._handle_ops, o.metrics_host, o.metrics_port, "metrics_host / metrics_port"
+                )
+            except TrackingServerError:
+                runner, self._runner = self._runner, None
+                await runner.cleanup()
+                raise
+            log.info("metrics_listener_started", host=o.metrics_host, port=self.metrics_port)
+        self.buffer.start()
+        if self.snapshot is not None:
+            self.snapshot.start()
+        log.info("tracking_server_started", host=o.host, port=self.port, base_path=self._prefix or "/")
+
+    async def _listen(self, handler: Handler, host: str, port: int, settings: str) -> tuple[web.ServerRunner, int]:
+        """A started listener on ``host:port`` answering with ``handler``, and its bound port."""
+        o = self.options
         server = _Server(
-            self.handle,
+            handler,
             client_max_size=o.max_body_bytes,
             access_log=None,
             max_field_size=o.max_header_bytes,
@@ -195,24 +224,30 @@ class TrackingServer:
         )
         runner = web.ServerRunner(server, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, o.host, o.port, backlog=1024, reuse_address=True)
+        site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
         try:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
             raise TrackingServerError(
-                f"tracking server cannot listen on {o.host}:{o.port}: {exc.strerror or exc} "
-                "(set tracking_host / tracking_port)"
+                f"tracking server cannot listen on {host}:{port}: {exc.strerror or exc} (set {settings})"
             ) from None
-        self._runner = runner
         sockets = getattr(site._server, "sockets", None) or []  # the bound port when 0 was asked
-        self.port = sockets[0].getsockname()[1] if sockets else o.port
-        self.buffer.start()
-        if self.snapshot is not None:
-            self.snapshot.start()
-        log.info("tracking_server_started", host=o.host, port=self.port, base_path=self._prefix or "/")
+        return runner, sockets[0].getsockname()[1] if sockets else port
+
+    @property
+    def metrics_url(self) -> str:
+        """Where ``/metrics`` is scraped: the metrics listener when there is one, else the tracking port."""
+        if self.metrics_port is None:
+            return self.url + "/metrics"
+        host = self.options.metrics_host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.metrics_port}/metrics"
 
     async def close(self) -> None:
+        if self._ops_runner is not None:
+            ops, self._ops_runner = self._ops_runner, None
+            await ops.cleanup()
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()  # stop accepting, finish requests in flight
@@ -242,19 +277,31 @@ class TrackingServer:
             log.exception("tracking_request_failed")
             return _page(500)
 
+    async def _handle_ops(self, request: BaseRequest) -> web.StreamResponse:
+        """The metrics listener: ``/metrics``, ``/healthz``, ``/readyz``; anything else a 404."""
+        path = request.raw_path.partition("?")[0]
+        try:
+            return await self._own(request, path) if path in _OWN else _page(404)
+        except Exception:
+            log.exception("tracking_request_failed")
+            return _page(500)
+
+    async def _own(self, request: BaseRequest, path: str) -> web.StreamResponse:
+        if request.method not in _READ_METHODS:
+            return _page(405, allow="GET, HEAD")
+        if path == "/healthz":
+            return self._health()
+        if path == "/readyz":
+            return await self._ready()
+        return self._metrics()
+
     async def _route(self, request: BaseRequest) -> web.StreamResponse:
         path = request.raw_path.partition("?")[0]
         prefix = self._prefix
         if prefix and path.startswith(prefix) and path[len(prefix) : len(prefix) + 1] == "/":
             path = path[len(prefix) :]
-        if path in _OWN:
-            if request.method not in _READ_METHODS:
-                return _page(405, allow="GET, HEAD")
-            if path == "/healthz":
-                return self._health()
-            if path == "/readyz":
-                return await self._ready()
-            return self._metrics()
+        if path in _OWN and not (path == "/metrics" and self.options.metrics_port is not None):
+            return await self._own(request, path)
         if path[:3] not in _ROUTES:
             extra = self._extra.get(path)
             if extra is None:

@@ -67,12 +67,15 @@ async def test_a_bucket_is_shared_by_the_helper_and_each_recipient_gets_one_mess
     emails = [f"accept+{i}@d{i % 7}.example" for i in range(n)]
     sent = {"channel": "email", "provider": "smtp", "state": "sent"}
     counted = metrics.REGISTRY.get_sample_value("topslot_deliveries_total", sent) or 0.0
+    answered = metrics.REGISTRY.get_sample_value("topslot_send_latency_seconds_count", {"provider": "smtp"}) or 0.0
     async with two_processes(tmp_path, emails) as (server, service, s):
         assert await fire(service, s) == n
         rows = await ledger_by_email(service.engine)
     assert Counter(r["state"] for r in rows.values()) == {"sent": n}
     # this process's metrics count the helper's sends too (from the tallies it sends back)
     assert metrics.REGISTRY.get_sample_value("topslot_deliveries_total", sent) == counted + n
+    # and their send latencies, which each helper sends back with its reply: every send, once
+    assert metrics.REGISTRY.get_sample_value("topslot_send_latency_seconds_count", {"provider": "smtp"}) == answered + n
     owners = Counter(r["lease_owner"].split("/")[0] for r in rows.values())
     assert set(owners) == {"test-node", "test-node#w1"} and min(owners.values()) >= 100, owners
     assert Counter(rcpt for r in server.accepted() for rcpt in r.rcpt_to) == Counter(emails)  # everybody, once

@@ -79,3 +79,46 @@ def test_a_running_daemon_is_ready_and_scraped(workdir: Path, notify_socket: Any
         pytest.skip("promtool is not installed (Debian package 'prometheus'): the scrape was not linted")
     lint = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=60)
     assert lint.returncode == 0, (lint.stdout + lint.stderr).decode()
+
+
+def test_metrics_on_a_port_of_their_own(workdir: Path, notify_socket: Any) -> None:
+    """``metrics_port``: /metrics (with /healthz and /readyz) on its own listener, and no longer on
+    the public tracking port; anything else is a 404 there."""
+    port, ops = free_port(), free_port()
+    config = workdir / "config" / "topslot.yaml"
+    text = config.read_text().replace("tracking_port: 0", f"tracking_port: {port}")
+    config.write_text(text + f"metrics_host: 127.0.0.1\nmetrics_port: {ops}\n")
+    proc = start_run(workdir, NOTIFY_SOCKET=str(notify_socket.path))
+    try:
+        notify_socket.receive_until("READY")
+        status, scrape = get(f"http://127.0.0.1:{ops}/metrics")
+        assert status == 200 and sample(scrape, "topslot_campaign_reload_failures_total") == 0
+        assert get(f"http://127.0.0.1:{port}/metrics")[0] == 404  # not on the recipients' port
+        for base in (f"http://127.0.0.1:{ops}", f"http://127.0.0.1:{port}"):
+            assert get(f"{base}/readyz")[0] == 200 and get(f"{base}/healthz")[0] == 200
+        assert get(f"http://127.0.0.1:{ops}/o/anything.gif")[0] == 404  # no tracking there
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def test_a_metrics_port_in_use_is_one_clear_line(workdir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        config = workdir / "config" / "topslot.yaml"
+        config.write_text(config.read_text() + f"metrics_port: {busy}\n")
+        proc = start_run(workdir)
+        try:
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode != 0
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert any(f"127.0.0.1:{busy}" in line and "metrics_port" in line for line in lines), err
+    assert "Traceback" not in err
