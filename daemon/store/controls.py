@@ -128,19 +128,7 @@ async def pause(
     engine: AsyncEngine, campaign_id: str, *, now: datetime, reason: str | None = None, who: str | None = None
 ) -> Control:
     """Stop claiming the campaign's rows; they stay ``planned``. Pausing a paused campaign changes nothing."""
-    async with engine.execution_options(**IMMEDIATE).begin() as conn:
-        state = await _current(conn, campaign_id)
-        if state is ControlState.CANCELLED:
-            raise ControlRefused(f"campaign {campaign_id!r} is cancelled: there is nothing left to pause")
-        if state is ControlState.PAUSED:
-            return Control(campaign_id, state, changed=False)
-        await conn.execute(
-            update(campaigns)
-            .where(campaigns.c.id == campaign_id)
-            .values(paused=True, paused_at=now, control_reason=_clip(reason))
-        )
-        await _record(conn, campaign_id, "pause", reason, who or actor(), now)
-    return Control(campaign_id, ControlState.PAUSED, changed=True)
+    return await _set_paused(engine, campaign_id, True, now=now, reason=reason, who=who)
 
 
 async def resume(
@@ -148,19 +136,28 @@ async def resume(
 ) -> Control:
     """Claim the campaign's rows again. Buckets whose time passed meanwhile follow the missed-slot
     rules when the daemon re-plans the campaign (it does on noticing the resume)."""
+    return await _set_paused(engine, campaign_id, False, now=now, reason=reason, who=who)
+
+
+async def _set_paused(
+    engine: AsyncEngine, campaign_id: str, paused: bool, *, now: datetime, reason: str | None, who: str | None
+) -> Control:
+    """Pause (``paused``) or resume a campaign that is not cancelled, recorded in ``campaign_controls``."""
+    wanted = ControlState.PAUSED if paused else ControlState.ACTIVE
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
         state = await _current(conn, campaign_id)
         if state is ControlState.CANCELLED:
-            raise ControlRefused(f"campaign {campaign_id!r} is cancelled: a cancel cannot be undone")
-        if state is ControlState.ACTIVE:
+            why = "there is nothing left to pause" if paused else "a cancel cannot be undone"
+            raise ControlRefused(f"campaign {campaign_id!r} is cancelled: {why}")
+        if state is wanted:
             return Control(campaign_id, state, changed=False)
         await conn.execute(
             update(campaigns)
             .where(campaigns.c.id == campaign_id)
-            .values(paused=False, paused_at=None, control_reason=None)
+            .values(paused=paused, paused_at=now if paused else None, control_reason=_clip(reason) if paused else None)
         )
-        await _record(conn, campaign_id, "resume", reason, who or actor(), now)
-    return Control(campaign_id, ControlState.ACTIVE, changed=True)
+        await _record(conn, campaign_id, "pause" if paused else "resume", reason, who or actor(), now)
+    return Control(campaign_id, wanted, changed=True)
 
 
 async def cancel(
