@@ -294,6 +294,7 @@ class Settings(BaseSettings):
     quiet_hours: QuietHours = Field(default_factory=QuietHours)
     # per channel, e.g. {"email": {"max": 3, "per": "7d"}, "sms": {"max": 1, "per": "7d"}}; none by default
     frequency_caps: dict[Channel, FrequencyCap] = Field(default_factory=dict)
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"  # daemon.event_loop: uvloop when installed
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     # secrets: environment or secret files only

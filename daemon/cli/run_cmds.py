@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Optional
@@ -10,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from daemon import event_loop
 from daemon.cli.common import fail, settings_or_exit
 from daemon.clock import Clock, SimulatedClock, SystemClock
 
@@ -47,7 +47,7 @@ def run(
         start = SystemClock().now() if from_ is None else (from_ if from_.tzinfo else from_.replace(tzinfo=UTC))
         clock = SimulatedClock(start, speed)
     try:
-        asyncio.run(Daemon(settings, clock=clock).run())
+        event_loop.run(Daemon(settings, clock=clock).run(), settings.event_loop)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
     except Exception as exc:  # logged as daemon_failed by the daemon; one line here
@@ -66,4 +66,4 @@ def demo(
     from daemon.runtime.demo import run_demo
 
     settings = settings_or_exit(config)
-    raise typer.Exit(asyncio.run(run_demo(settings, Console(), keep_running=keep_running)))
+    raise typer.Exit(event_loop.run(run_demo(settings, Console(), keep_running=keep_running), settings.event_loop))

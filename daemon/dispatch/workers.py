@@ -29,7 +29,7 @@ from functools import partial
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
-from daemon import failpoints, metrics
+from daemon import event_loop, failpoints, metrics
 from daemon.campaign import Campaign
 from daemon.clock import SimulatedClock
 from daemon.dispatch.claims import claim_all
@@ -276,12 +276,7 @@ class DispatchHelpers:
 
 def helper_main(pipe: Connection, settings: Settings, node: str) -> None:
     configure_logging(settings.log_level, settings.log_format, settings.secret_values())
-    try:
-        import uvloop
-
-        uvloop.run(_serve(pipe, settings, node))
-    except ImportError:
-        asyncio.run(_serve(pipe, settings, node))
+    event_loop.run(_serve(pipe, settings, node), settings.event_loop)
 
 
 async def _serve(pipe: Connection, settings: Settings, node: str) -> None:

@@ -156,7 +156,12 @@ class Daemon:
             configure_logging(s.log_level, s.log_format, s.secret_values(), self.log_stream)
         if self.handle_signals:  # first: a SIGTERM during start-up is a graceful stop too
             self._install_signal_handlers()
-        log.info("daemon_starting", config_dir=str(s.config_dir), database=display_url(s.database_url))
+        log.info(
+            "daemon_starting",
+            config_dir=str(s.config_dir),
+            database=display_url(s.database_url),
+            event_loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],  # uvloop | asyncio
+        )
         self._stack.callback(self.notifier.close)
         self._stack.push_async_callback(self.loader.close)
         self._stack.push_async_callback(self._announce_stopped)
