@@ -14,6 +14,7 @@ from markupsafe import Markup
 
 from daemon.reporting import svg
 from daemon.reporting.model import GroupFigures, Report, TimingBucket
+from daemon.reporting.numbers import money
 from daemon.reporting.records import HOW_COMPUTED, SECTIONS, display, group_record
 from daemon.reporting.slot_records import display_interval
 from daemon.reporting.slots import METRICS, EvidenceComparison, SlotComparison, SlotOverview
@@ -116,8 +117,8 @@ def _kpis(report: Report) -> list[tuple[str, str, str]]:
         ("opened", f"{t.opens.human_unique:,}", f"+{t.opens.machine_unique:,} machine"),
         ("clicked", f"{t.clicks.human_unique:,}", f"CTR {svg.fmt_percent(t.ctr)}"),
         ("orders", f"{t.money.orders:,}", f"{t.money.purchasers:,} purchasers"),
-        ("net revenue", f"{t.money.net_revenue:,.2f}", report.currency),
-        ("ROI", svg.fmt_percent(t.money.roi), f"promotion cost {t.money.promotion_cost:,.2f}"),
+        ("net revenue", money(t.money.net_revenue), report.currency),
+        ("ROI", svg.fmt_percent(t.money.roi), f"promotion cost {money(t.money.promotion_cost)}"),
         ("lift vs holdout", svg.fmt_percent(lift.relative if lift else None), f"{held:,} held out"),
     ]
 

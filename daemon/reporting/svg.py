@@ -12,6 +12,8 @@ from decimal import Decimal
 
 from markupsafe import Markup, escape
 
+from daemon.reporting.numbers import fixed, percent
+
 OPEN_COLOUR = "#4c78a8"
 CLICK_COLOUR = "#f58518"
 FUNNEL_COLOURS = ("#264653", "#2a9d8f", "#8ab17d", "#e9c46a", "#f4a261")
@@ -46,11 +48,11 @@ def fmt_number(value: float | int | Decimal) -> str:
         return f"{v / 1000:.3g}k"
     if v == int(v):
         return f"{int(v):,}"
-    return f"{v:.2f}".rstrip("0").rstrip(".")
+    return fixed(v, 2).rstrip("0").rstrip(".")
 
 
 def fmt_percent(value: Decimal | float | None) -> str:
-    return "n/a" if value is None else f"{float(value) * 100:,.1f}%"
+    return percent(value)
 
 
 def _attrs(**attrs: object) -> str:
