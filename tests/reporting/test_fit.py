@@ -122,7 +122,9 @@ def _zeroes(g: GroupFigures) -> GroupFigures:
     minus_cent, minus_ratio = Decimal("-0.001").quantize(Decimal("0.01")), Decimal("-0.00001").quantize(Decimal("1E-4"))
     assert str(minus_cent) == "-0.00" and str(minus_ratio) == "-0.0000"
     assert g.money.lift is not None
-    lift = replace(g.money.lift, relative=minus_ratio, incremental_purchasers=minus_cent, incremental_revenue=minus_cent)
+    lift = replace(
+        g.money.lift, relative=minus_ratio, incremental_purchasers=minus_cent, incremental_revenue=minus_cent
+    )
     money_ = replace(g.money, revenue=Decimal("40.00"), refunds=Decimal("40.00"), net_revenue=Decimal("0.00"),
                      net_profit=minus_cent, roi=minus_ratio, incremental_roi=minus_ratio, margin_pct=minus_ratio,
                      gross_profit=minus_cent, lift=lift)  # fmt: skip
@@ -130,7 +132,8 @@ def _zeroes(g: GroupFigures) -> GroupFigures:
 
 
 def test_no_renderer_prints_a_negative_zero(seeded_report: Report) -> None:
-    report = replace(seeded_report, groups=[_zeroes(g) for g in seeded_report.groups], total=_zeroes(seeded_report.total))
+    groups = [_zeroes(g) for g in seeded_report.groups]
+    report = replace(seeded_report, groups=groups, total=_zeroes(seeded_report.total))
     for row in csv.reader(io.StringIO(render_csv(report))):
         assert not [cell for cell in row if NEGATIVE_ZERO.fullmatch(cell)], row
     data = json.loads(render_json(report))
