@@ -69,6 +69,16 @@ def _rect(x: float, y: float, w: float, h: float, fill: str, title: str | None =
     return f'<rect {geometry} fill="{fill}"{_attrs(**attrs)}>{inner}</rect>'
 
 
+def _title(x: float, title: str, show: bool) -> list[str]:
+    """The chart's visible title (``show``), at most the size of a section heading. Without it, the
+    title is still the ``<title>`` and ``aria-label`` of the chart, for screen readers; the HTML page
+    captions its charts itself (``figcaption.chart-title``), in CSS pixels that do not scale with the
+    chart."""
+    if not show:
+        return []
+    return [_text(x, 20, title, class_="chart-title", fill=TEXT_COLOUR, font_size=14, font_weight=600)]
+
+
 def _svg(width: int, height: int, label: str, body: list[str], css_class: str) -> Markup:
     head = (
         f'<svg xmlns="http://www.w3.org/2000/svg" class="{css_class}" viewBox="0 0 {width} {height}" '
@@ -86,16 +96,18 @@ def histogram(
     y_max: float | None = None,
     width: int = 520,
     height: int = 280,
+    show_title: bool = True,
 ) -> Markup:
     """Grouped vertical bars: one group per label, one bar per series (name, colour, values).
 
-    ``y_max`` lets panels share a scale so they can be compared side by side."""
+    ``y_max`` lets panels share a scale so they can be compared side by side; ``show_title=False``:
+    the page captions the chart (the legend keeps its place)."""
     left, right, top, bottom = 44, 10, 34, 46
     plot_w, plot_h = width - left - right, height - top - bottom
     peak = max([v for _, _, values in series for v in values] + [0])
     ticks = nice_ticks(max(y_max or 0, peak), integer=True)
     scale = plot_h / ticks[-1]
-    body = [_text(left, 20, title, class_="chart-title", fill=TEXT_COLOUR, font_size=14, font_weight=600)]
+    body = _title(left, title, show_title)
     for t in ticks:
         y = top + plot_h - t * scale
         body.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" stroke="#e4e7eb" />')
@@ -133,11 +145,7 @@ def funnel(
     height = top + row * len(stages) + 10
     plot_w = width - left - right
     first = stages[0][1] if stages else 0
-    body = (
-        [_text(0, 20, title, class_="chart-title", fill=TEXT_COLOUR, font_size=14, font_weight=600)]
-        if show_title
-        else []
-    )
+    body = _title(0, title, show_title)
     previous: int | None = None
     for i, (label, value) in enumerate(stages):
         y = top + i * row
@@ -170,11 +178,7 @@ def signed_bars(title: str, items: Sequence[tuple[str, Decimal | None]], *, widt
     def label(v: float) -> str:
         return fmt_percent(v) if as_percent else fmt_number(v)
 
-    body = (
-        [_text(left, 20, title, class_="chart-title", fill=TEXT_COLOUR, font_size=14, font_weight=600)]
-        if show_title
-        else []
-    )
+    body = _title(left, title, show_title)
     for t in [*up, *(-d for d in down[1:])]:
         y = zero_y - t * scale
         body.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" stroke="#e4e7eb" />')
@@ -217,11 +221,7 @@ def interval_dots(
     left, right, gap = 70, 150, 26
     top = 34 if show_title else 6
     plot_w = width - left - right
-    body = (
-        [_text(0, 20, title, class_="chart-title", fill=TEXT_COLOUR, font_size=14, font_weight=600)]
-        if show_title
-        else []
-    )
+    body = _title(0, title, show_title)
     y = top
     for label, as_percent, rows in panels:
         highs = [r[3] for r in rows if r[3] is not None]
