@@ -144,7 +144,7 @@ def report(
         say(built.slots.summary)  # the CSV is its header alone
     if format_ == "table":
         renderable: Any = Group(*slot_tables(built.slots)) if slots else render_table(built)
-        _write(renderable, output, max(100, 28 + 14 * (len(built.groups) + 1)))
+        _write(renderable, output)
     else:
         renderers = {"json": render_json, "csv": render_csv, "html": render_html}
         if slots:
@@ -165,20 +165,24 @@ def _all_campaigns(
     if format_ == "csv" and built.overall.summary:
         say(built.overall.summary)
     if format_ == "table":
-        _write(Group(*overview_tables(built)), output, 110)
+        _write(Group(*overview_tables(built)), output)
     else:
         renderers = {"json": render_overview_json, "csv": render_overview_csv, "html": render_overview_html}
         _write(renderers[format_](built), output)
 
 
-def _write(content: Any, output: Path | None, width: int = 100) -> None:
-    """A rich renderable (table) or text to stdout or ``output``; an unwritable ``output`` is one line."""
+FILE_WIDTH = 100  # a table written to a file (-o); on a terminal, the terminal's width (80 when not a tty)
+
+
+def _write(content: Any, output: Path | None) -> None:
+    """A rich renderable (table) or text to stdout or ``output``; an unwritable ``output`` is one line.
+    Tables fit the width they are printed at (``daemon.reporting.render_fit``)."""
     try:
         if output is None:
             if isinstance(content, str):
                 sys.stdout.write(content)
             else:
-                out.print(content, width=width)
+                out.print(content)
             return
         if isinstance(content, str):
             output.write_text(content, encoding="utf-8")
@@ -186,7 +190,7 @@ def _write(content: Any, output: Path | None, width: int = 100) -> None:
             from rich.console import Console
 
             with output.open("w", encoding="utf-8") as handle:
-                Console(file=handle, width=width, color_system=None).print(content)
+                Console(file=handle, width=FILE_WIDTH, color_system=None).print(content)
     except OSError as exc:  # --output in a missing or unwritable place
         if output is None:
             raise

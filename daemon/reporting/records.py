@@ -8,6 +8,7 @@ from typing import Any
 
 from daemon.delivery import SkipReason
 from daemon.reporting.model import GroupFigures, Report
+from daemon.reporting.numbers import money, percent
 
 # the ledger's skip reasons, always present in CSV so its columns are stable
 KNOWN_SKIP_REASONS: tuple[str, ...] = tuple(SkipReason)
@@ -196,9 +197,9 @@ def display(key: str, value: Any) -> str:
     if value is None:
         return "n/a"
     if key in RATIO_KEYS:
-        return f"{float(value) * 100:,.1f}%"
+        return percent(value)
     if key in MONEY_KEYS or key in ("incremental_buyers", "incremental_revenue"):
-        return f"{value:,.2f}"
+        return money(value)
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)

@@ -12,6 +12,7 @@ import io
 from decimal import Decimal
 
 from daemon.reporting.model import Report
+from daemon.reporting.numbers import exact, unsigned
 from daemon.reporting.records import group_record, skip_reasons
 from daemon.reporting.slot_records import csv_header, csv_rows
 from daemon.reporting.slots import SlotComparison, SlotOverview
@@ -23,7 +24,9 @@ def _cell(value: object) -> str:
     if value is None:
         return ""
     if isinstance(value, Decimal):
-        return str(value)
+        return exact(value)
+    if isinstance(value, float):
+        return str(unsigned(value))
     if isinstance(value, str) and value.startswith(_FORMULA_START):
         return "'" + value
     return str(value)

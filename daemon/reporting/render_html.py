@@ -14,7 +14,8 @@ from markupsafe import Markup
 
 from daemon.reporting import svg
 from daemon.reporting.model import GroupFigures, Report, TimingBucket
-from daemon.reporting.records import HOW_COMPUTED, SECTIONS, display, group_record
+from daemon.reporting.numbers import money
+from daemon.reporting.render_table import figure_sections, how_computed
 from daemon.reporting.slot_records import display_interval
 from daemon.reporting.slots import METRICS, EvidenceComparison, SlotComparison, SlotOverview
 
@@ -28,25 +29,21 @@ _env = Environment(
 )
 
 
-def timing_charts(timing: list[TimingBucket]) -> list[Markup]:
-    """One histogram per slot, sharing one y scale so the slots compare side by side."""
+def timing_charts(timing: list[TimingBucket]) -> list[tuple[str, Markup]]:
+    """(caption, histogram) per slot, sharing one y scale so the slots compare side by side."""
     per_slot: OrderedDict[str, list[TimingBucket]] = OrderedDict()
     for b in timing:
         per_slot.setdefault(b.slot, []).append(b)
     peak = max([max(b.opens, b.clicks) for b in timing] + [0])
     charts = []
     for slot, buckets in per_slot.items():
-        charts.append(
-            svg.histogram(
-                f"{slot} slot: human opens and clicks",
-                [b.short_label for b in buckets],
-                [
-                    ("opens", svg.OPEN_COLOUR, [b.opens for b in buckets]),
-                    ("clicks", svg.CLICK_COLOUR, [b.clicks for b in buckets]),
-                ],
-                y_max=peak,
-            )
-        )
+        title = f"{slot} slot: human opens and clicks"
+        series = [
+            ("opens", svg.OPEN_COLOUR, [b.opens for b in buckets]),
+            ("clicks", svg.CLICK_COLOUR, [b.clicks for b in buckets]),
+        ]
+        labels = [b.short_label for b in buckets]
+        charts.append((title, svg.histogram(title, labels, series, y_max=peak, show_title=False)))
     return charts
 
 
@@ -116,25 +113,20 @@ def _kpis(report: Report) -> list[tuple[str, str, str]]:
         ("opened", f"{t.opens.human_unique:,}", f"+{t.opens.machine_unique:,} machine"),
         ("clicked", f"{t.clicks.human_unique:,}", f"CTR {svg.fmt_percent(t.ctr)}"),
         ("orders", f"{t.money.orders:,}", f"{t.money.purchasers:,} purchasers"),
-        ("net revenue", f"{t.money.net_revenue:,.2f}", report.currency),
-        ("ROI", svg.fmt_percent(t.money.roi), f"promotion cost {t.money.promotion_cost:,.2f}"),
+        ("net revenue", money(t.money.net_revenue), report.currency),
+        ("ROI", svg.fmt_percent(t.money.roi), f"promotion cost {money(t.money.promotion_cost)}"),
         ("lift vs holdout", svg.fmt_percent(lift.relative if lift else None), f"{held:,} held out"),
     ]
 
 
 def _table(report: Report) -> dict[str, Any]:
-    columns = [*report.groups, report.total]
-    records = [group_record(g) for g in columns]
-    sections = []
-    for title, rows in SECTIONS:
-        body = [(label, [display(key, r[key]) for r in records]) for key, label in rows]
-        if title == "Deliveries":
-            for reason in sorted({r for g in columns for r in g.deliveries.skipped}):
-                body.append((f"skipped: {reason}", [f"{g.deliveries.skipped.get(reason, 0):,}" for g in columns]))
-        sections.append((title, body))
-    labels = {key: label.strip() for _, rows in SECTIONS for key, label in rows}
-    how = [(labels[key], text) for key, text in HOW_COMPUTED.items() if key in labels]
-    return {"headers": [g.key for g in report.groups], "sections": sections, "how": how}
+    """The figures as in the terminal table: a section per kind, a row per figure (the label's
+    leading spaces mark a sub-figure: class ``sub``), a column per group, then the total."""
+    sections = [
+        (title, [(label.strip(), label.startswith(" "), values) for label, values in rows])
+        for title, rows in figure_sections(report)
+    ]
+    return {"headers": [g.key for g in report.groups], "sections": sections, "how": how_computed()}
 
 
 def render_html(report: Report) -> str:

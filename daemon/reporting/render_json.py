@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from daemon.reporting.model import GroupFigures, Report
+from daemon.reporting.numbers import exact
 from daemon.reporting.records import HOW_COMPUTED, group_record
 from daemon.reporting.slot_records import comparison_dict, overview_dict
 from daemon.reporting.slots import SlotOverview
@@ -18,7 +19,7 @@ SCHEMA_VERSION = 1
 def _group(g: GroupFigures) -> dict[str, Any]:
     record = group_record(g)
     record["skipped_by_reason"] = dict(sorted(g.deliveries.skipped.items()))
-    return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in record.items()}
+    return {k: (exact(v) if isinstance(v, Decimal) else v) for k, v in record.items()}
 
 
 def report_dict(report: Report) -> dict[str, Any]:

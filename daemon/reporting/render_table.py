@@ -1,39 +1,55 @@
-"""``--format table``: rich tables with one column per group and the total, one row per figure."""
+"""``--format table``: rich tables with one row per figure and one column per group and the total,
+fitted to the console's width (``daemon.reporting.render_fit``: many groups or long group keys
+split into column blocks that repeat the labels), then the "how computed" lines, the slot
+comparison and the notes."""
 
 from __future__ import annotations
 
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from daemon.reporting.model import Report
 from daemon.reporting.records import HOW_COMPUTED, SECTIONS, display, group_record
+from daemon.reporting.render_fit import FigureTable, Rows
 from daemon.reporting.render_slots_table import slot_tables
+
+TOTAL = "total"
+
+
+def figure_sections(report: Report) -> list[tuple[str, Rows]]:
+    """(section title, [(label, one cell per group then the total)]) — the table's and the HTML's."""
+    columns = [*report.groups, report.total]
+    records = [group_record(g) for g in columns]
+    sections: list[tuple[str, Rows]] = []
+    for title, rows in SECTIONS:
+        body = [(label, [display(key, r[key]) for r in records]) for key, label in rows]
+        if title == "Deliveries":
+            for reason in sorted({r for g in columns for r in g.deliveries.skipped}):
+                body.append((f"  skipped: {reason}", [f"{g.deliveries.skipped.get(reason, 0):,}" for g in columns]))
+        sections.append((title, body))
+    return sections
+
+
+def how_computed() -> list[tuple[str, str]]:
+    """(figure label, how it is computed) for each money figure."""
+    labels = {key: label.strip() for _, rows in SECTIONS for key, label in rows}
+    return [(labels[key], text) for key, text in HOW_COMPUTED.items() if key in labels]
 
 
 def render_table(report: Report) -> Group:
-    columns = [*report.groups, report.total]
-    records = [group_record(g) for g in columns]
-    tables: list[Table | Text] = [
-        Text(f"{report.campaign_name} ({report.campaign_id}) by {report.by}, money in {report.currency}", style="bold")
+    figures = FigureTable([*(g.key for g in report.groups), TOTAL], figure_sections(report), emphasise_last=True)
+    how = Table.grid(padding=(0, 1))
+    how.add_column(no_wrap=True, style="dim", justify="right")
+    how.add_column(style="dim")
+    for label, text in how_computed():
+        how.add_row(f"  {label}:", text)
+    parts: list[RenderableType] = [
+        Text(f"{report.campaign_name} ({report.campaign_id}) by {report.by}, money in {report.currency}", style="bold"),
+        figures,
+        Text("how computed", style="dim"),
+        how,
+        *slot_tables(report.slots),
     ]
-    for title, rows in SECTIONS:
-        table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-        table.add_column("", no_wrap=True)
-        for g in columns:
-            table.add_column(Text(g.key) if g is not report.total else Text("total", style="bold"), justify="right")
-        for key, label in rows:
-            table.add_row(label, *(display(key, r[key]) for r in records))
-        if title == "Deliveries":
-            reasons = sorted({r for g in columns for r in g.deliveries.skipped})
-            for reason in reasons:
-                table.add_row(f"  skipped: {reason}", *(f"{g.deliveries.skipped.get(reason, 0):,}" for g in columns))
-        tables.append(table)
-        if title == "Sales and ROI":
-            labels = dict(rows)
-            how = [f"  {labels[key].strip()}: {text}" for key, text in HOW_COMPUTED.items() if key in labels]
-            tables.append(Text("how computed\n" + "\n".join(how), style="dim"))
-    tables.extend(slot_tables(report.slots))
-    for note in report.notes:
-        tables.append(Text(f"note: {note}", style="yellow"))
-    return Group(*tables)
+    parts += [Text(f"note: {note}", style="yellow") for note in report.notes]
+    return Group(*parts)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from daemon.reporting.numbers import fixed, money, percent
 from daemon.reporting.slots import (
     CONFIDENCE,
     METRICS,
@@ -145,8 +146,8 @@ def display_interval(interval: Interval | None, rate: bool) -> str:
     if interval is None:
         return "n/a"
     if rate:
-        return f"{interval.estimate * 100:.1f}% ({interval.low * 100:.1f}–{interval.high * 100:.1f})"
-    return f"{interval.estimate:,.2f} ({interval.low:,.2f}–{interval.high:,.2f})".replace("-", "−")
+        return f"{percent(interval.estimate)} ({fixed(interval.low * 100, 1)}–{fixed(interval.high * 100, 1)})"
+    return f"{money(interval.estimate)} ({money(interval.low)}–{money(interval.high)})".replace("-", "−")
 
 
 def overview_dict(o: SlotOverview) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+from daemon.reporting.numbers import fixed, money
 from daemon.reporting.stats import Interval, mean_interval, newcombe, welch, wilson
 
 MIN_RECIPIENTS = 30  # per slot and figure: below this, no verdict
@@ -304,7 +305,5 @@ def _difference(metric: Metric, a: SlotFigures, b: SlotFigures, currency: str) -
 
 def _amount(value: float, metric: Metric) -> str:
     """Points to one place (0.021 → '2.1'), money to two; a true minus sign."""
-    text = f"{value * 100:.1f}" if metric.rate else f"{value:,.2f}"
-    if text.lstrip("-").strip("0.,") == "":
-        text = text.lstrip("-")  # never "−0.0"
+    text = fixed(value * 100, 1) if metric.rate else money(value)  # never "−0.0"
     return text.replace("-", "−")

@@ -12,6 +12,8 @@ from decimal import Decimal
 
 from markupsafe import Markup, escape
 
+from daemon.reporting.numbers import fixed, percent
+
 OPEN_COLOUR = "#4c78a8"
 CLICK_COLOUR = "#f58518"
 FUNNEL_COLOURS = ("#264653", "#2a9d8f", "#8ab17d", "#e9c46a", "#f4a261")
@@ -46,11 +48,11 @@ def fmt_number(value: float | int | Decimal) -> str:
         return f"{v / 1000:.3g}k"
     if v == int(v):
         return f"{int(v):,}"
-    return f"{v:.2f}".rstrip("0").rstrip(".")
+    return fixed(v, 2).rstrip("0").rstrip(".")
 
 
 def fmt_percent(value: Decimal | float | None) -> str:
-    return "n/a" if value is None else f"{float(value) * 100:,.1f}%"
+    return percent(value)
 
 
 def _attrs(**attrs: object) -> str:
@@ -65,6 +67,16 @@ def _rect(x: float, y: float, w: float, h: float, fill: str, title: str | None =
     inner = f"<title>{escape(title)}</title>" if title else ""
     geometry = f'x="{x:.1f}" y="{y:.1f}" width="{max(w, 0):.1f}" height="{max(h, 0):.1f}"'
     return f'<rect {geometry} fill="{fill}"{_attrs(**attrs)}>{inner}</rect>'
+
+
+def _title(x: float, title: str, show: bool) -> list[str]:
+    """The chart's visible title (``show``), at most the size of a section heading. Without it, the
+    title is still the ``<title>`` and ``aria-label`` of the chart, for screen readers; the HTML page
+    captions its charts itself (``figcaption.chart-title``), in CSS pixels that do not scale with the
+    chart."""
+    if not show:
+        return []
+    return [_text(x, 20, title, class_="chart-title", fill=TEXT_COLOUR, font_size=14, font_weight=600)]
 
 
 def _svg(width: int, height: int, label: str, body: list[str], css_class: str) -> Markup:
@@ -84,16 +96,18 @@ def histogram(
     y_max: float | None = None,
     width: int = 520,
     height: int = 280,
+    show_title: bool = True,
 ) -> Markup:
     """Grouped vertical bars: one group per label, one bar per series (name, colour, values).
 
-    ``y_max`` lets panels share a scale so they can be compared side by side."""
+    ``y_max`` lets panels share a scale so they can be compared side by side; ``show_title=False``:
+    the page captions the chart (the legend keeps its place)."""
     left, right, top, bottom = 44, 10, 34, 46
     plot_w, plot_h = width - left - right, height - top - bottom
     peak = max([v for _, _, values in series for v in values] + [0])
     ticks = nice_ticks(max(y_max or 0, peak), integer=True)
     scale = plot_h / ticks[-1]
-    body = [_text(left, 20, title, class_="chart-title", fill=TEXT_COLOUR, font_size=14, font_weight=600)]
+    body = _title(left, title, show_title)
     for t in ticks:
         y = top + plot_h - t * scale
         body.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" stroke="#e4e7eb" />')
@@ -131,11 +145,7 @@ def funnel(
     height = top + row * len(stages) + 10
     plot_w = width - left - right
     first = stages[0][1] if stages else 0
-    body = (
-        [_text(0, 20, title, class_="chart-title", fill=TEXT_COLOUR, font_size=14, font_weight=600)]
-        if show_title
-        else []
-    )
+    body = _title(0, title, show_title)
     previous: int | None = None
     for i, (label, value) in enumerate(stages):
         y = top + i * row
@@ -168,11 +178,7 @@ def signed_bars(title: str, items: Sequence[tuple[str, Decimal | None]], *, widt
     def label(v: float) -> str:
         return fmt_percent(v) if as_percent else fmt_number(v)
 
-    body = (
-        [_text(left, 20, title, class_="chart-title", fill=TEXT_COLOUR, font_size=14, font_weight=600)]
-        if show_title
-        else []
-    )
+    body = _title(left, title, show_title)
     for t in [*up, *(-d for d in down[1:])]:
         y = zero_y - t * scale
         body.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" stroke="#e4e7eb" />')
@@ -215,11 +221,7 @@ def interval_dots(
     left, right, gap = 70, 150, 26
     top = 34 if show_title else 6
     plot_w = width - left - right
-    body = (
-        [_text(0, 20, title, class_="chart-title", fill=TEXT_COLOUR, font_size=14, font_weight=600)]
-        if show_title
-        else []
-    )
+    body = _title(0, title, show_title)
     y = top
     for label, as_percent, rows in panels:
         highs = [r[3] for r in rows if r[3] is not None]

@@ -65,6 +65,21 @@ def test_table(seeded: Path) -> None:
     assert "132.3%" in out  # email ROI: (36 − 15.50) / 15.50
 
 
+def test_table_fits_an_80_column_terminal(seeded: Path, tmp_path: Path) -> None:
+    segments = tmp_path / "segments.yaml"
+    conditions = ["{tag: vip}", "{attribute: country, equals: US}", "{attribute: country, equals: CN}",
+                  "{attribute: country, equals: DE}"]  # fmt: skip
+    segments.write_text("".join(f"customers of segment number {i} who bought in spring: {c}\n"
+                                for i, c in enumerate(conditions)), encoding="utf-8")  # fmt: skip
+    code, out, _ = run("report", "spring", "--by", "segment", "--segments", str(segments), "--config", str(seeded))
+    assert code == 0 and max(len(line) for line in out.splitlines()) <= 80  # not a tty: 80 columns
+    assert "Sales and ROI (1/" in out and "140.00" in out
+    target = tmp_path / "table.txt"
+    assert run("report", "spring", "--by", "segment", "--segments", str(segments), "-o", str(target),
+               "--config", str(seeded))[0] == 0  # fmt: skip
+    assert max(len(line) for line in target.read_text(encoding="utf-8").splitlines()) <= 100
+
+
 def test_html_to_a_file(seeded: Path, tmp_path: Path) -> None:
     target = tmp_path / "spring.html"
     code, out, err = run("report", "spring", "--format", "html", "-o", str(target), "--config", str(seeded))
