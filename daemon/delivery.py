@@ -122,6 +122,8 @@ class SuppressionReason(StrEnum):
     IM_BLOCKED = "im_blocked"  # the recipient blocked the sender on that IM network (Telegram 403)
     FORGOTTEN = "forgotten"  # ``topslot contacts forget``: the person's data was erased; never contact again
     MANUAL = "manual"  # added by hand (``topslot suppressions add``) or imported from another tool
+    COMPLAINT = "complaint"  # the recipient reported a message as spam (an ARF feedback report)
+    SOFT_BOUNCES = "soft_bounces"  # soft bounces repeated bounces.soft_limit times (mailbox full for weeks)
 
 
 @dataclass(frozen=True, slots=True)

@@ -155,6 +155,12 @@ TRACKING_EVENTS = Counter(
     ["kind", "label"],
     registry=REGISTRY,
 )
+EMAIL_FEEDBACK = Counter(
+    "topslot_email_feedback",
+    "Returned mail read by the feedback receiver or bounces import, by kind and what was done with it.",
+    ["kind", "result"],
+    registry=REGISTRY,
+)
 RELOAD_FAILURES = Counter(
     "topslot_campaign_reload_failures",
     "Campaign reloads (file change, SIGHUP) that failed with an error.",
@@ -215,6 +221,12 @@ def add_sends(stats: SendStats) -> None:
     for provider, code in stats.errors:
         error_code(provider, code)  # the same bound on distinct codes as this process's own
     SENDS.stats.add(stats)
+
+
+def count_feedback(kind: str, result: str) -> None:
+    """One returned message: ``kind`` (hard_bounce, complaint, auto_reply...), ``result`` (recorded,
+    repeat, ignored, unmatched)."""
+    EMAIL_FEEDBACK.labels(kind=kind, result=result).inc()
 
 
 def observe_bucket(channel: str, lateness_s: float) -> None:

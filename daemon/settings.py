@@ -240,6 +240,23 @@ class Compliance(_Section):
 QuietWindow = Annotated[str | None, BeforeValidator(window_text)]
 
 
+class BounceSettings(_Section):
+    """Asynchronous bounces, complaints and ``mailto:`` unsubscribes (``daemon.bounces``)."""
+
+    # The VERP domain: each message's envelope sender becomes {local}+{token}@{domain} (its From is
+    # unchanged), and mailto: unsubscribes go to unsubscribe+{token}@{domain}; unset: the From
+    # address is the envelope sender and bounces are matched by the returned headers only.
+    domain: str | None = Field(default=None, pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+    local: str = Field(default="bounce", pattern=r"^[a-z0-9][a-z0-9._-]{0,30}$")
+    # The receiver: LMTP (what Postfix's lmtp transport speaks) or SMTP, on listen_host:listen_port;
+    # unset: no receiver (topslot bounces import reads mailboxes instead).
+    listen_host: str = "127.0.0.1"
+    listen_port: int | None = Field(default=None, ge=0, lt=65536)
+    protocol: Literal["lmtp", "smtp"] = "lmtp"
+    soft_limit: int = Field(default=3, ge=1, le=100)  # soft bounces of one address before it is suppressed
+    max_message_bytes: int = Field(default=10 * 1024 * 1024, ge=64 * 1024, le=50 * 1024 * 1024)
+
+
 class QuietHours(_Section):
     """Local hours in which a channel must not reach a recipient ("HH:MM-HH:MM", or none), per channel
     and, under ``countries``, per recipient country (daemon.pacing)."""
@@ -292,6 +309,7 @@ class Settings(BaseSettings):
     im: dict[ProviderName, ImProvider] = Field(default_factory=dict)
     compliance: Compliance = Field(default_factory=Compliance)
     quiet_hours: QuietHours = Field(default_factory=QuietHours)
+    bounces: BounceSettings = Field(default_factory=BounceSettings)
     # per channel, e.g. {"email": {"max": 3, "per": "7d"}, "sms": {"max": 1, "per": "7d"}}; none by default
     frequency_caps: dict[Channel, FrequencyCap] = Field(default_factory=dict)
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"  # daemon.event_loop: uvloop when installed

@@ -6,6 +6,7 @@ import typer
 
 from daemon import __version__
 from daemon.cli import (
+    bounce_cmds,
     config_cmds,
     control_cmds,
     conversion_cmds,
@@ -57,6 +58,7 @@ for module in (
     conversion_cmds,
     control_cmds,
     suppression_cmds,
+    bounce_cmds,
 ):
     module.register(app)
 

@@ -87,7 +87,14 @@ class CampaignKit:
         self.campaign = campaign
         self.compiled: CompiledCampaign = compile_campaign(campaign, settings.templates_dir, settings.compliance)
         self.book = LinkBook(campaign.id)
-        self.links = CampaignLinks(campaign, keyring, TrackingBase.parse(settings.tracking_base_url), book=self.book)
+        self.links = CampaignLinks(
+            campaign,
+            keyring,
+            TrackingBase.parse(settings.tracking_base_url),
+            book=self.book,
+            mail_domain=settings.bounces.domain,
+            verp_local=settings.bounces.local,
+        )
 
 
 class Dispatcher:
@@ -294,7 +301,7 @@ class Dispatcher:
             assembler = kit.compiled.assembler
             assert assembler is not None  # compiled with email content: the campaign sends email
             data = assembler.assemble(rendered, to=address, to_name=name, delivery_id=r.delivery_id, date=now)
-            return EmailEnvelope(r.delivery_id, assembler.mail_from, address, data)
+            return EmailEnvelope(r.delivery_id, links.return_path or assembler.mail_from, address, data)
         body = kit.compiled.render_text(channel, contact, r.coupon_code, links, r.slot)
         if not spec.cards:
             return TextMessage(r.delivery_id, address, body)

@@ -42,6 +42,7 @@ from daemon.links.tracking import (
     unsubscribe_url,
 )
 from daemon.links.urls import normalise_url
+from daemon.links.verp import return_path
 
 
 class TrackingFlags(Protocol):
@@ -75,12 +76,16 @@ class CampaignLinks:
         *,
         book: LinkBook | None = None,
         mail_domain: str | None = None,
+        verp_local: str | None = None,
     ):
+        """``mail_domain``: where ``mailto:`` unsubscribes (and, with ``verp_local``, VERP return
+        paths ``{verp_local}+{token}@{mail_domain}``) go; default: the tracking host, no VERP."""
         self.campaign = campaign
         self.keyring = keyring
         self.base = base if isinstance(base, TrackingBase) else TrackingBase.parse(base)
         self.book = book if book is not None else LinkBook(campaign.id)
         self.mail_domain = mailto_domain(self.base, mail_domain)
+        self.verp_local = verp_local if mail_domain is not None else None
         self._tracked_prefixes = self.base.route_prefixes()
         self._landing: dict[str, str] = {}
 
@@ -148,6 +153,14 @@ class DeliveryLinks:
     def unsubscribe_mailto(self) -> str:
         """``mailto:unsubscribe+{token}@{domain}`` for the ``List-Unsubscribe`` header."""
         return unsubscribe_mailto(self._links.mail_domain, self._unsubscribe_token)
+
+    @property
+    def return_path(self) -> str | None:
+        """The message's VERP envelope sender (``daemon.links.verp``), or None without ``bounces.domain``."""
+        links = self._links
+        if links.verp_local is None:
+            return None
+        return return_path(links.keyring, self.delivery_id, links.verp_local, links.mail_domain)
 
     @cached_property
     def _unsubscribe_token(self) -> str:

@@ -1,11 +1,12 @@
 """Compact signed tokens for tracked links, open pixels and unsubscribe links (pure).
 
-A token names what happened to which delivery: ``kind`` (click | open | unsubscribe), the delivery
+A token names what happened to which delivery: ``kind`` (click | open | unsubscribe | bounce: the
+VERP return path of ``daemon.links.verp``), the delivery
 id and, for clicks, the link key (which destination: the URL itself is never in the token). It is
 base64url without padding of a canonical binary encoding followed by a truncated HMAC-SHA256:
 
     version (1 byte, = 1)
-    kind (1 byte: 1 click, 2 open, 3 unsubscribe)
+    kind (1 byte: 1 click, 2 open, 3 unsubscribe, 4 bounce)
     key id length n (1 byte, 1..12), key id (n bytes, a-z 0-9 _ -)
     delivery id (unsigned LEB128 varint, shortest form, < 2**63)
     link key (8 bytes, clicks only; absent otherwise)
@@ -36,9 +37,9 @@ from daemon.errors import TopslotError
 from daemon.links.keys import KEY_ID_RE, Keyring
 from daemon.links.urls import LINK_KEY_HEX
 
-Kind = Literal["click", "open", "unsubscribe"]
-KINDS: dict[str, int] = {"click": 1, "open": 2, "unsubscribe": 3}
-KIND_NAMES: dict[int, Kind] = {1: "click", 2: "open", 3: "unsubscribe"}
+Kind = Literal["click", "open", "unsubscribe", "bounce"]
+KINDS: dict[str, int] = {"click": 1, "open": 2, "unsubscribe": 3, "bounce": 4}
+KIND_NAMES: dict[int, Kind] = {1: "click", 2: "open", 3: "unsubscribe", 4: "bounce"}
 VERSION = 1
 PURPOSE = "link-token/v1"
 MAC_BYTES = 12

@@ -24,6 +24,7 @@ from typing import IO, Any, Protocol, Self
 from watchfiles import DefaultFilter, awatch
 
 from daemon import metrics
+from daemon.bounces.receiver import FeedbackReceiver
 from daemon.campaign import Campaign
 from daemon.clock import Clock, SystemClock
 from daemon.dispatch.service import DRAIN_TIMEOUT, DispatchService
@@ -82,6 +83,7 @@ class Daemon:
         self.dispatch: DispatchService | None = None
         self.track = track  # serve tracking HTTP (opens, clicks, one-click unsubscribes)
         self.tracking: TrackingServer | None = None
+        self.feedback: FeedbackReceiver | None = None  # the bounce receiver (bounces.listen_port)
         self.watch_debounce_ms = watch_debounce_ms
         self.settle_ms = settle_ms
         self.loader = campaign_loader or CampaignLoader()
@@ -189,6 +191,10 @@ class Daemon:
                 self.tracking.ready_checks["scheduler"] = self._scheduler_ready
             await self.tracking.start()
             self._stack.push_async_callback(self.tracking.close)
+            if s.bounces.listen_port is not None:  # bounces, complaints and mailto: unsubscribes
+                self.feedback = FeedbackReceiver(self.engine, keyring, s.bounces, self.clock)
+                await self.feedback.start()
+                self._stack.push_async_callback(self.feedback.close)
         if self.schedule:
             self.dispatch = DispatchService(
                 self.engine, s, self.clock, on_recovered=self._rebuild_jobs, health=self.health

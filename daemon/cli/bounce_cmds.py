@@ -1,0 +1,85 @@
+"""``topslot bounces import PATH``: returned mail collected outside the receiver (a mailbox file, a
+Maildir, one message), read, matched and recorded exactly as the receiver does."""
+
+from __future__ import annotations
+
+import mailbox
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from daemon.bounces.receiver import receive
+from daemon.cli.common import ConfigOption, out, say, settings_or_exit, with_engine
+from daemon.clock import SystemClock
+from daemon.links.keys import KeyringError, load_keyring
+
+bounces_app = typer.Typer(help="Bounces and complaints collected outside the receiver.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(bounces_app, name="bounces")
+
+
+def messages(path: Path, limit: int) -> Iterator[tuple[str, bytes]]:
+    """(where, bytes) of each message: a Maildir (``cur``/``new``), an mbox file, or one .eml file;
+    each message cut at ``limit`` bytes."""
+    if path.is_dir():
+        if not (path / "cur").is_dir() and not (path / "new").is_dir():
+            raise ValueError(f"{path} is a directory but not a Maildir (no cur/ or new/)")
+        box = mailbox.Maildir(path, create=False)
+        for key in sorted(box.iterkeys()):
+            with box.get_file(key) as handle:
+                yield f"{path}/{key}", handle.read(limit)
+        return
+    with path.open("rb") as handle:
+        head = handle.read(5)
+    if head == b"From ":
+        for index, message in enumerate(mailbox.mbox(path, create=False)):
+            yield f"{path}#{index + 1}", message.as_bytes()[:limit]
+        return
+    with path.open("rb") as handle:
+        yield str(path), handle.read(limit)
+
+
+@bounces_app.command("import")
+def bounces_import(
+    path: Annotated[Path, typer.Argument(help="A Maildir, an mbox file, or one message (.eml).")],
+    config: ConfigOption = Path("config"),
+) -> None:
+    """Read bounces (DSNs and the common non-standard ones), spam complaints (ARF) and auto-replies;
+    record each that names one of our deliveries (its VERP return path, or the signed headers it
+    returns). Prints what was found per kind and result; re-importing changes nothing."""
+    settings = settings_or_exit(config)
+    if not path.exists():
+        say(f"{path}: no such file or directory")
+        raise typer.Exit(2)
+    try:
+        keyring = load_keyring(settings)
+    except KeyringError as exc:
+        say(f"cannot verify return paths and tokens: {exc}")
+        raise typer.Exit(2) from None
+
+    async def work(engine: AsyncEngine) -> Counter[tuple[str, str]]:
+        found: Counter[tuple[str, str]] = Counter()
+        for where, raw in messages(path, settings.bounces.max_message_bytes):
+            try:
+                recorded = await receive(engine, keyring, settings.bounces, raw, (), SystemClock().now())
+            except ValueError as exc:
+                say(f"{where}: {exc}")
+                found[("unreadable", "skipped")] += 1
+                continue
+            found[(recorded.kind.value, recorded.result.value)] += 1
+        return found
+
+    try:
+        found = with_engine(settings, work)
+    except (ValueError, OSError, mailbox.Error) as exc:
+        say(f"{path}: {exc}")
+        raise typer.Exit(2) from None
+    for (kind, result), n in sorted(found.items()):
+        out.print(f"{kind:<12} {result:<10} {n:>6}", markup=False, highlight=False)
+    out.print(f"{'total':<23} {sum(found.values()):>6}", markup=False, highlight=False)
