@@ -15,6 +15,7 @@ name                                          type       labels                 
 ``topslot_provider_errors_total``             counter    provider, code              a send that raised
 ``topslot_bucket_lateness_seconds``           histogram  channel                     the scheduler, per bucket
 ``topslot_tracking_events_total``             counter    kind, label                 the tracking event writer
+``topslot_email_feedback_total``              counter    kind, result                the feedback receiver
 ``topslot_campaign_reload_failures_total``    counter    (none)                      a reload that raised
 ============================================  =========  ==========================  ==========================
 
