@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from channels.scripted_smtp import ScriptedSmtpServer
+from dispatch.fixtures import DUE, NOW, campaign, import_people, ledger_by_email, settings
 from sqlalchemy import select
 
 from daemon.bounces.receiver import FeedbackReceiver
@@ -22,7 +23,6 @@ from daemon.links.verp import delivery_of
 from daemon.scheduling.scheduler import BucketScheduler
 from daemon.store.db import open_engine, upgrade
 from daemon.store.schema import suppressions
-from dispatch.fixtures import DUE, NOW, campaign, import_people, ledger_by_email, settings
 
 from .corpus import DOMAIN, values
 

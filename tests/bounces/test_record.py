@@ -69,7 +69,8 @@ async def test_a_hard_bounce_bounces_the_row_and_suppresses_the_address_once(eng
     )  # fmt: skip
     assert await state(engine, 1) == (
         "bounced",
-        "hard_bounce 5.1.1 smtp; 550 5.1.1 <mei.lin@example.net>: Recipient address rejected: User unknown in virtual mailbox table",
+        "hard_bounce 5.1.1 smtp; 550 5.1.1 <mei.lin@example.net>: Recipient address rejected: "
+        "User unknown in virtual mailbox table",
     )
     assert await suppressed(engine) == {RCPT: "hard_bounce"}
     again = await apply(engine, "postfix-user-unknown", 1)  # the relay sent it twice
