@@ -318,6 +318,7 @@ class Settings(BaseSettings):
     # secrets: environment or secret files only
     signing_keys: dict[SigningKeyId, SigningKey] = Field(default_factory=dict)
     conversion_webhook_key: SecretStr | None = None
+    feedback_webhook_key: SecretStr | None = None  # POST /feedback (daemon.bounces.webhook)
     # after signing_keys, so that its check sees them
     signing_key_id: str | None = None  # which of signing_keys signs new links (required when several)
 
@@ -494,6 +495,7 @@ def secret_paths() -> list[tuple[str, ...]]:
         ("signing_keys",),
         ("signing_keys", "*"),
         ("conversion_webhook_key",),
+        ("feedback_webhook_key",),
     ]
 
 
@@ -528,6 +530,8 @@ def _secrets(settings: Settings) -> Iterator[SecretStr]:
     yield from settings.signing_keys.values()
     if settings.conversion_webhook_key is not None:
         yield settings.conversion_webhook_key
+    if settings.feedback_webhook_key is not None:
+        yield settings.feedback_webhook_key
 
 
 def database_passwords(url: str) -> list[str]:

@@ -54,6 +54,7 @@ class Kind(StrEnum):
     BLOCKED = "blocked"  # refused for the message or the sender (5.7.x): bounced, the address stays
     COMPLAINT = "complaint"  # the recipient reported the message as spam (ARF): suppressed
     DELAYED = "delayed"  # a DSN that only warns (Action: delayed): nothing changes
+    DELIVERED = "delivered"  # an ESP's delivery event (POST /feedback): sent → delivered
     AUTO_REPLY = "auto_reply"  # out of office and the like: nothing changes
     UNKNOWN = "unknown"  # nothing topslot recognises: nothing changes
 
@@ -236,7 +237,7 @@ def _text_bounce(message: Message, parts: list[Message], addressed: tuple[str, .
         recipient=_first_address(message, ("x-failed-recipients",)) or _bounced_address(text, addressed),
         addressed_to=addressed,
         original_senders=_original_senders(original) or pasted_senders,
-        unsubscribe_tokens=_unsubscribe_tokens(original) or _tokens_in(text),
+        unsubscribe_tokens=_unsubscribe_tokens(original) or tokens_in(text),
         message_ids=_message_ids(original) or _ids_in(text),
     )
 
@@ -382,10 +383,10 @@ def _original_senders(original: Message | None) -> tuple[str, ...]:
 def _unsubscribe_tokens(original: Message | None) -> tuple[str, ...]:
     if original is None:
         return ()
-    return _tokens_in(" ".join(_text(v) for v in original.get_all("list-unsubscribe") or []))
+    return tokens_in(" ".join(_text(v) for v in original.get_all("list-unsubscribe") or []))
 
 
-def _tokens_in(text: str) -> tuple[str, ...]:
+def tokens_in(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(m[1] or m[2] for m in _UNSUBSCRIBE_TOKEN.finditer(text[:MAX_TEXT_CHARS])))
 
 

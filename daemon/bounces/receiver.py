@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon import metrics
 from daemon.bounces.classify import classify
-from daemon.bounces.record import Recorded, Result, find_delivery, record_feedback
+from daemon.bounces.record import Recorded, take
 from daemon.clock import Clock
 from daemon.errors import TopslotError
 from daemon.links.keys import Keyring
@@ -129,21 +129,7 @@ async def receive(
 ) -> Recorded:
     """Read, match and record one returned message (the receiver's and ``bounces import``'s path)."""
     feedback = classify(content[: settings.max_message_bytes], envelope_to)
-    match = find_delivery(feedback, keyring, settings.local)
-    recorded = await record_feedback(engine, feedback, match, now, soft_limit=settings.soft_limit)
-    metrics.count_feedback(feedback.kind.value, recorded.result.value)
-    if recorded.result is not Result.IGNORED:
-        log.info(
-            "feedback_received",
-            kind=feedback.kind.value,
-            format=feedback.format,
-            result=recorded.result.value,
-            delivery_id=recorded.delivery_id,
-            matched_by=recorded.matched_by,
-            status=feedback.status,
-            suppressed=recorded.suppressed,
-        )
-    return recorded
+    return await take(engine, keyring, settings, feedback, now)
 
 
 class FeedbackReceiver:

@@ -23,7 +23,8 @@ suppression list, in one transaction.
   ledger row keeps its state (the message was delivered);
 - the same feedback for the same delivery again (a relay retrying) changes nothing (``REPEAT``).
 
-Auto-replies, delay warnings and unrecognised messages change nothing (``IGNORED``).
+An ESP's delivery event (``POST /feedback``): ``sent`` → ``delivered``. Auto-replies, delay
+warnings and unrecognised messages change nothing (``IGNORED``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from enum import StrEnum
 from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from daemon import metrics
 from daemon.bounces.classify import BOUNCES, Feedback, Kind
 from daemon.channel import spec_of
 from daemon.delivery import DeliveryState as S
@@ -43,10 +45,13 @@ from daemon.delivery import SuppressionReason
 from daemon.links.keys import Keyring
 from daemon.links.tokens import TEST_DELIVERY_ID, TokenError, verify
 from daemon.links.verp import NotVerp, delivery_of, split
+from daemon.logs import get_logger
+from daemon.settings import BounceSettings
 from daemon.store.db import IMMEDIATE
 from daemon.store.schema import contacts, deliveries, events
 from daemon.store.tracking_events import insert_events, suppress_addresses
 
+log = get_logger("bounces")
 _MESSAGE_ID = re.compile(r"^<d(\d{1,18})\.[^@<>\s]+@[^@<>\s]+>$")
 _BOUNCED_FROM = (S.SENT, S.UNKNOWN)
 
@@ -114,10 +119,12 @@ async def record_feedback(
 ) -> Recorded:
     """Apply ``feedback`` about ``match`` (``find_delivery``); one committed transaction; idempotent."""
     kind = feedback.kind
-    if kind not in BOUNCES and kind is not Kind.COMPLAINT:
+    if kind not in BOUNCES and kind not in (Kind.COMPLAINT, Kind.DELIVERED):
         return Recorded(Result.IGNORED, kind)
     if match is None:
         return Recorded(Result.UNMATCHED, kind)
+    if kind is Kind.DELIVERED:
+        return await _delivered(engine, match, now)
     email = spec_of("email")
     query = (
         select(deliveries.c.campaign_id, deliveries.c.channel, deliveries.c.contact_id, contacts.c.email)
@@ -168,9 +175,45 @@ async def record_feedback(
     return Recorded(Result.RECORDED, kind, match.delivery_id, match.by, added)
 
 
-async def _suppression(
-    conn: AsyncConnection, kind: Kind, contact_id: int, soft_limit: int
-) -> SuppressionReason | None:
+async def take(
+    engine: AsyncEngine, keyring: Keyring, settings: BounceSettings, feedback: Feedback, now: datetime
+) -> Recorded:
+    """Match and record ``feedback``, count it (``topslot_email_feedback_total``) and log what was done
+    (the receiver, ``bounces import`` and ``POST /feedback`` all come here)."""
+    match = find_delivery(feedback, keyring, settings.local)
+    recorded = await record_feedback(engine, feedback, match, now, soft_limit=settings.soft_limit)
+    metrics.count_feedback(feedback.kind.value, recorded.result.value)
+    if recorded.result is not Result.IGNORED:
+        log.info(
+            "feedback_received",
+            kind=feedback.kind.value,
+            format=feedback.format,
+            result=recorded.result.value,
+            delivery_id=recorded.delivery_id,
+            matched_by=recorded.matched_by,
+            status=feedback.status,
+            suppressed=recorded.suppressed,
+        )
+    return recorded
+
+
+async def _delivered(engine: AsyncEngine, match: Match, now: datetime) -> Recorded:
+    """An ESP says the message reached the mailbox: ``sent`` → ``delivered`` (the first final word wins)."""
+    async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        changed = await conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id == match.delivery_id, deliveries.c.channel == "email", deliveries.c.state == S.SENT)
+            .values(state=S.DELIVERED, updated_at=now)
+        )
+        if changed.rowcount:
+            return Recorded(Result.RECORDED, Kind.DELIVERED, match.delivery_id, match.by)
+        found = await conn.scalar(
+            select(deliveries.c.state).where(deliveries.c.id == match.delivery_id, deliveries.c.channel == "email")
+        )
+    return Recorded(Result.UNMATCHED if found is None else Result.REPEAT, Kind.DELIVERED, match.delivery_id, match.by)
+
+
+async def _suppression(conn: AsyncConnection, kind: Kind, contact_id: int, soft_limit: int) -> SuppressionReason | None:
     if kind is Kind.HARD_BOUNCE:
         return SuppressionReason.HARD_BOUNCE
     if kind is Kind.COMPLAINT:

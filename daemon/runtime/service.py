@@ -40,6 +40,7 @@ from daemon.scheduling.scheduler import BucketScheduler
 from daemon.settings import Settings
 from daemon.store.db import display_url, prepare_database
 from daemon.tracking.conversions_route import conversions_handler
+from daemon.tracking.feedback_route import feedback_handler
 from daemon.tracking.im_routes import im_handlers
 from daemon.tracking.server import TrackingOptions, TrackingServer
 from daemon.tracking.twilio_routes import twilio_handlers
@@ -186,6 +187,10 @@ class Daemon:
                 self.tracking.add_route(route, handler)
             for route, handler in im_handlers(self.engine, s, self.clock).items():  # /im/status
                 self.tracking.add_route(route, handler)
+            feedback_key = s.feedback_webhook_key.get_secret_value() if s.feedback_webhook_key else None
+            self.tracking.add_route(  # an ESP's bounce and complaint events
+                "/feedback", feedback_handler(self.engine, feedback_key, keyring, s.bounces, self.clock)
+            )
             self.tracking.ready_checks["campaigns"] = self._campaigns_ready
             if self.schedule:
                 self.tracking.ready_checks["scheduler"] = self._scheduler_ready
