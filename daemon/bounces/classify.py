@@ -59,7 +59,8 @@ class Kind(StrEnum):
     UNKNOWN = "unknown"  # nothing topslot recognises: nothing changes
 
 
-BOUNCES = frozenset({Kind.HARD_BOUNCE, Kind.SOFT_BOUNCE, Kind.BLOCKED})
+RETURNED_KINDS = (Kind.HARD_BOUNCE, Kind.SOFT_BOUNCE, Kind.BLOCKED)  # in this order in reports
+BOUNCES = frozenset(RETURNED_KINDS)
 
 
 @dataclass(frozen=True, slots=True)

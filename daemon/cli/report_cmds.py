@@ -39,6 +39,7 @@ class ReportBy(StrEnum):
     slot = "slot"
     segment = "segment"
     timezone = "timezone"
+    domain = "domain"
 
 
 class ReportFormat(StrEnum):
@@ -60,7 +61,7 @@ def report(
         str | None, typer.Argument(help="The campaign's id (leave it out with --all-campaigns).")
     ] = None,
     by: Annotated[
-        ReportBy, typer.Option("--by", help="Group by channel, slot, segment or timezone.")
+        ReportBy, typer.Option("--by", help="Group by channel, slot, segment, timezone or email domain.")
     ] = ReportBy.channel,
     format_: Annotated[ReportFormat, typer.Option("--format", help="table, json, csv or html.")] = ReportFormat.table,
     segments: Annotated[

@@ -47,8 +47,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from daemon.attribution import roi
 from daemon.attribution.rules import HOLDOUT_REASON, REVENUE_ATTRIBUTIONS
 from daemon.attribution.rules import SENT_STATES as TREATED_STATES
+from daemon.bounces.classify import RETURNED_KINDS
 from daemon.campaign import Costs
-from daemon.channel import OUTBOX_PROVIDER, spec_of
+from daemon.channel import CHANNELS, OUTBOX_PROVIDER, spec_of
 from daemon.delivery import HANDED_OVER as HANDED_OVER_STATES
 from daemon.delivery import IN_FLIGHT, MAYBE_HANDED_OVER, WAITING
 from daemon.delivery import DeliveryState as S
@@ -60,6 +61,7 @@ from daemon.reporting.model import (
     Engagement,
     GroupFigures,
     Report,
+    ReturnedMail,
     TimingBucket,
 )
 from daemon.reporting.slot_data import slot_counts
@@ -133,7 +135,35 @@ async def build_report(
         timing=timing,
         roi_by_channel=[by_channel[k] for k in sorted(by_channel, key=_group_order)],
         slots=compare_slots(counts, query.campaign_id, query.costs.currency, query.slot_choice),
+        notes=mail_warnings([total, *(groups[k] for k in sorted(groups, key=_group_order))], query.by),
     )
+
+
+COMPLAINT_WARNING = Decimal("0.001")  # 0.1 %: mailbox providers start filtering (Gmail and Yahoo block at 0.3 %)
+HARD_BOUNCE_WARNING = Decimal("0.02")  # 2 %: the list has dead addresses; providers read it as a bought list
+
+
+def mail_warnings(figures: list[GroupFigures], by: str) -> list[str]:
+    """A note for the campaign (first of ``figures``) and each group whose complaint rate is above
+    ``COMPLAINT_WARNING`` or hard bounce rate above ``HARD_BOUNCE_WARNING``."""
+    notes = []
+    for index, group in enumerate(figures):
+        r = group.returned
+        where = "the campaign" if index == 0 else f"{by} {group.key}"
+        complaints, hard = r.rate(r.complaints), r.rate(r.hard_bounces)
+        if complaints is not None and complaints > COMPLAINT_WARNING:
+            notes.append(
+                f"{where}: spam complaints are {complaints * 100:.2f} % of the email handed over "
+                f"({r.complaints:,} of {r.email_sent:,}), above 0.1 %: mailbox providers filter such senders "
+                "(Gmail and Yahoo block at 0.3 %)"
+            )
+        if hard is not None and hard > HARD_BOUNCE_WARNING:
+            notes.append(
+                f"{where}: hard bounces are {hard * 100:.2f} % of the email handed over "
+                f"({r.hard_bounces:,} of {r.email_sent:,}), above 2 %: the list holds dead addresses "
+                "(they are suppressed now)"
+            )
+    return notes
 
 
 def _group_order(key: str) -> tuple[int, str]:
@@ -148,12 +178,14 @@ async def _figures(conn: AsyncConnection, q: ReportQuery, by: str | None, now: d
     engagement = await _engagement(conn, q, by, now)
     sales = await _sales(conn, q, by, now)
     holdout = await _holdout(conn, q, by, now)
+    returned = await _returned(conn, q, by, now)
     keys = set(ledger) | set(engagement) | set(sales) | set(holdout)
     out: dict[str, GroupFigures] = {}
     for key in keys:
-        out[key] = _assemble(
+        figures = _assemble(
             key, q, ledger.get(key), engagement.get(key), sales.get(key), holdout.get(key), whole=by is None
         )
+        out[key] = replace(figures, returned=returned.get(key, ReturnedMail()))
     return out
 
 
@@ -292,6 +324,36 @@ def _sum_scaled(expr: Any, scale: int) -> Any:
 
 def _unscale(value: Any, scale: int) -> Decimal:
     return Decimal(int(value)) / scale
+
+
+async def _returned(conn: AsyncConnection, q: ReportQuery, by: str | None, now: datetime) -> dict[str, ReturnedMail]:
+    """Per group, the mail handed over (the MIME channel's sent rows, no outbox writes) and how many
+    of those deliveries bounced (by kind) or drew a complaint (``daemon.bounces``)."""
+    key, needs_contacts = group_key(by, now, q.segments)
+    mail = [name for name in CHANNELS if spec_of(name).mime]
+    feedback = and_(events.c.delivery_id == deliveries.c.id, events.c.kind.in_(("bounce", "complaint")))
+    inner = (
+        select(key.label("g"), deliveries.c.id.label("d"), events.c.kind, events.c.label)
+        .select_from(_from_deliveries(needs_contacts).outerjoin(events, feedback))
+        .where(
+            deliveries.c.campaign_id == q.campaign_id,
+            deliveries.c.channel.in_(mail),
+            deliveries.c.state.in_(SENT_STATES),
+            or_(deliveries.c.provider.is_(None), deliveries.c.provider != OUTBOX_PROVIDER),
+        )
+        .subquery()
+    )
+    bounce = inner.c.kind == "bounce"
+    stmt = select(
+        inner.c.g,
+        func.count(distinct(inner.c.d)),
+        *(_unique_if(and_(bounce, inner.c.label == kind.value), inner.c.d) for kind in RETURNED_KINDS),
+        _unique_if(inner.c.kind == "complaint", inner.c.d),
+    ).group_by(inner.c.g)
+    return {
+        g: ReturnedMail(sent, hard, soft, blocked, complaints)
+        for g, sent, hard, soft, blocked, complaints in await conn.execute(stmt)
+    }
 
 
 async def _sales(conn: AsyncConnection, q: ReportQuery, by: str | None, now: datetime) -> dict[str, roi.Totals]:

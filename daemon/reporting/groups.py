@@ -10,6 +10,7 @@ from sqlalchemy import ColumnElement, String, case, func, literal
 
 from daemon.reporting.model import DIMENSIONS, NO_GROUP
 from daemon.reporting.segments import OTHER
+from daemon.reporting.sql_time import email_domain
 from daemon.store.schema import contacts, deliveries
 from daemon.store.segments import condition_filter
 
@@ -36,6 +37,8 @@ def group_key(
         return func.coalesce(deliveries.c.slot, NO_GROUP), False
     if by == "timezone":
         return func.coalesce(deliveries.c.timezone, NO_GROUP), False
+    if by == "domain":  # the recipient's email domain (mailbox providers filter by their own rates)
+        return func.coalesce(email_domain(contacts.c.email), NO_GROUP), True
     if segments:
         whens = [(condition_filter(condition, now), literal(name, String)) for name, condition in segments]
         return case(*whens, else_=literal(OTHER, String)), True

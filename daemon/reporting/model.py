@@ -10,7 +10,7 @@ from decimal import Decimal
 from daemon.attribution.roi import RoiFigures
 from daemon.reporting.slots import SlotComparison
 
-DIMENSIONS = ("channel", "slot", "segment", "timezone")
+DIMENSIONS = ("channel", "slot", "segment", "timezone", "domain")
 NO_GROUP = "(none)"  # the group of rows whose key is missing (e.g. a contact without a country)
 
 
@@ -41,6 +41,21 @@ class DeliveryCounts:
 
 
 @dataclass(frozen=True)
+class ReturnedMail:
+    """Email deliveries with a bounce (by kind) or a spam complaint (``daemon.bounces``), and the
+    email messages really handed over (no outbox writes): what their rates divide by."""
+
+    email_sent: int = 0
+    hard_bounces: int = 0
+    soft_bounces: int = 0
+    blocked: int = 0
+    complaints: int = 0
+
+    def rate(self, count: int) -> Decimal | None:
+        return (Decimal(count) / self.email_sent).quantize(Decimal("0.0001")) if self.email_sent else None
+
+
+@dataclass(frozen=True)
 class Engagement:
     """Opens or clicks: unique = deliveries with at least one, total = events."""
 
@@ -60,6 +75,7 @@ class GroupFigures:
     money: RoiFigures  # sales, costs, ROI and the lift (``daemon.attribution.roi``)
     ctr: Decimal | None  # unique human clicks / accepted
     click_to_open: Decimal | None  # unique human clicks / unique human opens
+    returned: ReturnedMail = field(default_factory=ReturnedMail)  # bounces and complaints (email)
 
 
 @dataclass(frozen=True)

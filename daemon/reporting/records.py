@@ -47,6 +47,18 @@ SECTIONS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         ),
     ),
     (
+        "Returned mail (email)",
+        (
+            ("hard_bounces", "hard bounces"),
+            ("soft_bounces", "soft bounces"),
+            ("blocked", "blocked"),
+            ("complaints", "spam complaints"),
+            ("hard_bounce_rate", "hard bounce rate"),
+            ("soft_bounce_rate", "soft bounce rate"),
+            ("complaint_rate", "complaint rate"),
+        ),
+    ),
+    (
         "Sales and ROI",
         (
             ("signups", "registered users"),
@@ -84,7 +96,19 @@ SECTIONS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ),
 )
 RATIO_KEYS = frozenset(
-    {"ctr", "click_to_open", "roi", "incremental_roi", "margin_pct", "treated_rate", "holdout_rate", "lift"}
+    {
+        "ctr",
+        "click_to_open",
+        "roi",
+        "incremental_roi",
+        "margin_pct",
+        "treated_rate",
+        "holdout_rate",
+        "lift",
+        "hard_bounce_rate",
+        "soft_bounce_rate",
+        "complaint_rate",
+    }
 )
 MONEY_KEYS = frozenset(
     {
@@ -103,6 +127,8 @@ MONEY_KEYS = frozenset(
 # and under "how_computed" in JSON (docs/reporting.md says the same at length).
 HOW_COMPUTED: dict[str, str] = {
     "signups": "signups (kind=signup) credited by coupon or click like orders; each user id counts once",
+    "hard_bounce_rate": "email deliveries that hard-bounced ÷ email handed over (outbox writes left out)",
+    "complaint_rate": "email deliveries reported as spam (ARF, an ESP's complaint) ÷ email handed over",
     "revenue": "what shoppers paid for orders credited by coupon or click, after their discount",
     "refunds": "refund rows of those orders",
     "net_revenue": "revenue − refunds",
@@ -129,7 +155,7 @@ def skip_reasons(report: Report) -> list[str]:
 
 def group_record(g: GroupFigures, reasons: list[str] | None = None) -> dict[str, Any]:
     """Flat record; with ``reasons``, one ``skipped_<reason>`` key per reason after ``skipped``."""
-    d, o, c, m = g.deliveries, g.opens, g.clicks, g.money
+    d, o, c, m, r = g.deliveries, g.opens, g.clicks, g.money, g.returned
     lift = m.lift
     counts = lift.counts if lift is not None else None
     record: dict[str, Any] = {
@@ -160,6 +186,13 @@ def group_record(g: GroupFigures, reasons: list[str] | None = None) -> dict[str,
             "ctr": g.ctr,
             "click_to_open": g.click_to_open,
             "unsubscribes": g.unsubscribes,
+            "hard_bounces": r.hard_bounces,
+            "soft_bounces": r.soft_bounces,
+            "blocked": r.blocked,
+            "complaints": r.complaints,
+            "hard_bounce_rate": r.rate(r.hard_bounces),
+            "soft_bounce_rate": r.rate(r.soft_bounces),
+            "complaint_rate": r.rate(r.complaints),
             "signups": m.signups,
             "purchasers": m.purchasers,
             "orders": m.orders,

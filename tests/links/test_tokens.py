@@ -187,7 +187,7 @@ def test_a_mac_for_another_purpose_is_not_a_token_mac(keyring: Keyring) -> None:
     ("body", "problem"),
     [
         (bytes([2, 2, 2]) + b"k1" + bytes([5]), "version"),
-        (bytes([1, 4, 2]) + b"k1" + bytes([5]), "kind"),
+        (bytes([1, 5, 2]) + b"k1" + bytes([5]), "kind"),  # 4 is bounce (daemon.links.verp)
         (bytes([1, 0, 2]) + b"k1" + bytes([5]), "kind"),
         (bytes([1, 2, 0]) + bytes([5, 5, 5]), "key id length"),
         (bytes([1, 2, 13]) + b"k" * 13 + bytes([5]), "key id length"),
@@ -261,7 +261,7 @@ def test_query_and_path_tricks_around_a_valid_token_are_refused(keyring: Keyring
 @pytest.mark.parametrize(
     ("kind", "delivery_id", "link"),
     [
-        ("bounce", 1, None),
+        ("complaint", 1, None),
         ("click", -1, LINK),
         ("click", MAX_DELIVERY_ID + 1, LINK),
         ("click", True, LINK),
