@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+import threading
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from channels.scripted_smtp import ScriptedSmtpServer
+from channels.scripted_smtp import ScriptedSmtpServer, unused_port
 from dispatch.fixtures import DUE, NOW, campaign, import_people, ledger_by_email, settings
 from sqlalchemy import select
 
@@ -113,3 +115,105 @@ def _filled(name: str, delivery_id: int, rcpt: str, verp: str) -> bytes:
     text = (CORPUS / f"{name}.eml").read_text(encoding="utf-8")
     filled = Template(text).safe_substitute({**values(delivery_id, rcpt), "verp": verp})
     return filled.replace("\n", "\r\n").encode("utf-8")
+
+
+class BouncingRelay:
+    """An aiosmtpd relay that does what relays do: accept every message with 250, then, for a
+    recipient whose mailbox does not exist (``dead-…``), send the sender a DSN (RFC 3464, built with
+    Python's email package from the message it got) to its envelope sender, over SMTP, to the MX of
+    the return path: topslot's feedback receiver."""
+
+    def __init__(self, receiver_port: int):
+        self.receiver_port = receiver_port
+        self.accepted: list[tuple[str, list[str]]] = []
+        self.bouncing: list[threading.Thread] = []
+        self.refused: list[dict[str, tuple[int, bytes]]] = []
+
+    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:  # noqa: N802
+        self.accepted.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        for rcpt in envelope.rcpt_tos:
+            if rcpt.startswith("dead-"):  # queued now, bounced a moment later (another connection)
+                dsn = _dsn(envelope.mail_from, rcpt, envelope.original_content)
+                args = ("smtp", self.receiver_port, "", envelope.mail_from, dsn)
+                later = threading.Thread(target=lambda: self.refused.append(hand_over(*args)))
+                self.bouncing.append(later)
+                later.start()
+        return "250 2.0.0 Ok: queued as 4F2A"
+
+
+def _dsn(return_path: str, rcpt: str, original: bytes) -> bytes:
+    from email.message import EmailMessage, Message
+    from email.policy import SMTP as SMTP_POLICY
+    from email.mime.multipart import MIMEMultipart
+    from email.mime.text import MIMEText
+    from email.parser import BytesHeaderParser
+
+    report = MIMEMultipart("report", report_type="delivery-status")
+    report["From"] = "MAILER-DAEMON@relay.test (Mail Delivery System)"
+    report["To"] = return_path
+    report["Subject"] = "Undelivered Mail Returned to Sender"
+    report["Auto-Submitted"] = "auto-replied"
+    report.attach(MIMEText(f"<{rcpt}>: host mx.test said: 550 5.1.1 User unknown (in reply to RCPT TO command)\n"))
+    status = Message()
+    status.set_type("message/delivery-status")
+    per_message, per_recipient = Message(), Message()
+    per_message["Reporting-MTA"] = "dns; relay.test"
+    per_recipient["Final-Recipient"] = f"rfc822; {rcpt}"
+    per_recipient["Action"] = "failed"
+    per_recipient["Status"] = "5.1.1"
+    per_recipient["Diagnostic-Code"] = "smtp; 550 5.1.1 User unknown"
+    status.set_payload([per_message, per_recipient])
+    report.attach(status)
+    headers = EmailMessage()
+    headers.set_type("text/rfc822-headers")
+    original_headers = BytesHeaderParser().parsebytes(original)
+    headers.set_payload("".join(f"{k}: {v}\n" for k, v in original_headers.items()))
+    report.attach(headers)
+    return report.as_bytes(policy=SMTP_POLICY)  # CRLF line ends, as on the wire
+
+
+async def test_a_relay_that_accepts_then_bounces(tmp_path: Path) -> None:
+    """topslot → aiosmtpd relay (250 for all) → a DSN it generates → the receiver: the dead address is
+    bounced and suppressed, the live one stays sent."""
+    from aiosmtpd.controller import Controller
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'topslot.db'}"
+    engine = open_engine(url)
+    await upgrade(engine)
+    people = ["dead-mei@example.net", "kai@example.org"]
+    try:
+        await import_people(engine, tmp_path, people)
+        bounces = {"domain": DOMAIN, "listen_port": 0, "protocol": "smtp"}
+        s0 = settings(tmp_path, None, database_url=url, bounces=bounces)
+        clock = FakeClock(NOW)
+        receiver = FeedbackReceiver(engine, load_keyring(s0), s0.bounces, clock)
+        await receiver.start()
+        assert receiver.port is not None
+        relay = BouncingRelay(receiver.port)
+        relay_port = unused_port()
+        controller = Controller(relay, hostname="127.0.0.1", port=relay_port)
+        controller.start()
+        try:
+            s = settings(tmp_path, relay_port, database_url=url, bounces=bounces)
+            service = DispatchService(engine, s, clock, node="test-node")
+            c = campaign()
+            scheduler = BucketScheduler(engine, s, clock, owner=service.owner, on_claimed=service.dispatch)
+            await service.on_campaigns_changed({c.id: c})
+            await scheduler.on_campaigns_changed({c.id: c})
+            clock.set(DUE - timedelta(minutes=1))
+            assert await scheduler.fire_bucket(c.id, "email", DUE) == 2
+            await service.close()
+            for bounce in relay.bouncing:
+                await asyncio.to_thread(bounce.join, 30)
+            assert relay.refused == [{}]  # the receiver took the DSN
+        finally:
+            controller.stop()
+            await receiver.close()
+        assert sorted(r for _, rcpts in relay.accepted for r in rcpts) == sorted(people)
+        rows = await ledger_by_email(engine)
+        assert {e: rows[e]["state"] for e in people} == {"dead-mei@example.net": "bounced", "kai@example.org": "sent"}
+        async with engine.connect() as conn:
+            listed = {r.address: r.reason for r in await conn.execute(select(suppressions))}
+        assert listed == {"dead-mei@example.net": "hard_bounce"}
+    finally:
+        await engine.dispose()
