@@ -135,7 +135,7 @@ class BouncingRelay:
             if rcpt.startswith("dead-"):  # queued now, bounced a moment later (another connection)
                 dsn = _dsn(envelope.mail_from, rcpt, envelope.original_content)
                 args = ("smtp", self.receiver_port, "", envelope.mail_from, dsn)
-                later = threading.Thread(target=lambda: self.refused.append(hand_over(*args)))
+                later = threading.Thread(target=lambda a=args: self.refused.append(hand_over(*a)))
                 self.bouncing.append(later)
                 later.start()
         return "250 2.0.0 Ok: queued as 4F2A"
@@ -143,10 +143,10 @@ class BouncingRelay:
 
 def _dsn(return_path: str, rcpt: str, original: bytes) -> bytes:
     from email.message import EmailMessage, Message
-    from email.policy import SMTP as SMTP_POLICY
     from email.mime.multipart import MIMEMultipart
     from email.mime.text import MIMEText
     from email.parser import BytesHeaderParser
+    from email.policy import SMTP as SMTP_POLICY
 
     report = MIMEMultipart("report", report_type="delivery-status")
     report["From"] = "MAILER-DAEMON@relay.test (Mail Delivery System)"
