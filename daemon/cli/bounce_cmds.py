@@ -13,7 +13,7 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.bounces.receiver import receive
-from daemon.cli.common import ConfigOption, out, say, settings_or_exit, with_engine
+from daemon.cli.common import ConfigOption, cli_logger, out, say, settings_or_exit, with_engine
 from daemon.clock import SystemClock
 from daemon.links.keys import KeyringError, load_keyring
 
@@ -54,6 +54,7 @@ def bounces_import(
     record each that names one of our deliveries (its VERP return path, or the signed headers it
     returns). Prints what was found per kind and result; re-importing changes nothing."""
     settings = settings_or_exit(config)
+    cli_logger(settings)  # what each message came to, as log lines on stderr; stdout stays the counts
     if not path.exists():
         say(f"{path}: no such file or directory")
         raise typer.Exit(2)
