@@ -4,6 +4,7 @@ Maildir, one message), read, matched and recorded exactly as the receiver does."
 from __future__ import annotations
 
 import mailbox
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,9 +25,15 @@ def register(app: typer.Typer) -> None:
     app.add_typer(bounces_app, name="bounces")
 
 
+EX_TEMPFAIL = 75  # sysexits.h: Postfix's pipe(8) keeps the message and tries again later
+
+
 def messages(path: Path, limit: int) -> Iterator[tuple[str, bytes]]:
-    """(where, bytes) of each message: a Maildir (``cur``/``new``), an mbox file, or one .eml file;
-    each message cut at ``limit`` bytes."""
+    """(where, bytes) of each message: ``-`` one message on stdin (Postfix's pipe), a Maildir
+    (``cur``/``new``), an mbox file, or one .eml file; each message cut at ``limit`` bytes."""
+    if str(path) == "-":
+        yield "stdin", sys.stdin.buffer.read(limit)
+        return
     if path.is_dir():
         if not (path / "cur").is_dir() and not (path / "new").is_dir():
             raise ValueError(f"{path} is a directory but not a Maildir (no cur/ or new/)")
@@ -47,15 +54,18 @@ def messages(path: Path, limit: int) -> Iterator[tuple[str, bytes]]:
 
 @bounces_app.command("import")
 def bounces_import(
-    path: Annotated[Path, typer.Argument(help="A Maildir, an mbox file, or one message (.eml).")],
+    path: Annotated[Path, typer.Argument(help="A Maildir, an mbox file, one message (.eml), or - for stdin.")],
     config: ConfigOption = Path("config"),
 ) -> None:
     """Read bounces (DSNs and the common non-standard ones), spam complaints (ARF) and auto-replies;
     record each that names one of our deliveries (its VERP return path, or the signed headers it
-    returns). Prints what was found per kind and result; re-importing changes nothing."""
+    returns). Prints what was found per kind and result; re-importing changes nothing. With ``-``
+    (one message on stdin, as Postfix's pipe(8) gives it) a database that cannot be reached exits 75,
+    so that the MTA keeps the message and tries again."""
     settings = settings_or_exit(config)
     cli_logger(settings)  # what each message came to, as log lines on stderr; stdout stays the counts
-    if not path.exists():
+    piped = str(path) == "-"
+    if not piped and not path.exists():
         say(f"{path}: no such file or directory")
         raise typer.Exit(2)
     try:
@@ -77,7 +87,7 @@ def bounces_import(
         return found
 
     try:
-        found = with_engine(settings, work)
+        found = with_engine(settings, work, unavailable=EX_TEMPFAIL if piped else 1)
     except (ValueError, OSError, mailbox.Error) as exc:
         say(f"{path}: {exc}")
         raise typer.Exit(2) from None

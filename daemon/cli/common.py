@@ -75,12 +75,14 @@ def config_dir_problem(directory: Path) -> str | None:
     return f"configuration directory {directory} {state} (--config or TOPSLOT_CONFIG_DIR)"
 
 
-def with_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]], *, read_only: bool = False) -> T:
+def with_engine(
+    settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]], *, read_only: bool = False, unavailable: int = 1
+) -> T:
     """Open the database, run ``work``, close.
 
     Commands that write get the database created (SQLite) and migrated; ``read_only`` commands need it
     to exist at the current schema and never create or migrate it. A database that cannot be used is
-    one line on stderr and exit 1 (see ``daemon.store.db.prepare_database``)."""
+    one line on stderr and exit ``unavailable`` (1; see ``daemon.store.db.prepare_database``)."""
 
     async def run() -> T:
         engine = await prepare_database(settings.database_url, read_only=read_only)
@@ -92,7 +94,7 @@ def with_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]],
     try:
         return asyncio.run(run())
     except DatabaseUnavailable as exc:
-        fail(settings, exc, 1)
+        fail(settings, exc, unavailable)
 
 
 def fail(settings: Settings, exc: BaseException, code: int, line: str | None = None) -> NoReturn:

@@ -19,9 +19,10 @@ TEN_MB = 10 * 1024 * 1024  # a field far over every importer's line limit
 NOT_UTF8 = "the line is not valid UTF-8; if the file is in another encoding, re-run with --encoding NAME"
 
 
-def run(*args: str) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of ``topslot ARGS``; unexpected exceptions propagate."""
-    result = CliRunner().invoke(app, list(args))
+def run(*args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of ``topslot ARGS`` (``stdin``: its standard input); unexpected
+    exceptions propagate."""
+    result = CliRunner().invoke(app, list(args), input=stdin)
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result.exit_code, result.stdout, result.stderr

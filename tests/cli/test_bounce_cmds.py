@@ -74,3 +74,20 @@ def test_a_missing_path_or_a_plain_directory_is_one_line(config_dir: Path, tmp_p
     (tmp_path / "plain").mkdir()
     code, _, err = run("bounces", "import", str(tmp_path / "plain"), "--config", str(config_dir))
     assert code == 2 and "is a directory but not a Maildir" in err and "Traceback" not in err
+
+
+def test_one_message_on_stdin_as_postfix_pipe_gives_it(config_dir: Path) -> None:
+    _prepare(config_dir)
+    keyring = load_keyring(load_settings(config_dir))
+    dsn = message("exim-user-unknown", 1, keyring=keyring)
+    code, out, err = run("bounces", "import", "-", "--config", str(config_dir), stdin=dsn)
+    assert code == 0 and out.split()[:3] == ["hard_bounce", "recorded", "1"], err
+
+
+def test_stdin_with_the_database_away_asks_the_mta_to_retry(config_dir: Path) -> None:
+    settings = config_dir / "topslot.yaml"
+    settings.write_text(
+        settings.read_text().replace("sqlite+aiosqlite:///", "postgresql+asyncpg://nobody@127.0.0.1:9/")
+    )
+    code, _, err = run("bounces", "import", "-", "--config", str(config_dir), stdin=b"Subject: x\r\n\r\nhi\r\n")
+    assert code == 75, err  # EX_TEMPFAIL: Postfix keeps the message
