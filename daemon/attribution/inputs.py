@@ -15,6 +15,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from daemon.imports.limits import MAX_AMOUNT  # Numeric(14, 2); the same for purchases imported as events
+from daemon.store.schema import CONVERSION_KINDS
 
 MAX_ORDER_ID = 200
 MAX_COUPON = 64
@@ -22,7 +23,7 @@ MAX_CLICK_ID = 100
 MAX_CONTACT_REF = 200
 MAX_UNITS = 1_000_000_000
 MAX_CATEGORY = 100
-KINDS = ("order", "signup")  # a purchase (or its refund); a registered user
+KINDS = CONVERSION_KINDS  # order (a purchase, or its refund) | signup (a registered user)
 Kind = Literal["order", "signup"]
 CENT = Decimal("0.01")
 

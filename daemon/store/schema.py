@@ -36,7 +36,6 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import JSON, TypeDecorator
 
-from daemon.attribution.inputs import KINDS
 from daemon.channel import CHANNELS
 from daemon.delivery import RECEIPTS, DeliveryState, SlotBasis
 
@@ -55,7 +54,7 @@ TZ_SOURCES = ("contact", "phone", "country", "country_center", "fallback", "camp
 SLOT_BASES = tuple(SlotBasis)
 COUPON_STATES = ("available", "reserved", "assigned")
 ATTRIBUTED_BY = ("coupon", "click", "contact", "none")
-CONVERSION_KINDS = KINDS  # order | signup (daemon.attribution.inputs)
+CONVERSION_KINDS = ("order", "signup")  # a purchase (or its refund); a registered user
 RECEIPT_STATES = tuple(sorted(RECEIPTS))
 CONTROL_ACTIONS = ("pause", "resume", "cancel")
 
