@@ -31,6 +31,20 @@ from .corpus import DOMAIN, values
 PEOPLE = ["mei@example.net", "kai@example.org", "ana@example.com"]
 
 
+async def send_bucket(engine: Any, s: Any, clock: FakeClock) -> int:
+    """Plan the test campaign and send its one email bucket (``dispatch.fixtures``); rows claimed."""
+    service = DispatchService(engine, s, clock, node="test-node")
+    try:
+        c = campaign()
+        scheduler = BucketScheduler(engine, s, clock, owner=service.owner, on_claimed=service.dispatch)
+        await service.on_campaigns_changed({c.id: c})
+        await scheduler.on_campaigns_changed({c.id: c})
+        clock.set(DUE - timedelta(minutes=1))
+        return await scheduler.fire_bucket(c.id, "email", DUE)
+    finally:
+        await service.close()
+
+
 def hand_over(protocol: str, port: int, sender: str, rcpt: str, data: bytes) -> dict[str, tuple[int, bytes]]:
     """What a relay does: one message to the receiver; the refused recipients (smtplib's dict)."""
     client = smtplib.LMTP("127.0.0.1", port) if protocol == "lmtp" else smtplib.SMTP("127.0.0.1", port)
@@ -51,14 +65,7 @@ async def test_bounces_complaints_and_mailto_unsubscribes_close_the_loop(tmp_pat
             bounces = {"domain": DOMAIN, "listen_port": 0, "protocol": protocol, "soft_limit": 2}
             s = settings(tmp_path, relay.port, database_url=url, bounces=bounces)
             clock = FakeClock(NOW)
-            service = DispatchService(engine, s, clock, node="test-node")
-            c = campaign()
-            scheduler = BucketScheduler(engine, s, clock, owner=service.owner, on_claimed=service.dispatch)
-            await service.on_campaigns_changed({c.id: c})
-            await scheduler.on_campaigns_changed({c.id: c})
-            clock.set(DUE - timedelta(minutes=1))
-            assert await scheduler.fire_bucket(c.id, "email", DUE) == len(PEOPLE)
-            await service.close()
+            assert await send_bucket(engine, s, clock) == len(PEOPLE)
             keyring = load_keyring(s)
             rows = await ledger_by_email(engine)
             # every message left with its own signed return path; the From header is unchanged
@@ -194,15 +201,9 @@ async def test_a_relay_that_accepts_then_bounces(tmp_path: Path) -> None:
         controller = Controller(relay, hostname="127.0.0.1", port=relay_port)
         controller.start()
         try:
-            s = settings(tmp_path, relay_port, database_url=url, bounces=bounces)
-            service = DispatchService(engine, s, clock, node="test-node")
-            c = campaign()
-            scheduler = BucketScheduler(engine, s, clock, owner=service.owner, on_claimed=service.dispatch)
-            await service.on_campaigns_changed({c.id: c})
-            await scheduler.on_campaigns_changed({c.id: c})
-            clock.set(DUE - timedelta(minutes=1))
-            assert await scheduler.fire_bucket(c.id, "email", DUE) == 2
-            await service.close()
+            assert (
+                await send_bucket(engine, settings(tmp_path, relay_port, database_url=url, bounces=bounces), clock) == 2
+            )
             for bounce in relay.bouncing:
                 await asyncio.to_thread(bounce.join, 30)
             assert relay.refused == [{}]  # the receiver took the DSN

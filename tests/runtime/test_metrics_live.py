@@ -12,6 +12,8 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +45,27 @@ def sample(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
+@contextmanager
+def ready_daemon(workdir: Path, notify_socket: Any) -> Iterator[subprocess.Popen[str]]:
+    """``topslot run`` until it says READY; on leaving, SIGTERM and a clean exit (killed if not)."""
+    proc = start_run(workdir, NOTIFY_SOCKET=str(notify_socket.path))
+    try:
+        notify_socket.receive_until("READY")
+        yield proc
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
 def test_a_running_daemon_is_ready_and_scraped(workdir: Path, notify_socket: Any) -> None:
     port = free_port()
     config = workdir / "config" / "topslot.yaml"
     config.write_text(config.read_text().replace("tracking_port: 0", f"tracking_port: {port}"))
-    proc = start_run(workdir, NOTIFY_SOCKET=str(notify_socket.path))
     base = f"http://127.0.0.1:{port}"
-    try:
-        notify_socket.receive_until("READY")
+    with ready_daemon(workdir, notify_socket):
         status, body = get(f"{base}/readyz")
         assert status == 200, body
         assert json.loads(body) == {
@@ -68,12 +83,6 @@ def test_a_running_daemon_is_ready_and_scraped(workdir: Path, notify_socket: Any
             time.sleep(0.2)
         assert sample(text, "topslot_ledger_backlog", state="planned") == 0  # from its database: no contacts
         assert sample(text, "topslot_campaign_reload_failures_total") == 0
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed (Debian package 'prometheus'): the scrape was not linted")
@@ -88,21 +97,13 @@ def test_metrics_on_a_port_of_their_own(workdir: Path, notify_socket: Any) -> No
     config = workdir / "config" / "topslot.yaml"
     text = config.read_text().replace("tracking_port: 0", f"tracking_port: {port}")
     config.write_text(text + f"metrics_host: 127.0.0.1\nmetrics_port: {ops}\n")
-    proc = start_run(workdir, NOTIFY_SOCKET=str(notify_socket.path))
-    try:
-        notify_socket.receive_until("READY")
+    with ready_daemon(workdir, notify_socket):
         status, scrape = get(f"http://127.0.0.1:{ops}/metrics")
         assert status == 200 and sample(scrape, "topslot_campaign_reload_failures_total") == 0
         assert get(f"http://127.0.0.1:{port}/metrics")[0] == 404  # not on the recipients' port
         for base in (f"http://127.0.0.1:{ops}", f"http://127.0.0.1:{port}"):
             assert get(f"{base}/readyz")[0] == 200 and get(f"{base}/healthz")[0] == 200
         assert get(f"http://127.0.0.1:{ops}/o/anything.gif")[0] == 404  # no tracking there
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
 
 
 def test_a_metrics_port_in_use_is_one_clear_line(workdir: Path) -> None:
