@@ -69,8 +69,8 @@ from daemon.tracking.buffer import BufferStats, EventBuffer
 from daemon.tracking.cache import LruCache
 from daemon.tracking.classify import DEFAULT_RULES, Rules
 from daemon.tracking.directory import CampaignDirectory
+from daemon.tracking.flusher import ThreadedWriter
 from daemon.tracking.hits import Hit, Network, clean_header, client_ip, parse_networks
-from daemon.tracking.ingest import EventWriter
 from daemon.tracking.redirect import UnsafeDestination, with_click_id
 
 log = get_logger("daemon.tracking")
@@ -145,7 +145,7 @@ class TrackingServer:
         self.keyring = keyring
         self.clock = clock
         self.options = options = options or TrackingOptions()
-        self.writer = EventWriter(engine, options.rules)
+        self.writer = ThreadedWriter(engine, options.rules)  # batches are written on a thread of their own
         self.buffer = EventBuffer(
             self.writer,
             capacity=options.buffer_capacity,
@@ -207,6 +207,7 @@ class TrackingServer:
                 await runner.cleanup()
                 raise
             log.info("metrics_listener_started", host=o.metrics_host, port=self.metrics_port)
+        self.writer.start()
         self.buffer.start()
         if self.snapshot is not None:
             self.snapshot.start()
@@ -254,6 +255,7 @@ class TrackingServer:
         if self.snapshot is not None:
             await self.snapshot.close()
         await self.buffer.close()
+        await self.writer.close()
         log.info("tracking_server_stopped", rejected_tokens=self.rejected, **self.buffer.stats.as_dict())
 
     async def __aenter__(self) -> TrackingServer:
