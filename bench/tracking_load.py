@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import multiprocessing
 import os
 import re
@@ -294,13 +295,16 @@ async def bench(args: argparse.Namespace) -> int:
         if client == "auto":
             client = "wrk" if shutil.which("wrk") else "python"
         bare_s = args.seconds if args.bare is None else args.bare
-        bare = None
+        bare: dict[str, Any] | None = None
         if bare_s > 0:
             runner, bare_url = await start_bare()
             print(f"bare aiohttp {bare_url}: {client}, {args.connections} connections, {bare_s:g} s …", flush=True)
+            bare_lag = asyncio.create_task(_loop_lag())
             try:
                 bare = await load(client, bare_url, paths, paths_file, bare_s, args, workdir)
             finally:
+                bare_lag.cancel()
+                bare["stalls"] = await bare_lag
                 await runner.cleanup()
         server = TrackingServer(
             engine,
@@ -315,6 +319,16 @@ async def bench(args: argparse.Namespace) -> int:
             flush=True,
         )
         lag = asyncio.create_task(_loop_lag())
+        gc_pauses: list[float] = []
+        gc_started = [0.0]
+
+        def on_gc(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                gc_started[0] = time.perf_counter()
+            elif info.get("generation") == 2:
+                gc_pauses.append((time.perf_counter() - gc_started[0]) * 1000)
+
+        gc.callbacks.append(on_gc)
         cpu_before = _cpu_seconds()
         try:
             result = await load(client, server.url, paths, paths_file, args.seconds, args, workdir)
@@ -322,6 +336,7 @@ async def bench(args: argparse.Namespace) -> int:
             lag.cancel()
             lags = await lag
         finally:
+            gc.callbacks.remove(on_gc)
             await server.close()  # flushes every accepted hit
         flush_s = time.perf_counter() - flush_started
         cpu = _cpu_seconds() - cpu_before  # this process: server, flusher, database driver threads
@@ -352,6 +367,9 @@ async def bench(args: argparse.Namespace) -> int:
         print(f"  events in the DB  {stored:,}  {dict(sorted((f'{k}/{lab}', n) for (k, lab), n in counts.items()))}")
         print(f"  final flush       {flush_s * 1000:.0f} ms after the load stopped")
         print(f"  event-loop stalls p99 {lags[0]:.1f} ms, max {lags[1]:.1f} ms (how long the loop could not answer)")
+        if bare is not None:
+            print(f"      bare aiohttp: p99 {bare['stalls'][0]:.1f} ms, max {bare['stalls'][1]:.1f} ms")
+        print(f"  full GCs          {len(gc_pauses)}, longest {max(gc_pauses, default=0):.1f} ms")
         per_request = cpu / max(stats.accepted, 1)
         print(
             f"  server CPU        {cpu:.2f} s = {per_request * 1e6:.0f} µs per request, all included "

@@ -105,7 +105,10 @@ def reopen(engine: AsyncEngine, **overrides: Any) -> AsyncEngine:
     Not for an in-memory SQLite database (``is_in_memory``): a second engine would see another one."""
     if is_in_memory(engine):
         raise ValueError("an in-memory SQLite database cannot be opened twice")
-    url, schema, options = _OPENED.get(engine.sync_engine, (engine.url, None, {}))
+    opened = _OPENED.get(engine.sync_engine)
+    if opened is None:  # not from open_engine: the bare URL, nothing created on the way
+        return create_async_engine(engine.url, **overrides)
+    url, schema, options = opened
     return open_engine(url, schema=schema, **{**options, **overrides})
 
 

@@ -9,12 +9,13 @@ Batch functions take an open connection (the caller's transaction: one per batch
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, exists, func, insert, literal, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from daemon.channel import spec_of
@@ -170,6 +171,42 @@ async def insert_events(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]
     """Insert event rows (keys: ``EVENT_FIELDS``) in one statement."""
     if rows:
         await conn.execute(insert(events), [{k: row.get(k) for k in EVENT_FIELDS} for row in rows])
+
+
+EventRow = tuple[Any, ...]  # the values of EVENT_FIELDS, in that order
+
+
+async def insert_event_rows(conn: AsyncConnection, rows: Sequence[EventRow]) -> None:
+    """Insert event rows given as tuples (``EVENT_FIELDS`` order) in one ``executemany`` of a
+    statement compiled once per dialect: the hot path of a batch, without SQLAlchemy's per-row work
+    (parameter dicts, per-row compilation of parameters). Values are converted by the columns' own
+    types (aware datetimes as ``UTCDateTime`` stores them), so rows read back as ``insert_events``'."""
+    if rows:
+        sql, convert = _insert_plan(conn.dialect)
+        await conn.exec_driver_sql(sql, [convert(row) for row in rows])
+
+
+_INSERT_PLANS: dict[tuple[str, str], tuple[str, Callable[[EventRow], tuple[Any, ...]]]] = {}
+
+
+def _insert_plan(dialect: Dialect) -> tuple[str, Callable[[EventRow], tuple[Any, ...]]]:
+    """(SQL in the driver's paramstyle, row tuple → driver parameters), made once per dialect."""
+    key = (dialect.name, dialect.driver)
+    plan = _INSERT_PLANS.get(key)
+    if plan is not None:
+        return plan
+    compiled = insert(events).compile(dialect=dialect, column_keys=list(EVENT_FIELDS))
+    order = list(compiled.positiontup or ())
+    if sorted(order) != sorted(EVENT_FIELDS):
+        raise RuntimeError(f"{dialect.name}: a positional paramstyle was expected for the events insert")
+    steps = [(EVENT_FIELDS.index(name), events.c[name].type._cached_bind_processor(dialect)) for name in order]
+
+    def convert(row: EventRow) -> tuple[Any, ...]:
+        return tuple(row[i] if proc is None or row[i] is None else proc(row[i]) for i, proc in steps)
+
+    plan = (str(compiled), convert)
+    _INSERT_PLANS[key] = plan
+    return plan
 
 
 async def set_labels(conn: AsyncConnection, changes: Sequence[tuple[int, str, str]]) -> None:
