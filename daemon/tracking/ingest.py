@@ -107,8 +107,8 @@ class EventWriter:
                 opens = [Open(o.id, o.delivery_id, o.occurred_at, o.label) for o in stored]
                 relabel += [(i, HUMAN, UPGRADED_BY_CLICK) for i in opens_to_upgrade(opens, human_clicks)]
             await store.set_labels(conn, relabel)
-        for (kind, lab), n in Counter((h.kind, lab.label) for h, lab in zip(known, labels, strict=True)).items():
-            metrics.count_tracking_event(kind, lab, n)  # committed
+        for (kind, name), n in Counter((h.kind, lab.label) for h, lab in zip(known, labels, strict=True)).items():
+            metrics.count_tracking_event(kind, name, n)  # committed
         return Written(len(rows), len(hits) - len(known), len(relabel))
 
     async def _bursts(

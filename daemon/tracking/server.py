@@ -105,6 +105,7 @@ class TrackingOptions:
     max_body_bytes: int = 4096  # POST /u bodies
     delivery_cache: int = 200_000  # delivery → campaign entries (~100 bytes each)
     link_cache: int = 20_000
+    token_cache: int = 20_000  # verified tracking paths (opens repeat: proxies, re-reads), ~300 bytes each
     keepalive_timeout: float = 15.0
     metrics: bool = True  # serve /metrics (and refresh its database snapshot)
     metrics_interval: float = 5.0  # seconds between database snapshots of the ledger and coupon gauges
@@ -164,6 +165,9 @@ class TrackingServer:
         self._trusted = options.trusted_proxies
         self.campaigns = CampaignDirectory(engine, maxsize=options.delivery_cache)
         self._links: LruCache[tuple[str, str], StoredLink] = LruCache(options.link_cache)
+        # path → (claims, click token): only paths that verified, for the keyring they verified with
+        self._verified: LruCache[str, tuple[TokenClaims, str]] = LruCache(options.token_cache)
+        self._verified_with = keyring
         self._runner: web.ServerRunner | None = None
         self._ops_runner: web.ServerRunner | None = None
         self.metrics_port: int | None = None  # the bound port of the metrics listener, when there is one
@@ -319,16 +323,34 @@ class TrackingServer:
             if request.method not in methods:
                 return _page(405, allow=", ".join(methods))
             return await handler(request)
-        try:
-            claims = read_tracking_path(path, self.keyring)
-        except TokenError:
+        claims, token = self._verify(path)
+        if claims is None:
             self.rejected += 1
             return _page(404)
         if claims.kind == "open":
             return await self._open(request, claims)
         if claims.kind == "click":
-            return await self._click(request, claims, click_id(path, claims, self.keyring))
+            return await self._click(request, claims, token)
         return await self._unsubscribe(request, claims)
+
+    def _verify(self, path: str) -> tuple[TokenClaims | None, str]:
+        """The claims of a tracking path (None: it does not verify) and, for a click, its ``tsid``
+        token. Verified paths are remembered (``token_cache``; forgotten if the keyring changes): a
+        repeat costs a lookup instead of an HMAC, a decode and, for ``/s/``, a signature."""
+        keyring = self.keyring
+        if keyring is not self._verified_with:
+            self._verified = LruCache(self.options.token_cache)
+            self._verified_with = keyring
+        found = self._verified.get(path)
+        if found is not None:
+            return found
+        try:
+            claims = read_tracking_path(path, keyring)
+        except TokenError:
+            return None, ""
+        token = click_id(path, claims, keyring) if claims.kind == "click" else ""
+        self._verified.put(path, (claims, token))
+        return claims, token
 
     async def _open(self, request: BaseRequest, claims: TokenClaims) -> web.StreamResponse:
         if request.method not in _READ_METHODS:
