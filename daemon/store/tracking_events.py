@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, delete, exists, func, insert, literal, select, update
 from sqlalchemy.engine import Dialect
@@ -38,15 +38,13 @@ HANDOVER_STARTED = MAYBE_HANDED_OVER | {S.SENDING}
 IDS_PER_QUERY = 1000
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryFacts:
+class DeliveryFacts(NamedTuple):  # a tuple: thousands are made per batch
     campaign_id: str
     channel: str
     handed_over_at: datetime | None  # None: not handed over (yet)
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
+class StoredEvent(NamedTuple):  # a tuple: thousands are made per batch
     id: int
     delivery_id: int
     link_id: int | None
@@ -146,9 +144,7 @@ async def _events_of(
             stmt = stmt.where(events.c.occurred_at >= since)
         if label is not None:
             stmt = stmt.where(events.c.label == label)
-        out.extend(
-            StoredEvent(r.id, r.delivery_id, r.link_id, r.occurred_at, r.label) for r in await conn.execute(stmt)
-        )
+        out.extend(StoredEvent._make(r) for r in await conn.execute(stmt))  # the columns selected, in order
     return out
 
 
@@ -199,7 +195,7 @@ def _insert_plan(dialect: Dialect) -> tuple[str, Callable[[EventRow], tuple[Any,
     order = list(compiled.positiontup or ())
     if sorted(order) != sorted(EVENT_FIELDS):
         raise RuntimeError(f"{dialect.name}: a positional paramstyle was expected for the events insert")
-    steps = [(EVENT_FIELDS.index(name), events.c[name].type._cached_bind_processor(dialect)) for name in order]
+    steps = [(EVENT_FIELDS.index(name), _bind_processor(name, dialect)) for name in order]
 
     def convert(row: EventRow) -> tuple[Any, ...]:
         return tuple(row[i] if proc is None or row[i] is None else proc(row[i]) for i, proc in steps)
@@ -207,6 +203,27 @@ def _insert_plan(dialect: Dialect) -> tuple[str, Callable[[EventRow], tuple[Any,
     plan = (str(compiled), convert)
     _INSERT_PLANS[key] = plan
     return plan
+
+
+_SQLITE_DATETIME = "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d"
+
+
+def _bind_processor(name: str, dialect: Dialect) -> Callable[[Any], Any] | None:
+    """The column's own bind processor; for ``occurred_at`` on SQLite (a new instant every row, so
+    ``UTCDateTime``'s memo never hits) the same text made by ``isoformat`` in C, ~5× faster."""
+    column_type = events.c[name].type
+    if name == "occurred_at" and dialect.name == "sqlite":
+        impl = column_type.impl.dialect_impl(dialect)  # type: ignore[attr-defined]
+        if getattr(impl, "_storage_format", None) == _SQLITE_DATETIME:
+            return _sqlite_instant
+    return column_type._cached_bind_processor(dialect)
+
+
+def _sqlite_instant(value: datetime) -> str:
+    """``UTCDateTime`` + SQLite ``DATETIME`` binding: aware → UTC → ``YYYY-MM-DD HH:MM:SS.ffffff``."""
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: topslot stores aware datetimes only")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 async def set_labels(conn: AsyncConnection, changes: Sequence[tuple[int, str, str]]) -> None:
