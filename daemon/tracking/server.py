@@ -1,4 +1,5 @@
 """The tracking HTTP server, in the daemon's event loop (aiohttp's low-level server, six routes).
+Opens and clicks are buffered and written in batches on a thread of their own (``flusher``).
 
 =====================  =====================================================================
 ``GET|HEAD /o/T.gif``  1×1 GIF, no-cache; the open goes to the event buffer
