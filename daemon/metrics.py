@@ -234,8 +234,8 @@ def observe_bucket(channel: str, lateness_s: float) -> None:
     BUCKET_LATENESS.labels(channel=channel).observe(max(0.0, lateness_s))
 
 
-def count_tracking_event(kind: str, label: str) -> None:
-    TRACKING_EVENTS.labels(kind=kind, label=label).inc()
+def count_tracking_event(kind: str, label: str, n: int = 1) -> None:
+    TRACKING_EVENTS.labels(kind=kind, label=label).inc(n)
 
 
 # ---------------------------------------------------------------- read at scrape time

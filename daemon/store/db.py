@@ -16,6 +16,7 @@ import errno
 import os
 import re
 import socket
+import weakref
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -66,19 +67,49 @@ def normalise_url(url: str | URL) -> URL:
     return u
 
 
+# How each engine of ``open_engine`` was opened (URL, schema, options), for ``reopen``.
+_OPENED: weakref.WeakKeyDictionary[Any, tuple[URL, str | None, dict[str, Any]]] = weakref.WeakKeyDictionary()
+
+
 def open_engine(url: str | URL, *, schema: str | None = None, **kwargs: Any) -> AsyncEngine:
     """An engine for ``url``; ``schema`` sets PostgreSQL's search_path (isolated test schemas)."""
     u = normalise_url(url)
+    options = dict(kwargs)
     if u.get_backend_name() == "sqlite":
-        return _sqlite_engine(u, **kwargs)
-    if u.get_backend_name() == "postgresql":
+        engine = _sqlite_engine(u, **kwargs)
+    elif u.get_backend_name() == "postgresql":
         connect_args = dict(kwargs.pop("connect_args", {}))
         if schema:
             settings = dict(connect_args.get("server_settings", {}))
             settings["search_path"] = schema
             connect_args["server_settings"] = settings
-        return create_async_engine(u, connect_args=connect_args, pool_pre_ping=True, **kwargs)
-    raise ValueError(f"unsupported database URL {u.render_as_string(hide_password=True)}: use sqlite or postgresql")
+        engine = create_async_engine(u, connect_args=connect_args, pool_pre_ping=True, **kwargs)
+    else:
+        raise ValueError(f"unsupported database URL {u.render_as_string(hide_password=True)}: use sqlite or postgresql")
+    _OPENED[engine.sync_engine] = (u, schema, options)
+    return engine
+
+
+def is_in_memory(engine: AsyncEngine) -> bool:
+    """An in-memory SQLite database: only this engine's one connection sees it."""
+    u = engine.url
+    database = u.database or ""
+    return u.get_backend_name() == "sqlite" and (
+        database in ("", ":memory:") or database.startswith("file::memory:") or "mode=memory" in database
+    )
+
+
+def reopen(engine: AsyncEngine, **overrides: Any) -> AsyncEngine:
+    """A new engine to the same database as ``engine``, opened the same way (schema, pragmas, options,
+    ``overrides`` on top), for another event loop (a connection belongs to the loop that opened it).
+    Not for an in-memory SQLite database (``is_in_memory``): a second engine would see another one."""
+    if is_in_memory(engine):
+        raise ValueError("an in-memory SQLite database cannot be opened twice")
+    opened = _OPENED.get(engine.sync_engine)
+    if opened is None:  # not from open_engine: the bare URL, nothing created on the way
+        return create_async_engine(engine.url, **overrides)
+    url, schema, options = opened
+    return open_engine(url, schema=schema, **{**options, **overrides})
 
 
 def _sqlite_engine(u: URL, **kwargs: Any) -> AsyncEngine:

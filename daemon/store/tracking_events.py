@@ -9,12 +9,13 @@ Batch functions take an open connection (the caller's transaction: one per batch
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, delete, exists, func, insert, literal, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from daemon.channel import spec_of
@@ -37,15 +38,13 @@ HANDOVER_STARTED = MAYBE_HANDED_OVER | {S.SENDING}
 IDS_PER_QUERY = 1000
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryFacts:
+class DeliveryFacts(NamedTuple):  # a tuple: thousands are made per batch
     campaign_id: str
     channel: str
     handed_over_at: datetime | None  # None: not handed over (yet)
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
+class StoredEvent(NamedTuple):  # a tuple: thousands are made per batch
     id: int
     delivery_id: int
     link_id: int | None
@@ -145,9 +144,7 @@ async def _events_of(
             stmt = stmt.where(events.c.occurred_at >= since)
         if label is not None:
             stmt = stmt.where(events.c.label == label)
-        out.extend(
-            StoredEvent(r.id, r.delivery_id, r.link_id, r.occurred_at, r.label) for r in await conn.execute(stmt)
-        )
+        out.extend(StoredEvent._make(r) for r in await conn.execute(stmt))  # the columns selected, in order
     return out
 
 
@@ -170,6 +167,63 @@ async def insert_events(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]
     """Insert event rows (keys: ``EVENT_FIELDS``) in one statement."""
     if rows:
         await conn.execute(insert(events), [{k: row.get(k) for k in EVENT_FIELDS} for row in rows])
+
+
+EventRow = tuple[Any, ...]  # the values of EVENT_FIELDS, in that order
+
+
+async def insert_event_rows(conn: AsyncConnection, rows: Sequence[EventRow]) -> None:
+    """Insert event rows given as tuples (``EVENT_FIELDS`` order) in one ``executemany`` of a
+    statement compiled once per dialect: the hot path of a batch, without SQLAlchemy's per-row work
+    (parameter dicts, per-row compilation of parameters). Values are converted by the columns' own
+    types (aware datetimes as ``UTCDateTime`` stores them), so rows read back as ``insert_events``'."""
+    if rows:
+        sql, convert = _insert_plan(conn.dialect)
+        await conn.exec_driver_sql(sql, [convert(row) for row in rows])
+
+
+_INSERT_PLANS: dict[tuple[str, str], tuple[str, Callable[[EventRow], tuple[Any, ...]]]] = {}
+
+
+def _insert_plan(dialect: Dialect) -> tuple[str, Callable[[EventRow], tuple[Any, ...]]]:
+    """(SQL in the driver's paramstyle, row tuple → driver parameters), made once per dialect."""
+    key = (dialect.name, dialect.driver)
+    plan = _INSERT_PLANS.get(key)
+    if plan is not None:
+        return plan
+    compiled = insert(events).compile(dialect=dialect, column_keys=list(EVENT_FIELDS))
+    order = list(compiled.positiontup or ())
+    if sorted(order) != sorted(EVENT_FIELDS):
+        raise RuntimeError(f"{dialect.name}: a positional paramstyle was expected for the events insert")
+    steps = [(EVENT_FIELDS.index(name), _bind_processor(name, dialect)) for name in order]
+
+    def convert(row: EventRow) -> tuple[Any, ...]:
+        return tuple(row[i] if proc is None or row[i] is None else proc(row[i]) for i, proc in steps)
+
+    plan = (str(compiled), convert)
+    _INSERT_PLANS[key] = plan
+    return plan
+
+
+_SQLITE_DATETIME = "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d"
+
+
+def _bind_processor(name: str, dialect: Dialect) -> Callable[[Any], Any] | None:
+    """The column's own bind processor; for ``occurred_at`` on SQLite (a new instant every row, so
+    ``UTCDateTime``'s memo never hits) the same text made by ``isoformat`` in C, ~5× faster."""
+    column_type = events.c[name].type
+    if name == "occurred_at" and dialect.name == "sqlite":
+        impl = column_type.impl.dialect_impl(dialect)  # type: ignore[attr-defined]
+        if getattr(impl, "_storage_format", None) == _SQLITE_DATETIME:
+            return _sqlite_instant
+    return column_type._cached_bind_processor(dialect)
+
+
+def _sqlite_instant(value: datetime) -> str:
+    """``UTCDateTime`` + SQLite ``DATETIME`` binding: aware → UTC → ``YYYY-MM-DD HH:MM:SS.ffffff``."""
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: topslot stores aware datetimes only")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 async def set_labels(conn: AsyncConnection, changes: Sequence[tuple[int, str, str]]) -> None:

@@ -15,6 +15,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 MAX_HEADER_CHARS = 500  # events.user_agent / events.referer
 MAX_FORWARDED_HOPS = 20
@@ -42,6 +43,20 @@ def clean_header(value: str | None, limit: int = MAX_HEADER_CHARS) -> str | None
     """``value`` cut to ``limit`` characters, control characters and invalid UTF-8 replaced; None if empty."""
     if not value:
         return None
+    if len(value) <= MEMO_CHARS and limit == MAX_HEADER_CHARS:
+        return _clean_short(value)  # User-Agents repeat a lot: cleaned once each
+    return _clean(value, limit)
+
+
+MEMO_CHARS = 512  # longer values are cleaned every time (a bounded memo of short ones only)
+
+
+@lru_cache(maxsize=4096)
+def _clean_short(value: str) -> str | None:
+    return _clean(value, MAX_HEADER_CHARS)
+
+
+def _clean(value: str, limit: int) -> str | None:
     text = value[:limit].translate(_CONTROL)
     text = text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates from undecodable bytes
     return text.strip() or None

@@ -13,6 +13,7 @@ Steps (``EventWriter.write``):
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -76,23 +77,23 @@ class EventWriter:
                 for h in known
             ]
             relabel = await self._bursts(conn, known, labels)
-            rows = [
-                {
-                    "delivery_id": h.delivery_id,
-                    "campaign_id": h.campaign_id or facts[h.delivery_id].campaign_id,
-                    "kind": h.kind,
-                    "link_id": h.link_id,
-                    "occurred_at": h.occurred_at,
-                    "method": h.method,
-                    "user_agent": h.user_agent,
-                    "referer": h.referer,
-                    "ip": h.ip,
-                    "label": lab.label,
-                    "reason": lab.reason,
-                }
+            rows = [  # store.EVENT_FIELDS
+                (
+                    h.delivery_id,
+                    h.campaign_id or facts[h.delivery_id].campaign_id,
+                    h.kind,
+                    h.link_id,
+                    h.occurred_at,
+                    h.method,
+                    h.user_agent,
+                    h.referer,
+                    h.ip,
+                    lab.label,
+                    lab.reason,
+                )
                 for h, lab in zip(known, labels, strict=True)
             ]
-            await store.insert_events(conn, rows)
+            await store.insert_event_rows(conn, rows)
             human_clicks: dict[int, datetime] = {}
             for h, lab in zip(known, labels, strict=True):
                 if h.kind == "click" and lab.label == HUMAN:
@@ -106,8 +107,8 @@ class EventWriter:
                 opens = [Open(o.id, o.delivery_id, o.occurred_at, o.label) for o in stored]
                 relabel += [(i, HUMAN, UPGRADED_BY_CLICK) for i in opens_to_upgrade(opens, human_clicks)]
             await store.set_labels(conn, relabel)
-        for row in rows:  # committed
-            metrics.count_tracking_event(str(row["kind"]), str(row["label"]))
+        for (kind, name), n in Counter((h.kind, lab.label) for h, lab in zip(known, labels, strict=True)).items():
+            metrics.count_tracking_event(kind, name, n)  # committed
         return Written(len(rows), len(hits) - len(known), len(relabel))
 
     async def _bursts(

@@ -106,3 +106,33 @@ async def test_a_planned_delivery_has_no_hand_over_time(world: World) -> None:
     writer = EventWriter(world.engine)
     await writer([open_(world, SENT_AT, who="london")])  # never sent: the timing rule cannot apply
     assert (await stored_events(world.engine))[0]["reason"] == "no_machine_signal"
+
+
+async def test_tuple_rows_read_back_as_the_core_insert_writes_them(world: World) -> None:
+    """``insert_event_rows`` (driver-level executemany of tuples) stores exactly what ``insert_events``
+    stores: same datetimes (to the microsecond, UTC), same values, on both databases."""
+    from daemon.store import tracking_events as store
+
+    landing, _ = await link_ids(world)
+    at = LATER.replace(microsecond=123456)
+    values = {
+        "delivery_id": world.delivery["newyork"],
+        "campaign_id": world.campaign.id,
+        "kind": "click",
+        "link_id": landing,
+        "occurred_at": at,
+        "method": "GET",
+        "user_agent": FIREFOX,
+        "referer": None,
+        "ip": "198.51.100.7",
+        "label": "human",
+        "reason": "no_machine_signal",
+    }
+    async with world.engine.begin() as conn:
+        await store.insert_events(conn, [values])
+        await store.insert_event_rows(conn, [tuple(values[k] for k in store.EVENT_FIELDS)])
+    first, second = await stored_events(world.engine)
+    assert {k: first[k] for k in store.EVENT_FIELDS} == {k: second[k] for k in store.EVENT_FIELDS} == values
+    async with world.engine.connect() as conn:  # and compare as stored (string order on SQLite)
+        recent = await store.recent_clicks(conn, [values["delivery_id"]], at)
+    assert len(recent) == 2

@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.clock import FakeClock
+from daemon.links.keys import Keyring
 from daemon.links.short import sign_short
 from daemon.links.tokens import TEST_DELIVERY_ID, sign
 from daemon.store import ledger
@@ -437,3 +438,34 @@ async def test_a_proofs_links_redirect_and_answer_but_record_nothing(world: Worl
     assert await consent_rows(engine) == before
     async with engine.connect() as conn:
         assert (await conn.execute(select(suppressions))).all() == []
+
+
+async def test_batches_are_written_on_the_writer_thread_with_its_own_engine(world: World, engine: AsyncEngine) -> None:
+    """The event loop only hands batches over: the writer thread has its own loop and engine, opened
+    like the server's (same database, same PostgreSQL schema), and stops with the server."""
+    import threading
+
+    from daemon.tracking.flusher import THREAD_NAME
+
+    async with running_server(world, flush_interval=60) as server, aiohttp.ClientSession() as s:
+        assert server.writer.threaded
+        assert [t for t in threading.enumerate() if t.name == THREAD_NAME]
+        for _ in range(3):
+            await fetch(s, "GET", f"{server.url}/o/{world.open_token()}.gif")
+        await server.buffer.flush()
+        assert len(await stored_events(engine)) == 3  # the test's engine sees the writer's commits
+    assert not [t for t in threading.enumerate() if t.name == THREAD_NAME]
+    assert server.stats.written == 3 and server.stats.lost == 0
+
+
+async def test_a_verified_path_is_remembered_a_forged_one_never(world: World) -> None:
+    async with running_server(world) as server, aiohttp.ClientSession() as s:
+        path = f"/o/{world.open_token()}.gif"
+        forged = path[:-6] + ("A" if path[-6] != "A" else "B") + ".gif"
+        for _ in range(2):
+            assert (await fetch(s, "GET", server.url + path))[0] == 200
+            assert (await fetch(s, "GET", server.url + forged))[0] == 404
+        assert server._verified.hits == 1 and len(server._verified) == 1
+        assert server.rejected == 2
+        server.keyring = Keyring({"other": b"k" * 32}, active="other")  # nothing verified before counts
+        assert (await fetch(s, "GET", server.url + path))[0] == 404
