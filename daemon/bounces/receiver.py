@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon import metrics
 from daemon.bounces.classify import classify
-from daemon.bounces.record import Recorded, take
+from daemon.bounces.record import Recorded, Result, take
 from daemon.clock import Clock
 from daemon.errors import TopslotError
 from daemon.links.keys import Keyring
@@ -48,6 +48,8 @@ log = get_logger("bounces")
 
 MAILBOXES = ("fbl", "abuse", "postmaster")  # plain local parts taken besides the VERP one
 IDLE_TIMEOUT = 60.0
+PENDING_WAIT = 5.0  # seconds a bounce about a delivery still being sent waits before the 451
+PENDING_POLL = 0.1
 
 
 class ReceiverError(TopslotError):
@@ -111,6 +113,13 @@ class FeedbackHandler:
                 metrics.count_feedback("unsubscribe", "recorded" if done is not None else "unmatched")
                 return "250 2.0.0 unsubscribed"
             recorded = await receive(self.engine, self.keyring, self.settings, content, (address,), now)
+            waited = 0.0
+            while recorded.result is Result.PENDING and waited < PENDING_WAIT:
+                await asyncio.sleep(PENDING_POLL)  # the dispatcher records its chunk in a moment
+                waited += PENDING_POLL
+                recorded = await receive(self.engine, self.keyring, self.settings, content, (address,), now)
+            if recorded.result is Result.PENDING:
+                return "451 4.3.0 the message it answers is still being sent; try again later"
             return f"250 2.0.0 {recorded.result.value}"
         except (NotVerp, TokenError):
             return "550 5.1.1 no such recipient"

@@ -21,7 +21,11 @@ suppression list, in one transaction.
   a blocked message suppresses nothing;
 - a complaint: an ``events`` row (``complaint``) and the address suppressed (``complaint``); the
   ledger row keeps its state (the message was delivered);
-- the same feedback for the same delivery again (a relay retrying) changes nothing (``REPEAT``).
+- the same feedback for the same delivery again (a relay retrying) changes nothing (``REPEAT``);
+- feedback about a delivery still ``claimed`` or ``sending`` (a relay that bounced before the
+  dispatcher recorded the send: a local Postfix takes milliseconds) changes nothing yet
+  (``PENDING``): the receiver waits a moment and asks again, then answers ``451`` so the relay
+  retries; ``POST /feedback`` answers 503 so the ESP does; ``bounces import`` counts it.
 
 An ESP's delivery event (``POST /feedback``): ``sent`` → ``delivered``. Auto-replies, delay
 warnings and unrecognised messages change nothing (``IGNORED``).
@@ -40,8 +44,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from daemon import metrics
 from daemon.bounces.classify import BOUNCES, Feedback, Kind
 from daemon.channel import spec_of
+from daemon.delivery import IN_FLIGHT, SuppressionReason
 from daemon.delivery import DeliveryState as S
-from daemon.delivery import SuppressionReason
 from daemon.links.keys import Keyring
 from daemon.links.tokens import TEST_DELIVERY_ID, TokenError, verify
 from daemon.links.verp import NotVerp, delivery_of, split
@@ -61,6 +65,7 @@ class Result(StrEnum):
     REPEAT = "repeat"  # this delivery already had this feedback
     IGNORED = "ignored"  # an auto-reply, a delay warning, nothing recognised
     UNMATCHED = "unmatched"  # it names no delivery of ours (forged, altered, another sender's)
+    PENDING = "pending"  # its delivery is still being sent (not recorded yet): nothing done, try again
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +132,13 @@ async def record_feedback(
         return await _delivered(engine, match, now)
     email = spec_of("email")
     query = (
-        select(deliveries.c.campaign_id, deliveries.c.channel, deliveries.c.contact_id, contacts.c.email)
+        select(
+            deliveries.c.campaign_id,
+            deliveries.c.channel,
+            deliveries.c.state,
+            deliveries.c.contact_id,
+            contacts.c.email,
+        )
         .join(contacts, contacts.c.id == deliveries.c.contact_id)
         .where(deliveries.c.id == match.delivery_id)
     )
@@ -141,6 +152,8 @@ async def record_feedback(
             address is None or feedback.recipient is None or email.suppression_address(feedback.recipient) != address
         ):
             return Recorded(Result.UNMATCHED, kind)  # an unsigned clue must name the address it went to
+        if row.state in IN_FLIGHT:  # a relay quicker than our record of the send: nothing yet, ask again
+            return Recorded(Result.PENDING, kind, match.delivery_id, match.by)
         seen = await conn.scalar(
             select(exists().where(events.c.delivery_id == match.delivery_id, events.c.kind == event_kind))
         )

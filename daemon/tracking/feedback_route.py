@@ -2,7 +2,8 @@
 served by the tracking server. The body is read whole and bounded like ``POST /conversions``
 (``read_bounded``); each event is matched and recorded as a bounce read by the receiver would be
 (``daemon.bounces.record.take``). Answers are JSON counts and problem positions, never the input:
-200 when every event was read, 422 when some could not be (the others are recorded)."""
+200 when every event was read, 422 when some could not be (the others are recorded), 503 when an
+event is about a delivery still being sent (the ESP retries; what was recorded is then a repeat)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ def feedback_handler(
         answer: dict[str, object] = dict(sorted(results.items()))
         if batch.problems:
             answer["problems"] = batch.problems[:100]
+        if results["pending"]:  # a delivery not recorded as sent yet: the ESP sends the batch again
+            return _json(503, answer)
         return _json(422 if batch.problems else 200, answer)
 
     return handle

@@ -218,3 +218,28 @@ async def test_a_relay_that_accepts_then_bounces(tmp_path: Path) -> None:
         assert listed == {"dead-mei@example.net": "hard_bounce"}
     finally:
         await engine.dispose()
+
+
+async def test_a_bounce_for_a_send_not_yet_recorded_is_451_after_a_wait(
+    engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from daemon.bounces import receiver as receiver_module
+    from daemon.settings import BounceSettings
+
+    from .corpus import KEYRING, RCPT, message
+    from .test_record import seed, state
+
+    monkeypatch.setattr(receiver_module, "PENDING_WAIT", 0.3)
+    await seed(engine, {1: (1, RCPT, "sending")})  # the dispatcher has not recorded it yet
+    receiver = FeedbackReceiver(engine, KEYRING, BounceSettings(listen_port=0), FakeClock(NOW))
+    await receiver.start()
+    try:
+        assert receiver.port is not None
+        dsn = message("postfix-user-unknown", 1)
+        verp = values(1)["verp"]
+        with pytest.raises(smtplib.SMTPDataError) as later:
+            await asyncio.to_thread(hand_over, "lmtp", receiver.port, "", verp, dsn)
+        assert later.value.smtp_code == 451  # the relay keeps it and tries again
+    finally:
+        await receiver.close()
+    assert (await state(engine, 1))[0] == "sending"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.bounces.classify import Kind, classify
@@ -123,3 +123,15 @@ async def test_forgeries_auto_replies_and_strangers_change_nothing(engine: Async
     match = find_delivery(bare, KEYRING, "bounce")
     assert match is not None and match.by == "message_id"
     assert (await record_feedback(engine, bare, match, NOW, soft_limit=3)).result is Result.RECORDED
+
+
+async def test_a_bounce_quicker_than_the_record_of_its_send_waits(engine: AsyncEngine) -> None:
+    """A local relay may bounce before the dispatcher has recorded the send: nothing is done yet."""
+    await seed(engine, {1: (1, RCPT, "sending")})
+    early = await apply(engine, "postfix-user-unknown", 1)
+    assert (early.result, early.delivery_id) == (Result.PENDING, 1)
+    assert await state(engine, 1) == ("sending", None) and await suppressed(engine) == {}
+    async with engine.begin() as conn:  # the dispatcher records the send
+        await conn.execute(update(deliveries).where(deliveries.c.id == 1).values(state="sent"))
+    assert (await apply(engine, "postfix-user-unknown", 1)).result is Result.RECORDED
+    assert (await state(engine, 1))[0] == "bounced"
