@@ -47,6 +47,7 @@ def bench_campaign(campaign_id: str, channel: str, content: dict[str, Any] | Non
             "missed_slot": {"grace": "12h", "then": "skip"},
         },
         content={channel: content or data["content"][channel]},
+        slot_choice="first",  # one slot: nothing to choose (the example splits its two)
     )  # fmt: skip
     data.pop("costs", None)
     return Campaign.model_validate(data)
@@ -66,6 +67,7 @@ def bench_settings(
         default_timezone="UTC",
         default_country=default_country,
         tracking_base_url=TRACKING,
+        quiet_hours={"email": None, "sms": None, "im": None},  # the bucket is at 07:30 UTC for everyone
         compliance={
             "postal_address": "Example Shop, 1 Example Road, Shanghai 200000",
             "sender_identity": "Example Shop",
