@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import socket
 import uuid
@@ -88,6 +89,7 @@ class DispatchService:
         self.wall = SystemClock()  # heartbeats are real time, whatever clock the plan runs on
         self._started_at = self.wall.now()
         self._heartbeat: asyncio.Task[None] | None = None
+        settle_heap()
 
     async def start(self) -> None:
         self.start_heartbeat()
@@ -284,3 +286,20 @@ def open_journal(directory: Path, owner: str) -> HandoverJournal | None:
         log.warning("handover_journal_unavailable", path=str(journal.path), error=str(exc)[:300])
         return None
     return journal
+
+
+_heap_settled = False
+
+
+def settle_heap() -> None:
+    """Once per process, when its sending service is built: collect the garbage of the start-up, then
+    freeze what is left (modules, settings, the registry: ~130,000 objects that live as long as the
+    process) out of the cyclic collector's reach. Without it every full collection during a bucket
+    walks them all again (100-200 ms each, a few per 3,000 messages: about a tenth of a send's CPU);
+    objects made later are collected as usual. Reference counting still frees frozen objects."""
+    global _heap_settled
+    if _heap_settled:
+        return
+    _heap_settled = True
+    gc.collect()
+    gc.freeze()
