@@ -131,6 +131,22 @@ async def drop_ineligible(
     return [r for r in recipients if r.delivery_id not in gone]
 
 
+# The per-chunk statements are built once (their values are bound parameters, the id lists expanding
+# ones): building one with a hundred literal ids coerced each of them, every chunk.
+_NOW = bindparam("now", type_=deliveries.c.updated_at.type)
+_MARK_SENDING = (
+    update(deliveries)
+    .where(
+        tuple_(deliveries.c.id, deliveries.c.lease_epoch).in_(bindparam("rows", expanding=True)),  # this claim
+        deliveries.c.state == S.CLAIMED,
+        deliveries.c.lease_owner == bindparam("owner"),
+        deliveries.c.lease_expires_utc > _NOW,
+    )
+    .values(state=S.SENDING, attempts=deliveries.c.attempts + 1, updated_at=_NOW)
+    .returning(deliveries.c.id)
+)
+
+
 async def mark_sending(engine: AsyncEngine, rows: Sequence[tuple[int, int]], owner: str, now: datetime) -> set[int]:
     """(delivery_id, lease_epoch) pairs → the ids this node may now hand to a provider.
 
@@ -138,19 +154,8 @@ async def mark_sending(engine: AsyncEngine, rows: Sequence[tuple[int, int]], own
     to another node is not returned, and must not be sent."""
     if not rows:
         return set()
-    stmt = (
-        update(deliveries)
-        .where(
-            tuple_(deliveries.c.id, deliveries.c.lease_epoch).in_(list(rows)),  # this claim, not a later one
-            deliveries.c.state == S.CLAIMED,
-            deliveries.c.lease_owner == owner,
-            deliveries.c.lease_expires_utc > now,
-        )
-        .values(state=S.SENDING, attempts=deliveries.c.attempts + 1, updated_at=now)
-        .returning(deliveries.c.id)
-    )
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
-        got = (await conn.execute(stmt)).all()
+        got = (await conn.execute(_MARK_SENDING, {"rows": list(rows), "owner": owner, "now": now})).all()
     return {r.id for r in got}
 
 
@@ -185,28 +190,15 @@ async def record_outcomes(
             "d_error": o.decision.error,
             "d_via": o.provider,
             "d_segments": o.segments,
+            "d_prior": prior_state,
+            "d_owner": owner,
+            "now": now,
         }
         for o in outcomes
     ]
     if not params:
         return
-    stmt = (
-        update(deliveries)
-        .where(
-            deliveries.c.id == bindparam("d_id"),
-            deliveries.c.state == prior_state,
-            deliveries.c.lease_owner == owner,
-        )
-        .values(
-            state=bindparam("d_state"),
-            provider_id=bindparam("d_provider"),
-            provider=func.coalesce(bindparam("d_via", type_=deliveries.c.provider.type), deliveries.c.provider),
-            segments=func.coalesce(bindparam("d_segments", type_=deliveries.c.segments.type), deliveries.c.segments),
-            next_attempt_utc=bindparam("d_next", type_=deliveries.c.next_attempt_utc.type),
-            last_error=bindparam("d_error"),
-            updated_at=now,
-        )
-    )
+    stmt = _RECORD_OUTCOME
     accepted = [o.contact_id for o in outcomes if o.decision.state == S.SENT]
     refused = [o.contact_id for o in outcomes if o.decision.state == S.FAILED]
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
@@ -221,6 +213,25 @@ async def record_outcomes(
         await receipts.apply_pending(  # status callbacks that beat this commit
             conn, [o.decision.provider_id for o in sent], now, [o.delivery_id for o in sent]
         )
+
+
+_RECORD_OUTCOME = (
+    update(deliveries)
+    .where(
+        deliveries.c.id == bindparam("d_id"),
+        deliveries.c.state == bindparam("d_prior"),
+        deliveries.c.lease_owner == bindparam("d_owner"),
+    )
+    .values(
+        state=bindparam("d_state"),
+        provider_id=bindparam("d_provider"),
+        provider=func.coalesce(bindparam("d_via", type_=deliveries.c.provider.type), deliveries.c.provider),
+        segments=func.coalesce(bindparam("d_segments", type_=deliveries.c.segments.type), deliveries.c.segments),
+        next_attempt_utc=bindparam("d_next", type_=deliveries.c.next_attempt_utc.type),
+        last_error=bindparam("d_error"),
+        updated_at=_NOW,
+    )
+)
 
 
 async def recover(
