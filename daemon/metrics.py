@@ -128,9 +128,15 @@ def count_outcome(channel: str, provider: str | None, state: str, n: int = 1) ->
         DELIVERIES.labels(channel=channel, provider=provider or "none", state=str(state)).inc(n)
 
 
+_send_latency: dict[str, Any] = {}  # provider → its SEND_LATENCY child (one look-up per provider, not per send)
+
+
 def observe_send(provider: str, seconds: float, error: BaseException | None) -> None:
     """One send's answer: its latency and, if it raised, its error code."""
-    SEND_LATENCY.labels(provider=provider).observe(max(0.0, seconds))
+    child = _send_latency.get(provider)
+    if child is None:
+        child = _send_latency[provider] = SEND_LATENCY.labels(provider=provider)
+    child.observe(max(0.0, seconds))
     if error is not None:
         PROVIDER_ERRORS.labels(provider=provider, code=error_code(provider, getattr(error, "code", None))).inc()
 

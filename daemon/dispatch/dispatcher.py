@@ -387,10 +387,11 @@ class Dispatcher:
         counts: dict[str, int] = {}
         for o, (_, (_, answered_at)) in zip(outcomes, answers, strict=True):
             state = o.decision.state
-            counts[str(state)] = counts.get(str(state), 0) + 1
-            metrics.count_outcome(channel, messenger.provider, state)
+            counts[state] = counts.get(state, 0) + 1
             tally.add(state, answered_at if state == S.SENT else None, straggler=stragglers)
-        log.info("chunk_sent", rows=len(outcomes), outcomes=counts)
+        for state, n in counts.items():  # once per state, not per message
+            metrics.count_outcome(channel, messenger.provider, state, n)
+        log.info("chunk_sent", rows=len(outcomes), outcomes={str(k): n for k, n in counts.items()})
 
     async def _written(self, write: Callable[[], Awaitable[None]]) -> None:
         """Run ``write`` (a transaction recording what was sent); while the database refuses it for

@@ -91,18 +91,21 @@ async def load_recipients(engine: AsyncEngine, claims: Sequence[Claimed], owner:
     """The claimed rows (still leased to ``owner``) joined with their contacts, in id order."""
     if not claims:
         return []
-    query = (
-        select(*_DELIVERY_COLUMNS, *_CONTACT_COLUMNS)
-        .join(contacts, contacts.c.id == deliveries.c.contact_id)
-        .where(
-            deliveries.c.id.in_([c.delivery_id for c in claims]),
-            deliveries.c.state == S.CLAIMED,
-            deliveries.c.lease_owner == owner,
-        )
-        .order_by(deliveries.c.id)
-    )
+    values = {"ids": [c.delivery_id for c in claims], "owner": owner}
     async with engine.connect() as conn:
-        return [Recipient(*row) for row in await conn.execute(query)]  # columns in field order (checked below)
+        return [Recipient(*row) for row in await conn.execute(_LOAD, values)]  # columns in field order (checked above)
+
+
+_LOAD = (  # built once: a batch's ids are one expanding parameter
+    select(*_DELIVERY_COLUMNS, *_CONTACT_COLUMNS)
+    .join(contacts, contacts.c.id == deliveries.c.contact_id)
+    .where(
+        deliveries.c.id.in_(bindparam("ids", expanding=True)),
+        deliveries.c.state == S.CLAIMED,
+        deliveries.c.lease_owner == bindparam("owner"),
+    )
+    .order_by(deliveries.c.id)
+)
 
 
 async def drop_ineligible(
@@ -116,7 +119,7 @@ async def drop_ineligible(
     stmt = (
         update(deliveries)
         .where(
-            deliveries.c.id.in_([r.delivery_id for r in recipients]),
+            deliveries.c.id.in_(bindparam("ids", expanding=True)),
             deliveries.c.state == S.CLAIMED,
             deliveries.c.lease_owner == owner,
             reason != "",
@@ -125,7 +128,7 @@ async def drop_ineligible(
         .returning(deliveries.c.id, deliveries.c.contact_id)
     )
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
-        dropped = (await conn.execute(stmt)).all()
+        dropped = (await conn.execute(stmt, {"ids": [r.delivery_id for r in recipients]})).all()
         await coupons.release(conn, campaign.id, [r.contact_id for r in dropped], now)  # a retry may hold one
     gone = {r.id for r in dropped}
     return [r for r in recipients if r.delivery_id not in gone]
