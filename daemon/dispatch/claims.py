@@ -3,7 +3,6 @@ the scheduler does when a bucket fires, and what each dispatch helper process do
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
@@ -56,7 +55,6 @@ async def claim_all(
       (``daemon.frequency.effective_cap``): rows over it are skipped as they are claimed, in the
       claim's transaction (logged ``frequency_capped``)."""
     claimed = capped = last_id = 0
-    sending: asyncio.Future[None] | None = None  # the batch handed to on_claimed before this one
     bucket = and_(
         deliveries.c.campaign_id == campaign.id, deliveries.c.channel == channel, deliveries.c.due_utc == due_utc
     )
@@ -66,50 +64,32 @@ async def claim_all(
             log.info(
                 "fallback_not_needed", campaign_id=campaign.id, channel=channel, slot=due_utc.isoformat(), rows=skipped
             )
-    try:
-        while not stopped():
-            # paused or cancelled meanwhile (``topslot campaigns``, any node): stop before the next batch
-            if (state := await controls.campaign_state(engine, campaign.id)) is not controls.ControlState.ACTIVE:
-                log.warning("claims_held", channel=channel, slot=due_utc.isoformat(), state=str(state), claimed=claimed)
-                break
-            if quiet is not None:
-                # judged when the messages arrive: the slot, or now for a bucket running late
-                now = clock.now()
-                hushed = await ledger.skip_quiet_hours(engine, bucket, S.PLANNED, quiet, max(now, due_utc), now)
-                if hushed:
-                    log.warning("quiet_hours_skipped", channel=channel, slot=due_utc.isoformat(), rows=hushed)
-            batch = await ledger.claim_batch(
-                engine, campaign.id, channel, due_utc,
-                owner=owner, lease=clock_span(clock, lease), now=clock.now(), limit=CLAIM_BATCH, after_id=last_id,
-                cap=cap,
-            )  # fmt: skip
-            if not batch.claimed and not batch.capped:
-                break
-            claimed += len(batch.claimed)
-            capped += len(batch.capped)
-            last_id = batch.last_id
-            if not batch.claimed:
-                continue
-            failpoints.hit("after_claim")  # fault tests only: no-op unless TOPSLOT_FAILPOINT
-            if on_claimed is not None:
-                # this batch loads, reserves its coupons and renders while the one before is still on
-                # the wire (the dispatcher's window bounds what is sending across both); the next batch is
-                # claimed once the one before has finished
-                batch_task = asyncio.ensure_future(on_claimed(campaign, channel, due_utc, batch.claimed))
-                previous, sending = sending, batch_task
-                if previous is not None:
-                    await previous
-        if sending is not None:
-            await sending
-    except asyncio.CancelledError:
-        if sending is not None and not sending.done():  # cancelled: so is the batch still going
-            sending.cancel()
-            await asyncio.gather(sending, return_exceptions=True)
-        raise
-    except BaseException:
-        if sending is not None and not sending.done():  # a failure: the batch still going finishes first
-            await asyncio.gather(sending, return_exceptions=True)
-        raise
+    while not stopped():
+        # paused or cancelled meanwhile (``topslot campaigns``, any node): stop before the next batch
+        if (state := await controls.campaign_state(engine, campaign.id)) is not controls.ControlState.ACTIVE:
+            log.warning("claims_held", channel=channel, slot=due_utc.isoformat(), state=str(state), claimed=claimed)
+            break
+        if quiet is not None:
+            # judged when the messages arrive: the slot, or now for a bucket running late
+            now = clock.now()
+            hushed = await ledger.skip_quiet_hours(engine, bucket, S.PLANNED, quiet, max(now, due_utc), now)
+            if hushed:
+                log.warning("quiet_hours_skipped", channel=channel, slot=due_utc.isoformat(), rows=hushed)
+        batch = await ledger.claim_batch(
+            engine, campaign.id, channel, due_utc,
+            owner=owner, lease=clock_span(clock, lease), now=clock.now(), limit=CLAIM_BATCH, after_id=last_id,
+            cap=cap,
+        )  # fmt: skip
+        if not batch.claimed and not batch.capped:
+            break
+        claimed += len(batch.claimed)
+        capped += len(batch.capped)
+        last_id = batch.last_id
+        if not batch.claimed:
+            continue
+        failpoints.hit("after_claim")  # fault tests only: no-op unless TOPSLOT_FAILPOINT
+        if on_claimed is not None:
+            await on_claimed(campaign, channel, due_utc, batch.claimed)
     if capped:
         log.info("frequency_capped", channel=channel, due_utc=due_utc.isoformat(), skipped=capped, cap=str(cap))
     return claimed

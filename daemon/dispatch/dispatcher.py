@@ -118,9 +118,6 @@ class Dispatcher:
         self._coupon_key = active_coupon_key(keyring)
         self.stopping = False  # set on a graceful stop: finish what is on the wire, start nothing new
         self._tallies: dict[BucketKey, BucketTally] = {}
-        # per bucket: the IN_FLIGHT chunk slots shared by its batches being sent (a batch is prepared
-        # while the one before is on the wire), and how many batches use them
-        self._windows: dict[BucketKey, tuple[asyncio.Semaphore, int]] = {}
 
     def kit(self, campaign: Campaign) -> CampaignKit:
         """Compiled state per campaign version (the model is frozen, so identity marks a version)."""
@@ -155,27 +152,6 @@ class Dispatcher:
         """Send one batch of claimed rows of a bucket (the scheduler's ``on_claimed``). ``tallied``:
         count the outcomes in the bucket's tally (a retry round after the bucket does not)."""
         tally = self.tally((campaign.id, channel, due_utc)) if tallied else BucketTally(due_utc)
-        key = (campaign.id, channel, due_utc)
-        slots, users = self._windows.get(key) or (asyncio.Semaphore(IN_FLIGHT), 0)
-        self._windows[key] = (slots, users + 1)
-        try:
-            await self._dispatch(campaign, channel, due_utc, claims, tally, slots)
-        finally:
-            slots, users = self._windows[key]
-            if users == 1:
-                del self._windows[key]
-            else:
-                self._windows[key] = (slots, users - 1)
-
-    async def _dispatch(
-        self,
-        campaign: Campaign,
-        channel: str,
-        due_utc: datetime,
-        claims: Sequence[Claimed],
-        tally: BucketTally,
-        slots: asyncio.Semaphore,
-    ) -> None:
         with bound(campaign_id=campaign.id, channel=channel, slot=due_utc.isoformat()):
             recipients = await store.load_recipients(self.engine, claims, self.owner)
             recipients = await self._drop_too_late(campaign, channel, recipients, tally)
@@ -187,7 +163,7 @@ class Dispatcher:
             messenger = self.messengers.messenger(spec_of(channel).name, campaign.provider_for(channel))
             stragglers: list[asyncio.Task[None]] = []  # messages of chunks that moved on without them
             try:
-                await self._send_all(kit, campaign, channel, messenger, recipients, tally, stragglers, slots)
+                await self._send_all(kit, campaign, channel, messenger, recipients, tally, stragglers)
             finally:
                 await _settle(stragglers)
 
@@ -200,13 +176,11 @@ class Dispatcher:
         recipients: list[store.Recipient],
         tally: BucketTally,
         stragglers: list[asyncio.Task[None]],
-        slots: asyncio.Semaphore,
     ) -> None:
         """Render and send ``recipients`` chunk by chunk. Pipelined: the next chunk renders while
         earlier ones are on the wire, so the pool never idles at a chunk boundary; each chunk still
-        commits its own transitions. ``slots``: the bucket's chunk slots (IN_FLIGHT), shared with
-        the bucket's other batch being sent, if any."""
-        async with ChunkWindow(slots) as window:
+        commits its own transitions."""
+        async with ChunkWindow(IN_FLIGHT) as window:
             for start in range(0, len(recipients), CHUNK):
                 if self.stopping:  # a graceful stop: what is not on the wire yet goes back to planned
                     rest = [r.delivery_id for r in recipients[start:]]
@@ -458,13 +432,12 @@ class Dispatcher:
 
 
 class ChunkWindow:
-    """Runs chunk sends while ``slots`` (a semaphore: IN_FLIGHT for a bucket, shared by the windows of
-    its batches) allow. Leaving waits for every one of its own and re-raises the first failure; once
-    one has failed no new chunk starts. Cancelled, it cancels the ones in flight (their rows stay
-    ``sending``: recovery makes them ``unknown``, as after a crash)."""
+    """Runs up to ``size`` chunk sends at once. Leaving waits for every one of them and re-raises the
+    first failure; once one has failed no new chunk starts. Cancelled, it cancels the ones in flight
+    (their rows stay ``sending``: recovery makes them ``unknown``, as after a crash)."""
 
-    def __init__(self, slots: asyncio.Semaphore | int):
-        self._slots = asyncio.Semaphore(slots) if isinstance(slots, int) else slots
+    def __init__(self, size: int):
+        self._slots = asyncio.Semaphore(size)
         self._tasks: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None
 
