@@ -18,7 +18,7 @@ Appends are group-committed: ids handed over while an fsync runs are written and
 by the next one, so the cost is one sync per batch, not per message. A sync runs on the event
 loop's thread while syncs take at most ``INLINE_SYNC_S`` (a preallocated file on a local disk: a
 fifth of a millisecond), since handing it to a worker thread and back cost more CPU than the sync
-itself (two thread wake-ups and GIL hand-overs per batch: measured, about a fifth of an SMS send);
+itself (two thread wake-ups and GIL hand-overs per batch: measured, about an eighth of an SMS send);
 once one takes longer (a slow or busy disk), the next ones run in a worker thread while the loop goes
 on, until one is fast again. Acceptances that come while a worker thread syncs are kept in memory
 and written as soon as it returns (before any id handed over after them): a write to a file being
