@@ -2,7 +2,9 @@
 im_pipeline.py), none of it timed: the campaign for one channel (``bench_campaign``), its settings
 (``bench_settings``), its contacts (``person``), the ledger seeded with N contacts with consent for
 that channel and one planned row each, all due at ``DUE`` (``seed_bucket``), and what sample renders
-need (``campaign_kit``, ``recipient``). ``harness.fire_bucket`` fires it, timed."""
+need (``campaign_kit``, ``recipient``). ``harness.fire_bucket`` fires it, timed. The campaign keeps
+one slot (``slot_choice: first``: the example splits two) and the settings have no quiet hours, so
+every row is due and sendable at 07:30 UTC whatever the recipient's country."""
 
 from __future__ import annotations
 
