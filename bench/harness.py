@@ -57,6 +57,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from daemon.campaign import Campaign
 from daemon.clock import FakeClock
 from daemon.dispatch.service import DispatchService
+from daemon.heap import settle_heap
 from daemon.logs import configure_logging
 from daemon.scheduling.scheduler import BucketScheduler
 from daemon.settings import Settings
@@ -289,6 +290,7 @@ async def fire_bucket(engine: AsyncEngine, settings: Settings, campaign: Campaig
     )
     await service.on_campaigns_changed({campaign.id: campaign})
     scheduler.campaigns = {campaign.id: campaign}  # planned already (seeded): no re-plan
+    settle_heap()  # as the daemon does once it has started (daemon.heap)
     cpu_before, started = cpu_seconds(), time.perf_counter()
     claimed = await scheduler.fire_bucket(campaign.id, channel, DUE)
     elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu_before

@@ -2,7 +2,9 @@
 im_pipeline.py), none of it timed: the campaign for one channel (``bench_campaign``), its settings
 (``bench_settings``), its contacts (``person``), the ledger seeded with N contacts with consent for
 that channel and one planned row each, all due at ``DUE`` (``seed_bucket``), and what sample renders
-need (``campaign_kit``, ``recipient``). ``harness.fire_bucket`` fires it, timed."""
+need (``campaign_kit``, ``recipient``). ``harness.fire_bucket`` fires it, timed. The campaign keeps
+one slot (``slot_choice: first``: the example splits two) and the settings have no quiet hours, so
+every row is due and sendable at 07:30 UTC whatever the recipient's country."""
 
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ def bench_campaign(campaign_id: str, channel: str, content: dict[str, Any] | Non
             "missed_slot": {"grace": "12h", "then": "skip"},
         },
         content={channel: content or data["content"][channel]},
+        slot_choice="first",  # one slot: nothing to choose (the example splits its two)
     )  # fmt: skip
     data.pop("costs", None)
     return Campaign.model_validate(data)
@@ -66,6 +69,7 @@ def bench_settings(
         default_timezone="UTC",
         default_country=default_country,
         tracking_base_url=TRACKING,
+        quiet_hours={"email": None, "sms": None, "im": None},  # the bucket is at 07:30 UTC for everyone
         compliance={
             "postal_address": "Example Shop, 1 Example Road, Shanghai 200000",
             "sender_identity": "Example Shop",

@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import insert, select, text  # noqa: E402
 
 from daemon.clock import SystemClock  # noqa: E402
+from daemon.heap import settle_heap  # noqa: E402
 from daemon.links.keys import Keyring  # noqa: E402
 from daemon.links.tokens import sign  # noqa: E402
 from daemon.links.urls import link_key, normalise_url  # noqa: E402
@@ -313,6 +314,7 @@ async def bench(args: argparse.Namespace) -> int:
             TrackingOptions(port=0, flush_interval=args.flush_interval, batch_size=args.batch_size),
         )
         await server.start()
+        settle_heap()  # as the daemon does once it has started (daemon.heap)
         print(
             f"tracking server {server.url}, {args.deliveries:,} deliveries, {'PostgreSQL' if args.pg else 'SQLite'}; "
             f"{client} with {args.connections} connections for {args.seconds:g} s …",

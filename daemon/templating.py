@@ -467,11 +467,13 @@ def message_context(
     campaign: CampaignView,
     landing_url: str,
     track: Callable[[str], str],
-    unsubscribe_url: str,
+    unsubscribe_url: str | None,
     slot: str,
 ) -> dict[str, Any]:
-    """The exact names a template sees; the renderer and validation both build it here."""
-    return {
+    """The exact names a template sees; the renderer and validation both build it here.
+    ``unsubscribe_url`` None: left out, for a template known never to name it (a use would be
+    undefined, an error: never a blank link)."""
+    context = {
         "contact": contact,
         "coupon": coupon,
         "campaign": campaign,
@@ -480,6 +482,9 @@ def message_context(
         "unsubscribe_url": unsubscribe_url,
         "slot": slot,
     }
+    if unsubscribe_url is None:
+        del context["unsubscribe_url"]
+    return context
 
 
 def sample_contact() -> ContactView:

@@ -11,7 +11,7 @@ process. That is observed, not guessed:
   connection) nothing left the process.
 - ``hand_over(peer, timeout)`` is the ``async with`` around one request: it starts a fresh
   ``Attempt`` for this task (``current_attempt()`` finds it), bounds the exchange by one
-  ``asyncio.timeout`` and maps what fails inside it:
+  deadline (``asyncio.timeout``'s semantics: one loop timer) and maps what fails inside it:
 
   ==================================================  =========================================
   our timeout, nothing written                        ``TransientSendError`` code ``connect_timeout``
@@ -90,7 +90,7 @@ class MarkingConnector(aiohttp.TCPConnector):
 def http_session(connections: int) -> aiohttp.ClientSession:
     """The session of one HTTP messenger: at most ``connections`` open, each send marked as written
     once it holds one (``MarkingConnector``), and no timeout of aiohttp's own (no timer set per
-    request): ``hand_over``'s ``asyncio.timeout`` bounds every exchange."""
+    request): ``hand_over``'s deadline bounds every exchange."""
     return aiohttp.ClientSession(connector=MarkingConnector(limit=connections), timeout=aiohttp.ClientTimeout())
 
 
@@ -111,30 +111,36 @@ class hand_over:  # noqa: N801 (used as ``async with hand_over(...)``, like a fu
     A plain class, not an ``@asynccontextmanager``: it runs once per message sent, and a generator
     based manager costs several times more."""
 
-    __slots__ = ("peer", "timeout", "secrets", "_attempt", "_token", "_deadline")
+    __slots__ = ("peer", "timeout", "secrets", "_attempt", "_token", "_task", "_cancelling", "_timer", "_expired")
 
     def __init__(self, peer: str, timeout: float, *, secrets: Iterable[str] = ()):
         self.peer = peer
         self.timeout = timeout
         self.secrets = secrets
 
+    # The deadline is ``asyncio.timeout``'s logic without its object and coroutines per message: one
+    # timer that cancels this task when it fires; leaving turns that cancellation (and only that one)
+    # into the timeout, exactly as ``asyncio.Timeout.__aexit__`` does.
+
     async def __aenter__(self) -> Attempt:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("hand_over must be used inside a task")
         attempt = self._attempt = Attempt()
         self._token = _attempt.set(attempt)
-        self._deadline = asyncio.timeout(self.timeout)
-        try:
-            await self._deadline.__aenter__()
-        except BaseException:
-            _attempt.reset(self._token)
-            raise
+        self._task, self._cancelling, self._expired = task, task.cancelling(), False
+        self._timer = task.get_loop().call_later(self.timeout, self._expire)
         return attempt
+
+    def _expire(self) -> None:
+        self._expired = True
+        self._task.cancel()
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         try:
-            try:
-                await self._deadline.__aexit__(exc_type, exc, tb)
-            except TimeoutError as expired:  # our deadline passed (the body was cancelled)
-                exc = expired
+            self._timer.cancel()
+            if self._expired and self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
+                exc = TimeoutError()  # our deadline passed (the body was cancelled)
             if exc is not None:
                 self._raise_for(exc)
         finally:

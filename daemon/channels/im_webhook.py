@@ -50,7 +50,7 @@ so it stays ``unknown`` and is never retried automatically. The reason quoted fr
 JSON ``error`` / ``message`` / ``reason`` (or the start of a text body), printable characters only, at
 most ``MAX_REASON`` long, with the secret blanked out.
 
-Per request: one ``asyncio.timeout(timeout_seconds)``; per messenger: at most ``max_in_flight``
+Per request: one deadline of ``timeout_seconds`` (``hand_over``'s); per messenger: at most ``max_in_flight``
 requests open, paced by a ``TokenBucket`` at ``rate_per_second`` (both already multiplied by the
 registry's ``share``). Provider ids are prefixed with the provider's name so that a gateway's ids can
 never be mistaken for another provider's in the ledger (receipts find rows by provider id).

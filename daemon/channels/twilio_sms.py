@@ -35,7 +35,7 @@ process, so a failure (``ClientConnectorError``, our own timeout while connectin
 pooled connection) is transient. After it, any failure is ambiguous (a stale keep-alive connection
 closed by Twilio included: safe, never twice).
 
-Per request: one ``asyncio.timeout(timeout_seconds)`` (aiohttp's own is not used). Per messenger:
+Per request: one deadline of ``timeout_seconds`` (``hand_over``'s; aiohttp's own is not used). Per messenger:
 at most ``max_in_flight`` requests open, paced by a ``TokenBucket`` at ``rate_per_second`` (both
 already divided by the registry's ``share``). The aiohttp session is created on the first send (it
 needs the running loop) and closed by ``close()``.

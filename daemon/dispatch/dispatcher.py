@@ -391,13 +391,14 @@ class Dispatcher:
         self.sending -= len(outcomes)
         if self.sending == 0 and self.journal is not None:  # nothing of ours is sending: start it afresh
             await self.journal.settled()
-        counts: dict[str, int] = {}
+        counts: dict[S, int] = {}
         for o, (_, (_, answered_at)) in zip(outcomes, answers, strict=True):
             state = o.decision.state
-            counts[str(state)] = counts.get(str(state), 0) + 1
-            metrics.count_outcome(channel, messenger.provider, state)
+            counts[state] = counts.get(state, 0) + 1
             tally.add(state, answered_at if state == S.SENT else None, straggler=stragglers)
-        log.info("chunk_sent", rows=len(outcomes), outcomes=counts)
+        for counted, n in counts.items():  # once per state, not per message
+            metrics.count_outcome(channel, messenger.provider, counted, n)
+        log.info("chunk_sent", rows=len(outcomes), outcomes={str(k): n for k, n in counts.items()})
 
     async def _written(self, write: Callable[[], Awaitable[None]]) -> None:
         """Run ``write`` (a transaction recording what was sent); while the database refuses it for

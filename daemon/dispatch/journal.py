@@ -15,7 +15,16 @@ really on the wire, at most one per open connection, are ``unknown``; after a po
 whose acceptance had not reached the disk too (never one sent twice).
 
 Appends are group-committed: ids handed over while an fsync runs are written and fsynced together
-by the next one, so the cost is one sync per batch, not per message. One journal per lease owner
+by the next one, so the cost is one sync per batch, not per message. A sync runs on the event
+loop's thread while syncs take at most ``INLINE_SYNC_S`` (a preallocated file on a local disk: a
+fifth of a millisecond), since handing it to a worker thread and back cost more CPU than the sync
+itself (two thread wake-ups and GIL hand-overs per batch: measured, about an eighth of an SMS send);
+once one takes longer (a slow or busy disk), the next ones run in a worker thread while the loop goes
+on, until one is fast again. Acceptances that come while a worker thread syncs are kept in memory
+and written as soon as it returns (before any id handed over after them): a write to a file being
+fsynced can wait for that fsync. A connection whose acceptance is held this way has nothing else on
+the wire (its next message waits for the next sync, which writes the acceptance first), so a crash
+still leaves at most one ``unknown`` row per connection. One journal per lease owner
 (``<node>/<boot>``; a helper process has its own), under ``<var_dir>/journal/``; it is emptied
 whenever the process has no row ``sending`` (every outcome recorded), and deleted once recovery
 has read it. A journal that cannot be read proves nothing: its rows are ``unknown``, as before.
@@ -26,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +46,7 @@ from daemon.durable import fsync_directory
 SUFFIX = ".handover"
 ALLOCATE_BYTES = 1 << 20  # the file grows by this much at a time (written in place)
 KEEP_BYTES = 1 << 20  # written from the start again when settled and past this
+INLINE_SYNC_S = 0.001  # a sync that took at most this long: the next one runs on the event loop's thread
 
 
 def journal_path(directory: Path, owner: str) -> Path:
@@ -90,8 +101,8 @@ class HandoverJournal:
 
     The file is preallocated (``ALLOCATE_BYTES`` at a time) and written in place, so committing a
     batch is an ``fdatasync`` that changes no metadata: the cheapest durable write there is. All
-    writes happen on the event loop's thread (they are page-cache copies); only the sync runs in a
-    worker thread."""
+    writes happen on the event loop's thread (they are page-cache copies); so does the sync while
+    syncs are fast, else it runs in a worker thread (see the module docstring)."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -100,6 +111,9 @@ class HandoverJournal:
         self._size = 0  # bytes allocated
         self._grew = False  # allocated since the last sync: the next one must be a full fsync
         self._pending: list[int] = []  # the ids the next sync will commit
+        self._syncing = False  # an fsync runs (in a worker thread): writes now would wait for it
+        self._sync_s = 0.0  # how long the last sync took (seconds): where the next one runs
+        self._answers: list[bytes] = []  # acceptances that came during that fsync, written after it
         self._waiters: list[asyncio.Future[None]] = []  # one per id in ``_pending``
         self._flushing: asyncio.Task[None] | None = None
 
@@ -137,7 +151,19 @@ class HandoverJournal:
                 self._write("".join(f"{i}\n" for i in ids).encode("ascii"))
                 sync = os.fsync if self._grew else os.fdatasync
                 self._grew = False
-                await loop.run_in_executor(None, sync, fd)
+                if self._sync_s <= INLINE_SYNC_S:  # fast lately: here, no thread hand-off
+                    started = time.perf_counter()
+                    sync(fd)
+                    self._sync_s = time.perf_counter() - started
+                else:  # slow lately: in a worker thread, the loop goes on meanwhile
+                    self._syncing = True
+                    started = time.perf_counter()
+                    try:
+                        await loop.run_in_executor(None, sync, fd)
+                    finally:
+                        self._sync_s = time.perf_counter() - started
+                        self._syncing = False
+                        self._write_answers()
             except BaseException as exc:
                 for waiter in waiters:
                     if not waiter.done():
@@ -153,8 +179,19 @@ class HandoverJournal:
         if self._fd is None:
             return
         answer = " ".join(provider_id.splitlines())  # one line, whatever the provider answered
+        line = f"{delivery_id} {provider} {segments or '-'} {answer}\n".encode()
+        if self._syncing:  # written once the sync returns (see the module docstring)
+            self._answers.append(line)
+            return
         with contextlib.suppress(OSError):
-            self._write(f"{delivery_id} {provider} {segments or '-'} {answer}\n".encode())
+            self._write(line)
+
+    def _write_answers(self) -> None:
+        """Write the acceptances held while a sync ran (not synced, as any acceptance)."""
+        if self._answers and self._fd is not None:
+            data, self._answers = b"".join(self._answers), []
+            with contextlib.suppress(OSError):
+                self._write(data)
 
     def _write(self, data: bytes) -> None:
         assert self._fd is not None
@@ -185,6 +222,7 @@ class HandoverJournal:
     def close(self, *, remove: bool) -> None:
         """Close the file; ``remove`` it when nothing is ``sending`` (a graceful stop)."""
         if self._fd is not None:
+            self._write_answers()
             os.close(self._fd)
             self._fd = None
         if remove:

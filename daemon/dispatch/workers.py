@@ -35,6 +35,7 @@ from daemon.clock import SimulatedClock
 from daemon.dispatch.claims import claim_all
 from daemon.dispatch.tally import BucketTally
 from daemon.frequency import effective_cap
+from daemon.heap import settle_heap
 from daemon.logs import configure_logging, get_logger
 from daemon.settings import Settings
 
@@ -290,6 +291,7 @@ async def _serve(pipe: Connection, settings: Settings, node: str) -> None:
     service.start_heartbeat()  # its own row in ``processes`` (``topslot status``)
     metrics.report_sends()  # its registry is not scraped: its sends go back with each reply
     await service.recover()  # rows an earlier run of this helper left behind
+    settle_heap()  # started: what lives as long as the helper leaves the collector's walks
     pipe.send(("ready", service.owner, os.getpid()))
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()

@@ -12,7 +12,10 @@ sample recipients (China/zh-CN and the United States/en-US) with short links as 
 and their opt-out lines: one over ``MAX_SMS_SEGMENTS`` segments fails the load.
 
 Coupons, tracked URLs and unsubscribe links are made elsewhere (``daemon.coupons``,
-``daemon.links``): the caller passes them in as plain values and a ``track`` callable.
+``daemon.links``): the caller passes them in as plain values and a ``track`` callable. A text
+template (SMS, IM) that never names ``unsubscribe_url`` (found from its syntax tree at compile time;
+one that includes, imports or extends another counts as naming it) is rendered without it, so its
+signed token is never made: the name is simply absent, and StrictUndefined would refuse a use.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
-from jinja2 import Template, TemplateError, TemplateNotFound
+from jinja2 import Template, TemplateError, TemplateNotFound, meta
 
 from daemon.campaign import Campaign, ImContent
 from daemon.channel import SPECS, spec_of
@@ -143,11 +146,16 @@ class CompiledEmail:
 
 class CompiledText:
     """An SMS or IM body template, ready to render; ``opt_out``: the compliance settings whose
-    ``sms_opt_out`` line (for the recipient's country) ends every body (SMS), None for none (IM)."""
+    ``sms_opt_out`` line (for the recipient's country) ends every body (SMS), None for none (IM);
+    ``needs_unsubscribe``: whether the template may use ``unsubscribe_url`` (``names_unsubscribe``)."""
 
-    def __init__(self, template: Template, limits: RenderLimits, opt_out: Compliance | None = None):
+    def __init__(
+        self, template: Template, limits: RenderLimits, opt_out: Compliance | None = None, *,
+        needs_unsubscribe: bool = True,
+    ):  # fmt: skip
         self.template = BoundedTemplate(template, limits)
         self.opt_out = opt_out
+        self.needs_unsubscribe = needs_unsubscribe
 
     def render(self, context: dict[str, Any]) -> str:
         return self.finish(self.template.render(self.template.parent(context)), context["contact"])
@@ -171,12 +179,17 @@ class RenderedCard:
 
 
 class CompiledCard:
-    """The IM content's one-line template strings: card title, button label, template variables."""
+    """The IM content's one-line template strings: card title, button label, template variables
+    (``needs_unsubscribe`` as ``CompiledText``'s, for any of them)."""
 
-    def __init__(self, title: Template | None, button: Template, variables: dict[str, Template], limits: RenderLimits):
+    def __init__(
+        self, title: Template | None, button: Template, variables: dict[str, Template], limits: RenderLimits, *,
+        needs_unsubscribe: bool = True,
+    ):  # fmt: skip
         self.title = BoundedTemplate(title, limits) if title is not None else None
         self.button = BoundedTemplate(button, limits)
         self.variables = {k: BoundedTemplate(v, limits) for k, v in variables.items()}
+        self.needs_unsubscribe = needs_unsubscribe
 
     def render(self, context: dict[str, Any]) -> RenderedCard:
         parent = self.button.parent(context)
@@ -212,16 +225,25 @@ class CompiledCampaign:
         self._landing: dict[str, str] = {channel: campaign.landing_url(channel) for channel in SPECS}
 
     def context(
-        self, contact: ContactView, coupon: str | None, links: LinksOfMessage, slot: str, channel: str
+        self,
+        contact: ContactView,
+        coupon: str | None,
+        links: LinksOfMessage,
+        slot: str,
+        channel: str,
+        *,
+        unsubscribe: bool = True,
     ) -> dict[str, Any]:
-        """The template context of one message (``coupon`` None: sent without one → empty text)."""
+        """The template context of one message (``coupon`` None: sent without one → empty text);
+        ``unsubscribe=False``: without ``unsubscribe_url`` (for templates that never name it: its
+        token is not signed)."""
         return message_context(
             contact=contact,
             coupon=coupon or "",
             campaign=self._view,
             landing_url=self._landing[channel],
             track=links.track,
-            unsubscribe_url=links.unsubscribe_url,
+            unsubscribe_url=links.unsubscribe_url if unsubscribe else None,
             slot=slot,
         )
 
@@ -238,7 +260,9 @@ class CompiledCampaign:
         compiled = self.texts.get(channel)
         if compiled is None:
             raise ValueError(f"campaign {self.campaign.id!r} has no {channel} content")
-        return compiled.render(self.context(contact, coupon, links, slot, channel))
+        return compiled.render(
+            self.context(contact, coupon, links, slot, channel, unsubscribe=compiled.needs_unsubscribe)
+        )
 
     def render_card(
         self, channel: str, contact: ContactView, coupon: str | None, links: LinksOfMessage, slot: str
@@ -246,7 +270,9 @@ class CompiledCampaign:
         """The IM card (title, button, tracked link) and template variables; None without IM content."""
         if self.card is None:
             return None
-        return self.card.render(self.context(contact, coupon, links, slot, channel))
+        return self.card.render(
+            self.context(contact, coupon, links, slot, channel, unsubscribe=self.card.needs_unsubscribe)
+        )
 
 
 def sample_links(channel: str = "email") -> MessageLinks:
@@ -408,10 +434,12 @@ class _Compiler:
         if source is None:
             return None
         filename = str(self.templates_dir / name)
-        template = self.build(prepare_text_source(source), _with_suffix(name, ".txt"), filename)
+        prepared = prepare_text_source(source)
+        template = self.build(prepared, _with_suffix(name, ".txt"), filename)
         if template is None or self.sample(template, channel, filename) is None:
             return None
-        compiled = CompiledText(template, self.limits, opt_out)
+        unsubscribe = names_unsubscribe(self.env, prepared)
+        compiled = CompiledText(template, self.limits, opt_out, needs_unsubscribe=unsubscribe)
         if spec_of(channel).segmented:
             self.check_segments(compiled, channel, filename)
         return compiled
@@ -435,7 +463,8 @@ class _Compiler:
         assert button is not None
         title = parts.pop("title")
         variables = {k.removeprefix("variables."): v for k, v in parts.items() if v is not None}
-        return CompiledCard(title, button, variables, self.limits)
+        unsubscribe = any(names_unsubscribe(self.env, text) for text in strings.values() if text is not None)
+        return CompiledCard(title, button, variables, self.limits, needs_unsubscribe=unsubscribe)
 
     def check_segments(self, compiled: CompiledText, channel: str, where: str) -> None:
         """A problem when a sample recipient's body (opt-out line included) is over MAX_SMS_SEGMENTS."""
@@ -451,6 +480,19 @@ class _Compiler:
                     f"({contact.locale}) is {count.segments} {count.encoding} segments with its opt-out line; "  # type: ignore[attr-defined]
                     f"at most {MAX_SMS_SEGMENTS} can be sent: shorten it",
                 )
+
+
+def names_unsubscribe(env: TemplateSandbox, source: str) -> bool:
+    """Whether the template ``source`` may use ``unsubscribe_url``: it names it, or it includes,
+    imports or extends another template (whose names are not looked at); True when it cannot be
+    parsed (it then fails to compile anyway)."""
+    try:
+        tree = env.parse(source)
+    except TemplateError:
+        return True
+    if any(True for _ in meta.find_referenced_templates(tree)):
+        return True
+    return "unsubscribe_url" in meta.find_undeclared_variables(tree)
 
 
 def _with_suffix(name: str, suffix: str) -> str:

@@ -30,6 +30,7 @@ from daemon.clock import Clock, SystemClock
 from daemon.dispatch.service import DRAIN_TIMEOUT, DispatchService
 from daemon.errors import Problem
 from daemon.health import Health
+from daemon.heap import settle_heap
 from daemon.links.keys import load_keyring
 from daemon.logs import configure_logging, get_logger
 from daemon.runtime.campaign_loader import CampaignLoader
@@ -222,6 +223,7 @@ class Daemon:
         await self.reload("start")
         if self.notifier.watchdog_interval is not None:
             self._spawn(self._watchdog(), "watchdog")
+        settle_heap()  # everything that lives as long as the daemon exists now: out of the collector's walks
         self.notifier.ready(self._status())
         self.ready.set()
         log.info("daemon_ready", campaigns=sorted(self.campaigns), problems=len(self.problems))

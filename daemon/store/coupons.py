@@ -451,16 +451,19 @@ async def commit(conn: AsyncConnection, campaign_id: str, contact_ids: Iterable[
     ids = sorted(set(contact_ids))
     if not ids:
         return 0
-    result = await conn.execute(
-        update(coupon_codes)
-        .where(
-            coupon_codes.c.campaign_id == campaign_id,
-            coupon_codes.c.contact_id.in_(ids),
-            coupon_codes.c.state == "reserved",
-        )
-        .values(state="assigned", assigned_at=now)
-    )
+    result = await conn.execute(_COMMIT, {"campaign": campaign_id, "ids": ids, "now": now})
     return result.rowcount or 0
+
+
+_COMMIT = (  # built once: a chunk's ids are one expanding parameter, not a hundred coerced literals
+    update(coupon_codes)
+    .where(
+        coupon_codes.c.campaign_id == bindparam("campaign"),
+        coupon_codes.c.contact_id.in_(bindparam("ids", expanding=True)),
+        coupon_codes.c.state == "reserved",
+    )
+    .values(state="assigned", assigned_at=bindparam("now", type_=coupon_codes.c.assigned_at.type))
+)
 
 
 async def release(conn: AsyncConnection, campaign_id: str, contact_ids: Iterable[int], now: datetime) -> int:

@@ -91,18 +91,21 @@ async def load_recipients(engine: AsyncEngine, claims: Sequence[Claimed], owner:
     """The claimed rows (still leased to ``owner``) joined with their contacts, in id order."""
     if not claims:
         return []
-    query = (
-        select(*_DELIVERY_COLUMNS, *_CONTACT_COLUMNS)
-        .join(contacts, contacts.c.id == deliveries.c.contact_id)
-        .where(
-            deliveries.c.id.in_([c.delivery_id for c in claims]),
-            deliveries.c.state == S.CLAIMED,
-            deliveries.c.lease_owner == owner,
-        )
-        .order_by(deliveries.c.id)
-    )
+    values = {"ids": [c.delivery_id for c in claims], "owner": owner}
     async with engine.connect() as conn:
-        return [Recipient(*row) for row in await conn.execute(query)]  # columns in field order (checked below)
+        return [Recipient(*row) for row in await conn.execute(_LOAD, values)]  # columns in field order (checked above)
+
+
+_LOAD = (  # built once: a batch's ids are one expanding parameter
+    select(*_DELIVERY_COLUMNS, *_CONTACT_COLUMNS)
+    .join(contacts, contacts.c.id == deliveries.c.contact_id)
+    .where(
+        deliveries.c.id.in_(bindparam("ids", expanding=True)),
+        deliveries.c.state == S.CLAIMED,
+        deliveries.c.lease_owner == bindparam("owner"),
+    )
+    .order_by(deliveries.c.id)
+)
 
 
 async def drop_ineligible(
@@ -116,7 +119,7 @@ async def drop_ineligible(
     stmt = (
         update(deliveries)
         .where(
-            deliveries.c.id.in_([r.delivery_id for r in recipients]),
+            deliveries.c.id.in_(bindparam("ids", expanding=True)),
             deliveries.c.state == S.CLAIMED,
             deliveries.c.lease_owner == owner,
             reason != "",
@@ -125,10 +128,26 @@ async def drop_ineligible(
         .returning(deliveries.c.id, deliveries.c.contact_id)
     )
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
-        dropped = (await conn.execute(stmt)).all()
+        dropped = (await conn.execute(stmt, {"ids": [r.delivery_id for r in recipients]})).all()
         await coupons.release(conn, campaign.id, [r.contact_id for r in dropped], now)  # a retry may hold one
     gone = {r.id for r in dropped}
     return [r for r in recipients if r.delivery_id not in gone]
+
+
+# The per-chunk statements are built once (their values are bound parameters, the id lists expanding
+# ones): building one with a hundred literal ids coerced each of them, every chunk.
+_NOW = bindparam("now", type_=deliveries.c.updated_at.type)
+_MARK_SENDING = (
+    update(deliveries)
+    .where(
+        tuple_(deliveries.c.id, deliveries.c.lease_epoch).in_(bindparam("rows", expanding=True)),  # this claim
+        deliveries.c.state == S.CLAIMED,
+        deliveries.c.lease_owner == bindparam("owner"),
+        deliveries.c.lease_expires_utc > _NOW,
+    )
+    .values(state=S.SENDING, attempts=deliveries.c.attempts + 1, updated_at=_NOW)
+    .returning(deliveries.c.id)
+)
 
 
 async def mark_sending(engine: AsyncEngine, rows: Sequence[tuple[int, int]], owner: str, now: datetime) -> set[int]:
@@ -138,19 +157,8 @@ async def mark_sending(engine: AsyncEngine, rows: Sequence[tuple[int, int]], own
     to another node is not returned, and must not be sent."""
     if not rows:
         return set()
-    stmt = (
-        update(deliveries)
-        .where(
-            tuple_(deliveries.c.id, deliveries.c.lease_epoch).in_(list(rows)),  # this claim, not a later one
-            deliveries.c.state == S.CLAIMED,
-            deliveries.c.lease_owner == owner,
-            deliveries.c.lease_expires_utc > now,
-        )
-        .values(state=S.SENDING, attempts=deliveries.c.attempts + 1, updated_at=now)
-        .returning(deliveries.c.id)
-    )
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
-        got = (await conn.execute(stmt)).all()
+        got = (await conn.execute(_MARK_SENDING, {"rows": list(rows), "owner": owner, "now": now})).all()
     return {r.id for r in got}
 
 
@@ -185,28 +193,15 @@ async def record_outcomes(
             "d_error": o.decision.error,
             "d_via": o.provider,
             "d_segments": o.segments,
+            "d_prior": prior_state,
+            "d_owner": owner,
+            "now": now,
         }
         for o in outcomes
     ]
     if not params:
         return
-    stmt = (
-        update(deliveries)
-        .where(
-            deliveries.c.id == bindparam("d_id"),
-            deliveries.c.state == prior_state,
-            deliveries.c.lease_owner == owner,
-        )
-        .values(
-            state=bindparam("d_state"),
-            provider_id=bindparam("d_provider"),
-            provider=func.coalesce(bindparam("d_via", type_=deliveries.c.provider.type), deliveries.c.provider),
-            segments=func.coalesce(bindparam("d_segments", type_=deliveries.c.segments.type), deliveries.c.segments),
-            next_attempt_utc=bindparam("d_next", type_=deliveries.c.next_attempt_utc.type),
-            last_error=bindparam("d_error"),
-            updated_at=now,
-        )
-    )
+    stmt = _RECORD_OUTCOME
     accepted = [o.contact_id for o in outcomes if o.decision.state == S.SENT]
     refused = [o.contact_id for o in outcomes if o.decision.state == S.FAILED]
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
@@ -221,6 +216,25 @@ async def record_outcomes(
         await receipts.apply_pending(  # status callbacks that beat this commit
             conn, [o.decision.provider_id for o in sent], now, [o.delivery_id for o in sent]
         )
+
+
+_RECORD_OUTCOME = (
+    update(deliveries)
+    .where(
+        deliveries.c.id == bindparam("d_id"),
+        deliveries.c.state == bindparam("d_prior"),
+        deliveries.c.lease_owner == bindparam("d_owner"),
+    )
+    .values(
+        state=bindparam("d_state"),
+        provider_id=bindparam("d_provider"),
+        provider=func.coalesce(bindparam("d_via", type_=deliveries.c.provider.type), deliveries.c.provider),
+        segments=func.coalesce(bindparam("d_segments", type_=deliveries.c.segments.type), deliveries.c.segments),
+        next_attempt_utc=bindparam("d_next", type_=deliveries.c.next_attempt_utc.type),
+        last_error=bindparam("d_error"),
+        updated_at=_NOW,
+    )
+)
 
 
 async def recover(

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import RowMapping, delete, func, select, update
+from sqlalchemy import RowMapping, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from daemon.channel import spec_of
@@ -141,11 +141,15 @@ async def apply_pending(
         return 0
     await _lock(conn, shared=True)
     applied = 0
-    for receipt in await _parked(conn, ids):
+    parked = await _parked(conn, sorted({*ids, *keys}))  # one look-up for both kinds (almost always none)
+    by_provider_id, unparked = set(ids), set()
+    for receipt in [r for r in parked if r.provider_id in by_provider_id]:
         if await _apply(conn, receipt, now) is not None:  # the row exists (in whatever state): done with it
             await _unpark(conn, receipt.provider_id)
+            unparked.add(receipt.provider_id)
             applied += 1
-    for receipt in await _parked(conn, sorted(keys)):  # named by delivery id: through the row's provider id
+    # named by delivery id: through the row's provider id (those unparked just now are gone)
+    for receipt in [r for r in parked if r.provider_id in keys and r.provider_id not in unparked]:
         await _unpark(conn, receipt.provider_id)
         stmt = select(deliveries.c.provider, deliveries.c.provider_id).where(
             deliveries.c.id == keys[receipt.provider_id]
@@ -163,9 +167,12 @@ async def _parked(conn: AsyncConnection, keys: list[str]) -> list[Receipt]:
     """The parked receipts under these keys."""
     found: list[Receipt] = []
     for start in range(0, len(keys), IDS_PER_QUERY):
-        stmt = select(provider_receipts).where(provider_receipts.c.provider_id.in_(keys[start : start + IDS_PER_QUERY]))
-        found.extend(_receipt(row) for row in (await conn.execute(stmt)).mappings())
+        result = await conn.execute(_PARKED, {"keys": keys[start : start + IDS_PER_QUERY]})
+        found.extend(_receipt(row) for row in result.mappings())
     return found
+
+
+_PARKED = select(provider_receipts).where(provider_receipts.c.provider_id.in_(bindparam("keys", expanding=True)))
 
 
 async def purge_pending(conn: AsyncConnection, now: datetime) -> int:

@@ -40,7 +40,6 @@ from ``TrackingOptions.trusted_proxies``) are cleaned and stored as data.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -113,10 +112,6 @@ class TrackingOptions:
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None  # a listener of its own for /metrics, /healthz, /readyz (0: any free port)
     ready_timeout: float = 1.0  # /readyz: seconds the database has to answer
-    # At start, move every object alive (modules, settings, SQLAlchemy metadata, compiled campaigns)
-    # out of the garbage collector's sight (``gc.freeze``): a full collection then walks only what
-    # came later, ~10 ms instead of 100-175 ms of a stalled event loop (measured under load).
-    freeze_gc: bool = True
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> TrackingOptions:
@@ -219,8 +214,6 @@ class TrackingServer:
             log.info("metrics_listener_started", host=o.metrics_host, port=self.metrics_port)
         self.writer.start()
         self.buffer.start()
-        if o.freeze_gc:
-            gc.freeze()
         if self.snapshot is not None:
             self.snapshot.start()
         log.info("tracking_server_started", host=o.host, port=self.port, base_path=self._prefix or "/")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,45 @@ async def test_marks_are_on_disk_when_mark_returns_and_concurrent_ones_share_fsy
     await asyncio.gather(*(journal.mark(i) for i in range(1, 101)))
     assert read_journal(journal.path) == dict.fromkeys(range(1, 101))  # every id is there once mark returned
     assert 1 <= len(fsyncs) < 100  # batched: not one sync per message (fdatasync: the file is preallocated)
+    journal.close(remove=False)
+
+
+async def test_a_slow_sync_sends_the_next_ones_to_a_worker_thread_and_acceptances_meanwhile_wait_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = HandoverJournal(journal_path(tmp_path, "n/slow"))
+    journal.open()
+    threads: list[int] = []
+    real_sync = os.fdatasync
+    loop_thread = threading.get_ident()
+    started, release = threading.Event(), threading.Event()
+
+    def slow_sync(fd: int) -> None:
+        threads.append(threading.get_ident())
+        if threading.get_ident() == loop_thread:
+            time.sleep(0.002)  # a slow disk: over INLINE_SYNC_S (1 ms)
+        else:
+            started.set()
+            release.wait(5)  # until the acceptance below has come
+        real_sync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", slow_sync)
+    await journal.mark(1)  # fast so far: synced on the loop's thread (slowly)
+    assert threads == [loop_thread]
+
+    async def answer_during_the_sync() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)  # the sync is running
+        journal.accepted(1, "SM1", "twilio", 1)
+        assert read_journal(journal.path) == {1: None, 2: None}  # held: a write now would wait for the sync
+        release.set()
+
+    await asyncio.gather(journal.mark(2), answer_during_the_sync())
+    assert threads[1] != loop_thread  # slow lately: a worker thread
+    assert read_journal(journal.path) == {1: Accepted("SM1", "twilio", 1), 2: None}  # written once it returned
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (threads.append(threading.get_ident()), real_sync(fd))[1])
+    await journal.mark(3)  # still in a worker thread (the last sync was slow), and fast again
+    await journal.mark(4)  # back on the loop's thread
+    assert threads[2] != loop_thread and threads[3] == loop_thread
     journal.close(remove=False)
 
 

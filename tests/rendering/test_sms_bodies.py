@@ -145,3 +145,22 @@ def test_an_sms_over_the_segment_limit_fails_the_load(tmp_path: Path) -> None:
     )
     sms.write_text("{% if contact.country == 'CN' %}" + "优惠" * 330 + "{% else %}Hi{% endif %}")  # 10 segments
     compile_campaign(campaign(), templates, COMPLIANCE)
+
+
+def test_a_text_template_that_never_names_unsubscribe_url_signs_no_unsubscribe_token(
+    compiled: CompiledCampaign, tmp_path: Path
+) -> None:
+    links = CampaignLinks(compiled.campaign, KEYRING, BASES[0]).for_delivery(7, "sms")
+    assert not compiled.texts["sms"].needs_unsubscribe
+    compiled.render_text("sms", person(), CODE, links, "07:30")
+    assert "_unsubscribe_token" not in vars(links) and "unsubscribe_url" not in vars(links)  # never signed
+
+    shutil.copytree(REPO / "templates", tmp_path / "templates")
+    (tmp_path / "templates/mothers-day/sms.txt.j2").write_text("Leave: {{ unsubscribe_url }}", encoding="utf-8")
+    uses = compile_campaign(campaign(), tmp_path / "templates", COMPLIANCE)
+    assert uses.texts["sms"].needs_unsubscribe
+    links = CampaignLinks(uses.campaign, KEYRING, BASES[0]).for_delivery(7, "sms")
+    assert links.unsubscribe_url in uses.render_text("sms", person(), CODE, links, "07:30")
+    include = "{% include 'mothers-day/im.txt.j2' %}"
+    (tmp_path / "templates/mothers-day/sms.txt.j2").write_text(include, encoding="utf-8")
+    assert compile_campaign(campaign(), tmp_path / "templates", COMPLIANCE).texts["sms"].needs_unsubscribe
