@@ -76,7 +76,6 @@ class Feedback:
     original_senders: tuple[str, ...] = ()  # the returned original's envelope sender(s): a VERP address
     unsubscribe_tokens: tuple[str, ...] = ()  # from the returned original's List-Unsubscribe (signed)
     message_ids: tuple[str, ...] = ()  # the returned original's Message-ID
-    feedback_type: str | None = None  # ARF Feedback-Type (abuse, fraud, ...)
 
 
 _HARD_STATUSES = frozenset({"5.1.0", "5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10", "5.2.1", "5.4.4"})
@@ -184,8 +183,7 @@ def _arf(parts: list[Message], addressed: tuple[str, ...]) -> Feedback:
         original_senders=tuple(dict.fromkeys(senders)),
         unsubscribe_tokens=_unsubscribe_tokens(original),
         message_ids=_message_ids(original),
-        feedback_type=_clip(_text(fields.get("feedback-type"))),
-        reason=_clip(_text(fields.get("feedback-type"))),
+        reason=_clip(_text(fields.get("feedback-type"))),  # ARF Feedback-Type: abuse, fraud, ...
     )
 
 

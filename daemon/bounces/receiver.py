@@ -112,12 +112,13 @@ class FeedbackHandler:
                 log.info("mailto_unsubscribe", delivery_id=delivery_id, found=done is not None)
                 metrics.count_feedback("unsubscribe", "recorded" if done is not None else "unmatched")
                 return "250 2.0.0 unsubscribed"
-            recorded = await receive(self.engine, self.keyring, self.settings, content, (address,), now)
+            feedback = classify(content[: self.settings.max_message_bytes], (address,))  # read once
+            recorded = await take(self.engine, self.keyring, self.settings, feedback, now)
             waited = 0.0
             while recorded.result is Result.PENDING and waited < PENDING_WAIT:
                 await asyncio.sleep(PENDING_POLL)  # the dispatcher records its chunk in a moment
                 waited += PENDING_POLL
-                recorded = await receive(self.engine, self.keyring, self.settings, content, (address,), now)
+                recorded = await take(self.engine, self.keyring, self.settings, feedback, now)
             if recorded.result is Result.PENDING:
                 return "451 4.3.0 the message it answers is still being sent; try again later"
             return f"250 2.0.0 {recorded.result.value}"

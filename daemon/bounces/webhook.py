@@ -165,8 +165,7 @@ def _ses(event: Mapping[str, Any]) -> Iterator[Feedback]:
         feedback_type = _clip(_text(complaint.get("complaintFeedbackType"))) or None
         for recipient in _list(complaint.get("complainedRecipients")) or [{}]:
             yield Feedback(
-                Kind.COMPLAINT, "ses", None, feedback_type, _address(_dict(recipient).get("emailAddress")),
-                feedback_type=feedback_type, **clues,
+                Kind.COMPLAINT, "ses", None, feedback_type, _address(_dict(recipient).get("emailAddress")), **clues,
             )  # fmt: skip
     elif kind == "Delivery":
         for address in _list(_dict(event.get("delivery")).get("recipients")) or [None]:

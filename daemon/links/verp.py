@@ -20,19 +20,11 @@ from daemon.links.keys import Keyring
 from daemon.links.tokens import TokenError, sign, verify
 
 MAX_LOCAL = 64  # RFC 5321 §4.5.3.1.1
-_LOCAL_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,30}$")
 _ADDRESS_RE = re.compile(r"^<?(?P<local>[^@<>\s]+)\+(?P<token>[A-Za-z0-9_-]{8,80})@(?P<domain>[^@<>\s]+?)>?$")
 
 
 class NotVerp(TokenError):
     """The address is not one of ours (no ``local+token@domain`` shape, another local part)."""
-
-
-def check_local(local: str) -> str:
-    """The VERP local part as configured (``bounce``): lower case letters, digits, ``. _ -``."""
-    if not _LOCAL_RE.fullmatch(local):
-        raise ValueError("the VERP local part must be 1-31 of a-z 0-9 . _ - (such as bounce)")
-    return local
 
 
 def return_path(keyring: Keyring, delivery_id: int, local: str, domain: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -47,20 +48,22 @@ async def save_links(db: AsyncEngine | AsyncConnection, campaign_id: str, pairs:
 
 async def find_link(db: AsyncEngine | AsyncConnection, campaign_id: str, key: str) -> StoredLink | None:
     """The stored link (id for events, destination URL), or None."""
-    stmt = select(links.c.id, links.c.url).where(links.c.campaign_id == campaign_id, links.c.key == key)
-    if isinstance(db, AsyncConnection):
-        row = (await db.execute(stmt)).first()
-    else:
-        async with db.connect() as conn:
-            row = (await conn.execute(stmt)).first()
-    return StoredLink(row.id, row.url) if row is not None else None
+    return await _first_link(
+        db, select(links.c.id, links.c.url).where(links.c.campaign_id == campaign_id, links.c.key == key)
+    )
 
 
 async def find_link_by_key(db: AsyncEngine | AsyncConnection, key: str) -> StoredLink | None:
     """A stored link with this key in any campaign (keys derive from the destination alone, so every
     campaign's row with it has the same URL): how a proof's click (no delivery, no campaign) is
     redirected."""
-    stmt = select(links.c.id, links.c.url).where(links.c.key == key).order_by(links.c.id).limit(1)
+    return await _first_link(
+        db, select(links.c.id, links.c.url).where(links.c.key == key).order_by(links.c.id).limit(1)
+    )
+
+
+async def _first_link(db: AsyncEngine | AsyncConnection, stmt: Any) -> StoredLink | None:
+    """The first (id, url) row of ``stmt``, on ``db`` itself or on a connection of it."""
     if isinstance(db, AsyncConnection):
         row = (await db.execute(stmt)).first()
     else:
