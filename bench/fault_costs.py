@@ -28,8 +28,8 @@ sys.path.insert(0, str(REPO / "tests"))
 from channels.scripted_smtp import ScriptedSmtpServer  # noqa: E402
 from scheduling.fault_support import SqliteDiskFull, bucket_service, run_with_fault  # noqa: E402
 
-from daemon.logs import configure_logging  # noqa: E402
-from daemon.store.db import open_engine, upgrade  # noqa: E402
+from topslot.logs import configure_logging  # noqa: E402
+from topslot.store.db import open_engine, upgrade  # noqa: E402
 
 TARGET_S = 10.0
 

@@ -33,10 +33,10 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from test_yaml_source import alias_bomb  # noqa: E402
 
-from daemon.channels.ratelimit import TokenBucket  # noqa: E402
-from daemon.rendering.bounds import DEFAULT_LIMITS, RenderLimits, render_bounded  # noqa: E402
-from daemon.templating import RenderLimitError, make_environment, sample_context_for  # noqa: E402
-from daemon.yaml_source import load_yaml_text  # noqa: E402
+from topslot.channels.ratelimit import TokenBucket  # noqa: E402
+from topslot.rendering.bounds import DEFAULT_LIMITS, RenderLimits, render_bounded  # noqa: E402
+from topslot.templating import RenderLimitError, make_environment, sample_context_for  # noqa: E402
+from topslot.yaml_source import load_yaml_text  # noqa: E402
 
 BOMBS = [
     "{{ 'a'.center(10**9) }}",
@@ -84,7 +84,7 @@ def sigterm_to_exit() -> float:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TOPSLOT_")}
         env |= {"TOPSLOT_TRACKING_PORT": str(port), "TOPSLOT_LOG_FORMAT": "json"}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon", "run", "--config", "config"],
+            [sys.executable, "-m", "topslot", "run", "--config", "config"],
             cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
         try:

@@ -54,16 +54,16 @@ from seeding import DUE
 from sqlalchemy import Column, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.campaign import Campaign
-from daemon.clock import FakeClock
-from daemon.dispatch.service import DispatchService
-from daemon.heap import settle_heap
-from daemon.logs import configure_logging
-from daemon.scheduling.scheduler import BucketScheduler
-from daemon.settings import Settings
-from daemon.store import ledger
-from daemon.store.db import open_engine
-from daemon.store.schema import deliveries
+from topslot.campaign import Campaign
+from topslot.clock import FakeClock
+from topslot.dispatch.service import DispatchService
+from topslot.heap import settle_heap
+from topslot.logs import configure_logging
+from topslot.scheduling.scheduler import BucketScheduler
+from topslot.settings import Settings
+from topslot.store import ledger
+from topslot.store.db import open_engine
+from topslot.store.schema import deliveries
 
 UNLIMITED = 1_000_000.0  # messages/s: a rate that never binds
 TARGET_RATIO, TARGET_DEVIATION = 0.5, 0.05
@@ -290,7 +290,7 @@ async def fire_bucket(engine: AsyncEngine, settings: Settings, campaign: Campaig
     )
     await service.on_campaigns_changed({campaign.id: campaign})
     scheduler.campaigns = {campaign.id: campaign}  # planned already (seeded): no re-plan
-    settle_heap()  # as the daemon does once it has started (daemon.heap)
+    settle_heap()  # as the daemon does once it has started (topslot.heap)
     cpu_before, started = cpu_seconds(), time.perf_counter()
     claimed = await scheduler.fire_bucket(campaign.id, channel, DUE)
     elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu_before

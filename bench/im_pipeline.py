@@ -75,8 +75,8 @@ import seeding  # noqa: E402
 from harness import digest  # noqa: E402
 from seeding import DUE, campaign_kit, recipient, seed_bucket  # noqa: E402
 
-from daemon.campaign import Campaign  # noqa: E402
-from daemon.settings import Settings  # noqa: E402
+from topslot.campaign import Campaign  # noqa: E402
+from topslot.settings import Settings  # noqa: E402
 
 IN_FLIGHT = 20  # WebhookProvider.max_in_flight's default
 PROVIDER = "wecom"
@@ -185,7 +185,7 @@ def sample_payloads(count: int = 50) -> list[dict[str, Any]]:
     """Payloads as topslot builds them for this campaign (text with a real coupon shape, card with
     title, button and short tracked link, in recipient ``i``'s language), for the bare client to send
     with each message's own ``delivery_id`` and ``recipient``."""
-    from daemon.templating import contact_view
+    from topslot.templating import contact_view
 
     kit = campaign_kit(bench_campaign(), lambda var_dir: bench_settings(var_dir, 1, 1.0, 1))
     sent_at = (DUE - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")  # topslot's (fake) clock

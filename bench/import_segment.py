@@ -25,11 +25,11 @@ from sqlalchemy import text
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from example_data import CONTACT_COLUMNS, EVENT_COLUMNS, contacts, events, write_csv  # noqa: E402
 
-from daemon.campaign import Audience  # noqa: E402
-from daemon.store.audience import count_segment  # noqa: E402
-from daemon.store.contacts import import_contacts  # noqa: E402
-from daemon.store.db import open_engine, upgrade  # noqa: E402
-from daemon.store.events import import_events  # noqa: E402
+from topslot.campaign import Audience  # noqa: E402
+from topslot.store.audience import count_segment  # noqa: E402
+from topslot.store.contacts import import_contacts  # noqa: E402
+from topslot.store.db import open_engine, upgrade  # noqa: E402
+from topslot.store.events import import_events  # noqa: E402
 
 # The example campaign's audience (config/campaigns/mothers-day-2027.yaml), evaluated on its first day.
 AUDIENCE = Audience.model_validate(

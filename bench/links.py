@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from daemon.campaign import Campaign
-from daemon.links.factory import CampaignLinks
-from daemon.links.keys import Keyring
-from daemon.links.tokens import sign, verify
-from daemon.links.urls import link_key, normalise_url
-from daemon.yaml_source import load_yaml
+from topslot.campaign import Campaign
+from topslot.links.factory import CampaignLinks
+from topslot.links.keys import Keyring
+from topslot.links.tokens import sign, verify
+from topslot.links.urls import link_key, normalise_url
+from topslot.yaml_source import load_yaml
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config/campaigns/mothers-day-2027.yaml"
 TARGET_SIGN_PER_S = 100_000

@@ -29,12 +29,12 @@ from pathlib import Path
 
 from sqlalchemy import func, insert, select, text
 
-from daemon.campaign import Campaign
-from daemon.scheduling.plan_run import plan_campaign
-from daemon.settings import Settings
-from daemon.store import ledger
-from daemon.store.db import open_engine, upgrade
-from daemon.store.schema import consents, contacts, deliveries
+from topslot.campaign import Campaign
+from topslot.scheduling.plan_run import plan_campaign
+from topslot.settings import Settings
+from topslot.store import ledger
+from topslot.store.db import open_engine, upgrade
+from topslot.store.schema import consents, contacts, deliveries
 
 NOW = datetime(2027, 5, 1, tzinfo=UTC)
 ZONES = [

@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 import phonenumbers
 from phonenumbers import PhoneNumberType
 
-from daemon.campaign import Campaign
-from daemon.planning import PlanContact, Planner, PlanSummaryBuilder, summary_lines
+from topslot.campaign import Campaign
+from topslot.planning import PlanContact, Planner, PlanSummaryBuilder, summary_lines
 
 # (zone, country, a phone prefix in that zone)
 ZONES = [

@@ -22,9 +22,9 @@ from typing import Any
 
 from plan_pure import campaign, contacts, phone_pools
 
-from daemon.campaign import Campaign
-from daemon.pacing import QuietRules
-from daemon.planning import PlanContact, Planner
+from topslot.campaign import Campaign
+from topslot.pacing import QuietRules
+from topslot.planning import PlanContact, Planner
 
 NOW = datetime(2027, 5, 1, tzinfo=UTC)
 SLOTS = ("07:30", "17:00")

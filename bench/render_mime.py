@@ -25,11 +25,11 @@ from email.utils import format_datetime
 from pathlib import Path
 from urllib.parse import quote
 
-from daemon.campaign import Campaign
-from daemon.rendering import MessageLinks, RenderedEmail, compile_campaign
-from daemon.settings import Compliance
-from daemon.templating import ContactView
-from daemon.yaml_source import load_yaml
+from topslot.campaign import Campaign
+from topslot.rendering import MessageLinks, RenderedEmail, compile_campaign
+from topslot.settings import Compliance
+from topslot.templating import ContactView
+from topslot.yaml_source import load_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ["Lena", "Noah", "Mei", "Zoë", "Ana", "梅", "Øyvind", "Chloé"]

@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert
 
-from daemon.campaign import Campaign
-from daemon.settings import Settings
-from daemon.store import ledger
-from daemon.store.db import open_engine, upgrade
-from daemon.store.schema import consents, contacts, deliveries
-from daemon.yaml_source import load_yaml
+from topslot.campaign import Campaign
+from topslot.settings import Settings
+from topslot.store import ledger
+from topslot.store.db import open_engine, upgrade
+from topslot.store.schema import consents, contacts, deliveries
+from topslot.yaml_source import load_yaml
 
 if TYPE_CHECKING:
-    from daemon.dispatch.dispatcher import CampaignKit
-    from daemon.store.dispatch import Recipient
+    from topslot.dispatch.dispatcher import CampaignKit
+    from topslot.store.dispatch import Recipient
 
 BATCH = 20_000
 REPO = Path(__file__).resolve().parents[1]
@@ -97,8 +97,8 @@ def person(i: int, external_id: str, *, country: str = "US", **fields: Any) -> d
 def campaign_kit(campaign: Campaign, settings: Callable[[Path], Settings]) -> CampaignKit:
     """The campaign compiled as the dispatcher compiles it (``settings(var_dir)``, a throwaway key), for
     rendering samples outside the timed runs."""
-    from daemon.dispatch.dispatcher import CampaignKit
-    from daemon.links.keys import Keyring
+    from topslot.dispatch.dispatcher import CampaignKit
+    from topslot.links.keys import Keyring
 
     with tempfile.TemporaryDirectory() as var_dir:
         return CampaignKit(campaign, settings(Path(var_dir)), Keyring({"k1": b"x" * 32}))
@@ -106,7 +106,7 @@ def campaign_kit(campaign: Campaign, settings: Callable[[Path], Settings]) -> Ca
 
 def recipient(p: dict[str, Any], campaign_id: str, channel: str) -> Recipient:
     """What the dispatcher loads to render the bucket's row for contact row ``p``."""
-    from daemon.store.dispatch import Recipient
+    from topslot.store.dispatch import Recipient
 
     return Recipient(
         delivery_id=p["id"], lease_epoch=1, campaign_id=campaign_id, channel=channel, slot="07:30",

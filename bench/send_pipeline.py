@@ -50,10 +50,10 @@ from harness import fire_bucket  # noqa: E402
 from seeding import DUE, REPO, campaign_kit, recipient, seed_bucket  # noqa: E402
 from smtp_transport import ensure_postfix_tools, free_port, run_smtp_source, start_sink  # noqa: E402
 
-from daemon.campaign import Campaign  # noqa: E402
-from daemon.logs import configure_logging  # noqa: E402
-from daemon.settings import Settings  # noqa: E402
-from daemon.store.db import open_engine  # noqa: E402
+from topslot.campaign import Campaign  # noqa: E402
+from topslot.logs import configure_logging  # noqa: E402
+from topslot.settings import Settings  # noqa: E402
+from topslot.store.db import open_engine  # noqa: E402
 
 CAMPAIGN_ID = "bench-send"
 DOMAINS = 1000
@@ -210,7 +210,7 @@ class Ledger(harness.Ledger):
 
 def message_size() -> int:
     """The mean size the sink sees, from rendered samples (so smtp-source sends the same bytes)."""
-    from daemon.templating import contact_view
+    from topslot.templating import contact_view
 
     kit = campaign_kit(bench_campaign(), lambda var_dir: bench_settings(var_dir, 25, 1))
     assembler = kit.compiled.assembler
@@ -255,7 +255,7 @@ def main() -> None:
         action="append",
         default=[],
         metavar="MODULE.NAME=INT",
-        help="set a tuning constant in the topslot child, e.g. daemon.dispatch.dispatcher.CHUNK=500",
+        help="set a tuning constant in the topslot child, e.g. topslot.dispatch.dispatcher.CHUNK=500",
     )
     parser.add_argument(
         "--compare",
@@ -264,7 +264,7 @@ def main() -> None:
         metavar="MODULE.NAME=INT",
         help="A/B in one run: also run topslot with these constants set (on top of --tune), each such run right "
         "after a plain one, and print both medians and their ratio (with --processes 1: helpers start afresh), "
-        "e.g. daemon.store.db.SQLITE_SYNCHRONOUS=1",
+        "e.g. topslot.store.db.SQLITE_SYNCHRONOUS=1",
     )
     parser.add_argument(
         "--compare-env",

@@ -60,9 +60,9 @@ import seeding  # noqa: E402
 from harness import digest  # noqa: E402
 from seeding import DUE, TRACKING, campaign_kit, recipient, seed_bucket  # noqa: E402
 
-from daemon.campaign import Campaign  # noqa: E402
-from daemon.settings import Settings  # noqa: E402
-from daemon.store.schema import deliveries  # noqa: E402
+from topslot.campaign import Campaign  # noqa: E402
+from topslot.settings import Settings  # noqa: E402
+from topslot.store.schema import deliveries  # noqa: E402
 
 CAMPAIGN_ID = "bench-sms"
 IN_FLIGHT = 20  # TwilioSettings.max_in_flight's default
@@ -151,7 +151,7 @@ def serve_fake() -> None:
 def sample_bodies(count: int = 50) -> list[str]:
     """SMS bodies as topslot renders them for this campaign (real coupon shape, short tracked link,
     opt-out line), for the bare client to send."""
-    from daemon.templating import contact_view
+    from topslot.templating import contact_view
 
     kit = campaign_kit(bench_campaign(), lambda var_dir: bench_settings(var_dir, 1, 1.0, 1))
     rng = random.Random(10)

@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiosmtplib  # noqa: E402
 
-from daemon.channels.base import EmailEnvelope  # noqa: E402
-from daemon.channels.smtp import SmtpPool  # noqa: E402
-from daemon.logs import configure_logging  # noqa: E402
-from daemon.settings import SmtpServer  # noqa: E402
+from topslot.channels.base import EmailEnvelope  # noqa: E402
+from topslot.channels.smtp import SmtpPool  # noqa: E402
+from topslot.logs import configure_logging  # noqa: E402
+from topslot.settings import SmtpServer  # noqa: E402
 
 SBIN = Path("/usr/sbin")
 DOMAINS = 1000

@@ -47,17 +47,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import insert, select, text  # noqa: E402
 
-from daemon.clock import SystemClock  # noqa: E402
-from daemon.heap import settle_heap  # noqa: E402
-from daemon.links.keys import Keyring  # noqa: E402
-from daemon.links.tokens import sign  # noqa: E402
-from daemon.links.urls import link_key, normalise_url  # noqa: E402
-from daemon.store.db import open_engine, upgrade  # noqa: E402
-from daemon.store.links import save_links  # noqa: E402
-from daemon.store.schema import campaigns, contacts, deliveries  # noqa: E402
-from daemon.store.tracking_events import event_counts  # noqa: E402
-from daemon.tracking import pages  # noqa: E402
-from daemon.tracking.server import TrackingOptions, TrackingServer  # noqa: E402
+from topslot.clock import SystemClock  # noqa: E402
+from topslot.heap import settle_heap  # noqa: E402
+from topslot.links.keys import Keyring  # noqa: E402
+from topslot.links.tokens import sign  # noqa: E402
+from topslot.links.urls import link_key, normalise_url  # noqa: E402
+from topslot.store.db import open_engine, upgrade  # noqa: E402
+from topslot.store.links import save_links  # noqa: E402
+from topslot.store.schema import campaigns, contacts, deliveries  # noqa: E402
+from topslot.store.tracking_events import event_counts  # noqa: E402
+from topslot.tracking import pages  # noqa: E402
+from topslot.tracking.server import TrackingOptions, TrackingServer  # noqa: E402
 
 CAMPAIGN = "bench-tracking"
 URLS = ("https://shop.example.com/offer?utm_source=topslot", "https://shop.example.com/faq")
@@ -314,7 +314,7 @@ async def bench(args: argparse.Namespace) -> int:
             TrackingOptions(port=0, flush_interval=args.flush_interval, batch_size=args.batch_size),
         )
         await server.start()
-        settle_heap()  # as the daemon does once it has started (daemon.heap)
+        settle_heap()  # as the daemon does once it has started (topslot.heap)
         print(
             f"tracking server {server.url}, {args.deliveries:,} deliveries, {'PostgreSQL' if args.pg else 'SQLite'}; "
             f"{client} with {args.connections} connections for {args.seconds:g} s …",

@@ -1,3 +1,3 @@
-from daemon.cli import main
+from topslot.cli import main
 
 main()

@@ -1,6 +1,6 @@
 """The campaign domain model: what a marketer writes in ``config/campaigns/*.yaml``.
 
-Pure: no I/O. Loading YAML and locating errors lives in ``daemon.config``; this module only says
+Pure: no I/O. Loading YAML and locating errors lives in ``topslot.config``; this module only says
 what a valid campaign is. Every model forbids unknown keys and is frozen.
 """
 
@@ -28,10 +28,10 @@ from pydantic import (
     model_validator,
 )
 
-from daemon.channel import Channel
-from daemon.links.urls import normalise_url
-from daemon.links.utm import with_utm
-from daemon.patterns import ContentSid, ProviderName
+from topslot.channel import Channel
+from topslot.links.urls import normalise_url
+from topslot.links.utm import with_utm
+from topslot.patterns import ContentSid, ProviderName
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -49,7 +49,7 @@ class Model(BaseModel):
 class FieldError(ValueError):
     """A model-level check that blames one field: ``loc`` is relative to the model that raises it.
 
-    ``daemon.config`` appends ``loc`` to pydantic's location so the message points at that key.
+    ``topslot.config`` appends ``loc`` to pydantic's location so the message points at that key.
     """
 
     def __init__(self, message: str, *loc: str | int):
@@ -723,7 +723,7 @@ class Campaign(Model):
         return self
 
     def landing_url(self, channel: str) -> str:
-        """The landing page URL with its UTM parameters (see ``daemon.links.utm.with_utm``)."""
+        """The landing page URL with its UTM parameters (see ``topslot.links.utm.with_utm``)."""
         return with_utm(self.landing_page.url, self.landing_page.utm, channel)
 
     def provider_for(self, channel: str) -> str | None:

@@ -128,7 +128,7 @@ class SuppressionReason(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """What one send attempt means for its ledger row (``daemon.dispatch.policy`` decides it)."""
+    """What one send attempt means for its ledger row (``topslot.dispatch.policy`` decides it)."""
 
     state: DeliveryState  # one of ATTEMPT_OUTCOMES
     provider_id: str | None = None

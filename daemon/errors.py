@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from daemon.delivery import SuppressionReason
+from topslot.delivery import SuppressionReason
 
 
 class TopslotError(Exception):

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, Literal, TypeVar
 
-from daemon.errors import TopslotError
+from topslot.errors import TopslotError
 
 T = TypeVar("T")
 LoopChoice = Literal["auto", "uvloop", "asyncio"]

@@ -1,5 +1,5 @@
 """Frequency caps across campaigns: at most ``max`` messages on a channel to one contact within
-``per``, all campaigns together (pure; the store counts, ``daemon.store.frequency``).
+``per``, all campaigns together (pure; the store counts, ``topslot.store.frequency``).
 
 Which cap applies to a campaign's messages on a channel (``effective_cap``): the campaign's
 ``frequency_cap`` entry for the channel if it has one (``null``: its messages there are exempt),
@@ -15,7 +15,7 @@ A plan (``cap_plan_rows``) also counts the rows other campaigns still have ``pla
 planned, first served) and the campaign's own earlier rows of the same plan (an ``every_slot``
 campaign can reach a cap by itself); rows over the cap are written ``skipped`` / ``frequency_cap``,
 which a later plan may undo. The claim is the authoritative check (another campaign may have sent
-in between): ``daemon.store.frequency.skip_over_cap``.
+in between): ``topslot.store.frequency.skip_over_cap``.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from daemon.campaign import Campaign, FrequencyCap
-from daemon.delivery import IN_FLIGHT, MAYBE_HANDED_OVER
-from daemon.delivery import DeliveryState as S
-from daemon.delivery import SkipReason as R
+from topslot.campaign import Campaign, FrequencyCap
+from topslot.delivery import IN_FLIGHT, MAYBE_HANDED_OVER
+from topslot.delivery import DeliveryState as S
+from topslot.delivery import SkipReason as R
 
 if TYPE_CHECKING:  # the settings depend on the store, which uses this module
-    from daemon.settings import Settings
+    from topslot.settings import Settings
 
 COUNTED: frozenset[S] = MAYBE_HANDED_OVER | IN_FLIGHT
 """States of a row that count against a cap: perhaps in the recipient's hands, or about to be."""
@@ -57,7 +57,7 @@ SlotKey = tuple[Any, date, str]  # (contact_id, slot_date, slot) of one campaign
 
 @dataclass
 class Counted:
-    """What a plan batch is checked against, for one campaign and channel (``daemon.store.frequency``).
+    """What a plan batch is checked against, for one campaign and channel (``topslot.store.frequency``).
 
     ``due``: contact → due instants of counted rows (any campaign) and of other campaigns' planned
     rows. ``handed_over``: this campaign's own rows already handed over (their key): a plan does not

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from daemon.logs import get_logger
+from topslot.logs import get_logger
 
 log = get_logger("health")
 
@@ -43,7 +43,7 @@ class Health:
         return "ok" if self._trouble is None else "degraded"
 
     def database_failed(self, where: str, exc: BaseException) -> None:
-        """The database step ``where`` failed for now (``daemon.store.db.is_transient``)."""
+        """The database step ``where`` failed for now (``topslot.store.db.is_transient``)."""
         error = f"{type(exc).__name__}: {str(getattr(exc, 'orig', None) or exc).splitlines()[0][:200]}"
         if self._trouble is not None:
             self._trouble.where, self._trouble.error = where, error

@@ -8,8 +8,8 @@ docs/tracking.md). ``settle_heap`` collects the start-up's garbage, then freezes
 (``gc.freeze``): later collections walk only what came after. Reference counting still frees frozen
 objects; only cycles among them are never collected, and start-up leaves none that matter.
 
-Called by the processes themselves, once they have started: the daemon (``daemon.runtime``) and
-each dispatch helper (``daemon.dispatch.workers``); never by a library class, so tests and tools
+Called by the processes themselves, once they have started: the daemon (``topslot.runtime``) and
+each dispatch helper (``topslot.dispatch.workers``); never by a library class, so tests and tools
 that build servers and services keep the collector as it is.
 """
 

@@ -59,8 +59,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from daemon.delivery import DeliveryState as S
-from daemon.logs import get_logger
+from topslot.delivery import DeliveryState as S
+from topslot.logs import get_logger
 
 log = get_logger("metrics")
 
@@ -270,7 +270,7 @@ class DatabaseSnapshot(Collector):
 
     def __init__(self, read: SnapshotReader, *, interval: float = 5.0, timeout: float = 2.0):
         """``read``: the backlog (state → rows) and the stock (pool → codes available), e.g.
-        ``daemon.store.ledger.metrics_snapshot`` bound to an engine."""
+        ``topslot.store.ledger.metrics_snapshot`` bound to an engine."""
         self.read = read
         self.interval = interval
         self.timeout = timeout

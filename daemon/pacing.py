@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from daemon.campaign import Campaign
-from daemon.channel import CHANNELS, spec_of
+from topslot.campaign import Campaign
+from topslot.channel import CHANNELS, spec_of
 
 _WINDOW_RE = re.compile(r"^\s*([01]\d|2[0-3]):([0-5]\d)\s*-\s*([01]\d|2[0-3]):([0-5]\d)\s*$")
 NONE_WORDS = ("none", "off")

@@ -1,5 +1,5 @@
-"""The shapes of the identifiers both ``topslot.yaml`` (``daemon.settings``) and campaign files
-(``daemon.campaign``) hold, as pydantic types: one definition each, the same check and the same
+"""The shapes of the identifiers both ``topslot.yaml`` (``topslot.settings``) and campaign files
+(``topslot.campaign``) hold, as pydantic types: one definition each, the same check and the same
 JSON Schema pattern wherever they are written."""
 
 from __future__ import annotations

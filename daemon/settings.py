@@ -54,13 +54,13 @@ from pydantic_settings import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from daemon.campaign import CountryCode, FrequencyCap
-from daemon.channel import CHANNELS, SPECS, Channel
-from daemon.errors import InvalidInput, Problem
-from daemon.links.keys import KeyringError, check_key_id, check_key_material, choose_active_id
-from daemon.pacing import QuietRules, window_text
-from daemon.patterns import MessagingServiceSid, PhoneNumber, ProviderName
-from daemon.store.db import sqlite_database_file
+from topslot.campaign import CountryCode, FrequencyCap
+from topslot.channel import CHANNELS, SPECS, Channel
+from topslot.errors import InvalidInput, Problem
+from topslot.links.keys import KeyringError, check_key_id, check_key_material, choose_active_id
+from topslot.pacing import QuietRules, window_text
+from topslot.patterns import MessagingServiceSid, PhoneNumber, ProviderName
+from topslot.store.db import sqlite_database_file
 
 T = TypeVar("T")
 ENV_PREFIX = "TOPSLOT_"
@@ -205,7 +205,7 @@ class Compliance(_Section):
     sender_identity: str = ""
     cn_ad_prefix: str = "【广告】"
     # The line topslot ends every SMS with, by the recipient's country (ISO 3166 alpha-2) or
-    # "default"; merged over DEFAULT_SMS_OPT_OUT, "" for none (daemon.rendering.compliance).
+    # "default"; merged over DEFAULT_SMS_OPT_OUT, "" for none (topslot.rendering.compliance).
     sms_opt_out: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_SMS_OPT_OUT))
 
     @field_validator("sms_opt_out", mode="before")
@@ -241,7 +241,7 @@ QuietWindow = Annotated[str | None, BeforeValidator(window_text)]
 
 
 class BounceSettings(_Section):
-    """Asynchronous bounces, complaints and ``mailto:`` unsubscribes (``daemon.bounces``)."""
+    """Asynchronous bounces, complaints and ``mailto:`` unsubscribes (``topslot.bounces``)."""
 
     # The VERP domain: each message's envelope sender becomes {local}+{token}@{domain} (its From is
     # unchanged), and mailto: unsubscribes go to unsubscribe+{token}@{domain}; unset: the From
@@ -259,7 +259,7 @@ class BounceSettings(_Section):
 
 class QuietHours(_Section):
     """Local hours in which a channel must not reach a recipient ("HH:MM-HH:MM", or none), per channel
-    and, under ``countries``, per recipient country (daemon.pacing)."""
+    and, under ``countries``, per recipient country (topslot.pacing)."""
 
     email: QuietWindow = SPECS["email"].quiet_hours
     sms: QuietWindow = SPECS["sms"].quiet_hours
@@ -302,7 +302,7 @@ class Settings(BaseSettings):
     smtp: dict[str, SmtpServer] = Field(default_factory=dict)
     dispatch_processes: int = Field(default=1, ge=1, le=64)  # processes sending each bucket (one per core)
     # Record each message's hand-over (fsynced, in <var_dir>/journal) before it leaves, so that a crash
-    # leaves only the messages really on the wire ``unknown`` (daemon.dispatch.journal). Turn it off
+    # leaves only the messages really on the wire ``unknown`` (topslot.dispatch.journal). Turn it off
     # only where fsync is very slow (a network file system): then every row ``sending`` at a crash is.
     handover_journal: bool = True
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
@@ -312,13 +312,13 @@ class Settings(BaseSettings):
     bounces: BounceSettings = Field(default_factory=BounceSettings)
     # per channel, e.g. {"email": {"max": 3, "per": "7d"}, "sms": {"max": 1, "per": "7d"}}; none by default
     frequency_caps: dict[Channel, FrequencyCap] = Field(default_factory=dict)
-    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"  # daemon.event_loop: uvloop when installed
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"  # topslot.event_loop: uvloop when installed
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     # secrets: environment or secret files only
     signing_keys: dict[SigningKeyId, SigningKey] = Field(default_factory=dict)
     conversion_webhook_key: SecretStr | None = None
-    feedback_webhook_key: SecretStr | None = None  # POST /feedback (daemon.bounces.webhook)
+    feedback_webhook_key: SecretStr | None = None  # POST /feedback (topslot.bounces.webhook)
     # after signing_keys, so that its check sees them
     signing_key_id: str | None = None  # which of signing_keys signs new links (required when several)
 
@@ -357,7 +357,7 @@ class Settings(BaseSettings):
         keys = sorted(info.data["signing_keys"])
         if not keys:
             if value is None:
-                return None  # the generated key signs (daemon.links.keys)
+                return None  # the generated key signs (topslot.links.keys)
             missing = env_var_for(("signing_keys", value))
             raise ValueError(f"signing_key_id '{value}' names no key: no signing_keys are configured (set {missing})")
         active = _keyring_rule(lambda: choose_active_id(keys, value))
@@ -693,7 +693,7 @@ def read_settings_yaml(path: Path) -> tuple[dict[str, Any], Marks, list[Problem]
     """Parse the settings file: (data without secrets, line/column of every key, problems)."""
     if not path.is_file():
         return {}, {}, []
-    from daemon.yaml_source import MAX_FILE_BYTES, expansion_problem
+    from topslot.yaml_source import MAX_FILE_BYTES, expansion_problem
 
     try:
         with path.open("rb") as f:

@@ -35,9 +35,9 @@ from jinja2.loaders import split_template_path
 from jinja2.nodes import EvalContext
 from jinja2.sandbox import MAX_RANGE, ImmutableSandboxedEnvironment
 
-from daemon.ages import age_on
-from daemon.campaign import Campaign
-from daemon.errors import Problem
+from topslot.ages import age_on
+from topslot.campaign import Campaign
+from topslot.errors import Problem
 
 CONTACT_FIELDS = (
     "external_id",

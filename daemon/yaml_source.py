@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from daemon.errors import Problem
+from topslot.errors import Problem
 
 YamlPath = tuple[Any, ...]
 Position = tuple[int, int]

@@ -21,7 +21,7 @@ from database_support import truncate_all
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.store.db import open_engine, upgrade
+from topslot.store.db import open_engine, upgrade
 
 PG_URL_VAR = "TOPSLOT_TEST_DATABASE_URL"
 PG_SKIP_REASON = f"{PG_URL_VAR} not set"

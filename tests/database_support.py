@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.store.schema import metadata
+from topslot.store.schema import metadata
 
 
 async def truncate_all(engine: AsyncEngine) -> None:

@@ -16,9 +16,9 @@ from dispatch.fixtures import NOW, campaign
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.campaign import Campaign
-from daemon.store.contacts import import_contacts
-from daemon.store.schema import contacts, deliveries
+from topslot.campaign import Campaign
+from topslot.store.contacts import import_contacts
+from topslot.store.schema import contacts, deliveries
 
 DUE2 = datetime(2027, 5, 7, 7, 30, tzinfo=UTC)  # the second campaign's slot, a day later
 

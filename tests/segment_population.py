@@ -13,10 +13,10 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.campaign import Campaign
-from daemon.store.contacts import import_contacts
-from daemon.store.events import import_events
-from daemon.store.schema import suppressions
+from topslot.campaign import Campaign
+from topslot.store.contacts import import_contacts
+from topslot.store.events import import_events
+from topslot.store.schema import suppressions
 
 NOW = datetime(2027, 5, 6, 12, 0, tzinfo=UTC)
 

@@ -1,8 +1,9 @@
 """The package graph: one direction of data flow, no cycles between topslot's packages.
 
-Every import of a ``daemon`` module counts, at module level or inside a function (a lazy import is
+Every import of a ``topslot`` module counts, at module level or inside a function (a lazy import is
 still a dependency); only imports under ``if TYPE_CHECKING:`` are left out (they never run).
-A package is a first-level name under ``daemon`` (``daemon/store/`` or ``daemon/campaign.py``).
+A package is a first-level name under ``topslot`` (``daemon/store/`` or ``daemon/campaign.py``: the source
+folder of the ``topslot`` import package is ``daemon/``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ DAEMON = Path(__file__).resolve().parents[1] / "daemon"
 
 def unit_of(module: str) -> str | None:
     parts = module.split(".")
-    return parts[1] if parts[0] == "daemon" and len(parts) > 1 else None
+    return parts[1] if parts[0] == "topslot" and len(parts) > 1 else None
 
 
 def _imports(tree: ast.AST, package: str) -> set[str]:
@@ -48,7 +49,7 @@ def package_graph() -> dict[str, set[str]]:
     for path in DAEMON.rglob("*.py"):
         if "migrations" in path.parts:
             continue
-        module = ".".join(("daemon", *path.relative_to(DAEMON).with_suffix("").parts))
+        module = ".".join(("topslot", *path.relative_to(DAEMON).with_suffix("").parts))
         package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
         unit = unit_of(module)
         if unit is None or unit.startswith("__"):

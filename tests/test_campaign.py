@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from daemon.campaign import Campaign, FieldError, format_duration, parse_duration
-from daemon.yaml_source import load_yaml
+from topslot.campaign import Campaign, FieldError, format_duration, parse_duration
+from topslot.yaml_source import load_yaml
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config/campaigns/mothers-day-2027.yaml"
 

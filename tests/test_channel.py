@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from daemon.channel import CHANNELS, SPECS, spec_of
+from topslot.channel import CHANNELS, SPECS, spec_of
 
 
 def contact(email: str | None = None, phone: str | None = None, im_ids: object = None) -> SimpleNamespace:

@@ -16,14 +16,14 @@ import aiohttp
 from aiosmtpd.controller import Controller
 from dispatch.fixtures import DUE, NOW, campaign, import_people, ledger_by_email, settings
 
-from daemon.attribution.webhook import signed_headers
-from daemon.clock import FakeClock
-from daemon.dispatch.service import DispatchService
-from daemon.reporting.data import ReportQuery, build_report
-from daemon.scheduling.scheduler import BucketScheduler
-from daemon.store import ledger
-from daemon.tracking.conversions_route import conversions_handler
-from daemon.tracking.server import TrackingOptions, TrackingServer
+from topslot.attribution.webhook import signed_headers
+from topslot.clock import FakeClock
+from topslot.dispatch.service import DispatchService
+from topslot.reporting.data import ReportQuery, build_report
+from topslot.scheduling.scheduler import BucketScheduler
+from topslot.store import ledger
+from topslot.tracking.conversions_route import conversions_handler
+from topslot.tracking.server import TrackingOptions, TrackingServer
 
 HUMAN_UA = (
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15"

@@ -2,7 +2,7 @@
 goes out to aiosmtpd, to the fake Twilio (SMS) and to the fake of the IM provider it names, run once
 per IM provider kind (``telegram``: the fake Bot API; ``whatsapp``: WhatsApp templates through the
 same fake Twilio; ``webhook``: the fake company gateway), with the real tracking server and its
-``/twilio/*`` and ``/im/status`` routes wired as ``daemon.runtime.service`` wires them. Then:
+``/twilio/*`` and ``/im/status`` routes wired as ``topslot.runtime.service`` wires them. Then:
 
 - each consented contact got each of its messages exactly once, with its own coupon; the IM as the
   provider takes it (Telegram: HTML text with the title in bold, the ``/s/`` short link as the inline
@@ -53,14 +53,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from test_end_to_end import HUMAN_UA, Inbox, free_port
 
-from daemon.clock import FakeClock
-from daemon.dispatch.service import DispatchService
-from daemon.reporting.data import ReportQuery, build_report
-from daemon.scheduling.scheduler import BucketScheduler
-from daemon.store.schema import events, provider_receipts, suppressions
-from daemon.tracking.im_routes import im_handlers
-from daemon.tracking.server import TrackingOptions, TrackingServer
-from daemon.tracking.twilio_routes import twilio_handlers
+from topslot.clock import FakeClock
+from topslot.dispatch.service import DispatchService
+from topslot.reporting.data import ReportQuery, build_report
+from topslot.scheduling.scheduler import BucketScheduler
+from topslot.store.schema import events, provider_receipts, suppressions
+from topslot.tracking.im_routes import im_handlers
+from topslot.tracking.server import TrackingOptions, TrackingServer
+from topslot.tracking.twilio_routes import twilio_handlers
 
 SMS_BODY = "{{ contact.first_name }}, 20% off today with code {{ coupon }}: {{ track(landing_url) }}"
 IM_BODY = "{{ contact.first_name }}, 20% off with code {{ coupon }} <3"  # "<" must reach Telegram escaped
@@ -306,7 +306,7 @@ async def test_email_sms_and_im_per_provider_receipts_click_suppression_report( 
         service = DispatchService(engine, s, clock, node=f"e2e-im-{case.kind}")
         stack.push_async_callback(service.close)
         tracking = TrackingServer(engine, service.keyring, clock, TrackingOptions.from_settings(s))
-        for route, handler in twilio_handlers(engine, s, clock).items():  # as daemon.runtime.service adds them
+        for route, handler in twilio_handlers(engine, s, clock).items():  # as topslot.runtime.service adds them
             tracking.add_route(route, handler)
         for route, handler in im_handlers(engine, s, clock).items():
             tracking.add_route(route, handler)

@@ -35,12 +35,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from test_end_to_end import HUMAN_UA, WEBHOOK_KEY, Inbox, free_port
 
-from daemon.attribution.webhook import signed_headers
-from daemon.clock import FakeClock
-from daemon.dispatch.service import DispatchService
-from daemon.reporting.data import ReportQuery, build_report
-from daemon.scheduling.scheduler import BucketScheduler
-from daemon.store.schema import (
+from topslot.attribution.webhook import signed_headers
+from topslot.clock import FakeClock
+from topslot.dispatch.service import DispatchService
+from topslot.reporting.data import ReportQuery, build_report
+from topslot.scheduling.scheduler import BucketScheduler
+from topslot.store.schema import (
     consents,
     contacts,
     conversions,
@@ -48,9 +48,9 @@ from daemon.store.schema import (
     provider_receipts,
     suppressions,
 )
-from daemon.tracking.conversions_route import conversions_handler
-from daemon.tracking.server import TrackingOptions, TrackingServer
-from daemon.tracking.twilio_routes import twilio_handlers
+from topslot.tracking.conversions_route import conversions_handler
+from topslot.tracking.server import TrackingOptions, TrackingServer
+from topslot.tracking.twilio_routes import twilio_handlers
 
 SMS_BODY = "{{ contact.first_name }}, 20% off today with code {{ coupon }}: {{ track(landing_url) }}"
 
@@ -137,7 +137,7 @@ async def test_email_and_sms_receipts_replies_click_buy_second_campaign_report(e
         tracking.add_route(
             "/conversions", conversions_handler(engine, WEBHOOK_KEY, service.keyring, clock, lambda: active)
         )
-        for route, handler in twilio_handlers(engine, s, clock).items():  # as daemon.runtime.service adds them
+        for route, handler in twilio_handlers(engine, s, clock).items():  # as topslot.runtime.service adds them
             tracking.add_route(route, handler)
         await tracking.start()
         try:

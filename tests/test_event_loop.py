@@ -1,4 +1,4 @@
-"""Which event loop a topslot process runs on (``daemon.event_loop``)."""
+"""Which event loop a topslot process runs on (``topslot.event_loop``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from daemon import event_loop
+from topslot import event_loop
 
 
 async def _loop_module() -> str:

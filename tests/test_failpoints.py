@@ -9,11 +9,11 @@ import sys
 import pytest
 from dispatch.crash_support import child_env
 
-from daemon import failpoints
+from topslot import failpoints
 
 PROBE = """
 import sys
-from daemon import failpoints
+from topslot import failpoints
 print("noop" if failpoints.hit is failpoints._noop else "armed", flush=True)
 for i in range(1, 4):
     failpoints.hit("elsewhere")

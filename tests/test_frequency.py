@@ -6,8 +6,8 @@ from datetime import UTC, date, datetime, timedelta
 
 from scheduling.ledger_fixtures import campaign, settings
 
-from daemon.campaign import FrequencyCap
-from daemon.frequency import Counted, allowed, cap_plan_rows, effective_cap
+from topslot.campaign import FrequencyCap
+from topslot.frequency import Counted, allowed, cap_plan_rows, effective_cap
 
 DAY = timedelta(days=1)
 T0 = datetime(2027, 5, 6, 7, 30, tzinfo=UTC)

@@ -7,7 +7,7 @@ import sqlite3
 from sqlalchemy.exc import OperationalError
 from structlog.testing import capture_logs
 
-from daemon.health import Health
+from topslot.health import Health
 
 FULL = OperationalError("INSERT ...", {}, sqlite3.OperationalError("database or disk is full"))
 

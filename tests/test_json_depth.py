@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from daemon import json_depth
-from daemon.json_depth import BadJson, NotJson, TooDeep, exceeds_depth, loads_bounded, nesting_depth
+from topslot import json_depth
+from topslot.json_depth import BadJson, NotJson, TooDeep, exceeds_depth, loads_bounded, nesting_depth
 
 
 def test_exceeds_depth_agrees_with_nesting_depth() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from daemon.logs import REDACTED, bound, configure_logging, get_logger, pii_hash
+from topslot.logs import REDACTED, bound, configure_logging, get_logger, pii_hash
 
 REPO = Path(__file__).resolve().parents[1]
 LOG_CALL = re.compile(r"\.(?:debug|info|warning|warn|error|critical|exception|msg)\(\s*[\"']([a-z0-9_]+)[\"']")

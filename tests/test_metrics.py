@@ -21,16 +21,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from daemon import metrics
-from daemon.clock import FakeClock
-from daemon.dispatch.service import DispatchService
-from daemon.errors import TransientSendError
-from daemon.links.keys import load_keyring
-from daemon.runtime.service import Daemon
-from daemon.scheduling.scheduler import BucketScheduler
-from daemon.settings import Settings
-from daemon.store.schema import coupon_pools
-from daemon.tracking.server import TrackingOptions, TrackingServer
+from topslot import metrics
+from topslot.clock import FakeClock
+from topslot.dispatch.service import DispatchService
+from topslot.errors import TransientSendError
+from topslot.links.keys import load_keyring
+from topslot.runtime.service import Daemon
+from topslot.scheduling.scheduler import BucketScheduler
+from topslot.settings import Settings
+from topslot.store.schema import coupon_pools
+from topslot.tracking.server import TrackingOptions, TrackingServer
 
 HUMAN_UA = (
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15"

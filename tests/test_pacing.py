@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from planning.test_planner import campaign
 
-from daemon.pacing import LocalWindow, QuietRules, quiet_hours_problems, window_text
-from daemon.settings import Settings
+from topslot.pacing import LocalWindow, QuietRules, quiet_hours_problems, window_text
+from topslot.settings import Settings
 
 NY = ZoneInfo("America/New_York")
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from daemon.errors import InvalidInput
-from daemon.settings import Settings, load_settings, resolve_sqlite_url
+from topslot.errors import InvalidInput
+from topslot.settings import Settings, load_settings, resolve_sqlite_url
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -381,7 +381,7 @@ def test_the_database_password_is_a_secret_value(tmp_path: Path, url: str, secre
     ],
 )
 def test_sqlite_path_is_the_file_the_store_opens(tmp_path: Path, url: str, expected: str | None) -> None:
-    from daemon.store.db import sqlite_database_file
+    from topslot.store.db import sqlite_database_file
 
     s = Settings(config_dir=tmp_path, database_url=url)
     assert s.sqlite_path == (Path(expected.format(base=tmp_path)) if expected else None)

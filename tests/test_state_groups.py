@@ -1,11 +1,11 @@
-"""Readers of the ledger use ``daemon.delivery``'s state groups, never lists of their own: a state
+"""Readers of the ledger use ``topslot.delivery``'s state groups, never lists of their own: a state
 added there is counted everywhere at once."""
 
 from __future__ import annotations
 
-from daemon.delivery import FINAL, HANDED_OVER, IN_FLIGHT, MAYBE_HANDED_OVER, WAITING, DeliveryState
-from daemon.reporting.data import CHARGEABLE_STATES, PENDING_STATES
-from daemon.store.coupons import HOLDING_STATES
+from topslot.delivery import FINAL, HANDED_OVER, IN_FLIGHT, MAYBE_HANDED_OVER, WAITING, DeliveryState
+from topslot.reporting.data import CHARGEABLE_STATES, PENDING_STATES
+from topslot.store.coupons import HOLDING_STATES
 
 S = DeliveryState
 

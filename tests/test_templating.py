@@ -9,11 +9,11 @@ import pytest
 from jinja2 import TemplateNotFound, UndefinedError
 from jinja2.exceptions import SecurityError
 
-from daemon.campaign import Campaign
-from daemon.errors import InvalidInput
-from daemon.rendering import compile_campaign
-from daemon.settings import Compliance
-from daemon.templating import (
+from topslot.campaign import Campaign
+from topslot.errors import InvalidInput
+from topslot.rendering import compile_campaign
+from topslot.settings import Compliance
+from topslot.templating import (
     CONTEXT_NAMES,
     ContactView,
     TemplateOutsideRoot,
@@ -22,7 +22,7 @@ from daemon.templating import (
     sample_context_for,
     template_frame,
 )
-from daemon.yaml_source import load_yaml
+from topslot.yaml_source import load_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 COMPLIANCE = Compliance(postal_address="Example Shop Ltd, 1 Example Road, Shanghai", sender_identity="Example Shop")
@@ -252,7 +252,7 @@ def test_the_renderer_reports_a_template_it_cannot_read_at_the_file(tmp_path: Pa
 
 
 def test_the_loader_reads_templates_through_the_bounded_reader(tmp_path: Path) -> None:
-    from daemon.templating import TemplateUnreadable
+    from topslot.templating import TemplateUnreadable
 
     (tmp_path / "ok.txt").write_text("naïve {{ 1 + 1 }}", encoding="utf-8")
     (tmp_path / "gbk.txt").write_bytes("你好".encode("gbk"))

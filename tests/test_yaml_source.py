@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from daemon.yaml_source import load_yaml, load_yaml_text
+from topslot.yaml_source import load_yaml, load_yaml_text
 
 
 def load(text: str):
@@ -214,7 +214,7 @@ def test_nesting_past_the_parsers_own_limit_is_a_syntax_error_not_a_crash() -> N
 
 
 def test_a_file_over_the_size_limit_is_refused_unread(tmp_path: Path) -> None:
-    from daemon.yaml_source import MAX_FILE_BYTES
+    from topslot.yaml_source import MAX_FILE_BYTES
 
     big = tmp_path / "big.yaml"
     big.write_text("# padding\n" * (MAX_FILE_BYTES // 10 + 1))

@@ -3,7 +3,7 @@
 Generated codes carry both: ``GeneratedDecoder`` checks a code against every loaded campaign that
 generates codes (prefix, length, then the keyed permutation under each configured coupon key) with
 no database. Pool codes must be looked up: ``code_spellings`` lists the forms to look for, since
-shoppers change case, add dashes and type O for 0 (``daemon.coupons.codes.canonical``).
+shoppers change case, add dashes and type O for 0 (``topslot.coupons.codes.canonical``).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from daemon.campaign import Campaign
-from daemon.coupons import codes
+from topslot.campaign import Campaign
+from topslot.coupons import codes
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,5 @@
 """What the store knows about a batch of conversions, gathered in a few set-based look-ups
-(``daemon.store.conversions``) and handed to ``rules.attribute`` one conversion at a time.
+(``topslot.store.conversions``) and handed to ``rules.attribute`` one conversion at a time.
 
 For each conversion of the batch: the credit of its order when it is a refund whose order is
 stored; the campaign and contact its coupon code belongs to (generated codes decoded offline,
@@ -20,19 +20,19 @@ from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from daemon.attribution.coupons import CouponMatch, GeneratedDecoder, canonical_or_none, code_spellings
-from daemon.attribution.inputs import ConversionInput
-from daemon.attribution.rules import HOLDOUT_REASON, SENT_STATES, Attribution, ClickFacts, DeliveryFacts, attribute
-from daemon.campaign import Campaign
-from daemon.links import tokens
-from daemon.links.keys import Keyring
-from daemon.logs import get_logger
-from daemon.store import conversions as store
-from daemon.store.conversions import HandedOutCode, LedgerRow, StoredClick, StoredCredit
+from topslot.attribution.coupons import CouponMatch, GeneratedDecoder, canonical_or_none, code_spellings
+from topslot.attribution.inputs import ConversionInput
+from topslot.attribution.rules import HOLDOUT_REASON, SENT_STATES, Attribution, ClickFacts, DeliveryFacts, attribute
+from topslot.campaign import Campaign
+from topslot.links import tokens
+from topslot.links.keys import Keyring
+from topslot.logs import get_logger
+from topslot.store import conversions as store
+from topslot.store.conversions import HandedOutCode, LedgerRow, StoredClick, StoredCredit
 
 K = TypeVar("K")
 Key = tuple[str, str, bool]  # ConversionInput.key: (kind, id, refund)
-SCANNER = "scanner"  # the label of a click by a machine (daemon.tracking.classify)
+SCANNER = "scanner"  # the label of a click by a machine (topslot.tracking.classify)
 ORIGINAL_NOTE = "order"  # the note of a refund's credit taken from its stored order
 log = get_logger("conversions")
 

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-from daemon.imports.limits import MAX_AMOUNT  # Numeric(14, 2); the same for purchases imported as events
-from daemon.store.schema import CONVERSION_KINDS
+from topslot.imports.limits import MAX_AMOUNT  # Numeric(14, 2); the same for purchases imported as events
+from topslot.store.schema import CONVERSION_KINDS
 
 MAX_ORDER_ID = 200
 MAX_COUPON = 64

@@ -1,10 +1,10 @@
 """Recording conversions with their attribution.
 
-``record_conversions`` takes validated inputs (``daemon.attribution.inputs``) from the webhook or a
+``record_conversions`` takes validated inputs (``topslot.attribution.inputs``) from the webhook or a
 CSV import, in batches of one transaction each. Per batch it looks up what attribution needs in a
 few set-based queries (``evidence.gather``: coupon codes, verified click ids' deliveries and clicks,
 contacts by external id, their sent and holdout rows), credits each order with
-``rules.attribute`` and inserts it (``daemon.store.conversions.insert_conversions``). An order id
+``rules.attribute`` and inserts it (``topslot.store.conversions.insert_conversions``). An order id
 already stored with the same refund flag is ignored (``ON CONFLICT DO NOTHING``), so a re-sent
 webhook or a re-imported file changes nothing. A refund inherits the attribution of its order when
 that order is known (stored, or earlier in the same batch).
@@ -20,16 +20,16 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.attribution.coupons import GeneratedDecoder
-from daemon.attribution.evidence import gather
-from daemon.attribution.inputs import ConversionInput
-from daemon.attribution.rules import Attribution
-from daemon.campaign import Campaign
-from daemon.coupons.keys import coupon_keys
-from daemon.links.keys import Keyring
-from daemon.logs import get_logger
-from daemon.store.conversions import insert_conversions, stored_keys
-from daemon.store.db import IMMEDIATE
+from topslot.attribution.coupons import GeneratedDecoder
+from topslot.attribution.evidence import gather
+from topslot.attribution.inputs import ConversionInput
+from topslot.attribution.rules import Attribution
+from topslot.campaign import Campaign
+from topslot.coupons.keys import coupon_keys
+from topslot.links.keys import Keyring
+from topslot.logs import get_logger
+from topslot.store.conversions import insert_conversions, stored_keys
+from topslot.store.db import IMMEDIATE
 
 BATCH_SIZE = 500
 Source = Literal["webhook", "import"]

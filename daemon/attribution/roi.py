@@ -38,8 +38,8 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Literal
 
-from daemon.campaign import Costs
-from daemon.channel import CHANNELS
+from topslot.campaign import Costs
+from topslot.channel import CHANNELS
 
 ZERO = Decimal(0)
 CENT = Decimal("0.01")

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from daemon.attribution.coupons import CouponMatch
-from daemon.attribution.inputs import ConversionInput
-from daemon.attribution.windows import campaign_window, click_window, within_click_window
-from daemon.campaign import Campaign
-from daemon.delivery import MAYBE_HANDED_OVER, SkipReason
-from daemon.delivery import DeliveryState as S
+from topslot.attribution.coupons import CouponMatch
+from topslot.attribution.inputs import ConversionInput
+from topslot.attribution.windows import campaign_window, click_window, within_click_window
+from topslot.campaign import Campaign
+from topslot.delivery import MAYBE_HANDED_OVER, SkipReason
+from topslot.delivery import DeliveryState as S
 
 AttributedBy = Literal["coupon", "click", "contact", "none"]
 REVENUE_ATTRIBUTIONS = ("coupon", "click")  # what counts as the campaign's revenue

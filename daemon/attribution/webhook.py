@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from daemon.attribution.inputs import ConversionInput, parse_conversion_fields
-from daemon.errors import TopslotError
-from daemon.json_depth import MAX_JSON_DEPTH, BadJson, NotJson, TooDeep, loads_bounded
+from topslot.attribution.inputs import ConversionInput, parse_conversion_fields
+from topslot.errors import TopslotError
+from topslot.json_depth import MAX_JSON_DEPTH, BadJson, NotJson, TooDeep, loads_bounded
 
 SIGNATURE_HEADER = "X-Topslot-Signature"
 TIMESTAMP_HEADER = "X-Topslot-Timestamp"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta, timezone
 
-from daemon.campaign import Campaign
+from topslot.campaign import Campaign
 
 DEFAULT_CLICK_WINDOW = timedelta(days=7)
 EARLIEST = timezone(timedelta(hours=14))

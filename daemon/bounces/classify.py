@@ -24,9 +24,9 @@ The status (RFC 3463) decides a bounce's kind:
 - ``BLOCKED``: refused for the message or the sender, not the address: 5.7.x (spam, policy,
   authentication), 5.3.4 and 5.2.3 (too big): the ledger says bounced, the address stays;
 - ``SOFT_BOUNCE``: everything else: 4.x.x, 5.2.2 (mailbox full), other 5.x.x. It suppresses the
-  address only once it repeats (``bounces.soft_limit``, ``daemon.bounces.record``).
+  address only once it repeats (``bounces.soft_limit``, ``topslot.bounces.record``).
 
-Which delivery it is about is read from the message but decided in ``daemon.bounces.record``:
+Which delivery it is about is read from the message but decided in ``topslot.bounces.record``:
 the addresses a bounce was sent to (VERP), the returned original's signed unsubscribe token, and
 its ``Message-ID``. Everything is bounded: at most ``MAX_MESSAGE_BYTES`` are parsed, at most
 ``MAX_TEXT_CHARS`` of text are searched, reasons are cut to ``MAX_REASON``.

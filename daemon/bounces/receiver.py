@@ -7,7 +7,7 @@ Recipients it takes (anything else: ``550 5.1.1``, before the message is sent):
 ``{local}+{token}@…``                  a bounce to a VERP return path; a token that does not verify
                                        is refused at RCPT (a forgery never gets as far as the data)
 ``{local}@…``, ``fbl@…``, ``abuse@…``,  feedback loops (ARF reports) and bounces without VERP; matched
-``postmaster@…``                       by the returned headers (``daemon.bounces.record``)
+``postmaster@…``                       by the returned headers (``topslot.bounces.record``)
 ``unsubscribe+{token}@…``              the ``mailto:`` of ``List-Unsubscribe`` (RFC 8058 §3.2 allows
                                        either method): unsubscribes that delivery's contact
 =====================================  ==============================================================
@@ -31,18 +31,18 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon import metrics
-from daemon.bounces.classify import classify
-from daemon.bounces.record import Recorded, Result, take
-from daemon.clock import Clock
-from daemon.errors import TopslotError
-from daemon.links.keys import Keyring
-from daemon.links.tokens import TokenError, verify
-from daemon.links.tracking import MAILTO_LOCAL
-from daemon.links.verp import NotVerp, delivery_of, split
-from daemon.logs import get_logger
-from daemon.settings import BounceSettings
-from daemon.store.tracking_events import unsubscribe
+from topslot import metrics
+from topslot.bounces.classify import classify
+from topslot.bounces.record import Recorded, Result, take
+from topslot.clock import Clock
+from topslot.errors import TopslotError
+from topslot.links.keys import Keyring
+from topslot.links.tokens import TokenError, verify
+from topslot.links.tracking import MAILTO_LOCAL
+from topslot.links.verp import NotVerp, delivery_of, split
+from topslot.logs import get_logger
+from topslot.settings import BounceSettings
+from topslot.store.tracking_events import unsubscribe
 
 log = get_logger("bounces")
 

@@ -3,7 +3,7 @@ suppression list, in one transaction.
 
 **Which delivery** (``find_delivery``), from the surest clue to the weakest:
 
-1. a VERP address (``daemon.links.verp``) the message was sent to, or the returned original's
+1. a VERP address (``topslot.links.verp``) the message was sent to, or the returned original's
    envelope sender: a signed token;
 2. the signed unsubscribe token in the returned original's ``List-Unsubscribe``;
 3. the returned original's ``Message-ID`` (``<d{id}.{campaign}@{domain}>``): not signed, so only
@@ -41,19 +41,19 @@ from enum import StrEnum
 from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from daemon import metrics
-from daemon.bounces.classify import BOUNCES, Feedback, Kind
-from daemon.channel import spec_of
-from daemon.delivery import IN_FLIGHT, SuppressionReason
-from daemon.delivery import DeliveryState as S
-from daemon.links.keys import Keyring
-from daemon.links.tokens import TEST_DELIVERY_ID, TokenError, verify
-from daemon.links.verp import NotVerp, delivery_of, split
-from daemon.logs import get_logger
-from daemon.settings import BounceSettings
-from daemon.store.db import IMMEDIATE
-from daemon.store.schema import contacts, deliveries, events
-from daemon.store.tracking_events import insert_events, suppress_addresses
+from topslot import metrics
+from topslot.bounces.classify import BOUNCES, Feedback, Kind
+from topslot.channel import spec_of
+from topslot.delivery import IN_FLIGHT, SuppressionReason
+from topslot.delivery import DeliveryState as S
+from topslot.links.keys import Keyring
+from topslot.links.tokens import TEST_DELIVERY_ID, TokenError, verify
+from topslot.links.verp import NotVerp, delivery_of, split
+from topslot.logs import get_logger
+from topslot.settings import BounceSettings
+from topslot.store.db import IMMEDIATE
+from topslot.store.schema import contacts, deliveries, events
+from topslot.store.tracking_events import insert_events, suppress_addresses
 
 log = get_logger("bounces")
 _MESSAGE_ID = re.compile(r"^<d(\d{1,18})\.[^@<>\s]+@[^@<>\s]+>$")

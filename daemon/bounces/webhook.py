@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from daemon.attribution.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookError, authenticate
-from daemon.bounces.classify import MAX_REASON, Feedback, Kind, kind_of, tokens_in
-from daemon.json_depth import BadJson, NotJson, TooDeep, loads_bounded
+from topslot.attribution.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookError, authenticate
+from topslot.bounces.classify import MAX_REASON, Feedback, Kind, kind_of, tokens_in
+from topslot.json_depth import BadJson, NotJson, TooDeep, loads_bounded
 
 MAX_BODY_BYTES = 256 * 1024
 MAX_EVENTS = 500

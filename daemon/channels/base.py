@@ -3,7 +3,7 @@
 The dispatcher renders a message, hands it to the messenger the registry chose for its channel and
 campaign, and records what came back; it never sees a vendor library, and a messenger never sees
 the ledger. A provider (SMTP, Twilio, an outbox file, a Telegram bot ...) is one module with one
-class implementing ``Messenger`` and one ``Provider`` entry (see ``daemon.channels.registry``); the
+class implementing ``Messenger`` and one ``Provider`` entry (see ``topslot.channels.registry``); the
 contract suite in ``tests/channels/test_contract.py`` runs over each of them.
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from daemon.channel import Channel
-from daemon.errors import TransientSendError
+from topslot.channel import Channel
+from topslot.errors import TransientSendError
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +85,7 @@ class Messenger(Protocol):
     Attributes:
 
     ``channel``
-        The channel it sends on (``daemon.channel.Channel``).
+        The channel it sends on (``topslot.channel.Channel``).
     ``provider``
         The provider's name, as recorded on each ledger row it sends (the report counts rows of
         ``outbox`` as outbox writes, not paid sends): ``smtp``, ``twilio``,
@@ -105,7 +105,7 @@ class Messenger(Protocol):
         """Hand one message over and return the provider's id for it (non-empty; for SMTP the
         queue id or Message-ID, for Twilio the message SID), once the provider has accepted it.
 
-        Raises exactly one of (``daemon.errors``):
+        Raises exactly one of (``topslot.errors``):
 
         - ``TransientSendError``: the provider did not take it and certainly will not deliver it
           (refused before accepting, 4xx, 429, could not connect). Sending the same message again
@@ -146,7 +146,7 @@ _handover: contextvars.ContextVar[HandoverHook | None] = contextvars.ContextVar(
 async def handing_over() -> None:
     """What a messenger awaits right before the first byte of the message it is sending leaves the
     process (see ``Messenger.send``): the dispatcher puts the hand-over on record there (its journal,
-    ``daemon.dispatch.journal``), so a crash can tell the messages that were on the wire from those
+    ``topslot.dispatch.journal``), so a crash can tell the messages that were on the wire from those
     that provably never left. Outside a dispatcher's send it returns at once. When the record
     cannot be made it raises ``TransientSendError``: the message must not leave, and did not."""
     hook = _handover.get()

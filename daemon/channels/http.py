@@ -51,9 +51,9 @@ from typing import Any
 
 import aiohttp
 
-from daemon.channels.base import handing_over
-from daemon.channels.ratelimit import TokenBucket
-from daemon.errors import AmbiguousSendError, TransientSendError
+from topslot.channels.base import handing_over
+from topslot.channels.ratelimit import TokenBucket
+from topslot.errors import AmbiguousSendError, TransientSendError
 
 RETRY_AFTER_MOST = 3600.0
 """The longest wait a provider's ``Retry-After`` is believed for (seconds)."""

@@ -14,7 +14,7 @@ The request (``PAYLOAD_VERSION`` 1)::
      "recipient": "zhangsan", "text": "...", "card": {"title", "text", "link", "button", "coupon"}
      or null, "sent_at": "2027-05-09T07:30:00Z"}
 
-The signature is the conversion webhook's (``daemon.attribution.webhook.signature_for``, the same
+The signature is the conversion webhook's (``topslot.attribution.webhook.signature_for``, the same
 timestamp-inside-the-MAC scheme), so one verifier serves both; the timestamp is the real time (a
 gateway compares it with its own clock), ``sent_at`` the daemon's clock.
 
@@ -69,10 +69,10 @@ from typing import Any
 
 import aiohttp
 
-from daemon.attribution.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, signed_headers
-from daemon.channel import Channel
-from daemon.channels.base import Message, TextMessage
-from daemon.channels.http import (
+from topslot.attribution.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, signed_headers
+from topslot.channel import Channel
+from topslot.channels.base import Message, TextMessage
+from topslot.channels.http import (
     SendGate,
     hand_over,
     header,
@@ -81,10 +81,10 @@ from daemon.channels.http import (
     parse_retry_after,
     redact,
 )
-from daemon.channels.registry import scaled
-from daemon.clock import Clock, SystemClock
-from daemon.errors import AmbiguousSendError, PermanentSendError, SendError, TransientSendError
-from daemon.settings import Settings, WebhookProvider
+from topslot.channels.registry import scaled
+from topslot.clock import Clock, SystemClock
+from topslot.errors import AmbiguousSendError, PermanentSendError, SendError, TransientSendError
+from topslot.settings import Settings, WebhookProvider
 
 PAYLOAD_VERSION = 1
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -352,5 +352,5 @@ async def _read_some(stream: aiohttp.StreamReader, limit: int) -> bytes:
 
 
 def build(settings: Settings, name: str, clock: Clock, share: float) -> ImWebhook:
-    """The registry's builder for ``kind: webhook`` (``daemon.channels.registry._im_kinds``)."""
+    """The registry's builder for ``kind: webhook`` (``topslot.channels.registry._im_kinds``)."""
     return ImWebhook.from_settings(settings, name, clock, share=share)

@@ -10,7 +10,7 @@ a way to look at exactly what would have been sent).
   an IM line also has its ``card``: title, link, button, coupon, and a WhatsApp ``template``),
   appended with a single ``O_APPEND`` write, so concurrent senders never interleave lines.
 
-Both are ``Messenger``s with ``provider = "outbox"`` (``daemon.channel.OUTBOX_PROVIDER``): the ledger and
+Both are ``Messenger``s with ``provider = "outbox"`` (``topslot.channel.OUTBOX_PROVIDER``): the ledger and
 the report label what they took as outbox writes, not paid sends. They are the registry's fallback for a
 channel whose provider is not configured.
 """
@@ -25,13 +25,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from daemon.channel import OUTBOX_PROVIDER, Channel
-from daemon.channels.base import EmailEnvelope, Message, TextMessage, handing_over
-from daemon.channels.registry import Provider
-from daemon.clock import Clock, SystemClock
-from daemon.durable import fsync_directory
-from daemon.errors import TransientSendError
-from daemon.settings import Settings
+from topslot.channel import OUTBOX_PROVIDER, Channel
+from topslot.channels.base import EmailEnvelope, Message, TextMessage, handing_over
+from topslot.channels.registry import Provider
+from topslot.clock import Clock, SystemClock
+from topslot.durable import fsync_directory
+from topslot.errors import TransientSendError
+from topslot.settings import Settings
 
 _tmp_names = itertools.count(1)
 

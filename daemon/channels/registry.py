@@ -24,10 +24,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from daemon.channel import OUTBOX_PROVIDER, Channel, spec_of
-from daemon.channels.base import Messenger
-from daemon.clock import Clock, SystemClock
-from daemon.settings import Settings
+from topslot.channel import OUTBOX_PROVIDER, Channel, spec_of
+from topslot.channels.base import Messenger
+from topslot.clock import Clock, SystemClock
+from topslot.settings import Settings
 
 OUTBOX_RATE_PER_S = 1000.0
 """What windows are sized by for a messenger without a rate (a file outbox)."""
@@ -61,7 +61,7 @@ ImBuilder = Callable[[Settings, str, Clock, float], Messenger]
 
 def _im_kinds() -> dict[str, ImBuilder]:
     """``im.<name>.kind`` → the module that sends it (one entry per kind)."""
-    from daemon.channels import im_webhook, telegram, twilio_whatsapp
+    from topslot.channels import im_webhook, telegram, twilio_whatsapp
 
     return {"telegram": telegram.build, "whatsapp": twilio_whatsapp.build, "webhook": im_webhook.build}
 
@@ -84,7 +84,7 @@ def im_providers(settings: Settings) -> tuple[Provider, ...]:
 
 
 def _providers(settings: Settings) -> tuple[Provider, ...]:
-    from daemon.channels import outbox, smtp, twilio_sms
+    from topslot.channels import outbox, smtp, twilio_sms
 
     return (
         smtp.PROVIDER,

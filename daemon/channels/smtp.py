@@ -53,21 +53,21 @@ from aiosmtplib import (
     SMTPTimeoutError,
 )
 
-from daemon import metrics
-from daemon.channel import Channel
-from daemon.channels.base import EmailEnvelope, Message
-from daemon.channels.ratelimit import KeyedLimiter, TokenBucket, recipient_domain
-from daemon.channels.registry import Provider, scaled
-from daemon.channels.smtp_connection import SmtpConnection
-from daemon.channels.smtp_replies import (
+from topslot import metrics
+from topslot.channel import Channel
+from topslot.channels.base import EmailEnvelope, Message
+from topslot.channels.ratelimit import KeyedLimiter, TokenBucket, recipient_domain
+from topslot.channels.registry import Provider, scaled
+from topslot.channels.smtp_connection import SmtpConnection
+from topslot.channels.smtp_replies import (
     Stage,
     classify_reply,
     is_server_problem,
     provider_id_from_reply,
 )
-from daemon.errors import AmbiguousSendError, PermanentSendError, TransientSendError
-from daemon.logs import get_logger
-from daemon.settings import Settings, SmtpServer
+from topslot.errors import AmbiguousSendError, PermanentSendError, TransientSendError
+from topslot.logs import get_logger
+from topslot.settings import Settings, SmtpServer
 
 log = get_logger()
 

@@ -45,8 +45,8 @@ from aiosmtplib import (
 from aiosmtplib.protocol import SMTPProtocol
 from aiosmtplib.typing import Default
 
-from daemon.channels.base import handing_over
-from daemon.channels.smtp_replies import Stage
+from topslot.channels.base import handing_over
+from topslot.channels.smtp_replies import Stage
 
 _LONE_LINE_ENDS = re.compile(rb"\r\n|\n|\r(?!\n)")
 _LEADING_DOTS = re.compile(rb"(?m)^\.")

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from daemon.errors import PermanentSendError, SendError, TransientSendError
+from topslot.errors import PermanentSendError, SendError, TransientSendError
 
 Stage = Literal["connect", "mail", "rcpt", "data", "body", "after_dot"]
 """Where a send stood: connecting (greeting/EHLO/TLS/AUTH), MAIL FROM, RCPT TO, DATA (awaiting 354),

@@ -33,7 +33,7 @@ nothing of the request was written
 a timeout or dropped connection after it was written         ``AmbiguousSendError``
 =========================================================  ========================================
 
-"Written or not" is observed by ``daemon.channels.http`` (``MarkingConnector``, ``hand_over``),
+"Written or not" is observed by ``topslot.channels.http`` (``MarkingConnector``, ``hand_over``),
 shared with the Twilio messengers. The token is part of the URL: it is never logged and
 ``hand_over`` removes it from every error message it builds from aiohttp's exceptions.
 
@@ -57,9 +57,9 @@ from urllib.parse import quote
 
 import aiohttp
 
-from daemon.channel import Channel
-from daemon.channels.base import Message, Messenger, TextMessage
-from daemon.channels.http import (
+from topslot.channel import Channel
+from topslot.channels.base import Message, Messenger, TextMessage
+from topslot.channels.http import (
     SendGate,
     hand_over,
     header,
@@ -68,11 +68,11 @@ from daemon.channels.http import (
     parse_retry_after,
     redact,
 )
-from daemon.channels.registry import scaled
-from daemon.clock import Clock
-from daemon.delivery import SuppressionReason
-from daemon.errors import AmbiguousSendError, PermanentSendError, SendError, TransientSendError
-from daemon.settings import Settings, TelegramProvider
+from topslot.channels.registry import scaled
+from topslot.clock import Clock
+from topslot.delivery import SuppressionReason
+from topslot.errors import AmbiguousSendError, PermanentSendError, SendError, TransientSendError
+from topslot.settings import Settings, TelegramProvider
 
 TELEGRAM_API = "https://api.telegram.org"
 

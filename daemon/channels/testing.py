@@ -9,7 +9,7 @@ package, like Django's ``locmem`` mail backend, so tests of your own plug-ins an
 - ``FixedMessengers``: a ``MessengerSource`` handing out given messengers per channel (what the
   dispatcher is built with in tests instead of the settings' registry).
 
-Each honours the ``Messenger`` contract (``daemon.channels.base``) and passes its contract suite.
+Each honours the ``Messenger`` contract (``topslot.channels.base``) and passes its contract suite.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from daemon.channel import Channel
-from daemon.channels.base import EmailEnvelope, Message, Messenger, handing_over
-from daemon.errors import TransientSendError
+from topslot.channel import Channel
+from topslot.channels.base import EmailEnvelope, Message, Messenger, handing_over
+from topslot.errors import TransientSendError
 
 Answer = BaseException | float | Callable[[Message], "str | BaseException"]
 

@@ -3,7 +3,7 @@ one aiohttp session per messenger.
 
 ``TwilioSms.send(message)`` creates one Message and returns its SID (``SM…``), or raises exactly one
 of the ``Messenger`` errors. Everything but the form of a message and a few error codes is in
-``TwilioMessages``, which WhatsApp (``daemon.channels.twilio_whatsapp``) shares. Twilio has no
+``TwilioMessages``, which WhatsApp (``topslot.channels.twilio_whatsapp``) shares. Twilio has no
 idempotency key for message creation, so a POST is never repeated here: no retrying client (such as
 aiohttp_retry, which would repeat a POST on any 5xx) and aiohttp itself only re-sends idempotent
 methods on a stale keep-alive connection.
@@ -28,7 +28,7 @@ a timeout or dropped connection after the request was     ``AmbiguousSendError``
 written
 =======================================================  ==========================================
 
-"Before the request was written" is observed, not guessed (``daemon.channels.http``, shared with
+"Before the request was written" is observed, not guessed (``topslot.channels.http``, shared with
 the other HTTP messengers): the connector flags the current send the moment it hands over a
 connection (aiohttp writes the request right after); until then nothing of the message left this
 process, so a failure (``ClientConnectorError``, our own timeout while connecting or waiting for a
@@ -63,9 +63,9 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from daemon.channel import Channel
-from daemon.channels.base import Message, TextMessage
-from daemon.channels.http import (
+from topslot.channel import Channel
+from topslot.channels.base import Message, TextMessage
+from topslot.channels.http import (
     SendGate,
     basic_auth,
     form_quote,
@@ -75,10 +75,10 @@ from daemon.channels.http import (
     json_object,
     parse_retry_after,
 )
-from daemon.channels.registry import Provider, scaled
-from daemon.delivery import SuppressionReason
-from daemon.errors import AmbiguousSendError, PermanentSendError, SendError, TransientSendError
-from daemon.settings import TWILIO_API, Settings
+from topslot.channels.registry import Provider, scaled
+from topslot.delivery import SuppressionReason
+from topslot.errors import AmbiguousSendError, PermanentSendError, SendError, TransientSendError
+from topslot.settings import TWILIO_API, Settings
 
 STATUS_CALLBACK_PATH = "/twilio/status"
 

@@ -1,4 +1,4 @@
-"""WhatsApp through Twilio: the same Messages API and client as SMS (``daemon.channels.twilio_sms``),
+"""WhatsApp through Twilio: the same Messages API and client as SMS (``topslot.channels.twilio_sms``),
 with WhatsApp addresses and approved templates.
 
 ``TwilioWhatsApp.send(message)`` creates one Message and returns its SID, or raises exactly one of
@@ -61,15 +61,15 @@ from urllib.parse import urlencode
 
 import phonenumbers
 
-from daemon.channel import Channel
-from daemon.channels.base import Messenger, TextMessage
-from daemon.channels.http import parse_retry_after
-from daemon.channels.registry import scaled
-from daemon.channels.twilio_sms import TwilioMessages, classify, status_callback_url
-from daemon.clock import Clock
-from daemon.delivery import SuppressionReason
-from daemon.errors import PermanentSendError, SendError, TransientSendError
-from daemon.settings import Settings, WhatsAppProvider
+from topslot.channel import Channel
+from topslot.channels.base import Messenger, TextMessage
+from topslot.channels.http import parse_retry_after
+from topslot.channels.registry import scaled
+from topslot.channels.twilio_sms import TwilioMessages, classify, status_callback_url
+from topslot.clock import Clock
+from topslot.delivery import SuppressionReason
+from topslot.errors import PermanentSendError, SendError, TransientSendError
+from topslot.settings import Settings, WhatsAppProvider
 
 PREFIX = "whatsapp:"  # Twilio's WhatsApp address: whatsapp:+E164
 CONTENT_SID = re.compile(r"^HX[0-9a-fA-F]{32}$")

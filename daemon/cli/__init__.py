@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from daemon import __version__
-from daemon.cli import (
+from topslot import __version__
+from topslot.cli import (
     bounce_cmds,
     config_cmds,
     control_cmds,

@@ -13,10 +13,10 @@ from typing import Annotated
 import typer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.bounces.receiver import receive
-from daemon.cli.common import ConfigOption, cli_logger, out, say, settings_or_exit, with_engine
-from daemon.clock import SystemClock
-from daemon.links.keys import KeyringError, load_keyring
+from topslot.bounces.receiver import receive
+from topslot.cli.common import ConfigOption, cli_logger, out, say, settings_or_exit, with_engine
+from topslot.clock import SystemClock
+from topslot.links.keys import KeyringError, load_keyring
 
 bounces_app = typer.Typer(help="Bounces and complaints collected outside the receiver.", no_args_is_help=True)
 

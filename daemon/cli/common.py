@@ -21,12 +21,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.campaign import Campaign
-from daemon.config import load_campaigns
-from daemon.errors import InvalidInput, Problem
-from daemon.logs import CurrentStderr, configure_logging, get_logger
-from daemon.settings import Settings, load_settings
-from daemon.store.db import DatabaseUnavailable, prepare_database
+from topslot.campaign import Campaign
+from topslot.config import load_campaigns
+from topslot.errors import InvalidInput, Problem
+from topslot.logs import CurrentStderr, configure_logging, get_logger
+from topslot.settings import Settings, load_settings
+from topslot.store.db import DatabaseUnavailable, prepare_database
 
 T = TypeVar("T")
 ConfigOption = Annotated[Path, typer.Option("--config", help="Configuration directory (topslot.yaml, campaigns/).")]
@@ -82,7 +82,7 @@ def with_engine(
 
     Commands that write get the database created (SQLite) and migrated; ``read_only`` commands need it
     to exist at the current schema and never create or migrate it. A database that cannot be used is
-    one line on stderr and exit ``unavailable`` (1; see ``daemon.store.db.prepare_database``)."""
+    one line on stderr and exit ``unavailable`` (1; see ``topslot.store.db.prepare_database``)."""
 
     async def run() -> T:
         engine = await prepare_database(settings.database_url, read_only=read_only)

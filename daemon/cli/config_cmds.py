@@ -10,15 +10,15 @@ from typing import Annotated, Any
 
 import typer
 
-from daemon.campaign import Campaign
-from daemon.channels.registry import route_lines
-from daemon.cli.common import settings_or_exit
-from daemon.clock import SystemClock
-from daemon.errors import Problem
-from daemon.runtime.ports import load_campaigns
-from daemon.scheduling.plan_run import channel_rates, ledger_windows
-from daemon.settings import Settings
-from daemon.store.db import DatabaseUnavailable, prepare_database
+from topslot.campaign import Campaign
+from topslot.channels.registry import route_lines
+from topslot.cli.common import settings_or_exit
+from topslot.clock import SystemClock
+from topslot.errors import Problem
+from topslot.runtime.ports import load_campaigns
+from topslot.scheduling.plan_run import channel_rates, ledger_windows
+from topslot.settings import Settings
+from topslot.store.db import DatabaseUnavailable, prepare_database
 
 
 def campaign_schema() -> dict[str, Any]:

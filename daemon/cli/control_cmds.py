@@ -14,10 +14,10 @@ import typer
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.cli.common import ConfigOption, out, say, settings_or_exit, with_engine
-from daemon.clock import SystemClock
-from daemon.store import controls, status
-from daemon.store.controls import Control, ControlRefused
+from topslot.cli.common import ConfigOption, out, say, settings_or_exit, with_engine
+from topslot.clock import SystemClock
+from topslot.store import controls, status
+from topslot.store.controls import Control, ControlRefused
 
 campaigns_app = typer.Typer(help="Campaigns in the database: list, pause, resume, cancel.", no_args_is_help=True)
 

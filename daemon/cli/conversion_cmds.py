@@ -10,15 +10,15 @@ import typer
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.attribution.inputs import ConversionInput, parse_conversion_fields
-from daemon.attribution.record import BATCH_SIZE, RecordResult, record_conversions
-from daemon.cli.common import ConfigOption, out, print_problems, say, settings_or_exit, with_engine
-from daemon.cli.import_input import EncodingOption, import_file_or_exit
-from daemon.clock import SystemClock
-from daemon.config import load_campaigns
-from daemon.errors import Problem
-from daemon.imports.reader import read_records
-from daemon.links.keys import KeyringError, load_keyring
+from topslot.attribution.inputs import ConversionInput, parse_conversion_fields
+from topslot.attribution.record import BATCH_SIZE, RecordResult, record_conversions
+from topslot.cli.common import ConfigOption, out, print_problems, say, settings_or_exit, with_engine
+from topslot.cli.import_input import EncodingOption, import_file_or_exit
+from topslot.clock import SystemClock
+from topslot.config import load_campaigns
+from topslot.errors import Problem
+from topslot.imports.reader import read_records
+from topslot.links.keys import KeyringError, load_keyring
 
 conversions_app = typer.Typer(help="Conversions (orders) from the shop.", no_args_is_help=True)
 
@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
 def read_conversions(path: Path, problems: list[Problem], encoding: str | None = None) -> Iterator[ConversionInput]:
     """Every valid conversion of a CSV (header row) or JSON Lines file, streamed; each bad field
     is appended to ``problems`` as ``path:line:column: message`` (column 1 for JSON Lines).
-    ``encoding`` as for ``daemon.imports.lines.resolve_encoding``."""
+    ``encoding`` as for ``topslot.imports.lines.resolve_encoding``."""
     for record in read_records(path, encoding):
         if record.error is not None:
             problems.append(Problem(str(path), record.line, 1, record.error))

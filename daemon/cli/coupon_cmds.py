@@ -9,21 +9,21 @@ import typer
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.campaign import Campaign
-from daemon.cli.common import ConfigOption, out, print_problems, progress_bar, say, settings_or_exit, with_engine
-from daemon.cli.import_input import EncodingOption, import_file_or_exit
-from daemon.clock import SystemClock
-from daemon.config import load_campaigns
-from daemon.coupons import codes
-from daemon.coupons.keys import coupon_keys
-from daemon.coupons.pool_file import check_pool_name
-from daemon.coupons.stock import PoolStock
-from daemon.errors import InvalidInput
-from daemon.imports.report import ImportReport
-from daemon.links.keys import KeyringError, load_keyring
-from daemon.links.tokens import TEST_COUPON_PREFIX
-from daemon.settings import Settings
-from daemon.store.coupons import DEFAULT_BATCH_SIZE, find_code, import_pool, pool_stock
+from topslot.campaign import Campaign
+from topslot.cli.common import ConfigOption, out, print_problems, progress_bar, say, settings_or_exit, with_engine
+from topslot.cli.import_input import EncodingOption, import_file_or_exit
+from topslot.clock import SystemClock
+from topslot.config import load_campaigns
+from topslot.coupons import codes
+from topslot.coupons.keys import coupon_keys
+from topslot.coupons.pool_file import check_pool_name
+from topslot.coupons.stock import PoolStock
+from topslot.errors import InvalidInput
+from topslot.imports.report import ImportReport
+from topslot.links.keys import KeyringError, load_keyring
+from topslot.links.tokens import TEST_COUPON_PREFIX
+from topslot.settings import Settings
+from topslot.store.coupons import DEFAULT_BATCH_SIZE, find_code, import_pool, pool_stock
 
 coupons_app = typer.Typer(help="Coupon codes: import pools, verify codes, check stock.", no_args_is_help=True)
 

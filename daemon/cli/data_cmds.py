@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.cli.common import (
+from topslot.cli.common import (
     ConfigOption,
     cli_logger,
     load_campaign_or_exit,
@@ -21,15 +21,15 @@ from daemon.cli.common import (
     settings_or_exit,
     with_engine,
 )
-from daemon.cli.import_input import EncodingOption, import_file_or_exit
-from daemon.clock import SystemClock
-from daemon.imports.fields import instant
-from daemon.imports.report import ImportReport
-from daemon.store.audience import LEFT_OUT_REASONS, AudienceSummary, audience_summary
-from daemon.store.contacts import DEFAULT_BATCH_SIZE, import_contacts
-from daemon.store.controls import actor
-from daemon.store.events import import_events
-from daemon.store.forget import Forgotten, find_contact_id, forget_contact
+from topslot.cli.import_input import EncodingOption, import_file_or_exit
+from topslot.clock import SystemClock
+from topslot.imports.fields import instant
+from topslot.imports.report import ImportReport
+from topslot.store.audience import LEFT_OUT_REASONS, AudienceSummary, audience_summary
+from topslot.store.contacts import DEFAULT_BATCH_SIZE, import_contacts
+from topslot.store.controls import actor
+from topslot.store.events import import_events
+from topslot.store.forget import Forgotten, find_contact_id, forget_contact
 
 contacts_app = typer.Typer(help="Contacts: import and update.", no_args_is_help=True)
 events_app = typer.Typer(help="Purchase and search history.", no_args_is_help=True)

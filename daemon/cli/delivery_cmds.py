@@ -10,11 +10,11 @@ import typer
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.channel import OUTBOX_PROVIDER
-from daemon.cli.common import ConfigOption, out, say, settings_or_exit, with_engine
-from daemon.clock import SystemClock
-from daemon.delivery import DeliveryState as S
-from daemon.store import dispatch, ledger
+from topslot.channel import OUTBOX_PROVIDER
+from topslot.cli.common import ConfigOption, out, say, settings_or_exit, with_engine
+from topslot.clock import SystemClock
+from topslot.delivery import DeliveryState as S
+from topslot.store import dispatch, ledger
 
 OUTBOX_LABEL = "outbox write (not sent)"
 deliveries_app = typer.Typer(help="The delivery ledger.", no_args_is_help=True)

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from daemon.cli.common import print_problems, say
-from daemon.errors import InvalidInput
-from daemon.imports.lines import resolve_encoding
+from topslot.cli.common import print_problems, say
+from topslot.errors import InvalidInput
+from topslot.imports.lines import resolve_encoding
 
 EncodingOption = Annotated[
     str | None,

@@ -2,7 +2,7 @@
 
 Costs: per channel, messages × ``costs.<channel>``; for a segmented channel (SMS, ``costs.sms`` per
 segment) the segments are estimated by rendering a deterministic sample of up to 100 planned
-recipients per country (``daemon.planning.summary.MessageSample``) exactly as they would be sent
+recipients per country (``topslot.planning.summary.MessageSample``) exactly as they would be sent
 (their language, opt-out line, coupon-shaped code, links as long as real ones) and counting each
 country's messages at its sample's mean. A country's estimate is exact when it has at most 100
 planned messages; big audiences cost at most 100 renders per country.
@@ -21,9 +21,9 @@ import typer
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.campaign import Campaign
-from daemon.channel import spec_of
-from daemon.cli.common import (
+from topslot.campaign import Campaign
+from topslot.channel import spec_of
+from topslot.cli.common import (
     ConfigOption,
     load_campaign_or_exit,
     out,
@@ -32,18 +32,18 @@ from daemon.cli.common import (
     settings_or_exit,
     with_engine,
 )
-from daemon.cli.preview_cmds import preview_coupon
-from daemon.clock import SystemClock
-from daemon.errors import InvalidInput
-from daemon.links.factory import placeholder_track
-from daemon.planning import dispatch_starts, jsonl_lines, summary_lines
-from daemon.planning.summary import ChannelCost, MessageSample, estimate_costs
-from daemon.rendering import MessageLinks, compile_campaign, sms_segments
-from daemon.rendering.compliance import missing_settings
-from daemon.scheduling.plan_run import PlanOutcome, plan_campaign
-from daemon.settings import Settings
-from daemon.store.schema import contacts
-from daemon.templating import contact_view
+from topslot.cli.preview_cmds import preview_coupon
+from topslot.clock import SystemClock
+from topslot.errors import InvalidInput
+from topslot.links.factory import placeholder_track
+from topslot.planning import dispatch_starts, jsonl_lines, summary_lines
+from topslot.planning.summary import ChannelCost, MessageSample, estimate_costs
+from topslot.rendering import MessageLinks, compile_campaign, sms_segments
+from topslot.rendering.compliance import missing_settings
+from topslot.scheduling.plan_run import PlanOutcome, plan_campaign
+from topslot.settings import Settings
+from topslot.store.schema import contacts
+from topslot.templating import contact_view
 
 FETCH_CHUNK = 500  # sampled contacts read per query
 ESTIMATE_MARKER = "estimate"

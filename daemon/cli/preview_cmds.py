@@ -23,17 +23,17 @@ import typer
 from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.campaign import Campaign
-from daemon.channel import CHANNELS, spec_of
-from daemon.cli.common import ChannelChoice, load_campaign_or_exit, print_problems, say, settings_or_exit, with_engine
-from daemon.clock import SystemClock
-from daemon.errors import InvalidInput
-from daemon.links.factory import placeholder_short_track
-from daemon.rendering import MessageLinks, compile_campaign, sms_segments
-from daemon.rendering.campaign_renderer import CompiledCampaign
-from daemon.settings import Settings
-from daemon.store.schema import contacts
-from daemon.templating import ContactView, contact_view
+from topslot.campaign import Campaign
+from topslot.channel import CHANNELS, spec_of
+from topslot.cli.common import ChannelChoice, load_campaign_or_exit, print_problems, say, settings_or_exit, with_engine
+from topslot.clock import SystemClock
+from topslot.errors import InvalidInput
+from topslot.links.factory import placeholder_short_track
+from topslot.rendering import MessageLinks, compile_campaign, sms_segments
+from topslot.rendering.campaign_renderer import CompiledCampaign
+from topslot.settings import Settings
+from topslot.store.schema import contacts
+from topslot.templating import ContactView, contact_view
 
 PREVIEW_DELIVERY_ID = 0
 PREVIEW_TOKEN = "preview"

@@ -35,29 +35,29 @@ import typer
 from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.campaign import Campaign
-from daemon.channel import CHANNELS, OUTBOX_PROVIDER, spec_of
-from daemon.channels.base import Card, ContentTemplate, EmailEnvelope, Message, Messenger, TextMessage
-from daemon.channels.registry import Registry
-from daemon.cli.common import load_campaign_or_exit, print_problems, say, settings_or_exit
-from daemon.cli.preview_cmds import _fetch_contact
-from daemon.clock import SystemClock
-from daemon.errors import InvalidInput, SendError
-from daemon.links.factory import CampaignLinks, DeliveryLinks
-from daemon.links.keys import KeyringError, load_keyring
-from daemon.links.tokens import TEST_COUPON_PREFIX, TEST_DELIVERY_ID
-from daemon.links.tracking import TrackingBase
-from daemon.logs import CurrentStderr, configure_logging, get_logger
-from daemon.rendering import compile_campaign
-from daemon.rendering.campaign_renderer import CompiledCampaign
-from daemon.settings import Settings
-from daemon.store.db import DatabaseUnavailable, prepare_database
-from daemon.store.links import save_links
-from daemon.store.schema import contacts
-from daemon.store.segments import audience_filter
-from daemon.templating import ContactView, contact_view, sample_contact
+from topslot.campaign import Campaign
+from topslot.channel import CHANNELS, OUTBOX_PROVIDER, spec_of
+from topslot.channels.base import Card, ContentTemplate, EmailEnvelope, Message, Messenger, TextMessage
+from topslot.channels.registry import Registry
+from topslot.cli.common import load_campaign_or_exit, print_problems, say, settings_or_exit
+from topslot.cli.preview_cmds import _fetch_contact
+from topslot.clock import SystemClock
+from topslot.errors import InvalidInput, SendError
+from topslot.links.factory import CampaignLinks, DeliveryLinks
+from topslot.links.keys import KeyringError, load_keyring
+from topslot.links.tokens import TEST_COUPON_PREFIX, TEST_DELIVERY_ID
+from topslot.links.tracking import TrackingBase
+from topslot.logs import CurrentStderr, configure_logging, get_logger
+from topslot.rendering import compile_campaign
+from topslot.rendering.campaign_renderer import CompiledCampaign
+from topslot.settings import Settings
+from topslot.store.db import DatabaseUnavailable, prepare_database
+from topslot.store.links import save_links
+from topslot.store.schema import contacts
+from topslot.store.segments import audience_filter
+from topslot.templating import ContactView, contact_view, sample_contact
 
-log = get_logger("daemon.cli.proof")
+log = get_logger("topslot.cli.proof")
 
 TEST_SUBJECT_PREFIX = "[TEST] "
 TEST_HEADER = ("X-Topslot-Test", "proof")

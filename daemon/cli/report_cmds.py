@@ -13,23 +13,23 @@ import typer
 from rich.console import Group
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.attribution.windows import campaign_window
-from daemon.campaign import Campaign, Costs
-from daemon.cli.common import ConfigOption, out, print_problems, say, settings_or_exit, with_engine
-from daemon.clock import SystemClock
-from daemon.config import load_campaigns
-from daemon.errors import InvalidInput
-from daemon.reporting.data import ReportQuery, build_report, campaign_name
-from daemon.reporting.model import DIMENSIONS, Report
-from daemon.reporting.render_csv import render_csv, render_overview_csv, render_slots_csv
-from daemon.reporting.render_html import render_html, render_overview_html
-from daemon.reporting.render_json import render_json, render_overview_json, render_slots_json
-from daemon.reporting.render_slots_table import overview_tables, slot_tables
-from daemon.reporting.render_table import render_table
-from daemon.reporting.segments import load_segments
-from daemon.reporting.slot_data import build_slot_overview
-from daemon.reporting.slots import SlotOverview
-from daemon.settings import Settings
+from topslot.attribution.windows import campaign_window
+from topslot.campaign import Campaign, Costs
+from topslot.cli.common import ConfigOption, out, print_problems, say, settings_or_exit, with_engine
+from topslot.clock import SystemClock
+from topslot.config import load_campaigns
+from topslot.errors import InvalidInput
+from topslot.reporting.data import ReportQuery, build_report, campaign_name
+from topslot.reporting.model import DIMENSIONS, Report
+from topslot.reporting.render_csv import render_csv, render_overview_csv, render_slots_csv
+from topslot.reporting.render_html import render_html, render_overview_html
+from topslot.reporting.render_json import render_json, render_overview_json, render_slots_json
+from topslot.reporting.render_slots_table import overview_tables, slot_tables
+from topslot.reporting.render_table import render_table
+from topslot.reporting.segments import load_segments
+from topslot.reporting.slot_data import build_slot_overview
+from topslot.reporting.slots import SlotOverview
+from topslot.settings import Settings
 
 FORMATS = ("table", "json", "csv", "html")
 
@@ -177,7 +177,7 @@ FILE_WIDTH = 100  # a table written to a file (-o); on a terminal, the terminal'
 
 def _write(content: Any, output: Path | None) -> None:
     """A rich renderable (table) or text to stdout or ``output``; an unwritable ``output`` is one line.
-    Tables fit the width they are printed at (``daemon.reporting.render_fit``)."""
+    Tables fit the width they are printed at (``topslot.reporting.render_fit``)."""
     try:
         if output is None:
             if isinstance(content, str):

@@ -9,9 +9,9 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from daemon import event_loop
-from daemon.cli.common import fail, settings_or_exit
-from daemon.clock import Clock, SimulatedClock, SystemClock
+from topslot import event_loop
+from topslot.cli.common import fail, settings_or_exit
+from topslot.clock import Clock, SimulatedClock, SystemClock
 
 ConfigOption = Annotated[
     Optional[Path],  # noqa: UP045 - typer reads the annotation
@@ -39,7 +39,7 @@ def run(
     """Run the daemon until SIGTERM/SIGINT; SIGHUP or a changed campaign file reloads campaigns.
 
     --from/--speed run it on a simulated clock (rehearsals, demos, fault tests); never in production."""
-    from daemon.runtime import Daemon
+    from topslot.runtime import Daemon
 
     settings = settings_or_exit(config)
     clock: Clock = SystemClock()
@@ -51,7 +51,7 @@ def run(
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
     except Exception as exc:  # logged as daemon_failed by the daemon; one line here
-        from daemon.runtime.failures import failure_reason
+        from topslot.runtime.failures import failure_reason
 
         fail(settings, exc, 1, f"topslot run: {failure_reason(exc, settings)}")
 
@@ -63,7 +63,7 @@ def demo(
     """The tour: SQLite and an outbox under var/demo/, the example campaign validated, its contacts
     imported, audience and plan shown, then the campaign really sent, bucket by bucket, on a clock
     that jumps to each bucket's dispatch start."""
-    from daemon.runtime.demo import run_demo
+    from topslot.runtime.demo import run_demo
 
     settings = settings_or_exit(config)
     raise typer.Exit(event_loop.run(run_demo(settings, Console(), keep_running=keep_running), settings.event_loop))

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.cli.common import (
+from topslot.cli.common import (
     ChannelChoice,
     ConfigOption,
     cli_logger,
@@ -24,13 +24,13 @@ from daemon.cli.common import (
     settings_or_exit,
     with_engine,
 )
-from daemon.cli.import_input import EncodingOption, import_file_or_exit
-from daemon.clock import SystemClock
-from daemon.delivery import SuppressionReason
-from daemon.imports.report import ImportReport
-from daemon.imports.suppressions import normalise_address
-from daemon.store.controls import actor
-from daemon.store.suppressions import (
+from topslot.cli.import_input import EncodingOption, import_file_or_exit
+from topslot.clock import SystemClock
+from topslot.delivery import SuppressionReason
+from topslot.imports.report import ImportReport
+from topslot.imports.suppressions import normalise_address
+from topslot.store.controls import actor
+from topslot.store.suppressions import (
     RECIPIENT_REASONS,
     StoredSuppression,
     add_suppression,

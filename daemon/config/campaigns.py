@@ -9,12 +9,12 @@ from pathlib import Path
 from jinja2 import Environment
 from pydantic import ValidationError
 
-from daemon.campaign import Campaign
-from daemon.config.model_errors import describe, validation_problems
-from daemon.config.template_checks import check_templates
-from daemon.errors import InvalidInput, Problem
-from daemon.templating import make_environment
-from daemon.yaml_source import YamlDocument, load_yaml
+from topslot.campaign import Campaign
+from topslot.config.model_errors import describe, validation_problems
+from topslot.config.template_checks import check_templates
+from topslot.errors import InvalidInput, Problem
+from topslot.templating import make_environment
+from topslot.yaml_source import YamlDocument, load_yaml
 
 CAMPAIGN_SUFFIXES = (".yaml", ".yml")
 _REQUIRED = "id:, name:, channels:, audience:, schedule:, landing_page: and content:"

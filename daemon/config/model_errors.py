@@ -10,10 +10,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from daemon.campaign import FieldError, condition_kind
-from daemon.config.model_keys import allowed_keys, model_at
-from daemon.errors import Problem
-from daemon.yaml_source import YamlDocument, YamlPath
+from topslot.campaign import FieldError, condition_kind
+from topslot.config.model_keys import allowed_keys, model_at
+from topslot.errors import Problem
+from topslot.yaml_source import YamlDocument, YamlPath
 
 CONDITION_KEYS = ("attribute", "purchased", "searched", "tag", "any_tag", "consent", "all", "any", "not")
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, Tag
 
-from daemon.campaign import condition_kind
+from topslot.campaign import condition_kind
 
 
 def _is_model(tp: Any) -> bool:

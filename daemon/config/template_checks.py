@@ -9,11 +9,11 @@ from typing import Any
 from jinja2 import Environment, TemplateNotFound, TemplateSyntaxError, UndefinedError
 from jinja2.exceptions import SecurityError
 
-from daemon.campaign import Campaign
-from daemon.channel import SPECS
-from daemon.errors import Problem
-from daemon.rendering.bounds import render_checked
-from daemon.templating import (
+from topslot.campaign import Campaign
+from topslot.channel import SPECS
+from topslot.errors import Problem
+from topslot.rendering.bounds import render_checked
+from topslot.templating import (
     TemplateOutsideRoot,
     TemplateUnreadable,
     contained_template_path,
@@ -22,7 +22,7 @@ from daemon.templating import (
     sample_context_for,
     template_frame,
 )
-from daemon.yaml_source import YamlDocument
+from topslot.yaml_source import YamlDocument
 
 # (channel, key) of every template file a campaign can name, in content.<channel>.<key>
 TEMPLATE_KEYS = tuple((name, key) for name, spec in SPECS.items() for key in spec.templates)

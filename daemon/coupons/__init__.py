@@ -1,3 +1,3 @@
 """Coupons, the pure part: generated codes (``codes``), pool files (``pool_file``) and stock
 decisions (``stock``). Storage and the reserve/commit/release lifecycle live in
-``daemon.store.coupons``."""
+``topslot.store.coupons``."""

@@ -27,7 +27,7 @@ import hmac
 from dataclasses import dataclass
 from functools import lru_cache
 
-from daemon.errors import TopslotError
+from topslot.errors import TopslotError
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 BITS_PER_CHAR = 5

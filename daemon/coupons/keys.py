@@ -4,7 +4,7 @@ use the active key; verification tries every configured key (keys rotate, codes 
 
 from __future__ import annotations
 
-from daemon.links.keys import Keyring
+from topslot.links.keys import Keyring
 
 COUPON_PURPOSE = "coupon"
 COUPON_MESSAGE = b"topslot-coupon"

@@ -2,7 +2,7 @@
 with a ``code`` column. Every code is validated; blank lines and ``#`` comments (plain format) are
 skipped. Streams: the file is never held in memory.
 
-The lines come from ``daemon.imports.lines`` (``open_pool_file``): the same encodings, limits and
+The lines come from ``topslot.imports.lines`` (``open_pool_file``): the same encodings, limits and
 ``BadLine`` s as the other imports; each bad line is one problem and the next line is read.
 """
 
@@ -13,8 +13,8 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from daemon.errors import Problem
-from daemon.imports.lines import BadLine, csv_problem
+from topslot.errors import Problem
+from topslot.imports.lines import BadLine, csv_problem
 
 POOL_CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 MIN_CODE_LENGTH, MAX_CODE_LENGTH = 3, 64
@@ -51,7 +51,7 @@ def check_code(code: str) -> str | None:
 def read_pool_lines(lines: Iterable[str | BadLine], path: str) -> Iterator[PoolLine | Problem]:
     """Every code of a pool file with its line number, or a ``Problem`` for a bad line.
 
-    ``lines``: one item per physical line, its text or a ``BadLine`` (``daemon.imports.lines.open_lines``).
+    ``lines``: one item per physical line, its text or a ``BadLine`` (``topslot.imports.lines.open_lines``).
     The format is decided by the first non-blank line: a header with a ``code`` column (any
     case, commas or semicolons) makes it CSV; anything else is one code per line.
     """

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
 
-from daemon.delivery import SkipReason
+from topslot.delivery import SkipReason
 
 LOW_STOCK_FRACTION = 0.10
 OnExhausted = Literal["pause", "skip", "send_without"]

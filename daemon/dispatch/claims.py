@@ -9,14 +9,14 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon import failpoints
-from daemon.campaign import Campaign, FrequencyCap
-from daemon.clock import Clock, clock_span
-from daemon.delivery import DeliveryState as S
-from daemon.logs import get_logger
-from daemon.pacing import QuietRules
-from daemon.store import controls, ledger
-from daemon.store.schema import deliveries
+from topslot import failpoints
+from topslot.campaign import Campaign, FrequencyCap
+from topslot.clock import Clock, clock_span
+from topslot.delivery import DeliveryState as S
+from topslot.logs import get_logger
+from topslot.pacing import QuietRules
+from topslot.store import controls, ledger
+from topslot.store.schema import deliveries
 
 log = get_logger("dispatch")
 
@@ -46,13 +46,13 @@ async def claim_all(
     The rules checked as the bucket goes, all from the ledger and events of that moment:
     - a ``fallback`` campaign's rows whose earlier channel got a human open or click are skipped
       first (``ledger.skip_engaged_fallbacks``, logged ``fallback_not_needed``);
-    - a campaign paused or cancelled (``daemon.store.controls``) claims nothing more from the next
+    - a campaign paused or cancelled (``topslot.store.controls``) claims nothing more from the next
       batch on; its unclaimed rows stay as they are;
     - before each batch, rows whose recipients are inside their channel's ``quiet`` hours when the
       messages arrive (the slot, or now once it has passed) are skipped (``ledger.skip_quiet_hours``,
       logged ``quiet_hours_skipped``): a bucket that fires late, or runs on into the evening, stops;
     - ``cap``, the frequency cap on the campaign's messages on ``channel``
-      (``daemon.frequency.effective_cap``): rows over it are skipped as they are claimed, in the
+      (``topslot.frequency.effective_cap``): rows over it are skipped as they are claimed, in the
       claim's transaction (logged ``frequency_capped``)."""
     claimed = capped = last_id = 0
     bucket = and_(

@@ -1,6 +1,6 @@
 """The dispatcher: claimed rows → coupon → render (links, MIME) → messenger → recorded outcome.
 
-It sees the store's functions and the messengers (``daemon.channels.base.Messenger``, chosen per
+It sees the store's functions and the messengers (``topslot.channels.base.Messenger``, chosen per
 channel and campaign by a ``MessengerSource``, normally the registry), never SQL or a vendor library. Work goes in
 chunks: one transaction marks a chunk ``sending`` (re-checking the lease), its messages go out
 concurrently over the sender's pool, one transaction records the outcomes answered within
@@ -22,33 +22,33 @@ from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon import failpoints, metrics
-from daemon.campaign import Campaign
-from daemon.channel import ChannelSpec, spec_of
-from daemon.channels.base import Card, ContentTemplate, EmailEnvelope, Messenger, TextMessage, on_handover
-from daemon.channels.registry import MessengerSource
-from daemon.clock import Clock
-from daemon.coupons.keys import active_coupon_key
-from daemon.coupons.stock import on_exhausted
-from daemon.delivery import Decision, SkipReason
-from daemon.delivery import DeliveryState as S
-from daemon.dispatch import policy
-from daemon.dispatch.journal import HandoverJournal
-from daemon.dispatch.tally import BucketKey, BucketTally
-from daemon.health import Health
-from daemon.links.book import LinkBook
-from daemon.links.factory import CampaignLinks
-from daemon.links.keys import Keyring
-from daemon.links.tracking import TrackingBase
-from daemon.logs import bound, get_logger
-from daemon.rendering import CompiledCampaign, compile_campaign
-from daemon.rendering.sms_segments import sms_segments
-from daemon.settings import Settings
-from daemon.store import dispatch as store
-from daemon.store import links as link_store
-from daemon.store.db import is_transient
-from daemon.store.ledger import Claimed
-from daemon.templating import contact_view
+from topslot import failpoints, metrics
+from topslot.campaign import Campaign
+from topslot.channel import ChannelSpec, spec_of
+from topslot.channels.base import Card, ContentTemplate, EmailEnvelope, Messenger, TextMessage, on_handover
+from topslot.channels.registry import MessengerSource
+from topslot.clock import Clock
+from topslot.coupons.keys import active_coupon_key
+from topslot.coupons.stock import on_exhausted
+from topslot.delivery import Decision, SkipReason
+from topslot.delivery import DeliveryState as S
+from topslot.dispatch import policy
+from topslot.dispatch.journal import HandoverJournal
+from topslot.dispatch.tally import BucketKey, BucketTally
+from topslot.health import Health
+from topslot.links.book import LinkBook
+from topslot.links.factory import CampaignLinks
+from topslot.links.keys import Keyring
+from topslot.links.tracking import TrackingBase
+from topslot.logs import bound, get_logger
+from topslot.rendering import CompiledCampaign, compile_campaign
+from topslot.rendering.sms_segments import sms_segments
+from topslot.settings import Settings
+from topslot.store import dispatch as store
+from topslot.store import links as link_store
+from topslot.store.db import is_transient
+from topslot.store.ledger import Claimed
+from topslot.templating import contact_view
 
 log = get_logger("dispatch")
 T = TypeVar("T")

@@ -4,7 +4,7 @@ The ledger marks a chunk ``sending`` before any of it goes out, so a crash leave
 the chunks in flight ``sending``, and recovery has to make them ``unknown`` (they may have reached
 the provider; resending could duplicate them). Most of them never left: they were waiting for a
 rate token, a connection or a domain slot. The journal tells them apart. A messenger calls
-``handing_over()`` (``daemon.channels.base``) right before the first byte of a message leaves the
+``handing_over()`` (``topslot.channels.base``) right before the first byte of a message leaves the
 process (the SMTP body, an HTTP request), and nothing of it leaves until the call returns; the
 journal appends the delivery id to a file and fsyncs it first. After a crash, a ``sending`` row
 whose id is not in its owner's journal provably never left: it goes back to ``planned`` and is
@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-from daemon.durable import fsync_directory
+from topslot.durable import fsync_directory
 
 SUFFIX = ".handover"
 ALLOCATE_BYTES = 1 << 20  # the file grows by this much at a time (written in place)

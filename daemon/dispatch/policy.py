@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from daemon.delivery import Decision
-from daemon.delivery import DeliveryState as S
-from daemon.errors import AmbiguousSendError, PermanentSendError, SendError, TransientSendError
+from topslot.delivery import Decision
+from topslot.delivery import DeliveryState as S
+from topslot.errors import AmbiguousSendError, PermanentSendError, SendError, TransientSendError
 
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_CAP = timedelta(minutes=10)

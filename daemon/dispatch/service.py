@@ -16,23 +16,23 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon import __version__, metrics
-from daemon.campaign import Campaign, FrequencyCap
-from daemon.channels.registry import MessengerSource, Registry
-from daemon.clock import Clock, SystemClock, clock_span
-from daemon.dispatch import policy
-from daemon.dispatch.dispatcher import Dispatcher
-from daemon.dispatch.journal import HandoverJournal, journal_path, journals, owner_of
-from daemon.dispatch.tally import BucketTally
-from daemon.dispatch.workers import DispatchHelpers
-from daemon.frequency import effective_cap
-from daemon.health import Health
-from daemon.links.keys import load_keyring
-from daemon.logs import get_logger
-from daemon.settings import Settings
-from daemon.store import dispatch as store
-from daemon.store import status
-from daemon.store.ledger import Claimed
+from topslot import __version__, metrics
+from topslot.campaign import Campaign, FrequencyCap
+from topslot.channels.registry import MessengerSource, Registry
+from topslot.clock import Clock, SystemClock, clock_span
+from topslot.dispatch import policy
+from topslot.dispatch.dispatcher import Dispatcher
+from topslot.dispatch.journal import HandoverJournal, journal_path, journals, owner_of
+from topslot.dispatch.tally import BucketTally
+from topslot.dispatch.workers import DispatchHelpers
+from topslot.frequency import effective_cap
+from topslot.health import Health
+from topslot.links.keys import load_keyring
+from topslot.logs import get_logger
+from topslot.settings import Settings
+from topslot.store import dispatch as store
+from topslot.store import status
+from topslot.store.ledger import Claimed
 
 log = get_logger("dispatch")
 

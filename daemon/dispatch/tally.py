@@ -1,7 +1,7 @@
 """What one bucket's send came to, in this process: how many rows ended in which state, how many
 messages the providers accepted, and when — the first and last acceptance and every one after the
 slot. The dispatcher adds each chunk's outcomes; helper processes send theirs back with the bucket's
-reply; the scheduler merges them and logs ``bucket_finished`` (``daemon.scheduling.scheduler``).
+reply; the scheduler merges them and logs ``bucket_finished`` (``topslot.scheduling.scheduler``).
 
 Times are the dispatcher's clock (the same clock the plan runs on), taken as each provider's answer
 arrives, not when the chunk is committed: "accepted after the slot" means the provider said yes

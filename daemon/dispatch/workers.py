@@ -29,18 +29,18 @@ from functools import partial
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
-from daemon import event_loop, failpoints, metrics
-from daemon.campaign import Campaign
-from daemon.clock import SimulatedClock
-from daemon.dispatch.claims import claim_all
-from daemon.dispatch.tally import BucketTally
-from daemon.frequency import effective_cap
-from daemon.heap import settle_heap
-from daemon.logs import configure_logging, get_logger
-from daemon.settings import Settings
+from topslot import event_loop, failpoints, metrics
+from topslot.campaign import Campaign
+from topslot.clock import SimulatedClock
+from topslot.dispatch.claims import claim_all
+from topslot.dispatch.tally import BucketTally
+from topslot.frequency import effective_cap
+from topslot.heap import settle_heap
+from topslot.logs import configure_logging, get_logger
+from topslot.settings import Settings
 
 if TYPE_CHECKING:  # imported in the helper process only: the service imports this module
-    from daemon.dispatch.service import DispatchService
+    from topslot.dispatch.service import DispatchService
 
 log = get_logger("dispatch")
 
@@ -281,8 +281,8 @@ def helper_main(pipe: Connection, settings: Settings, node: str) -> None:
 
 
 async def _serve(pipe: Connection, settings: Settings, node: str) -> None:
-    from daemon.dispatch.service import DispatchService
-    from daemon.store.db import open_engine
+    from topslot.dispatch.service import DispatchService
+    from topslot.store.db import open_engine
 
     failpoints.hit("helper_start")  # fault tests only: a helper that dies while starting
     engine = open_engine(settings.database_url)

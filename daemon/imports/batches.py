@@ -12,10 +12,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from daemon.errors import Problem
-from daemon.imports.contacts import ContactRow, parse_contact
-from daemon.imports.events import EventRow, parse_event
-from daemon.imports.reader import read_records
+from topslot.errors import Problem
+from topslot.imports.contacts import ContactRow, parse_contact
+from topslot.imports.events import EventRow, parse_event
+from topslot.imports.reader import read_records
 
 RowT = TypeVar("RowT")
 

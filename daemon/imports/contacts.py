@@ -20,10 +20,10 @@ from datetime import date, datetime
 from functools import partial
 from typing import Any
 
-from daemon.channel import CHANNELS
-from daemon.errors import Problem
-from daemon.imports import fields as f
-from daemon.imports.reader import Record, normalise_key
+from topslot.channel import CHANNELS
+from topslot.errors import Problem
+from topslot.imports import fields as f
+from topslot.imports.reader import Record, normalise_key
 
 TEXT_LIMITS = {"external_id": 200, "first_name": 200, "last_name": 200}
 _CONSENT_COLUMNS = {f"consent_{ch}": ch for ch in CHANNELS}

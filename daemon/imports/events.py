@@ -7,7 +7,7 @@ Categories are case-folded so that segments match ``Cosmetics`` and ``cosmetics`
 
 ``amount`` is a finite number from 0 to ``MAX_AMOUNT``: a refund is not a negative purchase but a
 conversion with ``refund=true`` and a positive amount (``topslot conversions import``, as in
-``daemon.attribution.inputs``), so a negative amount is refused. JSON Lines values are
+``topslot.attribution.inputs``), so a negative amount is refused. JSON Lines values are
 type-checked first: text columns take text or a whole number, ``amount`` a number.
 """
 
@@ -19,9 +19,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from daemon.errors import Problem
-from daemon.imports import fields as f
-from daemon.imports.reader import Record
+from topslot.errors import Problem
+from topslot.imports import fields as f
+from topslot.imports.reader import Record
 
 CONTACT_KEYS = ("contact", "external_id", "contact_id", "contact_external_id")
 _TEXT_COLUMNS = {"type", *CONTACT_KEYS, "time", "order_id", "sku", "category", "currency", "term"}

@@ -15,7 +15,7 @@ from zoneinfo import available_timezones
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
-from daemon.imports.limits import MAX_AMOUNT
+from topslot.imports.limits import MAX_AMOUNT
 
 _TRUE = {"yes", "y", "true", "t", "granted", "1", "opt-in", "optin"}
 _FALSE = {"no", "n", "false", "f", "denied", "0", "opt-out", "optout", "revoked"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from daemon.json_depth import MAX_JSON_DEPTH as MAX_JSON_DEPTH  # nested in one JSON Lines record (= webhook)
+from topslot.json_depth import MAX_JSON_DEPTH as MAX_JSON_DEPTH  # nested in one JSON Lines record (= webhook)
 
 MAX_LINE_CHARS = 1024 * 1024  # one physical line; longer ones are skipped without being held whole
 MAX_FIELD_CHARS = 128 * 1024  # one CSV field or JSON text value (the csv module's default limit)

@@ -24,8 +24,8 @@ from itertools import chain
 from pathlib import Path
 from typing import TextIO
 
-from daemon.errors import InvalidInput, Problem
-from daemon.imports.limits import MAX_FIELD_CHARS, MAX_LINE_CHARS, SNIFF_BYTES, SNIFF_LINES
+from topslot.errors import InvalidInput, Problem
+from topslot.imports.limits import MAX_FIELD_CHARS, MAX_LINE_CHARS, SNIFF_BYTES, SNIFF_LINES
 
 # An undecodable byte sequence is read as this lone surrogate, which no codec ever decodes valid
 # input to; a line holding one is a bad line. (Raising instead would lose the stream's position.)

@@ -1,6 +1,6 @@
 """Stream records out of a CSV (header row) or JSON Lines file, one at a time, with line numbers.
 
-The file's lines come from ``daemon.imports.lines`` (encoding, bad lines, limits). A record that
+The file's lines come from ``topslot.imports.lines`` (encoding, bad lines, limits). A record that
 cannot be read at all (a bad line, a CSV field over the limit, JSON that ``loads_bounded`` refuses:
 not valid, too deep, NaN, a NUL ...) is a ``Record`` with ``error`` set; the next record is read as usual.
 """
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from daemon.imports.limits import MAX_FIELD_CHARS, MAX_JSON_DEPTH, MAX_JSON_DIGITS
-from daemon.imports.lines import BadLine, csv_problem, open_lines, resolve_encoding
-from daemon.json_depth import BadJson, loads_bounded
+from topslot.imports.limits import MAX_FIELD_CHARS, MAX_JSON_DEPTH, MAX_JSON_DIGITS
+from topslot.imports.lines import BadLine, csv_problem, open_lines, resolve_encoding
+from topslot.json_depth import BadJson, loads_bounded
 
 FileFormat = Literal["csv", "jsonl"]
 _EXTENSIONS: dict[str, FileFormat] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}

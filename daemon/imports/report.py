@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from daemon.errors import Problem
+from topslot.errors import Problem
 
 
 @dataclass

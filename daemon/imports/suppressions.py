@@ -22,12 +22,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.channel import CHANNELS, spec_of
-from daemon.delivery import SuppressionReason
-from daemon.errors import Problem
-from daemon.imports import fields as f
-from daemon.imports.lines import BadLine, open_lines, resolve_encoding
-from daemon.imports.reader import Record, detect_format, normalise_key, read_records
+from topslot.channel import CHANNELS, spec_of
+from topslot.delivery import SuppressionReason
+from topslot.errors import Problem
+from topslot.imports import fields as f
+from topslot.imports.lines import BadLine, open_lines, resolve_encoding
+from topslot.imports.reader import Record, detect_format, normalise_key, read_records
 
 EMAIL_COLUMNS = ("email", "email_address", "e_mail", "e_mail_address", "emailaddress", "mail")
 PHONE_COLUMNS = ("phone", "phone_number", "mobile", "mobile_number", "msisdn", "number")

@@ -1,6 +1,6 @@
 """Signed tracking tokens, tracked links, UTM parameters and the signing keyring.
 
-Modules (import them directly; this package imports nothing so ``daemon.campaign`` can use ``utm``):
+Modules (import them directly; this package imports nothing so ``topslot.campaign`` can use ``utm``):
 
 - ``keys``: the HMAC keyring (settings keys, rotation, a generated demo key);
 - ``tokens``: pure ``sign`` / ``verify`` of compact URL-safe tokens;

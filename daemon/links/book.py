@@ -5,7 +5,7 @@ dispatcher saves what is new before sending the batch, in one statement::
 
     pairs = book.pending()
     if pairs:
-        await save_links(conn, campaign_id, pairs)   # daemon.store.links
+        await save_links(conn, campaign_id, pairs)   # topslot.store.links
         book.mark_saved(pairs)
 
 Memory stays bounded when templates build per-recipient URLs: the caches are cleared past
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from daemon.links.urls import link_key, normalise_url
+from topslot.links.urls import link_key, normalise_url
 
 DEFAULT_MAX_ENTRIES = 50_000
 

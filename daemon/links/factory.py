@@ -7,10 +7,10 @@ own memory), then one ``DeliveryLinks`` per message::
     links = CampaignLinks(campaign, keyring, TrackingBase.parse(settings.tracking_base_url))
     msg = links.for_delivery(delivery_id, "email", tracking_allowed=contact_allows_tracking)
     html = template.render(track=msg.track, landing_url=msg.landing_url, unsubscribe_url=msg.unsubscribe_url, ...)
-    pairs = links.book.pending()  # save before sending: daemon.store.links.save_links
+    pairs = links.book.pending()  # save before sending: topslot.store.links.save_links
 
 A channel whose ``ChannelSpec.short_links`` is set (SMS) gets ``{base}/s/{code}`` short links
-(``daemon.links.short``: 26 characters, nothing stored per message) instead of ``/c/{token}``; both
+(``topslot.links.short``: 26 characters, nothing stored per message) instead of ``/c/{token}``; both
 are the same click to the tracking server.
 
 Tracking off (the campaign's ``tracking.clicks`` / ``tracking.opens`` false, or
@@ -25,12 +25,12 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import Protocol
 
-from daemon.channel import spec_of
-from daemon.links.book import LinkBook
-from daemon.links.keys import Keyring
-from daemon.links.short import MAX_SHORT_DELIVERY_ID, placeholder_code, sign_short
-from daemon.links.tokens import sign
-from daemon.links.tracking import (
+from topslot.channel import spec_of
+from topslot.links.book import LinkBook
+from topslot.links.keys import Keyring
+from topslot.links.short import MAX_SHORT_DELIVERY_ID, placeholder_code, sign_short
+from topslot.links.tokens import sign
+from topslot.links.tracking import (
     ROUTES,
     SHORT_ROUTE,
     TrackingBase,
@@ -41,8 +41,8 @@ from daemon.links.tracking import (
     unsubscribe_mailto,
     unsubscribe_url,
 )
-from daemon.links.urls import normalise_url
-from daemon.links.verp import return_path
+from topslot.links.urls import normalise_url
+from topslot.links.verp import return_path
 
 
 class TrackingFlags(Protocol):
@@ -54,7 +54,7 @@ class TrackingFlags(Protocol):
 
 
 class LinkedCampaign(Protocol):
-    """What links need of a campaign (``daemon.campaign.Campaign`` is one)."""
+    """What links need of a campaign (``topslot.campaign.Campaign`` is one)."""
 
     @property
     def id(self) -> str: ...
@@ -156,7 +156,7 @@ class DeliveryLinks:
 
     @property
     def return_path(self) -> str | None:
-        """The message's VERP envelope sender (``daemon.links.verp``), or None without ``bounces.domain``."""
+        """The message's VERP envelope sender (``topslot.links.verp``), or None without ``bounces.domain``."""
         links = self._links
         if links.verp_local is None:
             return None

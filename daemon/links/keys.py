@@ -13,7 +13,7 @@ With no key configured (the newcomer's demo) a random key is generated once into
 ``TOPSLOT_SIGNING_KEYS__LOCAL`` to keep those links working after configuring real keys.
 
 The same rules (``check_key_id``, ``check_key_material``, ``choose_active_id``) are applied when the
-settings load (``daemon.settings``), so a bad key is a settings problem every command reports
+settings load (``topslot.settings``), so a bad key is a settings problem every command reports
 before it starts; ``Keyring`` checks them again for keys that do not come from settings.
 
 The raw key bytes never leave a ``Keyring``: callers ask for ``mac(key_id, purpose, message)``; each
@@ -34,11 +34,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from daemon.errors import TopslotError
-from daemon.logs import get_logger
+from topslot.errors import TopslotError
+from topslot.logs import get_logger
 
 if TYPE_CHECKING:
-    from daemon.settings import Settings
+    from topslot.settings import Settings
 
 KEY_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,11}$")
 MIN_KEY_BYTES = 16
@@ -114,7 +114,7 @@ class Keyring:
         return state.digest(message)
 
     def secret_values(self) -> list[str]:
-        """The keys as text, for log redaction (``daemon.logs.Scrubber``); never log these."""
+        """The keys as text, for log redaction (``topslot.logs.Scrubber``); never log these."""
         return [k.decode("utf-8", "replace") for k in self._keys.values()]
 
     def __repr__(self) -> str:

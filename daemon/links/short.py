@@ -1,6 +1,6 @@
 """Short tracked links for SMS: ``{tracking_base_url}/s/{code}``, a fixed 26-character code (pure).
 
-A short code says exactly what a click token says (``daemon.links.tokens``) about a click: which
+A short code says exactly what a click token says (``topslot.links.tokens``) about a click: which
 delivery, which of the campaign's links (the 64-bit link key), signed by which key. It is stateless
 (nothing is stored per message) and exactly 26 base64url characters (156 bits, big-endian)::
 
@@ -35,9 +35,9 @@ import re
 from base64 import urlsafe_b64decode, urlsafe_b64encode
 from functools import lru_cache
 
-from daemon.links.keys import Keyring
-from daemon.links.tokens import BadSignature, MalformedToken, TokenClaims, UnknownKey
-from daemon.links.urls import LINK_KEY_HEX
+from topslot.links.keys import Keyring
+from topslot.links.tokens import BadSignature, MalformedToken, TokenClaims, UnknownKey
+from topslot.links.urls import LINK_KEY_HEX
 
 PURPOSE = "short-link/v1"
 SHORT_CODE_CHARS = 26

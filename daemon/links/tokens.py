@@ -1,7 +1,7 @@
 """Compact signed tokens for tracked links, open pixels and unsubscribe links (pure).
 
 A token names what happened to which delivery: ``kind`` (click | open | unsubscribe | bounce: the
-VERP return path of ``daemon.links.verp``), the delivery
+VERP return path of ``topslot.links.verp``), the delivery
 id and, for clicks, the link key (which destination: the URL itself is never in the token). It is
 base64url without padding of a canonical binary encoding followed by a truncated HMAC-SHA256:
 
@@ -20,7 +20,7 @@ checked, and the MAC is compared in constant time. A click token is 39-43 charac
 Validity: tokens carry no issue date and never expire by themselves. A token verifies for as long
 as the key that signed it stays in the keyring, which is how CAN-SPAM's "an opt-out must work for
 30 days after sending" is honoured: retire keys (stop signing) freely, remove them only 30+ days
-after their last message (see ``daemon.links.keys``).
+after their last message (see ``topslot.links.keys``).
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from binascii import a2b_base64, b2a_base64
 from functools import lru_cache
 from typing import Literal, NamedTuple
 
-from daemon.errors import TopslotError
-from daemon.links.keys import KEY_ID_RE, Keyring
-from daemon.links.urls import LINK_KEY_HEX
+from topslot.errors import TopslotError
+from topslot.links.keys import KEY_ID_RE, Keyring
+from topslot.links.urls import LINK_KEY_HEX
 
 Kind = Literal["click", "open", "unsubscribe", "bounce"]
 KINDS: dict[str, int] = {"click": 1, "open": 2, "unsubscribe": 3, "bounce": 4}

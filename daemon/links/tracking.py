@@ -1,5 +1,5 @@
 """The tracking server's URLs (pure): ``/c/{token}`` clicks, ``/s/{code}`` short clicks (SMS:
-``daemon.links.short``), ``/o/{token}.gif`` opens, ``/u/{token}`` unsubscribes, and the ``mailto:``
+``topslot.links.short``), ``/o/{token}.gif`` opens, ``/u/{token}`` unsubscribes, and the ``mailto:``
 unsubscribe address.
 
 No destination ever appears in a tracking URL (no open redirect): a click token carries a link key,
@@ -19,11 +19,11 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from daemon.errors import TopslotError
-from daemon.links.keys import Keyring
-from daemon.links.short import verify_short
-from daemon.links.tokens import Kind, MalformedToken, TokenClaims, sign, verify
-from daemon.links.urls import InvalidLink, normalise_url
+from topslot.errors import TopslotError
+from topslot.links.keys import Keyring
+from topslot.links.short import verify_short
+from topslot.links.tokens import Kind, MalformedToken, TokenClaims, sign, verify
+from topslot.links.urls import InvalidLink, normalise_url
 
 ROUTES: dict[Kind, str] = {"click": "c", "open": "o", "unsubscribe": "u"}
 SHORT_ROUTE = "s"  # a short click code: a click like /c, for SMS

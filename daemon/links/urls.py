@@ -16,7 +16,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import idna
 
-from daemon.errors import TopslotError
+from topslot.errors import TopslotError
 
 MAX_URL_CHARS = 4096
 LINK_KEY_HEX = 16  # 64 bits of SHA-256: collision odds ~3e-8 even at a million links per campaign

@@ -8,7 +8,7 @@ Rules: the URL's existing query is kept exactly as written, in order, and its fr
 end. **The campaign wins**: a parameter the URL already has under the same name (say
 ``utm_source=old``) is dropped and the campaign's value appended, so no parameter is ever
 duplicated and reports always see the campaign's attribution. Values are percent-encoded (UTF-8,
-a space as ``%20``); the result is normalised by ``daemon.links.urls.normalise_url`` (IDNA host,
+a space as ``%20``); the result is normalised by ``topslot.links.urls.normalise_url`` (IDNA host,
 default port dropped, non-ASCII characters percent-encoded).
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
-from daemon.links.urls import InvalidLink, normalise_url
+from topslot.links.urls import InvalidLink, normalise_url
 
 CHANNEL_PLACEHOLDER = "{channel}"
 

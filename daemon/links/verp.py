@@ -2,22 +2,22 @@
 
 ``return_path(keyring, 42, "bounce", "bounces.example.com")`` is
 ``bounce+{token}@bounces.example.com``, where ``token`` is a ``bounce`` token of
-``daemon.links.tokens`` (delivery id, key id and a 96-bit HMAC; 15–20 characters for ids below
+``topslot.links.tokens`` (delivery id, key id and a 96-bit HMAC; 15–20 characters for ids below
 2**28). Bounces are addressed to the envelope sender, so a bounce names its delivery by the address
 it arrives at; ``delivery_of`` verifies the token (a forged or altered address names nothing).
 
 The token is base64url: its letters' case matters. RFC 5321 keeps local parts case-sensitive and
 Postfix, Exim and the LMTP/SMTP receiver here preserve it; a relay that folds case breaks the
 signature, and such bounces are then matched by the signed unsubscribe token in the returned headers
-(``daemon.bounces.classify``), not lost.
+(``topslot.bounces.classify``), not lost.
 """
 
 from __future__ import annotations
 
 import re
 
-from daemon.links.keys import Keyring
-from daemon.links.tokens import TokenError, sign, verify
+from topslot.links.keys import Keyring
+from topslot.links.tokens import TokenError, sign, verify
 
 MAX_LOCAL = 64  # RFC 5321 §4.5.3.1.1
 _ADDRESS_RE = re.compile(r"^<?(?P<local>[^@<>\s]+)\+(?P<token>[A-Za-z0-9_-]{8,80})@(?P<domain>[^@<>\s]+?)>?$")

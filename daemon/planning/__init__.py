@@ -3,22 +3,22 @@
 See docs/planning.md. Nothing here does I/O or reads the clock; ``now`` is always passed in.
 """
 
-from daemon.planning.dispatch import (
+from topslot.planning.dispatch import (
     Bucket,
     DispatchWarning,
     DispatchWindow,
     dispatch_windows,
 )
-from daemon.planning.planner import LedgerRow, PlanContact, Planner, plan_rows
-from daemon.planning.slot_instant import local_slot_instant
-from daemon.planning.slots import (
+from topslot.planning.planner import LedgerRow, PlanContact, Planner, plan_rows
+from topslot.planning.slot_instant import local_slot_instant
+from topslot.planning.slots import (
     PlannedSlot,
     SkippedSlot,
     SlotPlan,
     lateness,
     plan_slots,
 )
-from daemon.planning.summary import (
+from topslot.planning.summary import (
     BucketSummary,
     PlanSummary,
     PlanSummaryBuilder,
@@ -27,8 +27,8 @@ from daemon.planning.summary import (
     jsonl_record,
     summary_lines,
 )
-from daemon.planning.timezone_resolution import TzSource, resolve_timezone
-from daemon.planning.workdays import WorkdayCalendar
+from topslot.planning.timezone_resolution import TzSource, resolve_timezone
+from topslot.planning.workdays import WorkdayCalendar
 
 __all__ = [
     "Bucket",

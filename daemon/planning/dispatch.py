@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from daemon.channel import spec_of
+from topslot.channel import spec_of
 
 DEFAULT_HEADROOM = 2.0
 DEFAULT_FLOOR = timedelta(seconds=60)

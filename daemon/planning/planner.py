@@ -11,17 +11,17 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from daemon.attribution.holdout import in_holdout
-from daemon.campaign import Campaign
-from daemon.delivery import DeliveryState as S
-from daemon.delivery import SkipReason, SlotBasis
-from daemon.pacing import QuietRules
-from daemon.planning.slot_choice import SlotChooser, SlotHistory
-from daemon.planning.slot_instant import local_slot_instant, zone_info
-from daemon.planning.slots import PlannedSlot, SlotPlan, lateness, plan_slots
-from daemon.planning.timezone_resolution import TzSource, recipient_zone
-from daemon.planning.workdays import WorkdayCalendar, supported_countries
-from daemon.planning.zones import available_zones, center_zone, is_zone, region_for_phone
+from topslot.attribution.holdout import in_holdout
+from topslot.campaign import Campaign
+from topslot.delivery import DeliveryState as S
+from topslot.delivery import SkipReason, SlotBasis
+from topslot.pacing import QuietRules
+from topslot.planning.slot_choice import SlotChooser, SlotHistory
+from topslot.planning.slot_instant import local_slot_instant, zone_info
+from topslot.planning.slots import PlannedSlot, SlotPlan, lateness, plan_slots
+from topslot.planning.timezone_resolution import TzSource, recipient_zone
+from topslot.planning.workdays import WorkdayCalendar, supported_countries
+from topslot.planning.zones import available_zones, center_zone, is_zone, region_for_phone
 
 LedgerRow = dict[str, Any]
 
@@ -73,13 +73,13 @@ class Planner:
     due_utc, timezone, tz_source, country, slot_basis, fallback_of, local_time, state, skip_reason,
     late}`` where ``state`` is ``planned`` or ``skipped`` (``skip_reason`` ``missed_slot``,
     ``quiet_hours``, ``low_confidence_zone``, or ``holdout`` for every row a held-out contact would
-    have had: ``daemon.attribution.holdout``). Left-out counts (holiday, weekend, day_not_listed,
+    have had: ``topslot.attribution.holdout``). Left-out counts (holiday, weekend, day_not_listed,
     missed_slot, no_channel, holdout, quiet_hours, earlier_channel, no_later_slot, ...) accumulate in
     ``left_out``, per contact × channel (× slot for ``every_slot``).
 
     The campaign's rules apply in this order: the contact's zone (``low_confidence_zone``), its slot
-    (``slot_choice``, ``daemon.planning.slot_choice``), its channels (``channel_strategy``), then each
-    channel's quiet hours (``quiet_hours``, ``daemon.pacing``).
+    (``slot_choice``, ``topslot.planning.slot_choice``), its channels (``channel_strategy``), then each
+    channel's quiet hours (``quiet_hours``, ``topslot.pacing``).
     """
 
     def __init__(

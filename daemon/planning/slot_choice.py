@@ -16,7 +16,7 @@
   by another keyed hash, gets a slot at random as in ``split`` (``exploration``), so evidence keeps
   coming for every slot.
 
-``SlotBasis`` (``daemon.delivery``) names each reason; randomised ones (split, exploration) are what
+``SlotBasis`` (``topslot.delivery``) names each reason; randomised ones (split, exploration) are what
 the report presents as causal evidence.
 """
 
@@ -25,9 +25,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from daemon.attribution.holdout import keyed_score
-from daemon.campaign import Campaign
-from daemon.delivery import SlotBasis
+from topslot.attribution.holdout import keyed_score
+from topslot.campaign import Campaign
+from topslot.delivery import SlotBasis
 
 _SPLIT = b"topslot-slot"
 _EXPLORE = b"topslot-explore"

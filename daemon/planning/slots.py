@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Literal
 
-from daemon.campaign import Schedule
-from daemon.planning.slot_instant import local_slot_instant, slot_local_time, zone_info
-from daemon.planning.workdays import DayOffReason, WorkdayCalendar
+from topslot.campaign import Schedule
+from topslot.planning.slot_instant import local_slot_instant, slot_local_time, zone_info
+from topslot.planning.workdays import DayOffReason, WorkdayCalendar
 
 Lateness = Literal["on_time", "late", "missed"]
 

@@ -23,8 +23,8 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from daemon.delivery import DeliveryState as S
-from daemon.planning.dispatch import (
+from topslot.delivery import DeliveryState as S
+from topslot.planning.dispatch import (
     DEFAULT_FLOOR,
     DEFAULT_HEADROOM,
     Bucket,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from daemon.campaign import Schedule
-from daemon.planning.zones import is_zone, single_zone_for_country, zone_for_phone
+from topslot.campaign import Schedule
+from topslot.planning.zones import is_zone, single_zone_for_country, zone_for_phone
 
 TzSource = Literal["contact", "phone", "country", "country_center", "fallback", "campaign"]
 

@@ -8,7 +8,7 @@ from typing import Literal
 
 import holidays
 
-from daemon.campaign import WEEKDAYS, Weekday
+from topslot.campaign import WEEKDAYS, Weekday
 
 DaysSetting = Literal["every_day", "workdays"] | list[Weekday] | tuple[Weekday, ...]
 DayOffReason = Literal["holiday", "weekend", "day_not_listed"]

@@ -7,8 +7,8 @@
   the recipient's country, ``compliance.sms_opt_out``); ``sms_segments(text)``
 """
 
-from daemon.rendering.bounds import RenderLimits, render_bounded, render_checked
-from daemon.rendering.campaign_renderer import (
+from topslot.rendering.bounds import RenderLimits, render_bounded, render_checked
+from topslot.rendering.campaign_renderer import (
     CompiledCampaign,
     CompiledEmail,
     CompiledText,
@@ -16,8 +16,8 @@ from daemon.rendering.campaign_renderer import (
     RenderedEmail,
     compile_campaign,
 )
-from daemon.rendering.mime import HeaderValueError, MimeAssembler
-from daemon.rendering.sms_segments import SmsSegments, sms_segments
+from topslot.rendering.mime import HeaderValueError, MimeAssembler
+from topslot.rendering.sms_segments import SmsSegments, sms_segments
 
 __all__ = [
     "CompiledCampaign",

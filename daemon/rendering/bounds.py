@@ -1,6 +1,6 @@
 """Bounded rendering: a render stops at its deadline or when its output grows past the limit.
 
-The sandbox (``daemon.templating.TemplateSandbox``) caps what single operations may build and
+The sandbox (``topslot.templating.TemplateSandbox``) caps what single operations may build and
 checks the deadline on every call, attribute access and ``range`` step. ``render_bounded`` adds the
 output cap (checked chunk by chunk, as ``generate()`` yields) and sets the deadline.
 ``render_checked`` is for validation (once per load): it also traces the template's own Python
@@ -18,7 +18,7 @@ from typing import Any
 
 from jinja2 import Template
 
-from daemon.templating import RenderLimitError, check_deadline, reset_deadline, set_deadline
+from topslot.templating import RenderLimitError, check_deadline, reset_deadline, set_deadline
 
 DEFAULT_MAX_SECONDS = 2.0
 DEFAULT_MAX_CHARS = 1_000_000

@@ -11,8 +11,8 @@ unless the template already shows it. A segmented channel's body (SMS) is also r
 sample recipients (China/zh-CN and the United States/en-US) with short links as long as real ones
 and their opt-out lines: one over ``MAX_SMS_SEGMENTS`` segments fails the load.
 
-Coupons, tracked URLs and unsubscribe links are made elsewhere (``daemon.coupons``,
-``daemon.links``): the caller passes them in as plain values and a ``track`` callable. A text
+Coupons, tracked URLs and unsubscribe links are made elsewhere (``topslot.coupons``,
+``topslot.links``): the caller passes them in as plain values and a ``track`` callable. A text
 template (SMS, IM) that never names ``unsubscribe_url`` (found from its syntax tree at compile time;
 one that includes, imports or extends another counts as naming it) is rendered without it, so its
 signed token is never made: the name is simply absent, and StrictUndefined would refuse a use.
@@ -28,12 +28,12 @@ from typing import Any, Protocol
 
 from jinja2 import Template, TemplateError, TemplateNotFound, meta
 
-from daemon.campaign import Campaign, ImContent
-from daemon.channel import SPECS, spec_of
-from daemon.errors import InvalidInput, Problem
-from daemon.links.factory import placeholder_short_track
-from daemon.rendering.bounds import DEFAULT_LIMITS, BoundedTemplate, RenderLimits, render_checked
-from daemon.rendering.compliance import (
+from topslot.campaign import Campaign, ImContent
+from topslot.channel import SPECS, spec_of
+from topslot.errors import InvalidInput, Problem
+from topslot.links.factory import placeholder_short_track
+from topslot.rendering.bounds import DEFAULT_LIMITS, BoundedTemplate, RenderLimits, render_checked
+from topslot.rendering.compliance import (
     Footer,
     ad_prefixed,
     footer_for,
@@ -42,13 +42,13 @@ from daemon.rendering.compliance import (
     recipient_country,
     with_opt_out,
 )
-from daemon.rendering.email_sources import SourceError, prepare_email_sources, prepare_text_source
-from daemon.rendering.html_text import tidy
-from daemon.rendering.link_rewrite import TRACKED_HREF_FILTER, tracked_href
-from daemon.rendering.mime import MimeAssembler, list_unsubscribe
-from daemon.rendering.sms_segments import sms_segments
-from daemon.settings import Compliance
-from daemon.templating import (
+from topslot.rendering.email_sources import SourceError, prepare_email_sources, prepare_text_source
+from topslot.rendering.html_text import tidy
+from topslot.rendering.link_rewrite import TRACKED_HREF_FILTER, tracked_href
+from topslot.rendering.mime import MimeAssembler, list_unsubscribe
+from topslot.rendering.sms_segments import sms_segments
+from topslot.settings import Compliance
+from topslot.templating import (
     SAMPLE_TRACKING_BASE,
     CampaignView,
     ContactView,
@@ -68,7 +68,7 @@ MAX_SMS_SEGMENTS = 10  # more is refused by providers (Twilio: 1,600 characters)
 
 
 class LinksOfMessage(Protocol):
-    """What rendering needs of a message's links: ``daemon.links.factory.DeliveryLinks`` (sending)
+    """What rendering needs of a message's links: ``topslot.links.factory.DeliveryLinks`` (sending)
     or a ``MessageLinks`` (previews, samples, tests)."""
 
     def track(self, url: str, /) -> str: ...

@@ -11,7 +11,7 @@ from typing import Any
 
 import phonenumbers
 
-from daemon.settings import Compliance
+from topslot.settings import Compliance
 
 SETTINGS_HINT = "set compliance.{name} in topslot.yaml (or TOPSLOT_COMPLIANCE__{env})"
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import css_inline
 
-from daemon.rendering.html_text import html_to_text
-from daemon.rendering.link_rewrite import rewrite_html_links, rewrite_text_links
-from daemon.rendering.placeholders import Protected, placeholder, protect, restore
+from topslot.rendering.html_text import html_to_text
+from topslot.rendering.link_rewrite import rewrite_html_links, rewrite_text_links
+from topslot.rendering.placeholders import Protected, placeholder, protect, restore
 
 _INLINER = css_inline.CSSInliner(
     keep_at_rules=True,  # @media rules cannot be inlined: keep them in a <style> block

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from html.parser import HTMLParser
 
-from daemon.rendering.placeholders import PLACEHOLDER
+from topslot.rendering.placeholders import PLACEHOLDER
 
 _SKIP = {"head", "style", "script", "title", "template", "noscript"}
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}

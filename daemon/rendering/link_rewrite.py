@@ -22,7 +22,7 @@ from typing import Any
 from jinja2 import pass_context
 from markupsafe import Markup
 
-from daemon.rendering.placeholders import PLACEHOLDER, Protected
+from topslot.rendering.placeholders import PLACEHOLDER, Protected
 
 TRACKED_HREF_FILTER = "tracked_href"
 _COMMENT_OR_LINK = re.compile(r"""<!--.*?-->|<(?:a|area)\b(?:[^>"']|"[^"]*"|'[^']*')*>""", re.DOTALL | re.IGNORECASE)

@@ -6,12 +6,12 @@ Counting rules (docs/reporting.md):
 - an event is human when labelled ``human`` or not labelled; machine when ``machine_open`` or
   ``scanner``; a delivery with a human click counts as opened by a human (images may be blocked);
 - the campaign's sales are its conversions attributed by coupon or click
-  (``daemon.attribution.rules.REVENUE_ATTRIBUTIONS``), grouped through ``conversions.delivery_id``;
+  (``topslot.attribution.rules.REVENUE_ATTRIBUTIONS``), grouped through ``conversions.delivery_id``;
   one with no delivery falls in the group ``(none)`` (or its own channel / slot);
 - the holdout lift compares distinct contacts sent to (``rules.SENT_STATES``) with contacts held
   out, by the orders (any attribution) they placed inside the window;
 - money sums are exact on both engines (summed as integer cents / millionths) and go through
-  ``daemon.attribution.roi.roi_figures``;
+  ``topslot.attribution.roi.roi_figures``;
 - timing buckets count human open and click events by minutes since the delivery was handed over
   (``deliveries.updated_at`` of a row still ``sent``; see ``HANDED_OVER``).
 """
@@ -44,18 +44,18 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from daemon.attribution import roi
-from daemon.attribution.rules import HOLDOUT_REASON, REVENUE_ATTRIBUTIONS
-from daemon.attribution.rules import SENT_STATES as TREATED_STATES
-from daemon.bounces.classify import RETURNED_KINDS
-from daemon.campaign import Costs
-from daemon.channel import CHANNELS, OUTBOX_PROVIDER, spec_of
-from daemon.delivery import HANDED_OVER as HANDED_OVER_STATES
-from daemon.delivery import IN_FLIGHT, MAYBE_HANDED_OVER, WAITING
-from daemon.delivery import DeliveryState as S
-from daemon.reporting import money as money_maths
-from daemon.reporting.groups import group_key
-from daemon.reporting.model import (
+from topslot.attribution import roi
+from topslot.attribution.rules import HOLDOUT_REASON, REVENUE_ATTRIBUTIONS
+from topslot.attribution.rules import SENT_STATES as TREATED_STATES
+from topslot.bounces.classify import RETURNED_KINDS
+from topslot.campaign import Costs
+from topslot.channel import CHANNELS, OUTBOX_PROVIDER, spec_of
+from topslot.delivery import HANDED_OVER as HANDED_OVER_STATES
+from topslot.delivery import IN_FLIGHT, MAYBE_HANDED_OVER, WAITING
+from topslot.delivery import DeliveryState as S
+from topslot.reporting import money as money_maths
+from topslot.reporting.groups import group_key
+from topslot.reporting.model import (
     NO_GROUP,
     DeliveryCounts,
     Engagement,
@@ -64,10 +64,10 @@ from daemon.reporting.model import (
     ReturnedMail,
     TimingBucket,
 )
-from daemon.reporting.slot_data import slot_counts
-from daemon.reporting.slots import compare as compare_slots
-from daemon.reporting.sql_time import seconds_between
-from daemon.store.schema import campaigns, contacts, conversions, deliveries, events
+from topslot.reporting.slot_data import slot_counts
+from topslot.reporting.slots import compare as compare_slots
+from topslot.reporting.sql_time import seconds_between
+from topslot.store.schema import campaigns, contacts, conversions, deliveries, events
 
 SENT_STATES = tuple(HANDED_OVER_STATES)
 ACCEPTED_STATES = (S.SENT, S.DELIVERED)
@@ -328,7 +328,7 @@ def _unscale(value: Any, scale: int) -> Decimal:
 
 async def _returned(conn: AsyncConnection, q: ReportQuery, by: str | None, now: datetime) -> dict[str, ReturnedMail]:
     """Per group, the mail handed over (the MIME channel's sent rows, no outbox writes) and how many
-    of those deliveries bounced (by kind) or drew a complaint (``daemon.bounces``)."""
+    of those deliveries bounced (by kind) or drew a complaint (``topslot.bounces``)."""
     key, needs_contacts = group_key(by, now, q.segments)
     mail = [name for name in CHANNELS if spec_of(name).mime]
     feedback = and_(events.c.delivery_id == deliveries.c.id, events.c.kind.in_(("bounce", "complaint")))

@@ -8,11 +8,11 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, String, case, func, literal
 
-from daemon.reporting.model import DIMENSIONS, NO_GROUP
-from daemon.reporting.segments import OTHER
-from daemon.reporting.sql_time import email_domain
-from daemon.store.schema import contacts, deliveries
-from daemon.store.segments import condition_filter
+from topslot.reporting.model import DIMENSIONS, NO_GROUP
+from topslot.reporting.segments import OTHER
+from topslot.reporting.sql_time import email_domain
+from topslot.store.schema import contacts, deliveries
+from topslot.store.segments import condition_filter
 
 TOTAL = "total"
 

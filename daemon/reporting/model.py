@@ -1,5 +1,5 @@
 """What a report holds (pure, frozen). Counts are ints, money is Decimal, ratios are Decimal or None
-(None: the denominator is zero). The money side is ``daemon.attribution.roi.RoiFigures``."""
+(None: the denominator is zero). The money side is ``topslot.attribution.roi.RoiFigures``."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from daemon.attribution.roi import RoiFigures
-from daemon.reporting.slots import SlotComparison
+from topslot.attribution.roi import RoiFigures
+from topslot.reporting.slots import SlotComparison
 
 DIMENSIONS = ("channel", "slot", "segment", "timezone", "domain")
 NO_GROUP = "(none)"  # the group of rows whose key is missing (e.g. a contact without a country)
@@ -42,7 +42,7 @@ class DeliveryCounts:
 
 @dataclass(frozen=True)
 class ReturnedMail:
-    """Email deliveries with a bounce (by kind) or a spam complaint (``daemon.bounces``), and the
+    """Email deliveries with a bounce (by kind) or a spam complaint (``topslot.bounces``), and the
     email messages really handed over (no outbox writes): what their rates divide by."""
 
     email_sent: int = 0
@@ -72,7 +72,7 @@ class GroupFigures:
     opens: Engagement
     clicks: Engagement
     unsubscribes: int
-    money: RoiFigures  # sales, costs, ROI and the lift (``daemon.attribution.roi``)
+    money: RoiFigures  # sales, costs, ROI and the lift (``topslot.attribution.roi``)
     ctr: Decimal | None  # unique human clicks / accepted
     click_to_open: Decimal | None  # unique human clicks / unique human opens
     returned: ReturnedMail = field(default_factory=ReturnedMail)  # bounces and complaints (email)
@@ -124,4 +124,4 @@ class Report:
     timing: list[TimingBucket] = field(default_factory=list)
     roi_by_channel: list[GroupFigures] = field(default_factory=list)  # for the HTML chart
     notes: list[str] = field(default_factory=list)
-    slots: SlotComparison | None = None  # the slot comparison (daemon.reporting.slots)
+    slots: SlotComparison | None = None  # the slot comparison (topslot.reporting.slots)

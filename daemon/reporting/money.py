@@ -1,6 +1,6 @@
-"""The report's ratios and its bridge to the ROI maths of ``daemon.attribution.roi`` (pure).
+"""The report's ratios and its bridge to the ROI maths of ``topslot.attribution.roi`` (pure).
 
-The SQL in ``daemon.reporting.data`` sums each group's conversions into ``roi.Totals`` and its
+The SQL in ``topslot.reporting.data`` sums each group's conversions into ``roi.Totals`` and its
 contacts into ``roi.LiftCounts`` (grouped queries, no per-row Python); ``roi.roi_figures`` then
 does the money: net revenue, discount cost, send cost, gross profit, ROI and the lift.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from decimal import Decimal
 
-from daemon.attribution import roi
-from daemon.campaign import Costs
+from topslot.attribution import roi
+from topslot.campaign import Costs
 
 
 def ratio(numerator: Decimal | int, denominator: Decimal | int) -> Decimal | None:

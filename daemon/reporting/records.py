@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemon.delivery import SkipReason
-from daemon.reporting.model import GroupFigures, Report
-from daemon.reporting.numbers import money, percent
+from topslot.delivery import SkipReason
+from topslot.reporting.model import GroupFigures, Report
+from topslot.reporting.numbers import money, percent
 
 # the ledger's skip reasons, always present in CSV so its columns are stable
 KNOWN_SKIP_REASONS: tuple[str, ...] = tuple(SkipReason)

@@ -11,11 +11,11 @@ import csv
 import io
 from decimal import Decimal
 
-from daemon.reporting.model import Report
-from daemon.reporting.numbers import exact, unsigned
-from daemon.reporting.records import group_record, skip_reasons
-from daemon.reporting.slot_records import csv_header, csv_rows
-from daemon.reporting.slots import SlotComparison, SlotOverview
+from topslot.reporting.model import Report
+from topslot.reporting.numbers import exact, unsigned
+from topslot.reporting.records import group_record, skip_reasons
+from topslot.reporting.slot_records import csv_header, csv_rows
+from topslot.reporting.slots import SlotComparison, SlotOverview
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 

@@ -1,5 +1,5 @@
 """``--format html``: ONE self-contained page (inline CSS and SVG, no scripts, no network at view
-time). The template is autoescaped; the charts come from ``daemon.reporting.svg``, which escapes
+time). The template is autoescaped; the charts come from ``topslot.reporting.svg``, which escapes
 every text it draws."""
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
-from daemon.reporting import svg
-from daemon.reporting.model import GroupFigures, Report, TimingBucket
-from daemon.reporting.numbers import money
-from daemon.reporting.render_table import figure_sections, how_computed
-from daemon.reporting.slot_records import display_interval
-from daemon.reporting.slots import METRICS, EvidenceComparison, SlotComparison, SlotOverview
+from topslot.reporting import svg
+from topslot.reporting.model import GroupFigures, Report, TimingBucket
+from topslot.reporting.numbers import money
+from topslot.reporting.render_table import figure_sections, how_computed
+from topslot.reporting.slot_records import display_interval
+from topslot.reporting.slots import METRICS, EvidenceComparison, SlotComparison, SlotOverview
 
 TEMPLATES = Path(__file__).parent / "templates"
 _env = Environment(

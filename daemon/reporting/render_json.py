@@ -1,5 +1,5 @@
 """``--format json``: stable keys, Decimals as strings (exact), unknown figures as null; the slot
-comparison (``slot_comparison``) in plain numbers (``daemon.reporting.slot_records``)."""
+comparison (``slot_comparison``) in plain numbers (``topslot.reporting.slot_records``)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from daemon.reporting.model import GroupFigures, Report
-from daemon.reporting.numbers import exact
-from daemon.reporting.records import HOW_COMPUTED, group_record
-from daemon.reporting.slot_records import comparison_dict, overview_dict
-from daemon.reporting.slots import SlotOverview
+from topslot.reporting.model import GroupFigures, Report
+from topslot.reporting.numbers import exact
+from topslot.reporting.records import HOW_COMPUTED, group_record
+from topslot.reporting.slot_records import comparison_dict, overview_dict
+from topslot.reporting.slots import SlotOverview
 
 SCHEMA_VERSION = 1
 

@@ -12,9 +12,9 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from daemon.reporting.render_fit import FigureTable, table_width
-from daemon.reporting.slot_records import display_interval
-from daemon.reporting.slots import METRICS, EvidenceComparison, SlotComparison, SlotOverview
+from topslot.reporting.render_fit import FigureTable, table_width
+from topslot.reporting.slot_records import display_interval
+from topslot.reporting.slots import METRICS, EvidenceComparison, SlotComparison, SlotOverview
 
 RECIPIENTS = "recipients"
 

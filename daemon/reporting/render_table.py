@@ -1,5 +1,5 @@
 """``--format table``: rich tables with one row per figure and one column per group and the total,
-fitted to the console's width (``daemon.reporting.render_fit``: many groups or long group keys
+fitted to the console's width (``topslot.reporting.render_fit``: many groups or long group keys
 split into column blocks that repeat the labels), then the "how computed" lines, the slot
 comparison and the notes."""
 
@@ -9,10 +9,10 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from daemon.reporting.model import Report
-from daemon.reporting.records import HOW_COMPUTED, SECTIONS, display, group_record
-from daemon.reporting.render_fit import FigureTable, Rows
-from daemon.reporting.render_slots_table import slot_tables
+from topslot.reporting.model import Report
+from topslot.reporting.records import HOW_COMPUTED, SECTIONS, display, group_record
+from topslot.reporting.render_fit import FigureTable, Rows
+from topslot.reporting.render_slots_table import slot_tables
 
 TOTAL = "total"
 

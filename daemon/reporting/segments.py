@@ -15,10 +15,10 @@ from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from daemon.campaign import Condition
-from daemon.config.model_errors import validation_problems
-from daemon.errors import InvalidInput
-from daemon.yaml_source import YamlDocument, load_yaml
+from topslot.campaign import Condition
+from topslot.config.model_errors import validation_problems
+from topslot.errors import InvalidInput
+from topslot.yaml_source import YamlDocument, load_yaml
 
 OTHER = "other"
 SegmentName = Annotated[str, Field(min_length=1, max_length=100)]

@@ -8,10 +8,10 @@ Per recipient row, two grouped subqueries say what happened after:
 - ``bought``: an order credited to that delivery by coupon or click (``REVENUE_ATTRIBUTIONS``) in
   the campaign's currency, and the delivery's net revenue in integer cents (revenue − refunds).
 The outer query counts recipients, openers, clickers and converters, and sums the net revenue and
-its square (cents²) so that ``daemon.reporting.stats`` gets each slot's revenue variance without a
+its square (cents²) so that ``topslot.reporting.stats`` gets each slot's revenue variance without a
 row per recipient leaving the database.
 
-Evidence: a row is ``randomised`` when its ``slot_basis`` is in ``daemon.delivery.RANDOMISED``
+Evidence: a row is ``randomised`` when its ``slot_basis`` is in ``topslot.delivery.RANDOMISED``
 (split, exploration), else ``observational`` (first, history, default, or not recorded).
 """
 
@@ -24,11 +24,11 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Integer, and_, case, cast, false, func, literal, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from daemon.attribution.rules import REVENUE_ATTRIBUTIONS
-from daemon.channel import spec_of
-from daemon.delivery import HANDED_OVER, RANDOMISED
-from daemon.reporting.slots import EVIDENCE, SlotCounts, SlotOverview, overview
-from daemon.store.schema import conversions, deliveries, events
+from topslot.attribution.rules import REVENUE_ATTRIBUTIONS
+from topslot.channel import spec_of
+from topslot.delivery import HANDED_OVER, RANDOMISED
+from topslot.reporting.slots import EVIDENCE, SlotCounts, SlotOverview, overview
+from topslot.store.schema import conversions, deliveries, events
 
 RECIPIENT_STATES = tuple(sorted(HANDED_OVER))
 RANDOMISED_BASES = tuple(sorted(RANDOMISED))

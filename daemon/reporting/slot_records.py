@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemon.reporting.numbers import fixed, money, percent
-from daemon.reporting.slots import (
+from topslot.reporting.numbers import fixed, money, percent
+from topslot.reporting.slots import (
     CONFIDENCE,
     METRICS,
     Difference,
@@ -17,7 +17,7 @@ from daemon.reporting.slots import (
     SlotFigures,
     SlotOverview,
 )
-from daemon.reporting.stats import Interval
+from topslot.reporting.stats import Interval
 
 FIELDS = {
     "opens": "open_rate",

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from daemon.reporting.numbers import fixed, money
-from daemon.reporting.stats import Interval, mean_interval, newcombe, welch, wilson
+from topslot.reporting.numbers import fixed, money
+from topslot.reporting.stats import Interval, mean_interval, newcombe, welch, wilson
 
 MIN_RECIPIENTS = 30  # per slot and figure: below this, no verdict
 CONFIDENCE = 0.95

@@ -11,7 +11,7 @@ returns ``None`` when its inputs cannot give one (an empty sample, a variance fr
   standard error (sample variance, n − 1) — the normal approximation.
 - ``welch``: the difference of two means, m₁ − m₂, ± z × the unpooled (Welch) standard error
   √(s₁²/n₁ + s₂²/n₂), with the normal quantile rather than Student's t (the report only compares
-  samples of at least ``daemon.reporting.slots.MIN_RECIPIENTS``, where the two barely differ).
+  samples of at least ``topslot.reporting.slots.MIN_RECIPIENTS``, where the two barely differ).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from decimal import Decimal
 
 from markupsafe import Markup, escape
 
-from daemon.reporting.numbers import fixed, percent
+from topslot.reporting.numbers import fixed, percent
 
 OPEN_COLOUR = "#4c78a8"
 CLICK_COLOUR = "#f58518"

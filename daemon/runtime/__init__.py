@@ -1,5 +1,5 @@
 """The long-running daemon: lifecycle, campaign reloads, systemd integration."""
 
-from daemon.runtime.service import CampaignsListener, Daemon
+from topslot.runtime.service import CampaignsListener, Daemon
 
 __all__ = ["CampaignsListener", "Daemon"]

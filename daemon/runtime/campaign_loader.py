@@ -1,7 +1,7 @@
 """Campaign files loaded in a child process, one file at a time, each within a time limit.
 
 A campaign file comes from outside. Its YAML is bounded before anything is built
-(``daemon.yaml_source``), but loading also validates the model, compiles and renders the
+(``topslot.yaml_source``), but loading also validates the model, compiles and renders the
 templates and inlines CSS; the daemon must not trust all of that to be quick. So the daemon never
 loads a campaign in its own process: a child process (forked from a clean ``forkserver``, nothing
 of the daemon's event loop or connections inherited) loads the files in order and answers one
@@ -23,14 +23,14 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from daemon.config.campaigns import FileLoad, LoadResult, campaign_files, collect, load_file, missing_directory
-from daemon.errors import Problem
-from daemon.logs import get_logger
-from daemon.runtime.ports import resolved, sending_check
-from daemon.settings import Settings
-from daemon.templating import make_environment
+from topslot.config.campaigns import FileLoad, LoadResult, campaign_files, collect, load_file, missing_directory
+from topslot.errors import Problem
+from topslot.logs import get_logger
+from topslot.runtime.ports import resolved, sending_check
+from topslot.settings import Settings
+from topslot.templating import make_environment
 
-log = get_logger("daemon.runtime")
+log = get_logger("topslot.runtime")
 
 FILE_TIMEOUT = 10.0
 """Seconds one campaign file may take to load, validate and compile (an honest one takes ~50 ms)."""
@@ -58,7 +58,7 @@ class CampaignLoader:
         self._lock = asyncio.Lock()
 
     async def load(self, campaigns_dir: Path, templates_dir: Path, settings: Settings) -> LoadResult:
-        """Every campaign file of ``campaigns_dir``, as ``daemon.config.load_campaigns`` gives it,
+        """Every campaign file of ``campaigns_dir``, as ``topslot.config.load_campaigns`` gives it,
         with paths resolved; a file that timed out or killed the child is one problem."""
         if not campaigns_dir.is_dir():
             return missing_directory(campaigns_dir)

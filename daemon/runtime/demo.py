@@ -3,7 +3,7 @@
 Steps: database + migrations → validate the example campaigns → import the example contacts and
 events → audience and plan summaries → start the daemon (and its tracking server) → send, bucket by
 bucket, on a clock that jumps → simulated recipients open, click, unsubscribe and buy over real
-HTTP (``daemon.runtime.demo_recipients``) → the report table and var/demo/report.html → stop
+HTTP (``topslot.runtime.demo_recipients``) → the report table and var/demo/report.html → stop
 (unless kept running) → what next.
 """
 
@@ -23,25 +23,25 @@ from rich.panel import Panel
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.attribution.windows import campaign_window
-from daemon.campaign import Campaign
-from daemon.channel import SPECS
-from daemon.clock import FakeClock
-from daemon.config import LoadResult
-from daemon.imports.report import ImportReport
-from daemon.planning import DispatchWindow, summary_lines
-from daemon.reporting.data import ReportQuery, build_report
-from daemon.reporting.render_html import render_html
-from daemon.reporting.render_table import render_table
-from daemon.runtime import demo_recipients, ports
-from daemon.runtime.service import Daemon
-from daemon.scheduling.plan_run import plan_campaign
-from daemon.settings import Settings
-from daemon.store import ledger
-from daemon.store.audience import AudienceSummary, audience_summary
-from daemon.store.contacts import import_contacts
-from daemon.store.db import display_url, prepare_database
-from daemon.store.events import import_events
+from topslot.attribution.windows import campaign_window
+from topslot.campaign import Campaign
+from topslot.channel import SPECS
+from topslot.clock import FakeClock
+from topslot.config import LoadResult
+from topslot.imports.report import ImportReport
+from topslot.planning import DispatchWindow, summary_lines
+from topslot.reporting.data import ReportQuery, build_report
+from topslot.reporting.render_html import render_html
+from topslot.reporting.render_table import render_table
+from topslot.runtime import demo_recipients, ports
+from topslot.runtime.service import Daemon
+from topslot.scheduling.plan_run import plan_campaign
+from topslot.settings import Settings
+from topslot.store import ledger
+from topslot.store.audience import AudienceSummary, audience_summary
+from topslot.store.contacts import import_contacts
+from topslot.store.db import display_url, prepare_database
+from topslot.store.events import import_events
 
 BUCKET_TIMEOUT_S = 60
 PAUSE_S = 0.4  # between buckets, so the tour can be followed
@@ -179,7 +179,7 @@ def show_outbox(console: Console, settings: Settings) -> None:
             for line in body.get_content().strip().splitlines()[:12]:
                 console.print(f"  | {line}", markup=False, highlight=False)
     for channel, spec in SPECS.items():
-        path = outbox / f"{channel}.jsonl"  # the text outboxes (daemon.channels.outbox)
+        path = outbox / f"{channel}.jsonl"  # the text outboxes (topslot.channels.outbox)
         if not spec.mime and path.is_file():
             lines = path.read_text(encoding="utf-8").splitlines()
             console.print(f"{spec.count(len(lines))} in [cyan]{_rel(path)}[/cyan]")

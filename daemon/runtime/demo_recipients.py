@@ -3,7 +3,7 @@
 Read from the outbox (the .eml files and the SMS JSON Lines), then played over real HTTP (an
 aiohttp client, loopback only) against the daemon's own tracking server, and through its signed
 ``POST /conversions`` webhook: human opens (a browser fetching the pixel), Apple-MPP-like opens
-(the bare ``Mozilla/5.0`` agent ``daemon.tracking.classify`` knows), a security gateway's HEAD on a
+(the bare ``Mozilla/5.0`` agent ``topslot.tracking.classify`` knows), a security gateway's HEAD on a
 link, human clicks, one RFC 8058 one-click unsubscribe, orders with the recipients' coupon codes
 (one with only the click id), and one refund. Seeded, bounded: the same tour every time.
 
@@ -26,8 +26,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 
-from daemon.attribution.webhook import signed_headers
-from daemon.clock import FakeClock
+from topslot.attribution.webhook import signed_headers
+from topslot.clock import FakeClock
 
 SEED = 14
 BROWSER_UA = (

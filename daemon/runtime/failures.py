@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from daemon.errors import TopslotError
-from daemon.settings import Settings
+from topslot.errors import TopslotError
+from topslot.settings import Settings
 
 
 def failure_reason(exc: BaseException, settings: Settings) -> str:
     """One line: what failed and which setting to look at. Secrets and passwords never appear."""
-    from daemon.store.db import database_problem
+    from topslot.store.db import database_problem
 
     if (database := database_problem(exc, settings.database_url)) is not None:
         return database

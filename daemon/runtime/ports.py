@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from daemon.campaign import Campaign
-from daemon.channels.registry import provider_problems
-from daemon.config import LoadResult
-from daemon.config import load_campaigns as load_campaign_dir
-from daemon.config.campaigns import CampaignCheck
-from daemon.errors import InvalidInput, Problem
-from daemon.pacing import quiet_hours_problems
-from daemon.rendering import compile_campaign
-from daemon.settings import Settings
-from daemon.yaml_source import YamlDocument
+from topslot.campaign import Campaign
+from topslot.channels.registry import provider_problems
+from topslot.config import LoadResult
+from topslot.config import load_campaigns as load_campaign_dir
+from topslot.config.campaigns import CampaignCheck
+from topslot.errors import InvalidInput, Problem
+from topslot.pacing import quiet_hours_problems
+from topslot.rendering import compile_campaign
+from topslot.settings import Settings
+from topslot.yaml_source import YamlDocument
 
 
 def load_campaigns(campaigns_dir: Path, templates_dir: Path, settings: Settings) -> LoadResult:
@@ -27,7 +27,7 @@ def load_campaigns(campaigns_dir: Path, templates_dir: Path, settings: Settings)
 def sending_check(templates_dir: Path, settings: Settings) -> CampaignCheck:
     """A valid campaign must also compile for sending (CSS inlining, link rewriting, compliance
     footer, SMS size), name providers the settings have, and not send inside quiet hours unless it
-    says how (``daemon.pacing.quiet_hours_problems``)."""
+    says how (``topslot.pacing.quiet_hours_problems``)."""
 
     def check(campaign: Campaign, doc: YamlDocument) -> list[Problem]:
         found = provider_problems(campaign, settings) + quiet_hours_problems(campaign, settings.quiet_hours.rules())

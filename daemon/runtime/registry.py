@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from daemon.campaign import Campaign
+from topslot.campaign import Campaign
 
 
 @dataclass(frozen=True)

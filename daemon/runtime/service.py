@@ -23,30 +23,30 @@ from typing import IO, Any, Protocol, Self
 
 from watchfiles import DefaultFilter, awatch
 
-from daemon import metrics
-from daemon.bounces.receiver import FeedbackReceiver
-from daemon.campaign import Campaign
-from daemon.clock import Clock, SystemClock
-from daemon.dispatch.service import DRAIN_TIMEOUT, DispatchService
-from daemon.errors import Problem
-from daemon.health import Health
-from daemon.heap import settle_heap
-from daemon.links.keys import load_keyring
-from daemon.logs import configure_logging, get_logger
-from daemon.runtime.campaign_loader import CampaignLoader
-from daemon.runtime.failures import failure_reason
-from daemon.runtime.notify import Notifier
-from daemon.runtime.registry import CampaignRegistry, Changes
-from daemon.scheduling.scheduler import BucketScheduler
-from daemon.settings import Settings
-from daemon.store.db import display_url, prepare_database
-from daemon.tracking.conversions_route import conversions_handler
-from daemon.tracking.feedback_route import feedback_handler
-from daemon.tracking.im_routes import im_handlers
-from daemon.tracking.server import TrackingOptions, TrackingServer
-from daemon.tracking.twilio_routes import twilio_handlers
+from topslot import metrics
+from topslot.bounces.receiver import FeedbackReceiver
+from topslot.campaign import Campaign
+from topslot.clock import Clock, SystemClock
+from topslot.dispatch.service import DRAIN_TIMEOUT, DispatchService
+from topslot.errors import Problem
+from topslot.health import Health
+from topslot.heap import settle_heap
+from topslot.links.keys import load_keyring
+from topslot.logs import configure_logging, get_logger
+from topslot.runtime.campaign_loader import CampaignLoader
+from topslot.runtime.failures import failure_reason
+from topslot.runtime.notify import Notifier
+from topslot.runtime.registry import CampaignRegistry, Changes
+from topslot.scheduling.scheduler import BucketScheduler
+from topslot.settings import Settings
+from topslot.store.db import display_url, prepare_database
+from topslot.tracking.conversions_route import conversions_handler
+from topslot.tracking.feedback_route import feedback_handler
+from topslot.tracking.im_routes import im_handlers
+from topslot.tracking.server import TrackingOptions, TrackingServer
+from topslot.tracking.twilio_routes import twilio_handlers
 
-log = get_logger("daemon.runtime")
+log = get_logger("topslot.runtime")
 
 
 class CampaignsListener(Protocol):

@@ -18,13 +18,13 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.campaign import Campaign, FrequencyCap
-from daemon.channels.registry import Registry
-from daemon.coupons.stock import StockCheck
-from daemon.delivery import DeliveryState as S
-from daemon.delivery import SkipReason as R
-from daemon.frequency import cap_plan_rows, effective_cap
-from daemon.planning import (
+from topslot.campaign import Campaign, FrequencyCap
+from topslot.channels.registry import Registry
+from topslot.coupons.stock import StockCheck
+from topslot.delivery import DeliveryState as S
+from topslot.delivery import SkipReason as R
+from topslot.frequency import cap_plan_rows, effective_cap
+from topslot.planning import (
     Bucket,
     DispatchWindow,
     PlanContact,
@@ -33,13 +33,13 @@ from daemon.planning import (
     PlanSummaryBuilder,
     dispatch_windows,
 )
-from daemon.planning.slot_choice import SlotHistory
-from daemon.settings import Settings
-from daemon.store import ledger
-from daemon.store.audience import LEFT_OUT_REASONS, AudienceSummary, audience_summary, stream_reachable
-from daemon.store.coupons import coupon_check
-from daemon.store.engagement import contact_histories, population_history
-from daemon.store.frequency import counted_for_plan
+from topslot.planning.slot_choice import SlotHistory
+from topslot.settings import Settings
+from topslot.store import ledger
+from topslot.store.audience import LEFT_OUT_REASONS, AudienceSummary, audience_summary, stream_reachable
+from topslot.store.coupons import coupon_check
+from topslot.store.engagement import contact_histories, population_history
+from topslot.store.frequency import counted_for_plan
 
 T = TypeVar("T")
 
@@ -51,7 +51,7 @@ def channel_rates(
     settings: Settings, campaign: Campaign, measured: Mapping[Route, float] | None = None
 ) -> dict[str, float]:
     """Messages per second each channel's provider takes for this campaign: what its dispatch
-    windows are sized by (``daemon.channels.registry``; a file outbox counts as 1,000/s). A route
+    windows are sized by (``topslot.channels.registry``; a file outbox counts as 1,000/s). A route
     in ``measured`` (its throughput as last measured, when below its rate) counts at that."""
     registry = Registry(settings)
     rates: dict[str, float] = {}
@@ -118,7 +118,7 @@ async def cap_batch(
     caps: Mapping[str, FrequencyCap],
     capped: Counter[str],
 ) -> list[dict[str, Any]]:
-    """One batch's rows with the frequency caps applied (``daemon.frequency.cap_plan_rows``): one
+    """One batch's rows with the frequency caps applied (``topslot.frequency.cap_plan_rows``): one
     query per capped channel of the batch, for the batch's contacts."""
     out: list[dict[str, Any]] = []
     for channel in sorted({r["channel"] for r in rows}):

@@ -32,21 +32,21 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon import metrics
-from daemon.campaign import Campaign
-from daemon.clock import Clock, clock_span, wall_seconds_until
-from daemon.dispatch.claims import ClaimHandler, claim_all
-from daemon.dispatch.dispatcher import due_limit
-from daemon.dispatch.tally import BucketTally
-from daemon.frequency import effective_cap
-from daemon.health import Health
-from daemon.logs import bound, get_logger
-from daemon.scheduling.plan_run import Route, channel_rates, plan_campaign, settle_dispatch_starts
-from daemon.settings import Settings
-from daemon.store import controls, ledger, status
-from daemon.store import dispatch as dispatch_store
-from daemon.store.controls import ControlState
-from daemon.store.db import is_transient
+from topslot import metrics
+from topslot.campaign import Campaign
+from topslot.clock import Clock, clock_span, wall_seconds_until
+from topslot.dispatch.claims import ClaimHandler, claim_all
+from topslot.dispatch.dispatcher import due_limit
+from topslot.dispatch.tally import BucketTally
+from topslot.frequency import effective_cap
+from topslot.health import Health
+from topslot.logs import bound, get_logger
+from topslot.scheduling.plan_run import Route, channel_rates, plan_campaign, settle_dispatch_starts
+from topslot.settings import Settings
+from topslot.store import controls, ledger, status
+from topslot.store import dispatch as dispatch_store
+from topslot.store.controls import ControlState
+from topslot.store.db import is_transient
 
 log = get_logger("scheduler")
 

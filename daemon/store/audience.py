@@ -10,11 +10,11 @@ from typing import Any
 from sqlalchemy import and_, case, func, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.campaign import Campaign
-from daemon.delivery import INELIGIBLE
-from daemon.delivery import SkipReason as R
-from daemon.store.schema import contacts
-from daemon.store.segments import audience_filter, channel_eligible, has_address, has_consent, is_suppressed
+from topslot.campaign import Campaign
+from topslot.delivery import INELIGIBLE
+from topslot.delivery import SkipReason as R
+from topslot.store.schema import contacts
+from topslot.store.segments import audience_filter, channel_eligible, has_address, has_consent, is_suppressed
 
 DEFAULT_STREAM_BATCH = 5000
 LEFT_OUT_REASONS = INELIGIBLE

@@ -14,13 +14,13 @@ from typing import Any
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from daemon.imports.batches import contact_batches
-from daemon.imports.contacts import ContactRow
-from daemon.imports.report import ImportReport, Progress
-from daemon.store.db import IMMEDIATE
-from daemon.store.dialect import upsert_insert
-from daemon.store.prefetch import batches as _batches
-from daemon.store.schema import consents, contact_tags, contacts
+from topslot.imports.batches import contact_batches
+from topslot.imports.contacts import ContactRow
+from topslot.imports.report import ImportReport, Progress
+from topslot.store.db import IMMEDIATE
+from topslot.store.dialect import upsert_insert
+from topslot.store.prefetch import batches as _batches
+from topslot.store.schema import consents, contact_tags, contacts
 
 DEFAULT_BATCH_SIZE = 2000
 
@@ -40,7 +40,7 @@ async def import_contacts(
 
     ``parallel`` parses in a worker process while batches are written (default: for files over
     ``PARALLEL_MIN_BYTES``). ``encoding``: the file's codec (default: UTF-8 or its byte-order
-    mark; see ``daemon.imports.lines.resolve_encoding``)."""
+    mark; see ``topslot.imports.lines.resolve_encoding``)."""
     report = ImportReport()
     kwargs = {"path": path, "default_country": default_country, "now": now, "batch_size": batch_size}
     kwargs["encoding"] = encoding

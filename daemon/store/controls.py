@@ -26,11 +26,11 @@ from typing import Any
 from sqlalchemy import and_, exists, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from daemon.delivery import DeliveryState as S
-from daemon.delivery import SkipReason as R
-from daemon.store import coupons
-from daemon.store.db import IMMEDIATE
-from daemon.store.schema import campaign_controls, campaigns, deliveries
+from topslot.delivery import DeliveryState as S
+from topslot.delivery import SkipReason as R
+from topslot.store import coupons
+from topslot.store.db import IMMEDIATE
+from topslot.store.schema import campaign_controls, campaigns, deliveries
 
 REASON_MAX = 200
 

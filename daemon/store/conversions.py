@@ -1,12 +1,12 @@
 """Conversions in the database (persistence only): the set-based look-ups that crediting a batch of
-orders needs, and writing the credited rows (the report's sums are read by ``daemon.reporting.data``).
+orders needs, and writing the credited rows (the report's sums are read by ``topslot.reporting.data``).
 
-What counts and who gets the credit is decided in ``daemon.attribution``: ``attribution.record``
+What counts and who gets the credit is decided in ``topslot.attribution``: ``attribution.record``
 (through ``attribution.evidence``) calls the look-ups below a few times per batch and
 ``insert_conversions`` once. Each function takes an open connection (the caller's transaction) and
 plain values, and returns the small row types defined here.
 
-A delivery counts as *handed over* in one of ``daemon.delivery.MAYBE_HANDED_OVER`` (the treated
+A delivery counts as *handed over* in one of ``topslot.delivery.MAYBE_HANDED_OVER`` (the treated
 group of the lift); a *holdout* row is ``skipped`` with the skip reason the caller names. Inserting
 an order id already stored with the same refund flag does nothing (``ON CONFLICT DO NOTHING``).
 """
@@ -22,12 +22,12 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from daemon.coupons import codes
-from daemon.delivery import MAYBE_HANDED_OVER
-from daemon.delivery import DeliveryState as S
-from daemon.store.coupons import GENERATED_POOL_PREFIX
-from daemon.store.dialect import upsert_insert
-from daemon.store.schema import contacts, conversions, coupon_codes, deliveries, events
+from topslot.coupons import codes
+from topslot.delivery import MAYBE_HANDED_OVER
+from topslot.delivery import DeliveryState as S
+from topslot.store.coupons import GENERATED_POOL_PREFIX
+from topslot.store.dialect import upsert_insert
+from topslot.store.schema import contacts, conversions, coupon_codes, deliveries, events
 
 _MAYBE_HANDED_OVER = tuple(sorted(MAYBE_HANDED_OVER))  # in SQL: a stable order
 HANDED_OUT_STATES = ("reserved", "assigned")  # coupon codes given to a contact
@@ -81,7 +81,7 @@ class StoredClick:
 
     delivery_id: int
     occurred_at: datetime
-    label: str | None  # human | scanner | None (daemon.tracking.classify)
+    label: str | None  # human | scanner | None (topslot.tracking.classify)
 
 
 # ---------------------------------------------------------------- conversions
@@ -143,7 +143,7 @@ async def handed_out_by_canonical(
     conn: AsyncConnection, canonical: Iterable[str], pools: Iterable[str]
 ) -> dict[str, HandedOutCode]:
     """Canonical form → its owner, for the handed-out codes of ``pools`` whose canonical form
-    (``daemon.coupons.codes.canonical``, computed in SQL) is one of ``canonical``. A scan of those
+    (``topslot.coupons.codes.canonical``, computed in SQL) is one of ``canonical``. A scan of those
     pools' handed-out codes, bounded by the (pool, state, id) index."""
     wanted, among = sorted(set(canonical)), sorted(set(pools))
     if not wanted or not among:
@@ -183,7 +183,7 @@ async def _handed_out(conn: AsyncConnection, where: Any, key_column: Any) -> dic
 
 
 def canonical_sql(column: Any) -> Any:
-    """``daemon.coupons.codes.canonical`` as an SQL expression (upper-case, separators dropped,
+    """``topslot.coupons.codes.canonical`` as an SQL expression (upper-case, separators dropped,
     O→0, I/L→1, U→V): portable ``upper``/``replace`` calls, the same on SQLite and PostgreSQL."""
     expression = func.upper(column)
     for separator in codes.SEPARATORS:

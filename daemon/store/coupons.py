@@ -9,7 +9,7 @@ index on (campaign_id, contact_id) enforces it).
   ``BEGIN IMMEDIATE`` transaction). The UPDATE is guarded by ``state = 'available'`` either way.
   ``coupon_pools`` keeps each pool's total and available counts in the same transactions, so the
   low-stock warning fires exactly once per crossing, without counting a million rows per batch.
-- **Generated codes** (``coupon.generate``) are computed (``daemon.coupons.codes``) and recorded
+- **Generated codes** (``coupon.generate``) are computed (``topslot.coupons.codes``) and recorded
   as rows of pool ``gen:<campaign>`` so reports join redemptions the same way for both sources.
 
 States: ``available`` → ``reserved`` (row claimed) → ``assigned`` (a provider accepted a message
@@ -31,10 +31,10 @@ from sqlalchemy import ARRAY, BigInteger, Integer, and_, any_, bindparam, delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from daemon.campaign import Campaign
-from daemon.coupons import codes as generated
-from daemon.coupons.pool_file import GENERATED_POOL_PREFIX, PoolLine, check_pool_name, read_pool_lines
-from daemon.coupons.stock import (
+from topslot.campaign import Campaign
+from topslot.coupons import codes as generated
+from topslot.coupons.pool_file import GENERATED_POOL_PREFIX, PoolLine, check_pool_name, read_pool_lines
+from topslot.coupons.stock import (
     PoolStock,
     StockCheck,
     check_generated,
@@ -42,15 +42,15 @@ from daemon.coupons.stock import (
     crossed_empty,
     crossed_low,
 )
-from daemon.delivery import IN_FLIGHT, MAYBE_HANDED_OVER
-from daemon.delivery import DeliveryState as S
-from daemon.errors import InvalidInput, Problem
-from daemon.imports.lines import open_lines
-from daemon.imports.report import ImportReport, Progress
-from daemon.logs import get_logger
-from daemon.store.db import IMMEDIATE
-from daemon.store.dialect import upsert_insert
-from daemon.store.schema import coupon_codes, coupon_pools, deliveries
+from topslot.delivery import IN_FLIGHT, MAYBE_HANDED_OVER
+from topslot.delivery import DeliveryState as S
+from topslot.errors import InvalidInput, Problem
+from topslot.imports.lines import open_lines
+from topslot.imports.report import ImportReport, Progress
+from topslot.logs import get_logger
+from topslot.store.db import IMMEDIATE
+from topslot.store.dialect import upsert_insert
+from topslot.store.schema import coupon_codes, coupon_pools, deliveries
 
 DEFAULT_BATCH_SIZE = 1000
 # a delivery in one of these states may carry (or has carried) its coupon: never give it back. Being
@@ -94,7 +94,7 @@ async def import_pool(
     progress: Progress | None = None,
 ) -> ImportReport:
     """Add the codes of ``path`` to ``pool``, streamed in batches of ``batch_size``. ``encoding``:
-    as for every import (``daemon.imports.lines.open_lines``: a BOM decides, else UTF-8).
+    as for every import (``topslot.imports.lines.open_lines``: a BOM decides, else UTF-8).
 
     Idempotent: codes already in the pool are counted as ``ignored``. Rejected (each with a
     located problem): invalid codes, a code repeated in the file (every repeat after the first),
@@ -285,9 +285,9 @@ async def reserve(
 ) -> Reservation:
     """A code for each contact (reusing the one it already holds in this campaign).
 
-    ``coupon_key`` (see ``daemon.coupons.codes.coupon_key``) is needed for generated codes.
+    ``coupon_key`` (see ``topslot.coupons.codes.coupon_key``) is needed for generated codes.
     Contacts left without a code are listed in ``exhausted``: apply ``coupon.on_exhausted``
-    (``daemon.coupons.stock.on_exhausted``).
+    (``topslot.coupons.stock.on_exhausted``).
     """
     coupon = campaign.coupon
     ids = sorted(set(contact_ids))

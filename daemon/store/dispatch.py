@@ -16,18 +16,18 @@ from sqlalchemy import and_, bindparam, func, literal, or_, select, tuple_, upda
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
-from daemon.campaign import Campaign, FrequencyCap
-from daemon.delivery import Decision
-from daemon.delivery import DeliveryState as S
-from daemon.pacing import QuietRules
-from daemon.store import coupons, receipts
-from daemon.store.controls import held_campaign
-from daemon.store.coupons import Reservation
-from daemon.store.db import IMMEDIATE
-from daemon.store.frequency import lock_contacts, skip_over_cap
-from daemon.store.ledger import Claimed, claim_statement, ineligibility_reason, skip_quiet_hours
-from daemon.store.schema import contacts, deliveries
-from daemon.store.tracking_events import suppress_addresses
+from topslot.campaign import Campaign, FrequencyCap
+from topslot.delivery import Decision
+from topslot.delivery import DeliveryState as S
+from topslot.pacing import QuietRules
+from topslot.store import coupons, receipts
+from topslot.store.controls import held_campaign
+from topslot.store.coupons import Reservation
+from topslot.store.db import IMMEDIATE
+from topslot.store.frequency import lock_contacts, skip_over_cap
+from topslot.store.ledger import Claimed, claim_statement, ineligibility_reason, skip_quiet_hours
+from topslot.store.schema import contacts, deliveries
+from topslot.store.tracking_events import suppress_addresses
 
 
 @dataclass(slots=True)
@@ -245,7 +245,7 @@ async def recover(
     ``claimed`` rows were never handed to a provider: they go back to ``planned`` (to be claimed
     again). ``sending`` rows may or may not have left: they become ``unknown``, never resent; but
     those in ``never_left`` (their owner's hand-over journal proves nothing of them left the
-    process: ``daemon.dispatch.journal``) go back to ``planned`` too, their attempt not counted."""
+    process: ``topslot.dispatch.journal``) go back to ``planned`` too, their attempt not counted."""
     lost = _lost(node, owner, now)
     if never_left:
         proven = and_(deliveries.c.state == S.SENDING, deliveries.c.id.in_(sorted(never_left)), lost)

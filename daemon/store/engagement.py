@@ -2,7 +2,7 @@
 ``fallback`` channel waits for.
 
 A message is engaged when it has a human open or click: an ``events`` row of kind ``open`` or
-``click`` labelled ``human`` or not labelled (``daemon.tracking.classify``; machine opens and link
+``click`` labelled ``human`` or not labelled (``topslot.tracking.classify``; machine opens and link
 scanners do not count, as in the report).
 """
 
@@ -15,12 +15,12 @@ from typing import Any
 from sqlalchemy import and_, case, exists, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.delivery import HANDED_OVER
-from daemon.store.schema import deliveries, events
+from topslot.delivery import HANDED_OVER
+from topslot.store.schema import deliveries, events
 
 ENGAGING_KINDS = ("open", "click")
-Record = tuple[int, int]  # (messages, engaged): daemon.planning.slot_choice.Record
-HUMAN = "human"  # the label daemon.tracking.classify gives a person's hit (tests hold them equal)
+Record = tuple[int, int]  # (messages, engaged): topslot.planning.slot_choice.Record
+HUMAN = "human"  # the label topslot.tracking.classify gives a person's hit (tests hold them equal)
 _CHUNK = 5000
 
 

@@ -9,14 +9,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from daemon.errors import Problem
-from daemon.imports.batches import event_batches
-from daemon.imports.events import EventRow, PurchaseRow, SearchRow
-from daemon.imports.report import ImportReport, Progress
-from daemon.store.db import IMMEDIATE
-from daemon.store.dialect import upsert_insert
-from daemon.store.prefetch import batches as _batches
-from daemon.store.schema import contacts, purchases, searches
+from topslot.errors import Problem
+from topslot.imports.batches import event_batches
+from topslot.imports.events import EventRow, PurchaseRow, SearchRow
+from topslot.imports.report import ImportReport, Progress
+from topslot.store.db import IMMEDIATE
+from topslot.store.dialect import upsert_insert
+from topslot.store.prefetch import batches as _batches
+from topslot.store.schema import contacts, purchases, searches
 
 DEFAULT_BATCH_SIZE = 2000
 

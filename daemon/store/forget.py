@@ -29,10 +29,10 @@ from datetime import datetime
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from daemon.channel import CHANNELS, spec_of
-from daemon.delivery import SuppressionReason
-from daemon.store.db import IMMEDIATE
-from daemon.store.schema import (
+from topslot.channel import CHANNELS, spec_of
+from topslot.delivery import SuppressionReason
+from topslot.store.db import IMMEDIATE
+from topslot.store.schema import (
     consents,
     contact_tags,
     contacts,
@@ -41,7 +41,7 @@ from daemon.store.schema import (
     events,
     searches,
 )
-from daemon.store.tracking_events import suppress_addresses
+from topslot.store.tracking_events import suppress_addresses
 
 FORGOTTEN_PREFIX = "forgotten-"
 BLANKED = (

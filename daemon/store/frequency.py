@@ -1,5 +1,5 @@
 """Frequency caps in the ledger: what a plan batch is checked against, and the claim-time check
-(the rule itself is ``daemon.frequency``).
+(the rule itself is ``topslot.frequency``).
 
 At claim time the check runs in the claim's own transaction, after the rows are leased: the
 contacts of the claimed rows are locked (PostgreSQL: one transaction advisory lock per contact,
@@ -22,11 +22,11 @@ from sqlalchemy import Integer, and_, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from daemon.campaign import FrequencyCap
-from daemon.delivery import DeliveryState as S
-from daemon.delivery import SkipReason as R
-from daemon.frequency import COUNTED, Counted
-from daemon.store.schema import deliveries
+from topslot.campaign import FrequencyCap
+from topslot.delivery import DeliveryState as S
+from topslot.delivery import SkipReason as R
+from topslot.frequency import COUNTED, Counted
+from topslot.store.schema import deliveries
 
 _COUNTED = sorted(COUNTED)
 

@@ -19,18 +19,18 @@ from sqlalchemy import and_, bindparam, case, exists, func, literal, not_, or_, 
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from daemon.campaign import Campaign, FrequencyCap
-from daemon.channel import CHANNELS
-from daemon.delivery import PLAN_SKIP_REASONS
-from daemon.delivery import DeliveryState as S
-from daemon.delivery import SkipReason as R
-from daemon.pacing import QuietRules
-from daemon.store.db import IMMEDIATE
-from daemon.store.dialect import upsert_insert
-from daemon.store.engagement import engaged_earlier
-from daemon.store.frequency import skip_over_cap
-from daemon.store.schema import campaigns, contacts, coupon_pools, deliveries
-from daemon.store.segments import audience_filter, has_address, has_consent, is_suppressed
+from topslot.campaign import Campaign, FrequencyCap
+from topslot.channel import CHANNELS
+from topslot.delivery import PLAN_SKIP_REASONS
+from topslot.delivery import DeliveryState as S
+from topslot.delivery import SkipReason as R
+from topslot.pacing import QuietRules
+from topslot.store.db import IMMEDIATE
+from topslot.store.dialect import upsert_insert
+from topslot.store.engagement import engaged_earlier
+from topslot.store.frequency import skip_over_cap
+from topslot.store.schema import campaigns, contacts, coupon_pools, deliveries
+from topslot.store.segments import audience_filter, has_address, has_consent, is_suppressed
 
 # States a plan may (re)write; anything else has been handed to a dispatcher and is left alone.
 REPLANNABLE = (S.PLANNED, S.SKIPPED)
@@ -414,7 +414,7 @@ async def claim_batch(
 ) -> ClaimBatch:
     """``claim_bucket``'s one transaction. With ``cap`` (the frequency cap on the campaign's
     messages on the channel), the rows whose contact is over it become ``skipped`` /
-    ``frequency_cap`` in the same transaction (``daemon.store.frequency.skip_over_cap``)."""
+    ``frequency_cap`` in the same transaction (``topslot.store.frequency.skip_over_cap``)."""
     stmt = claim_statement(
         and_(
             deliveries.c.campaign_id == campaign_id,
@@ -480,7 +480,7 @@ async def skip_quiet_hours(
     engine: AsyncEngine, where: Any, state: str, rules: QuietRules, at: datetime, now: datetime
 ) -> int:
     """Rows in ``state`` matching ``where`` whose recipient's local time at ``at`` is inside their
-    channel's quiet hours (``daemon.pacing``; judged in the row's zone and country) become ``skipped``
+    channel's quiet hours (``topslot.pacing``; judged in the row's zone and country) become ``skipped``
     / ``quiet_hours``: what a bucket checks before each claim, so a late one never sends at night.
     Returns how many; one read of the rows' distinct (channel, zone, country) first, so a bucket
     outside every window costs one small query."""

@@ -32,16 +32,16 @@ from typing import Any
 from sqlalchemy import RowMapping, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from daemon.channel import spec_of
-from daemon.delivery import RECEIPTS
-from daemon.delivery import DeliveryState as S
-from daemon.logs import get_logger
-from daemon.store.db import IMMEDIATE
-from daemon.store.dialect import upsert_insert
-from daemon.store.schema import contacts, deliveries, provider_receipts
-from daemon.store.tracking_events import suppress_addresses
+from topslot.channel import spec_of
+from topslot.delivery import RECEIPTS
+from topslot.delivery import DeliveryState as S
+from topslot.logs import get_logger
+from topslot.store.db import IMMEDIATE
+from topslot.store.dialect import upsert_insert
+from topslot.store.schema import contacts, deliveries, provider_receipts
+from topslot.store.tracking_events import suppress_addresses
 
-log = get_logger("daemon.store")
+log = get_logger("topslot.store")
 
 PENDING_TTL = timedelta(days=2)  # a parked receipt whose row never shows up (its send ended `unknown`)
 MAX_PENDING = 100_000  # parked receipts kept at most; beyond, a new one is dropped (and logged)

@@ -36,8 +36,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import JSON, TypeDecorator
 
-from daemon.channel import CHANNELS
-from daemon.delivery import RECEIPTS, DeliveryState, SlotBasis
+from topslot.channel import CHANNELS
+from topslot.delivery import RECEIPTS, DeliveryState, SlotBasis
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -278,7 +278,7 @@ deliveries = Table(
 )
 
 # A provider's final receipt (Twilio status callback) that arrived before the dispatcher recorded
-# the row's provider id: kept until that row is recorded (``daemon.store.receipts``), then applied
+# the row's provider id: kept until that row is recorded (``topslot.store.receipts``), then applied
 # and deleted; purged after ``receipts.PENDING_TTL``. First final receipt per provider id wins.
 provider_receipts = Table(
     "provider_receipts",
@@ -339,8 +339,8 @@ links = Table(  # destinations of tracked links; the token names (delivery, key)
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("campaign_id", String(63), nullable=False),
-    Column("key", String(16), nullable=False),  # daemon.links.urls.link_key(url): hex of SHA-256
-    Column("url", Text, nullable=False),  # normalised (daemon.links.urls.normalise_url)
+    Column("key", String(16), nullable=False),  # topslot.links.urls.link_key(url): hex of SHA-256
+    Column("url", Text, nullable=False),  # normalised (topslot.links.urls.normalise_url)
     UniqueConstraint("campaign_id", "key"),
 )
 
@@ -357,7 +357,7 @@ events = Table(
     Column("user_agent", String(500)),  # outside input: truncated, control characters replaced
     Column("referer", String(500)),
     Column("ip", String(45)),
-    Column("label", String(20)),  # human | machine_open | scanner (daemon.tracking.classify)
+    Column("label", String(20)),  # human | machine_open | scanner (topslot.tracking.classify)
     Column("reason", String(200)),
     Index(None, "delivery_id", "kind"),
     Index(None, "campaign_id", "kind", "occurred_at"),

@@ -43,7 +43,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from daemon.campaign import (
+from topslot.campaign import (
     AllOf,
     AnyOf,
     AnyTagCondition,
@@ -55,13 +55,13 @@ from daemon.campaign import (
     SearchedCondition,
     TagCondition,
 )
-from daemon.channel import ChannelSpec, spec_of
-from daemon.errors import TopslotError
-from daemon.imports import fields
-from daemon.imports.contacts import normalise_tag
-from daemon.imports.events import normalise_category
-from daemon.imports.reader import normalise_key
-from daemon.store.schema import consents, contact_tags, contacts, purchases, searches, suppressions
+from topslot.channel import ChannelSpec, spec_of
+from topslot.errors import TopslotError
+from topslot.imports import fields
+from topslot.imports.contacts import normalise_tag
+from topslot.imports.events import normalise_category
+from topslot.imports.reader import normalise_key
+from topslot.store.schema import consents, contact_tags, contacts, purchases, searches, suppressions
 
 Expr = ColumnElement[bool]
 TEXT_COLUMNS = ("external_id", "email", "phone", "first_name", "last_name", "gender", "country", "timezone", "locale")

@@ -12,11 +12,11 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.delivery import DeliveryState as S
-from daemon.store.controls import ControlState, state_of
-from daemon.store.db import IMMEDIATE
-from daemon.store.dialect import upsert_insert
-from daemon.store.schema import bucket_runs, campaign_controls, campaigns, deliveries, processes
+from topslot.delivery import DeliveryState as S
+from topslot.store.controls import ControlState, state_of
+from topslot.store.db import IMMEDIATE
+from topslot.store.dialect import upsert_insert
+from topslot.store.schema import bucket_runs, campaign_controls, campaigns, deliveries, processes
 
 STALE_AFTER = timedelta(seconds=30)  # a running process refreshes its heartbeat every few seconds
 RECENT = timedelta(hours=24)  # failures and bucket results shown

@@ -15,13 +15,13 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from daemon.channel import spec_of
-from daemon.delivery import SuppressionReason
-from daemon.imports.report import ImportReport, Progress
-from daemon.imports.suppressions import SuppressionRow, suppression_rows
-from daemon.store.db import IMMEDIATE
-from daemon.store.dialect import upsert_insert
-from daemon.store.schema import suppressions
+from topslot.channel import spec_of
+from topslot.delivery import SuppressionReason
+from topslot.imports.report import ImportReport, Progress
+from topslot.imports.suppressions import SuppressionRow, suppression_rows
+from topslot.store.db import IMMEDIATE
+from topslot.store.dialect import upsert_insert
+from topslot.store.schema import suppressions
 
 DEFAULT_BATCH_SIZE = 2000
 

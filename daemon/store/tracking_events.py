@@ -18,19 +18,19 @@ from sqlalchemy import bindparam, delete, exists, func, insert, literal, select,
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from daemon.channel import spec_of
-from daemon.delivery import MAYBE_HANDED_OVER, SuppressionReason
-from daemon.delivery import DeliveryState as S
-from daemon.store.db import IMMEDIATE
-from daemon.store.dialect import upsert_insert
-from daemon.store.schema import (
+from topslot.channel import spec_of
+from topslot.delivery import MAYBE_HANDED_OVER, SuppressionReason
+from topslot.delivery import DeliveryState as S
+from topslot.store.db import IMMEDIATE
+from topslot.store.dialect import upsert_insert
+from topslot.store.schema import (
     consents,
     contacts,
     deliveries,
     events,
     suppressions,
 )
-from daemon.store.segments import keyed_id
+from topslot.store.segments import keyed_id
 
 # A delivery in one of these states has been handed to a provider; its ``updated_at`` says when
 # (``sending``: the hand-over is under way; ``delivered``/``bounced``: the provider's callback time).

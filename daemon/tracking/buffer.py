@@ -25,10 +25,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from daemon.logs import get_logger
-from daemon.tracking.hits import Hit
+from topslot.logs import get_logger
+from topslot.tracking.hits import Hit
 
-log = get_logger("daemon.tracking")
+log = get_logger("topslot.tracking")
 
 Sink = Callable[[Sequence[Hit]], Awaitable[Any]]
 BACKLOG_FACTOR = 4

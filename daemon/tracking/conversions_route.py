@@ -6,7 +6,7 @@ comes with a Content-Length or chunked, in one TCP segment or many; past the lim
 refused with 413 at once, and a body still incomplete after ``BODY_TIMEOUT`` seconds gets 408 (a
 client trickling bytes, or a broken chunk framing that aiohttp's C parser never reports to the
 reader, must not hold a handler and its buffer for ever). Authentication and parsing live in
-``daemon.attribution.webhook``, attribution and recording in ``daemon.attribution.record``. Answers
+``topslot.attribution.webhook``, attribution and recording in ``topslot.attribution.record``. Answers
 are JSON counts and problem positions, never the input.
 """
 
@@ -20,8 +20,8 @@ from aiohttp import StreamReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.attribution.record import record_conversions
-from daemon.attribution.webhook import (
+from topslot.attribution.record import record_conversions
+from topslot.attribution.webhook import (
     MAX_BODY_BYTES,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -30,11 +30,11 @@ from daemon.attribution.webhook import (
     parse_conversion,
     webhook_answer,
 )
-from daemon.campaign import Campaign
-from daemon.clock import Clock
-from daemon.links.keys import Keyring
-from daemon.logs import get_logger
-from daemon.tracking.pages import SECURITY_HEADERS
+from topslot.campaign import Campaign
+from topslot.clock import Clock
+from topslot.links.keys import Keyring
+from topslot.logs import get_logger
+from topslot.tracking.pages import SECURITY_HEADERS
 
 log = get_logger("tracking")
 

@@ -14,8 +14,8 @@ import asyncio
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.store.tracking_events import campaigns_of_range
-from daemon.tracking.cache import LruCache
+from topslot.store.tracking_events import campaigns_of_range
+from topslot.tracking.cache import LruCache
 
 DEFAULT_BLOCK = 1024
 

@@ -1,7 +1,7 @@
-"""``POST /feedback``: an ESP's bounce, complaint and delivery events (``daemon.bounces.webhook``),
+"""``POST /feedback``: an ESP's bounce, complaint and delivery events (``topslot.bounces.webhook``),
 served by the tracking server. The body is read whole and bounded like ``POST /conversions``
 (``read_bounded``); each event is matched and recorded as a bounce read by the receiver would be
-(``daemon.bounces.record.take``). Answers are JSON counts and problem positions, never the input:
+(``topslot.bounces.record.take``). Answers are JSON counts and problem positions, never the input:
 200 when every event was read, 422 when some could not be (the others are recorded), 503 when an
 event is about a delivery still being sent (the ESP retries; what was recorded is then a repeat)."""
 
@@ -13,15 +13,15 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.attribution.webhook import WebhookError
-from daemon.bounces.record import take
-from daemon.bounces.webhook import MAX_BODY_BYTES, check, read
-from daemon.clock import Clock
-from daemon.links.keys import Keyring
-from daemon.logs import get_logger
-from daemon.settings import BounceSettings
-from daemon.tracking.conversions_route import BODY_TIMEOUT, read_bounded
-from daemon.tracking.pages import SECURITY_HEADERS
+from topslot.attribution.webhook import WebhookError
+from topslot.bounces.record import take
+from topslot.bounces.webhook import MAX_BODY_BYTES, check, read
+from topslot.clock import Clock
+from topslot.links.keys import Keyring
+from topslot.logs import get_logger
+from topslot.settings import BounceSettings
+from topslot.tracking.conversions_route import BODY_TIMEOUT, read_bounded
+from topslot.tracking.pages import SECURITY_HEADERS
 
 log = get_logger("tracking")
 

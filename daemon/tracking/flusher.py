@@ -5,7 +5,7 @@ that runs it a few milliseconds of Python — SQLAlchemy statement handling, bui
 results — even when the database driver does its own work elsewhere. Run on the server's event
 loop, that time is a stall of every request in flight (measured: up to 185 ms with a backlog).
 So the writer has its own thread, its own event loop and its own engine (opened like the server's
-with ``daemon.store.db.reopen``: same database, schema and pragmas; a connection belongs to the
+with ``topslot.store.db.reopen``: same database, schema and pragmas; a connection belongs to the
 loop that opened it), and the server's loop only hands a batch over and gets the result back.
 
 The ``EventBuffer`` is unchanged: one batch at a time, a failure re-queues the batch on the
@@ -22,10 +22,10 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.store.db import is_in_memory, reopen
-from daemon.tracking.classify import DEFAULT_RULES, Rules
-from daemon.tracking.hits import Hit
-from daemon.tracking.ingest import EventWriter, Written
+from topslot.store.db import is_in_memory, reopen
+from topslot.tracking.classify import DEFAULT_RULES, Rules
+from topslot.tracking.hits import Hit
+from topslot.tracking.ingest import EventWriter, Written
 
 THREAD_NAME = "topslot-tracking-writer"
 

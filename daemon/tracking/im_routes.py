@@ -1,8 +1,8 @@
 """IM gateways' delivery receipts, served by the tracking server: ``POST /im/status``.
 
-A ``kind: webhook`` gateway (``daemon.channels.im_webhook``) may tell topslot what became of a message
+A ``kind: webhook`` gateway (``topslot.channels.im_webhook``) may tell topslot what became of a message
 it forwarded. The body is JSON, signed like topslot's own requests to it (the conversion webhook's
-scheme, ``daemon.attribution.webhook``) with the secret of the provider the body names::
+scheme, ``topslot.attribution.webhook``) with the secret of the provider the body names::
 
     X-Topslot-Timestamp: <unix seconds>
     X-Topslot-Signature: sha256=<hex HMAC-SHA256(im.<provider>.secret, timestamp + "." + raw body)>
@@ -30,7 +30,7 @@ The row: with ``delivery_id``, that IM row if this provider took it (another pro
 row, or none: nothing changes, ``im_receipt_unmatched``); with only ``id``, the row whose provider id
 is ``<provider>:<id>`` (what the messenger recorded from the gateway's answer). Only a ``sent`` row
 changes and the first final receipt wins, so repeats are harmless; a receipt that beats the
-dispatcher's commit is parked and applied when the row is recorded (``daemon.store.receipts``), under
+dispatcher's commit is parked and applied when the row is recorded (``topslot.store.receipts``), under
 ``<provider>:<id>`` when the callback has an ``id``, else ``<provider>:<delivery_id>``: a gateway that
 answers sends with an id must send that ``id`` back. IM receipts never suppress an address.
 """
@@ -45,19 +45,19 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.attribution.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookError, authenticate
-from daemon.channels.im_webhook import clean_text, provider_message_id
-from daemon.clock import Clock
-from daemon.delivery import RECEIPT_STATUSES
-from daemon.delivery import DeliveryState as S
-from daemon.json_depth import nesting_depth
-from daemon.logs import get_logger
-from daemon.settings import Settings, WebhookProvider
-from daemon.store.receipts import Receipt, Recorded, Result, record_delivery_receipt, record_receipt
-from daemon.tracking.conversions_route import read_bounded
-from daemon.tracking.pages import SECURITY_HEADERS
+from topslot.attribution.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookError, authenticate
+from topslot.channels.im_webhook import clean_text, provider_message_id
+from topslot.clock import Clock
+from topslot.delivery import RECEIPT_STATUSES
+from topslot.delivery import DeliveryState as S
+from topslot.json_depth import nesting_depth
+from topslot.logs import get_logger
+from topslot.settings import Settings, WebhookProvider
+from topslot.store.receipts import Receipt, Recorded, Result, record_delivery_receipt, record_receipt
+from topslot.tracking.conversions_route import read_bounded
+from topslot.tracking.pages import SECURITY_HEADERS
 
-log = get_logger("daemon.tracking")
+log = get_logger("topslot.tracking")
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 STATUS_PATH = "/im/status"

@@ -4,7 +4,7 @@ Steps (``EventWriter.write``):
 
 1. campaign, channel and hand-over time of every delivery in the batch (hits whose delivery does
    not exist are counted as ``unknown`` and left out: the token was genuine, the row is gone);
-2. labels (``daemon.tracking.classify``): each hit alone, then link bursts per delivery, looking
+2. labels (``topslot.tracking.classify``): each hit alone, then link bursts per delivery, looking
    at this batch's clicks and the clicks stored in the last ``burst_window`` (a stored click that
    turns out to be part of a burst is relabelled ``scanner``/``link_burst``);
 3. insert the rows;
@@ -21,10 +21,10 @@ from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from daemon import metrics
-from daemon.store import tracking_events as store
-from daemon.store.db import IMMEDIATE
-from daemon.tracking.classify import (
+from topslot import metrics
+from topslot.store import tracking_events as store
+from topslot.store.db import IMMEDIATE
+from topslot.tracking.classify import (
     DEFAULT_RULES,
     HUMAN,
     MACHINE_OPEN,
@@ -39,7 +39,7 @@ from daemon.tracking.classify import (
     label,
     opens_to_upgrade,
 )
-from daemon.tracking.hits import Hit
+from topslot.tracking.hits import Hit
 
 LINK_BURST = Label(SCANNER, "link_burst")
 

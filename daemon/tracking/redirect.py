@@ -1,7 +1,7 @@
 """Where a click goes: the stored destination with the click id ``tsid`` appended (pure).
 
 The destination always comes from the ``links`` table (written by the dispatcher from the
-campaign's own templates, normalised by ``daemon.links.urls.normalise_url``), never from the
+campaign's own templates, normalised by ``topslot.links.urls.normalise_url``), never from the
 request. ``tsid`` carries the click token itself, so the shop can post it back with an order
 (``POST /conversions``) and the click is verified again there. An existing ``tsid`` parameter is
 replaced; the rest of the query and the fragment stay as they are.

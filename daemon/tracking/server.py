@@ -16,7 +16,7 @@ Opens and clicks are buffered and written in batches on a thread of their own (`
                        ``ok`` (the database answers ``SELECT 1`` within ``ready_timeout``, and
                        what ``ready_checks`` holds: the daemon adds campaigns loaded, scheduler
                        running), else 503 ``not_ready`` with what each failing check found
-``GET /metrics``       Prometheus text format (``daemon.metrics``); the database gauges come from
+``GET /metrics``       Prometheus text format (``topslot.metrics``); the database gauges come from
                        a snapshot refreshed in the background, so a scrape never waits for it
 =====================  =====================================================================
 
@@ -31,7 +31,7 @@ is a proof's (``topslot send-test``): its click is redirected by the link key al
 unsubscribe are answered, and nothing of it is recorded. The destination of a click comes only
 from the ``links`` table, so no request can choose where the redirect goes.
 
-Every response carries the security headers of ``daemon.tracking.pages`` and no cookie. Nothing
+Every response carries the security headers of ``topslot.tracking.pages`` and no cookie. Nothing
 from the request is echoed: even aiohttp's own parser errors (an oversized or malformed header)
 are answered with a static page. User-Agent, Referer and the client IP (``X-Forwarded-For`` only
 from ``TrackingOptions.trusted_proxies``) are cleaned and stored as data.
@@ -54,27 +54,27 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon import metrics
-from daemon.clock import Clock
-from daemon.errors import TopslotError
-from daemon.health import Health
-from daemon.links.keys import Keyring
-from daemon.links.tokens import TEST_DELIVERY_ID, TokenClaims, TokenError
-from daemon.links.tracking import TrackingBase, click_id, read_tracking_path
-from daemon.logs import get_logger
-from daemon.store.ledger import metrics_snapshot
-from daemon.store.links import StoredLink, find_link, find_link_by_key
-from daemon.store.tracking_events import unsubscribe
-from daemon.tracking import pages
-from daemon.tracking.buffer import BufferStats, EventBuffer
-from daemon.tracking.cache import LruCache
-from daemon.tracking.classify import DEFAULT_RULES, Rules
-from daemon.tracking.directory import CampaignDirectory
-from daemon.tracking.flusher import ThreadedWriter
-from daemon.tracking.hits import Hit, Network, clean_header, client_ip, parse_networks
-from daemon.tracking.redirect import UnsafeDestination, with_click_id
+from topslot import metrics
+from topslot.clock import Clock
+from topslot.errors import TopslotError
+from topslot.health import Health
+from topslot.links.keys import Keyring
+from topslot.links.tokens import TEST_DELIVERY_ID, TokenClaims, TokenError
+from topslot.links.tracking import TrackingBase, click_id, read_tracking_path
+from topslot.logs import get_logger
+from topslot.store.ledger import metrics_snapshot
+from topslot.store.links import StoredLink, find_link, find_link_by_key
+from topslot.store.tracking_events import unsubscribe
+from topslot.tracking import pages
+from topslot.tracking.buffer import BufferStats, EventBuffer
+from topslot.tracking.cache import LruCache
+from topslot.tracking.classify import DEFAULT_RULES, Rules
+from topslot.tracking.directory import CampaignDirectory
+from topslot.tracking.flusher import ThreadedWriter
+from topslot.tracking.hits import Hit, Network, clean_header, client_ip, parse_networks
+from topslot.tracking.redirect import UnsafeDestination, with_click_id
 
-log = get_logger("daemon.tracking")
+log = get_logger("topslot.tracking")
 
 ONE_CLICK_FIELD = "List-Unsubscribe"
 ONE_CLICK_VALUE = "One-Click"

@@ -25,7 +25,7 @@ row's provider), never the SMS phone (``tracking_events.suppress_sent_address``;
 before its row is recorded, the callback's ``To`` under each WhatsApp provider's name).
 
 The first final receipt of a message wins; a receipt that beats the dispatcher's commit of the SID
-is parked and applied when the row is recorded (``daemon.store.receipts``).
+is parked and applied when the row is recorded (``topslot.store.receipts``).
 
 Inbound SMS (answered with TwiML): the body, NFKC-normalised (full-width letters), case-folded and
 stripped of surrounding spaces, punctuation and symbols, is compared whole with the keywords:
@@ -64,18 +64,18 @@ from multidict import MultiDict
 from sqlalchemy.ext.asyncio import AsyncEngine
 from twilio.request_validator import RequestValidator
 
-from daemon.attribution.webhook import WebhookError
-from daemon.channels.twilio_sms import STATUS_CALLBACK_PATH
-from daemon.clock import Clock
-from daemon.delivery import RECEIPT_STATUSES, SuppressionReason
-from daemon.delivery import DeliveryState as S
-from daemon.logs import get_logger
-from daemon.store.receipts import Receipt, Result, record_receipt
-from daemon.store.tracking_events import lift_suppression, opt_out_address, opt_out_im, suppress_sent_address
-from daemon.tracking.conversions_route import read_bounded
-from daemon.tracking.pages import SECURITY_HEADERS
+from topslot.attribution.webhook import WebhookError
+from topslot.channels.twilio_sms import STATUS_CALLBACK_PATH
+from topslot.clock import Clock
+from topslot.delivery import RECEIPT_STATUSES, SuppressionReason
+from topslot.delivery import DeliveryState as S
+from topslot.logs import get_logger
+from topslot.store.receipts import Receipt, Result, record_receipt
+from topslot.store.tracking_events import lift_suppression, opt_out_address, opt_out_im, suppress_sent_address
+from topslot.tracking.conversions_route import read_bounded
+from topslot.tracking.pages import SECURITY_HEADERS
 
-log = get_logger("daemon.tracking")
+log = get_logger("topslot.tracking")
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 PROVIDER = "twilio"

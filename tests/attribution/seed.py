@@ -24,12 +24,12 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.attribution.inputs import ConversionInput
-from daemon.coupons.codes import GeneratedScheme
-from daemon.coupons.keys import active_coupon_key
-from daemon.links import tokens
-from daemon.links.keys import Keyring
-from daemon.store.schema import campaigns, contacts, conversions, coupon_codes, deliveries, events
+from topslot.attribution.inputs import ConversionInput
+from topslot.coupons.codes import GeneratedScheme
+from topslot.coupons.keys import active_coupon_key
+from topslot.links import tokens
+from topslot.links.keys import Keyring
+from topslot.store.schema import campaigns, contacts, conversions, coupon_codes, deliveries, events
 
 from .support import make_campaign
 

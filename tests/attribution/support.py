@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemon.campaign import Campaign
+from topslot.campaign import Campaign
 
 
 def make_campaign(campaign_id: str = "mothers-day-2027", **extra: Any) -> Campaign:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from daemon.attribution.coupons import CouponMatch, GeneratedDecoder, code_spellings
-from daemon.coupons.codes import GeneratedScheme
+from topslot.attribution.coupons import CouponMatch, GeneratedDecoder, code_spellings
+from topslot.coupons.codes import GeneratedScheme
 
 from .support import make_campaign
 

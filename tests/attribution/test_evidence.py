@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from daemon.attribution.evidence import click_times, delivery_facts, verified_clicks
-from daemon.attribution.rules import DeliveryFacts
-from daemon.links import tokens
-from daemon.store.conversions import LedgerRow, StoredClick
+from topslot.attribution.evidence import click_times, delivery_facts, verified_clicks
+from topslot.attribution.rules import DeliveryFacts
+from topslot.links import tokens
+from topslot.store.conversions import LedgerRow, StoredClick
 
 from .seed import CLICK_D3, KEYRING, SENT, flipped, order
 

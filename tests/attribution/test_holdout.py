@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from daemon.attribution.holdout import holdout_score, in_holdout
+from topslot.attribution.holdout import holdout_score, in_holdout
 
 
 def test_scores_are_stable_and_in_range() -> None:

@@ -7,7 +7,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from daemon.attribution.inputs import ConversionInput, FieldProblem, parse_conversion_fields
+from topslot.attribution.inputs import ConversionInput, FieldProblem, parse_conversion_fields
 
 AT = "2027-05-06T09:15:00+08:00"
 GOOD = {"order_id": "A-1", "occurred_at": "2027-05-06T09:15:00+08:00", "revenue": "19.90"}

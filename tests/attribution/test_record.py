@@ -8,7 +8,7 @@ from decimal import Decimal as D
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.attribution.record import record_conversions
+from topslot.attribution.record import record_conversions
 
 from .seed import (
     CLICK_D3,

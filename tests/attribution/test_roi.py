@@ -6,8 +6,8 @@ from decimal import Decimal as D
 
 import pytest
 
-from daemon.attribution.roi import ConversionLine, LiftCounts, Totals, lift, roi_figures, send_costs, totals
-from daemon.campaign import Costs
+from topslot.attribution.roi import ConversionLine, LiftCounts, Totals, lift, roi_figures, send_costs, totals
+from topslot.campaign import Costs
 
 COSTS = Costs(email=D("0.002"), sms=D("0.05"), currency="USD", margin=D("0.40"))
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 
-from daemon.attribution.coupons import CouponMatch
-from daemon.attribution.inputs import ConversionInput
-from daemon.attribution.rules import Attribution, ClickFacts, DeliveryFacts, attribute, choose_delivery
-from daemon.attribution.windows import campaign_window
+from topslot.attribution.coupons import CouponMatch
+from topslot.attribution.inputs import ConversionInput
+from topslot.attribution.rules import Attribution, ClickFacts, DeliveryFacts, attribute, choose_delivery
+from topslot.attribution.windows import campaign_window
 
 from .support import make_campaign
 

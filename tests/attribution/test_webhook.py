@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from daemon.attribution.webhook import (
+from topslot.attribution.webhook import (
     MAX_BATCH,
     MAX_DEPTH,
     SIGNATURE_HEADER,
@@ -19,7 +19,7 @@ from daemon.attribution.webhook import (
     signed_headers,
     webhook_answer,
 )
-from daemon.json_depth import nesting_depth
+from topslot.json_depth import nesting_depth
 
 KEY = "whsec-test-0123456789"
 NOW = datetime(2027, 5, 6, 1, 0, tzinfo=UTC)

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from string import Template
 
-from daemon.links.keys import Keyring
-from daemon.links.tokens import sign
-from daemon.links.verp import return_path
+from topslot.links.keys import Keyring
+from topslot.links.tokens import sign
+from topslot.links.verp import return_path
 
 CORPUS = Path(__file__).parent / "corpus"
 KEYRING = Keyring({"k1": b"bounce-test-key-0123456789abcdef"})

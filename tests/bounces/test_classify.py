@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.bounces.classify import Kind, classify, kind_of
-from daemon.bounces.record import find_delivery
+from topslot.bounces.classify import Kind, classify, kind_of
+from topslot.bounces.record import find_delivery
 
 from .corpus import KEYRING, RCPT, message
 

@@ -17,14 +17,14 @@ from channels.scripted_smtp import ScriptedSmtpServer, unused_port
 from dispatch.fixtures import DUE, NOW, campaign, import_people, ledger_by_email, settings
 from sqlalchemy import select
 
-from daemon.bounces.receiver import FeedbackReceiver
-from daemon.clock import FakeClock
-from daemon.dispatch.service import DispatchService
-from daemon.links.keys import load_keyring
-from daemon.links.verp import delivery_of
-from daemon.scheduling.scheduler import BucketScheduler
-from daemon.store.db import open_engine, upgrade
-from daemon.store.schema import suppressions
+from topslot.bounces.receiver import FeedbackReceiver
+from topslot.clock import FakeClock
+from topslot.dispatch.service import DispatchService
+from topslot.links.keys import load_keyring
+from topslot.links.verp import delivery_of
+from topslot.scheduling.scheduler import BucketScheduler
+from topslot.store.db import open_engine, upgrade
+from topslot.store.schema import suppressions
 
 from .corpus import DOMAIN, values
 
@@ -223,8 +223,8 @@ async def test_a_relay_that_accepts_then_bounces(tmp_path: Path) -> None:
 async def test_a_bounce_for_a_send_not_yet_recorded_is_451_after_a_wait(
     engine: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from daemon.bounces import receiver as receiver_module
-    from daemon.settings import BounceSettings
+    from topslot.bounces import receiver as receiver_module
+    from topslot.settings import BounceSettings
 
     from .corpus import KEYRING, RCPT, message
     from .test_record import seed, state

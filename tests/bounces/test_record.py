@@ -8,9 +8,9 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.bounces.classify import Kind, classify
-from daemon.bounces.record import Result, find_delivery, record_feedback
-from daemon.store.schema import campaigns, contacts, deliveries, events, suppressions
+from topslot.bounces.classify import Kind, classify
+from topslot.bounces.record import Result, find_delivery, record_feedback
+from topslot.store.schema import campaigns, contacts, deliveries, events, suppressions
 
 from .corpus import KEYRING, RCPT, message
 

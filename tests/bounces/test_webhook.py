@@ -13,14 +13,14 @@ import aiohttp
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.attribution.webhook import WebhookError, signed_headers
-from daemon.bounces.classify import Kind
-from daemon.bounces.record import find_delivery
-from daemon.bounces.webhook import check, read
-from daemon.clock import FakeClock
-from daemon.settings import BounceSettings
-from daemon.tracking.feedback_route import feedback_handler
-from daemon.tracking.server import TrackingOptions, TrackingServer
+from topslot.attribution.webhook import WebhookError, signed_headers
+from topslot.bounces.classify import Kind
+from topslot.bounces.record import find_delivery
+from topslot.bounces.webhook import check, read
+from topslot.clock import FakeClock
+from topslot.settings import BounceSettings
+from topslot.tracking.feedback_route import feedback_handler
+from topslot.tracking.server import TrackingOptions, TrackingServer
 
 from .corpus import KEYRING, RCPT, values
 from .test_record import NOW, seed, state, suppressed

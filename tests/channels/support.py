@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import itertools
 
-from daemon.channels.base import EmailEnvelope
-from daemon.settings import SmtpServer
+from topslot.channels.base import EmailEnvelope
+from topslot.settings import SmtpServer
 
 _ids = itertools.count(1)
 

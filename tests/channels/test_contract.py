@@ -1,4 +1,4 @@
-"""One contract suite over every messenger (``daemon.channels.base.Messenger``), each against the
+"""One contract suite over every messenger (``topslot.channels.base.Messenger``), each against the
 real thing: the outboxes against real files, SMTP against a real SMTP server over TCP, Twilio
 against a fake Twilio over HTTP, the test kit in memory.
 
@@ -24,12 +24,12 @@ from channels import fake_telegram
 from channels.fake_twilio import ACCEPT, DROP, FakeTwilio, refuse
 from channels.scripted_smtp import ScriptedSmtpServer
 from channels.support import envelope, server_config
-from daemon.channel import CHANNELS
-from daemon.channels.base import ContentTemplate, EmailEnvelope, Message, Messenger, TextMessage, on_handover
-from daemon.channels.registry import Registry
-from daemon.channels.testing import Answer, RecordingMessenger, ScriptedMessenger
-from daemon.errors import AmbiguousSendError, PermanentSendError, TransientSendError
-from daemon.settings import Settings
+from topslot.channel import CHANNELS
+from topslot.channels.base import ContentTemplate, EmailEnvelope, Message, Messenger, TextMessage, on_handover
+from topslot.channels.registry import Registry
+from topslot.channels.testing import Answer, RecordingMessenger, ScriptedMessenger
+from topslot.errors import AmbiguousSendError, PermanentSendError, TransientSendError
+from topslot.settings import Settings
 
 Outcome = Literal["accept", "refuse", "retry", "ambiguous"]
 
@@ -369,9 +369,9 @@ async def test_after_close_sends_are_transient_and_close_is_idempotent(harness: 
 def test_every_http_messenger_refuses_a_timeout_or_concurrency_that_cannot_work(
     timeout: float, max_in_flight: int
 ) -> None:
-    from daemon.channels.im_webhook import ImWebhook
-    from daemon.channels.telegram import TelegramBot
-    from daemon.channels.twilio_sms import TwilioSms
+    from topslot.channels.im_webhook import ImWebhook
+    from topslot.channels.telegram import TelegramBot
+    from topslot.channels.twilio_sms import TwilioSms
 
     builders = [
         lambda: TwilioSms(account_sid="AC" + "0" * 32, auth_token="t", from_number="+15550001111",

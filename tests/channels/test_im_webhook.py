@@ -30,13 +30,13 @@ from channels.fake_im_gateway import (
     verify,
 )
 from channels.scripted_smtp import unused_port
-from daemon.attribution.webhook import authenticate
-from daemon.channels import im_webhook as iw
-from daemon.channels.base import Card, EmailEnvelope, Messenger, TextMessage
-from daemon.channels.im_webhook import BUSY_BACKOFF, ImWebhook, classify
-from daemon.clock import FakeClock
-from daemon.errors import AmbiguousSendError, PermanentSendError, SendError, TransientSendError
-from daemon.settings import Settings
+from topslot.attribution.webhook import authenticate
+from topslot.channels import im_webhook as iw
+from topslot.channels.base import Card, EmailEnvelope, Messenger, TextMessage
+from topslot.channels.im_webhook import BUSY_BACKOFF, ImWebhook, classify
+from topslot.clock import FakeClock
+from topslot.errors import AmbiguousSendError, PermanentSendError, SendError, TransientSendError
+from topslot.settings import Settings
 
 SENT_AT = datetime(2027, 5, 9, 7, 30, 5, 123456, tzinfo=UTC)
 CARD = Card("Mother's Day 母亲节", "https://t.example.com/t/c/abc", "Shop now", "MOM-7Q2K")

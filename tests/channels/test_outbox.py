@@ -7,9 +7,9 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from daemon.channels.base import Card, ContentTemplate, EmailEnvelope, TextMessage
-from daemon.channels.outbox import JsonlTextOutbox, MaildirOutbox
-from daemon.clock import FakeClock
+from topslot.channels.base import Card, ContentTemplate, EmailEnvelope, TextMessage
+from topslot.channels.outbox import JsonlTextOutbox, MaildirOutbox
+from topslot.clock import FakeClock
 
 DATA = "From: shop@shop.example\r\nTo: ann@a.example\r\nSubject: 母亲节\r\n\r\nHi\r\n".encode()
 

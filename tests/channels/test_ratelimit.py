@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from daemon.channels.ratelimit import KeyedLimiter, TokenBucket, recipient_domain
+from topslot.channels.ratelimit import KeyedLimiter, TokenBucket, recipient_domain
 
 from .support import MonotonicFake
 

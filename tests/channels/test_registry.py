@@ -8,10 +8,10 @@ import pytest
 from dispatch.fixtures import campaign
 from dispatch.fixtures import settings as smtp_settings
 
-from daemon.channels.outbox import JsonlTextOutbox, MaildirOutbox
-from daemon.channels.registry import OUTBOX_RATE_PER_S, Registry, provider_problems
-from daemon.channels.smtp import SmtpPool
-from daemon.settings import Settings, SmtpServer
+from topslot.channels.outbox import JsonlTextOutbox, MaildirOutbox
+from topslot.channels.registry import OUTBOX_RATE_PER_S, Registry, provider_problems
+from topslot.channels.smtp import SmtpPool
+from topslot.settings import Settings, SmtpServer
 
 
 def demo_settings(tmp_path: Path) -> Settings:

@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from daemon.channels.smtp import Backoff, SmtpPool, SmtpTimeouts
-from daemon.errors import AmbiguousSendError, PermanentSendError, TransientSendError
+from topslot.channels.smtp import Backoff, SmtpPool, SmtpTimeouts
+from topslot.errors import AmbiguousSendError, PermanentSendError, TransientSendError
 
 from .scripted_smtp import ScriptedSmtpServer, unused_port
 from .support import FrozenTime, MonotonicFake, envelope, server_config

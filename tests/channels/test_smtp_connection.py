@@ -7,7 +7,7 @@ from aiosmtplib import SMTPDataError, SMTPRecipientRefused, SMTPServerDisconnect
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.channels.smtp_connection import SmtpConnection, data_payload
+from topslot.channels.smtp_connection import SmtpConnection, data_payload
 
 from .scripted_smtp import ScriptedSmtpServer
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.channels.smtp_replies import (
+from topslot.channels.smtp_replies import (
     classify_reply,
     enhanced_status,
     is_hard_bounce,
     is_server_problem,
     provider_id_from_reply,
 )
-from daemon.errors import PermanentSendError, TransientSendError
+from topslot.errors import PermanentSendError, TransientSendError
 
 
 @pytest.mark.parametrize(

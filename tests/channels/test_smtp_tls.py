@@ -15,8 +15,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from daemon.channels.smtp import SmtpPool
-from daemon.errors import TransientSendError
+from topslot.channels.smtp import SmtpPool
+from topslot.errors import TransientSendError
 
 from .scripted_smtp import unused_port
 from .support import envelope, server_config

@@ -34,13 +34,13 @@ from channels.fake_telegram import (
 )
 from channels.scripted_smtp import unused_port
 from channels.support import FrozenTime, envelope
-from daemon.channels.base import Card, Messenger, TextMessage
-from daemon.channels.http import hand_over, redact
-from daemon.channels.registry import Registry
-from daemon.channels.telegram import BUSY_BACKOFF, TelegramBot, classify, render
-from daemon.delivery import SuppressionReason
-from daemon.errors import AmbiguousSendError, PermanentSendError, SendError, TransientSendError
-from daemon.settings import Settings
+from topslot.channels.base import Card, Messenger, TextMessage
+from topslot.channels.http import hand_over, redact
+from topslot.channels.registry import Registry
+from topslot.channels.telegram import BUSY_BACKOFF, TelegramBot, classify, render
+from topslot.delivery import SuppressionReason
+from topslot.errors import AmbiguousSendError, PermanentSendError, SendError, TransientSendError
+from topslot.settings import Settings
 
 CARD = Card("Mother's Day", "https://t.shop.example/c/abc123", "Shop now", "MOM-7Q2X")
 

@@ -34,13 +34,13 @@ from channels.fake_twilio import (
 )
 from channels.scripted_smtp import unused_port
 from channels.support import FrozenTime
-from daemon.channels.base import EmailEnvelope, Messenger, TextMessage
-from daemon.channels.http import basic_auth, form_quote
-from daemon.channels.outbox import JsonlTextOutbox
-from daemon.channels.registry import Registry
-from daemon.channels.twilio_sms import BUSY_BACKOFF, TwilioSms, classify, parse_retry_after
-from daemon.errors import AmbiguousSendError, PermanentSendError, TransientSendError
-from daemon.settings import Settings
+from topslot.channels.base import EmailEnvelope, Messenger, TextMessage
+from topslot.channels.http import basic_auth, form_quote
+from topslot.channels.outbox import JsonlTextOutbox
+from topslot.channels.registry import Registry
+from topslot.channels.twilio_sms import BUSY_BACKOFF, TwilioSms, classify, parse_retry_after
+from topslot.errors import AmbiguousSendError, PermanentSendError, TransientSendError
+from topslot.settings import Settings
 
 SERVICE = "MG" + "fedcba9876543210" * 2
 SID = re.compile(r"^SM[0-9a-f]{32}$")

@@ -18,20 +18,20 @@ from aiohttp import web
 from twilio.request_validator import RequestValidator
 
 from channels.fake_twilio import ACCEPT, DROP, Behaviour, FakeTwilio, refuse, server_error
-from daemon.channels.base import ContentTemplate, Messenger, TextMessage
-from daemon.channels.http import basic_auth
-from daemon.channels.registry import Registry
-from daemon.channels.twilio_sms import BUSY_BACKOFF, TwilioSms
-from daemon.channels.twilio_whatsapp import (
+from topslot.channels.base import ContentTemplate, Messenger, TextMessage
+from topslot.channels.http import basic_auth
+from topslot.channels.registry import Registry
+from topslot.channels.twilio_sms import BUSY_BACKOFF, TwilioSms
+from topslot.channels.twilio_whatsapp import (
     SENDER_LIMIT_BACKOFF,
     TwilioWhatsApp,
     classify_whatsapp,
     content_variables,
     whatsapp_address,
 )
-from daemon.delivery import SuppressionReason
-from daemon.errors import AmbiguousSendError, PermanentSendError, TransientSendError
-from daemon.settings import Settings
+from topslot.delivery import SuppressionReason
+from topslot.errors import AmbiguousSendError, PermanentSendError, TransientSendError
+from topslot.settings import Settings
 
 SENDER = "+14155238886"
 SERVICE = "MG" + "fedcba9876543210" * 2

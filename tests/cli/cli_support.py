@@ -9,8 +9,8 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from daemon.cli import app
-from daemon.store.db import open_engine
+from topslot.cli import app
+from topslot.store.db import open_engine
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config" / "example"

@@ -15,10 +15,10 @@ from bounces.corpus import message  # noqa: E402
 from bounces.test_record import seed  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
-from daemon.links.keys import load_keyring  # noqa: E402
-from daemon.settings import load_settings  # noqa: E402
-from daemon.store.db import open_engine, upgrade  # noqa: E402
-from daemon.store.schema import deliveries, suppressions  # noqa: E402
+from topslot.links.keys import load_keyring  # noqa: E402
+from topslot.settings import load_settings  # noqa: E402
+from topslot.store.db import open_engine, upgrade  # noqa: E402
+from topslot.store.schema import deliveries, suppressions  # noqa: E402
 
 
 def _prepare(config_dir: Path) -> None:

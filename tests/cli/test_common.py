@@ -49,10 +49,10 @@ def with_database(config_dir: Path, url: str) -> Path:
 
 
 def topslot(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """``python -m daemon ARGS`` as a real process (so a traceback would really show)."""
+    """``python -m topslot ARGS`` as a real process (so a traceback would really show)."""
     clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("TOPSLOT_")}
     return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
+        [sys.executable, "-m", "topslot", *args],
         cwd=cwd,
         env={**clean, "PYTHONPATH": str(REPO), **env},
         capture_output=True,
@@ -353,7 +353,7 @@ def test_progress_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> Non
 
     from rich.console import Console
 
-    from daemon.cli import common
+    from topslot.cli import common
 
     piped = io.StringIO()
     monkeypatch.setattr(common, "err", Console(file=piped, force_terminal=False))

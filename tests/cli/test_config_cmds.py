@@ -16,14 +16,14 @@ from cli_support import EXAMPLE
 from cli_support import run as run_in_process
 from typer.testing import CliRunner
 
-from daemon.cli import app
-from daemon.cli.config_cmds import schema_text
-from daemon.runtime.ports import load_campaigns
-from daemon.scheduling.plan_run import plan_campaign
-from daemon.scheduling.scheduler import config_hash
-from daemon.settings import load_settings
-from daemon.store import ledger
-from daemon.store.db import prepare_database
+from topslot.cli import app
+from topslot.cli.config_cmds import schema_text
+from topslot.runtime.ports import load_campaigns
+from topslot.scheduling.plan_run import plan_campaign
+from topslot.scheduling.scheduler import config_hash
+from topslot.settings import load_settings
+from topslot.store import ledger
+from topslot.store.db import prepare_database
 
 REPO = Path(__file__).resolve().parents[2]
 BROKEN = REPO / "tests" / "config" / "broken"
@@ -31,7 +31,7 @@ BROKEN = REPO / "tests" / "config" / "broken"
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "daemon", *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "topslot", *args], cwd=cwd, capture_output=True, text=True, timeout=120,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
 
@@ -142,7 +142,7 @@ def test_validate_names_the_variable_for_a_secret_in_topslot_yaml_and_that_varia
     (config / "topslot.yaml").write_text("signing_key_id: k9\n")  # moved where the message said
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("TOPSLOT_")}
     done = subprocess.run(
-        [sys.executable, "-m", "daemon", "validate", "config"], cwd=tmp_path, capture_output=True, text=True,
+        [sys.executable, "-m", "topslot", "validate", "config"], cwd=tmp_path, capture_output=True, text=True,
         timeout=120, env={**env, "PYTHONPATH": str(REPO), "TOPSLOT_SIGNING_KEYS__K9": "key-in-the-right-place-0123"},
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
@@ -178,7 +178,7 @@ def test_validate_checks_the_im_provider_and_says_which_contact_column_it_needs(
 
 def run_env(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "daemon", *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "topslot", *args], cwd=cwd, capture_output=True, text=True, timeout=120,
         env={**os.environ, "PYTHONPATH": str(REPO), **env},
     )  # fmt: skip
 

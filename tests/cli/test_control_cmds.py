@@ -10,10 +10,10 @@ from pathlib import Path
 from cli_support import EXAMPLE, db_rows, run
 from sqlalchemy import insert, select
 
-from daemon.settings import load_settings
-from daemon.store import status
-from daemon.store.db import open_engine
-from daemon.store.schema import campaign_controls, campaigns, contacts, deliveries
+from topslot.settings import load_settings
+from topslot.store import status
+from topslot.store.db import open_engine
+from topslot.store.schema import campaign_controls, campaigns, contacts, deliveries
 
 DUE = datetime(2099, 5, 6, 7, 30, tzinfo=UTC)  # ahead: a next bucket
 

@@ -9,10 +9,10 @@ import pytest
 from cli_support import NOT_UTF8, REPO, TEN_MB, db_rows, run
 from sqlalchemy import select
 
-from daemon.coupons.codes import GeneratedScheme
-from daemon.coupons.keys import active_coupon_key
-from daemon.links.keys import Keyring
-from daemon.store.schema import conversions
+from topslot.coupons.codes import GeneratedScheme
+from topslot.coupons.keys import active_coupon_key
+from topslot.links.keys import Keyring
+from topslot.store.schema import conversions
 
 SIGNING_KEY = "cli-test-signing-key-0123456789"
 

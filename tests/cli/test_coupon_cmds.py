@@ -11,11 +11,11 @@ import pytest
 from cli_support import NOT_UTF8, REPO, TEN_MB, db_rows, run
 from sqlalchemy import insert, select
 
-from daemon.coupons.codes import GeneratedScheme
-from daemon.coupons.keys import active_coupon_key
-from daemon.links.keys import Keyring
-from daemon.store.db import IMMEDIATE, open_engine, upgrade
-from daemon.store.schema import contacts, coupon_codes
+from topslot.coupons.codes import GeneratedScheme
+from topslot.coupons.keys import active_coupon_key
+from topslot.links.keys import Keyring
+from topslot.store.db import IMMEDIATE, open_engine, upgrade
+from topslot.store.schema import contacts, coupon_codes
 
 SIGNING_KEY = "cli-test-signing-key-0123456789"
 NOW = datetime(2027, 5, 6, tzinfo=UTC)
@@ -85,9 +85,9 @@ def test_import_stock_and_verify_a_pool_code(config: Path, tmp_path: Path) -> No
 
     # hand out 19 of the 20 codes: 5 % left
     async def reserve() -> None:
-        from daemon.config import load_campaigns
-        from daemon.store.coupons import commit
-        from daemon.store.coupons import reserve as reserve_codes
+        from topslot.config import load_campaigns
+        from topslot.store.coupons import commit
+        from topslot.store.coupons import reserve as reserve_codes
 
         campaign = load_campaigns(config / "campaigns", REPO / "templates").campaigns["fathers-day-2027"]
         engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'var' / 'topslot.db'}")

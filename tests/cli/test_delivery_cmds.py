@@ -9,9 +9,9 @@ from pathlib import Path
 from cli_support import EXAMPLE, run
 from sqlalchemy import insert, select
 
-from daemon.settings import load_settings
-from daemon.store.db import open_engine
-from daemon.store.schema import campaigns, contacts, deliveries
+from topslot.settings import load_settings
+from topslot.store.db import open_engine
+from topslot.store.schema import campaigns, contacts, deliveries
 
 NOW = datetime(2027, 5, 6, tzinfo=UTC)
 

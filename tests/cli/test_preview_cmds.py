@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from daemon.cli import app
+from topslot.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config" / "example"

@@ -23,15 +23,15 @@ from aiosmtpd.controller import Controller
 from cli_support import EXAMPLE, REPO, db_rows, run
 from sqlalchemy import func, select
 
-from daemon.cli.proof_cmds import ProofProblem, parse_addresses
-from daemon.clock import SystemClock
-from daemon.links.keys import load_keyring
-from daemon.links.short import verify_short
-from daemon.links.tokens import TEST_DELIVERY_ID, verify
-from daemon.settings import load_settings
-from daemon.store.db import open_engine
-from daemon.store.schema import coupon_codes, deliveries, events, links, suppressions
-from daemon.tracking.server import TrackingOptions, TrackingServer
+from topslot.cli.proof_cmds import ProofProblem, parse_addresses
+from topslot.clock import SystemClock
+from topslot.links.keys import load_keyring
+from topslot.links.short import verify_short
+from topslot.links.tokens import TEST_DELIVERY_ID, verify
+from topslot.settings import load_settings
+from topslot.store.db import open_engine
+from topslot.store.schema import coupon_codes, deliveries, events, links, suppressions
+from topslot.tracking.server import TrackingOptions, TrackingServer
 
 sys.path.insert(0, str(REPO / "tests"))
 from channels.fake_im_gateway import FakeImGateway  # noqa: E402

@@ -1,7 +1,7 @@
 """``topslot report`` and its slot comparison in every format, against a seeded ledger
 (``tests/reporting/slot_seed.py``) on SQLite and, with TOPSLOT_TEST_DATABASE_URL, on a PostgreSQL
 database of its own. Every expected number is worked out from the seed's rows and
-``daemon.reporting.stats`` (itself tested against published values), never written in."""
+``topslot.reporting.stats`` (itself tested against published values), never written in."""
 
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ from sqlalchemy.engine import make_url
 sys.path.insert(0, str(REPO / "tests"))
 from reporting.slot_seed import CAMPAIGN, CAMPAIGNS, SECOND, Expected, expected_counts, seed_slots  # noqa: E402
 
-from daemon.reporting.slots import MIN_RECIPIENTS  # noqa: E402
-from daemon.reporting.stats import Interval, mean_interval, newcombe, welch, wilson  # noqa: E402
-from daemon.settings import load_settings  # noqa: E402
-from daemon.store.db import open_engine, upgrade  # noqa: E402
+from topslot.reporting.slots import MIN_RECIPIENTS  # noqa: E402
+from topslot.reporting.stats import Interval, mean_interval, newcombe, welch, wilson  # noqa: E402
+from topslot.settings import load_settings  # noqa: E402
+from topslot.store.db import open_engine, upgrade  # noqa: E402
 
 
 def _with_database(config_dir: Path, url: str) -> None:

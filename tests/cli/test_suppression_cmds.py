@@ -19,8 +19,8 @@ from sqlalchemy import text
 sys.path.insert(0, str(REPO / "tests"))
 from reporting.seed import seed  # noqa: E402
 
-from daemon.settings import load_settings  # noqa: E402
-from daemon.store.db import open_engine, upgrade  # noqa: E402
+from topslot.settings import load_settings  # noqa: E402
+from topslot.store.db import open_engine, upgrade  # noqa: E402
 
 
 def query(config_dir: Path, sql: str) -> list[tuple]:

@@ -23,7 +23,7 @@ def test_validate_refuses_an_alias_bomb_naming_the_alias_with_flat_memory(tmp_pa
     shutil.copytree(REPO / "templates", tmp_path / "templates")
     (tmp_path / "config" / "campaigns" / "bomb.yaml").write_text(alias_bomb())
     done = subprocess.run(  # through a parent that reports its child's peak RSS (kB) as its last line
-        [sys.executable, "-c", PEAK_RSS_WRAPPER, sys.executable, "-m", "daemon", "validate", "config"],
+        [sys.executable, "-c", PEAK_RSS_WRAPPER, sys.executable, "-m", "topslot", "validate", "config"],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         capture_output=True,

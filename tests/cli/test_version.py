@@ -6,8 +6,8 @@ from importlib.metadata import version
 
 from typer.testing import CliRunner
 
-from daemon import __version__
-from daemon.cli import app
+from topslot import __version__
+from topslot.cli import app
 
 
 def test_version_prints_the_package_version_and_exits_zero() -> None:

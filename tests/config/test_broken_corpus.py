@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config.campaigns import load_campaign_file, load_campaigns
+from topslot.config.campaigns import load_campaign_file, load_campaigns
 
 HERE = Path(__file__).parent
 BROKEN = HERE / "broken"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.campaign import Campaign
-from daemon.config.campaigns import campaign_files, load_campaign_file, load_campaigns
-from daemon.errors import InvalidInput
+from topslot.campaign import Campaign
+from topslot.config.campaigns import campaign_files, load_campaign_file, load_campaigns
+from topslot.errors import InvalidInput
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "config" / "campaigns"

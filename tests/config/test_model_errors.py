@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from daemon.campaign import Campaign
-from daemon.config.model_errors import describe, label_of, validation_problems
-from daemon.yaml_source import load_yaml_text
+from topslot.campaign import Campaign
+from topslot.config.model_errors import describe, label_of, validation_problems
+from topslot.yaml_source import load_yaml_text
 
 BASE = """\
 id: t

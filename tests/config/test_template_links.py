@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from daemon.cli import app
-from daemon.config.campaigns import load_campaign_file
-from daemon.errors import Problem
+from topslot.cli import app
+from topslot.config.campaigns import load_campaign_file
+from topslot.errors import Problem
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config" / "campaigns" / "mothers-day-2027.yaml"

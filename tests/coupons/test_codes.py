@@ -7,8 +7,8 @@ import string
 
 import pytest
 
-from daemon.coupons import codes
-from daemon.coupons.codes import (
+from topslot.coupons import codes
+from topslot.coupons.codes import (
     ALPHABET,
     CouponCodeError,
     GeneratedScheme,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from daemon.coupons.codes import GeneratedScheme
-from daemon.coupons.keys import active_coupon_key, coupon_keys
-from daemon.links.keys import Keyring
+from topslot.coupons.codes import GeneratedScheme
+from topslot.coupons.keys import active_coupon_key, coupon_keys
+from topslot.links.keys import Keyring
 
 
 def test_one_coupon_key_per_signing_key_active_first() -> None:

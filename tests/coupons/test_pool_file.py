@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from daemon.coupons.pool_file import PoolLine, check_code, check_pool_name, read_pool_lines
-from daemon.errors import Problem
-from daemon.imports.limits import MAX_FIELD_CHARS
-from daemon.imports.lines import BadLine
+from topslot.coupons.pool_file import PoolLine, check_code, check_pool_name, read_pool_lines
+from topslot.errors import Problem
+from topslot.imports.limits import MAX_FIELD_CHARS
+from topslot.imports.lines import BadLine
 
 
 def read(text: str) -> list[PoolLine | Problem]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.coupons.stock import (
+from topslot.coupons.stock import (
     ExhaustedAction,
     PoolStock,
     check_generated,

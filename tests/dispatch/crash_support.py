@@ -32,7 +32,7 @@ from channels.fake_twilio import FakeTwilio
 from channels.scripted_smtp import ScriptedSmtpServer
 
 _SCRIPT = Path(sys.executable).parent / "topslot"  # the installed console script, as systemd runs it
-TOPSLOT = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "daemon"]
+TOPSLOT = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "topslot"]
 
 CAMPAIGN_ID = "crash-test"
 NODE_ID = "crash-node"

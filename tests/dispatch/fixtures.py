@@ -10,10 +10,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.campaign import Campaign
-from daemon.settings import Settings
-from daemon.store.contacts import import_contacts
-from daemon.store.schema import contacts, deliveries
+from topslot.campaign import Campaign
+from topslot.settings import Settings
+from topslot.store.contacts import import_contacts
+from topslot.store.schema import contacts, deliveries
 
 NOW = datetime(2027, 5, 5, 12, 0, tzinfo=UTC)  # the campaign's single slot is 2027-05-06 07:30 UTC
 DUE = datetime(2027, 5, 6, 7, 30, tzinfo=UTC)

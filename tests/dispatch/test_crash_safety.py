@@ -30,7 +30,6 @@ from pathlib import Path
 
 import pytest
 
-from daemon.dispatch.dispatcher import CHUNK, IN_FLIGHT
 from dispatch.crash_support import (
     NODE_ID,
     NON_TERMINAL,
@@ -46,6 +45,7 @@ from dispatch.crash_support import (
     wait_until,
     write_setup,
 )
+from topslot.dispatch.dispatcher import CHUNK, IN_FLIGHT
 
 pytestmark = pytest.mark.slow
 

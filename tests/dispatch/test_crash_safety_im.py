@@ -34,7 +34,6 @@ from pathlib import Path
 import pytest
 from channels.fake_im_gateway import slow
 
-from daemon.dispatch.dispatcher import CHUNK, IN_FLIGHT
 from dispatch.crash_support import (
     IM_PROVIDER,
     NODE_ID,
@@ -52,6 +51,7 @@ from dispatch.crash_support import (
     wait_until,
     write_im_setup,
 )
+from topslot.dispatch.dispatcher import CHUNK, IN_FLIGHT
 
 pytestmark = pytest.mark.slow
 

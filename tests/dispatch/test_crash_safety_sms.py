@@ -30,7 +30,6 @@ from pathlib import Path
 import pytest
 from channels.fake_twilio import slow
 
-from daemon.dispatch.dispatcher import CHUNK, IN_FLIGHT
 from dispatch.crash_support import (
     NODE_ID,
     CrashTwilio,
@@ -47,6 +46,7 @@ from dispatch.crash_support import (
     wait_until,
     write_sms_setup,
 )
+from topslot.dispatch.dispatcher import CHUNK, IN_FLIGHT
 
 pytestmark = pytest.mark.slow
 

@@ -10,18 +10,18 @@ import pytest
 from channels.scripted_smtp import ScriptedSmtpServer
 from sqlalchemy import insert, select
 
-from daemon.channel import spec_of
-from daemon.clock import FakeClock
-from daemon.coupons import codes
-from daemon.coupons.keys import active_coupon_key
-from daemon.dispatch.dispatcher import ChunkWindow
-from daemon.dispatch.service import DispatchService
-from daemon.links.tokens import verify
-from daemon.scheduling.scheduler import BucketScheduler
-from daemon.store import ledger
-from daemon.store.ledger import Claimed
-from daemon.store.schema import coupon_codes, deliveries, suppressions
 from dispatch.fixtures import DUE, NOW, campaign, import_people, ledger_by_email, settings
+from topslot.channel import spec_of
+from topslot.clock import FakeClock
+from topslot.coupons import codes
+from topslot.coupons.keys import active_coupon_key
+from topslot.dispatch.dispatcher import ChunkWindow
+from topslot.dispatch.service import DispatchService
+from topslot.links.tokens import verify
+from topslot.scheduling.scheduler import BucketScheduler
+from topslot.store import ledger
+from topslot.store.ledger import Claimed
+from topslot.store.schema import coupon_codes, deliveries, suppressions
 
 EMAILS = [
     "accept+1@a.example",

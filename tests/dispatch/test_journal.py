@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.channels.base import handing_over, on_handover
-from daemon.dispatch.journal import Accepted, HandoverJournal, journal_path, journals, owner_of, read_journal
+from topslot.channels.base import handing_over, on_handover
+from topslot.dispatch.journal import Accepted, HandoverJournal, journal_path, journals, owner_of, read_journal
 
 
 async def test_marks_are_on_disk_when_mark_returns_and_concurrent_ones_share_fsyncs(
@@ -76,7 +76,7 @@ async def test_settled_empties_it_once_it_is_large_and_close_removes_it(
     await journal.mark(7)
     await journal.settled()
     assert read_journal(journal.path) == {7: None}  # small: kept (harmless: row 7 is settled in the ledger)
-    monkeypatch.setattr("daemon.dispatch.journal.KEEP_BYTES", 1)
+    monkeypatch.setattr("topslot.dispatch.journal.KEEP_BYTES", 1)
     await journal.settled()
     assert read_journal(journal.path) == {}
     await journal.mark(8)  # appends after the truncation
@@ -138,7 +138,7 @@ async def test_written_from_the_start_again_an_old_longer_line_never_shows_throu
     journal.open()
     await journal.mark(123456)
     journal.accepted(123456, "queued as Q1", "smtp", None)
-    monkeypatch.setattr("daemon.dispatch.journal.KEEP_BYTES", 1)
+    monkeypatch.setattr("topslot.dispatch.journal.KEEP_BYTES", 1)
     await journal.settled()  # everything settled: the next line goes at the start
     await journal.mark(7)
     journal.close(remove=False)
@@ -148,7 +148,7 @@ async def test_written_from_the_start_again_an_old_longer_line_never_shows_throu
 def test_a_journal_that_cannot_be_created_is_logged_and_the_daemon_sends_without_it(tmp_path: Path) -> None:
     from structlog.testing import capture_logs
 
-    from daemon.dispatch.service import open_journal
+    from topslot.dispatch.service import open_journal
 
     (tmp_path / "var").write_text("a file where the var directory should be")
     with capture_logs() as logs:
@@ -167,11 +167,11 @@ async def test_recovery_trusts_the_journals_of_gone_processes_only(tmp_path: Pat
     from sqlalchemy import select, update
     from store.sending_rows import add_campaign, add_contact, add_leased_row
 
-    from daemon.clock import FakeClock
-    from daemon.dispatch.service import DispatchService
-    from daemon.settings import Settings
-    from daemon.store.db import open_engine, upgrade
-    from daemon.store.schema import deliveries
+    from topslot.clock import FakeClock
+    from topslot.dispatch.service import DispatchService
+    from topslot.settings import Settings
+    from topslot.store.db import open_engine, upgrade
+    from topslot.store.schema import deliveries
 
     now = datetime(2027, 5, 6, 7, 0, tzinfo=UTC)
     engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")

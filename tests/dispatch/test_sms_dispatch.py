@@ -10,18 +10,18 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.campaign import Campaign
-from daemon.channels.base import TextMessage
-from daemon.channels.testing import FixedMessengers, RecordingMessenger, ScriptedMessenger
-from daemon.clock import FakeClock
-from daemon.delivery import SuppressionReason
-from daemon.dispatch.service import DispatchService
-from daemon.errors import AmbiguousSendError, PermanentSendError, TransientSendError
-from daemon.scheduling.scheduler import BucketScheduler
-from daemon.settings import Settings
-from daemon.store.contacts import import_contacts
-from daemon.store.schema import contacts, deliveries, suppressions
 from dispatch.fixtures import DUE, NOW, campaign, settings
+from topslot.campaign import Campaign
+from topslot.channels.base import TextMessage
+from topslot.channels.testing import FixedMessengers, RecordingMessenger, ScriptedMessenger
+from topslot.clock import FakeClock
+from topslot.delivery import SuppressionReason
+from topslot.dispatch.service import DispatchService
+from topslot.errors import AmbiguousSendError, PermanentSendError, TransientSendError
+from topslot.scheduling.scheduler import BucketScheduler
+from topslot.settings import Settings
+from topslot.store.contacts import import_contacts
+from topslot.store.schema import contacts, deliveries, suppressions
 
 PHONES = {
     "+14155550101": None,  # accepted

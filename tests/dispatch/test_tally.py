@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from daemon.delivery import DeliveryState as S
-from daemon.dispatch.tally import BucketTally
+from topslot.delivery import DeliveryState as S
+from topslot.dispatch.tally import BucketTally
 
 DUE = datetime(2027, 5, 6, 7, 30, tzinfo=UTC)
 

@@ -15,14 +15,14 @@ import pytest
 from channels.scripted_smtp import ScriptedSmtpServer
 from structlog.testing import capture_logs
 
-from daemon import metrics
-from daemon.clock import FakeClock
-from daemon.dispatch.claims import CLAIM_BATCH
-from daemon.dispatch.service import DispatchService
-from daemon.scheduling.scheduler import BucketScheduler
-from daemon.settings import Settings
-from daemon.store.db import open_engine, upgrade
 from dispatch.fixtures import DUE, NOW, campaign, import_people, ledger_by_email, settings
+from topslot import metrics
+from topslot.clock import FakeClock
+from topslot.dispatch.claims import CLAIM_BATCH
+from topslot.dispatch.service import DispatchService
+from topslot.scheduling.scheduler import BucketScheduler
+from topslot.settings import Settings
+from topslot.store.db import open_engine, upgrade
 
 
 @asynccontextmanager

@@ -5,9 +5,9 @@ from typing import Any
 
 import pytest
 
-from daemon.errors import Problem
-from daemon.imports.contacts import ContactRow, parse_contact
-from daemon.imports.reader import Record
+from topslot.errors import Problem
+from topslot.imports.contacts import ContactRow, parse_contact
+from topslot.imports.reader import Record
 
 NOW = datetime(2027, 5, 6, 12, tzinfo=UTC)
 
@@ -120,7 +120,7 @@ def test_unreadable_record_is_one_problem() -> None:
 def test_fast_email_path_agrees_with_email_validator(address: str) -> None:
     from email_validator import EmailNotValidError, validate_email
 
-    from daemon.imports.fields import email
+    from topslot.imports.fields import email
 
     try:
         expected: str | None = validate_email(address, check_deliverability=False).normalized

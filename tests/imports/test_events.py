@@ -5,8 +5,8 @@ from decimal import Decimal
 
 import pytest
 
-from daemon.imports.events import PurchaseRow, SearchRow, parse_event
-from daemon.imports.reader import Record
+from topslot.imports.events import PurchaseRow, SearchRow, parse_event
+from topslot.imports.reader import Record
 
 
 def record(**fields: str) -> Record:

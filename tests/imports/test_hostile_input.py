@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.errors import InvalidInput
-from daemon.imports.limits import MAX_FIELD_CHARS, MAX_JSON_DEPTH, MAX_LINE_CHARS
-from daemon.imports.lines import BadLine, open_lines, resolve_encoding
-from daemon.imports.reader import read_records
+from topslot.errors import InvalidInput
+from topslot.imports.limits import MAX_FIELD_CHARS, MAX_JSON_DEPTH, MAX_LINE_CHARS
+from topslot.imports.lines import BadLine, open_lines, resolve_encoding
+from topslot.imports.reader import read_records
 
 GOOD_CSV = b"external_id,name\n"
 NOT_UTF8 = "the line is not valid UTF-8; if the file is in another encoding, re-run with --encoding NAME"

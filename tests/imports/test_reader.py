@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from daemon.imports.reader import detect_format, normalise_key, read_records
+from topslot.imports.reader import detect_format, normalise_key, read_records
 
 
 def test_csv_records_carry_their_starting_line_even_across_quoted_newlines(tmp_path: Path) -> None:

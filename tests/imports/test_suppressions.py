@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from daemon.errors import Problem
-from daemon.imports.suppressions import SuppressionRow, normalise_address, suppression_rows
+from topslot.errors import Problem
+from topslot.imports.suppressions import SuppressionRow, normalise_address, suppression_rows
 
 
 def rows(path: Path, **kw: object) -> list[SuppressionRow | list[Problem]]:

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.links import book as book_module
-from daemon.links.book import LinkBook, LinkKeyCollision
-from daemon.links.urls import InvalidLink, link_key, normalise_url
+from topslot.links import book as book_module
+from topslot.links.book import LinkBook, LinkKeyCollision
+from topslot.links.urls import InvalidLink, link_key, normalise_url
 
 
 def test_add_gives_the_deterministic_key_and_records_it_once() -> None:

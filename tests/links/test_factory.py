@@ -6,19 +6,19 @@ from urllib.parse import urlsplit
 import pytest
 from pydantic import ValidationError
 
-from daemon.campaign import Campaign
-from daemon.links.factory import (
+from topslot.campaign import Campaign
+from topslot.links.factory import (
     PLACEHOLDER_TOKEN_CHARS,
     CampaignLinks,
     placeholder_short_track,
     placeholder_track,
 )
-from daemon.links.keys import Keyring
-from daemon.links.short import SHORT_CODE_CHARS
-from daemon.links.tokens import verify
-from daemon.links.tracking import InvalidTrackingBase, read_tracking_path
-from daemon.links.urls import InvalidLink, link_key
-from daemon.yaml_source import load_yaml
+from topslot.links.keys import Keyring
+from topslot.links.short import SHORT_CODE_CHARS
+from topslot.links.tokens import verify
+from topslot.links.tracking import InvalidTrackingBase, read_tracking_path
+from topslot.links.urls import InvalidLink, link_key
+from topslot.yaml_source import load_yaml
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config/campaigns/mothers-day-2027.yaml"
 BASE = "https://t.shop.example.com"

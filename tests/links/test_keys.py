@@ -12,7 +12,7 @@ import structlog
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
-from daemon.links.keys import (
+from topslot.links.keys import (
     GENERATED_KEY_ID,
     KEY_FILE,
     Keyring,
@@ -20,9 +20,9 @@ from daemon.links.keys import (
     generated_key,
     load_keyring,
 )
-from daemon.links.tokens import UnknownKey, sign, verify
-from daemon.logs import configure_logging
-from daemon.settings import Settings
+from topslot.links.tokens import UnknownKey, sign, verify
+from topslot.logs import configure_logging
+from topslot.settings import Settings
 
 SECRET_1 = "first-secret-value-0123456789"
 SECRET_2 = "second-secret-value-9876543210"

@@ -7,9 +7,9 @@ import itertools
 
 import pytest
 
-from daemon.links import short
-from daemon.links.keys import Keyring
-from daemon.links.short import (
+from topslot.links import short
+from topslot.links.keys import Keyring
+from topslot.links.short import (
     MAX_SHORT_DELIVERY_ID,
     SHORT_CODE_CHARS,
     key_selector,
@@ -17,8 +17,8 @@ from daemon.links.short import (
     sign_short,
     verify_short,
 )
-from daemon.links.tokens import PURPOSE as TOKEN_PURPOSE
-from daemon.links.tokens import BadSignature, MalformedToken, TokenError, UnknownKey, sign
+from topslot.links.tokens import PURPOSE as TOKEN_PURPOSE
+from topslot.links.tokens import BadSignature, MalformedToken, TokenError, UnknownKey, sign
 
 LINK = "0123456789abcdef"
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.links import tokens
-from daemon.links.keys import Keyring
-from daemon.links.tokens import (
+from topslot.links import tokens
+from topslot.links.keys import Keyring
+from topslot.links.tokens import (
     MAC_BYTES,
     MAX_DELIVERY_ID,
     PURPOSE,
@@ -187,7 +187,7 @@ def test_a_mac_for_another_purpose_is_not_a_token_mac(keyring: Keyring) -> None:
     ("body", "problem"),
     [
         (bytes([2, 2, 2]) + b"k1" + bytes([5]), "version"),
-        (bytes([1, 5, 2]) + b"k1" + bytes([5]), "kind"),  # 4 is bounce (daemon.links.verp)
+        (bytes([1, 5, 2]) + b"k1" + bytes([5]), "kind"),  # 4 is bounce (topslot.links.verp)
         (bytes([1, 0, 2]) + b"k1" + bytes([5]), "kind"),
         (bytes([1, 2, 0]) + bytes([5, 5, 5]), "key id length"),
         (bytes([1, 2, 13]) + b"k" * 13 + bytes([5]), "key id length"),

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.links.keys import Keyring
-from daemon.links.short import sign_short
-from daemon.links.tokens import MAX_DELIVERY_ID, MalformedToken, TokenError, WrongKind, sign, verify
-from daemon.links.tracking import (
+from topslot.links.keys import Keyring
+from topslot.links.short import sign_short
+from topslot.links.tokens import MAX_DELIVERY_ID, MalformedToken, TokenError, WrongKind, sign, verify
+from topslot.links.tracking import (
     MAX_MAILTO_LOCAL,
     InvalidTrackingBase,
     TrackingBase,

@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from daemon.links.urls import MAX_URL_CHARS, InvalidLink, link_key, normalise_url
+from topslot.links.urls import MAX_URL_CHARS, InvalidLink, link_key, normalise_url
 
 
 @pytest.mark.parametrize(

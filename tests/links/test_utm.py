@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.links.urls import InvalidLink
-from daemon.links.utm import utm_params, with_utm
+from topslot.links.urls import InvalidLink
+from topslot.links.utm import utm_params, with_utm
 
 UTM = {"source": "topslot", "medium": "{channel}", "campaign": "mothers-day-2027"}
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.links.keys import Keyring
-from daemon.links.tokens import BadSignature, WrongKind, sign
-from daemon.links.verp import MAX_LOCAL, NotVerp, delivery_of, return_path, split
+from topslot.links.keys import Keyring
+from topslot.links.tokens import BadSignature, WrongKind, sign
+from topslot.links.verp import MAX_LOCAL, NotVerp, delivery_of, return_path, split
 
 RING = Keyring({"k2027": b"verp-test-key-0123456789abcdef"})
 

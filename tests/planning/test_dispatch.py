@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from daemon.planning.dispatch import Bucket, dispatch_windows, human_seconds
+from topslot.planning.dispatch import Bucket, dispatch_windows, human_seconds
 
 DUE = datetime(2027, 5, 5, 23, 30, tzinfo=UTC)  # 07:30 in Shanghai
 TEN_MIN = timedelta(minutes=10)

@@ -9,12 +9,12 @@ from scheduling.ledger_fixtures import NOW as LEDGER_NOW
 from scheduling.ledger_fixtures import campaign as ledger_campaign
 from scheduling.ledger_fixtures import populate, rows, settings
 
-from daemon.attribution.holdout import holdout_score, in_holdout
-from daemon.campaign import Campaign
-from daemon.planning.planner import PlanContact, Planner
-from daemon.planning.summary import PlanSummaryBuilder
-from daemon.scheduling.plan_run import plan_campaign
-from daemon.store import ledger
+from topslot.attribution.holdout import holdout_score, in_holdout
+from topslot.campaign import Campaign
+from topslot.planning.planner import PlanContact, Planner
+from topslot.planning.summary import PlanSummaryBuilder
+from topslot.scheduling.plan_run import plan_campaign
+from topslot.store import ledger
 
 from .test_planner import NOW, campaign
 

@@ -8,12 +8,12 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.campaign import Campaign
-from daemon.planning.planner import PlanContact, Planner, plan_rows
-from daemon.planning.slots import plan_slots
-from daemon.planning.timezone_resolution import resolve_timezone
-from daemon.planning.workdays import WorkdayCalendar
-from daemon.planning.zones import region_for_phone
+from topslot.campaign import Campaign
+from topslot.planning.planner import PlanContact, Planner, plan_rows
+from topslot.planning.slots import plan_slots
+from topslot.planning.timezone_resolution import resolve_timezone
+from topslot.planning.workdays import WorkdayCalendar
+from topslot.planning.zones import region_for_phone
 
 NOW = datetime(2027, 5, 1, tzinfo=UTC)
 

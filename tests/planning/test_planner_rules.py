@@ -9,11 +9,11 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from daemon.campaign import Campaign
-from daemon.pacing import QuietRules
-from daemon.planning.planner import PlanContact, Planner
-from daemon.planning.summary import PlanSummaryBuilder, summary_lines
 from planning.test_planner import campaign
+from topslot.campaign import Campaign
+from topslot.pacing import QuietRules
+from topslot.planning.planner import PlanContact, Planner
+from topslot.planning.summary import PlanSummaryBuilder, summary_lines
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 SMS_RULES = QuietRules.defaults()  # SMS and IM 21:00-08:00, no email quiet hours

@@ -8,11 +8,11 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.attribution.holdout import holdout_score
-from daemon.campaign import Campaign
-from daemon.delivery import SlotBasis
-from daemon.planning.slot_choice import SlotChooser, population_rates, split_slot
 from planning.test_planner import campaign
+from topslot.attribution.holdout import holdout_score
+from topslot.campaign import Campaign
+from topslot.delivery import SlotBasis
+from topslot.planning.slot_choice import SlotChooser, population_rates, split_slot
 
 SLOTS = ("07:30", "17:00")
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.planning.slot_instant import local_slot_instant, parse_slot
+from topslot.planning.slot_instant import local_slot_instant, parse_slot
 
 ALL_ZONES = sorted(zoneinfo.available_timezones())
 DAYS_2026_2027 = [date(2026, 1, 1) + timedelta(days=i) for i in range(730)]

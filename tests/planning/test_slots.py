@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from daemon.campaign import Schedule
-from daemon.planning.slots import lateness, plan_slots
-from daemon.planning.workdays import WorkdayCalendar
+from topslot.campaign import Schedule
+from topslot.planning.slots import lateness, plan_slots
+from topslot.planning.workdays import WorkdayCalendar
 
 CALENDAR = WorkdayCalendar("US")
 

@@ -6,8 +6,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from daemon.planning.planner import PlanContact, Planner
-from daemon.planning.summary import (
+from topslot.planning.planner import PlanContact, Planner
+from topslot.planning.summary import (
     MessageSample,
     PlanSummaryBuilder,
     cost_lines,

@@ -6,8 +6,8 @@ from datetime import date
 
 import pytest
 
-from daemon.campaign import Schedule
-from daemon.planning.timezone_resolution import resolve_timezone
+from topslot.campaign import Schedule
+from topslot.planning.timezone_resolution import resolve_timezone
 
 
 def schedule(**overrides: object) -> Schedule:

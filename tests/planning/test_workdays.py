@@ -6,7 +6,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from daemon.planning.workdays import WorkdayCalendar
+from topslot.planning.workdays import WorkdayCalendar
 
 
 @pytest.fixture(scope="module")

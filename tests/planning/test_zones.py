@@ -7,7 +7,7 @@ import pytest
 from phonenumbers import PhoneNumberType
 from phonenumbers.timezone import UNKNOWN_TIMEZONE, time_zones_for_number
 
-from daemon.planning.zones import (
+from topslot.planning.zones import (
     canonical_zone,
     country_zones,
     is_e164,

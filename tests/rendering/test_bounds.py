@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config.campaigns import load_campaigns
-from daemon.rendering.bounds import BoundedTemplate, RenderLimits, render_bounded, render_checked
-from daemon.templating import RenderLimitError, make_environment, sample_context_for
+from topslot.config.campaigns import load_campaigns
+from topslot.rendering.bounds import BoundedTemplate, RenderLimits, render_bounded, render_checked
+from topslot.templating import RenderLimitError, make_environment, sample_context_for
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK = RenderLimits(max_seconds=0.3, max_chars=100_000)

@@ -15,12 +15,12 @@ import aiosmtplib
 import pytest
 from aiosmtpd.controller import Controller
 
-from daemon.campaign import Campaign
-from daemon.errors import InvalidInput
-from daemon.rendering import MessageLinks, RenderLimits, compile_campaign
-from daemon.settings import Compliance
-from daemon.templating import ContactView
-from daemon.yaml_source import load_yaml
+from topslot.campaign import Campaign
+from topslot.errors import InvalidInput
+from topslot.rendering import MessageLinks, RenderLimits, compile_campaign
+from topslot.settings import Compliance
+from topslot.templating import ContactView
+from topslot.yaml_source import load_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 COMPLIANCE = Compliance(

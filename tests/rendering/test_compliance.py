@@ -6,16 +6,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from daemon.errors import InvalidInput
-from daemon.rendering.compliance import (
+from topslot.errors import InvalidInput
+from topslot.rendering.compliance import (
     ad_prefixed,
     footer_for,
     insert_before_body_end,
     recipient_country,
     with_opt_out,
 )
-from daemon.rendering.email_sources import ascii_markup
-from daemon.settings import Compliance
+from topslot.rendering.email_sources import ascii_markup
+from topslot.settings import Compliance
 
 
 @pytest.mark.parametrize(
@@ -78,7 +78,7 @@ def test_sms_opt_out_settings_are_merged_normalised_and_checked() -> None:
 
 
 def test_sms_opt_out_from_yaml_and_environment(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from daemon.settings import load_settings
+    from topslot.settings import load_settings
 
     (tmp_path / "topslot.yaml").write_text("compliance:\n  sms_opt_out:\n    'NO': Svar STOPP\n", encoding="utf-8")
     monkeypatch.setenv("TOPSLOT_COMPLIANCE__SMS_OPT_OUT__DE", "STOP zum Abbestellen")

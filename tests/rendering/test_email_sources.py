@@ -9,10 +9,10 @@ from pathlib import Path
 import css_inline
 import pytest
 
-from daemon.rendering.email_sources import SourceError, prepare_email_sources, prepare_text_source
-from daemon.rendering.html_text import tidy
-from daemon.rendering.link_rewrite import TRACKED_HREF_FILTER, tracked_href
-from daemon.templating import make_environment, sample_context_for
+from topslot.rendering.email_sources import SourceError, prepare_email_sources, prepare_text_source
+from topslot.rendering.html_text import tidy
+from topslot.rendering.link_rewrite import TRACKED_HREF_FILTER, tracked_href
+from topslot.templating import make_environment, sample_context_for
 
 TABLE = """<!DOCTYPE html><html><head><style>td { color: red } .big { font-size: 20px }
 @media (max-width: 600px) { td { color: blue } }</style></head><body>

@@ -12,7 +12,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from daemon.rendering.mime import (
+from topslot.rendering.mime import (
     HeaderValueError,
     MimeAssembler,
     encode_body,

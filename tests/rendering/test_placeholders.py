@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.rendering.placeholders import placeholder, protect, restore
+from topslot.rendering.placeholders import placeholder, protect, restore
 
 SOURCE = """<table>{% for r in rows %}<tr><td title="{{ r.title }}">{{ r.name }}</td></tr>{% endfor %}</table>
 {# a note #}<p>{{ "}}" ~ '%}' }}</p>{% raw %}{{ not jinja }}{% endraw %}{%- if x -%}y{%- endif -%}"""

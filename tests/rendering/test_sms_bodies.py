@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from daemon.campaign import Campaign
-from daemon.errors import InvalidInput
-from daemon.links.factory import CampaignLinks
-from daemon.links.keys import Keyring
-from daemon.rendering import MessageLinks, compile_campaign, sms_segments
-from daemon.rendering.campaign_renderer import MAX_SMS_SEGMENTS, CompiledCampaign
-from daemon.settings import Compliance
-from daemon.templating import ContactView
-from daemon.yaml_source import load_yaml
+from topslot.campaign import Campaign
+from topslot.errors import InvalidInput
+from topslot.links.factory import CampaignLinks
+from topslot.links.keys import Keyring
+from topslot.rendering import MessageLinks, compile_campaign, sms_segments
+from topslot.rendering.campaign_renderer import MAX_SMS_SEGMENTS, CompiledCampaign
+from topslot.settings import Compliance
+from topslot.templating import ContactView
+from topslot.yaml_source import load_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config/campaigns/mothers-day-2027.yaml"

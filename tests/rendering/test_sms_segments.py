@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.rendering.sms_segments import sms_segments
+from topslot.rendering.sms_segments import sms_segments
 
 
 @pytest.mark.parametrize(

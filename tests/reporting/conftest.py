@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from daemon.reporting.data import ReportQuery, build_report
-from daemon.reporting.model import Report
-from daemon.store.db import open_engine, upgrade
 from reporting.seed import CAMPAIGN, COSTS, NAME, T0, WINDOW, seed
+from topslot.reporting.data import ReportQuery, build_report
+from topslot.reporting.model import Report
+from topslot.store.db import open_engine, upgrade
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ from decimal import Decimal
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.campaign import Costs
-from daemon.store.schema import campaigns, contact_tags, contacts, conversions, deliveries, events
+from topslot.campaign import Costs
+from topslot.store.schema import campaigns, contact_tags, contacts, conversions, deliveries, events
 
 CAMPAIGN = "spring"
 NAME = 'Spring <sale> & "friends"'  # escaped everywhere it is shown

@@ -19,7 +19,7 @@ from decimal import Decimal
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.store.schema import campaigns, contacts, conversions, deliveries, events
+from topslot.store.schema import campaigns, contacts, conversions, deliveries, events
 
 CAMPAIGN = "slotsplit"
 SECOND = "second"  # another split campaign, for the comparison across campaigns

@@ -8,11 +8,11 @@ from decimal import Decimal
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.attribution.roi import LiftCounts, ratio
-from daemon.reporting.data import ReportQuery, build_report, ledger_window
-from daemon.reporting.model import NO_GROUP, DeliveryCounts, Engagement, Report
-from daemon.reporting.segments import parse_segments
 from reporting.seed import CAMPAIGN, COSTS, NAME, T0, WINDOW, seed
+from topslot.attribution.roi import LiftCounts, ratio
+from topslot.reporting.data import ReportQuery, build_report, ledger_window
+from topslot.reporting.model import NO_GROUP, DeliveryCounts, Engagement, Report
+from topslot.reporting.segments import parse_segments
 
 D = Decimal
 
@@ -166,7 +166,7 @@ async def test_empty_campaign_and_ledger_window(engine: AsyncEngine) -> None:
 
 
 def test_unknown_dimension_is_refused() -> None:
-    from daemon.reporting.groups import group_key
+    from topslot.reporting.groups import group_key
 
     with pytest.raises(ValueError, match="--by must be one of"):
         group_key("country", T0)
@@ -174,8 +174,8 @@ def test_unknown_dimension_is_refused() -> None:
 
 async def test_sql_sums_agree_with_roi_totals(engine: AsyncEngine) -> None:
     """The grouped SQL reproduces ``roi.totals`` (the per-row reference) for every channel."""
-    from daemon.attribution.roi import ConversionLine, roi_figures, totals
     from reporting.seed import CURRENCY, ORDERS, ROWS, SIGNUPS
+    from topslot.attribution.roi import ConversionLine, roi_figures, totals
 
     report = await _report(engine, "channel")
     for group in report.groups:
@@ -199,7 +199,7 @@ async def test_sql_sums_agree_with_roi_totals(engine: AsyncEngine) -> None:
 async def test_outbox_writes_are_not_paid_and_sms_pay_per_segment(engine: AsyncEngine) -> None:
     from sqlalchemy import update
 
-    from daemon.store.schema import deliveries
+    from topslot.store.schema import deliveries
 
     await seed(engine)
     async with engine.begin() as conn:  # d2 (email, sent) went to the file outbox; d3 (sms) was 2 segments

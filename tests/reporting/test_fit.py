@@ -14,14 +14,14 @@ import pytest
 from rich.cells import cell_len
 from rich.console import Console
 
-from daemon.reporting.model import GroupFigures, Report
-from daemon.reporting.numbers import exact, fixed, money, percent, unsigned
-from daemon.reporting.render_csv import render_csv
-from daemon.reporting.render_fit import column_blocks, shorten, table_width
-from daemon.reporting.render_html import render_html
-from daemon.reporting.render_json import render_json
-from daemon.reporting.render_table import render_table
-from daemon.reporting.slots import SlotCounts, compare
+from topslot.reporting.model import GroupFigures, Report
+from topslot.reporting.numbers import exact, fixed, money, percent, unsigned
+from topslot.reporting.render_csv import render_csv
+from topslot.reporting.render_fit import column_blocks, shorten, table_width
+from topslot.reporting.render_html import render_html
+from topslot.reporting.render_json import render_json
+from topslot.reporting.render_table import render_table
+from topslot.reporting.slots import SlotCounts, compare
 
 LONG = [
     "cosmetics buyers of the last year who opened twice",

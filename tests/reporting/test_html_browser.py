@@ -19,14 +19,14 @@ from typing import Any
 
 import pytest
 
-from daemon.reporting.data import ReportQuery, build_report
-from daemon.reporting.model import Report
-from daemon.reporting.render_html import render_html
-from daemon.reporting.slots import SlotCounts, compare
-from daemon.store.db import open_engine, upgrade
 from reporting.cdp import chromium_page
 from reporting.png import pixel, read_png
 from reporting.seed import CAMPAIGN, COSTS, NAME, T0, WINDOW, seed
+from topslot.reporting.data import ReportQuery, build_report
+from topslot.reporting.model import Report
+from topslot.reporting.render_html import render_html
+from topslot.reporting.slots import SlotCounts, compare
+from topslot.store.db import open_engine, upgrade
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install -y chromium)")

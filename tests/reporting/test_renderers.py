@@ -9,12 +9,12 @@ from dataclasses import replace
 
 from rich.console import Console
 
-from daemon.reporting.model import Report
-from daemon.reporting.records import KNOWN_SKIP_REASONS
-from daemon.reporting.render_csv import render_csv
-from daemon.reporting.render_html import render_html
-from daemon.reporting.render_json import render_json
-from daemon.reporting.render_table import render_table
+from topslot.reporting.model import Report
+from topslot.reporting.records import KNOWN_SKIP_REASONS
+from topslot.reporting.render_csv import render_csv
+from topslot.reporting.render_html import render_html
+from topslot.reporting.render_json import render_json
+from topslot.reporting.render_table import render_table
 
 
 def test_json_has_stable_keys_and_exact_decimals(seeded_report: Report) -> None:

@@ -9,11 +9,11 @@ from decimal import Decimal
 from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.reporting.data import ReportQuery, build_report
-from daemon.reporting.model import ReturnedMail
-from daemon.reporting.records import group_record
-from daemon.store.schema import contacts, events
 from reporting.seed import CAMPAIGN, COSTS, NAME, T0, WINDOW, seed
+from topslot.reporting.data import ReportQuery, build_report
+from topslot.reporting.model import ReturnedMail
+from topslot.reporting.records import group_record
+from topslot.store.schema import contacts, events
 
 # email handed over in the seed: d1 (delivered), d2 (sent), d4 (bounced), d5 (sent)
 FEEDBACK = [

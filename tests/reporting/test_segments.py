@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.errors import InvalidInput
-from daemon.reporting.segments import load_segments, parse_segments
+from topslot.errors import InvalidInput
+from topslot.reporting.segments import load_segments, parse_segments
 
 
 def test_parse_keeps_file_order() -> None:

@@ -9,11 +9,11 @@ from decimal import Decimal
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.attribution import roi
-from daemon.attribution.rules import REVENUE_ATTRIBUTIONS
-from daemon.reporting.data import ReportQuery, build_report
-from daemon.store.schema import conversions
 from reporting.seed import CAMPAIGN, COSTS, NAME, T0, WINDOW, seed
+from topslot.attribution import roi
+from topslot.attribution.rules import REVENUE_ATTRIBUTIONS
+from topslot.reporting.data import ReportQuery, build_report
+from topslot.store.schema import conversions
 
 D = Decimal
 CATEGORY_COSTS = COSTS.model_copy(update={"category_margins": {"shoes": D("0.25"), "bags": D("0.60")}})

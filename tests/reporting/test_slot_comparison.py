@@ -8,11 +8,11 @@ from decimal import Decimal
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.campaign import Costs
-from daemon.reporting.data import ReportQuery, build_report
-from daemon.reporting.slots import MIN_RECIPIENTS, SlotComparison, SlotCounts, compare
-from daemon.reporting.stats import mean_interval, newcombe, welch, wilson
 from reporting.slot_seed import CAMPAIGN, CURRENCY, T0, Expected, expected_counts, seed_slots
+from topslot.campaign import Costs
+from topslot.reporting.data import ReportQuery, build_report
+from topslot.reporting.slots import MIN_RECIPIENTS, SlotComparison, SlotCounts, compare
+from topslot.reporting.stats import mean_interval, newcombe, welch, wilson
 
 WINDOW = (T0, T0.replace(day=20))
 
@@ -133,7 +133,7 @@ def test_revenue_of_one_recipient_is_shown_not_compared() -> None:
 
 
 def test_pool_sums_and_leaves_out_single_slot_campaigns() -> None:
-    from daemon.reporting.slots import ALL_CAMPAIGNS, overview, pool
+    from topslot.reporting.slots import ALL_CAMPAIGNS, overview, pool
 
     a = [SlotCounts("07:30", "randomised", 40, 40, 10, 4, 1, 500, 250_000),
          SlotCounts("17:00", "randomised", 40, 40, 20, 8, 2, 900, 810_000)]  # fmt: skip

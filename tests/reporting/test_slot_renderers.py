@@ -10,14 +10,14 @@ from xml.etree import ElementTree
 
 from rich.console import Console
 
-from daemon.reporting import svg
-from daemon.reporting.model import Report
-from daemon.reporting.render_csv import render_slots_csv
-from daemon.reporting.render_html import render_html
-from daemon.reporting.render_json import render_json, render_slots_json
-from daemon.reporting.render_table import render_table
-from daemon.reporting.slots import SlotCounts, compare
-from daemon.reporting.stats import wilson
+from topslot.reporting import svg
+from topslot.reporting.model import Report
+from topslot.reporting.render_csv import render_slots_csv
+from topslot.reporting.render_html import render_html
+from topslot.reporting.render_json import render_json, render_slots_json
+from topslot.reporting.render_table import render_table
+from topslot.reporting.slots import SlotCounts, compare
+from topslot.reporting.stats import wilson
 
 NS = "{http://www.w3.org/2000/svg}"
 COUNTS = [

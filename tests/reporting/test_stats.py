@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from daemon.reporting.stats import Z95, Interval, mean_interval, newcombe, welch, wilson
+from topslot.reporting.stats import Z95, Interval, mean_interval, newcombe, welch, wilson
 
 
 def _rounded(interval: Interval | None, places: int = 4) -> tuple[float, float]:

@@ -6,7 +6,7 @@ import re
 from decimal import Decimal
 from xml.etree import ElementTree
 
-from daemon.reporting import svg
+from topslot.reporting import svg
 
 NS = "{http://www.w3.org/2000/svg}"
 

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from daemon.runtime import Daemon
-from daemon.settings import load_settings
+from topslot.runtime import Daemon
+from topslot.settings import load_settings
 
 WAIT = 15.0  # generous: file events on a loaded CI machine
 

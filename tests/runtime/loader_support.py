@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from daemon.config.campaigns import FileLoad
-from daemon.runtime.campaign_loader import load_with_compile_check
-from daemon.settings import Settings
+from topslot.config.campaigns import FileLoad
+from topslot.runtime.campaign_loader import load_with_compile_check
+from topslot.settings import Settings
 
 
 def slow_on_hang(path: Path, templates_dir: Path, env: Any, settings: Settings) -> FileLoad:

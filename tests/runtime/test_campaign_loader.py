@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from daemon.runtime import campaign_loader, ports
-from daemon.runtime.campaign_loader import CampaignLoader
-from daemon.settings import Settings, load_settings
 from runtime.loader_support import dies_on_crash, slow_on_hang
+from topslot.runtime import campaign_loader, ports
+from topslot.runtime.campaign_loader import CampaignLoader
+from topslot.settings import Settings, load_settings
 
 
 def settings(workdir: Path) -> Settings:

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Annotated, get_args, get_origin
 
-from daemon.settings import Settings, env_var_for
+from topslot.settings import Settings, env_var_for
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -63,7 +63,7 @@ def _sections(annotation: object) -> list[type]:
 def test_every_command_is_in_the_operations_command_table() -> None:
     import typer.main
 
-    from daemon.cli import app
+    from topslot.cli import app
 
     ops = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
     table = ops[ops.index("## Commands") :]

@@ -6,7 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from daemon.runtime.notify import Notifier
+from topslot.runtime.notify import Notifier
 
 
 def test_without_notify_socket_every_call_is_a_no_op() -> None:

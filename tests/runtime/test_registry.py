@@ -4,8 +4,8 @@ from pathlib import Path
 
 import yaml
 
-from daemon.campaign import Campaign
-from daemon.runtime.registry import CampaignRegistry
+from topslot.campaign import Campaign
+from topslot.runtime.registry import CampaignRegistry
 
 
 def campaign(campaign_text, cid: str, name: str = "Spring offer") -> Campaign:  # type: ignore[no-untyped-def]

@@ -18,7 +18,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 _SCRIPT = Path(sys.executable).parent / "topslot"  # the installed console script, as systemd runs it
-TOPSLOT = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "daemon"]
+TOPSLOT = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "topslot"]
 
 
 def child_env(**extra: str) -> dict[str, str]:

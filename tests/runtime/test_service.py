@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from sqlalchemy import inspect as sa_inspect
 
-from daemon.campaign import Campaign
-from daemon.runtime.notify import Notifier
 from runtime.daemon_support import WAIT, LogTap, make_daemon, until
+from topslot.campaign import Campaign
+from topslot.runtime.notify import Notifier
 
 
 class RecordingListener:
@@ -133,7 +133,7 @@ async def test_the_database_password_never_reaches_the_log(
     wherever else it might appear (the failure reason, a driver's message)."""
     import socket
 
-    from daemon.store.db import DatabaseUnavailable
+    from topslot.store.db import DatabaseUnavailable
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

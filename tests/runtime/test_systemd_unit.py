@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.settings import load_settings
+from topslot.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "topslot.service"

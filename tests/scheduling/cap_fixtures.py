@@ -9,11 +9,11 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.campaign import Campaign, FrequencyCap
-from daemon.settings import Settings
-from daemon.store import ledger
-from daemon.store.schema import deliveries
 from scheduling.ledger_fixtures import NOW, campaign, settings
+from topslot.campaign import Campaign, FrequencyCap
+from topslot.settings import Settings
+from topslot.store import ledger
+from topslot.store.schema import deliveries
 
 WEEK = timedelta(days=7)
 

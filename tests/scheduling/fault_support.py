@@ -18,10 +18,10 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
 
-from daemon.clock import FakeClock
-from daemon.dispatch.service import DispatchService
-from daemon.health import Health
-from daemon.scheduling.scheduler import BucketScheduler
+from topslot.clock import FakeClock
+from topslot.dispatch.service import DispatchService
+from topslot.health import Health
+from topslot.scheduling.scheduler import BucketScheduler
 
 PEOPLE = 600
 

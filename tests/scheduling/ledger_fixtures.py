@@ -10,10 +10,10 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.campaign import Campaign
-from daemon.settings import Settings
-from daemon.store.contacts import import_contacts
-from daemon.store.schema import deliveries, suppressions
+from topslot.campaign import Campaign
+from topslot.settings import Settings
+from topslot.store.contacts import import_contacts
+from topslot.store.schema import deliveries, suppressions
 
 # Wednesday 2027-05-05 00:00 UTC: every slot of the campaign below is still ahead.
 NOW = datetime(2027, 5, 5, 0, 0, tzinfo=UTC)
@@ -65,7 +65,7 @@ async def populate(engine: AsyncEngine, tmp_path: Path, people: list[tuple[str, 
         writer.writerows(people)
     report = await import_contacts(engine, path, now=NOW)
     assert report.ok, report.problems
-    from daemon.store.schema import contacts
+    from topslot.store.schema import contacts
 
     async with engine.connect() as conn:
         return {row.external_id: row.id for row in await conn.execute(select(contacts.c.external_id, contacts.c.id))}

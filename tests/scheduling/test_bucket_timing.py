@@ -23,10 +23,10 @@ from channels.scripted_smtp import ScriptedSmtpServer
 from dispatch.fixtures import DUE, campaign, import_people, settings
 from structlog.testing import capture_logs
 
-from daemon.clock import SimulatedClock
-from daemon.dispatch.service import DispatchService
-from daemon.scheduling.scheduler import BucketScheduler
-from daemon.store import ledger
+from topslot.clock import SimulatedClock
+from topslot.dispatch.service import DispatchService
+from topslot.scheduling.scheduler import BucketScheduler
+from topslot.store import ledger
 
 EVENING = datetime(2027, 5, 6, 17, 0, tzinfo=DUE.tzinfo)  # the campaign's later slot, same day
 

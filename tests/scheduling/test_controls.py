@@ -11,15 +11,15 @@ import pytest
 from sqlalchemy import insert, select, update
 from structlog.testing import capture_logs
 
-from daemon.clock import FakeClock
-from daemon.dispatch import claims
-from daemon.dispatch.claims import claim_all
-from daemon.scheduling.scheduler import BucketScheduler
-from daemon.store import controls, ledger, status
-from daemon.store.controls import ControlRefused, ControlState
-from daemon.store.dispatch import claim_retries
-from daemon.store.schema import campaign_controls, coupon_codes, coupon_pools, deliveries
 from scheduling.ledger_fixtures import NOW, campaign, populate, rows, settings
+from topslot.clock import FakeClock
+from topslot.dispatch import claims
+from topslot.dispatch.claims import claim_all
+from topslot.scheduling.scheduler import BucketScheduler
+from topslot.store import controls, ledger, status
+from topslot.store.controls import ControlRefused, ControlState
+from topslot.store.dispatch import claim_retries
+from topslot.store.schema import campaign_controls, coupon_codes, coupon_pools, deliveries
 
 
 def one_bucket():  # every recipient at 07:30 UTC: one bucket of four rows
@@ -184,7 +184,7 @@ async def test_status_shows_heartbeats_buckets_in_flight_and_failures(engine, tm
 async def test_a_dispatch_service_keeps_a_heartbeat_and_says_when_it_stopped(engine, tmp_path) -> None:
     import asyncio
 
-    from daemon.dispatch.service import DispatchService
+    from topslot.dispatch.service import DispatchService
 
     service = DispatchService(engine, settings(tmp_path), FakeClock(NOW), node="nodeA")
     service.start_heartbeat()

@@ -23,7 +23,6 @@ from dispatch.fixtures import DUE, ledger_by_email
 from sqlalchemy import text
 from structlog.testing import capture_logs
 
-from daemon.store.db import open_engine, upgrade
 from scheduling.fault_support import (
     PEOPLE,
     SqliteDiskFull,
@@ -32,6 +31,7 @@ from scheduling.fault_support import (
     events,
     run_with_fault,
 )
+from topslot.store.db import open_engine, upgrade
 
 VICTIM = "topslot-fault-victim"  # application_name of the daemon's PostgreSQL sessions
 

@@ -8,14 +8,14 @@ from datetime import date, timedelta
 from sqlalchemy import insert, select, update
 from structlog.testing import capture_logs
 
-from daemon.clock import FakeClock
-from daemon.planning import summary_lines
-from daemon.scheduling.plan_run import plan_campaign
-from daemon.scheduling.scheduler import BucketScheduler
-from daemon.store import ledger
-from daemon.store.schema import deliveries
 from scheduling.cap_fixtures import cap, capped_settings, named, record, states
 from scheduling.ledger_fixtures import NOW, populate
+from topslot.clock import FakeClock
+from topslot.planning import summary_lines
+from topslot.scheduling.plan_run import plan_campaign
+from topslot.scheduling.scheduler import BucketScheduler
+from topslot.store import ledger
+from topslot.store.schema import deliveries
 
 MAY_6, MAY_7 = date(2027, 5, 6), date(2027, 5, 7)
 

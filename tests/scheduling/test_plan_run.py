@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import update
 
-from daemon.scheduling.plan_run import channel_rates, plan_campaign
-from daemon.store import ledger
-from daemon.store.schema import deliveries
 from scheduling.ledger_fixtures import NOW, campaign, populate, rows, settings, suppress
+from topslot.scheduling.plan_run import channel_rates, plan_campaign
+from topslot.store import ledger
+from topslot.store.schema import deliveries
 
 
 async def plan(engine, tmp_path, c, now=NOW):  # noqa: ANN001, ANN201

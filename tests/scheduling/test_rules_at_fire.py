@@ -11,14 +11,14 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from structlog.testing import capture_logs
 
-from daemon.campaign import Campaign
-from daemon.clock import FakeClock
-from daemon.scheduling.scheduler import BucketScheduler
-from daemon.settings import Settings
-from daemon.store import ledger
-from daemon.store.contacts import import_contacts
-from daemon.store.schema import contacts, deliveries, events
 from scheduling.ledger_fixtures import NOW, campaign, populate, rows
+from topslot.campaign import Campaign
+from topslot.clock import FakeClock
+from topslot.scheduling.scheduler import BucketScheduler
+from topslot.settings import Settings
+from topslot.store import ledger
+from topslot.store.contacts import import_contacts
+from topslot.store.schema import contacts, deliveries, events
 
 NY_EVENING = datetime(2027, 5, 7, 0, 30, tzinfo=UTC)  # 20:30 EDT on 6 May
 

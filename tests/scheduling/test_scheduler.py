@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 from structlog.testing import capture_logs
 
-from daemon.clock import FakeClock
-from daemon.scheduling.scheduler import BucketScheduler, job_id
-from daemon.store import ledger
 from scheduling.ledger_fixtures import NOW, campaign, populate, rows, settings, suppress
+from topslot.clock import FakeClock
+from topslot.scheduling.scheduler import BucketScheduler, job_id
+from topslot.store import ledger
 
 NY_DUE = datetime(2027, 5, 6, 11, 30, tzinfo=UTC)
 

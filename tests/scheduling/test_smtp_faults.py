@@ -11,8 +11,8 @@ from pathlib import Path
 from channels.scripted_smtp import ScriptedSmtpServer
 from dispatch.fixtures import ledger_by_email
 
-from daemon.store.db import open_engine, upgrade
 from scheduling.fault_support import PEOPLE, bucket_service, events, run_with_fault
+from topslot.store.db import open_engine, upgrade
 
 AWAY_S = 3.0
 

@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from daemon.delivery import DeliveryState as S
-from daemon.store.schema import campaigns, consents, contacts, deliveries
+from topslot.delivery import DeliveryState as S
+from topslot.store.schema import campaigns, consents, contacts, deliveries
 
 
 async def add_campaign(conn: AsyncConnection, campaign_id: str, name: str, at: datetime) -> None:

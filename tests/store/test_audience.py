@@ -8,8 +8,8 @@ from segment_population import NOW, campaign, load_population
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.store.audience import ChannelAudience, audience_summary, count_segment, stream_audience
-from daemon.store.schema import suppressions
+from topslot.store.audience import ChannelAudience, audience_summary, count_segment, stream_audience
+from topslot.store.schema import suppressions
 
 
 async def test_summary_counts_eligible_and_left_out_by_first_reason(engine: AsyncEngine, tmp_path: Path) -> None:

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-import daemon.store.contacts as store_contacts
-from daemon.store.contacts import import_contacts
-from daemon.store.schema import consents, contact_tags, contacts
+import topslot.store.contacts as store_contacts
+from topslot.store.contacts import import_contacts
+from topslot.store.schema import consents, contact_tags, contacts
 
 NOW = datetime(2027, 5, 6, 12, tzinfo=UTC)
 LATER = datetime(2027, 5, 7, 12, tzinfo=UTC)
@@ -132,7 +132,7 @@ async def test_parallel_parsing_gives_the_same_result(engine: AsyncEngine, tmp_p
 
 
 async def test_a_worker_failure_is_raised(engine: AsyncEngine, tmp_path: Path) -> None:
-    from daemon.store.prefetch import WorkerFailed
+    from topslot.store.prefetch import WorkerFailed
 
     path = tmp_path / "not-utf8.csv"
     path.write_bytes("external_id,城市\n1,上海\n".encode("gb18030"))  # refused as a whole: not UTF-8

@@ -12,10 +12,10 @@ from attribution.seed import DAD_ID, MOM, SENT, mom_code, seed
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.coupons.codes import canonical
-from daemon.store import conversions as store
-from daemon.store.conversions import HandedOutCode, LedgerRow, StoredClick, StoredCredit
-from daemon.store.schema import coupon_codes, events
+from topslot.coupons.codes import canonical
+from topslot.store import conversions as store
+from topslot.store.conversions import HandedOutCode, LedgerRow, StoredClick, StoredCredit
+from topslot.store.schema import coupon_codes, events
 
 
 def conversion(order_id: str, revenue: str, **kw: Any) -> dict[str, Any]:

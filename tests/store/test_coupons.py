@@ -13,11 +13,11 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
 
-from daemon.campaign import Campaign
-from daemon.coupons.codes import coupon_key, generate
-from daemon.store import coupons as store
-from daemon.store.db import IMMEDIATE
-from daemon.store.schema import campaigns, contacts, coupon_codes, coupon_pools, deliveries
+from topslot.campaign import Campaign
+from topslot.coupons.codes import coupon_key, generate
+from topslot.store import coupons as store
+from topslot.store.db import IMMEDIATE
+from topslot.store.schema import campaigns, contacts, coupon_codes, coupon_pools, deliveries
 
 NOW = datetime(2027, 5, 6, 7, 0, tzinfo=UTC)
 KEY = coupon_key(b"test-signing-key-0123456789")

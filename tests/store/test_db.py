@@ -14,8 +14,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.store import db
-from daemon.store.db import (
+from topslot.store import db
+from topslot.store.db import (
     IMMEDIATE,
     DatabaseUnavailable,
     current_revision,
@@ -26,7 +26,7 @@ from daemon.store.db import (
     prepare_database,
     upgrade,
 )
-from daemon.store.schema import campaigns, contacts, deliveries, metadata
+from topslot.store.schema import campaigns, contacts, deliveries, metadata
 
 HEAD = db.head_revision()  # the newest migration
 
@@ -240,7 +240,7 @@ def test_what_is_worth_trying_again_and_what_is_a_bug() -> None:
 
     from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 
-    from daemon.store.db import is_transient
+    from topslot.store.db import is_transient
 
     class AdminShutdown(Exception):  # as SQLAlchemy's asyncpg adapter hands a server's error on
         sqlstate = "57P01"

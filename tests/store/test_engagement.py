@@ -7,11 +7,11 @@ from datetime import timedelta
 from scheduling.ledger_fixtures import NOW, campaign, populate, rows, settings
 from sqlalchemy import insert, select, update
 
-from daemon.scheduling.plan_run import plan_campaign
-from daemon.store import ledger
-from daemon.store.engagement import HUMAN, contact_histories, population_history
-from daemon.store.schema import deliveries, events
-from daemon.tracking.classify import HUMAN as CLASSIFIED_HUMAN
+from topslot.scheduling.plan_run import plan_campaign
+from topslot.store import ledger
+from topslot.store.engagement import HUMAN, contact_histories, population_history
+from topslot.store.schema import deliveries, events
+from topslot.tracking.classify import HUMAN as CLASSIFIED_HUMAN
 
 
 def test_the_human_label_is_the_classifiers() -> None:
@@ -65,7 +65,7 @@ async def test_a_learned_plan_reads_the_history(engine, tmp_path) -> None:
         )
     data = campaign(slots=["07:30", "17:00"]).model_dump(by_alias=True)
     data.update(id="learned-test", slot_choice="learned", learned={"exploration": "0%"})
-    from daemon.campaign import Campaign
+    from topslot.campaign import Campaign
 
     later = Campaign.model_validate(data)
     await ledger.record_campaign(engine, later, "hash", NOW)

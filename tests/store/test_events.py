@@ -9,9 +9,9 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.store.contacts import import_contacts
-from daemon.store.events import import_events
-from daemon.store.schema import purchases, searches
+from topslot.store.contacts import import_contacts
+from topslot.store.events import import_events
+from topslot.store.schema import purchases, searches
 
 NOW = datetime(2027, 5, 6, 12, tzinfo=UTC)
 

@@ -13,11 +13,11 @@ from scheduling.ledger_fixtures import NOW, populate
 from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.scheduling.plan_run import plan_campaign
-from daemon.store import ledger
-from daemon.store.db import open_engine
-from daemon.store.dispatch import claim_retries
-from daemon.store.schema import deliveries
+from topslot.scheduling.plan_run import plan_campaign
+from topslot.store import ledger
+from topslot.store.db import open_engine
+from topslot.store.dispatch import claim_retries
+from topslot.store.schema import deliveries
 
 MAY_6, MAY_7 = date(2027, 5, 6), date(2027, 5, 7)
 HOUR = timedelta(hours=1)

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from scheduling.ledger_fixtures import NOW, campaign, populate, rows, settings, suppress
 from sqlalchemy import func, select
 
-from daemon.scheduling.plan_run import plan_campaign
-from daemon.store import ledger
-from daemon.store.schema import deliveries
+from topslot.scheduling.plan_run import plan_campaign
+from topslot.store import ledger
+from topslot.store.schema import deliveries
 
 NY_DUE = datetime(2027, 5, 6, 11, 30, tzinfo=UTC)
 

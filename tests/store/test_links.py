@@ -5,10 +5,10 @@ import asyncio
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.links.book import LinkBook
-from daemon.store.db import IMMEDIATE
-from daemon.store.links import ROWS_PER_STATEMENT, destination, find_link, save_links
-from daemon.store.schema import links
+from topslot.links.book import LinkBook
+from topslot.store.db import IMMEDIATE
+from topslot.store.links import ROWS_PER_STATEMENT, destination, find_link, save_links
+from topslot.store.schema import links
 
 LONG_URL = "https://shop.example.com/p?" + "&".join(f"k{i}=%E8%8C%B6{i}" for i in range(200))  # > 2000 chars
 

@@ -12,15 +12,15 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.delivery import Decision, SuppressionReason
-from daemon.delivery import DeliveryState as S
-from daemon.store import receipts
-from daemon.store import tracking_events as te
-from daemon.store.db import IMMEDIATE
-from daemon.store.dispatch import Outcome, record_outcomes
-from daemon.store.receipts import Receipt, Result, pending_receipts, record_receipt
-from daemon.store.schema import consents, deliveries, suppressions
 from store.sending_rows import add_campaign, add_contact, add_leased_row
+from topslot.delivery import Decision, SuppressionReason
+from topslot.delivery import DeliveryState as S
+from topslot.store import receipts
+from topslot.store import tracking_events as te
+from topslot.store.db import IMMEDIATE
+from topslot.store.dispatch import Outcome, record_outcomes
+from topslot.store.receipts import Receipt, Result, pending_receipts, record_receipt
+from topslot.store.schema import consents, deliveries, suppressions
 
 NOW = datetime(2027, 5, 6, 12, 0, tzinfo=UTC)
 OWNER = "node-a/1"

@@ -14,10 +14,10 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.ages import age_on
-from daemon.campaign import Audience
-from daemon.store.schema import contacts
-from daemon.store.segments import SegmentError, audience_filter, years_before
+from topslot.ages import age_on
+from topslot.campaign import Audience
+from topslot.store.schema import contacts
+from topslot.store.segments import SegmentError, audience_filter, years_before
 
 CASES: list[tuple[dict[str, Any], set[str]]] = [
     # real columns

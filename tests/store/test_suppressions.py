@@ -9,8 +9,8 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tracking.fixtures import make_world
 
-from daemon.store.forget import FORGOTTEN_PREFIX, forget_contact
-from daemon.store.schema import (
+from topslot.store.forget import FORGOTTEN_PREFIX, forget_contact
+from topslot.store.schema import (
     consents,
     contact_tags,
     contacts,
@@ -20,7 +20,7 @@ from daemon.store.schema import (
     purchases,
     suppressions,
 )
-from daemon.store.suppressions import (
+from topslot.store.suppressions import (
     add_suppression,
     find_suppression,
     import_suppressions,

@@ -10,8 +10,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tracking.fixtures import SENT_AT, make_world, stored_events
 
-from daemon.store import tracking_events as te
-from daemon.store.schema import consents, contacts, deliveries, suppressions
+from topslot.store import tracking_events as te
+from topslot.store.schema import consents, contacts, deliveries, suppressions
 
 
 async def test_delivery_facts_give_the_hand_over_time_of_sent_rows_only(engine: AsyncEngine, tmp_path: Path) -> None:

@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.channel import spec_of
-from daemon.store import tracking_events as te
-from daemon.store.schema import consents, contacts
-from daemon.store.segments import channel_eligible, has_address, is_suppressed
+from topslot.channel import spec_of
+from topslot.store import tracking_events as te
+from topslot.store.schema import consents, contacts
+from topslot.store.segments import channel_eligible, has_address, is_suppressed
 
 NOW = datetime(2027, 5, 6, 12, 0, tzinfo=UTC)
 

@@ -14,15 +14,15 @@ from scheduling.ledger_fixtures import NOW, campaign, populate, settings
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.clock import FakeClock
-from daemon.links.keys import Keyring
-from daemon.links.tokens import sign
-from daemon.links.urls import link_key, normalise_url
-from daemon.scheduling.plan_run import plan_campaign
-from daemon.store import ledger
-from daemon.store.links import save_links
-from daemon.store.schema import contacts, deliveries, events
-from daemon.tracking.server import TrackingOptions, TrackingServer
+from topslot.clock import FakeClock
+from topslot.links.keys import Keyring
+from topslot.links.tokens import sign
+from topslot.links.urls import link_key, normalise_url
+from topslot.scheduling.plan_run import plan_campaign
+from topslot.store import ledger
+from topslot.store.links import save_links
+from topslot.store.schema import contacts, deliveries, events
+from topslot.tracking.server import TrackingOptions, TrackingServer
 
 NY_DUE = datetime(2027, 5, 6, 11, 30, tzinfo=UTC)  # 07:30 in New York: contacts newyork, newyork2
 SENT_AT = datetime(2027, 5, 6, 11, 29, tzinfo=UTC)

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.tracking.buffer import EventBuffer
-from daemon.tracking.hits import Hit
+from topslot.tracking.buffer import EventBuffer
+from topslot.tracking.hits import Hit
 
 AT = datetime(2027, 5, 6, 8, 0, tzinfo=UTC)
 

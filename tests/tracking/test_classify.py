@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from daemon.tracking.classify import (
+from topslot.tracking.classify import (
     HUMAN,
     MACHINE_OPEN,
     SCANNER,

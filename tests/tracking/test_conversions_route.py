@@ -19,11 +19,11 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.attribution.webhook import MAX_BATCH, MAX_BODY_BYTES, MAX_DEPTH, signed_headers
-from daemon.clock import FakeClock
-from daemon.store.schema import conversions
-from daemon.tracking.conversions_route import conversions_handler
-from daemon.tracking.server import TrackingOptions, TrackingServer
+from topslot.attribution.webhook import MAX_BATCH, MAX_BODY_BYTES, MAX_DEPTH, signed_headers
+from topslot.clock import FakeClock
+from topslot.store.schema import conversions
+from topslot.tracking.conversions_route import conversions_handler
+from topslot.tracking.server import TrackingOptions, TrackingServer
 from tracking.fixtures import keyring
 
 KEY = "whsec-route-0123456789"

@@ -8,10 +8,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from daemon.links.keys import load_keyring
-from daemon.links.tokens import sign
-from daemon.runtime.service import Daemon
-from daemon.settings import Settings
+from topslot.links.keys import load_keyring
+from topslot.links.tokens import sign
+from topslot.runtime.service import Daemon
+from topslot.settings import Settings
 
 
 def settings(tmp_path: Path) -> Settings:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.store.tracking_events import campaigns_of_range
-from daemon.tracking.directory import CampaignDirectory
+from topslot.store.tracking_events import campaigns_of_range
+from topslot.tracking.directory import CampaignDirectory
 from tracking.fixtures import make_world
 
 
@@ -36,7 +36,7 @@ async def test_small_blocks_and_a_small_cache_still_answer_right(engine: AsyncEn
 async def _all_ids(engine: AsyncEngine) -> list[int]:
     from sqlalchemy import select
 
-    from daemon.store.schema import deliveries
+    from topslot.store.schema import deliveries
 
     async with engine.connect() as conn:
         return list((await conn.execute(select(deliveries.c.id))).scalars())

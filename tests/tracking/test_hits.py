@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.tracking.hits import MAX_HEADER_CHARS, clean_header, client_ip, parse_networks
+from topslot.tracking.hits import MAX_HEADER_CHARS, clean_header, client_ip, parse_networks
 
 TRUSTED = parse_networks(["10.0.0.0/8", "::1"])
 

@@ -18,17 +18,17 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from store.sending_rows import add_campaign, add_contact, add_leased_row
 
-from daemon.clock import FakeClock, SystemClock
-from daemon.delivery import Decision
-from daemon.delivery import DeliveryState as S
-from daemon.logs import configure_logging
-from daemon.runtime.service import Daemon
-from daemon.settings import Settings
-from daemon.store.dispatch import Outcome, record_outcomes
-from daemon.store.receipts import pending_receipts
-from daemon.store.schema import deliveries
-from daemon.tracking import im_routes as ir
-from daemon.tracking.server import TrackingServer
+from topslot.clock import FakeClock, SystemClock
+from topslot.delivery import Decision
+from topslot.delivery import DeliveryState as S
+from topslot.logs import configure_logging
+from topslot.runtime.service import Daemon
+from topslot.settings import Settings
+from topslot.store.dispatch import Outcome, record_outcomes
+from topslot.store.receipts import pending_receipts
+from topslot.store.schema import deliveries
+from topslot.tracking import im_routes as ir
+from topslot.tracking.server import TrackingServer
 from tracking.fixtures import serving
 
 OTHER_SECRET = "dingtalk-gateway-secret-0123456789"

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.store.links import find_link
-from daemon.tracking.hits import Hit
-from daemon.tracking.ingest import EventWriter
+from topslot.store.links import find_link
+from topslot.tracking.hits import Hit
+from topslot.tracking.ingest import EventWriter
 from tracking.fixtures import SENT_AT, World, make_world, stored_events
 
 LATER = SENT_AT + timedelta(hours=1)
@@ -111,7 +111,7 @@ async def test_a_planned_delivery_has_no_hand_over_time(world: World) -> None:
 async def test_tuple_rows_read_back_as_the_core_insert_writes_them(world: World) -> None:
     """``insert_event_rows`` (driver-level executemany of tuples) stores exactly what ``insert_events``
     stores: same datetimes (to the microsecond, UTC), same values, on both databases."""
-    from daemon.store import tracking_events as store
+    from topslot.store import tracking_events as store
 
     landing, _ = await link_ids(world)
     at = LATER.replace(microsecond=123456)

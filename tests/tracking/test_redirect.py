@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.tracking.redirect import UnsafeDestination, with_click_id
+from topslot.tracking.redirect import UnsafeDestination, with_click_id
 
 
 @pytest.mark.parametrize(

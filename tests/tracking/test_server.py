@@ -13,14 +13,14 @@ from scheduling.ledger_fixtures import NOW
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.clock import FakeClock
-from daemon.links.keys import Keyring
-from daemon.links.short import sign_short
-from daemon.links.tokens import TEST_DELIVERY_ID, sign
-from daemon.store import ledger
-from daemon.store.schema import consents, deliveries, suppressions
-from daemon.tracking import pages
-from daemon.tracking.redirect import CLICK_ID_PARAM
+from topslot.clock import FakeClock
+from topslot.links.keys import Keyring
+from topslot.links.short import sign_short
+from topslot.links.tokens import TEST_DELIVERY_ID, sign
+from topslot.store import ledger
+from topslot.store.schema import consents, deliveries, suppressions
+from topslot.tracking import pages
+from topslot.tracking.redirect import CLICK_ID_PARAM
 from tracking.fixtures import (
     NY_DUE,
     SENT_AT,
@@ -311,7 +311,7 @@ async def test_hostile_headers_are_stored_cut_and_never_reflected(world: World, 
 
 
 async def test_forwarded_for_only_from_trusted_proxies(world: World, engine: AsyncEngine) -> None:
-    from daemon.tracking.hits import parse_networks
+    from topslot.tracking.hits import parse_networks
 
     async with aiohttp.ClientSession() as s:
         async with running_server(world) as server:
@@ -392,7 +392,7 @@ async def test_close_flushes_pending_events(world: World, engine: AsyncEngine) -
 
 
 async def test_port_in_use_is_a_clear_error(world: World) -> None:
-    from daemon.tracking.server import TrackingServerError
+    from topslot.tracking.server import TrackingServerError
 
     async with running_server(world) as first:
         with pytest.raises(TrackingServerError, match="cannot listen"):
@@ -445,7 +445,7 @@ async def test_batches_are_written_on_the_writer_thread_with_its_own_engine(worl
     like the server's (same database, same PostgreSQL schema), and stops with the server."""
     import threading
 
-    from daemon.tracking.flusher import THREAD_NAME
+    from topslot.tracking.flusher import THREAD_NAME
 
     async with running_server(world, flush_interval=60) as server, aiohttp.ClientSession() as s:
         assert server.writer.threaded

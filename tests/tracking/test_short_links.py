@@ -12,19 +12,19 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.attribution.webhook import signed_headers
-from daemon.campaign import Campaign
-from daemon.clock import FakeClock
-from daemon.links.factory import CampaignLinks
-from daemon.links.keys import Keyring
-from daemon.links.short import SHORT_CODE_CHARS, placeholder_code, sign_short
-from daemon.links.tokens import verify
-from daemon.links.urls import link_key, normalise_url
-from daemon.store.links import save_links
-from daemon.store.schema import conversions
-from daemon.tracking import pages
-from daemon.tracking.conversions_route import conversions_handler
-from daemon.tracking.redirect import CLICK_ID_PARAM
+from topslot.attribution.webhook import signed_headers
+from topslot.campaign import Campaign
+from topslot.clock import FakeClock
+from topslot.links.factory import CampaignLinks
+from topslot.links.keys import Keyring
+from topslot.links.short import SHORT_CODE_CHARS, placeholder_code, sign_short
+from topslot.links.tokens import verify
+from topslot.links.urls import link_key, normalise_url
+from topslot.store.links import save_links
+from topslot.store.schema import conversions
+from topslot.tracking import pages
+from topslot.tracking.conversions_route import conversions_handler
+from topslot.tracking.redirect import CLICK_ID_PARAM
 from tracking.fixtures import SENT_AT, World, keyring, make_world, running_server, stored_events
 
 WEBHOOK_KEY = "whsec-short-links-0123456789"

@@ -31,18 +31,18 @@ from store.test_receipts import (
 )
 from twilio.request_validator import RequestValidator
 
-from daemon.clock import FakeClock
-from daemon.delivery import Decision
-from daemon.delivery import DeliveryState as S
-from daemon.logs import configure_logging, pii_hash
-from daemon.runtime.service import Daemon
-from daemon.settings import Compliance, Settings, TwilioSettings
-from daemon.store import tracking_events as te
-from daemon.store.dispatch import Outcome, record_outcomes
-from daemon.store.receipts import pending_receipts
-from daemon.store.schema import consents
-from daemon.tracking import twilio_routes as tr
-from daemon.tracking.server import TrackingServer
+from topslot.clock import FakeClock
+from topslot.delivery import Decision
+from topslot.delivery import DeliveryState as S
+from topslot.logs import configure_logging, pii_hash
+from topslot.runtime.service import Daemon
+from topslot.settings import Compliance, Settings, TwilioSettings
+from topslot.store import tracking_events as te
+from topslot.store.dispatch import Outcome, record_outcomes
+from topslot.store.receipts import pending_receipts
+from topslot.store.schema import consents
+from topslot.tracking import twilio_routes as tr
+from topslot.tracking.server import TrackingServer
 from tracking.fixtures import serving
 
 TOKEN = "twilio-auth-token-0123456789abcdef"

@@ -1,14 +1,14 @@
-"""Alembic environment: runs only on a connection handed over by ``daemon.store.db.upgrade``."""
+"""Alembic environment: runs only on a connection handed over by ``topslot.store.db.upgrade``."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from daemon.store.schema import metadata
+from topslot.store.schema import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError("run migrations with `topslot db upgrade` (daemon.store.db.upgrade), not the alembic CLI")
+    raise RuntimeError("run migrations with `topslot db upgrade` (topslot.store.db.upgrade), not the alembic CLI")
 
 context.configure(
     connection=connection,
