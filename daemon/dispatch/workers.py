@@ -47,6 +47,7 @@ log = get_logger("dispatch")
 STOP = "stop"
 FIRE = "fire"
 START_TIMEOUT = 60.0
+REAP_TIMEOUT = 2.0  # seconds to wait for a helper whose pipe closed to be reaped (its exit code logged)
 RESTART_BACKOFF = 1.0  # seconds before a dead helper is started again, doubling while it keeps failing
 RESTART_MOST = 60.0
 
@@ -194,6 +195,8 @@ class DispatchHelpers:
         try:
             ready = await self._receive(helper, START_TIMEOUT)
         except Exception as exc:  # it ended (EOFError), timed out, or said "error"
+            if isinstance(exc, EOFError):  # its pipe closed as it died: reap it, so the log has its exit code
+                await asyncio.to_thread(process.join, REAP_TIMEOUT)
             log.error("dispatch_helper_start_failed", helper=helper.k, error=repr(exc)[:300],
                       exitcode=process.exitcode)  # fmt: skip
             process.kill()

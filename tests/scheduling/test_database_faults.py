@@ -64,8 +64,11 @@ async def test_sqlite_disk_full_mid_bucket_costs_seconds_not_the_lease(tmp_path:
     assert seen == ["degraded"] and final == "ok"
     degraded = events(logs, "database_degraded")  # a step already failed may surface after the free, again
     assert degraded and all("database or disk is full" in e["error"] for e in degraded)
-    assert events(logs, "bucket_step_failed") and events(logs, "database_recovered")
-    assert not events(logs, "bucket_abandoned")
+    # The full disk fails whichever write comes next: a claim step (retried by the scheduler) or, when the
+    # bucket was all claimed before the fault (a loaded machine sends slowly), recording outcomes.
+    assert {e["where"] for e in degraded} <= {"bucket", "record outcomes"}
+    assert events(logs, "bucket_step_failed") or any(e["where"] == "record outcomes" for e in degraded)
+    assert events(logs, "database_recovered") and not events(logs, "bucket_abandoned")
     # how many seconds it cost: bench/fault_costs.py (a test never times)
 
 
