@@ -18,7 +18,7 @@ from topslot.imports.batches import contact_batches
 from topslot.imports.contacts import ContactRow
 from topslot.imports.report import ImportReport, Progress
 from topslot.store.db import IMMEDIATE
-from topslot.store.dialect import upsert_insert
+from topslot.store.dialect import column_lists, unnest_rows, upsert_insert
 from topslot.store.prefetch import batches as _batches
 from topslot.store.schema import consents, contact_tags, contacts
 
@@ -95,7 +95,13 @@ async def _replace_tags(conn: AsyncConnection, tagged: Iterable[tuple[int, tuple
         return
     await conn.execute(delete(contact_tags).where(contact_tags.c.contact_id.in_([cid for cid, _ in tagged])))
     pairs = [{"contact_id": cid, "tag": tag} for cid, tags in tagged for tag in tags]
-    if pairs:
+    if not pairs:
+        return
+    if conn.dialect.name == "postgresql":  # one statement over arrays
+        names = ["contact_id", "tag"]
+        await conn.execute(insert(contact_tags).from_select(names, unnest_rows(contact_tags, names)),
+                           column_lists(pairs, names))  # fmt: skip
+    else:
         await conn.execute(insert(contact_tags), pairs)
 
 
@@ -114,6 +120,10 @@ async def _upsert_consents(conn: AsyncConnection, rows: list[tuple[int, ContactR
     if not params:
         return
     stmt = upsert_insert(conn, consents)
+    names = list(params[0])
+    pg = conn.dialect.name == "postgresql"
+    if pg:  # one statement over arrays
+        stmt = stmt.from_select(names, unnest_rows(consents, names))
     stmt = stmt.on_conflict_do_update(
         index_elements=[consents.c.contact_id, consents.c.channel],
         set_={
@@ -122,4 +132,4 @@ async def _upsert_consents(conn: AsyncConnection, rows: list[tuple[int, ContactR
             "recorded_at": stmt.excluded.recorded_at,
         },
     )
-    await conn.execute(stmt, params)
+    await conn.execute(stmt, column_lists(params, names) if pg else params)

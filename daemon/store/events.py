@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Column, Table, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from topslot.errors import Problem
@@ -14,7 +14,7 @@ from topslot.imports.batches import event_batches
 from topslot.imports.events import EventRow, PurchaseRow, SearchRow
 from topslot.imports.report import ImportReport, Progress
 from topslot.store.db import IMMEDIATE
-from topslot.store.dialect import upsert_insert
+from topslot.store.dialect import column_lists, unnest_rows, upsert_insert
 from topslot.store.prefetch import batches as _batches
 from topslot.store.schema import contacts, purchases, searches
 
@@ -72,8 +72,6 @@ async def _contact_ids(conn: AsyncConnection, external_ids: set[str]) -> dict[st
 async def _insert_purchases(conn: AsyncConnection, rows: list[PurchaseRow], ids: dict[str, int]) -> int:
     if not rows:
         return 0
-    stmt = upsert_insert(conn, purchases)
-    stmt = stmt.on_conflict_do_nothing(index_elements=[purchases.c.order_id, purchases.c.sku])
     params = [
         {
             "contact_id": ids[r.contact],
@@ -86,14 +84,12 @@ async def _insert_purchases(conn: AsyncConnection, rows: list[PurchaseRow], ids:
         }
         for r in rows
     ]
-    return await _inserted(conn, stmt, params, purchases.c.id)
+    return await _inserted(conn, purchases, params, [purchases.c.order_id, purchases.c.sku])
 
 
 async def _insert_searches(conn: AsyncConnection, rows: list[SearchRow], ids: dict[str, int]) -> int:
     if not rows:
         return 0
-    stmt = upsert_insert(conn, searches)
-    stmt = stmt.on_conflict_do_nothing(index_elements=[searches.c.contact_id, searches.c.term, searches.c.searched_at])
     params = [
         {
             "contact_id": ids[r.contact],
@@ -103,12 +99,18 @@ async def _insert_searches(conn: AsyncConnection, rows: list[SearchRow], ids: di
         }
         for r in rows
     ]
-    return await _inserted(conn, stmt, params, searches.c.id)
+    return await _inserted(conn, searches, params, [searches.c.contact_id, searches.c.term, searches.c.searched_at])
 
 
-async def _inserted(conn: AsyncConnection, stmt: Any, params: list[dict[str, Any]], key: Any) -> int:
-    """Run an INSERT ... ON CONFLICT DO NOTHING for many rows; how many rows were new.
-    SQLite's executemany rowcount counts exactly the inserted rows (cheaper than RETURNING)."""
+async def _inserted(
+    conn: AsyncConnection, table: Table, params: list[dict[str, Any]], unique: list[Column[Any]]
+) -> int:
+    """INSERT ... ON CONFLICT (``unique``) DO NOTHING for many rows; how many rows were new.
+    SQLite: an executemany, whose rowcount counts exactly the inserted rows (cheaper than RETURNING).
+    PostgreSQL: one statement over arrays (``unnest_rows``) returning the new rows' ids."""
+    stmt = upsert_insert(conn, table)
     if conn.dialect.name == "sqlite":
-        return int((await conn.execute(stmt, params)).rowcount)
-    return len((await conn.execute(stmt.returning(key), params)).all())
+        return int((await conn.execute(stmt.on_conflict_do_nothing(index_elements=unique), params)).rowcount)
+    names = list(params[0])
+    stmt = stmt.from_select(names, unnest_rows(table, names)).on_conflict_do_nothing(index_elements=unique)
+    return len((await conn.execute(stmt.returning(table.c.id), column_lists(params, names))).all())

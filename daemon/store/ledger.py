@@ -16,7 +16,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, bindparam, case, exists, func, literal, not_, or_, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from topslot.campaign import Campaign, FrequencyCap
@@ -26,7 +25,7 @@ from topslot.delivery import DeliveryState as S
 from topslot.delivery import SkipReason as R
 from topslot.pacing import QuietRules
 from topslot.store.db import IMMEDIATE
-from topslot.store.dialect import upsert_insert
+from topslot.store.dialect import unnest_rows, upsert_insert
 from topslot.store.engagement import engaged_earlier
 from topslot.store.frequency import skip_over_cap
 from topslot.store.schema import campaigns, contacts, coupon_pools, deliveries
@@ -167,13 +166,8 @@ def _plan_upsert(conn: AsyncConnection, *, from_arrays: bool) -> Any:
     ``unnest`` over one array parameter per column."""
     stmt = upsert_insert(conn, deliveries)
     if from_arrays:
-        arrays = (
-            func.unnest(*(bindparam(name, type_=ARRAY(deliveries.c[name].type)) for name in _PER_ROW))
-            .table_valued(*_PER_ROW)
-            .render_derived()
-        )
         shared = [bindparam(name, type_=deliveries.c[name].type) for name in _SHARED]
-        stmt = stmt.from_select([*_PER_ROW, *_SHARED], select(*arrays.c, *shared))
+        stmt = stmt.from_select([*_PER_ROW, *_SHARED], unnest_rows(deliveries, _PER_ROW, *shared))
     ex = stmt.excluded
     return stmt.on_conflict_do_update(
         index_elements=[deliveries.c[k] for k in LEDGER_KEY],
