@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -157,11 +157,9 @@ class HandoverJournal:
                     self._sync_s = time.perf_counter() - started
                 else:  # slow lately: in a worker thread, the loop goes on meanwhile
                     self._syncing = True
-                    started = time.perf_counter()
-                    try:
-                        await loop.run_in_executor(None, sync, fd)
+                    try:  # timed in the thread: the hand-off's own delay is not the disk's
+                        self._sync_s = await loop.run_in_executor(None, _timed, sync, fd)
                     finally:
-                        self._sync_s = time.perf_counter() - started
                         self._syncing = False
                         self._write_answers()
             except BaseException as exc:
@@ -238,3 +236,10 @@ def journals(directory: Path, owners: Iterable[str]) -> dict[str, Record | None]
         if path.exists():
             found[owner] = read_journal(path)
     return found
+
+
+def _timed(sync: Callable[[int], None], fd: int) -> float:
+    """Run ``sync(fd)``; how many seconds it took."""
+    started = time.perf_counter()
+    sync(fd)
+    return time.perf_counter() - started

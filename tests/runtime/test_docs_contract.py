@@ -24,7 +24,7 @@ def test_readme_has_the_two_commands_and_ci_runs_the_test_one_verbatim() -> None
     assert ci.startswith("#!/usr/bin/env bash") and "set -euo pipefail" in ci
     assert "export TOPSLOT_TEST_DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/test" in ci
     assert ci.strip().splitlines()[-1] == tests  # the README's test command, verbatim, last
-    assert ci.index(".venv/bin/ruff check daemon") < ci.index(".venv/bin/mypy") < ci.index(tests)  # checkers first
+    assert ci.index(".venv/bin/ruff check daemon") < ci.index(".ci/typecheck") < ci.index(tests)  # checkers first (mypy)
     assert (REPO / ".ci" / "run").stat().st_mode & 0o111
 
 
