@@ -436,7 +436,7 @@ def load_settings(config_dir: Path | str | None = None, **overrides: Any) -> Set
     """Read settings from every source; raise ``InvalidInput`` listing every problem found."""
     if config_dir is not None:
         overrides["config_dir"] = Path(config_dir)
-    directory = _config_dir_for(overrides.get("config_dir"))
+    directory = config_dir_for(overrides.get("config_dir"))
     yaml_path = directory / SETTINGS_FILE
     _, marks, problems = read_settings_yaml(yaml_path)
     problems += read_secret_files(set(Settings.model_fields))[1]
@@ -473,7 +473,8 @@ def resolve_sqlite_url(url: str, base: Path) -> str:
     return f"{scheme}:///{(base / path).resolve()}{q}{query}"
 
 
-def _config_dir_for(explicit: Any) -> Path:
+def config_dir_for(explicit: Any) -> Path:
+    """The configuration directory: ``explicit``, else ``TOPSLOT_CONFIG_DIR``, else ``config``."""
     if explicit is not None:
         return Path(explicit)
     for name, value in os.environ.items():
@@ -679,7 +680,7 @@ class YamlFileSource(PydanticBaseSettingsSource):
 
     def __init__(self, settings_cls: type[BaseSettings], config_dir: Any):
         super().__init__(settings_cls)
-        self.path = _config_dir_for(config_dir) / SETTINGS_FILE
+        self.path = config_dir_for(config_dir) / SETTINGS_FILE
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False

@@ -13,6 +13,7 @@ from topslot.cli import (
     coupon_cmds,
     data_cmds,
     delivery_cmds,
+    init_cmds,
     plan_cmds,
     preview_cmds,
     proof_cmds,
@@ -46,6 +47,7 @@ def _options(
 
 
 for module in (
+    init_cmds,
     run_cmds,
     config_cmds,
     data_cmds,

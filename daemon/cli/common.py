@@ -72,7 +72,10 @@ def config_dir_problem(directory: Path) -> str | None:
     if directory.is_dir():
         return None
     state = "is not a directory" if directory.exists() else "does not exist"
-    return f"configuration directory {directory} {state} (--config or TOPSLOT_CONFIG_DIR)"
+    return (
+        f"configuration directory {directory} {state} (--config or TOPSLOT_CONFIG_DIR; "
+        "`topslot init` writes a working one)"
+    )
 
 
 def with_engine(

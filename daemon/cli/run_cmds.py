@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Optional
@@ -10,8 +11,10 @@ import typer
 from rich.console import Console
 
 from topslot import event_loop
-from topslot.cli.common import fail, settings_or_exit
+from topslot.cli.common import fail, say, settings_or_exit
+from topslot.cli.init_cmds import write_examples
 from topslot.clock import Clock, SimulatedClock, SystemClock
+from topslot.settings import config_dir_for
 
 ConfigOption = Annotated[
     Optional[Path],  # noqa: UP045 - typer reads the annotation
@@ -65,5 +68,23 @@ def demo(
     that jumps to each bucket's dispatch start."""
     from topslot.runtime.demo import run_demo
 
+    if config is None and not config_dir_for(None).exists():
+        _enter_packaged_examples()
     settings = settings_or_exit(config)
     raise typer.Exit(event_loop.run(run_demo(settings, Console(), keep_running=keep_running), settings.event_loop))
+
+
+def _enter_packaged_examples() -> None:
+    """No configuration here (an installed topslot in an empty directory): the tour runs on the
+    packaged examples, copied (files already there kept) to ``var/demo/example`` as a working
+    directory, which becomes the current one: its var/ holds the tour's database and outbox."""
+    work = (Path("var") / "demo" / "example").resolve()
+    try:
+        write_examples(work)
+    except OSError as exc:
+        say(f"topslot demo: no config/ here, and the packaged examples cannot be written to {work}: {exc}")
+        raise typer.Exit(2) from None
+    say(
+        f"no config/ here: the tour runs on the packaged examples in {work} (`topslot init` writes them where you work)"
+    )
+    os.chdir(work)

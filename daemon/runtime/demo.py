@@ -307,20 +307,22 @@ async def show_plan_summary(
 def show_next_steps(console: Console, settings: Settings, campaign_ids: list[str]) -> None:
     db = _database_label(settings)
     example = campaign_ids[0] if campaign_ids else "CAMPAIGN_ID"
+    topslot = ".venv/bin/topslot" if Path(".venv/bin/topslot").exists() else "topslot"  # a clone, or installed
     lines = [
+        f"working dir   [cyan]{Path.cwd()}[/cyan]   (the paths and commands below are relative to it)",
         f"database      [cyan]{db}[/cyan]   (open it with: sqlite3 {db})"
         if settings.sqlite_path
         else f"database      {db}",
         f"outbox        [cyan]{_rel(settings.outbox_dir)}[/cyan]   (.eml files: open them in any mail client)",
         f"campaigns     [cyan]{_rel(settings.campaigns_dir)}[/cyan]  (drop a YAML file here; the daemon reloads it)",
         "",
-        "validate      [bold].venv/bin/topslot validate config/[/bold]",
+        f"validate      [bold]{topslot} validate config/[/bold]",
         f"the tour's database, for the commands below:  [bold]export TOPSLOT_DATABASE_URL=sqlite+aiosqlite:///{_rel(settings.sqlite_path)}[/bold]",
-        f"audience      [bold].venv/bin/topslot audience {example}[/bold]",
-        f"plan          [bold].venv/bin/topslot plan {example} --from 2027-05-01T00:00Z[/bold]",
-        f"ledger        [bold].venv/bin/topslot deliveries status {example}[/bold]",
-        f"report        [bold].venv/bin/topslot report {example} --format html -o report.html[/bold]",
-        "run for real  [bold].venv/bin/topslot run[/bold]   (docs/operations.md: systemd, secrets)",
+        f"audience      [bold]{topslot} audience {example}[/bold]",
+        f"plan          [bold]{topslot} plan {example} --from 2027-05-01T00:00Z[/bold]",
+        f"ledger        [bold]{topslot} deliveries status {example}[/bold]",
+        f"report        [bold]{topslot} report {example} --format html -o report.html[/bold]",
+        f"run for real  [bold]{topslot} run[/bold]   (docs/operations.md: systemd, secrets)",
     ]
     console.print(Panel("\n".join(lines), title="what next", border_style="cyan"))
 

@@ -4,6 +4,9 @@ hostile-input tests of the import commands share."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,21 @@ def run(*args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result.exit_code, result.stdout, result.stderr
+
+
+def topslot(*args: str, cwd: Path, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m topslot ARGS`` as a real process (so a traceback would really show), with no
+    TOPSLOT_* setting from outside (``env`` adds some)."""
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("TOPSLOT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "topslot", *args],
+        cwd=cwd,
+        env={**clean, "PYTHONPATH": str(REPO), **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def db_rows(db: Path, query: Any) -> list[Any]:

@@ -10,16 +10,16 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from cli_support import EXAMPLE, REPO, run
+from cli_support import EXAMPLE, run, topslot
 
 SETTING = "(setting database_url / TOPSLOT_DATABASE_URL)"
 CAMPAIGN = "mothers-day-2027"
 PG_PASSWORD = "s3cret-pw-never-shown"
+
+HOW_TO_GET_ONE = "--config or TOPSLOT_CONFIG_DIR; `topslot init` writes a working one"
 
 
 @pytest.fixture(autouse=True)
@@ -46,20 +46,6 @@ def with_database(config_dir: Path, url: str) -> Path:
     text = path.read_text(encoding="utf-8").splitlines()
     path.write_text("\n".join([f"database_url: {url}", *text[1:]]) + "\n", encoding="utf-8")
     return config_dir
-
-
-def topslot(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """``python -m topslot ARGS`` as a real process (so a traceback would really show)."""
-    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("TOPSLOT_")}
-    return subprocess.run(
-        [sys.executable, "-m", "topslot", *args],
-        cwd=cwd,
-        env={**clean, "PYTHONPATH": str(REPO), **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def pool_file(tmp_path: Path) -> Path:
@@ -279,7 +265,7 @@ def test_a_missing_config_directory_is_named_and_exit_2(tmp_path: Path, args: tu
     code, out, err = run(*args, "--config", str(missing))
 
     assert code == 2, (out, err)
-    assert err == f"configuration directory {missing} does not exist (--config or TOPSLOT_CONFIG_DIR)\n"
+    assert err == f"configuration directory {missing} does not exist ({HOW_TO_GET_ONE})\n"
     assert list(Path.cwd().iterdir()) == []  # no var/, no database made on the way
 
 
@@ -289,7 +275,7 @@ def test_a_config_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
 
     code, _, err = run("db", "upgrade", "--config", str(file))
 
-    assert (code, err) == (2, f"configuration directory {file} is not a directory (--config or TOPSLOT_CONFIG_DIR)\n")
+    assert (code, err) == (2, f"configuration directory {file} is not a directory ({HOW_TO_GET_ONE})\n")
 
 
 def test_run_with_a_missing_config_directory_exits_2(tmp_path: Path) -> None:
@@ -299,7 +285,7 @@ def test_run_with_a_missing_config_directory_exits_2(tmp_path: Path) -> None:
 
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
-        f"configuration directory {missing} does not exist (--config or TOPSLOT_CONFIG_DIR)"
+        f"configuration directory {missing} does not exist ({HOW_TO_GET_ONE})"
     ]
 
 

@@ -13,7 +13,17 @@ README = (REPO / "README.md").read_text(encoding="utf-8")
 
 
 def commands_in_readme() -> list[str]:
-    return re.findall(r"^(python3 -m venv .*)$", README, flags=re.MULTILINE)
+    return re.findall(r"^(python3 -m venv \.venv .*)$", README, flags=re.MULTILINE)
+
+
+def test_readme_gives_the_wheel_path_and_ci_tries_it() -> None:
+    (wheel,) = re.findall(r"^(python3 -m venv v .*)$", README, flags=re.MULTILINE)
+    assert wheel == "python3 -m venv v && v/bin/pip install topslot-*.whl && v/bin/topslot init && v/bin/topslot demo"
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    script = (REPO / ".ci" / "wheel").read_text(encoding="utf-8")
+    assert ".ci/wheel" in ci.splitlines() and (REPO / ".ci" / "wheel").stat().st_mode & 0o111
+    for step in ("twine\" check", "topslot\" init", "topslot\" validate", "topslot\" demo"):
+        assert step in script, step
 
 
 def test_readme_has_the_two_commands_and_ci_runs_the_test_one_verbatim() -> None:
