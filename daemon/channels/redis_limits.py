@@ -119,12 +119,13 @@ class RedisLimitStore:
         return member if int(got) else None
 
     async def free(self, scope: str, slots: Sequence[tuple[str, Hashable]], holder: str) -> None:
-        if not slots:
+        mine = [(key, str(member)) for key, member in slots if str(member).rpartition(":")[0] == holder]
+        if not mine:
             return
         self.round_trips += 1
         async with self._client.pipeline(transaction=False) as pipe:
-            for key, member in slots:
-                pipe.zrem(self._slots(scope, key), str(member))
+            for key, member in mine:
+                pipe.zrem(self._slots(scope, key), member)
             await pipe.execute()
 
     async def renew(self, holder: str, held: Sequence[tuple[str, str, Hashable]], ttl: float) -> None:
