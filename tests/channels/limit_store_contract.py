@@ -10,7 +10,6 @@ import pytest
 
 from topslot.channels.shared_limits import LimitStore
 
-
 SLOW = 0.001  # tokens per second: nothing measurable refills during a check
 
 

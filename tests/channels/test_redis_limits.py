@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+import redis.exceptions
 
 from topslot.channels.redis_limits import RedisLimitStore
 from topslot.channels.shared_limits import LimitStore
@@ -45,6 +46,6 @@ async def test_keys_expire_on_their_own(stores: Pair, redis_prefix: str) -> None
 
 async def test_an_unreachable_redis_raises(redis_prefix: str) -> None:
     store = RedisLimitStore("redis://127.0.0.1:1/0", redis_prefix)  # nothing listens on port 1
-    with pytest.raises(Exception):
+    with pytest.raises(redis.exceptions.ConnectionError):
         await store.take("smtp:main", 1, 10.0, 1.0)
     await store.close()

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from channels.limit_store_contract import CHECKS
 from sqlalchemy import delete, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from topslot.channels.shared_limits import LimitStore
 from topslot.store.db import open_engine
@@ -55,7 +56,7 @@ async def test_a_broken_connection_is_replaced_on_the_next_call(stores: Pair) ->
     await a.take("smtp:main", 1, 10.0, 1.0)
     assert a._conn is not None
     await a._conn.invalidate()  # as if the server had closed it
-    with pytest.raises(Exception):
+    with pytest.raises(SQLAlchemyError):
         await a.take("smtp:main", 1, 10.0, 1.0)
     assert await a.take("smtp:main", 0, 10.0, 1.0) <= 1.0  # a new connection
     async with a._engine.connect() as conn:
