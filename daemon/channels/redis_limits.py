@@ -8,8 +8,9 @@ pipeline. Times are Redis's clock (``TIME``), the one clock every node shares. K
 after its ``ttl``), so nothing needs cleaning up.
 
 - A bucket is a hash ``{tokens, at}``; the take script does ``ratelimit.refill`` exactly.
-- A key's slots are a sorted set of lease members (``<holder>:<n>``) scored by their expiry: the
-  grab script drops the expired ones, and adds a member only while fewer than ``limit`` remain.
+- A key's slots are a sorted set of lease members (``<holder>:<call>:<n>``) scored by their expiry:
+  the grab script, for every key asked for at once, drops the expired ones and adds members only
+  while fewer than ``limit`` remain.
 
 Needs the ``redis`` package (``pip install 'topslot[redis]'``); ``check_available`` says so in one
 line at start-up when it is missing.
@@ -18,7 +19,7 @@ line at start-up when it is missing.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 from topslot.errors import TopslotError
@@ -48,12 +49,22 @@ return 0
 GRAB = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local limit, member, ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.17g', now))
-if redis.call('ZCARD', KEYS[1]) >= limit then return 0 end
-redis.call('ZADD', KEYS[1], string.format('%.17g', now + ttl), member)
-redis.call('PEXPIRE', KEYS[1], math.ceil(ttl * 1000) + 1000)
-return 1
+local limit, ttl, member = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local expires = string.format('%.17g', now + ttl)
+local got = {}
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%.17g', now))
+  local free = limit - redis.call('ZCARD', key)
+  local n = math.min(free, tonumber(ARGV[3 + i]))
+  for j = 1, n do
+    local name = member .. ':' .. i .. '.' .. j
+    redis.call('ZADD', key, expires, name)
+    table.insert(got, name)
+  end
+  if n > 0 then redis.call('PEXPIRE', key, math.ceil(ttl * 1000) + 1000) end
+  table.insert(got, '')
+end
+return got
 """
 
 RENEW = """
@@ -112,14 +123,26 @@ class RedisLimitStore:
         self.round_trips += 1
         await self._give_back(keys=[self._bucket(name)], args=[repr(burst), count])
 
-    async def grab(self, scope: str, key: str, limit: int, holder: str, ttl: float) -> Hashable | None:
+    async def grab(
+        self, scope: str, wanted: Mapping[str, int], limit: int, holder: str, ttl: float
+    ) -> dict[str, list[Hashable]]:
+        if not wanted:
+            return {}
         self.round_trips += 1
-        member = f"{holder}:{next(self._members)}"
-        got = await self._grab(keys=[self._slots(scope, key)], args=[limit, member, repr(ttl)])
-        return member if int(got) else None
+        keys = list(wanted)
+        member = f"{holder}:{next(self._members)}"  # each slot: <holder>:<call>:<key>.<slot>
+        answer = await self._grab(
+            keys=[self._slots(scope, key) for key in keys], args=[limit, repr(ttl), member, *wanted.values()]
+        )
+        got: dict[str, list[Hashable]] = {}
+        names = iter(answer)
+        for key in keys:  # each key's members, then an empty string
+            for name in iter(lambda: next(names), b""):
+                got.setdefault(key, []).append(name.decode() if isinstance(name, bytes) else name)
+        return got
 
     async def free(self, scope: str, slots: Sequence[tuple[str, Hashable]], holder: str) -> None:
-        mine = [(key, str(member)) for key, member in slots if str(member).rpartition(":")[0] == holder]
+        mine = [(key, str(member)) for key, member in slots if str(member).rsplit(":", 2)[0] == holder]
         if not mine:
             return
         self.round_trips += 1

@@ -40,7 +40,7 @@ import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -78,9 +78,12 @@ class LimitStore(Protocol):
         """Return ``count`` taken tokens that will not be used (the balance stays at most ``burst``)."""
         ...
 
-    async def grab(self, scope: str, key: str, limit: int, holder: str, ttl: float) -> Hashable | None:
-        """One of ``key``'s ``limit`` slots for ``holder`` for ``ttl`` seconds (a slot whose lease ran
-        out counts as free), or None when all are held. Returns the slot's handle for ``free``."""
+    async def grab(
+        self, scope: str, wanted: Mapping[str, int], limit: int, holder: str, ttl: float
+    ) -> dict[str, list[Hashable]]:
+        """For each key of ``wanted``, up to that many of its ``limit`` slots for ``holder`` for ``ttl``
+        seconds (a slot whose lease ran out counts as free; fewer, or none, when they are held):
+        key → the slots' handles (for ``free`` and ``renew``); a key that got none may be left out."""
         ...
 
     async def free(self, scope: str, slots: Sequence[tuple[str, Hashable]], holder: str) -> None:
@@ -272,6 +275,8 @@ class SharedKeyedLimiter:
         self._clock = clock
         self._keys: dict[str, _Key] = {}
         self._held: dict[tuple[str, Hashable], None] = {}  # (key, handle) of the slots held now
+        self._asked: dict[str, list[asyncio.Future[Hashable | None]]] = {}  # for the next grab
+        self._grabbing: asyncio.Task[None] | None = None
         self._sweeping: asyncio.Task[None] | None = None
         self._renewing: asyncio.Task[None] | None = None
 
@@ -296,14 +301,14 @@ class SharedKeyedLimiter:
         return len(self._held)
 
     def _forget_if_idle(self, key: str, state: _Key) -> None:
-        if state.users == 0 and not state.waiters and not state.spare:
+        if state.users == 0 and not state.waiters and not state.spare and state.owned == 0:
             self._keys.pop(key, None)
 
     async def _take(self, key: str, state: _Key) -> Hashable:
         if state.spare:  # a slot this process holds and nobody uses: no round trip
             return state.spare.pop()[0]
         if not state.waiters and state.owned < self.limit:  # the key may have room: ask the store
-            handle = await self._grab(key, state)
+            handle = await self._ask(key, state)
             if handle is not None:
                 return handle
         # the key is at its limit: wait for a slot of this process's own, or one the poller finds
@@ -321,20 +326,58 @@ class SharedKeyedLimiter:
                     state.waiters.remove(waiter)
             raise
 
-    async def _grab(self, key: str, state: _Key) -> Hashable | None:
-        state.owned += 1  # counted while asking: never more than ``limit`` asks and slots at once
+    async def _ask(self, key: str, state: _Key) -> Hashable | None:
+        """One slot of ``key`` from the store, or None when it has none free. Asks made meanwhile,
+        for any key, go in one round trip (``_grab_loop``); the slot is counted as owned while
+        asked for, so this process never asks for more than ``limit`` of a key at once."""
+        state.owned += 1
+        answer: asyncio.Future[Hashable | None] = asyncio.get_running_loop().create_future()
+        self._asked.setdefault(key, []).append(answer)
+        if self._grabbing is None or self._grabbing.done():
+            self._grabbing = asyncio.get_running_loop().create_task(self._grab_loop())
         try:
-            handle = await self.store.grab(self.scope, key, self.limit, self.holder, self.ttl)
-        except Exception as exc:
-            state.owned -= 1
-            raise self.health.failed(exc) from None
-        self.health.answered()
-        if handle is None:
-            state.owned -= 1
-        else:
-            self._held[(key, handle)] = None
-            self._renew_while_held()
-        return handle
+            return await asyncio.shield(answer)
+        except asyncio.CancelledError:
+            if answer.done() and not answer.cancelled() and answer.exception() is None:
+                handle = answer.result()
+                if handle is not None:
+                    self._give(state, handle)
+            else:
+                answer.add_done_callback(lambda done: self._unclaimed(state, done))
+            raise
+
+    def _unclaimed(self, state: _Key, answer: asyncio.Future[Hashable | None]) -> None:
+        """The answer to an ask whose asker left: a slot it brought is kept for the next message."""
+        if not answer.cancelled() and answer.exception() is None and answer.result() is not None:
+            self._give(state, answer.result())
+
+    async def _grab_loop(self) -> None:
+        while self._asked:
+            asked, self._asked = self._asked, {}
+            try:
+                got = await self.store.grab(
+                    self.scope, {key: len(answers) for key, answers in asked.items()}, self.limit, self.holder,
+                    self.ttl,
+                )  # fmt: skip
+            except Exception as exc:
+                error = self.health.failed(exc)
+                for key, answers in asked.items():
+                    self._keys[key].owned -= len(answers)
+                    for answer in answers:
+                        answer.set_exception(error)
+                        answer.exception()  # retrieved: an asker that left does not warn
+                continue
+            self.health.answered()
+            for key, answers in asked.items():
+                state = self._keys[key]
+                handles = list(got.get(key, ()))
+                for handle in handles:
+                    self._held[(key, handle)] = None
+                state.owned -= len(answers) - len(handles)
+                for answer in answers:
+                    answer.set_result(handles.pop() if handles else None)
+            if self._held:
+                self._renew_while_held()
 
     async def _poll(self, key: str, state: _Key) -> None:
         """While this process has waiters for ``key``: ask the store again, soon after a slot was
@@ -348,7 +391,7 @@ class SharedKeyedLimiter:
                 pause = self.poll[1]
                 continue
             try:
-                handle = await self._grab(key, state)
+                handle = await self._ask(key, state)
             except TransientSendError as error:
                 while state.waiters:
                     waiter = state.waiters.popleft()
@@ -363,6 +406,7 @@ class SharedKeyedLimiter:
         self._forget_if_idle(key, state)
 
     def _give(self, state: _Key, handle: Hashable) -> None:
+        """A slot this process is done with: its next waiter's, else kept ``linger`` seconds."""
         while state.waiters:
             waiter = state.waiters.popleft()
             if not waiter.done():
@@ -405,7 +449,7 @@ class SharedKeyedLimiter:
 
     async def close(self) -> None:
         """Stop renewing and sweeping; free the slots nobody uses (slots still in use run out)."""
-        for task in (self._renewing, self._sweeping):
+        for task in (self._renewing, self._sweeping, self._grabbing):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -10,11 +10,11 @@ is a primary-key upsert or update of a row or a few). Times are the database ser
 - ``take``: an upsert that refills the provider's bucket by the time since its last refill, takes
   the tokens and returns the balance (``ratelimit.refill``). The row is locked for the statement
   only; concurrent takers queue on it for microseconds.
-- ``grab``: an insert of one free slot number (0 .. limit-1, a random free one, so that concurrent
-  grabbers rarely pick the same) that takes over a row whose lease ran out and otherwise does
-  nothing on conflict: two processes that saw the same slot free cannot both get it (the primary
-  key decides), so a key never has more than ``limit`` live leases. The loser gets None and tries
-  again shortly (``SharedKeyedLimiter``).
+- ``grab``: for every key asked for, an insert of as many free slot numbers as wanted (0 .. limit-1,
+  random free ones, so that concurrent grabbers rarely pick the same) that takes over rows whose
+  lease ran out and otherwise does nothing on conflict: two processes that saw the same slot free
+  cannot both get it (the primary key decides), so a key never has more than ``limit`` live
+  leases. The loser gets fewer slots and asks again shortly (``SharedKeyedLimiter``).
 - ``free`` deletes the holder's rows; ``renew`` extends every lease the holder has in the scopes.
 """
 
@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Float, Integer, and_, delete, exists, func, literal, select, tuple_, update
+from sqlalchemy import Float, Integer, String, and_, delete, exists, func, literal, select, true, tuple_, update
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from topslot.store.schema import limit_slots, rate_buckets
@@ -82,31 +83,50 @@ class PostgresLimitStore:
         tokens = func.least(literal(burst, Float), t.c.tokens + literal(float(count), Float))
         await self._execute(update(t).where(t.c.name == name).values(tokens=tokens))
 
-    async def grab(self, scope: str, key: str, limit: int, holder: str, ttl: float) -> Hashable | None:
+    async def grab(
+        self, scope: str, wanted: Mapping[str, int], limit: int, holder: str, ttl: float
+    ) -> dict[str, list[Hashable]]:
+        if not wanted:
+            return {}
         t = limit_slots
         now = _now()
+        keys, counts = list(wanted), [wanted[key] for key in wanted]
+        asked = select(
+            func.unnest(literal(keys, ARRAY(String))).label("key"),
+            func.unnest(literal(counts, ARRAY(Integer))).label("want"),
+        ).subquery("asked")
         numbers = func.generate_series(0, limit - 1).table_valued("n").render_derived(name="numbers")
-        live = exists().where(and_(t.c.scope == scope, t.c.key == key, t.c.slot == numbers.c.n, t.c.expires_at >= now))
+        live = exists().where(
+            and_(t.c.scope == scope, t.c.key == asked.c.key, t.c.slot == numbers.c.n, t.c.expires_at >= now)
+        )
         free = (
             select(
-                literal(scope).label("scope"),
-                literal(key).label("key"),
+                asked.c.key,
+                asked.c.want,
                 numbers.c.n.cast(Integer).label("slot"),
-                literal(holder).label("holder"),
-                (now + literal(ttl, Float)).label("expires_at"),
+                func.row_number().over(partition_by=asked.c.key, order_by=func.random()).label("pick"),
             )
+            .select_from(asked.join(numbers, true()))
             .where(~live)
-            .order_by(func.random())
-            .limit(1)
+            .subquery("free")
         )
-        insert = postgresql.insert(t).from_select(["scope", "key", "slot", "holder", "expires_at"], free)
+        rows = select(
+            literal(scope).label("scope"),
+            free.c.key,
+            free.c.slot,
+            literal(holder).label("holder"),
+            (now + literal(ttl, Float)).label("expires_at"),
+        ).where(free.c.pick <= free.c.want)
+        insert = postgresql.insert(t).from_select(["scope", "key", "slot", "holder", "expires_at"], rows)
         statement = insert.on_conflict_do_update(
             index_elements=[t.c.scope, t.c.key, t.c.slot],
             set_={"holder": insert.excluded.holder, "expires_at": insert.excluded.expires_at},
             where=t.c.expires_at < now,  # a lease that ran out; a live one is left alone (no row back)
-        ).returning(t.c.slot)
-        slot = (await self._execute(statement)).scalar_one_or_none()
-        return None if slot is None else int(slot)
+        ).returning(t.c.key, t.c.slot)
+        got: dict[str, list[Hashable]] = {}
+        for key, slot in (await self._execute(statement)).all():
+            got.setdefault(key, []).append(int(slot))
+        return got
 
     async def free(self, scope: str, slots: Sequence[tuple[str, Hashable]], holder: str) -> None:
         if not slots:

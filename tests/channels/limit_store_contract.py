@@ -5,6 +5,7 @@ takes two stores on separate connections (two processes' views of one store)."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -38,38 +39,53 @@ async def concurrent_takes_lose_no_token(a: LimitStore, b: LimitStore) -> None:
     assert sorted(round(x) for x in balances) == list(range(-19, 1))
 
 
+async def one(store: LimitStore, key: str, limit: int, holder: str, ttl: float, scope: str = "smtp:main") -> Any:
+    """One slot of ``key``, or None."""
+    got = (await store.grab(scope, {key: 1}, limit, holder, ttl)).get(key, [])
+    assert len(got) <= 1
+    return got[0] if got else None
+
+
 async def grab_never_gives_more_than_the_limit(a: LimitStore, b: LimitStore) -> None:
-    grabs = [store.grab("smtp:main", "gmail.com", 3, holder, 30.0) for store, holder in ((a, "a"), (b, "b")) * 5]
-    handles = [h for h in await asyncio.gather(*grabs) if h is not None]
+    grabs = [store.grab("smtp:main", {"gmail.com": 2}, 3, h, 30.0) for store, h in ((a, "a"), (b, "b")) * 5]
+    handles = [h for got in await asyncio.gather(*grabs) for h in got.get("gmail.com", [])]
     assert len(handles) <= 3 and len(set(handles)) == len(handles)
     while len(handles) < 3:  # concurrent grabs may have collided on one slot: the rest come on asking again
-        handle = await a.grab("smtp:main", "gmail.com", 3, "a", 30.0)
+        handle = await one(a, "gmail.com", 3, "a", 30.0)
         assert handle is not None
         handles.append(handle)
-    assert await b.grab("smtp:main", "gmail.com", 3, "b", 30.0) is None
-    assert await b.grab("smtp:main", "yahoo.com", 3, "b", 30.0) is not None  # another key: its own slots
-    assert await b.grab("smtp:other", "gmail.com", 3, "b", 30.0) is not None  # another scope too
+    assert await one(b, "gmail.com", 3, "b", 30.0) is None
+    assert await one(b, "yahoo.com", 3, "b", 30.0) is not None  # another key: its own slots
+    assert await one(b, "gmail.com", 3, "b", 30.0, scope="smtp:other") is not None  # another scope too
+
+
+async def grab_asks_for_many_keys_at_once(a: LimitStore, b: LimitStore) -> None:
+    assert await one(b, "web.de", 2, "b", 30.0) is not None  # one of web.de's two slots is b's
+    got = await a.grab("smtp:main", {"web.de": 3, "gmx.net": 2, "mail.ru": 1}, 2, "a", 30.0)
+    assert {key: len(handles) for key, handles in got.items() if handles} == {"web.de": 1, "gmx.net": 2, "mail.ru": 1}
+    assert a.round_trips == 1  # one round trip for the three keys
+    assert await a.grab("smtp:main", {}, 2, "a", 30.0) == {}
 
 
 async def free_and_expiry_release_slots(a: LimitStore, b: LimitStore) -> None:
-    mine = await a.grab("smtp:main", "aol.com", 1, "a", 30.0)
-    assert mine is not None and await b.grab("smtp:main", "aol.com", 1, "b", 30.0) is None
+    mine = await one(a, "aol.com", 1, "a", 30.0)
+    assert mine is not None and await one(b, "aol.com", 1, "b", 30.0) is None
     await b.free("smtp:main", [("aol.com", mine)], "b")  # not b's: left alone
-    assert await b.grab("smtp:main", "aol.com", 1, "b", 30.0) is None
+    assert await one(b, "aol.com", 1, "b", 30.0) is None
     await a.free("smtp:main", [("aol.com", mine)], "a")
-    theirs = await b.grab("smtp:main", "aol.com", 1, "b", 0.3)  # a short lease, never renewed
-    assert theirs is not None and await a.grab("smtp:main", "aol.com", 1, "a", 30.0) is None
+    theirs = await one(b, "aol.com", 1, "b", 0.3)  # a short lease, never renewed
+    assert theirs is not None and await one(a, "aol.com", 1, "a", 30.0) is None
     await asyncio.sleep(0.5)  # b died: its lease runs out
-    assert await a.grab("smtp:main", "aol.com", 1, "a", 30.0) is not None
+    assert await one(a, "aol.com", 1, "a", 30.0) is not None
 
 
 async def renew_extends_only_the_holders_leases(a: LimitStore, b: LimitStore) -> None:
-    mine = await a.grab("smtp:main", "gmx.de", 1, "a", 0.3)
+    mine = await one(a, "gmx.de", 1, "a", 0.3)
     assert mine is not None
     await b.renew("b", [("smtp:main", "gmx.de", mine)], 30.0)  # not b's: no effect
     await a.renew("a", [("smtp:main", "gmx.de", mine)], 30.0)
     await asyncio.sleep(0.5)  # past the first lease, within the renewed one
-    assert await b.grab("smtp:main", "gmx.de", 1, "b", 30.0) is None
+    assert await one(b, "gmx.de", 1, "b", 30.0) is None
     assert a.round_trips > 0
 
 
@@ -78,6 +94,7 @@ CHECKS = [
     take_refills_by_the_stores_clock,
     concurrent_takes_lose_no_token,
     grab_never_gives_more_than_the_limit,
+    grab_asks_for_many_keys_at_once,
     free_and_expiry_release_slots,
     renew_extends_only_the_holders_leases,
 ]

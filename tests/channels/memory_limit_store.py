@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 
 from topslot.channels.ratelimit import refill
 
@@ -47,15 +47,19 @@ class MemoryLimitStore:
         now = self.clock()
         return {h: v for h, v in self.slots.get((scope, key), {}).items() if v[1] > now}
 
-    async def grab(self, scope: str, key: str, limit: int, holder: str, ttl: float) -> Hashable | None:
+    async def grab(
+        self, scope: str, wanted: Mapping[str, int], limit: int, holder: str, ttl: float
+    ) -> dict[str, list[Hashable]]:
         self._trip("grab")
-        live = self.live(scope, key)
-        if len(live) >= limit:
-            return None
-        handle = next(self._handles)
-        live[handle] = (holder, self.clock() + ttl)
-        self.slots[(scope, key)] = live
-        return handle
+        got: dict[str, list[Hashable]] = {}
+        for key, count in wanted.items():
+            live = self.live(scope, key)
+            for _ in range(min(count, limit - len(live))):
+                handle = next(self._handles)
+                live[handle] = (holder, self.clock() + ttl)
+                got.setdefault(key, []).append(handle)
+            self.slots[(scope, key)] = live
+        return got
 
     async def free(self, scope: str, slots: Sequence[tuple[str, Hashable]], holder: str) -> None:
         self._trip("free")

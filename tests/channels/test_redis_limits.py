@@ -39,7 +39,7 @@ async def test_the_store_keeps_the_contract(
 async def test_keys_expire_on_their_own(stores: Pair, redis_prefix: str) -> None:
     a, _ = stores
     await a.take("smtp:main", 1, 10.0, 1.0)
-    await a.grab("smtp:main", "gmail.com", 2, "a", 5.0)
+    await a.grab("smtp:main", {"gmail.com": 1}, 2, "a", 5.0)
     ttls = [await a._client.ttl(key) async for key in a._client.scan_iter(match=f"{redis_prefix}:*")]
     assert len(ttls) == 2 and all(0 < ttl <= 3600 for ttl in ttls)
 

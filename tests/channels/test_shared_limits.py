@@ -154,7 +154,7 @@ async def test_a_busy_domain_reuses_its_slot_without_round_trips() -> None:
 async def test_a_dead_holders_slots_free_when_their_lease_runs_out() -> None:
     store = MemoryLimitStore(time.monotonic)
     for _ in range(2):  # a process that took both slots and died: nobody frees them, nobody renews
-        await store.grab("smtp:main", "gmail.com", 2, "dead", 0.05)
+        await store.grab("smtp:main", {"gmail.com": 1}, 2, "dead", 0.05)
     slots = SharedKeyedLimiter(store, "smtp:main", 2, "me", health=StoreHealth("memory"), poll=FAST_POLL)
 
     async with asyncio.timeout(5):
@@ -170,7 +170,7 @@ async def test_held_slots_are_renewed_before_their_lease_runs_out() -> None:
     async with slots.hold("gmail.com"):
         await asyncio.sleep(0.15)  # over two leases long
         assert store.calls["renew"] >= 2
-        assert await store.grab("smtp:main", "gmail.com", 1, "other", 1.0) is None  # still mine
+        assert await store.grab("smtp:main", {"gmail.com": 1}, 1, "other", 1.0) == {}  # still mine
     await slots.close()
 
 
