@@ -6,8 +6,9 @@ send 50/s in total), kept in a ``LimitStore`` (PostgreSQL: ``topslot.store.limit
 ``SharedTokenBucket`` (a ``Pace``): the store holds one token bucket per limit, refilled by the
 store's own clock (no clock skew between nodes), with the arithmetic of ``ratelimit.refill``. A
 process takes tokens in batches, one round trip for several messages: as many as it has waiters,
-as many as it has waiters or as came in the last ``lookahead`` seconds (0.1 s: its own recent
-demand), at most ``lookahead`` seconds' worth of the rate; and it takes the next batch only when
+as many as it has waiters, at most ``lookahead`` (0.1 s) worth of the rate — and while the rate
+does not bind (the store's balance stayed positive) as many as came in the last ``lookahead``, its
+own recent demand, so that a process not held back by the rate makes few round trips; and it takes the next batch only when
 the tokens it holds run out within ``lookahead``. The store's balance may go negative: tokens are
 reserved ahead in the order the round trips arrive, each batch due as ``ratelimit.due_delays``
 says, so processes interleave in slices of at most ``lookahead`` and together never pass the rate.
@@ -149,11 +150,15 @@ class SharedTokenBucket:
         self._waiters: deque[asyncio.Future[float]] = deque()
         self._recent: deque[float] = deque()  # when each acquire of the last ``lookahead`` s came
         self._filling: asyncio.Task[None] | None = None
+        self._binding = False  # the last take left the store's bucket in debt
 
     def wanted(self) -> int:
-        """How many tokens the next round trip takes: the waiters, or as many as came in the last
-        ``lookahead`` seconds (what will likely come in the next), at most ``batch``."""
-        return min(self.batch, max(len(self._waiters), len(self._recent), 1))
+        """How many tokens the next round trip takes, at most ``batch``: while the rate binds (the
+        last take left a debt), the waiters' (a token taken for a caller that does not come would
+        be lost to every process); while it does not, also as many as came in the last
+        ``lookahead`` seconds (what will likely come in the next: fewer round trips)."""
+        demand = len(self._waiters) if self._binding else max(len(self._waiters), len(self._recent))
+        return min(self.batch, max(demand, 1))
 
     async def acquire(self) -> None:
         now = self._clock()
@@ -219,6 +224,7 @@ class SharedTokenBucket:
                         waiter.set_exception(error)
                 return
             self.health.answered()
+            self._binding = balance < 0
             now = self._clock()
             self._tokens.extend(now + delay for delay in due_delays(balance, count, self.rate))
             last = self._tokens[-1]
