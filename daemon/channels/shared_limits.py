@@ -6,15 +6,15 @@ send 50/s in total), kept in a ``LimitStore`` (PostgreSQL: ``topslot.store.limit
 ``SharedTokenBucket`` (a ``Pace``): the store holds one token bucket per limit, refilled by the
 store's own clock (no clock skew between nodes), with the arithmetic of ``ratelimit.refill``. A
 process takes tokens in batches, one round trip for several messages: as many as it has waiters,
-as many as it has waiters, at most ``lookahead`` (0.1 s) worth of the rate — and while the rate
-does not bind (the store's balance stayed positive) as many as came in the last ``lookahead``, its
-own recent demand, so that a process not held back by the rate makes few round trips; and it takes the next batch only when
-the tokens it holds run out within ``lookahead``. The store's balance may go negative: tokens are
+at most ``lookahead`` (0.1 s) worth of the rate; while the rate does not bind (the store's balance
+stayed positive) also as many as came in the last ``lookahead`` (its own recent demand), so that a
+process not held back by the rate makes few round trips. It takes the next batch only when the
+tokens it holds run out within ``lookahead``. The store's balance may go negative: tokens are
 reserved ahead in the order the round trips arrive, each batch due as ``ratelimit.due_delays``
 says, so processes interleave in slices of at most ``lookahead`` and together never pass the rate.
-A token not used within ``lookahead`` of its due time is dropped (a process whose demand fell
-wastes at most one batch; using it late would be a burst); a waiter cancelled after its token came
-passes the token on; ``close`` gives the unused tokens back (``give_back``).
+A token not used within ``lookahead`` of its due time is dropped (using it late would be a burst);
+a waiter cancelled after its token came passes the token on; ``close`` gives the unused tokens back
+(``give_back``).
 
 ``SharedKeyedLimiter`` (a ``Slots``): each key (a receiving domain) has ``limit`` slots in the
 store, each a lease of ``ttl`` seconds held by one process (its ``holder`` id) and renewed every
@@ -23,8 +23,8 @@ slots within ``ttl`` (10 s) without anyone noticing its death. A slot this proce
 to its next waiter for that key with no round trip; with no waiter it lingers ``linger`` (50 ms) for
 the next message to the domain, then is freed in the store with the others that lingered (one round
 trip per sweep). So a busy domain costs about no round trips per message, a domain seen once costs
-one (the grab). A process that finds every slot of a key held waits for one of its own to come back
-for its poller (one per key and process) to find one in the store (asking again at once after a
+one (the grab; the grabs asked for meanwhile, for any keys, share one round trip). A process that
+finds every slot of a key held waits for one of its own to come back, or for its poller (one per key and process) to find one in the store (asking again at once after a
 find, else after 50 ms, growing to 250 ms) — the only polling here, and only while a domain is at
 its limit. A process paused for longer than ``ttl`` (SIGSTOP, a swap storm) may find its slot given
 to another: leases are the last safety net, as for the ledger's rows.

@@ -20,7 +20,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: dispatch.fixtures
 
 from dispatch.fixtures import DUE, campaign, settings  # noqa: E402
-
 from topslot.clock import FakeClock  # noqa: E402
 from topslot.dispatch import claims  # noqa: E402
 from topslot.dispatch.service import DispatchService  # noqa: E402
