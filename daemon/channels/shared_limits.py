@@ -26,8 +26,9 @@ trip per sweep). So a busy domain costs about no round trips per message, a doma
 one (the grab; the grabs asked for meanwhile, for any keys, share one round trip). A process that
 finds every slot of a key held waits for one of its own to come back, or for its poller (one per
 key and process) to find one in the store (asking again at once after a find, else after 50 ms,
-growing to 250 ms) — the only polling here, and only while a domain is at its limit. A process paused for longer than ``ttl`` (SIGSTOP, a swap storm) may find its slot given
-to another: leases are the last safety net, as for the ledger's rows.
+growing to 250 ms) — the only polling here, and only while a domain is at its limit. A process
+paused for longer than ``ttl`` (SIGSTOP, a swap storm) may find its slot given to another: leases
+are the last safety net, as for the ledger's rows.
 
 When the store cannot be reached, waiters fail with ``TransientSendError`` (code
 ``limits_unavailable``): the message is retried later, never sent past the limit. The first failure
