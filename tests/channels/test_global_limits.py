@@ -9,9 +9,6 @@ This goes through the messenger/limiter seam (``SmtpPool`` + ``SharedLimits``), 
 
 from __future__ import annotations
 
-import asyncio
-import json
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -25,6 +22,7 @@ from topslot.store.db import open_engine
 from topslot.store.schema import limit_slots, rate_buckets
 
 from .scripted_smtp import ScriptedSmtpServer
+from .support import run_workers
 
 WORKER = Path(__file__).with_name("limits_worker.py")
 PROCESSES = 3
@@ -55,14 +53,7 @@ async def run_processes(store: dict[str, Any], port: int, **job: Any) -> list[di
         {**store, **job, "port": port, "holder": f"p{k}-{uuid.uuid4().hex[:6]}", "start_at": start_at}
         for k in range(PROCESSES)
     ]
-    procs = [
-        await asyncio.create_subprocess_exec(sys.executable, str(WORKER), json.dumps(j), stdout=asyncio.subprocess.PIPE)
-        for j in jobs
-    ]
-    async with asyncio.timeout(120):
-        outputs = [await p.communicate() for p in procs]
-    assert [p.returncode for p in procs] == [0] * PROCESSES
-    return [json.loads(out.decode().strip().splitlines()[-1]) for out, _ in outputs]
+    return await run_workers(WORKER, jobs, timeout=120)
 
 
 async def test_three_processes_together_keep_one_rate(store: dict[str, Any]) -> None:

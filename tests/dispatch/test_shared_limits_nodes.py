@@ -5,9 +5,6 @@ it to one real SMTP server. Their server's ``rate_per_second`` holds for the thr
 
 from __future__ import annotations
 
-import asyncio
-import json
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -15,6 +12,7 @@ from typing import Any
 
 import pytest
 from channels.scripted_smtp import ScriptedSmtpServer
+from channels.support import run_workers
 from database_support import truncate_all
 
 from dispatch.fixtures import NOW, campaign, import_people, ledger_by_email, settings
@@ -52,14 +50,7 @@ async def run_nodes(
          "node": f"node{k}", "var": str(tmp_path / f"node{k}"), "start_at": start_at, "claim_batch": CLAIM_BATCHES[k]}
         for k in range(NODES)
     ]  # fmt: skip
-    procs = [
-        await asyncio.create_subprocess_exec(sys.executable, str(NODE), json.dumps(j), stdout=asyncio.subprocess.PIPE)
-        for j in jobs
-    ]
-    async with asyncio.timeout(180):
-        outputs = [await p.communicate() for p in procs]
-    assert [p.returncode for p in procs] == [0] * NODES
-    reports = [json.loads(out.decode().strip().splitlines()[-1]) for out, _ in outputs]
+    reports = await run_workers(NODE, jobs, timeout=180)
     assert all(r["shared"] for r in reports)  # PostgreSQL: the limits are held in it
     return reports
 
