@@ -30,8 +30,10 @@ growing to 250 ms) — the only polling here, and only while a domain is at its 
 paused for longer than ``ttl`` (SIGSTOP, a swap storm) may find its slot given to another: leases
 are the last safety net, as for the ledger's rows.
 
-When the store cannot be reached, waiters fail with ``TransientSendError`` (code
-``limits_unavailable``): the message is retried later, never sent past the limit. The first failure
+When the store cannot be reached, the round trip is tried again (0.1 s, doubling to 1 s) for up to
+``HOLD_WHEN_DOWN`` (10 s): a dropped connection or a restarting server costs the waiters seconds.
+Then they fail with ``TransientSendError`` (code ``limits_unavailable``): the message is retried
+later, never sent past the limit. The first failure
 logs ``shared_limits_unavailable`` (warning), the first success after it ``shared_limits_restored``.
 """
 
@@ -45,7 +47,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
+from functools import partial
+from typing import Protocol, TypeVar
 
 from topslot import metrics
 from topslot.channels.ratelimit import default_burst, due_delays
@@ -53,11 +56,13 @@ from topslot.errors import TransientSendError
 from topslot.logs import get_logger
 
 log = get_logger("dispatch")
+T = TypeVar("T")
 
 LOOKAHEAD = 0.1  # seconds of the rate a process reserves ahead at most (the batch size)
 SLOT_TTL = 10.0  # seconds a domain slot's lease lasts unless renewed (a dead process's slots free by then)
 LINGER = 0.05  # seconds a process keeps a slot it no longer uses, for its next message to the domain
 POLL_FIRST, POLL_MOST = 0.05, 0.25  # seconds between tries while every slot of a key is held
+HOLD_WHEN_DOWN = 10.0  # seconds the store is tried again before waiting messages fail
 RETRY_AFTER = 5.0  # what a message that could not reach the store is told (seconds)
 
 
@@ -100,27 +105,43 @@ class LimitStore(Protocol):
 
 
 class StoreHealth:
-    """Whether the store answered last time: logs the first failure and the recovery once each."""
+    """Round trips to the store, tried again while it fails, for up to ``hold`` seconds (a dropped
+    connection, a restarting server: the waiters wait seconds, as for an SMTP server that is down);
+    then the waiters fail as transient. Logs the first failure and the recovery once each."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, *, hold: float = HOLD_WHEN_DOWN):
         self.kind = kind
+        self.hold = hold
         self.failing = False
 
-    def failed(self, exc: BaseException) -> TransientSendError:
-        if not self.failing:
-            log.warning("shared_limits_unavailable", store=self.kind, error=repr(exc)[:300])
-            self.failing = True
-        metrics.SHARED_LIMIT_FAILURES.labels(self.kind).inc()
-        return TransientSendError(
-            f"the shared rate limits ({self.kind}) did not answer: {type(exc).__name__}",
-            code="limits_unavailable",
-            retry_after=RETRY_AFTER,
-        )
-
-    def answered(self) -> None:
-        if self.failing:
-            log.info("shared_limits_restored", store=self.kind)
-            self.failing = False
+    async def call(self, round_trip: Callable[[], Awaitable[T]]) -> T:
+        """``round_trip()``, again after 0.1 s (doubling to 1 s) while it raises, until ``hold``
+        seconds have passed since the first failure: then ``TransientSendError`` (``limits_unavailable``)."""
+        give_up_at: float | None = None
+        pause = 0.1
+        while True:
+            try:
+                result = await round_trip()
+            except Exception as exc:
+                metrics.SHARED_LIMIT_FAILURES.labels(self.kind).inc()
+                if not self.failing:
+                    log.warning("shared_limits_unavailable", store=self.kind, error=repr(exc)[:300])
+                    self.failing = True
+                now = time.monotonic()
+                give_up_at = give_up_at if give_up_at is not None else now + self.hold
+                if now + pause > give_up_at:
+                    raise TransientSendError(
+                        f"the shared rate limits ({self.kind}) did not answer: {type(exc).__name__}",
+                        code="limits_unavailable",
+                        retry_after=RETRY_AFTER,
+                    ) from None
+                await asyncio.sleep(pause)
+                pause = min(1.0, pause * 2)
+                continue
+            if self.failing:
+                log.info("shared_limits_restored", store=self.kind)
+                self.failing = False
+            return result
 
 
 class SharedTokenBucket:
@@ -216,15 +237,13 @@ class SharedTokenBucket:
                 return
             count = self.wanted()
             try:
-                balance = await self.store.take(self.name, count, self.rate, self.burst)
-            except Exception as exc:
-                error = self.health.failed(exc)
+                balance = await self.health.call(partial(self.store.take, self.name, count, self.rate, self.burst))
+            except TransientSendError as error:
                 while self._waiters:
                     waiter = self._waiters.popleft()
                     if not waiter.done():
                         waiter.set_exception(error)
                 return
-            self.health.answered()
             self._binding = balance < 0
             now = self._clock()
             self._tokens.extend(now + delay for delay in due_delays(balance, count, self.rate))
@@ -240,8 +259,7 @@ class SharedTokenBucket:
             self._filling.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._filling
-        now = self._clock()
-        unused = sum(1 for due in self._tokens if due >= now)
+        unused = len(self._tokens)
         self._tokens.clear()
         if unused:
             with contextlib.suppress(Exception):  # the tokens are lost then: the rate dips, never rises
@@ -361,20 +379,18 @@ class SharedKeyedLimiter:
     async def _grab_loop(self) -> None:
         while self._asked:
             asked, self._asked = self._asked, {}
+            wanted = {key: len(answers) for key, answers in asked.items()}
             try:
-                got = await self.store.grab(
-                    self.scope, {key: len(answers) for key, answers in asked.items()}, self.limit, self.holder,
-                    self.ttl,
-                )  # fmt: skip
-            except Exception as exc:
-                error = self.health.failed(exc)
+                got = await self.health.call(
+                    partial(self.store.grab, self.scope, wanted, self.limit, self.holder, self.ttl)
+                )
+            except TransientSendError as error:
                 for key, answers in asked.items():
                     self._keys[key].owned -= len(answers)
                     for answer in answers:
                         answer.set_exception(error)
                         answer.exception()  # retrieved: an asker that left does not warn
                 continue
-            self.health.answered()
             for key, answers in asked.items():
                 state = self._keys[key]
                 handles = list(got.get(key, ()))

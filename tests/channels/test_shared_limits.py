@@ -34,36 +34,41 @@ async def test_waiters_take_tokens_in_batches_spaced_by_the_rate() -> None:
 
     await asyncio.gather(*(pace.acquire() for _ in range(25)))
 
-    # three round trips for 25 messages; the last takes a whole batch, as 25 came within the
-    # lookahead: the 5 left over are kept for the next callers (given back on close)
-    assert store.taken == [10, 10, 10]
-    assert store.buckets["smtp:main"][0] == pytest.approx(-25)  # 5 were there, 25 reserved ahead
+    assert store.taken == [10, 10, 5]  # three round trips for 25 messages, each for waiters
+    assert store.buckets["smtp:main"][0] == pytest.approx(-20)  # 5 were there, 20 reserved ahead
     waits = sorted(round(s, 6) for s in time_.sleeps)
     for k in range(1, 21):  # the k-th token past the burst is due k/rate from now
         assert round(k / 100, 6) in waits
 
 
-async def test_the_batch_follows_the_recent_demand_not_only_the_waiters() -> None:
+async def test_while_the_rate_does_not_bind_the_batch_follows_the_recent_demand() -> None:
     time_ = FrozenTime()
     store = MemoryLimitStore(time_.monotonic)
-    pace = bucket(store, time_, 100.0, burst=1)
+    pace = bucket(store, time_, 100.0, burst=100)  # plenty saved up: the rate does not bind
     for _ in range(4):  # one message at a time, four within the lookahead
         await pace.acquire()
     # the second round trip takes one for the third caller too (no round trip for it), the third
     # takes for the four that came within the lookahead
     assert store.taken == [1, 2, 4]
-    assert pace.wanted() == 4
+
+
+async def test_while_the_rate_binds_only_waiters_get_tokens() -> None:
+    time_ = FrozenTime()
+    store = MemoryLimitStore(time_.monotonic)
+    pace = bucket(store, time_, 100.0, burst=1)
+    for _ in range(4):  # the second take leaves a debt: from then on, no token for a caller to come
+        await pace.acquire()
+    assert store.taken == [1, 2, 1] and store.buckets["smtp:main"][0] == pytest.approx(-3)
 
 
 async def test_tokens_left_unused_are_dropped_then_given_back_on_close() -> None:
     time_ = FrozenTime()
     store = MemoryLimitStore(time_.monotonic)
-    pace = bucket(store, time_, 100.0, burst=1)
-    for _ in range(5):
-        await pace.acquire()
-    time_.now += 0.05  # the demand stops; what was taken for it is still ahead
-    await pace.close()
-    assert store.calls["give_back"] == 1
+    pace = bucket(store, time_, 100.0, burst=100)
+    for _ in range(4):
+        await pace.acquire()  # [1, 2, 4] taken: 3 of the last batch left for callers to come
+    await pace.close()  # none came
+    assert store.calls["give_back"] == 1 and store.buckets["smtp:main"][0] == pytest.approx(100 - 7 + 3)
 
 
 async def test_three_limiters_on_one_store_keep_one_rate() -> None:
@@ -96,7 +101,7 @@ async def test_a_cancelled_waiter_passes_its_token_on() -> None:
 async def test_an_unreachable_store_fails_waiters_as_transient_and_recovers() -> None:
     time_ = FrozenTime()
     store = MemoryLimitStore(time_.monotonic)
-    health = StoreHealth("memory")
+    health = StoreHealth("memory", hold=0)  # give up at once
     pace = SharedTokenBucket(store, "twilio", 10.0, health=health, clock=time_.monotonic, sleep=time_.sleep)
     slots = SharedKeyedLimiter(store, "smtp:main", 2, "me", health=health)
     before = metrics.SHARED_LIMIT_FAILURES.labels("memory")._value.get()
@@ -193,3 +198,20 @@ def test_limits_are_shared_on_postgresql_or_with_redis(tmp_path: object) -> None
     with_redis = Settings(config_dir=tmp_path, redis_url="redis://127.0.0.1:6379/0")
     assert not are_shared(plain, "sqlite") and are_shared(plain, "postgresql")
     assert are_shared(with_redis, "sqlite")
+
+
+async def test_a_store_failing_for_a_moment_costs_the_waiters_a_moment() -> None:
+    store = MemoryLimitStore(time.monotonic)
+    health = StoreHealth("memory", hold=5.0)
+    pace = SharedTokenBucket(store, "twilio", 1000.0, health=health)
+    slots = SharedKeyedLimiter(store, "smtp:main", 2, "me", health=health)
+    store.failing = True
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.3, setattr, store, "failing", False)  # a dropped connection, replaced
+
+    async with asyncio.timeout(5):
+        await pace.acquire()
+        async with slots.hold("a.example"):
+            pass
+    assert not health.failing and store.calls["take"] == 1
+    await slots.close()
