@@ -17,6 +17,7 @@ name                                          type       labels                 
 ``topslot_tracking_events_total``             counter    kind, label                 the tracking event writer
 ``topslot_email_feedback_total``              counter    kind, result                the feedback receiver
 ``topslot_campaign_reload_failures_total``    counter    (none)                      a reload that raised
+``topslot_shared_limit_failures_total``       counter    store                       a failed shared-limit round trip
 ============================================  =========  ==========================  ==========================
 
 Read at scrape time:
@@ -165,6 +166,13 @@ EMAIL_FEEDBACK = Counter(
 RELOAD_FAILURES = Counter(
     "topslot_campaign_reload_failures",
     "Campaign reloads (file change, SIGHUP) that failed with an error.",
+    registry=REGISTRY,
+)
+
+SHARED_LIMIT_FAILURES = Counter(
+    "topslot_shared_limit_failures",
+    "Round trips to the store of the shared rate and domain limits (postgresql, redis) that failed.",
+    ["store"],
     registry=REGISTRY,
 )
 

@@ -289,6 +289,10 @@ class Settings(BaseSettings):
     var_dir: Path = Path("var")
     outbox_dir: Path | None = None  # default: <var_dir>/outbox
     database_url: str = "sqlite+aiosqlite:///var/topslot.db"
+    # Where every node's shared rate and domain limits live (topslot.channels.limits): unset, in the
+    # PostgreSQL database (on SQLite: in the one process); set, in this Redis (needs topslot[redis]).
+    redis_url: str | None = Field(default=None, pattern=r"^(redis|rediss|unix)://\S+$")
+    redis_key_prefix: str = Field(default="topslot", pattern=r"^[A-Za-z0-9_.:-]{1,60}$")  # keys: <prefix>:limits:...
     default_timezone: str = "UTC"
     default_country: str = Field(default="US", pattern=r"^[A-Z]{2}$")
     tracking_base_url: str = Field(default="http://127.0.0.1:8080", pattern=r"^https?://\S+$")
@@ -347,6 +351,17 @@ class Settings(BaseSettings):
             backend = None
         if backend not in ("sqlite", "postgresql"):  # the message never repeats the URL: it may hold a password
             raise ValueError(f"not a database URL topslot can use; {DATABASE_URL_HINT}")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_client(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                import redis.asyncio  # noqa: F401
+            except ImportError:
+                raise ValueError("redis_url is set but the redis package is not installed: "
+                                 "pip install 'topslot[redis]'") from None  # fmt: skip
         return value
 
     @field_validator("signing_key_id")
@@ -420,7 +435,8 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Every secret's plain value (for log redaction), the database URL's password among them."""
         values = [s.get_secret_value() for s in _secrets(self) if s.get_secret_value()]
-        return values + database_passwords(self.database_url)
+        redis = database_passwords(self.redis_url) if self.redis_url else []
+        return values + database_passwords(self.database_url) + redis
 
     @property
     def campaigns_dir(self) -> Path:

@@ -27,6 +27,24 @@ PG_URL_VAR = "TOPSLOT_TEST_DATABASE_URL"
 PG_SKIP_REASON = f"{PG_URL_VAR} not set"
 
 
+REDIS_URL_VAR = "TOPSLOT_TEST_REDIS_URL"
+
+
+@pytest.fixture
+def redis_test_url() -> str:
+    """A Redis to test against (shared: use ``redis_prefix`` for keys), else the test is skipped."""
+    url = os.environ.get(REDIS_URL_VAR)
+    if not url:
+        pytest.skip(f"{REDIS_URL_VAR} not set")
+    return url
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """A key prefix no other test run uses."""
+    return f"topslot-test-{uuid.uuid4().hex[:12]}"
+
+
 def pg_url() -> str | None:
     return os.environ.get(PG_URL_VAR) or None
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -514,3 +515,24 @@ def test_phone_numbers_and_sids_are_checked_the_same_in_both_places(tmp_path: Pa
             Settings(config_dir=tmp_path, twilio={**twilio, **bad})
         with pytest.raises(ValidationError, match="String should match pattern"):
             Settings(config_dir=tmp_path, twilio={**twilio, **sender}, im={"wa": {"kind": "whatsapp", **bad}})
+
+
+def test_redis_url_is_checked_and_its_password_never_logged(tmp_path: Path) -> None:
+    s = Settings(config_dir=tmp_path, redis_url="redis://:limits-pw@127.0.0.1:6379/0")
+    assert s.redis_url and "limits-pw" in s.secret_values() and s.redis_key_prefix == "topslot"
+    with pytest.raises(ValidationError, match="redis_url"):
+        Settings(config_dir=tmp_path, redis_url="127.0.0.1:6379")  # not a URL
+    with pytest.raises(ValidationError, match="redis_key_prefix"):
+        Settings(config_dir=tmp_path, redis_key_prefix="has space")
+
+
+def test_a_redis_url_without_the_redis_package_is_one_clear_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "redis", None)  # as if it were not installed
+    monkeypatch.setitem(sys.modules, "redis.asyncio", None)
+    (tmp_path / "topslot.yaml").write_text("redis_url: redis://127.0.0.1:6379/0\n", encoding="utf-8")
+    with pytest.raises(InvalidInput) as caught:
+        load_settings(tmp_path)
+    (problem,) = caught.value.problems
+    assert problem.line == 1 and "pip install 'topslot[redis]'" in problem.message

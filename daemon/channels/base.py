@@ -92,9 +92,10 @@ class Messenger(Protocol):
         ``outbox``, and for IM the provider's name in the settings' ``im:`` section (``telegram``,
         ``wecom``, ...), which is also the contacts' ``im_<name>`` key. At most 20 characters.
     ``rate_per_second``
-        The most messages per second it hands over: it paces itself to this (already this
-        process's share). ``None``: no limit (a file outbox). Send windows are sized by the
-        registry from the same setting (``Provider.rate``), for the whole node.
+        The rate its pace is set to: the configured figure when the registry's limits are shared
+        (every process and node keeps to it together), this process's share of it when they are
+        in process (``topslot.channels.limits``). ``None``: no limit (a file outbox). Send windows
+        are sized by the registry from the same setting (``Provider.rate``), as configured.
     """
 
     channel: Channel

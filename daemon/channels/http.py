@@ -52,7 +52,7 @@ from typing import Any
 import aiohttp
 
 from topslot.channels.base import handing_over
-from topslot.channels.ratelimit import TokenBucket
+from topslot.channels.ratelimit import Pace, TokenBucket
 from topslot.errors import AmbiguousSendError, TransientSendError
 
 RETRY_AFTER_MOST = 3600.0
@@ -234,7 +234,8 @@ def basic_auth(user: str, password: str) -> str:
 
 class SendGate:
     """What an HTTP messenger does around every send: refuse once closed, keep at most
-    ``max_in_flight`` requests open, pace them to ``rate_per_second`` (``bucket``), and on ``drain``
+    ``max_in_flight`` requests open, pace them by ``pace`` (the registry's ``Limits``; else a
+    ``TokenBucket`` at ``rate_per_second``: ``bucket``), and on ``drain``
     refuse new ones and let those in flight finish (each is bounded by its own timeout).
 
     ``async with gate.slot(): ...`` around one request; ``await gate.drain()`` in ``close()``."""
@@ -248,12 +249,13 @@ class SendGate:
         timeout: float,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        pace: Pace | None = None,
     ):
         if timeout <= 0 or max_in_flight < 1:  # every messenger's settings, checked once here
             raise ValueError("timeout must be > 0 and max_in_flight >= 1")
         self.name = name
         self.timeout = timeout
-        self.bucket = TokenBucket(rate_per_second, clock=monotonic, sleep=sleep)
+        self.bucket: Pace = pace if pace is not None else TokenBucket(rate_per_second, clock=monotonic, sleep=sleep)
         self._slots = asyncio.Semaphore(max_in_flight)
         self._active = 0
         self._idle: asyncio.Event | None = None

@@ -51,8 +51,8 @@ JSON ``error`` / ``message`` / ``reason`` (or the start of a text body), printab
 most ``MAX_REASON`` long, with the secret blanked out.
 
 Per request: one deadline of ``timeout_seconds`` (``hand_over``'s); per messenger: at most ``max_in_flight``
-requests open, paced by a ``TokenBucket`` at ``rate_per_second`` (both already multiplied by the
-registry's ``share``). Provider ids are prefixed with the provider's name so that a gateway's ids can
+requests open (the registry's ``share`` of it), paced by the limit ``im:<name>`` of the registry's
+``Limits``. Provider ids are prefixed with the provider's name so that a gateway's ids can
 never be mistaken for another provider's in the ledger (receipts find rows by provider id).
 """
 
@@ -81,7 +81,8 @@ from topslot.channels.http import (
     parse_retry_after,
     redact,
 )
-from topslot.channels.registry import scaled
+from topslot.channels.limits import Limits, LocalLimits, scaled
+from topslot.channels.ratelimit import Pace
 from topslot.clock import Clock, SystemClock
 from topslot.errors import AmbiguousSendError, PermanentSendError, SendError, TransientSendError
 from topslot.settings import Settings, WebhookProvider
@@ -117,6 +118,7 @@ class ImWebhook:
         wall: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        pace: Pace | None = None,
         jitter: Callable[[], float] = random.random,
     ):
         if not secret:
@@ -134,6 +136,7 @@ class ImWebhook:
             timeout=timeout,
             monotonic=monotonic,
             sleep=sleep,
+            pace=pace,
         )
         self.bucket = self.gate.bucket
         self._clock = clock or SystemClock()
@@ -144,9 +147,11 @@ class ImWebhook:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, name: str, clock: Clock | None = None, *, share: float = 1.0, **options: Any
+        cls, settings: Settings, name: str, clock: Clock | None = None, *, limits: Limits | None = None, **options: Any
     ) -> ImWebhook:
-        """``im.<name>`` (a ``kind: webhook`` provider), with ``share`` of its rate and ``max_in_flight``."""
+        """``im.<name>`` (a ``kind: webhook`` provider), paced by ``limits`` (``im:<name>``), with its
+        ``share`` of ``max_in_flight``."""
+        limits = limits or LocalLimits()
         p = settings.im.get(name)
         if not isinstance(p, WebhookProvider) or p.secret is None:
             raise ValueError(f"im.{name} is not a configured webhook provider")
@@ -154,9 +159,10 @@ class ImWebhook:
             name,
             url=p.url,
             secret=p.secret.get_secret_value(),
-            rate_per_second=p.rate_per_second * share,
+            rate_per_second=limits.own_rate(p.rate_per_second),
             timeout=p.timeout_seconds,
-            max_in_flight=scaled(p.max_in_flight, share),
+            max_in_flight=scaled(p.max_in_flight, limits.share),
+            pace=limits.pace(f"im:{name}", p.rate_per_second),
             clock=clock,
             **options,
         )
@@ -351,6 +357,6 @@ async def _read_some(stream: aiohttp.StreamReader, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def build(settings: Settings, name: str, clock: Clock, share: float) -> ImWebhook:
+def build(settings: Settings, name: str, clock: Clock, limits: Limits) -> ImWebhook:
     """The registry's builder for ``kind: webhook`` (``topslot.channels.registry._im_kinds``)."""
-    return ImWebhook.from_settings(settings, name, clock, share=share)
+    return ImWebhook.from_settings(settings, name, clock, limits=limits)

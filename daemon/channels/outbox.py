@@ -164,13 +164,13 @@ def _outbox_dir(settings: Settings) -> Path:
 
 MAILDIR = Provider(
     "email", OUTBOX_PROVIDER, configured=lambda s: True, rate=lambda s: None,
-    build=lambda s, clock, share: MaildirOutbox(_outbox_dir(s)),
+    build=lambda s, clock, limits: MaildirOutbox(_outbox_dir(s)),
 )  # fmt: skip
 SMS_FILE = Provider(
     "sms", OUTBOX_PROVIDER, configured=lambda s: True, rate=lambda s: None,
-    build=lambda s, clock, share: JsonlTextOutbox(_outbox_dir(s) / "sms.jsonl", channel="sms", clock=clock),
+    build=lambda s, clock, limits: JsonlTextOutbox(_outbox_dir(s) / "sms.jsonl", channel="sms", clock=clock),
 )  # fmt: skip
 IM_FILE = Provider(
     "im", OUTBOX_PROVIDER, configured=lambda s: True, rate=lambda s: None,
-    build=lambda s, clock, share: JsonlTextOutbox(_outbox_dir(s) / "im.jsonl", channel="im", clock=clock),
+    build=lambda s, clock, limits: JsonlTextOutbox(_outbox_dir(s) / "im.jsonl", channel="im", clock=clock),
 )  # fmt: skip

@@ -1,17 +1,54 @@
 """Pacing for channel senders: a smooth token bucket (messages/s) and per-key concurrency limits.
 
-Both are async and never poll: a waiter sleeps exactly once, for exactly as long as its turn is away
-(token bucket), or parks on a semaphore (concurrency). The token bucket's arithmetic is pure and
-takes an injected monotonic clock, so tests check it without sleeping.
+``Pace`` and ``Slots`` are what a messenger waits on; this module holds their in-process forms
+(``TokenBucket``, ``KeyedLimiter``: one process, no I/O) and the arithmetic every form shares
+(``refill``, ``due_delays``). The forms shared by several processes and nodes, held in PostgreSQL or
+Redis, are in ``topslot.channels.shared_limits``; ``topslot.channels.limits`` picks one per setting.
+
+The in-process forms are async and never poll: a waiter sleeps exactly once, for exactly as long as
+its turn is away (token bucket), or parks on a semaphore (concurrency). The token bucket's
+arithmetic is pure and takes an injected monotonic clock, so tests check it without sleeping.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Protocol
+
+
+class Pace(Protocol):
+    """A rate limit: ``acquire`` returns when one message may go (waiting, never failing, while the
+    rate is used up; a limiter that cannot reach its shared store raises ``TransientSendError``).
+    Cancelled while waiting, it takes nothing."""
+
+    async def acquire(self) -> None: ...
+
+
+class Slots(Protocol):
+    """A concurrency limit per key: ``async with slots.hold(key): ...`` holds one of the key's slots
+    for the block, waiting while all are held."""
+
+    def hold(self, key: str) -> contextlib.AbstractAsyncContextManager[None]: ...
+
+
+def refill(tokens: float, elapsed: float, rate: float, burst: float, take: float) -> float:
+    """A token bucket's balance after ``elapsed`` seconds of refill at ``rate`` (never above
+    ``burst``; a negative ``elapsed``, a clock stepping back, refills nothing) and ``take`` tokens
+    taken. It may go negative: the taken tokens are reserved ahead, due when the balance is back at
+    zero. The PostgreSQL statement and the Redis script compute exactly this (``shared_limits``)."""
+    return min(burst, tokens + max(0.0, elapsed) * rate) - take
+
+
+def due_delays(balance: float, take: int, rate: float) -> list[float]:
+    """When each of ``take`` tokens taken at once is due, in seconds from the taking, given the
+    balance after it: the k-th (from 0) leaves ``balance + take - 1 - k`` behind it, and a token that
+    leaves a debt waits for the debt to refill. Ascending; 0 for tokens that were there."""
+    return [max(0.0, -(balance + take - 1 - k) / rate) for k in range(take)]
 
 
 class TokenBucket:
@@ -33,7 +70,7 @@ class TokenBucket:
         if rate <= 0:
             raise ValueError("rate must be > 0")
         self.rate = rate
-        self.burst = burst if burst is not None else max(1.0, rate / 20)
+        self.burst = burst if burst is not None else default_burst(rate)
         if self.burst < 1:
             raise ValueError("burst must be >= 1")
         self._clock = clock
@@ -44,9 +81,8 @@ class TokenBucket:
     def reserve(self, tokens: float = 1.0) -> float:
         """Take ``tokens`` now; return the seconds to wait before the taken tokens are due (0: go)."""
         now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+        self._tokens = refill(self._tokens, now - self._updated, self.rate, self.burst, tokens)
         self._updated = now
-        self._tokens -= tokens
         return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 
     def refund(self, tokens: float = 1.0) -> None:
@@ -110,6 +146,11 @@ class KeyedLimiter:
     def __len__(self) -> int:
         """Keys currently tracked (held or waited for)."""
         return len(self._slots)
+
+
+def default_burst(rate: float) -> float:
+    """The burst a bucket of ``rate`` allows: 1/20 s worth, at least one token (smooth, not bursty)."""
+    return max(1.0, rate / 20)
 
 
 def recipient_domain(address: str) -> str:

@@ -9,9 +9,12 @@ IM providers are the ``im.<name>`` settings, one ``Provider`` each, built by the
 only fits its own network, an IM campaign that names none (or one that is not configured) goes to
 the outbox.
 
-``Registry.rate`` is what send windows are sized by and what capacity warnings speak of: the whole
-node's rate. ``share`` (1/N with N dispatch processes) divides each messenger's pool and rate so that
-N processes together keep to the configured figures.
+``Registry.rate`` is what send windows are sized by and what capacity warnings speak of: the
+provider's rate as configured, which every process and node together keep to. The registry's
+``Limits`` (``topslot.channels.limits``) hold each messenger's rate and per-domain limits: shared in
+PostgreSQL or Redis by every process and node, or in process (SQLite: one node), where each of N
+dispatch processes keeps to ``share`` (1/N) of them; pools are each process's own, divided by ``share``
+in every case.
 
 Adding a provider: one module with a ``Messenger`` and a ``Provider`` entry, listed in ``PROVIDERS``,
 and one entry in the contract suite (``tests/channels/test_contract.py``).
@@ -26,6 +29,7 @@ from typing import Any, Protocol
 
 from topslot.channel import OUTBOX_PROVIDER, Channel, spec_of
 from topslot.channels.base import Messenger
+from topslot.channels.limits import Limits, LocalLimits, scaled
 from topslot.clock import Clock, SystemClock
 from topslot.settings import Settings
 
@@ -39,12 +43,10 @@ class Provider:
     name: str
     configured: Callable[[Settings], bool]
     rate: Callable[[Settings], float | None]  # messages per second the provider takes; None: no limit
-    build: Callable[[Settings, Clock, float], Messenger]  # (settings, clock, share) → messenger
+    build: Callable[[Settings, Clock, Limits], Messenger]  # (settings, clock, limits) → messenger
 
 
-def scaled(count: int, share: float) -> int:
-    """One dispatch process's part of a count (a pool, requests in flight): never below one."""
-    return max(1, int(count * share + 1e-9))
+__all__ = ["Provider", "Registry", "scaled"]
 
 
 class MessengerSource(Protocol):
@@ -55,8 +57,8 @@ class MessengerSource(Protocol):
     async def close(self) -> None: ...
 
 
-ImBuilder = Callable[[Settings, str, Clock, float], Messenger]
-"""Builds the messenger of IM provider ``name`` (settings, name, clock, share)."""
+ImBuilder = Callable[[Settings, str, Clock, Limits], Messenger]
+"""Builds the messenger of IM provider ``name`` (settings, name, clock, limits)."""
 
 
 def _im_kinds() -> dict[str, ImBuilder]:
@@ -77,7 +79,7 @@ def im_providers(settings: Settings) -> tuple[Provider, ...]:
             name,
             configured=lambda s: True,
             rate=lambda s, name=name: s.im[name].rate_per_second,  # type: ignore[misc]
-            build=lambda s, clock, share, name=name, kind=kinds[p.kind]: kind(s, name, clock, share),  # type: ignore[misc]
+            build=lambda s, clock, limits, name=name, kind=kinds[p.kind]: kind(s, name, clock, limits),  # type: ignore[misc]
         )
         for name, p in settings.im.items()
     )
@@ -156,7 +158,10 @@ def provider_problems(campaign: Any, settings: Settings) -> list[tuple[tuple[str
 
 
 class Registry:
-    """The providers the settings configure, and their messengers (built on first use, kept)."""
+    """The providers the settings configure, and their messengers (built on first use, kept).
+
+    ``limits``: where the messengers' limits are held (it is the registry's: closed with it); by
+    default in this process, at ``share`` of each figure."""
 
     def __init__(
         self,
@@ -164,13 +169,13 @@ class Registry:
         clock: Clock | None = None,
         *,
         share: float = 1.0,
+        limits: Limits | None = None,
         providers: Sequence[Provider] | None = None,
     ):
-        if not 0 < share <= 1:
-            raise ValueError("share must be in (0, 1]")
+        self.limits = limits if limits is not None else LocalLimits(share)
         self.settings = settings
         self.clock = clock or SystemClock()
-        self.share = share
+        self.share = self.limits.share
         self.providers = tuple(providers) if providers is not None else _providers(settings)
         self._built: dict[tuple[str, str], Messenger] = {}
 
@@ -188,7 +193,9 @@ class Registry:
         return configured[0]
 
     def rate(self, channel: Channel, wanted: str | None = None) -> float:
-        """Messages per second the channel's provider takes (the whole node's, all processes)."""
+        """Messages per second the channel's provider takes: the configured figure, all processes
+        and nodes together (with shared limits they keep to it together; in process, N dispatch
+        processes each keep to 1/N of it)."""
         rate = self.provider(channel, wanted).rate(self.settings)
         return rate if rate is not None else OUTBOX_RATE_PER_S
 
@@ -197,10 +204,11 @@ class Registry:
         key = (provider.channel, provider.name)
         messenger = self._built.get(key)
         if messenger is None:
-            messenger = self._built[key] = provider.build(self.settings, self.clock, self.share)
+            messenger = self._built[key] = provider.build(self.settings, self.clock, self.limits)
         return messenger
 
     async def close(self) -> None:
         """Close every messenger built (at once: each drains what it has in flight)."""
         built, self._built = list(self._built.values()), {}
         await asyncio.gather(*(messenger.close() for messenger in built))
+        await self.limits.close()

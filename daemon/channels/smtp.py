@@ -31,7 +31,9 @@ stalling recipients cannot hold every connection: the pool opens another one for
 (stalled transactions may add at most ``pool_size`` connections to the pool).
 
 Order of waiting per message: a slot for the recipient's domain, then a rate token, then a
-connection, so a busy domain never holds connections other domains could use.
+connection, so a busy domain never holds connections other domains could use. The rate and the
+per-domain slots of server ``<name>`` are the limits ``smtp:<name>`` of the pool's ``Limits``
+(``topslot.channels.limits``): shared by every process and node, or in process.
 """
 
 from __future__ import annotations
@@ -56,8 +58,9 @@ from aiosmtplib import (
 from topslot import metrics
 from topslot.channel import Channel
 from topslot.channels.base import EmailEnvelope, Message
-from topslot.channels.ratelimit import KeyedLimiter, TokenBucket, recipient_domain
-from topslot.channels.registry import Provider, scaled
+from topslot.channels.limits import Limits, LocalLimits, scaled
+from topslot.channels.ratelimit import recipient_domain
+from topslot.channels.registry import Provider
 from topslot.channels.smtp_connection import SmtpConnection
 from topslot.channels.smtp_replies import (
     Stage,
@@ -133,12 +136,18 @@ class _Server:
     """One configured server: its connections, limits and health."""
 
     def __init__(
-        self, name: str, config: SmtpServer, clock: Callable[[], float], sleep: Callable[[float], Awaitable[object]]
+        self,
+        name: str,
+        config: SmtpServer,
+        limits: Limits,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[object]],
     ):
         self.name = name
         self.config = config
-        self.bucket = TokenBucket(config.rate_per_second, clock=clock, sleep=sleep)  # waits for a token
-        self.domains = KeyedLimiter(config.max_per_domain)
+        limit = f"smtp:{name}"
+        self.bucket = limits.pace(limit, config.rate_per_second, clock=clock, sleep=sleep)  # waits for a token
+        self.domains = limits.slots(limit, config.max_per_domain)
         self.slots = asyncio.Semaphore(config.pool_size)
         self.idle: list[SmtpConnection] = []  # LIFO: the warmest connection first
         self.open = 0
@@ -170,7 +179,10 @@ class SmtpPool:
         hold_when_down: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        limits: Limits | None = None,
     ):
+        """``limits``: where each server's rate and per-domain limit are held (default: in this
+        process, at the figures of ``servers``)."""
         if not servers:
             raise ValueError("SmtpPool needs at least one server")
         self.timeouts = timeouts
@@ -184,16 +196,19 @@ class SmtpPool:
         self._hold_when_down = hold_when_down  # every server down: a message waits this long for one
         self._up = asyncio.Event()  # set (and replaced) whenever a server comes back
         self._clock = clock
-        self._servers = [_Server(name, config, clock, sleep) for name, config in servers.items()]
+        limits = limits or LocalLimits()
+        self._servers = [_Server(name, config, limits, clock, sleep) for name, config in servers.items()]
         self._closed = False
         # the first server's rate: the others are failovers, not extra capacity
-        self.rate_per_second: float | None = next(iter(servers.values())).rate_per_second
+        self.rate_per_second: float | None = limits.own_rate(next(iter(servers.values())).rate_per_second)
         metrics.SMTP_POOLS.add(self)  # topslot_smtp_connections_open reads ``status`` at scrape time
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, share: float = 1.0, **options: Any) -> SmtpPool:
-        """The configured servers, each with ``share`` of its pool, rate and per-domain limit."""
-        return cls(shared_servers(settings.smtp, share), **options)
+    def from_settings(cls, settings: Settings, *, limits: Limits | None = None, **options: Any) -> SmtpPool:
+        """The configured servers, their rates and per-domain limits held by ``limits``, each with
+        the ``limits.share`` of its pool."""
+        limits = limits or LocalLimits()
+        return cls(shared_servers(settings.smtp, limits.share), limits=limits, **options)
 
     # ------------------------------------------------------------ Messenger
 
@@ -493,19 +508,11 @@ class _SlowSlots:
 
 
 def shared_servers(servers: Mapping[str, SmtpServer], share: float) -> dict[str, SmtpServer]:
-    """Each server with ``share`` of its pool, rate and per-domain limit (one of N dispatch processes)."""
+    """Each server with ``share`` of its pool (one of N dispatch processes); its rate and
+    per-domain limit stay as configured: the pool's ``Limits`` divide them when they are local."""
     if share >= 1:
         return dict(servers)
-    return {
-        name: server.model_copy(
-            update={
-                "pool_size": scaled(server.pool_size, share),
-                "rate_per_second": server.rate_per_second * share,
-                "max_per_domain": scaled(server.max_per_domain, share),
-            }
-        )
-        for name, server in servers.items()
-    }
+    return {name: s.model_copy(update={"pool_size": scaled(s.pool_size, share)}) for name, s in servers.items()}
 
 
 PROVIDER = Provider(
@@ -513,5 +520,5 @@ PROVIDER = Provider(
     "smtp",
     configured=lambda s: bool(s.smtp),
     rate=lambda s: next(iter(s.smtp.values())).rate_per_second,  # the primary: the others are failovers
-    build=lambda s, clock, share: SmtpPool.from_settings(s, share=share),
+    build=lambda s, clock, limits: SmtpPool.from_settings(s, limits=limits),
 )

@@ -38,8 +38,8 @@ shared with the Twilio messengers. The token is part of the URL: it is never log
 ``hand_over`` removes it from every error message it builds from aiohttp's exceptions.
 
 Per request: one ``asyncio.timeout(timeout_seconds)``. Per messenger: at most ``max_in_flight``
-requests open, paced by a ``TokenBucket`` at ``rate_per_second`` (both already divided by the
-registry's ``share``; Telegram takes about 30 messages a second per bot). The aiohttp session is
+requests open (the registry's ``share`` of it), paced by the limit ``im:<name>`` of the registry's
+``Limits`` (Telegram takes about 30 messages a second per bot). The aiohttp session is
 created on the first send (it needs the running loop) and closed by ``close()``.
 """
 
@@ -68,7 +68,8 @@ from topslot.channels.http import (
     parse_retry_after,
     redact,
 )
-from topslot.channels.registry import scaled
+from topslot.channels.limits import Limits, LocalLimits, scaled
+from topslot.channels.ratelimit import Pace
 from topslot.clock import Clock
 from topslot.delivery import SuppressionReason
 from topslot.errors import AmbiguousSendError, PermanentSendError, SendError, TransientSendError
@@ -106,6 +107,7 @@ class TelegramBot:
         max_in_flight: int = 20,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        pace: Pace | None = None,
         jitter: Callable[[], float] = random.random,
     ):
         if not token:
@@ -122,6 +124,7 @@ class TelegramBot:
             timeout=timeout,
             monotonic=monotonic,
             sleep=sleep,
+            pace=pace,
         )
         self.bucket = self.gate.bucket
         self._url = f"{self.base_url}/bot{token}/sendMessage"  # holds the token: never in a message or log
@@ -134,7 +137,9 @@ class TelegramBot:
         return f"TelegramBot(provider={self.provider!r}, base_url={self.base_url!r})"
 
     @classmethod
-    def from_settings(cls, settings: Settings, name: str, *, share: float = 1.0, **options: Any) -> TelegramBot:
+    def from_settings(
+        cls, settings: Settings, name: str, *, limits: Limits | None = None, **options: Any
+    ) -> TelegramBot:
         """The ``im.<name>`` settings (a ``telegram`` kind), with ``share`` of the rate and of
         ``max_in_flight``."""
         p = settings.im.get(name)
@@ -142,13 +147,15 @@ class TelegramBot:
             raise ValueError(f"im.{name} is not a telegram provider")
         if p.token is None:
             raise ValueError(f"im.{name} has no bot token: set TOPSLOT_IM__{name.upper()}__TOKEN")
+        limits = limits or LocalLimits()
         return cls(
             token=p.token.get_secret_value(),
             name=name,
             base_url=p.base_url,
-            rate_per_second=p.rate_per_second * share,
+            rate_per_second=limits.own_rate(p.rate_per_second),
             timeout=p.timeout_seconds,
-            max_in_flight=scaled(p.max_in_flight, share),
+            max_in_flight=scaled(p.max_in_flight, limits.share),
+            pace=limits.pace(f"im:{name}", p.rate_per_second),
             **options,
         )
 
@@ -263,9 +270,9 @@ def classify(
     return AmbiguousSendError(f"{detail} (unexpected answer; check im.{name}.base_url)", code=code)
 
 
-def build(settings: Settings, name: str, clock: Clock, share: float) -> Messenger:
+def build(settings: Settings, name: str, clock: Clock, limits: Limits) -> Messenger:
     """The registry's builder for ``im.<name>`` of kind ``telegram``."""
-    return TelegramBot.from_settings(settings, name, share=share)
+    return TelegramBot.from_settings(settings, name, limits=limits)
 
 
 def _describe(answer: Mapping[str, Any]) -> str:

@@ -36,9 +36,10 @@ pooled connection) is transient. After it, any failure is ambiguous (a stale kee
 closed by Twilio included: safe, never twice).
 
 Per request: one deadline of ``timeout_seconds`` (``hand_over``'s; aiohttp's own is not used). Per messenger:
-at most ``max_in_flight`` requests open, paced by a ``TokenBucket`` at ``rate_per_second`` (both
-already divided by the registry's ``share``). The aiohttp session is created on the first send (it
-needs the running loop) and closed by ``close()``.
+at most ``max_in_flight`` requests open (the registry's ``share`` of it), paced by the limit
+``twilio`` of the registry's ``Limits`` (shared by every process and node, or this process's share).
+The aiohttp session is created on the first send (it needs the running loop) and closed by
+``close()``.
 
 The request is built here, as the ``twilio`` SDK's ``AsyncTwilioHttpClient`` sent it (the same method,
 URL, form body, ``Authorization: Basic``, ``Accept`` and ``Content-Type`` headers, redirects not
@@ -75,7 +76,9 @@ from topslot.channels.http import (
     json_object,
     parse_retry_after,
 )
-from topslot.channels.registry import Provider, scaled
+from topslot.channels.limits import Limits, LocalLimits, scaled
+from topslot.channels.ratelimit import Pace
+from topslot.channels.registry import Provider
 from topslot.delivery import SuppressionReason
 from topslot.errors import AmbiguousSendError, PermanentSendError, SendError, TransientSendError
 from topslot.settings import TWILIO_API, Settings
@@ -116,6 +119,7 @@ class TwilioMessages:
         max_in_flight: int = 20,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        pace: Pace | None = None,
         jitter: Callable[[], float] = random.random,
     ):
         if not (from_number or messaging_service_sid):
@@ -135,6 +139,7 @@ class TwilioMessages:
             timeout=timeout,
             monotonic=monotonic,
             sleep=sleep,
+            pace=pace,
         )
         self.bucket = self.gate.bucket
         self._jitter = jitter
@@ -214,8 +219,9 @@ class TwilioSms(TwilioMessages):
     provider = "twilio"
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, share: float = 1.0, **options: Any) -> TwilioSms:
-        """The ``twilio`` settings, with ``share`` of the rate and of ``max_in_flight``."""
+    def from_settings(cls, settings: Settings, *, limits: Limits | None = None, **options: Any) -> TwilioSms:
+        """The ``twilio`` settings, paced by ``limits`` (``twilio``), with its ``share`` of ``max_in_flight``."""
+        limits = limits or LocalLimits()
         t = settings.twilio
         if not t.configured or t.account_sid is None or t.auth_token is None:
             raise ValueError("twilio is not configured (twilio.account_sid)")
@@ -226,9 +232,10 @@ class TwilioSms(TwilioMessages):
             messaging_service_sid=t.messaging_service_sid,
             base_url=t.base_url,
             status_callback=status_callback_url(settings),
-            rate_per_second=t.rate_per_second * share,
+            rate_per_second=limits.own_rate(t.rate_per_second),
             timeout=t.timeout_seconds,
-            max_in_flight=scaled(t.max_in_flight, share),
+            max_in_flight=scaled(t.max_in_flight, limits.share),
+            pace=limits.pace("twilio", t.rate_per_second),
             **options,
         )
 
@@ -287,5 +294,5 @@ PROVIDER = Provider(
     "twilio",
     configured=lambda s: s.twilio.configured,
     rate=lambda s: s.twilio.rate_per_second,
-    build=lambda s, clock, share: TwilioSms.from_settings(s, share=share),
+    build=lambda s, clock, limits: TwilioSms.from_settings(s, limits=limits),
 )

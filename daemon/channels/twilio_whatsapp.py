@@ -64,7 +64,7 @@ import phonenumbers
 from topslot.channel import Channel
 from topslot.channels.base import Messenger, TextMessage
 from topslot.channels.http import parse_retry_after
-from topslot.channels.registry import scaled
+from topslot.channels.limits import Limits, LocalLimits, scaled
 from topslot.channels.twilio_sms import TwilioMessages, classify, status_callback_url
 from topslot.clock import Clock
 from topslot.delivery import SuppressionReason
@@ -97,9 +97,12 @@ class TwilioWhatsApp(TwilioMessages):
         self.provider = name
 
     @classmethod
-    def from_settings(cls, settings: Settings, name: str, *, share: float = 1.0, **options: Any) -> TwilioWhatsApp:
+    def from_settings(
+        cls, settings: Settings, name: str, *, limits: Limits | None = None, **options: Any
+    ) -> TwilioWhatsApp:
         """``im.<name>`` (sender, rate, timeout, ``max_in_flight``, with ``share`` of the rate and of
         ``max_in_flight``) on the ``twilio`` account."""
+        limits = limits or LocalLimits()
         provider = settings.im.get(name)
         if not isinstance(provider, WhatsAppProvider):
             raise ValueError(f"im.{name} is not a whatsapp provider")
@@ -114,9 +117,10 @@ class TwilioWhatsApp(TwilioMessages):
             messaging_service_sid=provider.messaging_service_sid,
             base_url=t.base_url,
             status_callback=status_callback_url(settings),
-            rate_per_second=provider.rate_per_second * share,
+            rate_per_second=limits.own_rate(provider.rate_per_second),
             timeout=provider.timeout_seconds,
-            max_in_flight=scaled(provider.max_in_flight, share),
+            max_in_flight=scaled(provider.max_in_flight, limits.share),
+            pace=limits.pace(f"im:{name}", provider.rate_per_second),
             **options,
         )
 
@@ -148,9 +152,9 @@ class TwilioWhatsApp(TwilioMessages):
         return classify_whatsapp(status, code, text, retry_after=retry_after, jitter=self._jitter, name=self.provider)
 
 
-def build(settings: Settings, name: str, clock: Clock, share: float) -> Messenger:
+def build(settings: Settings, name: str, clock: Clock, limits: Limits) -> Messenger:
     """The registry's builder for ``im.<name>`` of kind ``whatsapp``."""
-    return TwilioWhatsApp.from_settings(settings, name, share=share)
+    return TwilioWhatsApp.from_settings(settings, name, limits=limits)
 
 
 def whatsapp_address(recipient: str) -> str | None:

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from topslot import __version__, metrics
 from topslot.campaign import Campaign, FrequencyCap
+from topslot.channels.limits import limits_for
 from topslot.channels.registry import MessengerSource, Registry
 from topslot.clock import Clock, SystemClock, clock_span
 from topslot.dispatch import policy
@@ -71,8 +72,12 @@ class DispatchService:
         processes = settings.dispatch_processes
         spawn = processes > 1 and not helper
         self.helpers = DispatchHelpers(settings, processes - 1, self.node, self.release_helper) if spawn else None
-        # each of the N processes sends with 1/N of every provider's pool and rate
-        self.messengers = messengers if messengers is not None else Registry(settings, clock, share=1 / processes)
+        # every provider's rate and per-domain limit held for all processes and nodes (PostgreSQL,
+        # Redis) or, on SQLite, 1/N of them in each of the N processes; pools are 1/N in each
+        if messengers is None:
+            limits = limits_for(settings, engine, holder=self.owner, share=1 / processes)
+            messengers = Registry(settings, clock, limits=limits)
+        self.messengers = messengers
         self.health = health or Health()
         self.journals = settings.var_dir / "journal"  # every process's hand-over journal, by lease owner
         self.journal = open_journal(self.journals, self.owner) if settings.handover_journal else None

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from topslot import metrics
 from topslot.campaign import Campaign
+from topslot.channels.limits import are_shared
 from topslot.clock import Clock, clock_span, wall_seconds_until
 from topslot.dispatch.claims import ClaimHandler, claim_all
 from topslot.dispatch.dispatcher import due_limit
@@ -367,10 +368,21 @@ class BucketScheduler:
 
     async def measure(self, campaign: Campaign, channel: str, tally: BucketTally) -> None:
         """Size the route's later buckets by what this bucket measured, when it went clearly slower
-        than the route's rate; back to the rate once a bucket keeps it again."""
+        than the route's rate; back to the rate once a bucket keeps it again.
+
+        With shared limits (``topslot.channels.limits``) every node sends the bucket beside this
+        one and they keep the route's rate together: this node's throughput is scaled by the
+        bucket's rows accepted by anyone over those it accepted (about the same span, since the
+        nodes claim the bucket side by side), so a node measures the route, not its part of it."""
         throughput = tally.throughput()
         if throughput is None or tally.accepted < MEASURE_AT_LEAST:
             return
+        if are_shared(self.settings, self.engine.dialect.name):
+            try:
+                everyone = await ledger.handed_over_in_bucket(self.engine, campaign.id, channel, tally.due_utc)
+            except Exception:  # not measured this time: a rate is never lowered on a guess
+                return
+            throughput *= max(1.0, everyone / tally.accepted)
         route = (channel, campaign.provider_for(channel))
         rate = channel_rates(self.settings, campaign)[channel]
         if throughput < rate * SLOWER:

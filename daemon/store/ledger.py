@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from topslot.campaign import Campaign, FrequencyCap
 from topslot.channel import CHANNELS
-from topslot.delivery import PLAN_SKIP_REASONS
+from topslot.delivery import HANDED_OVER, PLAN_SKIP_REASONS
 from topslot.delivery import DeliveryState as S
 from topslot.delivery import SkipReason as R
 from topslot.pacing import QuietRules
@@ -320,6 +320,18 @@ async def planned_buckets(engine: AsyncEngine, campaign_id: str | None = None) -
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     return [BucketRow(r.campaign_id, r.channel, _aware(r.due_utc), _aware(r.start), r.n) for r in rows]
+
+
+async def handed_over_in_bucket(engine: AsyncEngine, campaign_id: str, channel: str, due_utc: datetime) -> int:
+    """Rows of the bucket a provider has accepted so far, whichever process or node sent them."""
+    query = select(func.count()).where(
+        deliveries.c.campaign_id == campaign_id,
+        deliveries.c.channel == channel,
+        deliveries.c.due_utc == due_utc,
+        deliveries.c.state.in_(sorted(HANDED_OVER)),
+    )
+    async with engine.connect() as conn:
+        return int((await conn.execute(query)).scalar_one())
 
 
 async def set_dispatch_starts(

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -431,4 +432,29 @@ bucket_runs = Table(
     _now_col("started_at"),
     _now_col("finished_at"),
     Index(None, "finished_at"),
+)
+
+# Shared rate limits (topslot.store.limits; PostgreSQL only, unused on SQLite): one token bucket per
+# provider limit. ``tokens`` may be negative (tokens reserved ahead); ``refilled_at`` is the database
+# server's clock in epoch seconds, so the nodes' clocks never matter.
+rate_buckets = Table(
+    "rate_buckets",
+    metadata,
+    Column("name", String(100), primary_key=True),  # smtp:<server>, twilio, im:<name>
+    Column("tokens", Float, nullable=False),
+    Column("refilled_at", Float, nullable=False),
+)
+
+# Shared concurrency limits: slot ``slot`` of ``key`` (a receiving domain) under ``scope`` (a
+# server's limit) is held by ``holder`` (a process) until ``expires_at`` (the database's clock, epoch
+# seconds), renewed while held; a row whose lease ran out is a free slot.
+limit_slots = Table(
+    "limit_slots",
+    metadata,
+    Column("scope", String(100), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("slot", Integer, primary_key=True),
+    Column("holder", String(100), nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index(None, "holder"),
 )

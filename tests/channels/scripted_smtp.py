@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -50,6 +51,7 @@ class Received:
     rcpt_to: list[str]
     data: bytes
     replied: str  # the final reply sent ("" when none was)
+    at: float = field(default_factory=time.monotonic)  # when the body had arrived
 
 
 @dataclass

@@ -1,9 +1,14 @@
 """Helpers for transport tests: envelopes, server settings, fake monotonic clocks (``MonotonicFake``;
-``FrozenTime``, with a sleep that records instead of waiting)."""
+``FrozenTime``, with a sleep that records instead of waiting), worker processes (``run_workers``)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import json
+import sys
+from pathlib import Path
+from typing import Any
 
 from topslot.channels.base import EmailEnvelope
 from topslot.settings import SmtpServer
@@ -62,3 +67,16 @@ class FrozenTime:
 
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
+
+
+async def run_workers(script: Path, jobs: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
+    """``python script '<job as JSON>'`` for every job at once (separate processes); each one's
+    last line of output, parsed as JSON, in the order of ``jobs``. Every one must exit 0."""
+    pipe = asyncio.subprocess.PIPE
+    procs = [
+        await asyncio.create_subprocess_exec(sys.executable, str(script), json.dumps(job), stdout=pipe) for job in jobs
+    ]
+    async with asyncio.timeout(timeout):
+        outputs = [await proc.communicate() for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * len(jobs)
+    return [json.loads(out.decode().strip().splitlines()[-1]) for out, _ in outputs]

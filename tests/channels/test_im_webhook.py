@@ -34,6 +34,7 @@ from topslot.attribution.webhook import authenticate
 from topslot.channels import im_webhook as iw
 from topslot.channels.base import Card, EmailEnvelope, Messenger, TextMessage
 from topslot.channels.im_webhook import BUSY_BACKOFF, ImWebhook, classify
+from topslot.channels.limits import LocalLimits
 from topslot.clock import FakeClock
 from topslot.errors import AmbiguousSendError, PermanentSendError, SendError, TransientSendError
 from topslot.settings import Settings
@@ -341,12 +342,12 @@ def test_it_is_built_from_the_settings_with_its_share(tmp_path: Path) -> None:
             }
         },
     )
-    m = iw.build(settings, "wecom", FakeClock(SENT_AT), 0.5)
+    m = iw.build(settings, "wecom", FakeClock(SENT_AT), LocalLimits(0.5))
     assert isinstance(m, Messenger)
     assert (m.channel, m.provider, m.url, m.timeout) == ("im", "wecom", "https://gw.example.com/topslot", 7)
     assert (m.rate_per_second, m.max_in_flight) == (0.15, 2)
     with pytest.raises(ValueError):
-        iw.build(settings, "dingtalk", FakeClock(SENT_AT), 1.0)
+        iw.build(settings, "dingtalk", FakeClock(SENT_AT), LocalLimits())
 
 
 # ---------------------------------------------------------------- classify, pure

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from topslot.channels.ratelimit import KeyedLimiter, TokenBucket, recipient_domain
+from topslot.channels.ratelimit import KeyedLimiter, TokenBucket, due_delays, recipient_domain, refill
 
 from .support import MonotonicFake
 
@@ -97,3 +97,18 @@ async def test_keyed_limiter_releases_on_error() -> None:
 )
 def test_recipient_domain(address: str, domain: str) -> None:
     assert recipient_domain(address) == domain
+
+
+def test_refill_adds_time_times_rate_up_to_the_burst_then_takes() -> None:
+    assert refill(0.0, 0.5, 10.0, 3.0, 1) == 2.0  # 5 tokens' worth of time, capped at 3, one taken
+    assert refill(-4.0, 0.1, 10.0, 3.0, 2) == -5.0  # a debt refills too; taking deepens it
+    assert refill(1.0, -7.0, 10.0, 3.0, 1) == 0.0  # a clock stepping back refills nothing
+
+
+def test_due_delays_space_a_batch_by_the_rate() -> None:
+    assert due_delays(2.0, 3, 10.0) == [0.0, 0.0, 0.0]  # all three were there
+    assert [round(d, 6) for d in due_delays(-2.0, 4, 10.0)] == [0.0, 0.0, 0.1, 0.2]
+    # the in-process bucket is the same arithmetic: its reservations are the batch's delays
+    clock = MonotonicFake()
+    bucket = TokenBucket(10.0, burst=2, clock=clock)
+    assert [round(bucket.reserve(), 6) for _ in range(4)] == [round(d, 6) for d in due_delays(-2.0, 4, 10.0)]

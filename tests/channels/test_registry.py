@@ -9,6 +9,7 @@ from dispatch.fixtures import campaign
 from dispatch.fixtures import settings as smtp_settings
 
 from topslot.channels.outbox import JsonlTextOutbox, MaildirOutbox
+from topslot.channels.ratelimit import KeyedLimiter, TokenBucket
 from topslot.channels.registry import OUTBOX_RATE_PER_S, Registry, provider_problems
 from topslot.channels.smtp import SmtpPool
 from topslot.settings import Settings, SmtpServer
@@ -53,8 +54,9 @@ def test_each_of_n_processes_gets_its_share_of_every_smtp_server(tmp_path: Path)
     assert isinstance(pool, SmtpPool)
     (server,) = pool._servers
     local = s.smtp["local"]
-    assert (server.config.pool_size, server.config.max_per_domain) == (max(1, local.pool_size // 3), local.max_per_domain // 3)
-    assert server.config.rate_per_second == pytest.approx(local.rate_per_second / 3)
+    assert server.config.pool_size == max(1, local.pool_size // 3)
+    assert isinstance(server.domains, KeyedLimiter) and server.domains.limit == local.max_per_domain // 3
+    assert isinstance(server.bucket, TokenBucket) and server.bucket.rate == pytest.approx(local.rate_per_second / 3)
     assert registry.rate("email") == local.rate_per_second  # windows are sized by the whole node's rate
 
 
