@@ -300,7 +300,7 @@ class SharedKeyedLimiter:
         self._clock = clock
         self._keys: dict[str, _Key] = {}
         self._held: dict[tuple[str, Hashable], None] = {}  # (key, handle) of the slots held now
-        self._asked: dict[str, list[asyncio.Future[Hashable | None]]] = {}  # for the next grab
+        self._asked: dict[str, list[tuple[_Key, asyncio.Future[Hashable | None]]]] = {}  # for the next grab
         self._grabbing: asyncio.Task[None] | None = None
         self._sweeping: asyncio.Task[None] | None = None
         self._renewing: asyncio.Task[None] | None = None
@@ -327,7 +327,8 @@ class SharedKeyedLimiter:
 
     def _forget_if_idle(self, key: str, state: _Key) -> None:
         if state.users == 0 and not state.waiters and not state.spare and state.owned == 0:
-            self._keys.pop(key, None)
+            if self._keys.get(key) is state:  # not a newer state of the same key, made since
+                del self._keys[key]
 
     async def _take(self, key: str, state: _Key) -> Hashable:
         if state.spare:  # a slot this process holds and nobody uses: no round trip
@@ -357,7 +358,7 @@ class SharedKeyedLimiter:
         asked for, so this process never asks for more than ``limit`` of a key at once."""
         state.owned += 1
         answer: asyncio.Future[Hashable | None] = asyncio.get_running_loop().create_future()
-        self._asked.setdefault(key, []).append(answer)
+        self._asked.setdefault(key, []).append((state, answer))  # its state: the key's may be a newer one later
         if self._grabbing is None or self._grabbing.done():
             self._grabbing = asyncio.get_running_loop().create_task(self._grab_loop())
         try:
@@ -385,20 +386,22 @@ class SharedKeyedLimiter:
                     partial(self.store.grab, self.scope, wanted, self.limit, self.holder, self.ttl)
                 )
             except TransientSendError as error:
-                for key, answers in asked.items():
-                    self._keys[key].owned -= len(answers)
-                    for answer in answers:
+                for answers in asked.values():
+                    for state, answer in answers:
+                        state.owned -= 1
                         answer.set_exception(error)
                         answer.exception()  # retrieved: an asker that left does not warn
                 continue
             for key, answers in asked.items():
-                state = self._keys[key]
                 handles = list(got.get(key, ()))
                 for handle in handles:
                     self._held[(key, handle)] = None
-                state.owned -= len(answers) - len(handles)
-                for answer in answers:
-                    answer.set_result(handles.pop() if handles else None)
+                for state, answer in answers:
+                    if handles:
+                        answer.set_result(handles.pop())
+                    else:
+                        state.owned -= 1  # asked for, not got
+                        answer.set_result(None)
             if self._held:
                 self._renew_while_held()
 
