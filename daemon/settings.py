@@ -305,6 +305,11 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(default=None, ge=0, lt=65536)
     smtp: dict[str, SmtpServer] = Field(default_factory=dict)
     dispatch_processes: int = Field(default=1, ge=1, le=64)  # processes sending each bucket (one per core)
+    # Scale-out (docs/scale-out.md): a process whose heartbeat is older than ``node_timeout_s`` is dead
+    # (the other nodes take its rows back at once) and fences itself (sends nothing) when its own
+    # heartbeat could not be written for 2/3 of it; a row's lease is the last safety net behind that.
+    node_timeout_s: float = Field(default=10.0, ge=3.0, le=300.0)
+    lease_s: float = Field(default=900.0, ge=30.0, le=86_400.0)
     # Record each message's hand-over (fsynced, in <var_dir>/journal) before it leaves, so that a crash
     # leaves only the messages really on the wire ``unknown`` (topslot.dispatch.journal). Turn it off
     # only where fsync is very slow (a network file system): then every row ``sending`` at a crash is.
@@ -398,6 +403,9 @@ class Settings(BaseSettings):
                 "compliance.sender_identity is empty but twilio.help_text says {sender}: set it (the answer to "
                 "HELP must say who is sending), or write twilio.help_text without {sender}",
             ))  # fmt: skip
+        if self.lease_s < 3 * self.node_timeout_s:  # the lease is the net behind the heartbeat, never before it
+            found.append((("lease_s",), f"lease_s ({self.lease_s:g}) must be at least 3 x node_timeout_s "
+                                        f"({self.node_timeout_s:g}): a lease is the last safety net"))  # fmt: skip
         if found:  # raised as a ValidationError, pydantic keeps each error's own location
             errors = [_error_at(loc, message) for loc, message in found]
             raise ValidationError.from_exception_data(type(self).__name__, errors, hide_input=True)

@@ -148,13 +148,16 @@ async def handing_over() -> None:
     """What a messenger awaits right before the first byte of the message it is sending leaves the
     process (see ``Messenger.send``): the dispatcher puts the hand-over on record there (its journal,
     ``topslot.dispatch.journal``), so a crash can tell the messages that were on the wire from those
-    that provably never left. Outside a dispatcher's send it returns at once. When the record
-    cannot be made it raises ``TransientSendError``: the message must not leave, and did not."""
+    that provably never left, and checks the process is not fenced. Outside a dispatcher's send it
+    returns at once. When the record cannot be made, or the process is fenced, it raises
+    ``TransientSendError``: the message must not leave, and did not."""
     hook = _handover.get()
     if hook is None:
         return
     try:
         await hook()
+    except TransientSendError:  # the hook's own reason (the process is fenced: topslot.dispatch.heartbeat)
+        raise
     except Exception as exc:
         raise TransientSendError(f"the hand-over could not be recorded: {exc}", code="journal") from exc
 

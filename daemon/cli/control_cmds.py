@@ -158,18 +158,26 @@ def cancel_cmd(
 def status_cmd(
     config: ConfigOption = Path("config"),
     as_json: JsonOption = False,
-    stale_after: Annotated[
-        int, typer.Option("--stale-after", min=1, help="Seconds without a heartbeat before a process is stale.")
-    ] = int(status.STALE_AFTER.total_seconds()),
+    dead_after: Annotated[
+        float | None,
+        typer.Option(
+            "--dead-after",
+            min=1,
+            help="Seconds without a heartbeat before a process is dead (default: the node_timeout_s setting).",
+        ),
+    ] = None,
 ) -> None:
-    """The whole installation from the database, on any node: processes with their last heartbeat,
-    campaigns with their state and next buckets, rows in flight per process, failures and bucket
-    lateness of the last 24 hours, and the latest pauses, resumes and cancels. Read-only."""
+    """The whole installation from the database, on any node: processes with their last heartbeat
+    (running, dead or stopped), campaigns with their state and next buckets, rows in flight per
+    process, failures and bucket lateness of the last 24 hours, and the latest pauses, resumes and
+    cancels. Read-only."""
     settings = settings_or_exit(config)
     now = SystemClock().now()
     found = with_engine(
         settings,
-        lambda engine: status.read_status(engine, now, stale_after=timedelta(seconds=stale_after)),
+        lambda engine: status.read_status(
+            engine, now, dead_after=timedelta(seconds=dead_after or settings.node_timeout_s)
+        ),
         read_only=True,
     )
     if as_json:

@@ -125,6 +125,9 @@ class Dispatcher:
         self._coupon_key = active_coupon_key(keyring)
         self.stopping = False  # set on a graceful stop: finish what is on the wire, start nothing new
         self._tallies: dict[BucketKey, BucketTally] = {}
+        # awaited before marking a chunk sending and before each hand-over: returns while this process
+        # may send, raises ``NodeFenced`` once it was found dead (``topslot.dispatch.heartbeat``)
+        self.fence: Callable[[], Awaitable[None]] | None = None
 
     def kit(self, campaign: Campaign) -> CampaignKit:
         """Compiled state per campaign version (the model is frozen, so identity marks a version)."""
@@ -323,6 +326,8 @@ class Dispatcher:
         """Mark the chunk ``sending``, hand its messages over, record what is answered within
         ``STRAGGLER_AFTER`` seconds; the rest are recorded by a task added to ``stragglers``."""
         failpoints.hit("after_render")  # fault tests only (TOPSLOT_FAILPOINT); a no-op otherwise
+        if self.fence is not None:
+            await self.fence()
         now = self.clock.now()
         tally.started(now)
         allowed = await store.mark_sending(
@@ -422,8 +427,8 @@ class Dispatcher:
         """The provider's id for the message, or what it raised; and when the answer came. (A task
         of its own: the hand-over hook it sets is this message's.)"""
         delivery_id = prepared.recipient.delivery_id
-        if self.journal is not None:
-            on_handover(partial(self.journal.mark, delivery_id))
+        if self.journal is not None or self.fence is not None:
+            on_handover(partial(self._handing_over, delivery_id))
         started = time.perf_counter()
         try:
             result: str | BaseException = await messenger.send(prepared.message)
@@ -436,6 +441,15 @@ class Dispatcher:
         if self.journal is not None and isinstance(result, str):  # a crash from here on: sent, not unknown
             self.journal.accepted(delivery_id, result, messenger.provider, prepared.segments)
         return result, self.clock.now()
+
+    async def _handing_over(self, delivery_id: int) -> None:
+        """Right before a message leaves: its hand-over on record first, then the fence. (In this
+        order: a process stopped in between, then found dead, is known to have been about to send
+        it, so the row is ``unknown``, not sent again by another; and it sends nothing once awake.)"""
+        if self.journal is not None:
+            await self.journal.mark(delivery_id)
+        if self.fence is not None:
+            await self.fence()
 
 
 class ChunkWindow:

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.elements import ColumnElement
 
 from topslot import __version__, metrics
 from topslot.campaign import Campaign, FrequencyCap
@@ -23,6 +24,7 @@ from topslot.channels.registry import MessengerSource, Registry
 from topslot.clock import Clock, SystemClock, clock_span
 from topslot.dispatch import policy
 from topslot.dispatch.dispatcher import Dispatcher
+from topslot.dispatch.heartbeat import BEAT_SHARE, Heartbeat, Identity
 from topslot.dispatch.journal import HandoverJournal, journal_path, journals, owner_of
 from topslot.dispatch.tally import BucketTally
 from topslot.dispatch.workers import DispatchHelpers
@@ -38,9 +40,7 @@ from topslot.store.ledger import Claimed
 log = get_logger("dispatch")
 
 RETRY_POLL = timedelta(seconds=5)
-LEASE = timedelta(minutes=15)  # real time; longer on a simulated clock
 DRAIN_TIMEOUT = timedelta(seconds=30)  # a graceful stop waits this long for chunks on the wire
-HEARTBEAT = timedelta(seconds=5)  # real time: each process's row in ``processes`` (``topslot status``)
 
 
 def node_id() -> str:
@@ -60,8 +60,11 @@ class DispatchService:
         on_recovered: Callable[[], Awaitable[None]] | None = None,
         helper: bool = False,
         health: Health | None = None,
+        on_declared_dead: Callable[[], None] | None = None,
     ):
-        """``helper``: this is one of the daemon's helper processes (it starts none of its own)."""
+        """``helper``: this is one of the daemon's helper processes (it starts none of its own).
+        ``on_declared_dead``: called (once, on this loop) when another node found this process dead
+        and took its rows back: it is fenced for good and must stop (``topslot.dispatch.heartbeat``)."""
         self.engine = engine
         self.settings = settings
         self.clock = clock
@@ -90,16 +93,21 @@ class DispatchService:
         self._poller: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.role = "helper" if helper else "daemon"
+        self.lease = timedelta(seconds=settings.lease_s)  # the last safety net: dead processes are found in seconds
         self.wall = SystemClock()  # heartbeats are real time, whatever clock the plan runs on
-        self._started_at = self.wall.now()
-        self._heartbeat: asyncio.Task[None] | None = None
+        identity = Identity(self.owner, self.node, self.role, os.getpid(), __version__, self.wall.now())
+        self.heartbeat = Heartbeat(engine, identity, settings.node_timeout_s, wall=self.wall,
+                                   on_declared_dead=on_declared_dead)  # fmt: skip
+        self._beating = False
+        self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.start_heartbeat()
+        await self.start_heartbeat()
         await self.recover()
         if self.helpers is not None:
             await self.helpers.start()
         self._poller = asyncio.create_task(self._poll_retries(), name="retry-poller")
+        self._watcher = asyncio.create_task(self._watch_nodes(), name="node-watcher")
 
     def stop_sending(self) -> None:
         """Graceful stop, first step: chunks on the wire finish, nothing new starts."""
@@ -108,35 +116,49 @@ class DispatchService:
         if self.helpers is not None:
             self.helpers.stop_sending()
 
-    def start_heartbeat(self) -> None:
-        """Keep this process's row in ``processes`` fresh until ``close``."""
-        if self._heartbeat is None:
-            self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
+    async def start_heartbeat(self) -> None:
+        """Write this process's first heartbeat (``processes``), then keep it fresh until ``close``."""
+        if not self._beating:
+            self._beating = True
+            await self.heartbeat.start()
+            self.dispatcher.fence = self.heartbeat.unfenced  # hand nothing over while others may think us dead
 
-    async def _beat(self) -> None:
-        failing = False
+    async def _watch_nodes(self) -> None:
+        """Every third of the node timeout: take back the rows of processes found dead."""
         while True:
+            try:  # sleep until the next round, or return at once on a stop
+                await asyncio.wait_for(self._stopping.wait(), self.settings.node_timeout_s * BEAT_SHARE)
+                return
+            except TimeoutError:
+                pass
             try:
-                await status.heartbeat(
-                    self.engine, owner=self.owner, node=self.node, role=self.role, pid=os.getpid(),
-                    version=__version__, started_at=self._started_at, now=self.wall.now(),
-                )  # fmt: skip
-                failing = False
+                await self.recover_dead()
             except Exception as exc:
-                if not failing:  # once per outage
-                    log.warning("heartbeat_failed", error=repr(exc)[:300])
-                failing = True
-            await asyncio.sleep(HEARTBEAT.total_seconds())
+                log.warning("node_watch_failed", error=repr(exc)[:300])
 
-    async def _stop_heartbeat(self) -> None:
-        if self._heartbeat is None:
-            return
-        self._heartbeat.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._heartbeat
-        self._heartbeat = None
-        with contextlib.suppress(Exception):  # best effort: a stale row says the same, later
-            await status.stopped(self.engine, self.owner, self.wall.now())
+    async def recover_dead(self) -> dict[str, int]:
+        """Processes whose heartbeat is older than ``node_timeout_s`` (and that did not stop
+        gracefully) are found dead (``node_dead``, logged by the one process that finds each): their
+        ``claimed`` rows go back to ``planned`` and their buckets fire again here at once; their
+        ``sending`` rows become ``unknown`` (``planned`` or ``sent`` where their journal, on this
+        node's disk, proves it). Rows of processes found dead earlier (by a process that died before
+        taking them back) are taken too. Nothing is judged while this process's own heartbeat is not
+        ``settled``: after a database outage everybody's heartbeat is old."""
+        if not self.heartbeat.settled():
+            return {}
+        now = self.wall.now()
+        found = await status.declare_dead(self.engine, now, timeout=timedelta(seconds=self.settings.node_timeout_s))
+        owners = await status.dead_owners(self.engine, now, window=self.lease) - {self.owner}
+        if not owners:
+            return {}
+        counts = await self._recover(store.held_by(owners), gone=owners.__contains__)
+        for p in found:
+            log.warning("node_dead", owner=p.owner, node=p.node, role=p.role, silent_s=p.heartbeat_age_s, **counts)
+        if any(counts.values()) and not found:
+            log.warning("leases_recovered", **counts)
+        if counts.get("claimed_to_planned") and self.on_recovered is not None:
+            await self.on_recovered()
+        return counts
 
     async def close(self) -> None:
         self.stop_sending()
@@ -148,10 +170,13 @@ class DispatchService:
                 await self._poller
         if self.helpers is not None:
             await self.helpers.close(DRAIN_TIMEOUT.total_seconds())
+        if self._watcher is not None:
+            await self._watcher
         await self.messengers.close()
         if self.journal is not None:  # nothing of ours sending: it has nothing left to prove
             self.journal.close(remove=self.dispatcher.sending == 0)
-        await self._stop_heartbeat()
+        if self._beating:
+            await self.heartbeat.stop()
 
     async def on_campaigns_changed(self, campaigns: Mapping[str, Campaign]) -> None:
         self.campaigns = dict(campaigns)
@@ -165,7 +190,7 @@ class DispatchService:
         if self.helpers is None:
             return 0
         claimed, tallies = await self.helpers.fire(
-            campaign, channel, due_utc, now=self.clock.now(), speed=getattr(self.clock, "speed", 1.0), lease=LEASE
+            campaign, channel, due_utc, now=self.clock.now(), speed=getattr(self.clock, "speed", 1.0), lease=self.lease
         )
         mine = self.dispatcher.tally((campaign.id, channel, due_utc))
         provider = self.dispatcher.provider_name(campaign, channel) if tallies else None
@@ -184,13 +209,14 @@ class DispatchService:
         and its ``sending`` rows are settled now (by its journal when it is gone, else ``unknown``),
         not when their lease runs out; how many went back to planned."""
         node = f"{self.node}#w{k}"
-        counts = await self._recover(node, gone=lambda owner: gone and owner.startswith(f"{node}/"))
+        lost = store.lost_leases(node, self.owner, self.clock.now())
+        counts = await self._recover(lost, gone=lambda owner: gone and owner.startswith(f"{node}/"))
         return counts.get("claimed_to_planned", 0) + counts.get("sending_to_planned", 0)  # this bucket sends them
 
     async def recover(self) -> dict[str, int]:
         """Rows whose lease was lost: claimed → planned (refired), sending → unknown, or planned when
         their owner's hand-over journal proves they never left."""
-        counts = await self._recover(self.node, gone=self._earlier_run)
+        counts = await self._recover(store.lost_leases(self.node, self.owner, self.clock.now()), gone=self._earlier_run)
         self._forget_earlier_journals()
         if any(counts.values()):
             log.warning("leases_recovered", **counts)
@@ -202,18 +228,18 @@ class DispatchService:
         """An earlier run of this node's own process: gone for sure."""
         return owner.startswith(f"{self.node}/") and owner != self.owner
 
-    async def _recover(self, node: str, *, gone: Callable[[str], bool]) -> dict[str, int]:
-        """``store.recover`` for ``node``'s lost rows, with the journals of their owners that are
+    async def _recover(self, lost: ColumnElement[bool], *, gone: Callable[[str], bool]) -> dict[str, int]:
+        """``store.recover`` for the ``lost`` rows, with the journals of their owners that are
         ``gone`` (a process still running may yet hand over a row it marked ``sending``: its rows
         whose lease ran out are ``unknown``, as without a journal): a ``sending`` row missing from
         its owner's journal never left and is planned again; one accepted on record is ``sent``.
         The journals read are deleted."""
         now = self.clock.now()
-        lost = await store.lost_sending(self.engine, node, self.owner, now)
-        found = journals(self.journals, {row.owner for row in lost if gone(row.owner)}) if lost else {}
+        sending = await store.lost_sending(self.engine, lost)
+        found = journals(self.journals, {row.owner for row in sending if gone(row.owner)}) if sending else {}
         never_left: set[int] = set()
         accepted: dict[tuple[str, str], list[store.Outcome]] = defaultdict(list)  # (campaign, owner) → rows
-        for row in lost:
+        for row in sending:
             record = found.get(row.owner)
             if record is None:  # no journal, or unreadable: nothing is proven
                 continue
@@ -226,7 +252,7 @@ class DispatchService:
                 accepted[(row.campaign_id, row.owner)].append(outcome)
         for (campaign_id, owner), outcomes in accepted.items():
             await store.record_outcomes(self.engine, campaign_id, outcomes, owner, now)
-        counts = await store.recover(self.engine, node, self.owner, now, never_left=never_left)
+        counts = await store.recover(self.engine, lost, now, never_left=never_left)
         if accepted:
             counts["sending_to_sent"] = sum(len(o) for o in accepted.values())
         for owner in found:
@@ -253,7 +279,9 @@ class DispatchService:
             campaign = self.campaigns.get(campaign_id)
             return effective_cap(campaign, self.settings, channel) if campaign is not None else None
 
-        claimed = await store.claim_retries(self.engine, self.owner, clock_span(self.clock, LEASE), now, cap_of=cap)
+        claimed = await store.claim_retries(
+            self.engine, self.owner, clock_span(self.clock, self.lease), now, cap_of=cap
+        )
         groups: dict[tuple[str, str, datetime], list[Claimed]] = defaultdict(list)
         for campaign_id, channel, due, claim in claimed:
             groups[(campaign_id, channel, due)].append(claim)

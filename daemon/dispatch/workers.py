@@ -50,6 +50,7 @@ START_TIMEOUT = 60.0
 REAP_TIMEOUT = 2.0  # seconds to wait for a helper whose pipe closed to be reaped (its exit code logged)
 RESTART_BACKOFF = 1.0  # seconds before a dead helper is started again, doubling while it keeps failing
 RESTART_MOST = 60.0
+EXIT_FENCED = 75  # a helper found dead by another node exits with this (EX_TEMPFAIL): started again
 
 
 @dataclass(frozen=True)
@@ -290,8 +291,8 @@ async def _serve(pipe: Connection, settings: Settings, node: str) -> None:
     failpoints.hit("helper_start")  # fault tests only: a helper that dies while starting
     engine = open_engine(settings.database_url)
     clock = SimulatedClock(datetime.now(UTC))
-    service = DispatchService(engine, settings, clock, node=node, helper=True)
-    service.start_heartbeat()  # its own row in ``processes`` (``topslot status``)
+    service = DispatchService(engine, settings, clock, node=node, helper=True, on_declared_dead=_exit_fenced)
+    await service.start_heartbeat()  # its own row in ``processes`` (``topslot status``)
     metrics.report_sends()  # its registry is not scraped: its sends go back with each reply
     await service.recover()  # rows an earlier run of this helper left behind
     settle_heap()  # started: what lives as long as the helper leaves the collector's walks
@@ -323,6 +324,12 @@ async def _serve(pipe: Connection, settings: Settings, node: str) -> None:
     finally:
         await service.close()
         await engine.dispose()
+
+
+def _exit_fenced() -> None:
+    """Found dead by another node (stopped too long: ``topslot.dispatch.heartbeat``): its rows are
+    someone else's now and it is fenced for good. It exits at once; its daemon starts another."""
+    os._exit(EXIT_FENCED)
 
 
 async def _send_bucket(

@@ -27,6 +27,7 @@ from topslot import metrics
 from topslot.bounces.receiver import FeedbackReceiver
 from topslot.campaign import Campaign
 from topslot.clock import Clock, SystemClock
+from topslot.dispatch.heartbeat import NodeFenced
 from topslot.dispatch.service import DRAIN_TIMEOUT, DispatchService
 from topslot.errors import Problem
 from topslot.health import Health
@@ -100,6 +101,7 @@ class Daemon:
         self.reloads = 0
         self._stop = asyncio.Event()
         self._closing = False  # close() began (a failed start cleans up this way too)
+        self._failure: BaseException | None = None  # why it stopped on its own (``run`` raises it)
         self._stack = AsyncExitStack()
         self._reload_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -144,6 +146,8 @@ class Daemon:
             await self._stop.wait()
         finally:
             await self.close()
+        if self._failure is not None:  # e.g. found dead by another node: exit non-zero, systemd restarts it
+            raise self._failure
 
     async def start(self) -> None:
         try:
@@ -203,8 +207,9 @@ class Daemon:
                 self._stack.push_async_callback(self.feedback.close)
         if self.schedule:
             self.dispatch = DispatchService(
-                self.engine, s, self.clock, on_recovered=self._rebuild_jobs, health=self.health
-            )
+                self.engine, s, self.clock, on_recovered=self._rebuild_jobs, health=self.health,
+                on_declared_dead=self._declared_dead,
+            )  # fmt: skip
             self.scheduler = BucketScheduler(
                 self.engine, s, self.clock, owner=self.dispatch.owner, on_claimed=self.dispatch.dispatch,
                 on_fire=self.dispatch.fire_helpers if self.dispatch.helpers is not None else None,
@@ -227,6 +232,13 @@ class Daemon:
         self.notifier.ready(self._status())
         self.ready.set()
         log.info("daemon_ready", campaigns=sorted(self.campaigns), problems=len(self.problems))
+
+    def _declared_dead(self) -> None:
+        """Another node found this one dead and took its rows: fenced for good, it stops and ``run``
+        raises (exit 1), so that systemd starts it afresh under a new identity."""
+        if self.dispatch is not None:
+            self._failure = NodeFenced(self.dispatch.owner)
+        self.request_stop("declared_dead")
 
     def request_stop(self, reason: str = "requested") -> None:
         if not self._stop.is_set():

@@ -92,7 +92,7 @@ class BucketScheduler:
         clock: Clock,
         *,
         owner: str | None = None,
-        lease: timedelta = timedelta(minutes=15),
+        lease: timedelta | None = None,
         replan_every: timedelta = timedelta(minutes=30),
         on_claimed: ClaimHandler | None = None,
         on_fire: FireHandler | None = None,
@@ -104,7 +104,7 @@ class BucketScheduler:
         self.quiet = settings.quiet_hours.rules()
         self.clock = clock
         self.owner = owner or node_name()
-        self.lease = lease
+        self.lease = lease if lease is not None else timedelta(seconds=settings.lease_s)
         self.replan_every = replan_every
         self.on_claimed = on_claimed
         self.on_fire = on_fire
@@ -233,6 +233,7 @@ class BucketScheduler:
                 replace_existing=True,
                 misfire_grace_time=None,  # a late bucket still fires; the ledger decides what is sendable
                 coalesce=True,
+                max_instances=2,  # rows given back while it is being sent (a dead node's) fire it again at once
             )
         log.info("jobs_rebuilt", buckets=len(wanted))
 

@@ -237,16 +237,29 @@ _RECORD_OUTCOME = (
 )
 
 
+def lost_leases(node: str, owner: str, now: datetime) -> ColumnElement[bool]:
+    """Rows whose lease is gone: expired (anybody's, ``owner``'s too: a dispatch that died), or held
+    by an earlier run of this very node (``node/…``, not ``owner``)."""
+    return or_(
+        deliveries.c.lease_expires_utc <= now,
+        and_(deliveries.c.lease_owner != owner, deliveries.c.lease_owner.startswith(f"{node}/", autoescape=True)),
+    )
+
+
+def held_by(owners: Collection[str]) -> ColumnElement[bool]:
+    """Rows leased to any of ``owners`` (processes found dead: ``topslot.dispatch.heartbeat``)."""
+    return deliveries.c.lease_owner.in_(sorted(owners))
+
+
 async def recover(
-    engine: AsyncEngine, node: str, owner: str, now: datetime, *, never_left: Collection[int] = ()
+    engine: AsyncEngine, lost: ColumnElement[bool], now: datetime, *, never_left: Collection[int] = ()
 ) -> dict[str, int]:
-    """Rows whose lease is gone: expired, or held by an earlier run of this very node (``node/…``).
+    """The rows ``lost`` selects (``lost_leases``, ``held_by``), whose owner is gone or may be.
 
     ``claimed`` rows were never handed to a provider: they go back to ``planned`` (to be claimed
     again). ``sending`` rows may or may not have left: they become ``unknown``, never resent; but
     those in ``never_left`` (their owner's hand-over journal proves nothing of them left the
     process: ``topslot.dispatch.journal``) go back to ``planned`` too, their attempt not counted."""
-    lost = _lost(node, owner, now)
     if never_left:
         proven = and_(deliveries.c.state == S.SENDING, deliveries.c.id.in_(sorted(never_left)), lost)
         unsent = {"state": S.PLANNED, "attempts": deliveries.c.attempts - 1, "lease_owner": None,
@@ -268,21 +281,12 @@ class LostRow:
     channel: str
 
 
-async def lost_sending(engine: AsyncEngine, node: str, owner: str, now: datetime) -> list[LostRow]:
+async def lost_sending(engine: AsyncEngine, lost: ColumnElement[bool]) -> list[LostRow]:
     """The ``sending`` rows ``recover`` would find lost."""
     c = deliveries.c
-    query = select(c.id, c.lease_owner, c.campaign_id, c.contact_id, c.channel).where(
-        c.state == S.SENDING, _lost(node, owner, now)
-    )
+    query = select(c.id, c.lease_owner, c.campaign_id, c.contact_id, c.channel).where(c.state == S.SENDING, lost)
     async with engine.connect() as conn:
         return [LostRow(*row) for row in await conn.execute(query)]
-
-
-def _lost(node: str, owner: str, now: datetime) -> ColumnElement[bool]:
-    return or_(
-        deliveries.c.lease_expires_utc <= now,  # anybody's, this process's too (a dispatch that died)
-        and_(deliveries.c.lease_owner != owner, deliveries.c.lease_owner.startswith(f"{node}/", autoescape=True)),
-    )
 
 
 async def release_bucket(

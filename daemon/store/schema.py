@@ -414,6 +414,7 @@ processes = Table(
     _now_col("started_at"),
     _now_col("last_heartbeat_utc"),
     _now_col("stopped_at", nullable=True),  # a graceful stop; None while running (or after a crash)
+    _now_col("dead_at", nullable=True),  # found dead by another node, its rows taken back (fenced for good)
     Index(None, "last_heartbeat_utc"),
 )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,7 +19,7 @@ from topslot.store.db import IMMEDIATE
 from topslot.store.dialect import upsert_insert
 from topslot.store.schema import bucket_runs, campaign_controls, campaigns, deliveries, processes
 
-STALE_AFTER = timedelta(seconds=30)  # a running process refreshes its heartbeat every few seconds
+DEAD_AFTER = timedelta(seconds=10)  # settings.node_timeout_s's default: a heartbeat is written every third of it
 RECENT = timedelta(hours=24)  # failures and bucket results shown
 NEXT_BUCKETS = 3  # per campaign
 ERROR_CHARS = 120
@@ -30,17 +31,45 @@ ERROR_CHARS = 120
 async def heartbeat(
     engine: AsyncEngine, *, owner: str, node: str, role: str, pid: int, version: str, started_at: datetime,
     now: datetime,
-) -> None:  # fmt: skip
-    """Insert or refresh this process's row."""
+) -> bool:  # fmt: skip
+    """Insert or refresh this process's row; False (nothing written) when another node has found the
+    process dead meanwhile (``declare_dead``): it must not come back under this identity."""
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
         stmt = upsert_insert(conn, processes).values(
             owner=owner, node=node, role=role, pid=pid, version=version, started_at=started_at,
             last_heartbeat_utc=now, stopped_at=None,
         )  # fmt: skip
         stmt = stmt.on_conflict_do_update(
-            index_elements=[processes.c.owner], set_={"last_heartbeat_utc": now, "stopped_at": None}
+            index_elements=[processes.c.owner],
+            set_={"last_heartbeat_utc": now, "stopped_at": None},
+            where=processes.c.dead_at.is_(None),
+        ).returning(processes.c.owner)
+        return (await conn.execute(stmt)).first() is not None
+
+
+async def declare_dead(engine: AsyncEngine, now: datetime, *, timeout: timedelta) -> list[ProcessRow]:
+    """Find dead the processes whose heartbeat is older than ``timeout`` and that did not stop
+    gracefully: ``dead_at`` is set, by exactly one caller (the rows returned: it logs them). Their
+    rows are then taken back (``dead_owners``, ``topslot.store.dispatch.held_by``)."""
+    stmt = (
+        update(processes)
+        .where(
+            processes.c.dead_at.is_(None),
+            processes.c.stopped_at.is_(None),
+            processes.c.last_heartbeat_utc < now - timeout,
         )
-        await conn.execute(stmt)
+        .values(dead_at=now)
+        .returning(*processes.c)
+    )
+    async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        return [_process(r, now) for r in await conn.execute(stmt)]
+
+
+async def dead_owners(engine: AsyncEngine, now: datetime, *, window: timedelta) -> set[str]:
+    """The processes found dead within ``window`` (a lease: older ones' leases have run out anyway)."""
+    query = select(processes.c.owner).where(processes.c.dead_at > now - window)
+    async with engine.connect() as conn:
+        return set((await conn.execute(query)).scalars())
 
 
 async def stopped(engine: AsyncEngine, owner: str, now: datetime) -> None:
@@ -83,8 +112,21 @@ class ProcessRow:
     started_at: datetime
     last_heartbeat_utc: datetime
     stopped_at: datetime | None
-    health: str  # running | stale | stopped
+    health: str  # running | dead (no heartbeat for the node timeout, or found dead) | stopped
     heartbeat_age_s: float
+    dead_at: datetime | None = None  # when another node found it dead and took its rows back
+
+
+def _process(r: Any, now: datetime, dead_after: timedelta | None = None) -> ProcessRow:
+    age = (now - r.last_heartbeat_utc).total_seconds()
+    if r.stopped_at is not None:
+        health = "stopped"
+    elif r.dead_at is not None or (dead_after is not None and age > dead_after.total_seconds()):
+        health = "dead"
+    else:
+        health = "running"
+    return ProcessRow(r.owner, r.node, r.role, r.pid, r.version, r.started_at, r.last_heartbeat_utc, r.stopped_at,
+                      health, round(age, 1), r.dead_at)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,21 +257,16 @@ async def campaign_rows(engine: AsyncEngine, now: datetime, campaign_id: str | N
     return list(found.values())
 
 
-async def read_status(engine: AsyncEngine, now: datetime, *, stale_after: timedelta = STALE_AFTER) -> Status:
+async def read_status(engine: AsyncEngine, now: datetime, *, dead_after: timedelta = DEAD_AFTER) -> Status:
     since = now - RECENT
     async with engine.connect() as conn:
         procs = []
         for r in await conn.execute(
             select(processes)
-            .where((processes.c.stopped_at.is_(None)) | (processes.c.last_heartbeat_utc >= since))
+            .where(processes.c.last_heartbeat_utc >= since)  # the living, and who stopped or died in a day
             .order_by(processes.c.node, processes.c.owner)
         ):
-            age = (now - r.last_heartbeat_utc).total_seconds()
-            health = (
-                "stopped" if r.stopped_at is not None else "stale" if age > stale_after.total_seconds() else "running"
-            )
-            procs.append(ProcessRow(r.owner, r.node, r.role, r.pid, r.version, r.started_at, r.last_heartbeat_utc,
-                                    r.stopped_at, health, round(age, 1)))  # fmt: skip
+            procs.append(_process(r, now, dead_after))
         flying = [
             InFlight(r.lease_owner, r.campaign_id, r.state, r.n, _aware(r.expires))
             for r in await conn.execute(
