@@ -289,7 +289,7 @@ async def _serve(pipe: Connection, settings: Settings, node: str) -> None:
     from topslot.store.db import open_engine
 
     failpoints.hit("helper_start")  # fault tests only: a helper that dies while starting
-    engine = open_engine(settings.database_url)
+    engine = open_engine(settings.database_url, idle_in_transaction_s=settings.node_timeout_s)  # as the daemon's
     clock = SimulatedClock(datetime.now(UTC))
     service = DispatchService(engine, settings, clock, node=node, helper=True, on_declared_dead=_exit_fenced)
     await service.start_heartbeat()  # its own row in ``processes`` (``topslot status``)

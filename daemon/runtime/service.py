@@ -175,7 +175,9 @@ class Daemon:
         self._stack.push_async_callback(self._announce_stopped)
         self.health.listeners.append(self._health_changed)
         self.notifier.status("opening database")
-        self.engine = await prepare_database(s.database_url)  # created (SQLite: and its directory), migrated
+        # created (SQLite: and its directory), migrated; a session stuck in a transaction is ended by the
+        # server after the node timeout, so that nobody waits for a stopped node's row locks
+        self.engine = await prepare_database(s.database_url, idle_in_transaction_s=s.node_timeout_s)
         self._stack.push_async_callback(self._dispose_engine)
         log.info("database_ready", database=display_url(s.database_url))
         if self.track:  # up before anything sends: every unsubscribe link works from the first message

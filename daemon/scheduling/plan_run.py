@@ -150,7 +150,27 @@ async def plan_campaign(
     """Plan ``campaign`` as seen at ``now``. ``write`` puts it in the ledger; otherwise nothing is
     written. ``days`` limits the plan to slots due within that many days of ``now``. ``rows_out``,
     if given, is called with each batch of rows (``topslot plan --json``). ``measured``: routes
-    whose measured throughput is below their rate (``channel_rates``)."""
+    whose measured throughput is below their rate (``channel_rates``). Runs that write take turns
+    per campaign (``ledger.plan_turn``: on every node, on PostgreSQL)."""
+    if not write:
+        return await _plan(
+            engine, campaign, settings, now, write=False, days=days, rows_out=rows_out, measured=measured
+        )
+    async with ledger.plan_turn(engine, campaign.id):
+        return await _plan(engine, campaign, settings, now, write=True, days=days, rows_out=rows_out, measured=measured)
+
+
+async def _plan(
+    engine: AsyncEngine,
+    campaign: Campaign,
+    settings: Settings,
+    now: datetime,
+    *,
+    write: bool,
+    days: int | None,
+    rows_out: Any,
+    measured: Mapping[Route, float] | None,
+) -> PlanOutcome:
     audience = await audience_summary(engine, campaign, now)
     population = None
     if campaign.slot_choice == "learned":

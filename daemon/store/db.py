@@ -72,17 +72,28 @@ def normalise_url(url: str | URL) -> URL:
 _OPENED: weakref.WeakKeyDictionary[Any, tuple[URL, str | None, dict[str, Any]]] = weakref.WeakKeyDictionary()
 
 
-def open_engine(url: str | URL, *, schema: str | None = None, **kwargs: Any) -> AsyncEngine:
-    """An engine for ``url``; ``schema`` sets PostgreSQL's search_path (isolated test schemas)."""
+def open_engine(
+    url: str | URL, *, schema: str | None = None, idle_in_transaction_s: float | None = None, **kwargs: Any
+) -> AsyncEngine:
+    """An engine for ``url``; ``schema`` sets PostgreSQL's search_path (isolated test schemas).
+
+    ``idle_in_transaction_s`` (PostgreSQL): the server ends a session of this engine that sits in
+    an open transaction this long, releasing its row locks. A daemon sets it to its node timeout:
+    a node stopped in the middle of a transaction (SIGSTOP, a frozen VM) would otherwise hold the
+    locks on its rows, and the node taking them back would wait for it as long as it is stopped.
+    (topslot's transactions are short: one statement, or one chunk's.)"""
     u = normalise_url(url)
-    options = dict(kwargs)
+    options = dict(kwargs, idle_in_transaction_s=idle_in_transaction_s)
     if u.get_backend_name() == "sqlite":
         engine = _sqlite_engine(u, **kwargs)
     elif u.get_backend_name() == "postgresql":
         connect_args = dict(kwargs.pop("connect_args", {}))
+        settings = dict(connect_args.get("server_settings", {}))
         if schema:
-            settings = dict(connect_args.get("server_settings", {}))
             settings["search_path"] = schema
+        if idle_in_transaction_s is not None:
+            settings["idle_in_transaction_session_timeout"] = str(max(1, round(idle_in_transaction_s * 1000)))
+        if settings:
             connect_args["server_settings"] = settings
         engine = create_async_engine(u, connect_args=connect_args, pool_pre_ping=True, **kwargs)
     else:
@@ -325,18 +336,20 @@ async def check_schema(engine: AsyncEngine, url: str | URL) -> None:
     raise DatabaseUnavailable(f"{what} has schema revision {current}, older than this topslot's {head}: {UPGRADE_HINT}")
 
 
-async def prepare_database(url: str, *, read_only: bool = False) -> AsyncEngine:
+async def prepare_database(
+    url: str, *, read_only: bool = False, idle_in_transaction_s: float | None = None
+) -> AsyncEngine:
     """An engine for ``url``, ready for use; the caller disposes of it.
 
     By default the database is created if need be (SQLite: the file and its directory) and migrated.
     With ``read_only`` it must already exist at the current schema: nothing is created or migrated.
     Raises ``DatabaseUnavailable`` (one line, see ``database_problem``) when the database cannot be
-    used; other exceptions (bugs) propagate unchanged."""
+    used; other exceptions (bugs) propagate unchanged. ``idle_in_transaction_s``: see ``open_engine``."""
     engine: AsyncEngine | None = None
     try:
         if read_only:
             require_database_file(url)
-        engine = open_engine(url)
+        engine = open_engine(url, idle_in_transaction_s=idle_in_transaction_s)
         if read_only:
             await check_schema(engine, url)
         else:

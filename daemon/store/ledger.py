@@ -8,14 +8,17 @@ restarts and a second node can never create a second row. Only rows still ``plan
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+import weakref
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, bindparam, case, exists, func, literal, not_, or_, select, update
+from sqlalchemy import Integer, and_, bindparam, case, exists, func, literal, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from topslot.campaign import Campaign, FrequencyCap
@@ -72,6 +75,34 @@ async def record_campaign(engine: AsyncEngine, campaign: Campaign, config_hash: 
 
 
 # ---------------------------------------------------------------- writing a plan
+
+
+_PG_PLAN_LOCK = 0x74_70_6C_6E  # "tpln": the first key of the per-campaign plan-run advisory locks
+# this process's turns (SQLite: one node, one process), per event loop (a lock belongs to one)
+_plan_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = weakref.WeakKeyDictionary()
+
+
+@contextlib.asynccontextmanager
+async def plan_turn(engine: AsyncEngine, campaign_id: str) -> AsyncIterator[None]:
+    """Plan runs of one campaign take turns, in this process and (PostgreSQL: a session advisory
+    lock on a connection of its own, held for the run) on every node. Two runs side by side would
+    each retire the rows the other wrote (``retire_unplanned`` keeps only its own run's), and the
+    bucket would be left to whichever retired last."""
+    turns = _plan_turns.setdefault(asyncio.get_running_loop(), {})
+    lock = turns.setdefault(campaign_id, asyncio.Lock())
+    async with lock:
+        if engine.dialect.name != "postgresql":
+            yield
+            return
+        async with engine.connect() as conn:
+            key = (literal(_PG_PLAN_LOCK, Integer), func.hashtext(campaign_id))
+            await conn.execute(select(func.pg_advisory_lock(*key)))
+            await conn.commit()  # the lock is the session's: no transaction is kept open meanwhile
+            try:
+                yield
+            finally:
+                await conn.execute(select(func.pg_advisory_unlock(*key)))
+                await conn.commit()
 
 
 async def write_plan_batch(
