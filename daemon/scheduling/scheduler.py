@@ -38,6 +38,7 @@ from topslot.channels.limits import are_shared
 from topslot.clock import Clock, clock_span, wall_seconds_until
 from topslot.dispatch.claims import ClaimHandler, claim_all
 from topslot.dispatch.dispatcher import due_limit
+from topslot.dispatch.heartbeat import NodeFenced
 from topslot.dispatch.tally import BucketTally
 from topslot.frequency import effective_cap
 from topslot.health import Health
@@ -270,6 +271,9 @@ class BucketScheduler:
                     claimed += await self._fire_once(campaign, channel, due_utc, first=not failed)
                     self.health.database_ok("bucket")
                     break
+                except NodeFenced:  # found dead by another node: its rows are theirs now; the daemon stops
+                    log.warning("bucket_fenced", due_utc=due_utc.isoformat(), claimed=claimed)
+                    return claimed
                 except Exception as exc:
                     if not is_transient(exc):
                         raise
