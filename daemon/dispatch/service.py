@@ -22,10 +22,11 @@ from topslot.campaign import Campaign, FrequencyCap
 from topslot.channels.limits import limits_for
 from topslot.channels.registry import MessengerSource, Registry
 from topslot.clock import Clock, SystemClock, clock_span
+from topslot.delivery import DeliveryState as S
 from topslot.dispatch import policy
 from topslot.dispatch.dispatcher import Dispatcher
 from topslot.dispatch.heartbeat import BEAT_SHARE, Heartbeat, Identity
-from topslot.dispatch.journal import HandoverJournal, journal_path, journals, owner_of
+from topslot.dispatch.journal import HandoverJournal, Record, journal_path, journals, owner_of
 from topslot.dispatch.tally import BucketTally
 from topslot.dispatch.workers import DispatchHelpers
 from topslot.frequency import effective_cap
@@ -151,7 +152,7 @@ class DispatchService:
         owners = await status.dead_owners(self.engine, now, window=self.lease) - {self.owner}
         if not owners:
             return {}
-        counts = await self._recover(store.held_by(owners), gone=owners.__contains__)
+        counts = await self._recover(store.held_by(owners), gone=owners.__contains__, found_dead=True)
         for p in found:
             log.warning("node_dead", owner=p.owner, node=p.node, role=p.role, silent_s=p.heartbeat_age_s, **counts)
         if any(counts.values()) and not found:
@@ -217,6 +218,7 @@ class DispatchService:
         """Rows whose lease was lost: claimed → planned (refired), sending → unknown, or planned when
         their owner's hand-over journal proves they never left."""
         counts = await self._recover(store.lost_leases(self.node, self.owner, self.clock.now()), gone=self._earlier_run)
+        counts |= await self._settle_found_dead()
         self._forget_earlier_journals()
         if any(counts.values()):
             log.warning("leases_recovered", **counts)
@@ -228,7 +230,24 @@ class DispatchService:
         """An earlier run of this node's own process: gone for sure."""
         return owner.startswith(f"{self.node}/") and owner != self.owner
 
-    async def _recover(self, lost: ColumnElement[bool], *, gone: Callable[[str], bool]) -> dict[str, int]:
+    async def _settle_found_dead(self) -> dict[str, int]:
+        """Rows another node made ``unknown`` when it found an earlier run of this node dead: this
+        node's journal (its own disk) proves which never left (planned again) and which the provider
+        took (sent); the rest stay ``unknown``."""
+        rows = await store.found_dead_rows(self.engine, self.node, self.owner)
+        if not rows:
+            return {}
+        now = self.clock.now()
+        found = journals(self.journals, {row.owner for row in rows})
+        never_left, accepted = _proven(rows, found)
+        for (campaign_id, owner), outcomes in accepted.items():
+            await store.record_outcomes(self.engine, campaign_id, outcomes, owner, now, prior_state=S.UNKNOWN)
+        back = await store.settle_found_dead(self.engine, [row.delivery_id for row in rows], now, never_left=never_left)
+        return {"unknown_to_planned": back, "unknown_to_sent": sum(len(o) for o in accepted.values())}
+
+    async def _recover(
+        self, lost: ColumnElement[bool], *, gone: Callable[[str], bool], found_dead: bool = False
+    ) -> dict[str, int]:
         """``store.recover`` for the ``lost`` rows, with the journals of their owners that are
         ``gone`` (a process still running may yet hand over a row it marked ``sending``: its rows
         whose lease ran out are ``unknown``, as without a journal): a ``sending`` row missing from
@@ -237,22 +256,10 @@ class DispatchService:
         now = self.clock.now()
         sending = await store.lost_sending(self.engine, lost)
         found = journals(self.journals, {row.owner for row in sending if gone(row.owner)}) if sending else {}
-        never_left: set[int] = set()
-        accepted: dict[tuple[str, str], list[store.Outcome]] = defaultdict(list)  # (campaign, owner) → rows
-        for row in sending:
-            record = found.get(row.owner)
-            if record is None:  # no journal, or unreadable: nothing is proven
-                continue
-            if row.delivery_id not in record:
-                never_left.add(row.delivery_id)
-            elif (answer := record[row.delivery_id]) is not None:  # the provider took it: sent, as recorded
-                sent = policy.accepted(answer.provider_id)
-                outcome = store.Outcome(row.delivery_id, row.contact_id, sent, row.channel,
-                                        provider=answer.provider, segments=answer.segments)  # fmt: skip
-                accepted[(row.campaign_id, row.owner)].append(outcome)
+        never_left, accepted = _proven(sending, found)
         for (campaign_id, owner), outcomes in accepted.items():
             await store.record_outcomes(self.engine, campaign_id, outcomes, owner, now)
-        counts = await store.recover(self.engine, lost, now, never_left=never_left)
+        counts = await store.recover(self.engine, lost, now, never_left=never_left, found_dead=found_dead)
         if accepted:
             counts["sending_to_sent"] = sum(len(o) for o in accepted.values())
         for owner in found:
@@ -305,6 +312,28 @@ class DispatchService:
                 await self.retry_due()
             except Exception:
                 log.exception("retry_poll_failed")
+
+
+def _proven(
+    rows: Sequence[store.LostRow], found: Mapping[str, Record | None]
+) -> tuple[set[int], dict[tuple[str, str], list[store.Outcome]]]:
+    """What the journals ``found`` (by owner) prove of ``rows``: the ids that never left, and the
+    outcomes of those the provider took, by (campaign, owner). A row whose owner has no readable
+    journal is proven neither way."""
+    never_left: set[int] = set()
+    accepted: dict[tuple[str, str], list[store.Outcome]] = defaultdict(list)
+    for row in rows:
+        record = found.get(row.owner)
+        if record is None:  # no journal, or unreadable: nothing is proven
+            continue
+        if row.delivery_id not in record:
+            never_left.add(row.delivery_id)
+        elif (answer := record[row.delivery_id]) is not None:  # the provider took it: sent, as recorded
+            sent = policy.accepted(answer.provider_id)
+            outcome = store.Outcome(row.delivery_id, row.contact_id, sent, row.channel,
+                                    provider=answer.provider, segments=answer.segments)  # fmt: skip
+            accepted[(row.campaign_id, row.owner)].append(outcome)
+    return never_left, accepted
 
 
 def open_journal(directory: Path, owner: str) -> HandoverJournal | None:

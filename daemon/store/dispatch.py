@@ -251,23 +251,72 @@ def held_by(owners: Collection[str]) -> ColumnElement[bool]:
     return deliveries.c.lease_owner.in_(sorted(owners))
 
 
+FOUND_DEAD = "connection state lost: its node was found dead while sending"
+"""``last_error`` of the ``sending`` rows of a process found dead by another node. They keep their
+``lease_owner``: when that node starts again, its journal (on its own disk) can prove which of them
+never left (``settle_found_dead``)."""
+
+
 async def recover(
-    engine: AsyncEngine, lost: ColumnElement[bool], now: datetime, *, never_left: Collection[int] = ()
+    engine: AsyncEngine,
+    lost: ColumnElement[bool],
+    now: datetime,
+    *,
+    never_left: Collection[int] = (),
+    found_dead: bool = False,
 ) -> dict[str, int]:
     """The rows ``lost`` selects (``lost_leases``, ``held_by``), whose owner is gone or may be.
 
     ``claimed`` rows were never handed to a provider: they go back to ``planned`` (to be claimed
     again). ``sending`` rows may or may not have left: they become ``unknown``, never resent; but
     those in ``never_left`` (their owner's hand-over journal proves nothing of them left the
-    process: ``topslot.dispatch.journal``) go back to ``planned`` too, their attempt not counted."""
+    process: ``topslot.dispatch.journal``) go back to ``planned`` too, their attempt not counted.
+    ``found_dead``: their owner was found dead by this node; its ``unknown`` rows say so
+    (``FOUND_DEAD``) and keep their owner."""
     if never_left:
         proven = and_(deliveries.c.state == S.SENDING, deliveries.c.id.in_(sorted(never_left)), lost)
         unsent = {"state": S.PLANNED, "attempts": deliveries.c.attempts - 1, "lease_owner": None,
                   "lease_expires_utc": None, "updated_at": now}  # fmt: skip
         async with engine.execution_options(**IMMEDIATE).begin() as conn:
             back = (await conn.execute(update(deliveries).where(proven).values(**unsent))).rowcount or 0
-    counts = await _release(engine, lost, now, "connection state lost: the node stopped while sending")
+    why = FOUND_DEAD if found_dead else "connection state lost: the node stopped while sending"
+    counts = await _release(engine, lost, now, why, keep_owner=found_dead)
     return counts | ({"sending_to_planned": back} if never_left else {})
+
+
+async def found_dead_rows(engine: AsyncEngine, node: str, owner: str) -> list[LostRow]:
+    """The ``unknown`` rows that another node took from an earlier run of ``node`` (``FOUND_DEAD``,
+    their owner kept), for that node's journal to settle when it starts again."""
+    c = deliveries.c
+    query = select(c.id, c.lease_owner, c.campaign_id, c.contact_id, c.channel).where(
+        c.state == S.UNKNOWN,
+        c.last_error == FOUND_DEAD,
+        c.lease_owner != owner,
+        c.lease_owner.startswith(f"{node}/", autoescape=True),
+    )
+    async with engine.connect() as conn:
+        return [LostRow(*row) for row in await conn.execute(query)]
+
+
+async def settle_found_dead(
+    engine: AsyncEngine, rows: Collection[int], now: datetime, *, never_left: Collection[int]
+) -> int:
+    """``found_dead_rows`` read against their owners' journals: those in ``never_left`` go back to
+    ``planned`` (their attempt not counted); every one of ``rows`` still ``unknown`` loses its owner
+    (settled: looked at once). How many went back to planned."""
+    if not rows:
+        return 0
+    c = deliveries.c
+    mine = and_(c.id.in_(sorted(rows)), c.state == S.UNKNOWN, c.last_error == FOUND_DEAD)
+    async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        back = 0
+        if never_left:
+            planned = update(deliveries).where(mine, c.id.in_(sorted(never_left)))
+            planned = planned.values(state=S.PLANNED, attempts=c.attempts - 1, lease_owner=None, last_error=None,
+                                     updated_at=now)  # fmt: skip
+            back = (await conn.execute(planned)).rowcount or 0
+        await conn.execute(update(deliveries).where(mine).values(lease_owner=None, updated_at=now))
+    return back
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,17 +353,20 @@ async def release_bucket(
     return await _release(engine, mine, now, "the outcome could not be recorded: the database refused it")
 
 
-async def _release(engine: AsyncEngine, which: ColumnElement[bool], now: datetime, why: str) -> dict[str, int]:
+async def _release(
+    engine: AsyncEngine, which: ColumnElement[bool], now: datetime, why: str, *, keep_owner: bool = False
+) -> dict[str, int]:
     counts: dict[str, int] = {}
+    unknown: dict[str, Any] = {"last_error": literal(why)} | ({} if keep_owner else {"lease_owner": None})
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
         for state, target, extra in (
-            (S.CLAIMED, S.PLANNED, {}),
-            (S.SENDING, S.UNKNOWN, {"last_error": literal(why)}),
+            (S.CLAIMED, S.PLANNED, {"lease_owner": None}),
+            (S.SENDING, S.UNKNOWN, unknown),
         ):
             result = await conn.execute(
                 update(deliveries)
                 .where(deliveries.c.state == state, which)
-                .values(state=target, lease_owner=None, lease_expires_utc=None, updated_at=now, **extra)
+                .values(state=target, lease_expires_utc=None, updated_at=now, **extra)
             )
             counts[f"{state}_to_{target}"] = result.rowcount or 0
     return counts

@@ -225,3 +225,45 @@ class _NoMessengers:
 
     async def close(self) -> None:
         pass
+
+
+async def test_a_node_found_dead_settles_its_unknown_rows_by_its_journal_when_it_starts_again(engine, tmp_path) -> None:
+    """Another node can only make a dead node's ``sending`` rows ``unknown`` (the journal is on the
+    dead node's disk); the dead node, started again, proves which of them never left."""
+    c = await planned_bucket(engine, tmp_path, 3)
+    s = settings(tmp_path, None, node_timeout_s=TIMEOUT)
+    own_disk = settings(tmp_path, None, node_timeout_s=TIMEOUT, var_dir=tmp_path / "nodeA")
+    dead = DispatchService(engine, own_disk, FakeClock(NOW), node="nodeA", messengers=_NoMessengers())
+    live = DispatchService(engine, s, FakeClock(NOW), node="nodeB", messengers=_NoMessengers())
+    await dead.start_heartbeat()
+    await live.start_heartbeat()
+    try:
+        claims = await ledger.claim_bucket(engine, c.id, "email", DUE, owner=dead.owner, lease=dead.lease, now=NOW)
+        assert (
+            len(await store.mark_sending(engine, [(x.delivery_id, x.lease_epoch) for x in claims], dead.owner, NOW))
+            == 3
+        )
+        assert dead.journal is not None
+        await dead.journal.mark(claims[0].delivery_id)  # handed over: really on the wire
+        await dead.journal.mark(claims[1].delivery_id)
+        dead.journal.accepted(claims[1].delivery_id, "Q-provider-1", "smtp:local", None)  # and taken by the provider
+        await dead.heartbeat.stop(graceful=False)
+        await until(lambda: live.heartbeat.settled())
+        async with asyncio.timeout(TIMEOUT * 3):
+            while not (counts := await live.recover_dead()):
+                await asyncio.sleep(0.1)
+        assert counts == {"claimed_to_planned": 0, "sending_to_unknown": 3}  # nodeA's journal is not on nodeB's disk
+        restarted = DispatchService(engine, own_disk, FakeClock(NOW), node="nodeA", messengers=_NoMessengers())
+        try:
+            recovered = await restarted.recover()
+            again = await restarted.recover()
+        finally:
+            await restarted.close()
+        assert recovered["unknown_to_planned"] == 1 and recovered["unknown_to_sent"] == 1
+        async with engine.connect() as conn:
+            found = dict((await conn.execute(select(deliveries.c.id, deliveries.c.state))).all())
+        assert [found[x.delivery_id] for x in claims] == ["unknown", "sent", "planned"]
+        assert not any(again.values())  # settled once: nothing left to look at
+    finally:
+        await live.close()
+        await dead.close()

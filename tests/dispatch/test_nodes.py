@@ -70,20 +70,28 @@ async def test_a_node_killed_mid_burst_has_its_rows_finished_by_the_others_in_se
         found_after = time.monotonic() - killed
         states = await nodes.until_settled(timeout=120)
         settled_after = time.monotonic() - killed
+        # node0 starts again (as systemd would): its journal proves which of its unknown rows never left
+        await nodes.start(0)
+        settled = await nodes.wait_event(0, "leases_recovered", timeout=60)
+        final = await nodes.until_settled(timeout=120)
         rows = await nodes.rows()
-        for k in (1, 2):
+        for k in (0, 1, 2):
             assert await nodes.stop(k) == 0
     assert found["owner"].startswith("node0/") and found["silent_s"] >= TIMEOUT
     assert found["claimed_to_planned"] > 0  # node0 held claimed rows: the others sent them
     assert found_after < TIMEOUT * 3  # seconds, not the 15-minute lease
     assert set(states) <= {"sent", "unknown"}
     # only rows node0 had marked sending (its journal, which could say which of them really left, is
-    # on its own disk: out of the others' reach)
+    # on its own disk: out of the others' reach) ...
     assert states["unknown"] <= at_kill["sending"]
+    # ... until node0 itself starts again: then only those really on the wire (one per connection) stay
+    assert settled["unknown_to_planned"] + settled["unknown_to_sent"] >= states["unknown"] - 4
+    assert set(final) <= {"sent", "unknown"} and final["unknown"] <= 4
     assert_each_sent_once(nodes, rows)
     print(
         f"\nSIGKILL: node_dead {found_after:.1f} s after the kill (timeout {TIMEOUT} s), every row settled "
-        f"{settled_after:.1f} s after it; at the kill node0 held {dict(at_kill)}; final {dict(states)}"
+        f"{settled_after:.1f} s after it; at the kill node0 held {dict(at_kill)}; then {dict(states)}; "
+        f"node0 restarted: {settled}; final {dict(final)}"
     )
 
 
