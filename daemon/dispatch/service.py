@@ -101,6 +101,8 @@ class DispatchService:
                                    on_declared_dead=on_declared_dead)  # fmt: skip
         self._beating = False
         self._watcher: asyncio.Task[None] | None = None
+        self._stops_seen = self.wall.now()  # graceful stops of other processes noticed since
+        self._stops_known: set[str] = set()
 
     async def start(self) -> None:
         await self.start_heartbeat()
@@ -134,8 +136,21 @@ class DispatchService:
                 pass
             try:
                 await self.recover_dead()
+                await self._notice_stops()
             except Exception as exc:
                 log.warning("node_watch_failed", error=repr(exc)[:300])
+
+    async def _notice_stops(self) -> None:
+        """Another process stopped gracefully (``systemctl stop``): the rows it had claimed and not
+        sent went back to ``planned``, behind the claim cursors of the nodes still sending that
+        bucket (a claim walks a bucket once, by id). Fire the buckets again here, at once."""
+        now = self.wall.now()
+        stopped = await status.stopped_since(self.engine, self._stops_seen) - {self.owner}
+        self._stops_seen = now - timedelta(seconds=self.settings.node_timeout_s)  # clocks of nodes differ a little
+        if stopped - self._stops_known and self.on_recovered is not None:
+            log.info("node_stopped", owners=sorted(stopped - self._stops_known))
+            await self.on_recovered()
+        self._stops_known = stopped
 
     async def recover_dead(self) -> dict[str, int]:
         """Processes whose heartbeat is older than ``node_timeout_s`` (and that did not stop

@@ -65,6 +65,14 @@ async def declare_dead(engine: AsyncEngine, now: datetime, *, timeout: timedelta
         return [_process(r, now) for r in await conn.execute(stmt)]
 
 
+async def stopped_since(engine: AsyncEngine, since: datetime) -> set[str]:
+    """The processes that stopped gracefully after ``since`` (their unsent rows went back to
+    ``planned``: somebody must fire their buckets again)."""
+    query = select(processes.c.owner).where(processes.c.stopped_at > since)
+    async with engine.connect() as conn:
+        return set((await conn.execute(query)).scalars())
+
+
 async def dead_owners(engine: AsyncEngine, now: datetime, *, window: timedelta) -> set[str]:
     """The processes found dead within ``window`` (a lease: older ones' leases have run out anyway)."""
     query = select(processes.c.owner).where(processes.c.dead_at > now - window)
