@@ -210,12 +210,12 @@ class Daemon:
         if self.schedule:
             self.dispatch = DispatchService(
                 self.engine, s, self.clock, on_recovered=self._rebuild_jobs, health=self.health,
-                on_declared_dead=self._declared_dead,
+                on_declared_dead=self._declared_dead, held=self._held_campaigns,
             )  # fmt: skip
             self.scheduler = BucketScheduler(
                 self.engine, s, self.clock, owner=self.dispatch.owner, on_claimed=self.dispatch.dispatch,
                 on_fire=self.dispatch.fire_helpers if self.dispatch.helpers is not None else None,
-                on_finished=self.dispatch.finish_bucket, health=self.health,
+                on_finished=self.dispatch.finish_bucket, health=self.health, versions_of=self.registry.version_of,
             )  # fmt: skip
             await self.dispatch.start()
             self._stack.push_async_callback(self.dispatch.close)
@@ -283,7 +283,7 @@ class Daemon:
                     message=problem.message,
                     problem=str(problem),
                 )
-            changes = self.registry.apply(loaded.campaigns, loaded.sources, set(loaded.files))
+            changes = self.registry.apply(loaded.campaigns, loaded.sources, set(loaded.files), loaded.versions)
             self.reloads += 1
             for cid in changes.loaded:
                 log.info("campaign_loaded", campaign_id=cid, source=_source(self.registry, cid))
@@ -322,6 +322,10 @@ class Daemon:
         assert self.scheduler is not None and self.dispatch is not None
         self.dispatch.stop_sending()
         await self.scheduler.drain(DRAIN_TIMEOUT.total_seconds())
+
+    def _held_campaigns(self) -> set[str]:
+        """Campaigns held back: another version than this node's files is in force."""
+        return set(self.scheduler.versions.held) if self.scheduler is not None else set()
 
     async def _rebuild_jobs(self) -> None:
         if self.scheduler is not None:
