@@ -1,6 +1,7 @@
 """The topslot daemon: one asyncio service, one ``AsyncExitStack`` that undoes everything it set up.
 
-start: signal handlers → logging → database (migrations) → tracking server → campaigns (loaded in a
+start: signal handlers → logging → the SQLite database's daemon lock (a second daemon on the same
+file stops here: ``topslot.runtime.database_lock``) → database (migrations) → tracking server → campaigns (loaded in a
 child process with a time limit per file; every problem logged, the valid ones run) → tell listeners
 → watch the campaign and template files → READY=1. Then it runs until SIGTERM/SIGINT (graceful
 stop) and reloads on SIGHUP or on a file change, once the changed files have been quiet for
@@ -35,6 +36,7 @@ from topslot.heap import settle_heap
 from topslot.links.keys import load_keyring
 from topslot.logs import configure_logging, get_logger
 from topslot.runtime.campaign_loader import CampaignLoader
+from topslot.runtime.database_lock import hold_database
 from topslot.runtime.failures import failure_reason
 from topslot.runtime.notify import Notifier
 from topslot.runtime.registry import CampaignRegistry, Changes
@@ -174,6 +176,7 @@ class Daemon:
         self._stack.push_async_callback(self.loader.close)
         self._stack.push_async_callback(self._announce_stopped)
         self.health.listeners.append(self._health_changed)
+        self._stack.enter_context(hold_database(s.database_url))  # SQLite: one daemon per file, else DatabaseInUse
         self.notifier.status("opening database")
         # created (SQLite: and its directory), migrated; a session stuck in a transaction is ended by the
         # server after the node timeout, so that nobody waits for a stopped node's row locks

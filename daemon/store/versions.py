@@ -92,14 +92,14 @@ async def _read(conn: AsyncConnection, campaign_ids: Sequence[str], *, lock: boo
 
 async def hold(engine: AsyncEngine, owner: str, held: Mapping[str, CampaignVersion], now: datetime) -> None:
     """Record that process ``owner`` holds ``held`` (campaign id → its version there), and nothing
-    else; rows of processes that stopped are dropped on the way."""
+    else; rows of processes that stopped or were found dead are dropped on the way."""
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
         await conn.execute(
             delete(campaign_versions).where(
                 campaign_versions.c.owner == owner, campaign_versions.c.campaign_id.not_in(sorted(held))
             )
         )
-        gone = select(processes.c.owner).where(processes.c.stopped_at.is_not(None))
+        gone = select(processes.c.owner).where(processes.c.stopped_at.is_not(None) | processes.c.dead_at.is_not(None))
         await conn.execute(delete(campaign_versions).where(campaign_versions.c.owner.in_(gone)))
         for campaign_id, version in sorted(held.items()):
             values = {"content_hash": version.digest, "content_mtime": version.mtime, "seen_at": now}
@@ -121,9 +121,9 @@ class Holder:
     mtime: datetime | None
 
 
-async def holders(engine: AsyncEngine, now: datetime, stale_after: timedelta) -> list[Holder]:
-    """Every running process (a heartbeat within ``stale_after``, not stopped) whose version of a
-    campaign differs from the one in force, by campaign and owner."""
+async def holders(engine: AsyncEngine, now: datetime, dead_after: timedelta) -> list[Holder]:
+    """Every running process (a heartbeat within ``dead_after``, neither stopped nor found dead)
+    whose version of a campaign differs from the one in force, by campaign and owner."""
     query = (
         select(
             campaign_versions.c.campaign_id, campaign_versions.c.owner, processes.c.node,
@@ -133,7 +133,8 @@ async def holders(engine: AsyncEngine, now: datetime, stale_after: timedelta) ->
         .join(campaigns, campaigns.c.id == campaign_versions.c.campaign_id)
         .where(
             processes.c.stopped_at.is_(None),
-            processes.c.last_heartbeat_utc >= now - stale_after,
+            processes.c.dead_at.is_(None),
+            processes.c.last_heartbeat_utc >= now - dead_after,
             campaign_versions.c.content_hash != campaigns.c.config_hash,
         )
         .order_by(campaign_versions.c.campaign_id, campaign_versions.c.owner)
