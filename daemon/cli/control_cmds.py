@@ -97,7 +97,7 @@ def list_cmd(config: ConfigOption = Path("config"), as_json: JsonOption = False)
         return
     table = Table(title="campaigns")
     for column in ("id", "name", "state", "version", "rows", "next buckets (due, channel, rows)"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column == "version")
     for r in rows:
         table.add_row(r.id, r.name, _state(r), _version(r), _rows(r.rows), _next(r))
     out.print(table)
@@ -205,7 +205,7 @@ def _print_status(s: status.Status) -> None:
 
     table = Table(title="campaigns")
     for column in ("id", "state", "version", "rows", "next buckets (due, channel, rows)"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column == "version")
     for c in s.campaigns:
         table.add_row(c.id, _state(c), _version(c), _rows(c.rows), _next(c))
     out.print(table if s.campaigns else "campaigns: none in the database")
