@@ -102,7 +102,7 @@ async def test_a_rolling_deploy_ends_with_every_node_on_the_new_version(engine, 
             await node.scheduler.watch_versions()
 
     async def holding_another() -> list[str]:
-        [row] = await status.campaign_rows(engine, NOW, stale_after=timedelta(days=365))
+        [row] = await status.campaign_rows(engine, NOW, dead_after=timedelta(days=365))
         return [h.owner for h in row.other_versions]
 
     with capture_logs() as logs:

@@ -62,7 +62,7 @@ async def test_status_shows_the_version_in_force_and_running_processes_holding_a
                            started_at=NOW, now=NOW - timedelta(minutes=5))  # fmt: skip
     await versions.hold(engine, "node-a/1", {c.id: OLD}, NOW)  # holds back
     await versions.hold(engine, "node-b/2", {c.id: NEW}, NOW)  # in force
-    await versions.hold(engine, "node-c/3", {c.id: OLD}, NOW)  # stale: not shown
+    await versions.hold(engine, "node-c/3", {c.id: OLD}, NOW)  # silent for 5 min: dead, not shown
     await versions.hold(engine, "node-d/4", {c.id: OLD}, NOW)
     await status.stopped(engine, "node-d/4", NOW)  # stopped: not shown
 
