@@ -7,30 +7,17 @@ import os
 import shutil
 from pathlib import Path
 
+from runtime.conftest import campaign_yaml
+
 from topslot.campaign_version import CampaignVersion, mtime_of
 from topslot.config.campaigns import load_campaigns
 
-CAMPAIGN = """\
-id: {id}
-name: Spring offer
-channels: [email]
-audience:
-  all:
-    - {{attribute: gender, equals: female}}
-schedule:
-  start: 2027-05-06
-  end: 2027-05-09
-  slots: ["07:30"]
-  fallback_timezone: Asia/Shanghai
-landing_page:
-  url: https://shop.example.com/offer
-content:
-  email:
-    from: "Example Shop <news@shop.example.com>"
-    subject: "{subject}"
-    html: mail.html.j2
-    text: mail.txt.j2
-"""
+
+def campaign_text(cid: str, subject: str) -> str:
+    """The runtime tests' small campaign, with a text part and its own subject."""
+    text = campaign_yaml(cid).replace("html: offer/email.html.j2", "html: mail.html.j2\n    text: mail.txt.j2")
+    return text.replace('subject: "A small gift"', f'subject: "{subject}"')
+
 
 TEMPLATES = {
     "base.html.j2": "<html><body>{% block body %}{% endblock %}</body></html>\n",
@@ -51,7 +38,7 @@ def setup(root: Path, *, subject: str = "A small gift", ids: tuple[str, ...] = (
     (root / "campaigns").mkdir(parents=True)
     (root / "templates").mkdir()
     for cid in ids:
-        (root / "campaigns" / f"{cid}.yaml").write_text(CAMPAIGN.format(id=cid, subject=subject))
+        (root / "campaigns" / f"{cid}.yaml").write_text(campaign_text(cid, subject))
     for name, text in TEMPLATES.items():
         (root / "templates" / name).write_text(text)
     return root
