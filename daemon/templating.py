@@ -20,14 +20,16 @@ import posixpath
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, nodes, pass_eval_context, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, meta, nodes, pass_eval_context, select_autoescape
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError, TemplateError, TemplateNotFound
 from jinja2.filters import do_center, do_format, do_indent, do_replace, sync_do_join
@@ -424,6 +426,65 @@ def _is_inside(path: str, root: str) -> bool:
     return os.path.commonpath([path, root]) == root
 
 
+@dataclass(frozen=True, slots=True)
+class TemplateRead:
+    """One template file as the loader read it: its text and its mtime (``st_mtime_ns``)."""
+
+    text: str
+    mtime_ns: int
+
+
+_READS: ContextVar[dict[str, TemplateRead] | None] = ContextVar("topslot_template_reads", default=None)
+
+
+@contextmanager
+def recording_reads() -> Iterator[dict[str, TemplateRead]]:
+    """Every template file a ``ContainedLoader`` reads inside the block (in this thread or task),
+    by template name: the campaign version is computed from them (``templates_used``)."""
+    reads: dict[str, TemplateRead] = {}
+    token = _READS.set(reads)
+    try:
+        yield reads
+    finally:
+        _READS.reset(token)
+
+
+def templates_used(env: Environment, reads: dict[str, TemplateRead], roots: Iterable[str],
+                   inline: Iterable[str] = ()) -> dict[str, TemplateRead]:  # fmt: skip
+    """Every template a campaign uses: those it names (``roots``), those named by a literal in the
+    templates ``inline`` in the campaign file (the email subject), and, from each of them on, every
+    template included, imported or extended by a literal name, read through ``env``'s loader into
+    ``reads`` (inside ``recording_reads``) unless read already; plus whatever else ``reads`` holds
+    (a template included by a computed name, read while the campaign was checked). A template that
+    cannot be read is left out (a check reports it, or a conditional ``ignore missing`` skips it)."""
+    pending = list(roots) + [name for text in inline for name in _referenced(env, text)]
+    seen: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name not in reads and env.loader is not None:
+            token = _READS.set(reads)
+            try:
+                env.loader.get_source(env, name)
+            except TemplateError:
+                continue
+            finally:
+                _READS.reset(token)
+        if name in reads:
+            pending.extend(_referenced(env, reads[name].text))
+    return dict(reads)
+
+
+def _referenced(env: Environment, text: str) -> list[str]:
+    """The template names ``text`` includes, imports or extends literally (none if it does not parse)."""
+    try:
+        return [name for name in meta.find_referenced_templates(env.parse(text)) if name is not None]
+    except TemplateError:
+        return []
+
+
 class ContainedLoader(FileSystemLoader):
     """``FileSystemLoader`` that reads a template only if its real path is inside the real path of
     the templates directory (checked before the file is opened, and the resolved file is the one
@@ -438,11 +499,14 @@ class ContainedLoader(FileSystemLoader):
             raise TemplateNotFound(template)
         display = os.path.normpath(posixpath.join(searchpath, *split_template_path(template)))
         contents = read_template(real, display)
-        mtime = os.path.getmtime(real)
+        mtime_ns = os.stat(real).st_mtime_ns
+        mtime = mtime_ns / 1e9
+        if (reads := _READS.get()) is not None:
+            reads[template] = TemplateRead(contents, mtime_ns)
 
         def uptodate() -> bool:
             try:
-                return os.path.getmtime(real) == mtime
+                return os.stat(real).st_mtime_ns / 1e9 == mtime
             except OSError:
                 return False
 

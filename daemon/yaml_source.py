@@ -15,6 +15,8 @@ The limits are far above any honest campaign (the example is ~200 values and ~4 
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +71,8 @@ class YamlDocument:
     problems: list[Problem] = field(default_factory=list)
     empty: bool = False
     syntax_error: bool = False
+    sha256: str | None = None  # of the file's bytes as read (``load_yaml``), for the campaign version
+    mtime_ns: int | None = None  # the file's mtime when it was read
 
     def problem(self, position: Position, message: str) -> Problem:
         return Problem(self.display_path, position[0], position[1], message)
@@ -101,6 +105,7 @@ def load_yaml(path: Path | str, display_path: str | None = None) -> YamlDocument
     try:
         with path.open("rb") as f:
             raw = f.read(MAX_FILE_BYTES + 1)
+            mtime_ns = os.fstat(f.fileno()).st_mtime_ns
     except OSError as exc:
         doc.problems.append(doc.problem((1, 1), f"cannot read the file: {exc.strerror or exc}"))
         doc.syntax_error = True
@@ -118,7 +123,9 @@ def load_yaml(path: Path | str, display_path: str | None = None) -> YamlDocument
         doc.problems.append(doc.problem((line, column), "the file is not UTF-8 text; save it as UTF-8"))
         doc.syntax_error = True
         return doc
-    return load_yaml_text(text, doc.display_path)
+    doc = load_yaml_text(text, doc.display_path)
+    doc.sha256, doc.mtime_ns = hashlib.sha256(raw).hexdigest(), mtime_ns
+    return doc
 
 
 def load_yaml_text(text: str, display_path: str) -> YamlDocument:

@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from topslot.campaign_version import SHORT
 from topslot.cli.common import ConfigOption, out, say, settings_or_exit, with_engine
 from topslot.clock import SystemClock
 from topslot.store import controls, status
@@ -65,6 +66,12 @@ def _next(row: status.CampaignRow) -> str:
     return "; ".join(f"{_when(b.due_utc)} {b.channel} ({b.rows:,})" for b in row.next_buckets) or "none planned"
 
 
+def _version(row: status.CampaignRow) -> str:
+    """The version in force, then each running process holding another one (it holds back)."""
+    lines = [row.version[:SHORT]] + [f"{h.owner} holds {h.version[:SHORT]}" for h in row.other_versions]
+    return "\n".join(lines)
+
+
 def _state(row: status.CampaignRow) -> str:
     if row.since is None:
         return str(row.state)
@@ -77,8 +84,8 @@ def _state(row: status.CampaignRow) -> str:
 
 @campaigns_app.command("list")
 def list_cmd(config: ConfigOption = Path("config"), as_json: JsonOption = False) -> None:
-    """Every campaign in the database: its state (active, paused, cancelled), rows per state and
-    its next planned buckets."""
+    """Every campaign in the database: its state (active, paused, cancelled), the version in force
+    (and any running process holding another), rows per state and its next planned buckets."""
     settings = settings_or_exit(config)
     now = SystemClock().now()
     rows = with_engine(settings, lambda engine: status.campaign_rows(engine, now), read_only=True)
@@ -89,10 +96,10 @@ def list_cmd(config: ConfigOption = Path("config"), as_json: JsonOption = False)
         say("no campaigns in the database yet (the daemon records a campaign when it first plans it)")
         return
     table = Table(title="campaigns")
-    for column in ("id", "name", "state", "rows", "next buckets (due, channel, rows)"):
-        table.add_column(column)
+    for column in ("id", "name", "state", "version", "rows", "next buckets (due, channel, rows)"):
+        table.add_column(column, no_wrap=column == "version")
     for r in rows:
-        table.add_row(r.id, r.name, _state(r), _rows(r.rows), _next(r))
+        table.add_row(r.id, r.name, _state(r), _version(r), _rows(r.rows), _next(r))
     out.print(table)
 
 
@@ -168,9 +175,9 @@ def status_cmd(
     ] = None,
 ) -> None:
     """The whole installation from the database, on any node: processes with their last heartbeat
-    (running, dead or stopped), campaigns with their state and next buckets, rows in flight per
-    process, failures and bucket lateness of the last 24 hours, and the latest pauses, resumes and
-    cancels. Read-only."""
+    (running, dead or stopped), campaigns with their state, version in force (and any running
+    process holding another) and next buckets, rows in flight per process, failures and bucket
+    lateness of the last 24 hours, and the latest pauses, resumes and cancels. Read-only."""
     settings = settings_or_exit(config)
     now = SystemClock().now()
     found = with_engine(
@@ -197,10 +204,10 @@ def _print_status(s: status.Status) -> None:
     out.print(table if s.processes else "processes: none has reported a heartbeat")
 
     table = Table(title="campaigns")
-    for column in ("id", "state", "rows", "next buckets (due, channel, rows)"):
-        table.add_column(column)
+    for column in ("id", "state", "version", "rows", "next buckets (due, channel, rows)"):
+        table.add_column(column, no_wrap=column == "version")
     for c in s.campaigns:
-        table.add_row(c.id, _state(c), _rows(c.rows), _next(c))
+        table.add_row(c.id, _state(c), _version(c), _rows(c.rows), _next(c))
     out.print(table if s.campaigns else "campaigns: none in the database")
 
     table = Table(title="in flight")

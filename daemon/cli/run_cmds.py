@@ -66,12 +66,17 @@ def demo(
     """The tour: SQLite and an outbox under var/demo/, the example campaign validated, its contacts
     imported, audience and plan shown, then the campaign really sent, bucket by bucket, on a clock
     that jumps to each bucket's dispatch start."""
+    from topslot.runtime.database_lock import DatabaseInUse
     from topslot.runtime.demo import run_demo
 
     if config is None and not config_dir_for(None).exists():
         _enter_packaged_examples()
     settings = settings_or_exit(config)
-    raise typer.Exit(event_loop.run(run_demo(settings, Console(), keep_running=keep_running), settings.event_loop))
+    try:
+        code = event_loop.run(run_demo(settings, Console(), keep_running=keep_running), settings.event_loop)
+    except DatabaseInUse as exc:  # another tour runs on var/demo/topslot.db
+        fail(settings, exc, 1, f"topslot demo: {exc}")
+    raise typer.Exit(code)
 
 
 def _enter_packaged_examples() -> None:

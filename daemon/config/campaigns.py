@@ -10,10 +10,11 @@ from jinja2 import Environment
 from pydantic import ValidationError
 
 from topslot.campaign import Campaign
+from topslot.campaign_version import CampaignVersion, file_digest, version_of
 from topslot.config.model_errors import describe, validation_problems
 from topslot.config.template_checks import check_templates
 from topslot.errors import InvalidInput, Problem
-from topslot.templating import make_environment
+from topslot.templating import TemplateRead, make_environment, recording_reads, templates_used
 from topslot.yaml_source import YamlDocument, load_yaml
 
 CAMPAIGN_SUFFIXES = (".yaml", ".yml")
@@ -22,12 +23,14 @@ _REQUIRED = "id:, name:, channels:, audience:, schedule:, landing_page: and cont
 
 @dataclass
 class LoadResult:
-    """Valid campaigns by id, every problem found, and which file each campaign came from."""
+    """Valid campaigns by id, every problem found, which file each campaign came from and its
+    version (``topslot.campaign_version``: its file and templates as read)."""
 
     campaigns: dict[str, Campaign] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     sources: dict[str, Path] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
+    versions: dict[str, CampaignVersion] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -50,14 +53,16 @@ def campaign_files(campaigns_dir: Path) -> list[Path]:
 @dataclass(frozen=True)
 class FileLoad:
     """What one campaign file gave: its campaign (only if it has no problem at all), every problem,
-    and the id it claims with where that id is written (for the duplicate-id check across files).
-    Plain data, so a child process can load a file and send the result back."""
+    the id it claims with where that id is written (for the duplicate-id check across files), and
+    the campaign's version (with the campaign). Plain data, so a child process can load a file and
+    send the result back."""
 
     path: Path
     campaign: Campaign | None
     problems: tuple[Problem, ...]
     claimed_id: str | None = None
     id_position: tuple[int, int] = (1, 1)
+    version: CampaignVersion | None = None
 
 
 CampaignCheck = Callable[[Campaign, YamlDocument], list[Problem]]
@@ -107,20 +112,49 @@ def collect(loads: Iterable[FileLoad]) -> LoadResult:
         if campaign is not None and not problems:
             result.campaigns[campaign.id] = campaign
             result.sources[campaign.id] = loaded.path
+            if loaded.version is not None:
+                result.versions[campaign.id] = loaded.version
     return result
 
 
 def load_file(
     path: Path, templates_dir: Path, env: Environment | None = None, check: CampaignCheck | None = None
 ) -> FileLoad:
-    """Load and validate one campaign file; never raises for anything the file contains."""
-    campaign, problems, doc = _load(path, templates_dir, env)
-    if campaign is not None and check is not None:
-        problems = sorted(set(check(campaign, doc)))
-        campaign = None if problems else campaign
+    """Load and validate one campaign file; never raises for anything the file contains. A valid
+    campaign comes with its version: the file's bytes as parsed and every template it uses, as read
+    while it was checked (``topslot.templating.templates_used``)."""
+    env = env or make_environment(templates_dir)
+    with recording_reads() as reads:
+        campaign, problems, doc = _load(path, templates_dir, env)
+        if campaign is not None and check is not None:
+            problems = sorted(set(check(campaign, doc)))
+            campaign = None if problems else campaign
+        version = _version(campaign, doc, env, reads) if campaign is not None else None
     raw_id = doc.get(("id",))
     claimed = raw_id if isinstance(raw_id, str) and raw_id else None
-    return FileLoad(path, campaign, tuple(problems), claimed, doc.position_of(("id",)) if claimed else (1, 1))
+    position = doc.position_of(("id",)) if claimed else (1, 1)
+    return FileLoad(path, campaign, tuple(problems), claimed, position, version)
+
+
+def _version(
+    campaign: Campaign, doc: YamlDocument, env: Environment, reads: dict[str, TemplateRead]
+) -> CampaignVersion | None:
+    """The campaign's version: its file as read, and every template it uses (read now if its check
+    did not read it: a template cached by the environment, or only included in a branch the sample
+    contact did not take)."""
+    if doc.sha256 is None or doc.mtime_ns is None:
+        return None
+    content = campaign.content
+    roots = [name for name in (
+        content.email and content.email.html, content.email and content.email.text,
+        content.sms and content.sms.body, content.im and content.im.body,
+    ) if name]  # fmt: skip
+    inline = [content.email.subject] if content.email else []
+    if content.im is not None:
+        inline += [content.im.title or "", *content.im.variables.values()]
+    used = templates_used(env, reads, roots, inline)
+    templates = {name: file_digest(read.text.encode()) for name, read in used.items()}
+    return version_of(doc.sha256, templates, [doc.mtime_ns, *(read.mtime_ns for read in used.values())])
 
 
 def _load(

@@ -10,7 +10,7 @@ import os
 import socket
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -62,10 +62,13 @@ class DispatchService:
         helper: bool = False,
         health: Health | None = None,
         on_declared_dead: Callable[[], None] | None = None,
+        held: Callable[[], Collection[str]] | None = None,
     ):
         """``helper``: this is one of the daemon's helper processes (it starts none of its own).
         ``on_declared_dead``: called (once, on this loop) when another node found this process dead
-        and took its rows back: it is fenced for good and must stop (``topslot.dispatch.heartbeat``)."""
+        and took its rows back: it is fenced for good and must stop (``topslot.dispatch.heartbeat``).
+        ``held``: the campaigns this node holds back (another version in force: the scheduler's
+        ``VersionGate``), whose retries it does not claim."""
         self.engine = engine
         self.settings = settings
         self.clock = clock
@@ -90,6 +93,7 @@ class DispatchService:
             journal=self.journal,
         )  # fmt: skip
         self.on_recovered = on_recovered  # rows handed back to planned need their bucket fired again
+        self.held = held or frozenset
         self.campaigns: dict[str, Campaign] = {}
         self._poller: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -302,7 +306,7 @@ class DispatchService:
             return effective_cap(campaign, self.settings, channel) if campaign is not None else None
 
         claimed = await store.claim_retries(
-            self.engine, self.owner, clock_span(self.clock, self.lease), now, cap_of=cap
+            self.engine, self.owner, clock_span(self.clock, self.lease), now, cap_of=cap, exclude=self.held()
         )
         groups: dict[tuple[str, str, datetime], list[Claimed]] = defaultdict(list)
         for campaign_id, channel, due, claim in claimed:

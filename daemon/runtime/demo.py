@@ -34,6 +34,7 @@ from topslot.reporting.data import ReportQuery, build_report
 from topslot.reporting.render_html import render_html
 from topslot.reporting.render_table import render_table
 from topslot.runtime import demo_recipients, ports
+from topslot.runtime.database_lock import hold_database
 from topslot.runtime.service import Daemon
 from topslot.scheduling.plan_run import plan_campaign
 from topslot.settings import Settings
@@ -70,8 +71,13 @@ def demo_settings(settings: Settings, *, keep_running: bool = False) -> Settings
 async def run_demo(settings: Settings, console: Console, *, keep_running: bool = False, pause: float = PAUSE_S) -> int:
     """Run the tour; returns the exit code (0: the example campaign was planned and sent)."""
     settings = demo_settings(settings, keep_running=keep_running)
+    with hold_database(settings.database_url) as lock:  # another tour running here stops this one (DatabaseInUse)
+        return await _tour(settings, console, keep_running, pause, lock)
+
+
+async def _tour(settings: Settings, console: Console, keep_running: bool, pause: float, lock: Path | None) -> int:
     root = settings.var_dir / "demo"
-    shutil.rmtree(root, ignore_errors=True)  # a fresh tour each time
+    _clear(root, keep=lock)  # a fresh tour each time
     settings.outbox_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
     console.print(
         Panel.fit(
@@ -137,6 +143,19 @@ async def run_demo(settings: Settings, console: Console, *, keep_running: bool =
             await daemon.wait_stopped()
     show_next_steps(console, settings, sorted(loaded.campaigns))
     return 0 if not loaded.problems else 1
+
+
+def _clear(root: Path, *, keep: Path | None) -> None:
+    """Empty ``root`` but for ``keep`` (the daemon lock this tour holds: a new file would not be locked)."""
+    if not root.is_dir():
+        return
+    for path in root.iterdir():
+        if keep is not None and path.name == keep.name:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 async def play_buckets(console: Console, daemon: Daemon, clock: FakeClock, pause: float) -> None:

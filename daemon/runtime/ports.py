@@ -48,4 +48,5 @@ def resolved(result: LoadResult) -> LoadResult:
         problems=result.problems,
         sources={cid: path.resolve() for cid, path in result.sources.items()},
         files=[path.resolve() for path in result.files],
+        versions=result.versions,
     )

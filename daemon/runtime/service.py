@@ -1,6 +1,7 @@
 """The topslot daemon: one asyncio service, one ``AsyncExitStack`` that undoes everything it set up.
 
-start: signal handlers → logging → database (migrations) → tracking server → campaigns (loaded in a
+start: signal handlers → logging → the SQLite database's daemon lock (a second daemon on the same
+file stops here: ``topslot.runtime.database_lock``) → database (migrations) → tracking server → campaigns (loaded in a
 child process with a time limit per file; every problem logged, the valid ones run) → tell listeners
 → watch the campaign and template files → READY=1. Then it runs until SIGTERM/SIGINT (graceful
 stop) and reloads on SIGHUP or on a file change, once the changed files have been quiet for
@@ -35,6 +36,7 @@ from topslot.heap import settle_heap
 from topslot.links.keys import load_keyring
 from topslot.logs import configure_logging, get_logger
 from topslot.runtime.campaign_loader import CampaignLoader
+from topslot.runtime.database_lock import hold_database
 from topslot.runtime.failures import failure_reason
 from topslot.runtime.notify import Notifier
 from topslot.runtime.registry import CampaignRegistry, Changes
@@ -174,6 +176,7 @@ class Daemon:
         self._stack.push_async_callback(self.loader.close)
         self._stack.push_async_callback(self._announce_stopped)
         self.health.listeners.append(self._health_changed)
+        self._stack.enter_context(hold_database(s.database_url))  # SQLite: one daemon per file, else DatabaseInUse
         self.notifier.status("opening database")
         # created (SQLite: and its directory), migrated; a session stuck in a transaction is ended by the
         # server after the node timeout, so that nobody waits for a stopped node's row locks
@@ -210,12 +213,12 @@ class Daemon:
         if self.schedule:
             self.dispatch = DispatchService(
                 self.engine, s, self.clock, on_recovered=self._rebuild_jobs, health=self.health,
-                on_declared_dead=self._declared_dead,
+                on_declared_dead=self._declared_dead, held=self._held_campaigns,
             )  # fmt: skip
             self.scheduler = BucketScheduler(
                 self.engine, s, self.clock, owner=self.dispatch.owner, on_claimed=self.dispatch.dispatch,
                 on_fire=self.dispatch.fire_helpers if self.dispatch.helpers is not None else None,
-                on_finished=self.dispatch.finish_bucket, health=self.health,
+                on_finished=self.dispatch.finish_bucket, health=self.health, versions_of=self.registry.version_of,
             )  # fmt: skip
             await self.dispatch.start()
             self._stack.push_async_callback(self.dispatch.close)
@@ -283,7 +286,7 @@ class Daemon:
                     message=problem.message,
                     problem=str(problem),
                 )
-            changes = self.registry.apply(loaded.campaigns, loaded.sources, set(loaded.files))
+            changes = self.registry.apply(loaded.campaigns, loaded.sources, set(loaded.files), loaded.versions)
             self.reloads += 1
             for cid in changes.loaded:
                 log.info("campaign_loaded", campaign_id=cid, source=_source(self.registry, cid))
@@ -322,6 +325,10 @@ class Daemon:
         assert self.scheduler is not None and self.dispatch is not None
         self.dispatch.stop_sending()
         await self.scheduler.drain(DRAIN_TIMEOUT.total_seconds())
+
+    def _held_campaigns(self) -> set[str]:
+        """Campaigns held back: another version than this node's files is in force."""
+        return set(self.scheduler.versions.held) if self.scheduler is not None else set()
 
     async def _rebuild_jobs(self) -> None:
         if self.scheduler is not None:

@@ -8,6 +8,10 @@ A bucket step the database refuses for now (disk full, a dropped connection, a r
 is tried again within seconds while the slot's grace allows, the rows it held released first; when
 the grace runs out they are released at once (``fire_bucket``). Health says ``degraded`` meanwhile.
 
+A campaign is planned and sent only while this node holds the version in force
+(``topslot.scheduling.versions``): a node whose files differ from a newer version another node
+recorded holds it back until they match again.
+
 Every bucket ends with ``bucket_finished`` (its outcomes, what was accepted after the slot, its
 throughput) and a ``bucket_late`` warning if anything was. A bucket of a route (channel and
 provider) that went clearly slower than the route's rate makes that measured throughput the rate
@@ -21,7 +25,6 @@ and speed), so a fake or simulated clock drives real timers.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import socket
 from collections.abc import Callable, Coroutine, Mapping
@@ -44,6 +47,7 @@ from topslot.frequency import effective_cap
 from topslot.health import Health
 from topslot.logs import bound, get_logger
 from topslot.scheduling.plan_run import Route, channel_rates, plan_campaign, settle_dispatch_starts
+from topslot.scheduling.versions import VERSION_POLL, VersionGate, VersionSource
 from topslot.settings import Settings
 from topslot.store import controls, ledger, status
 from topslot.store import dispatch as dispatch_store
@@ -55,6 +59,7 @@ log = get_logger("scheduler")
 JOB_PREFIX = "bucket:"
 REPLAN_JOB = "replan"
 CONTROL_JOB = "controls"
+VERSION_JOB = "versions"
 CONTROL_POLL = timedelta(seconds=5)  # how soon a pause, resume or cancel made elsewhere is noticed
 RETRY_FIRST = 1.0  # seconds before a bucket step the database refused is tried again (doubling)
 RETRY_MOST = 15.0
@@ -73,10 +78,6 @@ def node_name() -> str:
 
 def job_id(campaign_id: str, channel: str, due_utc: datetime) -> str:
     return f"{JOB_PREFIX}{campaign_id}:{channel}:{due_utc.astimezone(UTC).isoformat()}"
-
-
-def config_hash(campaign: Campaign) -> str:
-    return hashlib.sha256(campaign.model_dump_json(by_alias=True).encode()).hexdigest()
 
 
 class BucketScheduler:
@@ -99,7 +100,10 @@ class BucketScheduler:
         on_fire: FireHandler | None = None,
         on_finished: FinishHandler | None = None,
         health: Health | None = None,
+        versions_of: VersionSource | None = None,
     ):
+        """``versions_of``: this node's version of each campaign, from its files (the daemon's
+        registry); without it every campaign counts as given in code (``topslot.campaign_version``)."""
         self.engine = engine
         self.settings = settings
         self.quiet = settings.quiet_hours.rules()
@@ -117,6 +121,7 @@ class BucketScheduler:
         self._firing: set[asyncio.Task[Any]] = set()
         self._hashes: dict[str, str] = {}
         self._controls: dict[str, ControlState] = {}  # the control state last seen per campaign
+        self.versions = VersionGate(engine, self.owner, versions_of)
         self._aps = AsyncIOScheduler(timezone=UTC)
 
     # ------------------------------------------------------------ lifecycle
@@ -133,6 +138,9 @@ class BucketScheduler:
         )
         self._aps.add_job(
             self.watch_controls, "interval", seconds=CONTROL_POLL.total_seconds(), id=CONTROL_JOB, coalesce=True
+        )
+        self._aps.add_job(
+            self.watch_versions, "interval", seconds=VERSION_POLL.total_seconds(), id=VERSION_JOB, coalesce=True
         )
 
     def shutdown(self) -> None:
@@ -154,13 +162,28 @@ class BucketScheduler:
     # ------------------------------------------------------------ planning
 
     async def on_campaigns_changed(self, campaigns: Mapping[str, Campaign]) -> None:
-        changed = [c for cid, c in campaigns.items() if self._hashes.get(cid) != config_hash(c)]
+        changed = [c for cid, c in campaigns.items() if self._hashes.get(cid) != self.versions.version(c).digest]
         self.campaigns = dict(campaigns)
         self._hashes = {cid: h for cid, h in self._hashes.items() if cid in campaigns}
         for campaign in changed:
             await self.plan(campaign)
         await self.rebuild_jobs()
         await self.watch_controls()
+        await self.watch_versions()
+
+    async def watch_versions(self) -> None:
+        """Notice a newer version of a campaign recorded by another node, or this node's files
+        matching the version in force again (``VersionGate.refresh``): a campaign that matches again
+        is planned at once and its buckets fire again."""
+        try:
+            resumed = await self.versions.refresh(self.campaigns, self.clock.now())
+        except Exception as exc:
+            log.warning("campaign_versions_unreadable", error=repr(exc)[:300])
+            return
+        for cid in resumed:
+            await self.plan(self.campaigns[cid])
+        if resumed:
+            await self.rebuild_jobs()
 
     async def watch_controls(self) -> None:
         """Notice pauses, resumes and cancels (``topslot campaigns``, from any node): each change is
@@ -195,9 +218,11 @@ class BucketScheduler:
 
     async def plan(self, campaign: Campaign) -> None:
         now = self.clock.now()
-        digest = config_hash(campaign)
+        digest = self.versions.version(campaign).digest
         with bound(campaign_id=campaign.id):
-            await ledger.record_campaign(self.engine, campaign, digest, now)
+            if not await self.versions.admit(campaign, now):  # another version is in force (logged)
+                log.info("campaign_not_planned", reason="version_mismatch")
+                return
             if await controls.campaign_state(self.engine, campaign.id) is ControlState.CANCELLED:
                 self._hashes[campaign.id] = digest
                 log.info("campaign_not_planned", reason="cancelled")
@@ -260,6 +285,9 @@ class BucketScheduler:
                 if held is ControlState.CANCELLED:
                     retired = await controls.retire_cancelled(self.engine, campaign_id, self.clock.now())
                 log.info("bucket_held", due_utc=due_utc.isoformat(), state=str(held), retired=retired)
+                return 0
+            if not await self.versions.check(campaign, self.clock.now()):  # another version in force
+                log.info("bucket_held", due_utc=due_utc.isoformat(), state="version_mismatch", retired=0)
                 return 0
             started = self.clock.now()
             claimed, delay, failed = 0, RETRY_FIRST, False
@@ -344,7 +372,8 @@ class BucketScheduler:
     async def _claim(self, campaign: Campaign, channel: str, due_utc: datetime) -> int:
         return await claim_all(
             self.engine, campaign, channel, due_utc, owner=self.owner, lease=self.lease, clock=self.clock,
-            on_claimed=self.on_claimed, stopped=lambda: self.stopping, quiet=self.quiet,
+            on_claimed=self.on_claimed, stopped=lambda: self.stopping or self.versions.holds(campaign.id),
+            quiet=self.quiet,
             cap=effective_cap(campaign, self.settings, channel),
         )  # fmt: skip
 

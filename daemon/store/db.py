@@ -105,10 +105,21 @@ def open_engine(
 def is_in_memory(engine: AsyncEngine) -> bool:
     """An in-memory SQLite database: only this engine's one connection sees it."""
     u = engine.url
+    return u.get_backend_name() == "sqlite" and _in_memory(u.database or "")
+
+
+def _in_memory(database: str) -> bool:
+    return database in ("", ":memory:") or database.startswith("file::memory:") or "mode=memory" in database
+
+
+def sqlite_file(url: str | URL) -> Path | None:
+    """The file of a SQLite database URL, as the engine opens it (``~`` expanded, relative to the
+    working directory); None for PostgreSQL and for an in-memory SQLite database."""
+    u = normalise_url(url)
     database = u.database or ""
-    return u.get_backend_name() == "sqlite" and (
-        database in ("", ":memory:") or database.startswith("file::memory:") or "mode=memory" in database
-    )
+    if u.get_backend_name() != "sqlite" or _in_memory(database):
+        return None
+    return Path(database).expanduser()
 
 
 def reopen(engine: AsyncEngine, **overrides: Any) -> AsyncEngine:

@@ -380,13 +380,17 @@ async def claim_retries(
     limit: int = 1000,
     *,
     cap_of: Callable[[str, str], FrequencyCap | None] | None = None,
+    exclude: Collection[str] = (),
 ) -> list[tuple[str, str, datetime, Claimed]]:
     """Claim ``retry_wait`` rows that are due again: (campaign_id, channel, due_utc, claim).
     ``cap_of(campaign_id, channel)``: the frequency cap on those messages; a retry over it is
     skipped (``frequency_cap``) in the same transaction instead (another campaign may have sent
-    since its first attempt)."""
+    since its first attempt). None of the campaigns ``exclude`` (held back by this node) is claimed."""
+    wanted = [deliveries.c.next_attempt_utc <= now, ~held_campaign()]  # none of a paused or cancelled campaign
+    if exclude:
+        wanted.append(deliveries.c.campaign_id.not_in(sorted(exclude)))
     stmt = claim_statement(
-        and_(deliveries.c.next_attempt_utc <= now, ~held_campaign()),  # none of a paused or cancelled campaign
+        and_(*wanted),
         S.RETRY_WAIT,
         order_by=(deliveries.c.next_attempt_utc, deliveries.c.id),
         owner=owner,

@@ -22,16 +22,18 @@ from sqlalchemy import Integer, and_, bindparam, case, exists, func, literal, no
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from topslot.campaign import Campaign, FrequencyCap
+from topslot.campaign_version import CampaignVersion
 from topslot.channel import CHANNELS
 from topslot.delivery import HANDED_OVER, PLAN_SKIP_REASONS
 from topslot.delivery import DeliveryState as S
 from topslot.delivery import SkipReason as R
 from topslot.pacing import QuietRules
+from topslot.store import versions
 from topslot.store.db import IMMEDIATE
 from topslot.store.dialect import unnest_rows, upsert_insert
 from topslot.store.engagement import engaged_earlier
 from topslot.store.frequency import skip_over_cap
-from topslot.store.schema import campaigns, contacts, coupon_pools, deliveries
+from topslot.store.schema import contacts, coupon_pools, deliveries
 from topslot.store.segments import audience_filter, has_address, has_consent, is_suppressed
 
 # States a plan may (re)write; anything else has been handed to a dispatcher and is left alone.
@@ -62,16 +64,9 @@ class Claimed:
 
 
 async def record_campaign(engine: AsyncEngine, campaign: Campaign, config_hash: str, now: datetime) -> None:
-    """Insert or refresh the campaign's row (the ledger's foreign key points at it)."""
-    async with engine.execution_options(**IMMEDIATE).begin() as conn:
-        stmt = upsert_insert(conn, campaigns).values(
-            id=campaign.id, name=campaign.name, config_hash=config_hash, loaded_at=now
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[campaigns.c.id],
-            set_={"name": stmt.excluded.name, "config_hash": stmt.excluded.config_hash, "loaded_at": now},
-        )
-        await conn.execute(stmt)
+    """Insert or refresh the row of a campaign given in code, its version ``config_hash`` with no
+    mtime (``topslot.store.versions.record``; the daemon records the version of the files)."""
+    await versions.record(engine, campaign, CampaignVersion(config_hash, None), now)
 
 
 # ---------------------------------------------------------------- writing a plan

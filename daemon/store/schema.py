@@ -213,7 +213,11 @@ campaigns = Table(
     metadata,
     Column("id", String(63), primary_key=True),
     Column("name", String(200), nullable=False),
+    # The version in force (``topslot.campaign_version``): the content hash of the campaign file and
+    # its templates, their newest mtime (None: a campaign given in code) and the process that recorded it.
     Column("config_hash", String(64), nullable=False),
+    _now_col("content_mtime", nullable=True),
+    Column("recorded_by", String(100)),
     _now_col("loaded_at"),
     Column("paused", Boolean, nullable=False, server_default=text("false")),  # ``topslot campaigns pause``
     _now_col("paused_at", nullable=True),
@@ -416,6 +420,18 @@ processes = Table(
     _now_col("stopped_at", nullable=True),  # a graceful stop; None while running (or after a crash)
     _now_col("dead_at", nullable=True),  # found dead by another node, its rows taken back (fenced for good)
     Index(None, "last_heartbeat_utc"),
+)
+
+# The version of each campaign each daemon process holds (``processes.owner``), so ``topslot status``
+# shows who holds another version than the one in force (``campaigns.config_hash``).
+campaign_versions = Table(
+    "campaign_versions",
+    metadata,
+    Column("owner", String(100), primary_key=True),
+    Column("campaign_id", String(63), primary_key=True),
+    Column("content_hash", String(64), nullable=False),
+    _now_col("content_mtime", nullable=True),
+    _now_col("seen_at"),
 )
 
 # What each bucket's send came to (the scheduler's ``bucket_finished``), kept for ``topslot status``.

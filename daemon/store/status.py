@@ -1,6 +1,7 @@
 """What ``topslot status`` reads, all from the database (so it works on any node while daemons run):
-process heartbeats, campaigns with their control state and next buckets, rows in flight per lease
-owner, recent failures and recent buckets' lateness. Also the writes behind it: each process's
+process heartbeats, campaigns with their control state, version in force (and the running processes
+holding another) and next buckets, rows in flight per lease owner, recent failures and recent
+buckets' lateness. Also the writes behind it: each process's
 heartbeat (``processes``) and each finished bucket's result (``bucket_runs``).
 """
 
@@ -18,6 +19,7 @@ from topslot.store.controls import ControlState, state_of
 from topslot.store.db import IMMEDIATE
 from topslot.store.dialect import upsert_insert
 from topslot.store.schema import bucket_runs, campaign_controls, campaigns, deliveries, processes
+from topslot.store.versions import Holder, holders
 
 DEAD_AFTER = timedelta(seconds=10)  # settings.node_timeout_s's default: a heartbeat is written every third of it
 RECENT = timedelta(hours=24)  # failures and bucket results shown
@@ -152,8 +154,12 @@ class CampaignRow:
     state: ControlState
     since: datetime | None  # paused_at / cancelled_at
     reason: str | None
+    version: str  # the version in force: its content hash (``topslot.campaign_version``)
+    version_mtime: datetime | None  # the newest mtime of its files (None: a campaign given in code)
+    version_by: str | None  # the process that recorded it
     rows: dict[str, int] = field(default_factory=dict)  # state → rows
     next_buckets: list[NextBucket] = field(default_factory=list)
+    other_versions: list[Holder] = field(default_factory=list)  # running processes holding another version
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,11 +232,14 @@ def _clip(error: str | None) -> str | None:
     return line if len(line) <= ERROR_CHARS else line[: ERROR_CHARS - 1] + "…"
 
 
-async def campaign_rows(engine: AsyncEngine, now: datetime, campaign_id: str | None = None) -> list[CampaignRow]:
-    """Every campaign in the database: control state, rows per state, its next planned buckets."""
+async def campaign_rows(
+    engine: AsyncEngine, now: datetime, campaign_id: str | None = None, *, dead_after: timedelta = DEAD_AFTER
+) -> list[CampaignRow]:
+    """Every campaign in the database: control state, version in force and the running processes
+    (not dead: a heartbeat within ``dead_after``) that hold another, rows per state, its next planned buckets."""
     query = select(
         campaigns.c.id, campaigns.c.name, campaigns.c.paused, campaigns.c.paused_at, campaigns.c.cancelled_at,
-        campaigns.c.control_reason,
+        campaigns.c.control_reason, campaigns.c.config_hash, campaigns.c.content_mtime, campaigns.c.recorded_by,
     ).order_by(campaigns.c.id)  # fmt: skip
     counts = select(deliveries.c.campaign_id, deliveries.c.state, func.count()).group_by(
         deliveries.c.campaign_id, deliveries.c.state
@@ -251,10 +260,11 @@ async def campaign_rows(engine: AsyncEngine, now: datetime, campaign_id: str | N
     async with engine.connect() as conn:
         found = {
             r.id: CampaignRow(
-                r.id, r.name, state_of(r.paused, r.cancelled_at), r.cancelled_at or r.paused_at, r.control_reason
+                r.id, r.name, state_of(r.paused, r.cancelled_at), r.cancelled_at or r.paused_at, r.control_reason,
+                r.config_hash, r.content_mtime, r.recorded_by,
             )
             for r in await conn.execute(query)
-        }
+        }  # fmt: skip
         for cid, state, n in await conn.execute(counts):
             if cid in found:
                 found[cid].rows[state] = n
@@ -262,6 +272,9 @@ async def campaign_rows(engine: AsyncEngine, now: datetime, campaign_id: str | N
             row = found.get(r.campaign_id)
             if row is not None and len(row.next_buckets) < NEXT_BUCKETS:
                 row.next_buckets.append(NextBucket(r.channel, _aware(r.due_utc), _aware(r.start), r.n))  # type: ignore[arg-type]
+    for holder in await holders(engine, now, dead_after):
+        if holder.campaign_id in found:
+            found[holder.campaign_id].other_versions.append(holder)
     return list(found.values())
 
 
@@ -340,4 +353,6 @@ async def read_status(engine: AsyncEngine, now: datetime, *, dead_after: timedel
                 .limit(10)
             )
         ]
-    return Status(now, procs, await campaign_rows(engine, now), flying, failures, results, controls)
+    return Status(
+        now, procs, await campaign_rows(engine, now, dead_after=dead_after), flying, failures, results, controls
+    )

@@ -16,11 +16,11 @@ from cli_support import EXAMPLE
 from cli_support import run as run_in_process
 from typer.testing import CliRunner
 
+from topslot.campaign_version import model_version
 from topslot.cli import app
 from topslot.cli.config_cmds import schema_text
 from topslot.runtime.ports import load_campaigns
 from topslot.scheduling.plan_run import plan_campaign
-from topslot.scheduling.scheduler import config_hash
 from topslot.settings import load_settings
 from topslot.store import ledger
 from topslot.store.db import prepare_database
@@ -273,7 +273,7 @@ def test_validate_warns_of_each_planned_bucket_that_cannot_fit_its_window(
         engine = await prepare_database(settings.database_url)
         now = datetime(2027, 5, 1, tzinfo=UTC)
         try:
-            await ledger.record_campaign(engine, campaign, config_hash(campaign), now)
+            await ledger.record_campaign(engine, campaign, model_version(campaign).digest, now)
             await plan_campaign(engine, campaign, settings, now, write=True)
         finally:
             await engine.dispose()

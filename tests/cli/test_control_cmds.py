@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from cli_support import EXAMPLE, db_rows, run
 from sqlalchemy import insert, select
 
+from topslot.campaign import Campaign
+from topslot.campaign_version import CampaignVersion
 from topslot.settings import load_settings
-from topslot.store import status
-from topslot.store.db import open_engine
+from topslot.store import status, versions
+from topslot.store.db import open_engine, prepare_database
 from topslot.store.schema import campaign_controls, campaigns, contacts, deliveries
 
 DUE = datetime(2099, 5, 6, 7, 30, tzinfo=UTC)  # ahead: a next bucket
@@ -83,3 +85,29 @@ def test_pause_resume_cancel_and_status(config_dir: Path) -> None:
     code, _, err = run("campaigns", "pause", "nope", *cfg)
     assert code == 1 and "not in the database" in err
     assert run("campaigns", "cancel", "c1", *cfg)[0] == 1  # no --yes and no answer: nothing done
+
+
+def test_status_shows_each_campaigns_version_in_force_and_who_holds_another(config_dir: Path) -> None:
+    cfg = ("--config", str(config_dir))
+    old, new = CampaignVersion("a" * 64, DUE - timedelta(days=1)), CampaignVersion("b" * 64, DUE)
+
+    async def work() -> None:
+        engine = await prepare_database(load_settings(config_dir).database_url)
+        spring = Campaign.model_construct(id="c1", name="Spring")
+        await versions.record(engine, spring, new, DUE, by="n2/def")
+        now = datetime.now(UTC)
+        for owner, held in (("n1/abc", old), ("n2/def", new)):
+            await status.heartbeat(engine, owner=owner, node=owner[:2], role="daemon", pid=42, version="0.1.0",
+                                   started_at=now, now=now)  # fmt: skip
+            await versions.hold(engine, owner, {"c1": held}, now)
+        await engine.dispose()
+
+    asyncio.run(work())
+    code, out, _ = run("status", "--json", *cfg)
+    [row] = json.loads(out)["campaigns"]
+    assert (row["version"], row["version_mtime"], row["version_by"]) == (new.digest, DUE.isoformat(), "n2/def")
+    assert [(h["owner"], h["version"]) for h in row["other_versions"]] == [("n1/abc", old.digest)]
+    code, out, _ = run("status", *cfg)
+    assert code == 0 and "version" in out and new.short in out and f"n1/abc holds {old.short}" in out
+    code, out, _ = run("campaigns", "list", *cfg)
+    assert code == 0 and new.short in out and f"n1/abc holds {old.short}" in out

@@ -40,3 +40,19 @@ def test_a_file_that_now_defines_another_campaign_unloads_the_old_one(campaign_t
     reg.apply({"old": campaign(campaign_text, "old")}, {"old": a}, {a})
     changes = reg.apply({"new": campaign(campaign_text, "new")}, {"new": a}, {a})
     assert changes.loaded == ["new"] and changes.unloaded == ["old"] and set(reg.active) == {"new"}
+
+
+def test_a_new_version_of_the_same_model_is_an_update(campaign_text, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    from topslot.campaign_version import CampaignVersion
+
+    a = tmp_path / "a.yaml"
+    reg = CampaignRegistry()
+    v1 = CampaignVersion("1" * 64, datetime(2027, 1, 1, tzinfo=UTC))
+    v2 = CampaignVersion("2" * 64, datetime(2027, 1, 2, tzinfo=UTC))
+    reg.apply({"a": campaign(campaign_text, "a")}, {"a": a}, {a}, {"a": v1})
+    assert not reg.apply({"a": campaign(campaign_text, "a")}, {"a": a}, {a}, {"a": v1}).changed
+    template_edited = reg.apply({"a": campaign(campaign_text, "a")}, {"a": a}, {a}, {"a": v2})
+    assert template_edited.updated == ["a"] and reg.version_of("a") == v2
+    assert reg.apply({}, {}, set()).unloaded == ["a"] and reg.version_of("a") is None
