@@ -1,10 +1,12 @@
 """Real ``topslot run`` nodes on one PostgreSQL database and one real SMTP server (issue 17): three
 nodes send one bucket of 30,000 deliveries, each accepted exactly once by the server and each row
-``sent``, every node taking a real share; the harness (``nodes_support``) leaves no process and no
-database behind, even when a test fails with a node stopped by SIGSTOP."""
+``sent``, every node taking a real share; a node stopped (SIGTERM) in mid-bucket leaves what it had
+not sent to the others (known to fail today: xfail); the harness (``nodes_support``) leaves no
+process and no database behind, even when a test fails with a node stopped by SIGSTOP."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -52,6 +54,30 @@ async def test_three_nodes_send_30000_deliveries_each_accepted_exactly_once(tmp_
         f"split {dict(sorted(split.items()))}; clocks behind the wall clock by {skew} s"
     )
     assert sorted(split) == ["node0", "node1", "node2"] and min(split.values()) > 0  # each a real share
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a node stopped gracefully hands its unsent claimed rows back to planned, behind the other nodes' "
+    "claim cursor (claims walk the bucket once, by id): nobody claims them until a re-plan (30 min) or a restart",
+)
+async def test_a_node_stopped_mid_bucket_leaves_its_unsent_rows_to_the_others(tmp_path, pg_test_url) -> None:
+    n = 4_000
+    async with cluster(tmp_path, pg_test_url, contacts=n, rate=200) as nodes:  # about 20 s of sending
+        await nodes.start_all(2, lead_in=20)
+        await nodes.wait_event(0, "bucket_started", timeout=60)
+        while True:  # node0 holds claimed rows below node1's claim cursor, and the bucket goes on
+            rows = await nodes.rows()
+            held = [i for i, (state, node) in rows.items() if node == "node0" and state == "claimed"]
+            cursor = max((i for i, (_, node) in rows.items() if node == "node1"), default=0)
+            if held and min(held) < cursor and any(state == "planned" for state, _ in rows.values()):
+                break
+            await asyncio.sleep(0.1)
+        assert await nodes.stop(0) == 0  # systemctl stop: chunks on the wire finish, the rest goes back
+        handed_back = nodes.nodes[0].events("dispatch_stopped")
+        states = await nodes.until_settled(timeout=30)  # seconds, not the next re-plan
+    assert handed_back and handed_back[0]["handed_back"] > 0
+    assert states == {"sent": n}
 
 
 async def test_the_harness_leaves_no_node_and_no_database_behind(tmp_path, pg_test_url) -> None:
