@@ -272,7 +272,10 @@ class Cluster:
     async def close(self, stop_timeout: float = 30.0) -> None:
         """Stop every node still running (all at once), then close the ledger's engine."""
         try:
-            await asyncio.gather(*(self.stop(k, stop_timeout) for k in self.nodes))
+            stopped = await asyncio.gather(*(self.stop(k, stop_timeout) for k in self.nodes), return_exceptions=True)
+            for outcome in stopped:
+                if isinstance(outcome, BaseException):
+                    raise outcome
         finally:
             if self.engine is not None:
                 await self.engine.dispose()
@@ -284,15 +287,15 @@ class Cluster:
         tail if the node exits first or ``timeout`` seconds pass."""
         node = self.nodes[k]
         deadline = time.monotonic() + timeout
-        while not (found := node.events(name)):
-            if not node.running and not (found := node.events(name)):
+        while True:
+            running = node.running  # before reading the log: an event logged just before the exit counts
+            if found := node.events(name):
+                return found[0]
+            if not running:
                 raise AssertionError(f"node{k} exited ({node.proc.returncode}) before {name}\n{node.tail()}")
-            if found:
-                break
             if time.monotonic() > deadline:
                 raise AssertionError(f"no {name} from node{k} within {timeout} s\n{node.tail()}")
             await asyncio.sleep(0.1)
-        return found[0]
 
     async def first_event_among(self, ks: Iterable[int], name: str, timeout: float) -> tuple[int, dict[str, Any]]:
         """The first ``name`` event logged by any of nodes ``ks``, and which node logged it."""
