@@ -79,8 +79,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_sink(sink: str, port: int) -> subprocess.Popen[bytes]:
-    command = [sink]
+def start_sink(sink: str, port: int, *options: str) -> subprocess.Popen[bytes]:
+    """smtp-sink on 127.0.0.1:``port`` (backlog 1024) with ``options`` (e.g. ``-D FILE``: dump every
+    message to FILE), once it accepts connections."""
+    command = [sink, *options]
     if os.geteuid() == 0:
         command += ["-u", "nobody"]
     process = subprocess.Popen([*command, f"127.0.0.1:{port}", "1024"], stdout=subprocess.DEVNULL)

@@ -16,12 +16,13 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +34,9 @@ from channels.scripted_smtp import ScriptedSmtpServer
 
 _SCRIPT = Path(sys.executable).parent / "topslot"  # the installed console script, as systemd runs it
 TOPSLOT = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "topslot"]
+# A prefix for ``topslot``: the child gets SIGKILL if this process dies before it stops it (util-linux
+# setpriv execs the command, so the pid is the child's); empty where setpriv is missing.
+DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
 
 CAMPAIGN_ID = "crash-test"
 NODE_ID = "crash-node"
@@ -195,11 +199,14 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-async def topslot(setup: CrashSetup, *args: str, log: Path, **env: str) -> asyncio.subprocess.Process:
-    """Start ``topslot ARGS --config ...`` with stdout and stderr going to ``log``."""
+async def topslot(
+    setup: CrashSetup, *args: str, log: Path, prefix: Sequence[str] = (), **env: str
+) -> asyncio.subprocess.Process:
+    """Start ``topslot ARGS --config ...`` with stdout and stderr going to ``log``; ``prefix`` runs
+    it under another command that execs it (the pid stays topslot's), e.g. ``DIE_WITH_PARENT``."""
     with log.open("ab") as out:
         return await asyncio.create_subprocess_exec(
-            *TOPSLOT, *args, "--config", str(setup.config),
+            *prefix, *TOPSLOT, *args, "--config", str(setup.config),
             cwd=setup.root, env=child_env(**env), stdout=out, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
 
@@ -308,10 +315,11 @@ class CrashSmtpServer(ScriptedSmtpServer):
                 self.cut_short.append(tap.delivery_id)
             raise
 
-    def received_ids(self) -> Counter[int]:
-        """Delivery id → how many times a complete message (final dot seen) carried it."""
+    def received_ids(self, *, accepted_only: bool = False) -> Counter[int]:
+        """Delivery id → how many times a complete message (final dot seen; ``accepted_only``: and
+        answered 250) carried it."""
         found: Counter[int] = Counter()
-        for message in self.received:
+        for message in self.accepted() if accepted_only else self.received:
             match = _MESSAGE_ID.search(message.data[:16_384])
             assert match, f"a received message without a topslot Message-ID: {message.data[:300]!r}"
             found[int(match.group(1))] += 1
@@ -327,10 +335,11 @@ async def wait_until(predicate: Callable[[], bool], timeout: float, step: float 
     return True
 
 
-def log_events(log: Path, name: str) -> list[dict[str, Any]]:
-    """The JSON log records of event ``name`` in a child's log, in order."""
+def log_events(log: Path, name: str, *, start: int = 0) -> list[dict[str, Any]]:
+    """The JSON log records of event ``name`` in a child's log (from byte ``start`` on), in order."""
     found = []
-    for line in log.read_text(errors="replace").splitlines():
+    text = log.read_bytes()[start:].decode(errors="replace") if log.exists() else ""
+    for line in text.splitlines():
         if line.startswith("{") and f'"{name}"' in line:
             record = json.loads(line)
             if record.get("event") == name:
