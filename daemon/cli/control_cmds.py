@@ -88,7 +88,11 @@ def list_cmd(config: ConfigOption = Path("config"), as_json: JsonOption = False)
     (and any running process holding another), rows per state and its next planned buckets."""
     settings = settings_or_exit(config)
     now = SystemClock().now()
-    rows = with_engine(settings, lambda engine: status.campaign_rows(engine, now), read_only=True)
+    rows = with_engine(
+        settings,
+        lambda engine: status.campaign_rows(engine, now, dead_after=timedelta(seconds=settings.node_timeout_s)),
+        read_only=True,
+    )
     if as_json:
         _print_json(rows)
         return

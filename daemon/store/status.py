@@ -21,7 +21,6 @@ from topslot.store.dialect import upsert_insert
 from topslot.store.schema import bucket_runs, campaign_controls, campaigns, deliveries, processes
 from topslot.store.versions import Holder, holders
 
-DEAD_AFTER = timedelta(seconds=10)  # settings.node_timeout_s's default: a heartbeat is written every third of it
 RECENT = timedelta(hours=24)  # failures and bucket results shown
 NEXT_BUCKETS = 3  # per campaign
 ERROR_CHARS = 120
@@ -233,7 +232,7 @@ def _clip(error: str | None) -> str | None:
 
 
 async def campaign_rows(
-    engine: AsyncEngine, now: datetime, campaign_id: str | None = None, *, dead_after: timedelta = DEAD_AFTER
+    engine: AsyncEngine, now: datetime, campaign_id: str | None = None, *, dead_after: timedelta
 ) -> list[CampaignRow]:
     """Every campaign in the database: control state, version in force and the running processes
     (not dead: a heartbeat within ``dead_after``) that hold another, rows per state, its next planned buckets."""
@@ -278,7 +277,7 @@ async def campaign_rows(
     return list(found.values())
 
 
-async def read_status(engine: AsyncEngine, now: datetime, *, dead_after: timedelta = DEAD_AFTER) -> Status:
+async def read_status(engine: AsyncEngine, now: datetime, *, dead_after: timedelta) -> Status:
     since = now - RECENT
     async with engine.connect() as conn:
         procs = []

@@ -55,7 +55,7 @@ async def test_the_heartbeat_is_written_at_start_then_from_its_thread_and_stoppe
     beats = beat.beats
     await asyncio.sleep(TIMEOUT * BEAT_SHARE * 1.5)
     assert beat.beats == beats  # stopped means stopped
-    [proc] = (await status.read_status(engine, SystemClock().now())).processes
+    [proc] = (await status.read_status(engine, SystemClock().now(), dead_after=timedelta(seconds=TIMEOUT))).processes
     assert proc.health == "stopped"
 
 
@@ -93,7 +93,8 @@ async def test_only_one_caller_finds_a_process_dead_and_its_heartbeat_is_refused
                                    started_at=now, now=now)  # fmt: skip
     assert alive is False  # it woke up: it may not come back as if nothing happened
     assert (await heartbeat_of(engine, "a/1")).last_heartbeat_utc < now
-    health = {p.owner: p.health for p in (await status.read_status(engine, now)).processes}
+    found = await status.read_status(engine, now, dead_after=timedelta(seconds=TIMEOUT))
+    health = {p.owner: p.health for p in found.processes}
     assert health == {"a/1": "dead", "b/1": "running", "c/1": "stopped"}
 
 

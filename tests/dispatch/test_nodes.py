@@ -119,16 +119,21 @@ async def held_by(nodes: Cluster, node: str) -> Counter[str]:
     return (await nodes.by_node()).get(node, Counter())
 
 
+async def node0_sending(nodes: Cluster, *, count: int, sent: int, lead_in: float) -> None:
+    """Start ``count`` nodes; return once node0 is mid-burst: ``sent`` of its rows sent, more held."""
+    await nodes.start_all(count, lead_in=lead_in)
+    await nodes.wait_event(0, "bucket_started", timeout=60)
+    while (await held_by(nodes, "node0"))["sent"] < sent:
+        await asyncio.sleep(0.05)
+
+
 async def test_a_node_killed_mid_burst_has_its_rows_finished_by_the_others_in_seconds(tmp_path, pg_test_url) -> None:
     n = 6_000
     timeout = str(TIMEOUT)
     async with cluster(
         tmp_path, pg_test_url, contacts=n, rate=600, accept_delay=0.002, TOPSLOT_NODE_TIMEOUT_S=timeout
     ) as nodes:
-        await nodes.start_all(3, lead_in=25)
-        await nodes.wait_event(0, "bucket_started", timeout=60)
-        while (await held_by(nodes, "node0"))["sent"] < 200:  # node0 is sending its share
-            await asyncio.sleep(0.05)
+        await node0_sending(nodes, count=3, sent=200, lead_in=25)
         nodes.kill(0, signal.SIGKILL)
         killed = time.monotonic()
         at_kill = await held_by(nodes, "node0")
@@ -169,10 +174,7 @@ async def test_a_node_stopped_past_its_timeout_is_fenced_and_sends_nothing_after
     async with cluster(
         tmp_path, pg_test_url, contacts=n, rate=400, accept_delay=0.002, TOPSLOT_NODE_TIMEOUT_S=timeout
     ) as nodes:
-        await nodes.start_all(2, lead_in=20)
-        await nodes.wait_event(0, "bucket_started", timeout=60)
-        while (await held_by(nodes, "node0"))["sent"] < 100:
-            await asyncio.sleep(0.05)
+        await node0_sending(nodes, count=2, sent=100, lead_in=20)
         nodes.kill(0, signal.SIGSTOP)
         held = await held_by(nodes, "node0")
         assert nodes.server is not None

@@ -10,7 +10,7 @@ import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -109,7 +109,7 @@ async def test_the_node_with_older_files_holds_back_until_they_match(
             assert b.dispatch is not None and b.dispatch.held() == {CAMPAIGN_ID}  # its retries wait too
 
             async def b_shown() -> bool:
-                [row] = await status.campaign_rows(a.engine, datetime.now(UTC))
+                [row] = await status.campaign_rows(a.engine, datetime.now(UTC), dead_after=timedelta(seconds=30))
                 return [(h.owner, h.version) for h in row.other_versions] == [(b.dispatch.owner, old.digest)]
 
             await eventually(b_shown)
@@ -125,7 +125,9 @@ async def test_the_node_with_older_files_holds_back_until_they_match(
             assert not b.scheduler.versions.holds(CAMPAIGN_ID) and b.dispatch.held() == set()
 
             async def nobody_differs() -> bool:
-                return (await status.campaign_rows(a.engine, datetime.now(UTC)))[0].other_versions == []
+                return (await status.campaign_rows(a.engine, datetime.now(UTC), dead_after=timedelta(seconds=30)))[
+                    0
+                ].other_versions == []
 
             await eventually(nobody_differs)
     assert len(logs.events("campaign_version_mismatch")) == 1

@@ -167,7 +167,7 @@ async def test_status_shows_heartbeats_buckets_in_flight_and_failures(engine, tm
                                finished_at=now)  # fmt: skip
     await controls.pause(engine, c.id, now=now, reason="check copy", who="ops@test")
 
-    found = await status.read_status(engine, now)
+    found = await status.read_status(engine, now, dead_after=timedelta(seconds=30))
     health = {p.owner: p.health for p in found.processes}
     assert health == {"n1/abc": "running", "n2/def": "dead", "n3/ghi": "stopped"}
     [row] = found.campaigns
@@ -186,8 +186,8 @@ async def test_a_dispatch_service_keeps_a_heartbeat_and_says_when_it_stopped(eng
 
     service = DispatchService(engine, settings(tmp_path), FakeClock(NOW), node="nodeA")
     await service.start_heartbeat()  # the first beat is written before it returns
-    [proc] = (await status.read_status(engine, service.wall.now())).processes
+    [proc] = (await status.read_status(engine, service.wall.now(), dead_after=timedelta(seconds=30))).processes
     assert (proc.owner, proc.node, proc.role, proc.health) == (service.owner, "nodeA", "daemon", "running")
     await service.close()
-    [proc] = (await status.read_status(engine, service.wall.now())).processes
+    [proc] = (await status.read_status(engine, service.wall.now(), dead_after=timedelta(seconds=30))).processes
     assert proc.health == "stopped"

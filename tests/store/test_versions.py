@@ -66,14 +66,14 @@ async def test_status_shows_the_version_in_force_and_running_processes_holding_a
     await versions.hold(engine, "node-d/4", {c.id: OLD}, NOW)
     await status.stopped(engine, "node-d/4", NOW)  # stopped: not shown
 
-    [row] = (await status.read_status(engine, NOW)).campaigns
+    [row] = (await status.read_status(engine, NOW, dead_after=timedelta(seconds=30))).campaigns
     assert (row.version, row.version_mtime, row.version_by) == (NEW.digest, NEW.mtime, "node-b/2")
     assert [(h.owner, h.node, h.version, h.mtime) for h in row.other_versions] == [
         ("node-a/1", "node-a", OLD.digest, OLD.mtime)
     ]
 
     await versions.hold(engine, "node-a/1", {c.id: NEW}, NOW)  # its files were updated
-    assert (await status.campaign_rows(engine, NOW))[0].other_versions == []
+    assert (await status.campaign_rows(engine, NOW, dead_after=timedelta(seconds=30)))[0].other_versions == []
     await versions.hold(engine, "node-a/1", {}, NOW)  # unloaded: nothing held, and a stopped process's rows go
     assert await versions.holders(engine, NOW, timedelta(hours=1)) == [
         versions.Holder(c.id, "node-c/3", "node-c", OLD.digest, OLD.mtime)
