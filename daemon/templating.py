@@ -25,8 +25,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from types import FunctionType, MethodType, TracebackType
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, meta, nodes, pass_eval_context, select_autoescape
@@ -107,23 +107,21 @@ class ContactView:
         return f"ContactView(external_id={self.external_id!r})"  # type: ignore[attr-defined]
 
 
+_COPIED_FIELDS = tuple(f for f in CONTACT_FIELDS if f not in ("age", "attributes"))
+_set_field = object.__setattr__
+
+
 def contact_view(contact: Any, today: date) -> ContactView:
     """What templates see of a stored contact: any object with the contact columns as attributes
-    (a database row, a dispatcher's recipient); the age comes from the birth date when known."""
+    (a database row, a dispatcher's recipient); the age comes from the birth date when known.
+    (Built field by field, as ``ContactView(**fields)`` would: it runs for every message sent.)"""
+    view = ContactView.__new__(ContactView)
+    for name in _COPIED_FIELDS:
+        _set_field(view, name, getattr(contact, name))
     birth: date | None = contact.birth_date
-    return ContactView(
-        external_id=contact.external_id,
-        first_name=contact.first_name,
-        last_name=contact.last_name,
-        email=contact.email,
-        phone=contact.phone,
-        gender=contact.gender,
-        age=age_on(birth, today) if birth is not None else contact.age,
-        country=contact.country,
-        locale=contact.locale,
-        timezone=contact.timezone,
-        attributes=contact.attributes or {},
-    )
+    _set_field(view, "age", age_on(birth, today) if birth is not None else contact.age)
+    _set_field(view, "attributes", AttributesView(contact.attributes))
+    return view
 
 
 class CampaignView:
@@ -147,6 +145,25 @@ _VIEW_FIELDS: dict[type, frozenset[str]] = {
 """The fields of the read-only views templates see, by view type: ``TemplateSandbox.getattr`` returns
 them without the sandbox's per-access safety checks (public slots of our own immutable classes, which
 the checks always let through), since every message reads some of them."""
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+_BUILTIN_METHOD = type("".startswith)
+_STR_METHODS = frozenset(name for name in dir(str) if not name.startswith("_")) - {"format", "format_map"}
+"""The ``str`` methods ``TemplateSandbox.getattr`` hands out without the sandbox's per-access checks
+(which always allow a public method of an immutable built-in type); ``format`` and ``format_map``
+still go through them, to be wrapped (``wrap_str_format``)."""
+
+_PLAIN_FUNCTIONS: set[Callable[..., Any]] = set()
+"""Functions of ours that templates call on every message (``template_function``)."""
+
+
+def template_function(function: F) -> F:
+    """Mark a function (or method) of ours that templates call as safe to call directly from the
+    sandbox: it needs no context (no ``pass_context``), never raises ``StopIteration``, is not
+    ``unsafe``; ``TemplateSandbox.call`` then skips the sandbox's per-call inspection. Returns it."""
+    _PLAIN_FUNCTIONS.add(function)
+    return function
 
 
 class TemplateUndefined(StrictUndefined):
@@ -349,9 +366,14 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         check_deadline()
-        fields = _VIEW_FIELDS.get(type(obj))
-        if fields is not None and attribute in fields:  # a view's own field: what the sandbox would allow
-            return getattr(obj, attribute)
+        kind = type(obj)
+        if kind is str:
+            if attribute in _STR_METHODS:  # what the sandbox would give: a public, non-format method
+                return getattr(obj, attribute)
+        else:
+            fields = _VIEW_FIELDS.get(kind)
+            if fields is not None and attribute in fields:  # a view's own field: what the sandbox would allow
+                return getattr(obj, attribute)
         return super().getattr(obj, attribute)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
@@ -363,8 +385,20 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
         check_deadline()
-        if isinstance(getattr(__obj, "__self__", None), str) and callable(__obj):
+        kind = type(__obj)
+        if kind is _BUILTIN_METHOD and type(__obj.__self__) is str:  # a str method: every message calls some
             args = _check_str_method(__obj, args)
+            if not kwargs:  # what super().call does for it: safe, no context to pass, never StopIteration
+                return __obj(*args)
+        elif (
+            kind is MethodType
+            and __obj.__func__ in _PLAIN_FUNCTIONS
+            or kind is FunctionType
+            and __obj in _PLAIN_FUNCTIONS
+        ) and not kwargs:
+            return __obj(*args)  # ``track`` and the like: ours, safe, take no context
+        elif isinstance(getattr(__obj, "__self__", None), str) and callable(__obj):
+            args = _check_str_method(__obj, args)  # a str subclass's method (Markup)
         return super().call(__context, __obj, *args, **kwargs)
 
 

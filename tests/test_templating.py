@@ -6,8 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from jinja2 import TemplateNotFound, UndefinedError
+from jinja2 import StrictUndefined, TemplateNotFound, UndefinedError
 from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment, unsafe
 
 from topslot.campaign import Campaign
 from topslot.errors import InvalidInput
@@ -16,11 +17,14 @@ from topslot.settings import Compliance
 from topslot.templating import (
     CONTEXT_NAMES,
     ContactView,
+    TemplateSandbox,
     TemplateOutsideRoot,
     make_environment,
     sample_context,
     sample_context_for,
+    contact_view,
     template_frame,
+    template_function,
 )
 from topslot.yaml_source import load_yaml
 
@@ -45,7 +49,10 @@ def ctx():
 def test_context_has_exactly_the_documented_names(ctx) -> None:
     assert tuple(ctx) == CONTEXT_NAMES
     assert ctx["slot"] == "07:30"
-    assert ctx["track"]("https://shop.example.com/") == "https://t.example.com/c/sample?u=https%3A%2F%2Fshop.example.com%2F"
+    assert (
+        ctx["track"]("https://shop.example.com/")
+        == "https://t.example.com/c/sample?u=https%3A%2F%2Fshop.example.com%2F"
+    )
 
 
 def test_sample_context_from_a_campaign_uses_its_landing_url() -> None:
@@ -103,6 +110,79 @@ def test_sandbox_blocks_memory_bombs(env, ctx) -> None:
     with pytest.raises(SecurityError):
         env.from_string("{{ 10 ** 100000 }}").render(ctx)
     assert env.from_string("{{ '-' * 3 }}{{ 2 ** 3 }}").render(ctx) == "---8"
+
+
+SAME_AS_THE_SANDBOX = [
+    "{{ 'abc'.startswith('a') }} {{ 'a,b'.split(',') }} {{ 'x'.upper() }} {{ s.strip().title() }}",
+    "{{ 'a b'.split(maxsplit=1) }} {{ s.replace('a', 'b', 1) }} {{ '-'.join(['a', 'b']) }}",
+    "{{ '{}!'.format(s) }} {{ '{x}'.format_map({'x': 1}) }}",  # wrapped: the sandbox's own formatter
+    "{{ '{0.__class__}'.format(s) }}",  # refused by that formatter
+    "{{ s.__class__ }}",  # not a public method: the sandbox's own answer
+    "{{ 'x'.mro }}",  # no such attribute: undefined
+    "{{ s.encode('utf-8') }} {{ s.zfill(5) }} {{ s.center(9, '*') }}",
+    "{{ plain('a') }} {{ plain(x='b') }} {{ calls.method('c') }}",
+    "{% for i in [1, 2] %}{{ plain(i) }}{{ 'q'.upper() }}{% endfor %}",  # calls in a loop pass _loop_vars
+]
+
+
+class _Calls:
+    def method(self, value: str) -> str:
+        return f"<{value}>"
+
+
+def _plain(x: object = "") -> str:
+    return f"[{x}]"
+
+
+@pytest.mark.parametrize("source", SAME_AS_THE_SANDBOX)
+def test_the_sandboxs_shortcuts_answer_as_the_sandbox_does(source: str) -> None:
+    # TemplateSandbox skips the sandbox's per-call and per-attribute inspection for str methods and for
+    # our own marked functions: every answer, refusal included, is still the plain sandbox's
+    template_function(_plain)
+    template_function(_Calls.method)
+    context = {"s": "  ab c ", "plain": _plain, "calls": _Calls()}
+
+    def outcome(env: ImmutableSandboxedEnvironment) -> str:
+        try:
+            return env.from_string(source).render(context)
+        except (SecurityError, UndefinedError) as exc:
+            return type(exc).__name__
+
+    expected = outcome(ImmutableSandboxedEnvironment(undefined=StrictUndefined))
+    assert outcome(TemplateSandbox(undefined=StrictUndefined)) == expected
+
+
+def test_marked_functions_are_called_directly_and_unmarked_ones_still_inspected() -> None:
+    @unsafe
+    def dangerous() -> str:
+        return "ran"
+
+    env = TemplateSandbox()
+    with pytest.raises(SecurityError):
+        env.from_string("{{ f() }}").render(f=dangerous)
+    with pytest.raises(SecurityError):  # str methods keep their size checks on the short path
+        env.from_string("{{ 'x'.ljust(10**9) }}").render()
+
+
+def test_contact_view_of_a_row_matches_the_view_built_from_its_fields() -> None:
+    from datetime import date
+    from types import SimpleNamespace
+
+    fields = dict(
+        external_id="e1", first_name="Mei", last_name="Li", email="mei@example.com", phone="+8613800000000",
+        gender="female", age=33, country="CN", locale="zh-CN", timezone="Asia/Shanghai", attributes=None,
+    )  # fmt: skip
+    row = SimpleNamespace(**fields, birth_date=None)
+    view, expected = contact_view(row, date(2027, 5, 6)), ContactView(**{**fields, "attributes": {}})
+    assert all(getattr(view, f) == getattr(expected, f) for f in ContactView.__slots__ if f != "attributes")
+    assert dict(view.attributes) == {} and dict(
+        contact_view(
+            SimpleNamespace(**{**fields, "attributes": {"t": 1}}, birth_date=date(2000, 5, 7)), date(2027, 5, 6)
+        ).attributes
+    ) == {"t": 1}  # type: ignore[attr-defined]
+    assert contact_view(SimpleNamespace(**fields, birth_date=date(2000, 5, 7)), date(2027, 5, 6)).age == 26  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError):
+        view.first_name = "B"  # type: ignore[misc]
 
 
 def test_contact_view_is_read_only_and_whitelisted() -> None:

@@ -31,7 +31,7 @@ from jinja2 import Template, TemplateError, TemplateNotFound, meta
 from topslot.campaign import Campaign, ImContent
 from topslot.channel import SPECS, spec_of
 from topslot.errors import InvalidInput, Problem
-from topslot.links.factory import placeholder_short_track
+from topslot.links.factory import DeliveryLinks, placeholder_short_track
 from topslot.rendering.bounds import DEFAULT_LIMITS, BoundedTemplate, RenderLimits, render_checked
 from topslot.rendering.compliance import (
     Footer,
@@ -61,7 +61,10 @@ from topslot.templating import (
     read_template,
     sample_contact,
     sample_track,
+    template_function,
 )
+
+template_function(DeliveryLinks.track)  # called by (nearly) every message's template: no sandbox inspection
 
 SAMPLE_UNSUBSCRIBE = "https://t.example.com/u/sample-token"
 MAX_SMS_SEGMENTS = 10  # more is refused by providers (Twilio: 1,600 characters) or split by carriers
