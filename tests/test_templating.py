@@ -17,12 +17,12 @@ from topslot.settings import Compliance
 from topslot.templating import (
     CONTEXT_NAMES,
     ContactView,
-    TemplateSandbox,
     TemplateOutsideRoot,
+    TemplateSandbox,
+    contact_view,
     make_environment,
     sample_context,
     sample_context_for,
-    contact_view,
     template_frame,
     template_function,
 )
