@@ -64,12 +64,12 @@ import random
 import time
 import unicodedata
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 import aiohttp
 
-from topslot.attribution.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, signed_headers
+from topslot.attribution.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSigner
 from topslot.channel import Channel
 from topslot.channels.base import Message, TextMessage
 from topslot.channels.http import (
@@ -98,6 +98,7 @@ MAX_REASON = 200  # characters of a refusal's reason kept in the error (and the 
 MAX_ID = 128  # a gateway id longer than this (or with spaces, controls) is not used
 MAX_ANSWER_BYTES = 64 * 1024  # of an answer's body read; the rest is ignored
 CONFIG_STATUSES = frozenset({401, 403, 407})
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # what json.dumps builds on every call
 
 
 class ImWebhook:
@@ -126,6 +127,7 @@ class ImWebhook:
         self.provider = name
         self.url = url
         self._secret = secret
+        self._signer = WebhookSigner(secret)
         self.rate_per_second: float | None = rate_per_second
         self.timeout = timeout
         self.max_in_flight = max_in_flight
@@ -213,13 +215,13 @@ class ImWebhook:
 
     def request(self, message: TextMessage) -> tuple[bytes, dict[str, str]]:
         """The raw body and the headers of the POST for ``message`` (signed now)."""
-        body = json.dumps(self.payload(message), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        body = _JSON.encode(self.payload(message)).encode("utf-8")
         headers = {
             "Content-Type": CONTENT_TYPE,
             "Accept": "application/json",
             "User-Agent": USER_AGENT,
             IDEMPOTENCY_HEADER: message.key,
-            **signed_headers(self._secret, body, datetime.fromtimestamp(self._wall(), UTC)),
+            **self._signer.headers(body, int(self._wall())),
         }
         return body, headers
 

@@ -13,6 +13,7 @@ from topslot.attribution.webhook import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     WebhookError,
+    WebhookSigner,
     error_answer,
     parse_conversion,
     signature_for,
@@ -52,6 +53,14 @@ def test_the_signature_is_hmac_sha256_of_timestamp_dot_body() -> None:
     body = b'{"x":1}'
     expected = hmac.new(KEY.encode(), b"1809651600." + body, hashlib.sha256).hexdigest()
     assert signature_for(KEY, "1809651600", body) == "sha256=" + expected
+
+
+def test_a_signer_gives_what_signed_headers_gives_for_every_body() -> None:
+    signer = WebhookSigner(KEY)
+    for body in (b"", b'{"a":1}', "订单".encode() * 300):
+        assert signer.headers(body, int(NOW.timestamp())) == signed_headers(KEY, body, NOW)
+    assert WebhookSigner(KEY.encode()).headers(b"x", 5) == signed_headers(KEY, b"x", datetime.fromtimestamp(5, UTC))
+    assert KEY not in repr(signer)
 
 
 def test_forged_altered_and_stale_requests_are_refused() -> None:
