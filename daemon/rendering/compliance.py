@@ -5,6 +5,7 @@ instruction the recipient's country needs (``compliance.sms_opt_out``: "Reply ST
 
 from __future__ import annotations
 
+import functools
 import html
 from dataclasses import dataclass
 from typing import Any
@@ -98,4 +99,10 @@ def with_opt_out(body: str, line: str) -> str:
 
 
 def shows_opt_out(body: str, line: str) -> bool:
-    return " ".join(line.split()).casefold() in " ".join(body.split()).casefold()
+    return _spaced(line) in " ".join(body.split()).casefold()
+
+
+@functools.lru_cache(maxsize=256)
+def _spaced(line: str) -> str:
+    """An opt-out line as it is looked for (single spaces, case folded): a few lines, every message."""
+    return " ".join(line.split()).casefold()

@@ -7,6 +7,7 @@ UCS-2 counts UTF-16 code units, so an emoji outside the BMP counts twice.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 GSM7_BASIC = frozenset(
@@ -27,23 +28,30 @@ class SmsSegments:
     per_segment: int  # capacity of one segment for this text (160/153 or 70/67)
 
 
-_DROP_BASIC = {ord(c): None for c in GSM7_BASIC}
-_DROP_GSM7 = {ord(c): None for c in GSM7_BASIC | GSM7_EXTENDED}
+def _class(chars: frozenset[str], *, negate: bool = False) -> re.Pattern[str]:
+    return re.compile("[" + ("^" if negate else "") + "".join(re.escape(c) for c in sorted(chars)) + "]")
+
+
+_NOT_BASIC = _class(GSM7_BASIC, negate=True)
+_NOT_GSM7 = _class(GSM7_BASIC | GSM7_EXTENDED, negate=True)
+_TWO_UNITS = re.compile("[\U00010000-\U0010ffff]")  # outside the BMP: a UTF-16 surrogate pair
 
 
 def is_gsm7(text: str) -> bool:
-    return not text.translate(_DROP_GSM7)  # every character dropped: all of them are GSM-7 (C speed)
+    return _NOT_GSM7.search(text) is None  # searched in C
 
 
 def sms_segments(text: str) -> SmsSegments:
     """The encoding an SMS of ``text`` needs and how many segments it is billed as (0 for "").
 
     A two-unit character (GSM escape pair, UTF-16 surrogate pair) is never split between parts."""
-    if not text.translate(_DROP_BASIC) and len(text) <= GSM7_SINGLE:  # the common case, counted in C
-        return SmsSegments("GSM-7", len(text), 1 if text else 0, GSM7_SINGLE)
+    if _NOT_BASIC.search(text) is None:  # the common cases, counted in C: one unit per character
+        return _counted("GSM-7", len(text), GSM7_SINGLE, GSM7_PART)
     if is_gsm7(text):
         sizes = [2 if c in GSM7_EXTENDED else 1 for c in text]
         single, part, encoding = GSM7_SINGLE, GSM7_PART, "GSM-7"
+    elif _TWO_UNITS.search(text) is None:
+        return _counted("UCS-2", len(text), UCS2_SINGLE, UCS2_PART)
     else:
         sizes = [2 if ord(c) > 0xFFFF else 1 for c in text]
         single, part, encoding = UCS2_SINGLE, UCS2_PART, "UCS-2"
@@ -56,3 +64,10 @@ def sms_segments(text: str) -> SmsSegments:
             segments, used = segments + 1, 0
         used += size
     return SmsSegments(encoding, units, segments, part)
+
+
+def _counted(encoding: str, units: int, single: int, part: int) -> SmsSegments:
+    """A text of ``units`` one-unit characters: parts fill up evenly."""
+    if units <= single:
+        return SmsSegments(encoding, units, 1 if units else 0, single)
+    return SmsSegments(encoding, units, -(-units // part), part)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from topslot.rendering.sms_segments import sms_segments
+from topslot.rendering.sms_segments import GSM7_BASIC, GSM7_EXTENDED, SmsSegments, sms_segments
 
 
 @pytest.mark.parametrize(
@@ -33,3 +35,33 @@ from topslot.rendering.sms_segments import sms_segments
 def test_segments(text: str, encoding: str, units: int, segments: int) -> None:
     count = sms_segments(text)
     assert (count.encoding, count.units, count.segments) == (encoding, units, segments)
+
+
+def _counted_one_by_one(text: str) -> SmsSegments:
+    """The count character by character, as the first version did (the reference for the fast paths)."""
+    gsm7 = all(c in GSM7_BASIC or c in GSM7_EXTENDED for c in text)
+    if gsm7:
+        sizes = [2 if c in GSM7_EXTENDED else 1 for c in text]
+        single, part, encoding = 160, 153, "GSM-7"
+    else:
+        sizes = [2 if ord(c) > 0xFFFF else 1 for c in text]
+        single, part, encoding = 70, 67, "UCS-2"
+    units = sum(sizes)
+    if units <= single:
+        return SmsSegments(encoding, units, 1 if units else 0, single)
+    segments, used = 1, 0
+    for size in sizes:
+        if used + size > part:
+            segments, used = segments + 1, 0
+        used += size
+    return SmsSegments(encoding, units, segments, part)
+
+
+_ALPHABETS = st.sampled_from(
+    [sorted(GSM7_BASIC), sorted(GSM7_BASIC | GSM7_EXTENDED), sorted(GSM7_BASIC) + ["母", "ç"], ["a", "🎁", "母", "€"]]
+)
+
+
+@given(_ALPHABETS.flatmap(lambda chars: st.text(alphabet=st.sampled_from(chars), max_size=700)))
+def test_the_fast_paths_count_as_character_by_character(text: str) -> None:
+    assert sms_segments(text) == _counted_one_by_one(text)
