@@ -20,17 +20,34 @@ towards ``after_dot`` (ambiguous), the safe side.
 The reply to the final dot gets its own long timeout (RFC 5321 §4.5.3.2.6: 10 minutes); every
 other command uses the connection's ordinary, short ``timeout``.
 
-This relies on aiosmtplib 5.x protocol internals (``_command_lock``, ``_response_pending``,
-``_drain_helper``, ``_paused``); tests/channels cover each of them against real servers.
+**Pipelining** (RFC 2920). When the server advertises ``PIPELINING``, ``send_raw`` writes MAIL, RCPT
+and DATA in one write and reads their three replies under one deadline (``timeout``), instead of
+three command round trips; the body still waits for the 354, its hand-over and everything after it
+are unchanged. The stages and errors are the unpipelined ones: ``stage`` moves to ``rcpt`` once MAIL
+was accepted and to ``data`` once RCPT was, a refused MAIL or RCPT raises ``SMTPSenderRefused`` /
+``SMTPRecipientRefused`` once the replies of the group are read (the server answers the DATA after
+them with a 503/554; a server that answers it with 354 anyway gets no body: the session is closed,
+nothing can have been delivered), a 421 closes the session, and a timeout or a drop while the group
+is unanswered closes it too (nothing of the body left: safe to retry). aiosmtplib's protocol keeps
+at most one parsed reply and drops data that arrives while that one awaits pickup, so the replies
+of a group, which may come in any number of TCP segments, are read by ``PipeliningProtocol``: its
+own queue of complete replies while a group is outstanding, aiosmtplib's behaviour otherwise.
+
+This relies on aiosmtplib 5.x internals (the protocol's ``_command_lock``, ``_response_pending``,
+``_buffer``, ``_read_response_from_buffer``, ``_drain_helper``, ``_paused``, and the module name
+``aiosmtplib.smtp.SMTPProtocol`` that ``SMTP._create_connection`` builds its protocol from); tests/channels
+cover each of them against real servers, and pyproject pins aiosmtplib's minor version.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+from collections import deque
 from collections.abc import Iterable
 from typing import Any, cast
 
+import aiosmtplib.smtp
 from aiosmtplib import (
     SMTP,
     SMTPDataError,
@@ -39,10 +56,11 @@ from aiosmtplib import (
     SMTPReadTimeoutError,
     SMTPRecipientRefused,
     SMTPResponse,
+    SMTPResponseException,
     SMTPSenderRefused,
     SMTPServerDisconnected,
 )
-from aiosmtplib.protocol import SMTPProtocol
+from aiosmtplib.protocol import MAX_RESPONSE_LENGTH, SMTPProtocol
 from aiosmtplib.typing import Default
 
 from topslot.channels.base import handing_over
@@ -54,6 +72,8 @@ _BAD_ADDRESS = re.compile(rb"[\x00-\x20<>\x7f]")
 START_INPUT = 354
 COMPLETED = 250
 FORWARDED = 251
+CLOSING = 421
+INVALID_RESPONSE = -1  # aiosmtplib's code for a reply it cannot read
 
 
 def data_payload(message: bytes) -> bytes:
@@ -67,6 +87,73 @@ def data_payload(message: bytes) -> bytes:
     if b"\n." in message or message.startswith(b"."):
         message = _LEADING_DOTS.sub(b"..", message)
     return message + b".\r\n"
+
+
+class PipeliningProtocol(SMTPProtocol):
+    """aiosmtplib's protocol, plus a queue for the replies of a pipelined group: between
+    ``start_group()`` and ``end_group()`` every complete reply that arrives is kept, in order, for
+    ``group_reply()``; outside a group it behaves exactly as ``SMTPProtocol``."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._group: deque[SMTPResponse] | None = None
+        self._group_waiter: asyncio.Future[None] | None = None
+        self._group_error: BaseException | None = None
+
+    def start_group(self) -> None:
+        """Keep the replies that arrive from now on (call it before writing the group)."""
+        self._group, self._group_error, self._group_waiter = deque(), None, None
+
+    def end_group(self) -> None:
+        """Back to aiosmtplib's one-reply-per-command reading. Idempotent."""
+        self._group, self._group_waiter = None, None
+
+    async def group_reply(self) -> SMTPResponse:
+        """The group's next reply, in order; once the received ones are taken, the connection's
+        failure (``SMTPServerDisconnected``, an unreadable reply) if it failed. Bound it with a deadline."""
+        assert self._group is not None, "start_group() first"
+        while not self._group:
+            if self._group_error is not None:
+                raise self._group_error
+            self._group_waiter = self._loop.create_future()
+            await self._group_waiter
+        return self._group.popleft()
+
+    def data_received(self, data: bytes) -> None:
+        group = self._group
+        if group is None:
+            super().data_received(data)
+            return
+        self._buffer.extend(data)
+        if len(self._buffer) > MAX_RESPONSE_LENGTH:
+            del self._buffer[:]
+            self._fail_group(SMTPResponseException(INVALID_RESPONSE, "Response too long"))
+            return
+        try:
+            while (reply := self._read_response_from_buffer()) is not None:
+                group.append(reply)
+        except SMTPResponseException as exc:
+            self._fail_group(exc)
+            return
+        self._wake_group()
+
+    def eof_received(self) -> bool:
+        self._fail_group(SMTPServerDisconnected("Unexpected EOF received"))
+        return super().eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail_group(SMTPServerDisconnected("Connection lost"))
+        super().connection_lost(exc)
+
+    def _fail_group(self, exc: BaseException) -> None:
+        if self._group is not None and self._group_error is None:
+            self._group_error = exc
+            self._wake_group()
+
+    def _wake_group(self) -> None:
+        waiter = self._group_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 class SmtpConnection(SMTP):
@@ -100,19 +187,69 @@ class SmtpConnection(SMTP):
             options.append(b"SMTPUTF8")
         if not message.isascii() and "8bitmime" in self.esmtp_extensions:
             options.append(b"BODY=8BITMIME")
+        mail = b" ".join((b"MAIL FROM:<" + sender + b">", *options))
+        rcpt = b"RCPT TO:<" + recipient + b">"
         try:
+            protocol = self.protocol
+            if isinstance(protocol, PipeliningProtocol) and "pipelining" in self.esmtp_extensions:
+                return await self._send_pipelined(protocol, mail, rcpt, payload, mail_from, rcpt_to)
             self.stage = "mail"
-            reply = await self.execute_command(b"MAIL", b"FROM:<" + sender + b">", *options)
+            reply = await self.execute_command(mail)
             if reply.code != COMPLETED:
                 raise SMTPSenderRefused(reply.code, reply.message, mail_from)
             self.stage = "rcpt"
-            reply = await self.execute_command(b"RCPT", b"TO:<" + recipient + b">")
+            reply = await self.execute_command(rcpt)
             if reply.code not in (COMPLETED, FORWARDED):
                 raise SMTPRecipientRefused(reply.code, reply.message, rcpt_to)
             return await self._send_payload(payload)
         except (SMTPSenderRefused, SMTPRecipientRefused, SMTPDataError):
             await self._reset_quietly()
             raise
+
+    async def _send_pipelined(
+        self, protocol: PipeliningProtocol, mail: bytes, rcpt: bytes, payload: bytes, mail_from: str, rcpt_to: str
+    ) -> SMTPResponse:
+        """MAIL, RCPT and DATA in one write, their replies under one deadline, then the body (the
+        module docstring says what each failure means)."""
+        lock = protocol._command_lock
+        if lock is None:
+            raise SMTPServerDisconnected("Server not connected")
+        async with lock:
+            self.stage = "mail"
+            refusal: SMTPException | None = None
+            protocol.start_group()
+            try:
+                protocol.write(mail + b"\r\n" + rcpt + b"\r\nDATA\r\n")
+                async with asyncio.timeout(self.timeout):
+                    reply = await protocol.group_reply()
+                    if reply.code != COMPLETED:
+                        refusal = SMTPSenderRefused(reply.code, reply.message, mail_from)
+                    else:
+                        self.stage = "rcpt"
+                    reply = await protocol.group_reply()
+                    if refusal is None and reply.code not in (COMPLETED, FORWARDED):
+                        refusal = SMTPRecipientRefused(reply.code, reply.message, rcpt_to)
+                    elif refusal is None:
+                        self.stage = "data"
+                    start = await protocol.group_reply()
+            except (SMTPServerDisconnected, SMTPResponseException, OSError, TimeoutError) as exc:
+                self.close()  # replies may still be on their way: this session cannot be trusted
+                if refusal is not None:
+                    raise refusal from None  # e.g. a 421 to RCPT, then the server hung up
+                if isinstance(exc, TimeoutError):
+                    raise SMTPReadTimeoutError("Timed out waiting for server response") from exc
+                raise
+            finally:
+                protocol.end_group()
+            if refusal is not None or start.code != START_INPUT:
+                if start.code == START_INPUT or CLOSING in (start.code, getattr(refusal, "code", 0)):
+                    self.close()  # no body for a refused envelope; or the server is closing
+                raise refusal or SMTPDataError(start.code, start.message)
+            try:
+                return await self._send_body(protocol, payload)
+            except (SMTPServerDisconnected, SMTPReadTimeoutError, OSError, TimeoutError):
+                self.close()
+                raise
 
     async def _reset_quietly(self) -> None:
         if self.is_connected:
@@ -124,6 +261,16 @@ class SmtpConnection(SMTP):
     async def connect(self, **kwargs: Any) -> SMTPResponse:
         self.stage = "connect"
         return await super().connect(**kwargs)
+
+    async def _create_connection(self, timeout: float | None) -> SMTPResponse:
+        # aiosmtplib builds the protocol here, by the name ``SMTPProtocol`` of its smtp module, before
+        # its first await; meanwhile that name means ``PipeliningProtocol``, which behaves as
+        # aiosmtplib's own until a group is started (so another client connecting meanwhile is unaffected).
+        aiosmtplib.smtp.SMTPProtocol = PipeliningProtocol  # type: ignore[misc]
+        try:
+            return await super()._create_connection(timeout)
+        finally:
+            aiosmtplib.smtp.SMTPProtocol = SMTPProtocol  # type: ignore[misc]
 
     async def mail(
         self,
@@ -175,30 +322,34 @@ class SmtpConnection(SMTP):
             start = await protocol.read_response(timeout=command_timeout)
             if start.code != START_INPUT:
                 raise SMTPDataError(start.code, start.message)
+            return await self._send_body(protocol, payload)
 
-            self.stage = "body"
-            try:
-                await handing_over()  # on record before the first byte of the body leaves
-            except BaseException:
-                self.close()  # the server waits for a body that will not come: this session is over
-                raise
-            transport = cast(asyncio.WriteTransport | None, protocol.transport)
-            if transport is None:
-                raise SMTPServerDisconnected("Connection lost")
-            transport.set_write_buffer_limits(high=0)  # paused exactly while any byte is buffered
-            try:
-                protocol._response_pending = True
-                protocol.write(payload)
-                if transport.get_write_buffer_size():
-                    await self._until_written(protocol)
-            finally:
-                if not transport.is_closing():
-                    transport.set_write_buffer_limits()  # back to the defaults
-            self.stage = "after_dot"
-            reply = await protocol.read_response(timeout=self.data_timeout)
-            if reply.code != COMPLETED:
-                raise SMTPDataError(reply.code, reply.message)
-            return reply
+    async def _send_body(self, protocol: SMTPProtocol, payload: bytes) -> SMTPResponse:
+        """After the 354: the hand-over on record, the payload out (``body`` until the write buffer
+        is empty, then ``after_dot``), the final reply within ``data_timeout``. Under the command lock."""
+        self.stage = "body"
+        try:
+            await handing_over()  # on record before the first byte of the body leaves
+        except BaseException:
+            self.close()  # the server waits for a body that will not come: this session is over
+            raise
+        transport = cast(asyncio.WriteTransport | None, protocol.transport)
+        if transport is None:
+            raise SMTPServerDisconnected("Connection lost")
+        transport.set_write_buffer_limits(high=0)  # paused exactly while any byte is buffered
+        try:
+            protocol._response_pending = True
+            protocol.write(payload)
+            if transport.get_write_buffer_size():
+                await self._until_written(protocol)
+        finally:
+            if not transport.is_closing():
+                transport.set_write_buffer_limits()  # back to the defaults
+        self.stage = "after_dot"
+        reply = await protocol.read_response(timeout=self.data_timeout)
+        if reply.code != COMPLETED:
+            raise SMTPDataError(reply.code, reply.message)
+        return reply
 
     async def _until_written(self, protocol: SMTPProtocol) -> None:
         """Wait until the write buffer is empty (the final dot left); raise if the connection is

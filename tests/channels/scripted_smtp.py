@@ -23,7 +23,9 @@ stall-data         DATA waits ``slow_seconds`` before its 354 (a server stalling
 =================  ===========================================================================
 
 Server-wide knobs: ``greeting`` (e.g. ``"421 busy"`` refuses every session; it may be changed while
-the server runs, for a blip), ``mail_reply`` and
+the server runs, for a blip), ``pipelining`` (advertise PIPELINING, RFC 2920: commands are read one
+line at a time anyway), ``coalesce`` (hold the replies to MAIL and RCPT and write them with the next
+reply, so a pipelined group's replies arrive in one segment), ``mail_reply`` and
 ``rcpt_reply`` (a fixed reply to every MAIL FROM / RCPT TO; a 421 closes), ``accept_delay``
 (seconds before each final 250, so messages overlap), ``receive_buffer`` (SO_RCVBUF).
 
@@ -58,6 +60,7 @@ class Received:
 class _Session:
     id: int
     mail_from: str = ""
+    in_transaction: bool = False  # a MAIL FROM was accepted (RCPT needs one: RFC 5321 §4.1.4)
     rcpt_to: list[str] = field(default_factory=list)
     domains: list[str] = field(default_factory=list)
 
@@ -83,8 +86,12 @@ class ScriptedSmtpServer:
         accept_delay: float = 0.0,
         slow_seconds: float = 2.0,
         receive_buffer: int | None = None,
+        pipelining: bool = False,
+        coalesce: bool = False,
     ):
         self.greeting = greeting
+        self.pipelining = pipelining
+        self.coalesce = coalesce
         self.mail_reply = mail_reply
         self.rcpt_reply = rcpt_reply
         self.accept_delay = accept_delay
@@ -99,6 +106,7 @@ class ScriptedSmtpServer:
         self.most_in_flight: Counter[str] = Counter()
         self.commands: Counter[str] = Counter()
         self.mail_commands: list[str] = []
+        self.pipelined = 0  # MAIL commands that came with their RCPT and DATA already buffered behind them
         self._writers: set[asyncio.StreamWriter] = set()
         self._seen: Counter[tuple[str, str]] = Counter()
         self._server: asyncio.Server | None = None
@@ -162,9 +170,17 @@ class ScriptedSmtpServer:
                 await writer.wait_closed()
 
     async def _converse(self, s: _Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held: list[bytes] = []
+
         async def reply(text: str) -> None:
-            writer.write(text.encode() + b"\r\n")
+            held.append(text.encode() + b"\r\n")
+            if self.coalesce and verb in ("MAIL", "RCPT") and not text.startswith("421"):
+                return  # written with the next reply
+            writer.write(b"".join(held))
+            held.clear()
             await writer.drain()
+
+        verb = ""
 
         await reply(self.greeting)
         if not self.greeting.startswith("2"):
@@ -178,18 +194,25 @@ class ScriptedSmtpServer:
             self.commands[verb] += 1
             if verb == "EHLO":
                 await reply(
-                    "250-scripted.test\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-SIZE 104857600\r\n250 ENHANCEDSTATUSCODES"
+                    "250-scripted.test\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-SIZE 104857600\r\n"
+                    + ("250-PIPELINING\r\n" if self.pipelining else "")
+                    + "250 ENHANCEDSTATUSCODES"
                 )
             elif verb == "HELO":
                 await reply("250 scripted.test")
             elif verb == "MAIL":
+                if b"DATA\r\n" in reader._buffer:  # type: ignore[attr-defined]
+                    self.pipelined += 1
                 if self.mail_reply:
                     await reply(self.mail_reply)
                     continue
                 self.mail_commands.append(command)
-                s.mail_from = _address(command)
+                s.mail_from, s.in_transaction = _address(command), True
                 await reply("250 2.1.0 Ok")
             elif verb == "RCPT":
+                if not s.in_transaction:
+                    await reply("503 5.5.1 Error: need MAIL command")
+                    continue
                 if not await self._rcpt(s, _address(command), reply):
                     writer.close()
                     return
@@ -277,6 +300,7 @@ class ScriptedSmtpServer:
         s.domains.clear()
         s.rcpt_to.clear()
         s.mail_from = ""
+        s.in_transaction = False
 
 
 def _address(command: str) -> str:

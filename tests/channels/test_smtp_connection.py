@@ -1,9 +1,18 @@
-"""SmtpConnection: the DATA payload (CRLF, dot-stuffing, the final dot) and where a send stood."""
+"""SmtpConnection: the DATA payload (CRLF, dot-stuffing, the final dot), where a send stood, and
+pipelining (MAIL, RCPT and DATA in one write) with the same stages and errors."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
-from aiosmtplib import SMTPDataError, SMTPRecipientRefused, SMTPServerDisconnected
+from aiosmtplib import (
+    SMTPDataError,
+    SMTPReadTimeoutError,
+    SMTPRecipientRefused,
+    SMTPSenderRefused,
+    SMTPServerDisconnected,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -79,3 +88,76 @@ async def test_envelope_addresses_that_could_break_a_command_are_refused(smtp_se
             await conn.send_raw("news@shop.example", bad, b"x\r\n")
     assert smtp_server.mail_commands == [] and conn.is_connected
     await conn.quit()
+
+
+# ---------------------------------------------------------------- pipelining (RFC 2920)
+
+
+@pytest.fixture(params=["separate replies", "replies in one segment"])
+async def pipelining_server(request: pytest.FixtureRequest) -> AsyncIterator[ScriptedSmtpServer]:
+    async with ScriptedSmtpServer(
+        pipelining=True, coalesce=request.param == "replies in one segment", slow_seconds=1
+    ) as server:
+        yield server
+
+
+async def test_a_pipelining_server_gets_mail_rcpt_and_data_in_one_write(pipelining_server: ScriptedSmtpServer) -> None:
+    conn = await connected(pipelining_server)
+    for k in range(3):
+        reply = await conn.send_raw("news@shop.example", f"accept+{k}@a.example", b"Subject: x\r\n\r\n.hi\r\n")
+        assert (reply.code, conn.stage) == (250, "after_dot")
+    assert pipelining_server.pipelined == 3 and pipelining_server.commands["DATA"] == 3
+    assert [r.data for r in pipelining_server.accepted()] == [b"Subject: x\r\n\r\n.hi\r\n"] * 3
+    assert pipelining_server.mail_commands[0] == "MAIL FROM:<news@shop.example> SIZE=20"
+    await conn.quit()
+
+
+async def test_a_server_without_pipelining_gets_one_command_at_a_time(smtp_server: ScriptedSmtpServer) -> None:
+    conn = await connected(smtp_server)
+    await conn.send_raw("news@shop.example", "accept@a.example", b"x\r\n")
+    assert smtp_server.pipelined == 0 and len(smtp_server.accepted()) == 1
+    await conn.quit()
+
+
+async def test_pipelined_refusals_raise_what_one_command_at_a_time_raises(
+    pipelining_server: ScriptedSmtpServer,
+) -> None:
+    conn = await connected(pipelining_server)
+    with pytest.raises(SMTPRecipientRefused) as refused:
+        await conn.send_raw("news@shop.example", "hard-bounce@a.example", b"x\r\n")
+    assert (refused.value.code, conn.stage, conn.is_connected) == (550, "rcpt", True)
+    assert pipelining_server.commands["RSET"] == 1  # the DATA got its 503; the session is clean again
+    pipelining_server.mail_reply = "553 5.7.1 Sender address rejected"
+    with pytest.raises(SMTPSenderRefused) as refused_sender:
+        await conn.send_raw("news@shop.example", "accept@a.example", b"x\r\n")
+    assert (refused_sender.value.code, conn.stage, conn.is_connected) == (553, "mail", True)
+    pipelining_server.mail_reply = None
+    with pytest.raises(SMTPDataError) as refused_data:
+        await conn.send_raw("news@shop.example", "data-550@a.example", b"x\r\n")
+    assert (refused_data.value.code, conn.stage) == (550, "after_dot")
+    reply = await conn.send_raw("news@shop.example", "accept@a.example", b"y\r\n")
+    assert reply.code == 250 and [r.data for r in pipelining_server.accepted()] == [b"y\r\n"]
+    await conn.quit()
+
+
+async def test_pipelined_drops_and_stalls_keep_their_stage(pipelining_server: ScriptedSmtpServer) -> None:
+    conn = await connected(pipelining_server)
+    with pytest.raises(SMTPRecipientRefused) as closing:  # 421 to RCPT, then the server hangs up
+        await conn.send_raw("news@shop.example", "rcpt-421@a.example", b"x\r\n")
+    assert (closing.value.code, conn.stage, conn.is_connected) == (421, "rcpt", False)
+    conn = await connected(pipelining_server)
+    with pytest.raises(SMTPServerDisconnected):
+        await conn.send_raw("news@shop.example", "drop-after-dot@a.example", b"x\r\n")
+    assert (conn.stage, conn.is_connected) == ("after_dot", False)
+    conn = await connected(pipelining_server)
+    with pytest.raises(SMTPServerDisconnected):
+        await conn.send_raw("news@shop.example", "drop-mid-body@a.example", b"x" * 4_000_000 + b"\r\n")
+    assert (conn.stage, conn.is_connected) == ("body", False)
+    conn = SmtpConnection(
+        hostname="127.0.0.1", port=pipelining_server.port, start_tls=False, timeout=0.3, data_timeout=5
+    )
+    await conn.connect()
+    with pytest.raises(SMTPReadTimeoutError):  # no 354 within the group's deadline: nothing of the body left
+        await conn.send_raw("news@shop.example", "stall-data@a.example", b"x\r\n")
+    # the stage is as far as the replies that came say: none came while the server held them (coalesce)
+    assert (conn.stage, conn.is_connected) == ("mail" if pipelining_server.coalesce else "data", False)
