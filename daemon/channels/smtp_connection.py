@@ -239,6 +239,9 @@ class SmtpConnection(SMTP):
                 if isinstance(exc, TimeoutError):
                     raise SMTPReadTimeoutError("Timed out waiting for server response") from exc
                 raise
+            except asyncio.CancelledError:
+                self.close()  # the group's replies would meet the next message's reads
+                raise
             finally:
                 protocol.end_group()
             if refusal is not None or start.code != START_INPUT:

@@ -3,6 +3,7 @@ pipelining (MAIL, RCPT and DATA in one write) with the same stages and errors.""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -161,3 +162,16 @@ async def test_pipelined_drops_and_stalls_keep_their_stage(pipelining_server: Sc
         await conn.send_raw("news@shop.example", "stall-data@a.example", b"x\r\n")
     # the stage is as far as the replies that came say: none came while the server held them (coalesce)
     assert (conn.stage, conn.is_connected) == ("mail" if pipelining_server.coalesce else "data", False)
+
+
+async def test_a_send_cancelled_while_its_group_is_unanswered_closes_the_session(
+    pipelining_server: ScriptedSmtpServer,
+) -> None:
+    conn = await connected(pipelining_server)
+    send = asyncio.create_task(conn.send_raw("news@shop.example", "stall-data@a.example", b"x\r\n"))
+    await asyncio.sleep(0.2)  # the group is out, the 354 is not
+    send.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await send
+    assert not conn.is_connected  # its late replies cannot be read as the next message's
+    assert pipelining_server.accepted() == []
