@@ -83,8 +83,10 @@ class ScriptedSmtpServer:
         accept_delay: float = 0.0,
         slow_seconds: float = 2.0,
         receive_buffer: int | None = None,
+        eight_bit_mime: bool = True,
     ):
         self.greeting = greeting
+        self.eight_bit_mime = eight_bit_mime
         self.mail_reply = mail_reply
         self.rcpt_reply = rcpt_reply
         self.accept_delay = accept_delay
@@ -177,8 +179,9 @@ class ScriptedSmtpServer:
             verb = command[:4].upper()
             self.commands[verb] += 1
             if verb == "EHLO":
+                eight_bit = "250-8BITMIME\r\n" if self.eight_bit_mime else ""
                 await reply(
-                    "250-scripted.test\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-SIZE 104857600\r\n250 ENHANCEDSTATUSCODES"
+                    f"250-scripted.test\r\n{eight_bit}250-SMTPUTF8\r\n250-SIZE 104857600\r\n250 ENHANCEDSTATUSCODES"
                 )
             elif verb == "HELO":
                 await reply("250 scripted.test")
