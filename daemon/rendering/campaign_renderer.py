@@ -47,6 +47,7 @@ from topslot.rendering.html_text import tidy
 from topslot.rendering.link_rewrite import TRACKED_HREF_FILTER, tracked_href
 from topslot.rendering.mime import MimeAssembler, list_unsubscribe
 from topslot.rendering.sms_segments import sms_segments
+from topslot.rendering.splice import Splice
 from topslot.settings import Compliance
 from topslot.templating import (
     SAMPLE_TRACKING_BASE,
@@ -67,6 +68,8 @@ from topslot.templating import (
 template_function(DeliveryLinks.track)  # called by (nearly) every message's template: no sandbox inspection
 
 SAMPLE_UNSUBSCRIBE = "https://t.example.com/u/sample-token"
+SPLICE = True
+"""Whether spliceable email templates are rendered without Jinja (benches set it to 0 to compare)."""
 MAX_SMS_SEGMENTS = 10  # more is refused by providers (Twilio: 1,600 characters) or split by carriers
 
 
@@ -119,7 +122,10 @@ class CompiledEmail:
         footer: Footer,
         ad_prefix: str | None,
         limits: RenderLimits,
+        splices: tuple[Splice, Splice, Splice] | None = None,
     ):
+        """``splices``: the subject, HTML and text templates as ``Splice``s, when all three are
+        spliceable (``Splice.of``); their messages are then rendered without Jinja."""
         self.subject = BoundedTemplate(subject, limits)
         self.html = BoundedTemplate(html, limits)
         self.text = BoundedTemplate(text, limits)
@@ -127,19 +133,40 @@ class CompiledEmail:
         self.footer = footer
         self.ad_prefix = ad_prefix
         self.limits = limits
+        self.splices = splices
 
     def render(self, context: dict[str, Any], links: LinksOfMessage, *, country: str | None) -> RenderedEmail:
+        """One recipient's email: spliced when the templates allow it (the same strings Jinja
+        renders), else rendered by Jinja; a message the splice cannot make (``Splice.render``
+        raised) is rendered by Jinja, which raises the same error if there is one."""
+        if self.splices is not None and SPLICE:
+            subject_splice, html_splice, text_splice = self.splices
+            tracked: dict[Any, Any] = {}
+            most = self.limits.max_chars
+            try:
+                subject = subject_splice.render(context, tracked, most)
+                body = html_splice.render(context, tracked, most)
+                text = text_splice.render(context, tracked, most)
+            except Exception:  # noqa: BLE001, S110 - Jinja renders this message: same text or same error
+                pass
+            else:
+                return self._finish(subject, body, text, links, country)
         parent = self.html.parent(context)
-        subject = " ".join(self.subject.render(parent).split())  # one line, single spaces
+        return self._finish(
+            self.subject.render(parent), self.html.render(parent), self.text.render(parent), links, country
+        )
+
+    def _finish(self, subject: str, body: str, text: str, links: LinksOfMessage, country: str | None) -> RenderedEmail:
+        """The rendered templates as sent: the subject on one line (ad prefix), the footers, the
+        open pixel and the List-Unsubscribe header."""
+        subject = " ".join(subject.split())  # one line, single spaces
         if self.ad_prefix and country == "CN":
             subject = ad_prefixed(subject, self.ad_prefix)
-        body = self.html.render(parent)
         tail = self.footer.html
         if links.open_pixel_url:
             pixel = html_lib.escape(links.open_pixel_url)
             tail += f'<img src="{pixel}" width="1" height="1" alt="" style="display:block;border:0;">'
         body = insert_before_body_end(body, tail)
-        text = self.text.render(parent)
         if self.text_derived:
             text = tidy(text)
         text += self.footer.text
@@ -422,7 +449,15 @@ class _Compiler:
         sample_subject = self.sample(subject, "email", "content.email.subject")
         if sample_html is None or sample_text is None or sample_subject is None or self.problems:
             return None
+        html_name = _with_suffix(content.html, ".html")
+        text_name = _with_suffix(content.text or content.html, ".txt")
+        splices = (
+            Splice.of(self.env, content.subject, "subject.txt"),
+            Splice.of(self.env, sources.html, html_name),
+            Splice.of(self.env, sources.text, text_name),
+        )
         return CompiledEmail(
+            splices=splices if all(splices) else None,  # type: ignore[arg-type]
             subject=subject,
             html=html,
             text=text,
