@@ -60,16 +60,17 @@ def encode_words(value: str, used: int = 0) -> str:
     """RFC 2047 "B" encoded-words for non-ASCII text, folded so each line stays short.
 
     ``used``: characters already on the first line (the header name and ": ")."""
+    data = value.encode("utf-8")
+    size = len(data)
     words: list[str] = []
-    chunk = bytearray()
-    for char in value:
-        raw = char.encode("utf-8")
-        if len(chunk) + len(raw) > _WORD_BYTES:
-            words.append(_word(chunk))
-            chunk = bytearray()
-        chunk += raw
-    if chunk:
-        words.append(_word(chunk))
+    start = 0
+    while start < size:  # each word: as many whole characters as fit in _WORD_BYTES
+        end = start + _WORD_BYTES
+        if end < size:
+            while data[end] & 0xC0 == 0x80:  # not on a continuation byte: a character stays whole
+                end -= 1
+        words.append(_word(data[start:end]))
+        start = end
     return "\r\n ".join(words)
 
 

@@ -11,11 +11,14 @@ from email import policy
 from email.message import EmailMessage
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from topslot.rendering.mime import (
     HeaderValueError,
     MimeAssembler,
     encode_body,
+    encode_words,
     header_text,
     list_unsubscribe,
     quoted_printable,
@@ -199,3 +202,23 @@ def test_quoted_printable_line_by_line_decodes_to_the_input_with_short_lines() -
             assert binascii.a2b_qp(encoded.replace(b"\r\n", b"\n")) == data
             assert all(len(line) <= 76 for line in encoded.split(b"\r\n"))
             assert b"\n" not in encoded.replace(b"\r\n", b"")
+
+
+def _encode_words_by_character(value: str) -> str:
+    """What encode_words must give: characters packed greedily into words of at most 45 octets."""
+    words, chunk = [], b""
+    for char in value:
+        raw = char.encode("utf-8")
+        if len(chunk) + len(raw) > 45:
+            words.append("=?utf-8?b?" + binascii.b2a_base64(chunk, newline=False).decode() + "?=")
+            chunk = b""
+        chunk += raw
+    if chunk:
+        words.append("=?utf-8?b?" + binascii.b2a_base64(chunk, newline=False).decode() + "?=")
+    return "\r\n ".join(words)
+
+
+@settings(max_examples=300)
+@given(st.text(max_size=200) | st.text(alphabet="a梅é🎁【】", max_size=120))
+def test_encoded_words_hold_whole_characters(value: str) -> None:
+    assert encode_words(value) == _encode_words_by_character(value)
