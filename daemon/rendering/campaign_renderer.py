@@ -68,6 +68,7 @@ from topslot.templating import (
 template_function(DeliveryLinks.track)  # called by (nearly) every message's template: no sandbox inspection
 
 SAMPLE_UNSUBSCRIBE = "https://t.example.com/u/sample-token"
+MAX_LINE_OCTETS = 998  # RFC 5322, without the CRLF
 SPLICE = True
 """Whether spliceable email templates are rendered without Jinja (benches set it to 0 to compare)."""
 MAX_SMS_SEGMENTS = 10  # more is refused by providers (Twilio: 1,600 characters) or split by carriers
@@ -107,6 +108,7 @@ class RenderedEmail:
     html: str
     text: str
     headers: tuple[tuple[str, str], ...]  # (name, value) per-recipient headers (List-Unsubscribe)
+    short_lines: bool = False  # every line of html and text is known to be ≤ 998 octets (not measured again)
 
 
 class CompiledEmail:
@@ -134,6 +136,7 @@ class CompiledEmail:
         self.ad_prefix = ad_prefix
         self.limits = limits
         self.splices = splices
+        self._text_footer_octets = _octets(footer.text)
 
     def render(self, context: dict[str, Any], links: LinksOfMessage, *, country: str | None) -> RenderedEmail:
         """One recipient's email: spliced when the templates allow it (the same strings Jinja
@@ -144,21 +147,26 @@ class CompiledEmail:
             tracked: dict[Any, Any] = {}
             most = self.limits.max_chars
             try:
-                subject = subject_splice.render(context, tracked, most)
-                body = html_splice.render(context, tracked, most)
-                text = text_splice.render(context, tracked, most)
+                subject, _ = subject_splice.render(context, tracked, most)
+                body, body_values = html_splice.render(context, tracked, most)
+                text, text_values = text_splice.render(context, tracked, most)
             except Exception:  # noqa: BLE001, S110 - Jinja renders this message: same text or same error
                 pass
             else:
-                return self._finish(subject, body, text, links, country)
+                lines = (html_splice.longest_line + body_values, text_splice.longest_line + text_values)
+                return self._finish(subject, body, text, links, country, lines)
         parent = self.html.parent(context)
         return self._finish(
             self.subject.render(parent), self.html.render(parent), self.text.render(parent), links, country
         )
 
-    def _finish(self, subject: str, body: str, text: str, links: LinksOfMessage, country: str | None) -> RenderedEmail:
+    def _finish(
+        self, subject: str, body: str, text: str, links: LinksOfMessage, country: str | None,
+        lines: tuple[int, int] | None = None,
+    ) -> RenderedEmail:  # fmt: skip
         """The rendered templates as sent: the subject on one line (ad prefix), the footers, the
-        open pixel and the List-Unsubscribe header."""
+        open pixel and the List-Unsubscribe header. ``lines``: bounds of the longest line of the
+        HTML and the text, in octets, before the footers (from the splices), else None."""
         subject = " ".join(subject.split())  # one line, single spaces
         if self.ad_prefix and country == "CN":
             subject = ad_prefixed(subject, self.ad_prefix)
@@ -171,7 +179,13 @@ class CompiledEmail:
             text = tidy(text)
         text += self.footer.text
         header = list_unsubscribe(links.unsubscribe_url, links.unsubscribe_mailto)
-        return RenderedEmail(subject, body, text, (("List-Unsubscribe", header),))
+        short = (
+            lines is not None
+            and not self.text_derived  # tidy() reflows the text
+            and lines[0] + _octets(tail) <= MAX_LINE_OCTETS
+            and lines[1] + self._text_footer_octets <= MAX_LINE_OCTETS
+        )
+        return RenderedEmail(subject, body, text, (("List-Unsubscribe", header),), short)
 
 
 class CompiledText:
@@ -531,6 +545,11 @@ def names_unsubscribe(env: TemplateSandbox, source: str) -> bool:
     if any(True for _ in meta.find_referenced_templates(tree)):
         return True
     return "unsubscribe_url" in meta.find_undeclared_variables(tree)
+
+
+def _octets(text: str) -> int:
+    """The length of ``text`` in UTF-8."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 def _with_suffix(name: str, suffix: str) -> str:

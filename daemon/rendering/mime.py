@@ -143,15 +143,16 @@ EIGHT_BIT = True
 """Whether ``MimeAssembler`` sends non-ASCII text as 8bit by default (benches set it to 0 to compare)."""
 
 
-def encode_body(text: str, eight_bit: bool = False) -> tuple[bytes, bytes]:
+def encode_body(text: str, eight_bit: bool = False, short_lines: bool = False) -> tuple[bytes, bytes]:
     """(Content-Transfer-Encoding, encoded body with CRLF lines): 7bit for ASCII text whose lines
     fit in 998 octets; with ``eight_bit``, 8bit for any other text whose lines fit in 998 octets and
     that holds no NUL; else base64 when most characters are multi-byte (CJK text is shorter so),
-    else quoted-printable (lines ≤ 76)."""
+    else quoted-printable (lines ≤ 76). ``short_lines``: the caller knows that every line fits in
+    998 octets (they are not measured)."""
     text = _lf(text)
     data = text.encode("utf-8")
     ascii_ = len(data) == len(text)
-    if (ascii_ or eight_bit) and max(map(len, data.split(b"\n"))) <= _LONGEST_LINE:
+    if (ascii_ or eight_bit) and (short_lines or max(map(len, data.split(b"\n"))) <= _LONGEST_LINE):
         if ascii_:
             return b"7bit", data.replace(b"\n", b"\r\n") + b"\r\n"  # this CRLF belongs to the boundary
         if b"\x00" not in data:
@@ -163,10 +164,10 @@ def encode_body(text: str, eight_bit: bool = False) -> tuple[bytes, bytes]:
     return b"quoted-printable", quoted_printable(data) + b"\r\n"
 
 
-def _part(text: str, eight_bit: bool, boundary: bytes) -> tuple[bytes, bytes]:
+def _part(text: str, eight_bit: bool, boundary: bytes, short_lines: bool) -> tuple[bytes, bytes]:
     """``encode_body``, quoted-printable when unencoded text would hold the boundary (it cannot
     then: quoted-printable writes "=" as "=3D")."""
-    cte, body = encode_body(text, eight_bit)
+    cte, body = encode_body(text, eight_bit, short_lines)
     if boundary in body and cte in (b"7bit", b"8bit"):
         return b"quoted-printable", quoted_printable(_lf(text).encode("utf-8")) + b"\r\n"
     return cte, body
@@ -247,8 +248,9 @@ class MimeAssembler:
         extra = b"".join(
             f"{clean(name)}: {header_text(name, value)}\r\n".encode("ascii") for name, value in rendered.headers
         )
-        text_cte, text_body = _part(rendered.text, self.eight_bit, boundary)
-        html_cte, html_body = _part(rendered.html, self.eight_bit, boundary)
+        short = getattr(rendered, "short_lines", False)  # the renderer knows every line fits
+        text_cte, text_body = _part(rendered.text, self.eight_bit, boundary, short)
+        html_cte, html_body = _part(rendered.html, self.eight_bit, boundary, short)
         return b"".join(
             (
                 self._head,

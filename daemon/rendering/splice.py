@@ -52,13 +52,15 @@ class NotSpliceable(Exception):
 class Splice:
     """A template's output as literal pieces and gaps (see the module doc); build with ``of``."""
 
-    __slots__ = ("pieces", "gaps", "autoescape", "names")
+    __slots__ = ("pieces", "gaps", "autoescape", "longest_line")
 
     def __init__(self, pieces: list[str], gaps: list[tuple[int, str, Any]], autoescape: bool):
         self.pieces = pieces  # len(gaps) + 1 literal pieces: piece 0, gap 0, piece 1, gap 1, ...
         self.gaps = gaps
         self.autoescape = autoescape
-        self.names = frozenset(key for _, key, _ in gaps if key)
+        # octets of the longest line of the literal text (the gaps empty): no line of an output is
+        # longer than this plus the octets of its values (see ``render``)
+        self.longest_line = max(len(line.encode("utf-8")) for line in "".join(pieces).split("\n"))
 
     @classmethod
     def of(cls, env: Environment, source: str, name: str) -> Splice | None:
@@ -87,15 +89,19 @@ class Splice:
             return None  # a global of that name would answer when the message lacks the name
         return cls(pieces, gaps, autoescape)
 
-    def render(self, context: Mapping[str, Any], tracked: dict[Any, Any], max_chars: int) -> str:
-        """The template's output for ``context`` (the message's names). ``tracked``: the
-        message's ``track`` results by argument, shared by its templates (``track`` is called
-        once per distinct URL). Raises (anything) when Jinja must render it instead:
-        ``NotSpliceable``, the error of a missing name or a refused URL, or ``ValueError`` for
-        output over ``max_chars`` (Jinja raises the limit error then)."""
+    def render(self, context: Mapping[str, Any], tracked: dict[Any, Any], max_chars: int) -> tuple[str, int]:
+        """The template's output for ``context`` (the message's names), and the octets (UTF-8) of
+        the values spliced in. ``tracked``: the message's ``track`` results by argument, shared by
+        its templates (``track`` is called once per distinct URL). Raises (anything) when Jinja
+        must render it instead: ``NotSpliceable``, the error of a missing name or a refused URL,
+        or ``ValueError`` for output over ``max_chars`` (Jinja raises the limit error then).
+
+        Every line of the output is at most ``longest_line`` + that many octets long: an output
+        line holds fragments of one literal line and of values."""
         pieces = self.pieces
         out = [pieces[0]]
         autoescape = self.autoescape
+        spliced = 0
         for i, (kind, key, detail) in enumerate(self.gaps, 1):
             if kind == _NAME:
                 value = context[key]
@@ -113,12 +119,13 @@ class Splice:
                 value = escape(value) if autoescape else str(value)
             elif autoescape and _HTML_SPECIAL.search(value):  # else escape() would give it back as it is
                 value = escape(value)
+            spliced += len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
             out.append(value)
             out.append(pieces[i])
         text = "".join(out)
         if len(text) > max_chars:
             raise ValueError("over the output limit")
-        return text
+        return text, spliced
 
 
 def _gap(node: nodes.Node) -> tuple[int, str, Any] | None:

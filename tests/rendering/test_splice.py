@@ -18,7 +18,7 @@ import topslot.rendering.campaign_renderer as renderer
 from topslot.campaign import Campaign
 from topslot.links.factory import CampaignLinks
 from topslot.links.keys import Keyring
-from topslot.rendering import MessageLinks, RenderLimits, compile_campaign
+from topslot.rendering import MessageLinks, RenderedEmail, RenderLimits, compile_campaign
 from topslot.rendering.campaign_renderer import CompiledCampaign
 from topslot.rendering.splice import Splice
 from topslot.settings import Compliance
@@ -74,6 +74,13 @@ def both_ways(compiled: CompiledCampaign, contact: ContactView, coupon: str | No
     return results
 
 
+def same(spliced: RenderedEmail, jinja: RenderedEmail) -> bool:
+    """The same message (only the spliced one knows its lines' bound)."""
+    return (spliced.subject, spliced.html, spliced.text, spliced.headers) == (
+        jinja.subject, jinja.html, jinja.text, jinja.headers
+    ) and not jinja.short_lines  # fmt: skip
+
+
 def test_the_example_campaign_is_spliced_to_the_same_bytes(compiled: CompiledCampaign) -> None:
     assert compiled.email is not None and compiled.email.splices is not None
     names = ["Lena", "Zoë & <Mom>", "梅", 'O\'Brien "Jr"', None, "Chloé\r\nBcc: x@evil", "a" * 3000]
@@ -84,8 +91,9 @@ def test_the_example_campaign_is_spliced_to_the_same_bytes(compiled: CompiledCam
                 (spliced, spliced_bytes), (jinja, jinja_bytes) = both_ways(
                     compiled, contact, "MOM1", i, real_links=real
                 )
-                assert spliced == jinja
+                assert same(spliced, jinja)
                 assert spliced_bytes == jinja_bytes
+                assert spliced.short_lines == (name is None or len(name) < 100)  # else measured
                 message = email.message_from_bytes(spliced_bytes, policy=policy.default)
                 assert not message.defects and all(not p.defects for p in message.iter_parts())
 
@@ -114,7 +122,7 @@ def test_random_contacts_render_the_same_spliced_as_with_jinja(
                           age=age)  # fmt: skip
     for real in (True, False):
         (spliced, spliced_bytes), (jinja, jinja_bytes) = both_ways(compiled, contact, coupon, i, real_links=real)
-        assert spliced == jinja
+        assert same(spliced, jinja)
         assert spliced_bytes == jinja_bytes
 
 
@@ -134,7 +142,7 @@ def test_splices_give_what_jinja_renders(source: str, name: str) -> None:
     assert splice is not None
     contact = ContactView(external_id="C", first_name="Zoë <&>", last_name='O\'Neil "x"', age=41)
     context = CAMPAIGN_CONTEXT | {"contact": contact}
-    assert splice.render(context, {}, 10**6) == _render(env, source, name, context)
+    assert splice.render(context, {}, 10**6)[0] == _render(env, source, name, context)
 
 
 def _render(env, source: str, name: str, context: dict) -> str:
