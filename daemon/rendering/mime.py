@@ -286,28 +286,27 @@ class MimeAssembler:
 
 
 _TOP_BOUNDARY = re.compile(rb'^Content-Type: multipart/alternative; boundary="([^"\r\n]+)"\r\n', re.MULTILINE)
-_EIGHT_BIT_HEAD = b"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+_EIGHT_BIT_CTE = b"\r\nContent-Transfer-Encoding: 8bit"
 
 
 def seven_bit(data: bytes) -> bytes:
     """A message of ``MimeAssembler`` with its 8bit parts re-encoded as ``encode_body`` does without
     ``eight_bit`` (quoted-printable or base64): for a server that does not advertise 8BITMIME.
     ``seven_bit(assemble(..., eight_bit=True)) == assemble(..., eight_bit=False)``. A message of any
-    other shape, or without 8bit parts, is returned as it is."""
+    other shape, or without 8bit parts, is returned as it is.
+
+    The message is cut at its boundary's delimiters (no part body can hold the boundary: see
+    ``_part``), and each part at the blank line after its own headers (written by the assembler,
+    never contact data), so text in a body is never taken for a header."""
     top = _TOP_BOUNDARY.search(data)
-    if top is None or _EIGHT_BIT_HEAD not in data:
+    if top is None or _EIGHT_BIT_CTE not in data:
         return data
-    delimiter = b"--" + top.group(1)
-    out: list[bytes] = []
-    at = 0
-    while (head := data.find(_EIGHT_BIT_HEAD, at)) >= 0:
-        start = head + len(_EIGHT_BIT_HEAD)
-        end = data.find(b"\r\n" + delimiter, start)
-        if end < 0:
-            return data
-        text = data[start:end].replace(b"\r\n", b"\n").decode("utf-8")
-        cte, body = encode_body(text)
-        out += (data[at:head], b"\r\nContent-Transfer-Encoding: ", cte, b"\r\n\r\n", body)
-        at = end + 2  # the encoded body ends with the CRLF before the delimiter
-    out.append(data[at:])
-    return b"".join(out)
+    delimiter = b"\r\n--" + top.group(1)
+    chunks = data.split(delimiter)
+    for i in range(1, len(chunks) - 1):  # the parts: CRLF, headers, blank line, body without its last CRLF
+        head, blank, body = chunks[i].partition(b"\r\n\r\n")
+        if blank and head.endswith(_EIGHT_BIT_CTE):
+            cte, encoded = encode_body(body.replace(b"\r\n", b"\n").decode("utf-8"))
+            head = head[: -len(_EIGHT_BIT_CTE)] + b"\r\nContent-Transfer-Encoding: " + cte
+            chunks[i] = head + blank + encoded[:-2]  # its last CRLF is the delimiter's
+    return delimiter.join(chunks)

@@ -159,6 +159,8 @@ def test_body_encodings() -> None:
         ("中文内容\n" * 30, "<p>" + "中" * 400 + "</p>"),  # a 1,200-octet line: base64 either way
         ("ascii only\n", "<p>" + "é" * 600 + "</p>"),  # too long a line for 8bit
         ("nul \x00 é", "<b>🎁</b>\r\nline\rline"),
+        ("ascii\nContent-Transfer-Encoding: 8bit\n\nstill ascii\n", "<p>é</p>"),  # a header in a body
+        ("é\r\nContent-Transfer-Encoding: 8bit\r\n\r\nmore é", "x\nContent-Transfer-Encoding: 8bit\n\n"),
     ],
 )
 def test_seven_bit_re_encodes_exactly_as_the_seven_bit_assembler(text: str, html: str) -> None:
