@@ -2,7 +2,9 @@
 a smooth rate limit per server, a concurrency limit per receiving domain, and exact error kinds.
 
 ``SmtpPool.send(envelope)`` hands one pre-built message over (MAIL, RCPT, DATA with the bytes as
-they are: never a message object; see ``SmtpConnection.send_raw``) and returns the server's id for it, or raises:
+they are: never a message object; see ``SmtpConnection.send_raw``; 8bit parts re-encoded by
+``topslot.rendering.mime.seven_bit`` for a server that does not advertise 8BITMIME) and returns the
+server's id for it, or raises:
 
 - ``TransientSendError``: not accepted, safe to retry (4xx; every server down or unreachable;
   connection lost before the final dot left this process);
@@ -70,6 +72,7 @@ from topslot.channels.smtp_replies import (
 )
 from topslot.errors import AmbiguousSendError, PermanentSendError, TransientSendError
 from topslot.logs import get_logger
+from topslot.rendering.mime import seven_bit
 from topslot.settings import Settings, SmtpServer
 
 log = get_logger()
@@ -317,11 +320,14 @@ class SmtpPool:
     async def _transact(self, conn: SmtpConnection, message: EmailEnvelope) -> str:
         """One MAIL/RCPT/DATA transaction. Raises a SendError, _ServerFailed, or _Dropped (lost
         before the body started: the caller may fail over)."""
+        data = message.data
+        if "8bitmime" not in conn.esmtp_extensions and not data.isascii():
+            data = seven_bit(data)  # 8bit parts re-encoded for a server that does not take them
         try:
             reply = await conn.send_raw(
                 message.mail_from,
                 message.rcpt_to,
-                message.data,
+                data,
                 utf8=not (message.mail_from.isascii() and message.rcpt_to.isascii()),
             )
         except SMTPResponseException as exc:

@@ -22,7 +22,6 @@ links are always signed tokens: they are how the recipient leaves, not tracking.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import cached_property
 from typing import Protocol
 
 from topslot.channel import spec_of
@@ -104,8 +103,18 @@ class CampaignLinks:
         return url.startswith(self._tracked_prefixes)
 
 
+_UNSIGNED = object()  # a token not signed yet
+
+
 class DeliveryLinks:
-    """Links for one delivery. Tokens are signed on first use only (an SMS never signs a pixel)."""
+    """Links for one delivery. Tokens are signed on first use only (an SMS never signs a pixel).
+    (Remembered in slots rather than with ``functools.cached_property``, which takes a lock on
+    every first read before Python 3.12: one object per message.)"""
+
+    __slots__ = (
+        "_links", "delivery_id", "channel", "clicks_tracked", "opens_tracked", "short_links",
+        "_pixel", "_unsubscribe", "_mailto", "_token",
+    )  # fmt: skip
 
     def __init__(self, links: CampaignLinks, delivery_id: int, channel: str, tracking_allowed: bool):
         self._links = links
@@ -116,6 +125,10 @@ class DeliveryLinks:
         self.clicks_tracked = tracking_allowed and tracking.clicks
         self.opens_tracked = tracking_allowed and tracking.opens and spec.tracks_opens
         self.short_links = spec.short_links and delivery_id <= MAX_SHORT_DELIVERY_ID
+        self._pixel: str | None | object = _UNSIGNED
+        self._unsubscribe: str | None = None
+        self._mailto: str | None = None
+        self._token: str | None = None
 
     @property
     def landing_url(self) -> str:
@@ -137,22 +150,33 @@ class DeliveryLinks:
             return short_url(links.base, sign_short(links.keyring, self.delivery_id, key))
         return tracked_url(links.base, sign(links.keyring, "click", self.delivery_id, key))
 
-    @cached_property
+    @property
     def open_pixel_url(self) -> str | None:
         """``{base}/o/{token}.gif`` for email with opens tracked, else None."""
-        if not self.opens_tracked:
-            return None
-        return open_pixel_url(self._links.base, sign(self._links.keyring, "open", self.delivery_id))
+        pixel = self._pixel
+        if pixel is _UNSIGNED:
+            pixel = self._pixel = (
+                open_pixel_url(self._links.base, sign(self._links.keyring, "open", self.delivery_id))
+                if self.opens_tracked
+                else None
+            )
+        return pixel  # type: ignore[return-value]
 
-    @cached_property
+    @property
     def unsubscribe_url(self) -> str:
         """The one-click unsubscribe page (GET shows it, POST unsubscribes: RFC 8058)."""
-        return unsubscribe_url(self._links.base, self._unsubscribe_token)
+        url = self._unsubscribe
+        if url is None:
+            url = self._unsubscribe = unsubscribe_url(self._links.base, self._unsubscribe_token)
+        return url
 
-    @cached_property
+    @property
     def unsubscribe_mailto(self) -> str:
         """``mailto:unsubscribe+{token}@{domain}`` for the ``List-Unsubscribe`` header."""
-        return unsubscribe_mailto(self._links.mail_domain, self._unsubscribe_token)
+        mailto = self._mailto
+        if mailto is None:
+            mailto = self._mailto = unsubscribe_mailto(self._links.mail_domain, self._unsubscribe_token)
+        return mailto
 
     @property
     def return_path(self) -> str | None:
@@ -162,9 +186,12 @@ class DeliveryLinks:
             return None
         return return_path(links.keyring, self.delivery_id, links.verp_local, links.mail_domain)
 
-    @cached_property
+    @property
     def _unsubscribe_token(self) -> str:
-        return sign(self._links.keyring, "unsubscribe", self.delivery_id)
+        token = self._token
+        if token is None:
+            token = self._token = sign(self._links.keyring, "unsubscribe", self.delivery_id)
+        return token
 
 
 PLACEHOLDER_TOKEN_CHARS = 43  # a click token for a delivery id below 2**28 signed by a 5-character key id

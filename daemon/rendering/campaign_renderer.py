@@ -47,6 +47,7 @@ from topslot.rendering.html_text import tidy
 from topslot.rendering.link_rewrite import TRACKED_HREF_FILTER, tracked_href
 from topslot.rendering.mime import MimeAssembler, list_unsubscribe
 from topslot.rendering.sms_segments import sms_segments
+from topslot.rendering.splice import Splice
 from topslot.settings import Compliance
 from topslot.templating import (
     SAMPLE_TRACKING_BASE,
@@ -67,6 +68,9 @@ from topslot.templating import (
 template_function(DeliveryLinks.track)  # called by (nearly) every message's template: no sandbox inspection
 
 SAMPLE_UNSUBSCRIBE = "https://t.example.com/u/sample-token"
+MAX_LINE_OCTETS = 998  # RFC 5322, without the CRLF
+SPLICE = True
+"""Whether spliceable email templates are rendered without Jinja (benches set it to 0 to compare)."""
 MAX_SMS_SEGMENTS = 10  # more is refused by providers (Twilio: 1,600 characters) or split by carriers
 
 
@@ -104,6 +108,7 @@ class RenderedEmail:
     html: str
     text: str
     headers: tuple[tuple[str, str], ...]  # (name, value) per-recipient headers (List-Unsubscribe)
+    short_lines: bool = False  # every line of html and text is known to be ≤ 998 octets (not measured again)
 
 
 class CompiledEmail:
@@ -119,7 +124,10 @@ class CompiledEmail:
         footer: Footer,
         ad_prefix: str | None,
         limits: RenderLimits,
+        splices: tuple[Splice, Splice, Splice] | None = None,
     ):
+        """``splices``: the subject, HTML and text templates as ``Splice``s, when all three are
+        spliceable (``Splice.of``); their messages are then rendered without Jinja."""
         self.subject = BoundedTemplate(subject, limits)
         self.html = BoundedTemplate(html, limits)
         self.text = BoundedTemplate(text, limits)
@@ -127,24 +135,57 @@ class CompiledEmail:
         self.footer = footer
         self.ad_prefix = ad_prefix
         self.limits = limits
+        self.splices = splices
+        self._text_footer_octets = _octets(footer.text)
 
     def render(self, context: dict[str, Any], links: LinksOfMessage, *, country: str | None) -> RenderedEmail:
+        """One recipient's email: spliced when the templates allow it (the same strings Jinja
+        renders), else rendered by Jinja; a message the splice cannot make (``Splice.render``
+        raised) is rendered by Jinja, which raises the same error if there is one."""
+        if self.splices is not None and SPLICE:
+            subject_splice, html_splice, text_splice = self.splices
+            tracked: dict[Any, Any] = {}
+            most = self.limits.max_chars
+            try:
+                subject, _ = subject_splice.render(context, tracked, most)
+                body, body_values = html_splice.render(context, tracked, most)
+                text, text_values = text_splice.render(context, tracked, most)
+            except Exception:  # noqa: BLE001, S110 - Jinja renders this message: same text or same error
+                pass
+            else:
+                lines = (html_splice.longest_line + body_values, text_splice.longest_line + text_values)
+                return self._finish(subject, body, text, links, country, lines)
         parent = self.html.parent(context)
-        subject = " ".join(self.subject.render(parent).split())  # one line, single spaces
+        return self._finish(
+            self.subject.render(parent), self.html.render(parent), self.text.render(parent), links, country
+        )
+
+    def _finish(
+        self, subject: str, body: str, text: str, links: LinksOfMessage, country: str | None,
+        lines: tuple[int, int] | None = None,
+    ) -> RenderedEmail:  # fmt: skip
+        """The rendered templates as sent: the subject on one line (ad prefix), the footers, the
+        open pixel and the List-Unsubscribe header. ``lines``: bounds of the longest line of the
+        HTML and the text, in octets, before the footers (from the splices), else None."""
+        subject = " ".join(subject.split())  # one line, single spaces
         if self.ad_prefix and country == "CN":
             subject = ad_prefixed(subject, self.ad_prefix)
-        body = self.html.render(parent)
         tail = self.footer.html
         if links.open_pixel_url:
             pixel = html_lib.escape(links.open_pixel_url)
             tail += f'<img src="{pixel}" width="1" height="1" alt="" style="display:block;border:0;">'
         body = insert_before_body_end(body, tail)
-        text = self.text.render(parent)
         if self.text_derived:
             text = tidy(text)
         text += self.footer.text
         header = list_unsubscribe(links.unsubscribe_url, links.unsubscribe_mailto)
-        return RenderedEmail(subject, body, text, (("List-Unsubscribe", header),))
+        short = (
+            lines is not None
+            and not self.text_derived  # tidy() reflows the text
+            and lines[0] + _octets(tail) <= MAX_LINE_OCTETS
+            and lines[1] + self._text_footer_octets <= MAX_LINE_OCTETS
+        )
+        return RenderedEmail(subject, body, text, (("List-Unsubscribe", header),), short)
 
 
 class CompiledText:
@@ -422,7 +463,15 @@ class _Compiler:
         sample_subject = self.sample(subject, "email", "content.email.subject")
         if sample_html is None or sample_text is None or sample_subject is None or self.problems:
             return None
+        html_name = _with_suffix(content.html, ".html")
+        text_name = _with_suffix(content.text or content.html, ".txt")
+        splices = (
+            Splice.of(self.env, content.subject, "subject.txt"),
+            Splice.of(self.env, sources.html, html_name),
+            Splice.of(self.env, sources.text, text_name),
+        )
         return CompiledEmail(
+            splices=splices if all(splices) else None,  # type: ignore[arg-type]
             subject=subject,
             html=html,
             text=text,
@@ -496,6 +545,11 @@ def names_unsubscribe(env: TemplateSandbox, source: str) -> bool:
     if any(True for _ in meta.find_referenced_templates(tree)):
         return True
     return "unsubscribe_url" in meta.find_undeclared_variables(tree)
+
+
+def _octets(text: str) -> int:
+    """The length of ``text`` in UTF-8."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 def _with_suffix(name: str, suffix: str) -> str:

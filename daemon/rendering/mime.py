@@ -1,5 +1,11 @@
 """Fast multipart/alternative assembly: the invariant header block is built once per campaign and
-each message splices in its own headers and bodies (CRLF, lines ≤ 998, quoted-printable or base64).
+each message splices in its own headers and bodies (CRLF, lines ≤ 998; 7bit, 8bit, quoted-printable
+or base64).
+
+Non-ASCII text goes as ``8bit`` (RFC 6152) when its lines fit in 998 octets, so no per-message
+quoted-printable encoding: every SMTP server topslot is likely to meet advertises 8BITMIME. The
+SMTP pool re-encodes a message with ``seven_bit`` (quoted-printable or base64, exactly what the
+assembler builds with ``eight_bit=False``) on a connection whose server does not advertise it.
 
 About 50× faster than ``email.message.EmailMessage`` (see bench/render_mime.py). Every header value
 is cleaned of CR, LF and other control characters before it is written, so contact data can never
@@ -54,16 +60,17 @@ def encode_words(value: str, used: int = 0) -> str:
     """RFC 2047 "B" encoded-words for non-ASCII text, folded so each line stays short.
 
     ``used``: characters already on the first line (the header name and ": ")."""
+    data = value.encode("utf-8")
+    size = len(data)
     words: list[str] = []
-    chunk = bytearray()
-    for char in value:
-        raw = char.encode("utf-8")
-        if len(chunk) + len(raw) > _WORD_BYTES:
-            words.append(_word(chunk))
-            chunk = bytearray()
-        chunk += raw
-    if chunk:
-        words.append(_word(chunk))
+    start = 0
+    while start < size:  # each word: as many whole characters as fit in _WORD_BYTES
+        end = start + _WORD_BYTES
+        if end < size:
+            while data[end] & 0xC0 == 0x80:  # not on a continuation byte: a character stays whole
+                end -= 1
+        words.append(_word(data[start:end]))
+        start = end
     return "\r\n ".join(words)
 
 
@@ -132,19 +139,38 @@ def _lf(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
-def encode_body(text: str) -> tuple[bytes, bytes]:
+EIGHT_BIT = True
+"""Whether ``MimeAssembler`` sends non-ASCII text as 8bit by default (benches set it to 0 to compare)."""
+
+
+def encode_body(text: str, eight_bit: bool = False, short_lines: bool = False) -> tuple[bytes, bytes]:
     """(Content-Transfer-Encoding, encoded body with CRLF lines): 7bit for ASCII text whose lines
-    fit in 998 characters, base64 when most characters are multi-byte (CJK text is shorter so),
-    else quoted-printable (lines ≤ 76)."""
+    fit in 998 octets; with ``eight_bit``, 8bit for any other text whose lines fit in 998 octets and
+    that holds no NUL; else base64 when most characters are multi-byte (CJK text is shorter so),
+    else quoted-printable (lines ≤ 76). ``short_lines``: the caller knows that every line fits in
+    998 octets (they are not measured)."""
     text = _lf(text)
     data = text.encode("utf-8")
-    if len(data) == len(text) and max(map(len, text.split("\n"))) <= _LONGEST_LINE:
-        return b"7bit", data.replace(b"\n", b"\r\n") + b"\r\n"  # this CRLF belongs to the boundary
+    ascii_ = len(data) == len(text)
+    if (ascii_ or eight_bit) and (short_lines or max(map(len, data.split(b"\n"))) <= _LONGEST_LINE):
+        if ascii_:
+            return b"7bit", data.replace(b"\n", b"\r\n") + b"\r\n"  # this CRLF belongs to the boundary
+        if b"\x00" not in data:
+            return b"8bit", data.replace(b"\n", b"\r\n") + b"\r\n"
     if len(data) - len(text) > len(text) // 3:
         encoded = binascii.b2a_base64(data, newline=False)
         lines = [encoded[i : i + _B64_LINE] for i in range(0, len(encoded), _B64_LINE)]
         return b"base64", b"\r\n".join(lines) + b"\r\n"
     return b"quoted-printable", quoted_printable(data) + b"\r\n"
+
+
+def _part(text: str, eight_bit: bool, boundary: bytes, short_lines: bool) -> tuple[bytes, bytes]:
+    """``encode_body``, quoted-printable when unencoded text would hold the boundary (it cannot
+    then: quoted-printable writes "=" as "=3D")."""
+    cte, body = encode_body(text, eight_bit, short_lines)
+    if boundary in body and cte in (b"7bit", b"8bit"):
+        return b"quoted-printable", quoted_printable(_lf(text).encode("utf-8")) + b"\r\n"
+    return cte, body
 
 
 _QP_LINES: dict[bytes, bytes] = {}
@@ -185,7 +211,9 @@ def parse_sender(from_: str) -> Sender:
 class MimeAssembler:
     """Builds one campaign's messages: the invariant headers once, the rest per message."""
 
-    def __init__(self, *, from_: str, campaign_id: str, reply_to: str | None = None):
+    def __init__(self, *, from_: str, campaign_id: str, reply_to: str | None = None, eight_bit: bool | None = None):
+        """``eight_bit``: send non-ASCII text parts as 8bit where they allow it (default ``EIGHT_BIT``)."""
+        self.eight_bit = bool(EIGHT_BIT if eight_bit is None else eight_bit)
         self.sender = parse_sender(from_)
         self.campaign_id = campaign_id
         self.mail_from = self.sender.address
@@ -214,13 +242,15 @@ class MimeAssembler:
         self, rendered: RenderedParts, *, to: str, to_name: str | None = None, delivery_id: int, date: datetime
     ) -> bytes:
         """The complete message: RFC 5322 bytes with CRLF line endings."""
-        # "=_" never occurs in quoted-printable or base64 text, so the boundary cannot clash
+        # "=_" never occurs in quoted-printable or base64 text; 7bit and 8bit text holding the
+        # boundary is sent quoted-printable instead (``_part``), so the boundary cannot clash
         boundary = f"=_ts{delivery_id}{self._boundary_tail}".encode("ascii")
         extra = b"".join(
             f"{clean(name)}: {header_text(name, value)}\r\n".encode("ascii") for name, value in rendered.headers
         )
-        text_cte, text_body = encode_body(rendered.text)
-        html_cte, html_body = encode_body(rendered.html)
+        short = getattr(rendered, "short_lines", False)  # the renderer knows every line fits
+        text_cte, text_body = _part(rendered.text, self.eight_bit, boundary, short)
+        html_cte, html_body = _part(rendered.html, self.eight_bit, boundary, short)
         return b"".join(
             (
                 self._head,
@@ -253,3 +283,30 @@ class MimeAssembler:
                 b"--\r\n",
             )
         )
+
+
+_TOP_BOUNDARY = re.compile(rb'^Content-Type: multipart/alternative; boundary="([^"\r\n]+)"\r\n', re.MULTILINE)
+_EIGHT_BIT_CTE = b"\r\nContent-Transfer-Encoding: 8bit"
+
+
+def seven_bit(data: bytes) -> bytes:
+    """A message of ``MimeAssembler`` with its 8bit parts re-encoded as ``encode_body`` does without
+    ``eight_bit`` (quoted-printable or base64): for a server that does not advertise 8BITMIME.
+    ``seven_bit(assemble(..., eight_bit=True)) == assemble(..., eight_bit=False)``. A message of any
+    other shape, or without 8bit parts, is returned as it is.
+
+    The message is cut at its boundary's delimiters (no part body can hold the boundary: see
+    ``_part``), and each part at the blank line after its own headers (written by the assembler,
+    never contact data), so text in a body is never taken for a header."""
+    top = _TOP_BOUNDARY.search(data)
+    if top is None or _EIGHT_BIT_CTE not in data:
+        return data
+    delimiter = b"\r\n--" + top.group(1)
+    chunks = data.split(delimiter)
+    for i in range(1, len(chunks) - 1):  # the parts: CRLF, headers, blank line, body without its last CRLF
+        head, blank, body = chunks[i].partition(b"\r\n\r\n")
+        if blank and head.endswith(_EIGHT_BIT_CTE):
+            cte, encoded = encode_body(body.replace(b"\r\n", b"\n").decode("utf-8"))
+            head = head[: -len(_EIGHT_BIT_CTE)] + b"\r\nContent-Transfer-Encoding: " + cte
+            chunks[i] = head + blank + encoded[:-2]  # its last CRLF is the delimiter's
+    return delimiter.join(chunks)

@@ -27,7 +27,8 @@ the server runs, for a blip), ``pipelining`` (advertise PIPELINING, RFC 2920: co
 line at a time anyway), ``coalesce`` (hold the replies to MAIL and RCPT and write them with the next
 reply, so a pipelined group's replies arrive in one segment), ``mail_reply`` and
 ``rcpt_reply`` (a fixed reply to every MAIL FROM / RCPT TO; a 421 closes), ``accept_delay``
-(seconds before each final 250, so messages overlap), ``receive_buffer`` (SO_RCVBUF).
+(seconds before each final 250, so messages overlap), ``receive_buffer`` (SO_RCVBUF), ``eight_bit_mime``
+(advertise 8BITMIME; default on).
 
 It measures what the tests assert on: connections seen, most connections open at once, most
 transactions in flight per recipient domain, every message received (the ambiguous ones too).
@@ -88,10 +89,12 @@ class ScriptedSmtpServer:
         receive_buffer: int | None = None,
         pipelining: bool = False,
         coalesce: bool = False,
+        eight_bit_mime: bool = True,
     ):
         self.greeting = greeting
         self.pipelining = pipelining
         self.coalesce = coalesce
+        self.eight_bit_mime = eight_bit_mime
         self.mail_reply = mail_reply
         self.rcpt_reply = rcpt_reply
         self.accept_delay = accept_delay
@@ -193,8 +196,9 @@ class ScriptedSmtpServer:
             verb = command[:4].upper()
             self.commands[verb] += 1
             if verb == "EHLO":
+                eight_bit = "250-8BITMIME\r\n" if self.eight_bit_mime else ""
                 await reply(
-                    "250-scripted.test\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-SIZE 104857600\r\n"
+                    f"250-scripted.test\r\n{eight_bit}250-SMTPUTF8\r\n250-SIZE 104857600\r\n"
                     + ("250-PIPELINING\r\n" if self.pipelining else "")
                     + "250 ENHANCEDSTATUSCODES"
                 )

@@ -4,14 +4,19 @@ error kind, connections are pooled, domains and rates are limited, servers fail 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 
 from topslot.channels.smtp import Backoff, SmtpPool, SmtpTimeouts
 from topslot.errors import AmbiguousSendError, PermanentSendError, TransientSendError
+from topslot.rendering import RenderedEmail
+from topslot.rendering.mime import MimeAssembler
 
 from .scripted_smtp import ScriptedSmtpServer, unused_port
 from .support import FrozenTime, MonotonicFake, envelope, server_config
+
+WHEN = datetime(2027, 5, 6, 7, 20, tzinfo=UTC)
 
 
 def pool_for(*servers: ScriptedSmtpServer | int, **options: object) -> SmtpPool:
@@ -54,6 +59,24 @@ async def test_eight_bit_body_is_announced_with_8bitmime(smtp_server: ScriptedSm
     await pool.close()
     assert smtp_server.received[0].data.decode() == "Subject: 你好\r\n\r\n母亲节快乐\r\n"
     assert any("BODY=8BITMIME" in c for c in smtp_server.mail_commands)
+
+
+async def test_eight_bit_parts_are_re_encoded_for_a_server_without_8bitmime() -> None:
+    assembler = MimeAssembler(from_="Shop <news@shop.example>", campaign_id="c1", eight_bit=True)
+    parts = RenderedEmail("Für Zoë", "<p>Grüße, Zoë — 20 %</p>\n", "Grüße, Zoë\n", ())
+    eight = assembler.assemble(parts, to="accept@a.example", delivery_id=5, date=WHEN)
+    seven = MimeAssembler(from_="Shop <news@shop.example>", campaign_id="c1", eight_bit=False).assemble(
+        parts, to="accept@a.example", delivery_id=5, date=WHEN
+    )
+    assert b"Content-Transfer-Encoding: 8bit" in eight and seven.isascii()
+    async with ScriptedSmtpServer(eight_bit_mime=False) as plain, ScriptedSmtpServer() as modern:
+        for server, expected in ((plain, seven), (modern, eight)):
+            pool = pool_for(server)
+            await pool.send(envelope("accept@a.example", body=eight))
+            await pool.close()
+            assert server.received[0].data == expected
+        assert not any("BODY=8BITMIME" in c for c in plain.mail_commands)
+        assert any("BODY=8BITMIME" in c for c in modern.mail_commands)
 
 
 # ---------------------------------------------------------------- replies → error kinds

@@ -52,7 +52,7 @@ def test_preview_email_prints_headers_and_decoded_parts(config_dir: Path) -> Non
     assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in head
     assert "List-Unsubscribe: <https://t.shop.example.com/u/preview>," in head
     assert "----- text/plain (7bit, shown decoded) -----" in out
-    assert "----- text/html (quoted-printable, shown decoded) -----" in out
+    assert "----- text/html (8bit, shown decoded) -----" in out
     assert "MOMPREVIEW000" in out  # a preview code, not a reserved one
     assert "https://t.shop.example.com/c/preview?u=https%3A%2F%2Fshop.example.com%2Fmothers-day" in out
     assert '<img src="https://t.shop.example.com/o/preview.gif"' in out

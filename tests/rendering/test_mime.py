@@ -11,14 +11,18 @@ from email import policy
 from email.message import EmailMessage
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from topslot.rendering.mime import (
     HeaderValueError,
     MimeAssembler,
     encode_body,
+    encode_words,
     header_text,
     list_unsubscribe,
     quoted_printable,
+    seven_bit,
 )
 
 WHEN = datetime(2027, 5, 6, 7, 20, 5, tzinfo=UTC)
@@ -45,10 +49,13 @@ def content(message: EmailMessage, kind: str) -> str:
     return part.get_content().replace("\r\n", "\n")
 
 
-@pytest.fixture
-def assembler() -> MimeAssembler:
+@pytest.fixture(params=[True, False], ids=["8bit", "7bit"])
+def assembler(request: pytest.FixtureRequest) -> MimeAssembler:
     return MimeAssembler(
-        from_="Example Shop <news@shop.example.com>", reply_to="care@shop.example.com", campaign_id="mothers-day-2027"
+        from_="Example Shop <news@shop.example.com>",
+        reply_to="care@shop.example.com",
+        campaign_id="mothers-day-2027",
+        eight_bit=request.param,
     )
 
 
@@ -135,6 +142,44 @@ def test_body_encodings() -> None:
     assert encode_body("a" * 1200)[0] == b"quoted-printable"  # too long a line for 7bit
     assert encode_body("mostly ascii, one é")[0] == b"quoted-printable"
     assert encode_body("中文内容" * 10)[0] == b"base64"
+    assert encode_body("plain ascii\nok", eight_bit=True)[0] == b"7bit"
+    assert encode_body("mostly ascii, one é", eight_bit=True) == (b"8bit", "mostly ascii, one é\r\n".encode())
+    assert encode_body("中文内容\n" * 10, eight_bit=True) == (b"8bit", "中文内容\r\n".encode() * 10 + b"\r\n")
+    assert encode_body("é" * 499, eight_bit=True)[0] == b"8bit"  # 998 octets
+    assert encode_body("é" * 500, eight_bit=True)[0] == b"base64"  # 1,000 octets: too long a line for 8bit
+    assert encode_body("中" * 332 + "\nok", eight_bit=True)[0] == b"8bit"  # 996 octets
+    assert encode_body("中" * 333 + "\nok", eight_bit=True)[0] == b"base64"  # 999 octets
+    assert encode_body("nul \x00 é", eight_bit=True)[0] == b"quoted-printable"  # 8bit may not hold NUL
+
+
+@pytest.mark.parametrize(
+    ("text", "html"),
+    [
+        ("Grüße, Zoë\n", "<p>Grüße — 20 %</p>"),
+        ("中文内容\n" * 30, "<p>" + "中" * 400 + "</p>"),  # a 1,200-octet line: base64 either way
+        ("ascii only\n", "<p>" + "é" * 600 + "</p>"),  # too long a line for 8bit
+        ("nul \x00 é", "<b>🎁</b>\r\nline\rline"),
+        ("ascii\nContent-Transfer-Encoding: 8bit\n\nstill ascii\n", "<p>é</p>"),  # a header in a body
+        ("é\r\nContent-Transfer-Encoding: 8bit\r\n\r\nmore é", "x\nContent-Transfer-Encoding: 8bit\n\n"),
+    ],
+)
+def test_seven_bit_re_encodes_exactly_as_the_seven_bit_assembler(text: str, html: str) -> None:
+    options = dict(from_="Shop <news@shop.example.com>", campaign_id="c1")
+    parts = Parts("Grüße", html, text)
+    eight = MimeAssembler(**options, eight_bit=True).assemble(parts, to="a@example.net", delivery_id=3, date=WHEN)
+    seven = MimeAssembler(**options, eight_bit=False).assemble(parts, to="a@example.net", delivery_id=3, date=WHEN)
+    assert seven.isascii()
+    assert seven_bit(eight) == seven
+    assert seven_bit(seven) == seven
+
+
+def test_text_holding_the_boundary_is_sent_quoted_printable(assembler: MimeAssembler) -> None:
+    delimiter = "--=_ts9" + assembler._boundary_tail  # a contact who guessed their message's boundary
+    text = f"Hi\n{delimiter}\nContent-Type: text/html\n\n<script>x</script>\n"
+    data = assembler.assemble(Parts("s", "<p>é</p>", text), to="a@example.net", delivery_id=9, date=WHEN)
+    message = parse(data)
+    assert content(message, "plain") == text
+    assert not message.defects and len(list(message.iter_parts())) == 2
 
 
 def test_long_ascii_subjects_are_folded_and_non_ascii_encoded() -> None:
@@ -159,3 +204,23 @@ def test_quoted_printable_line_by_line_decodes_to_the_input_with_short_lines() -
             assert binascii.a2b_qp(encoded.replace(b"\r\n", b"\n")) == data
             assert all(len(line) <= 76 for line in encoded.split(b"\r\n"))
             assert b"\n" not in encoded.replace(b"\r\n", b"")
+
+
+def _encode_words_by_character(value: str) -> str:
+    """What encode_words must give: characters packed greedily into words of at most 45 octets."""
+    words, chunk = [], b""
+    for char in value:
+        raw = char.encode("utf-8")
+        if len(chunk) + len(raw) > 45:
+            words.append("=?utf-8?b?" + binascii.b2a_base64(chunk, newline=False).decode() + "?=")
+            chunk = b""
+        chunk += raw
+    if chunk:
+        words.append("=?utf-8?b?" + binascii.b2a_base64(chunk, newline=False).decode() + "?=")
+    return "\r\n ".join(words)
+
+
+@settings(max_examples=300)
+@given(st.text(max_size=200) | st.text(alphabet="a梅é🎁【】", max_size=120))
+def test_encoded_words_hold_whole_characters(value: str) -> None:
+    assert encode_words(value) == _encode_words_by_character(value)

@@ -1,0 +1,217 @@
+"""Spliced email templates give exactly what Jinja renders: the same strings, the same bytes once
+assembled, the same errors; templates that need Jinja are left to it."""
+
+from __future__ import annotations
+
+import email
+from datetime import UTC, datetime
+from email import policy
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jinja2.exceptions import SecurityError, UndefinedError
+
+import topslot.rendering.campaign_renderer as renderer
+from topslot.campaign import Campaign
+from topslot.links.factory import CampaignLinks
+from topslot.links.keys import Keyring
+from topslot.rendering import MessageLinks, RenderedEmail, RenderLimits, compile_campaign
+from topslot.rendering.campaign_renderer import CompiledCampaign
+from topslot.rendering.splice import Splice
+from topslot.settings import Compliance
+from topslot.templating import CampaignView, ContactView, RenderLimitError, make_environment
+from topslot.yaml_source import load_yaml
+
+REPO = Path(__file__).resolve().parents[2]
+COMPLIANCE = Compliance(
+    postal_address="Example Shop Ltd, 1 Example Road, Shanghai 200000", sender_identity="Example Shop"
+)
+WHEN = datetime(2027, 5, 6, 7, 20, tzinfo=UTC)
+CAMPAIGN = Campaign.model_validate(load_yaml(REPO / "config/campaigns/mothers-day-2027.yaml").data)
+LINKS = CampaignLinks(CAMPAIGN, Keyring({"k1": b"splice-test-key-0123456789"}), "https://t.example.com")
+
+
+def plain_track(url: str) -> str:
+    return f"https://t.example.com/c/tok?u={quote(url, safe='')}&x=<'\">"  # specials: escaped in HTML
+
+
+def message_links(i: int) -> MessageLinks:
+    return MessageLinks(
+        track=plain_track,
+        unsubscribe_url=f"https://t.example.com/u/{i}",
+        unsubscribe_mailto=f"mailto:u@shop.example.com?subject={i}",
+        open_pixel_url=f"https://t.example.com/o/{i}.gif" if i % 2 else None,
+    )
+
+
+@pytest.fixture(scope="module")
+def compiled() -> CompiledCampaign:
+    return compile_campaign(CAMPAIGN, REPO / "templates", COMPLIANCE)
+
+
+def both_ways(compiled: CompiledCampaign, contact: ContactView, coupon: str | None, i: int, *, real_links: bool):
+    """(spliced, Jinja-rendered) email and assembled bytes of one message (the splices checked to
+    make it without falling back to Jinja)."""
+    assert compiled.email is not None and compiled.email.splices is not None
+    links = LINKS.for_delivery(i, "email") if real_links else message_links(i)
+    context = compiled.context(contact, coupon, links, "07:30", "email")
+    for splice in compiled.email.splices:
+        splice.render(context, {}, 10**6)  # raises if this message would go to Jinja
+    results = []
+    for splice in (True, False):
+        links = LINKS.for_delivery(i, "email") if real_links else message_links(i)
+        renderer.SPLICE = splice
+        try:
+            rendered = compiled.render_email(contact, coupon, links, "07:30")
+        finally:
+            renderer.SPLICE = True
+        assert compiled.assembler is not None
+        data = compiled.assembler.assemble(rendered, to="c@example.net", to_name="C", delivery_id=i, date=WHEN)
+        results.append((rendered, data))
+    return results
+
+
+def same(spliced: RenderedEmail, jinja: RenderedEmail) -> bool:
+    """The same message (only the spliced one knows its lines' bound)."""
+    return (spliced.subject, spliced.html, spliced.text, spliced.headers) == (
+        jinja.subject, jinja.html, jinja.text, jinja.headers
+    ) and not jinja.short_lines  # fmt: skip
+
+
+def test_the_example_campaign_is_spliced_to_the_same_bytes(compiled: CompiledCampaign) -> None:
+    assert compiled.email is not None and compiled.email.splices is not None
+    names = ["Lena", "Zoë & <Mom>", "梅", 'O\'Brien "Jr"', None, "Chloé\r\nBcc: x@evil", "a" * 3000]
+    for i, name in enumerate(names):
+        for country in ("US", "CN"):
+            contact = ContactView(external_id=f"C{i}", first_name=name, email="c@example.net", country=country)
+            for real in (True, False):
+                (spliced, spliced_bytes), (jinja, jinja_bytes) = both_ways(
+                    compiled, contact, "MOM1", i, real_links=real
+                )
+                assert same(spliced, jinja)
+                assert spliced_bytes == jinja_bytes
+                assert spliced.short_lines == (name is None or len(name) < 100)  # else measured
+                message = email.message_from_bytes(spliced_bytes, policy=policy.default)
+                assert not message.defects and all(not p.defects for p in message.iter_parts())
+
+
+names = st.one_of(
+    st.none(),
+    st.text(max_size=40),
+    st.text(alphabet=st.sampled_from("&<>'\"é梅🎁 \n\r\tab=-_."), max_size=80),
+    st.text(alphabet="abc &<", min_size=900, max_size=1500),  # long: lines over 998 octets
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    first=names,
+    last=names,
+    coupon=st.one_of(st.none(), st.text(max_size=20)),
+    country=st.sampled_from(["US", "CN", None]),
+    age=st.one_of(st.none(), st.integers(0, 120)),
+    i=st.integers(1, 2**40),
+)
+def test_random_contacts_render_the_same_spliced_as_with_jinja(
+    compiled: CompiledCampaign, first, last, coupon, country, age, i
+) -> None:
+    contact = ContactView(external_id="C", first_name=first, last_name=last, email="c@example.net", country=country,
+                          age=age)  # fmt: skip
+    for real in (True, False):
+        (spliced, spliced_bytes), (jinja, jinja_bytes) = both_ways(compiled, contact, coupon, i, real_links=real)
+        assert same(spliced, jinja)
+        assert spliced_bytes == jinja_bytes
+
+
+@pytest.mark.parametrize(
+    ("source", "name"),
+    [
+        ("Hi {{ contact.first_name }}, {{ coupon }} {{ slot }} {{ campaign.name }} {{ contact.age }}", "t.txt"),
+        ("<a href=\"{{ track('https://x.example/?a=1&b=<2>') }}\">{{ contact.last_name }}</a>\n\n", "t.html"),
+        ("{{ track(landing_url) }} {{ unsubscribe_url }} {{ landing_url }}{% raw %}{{ x }}{% endraw %}", "t.html"),
+        ("  {{- contact.first_name -}}  \n{# comment #}end\n", "t.txt"),
+        ("no tags at all\n", "t.html"),
+    ],
+)
+def test_splices_give_what_jinja_renders(source: str, name: str) -> None:
+    env = make_environment(REPO / "templates")
+    splice = Splice.of(env, source, name)
+    assert splice is not None
+    contact = ContactView(external_id="C", first_name="Zoë <&>", last_name='O\'Neil "x"', age=41)
+    context = CAMPAIGN_CONTEXT | {"contact": contact}
+    assert splice.render(context, {}, 10**6)[0] == _render(env, source, name, context)
+
+
+def _render(env, source: str, name: str, context: dict) -> str:
+    template = env.template_class.from_code(env, env.compile(source, name), env.make_globals(None), None)
+    return template.render(context)
+
+
+CAMPAIGN_CONTEXT = {
+    "coupon": "C<1>",
+    "campaign": CampaignView("c1", "Mom & Co"),
+    "landing_url": "https://shop.example/?a=1&b=2",
+    "track": plain_track,
+    "unsubscribe_url": "https://t.example.com/u/x?a&b",
+    "slot": "07:30",
+}
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ contact.first_name | upper }}",
+        "{% if contact.first_name %}x{% endif %}",
+        "{% for x in [1] %}{{ x }}{% endfor %}",
+        "{{ contact.attributes.tier }}",
+        "{{ contact }}",
+        "{{ 'literal' }}",
+        "{{ track(coupon) }}",
+        "{{ track(url='https://x') }}",
+        "{{ contact.first_name ~ coupon }}",
+        "{% autoescape false %}{{ coupon }}{% endautoescape %}",
+        "{% include 'x.html' %}",
+        "{% set x = 1 %}{{ coupon }}",
+        "{{ range }}",
+        "{{ broken",
+    ],
+)
+def test_templates_that_need_jinja_are_left_to_it(source: str) -> None:
+    assert Splice.of(make_environment(REPO / "templates"), source, "t.html") is None
+
+
+def test_a_message_over_the_output_limit_fails_as_with_jinja(tmp_path: Path) -> None:
+    compiled = compile_campaign(CAMPAIGN, REPO / "templates", COMPLIANCE, limits=RenderLimits(max_chars=8_000))
+    assert compiled.email is not None and compiled.email.splices is not None
+    contact = ContactView(external_id="C", first_name="x" * 5_000, email="c@example.net")
+    for splice in (True, False):
+        renderer.SPLICE = splice
+        try:
+            with pytest.raises(RenderLimitError):
+                compiled.render_email(contact, "MOM1", message_links(1), "07:30")
+        finally:
+            renderer.SPLICE = True
+
+
+def test_a_track_the_sandbox_refuses_is_refused_spliced_too(compiled: CompiledCampaign) -> None:
+    def unsafe(url: str) -> str:
+        return url
+
+    unsafe.unsafe_callable = True  # type: ignore[attr-defined]
+    links = MessageLinks(track=unsafe, unsubscribe_url="https://t.example.com/u/1")
+    contact = ContactView(external_id="C", first_name="Lena", email="c@example.net")
+    with pytest.raises(SecurityError):
+        compiled.render_email(contact, "MOM1", links, "07:30")
+
+
+def test_a_missing_name_fails_as_with_jinja() -> None:
+    env = make_environment(REPO / "templates")
+    splice = Splice.of(env, "{{ unsubscribe_url }}", "t.txt")
+    assert splice is not None
+    with pytest.raises(KeyError):
+        splice.render({}, {}, 100)
+    with pytest.raises(UndefinedError):
+        _render(env, "{{ unsubscribe_url }}", "t.txt", {})
