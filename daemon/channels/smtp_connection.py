@@ -239,6 +239,9 @@ class SmtpConnection(SMTP):
                 if isinstance(exc, TimeoutError):
                     raise SMTPReadTimeoutError("Timed out waiting for server response") from exc
                 raise
+            except BaseException:  # cancelled: the group's replies (maybe a 354) are still on their way
+                self.close()
+                raise
             finally:
                 protocol.end_group()
             if refusal is not None or start.code != START_INPUT:
