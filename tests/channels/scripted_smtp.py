@@ -20,6 +20,7 @@ drop-after-dot     reads the whole body, then closes without replying
 slow-250           reads the whole body, waits ``slow_seconds``, then answers 250 (the message is
                    recorded as accepted)
 stall-data         DATA waits ``slow_seconds`` before its 354 (a server stalling on one recipient)
+drop-at-data       RCPT answers 250; DATA gets no reply: the server closes the connection
 =================  ===========================================================================
 
 Server-wide knobs: ``greeting`` (e.g. ``"421 busy"`` refuses every session; it may be changed while
@@ -220,6 +221,9 @@ class ScriptedSmtpServer:
                 if not s.rcpt_to:
                     await reply("503 5.5.1 Error: need RCPT command")
                     continue
+                if behaviour_of(s.rcpt_to[0]) == "drop-at-data":
+                    writer.write(b"".join(held))  # the replies held so far (coalesce) go out, then it hangs up
+                    return
                 if not await self._data(s, reader, writer, reply):
                     return
             elif verb == "RSET":

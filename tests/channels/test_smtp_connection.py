@@ -3,6 +3,7 @@ pipelining (MAIL, RCPT and DATA in one write) with the same stages and errors.""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -161,3 +162,37 @@ async def test_pipelined_drops_and_stalls_keep_their_stage(pipelining_server: Sc
         await conn.send_raw("news@shop.example", "stall-data@a.example", b"x\r\n")
     # the stage is as far as the replies that came say: none came while the server held them (coalesce)
     assert (conn.stage, conn.is_connected) == ("mail" if pipelining_server.coalesce else "data", False)
+
+
+@pytest.fixture(params=["one command at a time", "separate replies", "replies in one segment"])
+async def any_server(request: pytest.FixtureRequest) -> AsyncIterator[ScriptedSmtpServer]:
+    async with ScriptedSmtpServer(
+        pipelining=request.param != "one command at a time", coalesce=request.param == "replies in one segment"
+    ) as server:
+        yield server
+
+
+async def test_a_drop_after_the_rcpt_reply_is_before_the_body(any_server: ScriptedSmtpServer) -> None:
+    """The server hangs up instead of answering DATA: stage ``data`` (nothing of the body left, safe
+    to retry elsewhere), pipelined or not."""
+    conn = await connected(any_server)
+    with pytest.raises(SMTPServerDisconnected):
+        await conn.send_raw("news@shop.example", "drop-at-data@a.example", b"x\r\n")
+    assert (conn.stage, conn.is_connected, any_server.received) == ("data", False, [])
+    conn = await connected(any_server)  # a fresh session sends as usual
+    assert (await conn.send_raw("news@shop.example", "accept@a.example", b"x\r\n")).code == 250
+    assert any_server.pipelined == (2 if any_server.pipelining else 0)
+    await conn.quit()
+
+
+async def test_a_group_cancelled_before_its_replies_closes_the_session(pipelining_server: ScriptedSmtpServer) -> None:
+    """Cancelled while the server holds the 354: the reply would come later and turn the next
+    transaction's commands into a body, so the session is closed."""
+    conn = await connected(pipelining_server)
+    send = asyncio.create_task(conn.send_raw("news@shop.example", "stall-data@a.example", b"x\r\n"))
+    while pipelining_server.commands["DATA"] == 0:
+        await asyncio.sleep(0.01)
+    send.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await send
+    assert not conn.is_connected and pipelining_server.received == []
