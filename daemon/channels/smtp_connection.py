@@ -27,16 +27,20 @@ are unchanged. The stages and errors are the unpipelined ones: ``stage`` moves t
 was accepted and to ``data`` once RCPT was, a refused MAIL or RCPT raises ``SMTPSenderRefused`` /
 ``SMTPRecipientRefused`` once the replies of the group are read (the server answers the DATA after
 them with a 503/554; a server that answers it with 354 anyway gets no body: the session is closed,
-nothing can have been delivered), a 421 closes the session, and a timeout or a drop while the group
-is unanswered closes it too (nothing of the body left: safe to retry). aiosmtplib's protocol keeps
+nothing can have been delivered), a 421 closes the session, and a timeout, a drop or a cancellation
+while the group is unanswered closes it too (nothing of the body left: safe to retry; a 354 still on
+its way would turn the next transaction's commands into a body). aiosmtplib's protocol keeps
 at most one parsed reply and drops data that arrives while that one awaits pickup, so the replies
 of a group, which may come in any number of TCP segments, are read by ``PipeliningProtocol``: its
 own queue of complete replies while a group is outstanding, aiosmtplib's behaviour otherwise.
 
-This relies on aiosmtplib 5.x internals (the protocol's ``_command_lock``, ``_response_pending``,
-``_buffer``, ``_read_response_from_buffer``, ``_drain_helper``, ``_paused``, and the module name
-``aiosmtplib.smtp.SMTPProtocol`` that ``SMTP._create_connection`` builds its protocol from); tests/channels
-cover each of them against real servers, and pyproject pins aiosmtplib's minor version.
+This relies on aiosmtplib 5.x internals: the protocol's ``_command_lock``, ``_response_pending``,
+``_buffer``, ``_read_response_from_buffer``, ``_loop``, ``_drain_helper``, ``_paused``, what its
+``data_received`` / ``eof_received`` / ``connection_lost`` do (``PipeliningProtocol`` overrides them),
+``aiosmtplib.protocol.MAX_RESPONSE_LENGTH``, and the module name ``aiosmtplib.smtp.SMTPProtocol`` that
+``SMTP._create_connection`` builds its protocol from (``start_tls`` keeps that protocol under the TLS
+layer). tests/channels cover each of them against real servers (the scripted one and aiosmtpd, with
+and without STARTTLS), and pyproject pins aiosmtplib's minor version.
 """
 
 from __future__ import annotations
