@@ -27,16 +27,20 @@ are unchanged. The stages and errors are the unpipelined ones: ``stage`` moves t
 was accepted and to ``data`` once RCPT was, a refused MAIL or RCPT raises ``SMTPSenderRefused`` /
 ``SMTPRecipientRefused`` once the replies of the group are read (the server answers the DATA after
 them with a 503/554; a server that answers it with 354 anyway gets no body: the session is closed,
-nothing can have been delivered), a 421 closes the session, and a timeout or a drop while the group
-is unanswered closes it too (nothing of the body left: safe to retry). aiosmtplib's protocol keeps
+nothing can have been delivered), a 421 closes the session, and a timeout, a drop or a cancellation
+while the group is unanswered closes it too (nothing of the body left: safe to retry; a 354 still on
+its way would turn the next transaction's commands into a body). aiosmtplib's protocol keeps
 at most one parsed reply and drops data that arrives while that one awaits pickup, so the replies
 of a group, which may come in any number of TCP segments, are read by ``PipeliningProtocol``: its
 own queue of complete replies while a group is outstanding, aiosmtplib's behaviour otherwise.
 
-This relies on aiosmtplib 5.x internals (the protocol's ``_command_lock``, ``_response_pending``,
-``_buffer``, ``_read_response_from_buffer``, ``_drain_helper``, ``_paused``, and the module name
-``aiosmtplib.smtp.SMTPProtocol`` that ``SMTP._create_connection`` builds its protocol from); tests/channels
-cover each of them against real servers, and pyproject pins aiosmtplib's minor version.
+This relies on aiosmtplib 5.x internals: the protocol's ``_command_lock``, ``_response_pending``,
+``_buffer``, ``_read_response_from_buffer``, ``_loop``, ``_drain_helper``, ``_paused``, what its
+``data_received`` / ``eof_received`` / ``connection_lost`` do (``PipeliningProtocol`` overrides them),
+``aiosmtplib.protocol.MAX_RESPONSE_LENGTH``, and the module name ``aiosmtplib.smtp.SMTPProtocol`` that
+``SMTP._create_connection`` builds its protocol from (``start_tls`` keeps that protocol under the TLS
+layer). tests/channels cover each of them against real servers (the scripted one and aiosmtpd, with
+and without STARTTLS), and pyproject pins aiosmtplib's minor version.
 """
 
 from __future__ import annotations
@@ -107,6 +111,10 @@ class PipeliningProtocol(SMTPProtocol):
     def end_group(self) -> None:
         """Back to aiosmtplib's one-reply-per-command reading. Idempotent."""
         self._group, self._group_waiter = None, None
+
+    def group_left(self) -> bool:
+        """Whether anything arrived beyond the replies taken (a complete reply, or bytes of one)."""
+        return bool(self._group) or bool(self._buffer)
 
     async def group_reply(self) -> SMTPResponse:
         """The group's next reply, in order; once the received ones are taken, the connection's
@@ -232,6 +240,8 @@ class SmtpConnection(SMTP):
                     elif refusal is None:
                         self.stage = "data"
                     start = await protocol.group_reply()
+                    if protocol.group_left():  # more than three replies: a later one would pass for the dot's
+                        raise SMTPServerDisconnected("the server sent replies nothing asked for")
             except (SMTPServerDisconnected, SMTPResponseException, OSError, TimeoutError) as exc:
                 self.close()  # replies may still be on their way: this session cannot be trusted
                 if refusal is not None:
@@ -239,8 +249,8 @@ class SmtpConnection(SMTP):
                 if isinstance(exc, TimeoutError):
                     raise SMTPReadTimeoutError("Timed out waiting for server response") from exc
                 raise
-            except asyncio.CancelledError:
-                self.close()  # the group's replies would meet the next message's reads
+            except BaseException:  # cancelled: the group's replies (maybe a 354) are still on their way
+                self.close()
                 raise
             finally:
                 protocol.end_group()

@@ -19,7 +19,9 @@ drop-mid-body      reads 64 KiB of the body, stops reading, then resets the conn
 drop-after-dot     reads the whole body, then closes without replying
 slow-250           reads the whole body, waits ``slow_seconds``, then answers 250 (the message is
                    recorded as accepted)
+extra-after-354    DATA's 354 comes with a 250 nobody asked for in the same write (a broken server)
 stall-data         DATA waits ``slow_seconds`` before its 354 (a server stalling on one recipient)
+drop-at-data       RCPT answers 250; DATA gets no reply: the server closes the connection
 =================  ===========================================================================
 
 Server-wide knobs: ``greeting`` (e.g. ``"421 busy"`` refuses every session; it may be changed while
@@ -224,6 +226,9 @@ class ScriptedSmtpServer:
                 if not s.rcpt_to:
                     await reply("503 5.5.1 Error: need RCPT command")
                     continue
+                if behaviour_of(s.rcpt_to[0]) == "drop-at-data":
+                    writer.write(b"".join(held))  # the replies held so far (coalesce) go out, then it hangs up
+                    return
                 if not await self._data(s, reader, writer, reply):
                     return
             elif verb == "RSET":
@@ -268,7 +273,10 @@ class ScriptedSmtpServer:
         kind = behaviour_of(s.rcpt_to[0])
         if kind == "stall-data":
             await asyncio.sleep(self.slow_seconds)
-        await reply("354 End data with <CR><LF>.<CR><LF>")
+        if kind == "extra-after-354":  # a broken server: a reply nothing asked for, right behind the 354
+            await reply("354 End data with <CR><LF>.<CR><LF>\r\n250 2.0.0 Ok: queued as NOTHING")
+        else:
+            await reply("354 End data with <CR><LF>.<CR><LF>")
         if kind == "drop-mid-body":
             await reader.readexactly(BODY_PEEK)
             writer.transport.abort()  # unread data in our buffers: the peer sees a reset

@@ -164,14 +164,45 @@ async def test_pipelined_drops_and_stalls_keep_their_stage(pipelining_server: Sc
     assert (conn.stage, conn.is_connected) == ("mail" if pipelining_server.coalesce else "data", False)
 
 
-async def test_a_send_cancelled_while_its_group_is_unanswered_closes_the_session(
-    pipelining_server: ScriptedSmtpServer,
-) -> None:
+@pytest.fixture(params=["one command at a time", "separate replies", "replies in one segment"])
+async def any_server(request: pytest.FixtureRequest) -> AsyncIterator[ScriptedSmtpServer]:
+    async with ScriptedSmtpServer(
+        pipelining=request.param != "one command at a time", coalesce=request.param == "replies in one segment"
+    ) as server:
+        yield server
+
+
+async def test_a_drop_after_the_rcpt_reply_is_before_the_body(any_server: ScriptedSmtpServer) -> None:
+    """The server hangs up instead of answering DATA: stage ``data`` (nothing of the body left, safe
+    to retry elsewhere), pipelined or not."""
+    conn = await connected(any_server)
+    with pytest.raises(SMTPServerDisconnected):
+        await conn.send_raw("news@shop.example", "drop-at-data@a.example", b"x\r\n")
+    assert (conn.stage, conn.is_connected, any_server.received) == ("data", False, [])
+    conn = await connected(any_server)  # a fresh session sends as usual
+    assert (await conn.send_raw("news@shop.example", "accept@a.example", b"x\r\n")).code == 250
+    assert any_server.pipelined == (2 if any_server.pipelining else 0)
+    await conn.quit()
+
+
+async def test_a_group_cancelled_before_its_replies_closes_the_session(pipelining_server: ScriptedSmtpServer) -> None:
+    """Cancelled while the server holds the 354: the reply would come later and turn the next
+    transaction's commands into a body, so the session is closed."""
     conn = await connected(pipelining_server)
     send = asyncio.create_task(conn.send_raw("news@shop.example", "stall-data@a.example", b"x\r\n"))
-    await asyncio.sleep(0.2)  # the group is out, the 354 is not
+    while pipelining_server.commands["DATA"] == 0:
+        await asyncio.sleep(0.01)
     send.cancel()
     with pytest.raises(asyncio.CancelledError):
         await send
-    assert not conn.is_connected  # its late replies cannot be read as the next message's
-    assert pipelining_server.accepted() == []
+    assert not conn.is_connected and pipelining_server.received == []
+
+
+async def test_a_reply_nothing_asked_for_ends_the_session_before_the_body(
+    pipelining_server: ScriptedSmtpServer,
+) -> None:
+    # read as the reply to the final dot, it would record a message the server never took as accepted
+    conn = await connected(pipelining_server)
+    with pytest.raises(SMTPServerDisconnected):
+        await conn.send_raw("news@shop.example", "extra-after-354@a.example", b"x\r\n")
+    assert (conn.stage, conn.is_connected) == ("data", False)

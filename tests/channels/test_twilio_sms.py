@@ -118,7 +118,6 @@ async def test_the_request_is_the_one_the_twilio_sdk_client_sends(fake: FakeTwil
     assert ours.answered == theirs.answered == 201
 
 
-
 async def test_a_created_message_returns_its_sid_from_one_twilio_shaped_request(
     tmp_path: Path, fake: FakeTwilio
 ) -> None:
