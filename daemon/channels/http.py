@@ -5,10 +5,10 @@ A provider without an idempotency key must never be asked twice for the same mes
 only be told "safe to send again" (``TransientSendError``) when nothing of the request left this
 process. That is observed, not guessed:
 
-- ``MarkingConnector`` (an ``aiohttp.TCPConnector``; give it to the ``ClientSession``) flags the
-  current send's ``Attempt`` as ``written`` the moment it hands over a connection: aiohttp writes
-  the request right after. Until then (DNS, refused, TLS, connect timeout, waiting for a pooled
-  connection) nothing left the process.
+- ``HttpClient`` (``topslot.channels.http_client``, the client every HTTP messenger posts with) flags
+  the current send's ``Attempt`` as ``written`` right before the request's first byte goes to the
+  socket. Until then (a bad URL, DNS, refused, TLS, waiting for a free connection) nothing left
+  the process.
 - ``hand_over(peer, timeout)`` is the ``async with`` around one request: it starts a fresh
   ``Attempt`` for this task (``current_attempt()`` finds it), bounds the exchange by one
   deadline (``asyncio.timeout``'s semantics: one loop timer) and maps what fails inside it:
@@ -16,20 +16,19 @@ process. That is observed, not guessed:
   ==================================================  =========================================
   our timeout, nothing written                        ``TransientSendError`` code ``connect_timeout``
   our timeout after the request was written           ``AmbiguousSendError`` code ``timeout``
-  ``aiohttp.ClientConnectorError`` (DNS, refused,     ``TransientSendError`` code ``connect``
-  TLS: no connection)
-  any other ``aiohttp.ClientError`` / ``OSError``,    ``TransientSendError`` code ``connect``
-  nothing written
-  the same after the request was written (dropped     ``AmbiguousSendError`` code ``dropped``
-  connection, stale keep-alive closed by the peer)
+  ``ConnectFailed`` (DNS, refused, TLS: no            ``TransientSendError`` code ``connect``
+  connection)
+  any other ``OSError`` (``AnswerLost``: the peer     ``AmbiguousSendError`` code ``dropped``
+  closed the connection, an answer that is not
+  HTTP, a stale keep-alive), after the request
+  was written
+  the same before it was written                      ``TransientSendError`` code ``connect``
   ==================================================  =========================================
 
-  Its ``secrets`` (a bot token in the URL, say) are replaced by ``***`` in every message it builds:
-  aiohttp puts the URL in some exception strings (``InvalidURL``, ``ClientResponseError``).
+  Its ``secrets`` (a bot token in the URL, say) are replaced by ``***`` in every message it builds.
 
-``http_session(connections)`` is the aiohttp session a messenger sends with (the connector above,
-no aiohttp timeouts: ``hand_over``'s is the one). ``SendGate`` is what each messenger does around
-every send (closed, ``max_in_flight``, pacing, draining on close).
+``SendGate`` is what each messenger does around every send (closed, ``max_in_flight``, pacing,
+draining on close).
 
 Also here: ``parse_retry_after`` (a ``Retry-After`` header), ``json_object`` (a JSON answer as a
 dict, ``{}`` for anything else), ``header`` (a header by name without case), ``form_quote`` (a
@@ -49,8 +48,6 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import aiohttp
-
 from topslot.channels.base import handing_over
 from topslot.channels.ratelimit import Pace, TokenBucket
 from topslot.errors import AmbiguousSendError, TransientSendError
@@ -61,10 +58,17 @@ RETRY_AFTER_MOST = 3600.0
 
 @dataclass(slots=True)
 class Attempt:
-    """What one send's HTTP request got to (set by the connector and the client)."""
+    """What one send's HTTP request got to (set by the HTTP client)."""
 
-    written: bool = False  # it holds a connection, so the request is (being) written: it may arrive
-    headers: Mapping[str, str] | None = None  # the response's headers, once it came (a client may set it)
+    written: bool = False  # its first byte went to the socket: it may arrive
+
+
+class ConnectFailed(OSError):  # noqa: N818 (an OSError, like ConnectionRefusedError)
+    """No connection to the provider: nothing of the request left this process."""
+
+
+class AnswerLost(OSError):  # noqa: N818
+    """The request was (being) written and no complete answer came back: it may have arrived."""
 
 
 _attempt: contextvars.ContextVar[Attempt | None] = contextvars.ContextVar("http_attempt", default=None)
@@ -73,25 +77,6 @@ _attempt: contextvars.ContextVar[Attempt | None] = contextvars.ContextVar("http_
 def current_attempt() -> Attempt | None:
     """The ``Attempt`` of the send running in this task (inside ``hand_over``), if any."""
     return _attempt.get()
-
-
-class MarkingConnector(aiohttp.TCPConnector):
-    """Marks the current send as (possibly) written as soon as it holds a connection: aiohttp writes
-    the request at once from there, so any later failure may come after the provider got it."""
-
-    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
-        connection = await super().connect(req, traces, timeout)
-        attempt = _attempt.get()
-        if attempt is not None:
-            attempt.written = True
-        return connection
-
-
-def http_session(connections: int) -> aiohttp.ClientSession:
-    """The session of one HTTP messenger: at most ``connections`` open, each send marked as written
-    once it holds one (``MarkingConnector``), and no timeout of aiohttp's own (no timer set per
-    request): ``hand_over``'s deadline bounds every exchange."""
-    return aiohttp.ClientSession(connector=MarkingConnector(limit=connections), timeout=aiohttp.ClientTimeout())
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -157,10 +142,10 @@ class hand_over:  # noqa: N801 (used as ``async with hand_over(...)``, like a fu
             raise TransientSendError(
                 f"could not reach {peer} within {timeout:g} s (nothing was sent)", code="connect_timeout"
             ) from None
-        if isinstance(exc, aiohttp.ClientConnectorError):  # DNS, refused, TLS: no connection, nothing sent
+        if isinstance(exc, ConnectFailed):  # DNS, refused, TLS: no connection, nothing sent
             hidden = tuple(s for s in self.secrets if s)
             raise TransientSendError(redact(f"could not connect to {peer}: {exc}", hidden), code="connect") from None
-        if isinstance(exc, aiohttp.ClientError | OSError):
+        if isinstance(exc, OSError):
             what = redact(f"{type(exc).__name__}: {exc}", tuple(s for s in self.secrets if s))
             if attempt.written:
                 raise AmbiguousSendError(

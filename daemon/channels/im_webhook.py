@@ -67,8 +67,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC
 from typing import Any
 
-import aiohttp
-
 from topslot.attribution.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSigner
 from topslot.channel import Channel
 from topslot.channels.base import Message, TextMessage
@@ -76,11 +74,11 @@ from topslot.channels.http import (
     SendGate,
     hand_over,
     header,
-    http_session,
     json_object,
     parse_retry_after,
     redact,
 )
+from topslot.channels.http_client import HttpClient
 from topslot.channels.limits import Limits, LocalLimits, scaled
 from topslot.channels.ratelimit import Pace
 from topslot.clock import Clock, SystemClock
@@ -145,7 +143,7 @@ class ImWebhook:
         self._wall = wall
         self._jitter = jitter
         self._peer = f"the {name} IM gateway"
-        self._session: aiohttp.ClientSession | None = None  # built on the first send (needs the running loop)
+        self._http = HttpClient(url, max_in_flight, max_answer_bytes=MAX_ANSWER_BYTES)
 
     @classmethod
     def from_settings(
@@ -176,16 +174,13 @@ class ImWebhook:
             raise TypeError("an IM webhook takes text messages")
         self.gate.refuse_if_closed()
         async with self.gate.slot():
-            session = self._session_now()
-            return await self._post(session, message)
+            return await self._post(message)
 
     async def close(self) -> None:
         """Refuse new sends, let the requests in flight finish (each bounded by the timeout), then
-        close the HTTP session. Idempotent."""
+        close the HTTP connections. Idempotent."""
         await self.gate.drain()
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        await self._http.close()
 
     # ------------------------------------------------------------ one request
 
@@ -225,26 +220,16 @@ class ImWebhook:
         }
         return body, headers
 
-    def _session_now(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = http_session(self.max_in_flight)
-        return self._session
-
-    async def _post(self, session: aiohttp.ClientSession, message: TextMessage) -> str:
+    async def _post(self, message: TextMessage) -> str:
         body, headers = self.request(message)
         async with hand_over(self._peer, self.timeout, secrets=(self._secret,)):
-            async with session.post(self.url, data=body, headers=headers, allow_redirects=False) as response:
-                status, answer_headers = response.status, response.headers
-                try:
-                    answer = await _read_some(response.content, MAX_ANSWER_BYTES)
-                except aiohttp.ClientPayloadError:
-                    answer = b""  # the status says what happened; the body is only detail
-        return classify(
+            response = await self._http.post(self.url, body, headers)
+        return classify(  # a body cut short still has its status: that says what happened
             self.provider,
             message.delivery_id,
-            status,
-            answer,
-            answer_headers,
+            response.status,
+            response.body,
+            response.headers,
             secret=self._secret,
             jitter=self._jitter,
         )
@@ -347,16 +332,6 @@ def clean_text(text: str, limit: int) -> str:
 
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-async def _read_some(stream: aiohttp.StreamReader, limit: int) -> bytes:
-    """At most ``limit`` bytes of an answer's body (read to its end when shorter)."""
-    chunks: list[bytes] = []
-    size = 0
-    while size < limit and (chunk := await stream.read(limit - size)):
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
 
 
 def build(settings: Settings, name: str, clock: Clock, limits: Limits) -> ImWebhook:

@@ -3,7 +3,7 @@
 ``TelegramBot.send(message)`` posts one message to the chat ``message.recipient_id`` (the contact's
 ``im_<name>`` id: a numeric chat id, or ``@channelname``) and returns ``"<chat_id>:<message_id>"``,
 or raises exactly one of the ``Messenger`` errors. Telegram has no idempotency key, so a POST is
-never repeated here (aiohttp itself only re-sends idempotent methods on a stale connection).
+never repeated here (``HttpClient`` retries nothing, not even on a stale keep-alive connection).
 
 The message (``render``), ``parse_mode: HTML``:
 
@@ -33,14 +33,14 @@ nothing of the request was written
 a timeout or dropped connection after it was written         ``AmbiguousSendError``
 =========================================================  ========================================
 
-"Written or not" is observed by ``topslot.channels.http`` (``MarkingConnector``, ``hand_over``),
-shared with the Twilio messengers. The token is part of the URL: it is never logged and
-``hand_over`` removes it from every error message it builds from aiohttp's exceptions.
+"Written or not" is observed by ``topslot.channels.http`` (``HttpClient``, ``hand_over``), shared
+with the Twilio messengers. The token is part of the URL: it is never logged and ``hand_over``
+removes it from every error message it builds.
 
 Per request: one ``asyncio.timeout(timeout_seconds)``. Per messenger: at most ``max_in_flight``
 requests open (the registry's ``share`` of it), paced by the limit ``im:<name>`` of the registry's
-``Limits`` (Telegram takes about 30 messages a second per bot). The aiohttp session is
-created on the first send (it needs the running loop) and closed by ``close()``.
+``Limits`` (Telegram takes about 30 messages a second per bot). The client connects on the
+first send; ``close()`` closes its connections.
 """
 
 from __future__ import annotations
@@ -55,19 +55,17 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
-
 from topslot.channel import Channel
 from topslot.channels.base import Message, Messenger, TextMessage
 from topslot.channels.http import (
     SendGate,
     hand_over,
     header,
-    http_session,
     json_object,
     parse_retry_after,
     redact,
 )
+from topslot.channels.http_client import HttpClient
 from topslot.channels.limits import Limits, LocalLimits, scaled
 from topslot.channels.ratelimit import Pace
 from topslot.clock import Clock
@@ -130,7 +128,7 @@ class TelegramBot:
         self._url = f"{self.base_url}/bot{token}/sendMessage"  # holds the token: never in a message or log
         self._secrets = (token, quote(token, safe=""))
         self._jitter = jitter
-        self._session: aiohttp.ClientSession | None = None  # built on the first send (needs the loop)
+        self._http = HttpClient(self.base_url, max_in_flight)
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
 
     def __repr__(self) -> str:
@@ -166,32 +164,22 @@ class TelegramBot:
             raise TypeError("Telegram takes text messages")
         self.gate.refuse_if_closed()
         async with self.gate.slot():
-            session = self._session_now()
-            return await self._post(session, message)
+            return await self._post(message)
 
     async def close(self) -> None:
         """Refuse new sends, let the requests in flight finish (each is bounded by the timeout),
-        then close the HTTP session. Idempotent."""
+        then close the HTTP connections. Idempotent."""
         await self.gate.drain()
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        await self._http.close()
 
     # ------------------------------------------------------------ one request
 
-    def _session_now(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = http_session(self.max_in_flight)
-        return self._session
-
-    async def _post(self, session: aiohttp.ClientSession, message: TextMessage) -> str:
+    async def _post(self, message: TextMessage) -> str:
         chat = message.recipient_id
         payload = json.dumps(render(message), ensure_ascii=False).encode()
         async with hand_over("Telegram", self.timeout, secrets=self._secrets):
-            async with session.post(self._url, data=payload, headers=self._headers, allow_redirects=False) as response:
-                status, headers = response.status, response.headers
-                body = await response.read()
-        answer = json_object(body)
+            response = await self._http.post(self._url, payload, self._headers)
+        status, headers, answer = response.status, response.headers, json_object(response.body)
         if "description" in answer:  # a proxy's answer might quote the URL
             answer["description"] = redact(str(answer["description"]), self._secrets)
         if 200 <= status < 300:

@@ -1,12 +1,12 @@
 """SMS through Twilio's Messaging API (``POST /2010-04-01/Accounts/{sid}/Messages.json``), posted with
-one aiohttp session per messenger.
+one ``HttpClient`` (``topslot.channels.http_client``: keep-alive connections) per messenger.
 
 ``TwilioSms.send(message)`` creates one Message and returns its SID (``SM…``), or raises exactly one
 of the ``Messenger`` errors. Everything but the form of a message and a few error codes is in
 ``TwilioMessages``, which WhatsApp (``topslot.channels.twilio_whatsapp``) shares. Twilio has no
-idempotency key for message creation, so a POST is never repeated here: no retrying client (such as
-aiohttp_retry, which would repeat a POST on any 5xx) and aiohttp itself only re-sends idempotent
-methods on a stale keep-alive connection.
+idempotency key for message creation, so a POST is never repeated here: the client retries nothing,
+not even on a stale keep-alive connection (unlike retrying clients such as aiohttp_retry, which would
+repeat a POST on any 5xx).
 
 How an outcome is classified (``classify``):
 
@@ -29,17 +29,16 @@ written
 =======================================================  ==========================================
 
 "Before the request was written" is observed, not guessed (``topslot.channels.http``, shared with
-the other HTTP messengers): the connector flags the current send the moment it hands over a
-connection (aiohttp writes the request right after); until then nothing of the message left this
-process, so a failure (``ClientConnectorError``, our own timeout while connecting or waiting for a
-pooled connection) is transient. After it, any failure is ambiguous (a stale keep-alive connection
-closed by Twilio included: safe, never twice).
+the other HTTP messengers): the client flags the current send right before the request's first
+byte goes to the socket; until then nothing of the message left this process, so a failure
+(``ConnectFailed``, our own timeout while connecting or waiting for a free connection) is
+transient. After it, any failure is ambiguous (a stale keep-alive connection closed by Twilio
+included: safe, never twice).
 
-Per request: one deadline of ``timeout_seconds`` (``hand_over``'s; aiohttp's own is not used). Per messenger:
+Per request: one deadline of ``timeout_seconds`` (``hand_over``'s). Per messenger:
 at most ``max_in_flight`` requests open (the registry's ``share`` of it), paced by the limit
 ``twilio`` of the registry's ``Limits`` (shared by every process and node, or this process's share).
-The aiohttp session is created on the first send (it needs the running loop) and closed by
-``close()``.
+The client connects on the first send; ``close()`` closes its connections.
 
 The request is built here, as the ``twilio`` SDK's ``AsyncTwilioHttpClient`` sent it (the same method,
 URL, form body, ``Authorization: Basic``, ``Accept`` and ``Content-Type`` headers, redirects not
@@ -62,8 +61,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
-import aiohttp
-
 from topslot.channel import Channel
 from topslot.channels.base import Message, TextMessage
 from topslot.channels.http import (
@@ -71,11 +68,10 @@ from topslot.channels.http import (
     basic_auth,
     form_quote,
     hand_over,
-    header,
-    http_session,
     json_object,
     parse_retry_after,
 )
+from topslot.channels.http_client import HttpClient
 from topslot.channels.limits import Limits, LocalLimits, scaled
 from topslot.channels.ratelimit import Pace
 from topslot.channels.registry import Provider
@@ -143,7 +139,7 @@ class TwilioMessages:
         )
         self.bucket = self.gate.bucket
         self._jitter = jitter
-        self._session: aiohttp.ClientSession | None = None  # built on the first send (needs the running loop)
+        self._http = HttpClient(self.base_url, max_in_flight)
         self._messages_url = f"{self.base_url}/2010-04-01/Accounts/{account_sid}/Messages.json"
         shared = {"MessagingServiceSid": messaging_service_sid} if messaging_service_sid else {"From": from_number}
         if status_callback:
@@ -163,22 +159,15 @@ class TwilioMessages:
         self.gate.refuse_if_closed()
         form = self._form(message)  # a message it cannot take is refused here, before any wait or request
         async with self.gate.slot():
-            return await self._create(self._session_now(), form)
+            return await self._create(form)
 
     async def close(self) -> None:
         """Refuse new sends, let the requests in flight finish (each is bounded by the timeout),
-        then close the HTTP session. Idempotent."""
+        then close the HTTP connections. Idempotent."""
         await self.gate.drain()
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        await self._http.close()
 
     # ------------------------------------------------------------ one request
-
-    def _session_now(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = http_session(self.max_in_flight)
-        return self._session
 
     def _form(self, message: TextMessage) -> bytes:
         """One message's form body for the Messages API (Twilio's own field names), URL-encoded, with
@@ -190,13 +179,10 @@ class TwilioMessages:
         """The ``Messenger`` error for a non-2xx answer (``classify``'s table)."""
         return classify(status, code, text, retry_after=retry_after, jitter=self._jitter)
 
-    async def _create(self, session: aiohttp.ClientSession, form: bytes) -> str:
-        url, headers = self._messages_url, self._headers
+    async def _create(self, form: bytes) -> str:
         async with hand_over("Twilio", self.timeout):
-            async with session.post(url, data=form, headers=headers, allow_redirects=False) as response:
-                status, response_headers = response.status, response.headers
-                body = await response.read()
-        answer = json_object(body)
+            response = await self._http.post(self._messages_url, form, self._headers)
+        status, answer = response.status, json_object(response.body)
         if 200 <= status < 300:
             sid = answer.get("sid")
             if not isinstance(sid, str) or not sid:  # created or not, we cannot tell
@@ -208,7 +194,7 @@ class TwilioMessages:
             status,
             code if isinstance(code, int) and not isinstance(code, bool) else None,
             str(text or ""),
-            header(response_headers, "Retry-After"),
+            response.headers.get("retry-after"),
         )
 
 

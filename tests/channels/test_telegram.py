@@ -35,7 +35,7 @@ from channels.fake_telegram import (
 from channels.scripted_smtp import unused_port
 from channels.support import FrozenTime, envelope
 from topslot.channels.base import Card, Messenger, TextMessage
-from topslot.channels.http import hand_over, redact
+from topslot.channels.http import AnswerLost, hand_over, redact
 from topslot.channels.registry import Registry
 from topslot.channels.telegram import BUSY_BACKOFF, TelegramBot, classify, render
 from topslot.delivery import SuppressionReason
@@ -348,23 +348,26 @@ async def test_the_token_is_in_no_error_traceback_or_log(
     assert fake.token not in caplog.text
 
 
-async def test_aiohttp_errors_that_quote_the_url_are_redacted() -> None:
+async def test_connection_errors_never_show_the_token(unused_tcp_port: int) -> None:
     token = "42:AAThisIsTheSecretPart"
-    messenger = TelegramBot(token=token, base_url="http://127.0.0.1:99999")  # an invalid port: InvalidURL
+    messenger = TelegramBot(token=token, base_url=f"http://127.0.0.1:{unused_tcp_port}")  # nobody listens
 
     with pytest.raises(TransientSendError) as raised:
         await messenger.send(im("1001"))
 
-    assert token not in str(raised.value) and "***" in str(raised.value)
-    assert "AAThisIsTheSecretPart" not in "".join(traceback.format_exception(raised.value))
+    assert raised.value.code == "connect" and "could not connect" in str(raised.value)
+    assert "AAThisIsTheSecretPart" not in "".join(traceback.format_exception(raised.value)) + repr(messenger)
     await messenger.close()
+    with pytest.raises(ValueError) as invalid:  # a port out of range: refused when built, the token unsaid
+        TelegramBot(token=token, base_url="http://127.0.0.1:99999")
+    assert "AAThisIsTheSecretPart" not in "".join(traceback.format_exception(invalid.value))
 
 
 async def test_hand_over_redacts_every_secret_it_is_given() -> None:
     with pytest.raises(AmbiguousSendError) as raised:
         async with hand_over("Telegram", 5, secrets=("s3cret", "")) as attempt:
             attempt.written = True
-            raise aiohttp.ClientPayloadError("broken body from http://x/bots3cret/sendMessage")
+            raise AnswerLost("broken body from http://x/bots3cret/sendMessage")
 
     assert "s3cret" not in str(raised.value) and raised.value.code == "dropped"
     assert redact("a-b-a", ["a", ""]) == "***-b-***"
@@ -449,12 +452,12 @@ def test_it_refuses_bad_options() -> None:
 async def test_close_is_idempotent_and_later_sends_are_transient(fake: FakeTelegram) -> None:
     messenger = make(fake)
     await messenger.send(im("1001"))
-    session = messenger._session
+    client = messenger._http
 
     await messenger.close()
     await messenger.close()
 
-    assert session is not None and session.closed
+    assert client.closed and client.open_connections == 0
     with pytest.raises(TransientSendError):
         await messenger.send(im("1002"))
     assert len(fake.requests) == 1

@@ -99,8 +99,9 @@ def text(to: str, n: int = 1, body: str = "Mother's Day: 20% off today") -> Text
 
 
 async def test_the_request_is_the_one_the_twilio_sdk_client_sends(fake: FakeTwilio, sms: TwilioSms) -> None:
-    """Posted with the messenger's own aiohttp session, the request is byte for byte what twilio's
-    ``AsyncTwilioHttpClient`` sent for the same form and credentials (the messenger used it before)."""
+    """Posted with the messenger's own HTTP client, the request is what twilio's
+    ``AsyncTwilioHttpClient`` sent for the same form and credentials (the messenger used it before),
+    but for the User-Agent and compression."""
     from twilio.http.async_http_client import AsyncTwilioHttpClient
 
     message = text("+14155550100", body="Code MOM+20% by 20 May: https://t.example/s/Ab-_~ 母亲节 🎉 &=?")
@@ -114,7 +115,12 @@ async def test_the_request_is_the_one_the_twilio_sdk_client_sends(fake: FakeTwil
 
     ours, theirs = fake.requests
     assert (ours.method, ours.path, ours.form, ours.auth) == (theirs.method, theirs.path, theirs.form, theirs.auth)
-    assert ours.headers == theirs.headers
+    # the same headers but for the agent's name and compression (ours asks for none: identity answers)
+    assert ours.headers["User-Agent"].startswith("topslot") and "Accept-Encoding" not in ours.headers
+    differing = {"User-Agent", "Accept-Encoding"}
+    assert {k: v for k, v in ours.headers.items() if k not in differing} == {
+        k: v for k, v in theirs.headers.items() if k not in differing
+    }
     assert ours.answered == theirs.answered == 201
 
 
@@ -383,12 +389,12 @@ def test_without_twilio_settings_sms_go_to_the_outbox(tmp_path: Path) -> None:
 async def test_close_is_idempotent_and_later_sends_are_transient(fake: FakeTwilio) -> None:
     messenger = make(fake)
     await messenger.send(text("+14155550100"))
-    session = messenger._session
+    client = messenger._http
 
     await messenger.close()
     await messenger.close()
 
-    assert session is not None and session.closed
+    assert client.closed and client.open_connections == 0
     with pytest.raises(TransientSendError):
         await messenger.send(text("+14155550101"))
     assert len(fake.requests) == 1
