@@ -21,7 +21,7 @@ signed token is never made: the name is simply absent, and StrictUndefined would
 from __future__ import annotations
 
 import html as html_lib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
@@ -70,7 +70,8 @@ template_function(DeliveryLinks.track)  # called by (nearly) every message's tem
 SAMPLE_UNSUBSCRIBE = "https://t.example.com/u/sample-token"
 MAX_LINE_OCTETS = 998  # RFC 5322, without the CRLF
 SPLICE = True
-"""Whether spliceable email templates are rendered without Jinja (benches set it to 0 to compare)."""
+"""Whether spliceable templates (email, SMS and IM bodies, IM cards) are rendered without Jinja
+(benches set it to 0 to compare)."""
 MAX_SMS_SEGMENTS = 10  # more is refused by providers (Twilio: 1,600 characters) or split by carriers
 
 
@@ -188,21 +189,37 @@ class CompiledEmail:
         return RenderedEmail(subject, body, text, (("List-Unsubscribe", header),), short)
 
 
+def spliced(splice: Splice | None, context: dict[str, Any], tracked: dict[Any, Any], max_chars: int) -> str | None:
+    """``splice``'s output for ``context``, or None when Jinja must render it (no splice, ``SPLICE``
+    off, or the splice raised: Jinja then gives the same error, if it is one)."""
+    if splice is None or not SPLICE:
+        return None
+    try:
+        return splice.render(context, tracked, max_chars)[0]
+    except Exception:  # noqa: BLE001 - Jinja renders this message: same text or same error
+        return None
+
+
 class CompiledText:
     """An SMS or IM body template, ready to render; ``opt_out``: the compliance settings whose
     ``sms_opt_out`` line (for the recipient's country) ends every body (SMS), None for none (IM);
-    ``needs_unsubscribe``: whether the template may use ``unsubscribe_url`` (``names_unsubscribe``)."""
+    ``needs_unsubscribe``: whether the template may use ``unsubscribe_url`` (``names_unsubscribe``);
+    ``splice``: the template as a ``Splice`` when it is spliceable (rendered without Jinja then)."""
 
     def __init__(
         self, template: Template, limits: RenderLimits, opt_out: Compliance | None = None, *,
-        needs_unsubscribe: bool = True,
+        needs_unsubscribe: bool = True, splice: Splice | None = None,
     ):  # fmt: skip
         self.template = BoundedTemplate(template, limits)
         self.opt_out = opt_out
         self.needs_unsubscribe = needs_unsubscribe
+        self.splice = splice
 
     def render(self, context: dict[str, Any]) -> str:
-        return self.finish(self.template.render(self.template.parent(context)), context["contact"])
+        body = spliced(self.splice, context, {}, self.template.limits.max_chars)
+        if body is None:
+            body = self.template.render(self.template.parent(context))
+        return self.finish(body, context["contact"])
 
     def finish(self, body: str, contact: ContactView) -> str:
         """A rendered body as sent: stripped, ending with the opt-out line of the contact's country."""
@@ -224,28 +241,39 @@ class RenderedCard:
 
 class CompiledCard:
     """The IM content's one-line template strings: card title, button label, template variables
-    (``needs_unsubscribe`` as ``CompiledText``'s, for any of them)."""
+    (``needs_unsubscribe`` as ``CompiledText``'s, for any of them), each keyed ``title``, ``button``
+    or ``variables.<name>``; ``splices``: the spliceable ones as ``Splice``s by that key."""
 
     def __init__(
         self, title: Template | None, button: Template, variables: dict[str, Template], limits: RenderLimits, *,
-        needs_unsubscribe: bool = True,
+        needs_unsubscribe: bool = True, splices: Mapping[str, Splice | None] | None = None,
     ):  # fmt: skip
-        self.title = BoundedTemplate(title, limits) if title is not None else None
-        self.button = BoundedTemplate(button, limits)
-        self.variables = {k: BoundedTemplate(v, limits) for k, v in variables.items()}
+        templates = {"title": title, "button": button} | {f"variables.{k}": v for k, v in variables.items()}
+        splices = splices or {}
+        self.lines = {
+            key: (BoundedTemplate(template, limits), splices.get(key))
+            for key, template in templates.items()
+            if template is not None
+        }
         self.needs_unsubscribe = needs_unsubscribe
+        self.max_chars = limits.max_chars
 
     def render(self, context: dict[str, Any]) -> RenderedCard:
-        parent = self.button.parent(context)
-
-        def line(template: BoundedTemplate) -> str:
-            return " ".join(template.render(parent).split())
-
+        parents: list[dict[str, Any]] = []  # built once, for the first line Jinja renders
+        tracked: dict[Any, Any] = {}
+        lines: dict[str, str] = {}
+        for key, (template, splice) in self.lines.items():
+            text = spliced(splice, context, tracked, self.max_chars)
+            if text is None:
+                if not parents:
+                    parents.append(template.parent(context))
+                text = template.render(parents[0])
+            lines[key] = " ".join(text.split())
         return RenderedCard(
-            title=line(self.title) if self.title is not None else None,
-            button=line(self.button),
+            title=lines.get("title"),
+            button=lines["button"],
             link=context["track"](context["landing_url"]),
-            variables={k: line(v) for k, v in self.variables.items()},
+            variables={k.removeprefix("variables."): v for k, v in lines.items() if k.startswith("variables.")},
         )
 
 
@@ -491,7 +519,8 @@ class _Compiler:
         if template is None or self.sample(template, channel, filename) is None:
             return None
         unsubscribe = names_unsubscribe(self.env, prepared)
-        compiled = CompiledText(template, self.limits, opt_out, needs_unsubscribe=unsubscribe)
+        splice = Splice.of(self.env, prepared, _with_suffix(name, ".txt"))
+        compiled = CompiledText(template, self.limits, opt_out, needs_unsubscribe=unsubscribe, splice=splice)
         if spec_of(channel).segmented:
             self.check_segments(compiled, channel, filename)
         return compiled
@@ -516,7 +545,8 @@ class _Compiler:
         title = parts.pop("title")
         variables = {k.removeprefix("variables."): v for k, v in parts.items() if v is not None}
         unsubscribe = any(names_unsubscribe(self.env, text) for text in strings.values() if text is not None)
-        return CompiledCard(title, button, variables, self.limits, needs_unsubscribe=unsubscribe)
+        splices = {key: Splice.of(self.env, text, f"im-{key}.txt") for key, text in strings.items() if text is not None}
+        return CompiledCard(title, button, variables, self.limits, needs_unsubscribe=unsubscribe, splices=splices)
 
     def check_segments(self, compiled: CompiledText, channel: str, where: str) -> None:
         """A problem when a sample recipient's body (opt-out line included) is over MAX_SMS_SEGMENTS."""

@@ -215,3 +215,63 @@ def test_a_missing_name_fails_as_with_jinja() -> None:
         splice.render({}, {}, 100)
     with pytest.raises(UndefinedError):
         _render(env, "{{ unsubscribe_url }}", "t.txt", {})
+
+
+# ---------------------------------------------------------------- SMS and IM: bodies and cards
+
+
+def _im_campaign(tmp_path: Path) -> tuple[CompiledCampaign, Campaign]:
+    """The example campaign with IM content whose body, title, button and variables are all
+    spliceable, and an SMS body that is too (its own template in ``tmp_path``)."""
+    (tmp_path / "sms.txt.j2").write_text("Shop: {{ contact.first_name }}, code {{ coupon }} {{ track(landing_url) }}\n")
+    (tmp_path / "im.txt.j2").write_text("{{ contact.first_name }} & co: code {{ coupon }} until {{ slot }}.\n")
+    data = load_yaml(REPO / "config/campaigns/mothers-day-2027.yaml").data
+    data["channels"] = ["sms", "im"]
+    data["content"] = {
+        "sms": {"body": "sms.txt.j2"},
+        "im": {
+            "provider": "gw",
+            "body": "im.txt.j2",
+            "title": "A gift for Mom,   {{ contact.first_name }}",
+            "button": "Shop the offer",
+            "variables": {"1": "{{ contact.last_name }}", "2": "{{ track(landing_url) }}"},
+        },
+    }
+    campaign = Campaign.model_validate(data)
+    return compile_campaign(campaign, tmp_path, COMPLIANCE), campaign
+
+
+def test_sms_and_im_bodies_and_cards_are_spliced_to_what_jinja_renders(tmp_path: Path, monkeypatch) -> None:
+    compiled, campaign = _im_campaign(tmp_path)
+    assert compiled.card is not None and all(splice is not None for _, splice in compiled.card.lines.values())
+    assert all(compiled.texts[channel].splice is not None for channel in ("sms", "im"))
+    links = CampaignLinks(campaign, Keyring({"k1": b"splice-test-key-0123456789"}), "https://t.example.com")
+    names = ["Lena", "Zoë & <Mom>", "梅", 'O\'Brien "Jr"', None, "  two\n lines\t", "a" * 300]
+    for i, name in enumerate(names, 1):
+        for country in ("US", "CN", None):
+            contact = ContactView(external_id=f"C{i}", first_name=name, last_name=name, phone="+14155550100",
+                                  country=country)  # fmt: skip
+            rendered = {}
+            for splice in (True, False):
+                monkeypatch.setattr(renderer, "SPLICE", splice)
+                rendered[splice] = [
+                    compiled.render_text("sms", contact, "MOM1", links.for_delivery(i, "sms"), "07:30"),
+                    compiled.render_text("im", contact, "MOM1", links.for_delivery(i, "im"), "07:30"),
+                    compiled.render_card("im", contact, "MOM1", links.for_delivery(i, "im"), "07:30"),
+                ]
+            assert rendered[True] == rendered[False]
+
+
+def test_a_card_line_that_needs_jinja_is_rendered_by_it(tmp_path: Path) -> None:
+    _im_campaign(tmp_path)  # writes the templates
+    data = load_yaml(REPO / "config/campaigns/mothers-day-2027.yaml").data
+    data["channels"] = ["im"]
+    data["content"] = {"im": {"provider": "gw", "body": "im.txt.j2", "title": "{{ contact.first_name | upper }}",
+                              "button": "Go"}}  # fmt: skip
+    campaign = Campaign.model_validate(data)
+    compiled = compile_campaign(campaign, tmp_path, COMPLIANCE)
+    assert compiled.card is not None
+    assert compiled.card.lines["title"][1] is None and compiled.card.lines["button"][1] is not None
+    contact = ContactView(external_id="C", first_name="lena")
+    card = compiled.render_card("im", contact, "MOM1", message_links(1), "07:30")
+    assert card is not None and (card.title, card.button) == ("LENA", "Go")
