@@ -164,7 +164,13 @@ CAMPAIGN_CONTEXT = {
     "source",
     [
         "{{ contact.first_name | upper }}",
-        "{% if contact.first_name %}x{% endif %}",
+        "{% if contact.first_name | length %}x{% endif %}",
+        "{% if contact.age > 3 %}x{% endif %}",
+        "{% if contact.first_name is defined %}x{% endif %}",
+        "{% if contact.locale.lower() == 'zh' %}x{% endif %}",
+        "{% if coupon.startswith(contact.locale) %}x{% endif %}",
+        "{% if coupon %}{{ coupon | upper }}{% endif %}",
+        "{% if coupon in ['a'] %}x{% endif %}",
         "{% for x in [1] %}{{ x }}{% endfor %}",
         "{{ contact.attributes.tier }}",
         "{{ contact }}",
@@ -275,3 +281,70 @@ def test_a_card_line_that_needs_jinja_is_rendered_by_it(tmp_path: Path) -> None:
     contact = ContactView(external_id="C", first_name="lena")
     card = compiled.render_card("im", contact, "MOM1", message_links(1), "07:30")
     assert card is not None and (card.title, card.button) == ("LENA", "Go")
+
+
+BRANCHY = [
+    (
+        '{%- if (contact.locale or "").startswith("zh") -%}你好 {{ contact.first_name }}{%- else -%}'
+        "Hi {{ contact.first_name }}{%- endif %}, {{ coupon }}\n"
+    ),
+    "{% if not contact.country %}-{% elif contact.country == 'CN' and coupon %}CN {{ coupon }}"
+    "{% elif contact.country != 'US' or contact.age == 3 %}{% if contact.last_name %}{{ contact.last_name }}"
+    "{% endif %}X{% else %}US{% endif %}|{{ track(landing_url) }}",
+    "{% if contact.email.endswith('.cn') %}<b>{{ contact.first_name }}</b>{% endif %}{% if true %}T{% endif %}",
+    "{% if contact.age %}{{ contact.age }}{% elif none %}n{% else %}{{ slot }}{% endif %}",
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    source=st.sampled_from(BRANCHY),
+    name=st.sampled_from(["t.txt", "t.html"]),
+    locale=st.one_of(st.none(), st.sampled_from(["zh-CN", "en", "", "ZH"])),
+    country=st.one_of(st.none(), st.sampled_from(["CN", "US", "DE", ""])),
+    first=st.one_of(st.none(), st.text(alphabet="ab<&é梅", max_size=5)),
+    last=st.one_of(st.none(), st.text(alphabet="ab<&", max_size=3)),
+    email_=st.one_of(st.none(), st.sampled_from(["a@b.cn", "a@b.com"])),
+    age=st.one_of(st.none(), st.integers(0, 5)),
+    coupon=st.one_of(st.none(), st.sampled_from(["", "MOM1"])),
+)
+def test_branches_are_spliced_to_what_jinja_renders(
+    source, name, locale, country, first, last, email_, age, coupon
+) -> None:
+    env = make_environment(REPO / "templates")
+    splice = Splice.of(env, source, name)
+    assert splice is not None
+    contact = ContactView(external_id="C", first_name=first, last_name=last, locale=locale, country=country,
+                          email=email_, age=age)  # fmt: skip
+    context = CAMPAIGN_CONTEXT | {"contact": contact, "coupon": coupon, "track": plain_track}
+    try:
+        expected = _render(env, source, name, context)
+    except Exception as exc:  # noqa: BLE001 - then the splice must not give an answer of its own
+        with pytest.raises(Exception):  # noqa: B017
+            splice.render(context, {}, 10**6)
+        assert exc is not None
+        return
+    text, values = splice.render(context, {}, 10**6)
+    assert text == expected
+    assert max(len(line.encode()) for line in text.split("\n")) <= splice.longest_line + values
+
+
+def test_a_test_on_an_unexpected_type_is_left_to_jinja() -> None:
+    env = make_environment(REPO / "templates")
+    splice = Splice.of(env, "{% if contact.locale.startswith('zh') %}x{% endif %}", "t.txt")
+    assert splice is not None
+    with pytest.raises(Exception):  # noqa: B017 - None.startswith: Jinja renders it (and raises the same)
+        splice.render(CAMPAIGN_CONTEXT | {"contact": ContactView(external_id="C")}, {}, 10**6)
+
+
+def test_the_example_sms_with_its_locale_branch_is_spliced(compiled: CompiledCampaign, monkeypatch) -> None:
+    sms = compiled.texts["sms"]
+    assert sms.splice is not None and any(kind == 4 for kind, _, _ in sms.splice.gaps)  # a branch
+    for i, (locale, country) in enumerate([("zh-CN", "CN"), ("en-US", "US"), (None, "DE"), ("zh", None)], 1):
+        contact = ContactView(external_id=f"C{i}", first_name="梅 & <Mom>", phone="+8613800000000", locale=locale,
+                              country=country)  # fmt: skip
+        texts = []
+        for splice in (True, False):
+            monkeypatch.setattr(renderer, "SPLICE", splice)
+            texts.append(compiled.render_text("sms", contact, "MOM1", LINKS.for_delivery(i, "sms"), "07:30"))
+        assert texts[0] == texts[1]
