@@ -5,7 +5,6 @@ killed and stopped: tests/dispatch/test_nodes.py."""
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -67,10 +66,8 @@ async def test_a_process_whose_heartbeat_is_late_fences_itself_until_one_is_writ
         with capture_logs() as logs:
             beat._last_ok -= TIMEOUT * FENCE_SHARE  # as after a stop (SIGSTOP) or a cut to the database
             assert not beat.fresh() and not beat.settled()
-            waited = time.monotonic()
-            await beat.unfenced()  # waits for the next heartbeat written
-            waited = time.monotonic() - waited
-        assert 0 < waited <= TIMEOUT * BEAT_SHARE + 2
+            # waits for the next heartbeat written (the bound only ends a hung test: not a timing claim)
+            await asyncio.wait_for(beat.unfenced(), TIMEOUT * 5)
         assert [e["event"] for e in logs if e["event"].startswith("node_")] == ["node_fenced", "node_unfenced"]
         assert not beat.settled()  # fresh again, but not for a whole timeout yet: it judges nobody
     finally:

@@ -137,8 +137,9 @@ async def test_a_node_killed_mid_burst_has_its_rows_finished_by_the_others_in_se
         nodes.kill(0, signal.SIGKILL)
         killed = time.monotonic()
         at_kill = await held_by(nodes, "node0")
+        # found by the heartbeats, not the 15-minute lease: the wait gives up (fails) after 5 timeouts
         _, found = await nodes.first_event_among([1, 2], "node_dead", timeout=TIMEOUT * 5)
-        found_after = time.monotonic() - killed
+        found_after = time.monotonic() - killed  # printed below, not asserted (a shared machine's timing)
         states = await nodes.until_settled(timeout=120)
         settled_after = time.monotonic() - killed
         await nodes.nodes[0].proc.wait()
@@ -151,7 +152,6 @@ async def test_a_node_killed_mid_burst_has_its_rows_finished_by_the_others_in_se
     assert codes == [0, 0, 0]
     assert found["owner"].startswith("node0/") and found["silent_s"] >= TIMEOUT
     assert found["claimed_to_planned"] > 0  # node0 held claimed rows: the others sent them
-    assert found_after < TIMEOUT * 3  # seconds, not the 15-minute lease
     assert set(states) <= {"sent", "unknown"}
     # only rows node0 had marked sending (its journal, which could say which of them really left, is
     # on its own disk: out of the others' reach) ...
