@@ -5,6 +5,9 @@ exactly; and ``hand_over``'s mapping of what it raises."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -294,3 +297,45 @@ def test_the_origin_of_a_url() -> None:
             Origin.of(bad)
     with pytest.raises(ValueError):
         HttpClient("http://h/", 0)
+
+
+# ---------------------------------------------------------------- https
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = str(directory / "cert.pem"), str(directory / "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_https_with_a_verified_certificate_and_one_refused(certificate: tuple[str, str]) -> None:
+    cert, key = certificate
+    raw = RawServer()
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+    listener = await asyncio.start_server(raw.handle, "127.0.0.1", 0, ssl=served)
+    port = listener.sockets[0].getsockname()[1]
+    url = f"https://127.0.0.1:{port}/x"
+    try:
+        trusting = HttpClient(url, 1, ssl_context=ssl.create_default_context(cafile=cert))
+        answer = await trusting.post(url, b"x", HEADERS)
+        assert answer.status == 201 and raw.requests[0].startswith(b"POST /x HTTP/1.1\r\n")
+        await trusting.close()
+
+        default = HttpClient(url, 1)  # the system's trust store: a self-signed certificate is refused
+        with pytest.raises(TransientSendError) as raised:
+            async with hand_over("Gateway", 5) as attempt:
+                await default.post(url, b"y", HEADERS)
+        assert raised.value.code == "connect" and not attempt.written and len(raw.requests) == 1
+        await default.close()
+    finally:
+        listener.close()
+        await listener.wait_closed()
