@@ -27,9 +27,10 @@ are unchanged. The stages and errors are the unpipelined ones: ``stage`` moves t
 was accepted and to ``data`` once RCPT was, a refused MAIL or RCPT raises ``SMTPSenderRefused`` /
 ``SMTPRecipientRefused`` once the replies of the group are read (the server answers the DATA after
 them with a 503/554; a server that answers it with 354 anyway gets no body: the session is closed,
-nothing can have been delivered), a 421 closes the session, and a timeout, a drop or a cancellation
-while the group is unanswered closes it too (nothing of the body left: safe to retry; a 354 still on
-its way would turn the next transaction's commands into a body). aiosmtplib's protocol keeps
+nothing can have been delivered), a 421 closes the session, and a timeout or a drop while the group
+is unanswered closes it too (nothing of the body left: safe to retry; a 354 still on its way would
+turn the next transaction's commands into a body). A send cancelled at any point, pipelined or not,
+closes the session: a reply still on its way would pass for the next transaction's. aiosmtplib's protocol keeps
 at most one parsed reply and drops data that arrives while that one awaits pickup, so the replies
 of a group, which may come in any number of TCP segments, are read by ``PipeliningProtocol``: its
 own queue of complete replies while a group is outstanding, aiosmtplib's behaviour otherwise.
@@ -182,6 +183,16 @@ class SmtpConnection(SMTP):
         characters that could break the command line."""
         if self.protocol is None:
             raise SMTPServerDisconnected("Server not connected")
+        try:
+            return await self._send_raw(mail_from, rcpt_to, message, utf8)
+        except asyncio.CancelledError:
+            # a reply may still be on its way (EHLO's, a 354, the final dot's 250): read later, it would
+            # pass for the next transaction's (a 354 turning its commands into a body, a 250 recording
+            # a message as sent): this session is over
+            self.close()
+            raise
+
+    async def _send_raw(self, mail_from: str, rcpt_to: str, message: bytes, utf8: bool) -> SMTPResponse:
         if self.is_ehlo_or_helo_needed:
             self.stage = "connect"
             await self._ehlo_or_helo_if_needed()
@@ -249,10 +260,7 @@ class SmtpConnection(SMTP):
                 if isinstance(exc, TimeoutError):
                     raise SMTPReadTimeoutError("Timed out waiting for server response") from exc
                 raise
-            except BaseException:  # cancelled: the group's replies (maybe a 354) are still on their way
-                self.close()
-                raise
-            finally:
+            finally:  # cancelled meanwhile: ``send_raw`` closes the session
                 protocol.end_group()
             if refusal is not None or start.code != START_INPUT:
                 if start.code == START_INPUT or CLOSING in (start.code, getattr(refusal, "code", 0)):

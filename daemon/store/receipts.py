@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import RowMapping, bindparam, delete, func, select, update
+from sqlalchemy import RowMapping, bindparam, delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from topslot.channel import spec_of
@@ -164,7 +164,10 @@ async def apply_pending(
 
 
 async def _parked(conn: AsyncConnection, keys: list[str]) -> list[Receipt]:
-    """The parked receipts under these keys."""
+    """The parked receipts under these keys. Almost always there are none at all: one constant
+    statement says so, instead of a look-up under a list of keys (a chunk's: 100-200 of them)."""
+    if not keys or not (await conn.execute(_ANY_PARKED)).scalar():
+        return []
     found: list[Receipt] = []
     for start in range(0, len(keys), IDS_PER_QUERY):
         result = await conn.execute(_PARKED, {"keys": keys[start : start + IDS_PER_QUERY]})
@@ -172,6 +175,7 @@ async def _parked(conn: AsyncConnection, keys: list[str]) -> list[Receipt]:
     return found
 
 
+_ANY_PARKED = select(exists().select_from(provider_receipts))
 _PARKED = select(provider_receipts).where(provider_receipts.c.provider_id.in_(bindparam("keys", expanding=True)))
 
 

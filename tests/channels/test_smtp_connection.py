@@ -206,3 +206,22 @@ async def test_a_reply_nothing_asked_for_ends_the_session_before_the_body(
     with pytest.raises(SMTPServerDisconnected):
         await conn.send_raw("news@shop.example", "extra-after-354@a.example", b"x\r\n")
     assert (conn.stage, conn.is_connected) == ("data", False)
+
+
+@pytest.mark.parametrize("recipient", ["stall-data@a.example", "slow-250@a.example"])
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one command at a time", "pipelined"])
+async def test_a_send_cancelled_while_a_reply_is_awaited_closes_the_session(recipient: str, pipelining: bool) -> None:
+    """Cancelled while waiting for DATA's 354, or for the reply to the final dot: that reply would
+    come later and be read as the next transaction's (a 354 turning its commands into a body, a 250
+    recording a message nobody accepted as sent), so the session is closed, whatever the mode."""
+    async with ScriptedSmtpServer(pipelining=pipelining, slow_seconds=1) as server:
+        conn = await connected(server)
+        send = asyncio.create_task(conn.send_raw("news@shop.example", recipient, b"x\r\n"))
+        waited_for = "data" if recipient.startswith("stall") else "after_dot"
+        while conn.stage != waited_for:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)  # the reply is awaited now
+        send.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await send
+        assert not conn.is_connected
