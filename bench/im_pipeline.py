@@ -38,9 +38,11 @@ Contacts carry ``im_ids = {"wecom": "<id>"}`` and IM consent; every other one ha
 is stopped at the end. The runner, the fake's process and the printout are ``bench/harness.py``'s,
 shared with ``sms_pipeline.py``.
 
-Last measured (2026-12-02, 3,000 messages, SQLite, uvloop, 2 shared cores; docs/pipeline.md has
-the table): bare 2,791 msg/s, topslot 1,314 msg/s, 0.47× (CPU 188 / 553 µs a message), against
-0.25× (157 / 841 µs) for the code before, in the same session. At 50/s the gateway saw 50.16 msg/s.
+Last measured (2026-12-03, 4,000 messages, SQLite, uvloop, 2 shared cores; docs/pipeline.md has
+the tables): bare 5,243 msg/s, topslot 2,130 msg/s, 0.41× (CPU 182 / 421 µs a message; median of
+5); alternating with the code of the day before, 0.35× and 0.37× (CPU 370 µs) against 0.25× and
+0.33× (CPU 447 and 439 µs). At 50/s the gateway saw 51.6 msg/s over 50 messages (a 1 s run; over
+600 messages, 50.13).
 
     .venv/bin/python bench/im_pipeline.py                           # 20,000 messages; 600 at 50/s (12 s)
     .venv/bin/python bench/im_pipeline.py --messages 3000 --repeat 1

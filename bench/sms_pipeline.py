@@ -28,10 +28,10 @@ The ledger is seeded once (contacts, SMS consents, planned rows; not timed) and 
 run (SQLite), or re-seeded in a throwaway schema (PostgreSQL). Everything stays on 127.0.0.1; the
 fake is stopped at the end.
 
-Last measured (2026-12-02, 3,000 messages, SQLite, uvloop, 2 shared cores; docs/pipeline.md has
-the table): bare 4,045 msg/s, topslot 1,474 msg/s, 0.36× (CPU 226 / 604 µs a message), against
-0.29× (195 / 685 µs) for the code before, in the same session; on a busier machine 0.47×. At 50/s
-Twilio saw 50.15 msg/s (+0.3 %).
+Last measured (2026-12-03, 4,000 messages, SQLite, uvloop, 2 shared cores; docs/pipeline.md has
+the tables): bare 4,395 msg/s, topslot 2,534 msg/s, 0.58× (CPU 196 / 352 µs a message; median of
+5), against 0.38× and 0.42× (CPU 500 and 431 µs) for the code of the day before, alternating on the
+same machine. At 50/s Twilio saw 50.13 msg/s (+0.26 %).
 
     .venv/bin/python bench/sms_pipeline.py                          # 20,000 messages; 600 at 50/s (12 s)
     .venv/bin/python bench/sms_pipeline.py --messages 3000 --repeat 1
