@@ -30,10 +30,11 @@ them with a 503/554; a server that answers it with 354 anyway gets no body: the 
 nothing can have been delivered), a 421 closes the session, and a timeout or a drop while the group
 is unanswered closes it too (nothing of the body left: safe to retry; a 354 still on its way would
 turn the next transaction's commands into a body). A send cancelled at any point, pipelined or not,
-closes the session: a reply still on its way would pass for the next transaction's. aiosmtplib's protocol keeps
-at most one parsed reply and drops data that arrives while that one awaits pickup, so the replies
-of a group, which may come in any number of TCP segments, are read by ``PipeliningProtocol``: its
-own queue of complete replies while a group is outstanding, aiosmtplib's behaviour otherwise.
+closes the session: a reply still on its way would pass for the next transaction's. aiosmtplib's
+protocol keeps at most one parsed reply and drops data that arrives while that one awaits pickup, so
+the replies of a group, which may come in any number of TCP segments, are read by
+``PipeliningProtocol``: its own queue of complete replies while a group is outstanding, aiosmtplib's
+behaviour otherwise.
 
 This relies on aiosmtplib 5.x internals: the protocol's ``_command_lock``, ``_response_pending``,
 ``_buffer``, ``_read_response_from_buffer``, ``_loop``, ``_drain_helper``, ``_paused``, what its
