@@ -96,11 +96,20 @@ class Messenger(Protocol):
         (every process and node keeps to it together), this process's share of it when they are
         in process (``topslot.channels.limits``). ``None``: no limit (a file outbox). Send windows
         are sized by the registry from the same setting (``Provider.rate``), as configured.
+    ``drops_repeats``
+        True when the provider drops a repeated request for a message it already has (it honours
+        the message's ``key`` as an idempotency key: the IM webhook gateway's ``Idempotency-Key``),
+        so a message sent twice reaches its recipient once. The dispatcher then puts the hand-over
+        on record without waiting for the disk (``HandoverJournal.note``): a crash of the process
+        keeps the record, a power loss may not, and a message it forgot is sent again after the
+        restart, under the same key, for the provider to drop. False for SMTP, Twilio, Telegram and
+        the outboxes (none has such a key): their hand-overs are fsynced before they leave.
     """
 
     channel: Channel
     provider: str
     rate_per_second: float | None
+    drops_repeats: bool
 
     async def send(self, message: Message) -> str:
         """Hand one message over and return the provider's id for it (non-empty; for SMTP the

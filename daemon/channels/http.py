@@ -40,13 +40,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextvars
-import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
+
+import orjson
 
 from topslot.channels.base import handing_over
 from topslot.channels.ratelimit import Pace, TokenBucket
@@ -184,7 +185,7 @@ def parse_retry_after(value: str | float | None, now: datetime | None = None) ->
 def json_object(body: str | bytes) -> dict[str, Any]:
     """A JSON answer as a dict (``{}`` for anything else: classify by the HTTP status alone)."""
     try:
-        value = json.loads(body) if body else {}
+        value = orjson.loads(body) if body else {}
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}

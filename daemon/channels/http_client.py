@@ -215,6 +215,9 @@ class _Connection(asyncio.Protocol):
         )
 
 
+_CLIENT_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})  # set by the client
+
+
 class HttpClient:
     """POSTs to the origin of ``base_url`` over at most ``connections`` keep-alive connections (the
     module docstring's contract). Build it anywhere; it connects on the first ``post``."""
@@ -239,7 +242,7 @@ class HttpClient:
         self._idle: deque[_Connection] = deque()
         self._open = 0  # connections open or being opened
         self._waiting: deque[asyncio.Future[None]] = deque()  # posts waiting for a connection
-        self._targets: dict[str, str] = {}  # url → request target, for the few URLs a messenger posts to
+        self._targets: dict[str, str] = {}  # url → request line and Host, for the few URLs a messenger posts to
 
     @property
     def open_connections(self) -> int:
@@ -284,24 +287,24 @@ class HttpClient:
 
     def _head(self, url: str, headers: Mapping[str, str]) -> bytes:
         """The request line and headers of a ``POST`` to ``url``, up to ``Content-Length``."""
-        target = self._targets.get(url)
-        if target is None:
-            target = self._target(url)
-        lines = [f"POST {target} HTTP/1.1", f"Host: {self.origin.host_header}"]
+        start = self._targets.get(url)
+        if start is None:
+            start = self._target(url)
         names = {name.lower() for name in headers}
-        if "user-agent" not in names:
-            lines.append(f"User-Agent: {USER_AGENT}")
+        if names & _CLIENT_HEADERS:
+            raise ValueError(f"the client sets {', '.join(sorted(names & _CLIENT_HEADERS))} itself")
+        lines = [] if "user-agent" in names else [f"User-Agent: {USER_AGENT}\r\n"]
         if self.origin.authorization is not None and "authorization" not in names:
-            lines.append(f"Authorization: {self.origin.authorization}")
-        for name, value in headers.items():
-            if name.lower() in ("host", "content-length", "transfer-encoding", "connection"):
-                raise ValueError(f"the client sets {name} itself")
-            if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
-                raise ValueError(f"a line break in the {name} header")
-            lines.append(f"{name}: {value}")
-        return ("\r\n".join(lines) + "\r\n").encode("latin-1")
+            lines.append(f"Authorization: {self.origin.authorization}\r\n")
+        lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
+        text = "".join(lines)
+        if text.count("\n") != len(lines) or text.count("\r") != len(lines):  # one CRLF per line, no more
+            bad = next(name for name, value in headers.items() if {"\r", "\n"} & set(name + value))
+            raise ValueError(f"a line break in the {bad} header")
+        return (start + text).encode("latin-1")
 
     def _target(self, url: str) -> str:
+        """The request line and Host header of a POST to ``url`` (checked on this origin), remembered."""
         parts = urlsplit(url)
         origin = Origin.of(url)
         if (origin.scheme, origin.host, origin.port) != (self.origin.scheme, self.origin.host, self.origin.port):
@@ -309,10 +312,11 @@ class HttpClient:
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         if any(c in target for c in " \r\n"):
             raise ValueError("a space or line break in the URL's path")
+        start = f"POST {target} HTTP/1.1\r\nHost: {self.origin.host_header}\r\n"
         if len(self._targets) >= 64:
             self._targets.clear()
-        self._targets[url] = target
-        return target
+        self._targets[url] = start
+        return start
 
     # ------------------------------------------------------------ connections
 

@@ -46,6 +46,7 @@ class MaildirOutbox:
     channel: Channel = "email"
     provider = OUTBOX_PROVIDER
     rate_per_second: float | None = None
+    drops_repeats = False
 
     def __init__(self, directory: Path, *, fsync: bool = True):
         self.directory = Path(directory)
@@ -110,6 +111,7 @@ class JsonlTextOutbox:
 
     provider = OUTBOX_PROVIDER
     rate_per_second: float | None = None
+    drops_repeats = False
 
     def __init__(self, path: Path, *, channel: Channel = "sms", clock: Clock | None = None):
         self.path = Path(path)

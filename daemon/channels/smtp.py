@@ -165,6 +165,7 @@ class SmtpPool:
     """The email ``Messenger`` over one or more SMTP servers (see the module docstring)."""
 
     channel: Channel = "email"
+    drops_repeats = False
     provider = "smtp"
 
     def __init__(

@@ -93,6 +93,7 @@ class TelegramBot:
     """The IM ``Messenger`` over one Telegram bot (see the module docstring)."""
 
     channel: Channel = "im"
+    drops_repeats = False
 
     def __init__(
         self,

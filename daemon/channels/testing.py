@@ -39,10 +39,12 @@ class RecordingMessenger:
         *,
         provider: str = "recording",
         rate_per_second: float | None = None,
+        drops_repeats: bool = False,
     ):
         self.channel: Channel = channel
         self.provider = provider
         self.rate_per_second = rate_per_second
+        self.drops_repeats = drops_repeats
         self.sent: list[Message] = []
         self.attempts: list[Message] = []  # every call, refused ones too
         self.closed = False

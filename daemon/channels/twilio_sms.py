@@ -100,6 +100,7 @@ class TwilioMessages:
 
     channel: Channel
     provider: str
+    drops_repeats = False
 
     def __init__(
         self,

@@ -158,7 +158,7 @@ def guess_probability(length: int) -> float:
 class _Permutation:
     """An FF1-style Feistel permutation of the ``n``-bit numbers (radix 2, ``ROUNDS`` rounds)."""
 
-    __slots__ = ("n", "u", "v", "_rounds", "_width")
+    __slots__ = ("n", "u", "v", "_rounds", "_width", "_plan")
 
     def __init__(self, key: bytes, n: int):
         self.n, self.u, self.v = n, n // 2, n - n // 2
@@ -168,15 +168,16 @@ class _Permutation:
             for i in range(ROUNDS)
         ]
         self._width = (self.v + 7) // 8
+        # each round's state and the mask of the half it writes (u bits on even rounds, v on odd)
+        self._plan = [(h, (1 << (self.u if i % 2 == 0 else self.v)) - 1) for i, h in enumerate(self._rounds)]
 
     def encrypt(self, x: int) -> int:
-        u, v, rounds, width = self.u, self.v, self._rounds, self._width
+        v, width = self.v, self._width
         a, b = x >> v, x & ((1 << v) - 1)
-        for i in range(ROUNDS):
-            m = u if i % 2 == 0 else v
-            h = rounds[i].copy()
+        for round_state, mask in self._plan:  # once per code generated: kept to plain locals
+            h = round_state.copy()
             h.update(b.to_bytes(width, "big"))
-            a, b = b, (a + int.from_bytes(h.digest(), "big")) & ((1 << m) - 1)
+            a, b = b, (a + int.from_bytes(h.digest(), "big")) & mask
         return (a << v) | b
 
     def decrypt(self, y: int) -> int:
@@ -203,7 +204,10 @@ def _from_text(text: str) -> int:
 class GeneratedScheme:
     """How one campaign makes its codes: build once per campaign, then call ``code`` per contact."""
 
-    __slots__ = ("key", "campaign_id", "prefix", "length", "_perm", "_prefix_canonical", "_prefix_syndrome")
+    __slots__ = (
+        "key", "campaign_id", "prefix", "length", "_perm", "_prefix_canonical", "_prefix_syndrome", "_limit",
+        "_places",
+    )  # fmt: skip
 
     def __init__(self, key: bytes, campaign_id: str, prefix: str = "", length: int = 10):
         if not MIN_LENGTH <= length <= MAX_LENGTH:
@@ -217,13 +221,16 @@ class GeneratedScheme:
         self._prefix_canonical = canonical(prefix)
         # the prefix's share of the check sum is the same for every code of the campaign
         self._prefix_syndrome = _syndrome(self._prefix_canonical, shift=length)
+        self._limit = max_contact_id(length)
+        # the check sum's weights of the data characters, the last one first (the check character is 0)
+        self._places = [_WEIGHTED[k % 31] for k in range(1, length)]
 
     def __repr__(self) -> str:  # never shows the key
         return f"GeneratedScheme(campaign_id={self.campaign_id!r}, prefix={self.prefix!r}, length={self.length})"
 
     def code(self, contact_id: int) -> str:
         """This campaign's code for ``contact_id`` (always the same for the same key)."""
-        limit = max_contact_id(self.length)
+        limit = self._limit
         if not 1 <= contact_id <= limit:
             raise CouponCodeError(
                 f"contact id {contact_id} does not fit a {self.length}-character code (1..{limit}); "
@@ -232,11 +239,11 @@ class GeneratedScheme:
         number = self._perm.encrypt(contact_id)
         chars = []
         check = self._prefix_syndrome
-        for k in range(1, self.length):  # k: place from the end, the check character being 0
+        for weights in self._places:  # from the end
             value = number & 31
             number >>= BITS_PER_CHAR
             chars.append(ALPHABET[value])
-            check ^= _WEIGHTED[k % 31][value]
+            check ^= weights[value]
         chars.reverse()
         return self.prefix + "".join(chars) + ALPHABET[check]
 

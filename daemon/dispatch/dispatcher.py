@@ -428,7 +428,7 @@ class Dispatcher:
         of its own: the hand-over hook it sets is this message's.)"""
         delivery_id = prepared.recipient.delivery_id
         if self.journal is not None or self.fence is not None:
-            on_handover(partial(self._handing_over, delivery_id))
+            on_handover(partial(self._handing_over, delivery_id, not messenger.drops_repeats))
         started = time.perf_counter()
         try:
             result: str | BaseException = await messenger.send(prepared.message)
@@ -442,12 +442,13 @@ class Dispatcher:
             self.journal.accepted(delivery_id, result, messenger.provider, prepared.segments)
         return result, self.clock.now()
 
-    async def _handing_over(self, delivery_id: int) -> None:
-        """Right before a message leaves: its hand-over on record first, then the fence. (In this
-        order: a process stopped in between, then found dead, is known to have been about to send
-        it, so the row is ``unknown``, not sent again by another; and it sends nothing once awake.)"""
-        if self.journal is not None:
-            await self.journal.mark(delivery_id)
+    async def _handing_over(self, delivery_id: int, synced: bool) -> None:
+        """Right before a message leaves: its hand-over on record first (fsynced unless its provider
+        drops repeats: ``synced``), then the fence. (In this order: a process stopped in between,
+        then found dead, is known to have been about to send it, so the row is ``unknown``, not sent
+        again by another; and it sends nothing once awake.)"""
+        if self.journal is not None and (waiter := self.journal.mark(delivery_id, synced=synced)) is not None:
+            await waiter
         if self.fence is not None:
             await self.fence()
 

@@ -6,7 +6,9 @@ the provider; resending could duplicate them). Most of them never left: they wer
 rate token, a connection or a domain slot. The journal tells them apart. A messenger calls
 ``handing_over()`` (``topslot.channels.base``) right before the first byte of a message leaves the
 process (the SMTP body, an HTTP request), and nothing of it leaves until the call returns; the
-journal appends the delivery id to a file and fsyncs it first. After a crash, a ``sending`` row
+journal appends the delivery id to a file and fsyncs it first (only writes it when the provider
+drops a repeated message, ``Messenger.drops_repeats``: the IM webhook gateway; after a power loss
+such a message may go again, and the gateway drops it). After a crash, a ``sending`` row
 whose id is not in its owner's journal provably never left: it goes back to ``planned`` and is
 sent after the restart. A message the provider accepted is on record too (its id, the provider's
 id for it, billed segments), written as the answer comes but not fsynced: it survives a crash of
@@ -126,12 +128,22 @@ class HandoverJournal:
         self._grew = False
         fsync_directory(self.path.parent)  # the file itself survives a power loss
 
-    def mark(self, delivery_id: int) -> asyncio.Future[None]:
+    def mark(self, delivery_id: int, *, synced: bool = True) -> asyncio.Future[None] | None:
         """Put ``delivery_id`` on record: a future done once it is on disk (with whatever came
         meanwhile), failed when it could not be. Await it; cancelling the wait leaves the others'
-        waits alone. (A plain future, not a coroutine: it is awaited once per message sent.)"""
+        waits alone. (A plain future, not a coroutine: it is awaited once per message sent.)
+
+        ``synced=False``, for a message whose provider drops a repeat of it
+        (``Messenger.drops_repeats``): written now and not fsynced, None returned (nothing to
+        wait for; ``OSError`` raised when it cannot be written). A crash of the process keeps the
+        record, which is in the kernel's page cache; a power loss may not, and the message is then
+        sent again after the restart, for the provider to drop. While a worker thread fsyncs (a
+        slow disk) it is marked as a synced one instead: a write now could wait for that fsync."""
         if self._fd is None:
             raise RuntimeError("the hand-over journal is not open")
+        if not synced and not self._syncing:
+            self._write(b"%d\n" % delivery_id)
+            return None
         waiter = asyncio.get_running_loop().create_future()
         self._pending.append(delivery_id)
         self._waiters.append(waiter)

@@ -13,6 +13,7 @@ and the setting; ``database_problem`` turns any exception raised by database cod
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import socket
@@ -21,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
@@ -84,6 +86,7 @@ def open_engine(
     (topslot's transactions are short: one statement, or one chunk's.)"""
     u = normalise_url(url)
     options = dict(kwargs, idle_in_transaction_s=idle_in_transaction_s)
+    kwargs.setdefault("json_deserializer", json_value)
     if u.get_backend_name() == "sqlite":
         engine = _sqlite_engine(u, **kwargs)
     elif u.get_backend_name() == "postgresql":
@@ -100,6 +103,22 @@ def open_engine(
         raise ValueError(f"unsupported database URL {u.render_as_string(hide_password=True)}: use sqlite or postgresql")
     _OPENED[engine.sync_engine] = (u, schema, options)
     return engine
+
+
+def json_value(text: str) -> Any:
+    """A JSON column's value read back (contacts' ``im_ids`` and ``attributes``, per recipient sent):
+    by orjson, ~7× ``json.loads``, the same value; by ``json.loads`` what orjson reads otherwise or
+    not at all (``json.dumps`` writes both): ``NaN``, and integers of 19 digits or more, which orjson
+    may read as floats (a text with such a run of digits anywhere goes to ``json.loads``)."""
+    if _LONG_DIGITS.search(text) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
+
+
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
 
 
 def is_in_memory(engine: AsyncEngine) -> bool:

@@ -28,6 +28,56 @@ async def test_marks_are_on_disk_when_mark_returns_and_concurrent_ones_share_fsy
     journal.close(remove=False)
 
 
+async def test_an_unsynced_mark_is_written_before_it_returns_and_never_fsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """For a provider that drops repeats: on record for a crash of the process (in the file, read
+    by another reader at once), with no sync; synced marks beside them are group-committed as ever."""
+    journal = HandoverJournal(journal_path(tmp_path, "n/im"))
+    journal.open()
+    syncs: list[int] = []
+    real_sync = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (syncs.append(fd), real_sync(fd))[1])
+    assert [journal.mark(i, synced=False) for i in (1, 2, 3)] == [None, None, None]
+    assert read_journal(journal.path) == {1: None, 2: None, 3: None} and syncs == []
+    journal.accepted(2, "wecom:gw-2", "wecom", None)
+    await asyncio.gather(journal.mark(4), journal.mark(5))  # an SMS beside them: fsynced, once for both
+    assert read_journal(journal.path) == {1: None, 2: Accepted("wecom:gw-2", "wecom", None), 3: None, 4: None, 5: None}
+    assert len(syncs) == 1
+    journal.close(remove=False)
+    with pytest.raises(RuntimeError, match="not open"):
+        journal.mark(6, synced=False)
+
+
+async def test_an_unsynced_mark_during_a_worker_threads_sync_waits_for_the_next_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = HandoverJournal(journal_path(tmp_path, "n/busy"))
+    journal.open()
+    started, release = threading.Event(), threading.Event()
+    loop_thread = threading.get_ident()
+    real_sync = os.fdatasync
+
+    def slow_sync(fd: int) -> None:
+        if threading.get_ident() == loop_thread:
+            time.sleep(0.002)  # slow: the next sync goes to a worker thread
+        else:
+            started.set()
+            release.wait(5)
+        real_sync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", slow_sync)
+    await journal.mark(1)
+    syncing = asyncio.ensure_future(journal.mark(2))  # in a worker thread, held until released
+    await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
+    waiter = journal.mark(3, synced=False)  # a write now could wait for that fsync: it joins the next sync
+    assert waiter is not None and not waiter.done() and 3 not in (read_journal(journal.path) or {})
+    release.set()
+    await asyncio.gather(syncing, waiter)
+    assert read_journal(journal.path) == {1: None, 2: None, 3: None}
+    journal.close(remove=False)
+
+
 async def test_a_slow_sync_sends_the_next_ones_to_a_worker_thread_and_acceptances_meanwhile_wait_for_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

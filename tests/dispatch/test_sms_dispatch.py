@@ -4,18 +4,22 @@ lands in its ledger state, the row records the provider and the segments, STOP s
 from __future__ import annotations
 
 import csv
+import os
 from datetime import timedelta
 from pathlib import Path
+
+import pytest
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dispatch.fixtures import DUE, NOW, campaign, settings
 from topslot.campaign import Campaign
-from topslot.channels.base import TextMessage
+from topslot.channels.base import Message, TextMessage
 from topslot.channels.testing import FixedMessengers, RecordingMessenger, ScriptedMessenger
 from topslot.clock import FakeClock
 from topslot.delivery import SuppressionReason
+from topslot.dispatch.journal import read_journal
 from topslot.dispatch.service import DispatchService
 from topslot.errors import AmbiguousSendError, PermanentSendError, TransientSendError
 from topslot.scheduling.scheduler import BucketScheduler
@@ -99,6 +103,41 @@ async def test_each_answer_lands_in_its_state_with_provider_and_segments(engine,
             query = select(suppressions.c.channel, suppressions.c.address, suppressions.c.reason)
             suppressed = set((await conn.execute(query)).all())
         assert suppressed == {("sms", "+14155550102", "sms_stop")}  # STOP suppresses (START may lift it)
+    finally:
+        await service.close()
+
+
+@pytest.mark.parametrize("drops_repeats", [False, True])
+async def test_hand_overs_are_fsynced_unless_the_provider_drops_repeats(
+    engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, drops_repeats: bool
+) -> None:
+    """Every message is on the journal before it leaves; only a provider that drops a repeated
+    message (an idempotency key it honours) is spared the fsync."""
+    s = settings(tmp_path, None)
+    (s.templates_dir / "t" / "sms.txt.j2").write_text(BODY, encoding="utf-8")
+    await import_phones(engine, tmp_path)
+    clock = FakeClock(NOW)
+    on_record: list[set[int]] = []  # what the journal held as each message left
+    messenger = RecordingMessenger("sms", provider="gateway", drops_repeats=drops_repeats)
+    service = DispatchService(engine, s, clock, node="test-node", messengers=FixedMessengers({"sms": messenger}))
+    assert service.journal is not None
+    journal = service.journal
+
+    def journaled(message: Message) -> str:
+        on_record.append(set(read_journal(journal.path) or {}))
+        return f"gw-{message.delivery_id}"
+
+    messenger.answer = lambda message: journaled  # type: ignore[method-assign]
+    syncs: list[int] = []
+    monkeypatch.setattr(os, "fdatasync", lambda fd: syncs.append(fd))
+    monkeypatch.setattr(os, "fsync", lambda fd: syncs.append(fd))
+    scheduler, c = await planned(engine, s, service, clock)
+    try:
+        assert await scheduler.fire_bucket(c.id, "sms", DUE) == 5
+        sent = [m.delivery_id for m in messenger.sent]
+        assert len(sent) == 5 and all(d in seen for d, seen in zip(sent, on_record, strict=True))
+        assert {r["state"] for r in (await rows_by_phone(engine)).values()} == {"sent"}
+        assert (syncs == []) is drops_repeats
     finally:
         await service.close()
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import insert, select, text, update
@@ -21,6 +24,7 @@ from topslot.store.db import (
     current_revision,
     database_problem,
     display_url,
+    json_value,
     normalise_url,
     open_engine,
     prepare_database,
@@ -343,3 +347,26 @@ async def test_0005_round_trip_on_postgresql(pg_test_url: str, make_pg_schema) -
             await _round_trip_0005(engine)
         finally:
             await engine.dispose()
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON_VALUES, st.booleans())
+def test_json_columns_read_back_exactly_what_json_loads_reads(value: object, ascii_only: bool) -> None:
+    """``json_value`` (orjson, the fast path) reads back what ``json.dumps`` wrote exactly as
+    ``json.loads`` does: huge integers stay integers, NaN and infinities come back."""
+    written = json.dumps(value, ensure_ascii=ascii_only)
+    got, expected = json_value(written), json.loads(written)
+    assert json.dumps(got) == json.dumps(expected) and type(got) is type(expected)
+
+
+def test_json_columns_read_back_huge_integers_as_integers() -> None:
+    for text_ in ("123456789012345678901234567890", '{"id": -9223372036854775809}', "[18446744073709551616]"):
+        assert json_value(text_) == json.loads(text_)
+    assert json.dumps(json_value('{"card": 1234567890123456789}')) == '{"card": 1234567890123456789}'
