@@ -333,8 +333,14 @@ async def _reserve_generated(
             }
             for i in fits
         ]
-        await conn.execute(upsert_insert(conn, coupon_codes).on_conflict_do_nothing(), rows)
-        held = held | await held_codes(conn, campaign.id, fits)
+        # the codes inserted come back (batched multi-row INSERTs); only a contact whose insert
+        # conflicted (a code of its own already, or a clash) is looked up again
+        inserted = upsert_insert(conn, coupon_codes).on_conflict_do_nothing()
+        returned = await conn.execute(inserted.returning(coupon_codes.c.contact_id, coupon_codes.c.code), rows)
+        held = held | {r.contact_id: r.code for r in returned}
+        conflicted = [i for i in fits if i not in held]
+        if conflicted:
+            held |= await held_codes(conn, campaign.id, conflicted)
     # still without a code: its text clashed with a code another contact got under a rotated key
     exhausted = too_big + tuple(i for i in fits if i not in held)
     return Reservation(held, tuple(sorted(exhausted)), len(fits))

@@ -26,7 +26,7 @@ from topslot.store.coupons import Reservation
 from topslot.store.db import IMMEDIATE
 from topslot.store.frequency import lock_contacts, skip_over_cap
 from topslot.store.ledger import Claimed, claim_statement, ineligibility_reason, skip_quiet_hours
-from topslot.store.schema import contacts, deliveries
+from topslot.store.schema import contacts, coupon_codes, deliveries
 from topslot.store.tracking_events import suppress_addresses
 
 
@@ -450,17 +450,24 @@ async def reserve_coupons(
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
         contact_ids = [r.contact_id for r in recipients]
         reservation = await coupons.reserve(conn, campaign, contact_ids, now, coupon_key=coupon_key)
-        params = [
-            {"r_id": r.delivery_id, "r_code": reservation.codes[r.contact_id]}
-            for r in recipients
-            if r.contact_id in reservation.codes
-        ]
-        if params:
-            await conn.execute(
-                update(deliveries).where(deliveries.c.id == bindparam("r_id")).values(coupon_code=bindparam("r_code")),
-                params,
-            )
+        coded = [r.delivery_id for r in recipients if r.contact_id in reservation.codes]
+        if coded:  # the rows of the contacts holding a code take it, in one statement
+            await conn.execute(_RECORD_CODES, {"ids": coded})
     return reservation
+
+
+_RECORD_CODES = (  # each row's code: the one its contact holds in its campaign (what ``reserve`` returned)
+    update(deliveries)
+    .where(deliveries.c.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        coupon_code=select(coupon_codes.c.code)
+        .where(
+            coupon_codes.c.campaign_id == deliveries.c.campaign_id,
+            coupon_codes.c.contact_id == deliveries.c.contact_id,
+        )
+        .scalar_subquery()
+    )
+)
 
 
 async def unclaim(engine: AsyncEngine, ids: Sequence[int], owner: str, now: datetime) -> None:

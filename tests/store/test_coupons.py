@@ -222,6 +222,25 @@ async def test_generated_codes_are_recorded_and_forgotten_on_release(engine: Asy
         await reserve(engine, c, ids)
 
 
+async def test_a_generated_code_taken_by_another_contact_leaves_its_contact_without_one(engine: AsyncEngine) -> None:
+    """A code's text already in the pool for another contact (issued under an earlier key): that
+    insert conflicts, the contact is left exhausted; the others get theirs in the same batch."""
+    ids = await add_contacts(engine, 4)
+    await add_campaign(engine, "gen-camp")
+    c = make_campaign("gen-camp", generate={"prefix": "MOM", "length": 10})
+    clash = generate(KEY, "gen-camp", ids[1], "MOM", 10)
+    async with engine.begin() as conn:  # the text contact 2 would get, held by contact 4 already
+        await conn.execute(
+            insert(coupon_codes).values(
+                pool="gen:gen-camp", code=clash, campaign_id="gen-camp", contact_id=ids[3], state="reserved",
+                reserved_at=NOW,
+            )
+        )  # fmt: skip
+    got = await reserve(engine, c, ids, coupon_key=KEY)
+    assert got.codes == {i: generate(KEY, "gen-camp", i, "MOM", 10) for i in ids[:1] + ids[2:3]} | {ids[3]: clash}
+    assert got.exhausted == (ids[1],) and got.taken == 3
+
+
 async def test_generated_code_too_short_for_the_contact_id(engine: AsyncEngine) -> None:
     small, big = await add_contacts(engine, 1, start=5), await add_contacts(engine, 1, start=40)
     c = make_campaign("tiny", generate={"length": 6})  # length 6 carries contact ids up to 31
