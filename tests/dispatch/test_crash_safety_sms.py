@@ -51,13 +51,13 @@ from topslot.dispatch.dispatcher import CHUNK, IN_FLIGHT
 pytestmark = pytest.mark.slow
 
 DUE = datetime(2027, 5, 6, 7, 30, tzinfo=UTC)
-CONTACTS = 500  # 5 chunks: a kill in the 2nd or 3rd leaves some sent, some on the wire, some not handed over
-RATE = 250.0  # SMS/s (the messenger's token bucket): the bucket takes ~2 s
+CONTACTS = 5 * CHUNK  # 5 chunks: a kill in the 2nd or 3rd leaves some sent, some on the wire, some not handed over
+RATE = 250.0  # SMS/s (the messenger's token bucket): the bucket takes ~4 s
 MAX_IN_FLIGHT = 8  # requests open at once
 DELAY_S = 0.02  # the fake answers each request after this long: several are open at any moment
 FIRST_FROM = DUE - timedelta(seconds=63)  # the bucket starts at due − 60 s
 RESTART_FROM = DUE + timedelta(minutes=2)  # late, but within the 15-minute grace
-KILL_AT_REQUEST = 150  # the "mid_request" step: SIGKILL as the fake reads its 150th request (or a later one)
+KILL_AT_REQUEST = 3 * CHUNK // 2  # the "mid_request" step: SIGKILL as the fake reads this request (or a later one): mid 2nd chunk
 DEATH_TIMEOUT_S = 30
 FINISH_TIMEOUT_S = 30
 

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 from channels.scripted_smtp import ScriptedSmtpServer
 from dispatch.fixtures import DUE, NOW, campaign, import_people, settings
@@ -19,11 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
 
 from topslot.clock import FakeClock
+from topslot.dispatch import dispatcher
 from topslot.dispatch.service import DispatchService
 from topslot.health import Health
 from topslot.scheduling.scheduler import BucketScheduler
 
 PEOPLE = 600
+# Chunks of a sixth of the bucket: several transactions (a chunk's mark and record) fall in the
+# fault's few seconds, so the fault meets one of them whatever the dispatcher's own chunk size.
+FAULT_CHUNK = PEOPLE // 6
 
 
 class SqliteDiskFull:
@@ -70,7 +75,8 @@ async def bucket_service(
     await scheduler.on_campaigns_changed({c.id: c})
     clock.set(DUE - timedelta(minutes=1))
     try:
-        yield scheduler, health
+        with patch.object(dispatcher, "CHUNK", FAULT_CHUNK):
+            yield scheduler, health
     finally:
         await service.close()
 
