@@ -38,11 +38,11 @@ Contacts carry ``im_ids = {"wecom": "<id>"}`` and IM consent; every other one ha
 is stopped at the end. The runner, the fake's process and the printout are ``bench/harness.py``'s,
 shared with ``sms_pipeline.py``.
 
-Last measured (2026-12-03, 4,000 messages, SQLite, uvloop, 2 shared cores; docs/pipeline.md has
-the tables): bare 5,243 msg/s, topslot 2,130 msg/s, 0.41× (CPU 182 / 421 µs a message; median of
-5); alternating with the code of the day before, 0.35× and 0.37× (CPU 370 µs) against 0.25× and
-0.33× (CPU 447 and 439 µs). At 50/s the gateway saw 51.6 msg/s over 50 messages (a 1 s run; over
-600 messages, 50.13).
+Last measured (2026-12-04, SQLite, uvloop, 2 shared cores on a busy day; docs/pipeline.md has the
+tables): 4,000 messages, bare 4,369 msg/s, topslot 2,416 msg/s, **0.55×** (CPU 190 / 368 µs a
+message; median of 5); 20,000 messages, 0.54× (median of 3); alternating with the code of the
+morning (d0b0983), 0.48 / 0.49 / 0.54× against 0.40 / 0.46 / 0.41×. At 50/s the gateway saw
+51.6 msg/s over 50 messages (a 1 s run; over 600 messages, 50.13).
 
     .venv/bin/python bench/im_pipeline.py                           # 20,000 messages; 600 at 50/s (12 s)
     .venv/bin/python bench/im_pipeline.py --messages 3000 --repeat 1
