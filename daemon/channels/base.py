@@ -100,9 +100,9 @@ class Messenger(Protocol):
         True when the provider drops a repeated request for a message it already has (it honours
         the message's ``key`` as an idempotency key: the IM webhook gateway's ``Idempotency-Key``),
         so a message sent twice reaches its recipient once. The dispatcher then puts the hand-over
-        on record without waiting for the disk (``HandoverJournal.note``): a crash of the process
-        keeps the record, a power loss may not, and a message it forgot is sent again after the
-        restart, under the same key, for the provider to drop. False for SMTP, Twilio, Telegram and
+        on record without waiting for the disk (``HandoverJournal.mark(id, synced=False)``): a crash
+        of the process keeps the record, a power loss may not, and a message it forgot is sent again
+        after the restart, under the same key, for the provider to drop. False for SMTP, Twilio, Telegram and
         the outboxes (none has such a key): their hand-overs are fsynced before they leave.
     """
 
