@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import insert, select, text  # noqa: E402
 
 from topslot.clock import SystemClock  # noqa: E402
+from topslot.event_loop import loop_name, run  # noqa: E402
 from topslot.heap import settle_heap  # noqa: E402
 from topslot.links.keys import Keyring  # noqa: E402
 from topslot.links.tokens import sign  # noqa: E402
@@ -316,7 +317,8 @@ async def bench(args: argparse.Namespace) -> int:
         await server.start()
         settle_heap()  # as the daemon does once it has started (topslot.heap)
         print(
-            f"tracking server {server.url}, {args.deliveries:,} deliveries, {'PostgreSQL' if args.pg else 'SQLite'}; "
+            f"tracking server {server.url} on {args.loop}, {args.deliveries:,} deliveries, "
+            f"{'PostgreSQL' if args.pg else 'SQLite'}; "
             f"{client} with {args.connections} connections for {args.seconds:g} s …",
             flush=True,
         )
@@ -388,7 +390,7 @@ async def bench(args: argparse.Namespace) -> int:
             print(f"  throughput        {'OK' if ratio >= 0.6 else 'BELOW TARGET'}")
         print(f"  p99 latency       {'OK' if result['p99_ms'] <= 20 else 'ABOVE TARGET'}")
         print(
-            f"  SUMMARY {'PostgreSQL' if args.pg else 'SQLite'} topslot_rps={result['rps']:.0f} "
+            f"  SUMMARY {'PostgreSQL' if args.pg else 'SQLite'} loop={args.loop} topslot_rps={result['rps']:.0f} "
             f"bare_rps={bare['rps'] if bare else 0:.0f} ratio={ratio if bare else 0:.2f} "
             f"p50={result['p50_ms']:.2f} p99={result['p99_ms']:.2f} "
             f"bare_p50={bare['p50_ms'] if bare else 0:.2f} bare_p99={bare['p99_ms'] if bare else 0:.2f} "
@@ -416,13 +418,15 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=TrackingOptions().batch_size)
     parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--pg", metavar="URL", help="PostgreSQL URL (a throwaway schema is used)")
-    parser.add_argument("--uvloop", action="store_true", help="run the server on uvloop (pip install '.[bench]')")
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="the event loop of both servers, as the daemon's event_loop setting (auto: uvloop when installed)",
+    )
     args = parser.parse_args()
-    if args.uvloop:
-        import uvloop
-
-        return uvloop.run(bench(args))
-    return asyncio.run(bench(args))
+    args.loop = loop_name(args.loop)
+    return run(bench(args), args.loop)
 
 
 if __name__ == "__main__":

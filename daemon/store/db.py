@@ -27,8 +27,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import event, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import (
     ArgumentError,
@@ -162,8 +162,29 @@ def _sqlite_engine(u: URL, **kwargs: Any) -> AsyncEngine:
     else:
         kwargs.setdefault("poolclass", StaticPool)  # one shared connection, or each sees its own DB
     engine = create_async_engine(u, **kwargs)
+    _sqlite_listeners(engine.sync_engine, in_memory=in_memory)
+    return engine
 
-    @event.listens_for(engine.sync_engine, "connect")
+
+def sync_sqlite_engine(engine: AsyncEngine) -> Engine:
+    """A blocking engine (the ``sqlite3`` module itself, no aiosqlite thread) to the SQLite database
+    file of ``engine``, opened the same way (pragmas, ``sqlite_begin``), for a thread of its own that
+    runs statements one after the other: each statement is a call into SQLite on that thread, not a
+    trip to aiosqlite's thread and back through an event loop (two hand-overs of the interpreter
+    lock, each a wait of up to ``sys.getswitchinterval()`` while another thread runs Python).
+    Not for an in-memory database or PostgreSQL."""
+    u = engine.url
+    if u.get_backend_name() != "sqlite" or is_in_memory(engine):
+        raise ValueError("a blocking engine is made for a SQLite database file only")
+    sync = create_engine(u.set(drivername="sqlite+pysqlite"), json_deserializer=json_value)
+    _sqlite_listeners(sync, in_memory=False)
+    return sync
+
+
+def _sqlite_listeners(sync_engine: Engine, *, in_memory: bool) -> None:
+    """topslot's pragmas on every new SQLite connection, and BEGIN as ``sqlite_begin`` says."""
+
+    @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
         dbapi_connection.isolation_level = None
@@ -178,7 +199,7 @@ def _sqlite_engine(u: URL, **kwargs: Any) -> AsyncEngine:
         )  # negative: KiB; big imports and plans touch many index pages
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get(BEGIN_OPTION, "DEFERRED")
         if mode not in ("DEFERRED", "IMMEDIATE", "EXCLUSIVE"):
@@ -195,8 +216,6 @@ def _sqlite_engine(u: URL, **kwargs: Any) -> AsyncEngine:
             except Exception:  # noqa: BLE001 - the ordinary BEGIN below reports it
                 pass
         conn.exec_driver_sql(f"BEGIN {mode}")
-
-    return engine
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

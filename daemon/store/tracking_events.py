@@ -2,27 +2,29 @@
 writing the labelled rows, relabelling, the one-click unsubscribe transaction, and the suppression
 helpers every opt-out shares (one-click unsubscribe, SMS and WhatsApp STOP / START, provider receipts).
 
-Batch functions take an open connection (the caller's transaction: one per batch);
+Batch functions take an open blocking ``Connection`` (the caller's transaction: one per batch; async
+code calls them through ``AsyncConnection.run_sync``, the tracking writer's thread directly);
 ``delivery_campaign``, ``unsubscribe``, ``opt_out_address``, ``opt_out_im``, ``lift_suppression``,
 ``suppress_sent_address`` and ``event_counts`` take the engine.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, delete, exists, func, insert, literal, select, update
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from topslot.channel import spec_of
 from topslot.delivery import MAYBE_HANDED_OVER, SuppressionReason
 from topslot.delivery import DeliveryState as S
 from topslot.store.db import IMMEDIATE
-from topslot.store.dialect import upsert_insert
+from topslot.store.dialect import rows_at_once, unnest_rows, upsert_insert
 from topslot.store.schema import (
     consents,
     contacts,
@@ -96,44 +98,47 @@ async def campaigns_of_range(db: AsyncEngine, first_id: int, last_id: int) -> di
 # ---------------------------------------------------------------- batches
 
 
-async def delivery_facts(conn: AsyncConnection, delivery_ids: Iterable[int]) -> dict[int, DeliveryFacts]:
+def delivery_facts(conn: Connection, delivery_ids: Iterable[int]) -> dict[int, DeliveryFacts]:
     """Campaign, channel and hand-over time of each delivery that exists."""
     out: dict[int, DeliveryFacts] = {}
     for chunk in _chunks(sorted(set(delivery_ids))):
         stmt = select(
             deliveries.c.id, deliveries.c.campaign_id, deliveries.c.channel, deliveries.c.state, deliveries.c.updated_at
         ).where(deliveries.c.id.in_(chunk))
-        for row in await conn.execute(stmt):
-            handed = row.updated_at if row.state in HANDOVER_STARTED else None
-            out[row.id] = DeliveryFacts(row.campaign_id, row.channel, handed)
+        for delivery_id, campaign_id, channel, state, updated_at in rows_at_once(conn, stmt):
+            out[delivery_id] = DeliveryFacts(campaign_id, channel, updated_at if state in HANDOVER_STARTED else None)
     return out
 
 
-async def recent_clicks(conn: AsyncConnection, delivery_ids: Iterable[int], since: datetime) -> list[StoredEvent]:
-    """Stored clicks of these deliveries at or after ``since`` (burst detection across batches)."""
-    return await _events_of(conn, "click", delivery_ids, since)
+def recent_clicks(conn: Connection, delivery_ids: Iterable[int], since: datetime) -> list[StoredEvent]:
+    """Stored clicks of these deliveries at or after ``since`` (burst detection across batches): read
+    by ``ix_events_delivery_id_kind_occurred_at``, so the seconds asked for, not each delivery's history."""
+    return _events_of(conn, "click", delivery_ids, since)
 
 
-async def opens_of(conn: AsyncConnection, delivery_ids: Iterable[int], label: str | None = None) -> list[StoredEvent]:
+def opens_of(conn: Connection, delivery_ids: Iterable[int], label: str | None = None) -> list[StoredEvent]:
     """Stored opens of these deliveries (with that label, if given): open upgrades."""
-    return await _events_of(conn, "open", delivery_ids, None, label)
+    return _events_of(conn, "open", delivery_ids, None, label)
 
 
-async def with_open_labelled(conn: AsyncConnection, delivery_ids: Iterable[int], label: str) -> set[int]:
-    """Which of these deliveries have an open labelled ``label``."""
+def with_open_labelled(conn: Connection, delivery_ids: Iterable[int], label: str) -> set[int]:
+    """Which of these deliveries have an open labelled ``label``. Asked per delivery (``EXISTS``): the
+    search stops at its first such open instead of reading all its opens (which a flood of hits on one
+    token would make the cost of every batch)."""
     found: set[int] = set()
     for chunk in _chunks(sorted(set(delivery_ids))):
-        stmt = (
-            select(events.c.delivery_id)
-            .where(events.c.delivery_id.in_(chunk), events.c.kind == "open", events.c.label == label)
-            .distinct()
+        has_open = (
+            exists()
+            .where(events.c.delivery_id == deliveries.c.id, events.c.kind == "open", events.c.label == label)
+            .correlate(deliveries)
         )
-        found.update((await conn.execute(stmt)).scalars())
+        stmt = select(deliveries.c.id).where(deliveries.c.id.in_(chunk), has_open)
+        found.update(delivery_id for (delivery_id,) in rows_at_once(conn, stmt))
     return found
 
 
-async def _events_of(
-    conn: AsyncConnection, kind: str, delivery_ids: Iterable[int], since: datetime | None, label: str | None = None
+def _events_of(
+    conn: Connection, kind: str, delivery_ids: Iterable[int], since: datetime | None, label: str | None = None
 ) -> list[StoredEvent]:
     out: list[StoredEvent] = []
     for chunk in _chunks(sorted(set(delivery_ids))):
@@ -144,7 +149,7 @@ async def _events_of(
             stmt = stmt.where(events.c.occurred_at >= since)
         if label is not None:
             stmt = stmt.where(events.c.label == label)
-        out.extend(StoredEvent._make(r) for r in await conn.execute(stmt))  # the columns selected, in order
+        out.extend(StoredEvent._make(r) for r in rows_at_once(conn, stmt))  # the columns selected, in order
     return out
 
 
@@ -170,18 +175,44 @@ async def insert_events(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]
 
 
 EventRow = tuple[Any, ...]  # the values of EVENT_FIELDS, in that order
+SQLITE_ROWS_PER_INSERT = 500  # rows of one multi-row INSERT on SQLite (fewer if its variable limit says so)
 
 
-async def insert_event_rows(conn: AsyncConnection, rows: Sequence[EventRow]) -> None:
-    """Insert event rows given as tuples (``EVENT_FIELDS`` order) in one ``executemany`` of a
-    statement compiled once per dialect: the hot path of a batch, without SQLAlchemy's per-row work
-    (parameter dicts, per-row compilation of parameters). Values are converted by the columns' own
-    types (aware datetimes as ``UTCDateTime`` stores them), so rows read back as ``insert_events``'."""
-    if rows:
-        sql, convert = _insert_plan(conn.dialect)
-        await conn.exec_driver_sql(sql, [convert(row) for row in rows])
+def insert_event_rows(conn: Connection, rows: Sequence[EventRow]) -> None:
+    """Insert event rows given as tuples (``EVENT_FIELDS`` order): the hot path of a batch, without
+    SQLAlchemy's per-row work (parameter dicts, per-row compilation of parameters). Values are
+    converted by the columns' own types (aware datetimes as ``UTCDateTime`` stores them), so rows read
+    back as ``insert_events``'.
+
+    PostgreSQL: one ``INSERT … SELECT FROM unnest(…)`` over one array per column (one statement,
+    where an ``executemany`` runs the insert once per row on the server). SQLite: multi-row ``INSERT …
+    VALUES (…), (…)`` of up to ``SQLITE_ROWS_PER_INSERT`` rows, each one step of the engine, where
+    ``executemany`` takes one step per row and gives the interpreter lock back and takes it again
+    around each (see ``topslot.store.dialect.rows_at_once``: beside a busy event loop, up to 5 ms a row)."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        columns = {name: [row[i] for row in rows] for i, name in enumerate(EVENT_FIELDS)}
+        conn.execute(_UNNEST_INSERT, columns)
+        return
+    sql, convert = _insert_plan(conn.dialect)
+    values = [convert(row) for row in rows]
+    per = max(1, min(SQLITE_ROWS_PER_INSERT, _sqlite_variables(conn) // len(EVENT_FIELDS)))
+    head, _, one = sql.partition(" VALUES ")
+    for start in range(0, len(values), per):
+        part = values[start : start + per]
+        conn.exec_driver_sql(f"{head} VALUES {', '.join([one] * len(part))}", tuple(v for row in part for v in row))
 
 
+def _sqlite_variables(conn: Connection) -> int:
+    """How many ``?`` one SQLite statement may hold (its ``SQLITE_LIMIT_VARIABLE_NUMBER``)."""
+    getlimit = getattr(conn.connection.driver_connection, "getlimit", None)  # sqlite3's; aiosqlite has none
+    if getlimit is not None:
+        return int(getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    return 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999  # SQLite's default limits
+
+
+_UNNEST_INSERT = insert(events).from_select(EVENT_FIELDS, unnest_rows(events, EVENT_FIELDS))
 _INSERT_PLANS: dict[tuple[str, str], tuple[str, Callable[[EventRow], tuple[Any, ...]]]] = {}
 
 
@@ -226,7 +257,7 @@ def _sqlite_instant(value: datetime) -> str:
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-async def set_labels(conn: AsyncConnection, changes: Sequence[tuple[int, str, str]]) -> None:
+def set_labels(conn: Connection, changes: Sequence[tuple[int, str, str]]) -> None:
     """(event id, label, reason) triples."""
     if not changes:
         return
@@ -235,7 +266,7 @@ async def set_labels(conn: AsyncConnection, changes: Sequence[tuple[int, str, st
         .where(events.c.id == bindparam("e_id"))
         .values(label=bindparam("e_label"), reason=bindparam("e_reason"))
     )
-    await conn.execute(stmt, [{"e_id": i, "e_label": lab, "e_reason": why} for i, lab, why in changes])
+    conn.execute(stmt, [{"e_id": i, "e_label": lab, "e_reason": why} for i, lab, why in changes])
 
 
 # ---------------------------------------------------------------- one-click unsubscribe

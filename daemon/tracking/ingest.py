@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from topslot import metrics
 from topslot.store import tracking_events as store
@@ -52,9 +53,11 @@ class Written:
 
 
 class EventWriter:
-    """The ``EventBuffer``'s sink: ``await writer(hits)`` stores one batch in one transaction."""
+    """The ``EventBuffer``'s sink: one batch stored in one transaction, by ``await writer(hits)`` on an
+    ``AsyncEngine``'s loop or by ``writer.write_blocking(hits)`` on a thread of its own with a blocking
+    ``Engine`` (``ThreadedWriter``). The same steps either way (``_store``, over a blocking connection)."""
 
-    def __init__(self, engine: AsyncEngine, rules: Rules = DEFAULT_RULES):
+    def __init__(self, engine: AsyncEngine | Engine, rules: Rules = DEFAULT_RULES):
         self.engine = engine
         self.rules = rules
 
@@ -62,64 +65,78 @@ class EventWriter:
         return await self.write(hits)
 
     async def write(self, hits: Sequence[Hit]) -> Written:
+        engine = self.engine
+        assert isinstance(engine, AsyncEngine), "write: an AsyncEngine's writer"
         if not hits:
             return Written(0, 0, 0)
-        rules = self.rules
-        async with self.engine.execution_options(**IMMEDIATE).begin() as conn:
-            facts = await store.delivery_facts(conn, (h.delivery_id for h in hits))
-            known = [h for h in hits if h.delivery_id in facts]
-            labels = [
-                label(
-                    Seen(h.kind, h.method, h.user_agent, h.ip, h.occurred_at),
-                    facts[h.delivery_id].handed_over_at,
-                    rules,
-                )
-                for h in known
-            ]
-            relabel = await self._bursts(conn, known, labels)
-            rows = [  # store.EVENT_FIELDS
-                (
-                    h.delivery_id,
-                    h.campaign_id or facts[h.delivery_id].campaign_id,
-                    h.kind,
-                    h.link_id,
-                    h.occurred_at,
-                    h.method,
-                    h.user_agent,
-                    h.referer,
-                    h.ip,
-                    lab.label,
-                    lab.reason,
-                )
-                for h, lab in zip(known, labels, strict=True)
-            ]
-            await store.insert_event_rows(conn, rows)
-            human_clicks: dict[int, datetime] = {}
-            for h, lab in zip(known, labels, strict=True):
-                if h.kind == "click" and lab.label == HUMAN:
-                    first = human_clicks.get(h.delivery_id)
-                    if first is None or h.occurred_at < first:
-                        human_clicks[h.delivery_id] = h.occurred_at
-            if human_clicks:  # deliveries with a human open need nothing; the others' machine opens are candidates
-                settled = await store.with_open_labelled(conn, human_clicks, HUMAN)
-                waiting = [d for d in human_clicks if d not in settled]
-                stored = await store.opens_of(conn, waiting, MACHINE_OPEN) if waiting else []
-                opens = [Open(o.id, o.delivery_id, o.occurred_at, o.label) for o in stored]
-                relabel += [(i, HUMAN, UPGRADED_BY_CLICK) for i in opens_to_upgrade(opens, human_clicks)]
-            await store.set_labels(conn, relabel)
-        for (kind, name), n in Counter((h.kind, lab.label) for h, lab in zip(known, labels, strict=True)).items():
-            metrics.count_tracking_event(kind, name, n)  # committed
-        return Written(len(rows), len(hits) - len(known), len(relabel))
+        async with engine.execution_options(**IMMEDIATE).begin() as conn:
+            written, tally = await conn.run_sync(self._store, hits)
+        _count(tally)  # committed
+        return written
 
-    async def _bursts(
-        self, conn: AsyncConnection, hits: Sequence[Hit], labels: list[Label]
-    ) -> list[tuple[int, str, str]]:
+    def write_blocking(self, hits: Sequence[Hit]) -> Written:
+        engine = self.engine
+        assert isinstance(engine, Engine), "write_blocking: a blocking Engine's writer"
+        if not hits:
+            return Written(0, 0, 0)
+        with engine.execution_options(**IMMEDIATE).begin() as conn:
+            written, tally = self._store(conn, hits)
+        _count(tally)
+        return written
+
+    def _store(self, conn: Connection, hits: Sequence[Hit]) -> tuple[Written, Counter[tuple[str, str]]]:
+        rules = self.rules
+        facts = store.delivery_facts(conn, (h.delivery_id for h in hits))
+        known = [h for h in hits if h.delivery_id in facts]
+        labels = [
+            label(
+                Seen(h.kind, h.method, h.user_agent, h.ip, h.occurred_at),
+                facts[h.delivery_id].handed_over_at,
+                rules,
+            )
+            for h in known
+        ]
+        relabel = self._bursts(conn, known, labels)
+        rows = [  # store.EVENT_FIELDS
+            (
+                h.delivery_id,
+                h.campaign_id or facts[h.delivery_id].campaign_id,
+                h.kind,
+                h.link_id,
+                h.occurred_at,
+                h.method,
+                h.user_agent,
+                h.referer,
+                h.ip,
+                lab.label,
+                lab.reason,
+            )
+            for h, lab in zip(known, labels, strict=True)
+        ]
+        store.insert_event_rows(conn, rows)
+        human_clicks: dict[int, datetime] = {}
+        for h, lab in zip(known, labels, strict=True):
+            if h.kind == "click" and lab.label == HUMAN:
+                first = human_clicks.get(h.delivery_id)
+                if first is None or h.occurred_at < first:
+                    human_clicks[h.delivery_id] = h.occurred_at
+        if human_clicks:  # deliveries with a human open need nothing; the others' machine opens are candidates
+            settled = store.with_open_labelled(conn, human_clicks, HUMAN)
+            waiting = [d for d in human_clicks if d not in settled]
+            stored = store.opens_of(conn, waiting, MACHINE_OPEN) if waiting else []
+            opens = [Open(o.id, o.delivery_id, o.occurred_at, o.label) for o in stored]
+            relabel += [(i, HUMAN, UPGRADED_BY_CLICK) for i in opens_to_upgrade(opens, human_clicks)]
+        store.set_labels(conn, relabel)
+        tally = Counter((h.kind, lab.label) for h, lab in zip(known, labels, strict=True))
+        return Written(len(rows), len(hits) - len(known), len(relabel)), tally
+
+    def _bursts(self, conn: Connection, hits: Sequence[Hit], labels: list[Label]) -> list[tuple[int, str, str]]:
         """Mark this batch's clicks that form a burst (in ``labels``); return stored clicks to relabel."""
         clicks = [i for i, h in enumerate(hits) if h.kind == "click" and h.method != "HEAD"]
         if not clicks:
             return []
         since = min(hits[i].occurred_at for i in clicks) - self.rules.burst_window
-        stored = await store.recent_clicks(conn, {hits[i].delivery_id for i in clicks}, since)
+        stored = store.recent_clicks(conn, {hits[i].delivery_id for i in clicks}, since)
         stored_labels = {s.id: s.label for s in stored}
         by_delivery: dict[int, list[Click]] = {}
         for i in clicks:
@@ -136,3 +153,8 @@ class EventWriter:
                 elif origin == "stored" and stored_labels[number] == HUMAN:
                     relabel.append((number, *LINK_BURST))
         return relabel
+
+
+def _count(tally: Counter[tuple[str, str]]) -> None:
+    for (kind, name), n in tally.items():
+        metrics.count_tracking_event(kind, name, n)

@@ -18,7 +18,7 @@ async def test_delivery_facts_give_the_hand_over_time_of_sent_rows_only(engine: 
     world = await make_world(engine, tmp_path)
     ids = [world.delivery["newyork"], world.delivery["london"], 424242]
     async with engine.connect() as conn:
-        facts = await te.delivery_facts(conn, ids)
+        facts = await conn.run_sync(te.delivery_facts, ids)
     assert set(facts) == set(ids[:2])
     assert facts[ids[0]] == te.DeliveryFacts(world.campaign.id, "email", SENT_AT)
     assert facts[ids[1]].handed_over_at is None  # still planned
@@ -40,15 +40,15 @@ async def test_insert_relabel_and_count(engine: AsyncEngine, tmp_path: Path) -> 
         )
     [first, second] = await stored_events(engine)
     async with engine.begin() as conn:
-        await te.set_labels(conn, [(first["id"], "human", "upgraded_by_click")])
-        opens = await te.opens_of(conn, [d])
-        recent = await te.recent_clicks(conn, [d], SENT_AT - timedelta(seconds=1))
-        old = await te.recent_clicks(conn, [d], SENT_AT + timedelta(seconds=1))
+        await conn.run_sync(te.set_labels, [(first["id"], "human", "upgraded_by_click")])
+        opens = await conn.run_sync(te.opens_of, [d])
+        recent = await conn.run_sync(te.recent_clicks, [d], SENT_AT - timedelta(seconds=1))
+        old = await conn.run_sync(te.recent_clicks, [d], SENT_AT + timedelta(seconds=1))
     assert [(o.id, o.label) for o in opens] == [(first["id"], "human")]
     async with engine.connect() as conn:
-        assert await te.with_open_labelled(conn, [d, 424242], "human") == {d}
-        assert await te.with_open_labelled(conn, [d], "machine_open") == set()
-        assert await te.opens_of(conn, [d], "machine_open") == []
+        assert await conn.run_sync(te.with_open_labelled, [d, 424242], "human") == {d}
+        assert await conn.run_sync(te.with_open_labelled, [d], "machine_open") == set()
+        assert await conn.run_sync(te.opens_of, [d], "machine_open") == []
     assert [c.id for c in recent] == [second["id"]] and old == []
     assert await te.event_counts(engine, campaign_id=world.campaign.id) == {("open", "human"): 1, ("click", "human"): 1}
     assert await te.event_counts(engine, since_id=first["id"]) == {("click", "human"): 1}

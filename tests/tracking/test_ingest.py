@@ -109,8 +109,9 @@ async def test_a_planned_delivery_has_no_hand_over_time(world: World) -> None:
 
 
 async def test_tuple_rows_read_back_as_the_core_insert_writes_them(world: World) -> None:
-    """``insert_event_rows`` (driver-level executemany of tuples) stores exactly what ``insert_events``
-    stores: same datetimes (to the microsecond, UTC), same values, on both databases."""
+    """``insert_event_rows`` (driver-level rows of tuples: executemany on PostgreSQL, multi-row VALUES
+    on SQLite) stores exactly what ``insert_events`` stores: same datetimes (to the microsecond, UTC),
+    same values, on both databases."""
     from topslot.store import tracking_events as store
 
     landing, _ = await link_ids(world)
@@ -130,9 +131,24 @@ async def test_tuple_rows_read_back_as_the_core_insert_writes_them(world: World)
     }
     async with world.engine.begin() as conn:
         await store.insert_events(conn, [values])
-        await store.insert_event_rows(conn, [tuple(values[k] for k in store.EVENT_FIELDS)])
+        await conn.run_sync(store.insert_event_rows, [tuple(values[k] for k in store.EVENT_FIELDS)])
     first, second = await stored_events(world.engine)
     assert {k: first[k] for k in store.EVENT_FIELDS} == {k: second[k] for k in store.EVENT_FIELDS} == values
     async with world.engine.connect() as conn:  # and compare as stored (string order on SQLite)
-        recent = await store.recent_clicks(conn, [values["delivery_id"]], at)
+        recent = await conn.run_sync(store.recent_clicks, [values["delivery_id"]], at)
     assert len(recent) == 2
+
+
+async def test_a_batch_larger_than_one_sqlite_statement_is_stored_whole_and_in_order(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite takes the rows in multi-row INSERTs of ``SQLITE_ROWS_PER_INSERT``: 7 rows by 3 are three
+    statements (3, 3, 1), every row stored once, in the batch's order; PostgreSQL takes them in one."""
+    from topslot.store import tracking_events as store
+
+    monkeypatch.setattr(store, "SQLITE_ROWS_PER_INSERT", 3)
+    hits = [open_(world, LATER + timedelta(seconds=i)) for i in range(7)]
+    result = await EventWriter(world.engine)(hits)
+    stored = await stored_events(world.engine)
+    assert result.written == 7 and len(stored) == 7
+    assert [e["occurred_at"] for e in stored] == [h.occurred_at for h in hits]

@@ -1,0 +1,55 @@
+"""``rows_at_once`` reads what ``execute`` reads (SQLite: packed in one JSON value), on both databases."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from topslot.store.dialect import rows_at_once
+from topslot.store.schema import campaigns, events
+
+BASE = datetime(2026, 12, 4, 5, 30, tzinfo=UTC)
+TEXT = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=40)
+
+
+async def _stored(engine: AsyncEngine, rows: list[dict[str, object]]) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(events.delete())
+        if rows:
+            await conn.execute(insert(events), rows)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 10**6),  # microseconds after BASE
+            st.none() | TEXT,  # user agent: any text, quotes, backslashes, emoji, control characters
+        ),
+        max_size=8,
+    )
+)
+async def test_rows_at_once_reads_what_execute_reads(engine: AsyncEngine, values: list[tuple[int, str | None]]) -> None:
+    rows = [
+        {"kind": "click", "occurred_at": BASE + timedelta(microseconds=us), "user_agent": ua, "method": "GET"}
+        for us, ua in values
+    ]
+    await _stored(engine, rows)
+    stmt = select(events.c.id, events.c.occurred_at, events.c.user_agent, events.c.link_id, events.c.kind).order_by(
+        events.c.id
+    )
+    async with engine.connect() as conn:
+        expected = [tuple(r) for r in await conn.execute(stmt)]
+        got = await conn.run_sync(rows_at_once, stmt)
+    assert got == expected
+    assert all(isinstance(r[1], datetime) and r[1].tzinfo is not None for r in got)
+
+
+async def test_rows_at_once_of_no_rows(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        assert await conn.run_sync(rows_at_once, select(campaigns.c.id)) == []
+        assert await conn.run_sync(rows_at_once, select(events.c.id).where(events.c.id < 0)) == []
