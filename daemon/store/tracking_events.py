@@ -16,7 +16,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, delete, exists, func, insert, literal, select, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    any_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -104,7 +117,7 @@ def delivery_facts(conn: Connection, delivery_ids: Iterable[int]) -> dict[int, D
     for chunk in _chunks(sorted(set(delivery_ids))):
         stmt = select(
             deliveries.c.id, deliveries.c.campaign_id, deliveries.c.channel, deliveries.c.state, deliveries.c.updated_at
-        ).where(deliveries.c.id.in_(chunk))
+        ).where(_among(conn, deliveries.c.id, chunk))
         for delivery_id, campaign_id, channel, state, updated_at in rows_at_once(conn, stmt):
             out[delivery_id] = DeliveryFacts(campaign_id, channel, updated_at if state in HANDOVER_STARTED else None)
     return out
@@ -129,10 +142,14 @@ def with_open_labelled(conn: Connection, delivery_ids: Iterable[int], label: str
     for chunk in _chunks(sorted(set(delivery_ids))):
         has_open = (
             exists()
-            .where(events.c.delivery_id == deliveries.c.id, events.c.kind == "open", events.c.label == label)
+            .where(
+                events.c.delivery_id == deliveries.c.id,
+                events.c.kind == _fixed("open"),
+                events.c.label == _fixed(label),
+            )
             .correlate(deliveries)
         )
-        stmt = select(deliveries.c.id).where(deliveries.c.id.in_(chunk), has_open)
+        stmt = select(deliveries.c.id).where(_among(conn, deliveries.c.id, chunk), has_open)
         found.update(delivery_id for (delivery_id,) in rows_at_once(conn, stmt))
     return found
 
@@ -143,12 +160,12 @@ def _events_of(
     out: list[StoredEvent] = []
     for chunk in _chunks(sorted(set(delivery_ids))):
         stmt = select(events.c.id, events.c.delivery_id, events.c.link_id, events.c.occurred_at, events.c.label).where(
-            events.c.delivery_id.in_(chunk), events.c.kind == kind
+            _among(conn, events.c.delivery_id, chunk), events.c.kind == _fixed(kind)
         )
         if since is not None:
             stmt = stmt.where(events.c.occurred_at >= since)
         if label is not None:
-            stmt = stmt.where(events.c.label == label)
+            stmt = stmt.where(events.c.label == _fixed(label))
         out.extend(StoredEvent._make(r) for r in rows_at_once(conn, stmt))  # the columns selected, in order
     return out
 
@@ -490,6 +507,23 @@ async def event_counts(
 async def last_event_id(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
         return int(await conn.scalar(select(func.coalesce(func.max(events.c.id), literal(0)))) or 0)
+
+
+def _among(conn: Connection, column: ColumnElement[int], ids: Sequence[int]) -> ColumnElement[bool]:
+    """``column IN ids``; on PostgreSQL ``column = ANY(:ids)``, one array parameter: one statement
+    text whatever the count, so asyncpg prepares it once and the server plans it once (an ``IN``
+    list is a new statement, prepared and planned again, for every count of ids)."""
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(ids), type_=postgresql.ARRAY(column.type)))
+    return column.in_(ids)
+
+
+def _fixed(value: str) -> BindParameter[str]:
+    """A constant of the query written into its text (``literal_execute``), not sent as a parameter:
+    PostgreSQL plans a prepared statement once for any parameter values, and not knowing the kind
+    and label asked for, it may plan to read every event of that kind (a hash join) instead of each
+    delivery's few through the index."""
+    return bindparam(None, value, literal_execute=True)
 
 
 def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
