@@ -42,8 +42,9 @@ def column_lists(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dic
     return {name: [row[name] for row in rows] for name in names}
 
 
-def rows_at_once(conn: Connection, stmt: Select[Any]) -> list[tuple[Any, ...]]:
-    """The rows of ``stmt`` as tuples, each value converted by its column's type as ``execute`` would.
+def rows_at_once(conn: Connection, stmt: Select[Any], params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    """The rows of ``stmt`` (with ``params``) as tuples, each value converted by its column's type as
+    ``execute`` would.
 
     On SQLite, read in ONE step of the engine: the rows come back packed in a single JSON value
     (``json_group_array`` of ``json_array``). The ``sqlite3`` module lets go of the interpreter lock
@@ -51,21 +52,40 @@ def rows_at_once(conn: Connection, stmt: Select[Any]) -> list[tuple[Any, ...]]:
     each of those takes waits up to ``sys.getswitchinterval()`` (5 ms), so a thousand rows read beside
     a busy event loop could take seconds; packed, they take one wait. Integers and texts (SQLite's
     datetimes are texts) travel unchanged through JSON; not for blobs or reals (JSON writes a real
-    with 15 significant digits). Elsewhere, an ordinary execute."""
+    with 15 significant digits). Elsewhere, an ordinary execute.
+
+    A statement built once and passed again (its variable parts as ``params``) is packed once."""
     if conn.dialect.name != "sqlite":
-        return [tuple(row) for row in conn.execute(stmt)]
-    inner = stmt.subquery()
-    packed = conn.execute(select(func.json_group_array(func.json_array(*inner.c)))).scalar_one()
-    dialect = conn.dialect
-    steps = [
-        (i, processor)
-        for i, column in enumerate(stmt.selected_columns)
-        if (processor := column.type._cached_result_processor(dialect, None)) is not None
-    ]
-    rows = orjson.loads(packed)
+        return [tuple(row) for row in conn.execute(stmt, params)]
+    packed, steps = _packed(stmt, conn.dialect)
+    rows = orjson.loads(conn.execute(packed, params).scalar_one())
     if steps:
         for row in rows:
             for i, processor in steps:
                 if row[i] is not None:
                     row[i] = processor(row[i])
     return [tuple(row) for row in rows]
+
+
+_PACKED: dict[tuple[int, str], tuple[Select[Any], Select[Any], list[tuple[int, Any]]]] = {}
+_PACKED_MAX = 256
+
+
+def _packed(stmt: Select[Any], dialect: Any) -> tuple[Select[Any], list[tuple[int, Any]]]:
+    """``stmt`` wrapped for ``rows_at_once``, and (position, result processor) of the columns that have
+    one; remembered by the statement's identity (the statement is kept, so the identity stays its own)."""
+    key = (id(stmt), dialect.driver)
+    known = _PACKED.get(key)
+    if known is not None and known[0] is stmt:
+        return known[1], known[2]
+    inner = stmt.subquery()
+    packed = select(func.json_group_array(func.json_array(*inner.c)))
+    steps = [
+        (i, processor)
+        for i, column in enumerate(stmt.selected_columns)
+        if (processor := column.type._cached_result_processor(dialect, None)) is not None
+    ]
+    if len(_PACKED) >= _PACKED_MAX:  # statements built per call are not worth keeping
+        _PACKED.clear()
+    _PACKED[key] = (stmt, packed, steps)
+    return packed, steps

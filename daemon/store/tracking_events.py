@@ -14,11 +14,13 @@ import sqlite3
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
+    Select,
     any_,
     bindparam,
     delete,
@@ -113,12 +115,10 @@ async def campaigns_of_range(db: AsyncEngine, first_id: int, last_id: int) -> di
 
 def delivery_facts(conn: Connection, delivery_ids: Iterable[int]) -> dict[int, DeliveryFacts]:
     """Campaign, channel and hand-over time of each delivery that exists."""
+    stmt = _query(conn, "facts")
     out: dict[int, DeliveryFacts] = {}
     for chunk in _chunks(sorted(set(delivery_ids))):
-        stmt = select(
-            deliveries.c.id, deliveries.c.campaign_id, deliveries.c.channel, deliveries.c.state, deliveries.c.updated_at
-        ).where(_among(conn, deliveries.c.id, chunk))
-        for delivery_id, campaign_id, channel, state, updated_at in rows_at_once(conn, stmt):
+        for delivery_id, campaign_id, channel, state, updated_at in rows_at_once(conn, stmt, {"ids": chunk}):
             out[delivery_id] = DeliveryFacts(campaign_id, channel, updated_at if state in HANDOVER_STARTED else None)
     return out
 
@@ -126,48 +126,82 @@ def delivery_facts(conn: Connection, delivery_ids: Iterable[int]) -> dict[int, D
 def recent_clicks(conn: Connection, delivery_ids: Iterable[int], since: datetime) -> list[StoredEvent]:
     """Stored clicks of these deliveries at or after ``since`` (burst detection across batches): read
     by ``ix_events_delivery_id_kind_occurred_at``, so the seconds asked for, not each delivery's history."""
-    return _events_of(conn, "click", delivery_ids, since)
+    return _events_of(conn, _query(conn, "events", "click", True, None), delivery_ids, since)
+
+
+def recent_click_links(conn: Connection, delivery_ids: Iterable[int], since: datetime) -> dict[int, set[int | None]]:
+    """The links (ids; None for a click without one) of the stored clicks of these deliveries at or
+    after ``since``: a row per delivery and link, no times. Which deliveries may be in a burst at all
+    (burst detection then reads only their clicks, ``recent_clicks``)."""
+    stmt = _query(conn, "click_links")
+    out: dict[int, set[int | None]] = {}
+    for chunk in _chunks(sorted(set(delivery_ids))):
+        for delivery_id, link_id in rows_at_once(conn, stmt, {"ids": chunk, "since": since}):
+            out.setdefault(delivery_id, set()).add(link_id)
+    return out
 
 
 def opens_of(conn: Connection, delivery_ids: Iterable[int], label: str | None = None) -> list[StoredEvent]:
     """Stored opens of these deliveries (with that label, if given): open upgrades."""
-    return _events_of(conn, "open", delivery_ids, None, label)
+    return _events_of(conn, _query(conn, "events", "open", False, label), delivery_ids, None)
 
 
 def with_open_labelled(conn: Connection, delivery_ids: Iterable[int], label: str) -> set[int]:
     """Which of these deliveries have an open labelled ``label``. Asked per delivery (``EXISTS``): the
     search stops at its first such open instead of reading all its opens (which a flood of hits on one
     token would make the cost of every batch)."""
+    stmt = _query(conn, "with_open", label)
     found: set[int] = set()
     for chunk in _chunks(sorted(set(delivery_ids))):
-        has_open = (
-            exists()
-            .where(
-                events.c.delivery_id == deliveries.c.id,
-                events.c.kind == _fixed("open"),
-                events.c.label == _fixed(label),
-            )
-            .correlate(deliveries)
-        )
-        stmt = select(deliveries.c.id).where(_among(conn, deliveries.c.id, chunk), has_open)
-        found.update(delivery_id for (delivery_id,) in rows_at_once(conn, stmt))
+        found.update(delivery_id for (delivery_id,) in rows_at_once(conn, stmt, {"ids": chunk}))
     return found
 
 
 def _events_of(
-    conn: Connection, kind: str, delivery_ids: Iterable[int], since: datetime | None, label: str | None = None
+    conn: Connection, stmt: Select[Any], delivery_ids: Iterable[int], since: datetime | None
 ) -> list[StoredEvent]:
     out: list[StoredEvent] = []
     for chunk in _chunks(sorted(set(delivery_ids))):
-        stmt = select(events.c.id, events.c.delivery_id, events.c.link_id, events.c.occurred_at, events.c.label).where(
-            _among(conn, events.c.delivery_id, chunk), events.c.kind == _fixed(kind)
-        )
-        if since is not None:
-            stmt = stmt.where(events.c.occurred_at >= since)
-        if label is not None:
-            stmt = stmt.where(events.c.label == _fixed(label))
-        out.extend(StoredEvent._make(r) for r in rows_at_once(conn, stmt))  # the columns selected, in order
+        rows = rows_at_once(conn, stmt, {"ids": chunk, "since": since} if since is not None else {"ids": chunk})
+        out.extend(StoredEvent._make(r) for r in rows)  # the columns selected, in order
     return out
+
+
+@cache
+def _query_of(dialect: str, name: str, *args: Any) -> Select[Any]:
+    """The batch queries, built once per dialect (and kind / label); the ids are the parameter ``ids``."""
+    if name == "facts":
+        d = deliveries.c
+        return select(d.id, d.campaign_id, d.channel, d.state, d.updated_at).where(_among(dialect, d.id))
+    e = events.c
+    since = bindparam("since", type_=e.occurred_at.type)
+    if name == "events":
+        kind, recent, label = args
+        stmt = select(e.id, e.delivery_id, e.link_id, e.occurred_at, e.label).where(
+            _among(dialect, e.delivery_id), e.kind == _fixed(kind)
+        )
+        if recent:
+            stmt = stmt.where(e.occurred_at >= since)
+        return stmt.where(e.label == _fixed(label)) if label is not None else stmt
+    if name == "click_links":
+        return (
+            select(e.delivery_id, e.link_id)
+            .where(_among(dialect, e.delivery_id), e.kind == _fixed("click"), e.occurred_at >= since)
+            .distinct()
+        )
+    if name == "with_open":
+        (label,) = args
+        has_open = (
+            exists()
+            .where(e.delivery_id == deliveries.c.id, e.kind == _fixed("open"), e.label == _fixed(label))
+            .correlate(deliveries)
+        )
+        return select(deliveries.c.id).where(_among(dialect, deliveries.c.id), has_open)
+    raise ValueError(name)
+
+
+def _query(conn: Connection, name: str, *args: Any) -> Select[Any]:
+    return _query_of(conn.dialect.name, name, *args)
 
 
 EVENT_FIELDS = (
@@ -509,13 +543,13 @@ async def last_event_id(engine: AsyncEngine) -> int:
         return int(await conn.scalar(select(func.coalesce(func.max(events.c.id), literal(0)))) or 0)
 
 
-def _among(conn: Connection, column: ColumnElement[int], ids: Sequence[int]) -> ColumnElement[bool]:
-    """``column IN ids``; on PostgreSQL ``column = ANY(:ids)``, one array parameter: one statement
+def _among(dialect: str, column: ColumnElement[int]) -> ColumnElement[bool]:
+    """``column IN :ids``; on PostgreSQL ``column = ANY(:ids)``, one array parameter: one statement
     text whatever the count, so asyncpg prepares it once and the server plans it once (an ``IN``
     list is a new statement, prepared and planned again, for every count of ids)."""
-    if conn.dialect.name == "postgresql":
-        return column == any_(bindparam(None, list(ids), type_=postgresql.ARRAY(column.type)))
-    return column.in_(ids)
+    if dialect == "postgresql":
+        return column == any_(bindparam("ids", type_=postgresql.ARRAY(column.type)))
+    return column.in_(bindparam("ids", expanding=True))
 
 
 def _fixed(value: str) -> BindParameter[str]:

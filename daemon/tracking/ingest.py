@@ -6,7 +6,9 @@ Steps (``EventWriter.write``):
    not exist are counted as ``unknown`` and left out: the token was genuine, the row is gone);
 2. labels (``topslot.tracking.classify``): each hit alone, then link bursts per delivery, looking
    at this batch's clicks and the clicks stored in the last ``burst_window`` (a stored click that
-   turns out to be part of a burst is relabelled ``scanner``/``link_burst``);
+   turns out to be part of a burst is relabelled ``scanner``/``link_burst``). Stored clicks are read
+   only for deliveries whose links clicked in that window (stored and in this batch) are at least
+   ``burst_links`` different ones: first the links alone, a row per delivery and link;
 3. insert the rows;
 4. opens upgraded by a human click of the same delivery (``upgraded_by_click``).
 """
@@ -133,10 +135,17 @@ class EventWriter:
     def _bursts(self, conn: Connection, hits: Sequence[Hit], labels: list[Label]) -> list[tuple[int, str, str]]:
         """Mark this batch's clicks that form a burst (in ``labels``); return stored clicks to relabel."""
         clicks = [i for i, h in enumerate(hits) if h.kind == "click" and h.method != "HEAD"]
-        if not clicks:
+        if not clicks or self.rules.burst_links < 2:  # below 2, nothing is a burst (find_bursts)
             return []
         since = min(hits[i].occurred_at for i in clicks) - self.rules.burst_window
-        stored = store.recent_clicks(conn, {hits[i].delivery_id for i in clicks}, since)
+        links: dict[int, set[int | None]] = {}  # delivery → links clicked (this batch, then stored too)
+        for i in clicks:
+            links.setdefault(hits[i].delivery_id, set()).add(hits[i].link_id)
+        for delivery_id, stored_links in store.recent_click_links(conn, links, since).items():
+            links[delivery_id] |= stored_links
+        # a burst needs burst_links different links: only deliveries with that many need their clicks read
+        maybe = [d for d, seen in links.items() if len(seen) >= self.rules.burst_links]
+        stored = store.recent_clicks(conn, maybe, since) if maybe else []
         stored_labels = {s.id: s.label for s in stored}
         by_delivery: dict[int, list[Click]] = {}
         for i in clicks:

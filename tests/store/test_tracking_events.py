@@ -44,12 +44,15 @@ async def test_insert_relabel_and_count(engine: AsyncEngine, tmp_path: Path) -> 
         opens = await conn.run_sync(te.opens_of, [d])
         recent = await conn.run_sync(te.recent_clicks, [d], SENT_AT - timedelta(seconds=1))
         old = await conn.run_sync(te.recent_clicks, [d], SENT_AT + timedelta(seconds=1))
+        links = await conn.run_sync(te.recent_click_links, [d, 424242], SENT_AT - timedelta(seconds=1))
+        no_links = await conn.run_sync(te.recent_click_links, [d], SENT_AT + timedelta(seconds=1))
     assert [(o.id, o.label) for o in opens] == [(first["id"], "human")]
     async with engine.connect() as conn:
         assert await conn.run_sync(te.with_open_labelled, [d, 424242], "human") == {d}
         assert await conn.run_sync(te.with_open_labelled, [d], "machine_open") == set()
         assert await conn.run_sync(te.opens_of, [d], "machine_open") == []
     assert [c.id for c in recent] == [second["id"]] and old == []
+    assert links == {d: {None}} and no_links == {}  # the one click has no link; the other delivery none
     assert await te.event_counts(engine, campaign_id=world.campaign.id) == {("open", "human"): 1, ("click", "human"): 1}
     assert await te.event_counts(engine, since_id=first["id"]) == {("click", "human"): 1}
     assert await te.last_event_id(engine) == second["id"]
