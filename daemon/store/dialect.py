@@ -1,9 +1,17 @@
 """Dialect-specific INSERT (for ON CONFLICT) chosen from the connection, never from strings;
-PostgreSQL's many-rows-in-one-statement form (``unnest_rows``); and a query's rows read in one step of
-SQLite (``rows_at_once``)."""
+PostgreSQL's many-rows-in-one-statement form (``unnest_rows``); and SQLite's, both ways: a query's rows
+read in one step (``rows_at_once``), many rows written by multi-row statements (``execute_rows``).
+
+Why SQLite needs them: the ``sqlite3`` module lets go of the interpreter lock around every step of
+the engine (one per row read, one per row of an ``executemany``) and takes it back after. While another
+thread runs Python (the event loop serving requests, the planner planning the next batch), each take
+waits up to ``sys.getswitchinterval()`` (5 ms): a thousand rows read or written beside a busy thread
+could take seconds. Packed in one step, they take one wait."""
 
 from __future__ import annotations
 
+import re
+import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -47,12 +55,9 @@ def rows_at_once(conn: Connection, stmt: Select[Any], params: Mapping[str, Any] 
     ``execute`` would.
 
     On SQLite, read in ONE step of the engine: the rows come back packed in a single JSON value
-    (``json_group_array`` of ``json_array``). The ``sqlite3`` module lets go of the interpreter lock
-    around every step, one step per row, and takes it back after: while another thread runs Python,
-    each of those takes waits up to ``sys.getswitchinterval()`` (5 ms), so a thousand rows read beside
-    a busy event loop could take seconds; packed, they take one wait. Integers and texts (SQLite's
-    datetimes are texts) travel unchanged through JSON; not for blobs or reals (JSON writes a real
-    with 15 significant digits). Elsewhere, an ordinary execute.
+    (``json_group_array`` of ``json_array``). Integers and texts (SQLite's datetimes and JSON columns
+    are texts) travel unchanged through JSON; not for blobs or reals (JSON writes a real with 15
+    significant digits). Elsewhere, an ordinary execute.
 
     A statement built once and passed again (its variable parts as ``params``) is packed once."""
     if conn.dialect.name != "sqlite":
@@ -89,3 +94,55 @@ def _packed(stmt: Select[Any], dialect: Any) -> tuple[Select[Any], list[tuple[in
         _PACKED.clear()
     _PACKED[key] = (stmt, packed, steps)
     return packed, steps
+
+
+SQLITE_ROWS_PER_STATEMENT = 500  # rows of one multi-row statement (fewer if the variable limit says so)
+_ONE_ROW = re.compile(r"^(?P<head>.*? VALUES )(?P<row>\(\?(?:, \?)*\))(?P<tail>.*)$", re.DOTALL)
+
+
+def execute_rows(conn: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """``conn.exec_driver_sql(sql, rows)``: an ``executemany`` of ``sql``, an ``INSERT … VALUES (?, …, ?)``
+    for one row in the driver's paramstyle, possibly followed by a tail (``ON CONFLICT … DO UPDATE …``)
+    with parameters of its own, which must then be the same in every row (they are bound once).
+
+    On SQLite: multi-row statements (``VALUES (…), (…), …``) of up to ``SQLITE_ROWS_PER_STATEMENT``
+    rows, one step of the engine each, where an ``executemany`` takes one per row (see above). Rows
+    are inserted in order, as by the ``executemany``. Elsewhere, the ``executemany``."""
+    match = _ONE_ROW.match(sql) if conn.dialect.name == "sqlite" and len(rows) > 1 else None
+    if match is None:
+        conn.exec_driver_sql(sql, list(rows))  # type: ignore[arg-type]
+        return
+    head, row, tail = match.group("head", "row", "tail")
+    width = row.count("?")
+    shared = tuple(rows[0][width:])  # the tail's parameters
+    per = max(1, min(SQLITE_ROWS_PER_STATEMENT, (_sqlite_variables(conn) - len(shared)) // width))
+    start = 0
+    for size in _statement_sizes(len(rows), per):
+        values = [v for r in rows[start : start + size] for v in r[:width]]
+        values.extend(shared)
+        conn.exec_driver_sql(f"{head}{', '.join([row] * size)}{tail}", tuple(values))
+        start += size
+
+
+def _statement_sizes(n: int, per: int) -> list[int]:
+    """``n`` rows cut into statements of ``per`` rows, the rest into powers of two (337 → 256, 64, 16,
+    1): a handful of statement texts whatever the batch sizes, so ``sqlite3``'s cache of prepared
+    statements (128 per connection, each of a multi-row statement holding every parameter) keeps
+    reusing them instead of filling up with one text per remainder."""
+    sizes = [per] * (n // per)
+    rest = n % per
+    bit = 1 << rest.bit_length()
+    while rest:
+        bit >>= 1
+        if rest & bit:
+            sizes.append(bit)
+            rest -= bit
+    return sizes
+
+
+def _sqlite_variables(conn: Connection) -> int:
+    """How many ``?`` one SQLite statement may hold (its ``SQLITE_LIMIT_VARIABLE_NUMBER``)."""
+    getlimit = getattr(conn.connection.driver_connection, "getlimit", None)  # sqlite3's; aiosqlite has none
+    if getlimit is not None:
+        return int(getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    return 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999  # SQLite's default limits

@@ -30,7 +30,7 @@ from topslot.delivery import SkipReason as R
 from topslot.pacing import QuietRules
 from topslot.store import versions
 from topslot.store.db import IMMEDIATE
-from topslot.store.dialect import unnest_rows, upsert_insert
+from topslot.store.dialect import execute_rows, unnest_rows, upsert_insert
 from topslot.store.engagement import engaged_earlier
 from topslot.store.frequency import skip_over_cap
 from topslot.store.schema import contacts, coupon_pools, deliveries
@@ -146,7 +146,7 @@ async def write_plan_batch(
             await conn.execute(_plan_upsert(conn, from_arrays=True), {**per_row, **shared})
         else:
             sql, values = _driver_upsert(conn, per_row, shared)
-            await conn.exec_driver_sql(sql, values)
+            await conn.run_sync(execute_rows, sql, values)  # SQLite: multi-row statements
     return len(rows)
 
 
@@ -157,9 +157,9 @@ def _driver_upsert(
     conn: AsyncConnection, per_row: Mapping[str, list[Any]], shared: Mapping[str, Any]
 ) -> tuple[str, list[tuple[Any, ...]]]:
     """The plan's upsert (``_plan_upsert``) as the driver's SQL and one tuple of positional values per
-    row, each value converted by its column type's bind processor, as SQLAlchemy would. sqlite3's own
-    ``executemany`` then runs it, without a parameter dict built and processed per row in Python
-    (the hot spot of a large plan on SQLite)."""
+    row, each value converted by its column type's bind processor, as SQLAlchemy would, for
+    ``execute_rows`` (multi-row statements on SQLite), without a parameter dict built and processed
+    per row in Python (the hot spot of a large plan on SQLite)."""
     dialect = conn.dialect
     found = _DRIVER_UPSERT.get(dialect.name)
     if found is None:

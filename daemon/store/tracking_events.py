@@ -10,7 +10,6 @@ code calls them through ``AsyncConnection.run_sync``, the tracking writer's thre
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,7 +38,7 @@ from topslot.channel import spec_of
 from topslot.delivery import MAYBE_HANDED_OVER, SuppressionReason
 from topslot.delivery import DeliveryState as S
 from topslot.store.db import IMMEDIATE
-from topslot.store.dialect import rows_at_once, unnest_rows, upsert_insert
+from topslot.store.dialect import execute_rows, rows_at_once, unnest_rows, upsert_insert
 from topslot.store.schema import (
     consents,
     contacts,
@@ -226,7 +225,6 @@ async def insert_events(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]
 
 
 EventRow = tuple[Any, ...]  # the values of EVENT_FIELDS, in that order
-SQLITE_ROWS_PER_INSERT = 500  # rows of one multi-row INSERT on SQLite (fewer if its variable limit says so)
 
 
 def insert_event_rows(conn: Connection, rows: Sequence[EventRow]) -> None:
@@ -236,10 +234,8 @@ def insert_event_rows(conn: Connection, rows: Sequence[EventRow]) -> None:
     back as ``insert_events``'.
 
     PostgreSQL: one ``INSERT … SELECT FROM unnest(…)`` over one array per column (one statement,
-    where an ``executemany`` runs the insert once per row on the server). SQLite: multi-row ``INSERT …
-    VALUES (…), (…)`` of up to ``SQLITE_ROWS_PER_INSERT`` rows, each one step of the engine, where
-    ``executemany`` takes one step per row and gives the interpreter lock back and takes it again
-    around each (see ``topslot.store.dialect.rows_at_once``: beside a busy event loop, up to 5 ms a row)."""
+    where an ``executemany`` runs the insert once per row on the server). SQLite: multi-row
+    ``INSERT … VALUES (…), (…)`` (``topslot.store.dialect.execute_rows``)."""
     if not rows:
         return
     if conn.dialect.name == "postgresql":
@@ -247,20 +243,7 @@ def insert_event_rows(conn: Connection, rows: Sequence[EventRow]) -> None:
         conn.execute(_UNNEST_INSERT, columns)
         return
     sql, convert = _insert_plan(conn.dialect)
-    values = [convert(row) for row in rows]
-    per = max(1, min(SQLITE_ROWS_PER_INSERT, _sqlite_variables(conn) // len(EVENT_FIELDS)))
-    head, _, one = sql.partition(" VALUES ")
-    for start in range(0, len(values), per):
-        part = values[start : start + per]
-        conn.exec_driver_sql(f"{head} VALUES {', '.join([one] * len(part))}", tuple(v for row in part for v in row))
-
-
-def _sqlite_variables(conn: Connection) -> int:
-    """How many ``?`` one SQLite statement may hold (its ``SQLITE_LIMIT_VARIABLE_NUMBER``)."""
-    getlimit = getattr(conn.connection.driver_connection, "getlimit", None)  # sqlite3's; aiosqlite has none
-    if getlimit is not None:
-        return int(getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
-    return 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999  # SQLite's default limits
+    execute_rows(conn, sql, [convert(row) for row in rows])
 
 
 _UNNEST_INSERT = insert(events).from_select(EVENT_FIELDS, unnest_rows(events, EVENT_FIELDS))

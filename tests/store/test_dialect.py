@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from topslot.store import dialect
 from topslot.store.dialect import rows_at_once
 from topslot.store.schema import campaigns, events
 
@@ -53,3 +55,29 @@ async def test_rows_at_once_of_no_rows(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         assert await conn.run_sync(rows_at_once, select(campaigns.c.id)) == []
         assert await conn.run_sync(rows_at_once, select(events.c.id).where(events.c.id < 0)) == []
+
+
+async def test_execute_rows_writes_every_row_in_order_with_a_shared_tail(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upsert of 7 rows, 3 per SQLite statement: every row in, in order; the tail's parameter
+    (ON CONFLICT … SET label = ?) bound once per statement; a conflicting row updates, as in an
+    executemany. PostgreSQL: the executemany itself."""
+    monkeypatch.setattr(dialect, "SQLITE_ROWS_PER_STATEMENT", 3)
+    await _stored(engine, [])
+    columns = "INSERT INTO events (id, kind, method, occurred_at)"
+    if engine.dialect.name == "postgresql":  # asyncpg's numbered parameters
+        sql = f"{columns} VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO UPDATE SET label = $5"
+        at: object = BASE
+    else:  # the driver's value: UTCDateTime's text
+        sql = f"{columns} VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET label = ?"
+        at = "2026-12-04 05:30:00.000000"
+    rows = [(i, "click", f"M{i}", at, "again") for i in (1, 2, 3, 4, 5, 6, 7)] + [(3, "click", "M3", at, "again")]
+    async with engine.begin() as conn:
+        await conn.run_sync(dialect.execute_rows, sql, rows)
+    async with engine.connect() as conn:
+        stored = [
+            tuple(r)
+            for r in await conn.execute(select(events.c.id, events.c.method, events.c.label).order_by(events.c.id))
+        ]
+    assert stored == [(i, f"M{i}", "again" if i == 3 else None) for i in range(1, 8)]

@@ -142,11 +142,11 @@ async def test_tuple_rows_read_back_as_the_core_insert_writes_them(world: World)
 async def test_a_batch_larger_than_one_sqlite_statement_is_stored_whole_and_in_order(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SQLite takes the rows in multi-row INSERTs of ``SQLITE_ROWS_PER_INSERT``: 7 rows by 3 are three
-    statements (3, 3, 1), every row stored once, in the batch's order; PostgreSQL takes them in one."""
-    from topslot.store import tracking_events as store
+    """SQLite takes the rows in multi-row INSERTs of ``SQLITE_ROWS_PER_STATEMENT``: 7 rows by 3 are
+    three statements (3, 3, 1), every row stored once, in the batch's order; PostgreSQL takes them in one."""
+    from topslot.store import dialect
 
-    monkeypatch.setattr(store, "SQLITE_ROWS_PER_INSERT", 3)
+    monkeypatch.setattr(dialect, "SQLITE_ROWS_PER_STATEMENT", 3)
     hits = [open_(world, LATER + timedelta(seconds=i)) for i in range(7)]
     result = await EventWriter(world.engine)(hits)
     stored = await stored_events(world.engine)
