@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import weakref
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -173,11 +173,18 @@ def _driver_upsert(
         column = deliveries.c.get(name)
         process = column.type.dialect_impl(dialect).bind_processor(dialect) if column is not None else None
         if name in per_row:
-            columns.append(per_row[name] if process is None else list(map(process, per_row[name])))
+            columns.append(per_row[name] if process is None else _converted(per_row[name], process))
         else:
             value = shared[name] if name in shared else constants[name]
             columns.append(itertools.repeat(value if process is None or value is None else process(value)))
     return sql, list(zip(*columns))  # noqa: B905 - as long as the per-row lists (the repeats never end)
+
+
+def _converted(values: list[Any], process: Callable[[Any], Any]) -> list[Any]:
+    """``values`` through a bind processor, each distinct value once: a plan's dates and instants
+    repeat (a few slots per zone), and the processors format text in Python."""
+    done = {value: process(value) for value in set(values)}
+    return [done[value] for value in values]
 
 
 _PER_ROW = (
