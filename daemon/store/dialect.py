@@ -110,7 +110,7 @@ def execute_rows(conn: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> N
     are inserted in order, as by the ``executemany``. Elsewhere, the ``executemany``."""
     match = _ONE_ROW.match(sql) if conn.dialect.name == "sqlite" and len(rows) > 1 else None
     if match is None:
-        conn.exec_driver_sql(sql, list(rows))  # type: ignore[arg-type]
+        conn.exec_driver_sql(sql, list(rows))
         return
     head, row, tail = match.group("head", "row", "tail")
     width = row.count("?")

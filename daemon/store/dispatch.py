@@ -7,12 +7,14 @@ or record a row that another node has since reclaimed.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, literal, or_, select, tuple_, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -205,7 +207,7 @@ async def record_outcomes(
     accepted = [o.contact_id for o in outcomes if o.decision.state == S.SENT]
     refused = [o.contact_id for o in outcomes if o.decision.state == S.FAILED]
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
-        await conn.execute(stmt, params)
+        await conn.run_sync(_record_rows, stmt, params)
         await coupons.commit(conn, campaign_id, accepted, now)
         await coupons.release(conn, campaign_id, refused, now)
         for o in outcomes:
@@ -234,6 +236,39 @@ _RECORD_OUTCOME = (
         last_error=bindparam("d_error"),
         updated_at=_NOW,
     )
+)
+
+
+def _record_rows(conn: Connection, stmt: Any, params: list[dict[str, Any]]) -> None:
+    """The executemany of ``_RECORD_OUTCOME``; on SQLite (3.33 and later) one ``UPDATE … FROM (VALUES
+    (…), (…))`` per chunk instead: one step of the engine, where the executemany takes one per row
+    and with it a wait for the interpreter lock while the loop renders and sends (see
+    ``topslot.store.dialect``). Same rows, same values, same conditions."""
+    if conn.dialect.name != "sqlite" or sqlite3.sqlite_version_info < (3, 33) or len(params) < 2:
+        conn.execute(stmt, params)
+        return
+    at = _SQLITE_INSTANT.get(conn.dialect.driver)
+    if at is None:
+        processor = deliveries.c.updated_at.type._cached_bind_processor(conn.dialect)
+        assert processor is not None, "UTCDateTime binds aware datetimes as UTC text"
+        at = _SQLITE_INSTANT[conn.dialect.driver] = processor
+    first = params[0]
+    values: list[Any] = [at(first["now"])]  # the placeholders in the text's order: SET's, the rows', WHERE's
+    for p in params:
+        nxt = p["d_next"]
+        values += (p["d_id"], p["d_state"], p["d_provider"], p["d_via"], p["d_segments"], nxt and at(nxt), p["d_error"])
+    values += (first["d_prior"], first["d_owner"])
+    rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(params))
+    conn.exec_driver_sql(_SQLITE_RECORD.format(rows=rows), tuple(values))
+
+
+# driver → UTCDateTime's bind processor (the same for every instant column)
+_SQLITE_INSTANT: dict[str, Callable[[Any], Any]] = {}
+_SQLITE_RECORD = (  # _RECORD_OUTCOME for many rows: v.column1..7 = id, state, provider_id, via, segments, next, error
+    "UPDATE deliveries SET state = v.column2, provider_id = v.column3, provider = coalesce(v.column4, "
+    "deliveries.provider), segments = coalesce(v.column5, deliveries.segments), next_attempt_utc = v.column6, "
+    "last_error = v.column7, updated_at = ? FROM (VALUES {rows}) AS v "
+    "WHERE deliveries.id = v.column1 AND deliveries.state = ? AND deliveries.lease_owner = ?"
 )
 
 
