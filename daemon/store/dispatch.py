@@ -26,6 +26,7 @@ from topslot.store import coupons, receipts
 from topslot.store.controls import held_campaign
 from topslot.store.coupons import Reservation
 from topslot.store.db import IMMEDIATE
+from topslot.store.dialect import rows_at_once
 from topslot.store.frequency import lock_contacts, skip_over_cap
 from topslot.store.ledger import Claimed, claim_statement, ineligibility_reason, skip_quiet_hours
 from topslot.store.schema import contacts, coupon_codes, deliveries
@@ -94,8 +95,8 @@ async def load_recipients(engine: AsyncEngine, claims: Sequence[Claimed], owner:
     if not claims:
         return []
     values = {"ids": [c.delivery_id for c in claims], "owner": owner}
-    async with engine.connect() as conn:
-        return [Recipient(*row) for row in await conn.execute(_LOAD, values)]  # columns in field order (checked above)
+    async with engine.connect() as conn:  # SQLite: the chunk's rows in one step (rows_at_once)
+        return [Recipient(*row) for row in await conn.run_sync(rows_at_once, _LOAD, values)]  # fields' order (above)
 
 
 _LOAD = (  # built once: a batch's ids are one expanding parameter
