@@ -64,12 +64,14 @@ async def test_a_node_stopped_mid_bucket_leaves_its_unsent_rows_to_the_others(tm
     async with cluster(tmp_path, pg_test_url, contacts=n, rate=200) as nodes:  # about 20 s of sending
         await nodes.start_all(2, lead_in=20)
         await nodes.wait_event(0, "bucket_started", timeout=60)
+        deadline = asyncio.get_running_loop().time() + 60  # bounded: a bucket that ends first fails the test
         while True:  # node0 holds claimed rows below node1's claim cursor, and the bucket goes on
             rows = await nodes.rows()
             held = [i for i, (state, node) in rows.items() if node == "node0" and state == "claimed"]
             cursor = max((i for i, (_, node) in rows.items() if node == "node1"), default=0)
             if held and min(held) < cursor and any(state == "planned" for state, _ in rows.values()):
                 break
+            assert asyncio.get_running_loop().time() < deadline, "never saw node0 hold rows behind node1's cursor"
             await asyncio.sleep(0.1)
         assert await nodes.stop(0) == 0  # systemctl stop: chunks on the wire finish, the rest goes back
         handed_back = nodes.nodes[0].events("dispatch_stopped")
