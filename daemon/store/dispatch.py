@@ -248,11 +248,8 @@ def _record_rows(conn: Connection, stmt: Any, params: list[dict[str, Any]]) -> N
     if conn.dialect.name != "sqlite" or sqlite3.sqlite_version_info < (3, 33) or len(params) < 2:
         conn.execute(stmt, params)
         return
-    at = _SQLITE_INSTANT.get(conn.dialect.driver)
-    if at is None:
-        processor = deliveries.c.updated_at.type._cached_bind_processor(conn.dialect)
-        assert processor is not None, "UTCDateTime binds aware datetimes as UTC text"
-        at = _SQLITE_INSTANT[conn.dialect.driver] = processor
+    at = deliveries.c.updated_at.type._cached_bind_processor(conn.dialect)  # cached per dialect by SQLAlchemy
+    assert at is not None, "UTCDateTime binds aware datetimes as UTC text"
     first = params[0]
     values: list[Any] = [at(first["now"])]  # the placeholders in the text's order: SET's, the rows', WHERE's
     for p in params:
@@ -263,8 +260,6 @@ def _record_rows(conn: Connection, stmt: Any, params: list[dict[str, Any]]) -> N
     conn.exec_driver_sql(_SQLITE_RECORD.format(rows=rows), tuple(values))
 
 
-# driver → UTCDateTime's bind processor (the same for every instant column)
-_SQLITE_INSTANT: dict[str, Callable[[Any], Any]] = {}
 _SQLITE_RECORD = (  # _RECORD_OUTCOME for many rows: v.column1..7 = id, state, provider_id, via, segments, next, error
     "UPDATE deliveries SET state = v.column2, provider_id = v.column3, provider = coalesce(v.column4, "
     "deliveries.provider), segments = coalesce(v.column5, deliveries.segments), next_attempt_utc = v.column6, "
