@@ -20,7 +20,7 @@ from topslot.campaign import Campaign
 from topslot.settings import Settings
 from topslot.store import ledger
 from topslot.store.db import open_engine, upgrade
-from topslot.store.schema import consents, contacts, deliveries
+from topslot.store.schema import consents, contacts, deliveries, dispatch_starts
 from topslot.yaml_source import load_yaml
 
 if TYPE_CHECKING:
@@ -146,12 +146,15 @@ async def seed_bucket(
                 [
                     {
                         "campaign_id": campaign.id, "contact_id": i + 1, "channel": channel,
-                        "slot_date": due.date(), "slot": "07:30", "due_utc": due,
-                        "dispatch_start_utc": due - timedelta(minutes=10), "timezone": "UTC",
+                        "slot_date": due.date(), "slot": "07:30", "due_utc": due, "timezone": "UTC",
                         "tz_source": "campaign", "state": "planned", "plan_run": "bench",
                         "created_at": at, "updated_at": at,
                     }
                     for i in ids
                 ],
             )  # fmt: skip
+        start_utc = due - timedelta(minutes=10)
+        await conn.execute(
+            insert(dispatch_starts).values(campaign_id=campaign.id, channel=channel, due_utc=due, start_utc=start_utc)
+        )
     await engine.dispose()

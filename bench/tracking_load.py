@@ -98,7 +98,6 @@ async def seed(engine: Any, n: int, keyring: Keyring) -> list[str]:
                     "slot_date": date(2027, 5, 6),
                     "slot": "07:30",
                     "due_utc": now,
-                    "dispatch_start_utc": now,
                     "timezone": "UTC",
                     "tz_source": "fallback",
                     "state": "sent",

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Integer, and_, bindparam, case, exists, func, literal, not_, or_, select, update
+from sqlalchemy import Integer, Select, and_, bindparam, case, exists, func, literal, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from topslot.campaign import Campaign, FrequencyCap
@@ -33,7 +33,7 @@ from topslot.store.db import IMMEDIATE
 from topslot.store.dialect import execute_rows, unnest_rows, upsert_insert
 from topslot.store.engagement import engaged_earlier
 from topslot.store.frequency import skip_over_cap
-from topslot.store.schema import contacts, coupon_pools, deliveries
+from topslot.store.schema import UTCDateTime, contacts, coupon_pools, deliveries, dispatch_starts
 from topslot.store.segments import audience_filter, has_address, has_consent, is_suppressed
 
 # States a plan may (re)write; anything else has been handed to a dispatcher and is left alone.
@@ -124,14 +124,12 @@ async def write_plan_batch(
                 rows = [r for r in rows if (r["contact_id"], r["channel"]) not in taken]
                 if not rows:
                     return 0
-        # Provisional dispatch start: ``set_dispatch_starts`` fixes it once the bucket sizes are known.
         per_row = {
             "contact_id": [r["contact_id"] for r in rows],
             "channel": [r["channel"] for r in rows],
             "slot_date": [r["slot_date"] for r in rows],
             "slot": [r["slot"] for r in rows],
             "due_utc": [r["due_utc"] for r in rows],
-            "dispatch_start_utc": [r["due_utc"] - arrive_within for r in rows],
             "timezone": [r["timezone"] for r in rows],
             "tz_source": [r["tz_source"] for r in rows],
             "country": [r.get("country") for r in rows],
@@ -147,6 +145,17 @@ async def write_plan_batch(
         else:
             sql, values = _driver_upsert(conn, per_row, shared)
             await conn.run_sync(execute_rows, sql, values)  # SQLite: multi-row statements
+        # A bucket seen for the first time starts as early as it may (``arrive_within`` before it is
+        # due) until ``set_dispatch_starts`` sizes it; a bucket already sized keeps its start.
+        buckets = sorted({(r["channel"], r["due_utc"]) for r in rows if r["state"] == S.PLANNED})
+        if buckets:
+            first_seen = upsert_insert(conn, dispatch_starts).on_conflict_do_nothing()
+            campaign_id = rows[0]["campaign_id"]
+            starts = [
+                {"campaign_id": campaign_id, "channel": ch, "due_utc": due, "start_utc": due - arrive_within}
+                for ch, due in buckets
+            ]
+            await conn.execute(first_seen, starts)
     return len(rows)
 
 
@@ -188,7 +197,7 @@ def _converted(values: list[Any], process: Callable[[Any], Any]) -> list[Any]:
 
 
 _PER_ROW = (
-    "contact_id", "channel", "slot_date", "slot", "due_utc", "dispatch_start_utc", "timezone", "tz_source", "country",
+    "contact_id", "channel", "slot_date", "slot", "due_utc", "timezone", "tz_source", "country",
     "slot_basis", "fallback_of", "state", "skip_reason",
 )  # fmt: skip
 _SHARED = ("campaign_id", "plan_run", "created_at", "updated_at")
@@ -215,10 +224,6 @@ def _plan_upsert(conn: AsyncConnection, *, from_arrays: bool) -> Any:
             "skip_reason": ex.skip_reason,
             "plan_run": ex.plan_run,
             "updated_at": ex.updated_at,
-            # keep the settled start of an unchanged bucket; a moved one is recomputed later
-            "dispatch_start_utc": case(
-                (deliveries.c.due_utc == ex.due_utc, deliveries.c.dispatch_start_utc), else_=ex.dispatch_start_utc
-            ),
         },
         where=_replannable(),
     )
@@ -336,23 +341,40 @@ async def _skip(conn: AsyncConnection, where: Any, reason: Any, now: datetime) -
 
 async def planned_buckets(engine: AsyncEngine, campaign_id: str | None = None) -> list[BucketRow]:
     """Every (campaign, channel, due instant) with planned rows, and its dispatch start."""
-    query = (
-        select(
-            deliveries.c.campaign_id,
-            deliveries.c.channel,
-            deliveries.c.due_utc,
-            func.min(deliveries.c.dispatch_start_utc).label("start"),
-            func.count().label("n"),
-        )
-        .where(deliveries.c.state == S.PLANNED)
-        .group_by(deliveries.c.campaign_id, deliveries.c.channel, deliveries.c.due_utc)
-        .order_by("start")
-    )
-    if campaign_id is not None:
-        query = query.where(deliveries.c.campaign_id == campaign_id)
+    query = planned_buckets_query(campaign_id).order_by("start")
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     return [BucketRow(r.campaign_id, r.channel, _aware(r.due_utc), _aware(r.start), r.n) for r in rows]
+
+
+def planned_buckets_query(campaign_id: str | None = None) -> Select[Any]:
+    """campaign_id, channel, due_utc, ``start`` (its dispatch start) and ``n`` (its planned rows) of
+    every bucket with planned rows (of one campaign, if given)."""
+    where = [deliveries.c.state == S.PLANNED]
+    if campaign_id is not None:
+        where.append(deliveries.c.campaign_id == campaign_id)
+    grouped = (
+        select(deliveries.c.campaign_id, deliveries.c.channel, deliveries.c.due_utc, func.count().label("n"))
+        .where(*where)
+        .group_by(deliveries.c.campaign_id, deliveries.c.channel, deliveries.c.due_utc)
+        .subquery()
+    )
+    return select(
+        grouped.c.campaign_id, grouped.c.channel, grouped.c.due_utc, _start_of(grouped).label("start"), grouped.c.n
+    ).select_from(grouped.outerjoin(dispatch_starts, _same_bucket(grouped)))
+
+
+def _same_bucket(rows: Any) -> Any:
+    return and_(
+        dispatch_starts.c.campaign_id == rows.c.campaign_id,
+        dispatch_starts.c.channel == rows.c.channel,
+        dispatch_starts.c.due_utc == rows.c.due_utc,
+    )
+
+
+def _start_of(rows: Any) -> Any:
+    """The dispatch start of ``rows``' bucket, outer-joined to ``dispatch_starts``: its due instant if it has none."""
+    return func.coalesce(dispatch_starts.c.start_utc, rows.c.due_utc, type_=UTCDateTime())
 
 
 async def handed_over_in_bucket(engine: AsyncEngine, campaign_id: str, channel: str, due_utc: datetime) -> int:
@@ -370,23 +392,20 @@ async def handed_over_in_bucket(engine: AsyncEngine, campaign_id: str, channel: 
 async def set_dispatch_starts(
     engine: AsyncEngine, campaign_id: str, starts: Iterable[tuple[str, datetime, datetime]], now: datetime
 ) -> None:
-    """``starts``: (channel, due_utc, dispatch_start_utc) per bucket."""
-    params = [{"b_channel": ch, "b_due": due, "b_start": start} for ch, due, start in starts]
+    """``starts``: (channel, due_utc, dispatch_start_utc) per bucket; one row each in ``dispatch_starts``."""
+    params = [
+        {"campaign_id": campaign_id, "channel": ch, "due_utc": due, "start_utc": start} for ch, due, start in starts
+    ]
     if not params:
         return
-    stmt = (
-        update(deliveries)
-        .where(
-            deliveries.c.campaign_id == campaign_id,
-            deliveries.c.channel == bindparam("b_channel"),
-            deliveries.c.due_utc == bindparam("b_due", type_=deliveries.c.due_utc.type),
-            deliveries.c.state == S.PLANNED,
-            # rows already right are not rewritten (a re-plan of an unchanged campaign writes nothing here)
-            deliveries.c.dispatch_start_utc != bindparam("b_start", type_=deliveries.c.dispatch_start_utc.type),
-        )
-        .values(dispatch_start_utc=bindparam("b_start", type_=deliveries.c.dispatch_start_utc.type))
-    )
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        stmt = upsert_insert(conn, dispatch_starts)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(dispatch_starts.primary_key.columns),
+            set_={"start_utc": stmt.excluded.start_utc},
+            # a start already right is not rewritten (a re-plan of an unchanged campaign writes nothing here)
+            where=dispatch_starts.c.start_utc != stmt.excluded.start_utc,
+        )
         await conn.execute(stmt, params)
 
 
@@ -608,8 +627,10 @@ async def metrics_snapshot(engine: AsyncEngine, states: Sequence[str]) -> tuple[
 
 async def pending_until(engine: AsyncEngine, instant: datetime) -> int:
     """Rows whose dispatch started by ``instant`` and are not settled yet (planned, claimed, sending)."""
-    query = select(func.count()).where(
-        deliveries.c.dispatch_start_utc <= instant, deliveries.c.state.in_((S.PLANNED, S.CLAIMED, S.SENDING))
+    query = (
+        select(func.count())
+        .select_from(deliveries.outerjoin(dispatch_starts, _same_bucket(deliveries)))
+        .where(_start_of(deliveries) <= instant, deliveries.c.state.in_((S.PLANNED, S.CLAIMED, S.SENDING)))
     )
     async with engine.connect() as conn:
         return int(await conn.scalar(query) or 0)

@@ -250,7 +250,6 @@ deliveries = Table(
     Column("slot_date", Date, nullable=False),  # recipient-local date
     Column("slot", String(5), nullable=False),  # HH:MM local
     _now_col("due_utc"),
-    _now_col("dispatch_start_utc"),
     Column("timezone", String(64), nullable=False),
     Column("tz_source", String(16), nullable=False),
     Column("country", String(2)),  # the country whose calendar and quiet hours the row follows
@@ -280,6 +279,20 @@ deliveries = Table(
     CheckConstraint(_in("channel", CHANNELS), name="channel"),
     CheckConstraint(_in("tz_source", TZ_SOURCES), name="tz_source"),
     CheckConstraint(_in("slot_basis", SLOT_BASES), name="slot_basis"),
+)
+
+# When each bucket (campaign × channel × due instant) starts being handed to its channel: sized from
+# the bucket's row count and the channel's rate, ``arrive_within`` before the due instant at the
+# earliest. Kept per bucket, not per delivery row, so that settling it after a plan touches a row per
+# bucket, not one per recipient. A bucket with no row here starts at its due instant.
+dispatch_starts = Table(
+    "dispatch_starts",
+    metadata,
+    Column("campaign_id", String(63), ForeignKey("campaigns.id"), primary_key=True),
+    Column("channel", String(10), primary_key=True),
+    Column("due_utc", UTCDateTime(), primary_key=True),
+    _now_col("start_utc"),
+    CheckConstraint(_in("channel", CHANNELS), name="channel"),
 )
 
 # A provider's final receipt (Twilio status callback) that arrived before the dispatcher recorded

@@ -18,6 +18,7 @@ from topslot.delivery import DeliveryState as S
 from topslot.store.controls import ControlState, state_of
 from topslot.store.db import IMMEDIATE
 from topslot.store.dialect import upsert_insert
+from topslot.store.ledger import planned_buckets_query
 from topslot.store.schema import bucket_runs, campaign_controls, campaigns, deliveries, processes
 from topslot.store.versions import Holder, holders
 
@@ -243,19 +244,10 @@ async def campaign_rows(
     counts = select(deliveries.c.campaign_id, deliveries.c.state, func.count()).group_by(
         deliveries.c.campaign_id, deliveries.c.state
     )
-    buckets = (
-        select(
-            deliveries.c.campaign_id, deliveries.c.channel, deliveries.c.due_utc,
-            func.min(deliveries.c.dispatch_start_utc).label("start"), func.count().label("n"),
-        )
-        .where(deliveries.c.state == S.PLANNED)
-        .group_by(deliveries.c.campaign_id, deliveries.c.channel, deliveries.c.due_utc)
-        .order_by(deliveries.c.due_utc, deliveries.c.channel)
-    )  # fmt: skip
+    buckets = planned_buckets_query(campaign_id).order_by("due_utc", "channel")
     if campaign_id is not None:
         query = query.where(campaigns.c.id == campaign_id)
         counts = counts.where(deliveries.c.campaign_id == campaign_id)
-        buckets = buckets.where(deliveries.c.campaign_id == campaign_id)
     async with engine.connect() as conn:
         found = {
             r.id: CampaignRow(

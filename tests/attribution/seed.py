@@ -56,7 +56,6 @@ def delivery(id: int, campaign: str, contact: int, channel: str, slot: str, zone
         "slot_date": date(2027, 5, 7),
         "slot": slot,
         "due_utc": SENT,
-        "dispatch_start_utc": SENT,
         "timezone": zone,
         "tz_source": "contact",
         "state": state,

@@ -3,7 +3,7 @@ suppression list; repeats and forgeries change nothing."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -33,8 +33,7 @@ async def seed(engine: AsyncEngine, rows: dict[int, tuple[int, str, str]]) -> No
         await conn.execute(
             insert(deliveries),
             [{"id": did, "campaign_id": "spring", "contact_id": cid, "channel": "email", "slot_date": date(2027, 5, 6),
-              "slot": f"07:{30 + did % 20:02d}", "due_utc": DUE, "dispatch_start_utc": DUE - timedelta(minutes=10),
-              "timezone": "Asia/Shanghai", "tz_source": "contact", "state": state, "created_at": NOW, "updated_at": NOW}
+              "slot": f"07:{30 + did % 20:02d}", "due_utc": DUE, "timezone": "Asia/Shanghai", "tz_source": "contact", "state": state, "created_at": NOW, "updated_at": NOW}
              for did, (cid, _, state) in rows.items()],
         )  # fmt: skip
 

@@ -30,7 +30,7 @@ def _seed(config_dir: Path) -> None:
                 insert(deliveries),
                 [
                     {"campaign_id": "c1", "contact_id": cid, "channel": "email", "slot_date": date(2099, 5, 6),
-                     "slot": "07:30", "due_utc": DUE, "dispatch_start_utc": DUE, "timezone": "UTC",
+                     "slot": "07:30", "due_utc": DUE, "timezone": "UTC",
                      "tz_source": "contact", "state": state, "lease_owner": owner, "created_at": DUE,
                      "updated_at": DUE}
                     for cid, state, owner in zip(

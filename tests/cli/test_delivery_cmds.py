@@ -26,7 +26,7 @@ def _seed(config_dir: Path) -> None:
                 insert(deliveries),
                 [
                     {"campaign_id": "c1", "contact_id": cid, "channel": "email", "slot_date": date(2027, 5, 6),
-                     "slot": "07:30", "due_utc": NOW, "dispatch_start_utc": NOW, "timezone": "UTC",
+                     "slot": "07:30", "due_utc": NOW, "timezone": "UTC",
                      "tz_source": "contact", "state": state, "provider": via, "created_at": NOW, "updated_at": NOW}
                     for cid, state, via in zip(
                         ids, ("sent", "unknown", "unknown"), ("outbox", "smtp", "smtp"), strict=True

@@ -245,7 +245,7 @@ async def test_a_retry_is_not_sent_when_another_campaign_sent_to_the_contact_sin
             async with engine.begin() as conn:  # another node's campaign reached the contact meanwhile
                 await conn.execute(insert(deliveries).values(
                     campaign_id=other.id, contact_id=ids["greylist+1@a.example"], channel="email",
-                    slot_date=DUE.date(), slot="07:32", due_utc=DUE + timedelta(minutes=2), dispatch_start_utc=DUE,
+                    slot_date=DUE.date(), slot="07:32", due_utc=DUE + timedelta(minutes=2),
                     timezone="UTC", tz_source="contact", state="sent", created_at=NOW, updated_at=NOW,
                 ))  # fmt: skip
             received = len(server.received)

@@ -109,8 +109,7 @@ async def seed(engine: AsyncEngine) -> None:
             insert(deliveries),
             [
                 {"id": i, "campaign_id": camp, "contact_id": contact, "channel": channel, "slot_date": date(2027, 5, 6),
-                 "slot": slot, "due_utc": due(i), "dispatch_start_utc": due(i) - timedelta(minutes=10),
-                 "timezone": zone, "tz_source": "contact", "state": state, "skip_reason": reason,
+                 "slot": slot, "due_utc": due(i), "timezone": zone, "tz_source": "contact", "state": state, "skip_reason": reason,
                  "coupon_code": f"SPRING{i:04d}", "created_at": T0, "updated_at": due(i) - HANDOVER}
                 for i, (camp, contact, channel, slot, zone, state, reason) in ROWS.items()
             ],

@@ -156,7 +156,7 @@ async def seed_slots(engine: AsyncEngine) -> None:
             [
                 {"id": r.id, "campaign_id": r.campaign, "contact_id": r.id, "channel": r.channel,
                  "slot_date": date(2027, 5, 6), "slot": r.slot, "slot_basis": r.basis, "due_utc": DUE[r.slot],
-                 "dispatch_start_utc": DUE[r.slot] - timedelta(minutes=10), "timezone": "America/New_York",
+                 "timezone": "America/New_York",
                  "tz_source": "contact", "state": r.state, "skip_reason": "holdout" if r.state == "skipped" else None,
                  "coupon_code": f"SLOT{r.id:05d}", "created_at": T0, "updated_at": DUE[r.slot] - handed_over}
                 for r in ROWS

@@ -121,7 +121,7 @@ async def test_the_daemon_skips_at_claim_time_what_another_campaign_sent_since_t
     async with engine.begin() as conn:  # sent by another node since: a day before camp-b's slot
         await conn.execute(insert(deliveries).values(
             campaign_id=other.id, contact_id=ids["london"], channel="email", slot_date=date(2027, 5, 5), slot="07:30",
-            due_utc=NOW + timedelta(hours=6), dispatch_start_utc=NOW + timedelta(hours=6), timezone="Europe/London",
+            due_utc=NOW + timedelta(hours=6), timezone="Europe/London",
             tz_source="contact", state="sent", created_at=NOW, updated_at=NOW,
         ))  # fmt: skip
     clock.set(max(x.dispatch_start_utc for x in await ledger.planned_buckets(engine, b.id)))

@@ -57,7 +57,6 @@ async def add_leased_row(
                 slot_date=date(2027, 5, 6),
                 slot="07:30",
                 due_utc=at,
-                dispatch_start_utc=at,
                 timezone=timezone,
                 tz_source=tz_source,
                 state=state,

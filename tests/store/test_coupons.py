@@ -63,7 +63,6 @@ async def add_delivery(engine: AsyncEngine, cid: str, contact: int, channel: str
                 slot_date=date(2027, 5, 6),
                 slot="07:30",
                 due_utc=NOW,
-                dispatch_start_utc=NOW,
                 timezone="UTC",
                 tz_source="contact",
                 state=state,

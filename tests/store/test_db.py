@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import column, insert, select, table, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -30,9 +30,13 @@ from topslot.store.db import (
     prepare_database,
     upgrade,
 )
-from topslot.store.schema import campaigns, contacts, deliveries, metadata
+from topslot.store.schema import UTCDateTime, campaigns, contacts, deliveries, dispatch_starts, metadata
 
 HEAD = db.head_revision()  # the newest migration
+# ``deliveries`` as it was before 0012: each row carried its bucket's dispatch start.
+DELIVERIES_BEFORE_0012 = table(
+    "deliveries", *(column(c.name, c.type) for c in deliveries.c), column("dispatch_start_utc", UTCDateTime())
+)
 
 
 async def _schema_diff(engine: AsyncEngine) -> list:
@@ -275,7 +279,7 @@ async def _upgrade_0004_in_place(engine: AsyncEngine) -> None:
             "due_utc": now, "dispatch_start_utc": now, "timezone": "UTC", "tz_source": "fallback", "state": "planned",
             "created_at": now, "updated_at": now,
         }  # fmt: skip
-        await conn.execute(insert(deliveries).values(**old))
+        await conn.execute(insert(DELIVERIES_BEFORE_0012).values(**old))
     await upgrade(engine)
     async with engine.begin() as conn:
         row = (await conn.execute(select(deliveries))).mappings().one()
@@ -345,6 +349,64 @@ async def test_0005_round_trip_on_postgresql(pg_test_url: str, make_pg_schema) -
         engine = open_engine(pg_test_url, schema=schema)
         try:
             await _round_trip_0005(engine)
+        finally:
+            await engine.dispose()
+
+
+async def _round_trip_0012(engine: AsyncEngine) -> None:
+    """0012 up: each bucket keeps the earliest dispatch start its rows had, in ``dispatch_starts``;
+    down: every row gets its bucket's start back."""
+    from alembic import command
+
+    def downgrade(sync, revision: str) -> None:  # noqa: ANN001
+        command.downgrade(db.alembic_config(sync), revision)
+
+    await upgrade(engine, "0011")
+    now = datetime(2027, 5, 5, 22, tzinfo=UTC)
+    later = now + timedelta(hours=1)
+    rows = [  # (contact, due, start): two rows of the bucket due now disagree about its start
+        (1, now, now - timedelta(minutes=4)), (2, now, now - timedelta(minutes=10)), (3, later, later - timedelta(minutes=1)),
+    ]  # fmt: skip
+    async with engine.begin() as conn:
+        await conn.execute(insert(campaigns).values(id="c", name="C", config_hash="h", loaded_at=now))
+        for contact, due, start in rows:
+            await conn.execute(insert(contacts).values(id=contact, external_id=f"c{contact}", created_at=now, updated_at=now))
+            await conn.execute(
+                insert(DELIVERIES_BEFORE_0012).values(
+                    campaign_id="c", contact_id=contact, channel="email", slot_date=due.date(), slot="07:30",
+                    due_utc=due, dispatch_start_utc=start, timezone="UTC", tz_source="fallback", state="planned",
+                    created_at=now, updated_at=now,
+                )
+            )  # fmt: skip
+    await upgrade(engine)
+    assert await _schema_diff(engine) == []
+    async with engine.connect() as conn:
+        starts = {(r.channel, r.due_utc): r.start_utc for r in await conn.execute(select(dispatch_starts))}
+    assert starts == {("email", now): now - timedelta(minutes=10), ("email", later): later - timedelta(minutes=1)}
+    async with engine.begin() as conn:
+        await conn.run_sync(downgrade, "0011")
+    async with engine.connect() as conn:
+        query = select(DELIVERIES_BEFORE_0012.c.contact_id, DELIVERIES_BEFORE_0012.c.dispatch_start_utc)
+        back = dict((await conn.execute(query.order_by("contact_id"))).all())
+    assert back == {1: now - timedelta(minutes=10), 2: now - timedelta(minutes=10), 3: later - timedelta(minutes=1)}
+    await upgrade(engine)
+    assert await current_revision(engine) == HEAD and await _schema_diff(engine) == []
+
+
+async def test_0012_round_trip_on_sqlite(tmp_path: Path) -> None:
+    engine = open_engine(f"sqlite:///{tmp_path / 'topslot.db'}")
+    try:
+        await _round_trip_0012(engine)
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_0012_round_trip_on_postgresql(pg_test_url: str, make_pg_schema) -> None:
+    async with make_pg_schema(pg_test_url) as schema:
+        engine = open_engine(pg_test_url, schema=schema)
+        try:
+            await _round_trip_0012(engine)
         finally:
             await engine.dispose()
 
