@@ -171,7 +171,29 @@ async def _plan(
     rows_out: Any,
     measured: Mapping[Route, float] | None,
 ) -> PlanOutcome:
-    audience = await audience_summary(engine, campaign, now)
+    # Counted beside the planning (its own connection; on PostgreSQL the server's other core) and
+    # needed only for the summary at the end.
+    counting = asyncio.create_task(audience_summary(engine, campaign, now))
+    try:
+        return await _plan_rows(engine, campaign, settings, now, counting, write, days, rows_out, measured)
+    finally:
+        if not counting.done():
+            counting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await counting
+
+
+async def _plan_rows(
+    engine: AsyncEngine,
+    campaign: Campaign,
+    settings: Settings,
+    now: datetime,
+    counting: asyncio.Task[AudienceSummary],
+    write: bool,
+    days: int | None,
+    rows_out: Any,
+    measured: Mapping[Route, float] | None,
+) -> PlanOutcome:
     population = None
     if campaign.slot_choice == "learned":
         population = await population_history(engine, campaign.schedule.slots, now - campaign.learned.history)
@@ -205,6 +227,7 @@ async def _plan(
                 once=once,
                 now=now,
             )
+    audience = await counting
     left_out = Counter(planner.left_out)
     left_out[R.FREQUENCY_CAP] += capped.total()
     for channel in audience.channels.values():
