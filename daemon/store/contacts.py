@@ -11,14 +11,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from topslot.imports.batches import contact_batches
 from topslot.imports.contacts import ContactRow
 from topslot.imports.report import ImportReport, Progress
 from topslot.store.db import IMMEDIATE
-from topslot.store.dialect import column_lists, unnest_rows, upsert_insert
+from topslot.store.dialect import column_lists, execute_many, rows_at_once, unnest_rows, upsert_insert
 from topslot.store.prefetch import batches as _batches
 from topslot.store.schema import consents, contact_tags, contacts
 
@@ -71,10 +71,13 @@ async def _flush(engine: AsyncEngine, rows: list[ContactRow], now: datetime, rep
 async def _ids(conn: AsyncConnection, external_ids: list[str]) -> dict[str, int]:
     if not external_ids:
         return {}
-    result = await conn.execute(
-        select(contacts.c.external_id, contacts.c.id).where(contacts.c.external_id.in_(external_ids))
-    )
-    return {external_id: contact_id for external_id, contact_id in result}
+    return dict(await conn.run_sync(rows_at_once, CONTACT_IDS, {"ids": external_ids}))
+
+
+# The store's id of each of a batch's external ids (read in one step on SQLite: ``rows_at_once``).
+CONTACT_IDS = select(contacts.c.external_id, contacts.c.id).where(
+    contacts.c.external_id.in_(bindparam("ids", expanding=True))
+)
 
 
 async def _upsert_contacts(conn: AsyncConnection, rows: list[ContactRow], now: datetime) -> None:
@@ -86,7 +89,8 @@ async def _upsert_contacts(conn: AsyncConnection, rows: list[ContactRow], now: d
     for columns, params in groups.items():
         stmt = upsert_insert(conn, contacts)
         update = {name: stmt.excluded[name] for name in columns} | {"updated_at": stmt.excluded.updated_at}
-        await conn.execute(stmt.on_conflict_do_update(index_elements=[contacts.c.external_id], set_=update), params)
+        upsert = stmt.on_conflict_do_update(index_elements=[contacts.c.external_id], set_=update)
+        await conn.run_sync(execute_many, upsert, params)
 
 
 async def _replace_tags(conn: AsyncConnection, tagged: Iterable[tuple[int, tuple[str, ...]]]) -> None:
@@ -102,7 +106,7 @@ async def _replace_tags(conn: AsyncConnection, tagged: Iterable[tuple[int, tuple
         await conn.execute(insert(contact_tags).from_select(names, unnest_rows(contact_tags, names)),
                            column_lists(pairs, names))  # fmt: skip
     else:
-        await conn.execute(insert(contact_tags), pairs)
+        await conn.run_sync(execute_many, insert(contact_tags), pairs)
 
 
 async def _upsert_consents(conn: AsyncConnection, rows: list[tuple[int, ContactRow]]) -> None:
@@ -132,4 +136,7 @@ async def _upsert_consents(conn: AsyncConnection, rows: list[tuple[int, ContactR
             "recorded_at": stmt.excluded.recorded_at,
         },
     )
-    await conn.execute(stmt, column_lists(params, names) if pg else params)
+    if pg:
+        await conn.execute(stmt, column_lists(params, names))
+    else:
+        await conn.run_sync(execute_many, stmt, params)

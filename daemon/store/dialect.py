@@ -1,6 +1,7 @@
 """Dialect-specific INSERT (for ON CONFLICT) chosen from the connection, never from strings;
 PostgreSQL's many-rows-in-one-statement form (``unnest_rows``); and SQLite's, both ways: a query's rows
-read in one step (``rows_at_once``), many rows written by multi-row statements (``execute_rows``).
+read in one step (``rows_at_once``), many rows written by multi-row statements (``execute_rows``,
+``execute_many``).
 
 Why SQLite needs them: the ``sqlite3`` module lets go of the interpreter lock around every step of
 the engine (one per row read, one per row of an ``executemany``) and takes it back after. While another
@@ -100,28 +101,65 @@ SQLITE_ROWS_PER_STATEMENT = 500  # rows of one multi-row statement (fewer if the
 _ONE_ROW = re.compile(r"^(?P<head>.*? VALUES )(?P<row>\(\?(?:, \?)*\))(?P<tail>.*)$", re.DOTALL)
 
 
-def execute_rows(conn: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+def execute_many(conn: Connection, stmt: Any, rows: Sequence[Mapping[str, Any]]) -> int:
+    """``conn.execute(stmt, rows)``, an ``executemany`` of the INSERT ``stmt`` (``ON CONFLICT`` clauses
+    allowed) over ``rows``, dicts with the same keys; returns the rowcount (rows inserted or updated; -1
+    where the driver counts nothing, as asyncpg's ``executemany``).
+
+    On SQLite, by ``execute_rows`` (multi-row statements), each value through its column type's bind
+    processor as ``execute`` would, without SQLAlchemy's per-row parameter processing. Elsewhere, or
+    when the statement is not of that shape (a Python-side default to compute per row, a bound value
+    amid the row's), the ``executemany``."""
+    if conn.dialect.name != "sqlite" or len(rows) < 2:
+        return int(conn.execute(stmt, list(rows)).rowcount)
+    dialect = conn.dialect
+    keys = list(rows[0])
+    compiled = stmt.compile(dialect=dialect, column_keys=keys)
+    names = compiled.positiontup
+    if names is None or compiled.insert_prefetch:
+        return int(conn.execute(stmt, list(rows)).rowcount)
+    per_row: list[tuple[str, Any]] = []
+    shared: list[Any] = []  # the statement's own bound values, after the rows' (see execute_rows)
+    for name in names:
+        bind = compiled.binds[name]
+        process = bind.type._cached_bind_processor(dialect)
+        if name in keys and not shared:
+            per_row.append((name, process))
+        elif name in keys:  # a bound value amid the row's
+            return int(conn.execute(stmt, list(rows)).rowcount)
+        else:
+            value = bind.effective_value
+            shared.append(value if process is None or value is None else process(value))
+    values = [
+        (*(row[k] if process is None or row[k] is None else process(row[k]) for k, process in per_row), *shared)
+        for row in rows
+    ]
+    return execute_rows(conn, compiled.string, values)
+
+
+def execute_rows(conn: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> int:
     """``conn.exec_driver_sql(sql, rows)``: an ``executemany`` of ``sql``, an ``INSERT … VALUES (?, …, ?)``
     for one row in the driver's paramstyle, possibly followed by a tail (``ON CONFLICT … DO UPDATE …``)
     with parameters of its own, which must then be the same in every row (they are bound once).
 
     On SQLite: multi-row statements (``VALUES (…), (…), …``) of up to ``SQLITE_ROWS_PER_STATEMENT``
     rows, one step of the engine each, where an ``executemany`` takes one per row (see above). Rows
-    are inserted in order, as by the ``executemany``. Elsewhere, the ``executemany``."""
+    are inserted in order, as by the ``executemany``. Elsewhere, the ``executemany``. Returns the
+    rowcount (rows inserted or updated)."""
     match = _ONE_ROW.match(sql) if conn.dialect.name == "sqlite" and len(rows) > 1 else None
     if match is None:
-        conn.exec_driver_sql(sql, list(rows))
-        return
+        return int(conn.exec_driver_sql(sql, list(rows)).rowcount)
     head, row, tail = match.group("head", "row", "tail")
     width = row.count("?")
     shared = tuple(rows[0][width:])  # the tail's parameters
     per = max(1, min(SQLITE_ROWS_PER_STATEMENT, (_sqlite_variables(conn) - len(shared)) // width))
-    start = 0
+    start = count = 0
     for size in _statement_sizes(len(rows), per):
         values = [v for r in rows[start : start + size] for v in r[:width]]
         values.extend(shared)
-        conn.exec_driver_sql(f"{head}{', '.join([row] * size)}{tail}", tuple(values))
+        count += conn.exec_driver_sql(f"{head}{', '.join([row] * size)}{tail}", tuple(values)).rowcount
         start += size
+    return count
 
 
 def _statement_sizes(n: int, per: int) -> list[int]:

@@ -6,17 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, Table, select
+from sqlalchemy import Column, Table
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from topslot.errors import Problem
 from topslot.imports.batches import event_batches
 from topslot.imports.events import EventRow, PurchaseRow, SearchRow
 from topslot.imports.report import ImportReport, Progress
+from topslot.store.contacts import CONTACT_IDS
 from topslot.store.db import IMMEDIATE
-from topslot.store.dialect import column_lists, unnest_rows, upsert_insert
+from topslot.store.dialect import column_lists, execute_many, rows_at_once, unnest_rows, upsert_insert
 from topslot.store.prefetch import batches as _batches
-from topslot.store.schema import contacts, purchases, searches
+from topslot.store.schema import purchases, searches
 
 DEFAULT_BATCH_SIZE = 2000
 
@@ -63,10 +64,7 @@ async def _flush(engine: AsyncEngine, rows: list[EventRow], path: str, report: I
 
 
 async def _contact_ids(conn: AsyncConnection, external_ids: set[str]) -> dict[str, int]:
-    result = await conn.execute(
-        select(contacts.c.external_id, contacts.c.id).where(contacts.c.external_id.in_(sorted(external_ids)))
-    )
-    return {external_id: contact_id for external_id, contact_id in result}
+    return dict(await conn.run_sync(rows_at_once, CONTACT_IDS, {"ids": sorted(external_ids)}))
 
 
 async def _insert_purchases(conn: AsyncConnection, rows: list[PurchaseRow], ids: dict[str, int]) -> int:
@@ -106,11 +104,12 @@ async def _inserted(
     conn: AsyncConnection, table: Table, params: list[dict[str, Any]], unique: list[Column[Any]]
 ) -> int:
     """INSERT ... ON CONFLICT (``unique``) DO NOTHING for many rows; how many rows were new.
-    SQLite: an executemany, whose rowcount counts exactly the inserted rows (cheaper than RETURNING).
-    PostgreSQL: one statement over arrays (``unnest_rows``) returning the new rows' ids."""
+    SQLite: multi-row statements (``execute_many``), whose rowcount counts exactly the inserted rows
+    (cheaper than RETURNING). PostgreSQL: one statement over arrays (``unnest_rows``) returning the new
+    rows' ids."""
     stmt = upsert_insert(conn, table)
     if conn.dialect.name == "sqlite":
-        return int((await conn.execute(stmt.on_conflict_do_nothing(index_elements=unique), params)).rowcount)
+        return await conn.run_sync(execute_many, stmt.on_conflict_do_nothing(index_elements=unique), params)
     names = list(params[0])
     stmt = stmt.from_select(names, unnest_rows(table, names)).on_conflict_do_nothing(index_elements=unique)
     return len((await conn.execute(stmt.returning(table.c.id), column_lists(params, names))).all())

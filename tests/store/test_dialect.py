@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, literal, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from topslot.store import dialect
-from topslot.store.dialect import rows_at_once
-from topslot.store.schema import campaigns, events
+from topslot.store.dialect import rows_at_once, upsert_insert
+from topslot.store.schema import campaigns, contacts, events
 
 BASE = datetime(2026, 12, 4, 5, 30, tzinfo=UTC)
 TEXT = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=40)
@@ -81,3 +81,62 @@ async def test_execute_rows_writes_every_row_in_order_with_a_shared_tail(
             for r in await conn.execute(select(events.c.id, events.c.method, events.c.label).order_by(events.c.id))
         ]
     assert stored == [(i, f"M{i}", "again" if i == 3 else None) for i in range(1, 8)]
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 5),  # external id: repeats conflict, the later row updates the earlier
+            st.none() | TEXT,
+            st.none() | st.dates(),
+            st.none() | st.dictionaries(TEXT, st.none() | st.integers() | TEXT, max_size=3),
+            st.integers(0, 10**9),  # microseconds after BASE
+        ),
+        min_size=2,
+        max_size=9,
+    )
+)
+async def test_execute_many_writes_what_an_executemany_writes(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch, values: list[tuple[int, str | None, object, object, int]]
+) -> None:
+    """An upsert (dates, JSON, instants through their columns' types; a bound value of the statement's
+    own in ON CONFLICT … SET) of rows with repeated keys, 2 rows per SQLite statement: the same rows
+    and the same rowcount as ``conn.execute(stmt, rows)``; ON CONFLICT DO NOTHING counts the new rows."""
+    monkeypatch.setattr(dialect, "SQLITE_ROWS_PER_STATEMENT", 2)
+    packed: list[int] = []  # rows handed to multi-row statements
+    execute_rows = dialect.execute_rows
+    monkeypatch.setattr(dialect, "execute_rows", lambda conn, sql, r: packed.append(len(r)) or execute_rows(conn, sql, r))
+    rows = [
+        {"external_id": f"c{key}", "first_name": name, "birth_date": born, "attributes": attrs,
+         "created_at": BASE + timedelta(microseconds=us), "updated_at": BASE}
+        for key, name, born, attrs, us in values
+    ]  # fmt: skip
+    stored = select(
+        contacts.c.external_id, contacts.c.first_name, contacts.c.birth_date, contacts.c.attributes,
+        contacts.c.created_at, contacts.c.updated_at, contacts.c.locale,
+    ).order_by(contacts.c.external_id)  # fmt: skip
+    results = []
+    for write in (dialect.execute_many, lambda conn, stmt, rows: conn.execute(stmt, rows).rowcount):
+        async with engine.begin() as conn:
+            await conn.execute(contacts.delete())
+            stmt = upsert_insert(conn, contacts)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[contacts.c.external_id],
+                set_={"first_name": stmt.excluded.first_name, "locale": literal("fr-FR")},
+            )
+            count = await conn.run_sync(write, stmt, rows)
+            again = await conn.run_sync(write, upsert_insert(conn, contacts).on_conflict_do_nothing(), rows)
+            results.append((count, again, [tuple(r) for r in await conn.execute(stored)]))
+    assert results[0] == results[1]
+    assert results[0][1] == (0 if engine.dialect.name == "sqlite" else -1)  # asyncpg's executemany counts nothing
+    assert packed == ([len(rows), len(rows)] if engine.dialect.name == "sqlite" else [])  # not the fallback
+
+
+async def test_execute_many_counts_the_rows_a_do_nothing_insert_adds(engine: AsyncEngine) -> None:
+    rows = [{"external_id": f"x{i % 3}", "created_at": BASE, "updated_at": BASE} for i in range(7)]
+    async with engine.begin() as conn:
+        await conn.execute(contacts.delete())
+        added = await conn.run_sync(dialect.execute_many, upsert_insert(conn, contacts).on_conflict_do_nothing(), rows)
+        assert added == (3 if engine.dialect.name == "sqlite" else -1)  # asyncpg's executemany counts nothing
+        assert await conn.scalar(select(func.count()).select_from(contacts)) == 3
