@@ -23,6 +23,7 @@ from typing import Any
 from topslot.channel import CHANNELS
 from topslot.errors import Problem
 from topslot.imports import fields as f
+from topslot.imports.compact import by_fields
 from topslot.imports.reader import Record, normalise_key
 
 TEXT_LIMITS = {"external_id": 200, "first_name": 200, "last_name": 200}
@@ -48,6 +49,8 @@ class ConsentRecord:
     source: str | None
     recorded_at: datetime
 
+    __reduce__ = by_fields  # pickled to the writer process: see topslot.imports.compact
+
 
 @dataclass(frozen=True, slots=True)
 class ContactRow:
@@ -56,6 +59,8 @@ class ContactRow:
     values: dict[str, Any]  # contacts columns the file has (None clears a value)
     tags: tuple[str, ...] | None  # None: the file has no tags column, keep the stored tags
     consents: tuple[ConsentRecord, ...]
+
+    __reduce__ = by_fields  # pickled to the writer process: see topslot.imports.compact
 
 
 def normalise_tag(tag: str) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 
 from topslot.errors import Problem
 from topslot.imports import fields as f
+from topslot.imports.compact import by_fields
 from topslot.imports.reader import Record
 
 CONTACT_KEYS = ("contact", "external_id", "contact_id", "contact_external_id")
@@ -40,6 +41,8 @@ class PurchaseRow:
     currency: str | None
     purchased_at: datetime
 
+    __reduce__ = by_fields  # pickled to the writer process: see topslot.imports.compact
+
 
 @dataclass(frozen=True, slots=True)
 class SearchRow:
@@ -47,6 +50,8 @@ class SearchRow:
     contact: str
     term: str
     searched_at: datetime
+
+    __reduce__ = by_fields  # pickled to the writer process: see topslot.imports.compact
 
 
 EventRow = PurchaseRow | SearchRow

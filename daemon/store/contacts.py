@@ -11,14 +11,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy import Select, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from topslot.imports.batches import contact_batches
 from topslot.imports.contacts import ContactRow
 from topslot.imports.report import ImportReport, Progress
 from topslot.store.db import IMMEDIATE
-from topslot.store.dialect import column_lists, execute_many, rows_at_once, unnest_rows, upsert_insert
+from topslot.store.dialect import among, column_lists, execute_many, rows_at_once, unnest_rows, upsert_insert
 from topslot.store.prefetch import batches as _batches
 from topslot.store.schema import consents, contact_tags, contacts
 
@@ -71,13 +71,20 @@ async def _flush(engine: AsyncEngine, rows: list[ContactRow], now: datetime, rep
 async def _ids(conn: AsyncConnection, external_ids: list[str]) -> dict[str, int]:
     if not external_ids:
         return {}
-    return dict(await conn.run_sync(rows_at_once, CONTACT_IDS, {"ids": external_ids}))
+    return dict(await conn.run_sync(rows_at_once, contact_ids_query(conn.dialect.name), {"ids": external_ids}))
 
 
-# The store's id of each of a batch's external ids (read in one step on SQLite: ``rows_at_once``).
-CONTACT_IDS = select(contacts.c.external_id, contacts.c.id).where(
-    contacts.c.external_id.in_(bindparam("ids", expanding=True))
-)
+_CONTACT_IDS: dict[str, Select[Any]] = {}
+
+
+def contact_ids_query(dialect: str) -> Select[Any]:
+    """external_id and id of the contacts whose external id is among ``ids``: one statement per
+    dialect (``among``; read in one step on SQLite by ``rows_at_once``)."""
+    if dialect not in _CONTACT_IDS:
+        _CONTACT_IDS[dialect] = select(contacts.c.external_id, contacts.c.id).where(
+            among(dialect, contacts.c.external_id)
+        )
+    return _CONTACT_IDS[dialect]
 
 
 async def _upsert_contacts(conn: AsyncConnection, rows: list[ContactRow], now: datetime) -> None:
@@ -86,11 +93,18 @@ async def _upsert_contacts(conn: AsyncConnection, rows: list[ContactRow], now: d
     for row in rows:
         values = {"external_id": row.external_id, **row.values, "created_at": now, "updated_at": now}
         groups.setdefault(frozenset(row.values), []).append(values)
+    pg = conn.dialect.name == "postgresql"
     for columns, params in groups.items():
         stmt = upsert_insert(conn, contacts)
+        names = list(params[0])
+        if pg:  # one statement over arrays (a batch never holds an external id twice: contact_batches)
+            stmt = stmt.from_select(names, unnest_rows(contacts, names))
         update = {name: stmt.excluded[name] for name in columns} | {"updated_at": stmt.excluded.updated_at}
         upsert = stmt.on_conflict_do_update(index_elements=[contacts.c.external_id], set_=update)
-        await conn.run_sync(execute_many, upsert, params)
+        if pg:
+            await conn.execute(upsert, column_lists(params, names))
+        else:
+            await conn.run_sync(execute_many, upsert, params)
 
 
 async def _replace_tags(conn: AsyncConnection, tagged: Iterable[tuple[int, tuple[str, ...]]]) -> None:

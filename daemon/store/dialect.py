@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, Table, bindparam, func, select
+from sqlalchemy import ColumnElement, Select, Table, any_, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -44,6 +44,15 @@ def unnest_rows(table: Table, names: Sequence[str], *also: Any) -> Any:
         .render_derived()
     )
     return select(*arrays.c, *also)
+
+
+def among(dialect: str, column: ColumnElement[Any]) -> ColumnElement[bool]:
+    """``column IN :ids``; on PostgreSQL ``column = ANY(:ids)``, one array parameter: one statement
+    text whatever the count, so asyncpg prepares it once and the server plans it once (an ``IN``
+    list is a new statement, prepared and planned again, for every count of ids)."""
+    if dialect == "postgresql":
+        return column == any_(bindparam("ids", type_=postgresql.ARRAY(column.type)))
+    return column.in_(bindparam("ids", expanding=True))
 
 
 def column_lists(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, list[Any]]:

@@ -13,7 +13,7 @@ from topslot.errors import Problem
 from topslot.imports.batches import event_batches
 from topslot.imports.events import EventRow, PurchaseRow, SearchRow
 from topslot.imports.report import ImportReport, Progress
-from topslot.store.contacts import CONTACT_IDS
+from topslot.store.contacts import contact_ids_query
 from topslot.store.db import IMMEDIATE
 from topslot.store.dialect import column_lists, execute_many, rows_at_once, unnest_rows, upsert_insert
 from topslot.store.prefetch import batches as _batches
@@ -64,7 +64,7 @@ async def _flush(engine: AsyncEngine, rows: list[EventRow], path: str, report: I
 
 
 async def _contact_ids(conn: AsyncConnection, external_ids: set[str]) -> dict[str, int]:
-    return dict(await conn.run_sync(rows_at_once, CONTACT_IDS, {"ids": sorted(external_ids)}))
+    return dict(await conn.run_sync(rows_at_once, contact_ids_query(conn.dialect.name), {"ids": sorted(external_ids)}))
 
 
 async def _insert_purchases(conn: AsyncConnection, rows: list[PurchaseRow], ids: dict[str, int]) -> int:

@@ -18,9 +18,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BindParameter,
-    ColumnElement,
     Select,
-    any_,
     bindparam,
     delete,
     exists,
@@ -30,7 +28,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -38,7 +35,7 @@ from topslot.channel import spec_of
 from topslot.delivery import MAYBE_HANDED_OVER, SuppressionReason
 from topslot.delivery import DeliveryState as S
 from topslot.store.db import IMMEDIATE
-from topslot.store.dialect import execute_rows, rows_at_once, unnest_rows, upsert_insert
+from topslot.store.dialect import among, execute_rows, rows_at_once, unnest_rows, upsert_insert
 from topslot.store.schema import (
     consents,
     contacts,
@@ -171,13 +168,13 @@ def _query_of(dialect: str, name: str, *args: Any) -> Select[Any]:
     """The batch queries, built once per dialect (and kind / label); the ids are the parameter ``ids``."""
     if name == "facts":
         d = deliveries.c
-        return select(d.id, d.campaign_id, d.channel, d.state, d.updated_at).where(_among(dialect, d.id))
+        return select(d.id, d.campaign_id, d.channel, d.state, d.updated_at).where(among(dialect, d.id))
     e = events.c
     since = bindparam("since", type_=e.occurred_at.type)
     if name == "events":
         kind, recent, label = args
         stmt = select(e.id, e.delivery_id, e.link_id, e.occurred_at, e.label).where(
-            _among(dialect, e.delivery_id), e.kind == _fixed(kind)
+            among(dialect, e.delivery_id), e.kind == _fixed(kind)
         )
         if recent:
             stmt = stmt.where(e.occurred_at >= since)
@@ -185,7 +182,7 @@ def _query_of(dialect: str, name: str, *args: Any) -> Select[Any]:
     if name == "click_links":
         return (
             select(e.delivery_id, e.link_id)
-            .where(_among(dialect, e.delivery_id), e.kind == _fixed("click"), e.occurred_at >= since)
+            .where(among(dialect, e.delivery_id), e.kind == _fixed("click"), e.occurred_at >= since)
             .distinct()
         )
     if name == "with_open":
@@ -195,7 +192,7 @@ def _query_of(dialect: str, name: str, *args: Any) -> Select[Any]:
             .where(e.delivery_id == deliveries.c.id, e.kind == _fixed("open"), e.label == _fixed(label))
             .correlate(deliveries)
         )
-        return select(deliveries.c.id).where(_among(dialect, deliveries.c.id), has_open)
+        return select(deliveries.c.id).where(among(dialect, deliveries.c.id), has_open)
     raise ValueError(name)
 
 
@@ -524,15 +521,6 @@ async def event_counts(
 async def last_event_id(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
         return int(await conn.scalar(select(func.coalesce(func.max(events.c.id), literal(0)))) or 0)
-
-
-def _among(dialect: str, column: ColumnElement[int]) -> ColumnElement[bool]:
-    """``column IN :ids``; on PostgreSQL ``column = ANY(:ids)``, one array parameter: one statement
-    text whatever the count, so asyncpg prepares it once and the server plans it once (an ``IN``
-    list is a new statement, prepared and planned again, for every count of ids)."""
-    if dialect == "postgresql":
-        return column == any_(bindparam("ids", type_=postgresql.ARRAY(column.type)))
-    return column.in_(bindparam("ids", expanding=True))
 
 
 def _fixed(value: str) -> BindParameter[str]:
