@@ -315,4 +315,4 @@ async def settle_dispatch_starts(
 ) -> None:
     """Size every planned bucket of the campaign from the ledger and store its dispatch start."""
     windows = await ledger_windows(engine, campaign, rates, now)
-    await ledger.set_dispatch_starts(engine, campaign.id, ((w.channel, w.due_utc, w.start_utc) for w in windows), now)
+    await ledger.set_dispatch_starts(engine, campaign.id, ((w.channel, w.due_utc, w.start_utc) for w in windows))

@@ -390,7 +390,7 @@ async def handed_over_in_bucket(engine: AsyncEngine, campaign_id: str, channel: 
 
 
 async def set_dispatch_starts(
-    engine: AsyncEngine, campaign_id: str, starts: Iterable[tuple[str, datetime, datetime]], now: datetime
+    engine: AsyncEngine, campaign_id: str, starts: Iterable[tuple[str, datetime, datetime]]
 ) -> None:
     """``starts``: (channel, due_utc, dispatch_start_utc) per bucket; one row each in ``dispatch_starts``."""
     params = [
