@@ -95,6 +95,7 @@ async def test_a_slow_sync_sends_the_next_ones_to_a_worker_thread_and_acceptance
         else:
             started.set()
             release.wait(5)  # until the acceptance below has come
+            time.sleep(0.002)  # and slow in itself: the acceptance may come within the 1 ms
         real_sync(fd)
 
     monkeypatch.setattr(os, "fdatasync", slow_sync)
