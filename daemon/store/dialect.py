@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Select, Table, any_, bindparam, func, select
+from sqlalchemy import ColumnElement, Select, Table, Text, TypeDecorator, any_, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -47,12 +47,26 @@ def unnest_rows(table: Table, names: Sequence[str], *also: Any) -> Any:
 
 
 def among(dialect: str, column: ColumnElement[Any]) -> ColumnElement[bool]:
-    """``column IN :ids``; on PostgreSQL ``column = ANY(:ids)``, one array parameter: one statement
-    text whatever the count, so asyncpg prepares it once and the server plans it once (an ``IN``
-    list is a new statement, prepared and planned again, for every count of ids)."""
+    """``column`` is one of the parameter ``ids`` (a list), as ONE parameter whatever the count: one
+    statement text, prepared and planned once (an ``IN (?, ?, …)`` list is a new statement, rendered,
+    prepared and planned again, for every count of ids). PostgreSQL: ``column = ANY(:ids)``, an
+    array; SQLite: ``column IN (SELECT value FROM json_each(:ids))``, the ids as one JSON text."""
     if dialect == "postgresql":
         return column == any_(bindparam("ids", type_=postgresql.ARRAY(column.type)))
+    if dialect == "sqlite":
+        ids = func.json_each(bindparam("ids", type_=JsonList())).table_valued("value")
+        return column.in_(select(ids.c.value).scalar_subquery())
     return column.in_(bindparam("ids", expanding=True))
+
+
+class JsonList(TypeDecorator[list[Any]]):
+    """A list bound as its JSON text (SQLite's ``json_each`` reads it)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
+        return None if value is None else orjson.dumps(list(value)).decode()
 
 
 def column_lists(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, list[Any]]:

@@ -140,3 +140,33 @@ async def test_execute_many_counts_the_rows_a_do_nothing_insert_adds(engine: Asy
         added = await conn.run_sync(dialect.execute_many, upsert_insert(conn, contacts).on_conflict_do_nothing(), rows)
         assert added == (3 if engine.dialect.name == "sqlite" else -1)  # asyncpg's executemany counts nothing
         assert await conn.scalar(select(func.count()).select_from(contacts)) == 3
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=12), max_size=6),
+    st.lists(st.integers(-5, 20), max_size=30),
+)
+async def test_among_finds_exactly_the_listed_values_as_one_parameter(
+    engine: AsyncEngine, names: list[str], wanted: list[int]
+) -> None:
+    """``among``: integer and text ids, repeats, none at all; one statement text whatever the count."""
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        await conn.execute(contacts.delete())
+        people = [{"external_id": f"x{i}{n}", "created_at": now, "updated_at": now} for i, n in enumerate(names)]
+        if people:
+            await conn.execute(insert(contacts), people)
+        rows = (await conn.execute(select(contacts.c.id, contacts.c.external_id))).all()
+    name = conn.dialect.name
+    by_id = select(contacts.c.id).where(dialect.among(name, contacts.c.id))
+    by_ref = select(contacts.c.id).where(dialect.among(name, contacts.c.external_id))
+    ids = [r.id for r in rows]
+    asked = [ids[w] for w in wanted if 0 <= w < len(ids)] + [w for w in wanted if w < 0]  # some that exist
+    refs = [r.external_id for r in rows][: len(wanted)] + ["nobody", "x'); DROP TABLE contacts; --"]
+    async with engine.connect() as conn:
+        assert sorted(await conn.scalars(by_id, {"ids": asked})) == sorted(set(i for i in asked if i in ids))
+        assert sorted(await conn.scalars(by_ref, {"ids": refs})) == sorted(r.id for r in rows if r.external_id in refs)
+        assert list(await conn.scalars(by_id, {"ids": []})) == []
+    texts = {str(by_id.compile(dialect=conn.dialect)), str(by_id.compile(dialect=conn.dialect))}
+    assert len(texts) == 1 and "POSTCOMPILE" not in texts.pop()  # nothing rendered per count
