@@ -274,6 +274,30 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _process_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) of another process so far, from /proc (0 if unknown)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_cpu() -> float:
+    """CPU seconds so far of every PostgreSQL server process on this machine (its backends)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() in ("postgres", "postmaster"):
+                    total += _process_cpu(int(entry.name))
+            except OSError:
+                continue
+    return total
+
+
 async def bench(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="topslot-tracking-"))
     schema = None
@@ -333,8 +357,12 @@ async def bench(args: argparse.Namespace) -> int:
 
         gc.callbacks.append(on_gc)
         cpu_before = _cpu_seconds()
+        writer_pid = (await server.writer.ready()).process.pid if server.writer.separate else None
+        writer_before, pg_before = _process_cpu(writer_pid), _postgres_cpu()
         try:
             result = await load(client, server.url, paths, paths_file, args.seconds, args, workdir)
+            writer_cpu = _process_cpu(writer_pid) - writer_before  # before close: the process ends there
+            pg_cpu = _postgres_cpu() - pg_before if args.pg else 0.0
             flush_started = time.perf_counter()
             lag.cancel()
             lags = await lag
@@ -342,7 +370,7 @@ async def bench(args: argparse.Namespace) -> int:
             gc.callbacks.remove(on_gc)
             await server.close()  # flushes every accepted hit
         flush_s = time.perf_counter() - flush_started
-        cpu = _cpu_seconds() - cpu_before  # this process: server, flusher, database driver threads
+        cpu = _cpu_seconds() - cpu_before  # this process: the server's loop and its driver's threads
         stats = server.stats
         counts = await event_counts(engine, campaign_id=CAMPAIGN)
         stored = sum(counts.values())
@@ -375,8 +403,17 @@ async def bench(args: argparse.Namespace) -> int:
         print(f"  full GCs          {len(gc_pauses)}, longest {max(gc_pauses, default=0):.1f} ms")
         per_request = cpu / max(stats.accepted, 1)
         print(
-            f"  server CPU        {cpu:.2f} s = {per_request * 1e6:.0f} µs per request, all included "
+            f"  server CPU        {cpu:.2f} s = {per_request * 1e6:.0f} µs per request in the server's process "
             f"(≈ {1 / per_request:,.0f} requests/s on one free core); load average {os.getloadavg()[0]:.1f}"
+        )
+        print(
+            f"  writer CPU        {writer_cpu:.2f} s = {writer_cpu / max(result['requests'], 1) * 1e6:.0f} µs per hit "
+            "in the writer's process (during the load)"
+            + (
+                f"; PostgreSQL {pg_cpu:.2f} s = {pg_cpu / max(result['requests'], 1) * 1e6:.0f} µs per hit"
+                if args.pg
+                else ""
+            )
         )
         lost = stats.accepted - stored + stats.dropped + stats.lost
         ok_events = lost == 0 and stats.dropped == 0 and stats.lost == 0 and 0 <= in_flight <= args.connections

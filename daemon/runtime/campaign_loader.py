@@ -25,6 +25,7 @@ from typing import Any
 
 from topslot.config.campaigns import FileLoad, LoadResult, campaign_files, collect, load_file, missing_directory
 from topslot.errors import Problem
+from topslot.forkserver import context as forkserver
 from topslot.logs import get_logger
 from topslot.runtime.ports import resolved, sending_check
 from topslot.settings import Settings
@@ -130,7 +131,7 @@ class CampaignLoader:
 
 def _start_child(file_loader: FileLoader) -> tuple[Connection, multiprocessing.process.BaseProcess]:
     """A new child serving ``file_loader`` (blocking: run it in a thread)."""
-    context = _context()
+    context = forkserver()
     parent, child_end = context.Pipe()
     child = context.Process(target=_serve, args=(child_end, file_loader), name="topslot-campaign-loader")
     child.daemon = True
@@ -167,20 +168,6 @@ def _receive(conn: Connection, timeout: float) -> FileLoad | str:
     except (EOFError, OSError):
         return "the loader process died"
     return answer if isinstance(answer, FileLoad) else "the loader process answered nonsense"
-
-
-_CONTEXT: multiprocessing.context.ForkServerContext | None = None
-
-
-def _context() -> multiprocessing.context.ForkServerContext:
-    """A forkserver context whose server has the loader's modules imported: each child starts in
-    milliseconds and inherits nothing of the daemon (threads, event loop, sockets)."""
-    global _CONTEXT
-    if _CONTEXT is None:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
-        _CONTEXT = context
-    return _CONTEXT
 
 
 def _serve(conn: Connection, file_loader: FileLoader) -> None:

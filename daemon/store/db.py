@@ -18,6 +18,7 @@ import os
 import re
 import socket
 import weakref
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -146,17 +147,36 @@ def sqlite_file(url: str | URL) -> Path | None:
     return Path(database).expanduser()
 
 
+@dataclass(frozen=True)
+class EngineSpec:
+    """How an engine was opened (``open_engine``'s arguments), picklable: another process opens the
+    same database the same way (``spec.open()``). The URL keeps its password: never log a spec."""
+
+    url: str
+    schema: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def open(self, **overrides: Any) -> AsyncEngine:
+        return open_engine(self.url, schema=self.schema, **{**self.options, **overrides})
+
+
+def engine_spec(engine: AsyncEngine) -> EngineSpec:
+    """How ``engine`` was opened (an engine not made by ``open_engine``: its URL alone). Not for an
+    in-memory SQLite database (``is_in_memory``): another process would see another one."""
+    if is_in_memory(engine):
+        raise ValueError("an in-memory SQLite database cannot be opened twice")
+    opened = _OPENED.get(engine.sync_engine)
+    if opened is None:
+        return EngineSpec(engine.url.render_as_string(hide_password=False))
+    url, schema, options = opened
+    return EngineSpec(url.render_as_string(hide_password=False), schema, dict(options))
+
+
 def reopen(engine: AsyncEngine, **overrides: Any) -> AsyncEngine:
     """A new engine to the same database as ``engine``, opened the same way (schema, pragmas, options,
     ``overrides`` on top), for another event loop (a connection belongs to the loop that opened it).
     Not for an in-memory SQLite database (``is_in_memory``): a second engine would see another one."""
-    if is_in_memory(engine):
-        raise ValueError("an in-memory SQLite database cannot be opened twice")
-    opened = _OPENED.get(engine.sync_engine)
-    if opened is None:  # not from open_engine: the bare URL, nothing created on the way
-        return create_async_engine(engine.url, **overrides)
-    url, schema, options = opened
-    return open_engine(url, schema=schema, **{**options, **overrides})
+    return engine_spec(engine).open(**overrides)
 
 
 def _sqlite_engine(u: URL, **kwargs: Any) -> AsyncEngine:

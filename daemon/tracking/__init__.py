@@ -9,7 +9,7 @@ Modules (import them directly):
 - ``cache``: a small bounded LRU;
 - ``buffer``: ``EventBuffer``, the bounded in-memory queue flushed in batches;
 - ``ingest``: ``EventWriter``, one batch → labels → one transaction;
-- ``flusher``: ``ThreadedWriter``, the buffer's sink: each batch written on a thread of its own (own
-  event loop and engine), so the server's loop never stalls on a flush;
+- ``flusher``: ``ProcessWriter``, the buffer's sink: each batch written by a process of its own (own
+  engine), so the server's loop neither stalls on a flush nor shares the interpreter lock with it;
 - ``server``: ``TrackingServer`` (aiohttp low-level server in the daemon's loop) and ``TrackingOptions``.
 """

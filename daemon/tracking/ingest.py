@@ -52,12 +52,20 @@ class Written:
     written: int
     unknown: int  # hits whose delivery does not exist
     relabelled: int  # stored events whose label changed (bursts, upgrades)
+    tally: tuple[tuple[str, str, int], ...] = ()  # (kind, label, hits) written: ``count`` reports them
+
+    def count(self) -> None:
+        """Add what was written to ``topslot_tracking_events_total`` (in the process that serves
+        ``/metrics``: the writer's own process reports its batches back)."""
+        for kind, name, n in self.tally:
+            metrics.count_tracking_event(kind, name, n)
 
 
 class EventWriter:
-    """The ``EventBuffer``'s sink: one batch stored in one transaction, by ``await writer(hits)`` on an
-    ``AsyncEngine``'s loop or by ``writer.write_blocking(hits)`` on a thread of its own with a blocking
-    ``Engine`` (``ThreadedWriter``). The same steps either way (``_store``, over a blocking connection)."""
+    """One batch stored in one transaction, by ``await writer(hits)`` on an ``AsyncEngine``'s loop or
+    by ``writer.write_blocking(hits)`` with a blocking ``Engine`` (a SQLite file, in the writer's
+    process: ``topslot.tracking.flusher``). The same steps either way (``_store``, over a blocking
+    connection). Metrics are not counted here: ``Written.count`` does that where ``/metrics`` is served."""
 
     def __init__(self, engine: AsyncEngine | Engine, rules: Rules = DEFAULT_RULES):
         self.engine = engine
@@ -72,9 +80,7 @@ class EventWriter:
         if not hits:
             return Written(0, 0, 0)
         async with engine.execution_options(**IMMEDIATE).begin() as conn:
-            written, tally = await conn.run_sync(self._store, hits)
-        _count(tally)  # committed
-        return written
+            return await conn.run_sync(self._store, hits)
 
     def write_blocking(self, hits: Sequence[Hit]) -> Written:
         engine = self.engine
@@ -82,11 +88,9 @@ class EventWriter:
         if not hits:
             return Written(0, 0, 0)
         with engine.execution_options(**IMMEDIATE).begin() as conn:
-            written, tally = self._store(conn, hits)
-        _count(tally)
-        return written
+            return self._store(conn, hits)
 
-    def _store(self, conn: Connection, hits: Sequence[Hit]) -> tuple[Written, Counter[tuple[str, str]]]:
+    def _store(self, conn: Connection, hits: Sequence[Hit]) -> Written:
         rules = self.rules
         facts = store.delivery_facts(conn, (h.delivery_id for h in hits))
         known = [h for h in hits if h.delivery_id in facts]
@@ -130,7 +134,7 @@ class EventWriter:
             relabel += [(i, HUMAN, UPGRADED_BY_CLICK) for i in opens_to_upgrade(opens, human_clicks)]
         store.set_labels(conn, relabel)
         tally = Counter((h.kind, lab.label) for h, lab in zip(known, labels, strict=True))
-        return Written(len(rows), len(hits) - len(known), len(relabel)), tally
+        return Written(len(rows), len(hits) - len(known), len(relabel), tuple((*k, n) for k, n in tally.items()))
 
     def _bursts(self, conn: Connection, hits: Sequence[Hit], labels: list[Label]) -> list[tuple[int, str, str]]:
         """Mark this batch's clicks that form a burst (in ``labels``); return stored clicks to relabel."""
@@ -162,8 +166,3 @@ class EventWriter:
                 elif origin == "stored" and stored_labels[number] == HUMAN:
                     relabel.append((number, *LINK_BURST))
         return relabel
-
-
-def _count(tally: Counter[tuple[str, str]]) -> None:
-    for (kind, name), n in tally.items():
-        metrics.count_tracking_event(kind, name, n)

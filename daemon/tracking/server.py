@@ -1,5 +1,5 @@
 """The tracking HTTP server, in the daemon's event loop (aiohttp's low-level server, six routes).
-Opens and clicks are buffered and written in batches on a thread of their own (``flusher``).
+Opens and clicks are buffered and written in batches by a process of its own (``flusher``).
 
 =====================  =====================================================================
 ``GET|HEAD /o/T.gif``  1×1 GIF, no-cache; the open goes to the event buffer
@@ -70,7 +70,7 @@ from topslot.tracking.buffer import BufferStats, EventBuffer
 from topslot.tracking.cache import LruCache
 from topslot.tracking.classify import DEFAULT_RULES, Rules
 from topslot.tracking.directory import CampaignDirectory
-from topslot.tracking.flusher import ThreadedWriter
+from topslot.tracking.flusher import ProcessWriter
 from topslot.tracking.hits import Hit, Network, clean_header, client_ip, parse_networks
 from topslot.tracking.redirect import UnsafeDestination, with_click_id
 
@@ -97,7 +97,7 @@ class TrackingOptions:
     base_path: str = ""  # the path of tracking_base_url, e.g. "/t"
     trusted_proxies: tuple[Network, ...] = ()
     buffer_capacity: int = 100_000
-    batch_size: int = 500  # hits per transaction (written on the writer's thread, not this loop)
+    batch_size: int = 500  # hits per transaction (written by the writer's process, not this loop)
     flush_interval: float = 0.2
     warn_interval: float = 10.0
     rules: Rules = field(default_factory=lambda: DEFAULT_RULES)
@@ -147,7 +147,7 @@ class TrackingServer:
         self.keyring = keyring
         self.clock = clock
         self.options = options = options or TrackingOptions()
-        self.writer = ThreadedWriter(engine, options.rules)  # batches are written on a thread of their own
+        self.writer = ProcessWriter(engine, options.rules)  # batches are written by a process of its own
         self.buffer = EventBuffer(
             self.writer,
             capacity=options.buffer_capacity,

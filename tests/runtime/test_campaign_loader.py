@@ -128,8 +128,8 @@ class SlowToStart:
 
 async def test_starting_the_child_does_not_block_the_event_loop(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     s = settings(workdir)
-    slow = SlowToStart(campaign_loader._context(), 0.6)
-    monkeypatch.setattr(campaign_loader, "_context", lambda: slow)
+    slow = SlowToStart(campaign_loader.forkserver(), 0.6)
+    monkeypatch.setattr(campaign_loader, "forkserver", lambda: slow)
     ticks: list[float] = []
 
     async def tick() -> None:
@@ -163,7 +163,7 @@ async def test_a_load_cancelled_while_the_child_starts_leaves_no_child(
         started.append(child)
         return conn, child
 
-    monkeypatch.setattr(campaign_loader, "_context", lambda real=campaign_loader._context(): SlowToStart(real, 0.3))
+    monkeypatch.setattr(campaign_loader, "forkserver", lambda real=campaign_loader.forkserver(): SlowToStart(real, 0.3))
     monkeypatch.setattr(campaign_loader, "_start_child", start_and_record)
     loader = CampaignLoader()
     task = asyncio.create_task(loader.load(s.campaigns_dir, s.templates_dir, s))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -96,6 +97,15 @@ async def mark_sent(engine: AsyncEngine, ids: list[int], at: datetime) -> None:
 async def stored_events(engine: AsyncEngine) -> list[dict[str, Any]]:
     async with engine.connect() as conn:
         return [dict(r) for r in (await conn.execute(select(events).order_by(events.c.id))).mappings()]
+
+
+def process_alive(pid: int) -> bool:
+    """A process with this id exists (a reaped one does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 async def contact_email(engine: AsyncEngine, contact_id: int) -> str:

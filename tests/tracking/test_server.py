@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from tracking.fixtures import (
     World,
     keyring,
     make_world,
+    process_alive,
     running_server,
     stored_events,
 )
@@ -440,22 +442,19 @@ async def test_a_proofs_links_redirect_and_answer_but_record_nothing(world: Worl
         assert (await conn.execute(select(suppressions))).all() == []
 
 
-async def test_batches_are_written_on_the_writer_thread_with_its_own_engine(world: World, engine: AsyncEngine) -> None:
-    """The event loop only hands batches over: the writer thread has its own loop and engine, opened
-    like the server's (same database, same PostgreSQL schema), and stops with the server."""
-    import threading
-
-    from topslot.tracking.flusher import THREAD_NAME
-
+async def test_batches_are_written_by_the_writer_process_with_its_own_engine(world: World, engine: AsyncEngine) -> None:
+    """The event loop only hands batches over: the writer process has its own engine, opened like
+    the server's (same database, same PostgreSQL schema), and ends with the server."""
     async with running_server(world, flush_interval=60) as server, aiohttp.ClientSession() as s:
-        assert server.writer.threaded
-        assert [t for t in threading.enumerate() if t.name == THREAD_NAME]
+        assert server.writer.separate
         for _ in range(3):
             await fetch(s, "GET", f"{server.url}/o/{world.open_token()}.gif")
         await server.buffer.flush()
+        pid = server.writer.pid
+        assert pid is not None and pid != os.getpid() and process_alive(pid)
         assert len(await stored_events(engine)) == 3  # the test's engine sees the writer's commits
-    assert not [t for t in threading.enumerate() if t.name == THREAD_NAME]
-    assert server.stats.written == 3 and server.stats.lost == 0
+    assert server.writer.pid is None and not process_alive(pid)
+    assert server.stats.written == 3 and server.stats.lost == 0 and server.writer.started == 1
 
 
 async def test_a_verified_path_is_remembered_a_forged_one_never(world: World) -> None:
