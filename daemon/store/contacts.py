@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -74,17 +75,11 @@ async def _ids(conn: AsyncConnection, external_ids: list[str]) -> dict[str, int]
     return dict(await conn.run_sync(rows_at_once, contact_ids_query(conn.dialect.name), {"ids": external_ids}))
 
 
-_CONTACT_IDS: dict[str, Select[Any]] = {}
-
-
+@cache
 def contact_ids_query(dialect: str) -> Select[Any]:
     """external_id and id of the contacts whose external id is among ``ids``: one statement per
     dialect (``among``; read in one step on SQLite by ``rows_at_once``)."""
-    if dialect not in _CONTACT_IDS:
-        _CONTACT_IDS[dialect] = select(contacts.c.external_id, contacts.c.id).where(
-            among(dialect, contacts.c.external_id)
-        )
-    return _CONTACT_IDS[dialect]
+    return select(contacts.c.external_id, contacts.c.id).where(among(dialect, contacts.c.external_id))
 
 
 async def _upsert_contacts(conn: AsyncConnection, rows: list[ContactRow], now: datetime) -> None:

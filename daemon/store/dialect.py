@@ -53,10 +53,8 @@ def among(dialect: str, column: ColumnElement[Any]) -> ColumnElement[bool]:
     array; SQLite: ``column IN (SELECT value FROM json_each(:ids))``, the ids as one JSON text."""
     if dialect == "postgresql":
         return column == any_(bindparam("ids", type_=postgresql.ARRAY(column.type)))
-    if dialect == "sqlite":
-        ids = func.json_each(bindparam("ids", type_=JsonList())).table_valued("value")
-        return column.in_(select(ids.c.value).scalar_subquery())
-    return column.in_(bindparam("ids", expanding=True))
+    ids = func.json_each(bindparam("ids", type_=JsonList())).table_valued("value")  # SQLite (open_engine: no other)
+    return column.in_(select(ids.c.value).scalar_subquery())
 
 
 class JsonList(TypeDecorator[list[Any]]):
