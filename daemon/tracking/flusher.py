@@ -18,6 +18,11 @@ its own, and the server's loop only hands each batch over and reads the answer:
   the answer (``Written``) comes back the same way, and its counts go to the server's
   ``/metrics`` (``Written.count``). One batch at a time;
 - a failed write is answered as a failure: the buffer keeps the batch and retries it;
+- a process that does not answer a batch within ``ANSWER_TIMEOUT`` seconds (stopped, or wedged in
+  its database driver: a write takes milliseconds, a lock wait at most SQLite's busy timeout) is
+  killed and logged (``tracking_writer_stuck``): the batch stays in the buffer, as for a process
+  that ended, and the next batch starts a new process — a stuck writer costs seconds of delay,
+  never a full buffer;
 - a process that ends (killed, out of memory) is seen at once — end of file on its socket while
   a batch is in flight, its sentinel while it is idle — and logged (``tracking_writer_exited``,
   with its exit code). The batch in flight is kept by the buffer like any failed write (a process
@@ -63,6 +68,9 @@ log = get_logger("topslot.tracking")
 PROCESS_NAME = "topslot-tracking-writer"
 START_TIMEOUT = 60.0  # seconds for a new writer process to open its database and say it is ready
 STOP_TIMEOUT = 10.0  # seconds for it to end once its socket is closed (then it is killed)
+# seconds for the answer to one batch (milliseconds of work) before the process is deemed stuck and
+# killed: 3 × SQLite's busy timeout (store.db.SQLITE_BUSY_TIMEOUT_MS), the longest a write may wait for a lock
+ANSWER_TIMEOUT = 30.0
 # Answers wait on the CPU, batches can wait in the buffer: when the cores are busy the scheduler
 # runs the server's loop first (measured, SQLite, 2 cores: 0.49-0.50x bare aiohttp at 0, 0.51-0.56x at 19).
 NICENESS = 10
@@ -83,12 +91,16 @@ class _Child:
         self.reader = reader
         self.writer = writer
 
-    async def ask(self, message: Any) -> Any:
-        """Send ``message`` and return the answer; ``ConnectionError`` if the process has ended."""
+    async def ask(self, message: Any, timeout: float) -> Any:
+        """Send ``message`` and return the answer; ``ConnectionError`` if the process has ended,
+        ``TimeoutError`` if it has not answered within ``timeout`` seconds."""
         try:
-            self.writer.write(_frame(message))
-            await self.writer.drain()
-            return await _receive(self.reader)
+            async with asyncio.timeout(timeout):
+                self.writer.write(_frame(message))
+                await self.writer.drain()
+                return await _receive(self.reader)
+        except TimeoutError:  # an OSError too: not a broken socket
+            raise
         except (asyncio.IncompleteReadError, OSError) as exc:
             raise ConnectionError(str(exc)) from exc
 
@@ -103,9 +115,10 @@ class ProcessWriter:
     """``await writer(hits)`` stores one batch (``EventWriter``) in the writer process; ``start()``
     starts that process in the background, ``await close()`` ends it (after the buffer's last flush)."""
 
-    def __init__(self, engine: AsyncEngine, rules: Rules = DEFAULT_RULES):
+    def __init__(self, engine: AsyncEngine, rules: Rules = DEFAULT_RULES, *, answer_timeout: float = ANSWER_TIMEOUT):
         self.engine = engine
         self.rules = rules
+        self.answer_timeout = answer_timeout
         self.separate = not is_in_memory(engine)
         self._inline = None if self.separate else EventWriter(engine, rules)
         self._child: _Child | None = None
@@ -143,11 +156,17 @@ class ProcessWriter:
 
     async def _write(self, child: _Child, hits: Sequence[Hit]) -> Written:
         try:
-            answer = await child.ask([_fields(h) for h in hits])
+            answer = await child.ask([_fields(h) for h in hits], self.answer_timeout)
         except ConnectionError:
             self._ended(child)
             raise WriterFailed(
                 f"the tracking writer process ended while writing the batch (exit code {child.process.exitcode})"
+            ) from None
+        except TimeoutError:
+            log.error("tracking_writer_stuck", pid=child.process.pid, waited_s=self.answer_timeout, hits=len(hits))
+            self._ended(child)  # killed: it must not write this batch beside the next process
+            raise WriterFailed(
+                f"the tracking writer process did not answer within {self.answer_timeout:g} s; killed"
             ) from None
         if answer[0] != "ok":
             raise WriterFailed(answer[1])

@@ -1,6 +1,6 @@
-"""The tracking writer's process: its death is seen at once, a batch it did not write is written by
-the next one exactly once, a database refusal is answered and the batch kept, a database it cannot
-open is a clear failure."""
+"""The tracking writer's process: its death is seen at once, a stuck one is killed after its answer
+timeout, a batch it did not write is written by the next one exactly once, a database refusal is
+answered and the batch kept, a database it cannot open is a clear failure."""
 
 from __future__ import annotations
 
@@ -78,6 +78,32 @@ async def test_a_batch_in_flight_when_the_process_dies_is_written_again_once(wor
         assert any(e["event"] == "tracking_flush_failed" and "ended" in e["error"] for e in logs)
         await server.buffer.flush()
         assert server.writer.started == 2 and not process_alive(pid)
+    assert len(await stored_events(engine)) == 6
+    assert server.stats.written == 6 and server.stats.lost == 0
+
+
+async def test_a_stuck_process_is_killed_after_its_answer_timeout_and_the_batch_written_once(
+    world: World, engine: AsyncEngine
+) -> None:
+    """The process is stopped and nobody kills it: the server stops waiting after ``answer_timeout``,
+    kills it, keeps the batch, and the next process writes it once."""
+    async with running_server(world, flush_interval=60) as server:
+        server.writer.answer_timeout = 0.5
+        await opens(world, server.url, 1)
+        await server.buffer.flush()
+        pid = server.writer.pid
+        assert pid is not None
+        await opens(world, server.url, 5)
+        os.kill(pid, signal.SIGSTOP)
+        with capture_logs() as logs:
+            await server.buffer.flush()  # returns: the failure keeps the batch queued
+        assert len(server.buffer) == 5 and server.stats.failed_flushes == 1
+        stuck = [e for e in logs if e["event"] == "tracking_writer_stuck"]
+        assert stuck and stuck[0]["pid"] == pid and stuck[0]["hits"] == 5 and stuck[0]["log_level"] == "error"
+        assert any(e["event"] == "tracking_flush_failed" and "did not answer" in e["error"] for e in logs)
+        await until(lambda: not process_alive(pid))  # killed, not left stopped beside the next one
+        await server.buffer.flush()
+        assert server.writer.started == 2 and server.writer.pid not in (None, pid)
     assert len(await stored_events(engine)) == 6
     assert server.stats.written == 6 and server.stats.lost == 0
 
