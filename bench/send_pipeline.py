@@ -36,7 +36,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -139,7 +138,7 @@ def run_child(
     command = [sys.executable]
     if profile:
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-        command = [spy, "record", "-o", profile, "-f", "raw", "-r", "200", "--", sys.executable]
+        command = [spy, "record", "--subprocesses", "-o", profile, "-f", "raw", "-r", "200", "--", sys.executable]
     command += [__file__, "--child", url, "--schema", schema or "", "--port", str(port), "--pool-size", str(pool_size)]
     command += ["--processes", str(processes)]
     if uvloop:
@@ -234,11 +233,6 @@ def message_size() -> int:
 # ---------------------------------------------------------------- main
 
 
-def median_of(runs: int, measure: Callable[[], float]) -> tuple[float, list[float]]:
-    values = [measure() for _ in range(runs)]
-    return statistics.median(values), values
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipients", type=int, default=100_000, help="throughput runs (default 100,000)")
@@ -295,6 +289,7 @@ def main() -> None:
     port = free_port()
     sink_process = start_sink(sink, port)
     results: dict[str, float] = {}
+    rounds: list[tuple[float, float]] = []  # per round: topslot / smtp-source, topslot / naive
 
     def show(label: str, value: float, values: list[float], extra: str = "") -> None:
         results[label] = value
@@ -306,14 +301,11 @@ def main() -> None:
         try:
             print(f"email pipeline: {n:,} recipients, {db}, smtp-sink on 127.0.0.1:{port}, median of {args.runs} runs")
             store = Ledger(args.pg, n, workdir)
-            if not args.only_topslot:
-                size = message_size()
+            size = 0 if args.only_topslot else message_size()
+            naive_n = max(500, n // 20)
+            if size:
                 print(f"  messages: ~{size:,} bytes each (example campaign: HTML + text, coupon, signed links)")
-                value, values = median_of(args.runs, lambda: run_smtp_source(source, port, 20, n, size))
-                show("smtp-source, 20 sessions (C)", value, values)
-                naive_n = max(500, n // 20)
-                value, values = median_of(args.runs, lambda: naive_run(port, naive_n))
-                show(f"naive Python ({naive_n:,} msgs)", value, values)
+                print(f"  rounds: smtp-source, naive Python ({naive_n:,} msgs), topslot — {args.runs} times, in turn")
 
             def run_on(
                 ledger: Ledger,
@@ -345,22 +337,42 @@ def main() -> None:
                 return n / r["seconds"]
 
             loop_name = "uvloop" if uvloop else "asyncio"
+            sources: list[float] = []  # smtp-source and the naive sender, one of each per round
+            naives: list[float] = []
+
+            def show_references() -> None:
+                if sources:
+                    show("smtp-source, 20 sessions (C)", statistics.median(sources), sources)
+                    show(f"naive Python ({naive_n:,} msgs)", statistics.median(naives), naives)
+
             if args.compare or args.compare_env:  # A/B: plain and compared runs alternate, on the same machine
                 env = dict(e.split("=", 1) for e in args.compare_env)
                 plain, compared = [], []
                 for _ in range(args.runs):
+                    if size:
+                        sources.append(run_smtp_source(source, port, 20, n, size))
+                        naives.append(naive_run(port, naive_n))
                     plain.append(topslot_once())
                     compared.append(topslot_once(tune=args.tune + args.compare, env=env))
+                show_references()
                 show(f"topslot end to end ({db}, {loop_name})", statistics.median(plain), plain)
+                rounds.extend((v / s, v / nv) for v, s, nv in zip(plain, sources, naives, strict=False))
                 label = f"topslot with {' '.join([c.rpartition('.')[2] for c in args.compare] + args.compare_env)}"
                 show(label, statistics.median(compared), compared)
                 ratio = statistics.median(compared) / statistics.median(plain)
                 pairs = ", ".join(f"{b / a:.3f}" for a, b in zip(plain, compared, strict=True))
                 print(f"  ratio: {ratio:.3f}× (with / without; per pair: {pairs})", flush=True)
-            else:
-                first = topslot_once(args.profile) if args.profile else None
-                values = ([first] if first else []) + [topslot_once() for _ in range(args.runs - (1 if first else 0))]
+            else:  # rounds in turn: a slow stretch of this shared machine slows one round, not one contender
+                values = []
+                for k in range(args.runs):
+                    if size:
+                        sources.append(run_smtp_source(source, port, 20, n, size))
+                        naives.append(naive_run(port, naive_n))
+                        print(f"    smtp-source {sources[-1]:,.0f} msg/s, naive {naives[-1]:,.0f} msg/s", flush=True)
+                    values.append(topslot_once(args.profile if k == 0 else None))
+                show_references()
                 show(f"topslot end to end ({db}, {loop_name})", statistics.median(values), values)
+                rounds.extend((v / s, v / nv) for v, s, nv in zip(values, sources, naives, strict=False))
 
             peak = None
             if not args.skip_memory:
@@ -397,10 +409,14 @@ def main() -> None:
             f"{topslot:,.0f} msg/s, {topslot / naive:.1f}× → {'met' if met else 'NOT met'}"
         )
         share = TARGET_SOURCE_SHARE[min(args.processes, 2)]
-        met = topslot / limit >= share and topslot / naive >= TARGET_NAIVE_15
+        to_source = statistics.median(r[0] for r in rounds)
+        to_naive = statistics.median(r[1] for r in rounds)
+        each = ", ".join(f"{a:.2f}×/{b:.1f}×" for a, b in rounds)
+        print(f"  per round           topslot / smtp-source, / naive: {each}")
+        met = to_source >= share and to_naive >= TARGET_NAIVE_15
         print(
             f"  target (issue 15, processes {args.processes}): ≥ {share}× smtp-source "
-            f"and ≥ {TARGET_NAIVE_15:.0f}× naive: {topslot / limit:.2f}×, {topslot / naive:.1f}× → "
+            f"and ≥ {TARGET_NAIVE_15:.0f}× naive (medians of the rounds' ratios): {to_source:.2f}×, {to_naive:.1f}× → "
             f"{'met' if met else 'NOT met'}"
         )
     else:
