@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 
-def upsert_insert(conn: AsyncConnection, table: Table) -> Any:
+def upsert_insert(conn: AsyncConnection | Connection, table: Table) -> Any:
     """``insert(table)`` from the connection's dialect, with ``on_conflict_do_*`` available."""
     name = conn.dialect.name
     if name == "postgresql":

@@ -383,6 +383,19 @@ events = Table(
     Index(None, "occurred_at"),
 )
 
+# How far each tracking server's hits are stored (``topslot.tracking.ingest``): the server numbers
+# its hits (``Hit.seq``, in the order its buffer writes them) and each batch moves ``written_through``
+# to its last number in the batch's own transaction, so a batch written again after its answer was
+# lost (the writer process killed between its commit and its answer) skips what is already stored.
+# A row per server run; purged a week after its last write (``tracking_events.purge_sources``).
+tracking_sources = Table(
+    "tracking_sources",
+    metadata,
+    Column("source", String(32), primary_key=True),  # the server run's random id (hex)
+    Column("written_through", BigInteger, nullable=False),  # every hit numbered up to this one is stored
+    _now_col("updated_at"),
+)
+
 conversions = Table(  # orders and signups from the shop's webhook or a CSV import, with their attribution
     "conversions",
     metadata,

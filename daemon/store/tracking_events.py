@@ -42,6 +42,7 @@ from topslot.store.schema import (
     deliveries,
     events,
     suppressions,
+    tracking_sources,
 )
 from topslot.store.segments import keyed_id
 
@@ -286,6 +287,31 @@ def _sqlite_instant(value: datetime) -> str:
     if value.tzinfo is None:
         raise ValueError(f"naive datetime {value!r}: topslot stores aware datetimes only")
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def written_through(conn: Connection, source: str) -> int:
+    """The number of the last hit of ``source`` (a tracking server run) stored; 0 if none is."""
+    c = tracking_sources.c
+    found = conn.execute(select(c.written_through).where(c.source == source)).scalar()
+    return int(found or 0)
+
+
+def set_written_through(conn: Connection, source: str, seq: int, now: datetime) -> None:
+    """Every hit of ``source`` numbered up to ``seq`` is stored (in the transaction that stored them)."""
+    stmt = upsert_insert(conn, tracking_sources).values(source=source, written_through=seq, updated_at=now)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[tracking_sources.c.source],
+            set_={"written_through": stmt.excluded.written_through, "updated_at": stmt.excluded.updated_at},
+        )
+    )
+
+
+def purge_sources(conn: Connection, before: datetime) -> int:
+    """Forget the server runs whose last batch was stored before ``before`` (their hits can no
+    longer come back: a batch is retried within minutes, by the run that numbered it)."""
+    result = conn.execute(delete(tracking_sources).where(tracking_sources.c.updated_at < before))
+    return int(result.rowcount or 0)
 
 
 def set_labels(conn: Connection, changes: Sequence[tuple[int, str, str]]) -> None:

@@ -13,7 +13,10 @@
 - a failed flush puts its batch back in front and retries with a growing pause (up to
   ``max_backoff``); a hit that failed ``max_attempts`` times is given up, counted as ``lost`` and
   logged (``tracking_events_lost``), so one poisoned batch cannot stall the buffer for ever;
-- ``close`` stops the task and flushes what is left (within ``close_timeout``).
+- ``close`` stops the task and flushes what is left (within ``close_timeout``);
+- numbered: each hit taken gets the next ``Hit.seq`` (from 1). Batches leave in that order and a
+  failed one goes back in front, so a batch only ever holds hits numbered after every hit stored
+  before it — what lets the writer skip a batch already stored (``topslot.tracking.ingest``).
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ class EventBuffer:
         self._failures = 0  # consecutive failed flushes
         self._warned_at: float | None = None
         self._warned_dropped = 0
+        self._seq = 0  # the last number given (Hit.seq)
 
     # ---------------------------------------------------------------- request side
 
@@ -94,6 +98,8 @@ class EventBuffer:
         if len(queue) >= self.capacity or self._closing:
             self._stats.dropped += 1
             return False
+        self._seq += 1
+        hit.seq = self._seq
         queue.append(hit)
         self._stats.accepted += 1
         if len(queue) >= self.batch_size and not self._wake.is_set():
@@ -209,7 +215,7 @@ class EventBuffer:
                 log.error("tracking_events_lost", events=given_up, reason="max_attempts")
             return False
         self._failures = 0
-        written = getattr(result, "written", len(batch))
+        written = getattr(result, "written", len(batch)) + getattr(result, "repeated", 0)
         self._stats.written += written
         self._stats.unknown += getattr(result, "unknown", 0)
         return True

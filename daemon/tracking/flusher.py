@@ -14,9 +14,9 @@ its own, and the server's loop only hands each batch over and reads the answer:
   same database, opened as the server's (``topslot.store.db.EngineSpec``: same schema and
   options): a SQLite file through the blocking ``sqlite3`` module (``sync_sqlite_engine``,
   ``EventWriter.write_blocking``), PostgreSQL through asyncpg on the process's own loop;
-- a batch crosses a socket pair as one pickled list of tuples (~1 µs a hit on the server's loop);
-  the answer (``Written``) comes back the same way, and its counts go to the server's
-  ``/metrics`` (``Written.count``). One batch at a time;
+- a batch crosses a socket pair as one pickled list of tuples (~1 µs a hit on the server's loop)
+  with the server run's ``source`` id; the answer (``Written``) comes back the same way, and its
+  counts go to the server's ``/metrics`` (``Written.count``). One batch at a time;
 - a failed write is answered as a failure: the buffer keeps the batch and retries it;
 - a process that does not answer a batch within ``ANSWER_TIMEOUT`` seconds (stopped, or wedged in
   its database driver: a write takes milliseconds, a lock wait at most SQLite's busy timeout) is
@@ -25,9 +25,12 @@ its own, and the server's loop only hands each batch over and reads the answer:
   never a full buffer;
 - a process that ends (killed, out of memory) is seen at once — end of file on its socket while
   a batch is in flight, its sentinel while it is idle — and logged (``tracking_writer_exited``,
-  with its exit code). The batch in flight is kept by the buffer like any failed write (a process
-  killed between its commit and its answer leaves that one batch written twice), and the next
-  batch starts a new process;
+  with its exit code). The batch in flight is kept by the buffer like any failed write, and the
+  next batch starts a new process; if the dead one had committed it (killed between its commit and
+  its answer), the new one skips the hits already stored (``EventWriter``, by the source's
+  ``written_through``): each hit is stored once;
+- a new process forgets the server runs that wrote nothing for ``SOURCE_TTL`` (their rows in
+  ``tracking_sources``);
 - it runs at a lower priority (``NICENESS``): when the cores are busy, answers go first and the
   batches wait in the buffer (which paces clients only when it holds over a tenth of its capacity);
 - it ignores SIGTERM and SIGINT (systemd signals the whole service): the server stops it after
@@ -44,13 +47,14 @@ import contextlib
 import multiprocessing
 import os
 import pickle
+import secrets
 import signal
 import socket
 import struct
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -58,6 +62,7 @@ from topslot import event_loop
 from topslot.forkserver import context as forkserver
 from topslot.heap import settle_heap
 from topslot.logs import get_logger
+from topslot.store import tracking_events as store
 from topslot.store.db import EngineSpec, engine_spec, is_in_memory, sync_sqlite_engine
 from topslot.tracking.classify import DEFAULT_RULES, Rules
 from topslot.tracking.hits import Hit
@@ -71,6 +76,7 @@ STOP_TIMEOUT = 10.0  # seconds for it to end once its socket is closed (then it 
 # seconds for the answer to one batch (milliseconds of work) before the process is deemed stuck and
 # killed: 3 × SQLite's busy timeout (store.db.SQLITE_BUSY_TIMEOUT_MS), the longest a write may wait for a lock
 ANSWER_TIMEOUT = 30.0
+SOURCE_TTL = timedelta(days=7)  # a server run's written_through is kept this long after its last batch
 # Answers wait on the CPU, batches can wait in the buffer: when the cores are busy the scheduler
 # runs the server's loop first (measured, SQLite, 2 cores: 0.49-0.50x bare aiohttp at 0, 0.51-0.56x at 19).
 NICENESS = 10
@@ -119,6 +125,7 @@ class ProcessWriter:
         self.engine = engine
         self.rules = rules
         self.answer_timeout = answer_timeout
+        self.source = secrets.token_hex(16)  # this server run, as its batches' hits are numbered (Hit.seq)
         self.separate = not is_in_memory(engine)
         self._inline = None if self.separate else EventWriter(engine, rules)
         self._child: _Child | None = None
@@ -156,7 +163,8 @@ class ProcessWriter:
 
     async def _write(self, child: _Child, hits: Sequence[Hit]) -> Written:
         try:
-            answer = await child.ask([_fields(h) for h in hits], self.answer_timeout)
+            source = self.source if hits and hits[0].seq else None  # numbered by a buffer (all or none)
+            answer = await child.ask((source, [_fields(h) for h in hits]), self.answer_timeout)
         except ConnectionError:
             self._ended(child)
             raise WriterFailed(
@@ -256,9 +264,9 @@ class ProcessWriter:
 
 
 def _fields(hit: Hit) -> tuple[Any, ...]:
-    """A hit as it crosses to the writer process (``Hit(*fields)`` there; ``attempts`` stays here)."""
+    """A hit as it crosses to the writer process (``Hit(*fields)`` there)."""
     return (hit.kind, hit.delivery_id, hit.occurred_at, hit.method, hit.user_agent, hit.referer, hit.ip,
-            hit.campaign_id, hit.link_id)  # fmt: skip
+            hit.campaign_id, hit.link_id, hit.attempts, hit.seq)  # fmt: skip
 
 
 def _frame(message: Any) -> bytes:
@@ -311,15 +319,15 @@ async def _serve(sock: socket.socket, spec: EngineSpec, rules: Rules) -> None:
         await out.drain()
         while True:
             try:
-                batch = await _receive(reader)
+                source, batch = await _receive(reader)
             except (asyncio.IncompleteReadError, OSError):  # the server closed it, or is gone
                 return
             hits = [Hit(*fields) for fields in batch]
             try:
                 if isinstance(writer.engine, AsyncEngine):
-                    answer: tuple[str, Any] = ("ok", await writer.write(hits))
+                    answer: tuple[str, Any] = ("ok", await writer.write(hits, source))
                 else:
-                    answer = ("ok", writer.write_blocking(hits))
+                    answer = ("ok", writer.write_blocking(hits, source))
             except Exception as exc:  # the database refused it: the server keeps the batch
                 answer = ("error", _describe(exc))
             out.write(_frame(answer))
@@ -332,15 +340,16 @@ async def _serve(sock: socket.socket, spec: EngineSpec, rules: Rules) -> None:
 
 async def _open(spec: EngineSpec, rules: Rules) -> tuple[AsyncEngine, EventWriter]:
     """The process's engine and writer, with a connection tried once (an error is reported, not raised later)."""
+    before = datetime.now(UTC) - SOURCE_TTL
     if spec.url.startswith("sqlite"):
         engine = spec.open()
         blocking = sync_sqlite_engine(engine)
-        with blocking.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        with blocking.begin() as conn:
+            store.purge_sources(conn, before)
         return engine, EventWriter(blocking, rules)
     engine = spec.open(pool_size=1, max_overflow=1)  # one connection; a second for a reconnect under way
-    async with engine.connect() as conn:
-        await conn.execute(text("SELECT 1"))
+    async with engine.begin() as conn:
+        await conn.run_sync(store.purge_sources, before)
     return engine, EventWriter(engine, rules)
 
 

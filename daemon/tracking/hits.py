@@ -37,6 +37,7 @@ class Hit:
     campaign_id: str | None = None  # clicks know it (the redirect needed it); opens get it at flush
     link_id: int | None = None  # clicks only
     attempts: int = 0  # failed flushes so far
+    seq: int = 0  # its number in this server run, in the order it is written (``EventBuffer.add``)
 
 
 def clean_header(value: str | None, limit: int = MAX_HEADER_CHARS) -> str | None:

@@ -11,14 +11,19 @@ Steps (``EventWriter.write``):
    ``burst_links`` different ones: first the links alone, a row per delivery and link;
 3. insert the rows;
 4. opens upgraded by a human click of the same delivery (``upgraded_by_click``).
+
+Given the batch's ``source`` (the tracking server run that numbered its hits, ``Hit.seq``), the
+transaction first skips the hits numbered up to what that source has stored already (counted as
+``repeated``: a batch written again after its answer was lost) and ends by moving the source's
+``written_through`` to the batch's last number: each hit is stored once.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import cast
 
 from sqlalchemy.engine import Connection, Engine
@@ -53,6 +58,7 @@ class Written:
     unknown: int  # hits whose delivery does not exist
     relabelled: int  # stored events whose label changed (bursts, upgrades)
     tally: tuple[tuple[str, str, int], ...] = ()  # (kind, label, hits) written: ``count`` reports them
+    repeated: int = 0  # hits of the batch stored by an earlier write of it (its answer was lost)
 
     def count(self) -> None:
         """Add what was written to ``topslot_tracking_events_total`` (in the process that serves
@@ -74,23 +80,37 @@ class EventWriter:
     async def __call__(self, hits: Sequence[Hit]) -> Written:
         return await self.write(hits)
 
-    async def write(self, hits: Sequence[Hit]) -> Written:
+    async def write(self, hits: Sequence[Hit], source: str | None = None) -> Written:
         engine = self.engine
         assert isinstance(engine, AsyncEngine), "write: an AsyncEngine's writer"
         if not hits:
             return Written(0, 0, 0)
         async with engine.execution_options(**IMMEDIATE).begin() as conn:
-            return await conn.run_sync(self._store, hits)
+            return await conn.run_sync(self._store, hits, source)
 
-    def write_blocking(self, hits: Sequence[Hit]) -> Written:
+    def write_blocking(self, hits: Sequence[Hit], source: str | None = None) -> Written:
         engine = self.engine
         assert isinstance(engine, Engine), "write_blocking: a blocking Engine's writer"
         if not hits:
             return Written(0, 0, 0)
         with engine.execution_options(**IMMEDIATE).begin() as conn:
-            return self._store(conn, hits)
+            return self._store(conn, hits, source)
 
-    def _store(self, conn: Connection, hits: Sequence[Hit]) -> Written:
+    def _store(self, conn: Connection, hits: Sequence[Hit], source: str | None = None) -> Written:
+        repeated = 0
+        if source is not None:  # skip what an earlier write of this batch stored; then say how far it is
+            done = store.written_through(conn, source)
+            fresh = [h for h in hits if h.seq > done]
+            repeated = len(hits) - len(fresh)
+            if fresh:
+                store.set_written_through(conn, source, max(h.seq for h in fresh), datetime.now(UTC))
+            hits = fresh
+        written = self._labelled(conn, hits)
+        return replace(written, repeated=repeated) if repeated else written
+
+    def _labelled(self, conn: Connection, hits: Sequence[Hit]) -> Written:
+        if not hits:
+            return Written(0, 0, 0)
         rules = self.rules
         facts = store.delivery_facts(conn, (h.delivery_id for h in hits))
         known = [h for h in hits if h.delivery_id in facts]

@@ -107,6 +107,40 @@ async def test_a_failed_flush_keeps_the_hits_and_retries() -> None:
     assert "database is down" in logs[0]["error"]
 
 
+async def test_hits_are_numbered_in_the_order_they_are_written_and_keep_their_numbers_on_retry() -> None:
+    seen: list[list[int]] = []
+    fails = [True]
+
+    async def sink(hits: Sequence[Hit]) -> None:
+        seen.append([h.seq for h in hits])
+        if fails.pop() if fails else False:
+            raise ConnectionError("answer lost")
+
+    buffer = EventBuffer(sink, batch_size=4, interval=60)
+    for n in range(6):
+        buffer.add(hit(n))
+    await buffer.flush()  # the first batch fails and goes back in front; then everything
+    await buffer.flush()
+    assert seen == [[1, 2, 3, 4], [1, 2, 3, 4], [5, 6]]
+    buffer.add(hit(7))
+    await buffer.flush()
+    assert seen[-1] == [7] and buffer.stats.written == 7
+
+
+async def test_a_repeated_answer_counts_as_written() -> None:
+    class Answer:
+        written, unknown, repeated = 1, 0, 2
+
+    async def sink(hits: Sequence[Hit]) -> Answer:
+        return Answer()
+
+    buffer = EventBuffer(sink, batch_size=10, interval=60)
+    for n in range(3):
+        buffer.add(hit(n))
+    await buffer.flush()
+    assert buffer.stats.written == 3
+
+
 async def test_a_batch_that_always_fails_is_given_up_counted_and_logged() -> None:
     sink = Sink(fail=1_000_000)
     buffer = EventBuffer(sink, batch_size=50, interval=0.01, max_attempts=3, max_backoff=0.01)

@@ -1,23 +1,25 @@
 """The tracking writer's process: its death is seen at once, a stuck one is killed after its answer
-timeout, a batch it did not write is written by the next one exactly once, a database refusal is
-answered and the batch kept, a database it cannot open is a clear failure."""
+timeout, a batch it did not write is written by the next one exactly once — and one it wrote but
+did not answer is not written again —, a database refusal is answered and the batch kept, a
+database it cannot open is a clear failure, old server runs' numbers are forgotten."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
-from sqlalchemy import text
+from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
 
 from topslot.store.db import open_engine
-from topslot.tracking.flusher import ProcessWriter, WriterFailed
+from topslot.store.schema import tracking_sources
+from topslot.tracking.flusher import SOURCE_TTL, ProcessWriter, WriterFailed
 from topslot.tracking.hits import Hit
 from tracking.fixtures import World, make_world, process_alive, running_server, stored_events
 
@@ -106,6 +108,52 @@ async def test_a_stuck_process_is_killed_after_its_answer_timeout_and_the_batch_
         assert server.writer.started == 2 and server.writer.pid not in (None, pid)
     assert len(await stored_events(engine)) == 6
     assert server.stats.written == 6 and server.stats.lost == 0
+
+
+async def test_a_batch_committed_by_a_process_that_died_before_answering_is_not_stored_again(
+    world: World, engine: AsyncEngine
+) -> None:
+    """What the buffer does after a lost answer, done by hand: the same numbered hits sent again,
+    to a new process. The server run's ``written_through`` (in the database) says they are stored."""
+    writer = ProcessWriter(engine)
+    try:
+        at = datetime(2027, 5, 6, 8, 0, tzinfo=UTC)
+        hits = [Hit("open", world.delivery["newyork"], at, "GET", None, None, "127.0.0.1", seq=n) for n in (1, 2)]
+        assert (await writer(hits)).written == 2
+        first = writer.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)  # as if killed after its commit, before its answer
+        await until(lambda: writer.pid is None)
+        later = Hit("open", world.delivery["newyork2"], at, "GET", None, None, "127.0.0.1", seq=3)
+        result = await writer([*hits, later])
+        assert (result.written, result.repeated) == (1, 2) and writer.started == 2
+    finally:
+        await writer.close()
+    assert [e["delivery_id"] for e in await stored_events(engine)] == [
+        world.delivery["newyork"],
+        world.delivery["newyork"],
+        world.delivery["newyork2"],
+    ]
+
+
+async def test_a_new_process_forgets_server_runs_silent_for_a_week(world: World, engine: AsyncEngine) -> None:
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(tracking_sources),
+            [
+                {"source": "old", "written_through": 9, "updated_at": now - SOURCE_TTL - timedelta(hours=1)},
+                {"source": "recent", "written_through": 9, "updated_at": now - SOURCE_TTL + timedelta(hours=1)},
+            ],
+        )
+    writer = ProcessWriter(engine)
+    try:
+        await writer.ready()
+    finally:
+        await writer.close()
+    async with engine.connect() as conn:
+        left = (await conn.execute(select(tracking_sources.c.source))).scalars().all()
+    assert left == ["recent"]
 
 
 async def test_a_database_refusal_is_answered_and_the_batch_kept(world: World, engine: AsyncEngine) -> None:

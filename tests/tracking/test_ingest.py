@@ -152,3 +152,36 @@ async def test_a_batch_larger_than_one_sqlite_statement_is_stored_whole_and_in_o
     stored = await stored_events(world.engine)
     assert result.written == 7 and len(stored) == 7
     assert [e["occurred_at"] for e in stored] == [h.occurred_at for h in hits]
+
+
+def numbered(hits: list[Hit], first: int) -> list[Hit]:
+    for i, hit in enumerate(hits):
+        hit.seq = first + i  # as an EventBuffer numbers them
+    return hits
+
+
+async def test_a_numbered_batch_written_again_is_stored_once(world: World) -> None:
+    """The writer process committed a batch and died before answering: the server writes the batch
+    again, with more hits behind it. What the first write stored is skipped, the rest stored."""
+    landing, _ = await link_ids(world)
+    writer = EventWriter(world.engine)
+    first = numbered([open_(world, LATER), click(world, landing, LATER), open_(world, LATER, who="newyork2")], 1)
+    result = await writer.write(first, "run-a")
+    assert (result.written, result.repeated) == (3, 0)
+    again = first + numbered([open_(world, LATER + timedelta(minutes=1))], 4)
+    result = await writer.write(again, "run-a")
+    assert (result.written, result.repeated, result.unknown) == (1, 3, 0)
+    assert result.tally == (("open", "human", 1),)
+    assert len(await stored_events(world.engine)) == 4
+    result = await writer.write(again, "run-a")  # all of it stored already: nothing, and nothing moves back
+    assert (result.written, result.repeated) == (0, 4)
+    assert len(await stored_events(world.engine)) == 4
+
+
+async def test_numbers_are_per_server_run_and_unnumbered_batches_are_stored_as_given(world: World) -> None:
+    writer = EventWriter(world.engine)
+    await writer.write(numbered([open_(world, LATER)], 1), "run-a")
+    result = await writer.write(numbered([open_(world, LATER)], 1), "run-b")  # another server run's hit 1
+    assert (result.written, result.repeated) == (1, 0)
+    await writer([open_(world, LATER)])  # no source (an in-memory database's inline writer): no numbering
+    assert len(await stored_events(world.engine)) == 3
