@@ -42,6 +42,8 @@ from topslot.store.engagement import contact_histories, population_history
 from topslot.store.frequency import counted_for_plan
 
 T = TypeVar("T")
+# A bucket's dispatch start is kept this long after its grace ended (for ``topslot status``), then deleted.
+STARTS_KEPT = timedelta(days=1)
 
 
 Route = tuple[str, str | None]  # (channel, the provider a campaign names for it; None: the default)
@@ -313,6 +315,8 @@ async def ledger_windows(
 async def settle_dispatch_starts(
     engine: AsyncEngine, campaign: Campaign, rates: Mapping[str, float], now: datetime
 ) -> None:
-    """Size every planned bucket of the campaign from the ledger and store its dispatch start."""
+    """Size every planned bucket of the campaign from the ledger and store its dispatch start;
+    forget the starts of buckets past their grace for over ``STARTS_KEPT``."""
     windows = await ledger_windows(engine, campaign, rates, now)
     await ledger.set_dispatch_starts(engine, campaign.id, ((w.channel, w.due_utc, w.start_utc) for w in windows))
+    await ledger.forget_dispatch_starts(engine, campaign.id, now - campaign.schedule.missed_slot.grace - STARTS_KEPT)

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Integer, Select, and_, bindparam, case, exists, func, literal, not_, or_, select, update
+from sqlalchemy import Integer, Select, and_, bindparam, case, delete, exists, func, literal, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from topslot.campaign import Campaign, FrequencyCap
@@ -407,6 +407,18 @@ async def set_dispatch_starts(
             where=dispatch_starts.c.start_utc != stmt.excluded.start_utc,
         )
         await conn.execute(stmt, params)
+
+
+async def forget_dispatch_starts(engine: AsyncEngine, campaign_id: str, due_before: datetime) -> int:
+    """Delete the campaign's dispatch starts of buckets due before ``due_before`` (buckets past
+    their grace send nothing more: kept, they would pile up, one row per bucket for ever)."""
+    async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        result = await conn.execute(
+            delete(dispatch_starts).where(
+                dispatch_starts.c.campaign_id == campaign_id, dispatch_starts.c.due_utc < due_before
+            )
+        )
+    return int(result.rowcount or 0)
 
 
 def _aware(value: datetime) -> datetime:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from scheduling.ledger_fixtures import NOW, campaign, populate, rows, settings, suppress
-from topslot.scheduling.plan_run import channel_rates, plan_campaign
+from topslot.scheduling.plan_run import STARTS_KEPT, channel_rates, plan_campaign, settle_dispatch_starts
 from topslot.store import ledger
-from topslot.store.schema import deliveries
+from topslot.store.schema import deliveries, dispatch_starts
 
 
 async def plan(engine, tmp_path, c, now=NOW):  # noqa: ANN001, ANN201
@@ -132,6 +132,25 @@ async def test_dispatch_start_is_sized_from_the_bucket(engine, tmp_path) -> None
         assert lead == timedelta(seconds=60), (b, rate)
     ny = [b for b in buckets if b.due_utc == datetime(2027, 5, 6, 11, 30, tzinfo=UTC)]
     assert ny[0].count == 2
+
+
+async def test_dispatch_starts_of_buckets_long_past_their_grace_are_forgotten(engine, tmp_path) -> None:
+    await populate(engine, tmp_path)
+    c = campaign(missed_slot={"grace": "15m", "then": "next_slot"})
+    await plan(engine, tmp_path, c)
+    rates = channel_rates(settings(tmp_path), c)
+
+    async def kept() -> list[datetime]:
+        async with engine.connect() as conn:
+            return sorted((await conn.execute(select(dispatch_starts.c.due_utc))).scalars())
+
+    dues = await kept()
+    assert len(dues) >= 2
+    grace = timedelta(minutes=15)
+    await settle_dispatch_starts(engine, c, rates, dues[0] + grace + STARTS_KEPT)  # not yet over
+    assert await kept() == dues
+    await settle_dispatch_starts(engine, c, rates, dues[0] + grace + STARTS_KEPT + timedelta(seconds=1))
+    assert await kept() == dues[1:]  # the earliest bucket's start only
 
 
 async def test_dry_run_writes_nothing(engine, tmp_path) -> None:
