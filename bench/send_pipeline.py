@@ -13,7 +13,10 @@ One smtp-sink (C) on loopback takes every message. Measured, in one run:
   the real ``DispatchService`` (claim → load → coupon reservation → render with signed links →
   link records → MIME → mark sending → SmtpPool → record outcomes), in a fresh child process;
 
-then, in a separate child process, the same topslot path on a 1,000,000-recipient campaign for its
+in rounds (``--runs``, default 3): ``smtp-source``, the naive sender, topslot; again; … The issue 15
+verdict is the median of the rounds' ratios (topslot / ``smtp-source``, topslot / naive): on a
+shared machine whose speed drifts from one minute to the next, a slow stretch then slows one round,
+not one contender. Then, in a separate child process, the same topslot path on a 1,000,000-recipient campaign for its
 peak RSS (``ru_maxrss``). The ledger is seeded once (contacts, consents, planned rows; not timed)
 and copied for every run (SQLite), or re-seeded in a throwaway schema (PostgreSQL).
 
