@@ -21,6 +21,7 @@ from topslot.store.db import open_engine
 from topslot.store.schema import tracking_sources
 from topslot.tracking.flusher import SOURCE_TTL, ProcessWriter, WriterFailed
 from topslot.tracking.hits import Hit
+from topslot.tracking.server import TrackingServer
 from tracking.fixtures import World, make_world, process_alive, running_server, stored_events
 
 
@@ -61,16 +62,22 @@ async def test_a_killed_writer_process_is_seen_at_once_and_replaced(world: World
     assert server.stats.written == 7 and server.stats.lost == 0 and server.stats.failed_flushes == 0
 
 
+async def stopped_with_five_waiting(world: World, server: TrackingServer) -> int:
+    """One hit stored (the process runs), five waiting in the buffer, the process stopped: its pid."""
+    await opens(world, server.url, 1)
+    await server.buffer.flush()
+    pid = server.writer.pid
+    assert pid is not None
+    await opens(world, server.url, 5)
+    os.kill(pid, signal.SIGSTOP)
+    return pid
+
+
 async def test_a_batch_in_flight_when_the_process_dies_is_written_again_once(world: World, engine: AsyncEngine) -> None:
     """The process is stopped (it cannot read the batch) and killed while the server waits for its
     answer: the batch fails, stays in the buffer and the next process writes it, once."""
     async with running_server(world, flush_interval=60) as server:
-        await opens(world, server.url, 1)
-        await server.buffer.flush()
-        pid = server.writer.pid
-        assert pid is not None
-        await opens(world, server.url, 5)
-        os.kill(pid, signal.SIGSTOP)
+        pid = await stopped_with_five_waiting(world, server)
         with capture_logs() as logs:
             flushing = asyncio.create_task(server.buffer.flush())
             await until(lambda: len(server.buffer) == 0)  # handed over, waiting for the answer
@@ -91,12 +98,7 @@ async def test_a_stuck_process_is_killed_after_its_answer_timeout_and_the_batch_
     kills it, keeps the batch, and the next process writes it once."""
     async with running_server(world, flush_interval=60) as server:
         server.writer.answer_timeout = 0.5
-        await opens(world, server.url, 1)
-        await server.buffer.flush()
-        pid = server.writer.pid
-        assert pid is not None
-        await opens(world, server.url, 5)
-        os.kill(pid, signal.SIGSTOP)
+        pid = await stopped_with_five_waiting(world, server)
         with capture_logs() as logs:
             await server.buffer.flush()  # returns: the failure keeps the batch queued
         assert len(server.buffer) == 5 and server.stats.failed_flushes == 1
