@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import importlib
 import json
 import os
@@ -135,8 +136,16 @@ def child_main(args: argparse.Namespace) -> None:
 
 
 def run_child(
-    url: str, schema: str | None, port: int, pool_size: int, *, uvloop: bool, profile: str | None, tune: list[str],
-    processes: int = 1, env: dict[str, str] | None = None,
+    url: str,
+    schema: str | None,
+    port: int,
+    pool_size: int,
+    *,
+    uvloop: bool,
+    profile: str | None,
+    tune: list[str],
+    processes: int = 1,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     command = [sys.executable]
     if profile:
@@ -148,10 +157,31 @@ def run_child(
         command.append("--uvloop")
     for setting in tune:
         command += ["--tune", setting]
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    env = {**os.environ, **(env or {})}
+    if tune:  # every process of the child (its forkserver and dispatch helpers too) starts with them set
+        path = [str(_tune_hook()), *filter(None, [env.get("PYTHONPATH")])]
+        env.update(PYTHONPATH=os.pathsep.join(path), TOPSLOT_BENCH_TUNE=";".join(tune))
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         sys.exit(f"topslot child failed:\n{done.stderr[-4000:]}")
     return json.loads(next(line for line in reversed(done.stdout.splitlines()) if line.startswith("{")))
+
+
+_TUNE_HOOK = """import importlib, os
+for setting in filter(None, os.environ.get("TOPSLOT_BENCH_TUNE", "").split(";")):
+    target, _, value = setting.partition("=")
+    module, _, name = target.rpartition(".")
+    setattr(importlib.import_module(module), name, int(value))
+"""
+
+
+@functools.cache
+def _tune_hook() -> Path:
+    """A directory holding a ``sitecustomize`` that applies ``TOPSLOT_BENCH_TUNE`` when any Python
+    process starts: ``--tune`` reaches the dispatch helpers, which are not forked from the child."""
+    directory = Path(tempfile.mkdtemp(prefix="topslot-bench-tune-"))
+    (directory / "sitecustomize.py").write_text(_TUNE_HOOK, encoding="utf-8")
+    return directory
 
 
 # ---------------------------------------------------------------- the naive sender
@@ -262,8 +292,8 @@ def main() -> None:
         action="append",
         default=[],
         metavar="MODULE.NAME=INT",
-        help="A/B in one run: also run topslot with these constants set (on top of --tune), each such run right "
-        "after a plain one, and print both medians and their ratio (with --processes 1: helpers start afresh), "
+        help="A/B in one run: also run topslot with these constants set (on top of --tune, in every process of "
+        "topslot's, helpers included), each such run right after a plain one, and print both medians and their ratio, "
         "e.g. topslot.store.db.SQLITE_SYNCHRONOUS=1",
     )
     parser.add_argument(
