@@ -143,6 +143,9 @@ _NOW = bindparam("now", type_=deliveries.c.updated_at.type)
 _MARK_SENDING = (
     update(deliveries)
     .where(
+        # the ids alone first: SQLite searches a row-value IN list by no index (it read every claimed
+        # row of the ledger for each chunk), a plain IN list by the primary key
+        deliveries.c.id.in_(bindparam("ids", expanding=True)),
         tuple_(deliveries.c.id, deliveries.c.lease_epoch).in_(bindparam("rows", expanding=True)),  # this claim
         deliveries.c.state == S.CLAIMED,
         deliveries.c.lease_owner == bindparam("owner"),
@@ -161,7 +164,8 @@ async def mark_sending(engine: AsyncEngine, rows: Sequence[tuple[int, int]], own
     if not rows:
         return set()
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
-        got = (await conn.execute(_MARK_SENDING, {"rows": list(rows), "owner": owner, "now": now})).all()
+        params = {"ids": [i for i, _ in rows], "rows": list(rows), "owner": owner, "now": now}
+        got = (await conn.execute(_MARK_SENDING, params)).all()
     return {r.id for r in got}
 
 
