@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import functools
 import importlib
 import json
@@ -180,6 +181,7 @@ def _tune_hook() -> Path:
     """A directory holding a ``sitecustomize`` that applies ``TOPSLOT_BENCH_TUNE`` when any Python
     process starts: ``--tune`` reaches the dispatch helpers, which are not forked from the child."""
     directory = Path(tempfile.mkdtemp(prefix="topslot-bench-tune-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)  # removed when the benchmark ends
     (directory / "sitecustomize.py").write_text(_TUNE_HOOK, encoding="utf-8")
     return directory
 
