@@ -1,7 +1,7 @@
 """The ledger under faults: SIGKILL the daemon at each step of a delivery, restart it, check the ledger.
 
-1,000 contacts, one email slot, a real SMTP server over TCP in this process, ``topslot run`` as a
-child process on a simulated clock. The first run dies by SIGKILL at one step (a failpoint in the
+1,250 contacts (five chunks at the test's rate), one email slot, a real SMTP server over TCP in
+this process, ``topslot run`` as a child process on a simulated clock. The first run dies by SIGKILL at one step (a failpoint in the
 daemon, or this test's kill while one message's body is on the wire); the second run (same node id,
 no failpoint, still within the slot's grace) recovers and finishes. Then:
 
@@ -19,7 +19,6 @@ no failpoint, still within the slot's grace) recovers and finishes. Then:
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import time
@@ -45,23 +44,32 @@ from dispatch.crash_support import (
     wait_until,
     write_setup,
 )
-from topslot.dispatch.dispatcher import CHUNK, IN_FLIGHT
+from topslot.dispatch.claims import CLAIM_BATCH
+from topslot.dispatch.dispatcher import IN_FLIGHT, chunk_rows
 
 pytestmark = pytest.mark.slow
 
 DUE = datetime(2027, 5, 6, 7, 30, tzinfo=UTC)
-CONTACTS = 1000
-BIG_INDEX = 500  # the recipient whose ~7 MB body is on the wire when the "during DATA" kill lands
-RATE = 500  # messages/s: the bucket takes ~2 s, so kills land mid-bucket
+RATE = 500  # messages/s: the bucket takes ~2.5 s, so kills land mid-bucket
+CHUNK = chunk_rows(RATE)  # rows per chunk at this rate
+CONTACTS = 5 * CHUNK
+BIG_INDEX = CONTACTS // 2  # the recipient whose ~7 MB body is on the wire when the "during DATA" kill lands
 SMTP_CONNECTIONS = 4  # write_setup's pool_size: at most one message on the wire on each
 FIRST_FROM = DUE - timedelta(seconds=63)  # the bucket starts at due − 60 s
 RESTART_FROM = DUE + timedelta(minutes=2)  # late, but within the 15-minute grace
 DEATH_TIMEOUT_S = 60
 FINISH_TIMEOUT_S = 90
 
-CHUNKS = math.ceil(CONTACTS / CHUNK)
-MID_BUCKET = max(1, min(3, CHUNKS))  # the 3rd chunk: earlier ones are done, later ones are coming
-NEXT_WAVE = min(IN_FLIGHT + 1, CHUNKS)  # the first chunk that starts only after another one finished
+# each claim batch (CLAIM_BATCH rows) goes out in chunks of CHUNK rows
+CHUNK_SIZES = [
+    min(CHUNK, batch - start)
+    for first in range(0, CONTACTS, CLAIM_BATCH)
+    for batch in [min(CLAIM_BATCH, CONTACTS - first)]
+    for start in range(0, batch, CHUNK)
+]
+MID_BUCKET = 3  # the 3rd chunk: earlier ones are done, later ones are coming
+NEXT_WAVE = IN_FLIGHT + 1  # the first chunk that starts only after another one finished
+assert len(CHUNK_SIZES) > NEXT_WAVE and len(CHUNK_SIZES) > MID_BUCKET
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,7 @@ class Step:
 STEPS = [
     Step("after_claim", "after_claim:1", on_the_wire=False),  # the first claim batch (CLAIM_BATCH rows)
     Step("after_render", "after_render:1", on_the_wire=False),  # the first chunk, before it is marked sending
-    Step("after_render_mid_bucket", f"after_render:{NEXT_WAVE}", on_the_wire=False, mid_bucket=NEXT_WAVE > IN_FLIGHT),
+    Step("after_render_mid_bucket", f"after_render:{NEXT_WAVE}", on_the_wire=False, mid_bucket=True),
     Step("during_data", None, on_the_wire=True, mid_bucket=True),
     Step("after_reply", f"after_reply:{MID_BUCKET}", on_the_wire=True, mid_bucket=True),
     Step("after_commit", f"after_commit:{MID_BUCKET}", on_the_wire=False, mid_bucket=True),
@@ -173,7 +181,7 @@ async def test_sigkill_at_each_step_then_restart_sends_everybody_once(tmp_path: 
     # rows never handed over were sent after the restart
     assert states_at_death.get("claimed", set()) | states_at_death.get("planned", set()) <= sent
 
-    if step.name in ("after_claim", "after_render"):  # nothing on the wire yet: all 1,000 sent exactly once
+    if step.name in ("after_claim", "after_render"):  # nothing on the wire yet: all sent exactly once
         assert not sending_at_death and not unknown, counts(at_death)
         assert sent == set(final) and set(received) == sent
     if step.on_the_wire:
@@ -182,8 +190,7 @@ async def test_sigkill_at_each_step_then_restart_sends_everybody_once(tmp_path: 
         assert 0 < len(states_at_death.get("sent", set())) < CONTACTS, counts(at_death)
     if step.name == "after_reply":
         # the failpoint's chunk had all its replies (every one a 250), yet its rows are only `unknown`
-        chunk = min(CHUNK, CONTACTS - (MID_BUCKET - 1) * CHUNK)
-        assert len(sending_at_death & set(received_at_death)) >= chunk
+        assert len(sending_at_death & set(received_at_death)) >= CHUNK_SIZES[MID_BUCKET - 1]
     if step.name == "during_data":
         big = next(r.id for r in final.values() if r.email == setup.big_email)
         assert current.get("killed") == big
@@ -197,7 +204,7 @@ async def test_sigterm_mid_bucket_finishes_what_is_on_the_wire_and_leaves_no_unk
     current: dict[str, int] = {}
 
     def on_body(delivery_id: int, rcpt: str) -> None:
-        if len(server.received) >= 300 and "termed" not in current and "pid" in current:
+        if len(server.received) >= CHUNK // 2 and "termed" not in current and "pid" in current:
             os.kill(current["pid"], signal.SIGTERM)
             current["termed"] = delivery_id
 

@@ -46,13 +46,14 @@ from dispatch.crash_support import (
     wait_until,
     write_sms_setup,
 )
-from topslot.dispatch.dispatcher import CHUNK, IN_FLIGHT
+from topslot.dispatch.dispatcher import IN_FLIGHT, chunk_rows
 
 pytestmark = pytest.mark.slow
 
 DUE = datetime(2027, 5, 6, 7, 30, tzinfo=UTC)
+RATE = 250.0  # SMS/s (the messenger's token bucket): the bucket takes ~2.5 s
+CHUNK = chunk_rows(RATE)  # rows per chunk at this rate
 CONTACTS = 5 * CHUNK  # 5 chunks: a kill in the 2nd or 3rd leaves some sent, some on the wire, some not handed over
-RATE = 250.0  # SMS/s (the messenger's token bucket): the bucket takes ~4 s
 MAX_IN_FLIGHT = 8  # requests open at once
 DELAY_S = 0.02  # the fake answers each request after this long: several are open at any moment
 FIRST_FROM = DUE - timedelta(seconds=63)  # the bucket starts at due − 60 s

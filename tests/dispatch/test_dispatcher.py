@@ -9,13 +9,14 @@ from email import message_from_bytes, policy
 import pytest
 from channels.scripted_smtp import ScriptedSmtpServer
 from sqlalchemy import insert, select
+from structlog.testing import capture_logs
 
 from dispatch.fixtures import DUE, NOW, campaign, import_people, ledger_by_email, settings
 from topslot.channel import spec_of
 from topslot.clock import FakeClock
 from topslot.coupons import codes
 from topslot.coupons.keys import active_coupon_key
-from topslot.dispatch.dispatcher import ChunkWindow
+from topslot.dispatch.dispatcher import CHUNK, CHUNK_MIN, ChunkWindow, chunk_rows
 from topslot.dispatch.service import DispatchService
 from topslot.links.tokens import verify
 from topslot.scheduling.scheduler import BucketScheduler
@@ -190,6 +191,38 @@ async def test_pause_on_exhausted_coupons_hands_rows_back_once_and_sends_nothing
             assert server.received == []
         finally:
             await service.close()
+
+
+def test_a_chunk_holds_half_a_second_of_the_providers_rate_within_its_bounds() -> None:
+    assert chunk_rows(None) == CHUNK == 1000  # no rate (a file outbox): the largest chunk
+    assert chunk_rows(1_000_000) == CHUNK
+    assert chunk_rows(2000) == 1000
+    assert chunk_rows(50) == 25  # SMTP's default rate
+    assert chunk_rows(1) == chunk_rows(0.1) == CHUNK_MIN == 10  # Twilio's default rate
+
+
+async def test_the_bucket_goes_out_in_chunks_sized_by_the_providers_rate(engine, tmp_path) -> None:
+    emails = [f"accept+{i}@d{i % 3}.example" for i in range(25)]
+    async with ScriptedSmtpServer() as server:
+        await import_people(engine, tmp_path, emails)
+        local = {"host": "127.0.0.1", "port": server.port, "tls": "none", "pool_size": 4, "rate_per_second": 40}
+        s = settings(tmp_path, server.port, smtp={"local": local})
+        c = campaign()
+        clock = FakeClock(NOW)
+        service = DispatchService(engine, s, clock, node="test-node")
+        scheduler = BucketScheduler(engine, s, clock, owner=service.owner, on_claimed=service.dispatch)
+        try:
+            await service.on_campaigns_changed({c.id: c})
+            await scheduler.on_campaigns_changed({c.id: c})
+            clock.set(DUE - timedelta(minutes=1))
+            with capture_logs() as logs:
+                assert await scheduler.fire_bucket(c.id, "email", DUE) == 25
+        finally:
+            await service.close()
+        rows = await ledger_by_email(engine)
+    assert {r["state"] for r in rows.values()} == {"sent"} and len(server.accepted()) == 25
+    # 40 messages/s: chunks of 20 rows (half a second), each marked and recorded on its own
+    assert sorted(e["rows"] for e in logs if e["event"] == "chunk_sent") == [5, 20]
 
 
 async def test_the_chunk_window_keeps_at_most_its_size_in_flight_and_waits_for_all() -> None:
