@@ -20,12 +20,15 @@ from topslot.errors import TransientSendError
 
 @dataclass(frozen=True, slots=True)
 class EmailEnvelope:
-    """One rendered email, ready for SMTP: envelope addresses and the complete RFC 5322 bytes (CRLF)."""
+    """One rendered email, ready for SMTP: envelope addresses and the complete RFC 5322 bytes (CRLF).
+    ``crlf``: its maker guarantees that every line of ``data`` ends in CRLF, with no bare CR or LF
+    (``MimeAssembler``'s output), so the SMTP transport does not scan it for them again."""
 
     delivery_id: int
     mail_from: str
     rcpt_to: str
     data: bytes
+    crlf: bool = False
 
 
 @dataclass(frozen=True, slots=True)

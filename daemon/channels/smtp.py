@@ -330,6 +330,7 @@ class SmtpPool:
                 message.rcpt_to,
                 data,
                 utf8=not (message.mail_from.isascii() and message.rcpt_to.isascii()),
+                crlf=message.crlf,  # seven_bit keeps CRLF line ends
             )
         except SMTPResponseException as exc:
             raise self._reply_error(conn, conn.stage, exc.code, exc.message) from None

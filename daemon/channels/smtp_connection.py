@@ -82,12 +82,14 @@ CLOSING = 421
 INVALID_RESPONSE = -1  # aiosmtplib's code for a reply it cannot read
 
 
-def data_payload(message: bytes) -> bytes:
+def data_payload(message: bytes, *, crlf: bool = False) -> bytes:
     """The bytes sent after DATA's 354: CRLF line ends, dot-stuffed (RFC 5321 §4.5.2), ending with
-    the terminating ``.\\r\\n``."""
-    crlf = message.count(b"\r\n")
-    if message.count(b"\n") != crlf or message.count(b"\r") != crlf:
-        message = _LONE_LINE_ENDS.sub(b"\r\n", message)
+    the terminating ``.\\r\\n``. ``crlf``: the caller guarantees CRLF line ends already (no bare CR
+    or LF), so the message is not scanned for them (three passes: ~15 µs for a 7 KB message)."""
+    if not crlf:
+        pairs = message.count(b"\r\n")
+        if message.count(b"\n") != pairs or message.count(b"\r") != pairs:
+            message = _LONE_LINE_ENDS.sub(b"\r\n", message)
     if not message.endswith(b"\r\n"):
         message += b"\r\n"
     if b"\n." in message or message.startswith(b"."):
@@ -177,15 +179,18 @@ class SmtpConnection(SMTP):
         self.last_used = 0.0  # monotonic seconds, set by the pool
         self.sent = 0
 
-    async def send_raw(self, mail_from: str, rcpt_to: str, message: bytes, *, utf8: bool = False) -> SMTPResponse:
+    async def send_raw(
+        self, mail_from: str, rcpt_to: str, message: bytes, *, utf8: bool = False, crlf: bool = False
+    ) -> SMTPResponse:
         """One transaction for one recipient: MAIL, RCPT, DATA with already-assembled bytes; RSET
         after a refusal. Like ``sendmail()`` without its per-message address parsing (an RFC 5322
         parser, ~20 % of the CPU per message): the envelope addresses are only checked for
-        characters that could break the command line."""
+        characters that could break the command line. ``crlf``: ``message`` has CRLF line ends only
+        (``data_payload``)."""
         if self.protocol is None:
             raise SMTPServerDisconnected("Server not connected")
         try:
-            return await self._send_raw(mail_from, rcpt_to, message, utf8)
+            return await self._send_raw(mail_from, rcpt_to, message, utf8, crlf)
         except asyncio.CancelledError:
             # a reply may still be on its way (EHLO's, a 354, the final dot's 250): read later, it would
             # pass for the next transaction's (a 354 turning its commands into a body, a 250 recording
@@ -193,7 +198,7 @@ class SmtpConnection(SMTP):
             self.close()
             raise
 
-    async def _send_raw(self, mail_from: str, rcpt_to: str, message: bytes, utf8: bool) -> SMTPResponse:
+    async def _send_raw(self, mail_from: str, rcpt_to: str, message: bytes, utf8: bool, crlf: bool) -> SMTPResponse:
         if self.is_ehlo_or_helo_needed:
             self.stage = "connect"
             await self._ehlo_or_helo_if_needed()
@@ -201,7 +206,7 @@ class SmtpConnection(SMTP):
             raise SMTPNotSupported("the server does not support SMTPUTF8 (non-ASCII addresses)")
         encoding = "utf-8" if utf8 else "ascii"
         sender, recipient = _envelope_address(mail_from, encoding), _envelope_address(rcpt_to, encoding)
-        payload = data_payload(message)
+        payload = data_payload(message, crlf=crlf)
         options = [b"SIZE=%d" % (len(payload) - 3)] if "size" in self.esmtp_extensions else []
         if utf8:
             options.append(b"SMTPUTF8")

@@ -312,7 +312,7 @@ class Dispatcher:
             assembler = kit.compiled.assembler
             assert assembler is not None  # compiled with email content: the campaign sends email
             data = assembler.assemble(rendered, to=address, to_name=name, delivery_id=r.delivery_id, date=now)
-            return EmailEnvelope(r.delivery_id, links.return_path or assembler.mail_from, address, data)
+            return EmailEnvelope(r.delivery_id, links.return_path or assembler.mail_from, address, data, crlf=True)
         body = kit.compiled.render_text(channel, contact, r.coupon_code, links, r.slot)
         if not spec.cards:
             return TextMessage(r.delivery_id, address, body)

@@ -32,13 +32,16 @@ def test_line_ends_are_normalised_and_a_last_line_end_added() -> None:
 
 def test_leading_dots_are_doubled() -> None:
     assert data_payload(b".a\r\n..b\r\n.\r\nc.d\r\n") == b"..a\r\n...b\r\n..\r\nc.d\r\n.\r\n"
+    # with CRLF promised (the assembler's output) the dots are still doubled, and a last CRLF added
+    assert data_payload(b".a\r\n..b\r\n.\r\nc.d", crlf=True) == b"..a\r\n...b\r\n..\r\nc.d\r\n.\r\n"
 
 
 @given(
-    st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")), min_size=1, max_size=30)
+    st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")), min_size=1, max_size=30),
+    st.booleans(),
 )
-def test_unstuffing_gives_back_the_lines(lines: list[bytes]) -> None:
-    payload = data_payload(b"".join(line + b"\r\n" for line in lines))
+def test_unstuffing_gives_back_the_lines(lines: list[bytes], crlf: bool) -> None:
+    payload = data_payload(b"".join(line + b"\r\n" for line in lines), crlf=crlf)  # CRLF: the promise holds
     body, end = payload[:-3], payload[-3:]
     assert end == b".\r\n"
     assert b"\r\n.\r\n" not in b"\r\n" + body  # no early end-of-data line

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from topslot.channels.smtp_connection import data_payload
 from topslot.rendering.mime import (
     HeaderValueError,
     MimeAssembler,
@@ -171,6 +172,30 @@ def test_seven_bit_re_encodes_exactly_as_the_seven_bit_assembler(text: str, html
     assert seven.isascii()
     assert seven_bit(eight) == seven
     assert seven_bit(seven) == seven
+
+
+_LINE_ENDS = st.sampled_from(["\n", "\r", "\r\n", "\n\r", "\r\r\n", ".", "\n.", "\x00", "é", "中", "a", " "])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(_LINE_ENDS, max_size=60).map("".join),
+    st.lists(_LINE_ENDS, max_size=60).map("".join),
+    st.lists(_LINE_ENDS, max_size=20).map("".join),
+    st.booleans(),
+)
+def test_the_assembled_message_has_crlf_line_ends_only_as_its_envelope_promises(
+    text: str, html: str, name: str, eight_bit: bool
+) -> None:
+    """The dispatcher's envelope says ``crlf=True`` for the assembler's output: the SMTP transport
+    then skips its scan for bare CR and LF (``data_payload``), so the promise must hold whatever the
+    contact data and templates hold."""
+    assembler = MimeAssembler(from_="Shop <news@shop.example.com>", campaign_id="c1", eight_bit=eight_bit)
+    parts = Parts("s" + name, html, text, (("X-Note", name), ("List-Unsubscribe", UNSUBSCRIBE)))
+    data = assembler.assemble(parts, to="a@example.net", to_name=name or None, delivery_id=5, date=WHEN)
+    assert_wire_format(data)
+    assert data_payload(data, crlf=True) == data_payload(data)
+    assert_wire_format(seven_bit(data))  # a server without 8BITMIME: still CRLF only
 
 
 def test_text_holding_the_boundary_is_sent_quoted_printable(assembler: MimeAssembler) -> None:
