@@ -1,5 +1,6 @@
-"""Helpers for the SIGKILL tests: a config directory for a 1,000-contact campaign, ``topslot`` as a
-child process, a SMTP server that reports each message's body as it starts to arrive, ledger reads;
+"""Helpers for the SIGKILL tests: a config directory for a campaign of as many contacts as the test
+asks for, ``topslot`` as a child process, a SMTP server that reports each message's body as it
+starts to arrive, ledger reads;
 for SMS, a config directory whose Twilio is the fake Twilio of this process (``write_sms_setup``),
 a fake that reports each create request as it arrives (``CrashTwilio``), and ``sms_ledger``.
 For IM, the same through the fake company gateway: ``write_im_setup``, ``CrashImGateway``, ``im_ledger``.

@@ -1,9 +1,10 @@
 """The ledger under faults: SIGKILL the daemon at each step of a delivery, restart it, check the ledger.
 
 1,250 contacts (five chunks at the test's rate), one email slot, a real SMTP server over TCP in
-this process, ``topslot run`` as a child process on a simulated clock. The first run dies by SIGKILL at one step (a failpoint in the
-daemon, or this test's kill while one message's body is on the wire); the second run (same node id,
-no failpoint, still within the slot's grace) recovers and finishes. Then:
+this process, ``topslot run`` as a child process on a simulated clock. The first run dies by
+SIGKILL at one step (a failpoint in the daemon, or this test's kill while one message's body is on
+the wire); the second run (same node id, no failpoint, still within the slot's grace) recovers and
+finishes. Then:
 
 - every row is terminal, and every send attempt was the only one (attempts == 1);
 - no delivery reached the server twice; every ``sent`` row reached it; the server got nothing the
