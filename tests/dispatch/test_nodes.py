@@ -122,11 +122,18 @@ async def held_by(nodes: Cluster, node: str) -> Counter[str]:
 
 
 async def node0_sending(nodes: Cluster, *, count: int, sent: int, lead_in: float) -> None:
-    """Start ``count`` nodes; return once node0 is mid-burst: ``sent`` of its rows sent, more held."""
+    """Start ``count`` nodes; return once node0 is mid-burst: ``sent`` of its rows sent, and rows of
+    its claim batch still ``claimed`` behind the chunks on the wire (how long they are depends on
+    the chunk size, so it is waited for, not assumed; bounded: a bucket that ends first fails)."""
     await nodes.start_all(count, lead_in=lead_in)
     await nodes.wait_event(0, "bucket_started", timeout=60)
-    while (await held_by(nodes, "node0"))["sent"] < sent:
-        await asyncio.sleep(0.05)
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        held = await held_by(nodes, "node0")
+        if held["sent"] >= sent and held["claimed"] > 0:
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"never saw node0 mid-burst: {dict(held)}"
+        await asyncio.sleep(0.02)
 
 
 async def test_a_node_killed_mid_burst_has_its_rows_finished_by_the_others_in_seconds(tmp_path, pg_test_url) -> None:
