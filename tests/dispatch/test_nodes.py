@@ -61,23 +61,35 @@ async def test_three_nodes_send_30000_deliveries_each_accepted_exactly_once(tmp_
 
 async def test_a_node_stopped_mid_bucket_leaves_its_unsent_rows_to_the_others(tmp_path, pg_test_url) -> None:
     n = 4_000
-    async with cluster(tmp_path, pg_test_url, contacts=n, rate=200) as nodes:  # about 20 s of sending
+    async with cluster(tmp_path, pg_test_url, contacts=n, rate=200) as nodes:  # about 20 s of sending (the rate is shared)
         await nodes.start_all(2, lead_in=20)
         await nodes.wait_event(0, "bucket_started", timeout=60)
         deadline = asyncio.get_running_loop().time() + 60  # bounded: a bucket that ends first fails the test
-        while True:  # node0 holds claimed rows below node1's claim cursor, and the bucket goes on
-            rows = await nodes.rows()
-            held = [i for i, (state, node) in rows.items() if node == "node0" and state == "claimed"]
-            cursor = max((i for i, (_, node) in rows.items() if node == "node1"), default=0)
-            if held and min(held) < cursor and any(state == "planned" for state, _ in rows.values()):
-                break
-            assert asyncio.get_running_loop().time() < deadline, "never saw node0 hold rows behind node1's cursor"
+        # Which node claims first is a race, and the two then claim in turn: the one whose claimed
+        # rows lie below the other's claim cursor is stopped (what it hands back, the other's pass
+        # has gone by), while the bucket goes on.
+        while (stopped := behind(await nodes.rows())) is None:
+            assert asyncio.get_running_loop().time() < deadline, "never saw a node hold rows behind the other's cursor"
             await asyncio.sleep(0.1)
-        assert await nodes.stop(0) == 0  # systemctl stop: chunks on the wire finish, the rest goes back
-        handed_back = nodes.nodes[0].events("dispatch_stopped")
+        print(f"\nstopping node{stopped}")
+        assert await nodes.stop(stopped) == 0  # systemctl stop: chunks on the wire finish, the rest goes back
+        handed_back = nodes.nodes[stopped].events("dispatch_stopped")
         states = await nodes.until_settled(timeout=60)  # seconds, not the next re-plan
     assert handed_back and handed_back[0]["handed_back"] > 0
     assert states == {"sent": n}
+
+
+def behind(rows: dict[int, tuple[str, str | None]]) -> int | None:
+    """The node (0 or 1) holding ``claimed`` rows below the other's claim cursor while rows are
+    still planned; None if neither does."""
+    if not any(state == "planned" for state, _ in rows.values()):
+        return None
+    for k in (0, 1):
+        held = [i for i, (state, node) in rows.items() if node == f"node{k}" and state == "claimed"]
+        cursor = max((i for i, (_, node) in rows.items() if node == f"node{1 - k}"), default=0)
+        if held and min(held) < cursor:
+            return k
+    return None
 
 
 async def test_the_harness_leaves_no_node_and_no_database_behind(tmp_path, pg_test_url) -> None:
