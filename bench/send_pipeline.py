@@ -69,7 +69,7 @@ POOL_SIZE = 20
 NAIVE_CONCURRENCY = 10
 TARGET_MSGS, TARGET_RATIO, TARGET_MB = 2000.0, 6.0, 150.0
 TARGET_SOURCE_SHARE = {1: 0.4, 2: 0.5}  # issue 15: share of smtp-source by dispatch processes (1, 2 or more)
-TARGET_NAIVE_15 = {1: 0.0, 2: 12.0}  # issue 15: × the naive sender, by processes (two: the headline)
+TARGET_NAIVE_15 = {2: 12.0}  # issue 15: × the naive sender, two processes (the headline) only
 
 
 # ---------------------------------------------------------------- the campaign and its ledger
@@ -451,8 +451,8 @@ def main() -> None:
         to_naive = statistics.median(r[1] for r in rounds)
         each = ", ".join(f"{a:.2f}×/{b:.1f}×" for a, b in rounds)
         print(f"  per round           topslot / smtp-source, / naive: {each}")
-        naive_share = TARGET_NAIVE_15[min(args.processes, 2)]
-        met = to_source >= share and to_naive >= naive_share
+        naive_share = TARGET_NAIVE_15.get(min(args.processes, 2))
+        met = to_source >= share and (naive_share is None or to_naive >= naive_share)
         wanted = f"≥ {share}× smtp-source" + (f" and ≥ {naive_share:.0f}× naive" if naive_share else "")
         print(
             f"  target (issue 15, processes {args.processes}): {wanted} (medians of the rounds' ratios): "
