@@ -377,8 +377,9 @@ events = Table(
     Column("ip", String(45)),
     Column("label", String(20)),  # human | machine_open | scanner (topslot.tracking.classify)
     Column("reason", String(200)),
-    # burst detection reads a delivery's clicks of the last seconds, open upgrades its opens
-    Index(None, "delivery_id", "kind", "occurred_at"),
+    # burst detection reads a delivery's clicks of the last seconds (the links clicked: from the
+    # index alone), open upgrades its opens
+    Index(None, "delivery_id", "kind", "occurred_at", "link_id"),
     Index(None, "campaign_id", "kind", "occurred_at"),
     Index(None, "occurred_at"),
 )

@@ -122,14 +122,14 @@ def delivery_facts(conn: Connection, delivery_ids: Iterable[int]) -> dict[int, D
 
 def recent_clicks(conn: Connection, delivery_ids: Iterable[int], since: datetime) -> list[StoredEvent]:
     """Stored clicks of these deliveries at or after ``since`` (burst detection across batches): read
-    by ``ix_events_delivery_id_kind_occurred_at``, so the seconds asked for, not each delivery's history."""
+    by ``ix_events_delivery_id_kind_occurred_at_link_id``, so the seconds asked for, not each delivery's history."""
     return _events_of(conn, _query(conn, "events", "click", True, None), delivery_ids, since)
 
 
 def recent_click_links(conn: Connection, delivery_ids: Iterable[int], since: datetime) -> dict[int, set[int | None]]:
     """The links (ids; None for a click without one) of the stored clicks of these deliveries at or
     after ``since``: a row per delivery and link, no times. Which deliveries may be in a burst at all
-    (burst detection then reads only their clicks, ``recent_clicks``)."""
+    (burst detection then reads only their clicks, ``recent_clicks``). Answered from that index alone."""
     stmt = _query(conn, "click_links")
     out: dict[int, set[int | None]] = {}
     for chunk in _chunks(sorted(set(delivery_ids))):
@@ -284,6 +284,8 @@ def _bind_processor(name: str, dialect: Dialect) -> Callable[[Any], Any] | None:
 
 def _sqlite_instant(value: datetime) -> str:
     """``UTCDateTime`` + SQLite ``DATETIME`` binding: aware → UTC → ``YYYY-MM-DD HH:MM:SS.ffffff``."""
+    if value.tzinfo is UTC:  # the server's clock: already UTC, cut the "+00:00"
+        return value.isoformat(" ", "microseconds")[:26]
     if value.tzinfo is None:
         raise ValueError(f"naive datetime {value!r}: topslot stores aware datetimes only")
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
@@ -291,20 +293,29 @@ def _sqlite_instant(value: datetime) -> str:
 
 def written_through(conn: Connection, source: str) -> int:
     """The number of the last hit of ``source`` (a tracking server run) stored; 0 if none is."""
-    c = tracking_sources.c
-    found = conn.execute(select(c.written_through).where(c.source == source)).scalar()
+    found = conn.execute(_SOURCE_READ, {"source": source}).scalar()
     return int(found or 0)
 
 
 def set_written_through(conn: Connection, source: str, seq: int, now: datetime) -> None:
     """Every hit of ``source`` numbered up to ``seq`` is stored (in the transaction that stored them)."""
-    stmt = upsert_insert(conn, tracking_sources).values(source=source, written_through=seq, updated_at=now)
-    conn.execute(
-        stmt.on_conflict_do_update(
+    conn.execute(_source_upsert(conn), {"source": source, "written_through": seq, "updated_at": now})
+
+
+_SOURCE_READ = select(tracking_sources.c.written_through).where(tracking_sources.c.source == bindparam("source"))
+_SOURCE_UPSERTS: dict[str, Any] = {}
+
+
+def _source_upsert(conn: Connection) -> Any:
+    """``set_written_through``'s statement, built once per dialect (building it took longer than running it)."""
+    stmt = _SOURCE_UPSERTS.get(conn.dialect.name)
+    if stmt is None:
+        new = upsert_insert(conn, tracking_sources)
+        stmt = _SOURCE_UPSERTS[conn.dialect.name] = new.on_conflict_do_update(
             index_elements=[tracking_sources.c.source],
-            set_={"written_through": stmt.excluded.written_through, "updated_at": stmt.excluded.updated_at},
+            set_={"written_through": new.excluded.written_through, "updated_at": new.excluded.updated_at},
         )
-    )
+    return stmt
 
 
 def purge_sources(conn: Connection, before: datetime) -> int:

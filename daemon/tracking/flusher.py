@@ -333,6 +333,7 @@ async def _serve(sock: socket.socket, spec: EngineSpec, rules: Rules) -> None:
             out.write(_frame(answer))
             await out.drain()
     finally:
+        writer.close()
         if isinstance(writer.engine, Engine):  # SQLite's blocking engine
             writer.engine.dispose()
         await engine.dispose()

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from topslot import metrics
 from topslot.store import tracking_events as store
 from topslot.store.db import IMMEDIATE
+from topslot.tracking.cache import LruCache
 from topslot.tracking.classify import (
     DEFAULT_RULES,
     HUMAN,
@@ -50,6 +51,7 @@ from topslot.tracking.classify import (
 from topslot.tracking.hits import Hit
 
 LINK_BURST = Label(SCANNER, "link_burst")
+HUMAN_OPENED_CACHE = 100_000  # deliveries (~100 bytes each)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,18 @@ class EventWriter:
     def __init__(self, engine: AsyncEngine | Engine, rules: Rules = DEFAULT_RULES):
         self.engine = engine
         self.rules = rules
+        self._conn: Connection | None = None  # write_blocking's, kept between batches
+        # Deliveries known to have an open labelled human: an open is relabelled only from
+        # machine_open to human (an upgrade), never back, so this stays true (whoever wrote the open).
+        # Filled once the transaction that saw it has committed (``_remember``).
+        self._human_opened: LruCache[int, bool] = LruCache(HUMAN_OPENED_CACHE)
+        self._opened_now: set[int] = set()
+
+    def close(self) -> None:
+        """Close ``write_blocking``'s connection (the engine is the caller's to dispose of)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
     async def __call__(self, hits: Sequence[Hit]) -> Written:
         return await self.write(hits)
@@ -86,17 +100,37 @@ class EventWriter:
         if not hits:
             return Written(0, 0, 0)
         async with engine.execution_options(**IMMEDIATE).begin() as conn:
-            return await conn.run_sync(self._store, hits, source)
+            written = await conn.run_sync(self._store, hits, source)
+        self._remember()
+        return written
 
     def write_blocking(self, hits: Sequence[Hit], source: str | None = None) -> Written:
         engine = self.engine
         assert isinstance(engine, Engine), "write_blocking: a blocking Engine's writer"
         if not hits:
             return Written(0, 0, 0)
-        with engine.execution_options(**IMMEDIATE).begin() as conn:
-            return self._store(conn, hits, source)
+        # One connection for every batch: a pool's check-out and check-in (its reset) cost more per
+        # batch than its few statements' own Python. Dropped after a failure; the next batch opens another.
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = engine.connect().execution_options(**IMMEDIATE)
+        try:
+            with conn.begin():
+                written = self._store(conn, hits, source)
+        except BaseException:
+            self.close()
+            raise
+        self._remember()
+        return written
+
+    def _remember(self) -> None:
+        """After a commit: the deliveries its batch found (or made) with a human open."""
+        for delivery_id in self._opened_now:
+            self._human_opened.put(delivery_id, True)
+        self._opened_now = set()
 
     def _store(self, conn: Connection, hits: Sequence[Hit], source: str | None = None) -> Written:
+        self._opened_now = set()
         repeated = 0
         if source is not None:  # skip what an earlier write of this batch stored; then say how far it is
             done = store.written_through(conn, source)
@@ -147,11 +181,15 @@ class EventWriter:
                 if first is None or h.occurred_at < first:
                     human_clicks[h.delivery_id] = h.occurred_at
         if human_clicks:  # deliveries with a human open need nothing; the others' machine opens are candidates
-            settled = store.with_open_labelled(conn, human_clicks, HUMAN)
-            waiting = [d for d in human_clicks if d not in settled]
+            asked = [d for d in human_clicks if self._human_opened.get(d) is None]
+            settled = store.with_open_labelled(conn, asked, HUMAN) if asked else set()
+            waiting = [d for d in asked if d not in settled]
             stored = store.opens_of(conn, waiting, MACHINE_OPEN) if waiting else []
             opens = [Open(o.id, o.delivery_id, o.occurred_at, o.label) for o in stored]
-            relabel += [(i, HUMAN, UPGRADED_BY_CLICK) for i in opens_to_upgrade(opens, human_clicks)]
+            upgraded = opens_to_upgrade(opens, human_clicks)
+            relabel += [(i, HUMAN, UPGRADED_BY_CLICK) for i in upgraded]
+            chosen = set(upgraded)
+            self._opened_now = settled | {o.delivery_id for o in stored if o.id in chosen}
         store.set_labels(conn, relabel)
         tally = Counter((h.kind, lab.label) for h, lab in zip(known, labels, strict=True))
         return Written(len(rows), len(hits) - len(known), len(relabel), tuple((*k, n) for k, n in tally.items()))

@@ -106,6 +106,23 @@ async def test_sqlite_pragmas(tmp_path: Path) -> None:
         await engine.dispose()
 
 
+async def test_the_batch_writers_blocking_engine_reads_through_a_map_and_journals_in_memory(tmp_path: Path) -> None:
+    engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'w.db'}")
+    blocking = db.sync_sqlite_engine(engine)
+    try:
+        with blocking.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA mmap_size").scalar() == 1 << 30
+            assert conn.exec_driver_sql("PRAGMA temp_store").scalar() == 2  # MEMORY
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # the rest as every connection
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        async with engine.connect() as conn:  # the daemon's own connections keep SQLite's defaults
+            assert (await conn.exec_driver_sql("PRAGMA mmap_size")).scalar() == 0
+            assert (await conn.exec_driver_sql("PRAGMA temp_store")).scalar() == 0
+    finally:
+        blocking.dispose()
+        await engine.dispose()
+
+
 async def test_sqlite_rolls_back_and_begins_immediate(tmp_path: Path) -> None:
     engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'tx.db'}")
     await upgrade(engine)

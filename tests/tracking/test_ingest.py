@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from topslot.store import tracking_events as store
+from topslot.store.db import sync_sqlite_engine
 from topslot.store.links import find_link
 from topslot.tracking.hits import Hit
 from topslot.tracking.ingest import EventWriter
@@ -185,3 +189,64 @@ async def test_numbers_are_per_server_run_and_unnumbered_batches_are_stored_as_g
     assert (result.written, result.repeated) == (1, 0)
     await writer([open_(world, LATER)])  # no source (an in-memory database's inline writer): no numbering
     assert len(await stored_events(world.engine)) == 3
+
+
+async def test_a_delivery_known_to_have_a_human_open_is_not_asked_again(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Human opens are never relabelled, so once a committed batch has seen one, the delivery's next
+    human clicks skip the question. A batch whose transaction fails teaches nothing."""
+    landing, _ = await link_ids(world)
+    asked: list[list[int]] = []
+    real = store.with_open_labelled
+
+    def recording(conn: Any, delivery_ids: Any, label: str) -> set[int]:
+        asked.append(sorted(delivery_ids))
+        return real(conn, delivery_ids, label)
+
+    monkeypatch.setattr(store, "with_open_labelled", recording)
+    ny = world.delivery["newyork"]
+    writer = EventWriter(world.engine)
+    await writer([open_(world, LATER), click(world, landing, LATER)])
+    fail = RuntimeError("the commit fails")
+
+    def failing(conn: Any, changes: Any) -> None:
+        raise fail
+
+    monkeypatch.setattr(store, "set_labels", failing)
+    with pytest.raises(RuntimeError):
+        await writer([open_(world, LATER, who="newyork2"), click(world, landing, LATER, who="newyork2")])
+    monkeypatch.undo()
+    monkeypatch.setattr(store, "with_open_labelled", recording)
+    await writer([click(world, landing, LATER + timedelta(minutes=1)), click(world, landing, LATER, who="newyork2")])
+    ny2 = world.delivery["newyork2"]
+    assert asked == [[ny], [ny2], [ny2]]  # newyork asked once; newyork2's first answer was rolled back
+    assert len(await stored_events(world.engine)) == 4
+
+
+async def test_the_blocking_writer_keeps_one_connection_and_replaces_it_after_a_failure(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if world.engine.dialect.name != "sqlite":
+        pytest.skip("write_blocking is the SQLite file writer's (PostgreSQL is written through asyncpg)")
+    landing, _ = await link_ids(world)
+    blocking = sync_sqlite_engine(world.engine)
+    checkouts: list[int] = []
+    event.listen(blocking, "checkout", lambda dbapi, record, proxy: checkouts.append(id(dbapi)))
+    writer = EventWriter(blocking)
+    try:
+        for minute in range(3):
+            writer.write_blocking(numbered([open_(world, LATER + timedelta(minutes=minute))], minute + 1), "run-a")
+        assert len(checkouts) == 1
+        real = store.insert_event_rows
+        monkeypatch.setattr(store, "insert_event_rows", lambda conn, rows: (_ for _ in ()).throw(OSError("disk")))
+        with pytest.raises(OSError):
+            writer.write_blocking(numbered([click(world, landing, LATER)], 4), "run-a")
+        monkeypatch.setattr(store, "insert_event_rows", real)
+        result = writer.write_blocking(numbered([click(world, landing, LATER)], 4), "run-a")
+        assert (result.written, result.repeated) == (1, 0)  # the failed batch left nothing behind
+        assert len(checkouts) == 2
+    finally:
+        writer.close()
+        blocking.dispose()
+    assert len(await stored_events(world.engine)) == 4
