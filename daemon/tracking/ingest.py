@@ -83,7 +83,6 @@ class EventWriter:
         # machine_open to human (an upgrade), never back, so this stays true (whoever wrote the open).
         # Filled once the transaction that saw it has committed (``_remember``).
         self._human_opened: LruCache[int, bool] = LruCache(HUMAN_OPENED_CACHE)
-        self._opened_now: set[int] = set()
 
     def close(self) -> None:
         """Close ``write_blocking``'s connection (the engine is the caller's to dispose of)."""
@@ -100,8 +99,8 @@ class EventWriter:
         if not hits:
             return Written(0, 0, 0)
         async with engine.execution_options(**IMMEDIATE).begin() as conn:
-            written = await conn.run_sync(self._store, hits, source)
-        self._remember()
+            written, opened = await conn.run_sync(self._store, hits, source)
+        self._remember(opened)
         return written
 
     def write_blocking(self, hits: Sequence[Hit], source: str | None = None) -> Written:
@@ -116,21 +115,21 @@ class EventWriter:
             conn = self._conn = engine.connect().execution_options(**IMMEDIATE)
         try:
             with conn.begin():
-                written = self._store(conn, hits, source)
+                written, opened = self._store(conn, hits, source)
         except BaseException:
             self.close()
             raise
-        self._remember()
+        self._remember(opened)
         return written
 
-    def _remember(self) -> None:
+    def _remember(self, opened: set[int]) -> None:
         """After a commit: the deliveries its batch found (or made) with a human open."""
-        for delivery_id in self._opened_now:
+        for delivery_id in opened:
             self._human_opened.put(delivery_id, True)
-        self._opened_now = set()
 
-    def _store(self, conn: Connection, hits: Sequence[Hit], source: str | None = None) -> Written:
-        self._opened_now = set()
+    def _store(self, conn: Connection, hits: Sequence[Hit], source: str | None = None) -> tuple[Written, set[int]]:
+        """The batch written; and the deliveries it found (or made) with a human open, which
+        ``_remember`` takes once the transaction has committed."""
         repeated = 0
         if source is not None:  # skip what an earlier write of this batch stored; then say how far it is
             done = store.written_through(conn, source)
@@ -139,12 +138,12 @@ class EventWriter:
             if fresh:
                 store.set_written_through(conn, source, max(h.seq for h in fresh), datetime.now(UTC))
             hits = fresh
-        written = self._labelled(conn, hits)
-        return replace(written, repeated=repeated) if repeated else written
+        written, opened = self._labelled(conn, hits)
+        return (replace(written, repeated=repeated) if repeated else written), opened
 
-    def _labelled(self, conn: Connection, hits: Sequence[Hit]) -> Written:
+    def _labelled(self, conn: Connection, hits: Sequence[Hit]) -> tuple[Written, set[int]]:
         if not hits:
-            return Written(0, 0, 0)
+            return Written(0, 0, 0), set()
         rules = self.rules
         facts = store.delivery_facts(conn, (h.delivery_id for h in hits))
         known = [h for h in hits if h.delivery_id in facts]
@@ -175,6 +174,7 @@ class EventWriter:
         ]
         store.insert_event_rows(conn, rows)
         human_clicks: dict[int, datetime] = {}
+        opened: set[int] = set()
         for h, lab in zip(known, labels, strict=True):
             if h.kind == "click" and lab.label == HUMAN:
                 first = human_clicks.get(h.delivery_id)
@@ -189,10 +189,11 @@ class EventWriter:
             upgraded = opens_to_upgrade(opens, human_clicks)
             relabel += [(i, HUMAN, UPGRADED_BY_CLICK) for i in upgraded]
             chosen = set(upgraded)
-            self._opened_now = settled | {o.delivery_id for o in stored if o.id in chosen}
+            opened = settled | {o.delivery_id for o in stored if o.id in chosen}
         store.set_labels(conn, relabel)
         tally = Counter((h.kind, lab.label) for h, lab in zip(known, labels, strict=True))
-        return Written(len(rows), len(hits) - len(known), len(relabel), tuple((*k, n) for k, n in tally.items()))
+        written = Written(len(rows), len(hits) - len(known), len(relabel), tuple((*k, n) for k, n in tally.items()))
+        return written, opened
 
     def _bursts(self, conn: Connection, hits: Sequence[Hit], labels: list[Label]) -> list[tuple[int, str, str]]:
         """Mark this batch's clicks that form a burst (in ``labels``); return stored clicks to relabel."""
