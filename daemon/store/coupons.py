@@ -49,7 +49,7 @@ from topslot.imports.lines import open_lines
 from topslot.imports.report import ImportReport, Progress
 from topslot.logs import get_logger
 from topslot.store.db import IMMEDIATE
-from topslot.store.dialect import upsert_insert
+from topslot.store.dialect import among, upsert_insert
 from topslot.store.schema import coupon_codes, coupon_pools, deliveries
 
 DEFAULT_BATCH_SIZE = 1000
@@ -293,25 +293,29 @@ async def reserve(
     ids = sorted(set(contact_ids))
     if coupon is None or not ids:
         return Reservation()
+    if coupon.generate is not None:
+        if coupon_key is None:
+            raise ValueError(f"campaign {campaign.id} generates coupons: reserve needs coupon_key")
+        # inserted first, not looked up first: a contact holding a code already (a retry, another
+        # channel) conflicts and is looked up then, so a batch of new contacts is one statement
+        return await _reserve_generated(conn, campaign, ids, now, coupon_key)
     held = await held_codes(conn, campaign.id, ids)
     missing = [i for i in ids if i not in held]
     if not missing:
         return Reservation(held)
-    if coupon.generate is not None:
-        if coupon_key is None:
-            raise ValueError(f"campaign {campaign.id} generates coupons: reserve needs coupon_key")
-        return await _reserve_generated(conn, campaign, held, missing, now, coupon_key)
     return await _reserve_pooled(conn, campaign, coupon.pool or "", held, missing, now)
 
 
 async def _reserve_generated(
-    conn: AsyncConnection, campaign: Campaign, held: dict[int, str], missing: list[int], now: datetime, key: bytes
+    conn: AsyncConnection, campaign: Campaign, ids: list[int], now: datetime, key: bytes
 ) -> Reservation:
     spec = campaign.coupon.generate  # type: ignore[union-attr]
     scheme = generated.scheme(key, campaign.id, spec.prefix, spec.length)  # type: ignore[union-attr]
     limit = generated.max_contact_id(scheme.length)
-    fits = [i for i in missing if i <= limit]
-    too_big = tuple(i for i in missing if i > limit)
+    fits = [i for i in ids if i <= limit]
+    too_big = tuple(i for i in ids if i > limit)
+    held: dict[int, str] = {}
+    taken = 0
     if too_big:
         log.error(
             "coupon_code_does_not_fit",
@@ -337,13 +341,14 @@ async def _reserve_generated(
         # conflicted (a code of its own already, or a clash) is looked up again
         inserted = upsert_insert(conn, coupon_codes).on_conflict_do_nothing()
         returned = await conn.execute(inserted.returning(coupon_codes.c.contact_id, coupon_codes.c.code), rows)
-        held = held | {r.contact_id: r.code for r in returned}
+        held = {r.contact_id: r.code for r in returned}
+        taken = len(held)
         conflicted = [i for i in fits if i not in held]
         if conflicted:
             held |= await held_codes(conn, campaign.id, conflicted)
     # still without a code: its text clashed with a code another contact got under a rotated key
     exhausted = too_big + tuple(i for i in fits if i not in held)
-    return Reservation(held, tuple(sorted(exhausted)), len(fits))
+    return Reservation(held, tuple(sorted(exhausted)), taken)
 
 
 async def _reserve_pooled(
@@ -457,19 +462,20 @@ async def commit(conn: AsyncConnection, campaign_id: str, contact_ids: Iterable[
     ids = sorted(set(contact_ids))
     if not ids:
         return 0
-    result = await conn.execute(_COMMIT, {"campaign": campaign_id, "ids": ids, "now": now})
+    result = await conn.execute(_COMMIT[conn.dialect.name], {"campaign": campaign_id, "ids": ids, "now": now})
     return result.rowcount or 0
 
 
-_COMMIT = (  # built once: a chunk's ids are one expanding parameter, not a hundred coerced literals
-    update(coupon_codes)
+_COMMIT = {  # built once: a chunk's ids are one parameter (``among``), not a hundred coerced literals
+    dialect: update(coupon_codes)
     .where(
         coupon_codes.c.campaign_id == bindparam("campaign"),
-        coupon_codes.c.contact_id.in_(bindparam("ids", expanding=True)),
+        among(dialect, coupon_codes.c.contact_id),
         coupon_codes.c.state == "reserved",
     )
     .values(state="assigned", assigned_at=bindparam("now", type_=coupon_codes.c.assigned_at.type))
-)
+    for dialect in ("postgresql", "sqlite")
+}
 
 
 async def release(conn: AsyncConnection, campaign_id: str, contact_ids: Iterable[int], now: datetime) -> int:

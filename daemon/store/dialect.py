@@ -38,12 +38,21 @@ def unnest_rows(table: Table, names: Sequence[str], *also: Any) -> Any:
     column ``names`` (each bound by its name, typed as an array of that column's type), then ``also``
     (further columns, e.g. one bound value shared by every row). For ``insert(...).from_select``: a
     whole batch in one statement, one round trip, one parameter per column instead of per row."""
-    arrays = (
-        func.unnest(*(bindparam(name, type_=postgresql.ARRAY(table.c[name].type)) for name in names))
-        .table_valued(*names)
+    arrays = unnest_values({name: table.c[name].type for name in names})
+    return select(*arrays.c, *also)
+
+
+def unnest_values(columns: Mapping[str, Any]) -> Any:
+    """PostgreSQL: a derived table ``unnest(:a, :b, …) AS anon(a, b, …)``, one row per array element,
+    each column bound as ONE array parameter of its name, typed as an array of the type given (a
+    column's type, so values convert as that column's would). For ``UPDATE … FROM``: a batch of rows,
+    each with its own values, in one statement and one round trip (an ``executemany`` is a
+    statement per row; an ``IN`` list a new statement for every count of rows)."""
+    return (
+        func.unnest(*(bindparam(name, type_=postgresql.ARRAY(type_)) for name, type_ in columns.items()))
+        .table_valued(*columns)
         .render_derived()
     )
-    return select(*arrays.c, *also)
 
 
 def among(dialect: str, column: ColumnElement[Any]) -> ColumnElement[bool]:

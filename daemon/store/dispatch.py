@@ -26,7 +26,7 @@ from topslot.store import coupons, receipts
 from topslot.store.controls import held_campaign
 from topslot.store.coupons import Reservation
 from topslot.store.db import IMMEDIATE
-from topslot.store.dialect import rows_at_once
+from topslot.store.dialect import among, column_lists, rows_at_once, unnest_values
 from topslot.store.frequency import lock_contacts, skip_over_cap
 from topslot.store.ledger import Claimed, claim_statement, ineligibility_reason, skip_quiet_hours
 from topslot.store.schema import contacts, coupon_codes, deliveries
@@ -156,6 +156,24 @@ _MARK_SENDING = (
 )
 
 
+# PostgreSQL: the pairs as two arrays joined by ``UPDATE … FROM unnest(…)``, one statement text
+# whatever the count (the IN lists above make a chunk of 1,000 a statement of 3,000 parameters,
+# prepared again for every count of rows): 28 -> 17 ms a chunk of 1,000 in bench/send_pipeline.py
+_PAIRS = unnest_values({"ids": deliveries.c.id.type, "epochs": deliveries.c.lease_epoch.type})
+_MARK_SENDING_PG = (
+    update(deliveries)
+    .where(
+        deliveries.c.id == _PAIRS.c.ids,
+        deliveries.c.lease_epoch == _PAIRS.c.epochs,
+        deliveries.c.state == S.CLAIMED,
+        deliveries.c.lease_owner == bindparam("owner"),
+        deliveries.c.lease_expires_utc > _NOW,
+    )
+    .values(state=S.SENDING, attempts=deliveries.c.attempts + 1, updated_at=_NOW)
+    .returning(deliveries.c.id)
+)
+
+
 async def mark_sending(engine: AsyncEngine, rows: Sequence[tuple[int, int]], owner: str, now: datetime) -> set[int]:
     """(delivery_id, lease_epoch) pairs → the ids this node may now hand to a provider.
 
@@ -163,9 +181,14 @@ async def mark_sending(engine: AsyncEngine, rows: Sequence[tuple[int, int]], own
     to another node is not returned, and must not be sent."""
     if not rows:
         return set()
+    ids = [i for i, _ in rows]
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
-        params = {"ids": [i for i, _ in rows], "rows": list(rows), "owner": owner, "now": now}
-        got = (await conn.execute(_MARK_SENDING, params)).all()
+        if conn.dialect.name == "postgresql":
+            epochs = [e for _, e in rows]
+            found = await conn.execute(_MARK_SENDING_PG, {"ids": ids, "epochs": epochs, "owner": owner, "now": now})
+        else:
+            found = await conn.execute(_MARK_SENDING, {"ids": ids, "rows": list(rows), "owner": owner, "now": now})
+        got = found.all()
     return {r.id for r in got}
 
 
@@ -244,12 +267,50 @@ _RECORD_OUTCOME = (
 )
 
 
+# PostgreSQL: the chunk's rows as arrays, ``UPDATE … FROM unnest(…)``: one statement and one round
+# trip for the chunk (an executemany is a statement per row: 47 ms for 1,000 rows, against 17)
+_OUTCOME_COLUMNS = {
+    "d_id": deliveries.c.id.type,
+    "d_state": deliveries.c.state.type,
+    "d_provider": deliveries.c.provider_id.type,
+    "d_next": deliveries.c.next_attempt_utc.type,
+    "d_error": deliveries.c.last_error.type,
+    "d_via": deliveries.c.provider.type,
+    "d_segments": deliveries.c.segments.type,
+}
+_ROWS = unnest_values(_OUTCOME_COLUMNS)
+_RECORD_OUTCOME_PG = (
+    update(deliveries)
+    .where(
+        deliveries.c.id == _ROWS.c.d_id,
+        deliveries.c.state == bindparam("d_prior"),
+        deliveries.c.lease_owner == bindparam("d_owner"),
+    )
+    .values(
+        state=_ROWS.c.d_state,
+        provider_id=_ROWS.c.d_provider,
+        provider=func.coalesce(_ROWS.c.d_via, deliveries.c.provider),
+        segments=func.coalesce(_ROWS.c.d_segments, deliveries.c.segments),
+        next_attempt_utc=_ROWS.c.d_next,
+        last_error=_ROWS.c.d_error,
+        updated_at=_NOW,
+    )
+)
+
+
 def _record_rows(conn: Connection, stmt: Any, params: list[dict[str, Any]]) -> None:
-    """The executemany of ``_RECORD_OUTCOME``; on SQLite (3.33 and later) one ``UPDATE … FROM (VALUES
-    (…), (…))`` per chunk instead: one step of the engine, where the executemany takes one per row
-    and with it a wait for the interpreter lock while the loop renders and sends (see
-    ``topslot.store.dialect``). Same rows, same values, same conditions."""
-    if conn.dialect.name != "sqlite" or sqlite3.sqlite_version_info < (3, 33) or len(params) < 2:
+    """The executemany of ``_RECORD_OUTCOME``; for a chunk, one statement instead: on PostgreSQL
+    ``UPDATE … FROM unnest(…)`` (one round trip), on SQLite (3.33 and later) ``UPDATE … FROM (VALUES
+    (…), (…))``: one step of the engine, where the executemany takes one per row and with it a wait
+    for the interpreter lock while the loop renders and sends (see ``topslot.store.dialect``). Same
+    rows, same values, same conditions (``d_prior``, ``d_owner`` and ``now`` are the chunk's)."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql" and len(params) > 1:
+        first = params[0]
+        shared = {"d_prior": first["d_prior"], "d_owner": first["d_owner"], "now": first["now"]}
+        conn.execute(_RECORD_OUTCOME_PG, {**column_lists(params, list(_OUTCOME_COLUMNS)), **shared})
+        return
+    if dialect != "sqlite" or sqlite3.sqlite_version_info < (3, 33) or len(params) < 2:
         conn.execute(stmt, params)
         return
     at = deliveries.c.updated_at.type._cached_bind_processor(conn.dialect)  # cached per dialect by SQLAlchemy
@@ -487,13 +548,13 @@ async def reserve_coupons(
         reservation = await coupons.reserve(conn, campaign, contact_ids, now, coupon_key=coupon_key)
         coded = [r.delivery_id for r in recipients if r.contact_id in reservation.codes]
         if coded:  # the rows of the contacts holding a code take it, in one statement
-            await conn.execute(_RECORD_CODES, {"ids": coded})
+            await conn.execute(_RECORD_CODES[conn.dialect.name], {"ids": coded})
     return reservation
 
 
-_RECORD_CODES = (  # each row's code: the one its contact holds in its campaign (what ``reserve`` returned)
-    update(deliveries)
-    .where(deliveries.c.id.in_(bindparam("ids", expanding=True)))
+_RECORD_CODES = {  # each row's code: the one its contact holds in its campaign (what ``reserve`` returned)
+    dialect: update(deliveries)
+    .where(among(dialect, deliveries.c.id))
     .values(
         coupon_code=select(coupon_codes.c.code)
         .where(
@@ -502,7 +563,8 @@ _RECORD_CODES = (  # each row's code: the one its contact holds in its campaign 
         )
         .scalar_subquery()
     )
-)
+    for dialect in ("postgresql", "sqlite")
+}
 
 
 async def unclaim(engine: AsyncEngine, ids: Sequence[int], owner: str, now: datetime) -> None:
