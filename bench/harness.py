@@ -10,7 +10,7 @@ labels) and calls ``main(bench)``, which gives it the same flags, runs and print
   parent's handle);
 - every measured sender in a fresh child process (``--child bare|topslot --spec JSON``;
   ``run_child``), the first topslot rate-off run under ``py-spy record --gil`` with ``--profile``;
-- the ledger seeded once and copied per run (SQLite) or re-seeded in a throwaway schema (``--pg``);
+- the ledger seeded once and copied per run (SQLite) or re-seeded in a throwaway database (``--pg``);
 - bare and topslot (rate limit off) alternating ``--repeat`` times, then topslot at ``--rate`` R/s
   ``--repeat`` times; each run checked (the benchmark's ``check_fake``, and ``check_ledger``: every
   row claimed and sent through the benchmark's provider);
@@ -52,6 +52,7 @@ from typing import Any, TypeVar
 import aiohttp
 from seeding import DUE
 from sqlalchemy import Column, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from topslot.campaign import Campaign
@@ -108,8 +109,10 @@ def most_in_one_second(arrivals: list[float]) -> int:
 
 
 class Ledger:
-    """Seeds once, hands out a fresh copy per run: a file copy on SQLite, a new schema on PostgreSQL.
-    ``seed(url, schema, n)`` seeds one."""
+    """Seeds once, hands out a fresh copy per run: a file copy on SQLite, a new database on PostgreSQL
+    (a whole database, not a schema: the dispatch helpers open ``settings.database_url``, which names
+    no schema, so a run on PostgreSQL can use as many processes as one on SQLite). ``seed(url, schema,
+    n)`` seeds one (``schema`` is None for both)."""
 
     def __init__(
         self, pg: str | None, n: int, workdir: Path, seed: Callable[[str, str | None, int], Coroutine[Any, Any, None]]
@@ -124,28 +127,34 @@ class Ledger:
             copy = self.workdir / f"run-{uuid.uuid4().hex[:8]}.db"
             shutil.copyfile(self.master, copy)
             return f"sqlite+aiosqlite:///{copy}", None
-        schema = asyncio.run(pg_schema(self.pg))
-        asyncio.run(self.seed(self.pg, schema, self.n))
-        return self.pg, schema
+        url = asyncio.run(pg_database(self.pg))
+        asyncio.run(self.seed(url, None, self.n))
+        return url, None
 
     def done(self, url: str, schema: str | None) -> None:
-        if schema is None:
+        if self.pg is None:
             for suffix in ("", "-wal", "-shm"):
                 Path(url.removeprefix("sqlite+aiosqlite:///") + suffix).unlink(missing_ok=True)
         else:
-            asyncio.run(pg_schema(url, drop=schema))
+            asyncio.run(pg_database(self.pg, drop=url))
 
 
-async def pg_schema(url: str, drop: str | None = None) -> str:
+async def pg_database(url: str, drop: str | None = None) -> str:
+    """The URL of a new, empty database on the server of ``url`` (``bench_<random>``); or the database
+    of the URL ``drop`` dropped (its sessions ended first)."""
     admin = open_engine(url)
-    name = drop or f"bench_{uuid.uuid4().hex[:10]}"
-    async with admin.begin() as conn:
-        if drop:
-            await conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))  # a generated name
-        else:
-            await conn.execute(text(f'CREATE SCHEMA "{name}"'))
-    await admin.dispose()
-    return name
+    name = make_url(drop).database if drop else f"bench_{uuid.uuid4().hex[:10]}"
+    assert name and name.startswith("bench_"), name  # a generated name: nothing else is ever dropped
+    try:
+        async with admin.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            if drop:
+                await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            else:
+                await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        await admin.dispose()
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
 # ---------------------------------------------------------------- the fake (its own process)
@@ -333,8 +342,7 @@ async def topslot_run(
     url, schema = spec["url"], spec["schema"] or None
     engine = open_engine(url, schema=schema)
     with tempfile.TemporaryDirectory() as var_dir:
-        processes = 1 if schema else spec["processes"]  # helpers open settings.database_url, not a schema
-        fired = await fire_bucket(engine, settings(Path(var_dir), processes), campaign, channel)
+        fired = await fire_bucket(engine, settings(Path(var_dir), spec["processes"]), campaign, channel)
     query = select(deliveries.c.provider, deliveries.c.provider_id, *counted).where(
         deliveries.c.campaign_id == campaign.id, deliveries.c.state == "sent"
     )
@@ -411,7 +419,7 @@ def parse(bench: Bench) -> argparse.Namespace:
     parser.add_argument(
         "--processes", type=int, default=1, help="dispatch_processes for topslot (default 1; its CPU counts the helpers')"
     )
-    parser.add_argument("--pg", help="use this PostgreSQL URL (throwaway schemas) instead of SQLite")
+    parser.add_argument("--pg", help="use this PostgreSQL URL (a throwaway database per run) instead of SQLite")
     parser.add_argument("--no-uvloop", action="store_true", help="asyncio's own loop even if uvloop is installed")
     parser.add_argument("--skip-rate", action="store_true", help="skip the rate-limited run")
     parser.add_argument("--profile", help="record the first topslot rate-off run with py-spy into this file")

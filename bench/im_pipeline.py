@@ -34,7 +34,7 @@ which a noisy neighbour barely moves, while the rates themselves swing with it.
 
 Contacts carry ``im_ids = {"wecom": "<id>"}`` and IM consent; every other one has locale ``zh-CN``
 (the template's Chinese text). The ledger is seeded once (not timed) and copied for every run
-(SQLite), or re-seeded in a throwaway schema (PostgreSQL). Everything stays on 127.0.0.1; the fake
+(SQLite), or re-seeded in a throwaway database (PostgreSQL). Everything stays on 127.0.0.1; the fake
 is stopped at the end. The runner, the fake's process and the printout are ``bench/harness.py``'s,
 shared with ``sms_pipeline.py``.
 

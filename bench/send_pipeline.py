@@ -21,7 +21,7 @@ verdict is the median of the rounds' ratios (topslot / ``smtp-source``, topslot 
 shared machine whose speed drifts from one minute to the next, a slow stretch then slows one round,
 not one contender. Then, in a separate child process, the same topslot path on a 1,000,000-recipient campaign for its
 peak RSS (``ru_maxrss``). The ledger is seeded once (contacts, consents, planned rows; not timed)
-and copied for every run (SQLite), or re-seeded in a throwaway schema (PostgreSQL).
+and copied for every run (SQLite), or re-seeded in a throwaway database (PostgreSQL).
 
     .venv/bin/python bench/send_pipeline.py                         # 100,000 + 1,000,000 recipients
     .venv/bin/python bench/send_pipeline.py --recipients 20000      # quick: 20,000 + 200,000
@@ -109,8 +109,8 @@ async def topslot_run(url: str, schema: str | None, port: int, pool_size: int, p
     """Fire the bucket through the real scheduler and dispatch service; time it; count the states."""
     engine = open_engine(url, schema=schema)
     with tempfile.TemporaryDirectory() as var_dir:
-        # helper processes open settings.database_url: the same file (a PostgreSQL schema is not passed on)
-        settings = bench_settings(Path(var_dir), port, pool_size, 1 if schema else processes, url)
+        # helper processes open settings.database_url: the same file, or the same throwaway database
+        settings = bench_settings(Path(var_dir), port, pool_size, processes, url)
         fired = await fire_bucket(engine, settings, bench_campaign(), "email")
     await engine.dispose()
     return {
@@ -280,7 +280,7 @@ def main() -> None:
     parser.add_argument(
         "--processes", type=int, default=os.cpu_count() or 1, help="dispatch processes (default: one per core)"
     )
-    parser.add_argument("--pg", help="use this PostgreSQL URL (throwaway schemas) instead of SQLite")
+    parser.add_argument("--pg", help="use this PostgreSQL URL (a throwaway database per run) instead of SQLite")
     parser.add_argument("--no-uvloop", action="store_true", help="run topslot on asyncio's own loop")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--only-topslot", action="store_true", help="skip smtp-source and the naive sender")

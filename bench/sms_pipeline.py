@@ -25,7 +25,7 @@ when both senders are CPU-bound (an idle machine) the throughput ratio tends to 
 which a noisy neighbour barely moves, while the rates themselves swing with it.
 
 The ledger is seeded once (contacts, SMS consents, planned rows; not timed) and copied for every
-run (SQLite), or re-seeded in a throwaway schema (PostgreSQL). Everything stays on 127.0.0.1; the
+run (SQLite), or re-seeded in a throwaway database (PostgreSQL). Everything stays on 127.0.0.1; the
 fake is stopped at the end.
 
 Last measured (2026-12-03, 4,000 messages, SQLite, uvloop, 2 shared cores; docs/pipeline.md has
