@@ -137,7 +137,9 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pg", required=False, help="PostgreSQL URL (a throwaway database per run); required unless --child")
+    parser.add_argument(
+        "--pg", required=False, help="PostgreSQL URL (a throwaway database per run); required unless --child"
+    )
     parser.add_argument("--redis", help="Redis URL for the redis variant (skipped without it)")
     parser.add_argument("--recipients", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3, help="median of this many runs per variant")
