@@ -71,16 +71,6 @@ SQLITE_BATCH_WRITER_PRAGMAS = ("mmap_size=1073741824", "temp_store=MEMORY")
 # take the write lock at BEGIN (avoids "database is locked" on lock upgrade). Ignored elsewhere.
 BEGIN_OPTION = "sqlite_begin"
 IMMEDIATE = {BEGIN_OPTION: "IMMEDIATE"}
-# Every PostgreSQL session of ``open_engine`` (a caller's ``server_settings`` win):
-# - ``plan_cache_mode=force_custom_plan``: asyncpg prepares each statement, and from its sixth run
-#   PostgreSQL may use a generic plan, made without the parameters' values. Made while a table has no
-#   statistics yet (a campaign planned minutes ago, coupon codes inserted as the bucket sends) such a
-#   plan can be ruinous: a chunk's ``UPDATE … FROM unnest(…)`` joined 1,000 rows to 1,000 by a nested
-#   loop, 22 ms → 2.8 s a chunk (20,000 rows, ``bench/send_pipeline.py --pg``). A custom plan sees the
-#   arrays' lengths; planning again costs well under a millisecond a chunk.
-# - ``jit=off``: a statement PostgreSQL judges costly was compiled to machine code first, 8 ms of a
-#   40 ms grab of 1,000 domains' slots (``topslot.store.limits``); these statements run for milliseconds.
-PG_SESSION_SETTINGS = {"plan_cache_mode": "force_custom_plan", "jit": "off"}
 # Serialises concurrent ``upgrade`` calls from several nodes on PostgreSQL.
 _PG_MIGRATION_LOCK = 0x7470_736C_6F74  # "topslot"
 
@@ -116,7 +106,7 @@ def open_engine(
         engine = _sqlite_engine(u, **kwargs)
     elif u.get_backend_name() == "postgresql":
         connect_args = dict(kwargs.pop("connect_args", {}))
-        settings = {**PG_SESSION_SETTINGS, **connect_args.get("server_settings", {})}
+        settings = dict(connect_args.get("server_settings", {}))
         if schema:
             settings["search_path"] = schema
         if idle_in_transaction_s is not None:

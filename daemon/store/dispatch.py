@@ -26,7 +26,7 @@ from topslot.store import coupons, receipts
 from topslot.store.controls import held_campaign
 from topslot.store.coupons import Reservation
 from topslot.store.db import IMMEDIATE
-from topslot.store.dialect import among, column_lists, rows_at_once, unnest_values
+from topslot.store.dialect import among, column_lists, plan_for_values, rows_at_once, unnest_values
 from topslot.store.frequency import lock_contacts, skip_over_cap
 from topslot.store.ledger import Claimed, claim_statement, ineligibility_reason, skip_quiet_hours
 from topslot.store.schema import contacts, coupon_codes, deliveries
@@ -184,6 +184,7 @@ async def mark_sending(engine: AsyncEngine, rows: Sequence[tuple[int, int]], own
     ids = [i for i, _ in rows]
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
         if conn.dialect.name == "postgresql":
+            await plan_for_values(conn)
             epochs = [e for _, e in rows]
             found = await conn.execute(_MARK_SENDING_PG, {"ids": ids, "epochs": epochs, "owner": owner, "now": now})
         else:
@@ -235,6 +236,7 @@ async def record_outcomes(
     accepted = [o.contact_id for o in outcomes if o.decision.state == S.SENT]
     refused = [o.contact_id for o in outcomes if o.decision.state == S.FAILED]
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        await plan_for_values(conn)
         await conn.run_sync(_record_rows, stmt, params)
         await coupons.commit(conn, campaign_id, accepted, now)
         await coupons.release(conn, campaign_id, refused, now)
@@ -544,6 +546,7 @@ async def reserve_coupons(
 ) -> Reservation:
     """One code per recipient's contact, recorded on the ledger rows; one transaction."""
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        await plan_for_values(conn)
         contact_ids = [r.contact_id for r in recipients]
         reservation = await coupons.reserve(conn, campaign, contact_ids, now, coupon_key=coupon_key)
         coded = [r.delivery_id for r in recipients if r.contact_id in reservation.codes]

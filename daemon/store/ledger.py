@@ -30,7 +30,7 @@ from topslot.delivery import SkipReason as R
 from topslot.pacing import QuietRules
 from topslot.store import versions
 from topslot.store.db import IMMEDIATE
-from topslot.store.dialect import execute_rows, unnest_rows, upsert_insert
+from topslot.store.dialect import execute_rows, plan_for_values, unnest_rows, upsert_insert
 from topslot.store.engagement import engaged_earlier
 from topslot.store.frequency import skip_over_cap
 from topslot.store.schema import UTCDateTime, contacts, coupon_pools, deliveries, dispatch_starts
@@ -500,6 +500,7 @@ async def claim_batch(
         limit=limit,
     ).returning(deliveries.c.id, deliveries.c.contact_id, deliveries.c.lease_epoch)
     async with engine.execution_options(**IMMEDIATE).begin() as conn:
+        await plan_for_values(conn)  # a bucket planned minutes ago has no statistics yet
         rows = (await conn.execute(stmt)).all()
         capped = await skip_over_cap(conn, [(r.id, r.contact_id) for r in rows], due_utc, cap, now) if cap else set()
     claimed = sorted(Claimed(r.id, r.contact_id, r.lease_epoch) for r in rows if r.id not in capped)

@@ -348,11 +348,7 @@ async def _open(spec: EngineSpec, rules: Rules) -> tuple[AsyncEngine, EventWrite
         with blocking.begin() as conn:
             store.purge_sources(conn, before)
         return engine, EventWriter(blocking, rules)
-    # one connection; a second for a reconnect under way. Its few statements a batch run thousands of
-    # times a minute and were shaped to keep their plan when PostgreSQL makes it generic (kind and label
-    # in the text, ids as one array): planning each execution again (``PG_SESSION_SETTINGS``) cost
-    # PostgreSQL 20 -> 28 µs a hit in ``bench/tracking_load.py``
-    engine = spec.open(pool_size=1, max_overflow=1, connect_args={"server_settings": {"plan_cache_mode": "auto"}})
+    engine = spec.open(pool_size=1, max_overflow=1)  # one connection; a second for a reconnect under way
     async with engine.begin() as conn:
         await conn.run_sync(store.purge_sources, before)
     return engine, EventWriter(engine, rules)

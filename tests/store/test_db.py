@@ -449,24 +449,3 @@ def test_json_columns_read_back_huge_integers_as_integers() -> None:
     for text_ in ("123456789012345678901234567890", '{"id": -9223372036854775809}', "[18446744073709551616]"):
         assert json_value(text_) == json.loads(text_)
     assert json.dumps(json_value('{"card": 1234567890123456789}')) == '{"card": 1234567890123456789}'
-
-
-@pytest.mark.postgres
-async def test_postgresql_sessions_plan_each_statement_for_its_values(pg_test_url: str) -> None:
-    """Every session plans a prepared statement for its parameters (a generic plan made while a
-    table has no statistics joined a chunk's 1,000 rows to 1,000 by a nested loop) and compiles
-    nothing to machine code; a caller's ``server_settings`` win (the tracking writer keeps ``auto``)."""
-
-    async def session_settings(engine: AsyncEngine) -> tuple[str, str]:
-        try:
-            async with engine.connect() as conn:
-                mode = (await conn.execute(text("SHOW plan_cache_mode"))).scalar_one()
-                jit = (await conn.execute(text("SHOW jit"))).scalar_one()
-        finally:
-            await engine.dispose()
-        return mode, jit
-
-    assert db.PG_SESSION_SETTINGS == {"plan_cache_mode": "force_custom_plan", "jit": "off"}
-    assert await session_settings(open_engine(pg_test_url)) == ("force_custom_plan", "off")
-    own = open_engine(pg_test_url, connect_args={"server_settings": {"plan_cache_mode": "auto"}})
-    assert await session_settings(own) == ("auto", "off")

@@ -170,3 +170,18 @@ async def test_among_finds_exactly_the_listed_values_as_one_parameter(
         assert list(await conn.scalars(by_id, {"ids": []})) == []
     texts = {str(by_id.compile(dialect=conn.dialect)), str(by_id.compile(dialect=conn.dialect))}
     assert len(texts) == 1 and "POSTCOMPILE" not in texts.pop()  # nothing rendered per count
+
+
+async def test_plan_for_values_holds_for_its_transaction_only(engine: AsyncEngine) -> None:
+    """PostgreSQL: custom plans (each statement planned for its values) inside the transaction that
+    asked, the server's default after it; SQLite: nothing to do, nothing fails."""
+    postgres = engine.dialect.name == "postgresql"
+    mode = "SHOW plan_cache_mode"
+    async with engine.begin() as conn:
+        await dialect.plan_for_values(conn)
+        if postgres:
+            assert (await conn.exec_driver_sql(mode)).scalar_one() == "force_custom_plan"
+        assert (await conn.execute(select(literal(1)))).scalar_one() == 1
+    if postgres:
+        async with engine.connect() as conn:
+            assert (await conn.exec_driver_sql(mode)).scalar_one() == "auto"
