@@ -64,8 +64,8 @@ async def plan_for_values(conn: AsyncConnection) -> None:
     planned minutes before its slot, coupon codes inserted while the bucket sends) such a plan can be
     ruinous: a chunk's ``UPDATE … FROM unnest(…)`` joined its 1,000 rows to 1,000 by a nested loop,
     22 ms → 2.8 s a chunk (``bench/send_pipeline.py --pg``). For the dispatch's per-chunk
-    transactions, not every session: custom plans slowed the planner's and the imports' bulk
-    statements by a third (planning a million contacts 26 → 37 s)."""
+    transactions, not every session: custom plans slowed bulk statements by a third (planning a
+    million contacts 26 → 37 s, inserting them 30 → 47 s in ``bench/plan_ledger.py``)."""
     if conn.dialect.name == "postgresql":
         await conn.execute(_CUSTOM_PLANS)
 
