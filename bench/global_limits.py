@@ -72,11 +72,11 @@ def settings_for(var_dir: Path, port: int, rate: float, redis: str | None) -> Se
 
 
 def seeder(domains: int) -> Any:
-    async def seed(url: str, schema: str | None, n: int) -> None:
+    async def seed(url: str, n: int) -> None:
         def person(i: int) -> dict[str, Any]:
             return seeding.person(i, f"b{i}", email=f"user{i}@d{i % domains}.example")
 
-        await seeding.seed_bucket(url, schema, bench_campaign(), "email", person, n)
+        await seeding.seed_bucket(url, bench_campaign(), "email", person, n)
 
     return seed
 
@@ -87,7 +87,7 @@ def seeder(domains: int) -> Any:
 async def child_run(spec: dict[str, Any]) -> dict[str, Any]:
     """Fire the bucket with the variant's limits; count the limit store's round trips and the
     ledger's statements."""
-    engine = open_engine(spec["url"], schema=spec["schema"])
+    engine = open_engine(spec["url"])
     statements = 0
 
     def count(*_: Any) -> None:
@@ -171,13 +171,13 @@ def main() -> None:
             store = harness.Ledger(args.pg, n, Path(tmp), seeder(args.domains))
             for _ in range(args.runs):
                 for variant in variants:  # alternating, so the machine's drift falls on every variant alike
-                    url, schema = store.fresh()
+                    url = store.fresh()
                     try:
-                        spec = {"variant": variant, "url": url, "schema": schema, "port": port, "rate": args.rate,
+                        spec = {"variant": variant, "url": url, "port": port, "rate": args.rate,
                                 "redis": args.redis}  # fmt: skip
                         r = run_child(spec)
                     finally:
-                        store.done(url, schema)
+                        store.done(url)
                     if r["sent"] != n:
                         sys.exit(f"{variant}: sent {r['sent']:,} of {n:,}: {r['states']}; {r.get('errors')}")
                     results[variant].append(r)

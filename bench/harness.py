@@ -109,29 +109,29 @@ def most_in_one_second(arrivals: list[float]) -> int:
 
 
 class Ledger:
-    """Seeds once, hands out a fresh copy per run: a file copy on SQLite, a new database on PostgreSQL
-    (a whole database, not a schema: the dispatch helpers open ``settings.database_url``, which names
-    no schema, so a run on PostgreSQL can use as many processes as one on SQLite). ``seed(url, schema,
-    n)`` seeds one (``schema`` is None for both)."""
+    """Seeds once, hands out a fresh copy per run (its URL): a file copy on SQLite, a new database on
+    PostgreSQL (a whole database, not a schema: the dispatch helpers open ``settings.database_url``,
+    which names no schema, so a run on PostgreSQL can use as many processes as one on SQLite).
+    ``seed(url, n)`` seeds one."""
 
     def __init__(
-        self, pg: str | None, n: int, workdir: Path, seed: Callable[[str, str | None, int], Coroutine[Any, Any, None]]
+        self, pg: str | None, n: int, workdir: Path, seed: Callable[[str, int], Coroutine[Any, Any, None]]
     ):
         self.pg, self.n, self.workdir, self.seed = pg, n, workdir, seed
         self.master = workdir / f"seed-{n}.db"
         if pg is None and not self.master.exists():
-            asyncio.run(seed(f"sqlite+aiosqlite:///{self.master}", None, n))
+            asyncio.run(seed(f"sqlite+aiosqlite:///{self.master}", n))
 
-    def fresh(self) -> tuple[str, str | None]:
+    def fresh(self) -> str:
         if self.pg is None:
             copy = self.workdir / f"run-{uuid.uuid4().hex[:8]}.db"
             shutil.copyfile(self.master, copy)
-            return f"sqlite+aiosqlite:///{copy}", None
+            return f"sqlite+aiosqlite:///{copy}"
         url = asyncio.run(pg_database(self.pg))
-        asyncio.run(self.seed(url, None, self.n))
-        return url, None
+        asyncio.run(self.seed(url, self.n))
+        return url
 
-    def done(self, url: str, schema: str | None) -> None:
+    def done(self, url: str) -> None:
         if self.pg is None:
             for suffix in ("", "-wal", "-shm"):
                 Path(url.removeprefix("sqlite+aiosqlite:///") + suffix).unlink(missing_ok=True)
@@ -336,11 +336,10 @@ async def topslot_run(
     settings: Callable[[Path, int], Settings],
     *counted: Column[Any],
 ) -> Result:
-    """A topslot child: ``fire_bucket`` on the ledger of ``spec`` (``url``, ``schema``) with
+    """A topslot child: ``fire_bucket`` on the ledger of ``spec`` (``url``) with
     ``settings(var_dir, processes)``; then, of the sent rows, the ``providers``, the ``id_digest`` of
     their provider ids and the counts of each ``counted`` column's values (by its name); ``peak_rss_mb``."""
-    url, schema = spec["url"], spec["schema"] or None
-    engine = open_engine(url, schema=schema)
+    engine = open_engine(spec["url"])
     with tempfile.TemporaryDirectory() as var_dir:
         fired = await fire_bucket(engine, settings(Path(var_dir), spec["processes"]), campaign, channel)
     query = select(deliveries.c.provider, deliveries.c.provider_id, *counted).where(
@@ -388,7 +387,7 @@ class Bench:
     in_flight_setting: str  # "twilio.max_in_flight"
     tmp_prefix: str  # "topslot-sms-bench-"
     ids: str  # what the provider ids are called: "SIDs"
-    seed: Callable[[str, str | None, int], Coroutine[Any, Any, None]]
+    seed: Callable[[str, int], Coroutine[Any, Any, None]]
     serve_fake: Callable[[], None]
     runs: Mapping[str, Run]  # "bare" and "topslot"
     provider: str  # the ledger's provider of every sent row: "twilio"
@@ -480,14 +479,14 @@ def main(bench: Bench) -> None:
             def fired(
                 ledger_: Ledger, count: int, r_per_s: float, label: str, profile: str | None = None
             ) -> tuple[Result, dict[str, Any]]:
-                url, schema = ledger_.fresh()
+                url = ledger_.fresh()
                 try:
                     before = fake.reset()
-                    spec = {**base, "url": url, "schema": schema or "", "rate": r_per_s}
+                    spec = {**base, "url": url, "rate": r_per_s}
                     r = run_child(bench.script, "topslot", spec, profile)
                     seen = fake.stats()
                 finally:
-                    ledger_.done(url, schema)
+                    ledger_.done(url)
                 check_ledger(label, r, count, bench.provider)
                 bench.check_fake(label, seen, count, r["id_digest"])
                 seen["cpu_seconds"] -= before["cpu_seconds"]

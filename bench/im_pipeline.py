@@ -135,9 +135,9 @@ def person(i: int) -> dict[str, Any]:
     )
 
 
-async def seed(url: str, schema: str | None, n: int) -> None:
+async def seed(url: str, n: int) -> None:
     """Contacts with a WeCom id and IM consent, and one planned IM row each, all due at ``DUE``."""
-    await seed_bucket(url, schema, bench_campaign(), "im", person, n)
+    await seed_bucket(url, bench_campaign(), "im", person, n)
 
 
 # ---------------------------------------------------------------- the fake gateway (its own process)

@@ -119,7 +119,6 @@ def recipient(p: dict[str, Any], campaign_id: str, channel: str) -> Recipient:
 
 async def seed_bucket(
     url: str,
-    schema: str | None,
     campaign: Campaign,
     channel: str,
     person: Callable[[int], dict[str, Any]],
@@ -130,7 +129,7 @@ async def seed_bucket(
 ) -> None:
     """``n`` contacts (``person(i)`` gives contact ``i + 1``'s row) with ``channel`` consent and one
     ``planned`` row each in ``campaign``'s bucket ``due`` (07:30, UTC)."""
-    engine = open_engine(url, schema=schema)
+    engine = open_engine(url)
     await upgrade(engine)
     await ledger.record_campaign(engine, campaign, "bench", at)
     async with engine.begin() as conn:

@@ -97,17 +97,17 @@ def person(i: int) -> dict[str, Any]:
     return seeding.person(i, f"b{i}", email=f"user{i}@d{i % DOMAINS}.example")
 
 
-async def seed(url: str, schema: str | None, n: int) -> None:
+async def seed(url: str, n: int) -> None:
     """Contacts with email consent and one planned ledger row each, all due at ``DUE``."""
-    await seed_bucket(url, schema, bench_campaign(), "email", person, n)
+    await seed_bucket(url, bench_campaign(), "email", person, n)
 
 
 # ---------------------------------------------------------------- topslot (child process)
 
 
-async def topslot_run(url: str, schema: str | None, port: int, pool_size: int, processes: int) -> dict[str, Any]:
+async def topslot_run(url: str, port: int, pool_size: int, processes: int) -> dict[str, Any]:
     """Fire the bucket through the real scheduler and dispatch service; time it; count the states."""
-    engine = open_engine(url, schema=schema)
+    engine = open_engine(url)
     with tempfile.TemporaryDirectory() as var_dir:
         # helper processes open settings.database_url: the same file, or the same throwaway database
         settings = bench_settings(Path(var_dir), port, pool_size, processes, url)
@@ -127,7 +127,7 @@ def child_main(args: argparse.Namespace) -> None:
         target, _, value = setting.partition("=")
         module, _, name = target.rpartition(".")
         setattr(importlib.import_module(module), name, int(value))
-    make = lambda: topslot_run(args.child, args.schema or None, args.port, args.pool_size, args.processes)  # noqa: E731
+    make = lambda: topslot_run(args.child, args.port, args.pool_size, args.processes)  # noqa: E731
     if args.uvloop:
         try:
             import uvloop
@@ -141,7 +141,6 @@ def child_main(args: argparse.Namespace) -> None:
 
 def run_child(
     url: str,
-    schema: str | None,
     port: int,
     pool_size: int,
     *,
@@ -155,7 +154,7 @@ def run_child(
     if profile:
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         command = [spy, "record", "--subprocesses", "-o", profile, "-f", "raw", "-r", "200", "--", sys.executable]
-    command += [__file__, "--child", url, "--schema", schema or "", "--port", str(port), "--pool-size", str(pool_size)]
+    command += [__file__, "--child", url, "--port", str(port), "--pool-size", str(pool_size)]
     command += ["--processes", str(processes)]
     if uvloop:
         command.append("--uvloop")
@@ -310,7 +309,6 @@ def main() -> None:
         "e.g. TOPSLOT_HANDOVER_JOURNAL=false",
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--schema", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--uvloop", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -351,14 +349,14 @@ def main() -> None:
                 tune: list[str] = args.tune,
                 env: dict[str, str] | None = None,
             ) -> dict[str, Any]:
-                url, schema = ledger.fresh()
+                url = ledger.fresh()
                 try:
                     return run_child(
-                        url, schema, port, args.pool_size, uvloop=uvloop, profile=profile, tune=tune,
+                        url, port, args.pool_size, uvloop=uvloop, profile=profile, tune=tune,
                         processes=args.processes, env=env,
                     )  # fmt: skip
                 finally:
-                    ledger.done(url, schema)
+                    ledger.done(url)
 
             def topslot_once(
                 profile: str | None = None, tune: list[str] = args.tune, env: dict[str, str] | None = None

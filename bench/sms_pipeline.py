@@ -108,9 +108,9 @@ def person(i: int) -> dict[str, Any]:
     return seeding.person(i, f"s{i}", email=None, phone=phone(i))
 
 
-async def seed(url: str, schema: str | None, n: int) -> None:
+async def seed(url: str, n: int) -> None:
     """Contacts with a phone and SMS consent, and one planned SMS row each, all due at ``DUE``."""
-    await seed_bucket(url, schema, bench_campaign(), "sms", person, n)
+    await seed_bucket(url, bench_campaign(), "sms", person, n)
 
 
 # ---------------------------------------------------------------- the fake Twilio (its own process)
