@@ -24,10 +24,11 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ARRAY, BigInteger, Integer, and_, any_, bindparam, delete, exists, func, select, update
+from sqlalchemy import ARRAY, BigInteger, Integer, Update, and_, any_, bindparam, delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -462,20 +463,22 @@ async def commit(conn: AsyncConnection, campaign_id: str, contact_ids: Iterable[
     ids = sorted(set(contact_ids))
     if not ids:
         return 0
-    result = await conn.execute(_COMMIT[conn.dialect.name], {"campaign": campaign_id, "ids": ids, "now": now})
+    result = await conn.execute(_commit(conn.dialect.name), {"campaign": campaign_id, "ids": ids, "now": now})
     return result.rowcount or 0
 
 
-_COMMIT = {  # built once: a chunk's ids are one parameter (``among``), not a hundred coerced literals
-    dialect: update(coupon_codes)
-    .where(
-        coupon_codes.c.campaign_id == bindparam("campaign"),
-        among(dialect, coupon_codes.c.contact_id),
-        coupon_codes.c.state == "reserved",
+@cache
+def _commit(dialect: str) -> Update:
+    """Built once per dialect: a chunk's ids are one parameter (``among``), not a hundred coerced literals."""
+    return (
+        update(coupon_codes)
+        .where(
+            coupon_codes.c.campaign_id == bindparam("campaign"),
+            among(dialect, coupon_codes.c.contact_id),
+            coupon_codes.c.state == "reserved",
+        )
+        .values(state="assigned", assigned_at=bindparam("now", type_=coupon_codes.c.assigned_at.type))
     )
-    .values(state="assigned", assigned_at=bindparam("now", type_=coupon_codes.c.assigned_at.type))
-    for dialect in ("postgresql", "sqlite")
-}
 
 
 async def release(conn: AsyncConnection, campaign_id: str, contact_ids: Iterable[int], now: datetime) -> int:

@@ -11,9 +11,10 @@ import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, literal, or_, select, tuple_, update
+from sqlalchemy import Update, and_, bindparam, func, literal, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
@@ -551,23 +552,18 @@ async def reserve_coupons(
         reservation = await coupons.reserve(conn, campaign, contact_ids, now, coupon_key=coupon_key)
         coded = [r.delivery_id for r in recipients if r.contact_id in reservation.codes]
         if coded:  # the rows of the contacts holding a code take it, in one statement
-            await conn.execute(_RECORD_CODES[conn.dialect.name], {"ids": coded})
+            await conn.execute(_record_codes(conn.dialect.name), {"ids": coded})
     return reservation
 
 
-_RECORD_CODES = {  # each row's code: the one its contact holds in its campaign (what ``reserve`` returned)
-    dialect: update(deliveries)
-    .where(among(dialect, deliveries.c.id))
-    .values(
-        coupon_code=select(coupon_codes.c.code)
-        .where(
-            coupon_codes.c.campaign_id == deliveries.c.campaign_id,
-            coupon_codes.c.contact_id == deliveries.c.contact_id,
-        )
-        .scalar_subquery()
+@cache
+def _record_codes(dialect: str) -> Update:
+    """Each row's code: the one its contact holds in its campaign (what ``reserve`` returned); the
+    rows' ids are one parameter (``among``). Built once per dialect."""
+    code = select(coupon_codes.c.code).where(
+        coupon_codes.c.campaign_id == deliveries.c.campaign_id, coupon_codes.c.contact_id == deliveries.c.contact_id
     )
-    for dialect in ("postgresql", "sqlite")
-}
+    return update(deliveries).where(among(dialect, deliveries.c.id)).values(coupon_code=code.scalar_subquery())
 
 
 async def unclaim(engine: AsyncEngine, ids: Sequence[int], owner: str, now: datetime) -> None:
