@@ -15,8 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -120,23 +119,9 @@ class KeyedLimiter:
         self.limit = limit
         self._slots: dict[str, _Slot] = {}
 
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        slot = self._slots.get(key)
-        if slot is None:
-            slot = self._slots[key] = _Slot(asyncio.Semaphore(self.limit))
-        slot.users += 1
-        try:
-            async with slot.semaphore:
-                slot.held += 1
-                try:
-                    yield
-                finally:
-                    slot.held -= 1
-        finally:
-            slot.users -= 1
-            if slot.users == 0:
-                del self._slots[key]
+    def hold(self, key: str) -> _Hold:
+        """``async with limiter.hold(key): ...``: one of ``key``'s slots for the block."""
+        return _Hold(self, key)
 
     def in_use(self, key: str) -> int:
         """How many hold ``key`` right now (not counting waiters)."""
@@ -146,6 +131,41 @@ class KeyedLimiter:
     def __len__(self) -> int:
         """Keys currently tracked (held or waited for)."""
         return len(self._slots)
+
+
+class _Hold(contextlib.AbstractAsyncContextManager[None]):
+    """One hold of a ``KeyedLimiter`` key. A class, not an ``asynccontextmanager``: it is entered for
+    every email sent, and a generator-based one cost 3.5–4.9 µs a use against 1.8 (uvloop, measured)."""
+
+    __slots__ = ("_limiter", "_key", "_slot")
+
+    def __init__(self, limiter: KeyedLimiter, key: str):
+        self._limiter, self._key = limiter, key
+
+    async def __aenter__(self) -> None:
+        slots, key = self._limiter._slots, self._key
+        slot = slots.get(key)
+        if slot is None:
+            slot = slots[key] = _Slot(asyncio.Semaphore(self._limiter.limit))
+        slot.users += 1
+        try:
+            await slot.semaphore.acquire()
+        except BaseException:  # cancelled while waiting: holds nothing
+            self._leave(slot)
+            raise
+        slot.held += 1
+        self._slot = slot
+
+    async def __aexit__(self, *exc: object) -> None:
+        slot = self._slot
+        slot.held -= 1
+        slot.semaphore.release()
+        self._leave(slot)
+
+    def _leave(self, slot: _Slot) -> None:
+        slot.users -= 1
+        if slot.users == 0:  # nobody holds or waits: the key costs nothing any more
+            del self._limiter._slots[self._key]
 
 
 def default_burst(rate: float) -> float:
