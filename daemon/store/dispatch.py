@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Update, and_, bindparam, func, literal, or_, select, tuple_, update
+from sqlalchemy import Select, Update, and_, bindparam, func, literal, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
@@ -27,7 +27,7 @@ from topslot.store import coupons, receipts
 from topslot.store.controls import held_campaign
 from topslot.store.coupons import Reservation
 from topslot.store.db import IMMEDIATE
-from topslot.store.dialect import among, column_lists, plan_for_values, rows_at_once, unnest_values
+from topslot.store.dialect import JsonList, among, column_lists, plan_for_values, rows_at_once, unnest_values
 from topslot.store.frequency import lock_contacts, skip_over_cap
 from topslot.store.ledger import Claimed, claim_statement, ineligibility_reason, skip_quiet_hours
 from topslot.store.schema import contacts, coupon_codes, deliveries
@@ -97,19 +97,23 @@ async def load_recipients(engine: AsyncEngine, claims: Sequence[Claimed], owner:
         return []
     values = {"ids": [c.delivery_id for c in claims], "owner": owner}
     async with engine.connect() as conn:  # SQLite: the chunk's rows in one step (rows_at_once)
-        return [Recipient(*row) for row in await conn.run_sync(rows_at_once, _LOAD, values)]  # fields' order (above)
+        load = _load(conn.dialect.name)
+        return [Recipient(*row) for row in await conn.run_sync(rows_at_once, load, values)]  # fields' order (above)
 
 
-_LOAD = (  # built once: a batch's ids are one expanding parameter
-    select(*_DELIVERY_COLUMNS, *_CONTACT_COLUMNS)
-    .join(contacts, contacts.c.id == deliveries.c.contact_id)
-    .where(
-        deliveries.c.id.in_(bindparam("ids", expanding=True)),
-        deliveries.c.state == S.CLAIMED,
-        deliveries.c.lease_owner == bindparam("owner"),
+@cache
+def _load(dialect: str) -> Select[Any]:
+    """``load_recipients``' query, built once per dialect: a batch's ids are one parameter (``among``)."""
+    return (
+        select(*_DELIVERY_COLUMNS, *_CONTACT_COLUMNS)
+        .join(contacts, contacts.c.id == deliveries.c.contact_id)
+        .where(
+            among(dialect, deliveries.c.id),
+            deliveries.c.state == S.CLAIMED,
+            deliveries.c.lease_owner == bindparam("owner"),
+        )
+        .order_by(deliveries.c.id)
     )
-    .order_by(deliveries.c.id)
-)
 
 
 async def drop_ineligible(
@@ -123,7 +127,7 @@ async def drop_ineligible(
     stmt = (
         update(deliveries)
         .where(
-            deliveries.c.id.in_(bindparam("ids", expanding=True)),
+            among(engine.dialect.name, deliveries.c.id),
             deliveries.c.state == S.CLAIMED,
             deliveries.c.lease_owner == owner,
             reason != "",
@@ -141,13 +145,20 @@ async def drop_ineligible(
 # The per-chunk statements are built once (their values are bound parameters, the id lists expanding
 # ones): building one with a hundred literal ids coerced each of them, every chunk.
 _NOW = bindparam("now", type_=deliveries.c.updated_at.type)
+# SQLite: the ids and the (id, epoch) pairs are one JSON parameter each, read by ``json_each``: one
+# statement text whatever the count, where expanding IN lists (1,000 ids, 2,000 pair values) were
+# rendered and bound value by value for every chunk (2.8 → 0.15 ms a chunk of 1,000, measured on an
+# empty table: all of it overhead)
+_PAIRS_JSON = func.json_each(bindparam("rows", type_=JsonList())).table_valued("value")
 _MARK_SENDING = (
     update(deliveries)
     .where(
         # the ids alone first: SQLite searches a row-value IN list by no index (it read every claimed
         # row of the ledger for each chunk), a plain IN list by the primary key
-        deliveries.c.id.in_(bindparam("ids", expanding=True)),
-        tuple_(deliveries.c.id, deliveries.c.lease_epoch).in_(bindparam("rows", expanding=True)),  # this claim
+        among("sqlite", deliveries.c.id),
+        tuple_(deliveries.c.id, deliveries.c.lease_epoch).in_(  # this claim
+            select(func.json_extract(_PAIRS_JSON.c.value, "$[0]"), func.json_extract(_PAIRS_JSON.c.value, "$[1]"))
+        ),
         deliveries.c.state == S.CLAIMED,
         deliveries.c.lease_owner == bindparam("owner"),
         deliveries.c.lease_expires_utc > _NOW,
