@@ -372,7 +372,7 @@ async def _insert_codes_sqlite(
     """SQLite: the generated codes ``made`` (contact → code) inserted by one statement from one JSON
     parameter, in one step of the engine, where a multi-row ``INSERT … RETURNING`` took a step per
     row (each taking the interpreter lock back from the event loop: see ``topslot.store.dialect``)
-    and SQLAlchemy's work on a dict per row: 27 → 21 ms for 1,000 codes (the reservation's
+    and SQLAlchemy's work on a dict per row: 26.6 → 21.2 ms for 1,000 codes (the reservation's
     transaction, medians in bench/send_pipeline.py). Returns the code each contact now holds, and how
     many were inserted: when all were, the codes made; otherwise (a contact holding a code already, or
     a clash) the contacts' codes as found."""
