@@ -370,10 +370,9 @@ async def _insert_codes_sqlite(
     conn: AsyncConnection, campaign_id: str, pool: str, made: dict[int, str], now: datetime
 ) -> tuple[dict[int, str], int]:
     """SQLite: the generated codes ``made`` (contact → code) inserted by one statement from one JSON
-    parameter, in one step of the engine, where a multi-row ``INSERT … RETURNING`` took a step per
-    row (each taking the interpreter lock back from the event loop: see ``topslot.store.dialect``)
-    and SQLAlchemy's work on a dict per row: 26.6 → 21.2 ms for 1,000 codes (the reservation's
-    transaction, medians in bench/send_pipeline.py). Returns the code each contact now holds, and how
+    parameter, where a multi-row ``INSERT … RETURNING`` took SQLAlchemy's work on a dict per row and
+    read the codes back row by row: 26.6 → 21.2 ms for 1,000 codes (the reservation's transaction,
+    medians in bench/send_pipeline.py). Returns the code each contact now holds, and how
     many were inserted: when all were, the codes made; otherwise (a contact holding a code already, or
     a clash) the contacts' codes as found."""
     values = {"pairs": [[contact, code] for contact, code in made.items()], "pool": pool, "now": now}
