@@ -26,6 +26,7 @@ and copied for every run (SQLite), or re-seeded in a throwaway database (Postgre
     .venv/bin/python bench/send_pipeline.py                         # 100,000 + 1,000,000 recipients
     .venv/bin/python bench/send_pipeline.py --recipients 20000      # quick: 20,000 + 200,000
     .venv/bin/python bench/send_pipeline.py --pg postgresql+asyncpg://postgres@127.0.0.1:5432/test
+    .venv/bin/python bench/send_pipeline.py --recipients 20000 --processes 1 --only-topslot --phases  # per batch
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 import seeding  # noqa: E402
 from harness import fire_bucket  # noqa: E402
+from phases import lines as phase_lines  # noqa: E402
 from seeding import DUE, REPO, campaign_kit, recipient, seed_bucket  # noqa: E402
 from smtp_transport import ensure_postfix_tools, free_port, run_smtp_source, start_sink  # noqa: E402
 
@@ -127,7 +129,12 @@ def child_main(args: argparse.Namespace) -> None:
         target, _, value = setting.partition("=")
         module, _, name = target.rpartition(".")
         setattr(importlib.import_module(module), name, int(value))
-    make = lambda: topslot_run(args.child, args.port, args.pool_size, args.processes)  # noqa: E731
+    phases = importlib.import_module("phases").install() if args.phases else None
+
+    async def make() -> dict[str, Any]:
+        result = await topslot_run(args.child, args.port, args.pool_size, args.processes)
+        return result if phases is None else {**result, "phases": phases.summary()}
+
     if args.uvloop:
         try:
             import uvloop
@@ -149,6 +156,7 @@ def run_child(
     tune: list[str],
     processes: int = 1,
     env: dict[str, str] | None = None,
+    phases: bool = False,
 ) -> dict[str, Any]:
     command = [sys.executable]
     if profile:
@@ -158,6 +166,8 @@ def run_child(
     command += ["--processes", str(processes)]
     if uvloop:
         command.append("--uvloop")
+    if phases:
+        command.append("--phases")
     for setting in tune:
         command += ["--tune", setting]
     env = {**os.environ, **(env or {})}
@@ -308,6 +318,12 @@ def main() -> None:
         help="like --compare, with a setting given to the compared topslot child through its environment, "
         "e.g. TOPSLOT_HANDOVER_JOURNAL=false",
     )
+    parser.add_argument(
+        "--phases",
+        action="store_true",
+        help="time each step of every claim batch in topslot's main process (bench/phases.py) and print the "
+        "median ms a batch of each and how busy its event loop was (use with --processes 1)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--uvloop", action="store_true", help=argparse.SUPPRESS)
@@ -353,7 +369,7 @@ def main() -> None:
                 try:
                     return run_child(
                         url, port, args.pool_size, uvloop=uvloop, profile=profile, tune=tune,
-                        processes=args.processes, env=env,
+                        processes=args.processes, env=env, phases=args.phases,
                     )  # fmt: skip
                 finally:
                     ledger.done(url)
@@ -370,6 +386,8 @@ def main() -> None:
                     f"peak RSS {r['peak_rss_mb']:.0f} MB",
                     flush=True,
                 )
+                for line in phase_lines(r["phases"]) if "phases" in r else ():
+                    print(f"      {line}", flush=True)
                 return n / r["seconds"]
 
             loop_name = "uvloop" if uvloop else "asyncio"
