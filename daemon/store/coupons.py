@@ -44,7 +44,6 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -66,7 +65,7 @@ from topslot.imports.lines import open_lines
 from topslot.imports.report import ImportReport, Progress
 from topslot.logs import get_logger
 from topslot.store.db import IMMEDIATE
-from topslot.store.dialect import JsonList, among, upsert_insert
+from topslot.store.dialect import among, json_rows, unnest_rows, upsert_insert
 from topslot.store.schema import coupon_codes, coupon_pools, deliveries
 
 DEFAULT_BATCH_SIZE = 1000
@@ -344,59 +343,51 @@ async def _reserve_generated(
     if fits:
         pool = generated_pool(campaign.id)
         made = {i: scheme.code(i) for i in fits}
-        if conn.dialect.name == "sqlite":
-            held, taken = await _insert_codes_sqlite(conn, campaign.id, pool, made, now)
-        else:
-            rows = [
-                {"pool": pool, "code": code, "campaign_id": campaign.id, "contact_id": i, "state": "reserved",
-                 "reserved_at": now}
-                for i, code in made.items()
-            ]  # fmt: skip
-            # the codes inserted come back; only a contact whose insert conflicted (a code of its own
-            # already, or a clash) is looked up again
-            inserted = upsert_insert(conn, coupon_codes).on_conflict_do_nothing()
-            returned = await conn.execute(inserted.returning(coupon_codes.c.contact_id, coupon_codes.c.code), rows)
-            held = {r.contact_id: r.code for r in returned}
-            taken = len(held)
-            conflicted = [i for i in fits if i not in held]
-            if conflicted:
-                held |= await held_codes(conn, campaign.id, conflicted)
+        held, taken = await _insert_generated(conn, campaign.id, pool, made, now)
     # still without a code: its text clashed with a code another contact got under a rotated key
     exhausted = too_big + tuple(i for i in fits if i not in held)
     return Reservation(held, tuple(sorted(exhausted)), taken)
 
 
-async def _insert_codes_sqlite(
+async def _insert_generated(
     conn: AsyncConnection, campaign_id: str, pool: str, made: dict[int, str], now: datetime
 ) -> tuple[dict[int, str], int]:
-    """SQLite: the generated codes ``made`` (contact → code) inserted by one statement from one JSON
-    parameter, where a multi-row ``INSERT … RETURNING`` took SQLAlchemy's work on a dict per row and
-    read the codes back row by row: 26.6 → 21.2 ms for 1,000 codes (the reservation's transaction,
-    medians in bench/send_pipeline.py). Returns the code each contact now holds, and how
-    many were inserted: when all were, the codes made; otherwise (a contact holding a code already, or
-    a clash) the contacts' codes as found."""
-    values = {"pairs": [[contact, code] for contact, code in made.items()], "pool": pool, "now": now}
-    taken = (await conn.execute(_insert_made(), values | {"campaign_id": campaign_id})).rowcount
+    """The generated codes ``made`` (contact → code) inserted by one statement (``_insert_made``), the
+    rows as one array per column (PostgreSQL) or one JSON text (SQLite), without ``RETURNING``: on
+    SQLite a multi-row ``INSERT … RETURNING`` took SQLAlchemy's work on a dict per row and read the
+    codes back row by row (26.6 → 21.2 ms for 1,000 codes, the reservation's transaction, medians in
+    bench/send_pipeline.py). Returns the code each contact now holds, and how many were inserted:
+    when all were, the codes made; otherwise (a contact holding a code already, or a clash) the
+    contacts' codes as found."""
+    if conn.dialect.name == "postgresql":
+        rows: dict[str, Any] = {"contact_id": list(made), "code": list(made.values())}
+    else:
+        rows = {"pairs": [[contact, code] for contact, code in made.items()]}
+    shared = {"pool": pool, "campaign_id": campaign_id, "now": now}
+    taken = (await conn.execute(_insert_made(conn.dialect.name), rows | shared)).rowcount
     if taken == len(made):
-        return dict(made), taken
+        return made, taken
     return await held_codes(conn, campaign_id, list(made)), taken
 
 
 @cache
-def _insert_made() -> Any:
-    """SQLite's ``INSERT … SELECT … FROM json_each(:pairs) ON CONFLICT DO NOTHING`` of generated codes,
-    each pair ``[contact_id, code]``; built once."""
-    pairs = func.json_each(bindparam("pairs", type_=JsonList())).table_valued("value")
-    rows = select(
+def _insert_made(dialect: str) -> Any:
+    """``INSERT … SELECT … ON CONFLICT DO NOTHING`` of generated codes, one row per contact: from
+    ``unnest`` of the arrays ``contact_id`` and ``code`` (PostgreSQL), or ``json_each`` of ``pairs``,
+    ``[contact_id, code]`` each (SQLite); built once per dialect."""
+    also = (
         bindparam("pool", type_=coupon_codes.c.pool.type),
-        func.json_extract(pairs.c.value, "$[1]"),
         bindparam("campaign_id", type_=coupon_codes.c.campaign_id.type),
-        func.json_extract(pairs.c.value, "$[0]"),
         literal("reserved"),
         bindparam("now", type_=coupon_codes.c.reserved_at.type),
-    ).where(true())  # SQLite: an upsert's SELECT needs a WHERE, or its ON CONFLICT would read as a join's
-    columns = ["pool", "code", "campaign_id", "contact_id", "state", "reserved_at"]
-    return sqlite.insert(coupon_codes).from_select(columns, rows).on_conflict_do_nothing()
+    )
+    names = ["contact_id", "code"]
+    if dialect == "postgresql":
+        rows = unnest_rows(coupon_codes, names, *also)
+    else:  # an upsert's SELECT needs a WHERE on SQLite, or its ON CONFLICT would read as a join's
+        rows = select(*json_rows("pairs", 2), *also).where(true())
+    columns = [*names, "pool", "campaign_id", "state", "reserved_at"]
+    return upsert_insert(dialect, coupon_codes).from_select(columns, rows).on_conflict_do_nothing()
 
 
 async def _reserve_pooled(

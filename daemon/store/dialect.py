@@ -23,9 +23,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 
-def upsert_insert(conn: AsyncConnection | Connection, table: Table) -> Any:
-    """``insert(table)`` from the connection's dialect, with ``on_conflict_do_*`` available."""
-    name = conn.dialect.name
+def upsert_insert(conn: AsyncConnection | Connection | str, table: Table) -> Any:
+    """``insert(table)`` from the connection's dialect (or the dialect named), with ``on_conflict_do_*``
+    available."""
+    name = conn if isinstance(conn, str) else conn.dialect.name
     if name == "postgresql":
         return postgresql.insert(table)
     if name == "sqlite":
@@ -82,6 +83,14 @@ def among(dialect: str, column: ColumnElement[Any]) -> ColumnElement[bool]:
         return column == any_(bindparam("ids", type_=postgresql.ARRAY(column.type)))
     ids = func.json_each(bindparam("ids", type_=JsonList())).table_valued("value")  # SQLite (open_engine: no other)
     return column.in_(select(ids.c.value).scalar_subquery())
+
+
+def json_rows(name: str, width: int) -> list[ColumnElement[Any]]:
+    """SQLite: the ``width`` columns of the rows of the parameter ``name``, a list of ``width``-long
+    lists bound as ONE JSON text (``json_each``), to select with other values: many rows in one
+    statement text whatever their count, bound as one value (see ``among``)."""
+    each = func.json_each(bindparam(name, type_=JsonList())).table_valued("value")
+    return [func.json_extract(each.c.value, f"$[{i}]") for i in range(width)]
 
 
 class JsonList(TypeDecorator[list[Any]]):

@@ -27,7 +27,7 @@ from topslot.store import coupons, receipts
 from topslot.store.controls import held_campaign
 from topslot.store.coupons import Reservation
 from topslot.store.db import IMMEDIATE
-from topslot.store.dialect import JsonList, among, column_lists, plan_for_values, rows_at_once, unnest_values
+from topslot.store.dialect import among, column_lists, json_rows, plan_for_values, rows_at_once, unnest_values
 from topslot.store.frequency import lock_contacts, skip_over_cap
 from topslot.store.ledger import Claimed, claim_statement, ineligibility_reason, skip_quiet_hours
 from topslot.store.schema import contacts, coupon_codes, deliveries
@@ -149,16 +149,13 @@ _NOW = bindparam("now", type_=deliveries.c.updated_at.type)
 # statement text whatever the count, where expanding IN lists (1,000 ids, 2,000 pair values) were
 # rendered and bound value by value for every chunk (2.8 → 0.15 ms a chunk of 1,000, measured on an
 # empty table: all of it overhead)
-_PAIRS_JSON = func.json_each(bindparam("rows", type_=JsonList())).table_valued("value")
 _MARK_SENDING = (
     update(deliveries)
     .where(
         # the ids alone first: SQLite searches a row-value IN list by no index (it read every claimed
         # row of the ledger for each chunk), a plain IN list by the primary key
         among("sqlite", deliveries.c.id),
-        tuple_(deliveries.c.id, deliveries.c.lease_epoch).in_(  # this claim
-            select(func.json_extract(_PAIRS_JSON.c.value, "$[0]"), func.json_extract(_PAIRS_JSON.c.value, "$[1]"))
-        ),
+        tuple_(deliveries.c.id, deliveries.c.lease_epoch).in_(select(*json_rows("rows", 2))),  # this claim
         deliveries.c.state == S.CLAIMED,
         deliveries.c.lease_owner == bindparam("owner"),
         deliveries.c.lease_expires_utc > _NOW,
