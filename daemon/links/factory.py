@@ -28,7 +28,7 @@ from topslot.channel import spec_of
 from topslot.links.book import LinkBook
 from topslot.links.keys import Keyring
 from topslot.links.short import MAX_SHORT_DELIVERY_ID, placeholder_code, sign_short
-from topslot.links.tokens import sign
+from topslot.links.tokens import Signer
 from topslot.links.tracking import (
     ROUTES,
     SHORT_ROUTE,
@@ -81,6 +81,7 @@ class CampaignLinks:
         paths ``{verp_local}+{token}@{mail_domain}``) go; default: the tracking host, no VERP."""
         self.campaign = campaign
         self.keyring = keyring
+        self.signer = Signer(keyring)  # the active key's, for every message of this campaign
         self.base = base if isinstance(base, TrackingBase) else TrackingBase.parse(base)
         self.book = book if book is not None else LinkBook(campaign.id)
         self.mail_domain = mailto_domain(self.base, mail_domain)
@@ -148,7 +149,7 @@ class DeliveryLinks:
         key, _ = links.book.add(url)
         if self.short_links:
             return short_url(links.base, sign_short(links.keyring, self.delivery_id, key))
-        return tracked_url(links.base, sign(links.keyring, "click", self.delivery_id, key))
+        return tracked_url(links.base, links.signer.sign("click", self.delivery_id, key))
 
     @property
     def open_pixel_url(self) -> str | None:
@@ -156,7 +157,7 @@ class DeliveryLinks:
         pixel = self._pixel
         if pixel is _UNSIGNED:
             pixel = self._pixel = (
-                open_pixel_url(self._links.base, sign(self._links.keyring, "open", self.delivery_id))
+                open_pixel_url(self._links.base, self._links.signer.sign("open", self.delivery_id))
                 if self.opens_tracked
                 else None
             )
@@ -184,13 +185,13 @@ class DeliveryLinks:
         links = self._links
         if links.verp_local is None:
             return None
-        return return_path(links.keyring, self.delivery_id, links.verp_local, links.mail_domain)
+        return return_path(links.signer, self.delivery_id, links.verp_local, links.mail_domain)
 
     @property
     def _unsubscribe_token(self) -> str:
         token = self._token
         if token is None:
-            token = self._token = sign(self._links.keyring, "unsubscribe", self.delivery_id)
+            token = self._token = self._links.signer.sign("unsubscribe", self.delivery_id)
         return token
 
 

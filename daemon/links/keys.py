@@ -30,7 +30,7 @@ import hmac
 import os
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -107,11 +107,15 @@ class Keyring:
 
     def mac(self, key_id: str, purpose: str, message: bytes) -> bytes:
         """HMAC-SHA256 of ``message`` under the ``purpose`` subkey of key ``key_id`` (KeyError if unknown)."""
+        return self.mac_function(key_id, purpose)(message)
+
+    def mac_function(self, key_id: str, purpose: str) -> Callable[[bytes], bytes]:
+        """``mac`` with its key and purpose fixed, for many messages (KeyError if the key is unknown)."""
         state = self._macs.get((key_id, purpose))
         if state is None:
             subkey = hmac.digest(self._keys[key_id], b"topslot/" + purpose.encode("utf-8"), "sha256")
             state = self._macs[(key_id, purpose)] = _Mac(subkey)
-        return state.digest(message)
+        return state.digest
 
     def secret_values(self) -> list[str]:
         """The keys as text, for log redaction (``topslot.logs.Scrubber``); never log these."""

@@ -86,23 +86,59 @@ class TokenClaims(NamedTuple):
 def sign(
     keyring: Keyring, kind: Kind, delivery_id: int, link_key: str | None = None, *, key_id: str | None = None
 ) -> str:
-    """A token for ``kind`` on ``delivery_id`` (and ``link_key`` for clicks), signed with the active key."""
-    code = KINDS.get(kind)
-    if code is None:
-        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    if type(delivery_id) is not int or not 0 <= delivery_id <= MAX_DELIVERY_ID:
-        raise ValueError(f"delivery id must be an integer in 0..2**63-1, got {delivery_id!r}")
-    kid = keyring.active_id if key_id is None else key_id
-    body = _prefix(kid, code) + _varint(delivery_id)
-    if code == 1:
-        body += _link_bytes(link_key)
-    elif link_key is not None:
-        raise ValueError(f"only click tokens carry a link key, not {kind}")
-    try:
-        body += keyring.mac(kid, PURPOSE, body)[:MAC_BYTES]
-    except KeyError:
-        raise ValueError(f"key id {kid!r} is not in the keyring") from None
-    return b2a_base64(body, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode("ascii")
+    """A token for ``kind`` on ``delivery_id`` (and ``link_key`` for clicks), signed with the active key
+    (or ``key_id``). To sign many, make one ``Signer`` and call its ``sign``."""
+    return Signer(keyring, key_id).sign(kind, delivery_id, link_key)
+
+
+class Signer:
+    """Signs tokens with one key of a keyring (its active key unless ``key_id`` names another): what
+    ``sign`` makes, with the key's MAC state and each kind's prefix found once, and the last delivery
+    id's encoding and the link keys' bytes remembered (a message signs several tokens for one id,
+    with the campaign's few link keys), so a token costs little more than its MAC and its base64.
+    ValueError if the key id is not in the keyring."""
+
+    __slots__ = ("key_id", "_mac", "_prefixes", "_last", "_links")
+
+    def __init__(self, keyring: Keyring, key_id: str | None = None):
+        kid = keyring.active_id if key_id is None else key_id
+        try:
+            self._mac = keyring.mac_function(kid, PURPOSE)
+        except KeyError:
+            raise ValueError(f"key id {kid!r} is not in the keyring") from None
+        self.key_id = kid
+        self._prefixes = {kind: _prefix(kid, code) for kind, code in KINDS.items()}
+        self._last: tuple[object, bytes] = (None, b"")  # (delivery id, its varint)
+        self._links: dict[object, bytes] = {}  # link key → its 8 bytes
+
+    def sign(self, kind: Kind, delivery_id: int, link_key: str | None = None) -> str:
+        """A token for ``kind`` on ``delivery_id`` (and ``link_key`` for clicks); ValueError for
+        anything ``sign`` refuses."""
+        prefix = self._prefixes.get(kind)
+        if prefix is None:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        last, encoded = self._last
+        if delivery_id is not last:
+            if type(delivery_id) is not int or not 0 <= delivery_id <= MAX_DELIVERY_ID:
+                raise ValueError(f"delivery id must be an integer in 0..2**63-1, got {delivery_id!r}")
+            encoded = _varint(delivery_id)
+            self._last = (delivery_id, encoded)
+        body = prefix + encoded
+        if kind == "click":
+            raw = self._links.get(link_key) if type(link_key) is str else None
+            if raw is None:
+                raw = _link_bytes(link_key)
+                if len(self._links) >= _MAX_LINK_KEYS:
+                    self._links.clear()
+                self._links[link_key] = raw
+            body += raw
+        elif link_key is not None:
+            raise ValueError(f"only click tokens carry a link key, not {kind}")
+        body += self._mac(body)[:MAC_BYTES]
+        return b2a_base64(body, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode("ascii")
+
+
+_MAX_LINK_KEYS = 4096  # a Signer's remembered link keys (per-recipient URLs come and go)
 
 
 def verify(token: str, keyring: Keyring, kind: Kind | None = None) -> TokenClaims:

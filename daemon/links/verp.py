@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 
 from topslot.links.keys import Keyring
-from topslot.links.tokens import TokenError, sign, verify
+from topslot.links.tokens import Signer, TokenError, verify
 
 MAX_LOCAL = 64  # RFC 5321 §4.5.3.1.1
 _ADDRESS_RE = re.compile(r"^<?(?P<local>[^@<>\s]+)\+(?P<token>[A-Za-z0-9_-]{8,80})@(?P<domain>[^@<>\s]+?)>?$")
@@ -27,9 +27,11 @@ class NotVerp(TokenError):
     """The address is not one of ours (no ``local+token@domain`` shape, another local part)."""
 
 
-def return_path(keyring: Keyring, delivery_id: int, local: str, domain: str) -> str:
-    """The envelope sender of delivery ``delivery_id``: ``{local}+{token}@{domain}``."""
-    address_local = f"{local}+{sign(keyring, 'bounce', delivery_id)}"
+def return_path(keys: Keyring | Signer, delivery_id: int, local: str, domain: str) -> str:
+    """The envelope sender of delivery ``delivery_id``: ``{local}+{token}@{domain}``, signed with the
+    keyring's active key (or by a ``Signer`` of it, for many messages)."""
+    signer = keys if isinstance(keys, Signer) else Signer(keys)
+    address_local = f"{local}+{signer.sign('bounce', delivery_id)}"
     if len(address_local) > MAX_LOCAL:
         raise ValueError(f"VERP local part longer than {MAX_LOCAL} characters: use a shorter key id or local part")
     return f"{address_local}@{domain}"

@@ -15,6 +15,7 @@ from topslot.links.tokens import (
     MAX_DELIVERY_ID,
     PURPOSE,
     BadSignature,
+    Signer,
     MalformedToken,
     TokenClaims,
     TokenError,
@@ -282,3 +283,42 @@ def test_sign_with_an_explicit_key_id(keyring: Keyring) -> None:
     assert verify(sign(ring, "open", 3, key_id="k2"), ring).key_id == "k2"
     with pytest.raises(ValueError):
         sign(ring, "open", 3, key_id="k3")
+
+
+@given(
+    calls=st.lists(
+        st.tuples(
+            st.sampled_from(["click", "open", "unsubscribe", "bounce"]),
+            st.integers(0, MAX_DELIVERY_ID) | st.sampled_from([1, 300, 2**40]),
+            st.binary(min_size=8, max_size=8).map(bytes.hex) | st.sampled_from([LINK]),
+        ),
+        max_size=12,
+    )
+)
+def test_a_signer_makes_the_tokens_sign_makes_whatever_it_signed_before(calls: list[tuple[str, int, str]]) -> None:
+    # a Signer remembers the last delivery id's encoding and the link keys' bytes: never a stale one
+    keyring = Keyring({"k1": KEY_A, "k2": KEY_B}, active="k2")
+    signer = Signer(keyring)
+    for kind, delivery_id, link in calls:
+        link_key = link if kind == "click" else None
+        assert signer.sign(kind, delivery_id, link_key) == sign(keyring, kind, delivery_id, link_key)  # type: ignore[arg-type]
+        assert verify(signer.sign(kind, delivery_id, link_key), keyring).delivery_id == delivery_id  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kind", "delivery_id", "link"),
+    [("click", True, LINK), ("click", -1, LINK), ("click", 1, [LINK]), ("open", 1, LINK), ("click", 1, LINK.upper()), ("complaint", 1, None)],
+)
+def test_a_signer_refuses_bad_input_even_after_good_tokens_for_the_same_values(
+    keyring: Keyring, kind: str, delivery_id: object, link: str | None
+) -> None:
+    signer = Signer(keyring)
+    signer.sign("click", 1, LINK)  # remembered: delivery id 1 and LINK's bytes
+    with pytest.raises(ValueError):
+        signer.sign(kind, delivery_id, link)  # type: ignore[arg-type]
+
+
+def test_a_signer_of_an_unknown_key_id_is_refused(keyring: Keyring) -> None:
+    with pytest.raises(ValueError, match="not in the keyring"):
+        Signer(keyring, "k3")
+    assert verify(Signer(keyring, "k1").sign("open", 5), keyring).key_id == "k1"
