@@ -20,6 +20,7 @@ drop-after-dot     reads the whole body, then closes without replying
 slow-250           reads the whole body, waits ``slow_seconds``, then answers 250 (the message is
                    recorded as accepted)
 extra-after-354    DATA's 354 comes with a 250 nobody asked for in the same write (a broken server)
+extra-after-dot    the final 250 comes with another 250 nobody asked for in the same write
 stall-data         DATA waits ``slow_seconds`` before its 354 (a server stalling on one recipient)
 drop-at-data       RCPT answers 250; DATA gets no reply: the server closes the connection
 =================  ===========================================================================
@@ -303,6 +304,9 @@ class ScriptedSmtpServer:
             "data-spam": "554 5.7.1 Message rejected as spam",
         }.get(kind, f"250 2.0.0 Ok: queued as Q{len(self.received)}")
         self._end_transaction(s)
+        if kind == "extra-after-dot":  # a broken server: a reply nothing asked for, right behind the 250
+            await reply(message.replied + "\r\n250 2.0.0 Ok: queued as NOTHING")
+            return True
         await reply(message.replied)
         return True
 

@@ -198,6 +198,25 @@ async def test_a_reply_nothing_asked_for_ends_the_session_before_the_body(
     assert (conn.stage, conn.is_connected) == ("data", False)
 
 
+async def test_a_reply_nothing_asked_for_after_the_final_reply_ends_the_session(any_server: ScriptedSmtpServer) -> None:
+    # the message was accepted; the extra 250 would otherwise pass for the next transaction's reply
+    conn = await connected(any_server)
+    reply = await conn.send_raw("news@shop.example", "extra-after-dot@a.example", b"x\r\n")
+    assert (reply.code, reply.message) == (250, "2.0.0 Ok: queued as Q1")
+    assert (conn.stage, conn.is_connected) == ("after_dot", False)
+    conn = await connected(any_server)
+    assert (await conn.send_raw("news@shop.example", "accept@a.example", b"y\r\n")).message == "2.0.0 Ok: queued as Q2"
+    await conn.quit()
+
+
+async def test_the_final_reply_has_its_own_deadline(any_server: ScriptedSmtpServer) -> None:
+    any_server.slow_seconds = 2.0
+    conn = await connected(any_server, data_timeout=0.3)  # commands keep their 5 s
+    with pytest.raises(SMTPReadTimeoutError):
+        await conn.send_raw("news@shop.example", "slow-250@a.example", b"x\r\n")
+    assert conn.stage == "after_dot" and not conn.is_connected  # ambiguous: the server may take it
+
+
 @pytest.mark.parametrize("recipient", ["stall-data@a.example", "slow-250@a.example"])
 @pytest.mark.parametrize("pipelining", [False, True], ids=["one command at a time", "pipelined"])
 async def test_a_send_cancelled_while_a_reply_is_awaited_closes_the_session(recipient: str, pipelining: bool) -> None:
