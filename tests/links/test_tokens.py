@@ -15,8 +15,8 @@ from topslot.links.tokens import (
     MAX_DELIVERY_ID,
     PURPOSE,
     BadSignature,
-    Signer,
     MalformedToken,
+    Signer,
     TokenClaims,
     TokenError,
     UnknownKey,
@@ -307,7 +307,14 @@ def test_a_signer_makes_the_tokens_sign_makes_whatever_it_signed_before(calls: l
 
 @pytest.mark.parametrize(
     ("kind", "delivery_id", "link"),
-    [("click", True, LINK), ("click", -1, LINK), ("click", 1, [LINK]), ("open", 1, LINK), ("click", 1, LINK.upper()), ("complaint", 1, None)],
+    [
+        ("click", True, LINK),
+        ("click", -1, LINK),
+        ("click", 1, [LINK]),
+        ("open", 1, LINK),
+        ("click", 1, LINK.upper()),
+        ("complaint", 1, None),
+    ],
 )
 def test_a_signer_refuses_bad_input_even_after_good_tokens_for_the_same_values(
     keyring: Keyring, kind: str, delivery_id: object, link: str | None
