@@ -50,7 +50,8 @@ async def claim_all(
       batch on; its unclaimed rows stay as they are;
     - before each batch, rows whose recipients are inside their channel's ``quiet`` hours when the
       messages arrive (the slot, or now once it has passed) are skipped (``ledger.skip_quiet_hours``,
-      logged ``quiet_hours_skipped``): a bucket that fires late, or runs on into the evening, stops;
+      logged ``quiet_hours_skipped``): a bucket that fires late, or runs on into the evening, stops
+      (a channel with quiet hours for no country, as email by default, reads nothing for it);
     - ``cap``, the frequency cap on the campaign's messages on ``channel``
       (``topslot.frequency.effective_cap``): rows over it are skipped as they are claimed, in the
       claim's transaction (logged ``frequency_capped``)."""
@@ -58,6 +59,8 @@ async def claim_all(
     bucket = and_(
         deliveries.c.campaign_id == campaign.id, deliveries.c.channel == channel, deliveries.c.due_utc == due_utc
     )
+    if quiet is not None and not quiet.windows(channel):
+        quiet = None  # nobody's quiet hours on this channel: no read of the bucket's zones per batch
     if campaign.channel_strategy == "fallback":
         skipped = await ledger.skip_engaged_fallbacks(engine, campaign.id, bucket, clock.now())
         if skipped:

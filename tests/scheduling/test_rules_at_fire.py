@@ -51,6 +51,20 @@ async def test_a_late_bucket_does_not_send_inside_quiet_hours(engine, tmp_path) 
     assert [e["rows"] for e in logs if e["event"] == "quiet_hours_skipped"] == [2]
 
 
+async def test_a_late_bucket_on_a_channel_without_quiet_hours_is_sent(engine, tmp_path) -> None:
+    # email has none by default: nothing is read for them, nothing skipped, whatever the hour
+    await populate(engine, tmp_path)
+    c = campaign(slots=["20:30"], missed_slot={"grace": "1h"})
+    clock = FakeClock(NOW)
+    scheduler = BucketScheduler(engine, quiet_settings(tmp_path), clock)
+    await scheduler.on_campaigns_changed({c.id: c})
+    clock.set(NY_EVENING + timedelta(minutes=40))  # 21:10 in New York
+    with capture_logs() as logs:
+        assert await scheduler.fire_bucket(c.id, "email", NY_EVENING) == 2
+    assert {r["state"] for r in await rows(engine) if r["due_utc"] == NY_EVENING} == {"claimed"}
+    assert not [e for e in logs if e["event"] == "quiet_hours_skipped"]
+
+
 async def test_an_on_time_bucket_outside_quiet_hours_is_sent(engine, tmp_path) -> None:
     await populate(engine, tmp_path)
     s = quiet_settings(tmp_path, email="21:00-08:00")
