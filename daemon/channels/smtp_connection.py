@@ -373,6 +373,8 @@ class SmtpConnection(SMTP):
         is empty, then ``after_dot``), the final reply within ``data_timeout`` (read as a group of
         one, so a reply nothing asked for that comes with it closes the session instead of passing
         for the next command's). Under the command lock."""
+        if not isinstance(protocol, PipeliningProtocol):  # only ever built by ``_create_connection``
+            raise SMTPServerDisconnected("not a connection of SmtpConnection's own")
         self.stage = "body"
         try:
             await handing_over()  # on record before the first byte of the body leaves
@@ -382,8 +384,6 @@ class SmtpConnection(SMTP):
         transport = cast(asyncio.WriteTransport | None, protocol.transport)
         if transport is None:
             raise SMTPServerDisconnected("Connection lost")
-        if not isinstance(protocol, PipeliningProtocol):  # only ever built by ``_create_connection``
-            raise SMTPServerDisconnected("not a connection of SmtpConnection's own")
         transport.set_write_buffer_limits(high=0)  # paused exactly while any byte is buffered
         protocol.start_group()  # an early reply (a 552 mid-body) is kept for the read below
         try:
