@@ -1,6 +1,6 @@
 """VERP return paths (pure): each message's envelope sender names its delivery, signed.
 
-``return_path(keyring, 42, "bounce", "bounces.example.com")`` is
+``return_path(Signer(keyring), 42, "bounce", "bounces.example.com")`` is
 ``bounce+{token}@bounces.example.com``, where ``token`` is a ``bounce`` token of
 ``topslot.links.tokens`` (delivery id, key id and a 96-bit HMAC; 15–20 characters for ids below
 2**28). Bounces are addressed to the envelope sender, so a bounce names its delivery by the address
@@ -27,10 +27,9 @@ class NotVerp(TokenError):
     """The address is not one of ours (no ``local+token@domain`` shape, another local part)."""
 
 
-def return_path(keys: Keyring | Signer, delivery_id: int, local: str, domain: str) -> str:
-    """The envelope sender of delivery ``delivery_id``: ``{local}+{token}@{domain}``, signed with the
-    keyring's active key (or by a ``Signer`` of it, for many messages)."""
-    signer = keys if isinstance(keys, Signer) else Signer(keys)
+def return_path(signer: Signer, delivery_id: int, local: str, domain: str) -> str:
+    """The envelope sender of delivery ``delivery_id``: ``{local}+{token}@{domain}``, the token signed
+    by ``signer`` (a campaign's: ``CampaignLinks.signer``)."""
     address_local = f"{local}+{signer.sign('bounce', delivery_id)}"
     if len(address_local) > MAX_LOCAL:
         raise ValueError(f"VERP local part longer than {MAX_LOCAL} characters: use a shorter key id or local part")

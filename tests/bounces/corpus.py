@@ -10,7 +10,7 @@ from pathlib import Path
 from string import Template
 
 from topslot.links.keys import Keyring
-from topslot.links.tokens import sign
+from topslot.links.tokens import Signer, sign
 from topslot.links.verp import return_path
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -20,7 +20,7 @@ RCPT = "mei.lin@example.net"
 
 
 def values(delivery_id: int, rcpt: str = RCPT, keyring: Keyring = KEYRING) -> dict[str, str]:
-    verp = return_path(keyring, delivery_id, "bounce", DOMAIN)
+    verp = return_path(Signer(keyring), delivery_id, "bounce", DOMAIN)
     local, _, domain = verp.partition("@")
     forged = local[:-3] + ("AAA" if local[-3:] != "AAA" else "BBB") + "@" + domain
     return {

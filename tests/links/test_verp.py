@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from topslot.links.keys import Keyring
-from topslot.links.tokens import BadSignature, WrongKind, sign
+from topslot.links.tokens import BadSignature, Signer, WrongKind, sign
 from topslot.links.verp import MAX_LOCAL, NotVerp, delivery_of, return_path, split
 
 RING = Keyring({"k2027": b"verp-test-key-0123456789abcdef"})
@@ -13,7 +13,7 @@ RING = Keyring({"k2027": b"verp-test-key-0123456789abcdef"})
 
 def test_a_return_path_names_its_delivery_and_fits_a_local_part() -> None:
     for delivery_id in (1, 42, 2**28 - 1, 2**40):
-        address = return_path(RING, delivery_id, "bounce", "bounces.shop.example")
+        address = return_path(Signer(RING), delivery_id, "bounce", "bounces.shop.example")
         local, _, domain = address.partition("@")
         assert local.startswith("bounce+") and domain == "bounces.shop.example" and len(local) <= MAX_LOCAL
         assert delivery_of(address, RING, "bounce") == delivery_id
@@ -21,7 +21,7 @@ def test_a_return_path_names_its_delivery_and_fits_a_local_part() -> None:
 
 
 def test_forgeries_and_other_addresses_name_nothing() -> None:
-    address = return_path(RING, 42, "bounce", "b.example")
+    address = return_path(Signer(RING), 42, "bounce", "b.example")
     local, _, domain = address.partition("@")
     flipped = local[:-1] + ("A" if local[-1] != "A" else "B") + "@" + domain
     with pytest.raises(BadSignature):
