@@ -17,14 +17,16 @@ really on the wire, at most one per open connection, are ``unknown``; after a po
 whose acceptance had not reached the disk too (never one sent twice).
 
 Appends are group-committed: ids handed over while an fsync runs are written and fsynced together
-by the next one, so the cost is one sync per batch, not per message. A sync runs on the event
+by the next one, so the cost is one sync per batch, not per message. The syncs run in a helper
+process (``topslot.dispatch.disk_sync``) while the event loop goes on. Without one (it could not
+start, or it died: logged, and the journal syncs by itself from then on), a sync runs on the event
 loop's thread while syncs take at most ``INLINE_SYNC_S`` (a preallocated file on a local disk: a
 fifth of a millisecond), since handing it to a worker thread and back cost more CPU than the sync
 itself (two thread wake-ups and GIL hand-overs per batch: measured, about an eighth of an SMS send);
 once one takes longer (a slow or busy disk), the next ones run in a worker thread while the loop goes
-on, until one is fast again. Acceptances that come while a worker thread syncs are kept in memory
-and written as soon as it returns (before any id handed over after them): a write to a file being
-fsynced can wait for that fsync. A connection whose acceptance is held this way has nothing else on
+on, until one is fast again. Acceptances that come while the helper or a worker thread syncs are
+kept in memory and written as soon as it returns (before any id handed over after them): a write to
+a file being fsynced can wait for that fsync. A connection whose acceptance is held this way has nothing else on
 the wire (its next message waits for the next sync, which writes the acceptance first), so a crash
 still leaves at most one ``unknown`` row per connection. One journal per lease owner
 (``<node>/<boot>``; a helper process has its own), under ``<var_dir>/journal/``; it is emptied
@@ -43,7 +45,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote
 
+from topslot.dispatch.disk_sync import SyncHelper, SyncHelperGone
 from topslot.durable import fsync_directory
+from topslot.logs import get_logger
+
+log = get_logger("dispatch")
 
 SUFFIX = ".handover"
 ALLOCATE_BYTES = 1 << 20  # the file grows by this much at a time (written in place)
@@ -104,10 +110,15 @@ class HandoverJournal:
     The file is preallocated (``ALLOCATE_BYTES`` at a time) and written in place, so committing a
     batch is an ``fdatasync`` that changes no metadata: the cheapest durable write there is. All
     writes happen on the event loop's thread (they are page-cache copies); so does the sync while
-    syncs are fast, else it runs in a worker thread (see the module docstring)."""
+    syncs are fast, else it runs in a worker thread (see the module docstring); with its helper
+    process, every sync runs there."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, helper: bool = True):
+        """``helper``: sync in a helper process (``topslot.dispatch.disk_sync``), else by itself."""
         self.path = path
+        self._use_helper = helper
+        self._helper: SyncHelper | None = None
+        self.syncs = 0  # batches committed (each one sync), wherever the sync ran
         self._fd: int | None = None
         self._offset = 0  # where the next line goes
         self._size = 0  # bytes allocated
@@ -127,6 +138,11 @@ class HandoverJournal:
         os.fsync(self._fd)
         self._grew = False
         fsync_directory(self.path.parent)  # the file itself survives a power loss
+        if self._use_helper and self._helper is None:
+            try:
+                self._helper = SyncHelper(self._fd)
+            except OSError as exc:
+                log.warning("handover_journal_syncs_inline", reason=f"no sync helper: {exc}"[:300])
 
     def mark(self, delivery_id: int, *, synced: bool = True) -> asyncio.Future[None] | None:
         """Put ``delivery_id`` on record: a future done once it is on disk (with whatever came
@@ -161,9 +177,11 @@ class HandoverJournal:
                 fd = self._fd
                 assert fd is not None
                 self._write("".join(f"{i}\n" for i in ids).encode("ascii"))
-                sync = os.fsync if self._grew else os.fdatasync
-                self._grew = False
-                if self._sync_s <= INLINE_SYNC_S:  # fast lately: here, no thread hand-off
+                full, self._grew = self._grew, False
+                sync = os.fsync if full else os.fdatasync
+                if self._helper is not None:  # in another process: the loop goes on meanwhile
+                    await self._helper_sync(full, sync, fd)
+                elif self._sync_s <= INLINE_SYNC_S:  # fast lately: here, no thread hand-off
                     started = time.perf_counter()
                     sync(fd)
                     self._sync_s = time.perf_counter() - started
@@ -179,9 +197,25 @@ class HandoverJournal:
                     if not waiter.done():
                         waiter.set_exception(exc)
                 continue
+            self.syncs += 1
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
+
+    async def _helper_sync(self, full: bool, sync: Callable[[int], None], fd: int) -> None:
+        """Sync through the helper; once it is gone, here (and by itself from then on)."""
+        assert self._helper is not None
+        self._syncing = True
+        try:
+            await self._helper.sync(full)
+        except SyncHelperGone as exc:
+            log.warning("handover_journal_syncs_inline", reason=str(exc)[:300])
+            self._helper.close()
+            self._helper = None
+            sync(fd)
+        finally:
+            self._syncing = False
+            self._write_answers()
 
     def accepted(self, delivery_id: int, provider_id: str, provider: str, segments: int | None) -> None:
         """The provider accepted ``delivery_id``: on record for a crash of this process (written,
@@ -231,6 +265,9 @@ class HandoverJournal:
 
     def close(self, *, remove: bool) -> None:
         """Close the file; ``remove`` it when nothing is ``sending`` (a graceful stop)."""
+        if self._helper is not None:
+            self._helper.close()
+            self._helper = None
         if self._fd is not None:
             self._write_answers()
             os.close(self._fd)

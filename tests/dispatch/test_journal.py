@@ -17,7 +17,7 @@ from topslot.dispatch.journal import Accepted, HandoverJournal, journal_path, jo
 async def test_marks_are_on_disk_when_mark_returns_and_concurrent_ones_share_fsyncs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    journal = HandoverJournal(journal_path(tmp_path / "journal", "node-a/1f2e"))
+    journal = HandoverJournal(journal_path(tmp_path / "journal", "node-a/1f2e"), helper=False)
     journal.open()
     fsyncs: list[int] = []
     real_sync = os.fdatasync
@@ -33,7 +33,7 @@ async def test_an_unsynced_mark_is_written_before_it_returns_and_never_fsynced(
 ) -> None:
     """For a provider that drops repeats: on record for a crash of the process (in the file, read
     by another reader at once), with no sync; synced marks beside them are group-committed as ever."""
-    journal = HandoverJournal(journal_path(tmp_path, "n/im"))
+    journal = HandoverJournal(journal_path(tmp_path, "n/im"), helper=False)
     journal.open()
     syncs: list[int] = []
     real_sync = os.fdatasync
@@ -52,7 +52,7 @@ async def test_an_unsynced_mark_is_written_before_it_returns_and_never_fsynced(
 async def test_an_unsynced_mark_during_a_worker_threads_sync_waits_for_the_next_sync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    journal = HandoverJournal(journal_path(tmp_path, "n/busy"))
+    journal = HandoverJournal(journal_path(tmp_path, "n/busy"), helper=False)
     journal.open()
     started, release = threading.Event(), threading.Event()
     loop_thread = threading.get_ident()
@@ -81,7 +81,7 @@ async def test_an_unsynced_mark_during_a_worker_threads_sync_waits_for_the_next_
 async def test_a_slow_sync_sends_the_next_ones_to_a_worker_thread_and_acceptances_meanwhile_wait_for_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    journal = HandoverJournal(journal_path(tmp_path, "n/slow"))
+    journal = HandoverJournal(journal_path(tmp_path, "n/slow"), helper=False)
     journal.open()
     threads: list[int] = []
     real_sync = os.fdatasync
@@ -231,7 +231,7 @@ async def test_recovery_trusts_the_journals_of_gone_processes_only(tmp_path: Pat
     service = DispatchService(engine, settings, FakeClock(now), node="n1")
     try:
         earlier = "n1/0ld0"
-        HandoverJournal(journal_path(settings.var_dir / "journal", earlier)).open()  # on record: nothing
+        HandoverJournal(journal_path(settings.var_dir / "journal", earlier), helper=False).open()  # nothing
         rows = {}
         async with engine.begin() as conn:
             await add_campaign(conn, "c", "C", now)
