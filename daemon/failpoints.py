@@ -9,7 +9,7 @@ so the calls left in the send path cost one call each.
 
 Points in the send path (scheduler and dispatcher):
 ``after_claim``  a claim batch is committed, not yet handed to the dispatcher;
-``after_render`` a chunk is rendered, not yet marked ``sending``;
+``after_render`` a chunk is rendered and marked ``sending``, nothing of it handed over yet;
 ``after_reply``  the chunk's sends returned (accepted or not), outcomes not yet recorded;
 ``after_commit`` the chunk's outcomes are committed;
 ``helper_start`` a dispatch helper process is starting, before it reports ready.

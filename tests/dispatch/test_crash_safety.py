@@ -83,7 +83,7 @@ class Step:
 
 STEPS = [
     Step("after_claim", "after_claim:1", on_the_wire=False),  # the first claim batch (CLAIM_BATCH rows)
-    Step("after_render", "after_render:1", on_the_wire=False),  # the first chunk, before it is marked sending
+    Step("after_render", "after_render:1", on_the_wire=False),  # the first chunk, marked sending, none handed over
     Step("after_render_mid_bucket", f"after_render:{NEXT_WAVE}", on_the_wire=False, mid_bucket=True),
     Step("during_data", None, on_the_wire=True, mid_bucket=True),
     Step("after_reply", f"after_reply:{MID_BUCKET}", on_the_wire=True, mid_bucket=True),
@@ -183,8 +183,12 @@ async def test_sigkill_at_each_step_then_restart_sends_everybody_once(tmp_path: 
     assert states_at_death.get("claimed", set()) | states_at_death.get("planned", set()) <= sent
 
     if step.name in ("after_claim", "after_render"):  # nothing on the wire yet: all sent exactly once
-        assert not sending_at_death and not unknown, counts(at_death)
+        assert not unknown, counts(at_death)
         assert sent == set(final) and set(received) == sent
+    if step.name == "after_claim":
+        assert not sending_at_death, counts(at_death)
+    if step.name == "after_render":  # marked sending while it rendered: the journal shows none of it left
+        assert sending_at_death and recovered[0].get("sending_to_planned") == len(sending_at_death), recovered
     if step.on_the_wire:
         assert sending_at_death, f"the kill at {step.name} did not land while sending: {counts(at_death)}"
     if step.mid_bucket:
