@@ -493,9 +493,12 @@ class ChunkWindow:
         self._failure: BaseException | None = None
 
     async def room(self) -> None:
-        """Wait until a chunk can start (``submit`` then starts it at once: it has one submitter)."""
+        """Wait until a chunk can start (``submit`` then starts it at once: it has one submitter);
+        raises the first failure once one has failed, as ``submit`` does."""
         await self._slots.acquire()
         self._slots.release()
+        if self._failure is not None:
+            raise self._failure
 
     async def submit(self, start: Callable[[], Coroutine[object, object, None]]) -> None:
         await self._slots.acquire()

@@ -258,6 +258,26 @@ async def test_a_failed_chunk_stops_new_ones_and_is_raised_once_the_others_finis
     assert finished == [1]  # the chunk already on the wire was recorded; none started after the failure
 
 
+async def test_room_waits_for_a_free_place_without_taking_it_and_raises_a_failure() -> None:
+    release = asyncio.Event()
+
+    async def chunk(fail: bool) -> None:
+        await release.wait()
+        if fail:
+            raise RuntimeError("database gone")
+
+    with pytest.raises(RuntimeError, match="database gone"):
+        async with ChunkWindow(1) as window:
+            await window.room()  # free: at once
+            await window.room()  # still free: room took no place
+            await window.submit(lambda: chunk(True))
+            waiting = asyncio.ensure_future(window.room())
+            await asyncio.sleep(0.01)
+            assert not waiting.done()  # the one place is taken
+            release.set()
+            await waiting  # the place came free by a failure: raised here, before another chunk is marked
+
+
 async def test_a_retry_is_not_sent_when_another_campaign_sent_to_the_contact_since(engine, tmp_path) -> None:
     """Frequency caps at the retry's claim: the greylisted message's retry would be the contact's
     second email within the cap's period (another campaign sent meanwhile): skipped, never sent."""
