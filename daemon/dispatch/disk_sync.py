@@ -16,7 +16,8 @@ lock of its own: sending email to ``smtp-sink`` went 1.04× as fast with one dis
 
 Contract:
 
-- One sync at a time: ``sync`` must not be called again before the previous call has returned.
+- Syncs are answered in the order they were asked; a sync whose wait was cancelled is still done
+  (and its answer read), so a later sync never returns on an earlier one's answer.
 - ``sync`` raises ``OSError`` (with the helper's ``errno``) when the sync itself failed, and
   ``SyncHelperGone`` when the helper is not there to do it: it died (killed, out of memory; found
   at once, as its stdout reaches end of file), or ``close`` was called. A helper that is gone stays
@@ -33,6 +34,7 @@ import contextlib
 import os
 import subprocess
 import sys
+from collections import deque
 
 _PROGRAM = """\
 import os, sys
@@ -69,7 +71,7 @@ class SyncHelper:
         self._answers = self._process.stdout
         os.set_blocking(self._answers.fileno(), False)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiters: deque[asyncio.Future[None]] = deque()  # one per sync asked, answered in order
         self._read = b""  # an answer's start, before its newline came
         self._gone = False
         self.syncs = 0  # done by the helper and answered
@@ -88,12 +90,13 @@ class SyncHelper:
             self._forget_loop()
             loop.add_reader(self._answers.fileno(), self._answered)
             self._loop = loop
-        waiter = self._waiter = loop.create_future()
         try:
             os.write(self._asks.fileno(), b"f" if full else b"d")
         except OSError as exc:  # its stdin is closed: it has exited
             self._stopped()
             raise SyncHelperGone(f"the sync helper has stopped ({exc})") from None
+        waiter = loop.create_future()
+        self._waiters.append(waiter)  # a wait cancelled meanwhile keeps its place: its answer still comes
         await waiter
 
     def _answered(self) -> None:
@@ -109,8 +112,10 @@ class SyncHelper:
         self._read += data
         while b"\n" in self._read:
             line, _, self._read = self._read.partition(b"\n")
-            waiter, self._waiter = self._waiter, None
-            if waiter is None or waiter.done():  # its waiter was cancelled: the answer is not needed
+            if not self._waiters:
+                continue
+            waiter = self._waiters.popleft()
+            if waiter.done():  # its wait was cancelled: the answer is not needed
                 continue
             errno = int(line or b"0")
             if errno:
@@ -122,9 +127,10 @@ class SyncHelper:
     def _stopped(self) -> None:
         self._gone = True
         self._forget_loop()
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(SyncHelperGone("the sync helper stopped before it answered"))
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(SyncHelperGone("the sync helper stopped before it answered"))
 
     def _forget_loop(self) -> None:
         if self._loop is not None and not self._loop.is_closed():

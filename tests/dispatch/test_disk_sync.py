@@ -105,3 +105,22 @@ async def test_a_journal_whose_helper_died_syncs_by_itself_and_says_so(tmp_path:
     [event] = [e for e in logs if e["event"] == "handover_journal_syncs_inline"]
     assert event["log_level"] == "warning" and "stopped" in event["reason"]
     journal.close(remove=True)
+
+
+async def test_a_cancelled_wait_keeps_its_place_so_a_later_sync_waits_for_its_own_answer(tmp_path: Path) -> None:
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o600)
+    helper = SyncHelper(fd)
+    try:
+        abandoned = asyncio.ensure_future(helper.sync())
+        await asyncio.sleep(0)  # asked
+        abandoned.cancel()
+        await helper.sync()  # returns on the second answer, not on the abandoned sync's
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(helper._answers.fileno())
+        await asyncio.sleep(0.2)
+        with pytest.raises(BlockingIOError):  # nothing left to answer: both answers were read
+            os.read(helper._answers.fileno(), 64)
+        assert helper.syncs == 1 and not helper._waiters
+    finally:
+        helper.close()
+        os.close(fd)
