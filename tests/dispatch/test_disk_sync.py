@@ -10,17 +10,10 @@ from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
+from tracking.fixtures import process_alive
 
 from topslot.dispatch.disk_sync import SyncHelper, SyncHelperGone
 from topslot.dispatch.journal import Accepted, HandoverJournal, journal_path, read_journal
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 async def test_it_syncs_the_descriptor_it_inherited_in_another_process(tmp_path: Path) -> None:
@@ -35,7 +28,7 @@ async def test_it_syncs_the_descriptor_it_inherited_in_another_process(tmp_path:
     finally:
         helper.close()
         os.close(fd)
-    assert _gone(helper.pid)  # closed: it exited, and was waited for
+    assert not process_alive(helper.pid)  # closed: it exited, and was waited for
 
 
 async def test_a_failed_sync_raises_the_helpers_errno_and_the_helper_goes_on() -> None:
@@ -87,7 +80,7 @@ async def test_the_journal_syncs_in_its_helper_and_holds_acceptances_until_the_s
     await marking
     assert read_journal(journal.path) == {1: Accepted("queued as A1", "smtp", None)} | dict.fromkeys(range(2, 52))
     journal.close(remove=False)
-    assert _gone(helper.pid)
+    assert not process_alive(helper.pid)
 
 
 async def test_a_journal_whose_helper_died_syncs_by_itself_and_says_so(tmp_path: Path) -> None:
