@@ -73,7 +73,7 @@ class Step:
 
 
 STEPS = [
-    Step("after_render_mid_bucket", "after_render:3"),  # the 3rd chunk is rendered and marked sending, none of it handed over
+    Step("after_render_mid_bucket", "after_render:3"),  # the 3rd chunk: rendered, marked sending, none handed over
     Step("mid_request", None),  # requests open at the fake, others not yet written
     Step("after_reply", "after_reply:2", replies_unrecorded=CHUNK),  # a chunk's 201s are in, not recorded
 ]
